@@ -1,0 +1,491 @@
+/*
+** green.core: the hub as a Lua module, and the helpers every blocking
+** primitive shares (the one yield protocol, C-boundary errors).
+*/
+#include <string.h>
+
+#include "lgreen.h"
+
+char lgreen_sentinel;
+
+
+/*
+** {======================================================
+** The yield protocol
+** =======================================================
+*/
+
+gl_thread_t *lgreen_base(lua_State *co) {
+  return *(gl_thread_t **)lua_getextraspace(co);
+}
+
+
+void lgreen_pushthread(lua_State *L, gl_thread_t *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->anchor);
+}
+
+
+gl_thread_t *lgreen_checkthread(lua_State *L, int idx) {
+  return (gl_thread_t *)luaL_checkudata(L, idx, LGREEN_THREAD);
+}
+
+
+/* [-0, +0, v] raise t's stored error (its pending or kill error). */
+static int raise_value(lua_State *L, gl_thread_t *t) {
+  lgreen_pushthread(L, t);
+  lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+  return lua_error(L);
+}
+
+
+/*
+** Check that the caller of blocking primitive 'what' can block, and return
+** its thread. Raises the thread's kill error if it was killed (kill is
+** sticky), and a clear error where blocking is impossible.
+*/
+gl_thread_t *lgreen_begin(lua_State *L, gl_hub_t *hub, const char *what) {
+  gl_thread_t *t = hub->current;
+  if (t == NULL)
+    luaL_error(L,
+               "%s: cannot block here: no green thread is running (a "
+               "finalizer or a hub callback cannot block; spawn a green "
+               "thread for blocking work)",
+               what);
+  if (t->flags & GL_F_KILLED)
+    raise_value(L, t);
+  if (!(t->flags & GL_F_MAIN) && (hub->nonyield > 0 || !lua_isyieldable(L)))
+    lgreen_boundary_error(L, hub, what);
+  return t;
+}
+
+
+/* Hand control to the hub until the wait of 't' is over, then run 'k'. */
+int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
+                 lua_KContext ctx) {
+  if (t->flags & GL_F_MAIN) {
+    gl_hub_t *hub = t->hub;
+    lua_State *saved = t->L;
+    int r;
+    t->L = L; /* Lua-level wake values for main land on L */
+    r = gl_hub_run(hub, L, t);
+    t->L = saved;
+    if (r == GL_EDEADLK) {
+      const char *what = t->what ? t->what : "a wait";
+      if (t->cancel != NULL)
+        t->cancel(t);
+      t->cancel = NULL;
+      t->state = GL_RUNNING;
+      if (t->flags & GL_F_LUAWAIT) {
+        t->flags &= ~GL_F_LUAWAIT;
+        lua_pushboolean(L, 0);
+        lua_pushfstring(L,
+                        "deadlock: the main thread is blocked in %s and no "
+                        "green thread, timer or I/O is left to wake it",
+                        what);
+        return 2;
+      }
+      return luaL_error(L,
+                        "deadlock: the main thread is blocked in %s and no "
+                        "green thread, timer or I/O is left to wake it",
+                        what);
+    }
+    return k(L, LUA_YIELD, ctx);
+  }
+  lua_pushlightuserdata(L, LGREEN_SENTINEL);
+  return lua_yieldk(L, 1, ctx, k);
+}
+
+
+void lgreen_resumed(lua_State *L, gl_thread_t *t) {
+  if (t->flags & GL_F_PENDING) {
+    t->flags &= ~GL_F_PENDING;
+    raise_value(L, t);
+  }
+}
+
+
+int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky) {
+  idx = lua_absindex(L, idx);
+  if (t->state == GL_DEAD)
+    return 0;
+  if ((t->flags & GL_F_KILLED) && !sticky)
+    return 0; /* a killed thread keeps raising its kill error */
+  lgreen_pushthread(L, t);
+  lua_pushvalue(L, idx);
+  lua_setiuservalue(L, -2, LGREEN_UV_VALUE);
+  lua_pop(L, 1);
+  if (sticky)
+    t->flags |= GL_F_KILLED;
+  return gl_interrupt(t);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** C-call boundaries
+** =======================================================
+*/
+
+/* Find "table.sort" for a function, as lauxlib's traceback does. */
+static int globalname(lua_State *L, int fidx) {
+  fidx = lua_absindex(L, fidx);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, fidx)) {
+          const char *mod = lua_tostring(L, -4);
+          if (strcmp(mod, LUA_GNAME) == 0)
+            lua_pushvalue(L, -2);
+          else
+            lua_pushfstring(L, "%s.%s", mod, lua_tostring(L, -2));
+          lua_replace(L, -6);
+          lua_pop(L, 4);
+          return 1;
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+
+static const struct {
+  const char *name;
+  const char *fix;
+} hints[] = {
+    {"table.sort", "Do the blocking work before sorting (fetch what the "
+                   "comparator needs first), then sort with a comparator "
+                   "that does not block."},
+    {"string.gsub", "Collect the matches first (string.gmatch), do the "
+                    "blocking work in a loop, then substitute."},
+    {"require", "A module's main chunk must not block: move the blocking "
+                "call into a function the module exports (for example "
+                "M.init()) and call it after require returns."},
+    {"tostring", "__tostring must not block: compute the string before "
+                 "calling tostring."},
+    {"print", "__tostring must not block: compute the string before "
+              "printing."},
+    {"string.format", "__tostring must not block: compute the string "
+                      "before formatting."},
+    {"__gc", "A finalizer cannot block: spawn a green thread from __gc to "
+             "do the blocking work."},
+    {NULL, NULL}};
+
+
+/*
+** Raise the error for a blocking call made where Lua 5.4 cannot suspend
+** a coroutine: inside a C function that called back into Lua without a
+** continuation. Names the boundary and says how to fix it.
+*/
+int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what) {
+  lua_State *S = hub->nonyield > 0 ? hub->nonyield_L : L;
+  lua_Debug ar;
+  const char *name = NULL, *fix = NULL;
+  int level, i;
+  for (level = 1; lua_getstack(S, level, &ar); level++) {
+    lua_getinfo(S, "Snf", &ar);
+    if (ar.namewhat != NULL && strcmp(ar.namewhat, "metamethod") == 0 &&
+        ar.name != NULL && strcmp(ar.name, "__gc") == 0) {
+      lua_pop(S, 1);
+      name = "__gc";
+      break;
+    }
+    if (*ar.what == 'C') {
+      lua_CFunction f = lua_tocfunction(S, -1);
+      if (f != NULL && lua_getupvalue(S, -1, 1) != NULL) {
+        int ours = lua_touserdata(S, -1) == (void *)hub;
+        lua_pop(S, 1);
+        if (ours) { /* our own coroutine.resume/wrap: look further */
+          lua_pop(S, 1);
+          continue;
+        }
+      }
+      if (globalname(S, -1)) {
+        lua_xmove(S, L, 1);
+        name = lua_tostring(L, -1);
+      } else if (ar.name != NULL) {
+        name = lua_pushstring(L, ar.name);
+      } else {
+        name = "a C function";
+      }
+      lua_pop(S, 1);
+      break;
+    }
+    lua_pop(S, 1);
+  }
+  if (name == NULL)
+    name = "a C function";
+  for (i = 0; hints[i].name != NULL; i++)
+    if (strcmp(hints[i].name, name) == 0)
+      fix = hints[i].fix;
+  if (fix == NULL)
+    fix = "Move the blocking call out of the callback (before or after the "
+          "C call), or spawn a green thread for it.";
+  return luaL_error(L,
+                    "%s: cannot block inside %s: a green thread cannot be "
+                    "suspended across this C-call boundary (a C function "
+                    "calling back into Lua, which Lua 5.4 cannot suspend). "
+                    "%s",
+                    what, name, fix);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Hub-level functions
+** =======================================================
+*/
+
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lgreen_resumed(L, (gl_thread_t *)ctx);
+  return 0;
+}
+
+
+static void sleep_done(gl_timer_t *tm) {
+  gl_wake(GL_CONTAINER(tm, gl_thread_t, timer), 0);
+}
+
+
+static void sleep_cancel(gl_thread_t *t) {
+  gl_timer_stop(t->hub, &t->timer);
+}
+
+
+/*
+** sleep([seconds]): 0 or nil yields to every other ready thread and to
+** I/O. A positive value below the 1 ms resolution sleeps 1 ms.
+*/
+static int l_sleep(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  lua_Number s = luaL_optnumber(L, 1, 0);
+  gl_thread_t *t = lgreen_begin(L, hub, "green.sleep");
+  if (s > 0) {
+    uint64_t ns = s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+    if (ns < 1000000)
+      ns = 1000000;
+    if (gl_timer_start(hub, &t->timer, gl_now() + ns, sleep_done) < 0)
+      return luaL_error(L, "not enough memory");
+    gl_suspend(t, "green.sleep", sleep_cancel);
+  } else {
+    t->state = GL_READY;
+    gl_ready(t);
+  }
+  return lgreen_block(L, t, sleep_k, (lua_KContext)t);
+}
+
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)gl_now() / 1e9);
+  return 1;
+}
+
+
+static int l_getcurrent(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  if (hub->current == NULL)
+    lua_pushnil(L);
+  else
+    lgreen_pushthread(L, hub->current);
+  return 1;
+}
+
+
+/*
+** suspend(): the Lua-level wait. Returns true plus the values given to
+** wake(), or false plus the error when the wait is canceled (kill,
+** Timeout) so the caller can undo its part before raising it.
+*/
+static int suspend_k(lua_State *L, int status, lua_KContext ctx) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t = hub->current;
+  int n = lua_gettop(L) - (int)ctx;
+  (void)status;
+  if (t->flags & GL_F_PENDING) {
+    t->flags &= ~GL_F_PENDING;
+    lua_settop(L, (int)ctx);
+    lua_pushboolean(L, 0);
+    lgreen_pushthread(L, t);
+    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+    lua_remove(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(n + 1));
+  return n + 1;
+}
+
+
+static int l_suspend(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t = hub->current;
+  const char *what = luaL_optstring(L, 1, "green.suspend");
+  if (t != NULL && (t->flags & GL_F_KILLED)) {
+    lua_pushboolean(L, 0);
+    lgreen_pushthread(L, t);
+    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+    lua_remove(L, -2);
+    return 2;
+  }
+  t = lgreen_begin(L, hub, what);
+  gl_suspend(t, what, NULL);
+  t->flags |= GL_F_LUAWAIT;
+  lua_settop(L, 0);
+  return lgreen_block(L, t, suspend_k, 0);
+}
+
+
+/*
+** wake(gt, ...): end gt's suspend() with true, ... . Returns false, doing
+** nothing, unless gt is suspended in suspend() (already woken, canceled,
+** blocked in something else, or dead). Never switches.
+*/
+static int l_wake(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  int n = lua_gettop(L) - 1;
+  if (t->state != GL_SUSPENDED || !(t->flags & GL_F_LUAWAIT)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (n > 0) {
+    if (!lua_checkstack(t->L, n + LUA_MINSTACK))
+      return luaL_error(L, "too many values to wake");
+    lua_xmove(L, t->L, n);
+  }
+  gl_wake(t, n);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+
+static int run_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lgreen_resumed(L, (gl_thread_t *)ctx);
+  return 0;
+}
+
+
+static void run_cancel(gl_thread_t *t) {
+  gl_link_remove(&t->wlink);
+}
+
+
+/*
+** run(): until no thread, timer or server is left. From a green thread,
+** waits until every other thread is done or blocked forever. With a
+** function, green.lua spawns it and waits for it (see init.lua).
+*/
+static int l_run(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t;
+  if (hub->current == NULL)
+    return luaL_error(L, "green.run: cannot run the hub from a finalizer "
+                         "or a hub callback");
+  t = lgreen_begin(L, hub, "green.run");
+  gl_link_push(&hub->idlers, &t->wlink);
+  gl_suspend(t, "green.run", run_cancel);
+  return lgreen_block(L, t, run_k, (lua_KContext)t);
+}
+
+
+static int l_stats(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)hub->nalive);
+  lua_setfield(L, -2, "threads");
+  lua_pushinteger(L, (lua_Integer)hub->nready);
+  lua_setfield(L, -2, "ready");
+  lua_pushinteger(L, (lua_Integer)hub->nheap);
+  lua_setfield(L, -2, "timers");
+  lua_pushboolean(L, uv_loop_alive(&hub->loop));
+  lua_setfield(L, -2, "active");
+  lua_pushinteger(L, hub->lastid);
+  lua_setfield(L, -2, "spawned");
+  return 1;
+}
+
+
+static int l_isyieldable(lua_State *L) {
+  /* Can the caller block? (a green thread outside C-call boundaries, or
+     the main thread when the hub is not running) */
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t = hub->current;
+  lua_pushboolean(L, t != NULL && ((t->flags & GL_F_MAIN) ||
+                                   (hub->nonyield == 0 && lua_isyieldable(L))));
+  return 1;
+}
+
+/* }====================================================== */
+
+
+static int hub_gc(lua_State *L) {
+  gl_hub_t *hub = (gl_hub_t *)luaL_checkudata(L, 1, LGREEN_HUB);
+  if (hub->loop.data != NULL) { /* once */
+    hub->loop.data = NULL;
+    gl_hub_close(hub);
+  }
+  return 0;
+}
+
+
+static const luaL_Reg core_funcs[] = {
+    {"sleep", l_sleep},
+    {"now", l_now},
+    {"getcurrent", l_getcurrent},
+    {"suspend", l_suspend},
+    {"wake", l_wake},
+    {"run", l_run},
+    {"stats", l_stats},
+    {"cansuspend", l_isyieldable},
+    {NULL, NULL}};
+
+
+gl_hub_t *lgreen_gethub(lua_State *L) {
+  gl_hub_t *hub;
+  lua_getfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
+  hub = (gl_hub_t *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return hub;
+}
+
+
+int luaopen_green_core(lua_State *L) {
+  gl_hub_t *hub = lgreen_gethub(L);
+  if (hub != NULL) { /* loaded twice into one state: share the hub */
+    lua_getfield(L, LUA_REGISTRYINDEX, "green.core");
+    return 1;
+  }
+  hub = (gl_hub_t *)lua_newuserdatauv(L, sizeof(*hub), 0);
+  if (gl_hub_init(hub) < 0)
+    return luaL_error(L, "green.core: cannot initialize the event loop");
+  hub->loop.data = hub; /* marks it open, for __gc */
+  luaL_newmetatable(L, LGREEN_HUB);
+  lua_pushcfunction(L, hub_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
+
+  lua_createtable(L, 0, 40);
+  lua_pushlightuserdata(L, hub);
+  luaL_setfuncs(L, core_funcs, 1);
+  lgreen_open_thread(L, hub);
+  lgreen_open_timeout(L, hub);
+  lgreen_open_coro(L, hub);
+  lgreen_open_stdio(L, hub);
+  lua_pushliteral(L, GL_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "green.core");
+  return 1;
+}

@@ -1,0 +1,66 @@
+/*
+** Shared helpers of the green.core bindings.
+**
+** The one yield protocol: a blocking primitive calls 'lgreen_begin' (which
+** raises if the caller cannot block), records its wait with 'gl_suspend'
+** (or queues itself for a pure yield), then returns 'lgreen_block', which
+** yields the sentinel to the hub with a continuation, or, on the host's
+** main thread, runs the hub until the wait is over and calls the
+** continuation itself. Continuations start with 'lgreen_resumed'.
+*/
+#ifndef LGREEN_H
+#define LGREEN_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "../runtime/gl.h"
+
+#define LGREEN_HUB "green.hub"
+#define LGREEN_THREAD "green.GreenThread"
+#define LGREEN_TIMEOUT "green.Timeout"
+
+/* What every hub yield carries: exactly one value, this address. */
+extern char lgreen_sentinel;
+#define LGREEN_SENTINEL ((void *)&lgreen_sentinel)
+
+/* User values of a GreenThread userdata. */
+#define LGREEN_UV_CO 1     /* the coroutine while alive */
+#define LGREEN_UV_VALUE 2  /* pending error while alive; result once dead */
+#define LGREEN_UV_SITE 3   /* the function that called spawn */
+#define LGREEN_UV_EXTRAS 4 /* table: name, links, locals, traceback */
+#define LGREEN_NUV 4
+
+/* Every function of green.core has the hub as upvalue 1. */
+#define lgreen_hub(L) ((gl_hub_t *)lua_touserdata(L, lua_upvalueindex(1)))
+
+/* The green thread whose base coroutine is 'co', or NULL. */
+gl_thread_t *lgreen_base(lua_State *co);
+
+gl_thread_t *lgreen_checkthread(lua_State *L, int idx);
+void lgreen_pushthread(lua_State *L, gl_thread_t *t); /* [-0, +1, -] */
+
+gl_thread_t *lgreen_begin(lua_State *L, gl_hub_t *hub, const char *what);
+int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
+                 lua_KContext ctx);
+void lgreen_resumed(lua_State *L, gl_thread_t *t); /* raises if pending */
+int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what);
+
+/* Store the value at 'idx' as t's error and make its blocking call raise
+   it; 'sticky' makes every later blocking call raise it too (kill). */
+int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky);
+
+void lgreen_pushexit(lua_State *L); /* push green.GreenletExit */
+
+/* Parts of green.core defined in their own files. */
+void lgreen_open_thread(lua_State *L, gl_hub_t *hub);
+void lgreen_open_coro(lua_State *L, gl_hub_t *hub);
+void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
+void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
+void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
+
+/* Used by the executable (runtime/main.c). */
+gl_hub_t *lgreen_gethub(lua_State *L); /* after luaopen_green_core */
+int luaopen_green_core(lua_State *L);
+
+#endif

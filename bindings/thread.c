@@ -1,0 +1,631 @@
+/*
+** GreenThread: spawn, the trampoline every green thread runs, death,
+** wait, kill and the object's methods.
+**
+** A green thread's coroutine starts in 'trampoline', which calls the user
+** function under a yieldable pcall (lua_pcallk). So an error, or a kill,
+** unwinds inside the coroutine: pcall cleanup and <close> variables run
+** there and may themselves block. The message handler records the
+** traceback before the stack unwinds.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "lgreen.h"
+
+#define EXIT_KEY "green.GreenletExit"
+#define END_HOOK "green.thread_end"
+
+
+void lgreen_pushexit(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, EXIT_KEY);
+}
+
+
+/* [-0, +1, m] push the extras table of the thread at 'idx'. */
+static void push_extras(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, LGREEN_UV_EXTRAS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, LGREEN_UV_EXTRAS);
+  }
+}
+
+
+/*
+** {======================================================
+** The trampoline and death
+** =======================================================
+*/
+
+/* Message handler: record the traceback where the error was raised. */
+static int msgh(lua_State *L) {
+  gl_thread_t *t = lgreen_base(L);
+  lgreen_pushexit(L);
+  if (t != NULL && !lua_rawequal(L, 1, -1)) {
+    lgreen_pushthread(L, t);
+    push_extras(L, -1);
+    luaL_traceback(L, L, NULL, 1);
+    lua_setfield(L, -2, "traceback");
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+
+static int end_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  (void)ctx;
+  return 0;
+}
+
+
+/* Print an error nobody observes when the Lua layer is not loaded. */
+static void report_raw(lua_State *L, gl_thread_t *t, int ud) {
+  const char *msg = luaL_tolstring(L, -1, NULL);
+  fprintf(stderr, "green thread %lld died: %s\n", (long long)t->id, msg);
+  lua_pop(L, 1);
+  push_extras(L, ud);
+  if (lua_getfield(L, -1, "traceback") == LUA_TSTRING)
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+  lua_pop(L, 2);
+  fflush(stderr);
+}
+
+
+/*
+** Stack: [ud, msgh, results...] or [ud, msgh, error]. Store the outcome in
+** the userdata, then let the Lua layer report an unobserved error and run
+** the links, still inside this green thread (so they may block).
+*/
+static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
+  gl_thread_t *t = (gl_thread_t *)ctx;
+  int report, haslinks;
+  if (status == LUA_OK || status == LUA_YIELD) {
+    int n = lua_gettop(L) - 2;
+    t->nres = n;
+    if (n == 0) {
+      lua_pushnil(L);
+    } else if (n > 1) {
+      int i;
+      lua_createtable(L, n, 0);
+      lua_insert(L, 3);
+      for (i = n; i >= 1; i--)
+        lua_rawseti(L, 3, i);
+    }
+    lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
+  } else {
+    lgreen_pushexit(L);
+    t->flags |= lua_rawequal(L, -1, -2) ? GL_F_EXIT : GL_F_ERROR;
+    lua_pop(L, 1);
+    lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
+  }
+  lua_settop(L, 1);
+  t->flags |= GL_F_DONE;
+  report = (t->flags & GL_F_ERROR) && gl_link_empty(&t->waiters) &&
+           !(t->flags & GL_F_NOTIFY);
+  haslinks = 0;
+  if (lua_getiuservalue(L, 1, LGREEN_UV_EXTRAS) == LUA_TTABLE)
+    haslinks = lua_getfield(L, -1, "links") != LUA_TNIL;
+  lua_settop(L, 1);
+  if (!report && !haslinks)
+    return 0;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, END_HOOK) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    if (report) {
+      lua_getiuservalue(L, 1, LGREEN_UV_VALUE);
+      report_raw(L, t, 1);
+    }
+    return 0;
+  }
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, report);
+  lua_callk(L, 2, 0, ctx, end_k);
+  return 0;
+}
+
+
+/* Stack: [ud, fn, args...]. */
+static int trampoline(lua_State *L) {
+  gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 1);
+  int n = lua_gettop(L) - 2;
+  if (t->flags & GL_F_KILLED) { /* killed before it started: never runs */
+    t->flags &= ~GL_F_PENDING;
+    lua_settop(L, 1);
+    lua_pushnil(L);
+    lua_getiuservalue(L, 1, LGREEN_UV_VALUE);
+    return trampoline_k(L, LUA_ERRRUN, (lua_KContext)t);
+  }
+  lua_pushcfunction(L, msgh);
+  lua_insert(L, 2);
+  return trampoline_k(L, lua_pcallk(L, n, LUA_MULTRET, 2, (lua_KContext)t,
+                                    trampoline_k),
+                      (lua_KContext)t);
+}
+
+
+/* Called by the hub when a thread's coroutine has returned (or failed). */
+static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
+                     int status) {
+  lua_State *co = t->L;
+  int ud;
+  lua_checkstack(L, 8);
+  lgreen_pushthread(L, t);
+  ud = lua_gettop(L);
+  if (status != LUA_OK) { /* escaped the trampoline: out of memory, ... */
+    lua_xmove(co, L, 1);
+    t->flags |= GL_F_ERROR;
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, ud, LGREEN_UV_VALUE);
+    report_raw(L, t, ud);
+    lua_resetthread(co); /* close its pending to-be-closed variables */
+  }
+  *(gl_thread_t **)lua_getextraspace(co) = NULL;
+  lgreen_timeouts_drop(L, t);
+  if (lua_getiuservalue(L, ud, LGREEN_UV_EXTRAS) == LUA_TTABLE) {
+    lua_pushnil(L);
+    lua_setfield(L, -2, "links");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "locals"); /* green.Local fields die with it */
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setiuservalue(L, ud, LGREEN_UV_CO);
+  t->L = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, t->anchor);
+  t->anchor = LUA_NOREF;
+  t->flags &= ~(GL_F_PENDING | GL_F_LUAWAIT);
+  hub->nalive--;
+  gl_finish(t);
+  lua_settop(L, ud - 1);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Spawning
+** =======================================================
+*/
+
+/*
+** [-0, +1, m] Create a thread that will run the callable at 'first' with
+** the values above it, and push its GreenThread. Not yet queued.
+*/
+static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
+  gl_thread_t *t;
+  lua_State *co;
+  lua_Debug ar;
+  int n;
+  if (lua_type(L, first) != LUA_TFUNCTION) {
+    if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
+      luaL_typeerror(L, first, "function");
+    lua_pop(L, 1);
+  }
+  n = lua_gettop(L) - first; /* arguments */
+  t = (gl_thread_t *)lua_newuserdatauv(L, sizeof(*t), LGREEN_NUV);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_setmetatable(L, -2);
+  gl_thread_init(t, hub);
+  co = lua_newthread(L);
+  lua_setiuservalue(L, -2, LGREEN_UV_CO);
+  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "fl", &ar)) {
+    t->line = ar.currentline;
+    lua_setiuservalue(L, -2, LGREEN_UV_SITE);
+  }
+  /* [.. fn args ud] -> [.. ud ud fn args]; move [ud fn args] to co */
+  lua_insert(L, first);
+  lua_pushvalue(L, first);
+  lua_insert(L, first);
+  if (!lua_checkstack(co, n + 3))
+    luaL_error(L, "too many arguments to spawn");
+  lua_pushcfunction(co, trampoline);
+  lua_xmove(L, co, n + 2);
+  t->L = co;
+  t->nargs = n + 2;
+  *(gl_thread_t **)lua_getextraspace(co) = t;
+  t->id = ++hub->lastid;
+  lua_pushvalue(L, -1);
+  t->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  hub->nalive++;
+  return t;
+}
+
+
+/* spawn(fn, ...): the thread starts on a later hub turn, never inside. */
+static int l_spawn(lua_State *L) {
+  gl_thread_t *t = newthread(L, lgreen_hub(L), 1);
+  gl_ready(t);
+  return 1;
+}
+
+
+static int l_spawn_n(lua_State *L) {
+  gl_thread_t *t = newthread(L, lgreen_hub(L), 1);
+  gl_ready(t);
+  return 0;
+}
+
+
+static void delayed_start(gl_timer_t *tm) {
+  gl_thread_t *t = GL_CONTAINER(tm, gl_thread_t, timer);
+  t->state = GL_NEW;
+  gl_ready(t);
+}
+
+
+static int l_spawn_after(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  lua_Number s = luaL_checknumber(L, 1);
+  uint64_t ns = s <= 0 ? 0 : s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+  gl_thread_t *t = newthread(L, hub, 2);
+  t->state = GL_DELAYED;
+  if (gl_timer_start(hub, &t->timer, gl_now() + ns, delayed_start) < 0)
+    return luaL_error(L, "not enough memory");
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** GreenThread methods
+** =======================================================
+*/
+
+/*
+** Push the outcome of dead thread 'idx': its results, GreenletExit if it
+** was killed with the default error, or raise its error. A string error
+** comes back with the dead thread's traceback appended.
+*/
+static int push_outcome(lua_State *L, gl_thread_t *t, int idx) {
+  if (t->flags & GL_F_EXIT) {
+    lgreen_pushexit(L);
+    return 1;
+  }
+  lua_getiuservalue(L, idx, LGREEN_UV_VALUE);
+  if (t->flags & GL_F_ERROR) {
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      push_extras(L, idx);
+      if (lua_getfield(L, -1, "traceback") == LUA_TSTRING) {
+        lua_pushfstring(L, "%s\n[in green thread %I", lua_tostring(L, -3),
+                        t->id);
+        if (lua_getfield(L, -3, "name") == LUA_TSTRING)
+          lua_pushfstring(L, " '%s'", lua_tostring(L, -1));
+        else
+          lua_pushliteral(L, "");
+        lua_remove(L, -2);
+        lua_pushliteral(L, "] ");
+        lua_pushvalue(L, -4);
+        lua_concat(L, 4);
+      }
+    }
+    return lua_error(L);
+  }
+  if (t->nres <= 1)
+    return t->nres;
+  {
+    int i, n = t->nres;
+    luaL_checkstack(L, n, "too many results");
+    for (i = 1; i <= n; i++)
+      lua_rawgeti(L, -i, i);
+    return n;
+  }
+}
+
+
+static void unlink_cancel(gl_thread_t *t) {
+  gl_link_remove(&t->wlink);
+}
+
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lgreen_resumed(L, (gl_thread_t *)ctx);
+  lua_settop(L, 1);
+  return push_outcome(L, lgreen_checkthread(L, 1), 1);
+}
+
+
+/* gt:wait(): its results; re-raises its error. */
+static int gt_wait(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1), *self;
+  if (t->flags & GL_F_DONE) /* ended (perhaps still running its links) */
+    return push_outcome(L, t, 1);
+  if (t->flags & GL_F_MAIN)
+    return luaL_error(L, "cannot wait for the main thread");
+  self = lgreen_begin(L, t->hub, "GreenThread:wait");
+  if (self == t)
+    return luaL_error(L, "a green thread cannot wait for itself");
+  lua_settop(L, 1);
+  gl_link_push(&t->waiters, &self->wlink);
+  gl_suspend(self, "GreenThread:wait", unlink_cancel);
+  return lgreen_block(L, self, wait_k, (lua_KContext)self);
+}
+
+
+static int kill_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lgreen_resumed(L, (gl_thread_t *)ctx);
+  return 0;
+}
+
+
+/*
+** gt:kill([err]): raise err (default GreenletExit) in gt at its blocking
+** point and return once it is dead. Killing yourself raises. A caller that
+** cannot block (a finalizer, a C-call boundary) delivers and returns.
+*/
+static int gt_kill(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1), *self;
+  gl_hub_t *hub = t->hub;
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) {
+    lgreen_pushexit(L);
+    lua_replace(L, 2);
+  }
+  if (t->state == GL_DEAD)
+    return 0;
+  self = hub->current;
+  if (t == self) {
+    t->flags |= GL_F_KILLED;
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
+    lua_pushvalue(L, 2);
+    return lua_error(L);
+  }
+  lgreen_throw(L, t, 2, 1);
+  if ((t->flags & GL_F_MAIN) || self == NULL ||
+      (!(self->flags & GL_F_MAIN) &&
+       (hub->nonyield > 0 || !lua_isyieldable(L))))
+    return 0;
+  self = lgreen_begin(L, hub, "green.kill");
+  gl_link_push(&t->waiters, &self->wlink);
+  gl_suspend(self, "green.kill", unlink_cancel);
+  return lgreen_block(L, self, kill_k, (lua_KContext)self);
+}
+
+
+/* gt:cancel([err]): kill, but only if it has not started. Never blocks. */
+static int gt_cancel(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) {
+    lgreen_pushexit(L);
+    lua_replace(L, 2);
+  }
+  if ((t->state == GL_NEW || t->state == GL_DELAYED) &&
+      !(t->flags & GL_F_KILLED))
+    lgreen_throw(L, t, 2, 1);
+  return 0;
+}
+
+
+static int gt_dead(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  lua_pushboolean(L, t->state == GL_DEAD);
+  return 1;
+}
+
+
+static const char *const state_names[] = {"new",       "delayed", "ready",
+                                          "running",   "suspended", "dead"};
+
+
+static int gt_status(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  lua_pushstring(L, state_names[t->state]);
+  if (t->state == GL_SUSPENDED && t->what != NULL) {
+    lua_pushstring(L, t->what);
+    return 2;
+  }
+  return 1;
+}
+
+
+/* The extras table (links, locals, name): used by the Lua layer. */
+static int l_extras(lua_State *L) {
+  lgreen_checkthread(L, 1);
+  push_extras(L, 1);
+  return 1;
+}
+
+
+static int gt_index(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  const char *k;
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL)
+    return 1;
+  k = lua_tostring(L, 2);
+  if (k != NULL && strcmp(k, "name") == 0) {
+    if (lua_getiuservalue(L, 1, LGREEN_UV_EXTRAS) != LUA_TTABLE)
+      return 0;
+    lua_getfield(L, -1, "name");
+    return 1;
+  }
+  if (k != NULL && strcmp(k, "id") == 0) {
+    lua_pushinteger(L, t->id);
+    return 1;
+  }
+  return 0;
+}
+
+
+static int gt_newindex(lua_State *L) {
+  const char *k;
+  lgreen_checkthread(L, 1);
+  k = lua_tostring(L, 2);
+  if (k == NULL || strcmp(k, "name") != 0)
+    return luaL_error(L, "GreenThread: cannot set field '%s' (only 'name')",
+                      k ? k : luaL_typename(L, 2));
+  if (!lua_isnil(L, 3))
+    luaL_checktype(L, 3, LUA_TSTRING);
+  push_extras(L, 1);
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "name");
+  return 0;
+}
+
+
+static int gt_tostring(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  lua_Debug ar;
+  int top;
+  lua_settop(L, 1);
+  top = lua_gettop(L);
+  lua_pushfstring(L, "GreenThread %I", t->id);
+  if (lua_getiuservalue(L, 1, LGREEN_UV_EXTRAS) == LUA_TTABLE &&
+      lua_getfield(L, -1, "name") == LUA_TSTRING) {
+    lua_pushfstring(L, " '%s'", lua_tostring(L, -1));
+    lua_replace(L, top + 2);
+  } else {
+    lua_pushliteral(L, "");
+    lua_replace(L, top + 2);
+  }
+  lua_settop(L, top + 2);
+  if (t->flags & GL_F_MAIN) {
+    lua_pushliteral(L, " (main)");
+  } else if (t->state == GL_SUSPENDED && t->what != NULL) {
+    lua_pushfstring(L, " (suspended in %s)", t->what);
+  } else {
+    lua_pushfstring(L, " (%s)", state_names[t->state]);
+  }
+  if (lua_getiuservalue(L, 1, LGREEN_UV_SITE) == LUA_TFUNCTION &&
+      lua_getinfo(L, ">S", &ar))
+    lua_pushfstring(L, " spawned at %s:%d", ar.short_src, t->line);
+  else {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+  }
+  lua_concat(L, 4);
+  return 1;
+}
+
+/* }====================================================== */
+
+
+static int l_set_thread_end(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_setfield(L, LUA_REGISTRYINDEX, END_HOOK);
+  return 0;
+}
+
+
+/* The raw outcome value of an ended thread (its error, for reporters). */
+static int l_outcome(lua_State *L) {
+  lgreen_checkthread(L, 1);
+  lua_getiuservalue(L, 1, LGREEN_UV_VALUE);
+  return 1;
+}
+
+
+/* "file:line" where the thread was spawned, or nil. */
+static int l_site(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  lua_Debug ar;
+  if (lua_getiuservalue(L, 1, LGREEN_UV_SITE) != LUA_TFUNCTION ||
+      !lua_getinfo(L, ">S", &ar))
+    return 0;
+  lua_pushfstring(L, "%s:%d", ar.short_src, t->line);
+  return 1;
+}
+
+
+/* Mark a thread's death as observed by its creator (the executable's
+   main chunk, green.run(fn)): its error is not reported on stderr. */
+static int l_observe(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  t->flags |= GL_F_NOTIFY;
+  return 0;
+}
+
+
+static const luaL_Reg gt_methods[] = {
+    {"wait", gt_wait},     {"kill", gt_kill},     {"cancel", gt_cancel},
+    {"dead", gt_dead},     {"status", gt_status}, {NULL, NULL}};
+
+static const luaL_Reg spawn_funcs[] = {{"spawn", l_spawn},
+                                       {"spawn_n", l_spawn_n},
+                                       {"spawn_after", l_spawn_after},
+                                       {NULL, NULL}};
+
+static const luaL_Reg thread_funcs[] = {{"kill", gt_kill},
+                                        {"extras", l_extras},
+                                        {"set_thread_end", l_set_thread_end},
+                                        {"observe", l_observe},
+                                        {"outcome", l_outcome},
+                                        {"site", l_site},
+                                        {NULL, NULL}};
+
+
+static int exit_tostring(lua_State *L) {
+  lua_pushliteral(L, "GreenletExit");
+  return 1;
+}
+
+
+/* [-0, +0, m] Adds to the module table on the top of the stack. */
+void lgreen_open_thread(lua_State *L, gl_hub_t *hub) {
+  gl_thread_t *main;
+  gl_on_death = on_death;
+  /* GreenletExit: a unique value, printed as "GreenletExit". */
+  lua_newtable(L);
+  lua_createtable(L, 0, 2);
+  lua_pushliteral(L, "green.GreenletExit");
+  lua_setfield(L, -2, "__name");
+  lua_pushcfunction(L, exit_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, EXIT_KEY);
+  lua_setfield(L, -2, "GreenletExit");
+
+  luaL_newmetatable(L, LGREEN_THREAD);
+  lua_pushlightuserdata(L, hub);
+  lua_newtable(L); /* methods */
+  lua_pushlightuserdata(L, hub);
+  luaL_setfuncs(L, gt_methods, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -5, "GreenThread"); /* core.GreenThread = methods */
+  lua_pushcclosure(L, gt_index, 2);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, gt_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, gt_tostring);
+  lua_setfield(L, -2, "__tostring");
+  /* spawn functions, in the module: upvalues hub and the metatable */
+  lua_pushvalue(L, -2);
+  lua_pushlightuserdata(L, hub);
+  lua_pushvalue(L, -3);
+  luaL_setfuncs(L, spawn_funcs, 2);
+  lua_pop(L, 1);
+
+  /* The host's main thread has a GreenThread too (id 0). */
+  main = (gl_thread_t *)lua_newuserdatauv(L, sizeof(*main), LGREEN_NUV);
+  lua_pushvalue(L, -2);
+  lua_setmetatable(L, -2);
+  gl_thread_init(main, hub);
+  main->flags = GL_F_MAIN;
+  main->state = GL_RUNNING;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  main->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  push_extras(L, -1);
+  lua_pushliteral(L, "main");
+  lua_setfield(L, -2, "name");
+  lua_pop(L, 1);
+  main->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  hub->main = main;
+  hub->current = main;
+  lua_pop(L, 1); /* metatable */
+
+  lua_pushlightuserdata(L, hub);
+  luaL_setfuncs(L, thread_funcs, 1);
+}

@@ -1,0 +1,163 @@
+/*
+** green.Timeout: if the block is still running after 'seconds', its
+** current blocking call raises the Timeout (or the given error).
+**
+**   local t <close> = green.Timeout(5)
+**
+** A Timeout belongs to the thread that created it. It fires only at a
+** blocking point of that thread (never inside a release path, which does
+** not block), it is canceled by __close, cancel() or the thread's death,
+** and an armed Timeout is anchored so that it fires even if the caller
+** dropped its reference.
+*/
+#include "lgreen.h"
+
+typedef struct timeout {
+  gl_timer_t timer;
+  gl_link_t link;       /* in the owner's 'timeouts' while armed */
+  gl_thread_t *thread;  /* owner */
+  gl_hub_t *hub;
+  lua_Number seconds;
+  int anchor;           /* registry reference while armed */
+  int fired;
+} timeout;
+
+
+static timeout *totimeout(lua_State *L) {
+  return (timeout *)luaL_checkudata(L, 1, LGREEN_TIMEOUT);
+}
+
+
+static void disarm(lua_State *L, timeout *to) {
+  gl_timer_stop(to->hub, &to->timer);
+  gl_link_remove(&to->link);
+  luaL_unref(L, LUA_REGISTRYINDEX, to->anchor);
+  to->anchor = LUA_NOREF;
+}
+
+
+/* Runs in the hub (no Lua code runs: only stack operations on hub->L). */
+static void on_fire(gl_timer_t *tm) {
+  timeout *to = GL_CONTAINER(tm, timeout, timer);
+  lua_State *L = to->hub->L;
+  to->fired = 1;
+  lua_checkstack(L, 4);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, to->anchor);
+  if (lua_getiuservalue(L, -1, 1) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1); /* raise the Timeout itself */
+  }
+  lgreen_throw(L, to->thread, -1, 0);
+  lua_pop(L, 2);
+  disarm(L, to);
+}
+
+
+/* Timeout(seconds, [err]): armed for the calling thread. nil: never. */
+static int l_timeout(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  timeout *to;
+  lua_Number s = luaL_opt(L, luaL_checknumber, 1, -1);
+  lua_settop(L, 2);
+  if (hub->current == NULL)
+    return luaL_error(L, "green.Timeout: no green thread is running");
+  to = (timeout *)lua_newuserdatauv(L, sizeof(*to), 1);
+  to->timer.idx = 0;
+  gl_link_init(&to->link);
+  to->thread = hub->current;
+  to->hub = hub;
+  to->seconds = s;
+  to->anchor = LUA_NOREF;
+  to->fired = 0;
+  luaL_setmetatable(L, LGREEN_TIMEOUT);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, 1);
+  if (!lua_isnil(L, 1)) {
+    uint64_t ns = s <= 0 ? 0 : s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+    if (gl_timer_start(hub, &to->timer, gl_now() + ns, on_fire) < 0)
+      return luaL_error(L, "not enough memory");
+    lua_pushvalue(L, -1);
+    to->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+    gl_link_push(&to->thread->timeouts, &to->link);
+  }
+  return 1;
+}
+
+
+/* t:cancel(): it will not fire. Also __close. */
+static int to_cancel(lua_State *L) {
+  timeout *to = totimeout(L);
+  if (to->timer.idx != 0)
+    disarm(L, to);
+  return 0;
+}
+
+
+static int to_pending(lua_State *L) {
+  lua_pushboolean(L, totimeout(L)->timer.idx != 0);
+  return 1;
+}
+
+
+static int to_index(lua_State *L) {
+  timeout *to = totimeout(L);
+  const char *k = luaL_checkstring(L, 2);
+  if (k[0] == 's' && k[1] == 'e' && k[2] == 'c' && lua_rawlen(L, 2) == 7) {
+    if (to->seconds < 0)
+      lua_pushnil(L);
+    else
+      lua_pushnumber(L, to->seconds);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+
+static int to_tostring(lua_State *L) {
+  timeout *to = totimeout(L);
+  if (to->seconds < 0)
+    lua_pushliteral(L, "Timeout (never)");
+  else
+    lua_pushfstring(L, "Timeout: %f seconds", (double)to->seconds);
+  return 1;
+}
+
+
+static int l_is_timeout(lua_State *L) {
+  lua_pushboolean(L, luaL_testudata(L, 1, LGREEN_TIMEOUT) != NULL);
+  return 1;
+}
+
+
+/* The owner died: its armed Timeouts can never fire. */
+void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t) {
+  while (!gl_link_empty(&t->timeouts)) {
+    timeout *to = GL_CONTAINER(t->timeouts.next, timeout, link);
+    disarm(L, to);
+  }
+}
+
+
+static const luaL_Reg to_methods[] = {
+    {"cancel", to_cancel}, {"pending", to_pending}, {NULL, NULL}};
+
+
+void lgreen_open_timeout(lua_State *L, gl_hub_t *hub) {
+  luaL_newmetatable(L, LGREEN_TIMEOUT);
+  lua_newtable(L);
+  luaL_setfuncs(L, to_methods, 0);
+  lua_pushcclosure(L, to_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, to_cancel);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, to_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, hub);
+  lua_pushcclosure(L, l_timeout, 1);
+  lua_setfield(L, -2, "Timeout");
+  lua_pushcfunction(L, l_is_timeout);
+  lua_setfield(L, -2, "is_timeout");
+}

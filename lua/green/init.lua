@@ -1,0 +1,199 @@
+--- greenlua: eventlet's green threads for Lua 5.4.
+-- `local green = require("green")`. The C core (`green.core`) provides the
+-- hub, green threads, sleep, Timeout and the green-aware coroutine
+-- functions; this module adds the parts written in Lua and is the API users
+-- program against (see DESIGN.md, "The Lua API").
+-- @module green
+
+local core = require "green.core"
+
+local error, pcall, xpcall, type, tostring, setmetatable =
+  error, pcall, xpcall, type, tostring, setmetatable
+local pack, unpack, remove = table.pack, table.unpack, table.remove
+local format = string.format
+local traceback = debug.traceback
+
+local spawn, getcurrent, extras = core.spawn, core.getcurrent, core.extras
+
+-- User coroutines inside green threads: replace the stock functions in
+-- place, so code that looks them up through `coroutine` gets the green
+-- versions (see bindings/coro.c).
+for name, fn in pairs(core.coroutine) do
+  coroutine[name] = fn
+end
+
+local green = {
+  version = core.version,
+  spawn = core.spawn,
+  spawn_n = core.spawn_n,
+  spawn_after = core.spawn_after,
+  sleep = core.sleep,
+  getcurrent = core.getcurrent,
+  kill = core.kill,
+  now = core.now,
+  GreenletExit = core.GreenletExit,
+  Timeout = core.Timeout,
+  is_timeout = core.is_timeout,
+  GreenThread = core.GreenThread,
+  core = core,
+}
+
+local GreenThread = core.GreenThread
+
+--- Where the thread was spawned, as "file:line", or nil.
+local function site(gt)
+  return core.site(gt)
+end
+
+--- A one-line description: id, name and spawn site.
+local function describe(gt)
+  local s = "GreenThread " .. tostring(gt.id)
+  if gt.name then s = s .. format(" '%s'", gt.name) end
+  local at = site(gt)
+  if at then s = s .. " (spawned at " .. at .. ")" end
+  return s
+end
+
+local function default_reporter(gt, err, tb)
+  io.stderr:write(format("green: %s died of an error:\n%s\n%s\n",
+                         describe(gt), tostring(err), tb or ""))
+  io.stderr:flush()
+end
+
+local reporter = default_reporter
+
+--- Replace the handler of errors that no wait() or link observes.
+-- `handler(gt, err, traceback)` runs in the dying thread; nil restores the
+-- default, which prints to stderr. Returns the previous handler.
+-- @tparam[opt] function handler
+-- @treturn function the previous handler
+function green.on_error(handler)
+  if handler ~= nil and type(handler) ~= "function" then
+    error("bad argument #1 to 'on_error' (function or nil expected)", 2)
+  end
+  local old = reporter
+  reporter = handler or default_reporter
+  return old
+end
+
+local function report(gt, err, tb)
+  local ok, herr = pcall(reporter, gt, err, tb)
+  if not ok then
+    default_reporter(gt, err, tb)
+    io.stderr:write("green: and the error handler failed: ",
+                    tostring(herr), "\n")
+  end
+end
+
+-- Runs inside a thread that has finished: report an error nobody
+-- observes, then run the links (they may block).
+core.set_thread_end(function(gt, unobserved)
+  local ex = extras(gt)
+  if unobserved then
+    report(gt, core.outcome(gt), ex.traceback)
+  end
+  local links = ex.links
+  if links then
+    local i = 1
+    while links[i] do
+      local l = links[i]
+      i = i + 1
+      local ok, err = xpcall(l[1], traceback, gt, unpack(l, 2, l.n))
+      if not ok then report(gt, err, nil) end
+    end
+  end
+end)
+
+--- Call `fn(gt, ...)` when `gt` ends (at once if it has ended).
+function GreenThread.link(gt, fn, ...)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'link' (function expected)", 2)
+  end
+  if gt:dead() then
+    fn(gt, ...)
+    return
+  end
+  local ex = extras(gt)
+  local links = ex.links
+  if not links then
+    links = {}
+    ex.links = links
+  end
+  links[#links + 1] = pack(fn, ...)
+end
+
+--- Remove the links to `fn`; true if there was one.
+function GreenThread.unlink(gt, fn)
+  local links = extras(gt).links
+  local found = false
+  if links then
+    for i = #links, 1, -1 do
+      if links[i][1] == fn then
+        remove(links, i)
+        found = true
+      end
+    end
+  end
+  return found
+end
+
+--- Run the hub. Without `fn`, until no thread, timer or server is left (from
+-- a green thread: until every other thread is done or blocked for good).
+-- With `fn`, spawn it and wait: its results, or its error raised.
+function green.run(fn, ...)
+  if fn == nil then
+    return core.run()
+  end
+  local gt = spawn(fn, ...)
+  core.observe(gt)
+  return gt:wait()
+end
+
+--- Raise `err` in `seconds` at the current blocking call of `fn(...)`.
+function green.with_timeout(seconds, fn, ...)
+  local t <close> = core.Timeout(seconds)
+  return fn(...)
+end
+
+--- Per-green-thread fields (eventlet's corolocal): each thread sees its
+-- own values, which vanish when the thread dies.
+local Local = { __name = "green.Local" }
+
+local function storage(self, create)
+  local cur = getcurrent()
+  if cur == nil then
+    error("green.Local: no green thread is running", 3)
+  end
+  local ex = extras(cur)
+  local locals = ex.locals
+  if not locals then
+    if not create then return nil end
+    locals = setmetatable({}, { __mode = "k" })
+    ex.locals = locals
+  end
+  local d = locals[self]
+  if not d and create then
+    d = {}
+    locals[self] = d
+  end
+  return d
+end
+
+function Local.__index(self, k)
+  local d = storage(self, false)
+  if d then return d[k] end
+  return nil
+end
+
+function Local.__newindex(self, k, v)
+  storage(self, true)[k] = v
+end
+
+function green.Local()
+  return setmetatable({}, Local)
+end
+
+-- Lua-level blocking: the toolkit's primitives are built on these.
+green.suspend, green.wake = core.suspend, core.wake
+
+return green

@@ -1,0 +1,174 @@
+/*
+** greenlua runtime: the hub, green threads and timers.
+**
+** The runtime schedules Lua coroutines on a libuv loop. It returns 0 or a
+** negative UV_E* code and never raises: only bindings/ call lua_error.
+** libuv callbacks never run Lua code; they record an outcome and put the
+** waiting thread on the run queue ('gl_wake'). The hub resumes threads.
+*/
+#ifndef GL_H
+#define GL_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <uv.h>
+
+#define GL_VERSION "0.1.0"
+
+/* libuv has no UV_EDEADLK; like libuv, a negated errno. */
+#define GL_EDEADLK (-EDEADLK)
+
+typedef struct gl_hub gl_hub_t;
+typedef struct gl_thread gl_thread_t;
+typedef struct gl_timer gl_timer_t;
+typedef struct gl_link gl_link_t;
+
+/* Undoes the pending wait of 't' (kill, timeout). Never runs Lua code. */
+typedef void (*gl_cancel_cb)(gl_thread_t *t);
+
+/* Called by the hub when a timer is due. Never runs Lua code. */
+typedef void (*gl_timer_cb)(gl_timer_t *tm);
+
+
+/* Intrusive doubly linked list node; a list head is a node too. */
+struct gl_link {
+  gl_link_t *prev;
+  gl_link_t *next;
+};
+
+
+/* A deadline in the hub's timer heap. */
+struct gl_timer {
+  uint64_t due;   /* uv_hrtime() nanoseconds */
+  uint64_t seq;   /* insertion order: equal deadlines fire FIFO */
+  gl_timer_cb cb; /* run by the hub once due */
+  unsigned idx;   /* position in the heap + 1; 0 when not armed */
+};
+
+
+/* Thread states. */
+enum gl_state {
+  GL_NEW,       /* spawned, on the run queue, never resumed */
+  GL_DELAYED,   /* spawn_after: waiting for its timer, never resumed */
+  GL_READY,     /* on the run queue */
+  GL_RUNNING,   /* being resumed by the hub (or the main thread running) */
+  GL_SUSPENDED, /* blocked in a wait; 'cancel' undoes it */
+  GL_DEAD
+};
+
+/* Thread flags. */
+#define GL_F_MAIN 0x01    /* the pseudo-thread of the host's main thread */
+#define GL_F_KILLED 0x02  /* sticky: every blocking call raises 'kill error' */
+#define GL_F_PENDING 0x04 /* an error waits to be raised at the blocking call */
+#define GL_F_ERROR 0x08   /* died of an error */
+#define GL_F_EXIT 0x10    /* died of GreenletExit (killed with the default) */
+#define GL_F_LUAWAIT 0x20 /* suspended in core.suspend (woken by core.wake) */
+#define GL_F_NOTIFY 0x40  /* its creator observes the outcome (run(fn)) */
+#define GL_F_DONE 0x80    /* its function has ended: the outcome is stored */
+
+
+/*
+** The C record of a green thread. It lives inside the GreenThread
+** userdata, which the hub anchors in the registry while the thread is
+** alive. User values of that userdata: 1 the coroutine, 2 the pending
+** error while alive and the result (or error) once dead, 3 the spawn
+** site function, 4 an "extras" table (name, links, locals, traceback).
+*/
+struct gl_thread {
+  gl_hub_t *hub;
+  lua_State *L;         /* the coroutine; NULL once dead (and for main) */
+  gl_thread_t *next;    /* run queue link */
+  gl_link_t wlink;      /* position in a wait queue (wait(), run(), ...) */
+  gl_cancel_cb cancel;  /* undoes the current wait, or NULL */
+  const char *what;     /* what it is blocked in, for messages */
+  gl_timer_t timer;     /* sleep and spawn_after */
+  gl_link_t waiters;    /* threads blocked in wait() on this one */
+  gl_link_t timeouts;   /* Timeouts armed by this thread */
+  lua_Integer id;       /* 1, 2, ... in spawn order (main is 0) */
+  int state;            /* enum gl_state */
+  int flags;            /* GL_F_* */
+  int nargs;            /* values on L's stack to pass at the next resume */
+  int anchor;           /* registry reference while alive */
+  int nres;             /* number of results once dead */
+  int line;             /* spawn site line, or -1 */
+};
+
+
+/* The hub: one per Lua state. */
+struct gl_hub {
+  uv_loop_t loop;
+  uv_timer_t timer;      /* armed at the earliest deadline when blocking */
+  gl_thread_t *head;     /* run queue (FIFO) */
+  gl_thread_t *tail;
+  size_t nready;         /* threads on the run queue */
+  gl_thread_t *current;  /* running thread, main outside runs, NULL in hub */
+  gl_thread_t *main;     /* pseudo-thread of the host's main thread */
+  lua_State *L;          /* the state that runs the loop (hub context) */
+  gl_timer_t **heap;     /* min-heap of armed timers */
+  unsigned nheap;
+  unsigned capheap;
+  uint64_t seq;
+  lua_Integer lastid;
+  size_t nalive;         /* live threads, main excluded */
+  gl_link_t idlers;      /* threads blocked in run() until the hub idles */
+  int depth;             /* nested loop runs (only main may nest) */
+  int nonyield;          /* green resumes entered from non-yieldable code */
+  lua_State *nonyield_L; /* the outermost such resumer, for messages */
+  volatile int interrupt; /* set by the SIGINT handler of the executable */
+  gl_thread_t *interrupt_target; /* who the interrupt is delivered to */
+};
+
+
+/* Lists. */
+void gl_link_init(gl_link_t *l);
+void gl_link_push(gl_link_t *head, gl_link_t *node); /* at the tail */
+void gl_link_remove(gl_link_t *node); /* leaves 'node' self-linked */
+int gl_link_empty(const gl_link_t *head);
+
+#define GL_CONTAINER(ptr, type, field) \
+  ((type *)((char *)(ptr)-offsetof(type, field)))
+
+/* Hub. */
+int gl_hub_init(gl_hub_t *hub);
+void gl_hub_close(gl_hub_t *hub); /* closes every handle, then the loop */
+uint64_t gl_now(void);            /* monotonic nanoseconds */
+
+/*
+** Run the loop from 'L'. With 'until' set, return 0 as soon as 'until'
+** is no longer GL_SUSPENDED, or GL_EDEADLK when nothing is left that could
+** wake it. With 'until' NULL, return 0 once the hub is idle (no thread
+** ready, no timer, no active handle).
+*/
+int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until);
+int gl_hub_pass(gl_hub_t *hub, lua_State *L); /* one pass, then poll */
+int gl_hub_idle(gl_hub_t *hub); /* nothing can run or wake any more */
+
+/* Resume 't' once. Called by the loop; exposed for the executable. */
+void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t);
+
+/* Hooks the bindings install. 'gl_on_death' runs when a thread's coroutine
+   has ended (with lua_resume's status); 'gl_on_interrupt' runs in the loop
+   after the executable's SIGINT handler set 'hub->interrupt'. */
+extern void (*gl_on_death)(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
+                           int status);
+extern void (*gl_on_interrupt)(gl_hub_t *hub, lua_State *L);
+
+/* Threads. */
+void gl_thread_init(gl_thread_t *t, gl_hub_t *hub);
+void gl_ready(gl_thread_t *t);               /* push on the run queue */
+int gl_wake(gl_thread_t *t, int nargs);      /* end a wait; 1 if woken */
+void gl_suspend(gl_thread_t *t, const char *what, gl_cancel_cb cancel);
+int gl_interrupt(gl_thread_t *t);            /* cancel wait, set pending */
+void gl_finish(gl_thread_t *t);              /* mark dead, wake waiters */
+
+/* Timers. */
+int gl_timer_start(gl_hub_t *hub, gl_timer_t *tm, uint64_t due,
+                   gl_timer_cb cb); /* 0 or UV_ENOMEM */
+void gl_timer_stop(gl_hub_t *hub, gl_timer_t *tm);
+int gl_timer_expire(gl_hub_t *hub, uint64_t now); /* fires due timers */
+uint64_t gl_timer_next(const gl_hub_t *hub); /* earliest due, or UINT64_MAX */
+
+#endif

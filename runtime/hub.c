@@ -1,0 +1,378 @@
+/*
+** The hub: the run queue, the loop, and the states of green threads.
+**
+** One pass over the run queue resumes the threads that were ready when
+** the pass began (threads readied during the pass wait for the next one),
+** then polls I/O without blocking and fires due timers. So 'sleep(0)'
+** lets every other ready thread and every ready socket in, and a thread
+** that keeps yielding cannot starve the poller. The hub blocks in the
+** poller only when nothing is ready.
+*/
+#include <stdlib.h>
+
+#include "gl.h"
+
+
+void (*gl_on_death)(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
+                    int status) = NULL;
+void (*gl_on_interrupt)(gl_hub_t *hub, lua_State *L) = NULL;
+
+
+/*
+** {======================================================
+** Lists
+** =======================================================
+*/
+
+void gl_link_init(gl_link_t *l) {
+  l->prev = l->next = l;
+}
+
+
+void gl_link_push(gl_link_t *head, gl_link_t *node) {
+  node->prev = head->prev;
+  node->next = head;
+  head->prev->next = node;
+  head->prev = node;
+}
+
+
+void gl_link_remove(gl_link_t *node) {
+  node->prev->next = node->next;
+  node->next->prev = node->prev;
+  node->prev = node->next = node;
+}
+
+
+int gl_link_empty(const gl_link_t *head) {
+  return head->next == head;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Thread states
+** =======================================================
+*/
+
+void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
+  t->hub = hub;
+  t->L = NULL;
+  t->next = NULL;
+  gl_link_init(&t->wlink);
+  t->cancel = NULL;
+  t->what = NULL;
+  t->timer.idx = 0;
+  gl_link_init(&t->waiters);
+  gl_link_init(&t->timeouts);
+  t->id = 0;
+  t->state = GL_NEW;
+  t->flags = 0;
+  t->nargs = 0;
+  t->anchor = -2; /* LUA_NOREF */
+  t->nres = 0;
+  t->line = -1;
+}
+
+
+/* Put 't' at the tail of the run queue. */
+void gl_ready(gl_thread_t *t) {
+  gl_hub_t *hub = t->hub;
+  t->next = NULL;
+  if (hub->tail != NULL)
+    hub->tail->next = t;
+  else
+    hub->head = t;
+  hub->tail = t;
+  hub->nready++;
+}
+
+
+static gl_thread_t *pop(gl_hub_t *hub) {
+  gl_thread_t *t = hub->head;
+  if (t != NULL) {
+    hub->head = t->next;
+    if (hub->head == NULL)
+      hub->tail = NULL;
+    hub->nready--;
+    t->next = NULL;
+  }
+  return t;
+}
+
+
+/* Mark 't' blocked in 'what'; 'cancel' undoes the wait (may be NULL). */
+void gl_suspend(gl_thread_t *t, const char *what, gl_cancel_cb cancel) {
+  t->state = GL_SUSPENDED;
+  t->what = what;
+  t->cancel = cancel;
+}
+
+
+/*
+** End the wait of a suspended thread and queue it. 'nargs' values are
+** already on its stack (Lua-level wake). Returns 0, changing nothing, if
+** 't' is not suspended (already woken, canceled, or dead).
+*/
+int gl_wake(gl_thread_t *t, int nargs) {
+  if (t->state != GL_SUSPENDED)
+    return 0;
+  t->cancel = NULL;
+  t->flags &= ~GL_F_LUAWAIT;
+  t->nargs = nargs;
+  t->state = GL_READY;
+  gl_ready(t);
+  return 1;
+}
+
+
+/*
+** Make the blocking call of 't' raise at its next resume: undo a pending
+** wait, or override an outcome that was delivered but not yet seen (the
+** primitive's own undo then gives back what it was handed). The caller
+** has stored the error value and set GL_F_KILLED if sticky. A thread that
+** never started is queued so the bindings can finish it without running
+** its function. Returns 1 if the thread will see the error.
+*/
+int gl_interrupt(gl_thread_t *t) {
+  switch (t->state) {
+  case GL_SUSPENDED:
+    if (t->cancel != NULL)
+      t->cancel(t);
+    t->cancel = NULL;
+    t->flags |= GL_F_PENDING;
+    t->flags &= ~GL_F_LUAWAIT;
+    t->state = GL_READY;
+    gl_ready(t);
+    return 1;
+  case GL_READY:
+    if (t->nargs > 0 && t->L != NULL)
+      lua_pop(t->L, t->nargs);
+    t->nargs = 0;
+    t->flags |= GL_F_PENDING;
+    return 1;
+  case GL_DELAYED:
+    gl_timer_stop(t->hub, &t->timer);
+    t->state = GL_NEW;
+    gl_ready(t);
+    return 1;
+  case GL_NEW:
+    return 1;
+  default: /* running (raises itself) or dead */
+    return 0;
+  }
+}
+
+
+/* Wake every thread in wait() on 't', which has just died. */
+void gl_finish(gl_thread_t *t) {
+  t->state = GL_DEAD;
+  t->cancel = NULL;
+  while (!gl_link_empty(&t->waiters)) {
+    gl_link_t *l = t->waiters.next;
+    gl_link_remove(l);
+    gl_wake(GL_CONTAINER(l, gl_thread_t, wlink), 0);
+  }
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** The loop
+** =======================================================
+*/
+
+int gl_hub_init(gl_hub_t *hub) {
+  int r = uv_loop_init(&hub->loop);
+  if (r < 0)
+    return r;
+  r = uv_timer_init(&hub->loop, &hub->timer);
+  if (r < 0) {
+    uv_loop_close(&hub->loop);
+    return r;
+  }
+  /* The hub's timer keeps the loop alive only while the hub blocks. */
+  uv_unref((uv_handle_t *)&hub->timer);
+  hub->head = hub->tail = NULL;
+  hub->nready = 0;
+  hub->current = NULL;
+  hub->main = NULL;
+  hub->L = NULL;
+  hub->heap = NULL;
+  hub->nheap = hub->capheap = 0;
+  hub->seq = 0;
+  hub->lastid = 0;
+  hub->nalive = 0;
+  gl_link_init(&hub->idlers);
+  hub->depth = 0;
+  hub->nonyield = 0;
+  hub->nonyield_L = NULL;
+  hub->interrupt = 0;
+  hub->interrupt_target = NULL;
+  return 0;
+}
+
+
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL); /* owners free their memory in their own __gc */
+}
+
+
+/* Close every handle still open, run their callbacks, close the loop. */
+void gl_hub_close(gl_hub_t *hub) {
+  uv_walk(&hub->loop, close_any, NULL);
+  uv_run(&hub->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&hub->loop);
+  free(hub->heap);
+  hub->heap = NULL;
+  hub->nheap = hub->capheap = 0;
+}
+
+
+uint64_t gl_now(void) {
+  return uv_hrtime();
+}
+
+
+void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
+  lua_State *co = t->L;
+  int nargs = t->nargs, nres, status;
+  t->nargs = 0;
+  t->state = GL_RUNNING;
+  hub->current = t;
+  status = lua_resume(co, L, nargs, &nres);
+  hub->current = NULL;
+  if (status == LUA_YIELD) {
+    lua_pop(co, nres);
+    if (t->state == GL_RUNNING) {
+      /* A yield that did not come through a green primitive (a library
+         that cached the stock coroutine.yield): treat it as sleep(0). */
+      t->state = GL_READY;
+      gl_ready(t);
+    }
+    return;
+  }
+  gl_on_death(hub, L, t, status);
+}
+
+
+static void noop_cb(uv_timer_t *h) {
+  (void)h;
+}
+
+
+int gl_hub_idle(gl_hub_t *hub) {
+  return hub->nready == 0 && hub->nheap == 0 && !uv_loop_alive(&hub->loop);
+}
+
+
+/*
+** Poll I/O and fire due timers. Without 'block', never waits, and skips
+** the poller when no handle is active (so pure switching costs no system
+** call). With 'block', waits until a handle is ready or the earliest
+** timer is due. Returns 0 if the hub is idle (nothing could ever happen).
+*/
+static int poll_io(gl_hub_t *hub, int block) {
+  if (!block) {
+    if (uv_loop_alive(&hub->loop))
+      uv_run(&hub->loop, UV_RUN_NOWAIT);
+  } else {
+    uint64_t due = gl_timer_next(hub);
+    if (due != UINT64_MAX) {
+      uint64_t now = gl_now();
+      if (due > now) {
+        /* Round up: a deadline 0.3 ms away waits 1 ms, never spins. */
+        uint64_t ms = (due - now + 999999) / 1000000;
+        uv_update_time(&hub->loop);
+        uv_timer_start(&hub->timer, noop_cb, ms, 0);
+        uv_ref((uv_handle_t *)&hub->timer);
+        uv_run(&hub->loop, UV_RUN_ONCE);
+        uv_unref((uv_handle_t *)&hub->timer);
+        uv_timer_stop(&hub->timer);
+      }
+    } else if (uv_loop_alive(&hub->loop)) {
+      uv_run(&hub->loop, UV_RUN_ONCE);
+    } else if (!hub->interrupt) {
+      return 0;
+    }
+  }
+  if (hub->nheap > 0)
+    gl_timer_expire(hub, gl_now());
+  return 1;
+}
+
+
+/* Wake every thread blocked in run() until the hub idles. */
+static int wake_idlers(gl_hub_t *hub) {
+  int n = 0;
+  while (!gl_link_empty(&hub->idlers)) {
+    gl_link_t *l = hub->idlers.next;
+    gl_link_remove(l);
+    n += gl_wake(GL_CONTAINER(l, gl_thread_t, wlink), 0);
+  }
+  return n;
+}
+
+
+static void check_interrupt(gl_hub_t *hub, lua_State *L) {
+  if (hub->interrupt && gl_on_interrupt != NULL)
+    gl_on_interrupt(hub, L);
+}
+
+
+int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
+  gl_thread_t *saved = hub->current;
+  lua_State *savedL = hub->L;
+  size_t budget = hub->nready; /* threads left in this pass */
+  int r = 0;
+  hub->depth++;
+  hub->L = L;
+  hub->current = NULL;
+  for (;;) {
+    gl_thread_t *t;
+    if (budget == 0) { /* end of a pass: let I/O and timers in */
+      check_interrupt(hub, L);
+      poll_io(hub, 0);
+      budget = hub->nready;
+    }
+    t = pop(hub);
+    if (t != NULL) {
+      budget--;
+      if (t == until) {
+        t->state = GL_RUNNING;
+        break;
+      }
+      gl_hub_resume(hub, L, t);
+      continue;
+    }
+    budget = 0;
+    check_interrupt(hub, L);
+    if (hub->nready > 0)
+      continue;
+    if (!poll_io(hub, 1) && !wake_idlers(hub)) {
+      r = until != NULL ? GL_EDEADLK : 0;
+      break;
+    }
+  }
+  hub->depth--;
+  hub->L = savedL;
+  hub->current = saved;
+  return r;
+}
+
+
+/* Run one pass (the main thread's sleep(0)). */
+int gl_hub_pass(gl_hub_t *hub, lua_State *L) {
+  gl_thread_t *self = hub->current;
+  self->state = GL_READY;
+  gl_ready(self);
+  return gl_hub_run(hub, L, self);
+}
+
+/* }====================================================== */
