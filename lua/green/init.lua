@@ -196,4 +196,10 @@ end
 -- Lua-level blocking: the toolkit's primitives are built on these.
 green.suspend, green.wake = core.suspend, core.wake
 
+-- {=== toolkit exports (pools, queues, events, ...): lua/green/*.lua
+-- }===
+
+-- {=== socket exports: lua/green/socket*.lua, bindings/socket*.c
+-- }===
+
 return green
