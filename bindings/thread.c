@@ -105,12 +105,13 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_settop(L, 1);
   t->flags |= GL_F_DONE;
-  report = (t->flags & GL_F_ERROR) && gl_link_empty(&t->waiters) &&
-           !(t->flags & GL_F_NOTIFY);
   haslinks = 0;
   if (lua_getiuservalue(L, 1, LGREEN_UV_EXTRAS) == LUA_TTABLE)
     haslinks = lua_getfield(L, -1, "links") != LUA_TNIL;
   lua_settop(L, 1);
+  /* Reported only if no wait() and no link observes it. */
+  report = (t->flags & GL_F_ERROR) && gl_link_empty(&t->waiters) &&
+           !(t->flags & GL_F_NOTIFY) && !haslinks;
   if (!report && !haslinks)
     return 0;
   if (lua_getfield(L, LUA_REGISTRYINDEX, END_HOOK) != LUA_TFUNCTION) {
