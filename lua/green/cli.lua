@@ -24,7 +24,10 @@ local function msghandler(msg)
     end
     msg = s
   end
-  return debug.traceback(msg, 2)
+  -- The frames below the chunk are this driver's: hide them, as lua.c
+  -- has none to show.
+  local tb = debug.traceback(msg, 2)
+  return (tb:gsub("\n%s*%[C%]: in function 'xpcall'.*$", ""))
 end
 
 local function docall(fn, ...)
