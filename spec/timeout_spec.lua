@@ -1,0 +1,169 @@
+local green = require "green"
+
+local spawn, sleep, Timeout = green.spawn, green.sleep, green.Timeout
+
+describe("green.Timeout", function()
+  it("raises itself at the blocking call once it expires", function()
+    green_run(function()
+      local t = Timeout(0.005)
+      local ok, err = pcall(sleep, 1)
+      assert.is_false(ok)
+      assert.are.equal(t, err)
+      assert.is_true(green.is_timeout(err))
+      assert.is_false(t:pending())
+      assert.matches("Timeout", tostring(err))
+    end)
+  end)
+
+  it("raises the given error instead", function()
+    green_run(function()
+      local _ <close> = Timeout(0.001, "too slow")
+      local ok, err = pcall(sleep, 1)
+      assert.is_false(ok)
+      assert.are.equal("too slow", err)
+    end)
+  end)
+
+  it("is canceled when its <close> block exits", function()
+    green_run(function()
+      local t
+      do
+        local tt <close> = Timeout(0.002)
+        t = tt
+        sleep(0)
+        assert.is_true(t:pending())
+      end
+      assert.is_false(t:pending())
+      sleep(0.005) -- would have fired
+      assert.are.equal(0.002, t.seconds)
+    end)
+  end)
+
+  it("cancel() stops it; nil seconds never fires", function()
+    green_run(function()
+      local t = Timeout(0.001)
+      t:cancel()
+      t:cancel()
+      local never <close> = Timeout(nil)
+      assert.is_false(never:pending())
+      sleep(0.003)
+    end)
+  end)
+
+  it("does not raise in a block that never blocks again", function()
+    green_run(function()
+      local t = Timeout(0.001)
+      local x = 0
+      local deadline = green.now() + 0.003
+      while green.now() < deadline do x = x + 1 end -- no blocking call
+      -- it fired in the hub? No: the hub never ran. It is still pending
+      -- and raises at the next blocking call.
+      assert.is_true(t:pending())
+      local ok, err = pcall(sleep, 0)
+      assert.is_false(ok)
+      assert.are.equal(t, err)
+    end)
+  end)
+
+  it("nested: the inner firing does not cancel the outer", function()
+    green_run(function()
+      local outer <close> = Timeout(0.05, "outer")
+      do
+        local _ <close> = Timeout(0.001, "inner")
+        local ok, err = pcall(sleep, 1)
+        assert.are.same({ false, "inner" }, { ok, err })
+      end
+      assert.is_true(outer:pending())
+      local ok, err = pcall(sleep, 1)
+      assert.are.same({ false, "outer" }, { ok, err })
+    end)
+  end)
+
+  it("nested: the outer firing inside the inner block raises the outer",
+     function()
+    green_run(function()
+      local _ <close> = Timeout(0.001, "outer")
+      local inner <close> = Timeout(1, "inner")
+      local ok, err = pcall(sleep, 1)
+      assert.are.same({ false, "outer" }, { ok, err })
+      assert.is_true(inner:pending())
+    end)
+  end)
+
+  it("interrupts a wait on another thread, leaving no stale waiter",
+     function()
+    green_run(function()
+      local slow = spawn(function() sleep(0.01); return "slow" end)
+      local ok, err = pcall(function()
+        local _ <close> = Timeout(0.001)
+        return slow:wait()
+      end)
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+      assert.are.equal("slow", slow:wait())
+    end)
+  end)
+
+  it("is dropped when its thread dies, so the hub can finish", function()
+    green_run(function()
+      local t = spawn(function()
+        Timeout(100) -- never canceled
+        return "done"
+      end)
+      assert.are.equal("done", t:wait())
+      assert.are.equal(0, green.core.stats().timers)
+    end)
+  end)
+
+  it("fires even when nothing keeps a reference to it", function()
+    green_run(function()
+      local ok, err = pcall(function()
+        Timeout(0.001)
+        collectgarbage()
+        sleep(1)
+      end)
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+    end)
+  end)
+
+  it("does not override a kill", function()
+    green_run(function()
+      local t = spawn(function()
+        local _ <close> = Timeout(0.001)
+        sleep(1)
+      end)
+      sleep(0)
+      t:kill()
+      assert.are.equal(green.GreenletExit, t:wait())
+    end)
+  end)
+
+  it("works on the main thread", function()
+    local ok, err = pcall(function()
+      local _ <close> = Timeout(0.001, "main timeout")
+      sleep(1)
+    end)
+    assert.are.same({ false, "main timeout" }, { ok, err })
+  end)
+
+  it("with_timeout raises in fn's blocking call, or returns its results",
+     function()
+    green_run(function()
+      assert.are.same({ 1, 2 }, { green.with_timeout(1, function(a, b)
+        sleep(0)
+        return a, b
+      end, 1, 2) })
+      local ok, err = pcall(green.with_timeout, 0.001, sleep, 1)
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+    end)
+  end)
+
+  it("rejects bad arguments", function()
+    green_run(function()
+      assert.has_error(function() Timeout("x") end)
+      assert.is_false(green.is_timeout("Timeout"))
+    end)
+  end)
+end)
