@@ -129,7 +129,8 @@ describe("greenlua options", function()
   end)
 
   it("Ctrl-C interrupts a main chunk blocked in the hub", function()
-    local _, err, code = h.sh("timeout --preserve-status -s INT 0.3 " .. h.greenlua
+    local _, err, code = h.sh("timeout --preserve-status -s INT 0.3 "
+      .. h.greenlua
       .. [[ -e "require('green').sleep(10)"]])
     assert.are.equal(1, code)
     assert.matches("interrupted!", err)
@@ -137,7 +138,8 @@ describe("greenlua options", function()
   end)
 
   it("Ctrl-C interrupts a main chunk running Lua code", function()
-    local _, err, code = h.sh("timeout --preserve-status -s INT 0.3 " .. h.greenlua
+    local _, err, code = h.sh("timeout --preserve-status -s INT 0.3 "
+      .. h.greenlua
       .. [[ -e "local x = 0 while true do x = x + 1 end"]])
     assert.are.equal(1, code)
     assert.matches("interrupted!", err)

@@ -69,7 +69,8 @@ function helper.lua54_run(src)
   f:write(src)
   f:close()
   local out, err, code = helper.sh(
-    "LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='" .. build .. "/?.so;;' "
+    "LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' "
+    .. "LUA_CPATH='" .. build .. "/?.so;;' "
     .. "lua5.4 " .. p)
   os.remove(p)
   return out, err, code

@@ -128,7 +128,8 @@ describe("green.spawn_after", function()
   it("starts the thread after the delay", function()
     green_run(function()
       local log = {}
-      local t = green.spawn_after(0.01, function(x) log[#log + 1] = x end, "late")
+      local t = green.spawn_after(0.01, function(x) log[#log + 1] = x end,
+                                  "late")
       spawn(function() log[#log + 1] = "now" end)
       assert.are.equal("delayed", t:status())
       t:wait()

@@ -19,7 +19,7 @@ local spawn, getcurrent, extras = core.spawn, core.getcurrent, core.extras
 -- place, so code that looks them up through `coroutine` gets the green
 -- versions (see bindings/coro.c).
 for name, fn in pairs(core.coroutine) do
-  coroutine[name] = fn
+  coroutine[name] = fn -- luacheck: ignore 122
 end
 
 local green = {
@@ -151,7 +151,7 @@ end
 
 --- Raise `err` in `seconds` at the current blocking call of `fn(...)`.
 function green.with_timeout(seconds, fn, ...)
-  local t <close> = core.Timeout(seconds)
+  local _ <close> = core.Timeout(seconds)
   return fn(...)
 end
 
