@@ -15,9 +15,10 @@
 */
 #include "lgreen.h"
 
-/* The extra space of a coroutine passing a hub yield on holds this. */
-static char blocked_mark;
-#define BLOCKED ((gl_thread_t *)&blocked_mark)
+/* A user coroutine passing a hub yield on is marked GL_MARK_BLOCKED. */
+static int is_blocked(lua_State *co) {
+  return gl_mark_get(co) == GL_MARK_BLOCKED;
+}
 
 
 static lua_State *getco(lua_State *L) {
@@ -37,10 +38,10 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
                      lua_KFunction k) {
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *cur = hub->current;
-  gl_thread_t *mark = lgreen_base(co);
   int status, nres, guard;
-  if (mark == BLOCKED || (mark != NULL && co != L)) {
-    lua_pushstring(L, mark == BLOCKED
+  int blocked = is_blocked(co);
+  if (blocked || (co != L && lgreen_base(hub, co) != NULL)) {
+    lua_pushstring(L, blocked
                           ? "cannot resume a coroutine blocked in a green wait"
                           : "cannot resume a green thread's coroutine");
     return -1;
@@ -61,7 +62,7 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
   if (status == LUA_YIELD && nres == 1 &&
       lua_touserdata(co, -1) == LGREEN_SENTINEL) {
     lua_pop(co, 1);
-    *(gl_thread_t **)lua_getextraspace(co) = BLOCKED;
+    gl_mark_set(co, GL_MARK_BLOCKED);
     lua_pushlightuserdata(L, LGREEN_SENTINEL);
     return lua_yieldk(L, 1, (lua_KContext)base, k);
   }
@@ -82,7 +83,7 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
 /* After the hub resumed us: pass its values down to 'co' and go on. */
 static int pass_down(lua_State *L, lua_State *co, int base, lua_KFunction k) {
   int n = lua_gettop(L) - base;
-  *(gl_thread_t **)lua_getextraspace(co) = NULL;
+  gl_mark_set(co, 0);
   return auxresume(L, co, n, base, k);
 }
 
@@ -158,7 +159,7 @@ static int co_wrap(lua_State *L) {
 
 /* In a green thread's own coroutine there is no resumer to yield to. */
 static int co_yield(lua_State *L) {
-  if (lgreen_base(L) != NULL)
+  if (lgreen_base(lgreen_hub(L), L) != NULL)
     return luaL_error(L, "attempt to yield from outside a coroutine");
   return lua_yield(L, lua_gettop(L));
 }
@@ -166,17 +167,17 @@ static int co_yield(lua_State *L) {
 
 static int co_isyieldable(lua_State *L) {
   lua_State *co = lua_isnone(L, 1) ? L : getco(L);
-  lua_pushboolean(L, lua_isyieldable(co) && lgreen_base(co) == NULL);
+  lua_pushboolean(L, lua_isyieldable(co) &&
+                         lgreen_base(lgreen_hub(L), co) == NULL);
   return 1;
 }
 
 
 static int co_status(lua_State *L) {
   lua_State *co = getco(L);
-  gl_thread_t *mark = lgreen_base(co);
   if (L == co) {
     lua_pushliteral(L, "running");
-  } else if (mark != NULL) {
+  } else if (is_blocked(co) || lgreen_base(lgreen_hub(L), co) != NULL) {
     lua_pushliteral(L, "normal"); /* part of a green thread's chain */
   } else {
     switch (lua_status(co)) {
@@ -205,11 +206,10 @@ static int co_status(lua_State *L) {
 static int co_close(lua_State *L) {
   lua_State *co = getco(L);
   int status;
-  if (lgreen_base(co) != NULL)
-    return luaL_error(L, "cannot close a %s",
-                      lgreen_base(co) == BLOCKED
-                          ? "coroutine blocked in a green wait"
-                          : "green thread's coroutine");
+  if (is_blocked(co))
+    return luaL_error(L, "cannot close a coroutine blocked in a green wait");
+  if (lgreen_base(lgreen_hub(L), co) != NULL)
+    return luaL_error(L, "cannot close a green thread's coroutine");
   if (L == co)
     return luaL_error(L, "cannot close a running coroutine");
   status = lua_status(co);

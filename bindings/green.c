@@ -15,11 +15,6 @@ char lgreen_sentinel;
 ** =======================================================
 */
 
-gl_thread_t *lgreen_base(lua_State *co) {
-  return *(gl_thread_t **)lua_getextraspace(co);
-}
-
-
 void lgreen_pushthread(lua_State *L, gl_thread_t *t) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->anchor);
 }
@@ -430,7 +425,7 @@ static int l_isyieldable(lua_State *L) {
 
 
 static int hub_gc(lua_State *L) {
-  gl_hub_t *hub = (gl_hub_t *)luaL_checkudata(L, 1, LGREEN_HUB);
+  gl_hub_t *hub = (gl_hub_t *)luaL_checkudata(L, 1, LGREEN_HUB_MT);
   if (hub->loop.data != NULL) { /* once */
     hub->loop.data = NULL;
     gl_hub_close(hub);
@@ -470,7 +465,10 @@ int luaopen_green_core(lua_State *L) {
   if (gl_hub_init(hub) < 0)
     return luaL_error(L, "green.core: cannot initialize the event loop");
   hub->loop.data = hub; /* marks it open, for __gc */
-  luaL_newmetatable(L, LGREEN_HUB);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  gl_mark_set(lua_tothread(L, -1), 0); /* copied into new coroutines */
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LGREEN_HUB_MT);
   lua_pushcfunction(L, hub_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);

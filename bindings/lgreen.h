@@ -16,7 +16,8 @@
 
 #include "../runtime/gl.h"
 
-#define LGREEN_HUB "green.hub"
+#define LGREEN_HUB "green.hub"       /* registry: the hub userdata */
+#define LGREEN_HUB_MT "green.Hub"   /* its metatable */
 #define LGREEN_THREAD "green.GreenThread"
 #define LGREEN_TIMEOUT "green.Timeout"
 
@@ -35,7 +36,7 @@ extern char lgreen_sentinel;
 #define lgreen_hub(L) ((gl_hub_t *)lua_touserdata(L, lua_upvalueindex(1)))
 
 /* The green thread whose base coroutine is 'co', or NULL. */
-gl_thread_t *lgreen_base(lua_State *co);
+#define lgreen_base(hub, co) gl_base_of((hub), (co))
 
 gl_thread_t *lgreen_checkthread(lua_State *L, int idx);
 void lgreen_pushthread(lua_State *L, gl_thread_t *t); /* [-0, +1, -] */

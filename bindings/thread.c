@@ -42,7 +42,7 @@ static void push_extras(lua_State *L, int idx) {
 
 /* Message handler: record the traceback where the error was raised. */
 static int msgh(lua_State *L) {
-  gl_thread_t *t = lgreen_base(L);
+  gl_thread_t *t = lgreen_base(lgreen_gethub(L), L);
   lgreen_pushexit(L);
   if (t != NULL && !lua_rawequal(L, 1, -1)) {
     lgreen_pushthread(L, t);
@@ -164,7 +164,7 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
     report_raw(L, t, ud);
     lua_resetthread(co); /* close its pending to-be-closed variables */
   }
-  *(gl_thread_t **)lua_getextraspace(co) = NULL;
+  gl_base_detach(hub, t);
   lgreen_timeouts_drop(L, t);
   if (lua_getiuservalue(L, ud, LGREEN_UV_EXTRAS) == LUA_TTABLE) {
     lua_pushnil(L);
@@ -228,7 +228,8 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
   lua_xmove(L, co, n + 2);
   t->L = co;
   t->nargs = n + 2;
-  *(gl_thread_t **)lua_getextraspace(co) = t;
+  if (gl_base_attach(hub, t) < 0)
+    luaL_error(L, "not enough memory");
   t->id = ++hub->lastid;
   lua_pushvalue(L, -1);
   t->anchor = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -94,6 +94,7 @@ struct gl_thread {
   int anchor;           /* registry reference while alive */
   int nres;             /* number of results once dead */
   int line;             /* spawn site line, or -1 */
+  unsigned slot;        /* index in the hub's 'bases' + 1; 0 if none */
 };
 
 
@@ -117,6 +118,11 @@ struct gl_hub {
   int depth;             /* nested loop runs (only main may nest) */
   int nonyield;          /* green resumes entered from non-yieldable code */
   lua_State *nonyield_L; /* the outermost such resumer, for messages */
+  gl_thread_t **bases;   /* live threads by slot, to validate marks */
+  unsigned nbases;       /* slots in use or freed (high-water mark) */
+  unsigned capbases;
+  unsigned *freebases;   /* stack of free slot indexes */
+  unsigned nfree;
   volatile int interrupt; /* set by the SIGINT handler of the executable */
   gl_thread_t *interrupt_target; /* who the interrupt is delivered to */
 };
@@ -163,6 +169,20 @@ int gl_wake(gl_thread_t *t, int nargs);      /* end a wait; 1 if woken */
 void gl_suspend(gl_thread_t *t, const char *what, gl_cancel_cb cancel);
 int gl_interrupt(gl_thread_t *t);            /* cancel wait, set pending */
 void gl_finish(gl_thread_t *t);              /* mark dead, wake waiters */
+
+/*
+** Marks in a coroutine's extra space (LUA_EXTRASPACE bytes). A green
+** thread's coroutine holds its slot + 1; a user coroutine passing a hub
+** yield on holds GL_MARK_BLOCKED; others hold 0. Lua 5.4.4 copies the main
+** thread's extra space, which it never initialises, into each new
+** coroutine, so a mark is trusted only once 'gl_base_of' validated it.
+*/
+#define GL_MARK_BLOCKED UINTPTR_MAX
+void gl_mark_set(lua_State *co, uintptr_t mark);
+uintptr_t gl_mark_get(lua_State *co);
+int gl_base_attach(gl_hub_t *hub, gl_thread_t *t); /* 0 or UV_ENOMEM */
+void gl_base_detach(gl_hub_t *hub, gl_thread_t *t);
+gl_thread_t *gl_base_of(gl_hub_t *hub, lua_State *co); /* or NULL */
 
 /* Timers. */
 int gl_timer_start(gl_hub_t *hub, gl_timer_t *tm, uint64_t due,

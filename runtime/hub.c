@@ -9,6 +9,7 @@
 ** poller only when nothing is ready.
 */
 #include <stdlib.h>
+#include <string.h>
 
 #include "gl.h"
 
@@ -74,6 +75,7 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
   t->anchor = -2; /* LUA_NOREF */
   t->nres = 0;
   t->line = -1;
+  t->slot = 0;
 }
 
 
@@ -182,6 +184,75 @@ void gl_finish(gl_thread_t *t) {
 
 /*
 ** {======================================================
+** Coroutine marks
+** =======================================================
+*/
+
+void gl_mark_set(lua_State *co, uintptr_t mark) {
+  memcpy(lua_getextraspace(co), &mark, sizeof(mark));
+}
+
+
+uintptr_t gl_mark_get(lua_State *co) {
+  uintptr_t mark;
+  memcpy(&mark, lua_getextraspace(co), sizeof(mark));
+  return mark;
+}
+
+
+/* Give 't' (whose coroutine is 't->L') a slot and mark its coroutine. */
+int gl_base_attach(gl_hub_t *hub, gl_thread_t *t) {
+  unsigned slot;
+  if (hub->nfree > 0) {
+    slot = hub->freebases[--hub->nfree];
+  } else {
+    if (hub->nbases == hub->capbases) {
+      unsigned cap = hub->capbases ? hub->capbases * 2 : 256;
+      gl_thread_t **b = realloc(hub->bases, cap * sizeof(*b));
+      unsigned *f;
+      if (b == NULL)
+        return UV_ENOMEM;
+      hub->bases = b;
+      f = realloc(hub->freebases, cap * sizeof(*f));
+      if (f == NULL)
+        return UV_ENOMEM;
+      hub->freebases = f;
+      hub->capbases = cap;
+    }
+    slot = hub->nbases++;
+  }
+  hub->bases[slot] = t;
+  t->slot = slot + 1;
+  gl_mark_set(t->L, t->slot);
+  return 0;
+}
+
+
+void gl_base_detach(gl_hub_t *hub, gl_thread_t *t) {
+  if (t->slot == 0)
+    return;
+  hub->bases[t->slot - 1] = NULL;
+  hub->freebases[hub->nfree++] = t->slot - 1;
+  if (t->L != NULL)
+    gl_mark_set(t->L, 0);
+  t->slot = 0;
+}
+
+
+gl_thread_t *gl_base_of(gl_hub_t *hub, lua_State *co) {
+  uintptr_t mark = gl_mark_get(co);
+  gl_thread_t *t;
+  if (mark == 0 || mark > hub->nbases)
+    return NULL;
+  t = hub->bases[mark - 1];
+  return t != NULL && t->L == co ? t : NULL;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
 ** The loop
 ** =======================================================
 */
@@ -211,6 +282,10 @@ int gl_hub_init(gl_hub_t *hub) {
   hub->depth = 0;
   hub->nonyield = 0;
   hub->nonyield_L = NULL;
+  hub->bases = NULL;
+  hub->nbases = hub->capbases = 0;
+  hub->freebases = NULL;
+  hub->nfree = 0;
   hub->interrupt = 0;
   hub->interrupt_target = NULL;
   return 0;
@@ -232,6 +307,11 @@ void gl_hub_close(gl_hub_t *hub) {
   free(hub->heap);
   hub->heap = NULL;
   hub->nheap = hub->capheap = 0;
+  free(hub->bases);
+  free(hub->freebases);
+  hub->bases = NULL;
+  hub->freebases = NULL;
+  hub->nbases = hub->capbases = hub->nfree = 0;
 }
 
 

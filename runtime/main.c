@@ -61,7 +61,7 @@ static void print_usage(const char *badoption) {
 */
 
 static void lstop(lua_State *L, lua_Debug *ar) {
-  gl_thread_t *t = lgreen_base(L);
+  gl_thread_t *t = lgreen_base(hub, L);
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
   /* Raise here only in the main chunk's own code; elsewhere the hub
