@@ -94,7 +94,7 @@ static void deliver_interrupt(gl_hub_t *h, lua_State *L) {
   h->interrupt = 0;
   signal(SIGINT, on_sigint);
   if (t == NULL || t->state == GL_DEAD)
-    return;
+    t = h->main; /* the main chunk has ended: stop waiting for the rest */
   lua_pushliteral(L, "interrupted!");
   lgreen_throw(L, t, -1, 0);
   lua_pop(L, 1);

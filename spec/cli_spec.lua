@@ -146,6 +146,17 @@ describe("greenlua options", function()
   end)
 end)
 
+describe("Ctrl-C after the main chunk has ended", function()
+  it("stops waiting for the remaining green threads", function()
+    local out, err, code = h.sh("timeout --preserve-status -s INT 0.3 "
+      .. h.greenlua .. [[ -e "local g = require('green') ]]
+      .. [[g.spawn(function() g.sleep(10) print('late') end) print('main')"]])
+    assert.are.equal(1, code)
+    assert.are.equal("main\n", out)
+    assert.matches("interrupted!", err)
+  end)
+end)
+
 describe("require('green') from stock lua5.4", function()
   it("runs the hub from the main thread for blocking calls", function()
     local out, err, code = h.lua54_run([[
