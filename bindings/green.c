@@ -322,10 +322,44 @@ static int suspend_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 
+/*
+** The description of a wait must outlive it (tostring, deadlock messages)
+** but 't->what' is a bare pointer: anchor each distinct description in a
+** registry table. Primitives use a handful; past 256 distinct ones, fall
+** back to a generic name rather than grow without bound.
+*/
+static const char *anchor_what(lua_State *L, int idx) {
+  const char *what = "green.suspend";
+  if (lua_isnoneornil(L, idx))
+    return what;
+  luaL_checktype(L, idx, LUA_TSTRING);
+  if (luaL_getsubtable(L, LUA_REGISTRYINDEX, "green.whats") == 0 ||
+      lua_rawlen(L, -1) < 256) {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TNIL) {
+      lua_pushvalue(L, idx);
+      lua_rawseti(L, -3, (lua_Integer)lua_rawlen(L, -3) + 1);
+      lua_pushvalue(L, idx);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -4);
+    }
+    lua_pop(L, 1);
+    what = lua_tostring(L, idx); /* anchored as a key of the table */
+  } else {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) != LUA_TNIL)
+      what = lua_tostring(L, idx);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return what;
+}
+
+
 static int l_suspend(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *t = hub->current;
-  const char *what = luaL_optstring(L, 1, "green.suspend");
+  const char *what = anchor_what(L, 1);
   if (t != NULL && (t->flags & GL_F_KILLED)) {
     lua_pushboolean(L, 0);
     lgreen_pushthread(L, t);

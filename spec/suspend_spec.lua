@@ -1,0 +1,96 @@
+-- core.suspend / core.wake: the Lua-level wait every toolkit primitive is
+-- built on.
+local green = require "green"
+
+local core = green.core
+local spawn, sleep, suspend, wake = green.spawn, green.sleep, core.suspend,
+                                    core.wake
+
+describe("core.suspend and core.wake", function()
+  it("suspend returns true and the values given to wake", function()
+    green_run(function()
+      local t = spawn(function() return table.pack(suspend("my wait")) end)
+      sleep(0)
+      assert.are.same({ "suspended", "my wait" }, { t:status() })
+      assert.matches("suspended in my wait", tostring(t))
+      assert.is_true(wake(t, 1, nil, "three"))
+      local r = t:wait()
+      assert.are.same({ n = 4, true, 1, nil, "three" }, r)
+    end)
+  end)
+
+  it("wake returns false unless the thread is in suspend", function()
+    green_run(function()
+      local sleeper = spawn(function() sleep(0.001); return "slept" end)
+      local waiter = spawn(function() return suspend() end)
+      sleep(0)
+      assert.is_false(wake(sleeper, "no")) -- blocked in sleep, not suspend
+      assert.is_true(wake(waiter, "a"))
+      assert.is_false(wake(waiter, "b")) -- already woken
+      assert.are.equal("slept", sleeper:wait())
+      assert.are.same({ true, "a" }, { waiter:wait() })
+      assert.is_false(wake(waiter)) -- dead
+    end)
+  end)
+
+  it("returns false and the error when killed, then raises no more",
+     function()
+    green_run(function()
+      local log = {}
+      local t = spawn(function()
+        local ok, err = suspend()
+        log[#log + 1] = { ok, err }
+        -- killed is sticky: suspend fails at once without blocking
+        ok, err = suspend()
+        log[#log + 1] = { ok, err }
+        return "cleanup done"
+      end)
+      sleep(0)
+      t:kill()
+      assert.are.same({ { false, green.GreenletExit },
+                        { false, green.GreenletExit } }, log)
+      assert.are.equal("cleanup done", t:wait())
+    end)
+  end)
+
+  it("a kill after wake overrides the delivered values", function()
+    green_run(function()
+      local t = spawn(function() return suspend() end)
+      sleep(0)
+      assert.is_true(wake(t, "item"))
+      t:kill("stop")
+      -- suspend returned false, "stop"; the function returned those
+      assert.are.same({ false, "stop" }, { t:wait() })
+    end)
+  end)
+
+  it("returns false and the Timeout when one fires", function()
+    green_run(function()
+      local to = green.Timeout(0.001)
+      local ok, err = suspend()
+      assert.is_false(ok)
+      assert.are.equal(to, err)
+    end)
+  end)
+
+  it("on the main thread, returns a deadlock error when nothing can wake",
+     function()
+    local ok, err = suspend("nothing")
+    assert.is_false(ok)
+    assert.matches("deadlock: the main thread is blocked in nothing", err)
+  end)
+
+  it("keeps at most 256 distinct descriptions", function()
+    green_run(function()
+      local ts = {}
+      for i = 1, 300 do
+        ts[i] = spawn(function() return suspend("distinct " .. i) end)
+      end
+      sleep(0)
+      collectgarbage()
+      assert.matches("in distinct 1%)", tostring(ts[1]))
+      assert.matches("in green.suspend%)", tostring(ts[300]))
+      for i = 1, 300 do wake(ts[i]) end
+    end)
+  end)
+end)
