@@ -197,6 +197,25 @@ end
 green.suspend, green.wake = core.suspend, core.wake
 
 -- {=== toolkit exports (pools, queues, events, ...): lua/green/*.lua
+do
+  local semaphore = require "green.semaphore"
+  local queue = require "green.queue"
+  local looping = require "green.looping"
+  green.Event = require("green.event").Event
+  green.Semaphore = semaphore.Semaphore
+  green.BoundedSemaphore = semaphore.BoundedSemaphore
+  green.CappedSemaphore = semaphore.CappedSemaphore
+  green.Queue = queue.Queue
+  green.LightQueue = queue.LightQueue
+  green.PriorityQueue = queue.PriorityQueue
+  green.LifoQueue = queue.LifoQueue
+  green.GreenPool = require("green.pool").GreenPool
+  green.GreenPile = require("green.pile").GreenPile
+  green.pools = require "green.pools"
+  green.LoopingCall = looping.LoopingCall
+  green.DynamicLoopingCall = looping.DynamicLoopingCall
+  green.LoopingCallDone = looping.LoopingCallDone
+end
 -- }===
 
 -- {=== socket exports: lua/green/socket*.lua, bindings/socket*.c

@@ -1,0 +1,96 @@
+--- An ordered collection of green threads' results, after eventlet's
+-- `GreenPile`: spawn work, then iterate over the results in spawn order.
+--
+--     local pile = green.GreenPile(8)
+--     for _, url in ipairs(urls) do pile:spawn(fetch, url) end
+--     for body in pile do ... end      -- or pile:results()
+--
+-- A pile runs its threads in its own GreenPool or in a shared one. An
+-- error in a thread is raised by `next` when its turn comes; the pile can
+-- be read on afterwards. As with any Lua iterator, a nil result ends a
+-- generic `for`; call `next` directly if results can be nil.
+-- @module green.pile
+
+local core = require "green.core"
+local pool = require "green.pool"
+local queue = require "green.queue"
+
+local setmetatable, error, getmetatable, mtype, pcall =
+  setmetatable, error, getmetatable, math.type, pcall
+local pack, unpack = table.pack, table.unpack
+local observe = core.observe
+
+local M = {}
+
+--- @type GreenPile
+local GreenPile = { __name = "green.GreenPile" }
+GreenPile.__index = GreenPile
+
+--- Create a pile.
+-- @tparam[opt=1000] integer|GreenPool size_or_pool size of a pool of its
+--   own, or a pool to share
+-- @treturn GreenPile
+function M.GreenPile(size_or_pool)
+  local p
+  if getmetatable(size_or_pool) == pool.GreenPool_mt then
+    p = size_or_pool
+  elseif size_or_pool == nil or mtype(size_or_pool) == "integer" then
+    p = pool.GreenPool(size_or_pool or 1000)
+  else
+    error("bad argument #1 to 'GreenPile' (integer or GreenPool expected)",
+          2)
+  end
+  return setmetatable({ pool = p, waiters = queue.LightQueue(), counter = 0,
+                        used = false }, GreenPile)
+end
+
+--- Run `fn(...)` in the pile's pool (blocks while the pool is full).
+-- @treturn GreenThread
+function GreenPile:spawn(fn, ...)
+  self.used = true
+  self.counter = self.counter + 1
+  local ok, gt = pcall(self.pool.spawn, self.pool, fn, ...)
+  if not ok then
+    self.counter = self.counter - 1
+    error(gt, 0)
+  end
+  observe(gt) -- its error is raised by next(), not reported
+  self.waiters:put(gt)
+  return gt
+end
+
+--- The results of the next thread in spawn order (waits for it), or
+-- nothing once every spawned thread has been read.
+-- @raise the thread's error
+function GreenPile:next()
+  if self.counter == 0 then return end
+  local gt = self.waiters:get() -- a spawn may still be in progress
+  -- Only a thread read to its end (result or error) leaves the pile: a
+  -- kill or Timeout interrupting this wait keeps it for the next call.
+  local res = pack(pcall(gt.wait, gt))
+  if not res[1] and not gt:dead() then
+    self.waiters:_unpop(gt)
+    error(res[2], 0)
+  end
+  self.counter = self.counter - 1
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
+--- `for result in pile do`: the generic-for call.
+function GreenPile.__call(self)
+  return self:next()
+end
+
+--- An iterator over the results: `for r in pile:results() do`.
+function GreenPile:results()
+  return function() return self:next() end
+end
+
+--- Number of threads spawned and not yet read.
+function GreenPile:count()
+  return self.counter
+end
+
+M.GreenPile_mt = GreenPile
+return M

@@ -1,0 +1,286 @@
+--- A bounded set of green threads, after eventlet's
+-- `eventlet.greenpool.GreenPool`.
+--
+-- `spawn` blocks while the pool is full. A thread of the pool that spawns
+-- into its own full pool would wait for itself; as in eventlet, the
+-- function then runs inline in the calling thread instead.
+--
+-- `local pool <close> = green.GreenPool(8)` waits for the pool's threads
+-- when the block exits.
+-- @module green.pool
+
+local core = require "green.core"
+local waiters = require "green.waiters"
+
+local setmetatable, error, type, select, pcall, tostring =
+  setmetatable, error, type, select, pcall, tostring
+local pack, unpack = table.pack, table.unpack
+local getmetatable = getmetatable
+local mtype = math.type
+local spawn, getcurrent, observe = core.spawn, core.getcurrent, core.observe
+local newq, count, block, wake_first, wake_all =
+  waiters.new, waiters.count, waiters.block, waiters.wake_first,
+  waiters.wake_all
+
+local M = {}
+
+--- @type GreenPool
+local GreenPool = { __name = "green.GreenPool" }
+GreenPool.__index = GreenPool
+
+local function checksize(size, fname)
+  if mtype(size) ~= "integer" or size < 0 then
+    error(("bad argument #1 to '%s' (non-negative integer expected)")
+          :format(fname), 3)
+  end
+  return size
+end
+
+--- Create a pool.
+-- @tparam[opt=1000] integer size most threads running at once
+-- @treturn GreenPool
+function M.GreenPool(size)
+  size = checksize(size == nil and 1000 or size, "GreenPool")
+  return setmetatable({ size = size, nrunning = 0, threads = {},
+                        slotq = newq(), idleq = newq() }, GreenPool)
+end
+
+local function callable(fn)
+  if type(fn) == "function" then return true end
+  local mt = getmetatable(fn)
+  return mt ~= nil and mt.__call ~= nil
+end
+
+-- A slot is free: hand it to the longest waiter, or keep it.
+local function release_slot(self)
+  if self.nrunning <= self.size and wake_first(self.slotq) then
+    return -- the waiter now owns the slot: nrunning unchanged
+  end
+  local n = self.nrunning - 1
+  self.nrunning = n
+  if n == 0 then wake_all(self.idleq) end
+end
+
+-- Link run when a pool thread ends (also if killed before it started).
+local function on_done(gt, self)
+  self.threads[gt] = nil
+  release_slot(self)
+end
+
+-- A waiter canceled after it was handed a slot passes the slot on.
+local function unslot(self)
+  release_slot(self)
+end
+
+local function acquire_slot(self)
+  if self.nrunning < self.size then
+    self.nrunning = self.nrunning + 1
+    return
+  end
+  block(self.slotq, {}, nil, "GreenPool:spawn", unslot, self)
+end
+
+local function start(self, fn, ...)
+  local gt = spawn(fn, ...)
+  self.threads[gt] = true
+  gt:link(on_done, self)
+  return gt
+end
+
+-- The inline case: a pool thread spawning into its own full pool. The
+-- results (or error) are delivered through a thread of their own, so the
+-- caller still gets a GreenThread to wait on.
+local function done_thread(ok, ...)
+  if ok then
+    return spawn(function(...) return ... end, ...)
+  end
+  local err = ...
+  return spawn(function() error(err, 0) end)
+end
+
+--- Run `fn(...)` in a new green thread of the pool. Blocks while the pool
+-- is full; a thread of this pool calling it on a full pool runs `fn`
+-- inline instead (no deadlock).
+-- @treturn GreenThread
+function GreenPool:spawn(fn, ...)
+  if not callable(fn) then
+    error("bad argument #1 to 'spawn' (function expected)", 2)
+  end
+  if self.nrunning >= self.size and self.threads[getcurrent()] then
+    return done_thread(pcall(fn, ...))
+  end
+  acquire_slot(self)
+  return start(self, fn, ...)
+end
+
+--- Like `spawn`, but returns nothing.
+function GreenPool:spawn_n(fn, ...)
+  if not callable(fn) then
+    error("bad argument #1 to 'spawn_n' (function expected)", 2)
+  end
+  if self.nrunning >= self.size and self.threads[getcurrent()] then
+    local ok, err = pcall(fn, ...)
+    if not ok then spawn(function() error(err, 0) end) end
+    return
+  end
+  acquire_slot(self)
+  start(self, fn, ...)
+end
+
+--- Block until no thread of the pool is running. Does not re-raise their
+-- errors (wait on the threads for that).
+-- @raise if called from one of the pool's own threads (it would never
+--   return)
+function GreenPool:waitall()
+  if self.threads[getcurrent()] then
+    error("Calling waitall() from within one of the GreenPool's green "
+          .. "threads will never terminate.", 2)
+  end
+  while self.nrunning > 0 do
+    block(self.idleq, {}, nil, "GreenPool:waitall")
+  end
+end
+
+GreenPool.__close = GreenPool.waitall
+
+--- Number of threads running (or holding a slot).
+function GreenPool:running()
+  return self.nrunning
+end
+
+--- Number of spawns that would not block now (0 after a shrink below the
+-- running count).
+function GreenPool:free()
+  local f = self.size - self.nrunning
+  return f > 0 and f or 0
+end
+
+--- Number of threads blocked in `spawn`.
+function GreenPool:waiting()
+  return count(self.slotq)
+end
+
+--- Change the size. Growing lets blocked spawns go at once; shrinking
+-- waits for running threads to end.
+function GreenPool:resize(size)
+  size = checksize(size, "resize")
+  self.size = size
+  while self.nrunning < size and wake_first(self.slotq) do
+    self.nrunning = self.nrunning + 1
+  end
+end
+
+-- {====================================================================
+-- imap / starmap
+
+-- Turn a table (sequence) or an iterator function into a function that
+-- returns the next value, or nil at the end.
+local function iterator(x, argn, fname)
+  if type(x) == "table" then
+    local i = 0
+    return function()
+      i = i + 1
+      return x[i]
+    end
+  elseif type(x) == "function" then
+    return x
+  end
+  error(("bad argument #%d to '%s' (table or iterator function expected, "
+         .. "got %s)"):format(argn, fname, tostring(type(x))), 3)
+end
+
+local function identity(...)
+  return ...
+end
+
+-- The ordered window: up to `size` threads spawned ahead of the consumer,
+-- so memory is bounded by the pool size however long the input is.
+local function mapper(self, fn, nextargs)
+  local ring, head, tail = {}, 1, 0
+  local exhausted = false
+  local function fill()
+    local size = self.size > 0 and self.size or 1
+    while not exhausted and tail - head + 1 < size do
+      local args, n = nextargs()
+      if args == nil then
+        exhausted = true
+      else
+        local gt = self:spawn(fn, unpack(args, 1, n))
+        observe(gt) -- its error is raised by the consumer, not reported
+        tail = tail + 1
+        ring[tail] = gt
+      end
+    end
+  end
+  return function()
+    fill()
+    if head > tail then return nil end
+    local gt = ring[head]
+    local res = pack(pcall(gt.wait, gt))
+    if not res[1] and not gt:dead() then
+      error(res[2], 0) -- we were interrupted: the item stays at the head
+    end
+    ring[head] = nil
+    head = head + 1
+    if not res[1] then error(res[2], 0) end
+    return unpack(res, 2, res.n)
+  end
+end
+
+--- Results of `fn(a, b, ...)` over the given tables or iterator functions
+-- taken in step (stops at the shortest), in input order, computed
+-- concurrently in the pool. At most the pool's size of calls run or wait
+-- ahead of the consumer. An error in one call is raised when its result
+-- is reached; the iterator can be called again for the rest. A nil
+-- result ends a generic `for` (as with any Lua iterator).
+-- @tparam function|nil fn nil returns the arguments themselves
+-- @param ... tables (sequences) or iterator functions
+-- @treturn function iterator
+function GreenPool:imap(fn, ...)
+  if fn == nil then fn = identity end
+  if not callable(fn) then
+    error("bad argument #1 to 'imap' (function expected)", 2)
+  end
+  local n = select("#", ...)
+  if n == 0 then
+    error("bad argument #2 to 'imap' (table or iterator expected)", 2)
+  end
+  local its = {}
+  for i = 1, n do its[i] = iterator((select(i, ...)), i + 1, "imap") end
+  local nextargs = function()
+    local args = {}
+    for i = 1, n do
+      local v = its[i]()
+      if v == nil then return nil end
+      args[i] = v
+    end
+    return args, n
+  end
+  return mapper(self, fn, nextargs)
+end
+
+--- Like `imap`, but each input item is a table of arguments, unpacked
+-- (`t.n` honoured).
+-- @tparam function fn
+-- @param iterable a table of argument tables, or an iterator of them
+-- @treturn function iterator
+function GreenPool:starmap(fn, iterable)
+  if not callable(fn) then
+    error("bad argument #1 to 'starmap' (function expected)", 2)
+  end
+  local it = iterator(iterable, 2, "starmap")
+  local nextargs = function()
+    local args = it()
+    if args == nil then return nil end
+    if type(args) ~= "table" then
+      error("starmap: each item must be a table of arguments", 0)
+    end
+    return args, args.n or #args
+  end
+  return mapper(self, fn, nextargs)
+end
+
+-- }====================================================================
+
+M.GreenPool_mt = GreenPool
+return M

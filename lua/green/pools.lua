@@ -1,0 +1,268 @@
+--- A generic pool of reusable items (connections, clients), after
+-- eventlet's `eventlet.pools.Pool`.
+--
+--     local pool = green.pools.Pool{create = connect, max_size = 4}
+--     local conn <close> = pool:item()   -- put back when the block exits
+--     conn:query("...")                   -- methods reach the item
+--
+-- At most `max_size` items exist; `get` creates one while fewer exist and
+-- blocks once all are out. `put` hands the item straight to the longest
+-- waiter and never switches threads. A `create` that fails (or is killed)
+-- frees its slot and lets the next waiter create instead, so no waiter is
+-- stranded. An item put back after the pool shrank is discarded. Each
+-- item out of the pool is handed to one thread only: a waiter killed
+-- after it was handed an item passes it on, and putting back an item
+-- that is not out raises.
+-- @module green.pools
+
+local waiters = require "green.waiters"
+
+local setmetatable, error, type, pcall, rawget, rawset, mtype =
+  setmetatable, error, type, pcall, rawget, rawset, math.type
+local newq, count, block, wake_first =
+  waiters.new, waiters.count, waiters.block, waiters.wake_first
+
+local M = {}
+
+--- @type Pool
+local Pool = { __name = "green.pools.Pool" }
+Pool.__index = Pool
+
+local function checksize(n, what, fname)
+  if mtype(n) ~= "integer" or n < 0 then
+    error(("bad argument to '%s' (%s: non-negative integer expected)")
+          :format(fname, what), 3)
+  end
+  return n
+end
+
+local function no_create()
+  error("green.pools.Pool: no create function was given", 2)
+end
+
+-- Free items: a deque; `order_as_stack` reuses the most recent first.
+local function push_free(self, item)
+  local f = self.free_items
+  if self.order_as_stack then
+    local h = f.head - 1
+    f.head = h
+    f[h] = item
+  else
+    local t = f.tail + 1
+    f.tail = t
+    f[t] = item
+  end
+end
+
+local function pop_free(self)
+  local f = self.free_items
+  local h = f.head
+  if h > f.tail then return nil end
+  local item = f[h]
+  f[h] = nil
+  if h == f.tail then
+    f.head, f.tail = 1, 0
+  else
+    f.head = h + 1
+  end
+  return item
+end
+
+local function nfree(self)
+  local f = self.free_items
+  return f.tail - f.head + 1
+end
+
+local function mark_out(self, item)
+  local out = self.out
+  out[item] = (out[item] or 0) + 1
+  return item
+end
+
+--- Create a pool.
+-- @tparam table opts `create` (function returning a new item),
+--   `min_size` (0: items created now), `max_size` (4),
+--   `order_as_stack` (false: reuse items round robin)
+-- @treturn Pool
+function M.Pool(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'Pool' (table of options expected)", 2)
+  end
+  local create = opts.create or no_create
+  local min_size = checksize(opts.min_size or 0, "min_size", "Pool")
+  local max_size = checksize(opts.max_size or 4, "max_size", "Pool")
+  local self = setmetatable({ create = create, max_size = max_size,
+                              order_as_stack = opts.order_as_stack == true,
+                              current_size = 0, waiters = newq(),
+                              free_items = { head = 1, tail = 0 },
+                              out = {} }, Pool)
+  for _ = 1, min_size do
+    local item = create()
+    if item == nil then error("green.pools.Pool: create returned nil", 2) end
+    self.current_size = self.current_size + 1
+    push_free(self, item)
+  end
+  return self
+end
+
+-- A slot is free (an item was destroyed or never created): let the
+-- longest waiter create one.
+local function pass_slot(self)
+  if self.current_size < self.max_size then
+    local w = wake_first(self.waiters)
+    if w then
+      w.slot = true
+      self.current_size = self.current_size + 1
+    end
+  end
+end
+
+-- Create an item in a slot the caller holds (current_size counts it).
+local function create_item(self)
+  local ok, item = pcall(self.create)
+  if ok and item == nil then
+    ok, item = false, "green.pools.Pool: create returned nil"
+  end
+  if not ok then
+    self.current_size = self.current_size - 1
+    pass_slot(self)
+    error(item, 0)
+  end
+  return mark_out(self, item)
+end
+
+-- A waiter canceled after it was handed an item or a slot gives it back.
+local function giveback(self, w)
+  if w.slot then
+    self.current_size = self.current_size - 1
+    pass_slot(self)
+  else
+    self:put(w.item)
+  end
+end
+
+--- Take an item: a free one, else a new one while fewer than `max_size`
+-- exist, else wait for one to be put back.
+-- @return the item
+-- @raise create's error; a kill or Timeout (nothing is taken then)
+function Pool:get()
+  local item = pop_free(self)
+  if item ~= nil then return mark_out(self, item) end
+  if self.current_size < self.max_size then
+    self.current_size = self.current_size + 1
+    return create_item(self)
+  end
+  local w = {}
+  block(self.waiters, w, nil, "Pool:get", giveback, self)
+  if w.slot then return create_item(self) end
+  return w.item
+end
+
+--- Give back an item taken with `get`. Never switches threads.
+-- @raise if `item` is not out of this pool
+function Pool:put(item)
+  local out = self.out
+  local n = item ~= nil and out[item]
+  if not n then
+    error("bad argument #1 to 'put' (item is not out of this pool)", 2)
+  end
+  out[item] = n > 1 and n - 1 or nil
+  if self.current_size > self.max_size then -- shrunk: discard it
+    self.current_size = self.current_size - 1
+    return
+  end
+  local w = wake_first(self.waiters)
+  if w then
+    w.item = mark_out(self, item)
+  else
+    push_free(self, item)
+  end
+end
+
+--- Number of items a `get` could take without blocking: free items plus
+-- items not created yet.
+function Pool:free()
+  local f = nfree(self) + self.max_size - self.current_size
+  return f > 0 and f or 0
+end
+
+--- Number of threads blocked in `get`.
+function Pool:waiting()
+  return count(self.waiters)
+end
+
+--- Change `max_size`. Growing lets waiters create items at once;
+-- shrinking discards free items now and others as they are put back.
+function Pool:resize(n)
+  self.max_size = checksize(n, "size", "resize")
+  while self.current_size > n and nfree(self) > 0 do
+    pop_free(self)
+    self.current_size = self.current_size - 1
+  end
+  while self.current_size < n and count(self.waiters) > 0 do
+    local before = self.current_size
+    pass_slot(self)
+    if self.current_size == before then break end
+  end
+end
+
+-- {====================================================================
+-- item(): to-be-closed and callback forms
+
+local ITEM, POOL = {}, {}
+
+local Handle = { __name = "green.pools.item" }
+
+function Handle.__close(h)
+  local pool = rawget(h, POOL)
+  if pool then
+    rawset(h, POOL, nil)
+    pool:put(rawget(h, ITEM))
+  end
+end
+
+-- Methods of the item, called through the handle, get the item as self.
+function Handle.__index(h, k)
+  local item = rawget(h, ITEM)
+  local v = item[k]
+  if type(v) == "function" then
+    local bound = function(self, ...)
+      if self == h then self = item end
+      return v(self, ...)
+    end
+    rawset(h, k, bound)
+    return bound
+  end
+  return v
+end
+
+function Handle.__newindex(h, k, v)
+  rawget(h, ITEM)[k] = v
+end
+
+local function put_back(pool, item, ok, ...)
+  pool:put(item)
+  if not ok then error((...), 0) end
+  return ...
+end
+
+--- Borrow an item for a scope.
+-- `local conn <close>, raw = pool:item()`: `conn` forwards field and
+-- method access to the item (`raw`) and puts it back when closed.
+-- `pool:item(fn)`: returns `fn(item)`'s results; the item is put back
+-- even if `fn` raises.
+-- @tparam[opt] function fn
+-- @return the handle and the item, or fn's results
+function Pool:item(fn)
+  local item = self:get()
+  if fn == nil then
+    return setmetatable({ [ITEM] = item, [POOL] = self }, Handle), item
+  end
+  return put_back(self, item, pcall(fn, item))
+end
+
+-- }====================================================================
+
+M.Pool_mt = Pool
+return M
