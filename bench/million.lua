@@ -1,0 +1,71 @@
+--- bench/million.lua: park 1,000,000 green threads at once (each blocks
+-- for good in green.core.suspend()), then wake them all. Reports the time
+-- taken and the resident memory from /proc/self/status (VmRSS now, VmHWM
+-- the peak). Target: completes, under 2 GB resident.
+--
+-- Usage: greenlua bench/million.lua [threads]
+
+local green = require "green"
+
+local N = math.tointeger(tonumber(arg and arg[1])) or 1000000
+local core = green.core
+local spawn, suspend, wake = green.spawn, core.suspend, core.wake
+local now = green.now
+
+--- VmRSS and VmHWM in kB.
+local function rss()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)")),
+         tonumber(s:match("VmHWM:%s*(%d+)"))
+end
+
+local function mb(kb) return kb / 1024 end
+
+local function body() suspend() end
+
+collectgarbage("collect")
+local rss0 = rss()
+local heap0 = collectgarbage("count")
+local before = core.stats().threads
+
+local t0, c0 = now(), os.clock()
+local gts = {}
+for i = 1, N do gts[i] = spawn(body) end
+green.sleep(0) -- every new thread runs once and parks
+local t_park, c_park = now() - t0, os.clock() - c0
+local rss_park, hwm_park = rss()
+local heap_park = collectgarbage("count")
+assert(core.stats().threads == before + N)
+
+collectgarbage("collect")
+local heap_gc = collectgarbage("count")
+local rss_gc = rss()
+
+local t1 = now()
+for i = 1, N do assert(wake(gts[i]), "a thread did not park") end
+green.sleep(0) -- each returns from suspend() and ends
+local t_end = now() - t1
+assert(core.stats().threads == before, "threads left alive")
+gts = nil -- luacheck: ignore 311
+collectgarbage("collect")
+local rss_end, hwm = rss()
+
+print(string.format(
+  "million: %d parked in %.2f s wall (%.2f s CPU), %.0f/s; woken and " ..
+  "ended in %.2f s", N, t_park, c_park, N / t_park, t_end))
+print(string.format(
+  "million: Lua heap %.0f MB parked (%.0f bytes/thread), %.0f MB after a " ..
+  "full collect (%.0f bytes/thread)", mb(heap_park - heap0),
+  (heap_park - heap0) * 1024 / N, mb(heap_gc - heap0),
+  (heap_gc - heap0) * 1024 / N))
+print(string.format(
+  "million: VmRSS %.0f MB parked (%.0f bytes/thread over the start), %.0f " ..
+  "MB after a collect, %.0f MB at the end; start %.0f MB",
+  mb(rss_park), (rss_park - rss0) * 1024 / N, mb(rss_gc), mb(rss_end),
+  mb(rss0)))
+print(string.format(
+  "million: greenlua %d threads, peak VmHWM %.0f MB, ratio %.2f of the " ..
+  "2048 MB budget (target < 2 GB) %s", N, mb(hwm), mb(hwm) / 2048,
+  (hwm < 2048 * 1024 and hwm_park) and "MET" or "MISSED"))

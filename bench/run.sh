@@ -1,0 +1,41 @@
+#!/bin/sh
+# Run every benchmark under ./build/greenlua (building first if needed)
+# and print each one's result line (the line with the ratio and target).
+#   bench/run.sh          full sizes (about 30 s on 2 cores)
+#   bench/run.sh -v       every line each benchmark prints
+#   bench/run.sh --short  reduced sizes (a quick smoke run, a few seconds)
+set -e
+cd "$(dirname "$0")/.."
+verbose=0
+short=0
+for a in "$@"; do
+  case $a in
+    -v) verbose=1 ;;
+    --short) short=1 ;;
+    *) echo "usage: bench/run.sh [-v] [--short]" >&2; exit 2 ;;
+  esac
+done
+if [ ! -x build/greenlua ] || [ ! -f build/green/core.so ]; then
+  cmake -S . -B build >/dev/null
+  cmake --build build >/dev/null
+fi
+run() {
+  if [ $verbose = 1 ]; then
+    ./build/greenlua "$@"
+  else
+    # The summary lines: "name: greenlua ..., ratio ... (target ...)",
+    # and spawn's cold-start ratio.
+    ./build/greenlua "$@" | grep -E '^[a-z]+: (greenlua .*target|cold)'
+  fi
+}
+if [ $short = 1 ]; then
+  run bench/switch.lua 200000 3
+  run bench/spawn.lua 20000 3
+  run bench/million.lua 100000
+  run bench/churn.lua 200000
+else
+  run bench/switch.lua
+  run bench/spawn.lua
+  run bench/million.lua
+  run bench/churn.lua
+fi
