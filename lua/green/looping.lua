@@ -125,7 +125,8 @@ end
 local function fixed_idle(self, _, started)
   local due = started + self.interval
   local t = now()
-  if t > due then -- an overrun: start the next call now, do not catch up
+  if t > due and self.interval > 0 then
+    -- an overrun: start the next call now, do not catch up
     self.overruns = self.overruns + 1
     local report = self.on_overrun
     if report then report(self, t - due) end
