@@ -2,9 +2,9 @@
 ** Green-aware coroutine.*: user coroutines keep working inside green
 ** threads.
 **
-** A blocking call inside a user coroutine yields the hub's sentinel, which
-** would reach the coroutine's resumer. Our resume recognises it and passes
-** the yield on to its own resumer, and so on up to the hub (cqueues-style
+** A blocking call inside a user coroutine makes a hub yield (no values,
+** 'hub->hubyield' set), which would reach the coroutine's resumer. Our
+** resume recognises it and passes the yield on to its own resumer, and so on up to the hub (cqueues-style
 ** propagation); when the hub resumes the green thread, each level resumes
 ** the one below with the hub's values. The user's own yields go to their
 ** resumer as usual, so a generator that sleeps still yields its values to
@@ -52,19 +52,18 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
   }
   lua_xmove(L, co, narg);
   /* From code that cannot yield, a blocking call below must fail cleanly
-     instead of yielding the sentinel into this frame. */
+     instead of making a hub yield into this frame. */
   guard = cur != NULL && !(cur->flags & GL_F_MAIN) && !lua_isyieldable(L);
   if (guard && hub->nonyield++ == 0)
     hub->nonyield_L = L;
   status = lua_resume(co, L, narg, &nres);
   if (guard)
     hub->nonyield--;
-  if (status == LUA_YIELD && nres == 1 &&
-      lua_touserdata(co, -1) == LGREEN_SENTINEL) {
-    lua_pop(co, 1);
+  if (status == LUA_YIELD && hub->hubyield) {
+    /* 'co' blocked in the hub: pass the hub yield on (the flag stays set
+       until the hub sees it). */
     gl_mark_set(co, GL_MARK_BLOCKED);
-    lua_pushlightuserdata(L, LGREEN_SENTINEL);
-    return lua_yieldk(L, 1, (lua_KContext)base, k);
+    return lua_yieldk(L, 0, (lua_KContext)base, k);
   }
   if (status == LUA_OK || status == LUA_YIELD) {
     if (!lua_checkstack(L, nres + 1)) {

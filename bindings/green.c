@@ -6,9 +6,6 @@
 
 #include "lgreen.h"
 
-char lgreen_sentinel;
-
-
 /*
 ** {======================================================
 ** The yield protocol
@@ -16,7 +13,13 @@ char lgreen_sentinel;
 */
 
 void lgreen_pushthread(lua_State *L, gl_thread_t *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->anchor);
+  if (t->slot != 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->hub->anchors);
+    lua_rawgeti(L, -1, t->slot);
+    lua_remove(L, -2);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->anchor); /* main */
+  }
 }
 
 
@@ -33,12 +36,9 @@ static int raise_value(lua_State *L, gl_thread_t *t) {
 }
 
 
-/*
-** Check that the caller of blocking primitive 'what' can block, and return
-** its thread. Raises the thread's kill error if it was killed (kill is
-** sticky), and a clear error where blocking is impossible.
-*/
-gl_thread_t *lgreen_begin(lua_State *L, gl_hub_t *hub, const char *what) {
+/* The uncommon cases of 'lgreen_begin' (lgreen.h). */
+gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
+                               const char *what) {
   gl_thread_t *t = hub->current;
   if (t == NULL)
     luaL_error(L,
@@ -86,8 +86,10 @@ int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
     }
     return k(L, LUA_YIELD, ctx);
   }
-  lua_pushlightuserdata(L, LGREEN_SENTINEL);
-  return lua_yieldk(L, 1, ctx, k);
+  /* A hub yield carries no values: the hub's flag tells it (and any green
+     coroutine.resume in between) from a user's yield. */
+  t->hub->hubyield = 1;
+  return lua_yieldk(L, 0, ctx, k);
 }
 
 
@@ -264,8 +266,12 @@ static void sleep_cancel(gl_thread_t *t) {
 */
 static int l_sleep(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
-  lua_Number s = luaL_optnumber(L, 1, 0);
-  gl_thread_t *t = lgreen_begin(L, hub, "green.sleep");
+  int isnum;
+  lua_Number s = lua_tonumberx(L, 1, &isnum); /* sleep(0) is the hot path */
+  gl_thread_t *t;
+  if (!isnum)
+    s = luaL_optnumber(L, 1, 0); /* nil, or raise the argument error */
+  t = lgreen_begin(L, hub, "green.sleep");
   if (s > 0) {
     uint64_t ns = s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
     if (ns < 1000000)
@@ -507,6 +513,10 @@ int luaopen_green_core(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
+  /* Live threads by slot: anchoring with rawseti at a slot the hub already
+     allocated is several times cheaper than luaL_ref. */
+  lua_createtable(L, 256, 0);
+  hub->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lua_createtable(L, 0, 40);
   lua_pushlightuserdata(L, hub);

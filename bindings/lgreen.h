@@ -4,7 +4,8 @@
 ** The one yield protocol: a blocking primitive calls 'lgreen_begin' (which
 ** raises if the caller cannot block), records its wait with 'gl_suspend'
 ** (or queues itself for a pure yield), then returns 'lgreen_block', which
-** yields the sentinel to the hub with a continuation, or, on the host's
+** makes a hub yield (no values, 'hub->hubyield' set) with a continuation,
+** or, on the host's
 ** main thread, runs the hub until the wait is over and calls the
 ** continuation itself. Continuations start with 'lgreen_resumed'.
 */
@@ -21,9 +22,6 @@
 #define LGREEN_THREAD "green.GreenThread"
 #define LGREEN_TIMEOUT "green.Timeout"
 
-/* What every hub yield carries: exactly one value, this address. */
-extern char lgreen_sentinel;
-#define LGREEN_SENTINEL ((void *)&lgreen_sentinel)
 
 /* User values of a GreenThread userdata. */
 #define LGREEN_UV_CO 1     /* the coroutine while alive */
@@ -41,7 +39,23 @@ extern char lgreen_sentinel;
 gl_thread_t *lgreen_checkthread(lua_State *L, int idx);
 void lgreen_pushthread(lua_State *L, gl_thread_t *t); /* [-0, +1, -] */
 
-gl_thread_t *lgreen_begin(lua_State *L, gl_hub_t *hub, const char *what);
+gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
+                               const char *what);
+
+/*
+** Check that the caller of blocking primitive 'what' can block, and return
+** its thread. Raises the thread's kill error if it was killed (kill is
+** sticky), and a clear error where blocking is impossible. The common case
+** (a green thread, not killed, yieldable) is inline.
+*/
+static inline gl_thread_t *lgreen_begin(lua_State *L, gl_hub_t *hub,
+                                        const char *what) {
+  gl_thread_t *t = hub->current;
+  if (t != NULL && (t->flags & (GL_F_KILLED | GL_F_MAIN)) == 0 &&
+      hub->nonyield == 0 && lua_isyieldable(L))
+    return t;
+  return lgreen_begin_slow(L, hub, what);
+}
 int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
                  lua_KContext ctx);
 void lgreen_resumed(lua_State *L, gl_thread_t *t); /* raises if pending */

@@ -164,7 +164,6 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
     report_raw(L, t, ud);
     lua_resetthread(co); /* close its pending to-be-closed variables */
   }
-  gl_base_detach(hub, t);
   lgreen_timeouts_drop(L, t);
   if (lua_getiuservalue(L, ud, LGREEN_UV_EXTRAS) == LUA_TTABLE) {
     lua_pushnil(L);
@@ -175,9 +174,12 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
   lua_pop(L, 1);
   lua_pushnil(L);
   lua_setiuservalue(L, ud, LGREEN_UV_CO);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, hub->anchors);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
+  gl_base_detach(hub, t);
   t->L = NULL;
-  luaL_unref(L, LUA_REGISTRYINDEX, t->anchor);
-  t->anchor = LUA_NOREF;
   t->flags &= ~(GL_F_PENDING | GL_F_LUAWAIT);
   hub->nalive--;
   gl_finish(t);
@@ -231,8 +233,10 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
   if (gl_base_attach(hub, t) < 0)
     luaL_error(L, "not enough memory");
   t->id = ++hub->lastid;
-  lua_pushvalue(L, -1);
-  t->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, hub->anchors);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
   hub->nalive++;
   return t;
 }

@@ -72,8 +72,8 @@ enum gl_state {
 
 /*
 ** The C record of a green thread. It lives inside the GreenThread
-** userdata, which the hub anchors in the registry while the thread is
-** alive. User values of that userdata: 1 the coroutine, 2 the pending
+** userdata, which the hub anchors (in its anchors table, at 'slot') while
+** the thread is alive. User values of that userdata: 1 the coroutine, 2 the pending
 ** error while alive and the result (or error) once dead, 3 the spawn
 ** site function, 4 an "extras" table (name, links, locals, traceback).
 */
@@ -91,7 +91,7 @@ struct gl_thread {
   int state;            /* enum gl_state */
   int flags;            /* GL_F_* */
   int nargs;            /* values on L's stack to pass at the next resume */
-  int anchor;           /* registry reference while alive */
+  int anchor;           /* registry reference of main (others use 'slot') */
   int nres;             /* number of results once dead */
   int line;             /* spawn site line, or -1 */
   unsigned slot;        /* index in the hub's 'bases' + 1; 0 if none */
@@ -115,6 +115,7 @@ struct gl_hub {
   lua_Integer lastid;
   size_t nalive;         /* live threads, main excluded */
   gl_link_t idlers;      /* threads blocked in run() until the hub idles */
+  int hubyield;          /* the pending yield is a hub yield (not a user's) */
   int depth;             /* nested loop runs (only main may nest) */
   int nonyield;          /* green resumes entered from non-yieldable code */
   lua_State *nonyield_L; /* the outermost such resumer, for messages */
@@ -122,6 +123,7 @@ struct gl_hub {
   unsigned nbases;       /* slots in use or freed (high-water mark) */
   unsigned capbases;
   unsigned *freebases;   /* stack of free slot indexes */
+  int anchors;           /* registry ref: table of live GreenThreads by slot */
   unsigned nfree;
   volatile int interrupt; /* set by the SIGINT handler of the executable */
   gl_thread_t *interrupt_target; /* who the interrupt is delivered to */

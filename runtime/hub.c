@@ -279,6 +279,7 @@ int gl_hub_init(gl_hub_t *hub) {
   hub->lastid = 0;
   hub->nalive = 0;
   gl_link_init(&hub->idlers);
+  hub->hubyield = 0;
   hub->depth = 0;
   hub->nonyield = 0;
   hub->nonyield_L = NULL;
@@ -329,10 +330,14 @@ void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
   status = lua_resume(co, L, nargs, &nres);
   hub->current = NULL;
   if (status == LUA_YIELD) {
+    if (hub->hubyield) { /* a green primitive: it set the state */
+      hub->hubyield = 0;
+      return;
+    }
+    /* A yield that did not come through a green primitive (a library
+       that cached the stock coroutine.yield): treat it as sleep(0). */
     lua_pop(co, nres);
     if (t->state == GL_RUNNING) {
-      /* A yield that did not come through a green primitive (a library
-         that cached the stock coroutine.yield): treat it as sleep(0). */
       t->state = GL_READY;
       gl_ready(t);
     }
