@@ -334,11 +334,19 @@ static int suspend_k(lua_State *L, int status, lua_KContext ctx) {
 ** registry table. Primitives use a handful; past 256 distinct ones, fall
 ** back to a generic name rather than grow without bound.
 */
-static const char *anchor_what(lua_State *L, int idx) {
-  const char *what = "green.suspend";
+static const char *anchor_what(lua_State *L, gl_hub_t *hub, int idx) {
+  /* Descriptions anchored already, by address: short strings are interned,
+     so a primitive's literal is the same string object every call. */
+  const char **seen = hub->whats;
+  const char *what = "green.suspend", *s;
+  unsigned h;
   if (lua_isnoneornil(L, idx))
     return what;
   luaL_checktype(L, idx, LUA_TSTRING);
+  s = lua_tostring(L, idx);
+  h = (unsigned)(((uintptr_t)s >> 4) & 7);
+  if (seen[h] == s)
+    return s;
   if (luaL_getsubtable(L, LUA_REGISTRYINDEX, "green.whats") == 0 ||
       lua_rawlen(L, -1) < 256) {
     lua_pushvalue(L, idx);
@@ -351,6 +359,7 @@ static const char *anchor_what(lua_State *L, int idx) {
     }
     lua_pop(L, 1);
     what = lua_tostring(L, idx); /* anchored as a key of the table */
+    seen[h] = what;
   } else {
     lua_pushvalue(L, idx);
     if (lua_rawget(L, -2) != LUA_TNIL)
@@ -365,7 +374,7 @@ static const char *anchor_what(lua_State *L, int idx) {
 static int l_suspend(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *t = hub->current;
-  const char *what = anchor_what(L, 1);
+  const char *what = anchor_what(L, hub, 1);
   if (t != NULL && (t->flags & GL_F_KILLED)) {
     lua_pushboolean(L, 0);
     lgreen_pushthread(L, t);

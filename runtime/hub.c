@@ -280,6 +280,7 @@ int gl_hub_init(gl_hub_t *hub) {
   hub->nalive = 0;
   gl_link_init(&hub->idlers);
   hub->hubyield = 0;
+  memset(hub->whats, 0, sizeof(hub->whats));
   hub->depth = 0;
   hub->nonyield = 0;
   hub->nonyield_L = NULL;
@@ -332,6 +333,7 @@ void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
   if (status == LUA_YIELD) {
     if (hub->hubyield) { /* a green primitive: it set the state */
       hub->hubyield = 0;
+  memset(hub->whats, 0, sizeof(hub->whats));
       return;
     }
     /* A yield that did not come through a green primitive (a library
