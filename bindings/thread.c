@@ -83,7 +83,7 @@ static void report_raw(lua_State *L, gl_thread_t *t, int ud) {
 */
 static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
   gl_thread_t *t = (gl_thread_t *)ctx;
-  int report, haslinks;
+  int report, haslinks, hashooks;
   if (status == LUA_OK || status == LUA_YIELD) {
     int n = lua_gettop(L) - 2;
     t->nres = n;
@@ -105,14 +105,17 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_settop(L, 1);
   t->flags |= GL_F_DONE;
-  haslinks = 0;
-  if (lua_getiuservalue(L, 1, LGREEN_UV_EXTRAS) == LUA_TTABLE)
-    haslinks = lua_getfield(L, -1, "links") != LUA_TNIL;
+  haslinks = hashooks = 0;
+  if (lua_getiuservalue(L, 1, LGREEN_UV_EXTRAS) == LUA_TTABLE) {
+    haslinks = lua_getfield(L, 2, "links") != LUA_TNIL;
+    hashooks = lua_getfield(L, 2, "hooks") != LUA_TNIL;
+  }
   lua_settop(L, 1);
-  /* Reported only if no wait() and no link observes it. */
+  /* Reported only if no wait() and no link observes it (the toolkit's own
+     end hooks, such as a GreenPool's, do not count). */
   report = (t->flags & GL_F_ERROR) && gl_link_empty(&t->waiters) &&
            !(t->flags & GL_F_NOTIFY) && !haslinks;
-  if (!report && !haslinks)
+  if (!report && !haslinks && !hashooks)
     return 0;
   if (lua_getfield(L, LUA_REGISTRYINDEX, END_HOOK) != LUA_TFUNCTION) {
     lua_pop(L, 1);
@@ -169,6 +172,8 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
     lua_pushnil(L);
     lua_setfield(L, -2, "links");
     lua_pushnil(L);
+    lua_setfield(L, -2, "hooks");
+    lua_pushnil(L);
     lua_setfield(L, -2, "locals"); /* green.Local fields die with it */
   }
   lua_pop(L, 1);
@@ -195,6 +200,47 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
 ** =======================================================
 */
 
+#define INTERNAL_KEY "green.internal"
+
+/*
+** [-0, +0, m] Record where the thread on the top was spawned: the caller
+** of spawn, skipping C functions (pcall) and the toolkit's own wrappers
+** (marked with core.internal), so reports name the user's line, not
+** GreenPool's.
+*/
+static void record_site(lua_State *L, gl_thread_t *t) {
+  lua_Debug ar;
+  int level;
+  lua_getfield(L, LUA_REGISTRYINDEX, INTERNAL_KEY);
+  for (level = 1; level <= 8 && lua_getstack(L, level, &ar); level++) {
+    int internal;
+    lua_getinfo(L, "f", &ar);
+    lua_pushvalue(L, -1);
+    internal = lua_rawget(L, -3) != LUA_TNIL || lua_iscfunction(L, -2);
+    lua_pop(L, 1);
+    if (!internal) {
+      lua_getinfo(L, "l", &ar);
+      t->line = ar.currentline;
+      lua_setiuservalue(L, -3, LGREEN_UV_SITE);
+      break;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+
+/* core.internal(fn): fn spawns on its caller's behalf (see record_site). */
+static int l_internal(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_getfield(L, LUA_REGISTRYINDEX, INTERNAL_KEY);
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+
 /*
 ** [-0, +1, m] Create a thread that will run the callable at 'first' with
 ** the values above it, and push its GreenThread. Not yet queued.
@@ -202,7 +248,6 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
 static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
   gl_thread_t *t;
   lua_State *co;
-  lua_Debug ar;
   int n;
   if (lua_type(L, first) != LUA_TFUNCTION) {
     if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
@@ -216,10 +261,7 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
   gl_thread_init(t, hub);
   co = lua_newthread(L);
   lua_setiuservalue(L, -2, LGREEN_UV_CO);
-  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "fl", &ar)) {
-    t->line = ar.currentline;
-    lua_setiuservalue(L, -2, LGREEN_UV_SITE);
-  }
+  record_site(L, t);
   /* [.. fn args ud] -> [.. ud ud fn args]; move [ud fn args] to co */
   lua_insert(L, first);
   lua_pushvalue(L, first);
@@ -566,6 +608,7 @@ static const luaL_Reg thread_funcs[] = {{"kill", gt_kill},
                                         {"extras", l_extras},
                                         {"set_thread_end", l_set_thread_end},
                                         {"observe", l_observe},
+                                        {"internal", l_internal},
                                         {"outcome", l_outcome},
                                         {"site", l_site},
                                         {NULL, NULL}};
@@ -634,4 +677,10 @@ void lgreen_open_thread(lua_State *L, gl_hub_t *hub) {
 
   lua_pushlightuserdata(L, hub);
   luaL_setfuncs(L, thread_funcs, 1);
+  lua_newtable(L); /* functions that spawn for their caller (weak keys) */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, INTERNAL_KEY);
 }

@@ -92,17 +92,35 @@ core.set_thread_end(function(gt, unobserved)
   if unobserved then
     report(gt, core.outcome(gt), ex.traceback)
   end
-  local links = ex.links
-  if links then
-    local i = 1
-    while links[i] do
-      local l = links[i]
-      i = i + 1
-      local ok, err = xpcall(l[1], traceback, gt, unpack(l, 2, l.n))
-      if not ok then report(gt, err, nil) end
+  for _, field in ipairs { "hooks", "links" } do
+    local links = ex[field]
+    if links then
+      local i = 1
+      while links[i] do
+        local l = links[i]
+        i = i + 1
+        local ok, err = xpcall(l[1], traceback, gt, unpack(l, 2, l.n))
+        if not ok then report(gt, err, nil) end
+      end
     end
   end
 end)
+
+--- Internal: call `fn(gt, ...)` when `gt` ends, like a link, but without
+-- counting as observing its error (a GreenPool tracks its threads so).
+function core.on_end(gt, fn, ...)
+  if gt:dead() then
+    fn(gt, ...)
+    return
+  end
+  local ex = extras(gt)
+  local hooks = ex.hooks
+  if not hooks then
+    hooks = {}
+    ex.hooks = hooks
+  end
+  hooks[#hooks + 1] = pack(fn, ...)
+end
 
 --- Call `fn(gt, ...)` when `gt` ends (at once if it has ended).
 function GreenThread.link(gt, fn, ...)
@@ -148,6 +166,7 @@ function green.run(fn, ...)
   core.observe(gt)
   return gt:wait()
 end
+core.internal(green.run)
 
 --- Raise `err` in `seconds` at the current blocking call of `fn(...)`.
 function green.with_timeout(seconds, fn, ...)
@@ -219,6 +238,15 @@ end
 -- }===
 
 -- {=== socket exports: lua/green/socket*.lua, bindings/socket*.c
+do
+  local socket = require "green.socket"
+  green.connect = core.connect
+  green.listen = core.listen
+  green.serve = socket.serve
+  green.StopServe = socket.StopServe
+  green.debug = green.debug or {}
+  green.debug.hub_prevent_multiple_readers = core.hub_prevent_multiple_readers
+end
 -- }===
 
 return green

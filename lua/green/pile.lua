@@ -93,4 +93,6 @@ function GreenPile:count()
 end
 
 M.GreenPile_mt = GreenPile
+core.internal(GreenPile.spawn) -- spawn sites name the user's call
+
 return M

@@ -83,7 +83,7 @@ end
 local function start(self, fn, ...)
   local gt = spawn(fn, ...)
   self.threads[gt] = true
-  gt:link(on_done, self)
+  core.on_end(gt, on_done, self) -- not a link: errors are still reported
   return gt
 end
 
@@ -212,7 +212,7 @@ local function mapper(self, fn, nextargs)
       end
     end
   end
-  return function()
+  local function step()
     fill()
     if head > tail then return nil end
     local gt = ring[head]
@@ -225,6 +225,9 @@ local function mapper(self, fn, nextargs)
     if not res[1] then error(res[2], 0) end
     return unpack(res, 2, res.n)
   end
+  core.internal(fill)
+  core.internal(step)
+  return step
 end
 
 --- Results of `fn(a, b, ...)` over the given tables or iterator functions
@@ -283,4 +286,10 @@ end
 -- }====================================================================
 
 M.GreenPool_mt = GreenPool
+-- Spawn sites name the user's call, not these wrappers.
+for _, f in ipairs { start, done_thread, GreenPool.spawn, GreenPool.spawn_n,
+                     GreenPool.imap, GreenPool.starmap } do
+  core.internal(f)
+end
+
 return M
