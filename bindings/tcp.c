@@ -1,0 +1,537 @@
+/*
+** tcp.c: green.connect, green.listen and server:accept, with DNS through
+** libuv's resolver (uv_getaddrinfo runs on libuv's thread pool, so a slow
+** name server never blocks the hub). The stream side of the sockets is in
+** socket.c; the records are in lsocket.h.
+**
+** connect and listen keep their state in a 'connctx' userdata on the
+** caller's stack: the resolved addresses are copied into it as soon as the
+** resolver answers, so no addrinfo list outlives a kill or a timeout.
+** connect tries each address in turn, as LuaSocket does.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "lsocket.h"
+
+#define MAX_ADDRS 8
+#define DEFAULT_BACKLOG 511 /* nginx's; the kernel caps it at somaxconn */
+
+#define state(L) ((lsock_state *)lua_touserdata(L, lua_upvalueindex(2)))
+
+
+typedef struct connctx {
+  lsock_waiter w; /* the one wait record of the whole call */
+  int listen;     /* green.listen rather than green.connect */
+  int family;     /* AF_UNSPEC, AF_INET or AF_INET6 */
+  int backlog;
+  int reuseport;
+  int ipv6only;
+  int port;
+  int n, next;    /* addresses, and the next one to try */
+  int err;        /* the last failure */
+  struct sockaddr_storage addrs[MAX_ADDRS];
+} connctx;
+
+
+/*
+** {======================================================
+** libuv side
+** =======================================================
+*/
+
+static void set_port(struct sockaddr_storage *ss, int port) {
+  if (ss->ss_family == AF_INET6)
+    ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+}
+
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  lsock_resolver *r = (lsock_resolver *)req;
+  lsock_waiter *w = r->w;
+  if (w != NULL) {
+    connctx *c = (connctx *)w;
+    struct addrinfo *ai;
+    c->n = 0;
+    c->err = status;
+    for (ai = res; status == 0 && ai != NULL && c->n < MAX_ADDRS;
+         ai = ai->ai_next) {
+      if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
+          ai->ai_addrlen <= sizeof(struct sockaddr_storage)) {
+        memcpy(&c->addrs[c->n], ai->ai_addr, ai->ai_addrlen);
+        set_port(&c->addrs[c->n], c->port);
+        c->n++;
+      }
+    }
+    if (status == 0 && c->n == 0)
+      c->err = UV_EAI_NONAME;
+    w->res = NULL;
+    lgreen_sock_wake(w, LSOCK_W_READY);
+  }
+  uv_freeaddrinfo(res);
+  free(r);
+}
+
+
+static void on_connect(uv_connect_t *req, int status) {
+  lsock *s = GL_CONTAINER(req, lsock, creq);
+  lsock_waiter *w = s->conn;
+  if (w == NULL)
+    return; /* abandoned: the socket is closing */
+  s->conn = NULL;
+  w->err = status;
+  lgreen_sock_wake(w, LSOCK_W_READY);
+  lgreen_sock_reref(s);
+}
+
+
+/* A connection waits in the listening socket (libuv stops watching the
+   socket until it is accepted), or accept() failed (EMFILE, ...). */
+static void on_connection(uv_stream_t *server, int status) {
+  lsock *s = (lsock *)server->data;
+  s->pending = status < 0 ? status : 1;
+  lgreen_sock_kick_readers(s);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Addresses
+** =======================================================
+*/
+
+/* [-0, +1 or +3, m] how 0: "host:port" ("[v6]:port"); how 1: host, port,
+   family ("inet" or "inet6"), as LuaSocket's getpeername. */
+int lgreen_sock_pushaddr(lua_State *L, const struct sockaddr *sa, int how) {
+  char ip[64] = "?";
+  int port, v6 = sa->sa_family == AF_INET6;
+  if (v6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, ip, sizeof(ip));
+    port = ntohs(a->sin6_port);
+  } else {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, ip, sizeof(ip));
+    port = ntohs(a->sin_port);
+  }
+  if (how == 0) {
+    lua_pushfstring(L, v6 ? "[%s]:%d" : "%s:%d", ip, port);
+    return 1;
+  }
+  lua_pushstring(L, ip);
+  lua_pushinteger(L, port);
+  lua_pushstring(L, v6 ? "inet6" : "inet");
+  return 3;
+}
+
+
+static int getname(lua_State *L, int peer) {
+  lsock *s = *(lsock **)luaL_checkudata(L, 1, LGREEN_SOCKET);
+  struct sockaddr_storage ss;
+  int len = (int)sizeof(ss), r;
+  if (s == NULL)
+    return lgreen_sock_fail(L, UV_EOF);
+  if (peer)
+    r = uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len);
+  else
+    r = uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len);
+  if (r < 0)
+    return lgreen_sock_fail(L, r);
+  return lgreen_sock_pushaddr(L, (struct sockaddr *)&ss, 1);
+}
+
+
+/* sock:getpeername(): host, port, family; or nil, err. */
+int lgreen_sock_getpeername(lua_State *L) {
+  return getname(L, 1);
+}
+
+
+/* sock:getsockname(): host, port, family; or nil, err. */
+int lgreen_sock_getsockname(lua_State *L) {
+  return getname(L, 0);
+}
+
+
+/* A literal address (no resolver needed)? "*" is every interface. */
+static int numeric(connctx *c, const char *host) {
+  struct sockaddr_storage *ss = &c->addrs[0];
+  if (strcmp(host, "*") == 0)
+    host = c->family == AF_INET6 ? "::" : "0.0.0.0";
+  if (c->family != AF_INET6 &&
+      uv_ip4_addr(host, c->port, (struct sockaddr_in *)ss) == 0)
+    return c->n = 1;
+  if (c->family != AF_INET &&
+      uv_ip6_addr(host, c->port, (struct sockaddr_in6 *)ss) == 0)
+    return c->n = 1;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** connect, listen
+** =======================================================
+*/
+
+static int connect_step(lua_State *L, connctx *c);
+static int listen_step(lua_State *L, connctx *c);
+
+
+static int connect_k(lua_State *L, int status, lua_KContext ctx) {
+  connctx *c = (connctx *)ctx;
+  gl_thread_t *t = lgreen_hub(L)->current;
+  lsock *s;
+  (void)status;
+  if (t->flags & GL_F_PENDING)
+    lgreen_sock_leave(&c->w); /* closes the half-made socket */
+  lgreen_resumed(L, t);
+  if (c->w.status == LSOCK_W_TIMEOUT)
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  s = c->w.s;
+  c->w.s = NULL;
+  if (s == NULL || c->w.status == LSOCK_W_CLOSED)
+    return lgreen_sock_fail(L, UV_EOF);
+  if (c->w.err == 0) {
+    lgreen_sock_started(s);
+    lua_settop(L, 5);
+    return 1;
+  }
+  c->err = c->w.err;
+  lgreen_sock_shut(s);
+  return connect_step(L, c);
+}
+
+
+/* Try the remaining addresses; stack: [host, port, opts, ctx, sock?]. */
+static int connect_step(lua_State *L, connctx *c) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t = hub->current;
+  while (c->next < c->n) {
+    const struct sockaddr *sa = (struct sockaddr *)&c->addrs[c->next++];
+    lsock **pp;
+    lsock *s;
+    int r;
+    lua_settop(L, 4);
+    pp = lgreen_sock_new(L, state(L));
+    s = *pp;
+    if ((r = uv_tcp_init(&hub->loop, &s->tcp)) < 0) {
+      *pp = NULL;
+      free(s);
+      c->err = r;
+      continue;
+    }
+    c->w.mode = LSOCK_CONNECT;
+    c->w.s = s;
+    lgreen_sock_arm(L, &c->w, t);
+    r = uv_tcp_connect(&s->creq, &s->tcp, sa, on_connect);
+    if (r < 0) {
+      gl_timer_stop(hub, &t->timer);
+      c->w.s = NULL;
+      lgreen_sock_shut(s);
+      c->err = r;
+      continue;
+    }
+    s->conn = &c->w;
+    lgreen_sock_suspend(&c->w, t, "green.connect");
+    lgreen_sock_reref(s);
+    return lgreen_block(L, t, connect_k, (lua_KContext)c);
+  }
+  return lgreen_sock_fail(L, c->err ? c->err : UV_EAI_NONAME);
+}
+
+
+static int listen_step(lua_State *L, connctx *c) {
+  gl_hub_t *hub = lgreen_hub(L);
+  const struct sockaddr *sa = (struct sockaddr *)&c->addrs[0];
+  lsock **pp;
+  lsock *s;
+  int r;
+  lua_settop(L, 4);
+  pp = lgreen_sock_new(L, state(L));
+  s = *pp;
+  if ((r = uv_tcp_init_ex(&hub->loop, &s->tcp, sa->sa_family)) < 0) {
+    *pp = NULL;
+    free(s);
+    return lgreen_sock_fail(L, r);
+  }
+  lgreen_sock_reref(s);
+  if (c->reuseport) {
+    /* Before bind, so several processes can share the port. */
+    uv_os_fd_t fd;
+    int on = 1;
+    if ((r = uv_fileno((uv_handle_t *)&s->tcp, &fd)) == 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0)
+      r = uv_translate_sys_error(errno);
+    if (r < 0) {
+      lgreen_sock_shut(s);
+      return lgreen_sock_fail(L, r);
+    }
+  }
+  r = uv_tcp_bind(&s->tcp, sa, c->ipv6only ? UV_TCP_IPV6ONLY : 0);
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)&s->tcp, c->backlog, on_connection);
+  if (r < 0) {
+    lgreen_sock_shut(s);
+    return lgreen_sock_fail(L, r);
+  }
+  s->flags |= LSOCK_LISTENING;
+  lgreen_sock_reref(s);
+  return 1;
+}
+
+
+static int resolved_k(lua_State *L, int status, lua_KContext ctx) {
+  connctx *c = (connctx *)ctx;
+  gl_thread_t *t = lgreen_hub(L)->current;
+  (void)status;
+  if (t->flags & GL_F_PENDING)
+    lgreen_sock_leave(&c->w);
+  lgreen_resumed(L, t);
+  if (c->w.status == LSOCK_W_TIMEOUT)
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  if (c->err != 0)
+    return lgreen_sock_fail(L, c->err);
+  return c->listen ? listen_step(L, c) : connect_step(L, c);
+}
+
+
+/* Stack: [host, port, opts]. Resolve (unless numeric), then step. */
+static int start(lua_State *L, int listen) {
+  gl_hub_t *hub = lgreen_hub(L);
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  const char *what = listen ? "green.listen" : "green.connect";
+  double timeout = -1;
+  connctx *c;
+  gl_thread_t *t = NULL;
+  lsock_resolver *r;
+  struct addrinfo hints;
+  int rc;
+  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+  if (!lua_isnoneornil(L, 3))
+    luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  if (!listen) /* connect always waits: fail early where it cannot */
+    t = lgreen_begin(L, hub, what);
+  c = (connctx *)lua_newuserdatauv(L, sizeof(connctx), 0);
+  memset(c, 0, sizeof(*c));
+  gl_link_init(&c->w.tlink);
+  gl_link_init(&c->w.qlink);
+  c->w.mode = LSOCK_RESOLVE;
+  c->listen = listen;
+  c->port = (int)port;
+  c->family = AF_UNSPEC;
+  c->backlog = DEFAULT_BACKLOG;
+  if (lua_istable(L, 3)) {
+    if (lua_getfield(L, 3, "timeout") != LUA_TNIL)
+      timeout = luaL_checknumber(L, -1);
+    if (lua_getfield(L, 3, "family") != LUA_TNIL) {
+      const char *f = luaL_checkstring(L, -1);
+      if (strcmp(f, "inet") == 0)
+        c->family = AF_INET;
+      else if (strcmp(f, "inet6") == 0)
+        c->family = AF_INET6;
+      else
+        return luaL_error(L, "%s: bad family '%s' (inet or inet6)", what, f);
+    }
+    if (lua_getfield(L, 3, "backlog") != LUA_TNIL)
+      c->backlog = (int)luaL_checkinteger(L, -1);
+    lua_getfield(L, 3, "reuseport");
+    c->reuseport = lua_toboolean(L, -1);
+    lua_getfield(L, 3, "ipv6only");
+    c->ipv6only = lua_toboolean(L, -1);
+    lua_settop(L, 4);
+  }
+  c->w.due = lgreen_sock_deadline(timeout);
+  if (numeric(c, host))
+    return listen ? listen_step(L, c) : connect_step(L, c);
+  if (t == NULL)
+    t = lgreen_begin(L, hub, what);
+  lgreen_sock_arm(L, &c->w, t);
+  r = (lsock_resolver *)malloc(sizeof(*r));
+  if (r == NULL) {
+    gl_timer_stop(hub, &t->timer);
+    return luaL_error(L, "not enough memory");
+  }
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = c->family;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = listen ? AI_PASSIVE : 0;
+  rc = uv_getaddrinfo(&hub->loop, &r->req, on_resolved, host, NULL, &hints);
+  if (rc < 0) {
+    free(r);
+    gl_timer_stop(hub, &t->timer);
+    return lgreen_sock_fail(L, rc);
+  }
+  r->w = &c->w;
+  c->w.res = r;
+  lgreen_sock_suspend(&c->w, t, what);
+  return lgreen_block(L, t, resolved_k, (lua_KContext)c);
+}
+
+
+/***
+** green.connect(host, port, [opts]): a connected socket, or nil, err.
+** opts: timeout (seconds, for resolving and connecting together), family
+** ("inet" or "inet6"). Unknown host: nil, "host not found".
+*/
+static int l_connect(lua_State *L) {
+  return start(L, 0);
+}
+
+
+/***
+** green.listen(host, port, [opts]): a listening socket, or nil, err.
+** host "*" is every interface; port 0 picks a free port (getsockname).
+** opts: backlog (511), reuseport (SO_REUSEPORT), ipv6only, family.
+*/
+static int l_listen(lua_State *L) {
+  return start(L, 1);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** accept
+** =======================================================
+*/
+
+/* [-0, +2, m] Accept the waiting connection: client, "host:port". */
+static int do_accept(lua_State *L, lsock *s) {
+  gl_hub_t *hub = lgreen_hub(L);
+  struct sockaddr_storage ss;
+  int len = (int)sizeof(ss), r;
+  lsock **pp;
+  lsock *c;
+  if (s->pending < 0) {
+    r = s->pending;
+    s->pending = 0;
+    return lgreen_sock_fail(L, r);
+  }
+  pp = lgreen_sock_new(L, s->st);
+  c = *pp;
+  if ((r = uv_tcp_init(&hub->loop, &c->tcp)) < 0) {
+    *pp = NULL;
+    free(c);
+    return lgreen_sock_fail(L, r);
+  }
+  r = uv_accept((uv_stream_t *)&s->tcp, (uv_stream_t *)&c->tcp);
+  s->pending = 0;
+  if (r < 0) {
+    lgreen_sock_shut(c);
+    return lgreen_sock_fail(L, r);
+  }
+  lgreen_sock_started(c);
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+    lgreen_sock_pushaddr(L, (struct sockaddr *)&ss, 0);
+  else
+    lua_pushnil(L);
+  return 2;
+}
+
+
+static int accept_k(lua_State *L, int status, lua_KContext ctx) {
+  lsock_waiter *w = (lsock_waiter *)ctx;
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t = hub->current;
+  lsock *s = *(lsock **)lua_touserdata(L, 1);
+  int n;
+  (void)status;
+  if (t->flags & GL_F_PENDING)
+    lgreen_sock_leave(w);
+  lgreen_resumed(L, t);
+  if (s == NULL || w->status == LSOCK_W_CLOSED) {
+    lgreen_sock_leave(w);
+    return lgreen_sock_fail(L, UV_EOF);
+  }
+  if (w->status == LSOCK_W_TIMEOUT)
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  if (s->pending != 0) {
+    gl_link_remove(&w->qlink);
+    w->s = NULL;
+    n = do_accept(L, s);
+    lgreen_sock_kick_readers(s);
+    lgreen_sock_reref(s);
+    return n;
+  }
+  t = lgreen_begin(L, hub, "socket:accept");
+  lgreen_sock_arm(L, w, t);
+  lgreen_sock_suspend(w, t, "socket:accept");
+  lgreen_sock_reref(s);
+  return lgreen_block(L, t, accept_k, ctx);
+}
+
+
+/***
+** server:accept(): client, peer address ("host:port"), waiting for a
+** connection; nil, err on failure ("timeout", "closed", "too many open
+** files", ...).
+*/
+int lgreen_sock_accept(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  lsock *s = *(lsock **)luaL_checkudata(L, 1, LGREEN_SOCKET);
+  lsock_waiter *w;
+  gl_thread_t *t;
+  lua_settop(L, 1);
+  if (s == NULL)
+    return lgreen_sock_fail(L, UV_EOF);
+  if (!(s->flags & LSOCK_LISTENING))
+    return luaL_error(L, "accept: the socket is not listening");
+  if (gl_link_empty(&s->readers)) {
+    if (s->streak >= 64 && lgreen_sock_can_yield(L, hub)) {
+      s->streak = 0;
+      return lgreen_sock_fair(L, hub, LSOCK_FAIR_ACCEPT);
+    }
+    if (s->pending != 0) {
+      s->streak++;
+      return do_accept(L, s);
+    }
+    if (s->timeout == 0)
+      return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  } else if (s->st->prevent) {
+    return lgreen_sock_simultaneous(L, s, &s->readers, "read");
+  } else if (s->timeout == 0) {
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  }
+  t = lgreen_begin(L, hub, "socket:accept");
+  w = lgreen_sock_newwaiter(L, s, LSOCK_ACCEPT);
+  w->due = lgreen_sock_deadline(s->timeout);
+  lgreen_sock_arm(L, w, t);
+  gl_link_push(&s->readers, &w->qlink);
+  s->streak = 0;
+  lgreen_sock_suspend(w, t, "socket:accept");
+  lgreen_sock_reref(s);
+  lgreen_sock_kick_readers(s);
+  return lgreen_block(L, t, accept_k, (lua_KContext)w);
+}
+
+/* }====================================================== */
+
+
+static const luaL_Reg tcp_funcs[] = {
+    {"connect", l_connect},
+    {"listen", l_listen},
+    {NULL, NULL},
+};
+
+
+/* Adds connect and listen to the module table (just below 'state'). */
+void lgreen_open_tcp(lua_State *L, gl_hub_t *hub, int state) {
+  lua_pushvalue(L, state - 1);
+  lua_pushlightuserdata(L, hub);
+  lua_pushvalue(L, state);
+  luaL_setfuncs(L, tcp_funcs, 2);
+  lua_pop(L, 1);
+}

@@ -1,0 +1,157 @@
+-- green.serve: the accept loop (lua/green/socket.lua, issue 4).
+local green = require "green"
+
+local function server()
+  local srv = assert(green.listen("127.0.0.1", 0))
+  local _, port = srv:getsockname()
+  return srv, port
+end
+
+local function talk(port, msg)
+  local c = assert(green.connect("127.0.0.1", port))
+  c:send(msg .. "\n")
+  local r, err = c:receive()
+  c:close()
+  return r, err
+end
+
+describe("green.serve", function()
+  it("runs a handler per connection and ends on StopServe", function()
+    green_run(function()
+      local srv, port = server()
+      local done = false
+      local loop = green.spawn(function()
+        local r = { green.serve(srv, function(c, addr)
+          assert.matches("^127%.0%.0%.1:%d+$", addr)
+          local line = assert(c:receive())
+          if line == "stop" then error(green.StopServe) end
+          c:send(line:upper() .. "\n")
+        end) }
+        done = true
+        return table.unpack(r)
+      end)
+      assert.are.equal("ONE", talk(port, "one"))
+      assert.are.equal("TWO", talk(port, "two"))
+      assert.is_false(done)
+      -- the handler ends without replying: the client sees the close
+      assert.are.same({ nil, "closed" }, { talk(port, "stop") })
+      assert.is_nil(loop:wait()) -- serve returned, nothing reported
+      assert.is_true(done)
+      srv:close()
+    end)
+  end)
+
+  it("runs at most `concurrency` handlers at once", function()
+    green_run(function()
+      local srv, port = server()
+      local running, maxrunning, started = 0, 0, 0
+      local release = {}
+      local loop = green.spawn(green.serve, srv, function(c)
+        running = running + 1
+        started = started + 1
+        if running > maxrunning then maxrunning = running end
+        local line = assert(c:receive())
+        local me = green.getcurrent()
+        release[#release + 1] = me
+        green.suspend() -- until the test lets it go
+        running = running - 1
+        c:send(line .. "\n")
+        if line == "5" then error(green.StopServe) end
+      end, 2)
+      local clients = {}
+      for i = 1, 5 do
+        clients[i] = green.spawn(talk, port, tostring(i))
+      end
+      -- let everything run that can: only two handlers may have started
+      for _ = 1, 20 do green.sleep(0.001) end
+      assert.are.equal(2, started)
+      assert.are.equal(2, #release)
+      -- free the slots one at a time; a third never overlaps the two
+      local woken = 0
+      while woken < 5 do
+        for _ = 1, 20 do
+          if #release > woken then break end
+          green.sleep(0.001)
+        end
+        woken = woken + 1
+        assert(green.wake(release[woken]))
+        green.sleep(0.001)
+        assert.is_true(running <= 2)
+      end
+      for i = 1, 5 do assert.are.equal(tostring(i), clients[i]:wait()) end
+      loop:wait()
+      assert.are.equal(2, maxrunning)
+      assert.are.equal(5, started)
+      srv:close()
+    end)
+  end)
+
+  it("reports a handler's error and keeps serving", function()
+    local reported = {}
+    green_run(function()
+      local old = green.on_error(function(gt, err)
+        reported[#reported + 1] = tostring(err)
+      end)
+      local srv, port = server()
+      local loop = green.spawn(green.serve, srv, function(c)
+        local line = assert(c:receive())
+        if line == "boom" then error("handler exploded") end
+        c:send("ok " .. line .. "\n")
+        if line == "last" then error(green.StopServe) end
+      end)
+      assert.are.same({ nil, "closed" }, { talk(port, "boom") })
+      assert.are.equal("ok fine", talk(port, "fine"))
+      assert.are.equal("ok last", talk(port, "last"))
+      loop:wait()
+      green.on_error(old)
+      srv:close()
+    end)
+    assert.are.equal(1, #reported)
+    assert.matches("handler exploded", reported[1])
+  end)
+
+  it("returns nil, 'closed' when the server socket is closed", function()
+    green_run(function()
+      local srv = server()
+      local loop = green.spawn(green.serve, srv, function() end)
+      green.sleep(0)
+      srv:close()
+      assert.are.same({ nil, "closed" }, { loop:wait() })
+    end)
+  end)
+
+  it("stops its accept loop when the serving thread is killed", function()
+    green_run(function()
+      local srv, port = server()
+      local loop = green.spawn(green.serve, srv, function(c)
+        c:send("hi\n")
+      end)
+      assert.are.equal("hi", talk(port, "x"))
+      loop:kill()
+      -- nothing accepts any more; the hub is left empty (green_run checks)
+      srv:settimeout(0)
+      assert.are.same({ nil, "timeout" }, { srv:accept() })
+      srv:close()
+    end)
+  end)
+
+  it("ends with a Timeout around it", function()
+    green_run(function()
+      local srv = server()
+      local ok, err = pcall(green.with_timeout, 0.02, green.serve, srv,
+                            function() end)
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+      srv:close()
+    end)
+  end)
+
+  it("checks its arguments", function()
+    green_run(function()
+      local srv = server()
+      assert.has_error(function() green.serve(srv, nil) end)
+      assert.has_error(function() green.serve(srv, print, 0) end)
+      srv:close()
+    end)
+  end)
+end)
