@@ -89,7 +89,7 @@ describe("green.serve", function()
   it("reports a handler's error and keeps serving", function()
     local reported = {}
     green_run(function()
-      local old = green.on_error(function(gt, err)
+      local old = green.on_error(function(_, err)
         reported[#reported + 1] = tostring(err)
       end)
       local srv, port = server()
@@ -144,6 +144,96 @@ describe("green.serve", function()
       assert.is_true(green.is_timeout(err))
       srv:close()
     end)
+  end)
+
+  it("examples/echo_server.lua --demo: three clients, then shutdown",
+     function()
+    local h = require "helper"
+    local out, err, code = h.sh(h.greenlua
+                                .. " examples/echo_server.lua 0 --demo")
+    assert.are.equal(0, code, err)
+    assert.matches("echo server on 127%.0%.0%.1:%d+", out)
+    for i = 1, 3 do
+      assert.matches("echo: client " .. i .. " says hi\n", out, 1, true)
+    end
+    assert.are.equal(3, select(2, out:gsub("echo: bye", "")))
+    assert.are.equal(3, select(2, out:gsub("connection from", "")))
+    assert.are.equal(3, select(2, out:gsub("closed 127", "")))
+    assert.matches("serve:\tnil\tclosed", out, 1, true)
+  end)
+
+  it("survives EMFILE without spinning and recovers when descriptors "
+     .. "free up", function()
+    local h = require "helper"
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([=[
+      local green = require "green"
+      local t <close> = green.Timeout(20)
+      local srv = assert(green.listen("127.0.0.1", 0))
+      local _, port = srv:getsockname()
+      local accepts, failures = 0, {}
+      local proxy = {} -- counts serve's accept calls
+      function proxy.accept()
+        accepts = accepts + 1
+        local c, err = srv:accept()
+        if not c then failures[#failures + 1] = err end
+        return c, err
+      end
+      local loop = green.spawn(green.serve, proxy, function(c)
+        c:send("hi\n")
+        c:receive("*a")
+      end)
+      local greeted = 0
+      local function greet()
+        local c, err = green.connect("127.0.0.1", port)
+        if not c then return nil, err end
+        c:settimeout(5)
+        local r, rerr = c:receive()
+        if r == "hi" then greeted = greeted + 1 end
+        return c, rerr
+      end
+      local conns = { assert(greet()), assert(greet()) }
+      local files = {} -- use up every descriptor but one
+      for _ = 1, 100 do
+        local fh = io.open("/dev/null")
+        if not fh then break end
+        files[#files + 1] = fh
+      end
+      table.remove(files):close()
+      -- the client's socket takes the last descriptor: accept fails
+      local c, err = greet()
+      print("client: " .. tostring(c and "connected" or "failed") .. " "
+            .. tostring(err))
+      if c then c:close() end
+      print("failures: " .. table.concat(failures, ","))
+      local before = accepts
+      green.sleep(0.3) -- backing off: a few retries, no spinning
+      print("retries while out of descriptors: " .. (accepts - before))
+      for _, fh in ipairs(files) do fh:close() end
+      for _, cc in ipairs(conns) do cc:close() end
+      green.sleep(0.05)
+      c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(5)
+      print("after recovery: " .. tostring(c:receive()))
+      c:close()
+      srv:close()
+      loop:wait()
+      print("greeted " .. greeted)
+    ]=])
+    f:close()
+    local out, err, code = h.sh("ulimit -n 40; " .. h.greenlua .. " "
+                                .. script)
+    os.remove(script)
+    assert.are.equal(0, code, err)
+    -- libuv sheds the connection it cannot accept (its reserve-descriptor
+    -- trick) rather than reporting EMFILE: the client sees it closed, and
+    -- the accept loop waits without spinning.
+    assert.matches("client: connected closed", out, 1, true)
+    local retries = tonumber(out:match("retries while out of descriptors: "
+                                       .. "(%d+)"))
+    assert.is_true(retries <= 10, out)
+    assert.matches("after recovery: hi", out, 1, true)
   end)
 
   it("checks its arguments", function()
