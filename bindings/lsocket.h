@@ -65,7 +65,6 @@ struct lsock {
   gl_link_t writers;   /* waiters in send/sendall; head owns */
   gl_link_t linger;    /* in st->lingering after a close with writes */
   lsock_waiter *conn;  /* the waiter of a pending connect */
-  uv_connect_t creq;
   char *buf;           /* read buffer: bytes [off, off + len) are data */
   size_t off, len, cap;
   double timeout;      /* seconds; negative blocks forever */

@@ -78,9 +78,13 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
 }
 
 
+/* The request is malloc'd (accepted sockets never need one) and freed
+   here: libuv calls this, with UV_ECANCELED, even when the socket is
+   closed first, and before the socket's close callback. */
 static void on_connect(uv_connect_t *req, int status) {
-  lsock *s = GL_CONTAINER(req, lsock, creq);
+  lsock *s = (lsock *)req->handle->data;
   lsock_waiter *w = s->conn;
+  free(req);
   if (w == NULL)
     return; /* abandoned: the socket is closing */
   s->conn = NULL;
@@ -220,6 +224,7 @@ static int connect_step(lua_State *L, connctx *c) {
     const struct sockaddr *sa = (struct sockaddr *)&c->addrs[c->next++];
     lsock **pp;
     lsock *s;
+    uv_connect_t *req;
     int r;
     lua_settop(L, 4);
     pp = lgreen_sock_new(L, state(L));
@@ -233,8 +238,11 @@ static int connect_step(lua_State *L, connctx *c) {
     c->w.mode = LSOCK_CONNECT;
     c->w.s = s;
     lgreen_sock_arm(L, &c->w, t);
-    r = uv_tcp_connect(&s->creq, &s->tcp, sa, on_connect);
+    req = (uv_connect_t *)malloc(sizeof(*req));
+    r = req == NULL ? UV_ENOMEM
+                    : uv_tcp_connect(req, &s->tcp, sa, on_connect);
     if (r < 0) {
+      free(req);
       gl_timer_stop(hub, &t->timer);
       c->w.s = NULL;
       lgreen_sock_shut(s);
