@@ -237,13 +237,19 @@ do
 end
 -- }===
 
--- {=== socket exports: lua/green/socket*.lua, bindings/socket*.c
+-- {=== socket exports: lua/green/serve.lua, lua/green/socket.lua (the
+-- LuaSocket-compatible module, loaded on first use), lua/green/patch.lua,
+-- bindings/socket*.c
 do
-  local socket = require "green.socket"
+  local serve = require "green.serve"
   green.connect = core.connect
   green.listen = core.listen
-  green.serve = socket.serve
-  green.StopServe = socket.StopServe
+  green.serve = serve.serve
+  green.StopServe = serve.StopServe
+  --- Install green.socket as `socket` and `socket.core` (see patch.lua).
+  function green.patch(...)
+    return require("green.patch").patch(...)
+  end
   green.debug = green.debug or {}
   green.debug.hub_prevent_multiple_readers = core.hub_prevent_multiple_readers
 end

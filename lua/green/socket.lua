@@ -1,117 +1,965 @@
---- Green sockets, the parts written in Lua: `serve` and `StopServe`.
--- The sockets themselves are C (bindings/socket.c, bindings/tcp.c) and
--- reach users as `green.connect` and `green.listen`.
+--- green.socket: a LuaSocket 3 compatible module on green sockets.
+--
+-- `require("green.socket")` looks like LuaSocket's `socket` (and
+-- `socket.core`: they are the same table, as in LuaSocket) to code that
+-- was written for LuaSocket: `tcp()` master objects that become clients
+-- (`connect`) or servers (`bind`, `listen`), `connect`, `bind`, `udp()`,
+-- `select`, `sleep`, `gettime`, `dns.*`, `protect`, `newtry`, `try`,
+-- `skip`, `choose`, `sink`, `source`, `sinkt`, `sourcet`. Every blocking
+-- call suspends only the calling green thread. `green.patch()` installs
+-- this module as `socket` and `socket.core` (lua/green/patch.lua).
+--
+-- The objects are Lua tables wrapping a green socket (bindings/socket.c),
+-- with LuaSocket's class names ("tcp{master}", "tcp{client}",
+-- "tcp{server}", "udp{unconnected}", "udp{connected}") in `__name`,
+-- `tostring` and `getmetatable(s).__index.class`. Results and error
+-- strings are LuaSocket's ("closed" for a connection reset by the peer,
+-- "host or service not provided, or not known" for a name that does not
+-- resolve in connect and bind, "host not found" from `dns.toip`).
+--
+-- Differences from LuaSocket (see also patch.lua):
+-- * `type(sock)` is "table", not "userdata".
+-- * `bind()` binds and listens at once (green sockets are created by
+--   connect or listen), so `listen(backlog)` cannot change the backlog
+--   afterwards (socket.bind's backlog argument is honoured), and a master
+--   that was bound cannot then connect (a client with a chosen local
+--   address): that, and `socket.connect`'s locaddr/locport, return
+--   nil, "local address binding is not supported".
+-- * `settimeout(t, "b")` and `settimeout(t, "t")` both limit each call as
+--   a whole (the shorter of the two applies); a connect with timeout 0
+--   fails with "timeout" instead of continuing in the background.
+-- * `setfd` only accepts -1 (detach); `getfd` is -1 until connected.
 -- @module green.socket
 
 local core = require "green.core"
 
-local spawn, getcurrent, suspend, wake, sleep =
-  core.spawn, core.getcurrent, core.suspend, core.wake, core.sleep
-local observe = core.observe
-local error, type, pcall, setmetatable = error, type, pcall, setmetatable
+local error, type, tostring, setmetatable, getmetatable, select, pcall,
+      rawequal, ipairs, pairs, tonumber =
+  error, type, tostring, setmetatable, getmetatable, select, pcall,
+  rawequal, ipairs, pairs, tonumber
+local format, find = string.format, string.find
 local min = math.min
 
 local M = {}
 
---- Raise this from a `serve` handler to end the accept loop:
--- `error(green.StopServe)`. It is not reported as an error.
-M.StopServe = setmetatable({}, {
-  __name = "green.StopServe",
-  __tostring = function() return "StopServe" end,
-})
-local StopServe = M.StopServe
+M._VERSION = "LuaSocket 3.0.0"
+M.BLOCKSIZE = 2048
+M._SETSIZE = 1024
+M._DATAGRAMSIZE = 8192
+M._SOCKETINVALID = -1
 
-M.connect = core.connect
-M.listen = core.listen
-
--- EMFILE and other accept failures: wait this long, doubling up to the
--- maximum, rather than spinning on a listening socket that stays ready.
-local BACKOFF_MIN, BACKOFF_MAX = 0.01, 1.0
-
---- Accept connections on `server` and run `handler(client, addr)` for each
--- in its own green thread, at most `concurrency` at once: while that many
--- handlers run, no connection is accepted (the kernel's backlog holds
--- them). The client is closed when its handler ends. An error in a handler
--- is reported like any thread's error and does not stop the server;
--- `error(green.StopServe)` in a handler ends `serve`, which returns
--- (handlers still running keep running). Returns nil, "closed" if the
--- server socket is closed.
--- @param server a listening socket (`green.listen`)
--- @tparam function handler called as `handler(client, addr)`
--- @tparam[opt=1000] integer concurrency most handlers running at once
-function M.serve(server, handler, concurrency)
-  if type(handler) ~= "function" then
-    error("bad argument #2 to 'serve' (function expected)", 2)
+--- A C function of the green core, or of the green module, that may not
+-- exist yet (UDP, select and the resolver are being added in C).
+local function api(name)
+  local f = core[name]
+  if f == nil then
+    local green = package.loaded.green
+    if type(green) == "table" then f = green[name] end
   end
-  concurrency = concurrency or 1000
-  if math.type(concurrency) ~= "integer" or concurrency < 1 then
-    error("bad argument #3 to 'serve' (positive integer expected)", 2)
-  end
-  local caller = getcurrent()
-  local running = 0
-  local acceptor
-  local outcome -- nil while serving; then { ok, err }
+  return f
+end
 
-  local function finish(...)
-    if not outcome then
-      outcome = table.pack(...)
-      wake(caller)
+local function unavailable(what)
+  error("green.socket: " .. what .. " is not available yet (the C side "
+        .. "has no green." .. what .. ")", 3)
+end
+
+-- Green sockets' messages that LuaSocket words differently.
+local ERRORS = {
+  ["connection reset by peer"] = "closed",
+  ["broken pipe"] = "closed",
+  ["connection aborted"] = "closed",
+  ["software caused connection abort"] = "closed",
+  ["network is unreachable"] = "Network is unreachable",
+  ["host is unreachable"] = "No route to host",
+  ["address not available"] = "Cannot assign requested address",
+  ["too many open files"] = "Too many open files",
+  ["invalid argument"] = "Invalid argument",
+  ["operation not permitted"] = "Operation not permitted",
+}
+-- From connect and bind (getaddrinfo's failures), LuaSocket 3.1 says:
+local NONAME = "host or service not provided, or not known"
+
+local function lserr(err)
+  return ERRORS[err] or err
+end
+
+local function gaierr(err)
+  if err == "host not found" then return NONAME end
+  return lserr(err)
+end
+
+--- Numeric LuaSocket results are floats (lua_pushnumber).
+local function fl(n)
+  if math.type(n) == "integer" then return n + 0.0 end
+  return n
+end
+
+-- {======================================================================
+-- Classes
+-- =======================================================================
+
+-- All TCP classes share the methods, as in LuaSocket, and each method
+-- checks the class it needs.
+local tcp_methods = {}
+local udp_methods = {}
+
+local function newclass(name, methods, tcp)
+  local index = { class = name }
+  for k, v in pairs(methods) do index[k] = v end
+  local mt = { __name = name, __index = index, ["tcp{any}"] = tcp }
+  mt.__tostring = function(self) return format("%s: %p", name, self) end
+  mt.__close = function(self) self:close() end
+  return mt
+end
+
+local MASTER, CLIENT, SERVER, UDP_UNCONNECTED, UDP_CONNECTED
+
+local function classof(self)
+  local mt = getmetatable(self)
+  return mt and mt.__name
+end
+
+-- Raise LuaSocket's error for an object of the wrong class.
+local function check(self, name, ...)
+  local c = classof(self)
+  if c ~= nil then
+    for i = 1, select("#", ...) do
+      if select(i, ...) == c then return end
     end
   end
-
-  -- Runs when a handler's thread leaves its function in any way (return,
-  -- error, kill): frees the slot and closes the client.
-  local slot_mt = {
-    __close = function(slot, err)
-      running = running - 1
-      slot.client:close()
-      if err == StopServe then
-        observe(getcurrent()) -- ending serve is not an error to report
-        finish(true)
-      end
-      wake(acceptor) -- if it waits for room; false (harmless) otherwise
-    end,
-  }
-
-  local function handle(client, addr)
-    local _ <close> = setmetatable({ client = client }, slot_mt)
-    return handler(client, addr)
-  end
-
-  acceptor = spawn(function()
-    local ok, err = pcall(function()
-      local backoff = BACKOFF_MIN
-      while not outcome do
-        while running >= concurrency do
-          if not suspend("green.serve (at the concurrency limit)") then
-            return
-          end
-        end
-        local client, addr = server:accept()
-        if client then
-          backoff = BACKOFF_MIN
-          running = running + 1
-          spawn(handle, client, addr)
-        elseif addr == "closed" then
-          finish(nil, "closed")
-        elseif addr ~= "timeout" then
-          sleep(backoff)
-          backoff = min(backoff * 2, BACKOFF_MAX)
-        end
-      end
-    end)
-    if not ok then finish(false, err) end
-  end)
-  acceptor.name = "green.serve accept loop"
-
-  local ok, err = suspend("green.serve")
-  if not ok then -- the caller was killed or timed out
-    acceptor:kill()
-    error(err, 0)
-  end
-  if not acceptor:dead() then acceptor:kill() end
-  if outcome[1] == false then error(outcome[2], 0) end
-  if outcome[1] == nil then return nil, outcome[2] end
+  error(format("bad argument #1 to '%s' (%s expected, got %s)", name,
+               (...), c or type(self)), 3)
 end
+
+local function istcp(self, name)
+  local mt = getmetatable(self)
+  if type(self) ~= "table" or not mt or not mt["tcp{any}"] then
+    error(format("bad argument #1 to '%s' (tcp{any} expected, got %s)",
+                 name, mt and mt.__name or type(self)), 3)
+  end
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- TCP
+-- =======================================================================
+
+-- Options LuaSocket knows; the ones green sockets implement are applied,
+-- the others return nil, "not supported" (an unknown name raises, as in
+-- LuaSocket).
+local OPTIONS = {
+  ["keepalive"] = true, ["reuseaddr"] = true, ["reuseport"] = true,
+  ["tcp-nodelay"] = true, ["linger"] = true,
+  ["tcp-keepidle"] = false, ["tcp-keepcnt"] = false,
+  ["tcp-keepintvl"] = false, ["ipv6-v6only"] = "listen",
+  ["tcp-defer-accept"] = false, ["tcp-fastopen"] = false,
+  ["tcp-fastopen-connect"] = false, ["bindtodevice"] = false,
+  ["broadcast"] = false, ["dontroute"] = false,
+}
+
+local function new_tcp(family)
+  return setmetatable({ family = family, opts = {}, tb = -1, tt = -1 },
+                      MASTER)
+end
+
+-- The limit each green call gets: the shorter of the two, nil for none.
+local function limit(self)
+  local b, t = self.tb, self.tt
+  if b < 0 then b = t elseif t >= 0 then b = min(b, t) end
+  if b < 0 then return nil end
+  return b
+end
+
+-- The wrapped green socket, with LuaSocket's settings applied.
+local function adopt(self, s, class)
+  self.s = s
+  s:settimeout(limit(self))
+  for name, value in pairs(self.opts) do
+    if OPTIONS[name] == true then s:setoption(name, value) end
+  end
+  return setmetatable(self, class)
+end
+
+--- socket.tcp(), socket.tcp4(), socket.tcp6(): a master object.
+function M.tcp() return new_tcp(nil) end
+function M.tcp4() return new_tcp("inet") end
+function M.tcp6() return new_tcp("inet6") end
+
+function tcp_methods.connect(self, host, port)
+  istcp(self, "connect")
+  if self.closed then return nil, "closed" end
+  if self.s then
+    if classof(self) == "tcp{server}" then
+      return nil, "local address binding is not supported"
+    end
+    return nil, "already connected"
+  end
+  if type(host) ~= "string" then
+    error(format("bad argument #1 to 'connect' (string expected, got %s)",
+                 type(host)), 2)
+  end
+  port = tonumber(port)
+  if not port then
+    error("bad argument #2 to 'connect' (number expected)", 2)
+  end
+  local s, err = core.connect(host, port,
+                              { timeout = limit(self), family = self.family })
+  if not s then return nil, gaierr(err) end
+  if self.closed then -- closed by another thread meanwhile
+    s:close()
+    return nil, "closed"
+  end
+  adopt(self, s, CLIENT)
+  return 1
+end
+
+-- Listen now (see the module comment): bind is where LuaSocket reports
+-- address errors.
+local function do_listen(self, host, port, backlog)
+  if host == "*" and self.family == nil then host = "0.0.0.0" end
+  local s, err = core.listen(host, tonumber(port) or 0, {
+    backlog = backlog or 32, family = self.family,
+    reuseport = self.opts.reuseport or nil,
+    ipv6only = self.opts["ipv6-v6only"] or nil,
+  })
+  if not s then return nil, gaierr(err) end
+  adopt(self, s, SERVER)
+  return 1
+end
+
+function tcp_methods.bind(self, host, port)
+  check(self, "bind", "tcp{master}")
+  if self.closed then return nil, "closed" end
+  return do_listen(self, host, port, self.backlog)
+end
+
+function tcp_methods.listen(self, backlog)
+  check(self, "listen", "tcp{master}", "tcp{server}")
+  if self.closed then return nil, "closed" end
+  if self.s then return 1 end -- bound already: listening
+  return do_listen(self, "*", 0, tonumber(backlog))
+end
+
+function tcp_methods.accept(self)
+  check(self, "accept", "tcp{server}")
+  if self.closed then return nil, "closed" end
+  local c, err = self.s:accept()
+  if not c then return nil, lserr(err) end
+  return adopt(setmetatable({ opts = {}, tb = -1, tt = -1 }, CLIENT), c,
+               CLIENT)
+end
+
+function tcp_methods.receive(self, pattern, prefix)
+  check(self, "receive", "tcp{client}")
+  local s = self.s
+  if not s then return nil, "closed", prefix or "" end
+  local data, err, partial = s:receive(pattern, prefix)
+  if data then return data end
+  return nil, lserr(err), partial
+end
+
+function tcp_methods.send(self, data, i, j)
+  check(self, "send", "tcp{client}")
+  local s = self.s
+  if not s then return nil, "closed", 0.0 end
+  local n, err, last = s:send(data, i, j)
+  if n then return fl(n) end
+  return nil, lserr(err), fl(last or 0)
+end
+
+function tcp_methods.close(self)
+  istcp(self, "close")
+  self.closed = true
+  local s = self.s
+  if s then
+    self.s = nil
+    s:close()
+  end
+  return 1.0
+end
+
+function tcp_methods.shutdown(self, how)
+  check(self, "shutdown", "tcp{client}")
+  if how ~= nil and how ~= "both" and how ~= "send" and how ~= "receive" then
+    error(format("bad argument #2 to 'shutdown' (invalid option '%s')",
+                 tostring(how)), 2)
+  end
+  if self.s then self.s:shutdown(how) end
+  return 1.0
+end
+
+--- settimeout(t, [mode]): mode "b" (each operation) or "t" (each call);
+-- nil or negative removes that limit. Both limit a call as a whole here.
+function tcp_methods.settimeout(self, t, mode)
+  istcp(self, "settimeout")
+  t = tonumber(t) or -1
+  if t < 0 then t = -1 end
+  if mode == nil or mode == "b" or mode == "block" then
+    self.tb = t
+  elseif mode == "t" or mode == "total" or mode == "r" then
+    self.tt = t
+  else
+    error("bad argument #3 to 'settimeout' (invalid timeout mode)", 2)
+  end
+  if self.s then self.s:settimeout(limit(self)) end
+  return 1.0
+end
+
+function tcp_methods.gettimeout(self)
+  istcp(self, "gettimeout")
+  return fl(self.tb), fl(self.tt)
+end
+
+function tcp_methods.setoption(self, name, value)
+  istcp(self, "setoption")
+  local known = OPTIONS[name]
+  if known == nil then
+    error(format("bad argument #2 to 'setoption' (unsupported option `%s')",
+                 tostring(name)), 2)
+  end
+  if not known then return nil, "not supported" end
+  if self.s and known == true then
+    local ok, err = self.s:setoption(name, value)
+    if not ok then return nil, lserr(err) end
+  elseif self.s then
+    return nil, "not supported" -- listen-time options, after the fact
+  end
+  self.opts[name] = value
+  return 1.0
+end
+
+function tcp_methods.getoption(self, name)
+  istcp(self, "getoption")
+  local known = OPTIONS[name]
+  if known == nil then
+    error(format("bad argument #2 to 'getoption' (unsupported option `%s')",
+                 tostring(name)), 2)
+  end
+  if self.s and known == true then
+    local v, err = self.s:getoption(name)
+    if v == nil then return nil, lserr(err) end
+    return v
+  end
+  local v = self.opts[name]
+  if v == nil then return nil, "getsockopt failed" end
+  return v
+end
+
+local function sockaddr(self, which)
+  local s = self.s
+  if not s then return nil, "Bad file descriptor" end
+  local host, port, family = s[which](s)
+  if not host then
+    if port == "closed" and which == "getpeername" then
+      return nil, "Transport endpoint is not connected"
+    end
+    return nil, lserr(port)
+  end
+  return host, port, family
+end
+
+function tcp_methods.getsockname(self)
+  istcp(self, "getsockname")
+  return sockaddr(self, "getsockname")
+end
+
+function tcp_methods.getpeername(self)
+  istcp(self, "getpeername")
+  if classof(self) == "tcp{server}" then
+    return nil, "Transport endpoint is not connected"
+  end
+  return sockaddr(self, "getpeername")
+end
+
+--- "inet4" or "inet6", as LuaSocket 3.1 names them.
+function tcp_methods.getfamily(self)
+  istcp(self, "getfamily")
+  local fam = self.family
+  if self.s then fam = select(3, self.s:getsockname()) or fam end
+  return fam == "inet6" and "inet6" or "inet4"
+end
+
+function tcp_methods.getstats(self)
+  check(self, "getstats", "tcp{client}", "tcp{server}", "tcp{master}")
+  local r, s, age = 0, 0, 0.0
+  if self.s then
+    r, s, age = self.s:getstats()
+    if not r then r, s, age = 0, 0, 0.0 end
+  end
+  local off = self.statoff
+  if off then r, s, age = r + off[1], s + off[2], age + off[3] end
+  return fl(r), fl(s), fl(age)
+end
+
+function tcp_methods.setstats(self, r, s, age)
+  check(self, "setstats", "tcp{client}", "tcp{server}", "tcp{master}")
+  self.statoff = nil
+  local cr, cs, cage = self:getstats()
+  self.statoff = { (tonumber(r) or cr) - cr, (tonumber(s) or cs) - cs,
+                   (tonumber(age) or cage) - cage }
+  return 1.0
+end
+
+function tcp_methods.dirty(self)
+  istcp(self, "dirty")
+  return self.s ~= nil and self.s:dirty()
+end
+
+function tcp_methods.getfd(self)
+  istcp(self, "getfd")
+  if self.s then return fl(self.s:getfd()) end
+  return -1.0
+end
+
+--- setfd(-1) detaches the object from its socket (what LuaSec does after
+-- taking a descriptor over); any other value raises.
+function tcp_methods.setfd(self, fd)
+  istcp(self, "setfd")
+  if tonumber(fd) ~= -1 then
+    error("green.socket: setfd is not supported (green sockets own their "
+          .. "descriptors)", 2)
+  end
+  self.s = nil
+end
+
+-- LuaSocket's aliases.
+tcp_methods.setpeername = tcp_methods.connect
+tcp_methods.setsockname = tcp_methods.bind
+
+MASTER = newclass("tcp{master}", tcp_methods, true)
+CLIENT = newclass("tcp{client}", tcp_methods, true)
+SERVER = newclass("tcp{server}", tcp_methods, true)
+
+--- socket.connect(host, port, [locaddr], [locport], [family]).
+function M.connect(host, port, locaddr, locport, family)
+  if (locaddr ~= nil and locaddr ~= "*") or (locport ~= nil and locport ~= 0)
+  then
+    return nil, "local address binding is not supported"
+  end
+  if family ~= nil and family ~= "inet" and family ~= "inet6" then
+    error("bad argument #5 to 'connect' (invalid family)", 2)
+  end
+  local sock = new_tcp(family)
+  local ok, err = sock:connect(host, port)
+  if not ok then
+    sock:close()
+    return nil, err
+  end
+  return sock
+end
+
+function M.connect4(host, port, locaddr, locport)
+  return M.connect(host, port, locaddr, locport, "inet")
+end
+
+function M.connect6(host, port, locaddr, locport)
+  return M.connect(host, port, locaddr, locport, "inet6")
+end
+
+--- socket.bind(host, port, [backlog=32]): a listening tcp{server}.
+function M.bind(host, port, backlog)
+  local sock = new_tcp(nil)
+  sock:setoption("reuseaddr", true)
+  local ok, err = do_listen(sock, host, port, tonumber(backlog))
+  if not ok then
+    sock:close()
+    return nil, err
+  end
+  return sock
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- UDP (on green.udp)
+-- =======================================================================
+
+local function new_udp(family)
+  local udp = api("udp")
+  if not udp then unavailable("udp") end
+  local u, err = udp({ family = family })
+  if not u then return nil, lserr(err) end
+  return setmetatable({ u = u, family = family, tb = -1, tt = -1 },
+                      UDP_UNCONNECTED)
+end
+
+--- socket.udp(), udp4(), udp6(): an unconnected UDP object.
+function M.udp() return new_udp(nil) end
+function M.udp4() return new_udp("inet") end
+function M.udp6() return new_udp("inet6") end
+
+local function udpcall(self, name, ...)
+  local u = self.u
+  if not u then return nil, "closed" end
+  local a, b, c = u[name](u, ...)
+  if a == nil then return nil, lserr(b), c end
+  return a, b, c
+end
+
+function udp_methods.setsockname(self, host, port)
+  check(self, "setsockname", "udp{unconnected}")
+  return udpcall(self, "setsockname", host, port)
+end
+
+function udp_methods.setpeername(self, host, port)
+  check(self, "setpeername", "udp{unconnected}", "udp{connected}")
+  local ok, err = udpcall(self, "setpeername", host, port)
+  if not ok then return nil, err end
+  setmetatable(self, host == "*" and UDP_UNCONNECTED or UDP_CONNECTED)
+  return 1.0
+end
+
+function udp_methods.send(self, data)
+  check(self, "send", "udp{connected}")
+  local n, err = udpcall(self, "send", data)
+  if not n then return nil, err end
+  return fl(n)
+end
+
+function udp_methods.receive(self, size)
+  check(self, "receive", "udp{connected}", "udp{unconnected}")
+  return udpcall(self, "receive", size)
+end
+
+function udp_methods.sendto(self, data, ip, port)
+  check(self, "sendto", "udp{unconnected}")
+  local n, err = udpcall(self, "sendto", data, ip, port)
+  if not n then return nil, err end
+  return fl(n)
+end
+
+function udp_methods.receivefrom(self, size)
+  check(self, "receivefrom", "udp{unconnected}")
+  return udpcall(self, "receivefrom", size)
+end
+
+for _, name in ipairs { "getsockname", "getpeername", "setoption",
+                        "getoption", "dirty" } do
+  udp_methods[name] = function(self, ...)
+    return udpcall(self, name, ...)
+  end
+end
+
+function udp_methods.close(self)
+  if self.u then
+    self.u:close()
+    self.u = nil
+  end
+  return 1.0
+end
+
+function udp_methods.getfd(self)
+  if self.u then return fl(self.u:getfd()) end
+  return -1.0
+end
+
+function udp_methods.getfamily(self)
+  return self.family == "inet6" and "inet6" or "inet4"
+end
+
+function udp_methods.settimeout(self, t, mode)
+  t = tonumber(t) or -1
+  if t < 0 then t = -1 end
+  if mode == nil or mode == "b" or mode == "block" then
+    self.tb = t
+  elseif mode == "t" or mode == "total" or mode == "r" then
+    self.tt = t
+  else
+    error("bad argument #3 to 'settimeout' (invalid timeout mode)", 2)
+  end
+  if self.u then self.u:settimeout(limit(self)) end
+  return 1.0
+end
+function udp_methods.gettimeout(self)
+  return fl(self.tb), fl(self.tt)
+end
+
+UDP_UNCONNECTED = newclass("udp{unconnected}", udp_methods)
+UDP_CONNECTED = newclass("udp{connected}", udp_methods)
+
+-- }======================================================================
+
+-- {======================================================================
+-- select, sleep, gettime
+-- =======================================================================
+
+local function inner(x)
+  if type(x) == "table" then
+    local mt = getmetatable(x)
+    if mt == CLIENT or mt == SERVER or mt == MASTER then return x.s end
+    if mt == UDP_CONNECTED or mt == UDP_UNCONNECTED then return x.u end
+  end
+  return x
+end
+
+--- socket.select(recvt, sendt, [timeout]): readable, writable, err
+-- ("timeout" when nothing became ready), as LuaSocket. Objects with
+-- buffered data (`dirty()`) count as readable at once.
+function M.select(recvt, sendt, timeout)
+  local gselect = api("select")
+  if not gselect then unavailable("select") end
+  local back = {}
+  local function map(t)
+    local out = {}
+    if type(t) ~= "table" then return out end
+    for _, x in ipairs(t) do
+      local s = inner(x)
+      if s ~= nil then
+        back[s] = x
+        out[#out + 1] = s
+      end
+    end
+    return out
+  end
+  local rin, sin = map(recvt), map(sendt)
+  -- Buffered data: ready without asking the poller.
+  local dirty = {}
+  for _, x in ipairs(type(recvt) == "table" and recvt or {}) do
+    if type(x) == "table" and type(x.dirty) == "function" and x:dirty() then
+      dirty[#dirty + 1] = x
+      dirty[x] = true
+    end
+  end
+  if #dirty > 0 then timeout = 0 end
+  local r, w, err = gselect(rin, sin, timeout)
+  local rout, wout = {}, {}
+  for _, x in ipairs(dirty) do
+    rout[#rout + 1] = x
+    rout[x] = true
+  end
+  for _, s in ipairs(r or {}) do
+    local x = back[s] or s
+    if not rout[x] then
+      rout[#rout + 1] = x
+      rout[x] = true
+    end
+  end
+  for _, s in ipairs(w or {}) do
+    local x = back[s] or s
+    wout[#wout + 1] = x
+    wout[x] = true
+  end
+  if #rout > 0 or #wout > 0 then return rout, wout end
+  return rout, wout, err or "timeout"
+end
+
+--- socket.sleep(seconds): green.
+function M.sleep(t)
+  t = tonumber(t) or 0
+  if t < 0 then t = 0 end
+  core.sleep(t)
+end
+
+-- gettime(): wall-clock seconds since the epoch. The hub's monotonic
+-- clock, offset so that it never runs behind os.time() (whole seconds):
+-- the offset only grows, so gettime() never goes backwards.
+local now, ostime = core.now, os.time
+local offset = ostime() - now()
+
+function M.gettime()
+  local t = now() + offset
+  local wall = ostime()
+  if wall > t then
+    offset = wall - now()
+    t = wall + 0.0
+  end
+  return t
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- DNS
+-- =======================================================================
+
+local dns = {}
+M.dns = dns
+
+local function isip(host)
+  return find(host, "^%d+%.%d+%.%d+%.%d+$") ~= nil
+      or (find(host, ":", 1, true) ~= nil and find(host, "^[%x:%.]+$") ~= nil)
+end
+
+-- /etc/hosts: name -> ips and ip -> names, for the reverse lookups.
+local function hosts()
+  local byname, byip = {}, {}
+  local f = io.open("/etc/hosts")
+  if f then
+    for line in f:lines() do
+      line = line:gsub("#.*", "")
+      local ip, rest = line:match("^%s*(%S+)%s+(.+)$")
+      if ip then
+        for name in rest:gmatch("%S+") do
+          byname[name] = byname[name] or {}
+          byname[name][#byname[name] + 1] = ip
+          byip[ip] = byip[ip] or {}
+          byip[ip][#byip[ip] + 1] = name
+        end
+      end
+    end
+    f:close()
+  end
+  return byname, byip
+end
+
+-- { {family = "inet"|"inet6", addr = ip}, ... } or nil, err ("host not
+-- found"), through the green resolver. Without green.getaddrinfo in C, a
+-- name is resolved by binding a throwaway listening socket to it (libuv's
+-- resolver, never blocking the hub), which finds local addresses only:
+-- other names fail with "not available yet".
+local function resolve(host, family)
+  if isip(host) then
+    local fam = host:find(":", 1, true) and "inet6" or "inet"
+    if family and family ~= fam then return nil, "host not found" end
+    return { { family = fam, addr = host } }
+  end
+  local gai = api("getaddrinfo")
+  if gai then
+    local list, err = gai(host, { family = family })
+    if not list then return nil, err end
+    return list
+  end
+  local out, lasterr = {}, "host not found"
+  for _, fam in ipairs { "inet", "inet6" } do
+    if family == nil or family == fam then
+      local s, err = core.listen(host, 0, { family = fam, backlog = 1 })
+      if s then
+        out[#out + 1] = { family = fam, addr = (s:getsockname()) }
+        s:close()
+      elseif err ~= "host not found" then
+        lasterr = "the green resolver is not available yet (" .. err .. ")"
+      end
+    end
+  end
+  if #out == 0 then return nil, lasterr end
+  return out
+end
+
+--- dns.getaddrinfo(host): { {family = "inet"|"inet6", addr = ip}, ... }.
+function dns.getaddrinfo(host)
+  if type(host) ~= "string" then
+    error("bad argument #1 to 'getaddrinfo' (string expected)", 2)
+  end
+  local list, err = resolve(host, nil)
+  if not list then return nil, gaierr(err) end
+  return list
+end
+
+-- The names of an IP address: green.getnameinfo, or /etc/hosts.
+local function reverse(ip)
+  local gni = api("getnameinfo")
+  if gni then
+    local name, err = gni(ip)
+    if not name then return nil, err end
+    return { name }
+  end
+  local _, byip = hosts()
+  return byip[ip]
+end
+
+--- dns.toip(host): the first IPv4 address, and
+-- { name = host, alias = {}, ip = { ... } }; or nil, "host not found".
+function dns.toip(host)
+  if type(host) ~= "string" then
+    error("bad argument #1 to 'toip' (string expected)", 2)
+  end
+  local list, err = resolve(host, "inet")
+  if not list then return nil, err end
+  local ips = {}
+  for i, a in ipairs(list) do ips[i] = a.addr end
+  return ips[1], { name = host, alias = {}, ip = ips }
+end
+
+--- dns.tohostname(addr): the canonical name, and the resolved table.
+function dns.tohostname(addr)
+  if type(addr) ~= "string" then
+    error("bad argument #1 to 'tohostname' (string expected)", 2)
+  end
+  local ip = addr
+  if not isip(addr) then
+    local err
+    ip, err = dns.toip(addr)
+    if not ip then return nil, err end
+  end
+  local names = reverse(ip)
+  if not names or not names[1] then return nil, "host not found" end
+  local alias = {}
+  for i = 2, #names do alias[#alias + 1] = names[i] end
+  return names[1], { name = names[1], alias = alias, ip = { ip } }
+end
+
+--- dns.getnameinfo(host, [port]): { names }, service.
+function dns.getnameinfo(host, port)
+  local names
+  if host ~= nil then
+    local ip = host
+    if not isip(host) then
+      local list, err = resolve(host, nil)
+      if not list then return nil, gaierr(err) end
+      ip = list[1].addr
+    end
+    names = reverse(ip)
+    if not names then names = { ip } end
+  end
+  local service
+  if port ~= nil then
+    local services = { [80] = "http", [443] = "https", [21] = "ftp",
+                       [22] = "ssh", [25] = "smtp", [53] = "domain" }
+    service = services[tonumber(port)] or tostring(port)
+  end
+  return names, service
+end
+
+--- dns.gethostname(): this machine's name.
+function dns.gethostname()
+  local ghn = api("gethostname")
+  if ghn then return ghn() end
+  for _, p in ipairs { "/proc/sys/kernel/hostname", "/etc/hostname" } do
+    local f = io.open(p)
+    if f then
+      local name = f:read("l")
+      f:close()
+      if name and name ~= "" then return name end
+    end
+  end
+  return nil, "gethostname failed"
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Exceptions: newtry, protect, try, skip
+-- =======================================================================
+
+-- The metatable that marks errors raised by a try() (LuaSocket's).
+local TRY = { __name = "socket.try error",
+              __tostring = function(e) return tostring(e[1]) end }
+
+--- socket.newtry([finalizer]): a try function that returns its arguments
+-- when the first is true, and otherwise calls `finalizer()` and raises
+-- the second argument wrapped so that `protect` can catch it.
+function M.newtry(finalizer)
+  return function(...)
+    if (...) then return ... end
+    if finalizer then pcall(finalizer) end
+    local err = select(2, ...)
+    error(setmetatable({ err }, TRY), 0)
+  end
+end
+
+local function unwrap(ok, ...)
+  if ok then return ... end
+  local err = ...
+  if type(err) == "table" and rawequal(getmetatable(err), TRY) then
+    return nil, err[1]
+  end
+  error(err, 0)
+end
+
+--- socket.protect(fn): a function that calls `fn` and turns errors raised
+-- by try() into nil, err; other errors propagate.
+function M.protect(fn)
+  return function(...)
+    return unwrap(pcall(fn, ...))
+  end
+end
+
+M.try = M.newtry()
+
+--- socket.skip(d, ...): the arguments after the first d.
+function M.skip(d, ...)
+  return select(d + 1, ...)
+end
+
+--- socket.choose(table): LuaSocket's dispatcher for sink and source.
+function M.choose(t)
+  return function(name, opt1, opt2)
+    if type(name) ~= "string" then
+      name, opt1, opt2 = "default", name, opt1
+    end
+    local f = t[name or "nil"]
+    if not f then error("unknown key (" .. tostring(name) .. ")", 3) end
+    return f(opt1, opt2)
+  end
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- LTN12 sinks and sources (as LuaSocket's socket.lua defines them)
+-- =======================================================================
+
+local sourcet, sinkt = {}, {}
+M.sourcet, M.sinkt = sourcet, sinkt
+
+local function fdmethods(sock)
+  return {
+    getfd = function() return sock:getfd() end,
+    dirty = function() return sock:dirty() end,
+  }
+end
+
+sinkt["close-when-done"] = function(sock)
+  return setmetatable(fdmethods(sock), {
+    __call = function(_, chunk)
+      if not chunk then
+        sock:close()
+        return 1
+      end
+      return sock:send(chunk)
+    end,
+  })
+end
+
+sinkt["keep-open"] = function(sock)
+  return setmetatable(fdmethods(sock), {
+    __call = function(_, chunk)
+      if chunk then return sock:send(chunk) end
+      return 1
+    end,
+  })
+end
+
+sinkt["default"] = sinkt["keep-open"]
+M.sink = M.choose(sinkt)
+
+sourcet["by-length"] = function(sock, length)
+  return setmetatable(fdmethods(sock), {
+    __call = function()
+      if length <= 0 then return nil end
+      local chunk, err = sock:receive(min(M.BLOCKSIZE, length))
+      if err then return nil, err end
+      length = length - #chunk
+      return chunk
+    end,
+  })
+end
+
+sourcet["until-closed"] = function(sock)
+  local done
+  return setmetatable(fdmethods(sock), {
+    __call = function()
+      if done then return nil end
+      local chunk, err, partial = sock:receive(M.BLOCKSIZE)
+      if not err then return chunk end
+      if err == "closed" then
+        sock:close()
+        done = 1
+        return partial
+      end
+      return nil, err
+    end,
+  })
+end
+
+sourcet["default"] = sourcet["until-closed"]
+M.source = M.choose(sourcet)
+
+-- }======================================================================
+
+--- LuaSocket's __unload (nothing to release here).
+function M.__unload() end
 
 return M

@@ -1,0 +1,115 @@
+--- `green.serve` and `green.StopServe`: the accept loop over green
+-- sockets. The sockets themselves are C (bindings/socket.c,
+-- bindings/tcp.c) and reach users as `green.connect` and `green.listen`;
+-- the LuaSocket-compatible module is lua/green/socket.lua.
+-- @module green.serve
+
+local core = require "green.core"
+
+local spawn, getcurrent, suspend, wake, sleep =
+  core.spawn, core.getcurrent, core.suspend, core.wake, core.sleep
+local observe = core.observe
+local error, type, pcall, setmetatable = error, type, pcall, setmetatable
+local min = math.min
+
+local M = {}
+
+--- Raise this from a `serve` handler to end the accept loop:
+-- `error(green.StopServe)`. It is not reported as an error.
+M.StopServe = setmetatable({}, {
+  __name = "green.StopServe",
+  __tostring = function() return "StopServe" end,
+})
+local StopServe = M.StopServe
+
+-- EMFILE and other accept failures: wait this long, doubling up to the
+-- maximum, rather than spinning on a listening socket that stays ready.
+local BACKOFF_MIN, BACKOFF_MAX = 0.01, 1.0
+
+--- Accept connections on `server` and run `handler(client, addr)` for each
+-- in its own green thread, at most `concurrency` at once: while that many
+-- handlers run, no connection is accepted (the kernel's backlog holds
+-- them). The client is closed when its handler ends. An error in a handler
+-- is reported like any thread's error and does not stop the server;
+-- `error(green.StopServe)` in a handler ends `serve`, which returns
+-- (handlers still running keep running). Returns nil, "closed" if the
+-- server socket is closed.
+-- @param server a listening socket (`green.listen`)
+-- @tparam function handler called as `handler(client, addr)`
+-- @tparam[opt=1000] integer concurrency most handlers running at once
+function M.serve(server, handler, concurrency)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'serve' (function expected)", 2)
+  end
+  concurrency = concurrency or 1000
+  if math.type(concurrency) ~= "integer" or concurrency < 1 then
+    error("bad argument #3 to 'serve' (positive integer expected)", 2)
+  end
+  local caller = getcurrent()
+  local running = 0
+  local acceptor
+  local outcome -- nil while serving; then { ok, err }
+
+  local function finish(...)
+    if not outcome then
+      outcome = table.pack(...)
+      wake(caller)
+    end
+  end
+
+  -- Runs when a handler's thread leaves its function in any way (return,
+  -- error, kill): frees the slot and closes the client.
+  local slot_mt = {
+    __close = function(slot, err)
+      running = running - 1
+      slot.client:close()
+      if err == StopServe then
+        observe(getcurrent()) -- ending serve is not an error to report
+        finish(true)
+      end
+      wake(acceptor) -- if it waits for room; false (harmless) otherwise
+    end,
+  }
+
+  local function handle(client, addr)
+    local _ <close> = setmetatable({ client = client }, slot_mt)
+    return handler(client, addr)
+  end
+
+  acceptor = spawn(function()
+    local ok, err = pcall(function()
+      local backoff = BACKOFF_MIN
+      while not outcome do
+        while running >= concurrency do
+          if not suspend("green.serve (at the concurrency limit)") then
+            return
+          end
+        end
+        local client, addr = server:accept()
+        if client then
+          backoff = BACKOFF_MIN
+          running = running + 1
+          spawn(handle, client, addr)
+        elseif addr == "closed" then
+          finish(nil, "closed")
+        elseif addr ~= "timeout" then
+          sleep(backoff)
+          backoff = min(backoff * 2, BACKOFF_MAX)
+        end
+      end
+    end)
+    if not ok then finish(false, err) end
+  end)
+  acceptor.name = "green.serve accept loop"
+
+  local ok, err = suspend("green.serve")
+  if not ok then -- the caller was killed or timed out
+    acceptor:kill()
+    error(err, 0)
+  end
+  if not acceptor:dead() then acceptor:kill() end
+  if outcome[1] == false then error(outcome[2], 0) end
+  if outcome[1] == nil then return nil, outcome[2] end
+end
+
+return M
