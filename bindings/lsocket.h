@@ -1,16 +1,21 @@
 /*
-** Green sockets: what bindings/socket.c (the stream: buffers, receive,
-** send, close, options) and bindings/tcp.c (DNS, connect, listen, accept)
-** share. Private to those two files.
+** Green sockets: what the socket files share. Private to them:
+**   socket.c  waiters, close, errors, fairness, the metatables
+**   stream.c  read buffer, receive/recv, send/sendall, shutdown (TCP, Unix)
+**   sockopt.c settimeout, options, getfd, getstats, dirty, __tostring
+**   tcp.c     DNS, green.connect, green.listen, accept (TCP and Unix)
+**   pipe.c    green.connect_unix, green.listen_unix, Unix addresses
+**   udp.c     green.udp and the 'green.udp' methods
+**   select.c  green.select
 **
-** A socket is a 'green.socket' userdata holding a pointer to a malloc'd
-** 'lsock' (luv style): the pointer is set to NULL on close and the memory
-** is freed only in the uv close callback. Every socket gets its own
-** uv_tcp_t that is never reused after close, so a descriptor number the
-** kernel hands out again can never deliver events or wake-ups meant for
-** the old socket: libuv stops watching the old handle's descriptor when
-** it closes it, and our waiters hang off the handle's record, not off the
-** descriptor number.
+** A socket is a 'green.socket' (TCP, Unix) or 'green.udp' userdata holding
+** a pointer to a malloc'd 'lsock' (luv style): the pointer is set to NULL
+** on close and the memory is freed only in the uv close callback. Every
+** socket gets its own uv handle that is never reused after close, so a
+** descriptor number the kernel hands out again can never deliver events
+** or wake-ups meant for the old socket: libuv stops watching the old
+** handle's descriptor when it closes it, and our waiters hang off the
+** handle's record, not off the descriptor number.
 */
 #ifndef LSOCKET_H
 #define LSOCKET_H
@@ -18,6 +23,12 @@
 #include "lgreen.h"
 
 #define LGREEN_SOCKET "green.socket" /* metatable name and __name */
+#define LGREEN_UDP "green.udp"       /* the same for UDP sockets */
+
+/* Socket kinds (the member of 'lsock.h' in use). */
+#define LSOCK_TCP 0
+#define LSOCK_PIPE 1 /* Unix-domain stream */
+#define LSOCK_UDP 2
 
 /* Waiter modes. */
 #define LSOCK_LINE 1    /* receive("*l") */
@@ -28,6 +39,7 @@
 #define LSOCK_WRITE 6   /* send(), sendall() */
 #define LSOCK_CONNECT 7 /* connect: waiting for uv_tcp_connect */
 #define LSOCK_RESOLVE 8 /* connect or listen: waiting for the resolver */
+#define LSOCK_DGRAM 9   /* UDP receive, receivefrom */
 
 /* Waiter outcomes. */
 #define LSOCK_W_NONE 0
@@ -41,11 +53,14 @@
 #define LSOCK_STREAM 0x04    /* connected (client or accepted) */
 #define LSOCK_SHUT_WR 0x08   /* shutdown("send") done or under way */
 #define LSOCK_CLOSED 0x10    /* closed from Lua (handle closing/lingering) */
+#define LSOCK_PEER 0x20      /* UDP: connected (setpeername) */
 
 typedef struct lsock_state lsock_state;
 typedef struct lsock lsock;
 typedef struct lsock_waiter lsock_waiter;
 typedef struct lsock_resolver lsock_resolver;
+typedef struct lsock_dgram lsock_dgram;
+typedef struct lsock_dns lsock_dns;
 
 
 /* Per-hub socket state: a userdata anchored in the registry. */
@@ -58,12 +73,23 @@ struct lsock_state {
 
 
 struct lsock {
-  uv_tcp_t tcp;        /* first member: libuv callbacks cast back */
+  union {              /* first member: libuv callbacks cast back */
+    uv_handle_t handle;
+    uv_stream_t stream; /* LSOCK_TCP, LSOCK_PIPE */
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    uv_udp_t udp;
+  } h;
   lsock_state *st;
   lsock **ud;          /* the userdata's pointer slot, NULL once closed */
   gl_link_t readers;   /* waiters in receive/recv/accept; head owns */
   gl_link_t writers;   /* waiters in send/sendall; head owns */
   gl_link_t linger;    /* in st->lingering after a close with writes */
+  gl_link_t selects;   /* green.select entries (lsock_selent) */
+  lsock_dgram *dq;     /* UDP: queued datagrams, oldest first */
+  lsock_dgram *dqtail;
+  unsigned ndq;        /* UDP: datagrams queued ('len': their bytes) */
+  unsigned nselr;      /* select entries waiting for readability */
   lsock_waiter *conn;  /* the waiter of a pending connect */
   char *buf;           /* read buffer: bytes [off, off + len) are data */
   size_t off, len, cap;
@@ -75,6 +101,8 @@ struct lsock {
   int werr;            /* 0 or the first write error */
   int pending;         /* listening: 1 a connection waits, < 0 an error */
   int flags;           /* LSOCK_* */
+  int kind;            /* LSOCK_TCP, LSOCK_PIPE, LSOCK_UDP */
+  int family;          /* UDP: AF_INET or AF_INET6 */
   unsigned streak;     /* operations in a row that did not block */
 };
 
@@ -92,7 +120,7 @@ struct lsock_waiter {
   lsock *s;            /* its socket; NULL once it left it */
   lsock_resolver *res; /* LSOCK_RESOLVE: the pending request */
   uint64_t due;        /* deadline (gl_now() ns), 0 for none */
-  size_t count;        /* LSOCK_COUNT: bytes; LSOCK_SOME: max */
+  size_t count;        /* LSOCK_COUNT: bytes; LSOCK_SOME, DGRAM: max */
   size_t scanned;      /* LSOCK_LINE: bytes known to hold no '\n' */
   size_t pos, end;     /* LSOCK_WRITE: next byte, end (0-based) */
   int mode;            /* LSOCK_* mode */
@@ -110,12 +138,49 @@ struct lsock_resolver {
 };
 
 
+/* A received datagram (UDP), in its socket's queue. */
+struct lsock_dgram {
+  lsock_dgram *next;
+  struct sockaddr_storage from; /* the sender */
+  size_t len;
+  char data[]; /* 'len' bytes */
+};
+
+
+/*
+** Name resolution for one call (connect, listen, UDP bind/connect/
+** sendto): a userdata on the caller's stack. The resolved addresses are
+** copied into it as soon as the resolver answers, so no addrinfo list
+** outlives a kill or a timeout.
+*/
+#define LSOCK_MAX_ADDRS 8
+struct lsock_dns {
+  lsock_waiter w; /* first member: the one wait record of the call */
+  int family;     /* AF_UNSPEC, AF_INET or AF_INET6 */
+  int socktype;   /* SOCK_STREAM or SOCK_DGRAM */
+  int passive;    /* for bind ("*" is every interface) */
+  int port;
+  int n, next;    /* addresses, and the next one to try */
+  int err;        /* the last failure */
+  struct sockaddr_storage addrs[LSOCK_MAX_ADDRS];
+};
+
+
 /* socket.c */
 lsock **lgreen_sock_new(lua_State *L, lsock_state *st); /* [-0, +1, m] */
+lsock **lgreen_sock_newkind(lua_State *L, lsock_state *st, int kind);
+lsock *lgreen_sock_check(lua_State *L, int idx); /* any kind; NULL closed */
+lsock **lgreen_sock_checkud(lua_State *L, int idx); /* any kind */
+void lgreen_sock_newmeta(lua_State *L, const char *name,
+                         const luaL_Reg *meth, gl_hub_t *hub, int state);
+int lgreen_sock_gc(lua_State *L);    /* __gc, __close */
+int lgreen_sock_close(lua_State *L); /* sock:close() */
+int lgreen_sock_readable(lsock *s, lsock_waiter *w); /* w would complete */
 void lgreen_sock_started(lsock *s); /* connected: start reading */
 void lgreen_sock_shut(lsock *s);    /* close (no Lua) */
 void lgreen_sock_reref(lsock *s);   /* keep the loop alive iff waited on */
 void lgreen_sock_kick_readers(lsock *s);
+void lgreen_sock_kick_writers(lsock *s);
 int lgreen_sock_fail(lua_State *L, int err); /* nil, message; returns 2 */
 const char *lgreen_sock_strerror(int err);
 uint64_t lgreen_sock_deadline(double timeout);
@@ -129,12 +194,65 @@ int lgreen_sock_fair(lua_State *L, gl_hub_t *hub, int which);
 int lgreen_sock_simultaneous(lua_State *L, lsock *s, gl_link_t *q,
                              const char *op);
 
+/* stream.c */
+void lgreen_stream_maybe_read(lsock *s); /* start/stop reading ahead */
+int lgreen_stream_readable(lsock *s, lsock_waiter *w);
+int lgreen_stream_receive(lua_State *L);
+int lgreen_stream_recv(lua_State *L);
+int lgreen_stream_send(lua_State *L);
+int lgreen_stream_sendall(lua_State *L);
+int lgreen_stream_shutdown(lua_State *L);
+size_t lgreen_stream_queued(lsock *s); /* bytes in the write queue */
+#define LSOCK_WRITE_HIGH (64 * 1024) /* queued bytes before send waits */
+void lgreen_stream_on_shutdown(uv_shutdown_t *req, int status);
+
+/* sockopt.c */
+extern const luaL_Reg lgreen_sockopt_meth[]; /* shared by both kinds */
+int lgreen_sockopt_setoption(lua_State *L);
+int lgreen_sockopt_getoption(lua_State *L);
+int lgreen_sock_tostring(lua_State *L);
+
 /* tcp.c */
+void lgreen_dns_init(lsock_dns *d, int socktype, int port);
+int lgreen_dns_numeric(lsock_dns *d, const char *host); /* 1 if literal */
+int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
+                     const char *what, lua_KFunction k); /* blocks */
+int lgreen_dns_resumed(lua_State *L, lsock_dns *d); /* 0 or pushes fail */
 int lgreen_sock_accept(lua_State *L);
 int lgreen_sock_getpeername(lua_State *L);
 int lgreen_sock_getsockname(lua_State *L);
 int lgreen_sock_pushaddr(lua_State *L, const struct sockaddr *sa, int how);
 void lgreen_open_tcp(lua_State *L, gl_hub_t *hub, int state);
+void lgreen_sock_on_connection(uv_stream_t *server, int status);
+
+/* pipe.c */
+int lgreen_pipe_getname(lua_State *L, lsock *s, int peer);
+void lgreen_open_pipe(lua_State *L, gl_hub_t *hub, int state);
+
+/* udp.c */
+void lgreen_udp_maybe_read(lsock *s);
+int lgreen_udp_readable(lsock *s);
+void lgreen_udp_drop_queue(lsock *s);
+int lgreen_udp_receive(lua_State *L);
+int lgreen_udp_receivefrom(lua_State *L);
+void lgreen_open_udp(lua_State *L, gl_hub_t *hub, int state);
+
+/* select.c: green.select waits on several sockets at once. */
+int lgreen_sock_can_read(lsock *s);  /* a receive would not block */
+int lgreen_sock_can_write(lsock *s); /* a send would not block */
+void lgreen_select_notify(lsock *s, int write); /* wake a ready select */
+void lgreen_select_drop(lsock *s); /* closing: wake and unlink all */
+void lgreen_open_select(lua_State *L, gl_hub_t *hub, int state);
+
+/*
+** Fairness: after this many socket operations in a row on one socket that
+** completed without blocking, the next one first yields to the hub (like
+** sleep(0)), so a connection that always has data ready cannot starve the
+** other threads and the poller. libuv reads 32 times per readiness event
+** for the same reason. Per socket rather than per thread: a thread
+** serving many sockets round-robin blocks on some of them anyway.
+*/
+#define LSOCK_FAIR_BUDGET 64
 
 /* Indexes for 'lgreen_sock_fair' (a method to re-run after the yield). */
 #define LSOCK_FAIR_RECEIVE 0
@@ -142,5 +260,7 @@ void lgreen_open_tcp(lua_State *L, gl_hub_t *hub, int state);
 #define LSOCK_FAIR_SEND 2
 #define LSOCK_FAIR_SENDALL 3
 #define LSOCK_FAIR_ACCEPT 4
+#define LSOCK_FAIR_DGRAM 5
+#define LSOCK_FAIR_DGRAMFROM 6
 
 #endif

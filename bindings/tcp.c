@@ -5,9 +5,11 @@
 ** socket.c; the records are in lsocket.h.
 **
 ** connect and listen keep their state in a 'connctx' userdata on the
-** caller's stack: the resolved addresses are copied into it as soon as the
-** resolver answers, so no addrinfo list outlives a kill or a timeout.
-** connect tries each address in turn, as LuaSocket does.
+** caller's stack, which starts with an 'lsock_dns' (lsock.h): the resolved
+** addresses are copied into it as soon as the resolver answers, so no
+** addrinfo list outlives a kill or a timeout. connect tries each address
+** in turn, as LuaSocket does. The resolver helpers ('lgreen_dns_*') serve
+** udp.c too; accept and the address methods serve every kind of socket.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -16,23 +18,18 @@
 
 #include "lsocket.h"
 
-#define MAX_ADDRS 8
+#define MAX_ADDRS LSOCK_MAX_ADDRS
 #define DEFAULT_BACKLOG 511 /* nginx's; the kernel caps it at somaxconn */
 
 #define state(L) ((lsock_state *)lua_touserdata(L, lua_upvalueindex(2)))
 
 
 typedef struct connctx {
-  lsock_waiter w; /* the one wait record of the whole call */
-  int listen;     /* green.listen rather than green.connect */
-  int family;     /* AF_UNSPEC, AF_INET or AF_INET6 */
+  lsock_dns d; /* first member: addresses and the wait record */
+  int listen;  /* green.listen rather than green.connect */
   int backlog;
   int reuseport;
   int ipv6only;
-  int port;
-  int n, next;    /* addresses, and the next one to try */
-  int err;        /* the last failure */
-  struct sockaddr_storage addrs[MAX_ADDRS];
 } connctx;
 
 
@@ -55,7 +52,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
   lsock_resolver *r = (lsock_resolver *)req;
   lsock_waiter *w = r->w;
   if (w != NULL) {
-    connctx *c = (connctx *)w;
+    lsock_dns *c = (lsock_dns *)w;
     struct addrinfo *ai;
     c->n = 0;
     c->err = status;
@@ -96,7 +93,7 @@ static void on_connect(uv_connect_t *req, int status) {
 
 /* A connection waits in the listening socket (libuv stops watching the
    socket until it is accepted), or accept() failed (EMFILE, ...). */
-static void on_connection(uv_stream_t *server, int status) {
+void lgreen_sock_on_connection(uv_stream_t *server, int status) {
   lsock *s = (lsock *)server->data;
   s->pending = status < 0 ? status : 1;
   lgreen_sock_kick_readers(s);
@@ -137,15 +134,26 @@ int lgreen_sock_pushaddr(lua_State *L, const struct sockaddr *sa, int how) {
 
 
 static int getname(lua_State *L, int peer) {
-  lsock *s = *(lsock **)luaL_checkudata(L, 1, LGREEN_SOCKET);
+  lsock *s = lgreen_sock_check(L, 1);
   struct sockaddr_storage ss;
   int len = (int)sizeof(ss), r;
   if (s == NULL)
     return lgreen_sock_fail(L, UV_EOF);
-  if (peer)
-    r = uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len);
-  else
-    r = uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len);
+  if (s->kind == LSOCK_PIPE)
+    return lgreen_pipe_getname(L, s, peer);
+  if (s->kind == LSOCK_UDP) {
+    if (peer && !(s->flags & LSOCK_PEER)) {
+      luaL_pushfail(L);
+      lua_pushliteral(L, "not connected");
+      return 2;
+    }
+    r = peer ? uv_udp_getpeername(&s->h.udp, (struct sockaddr *)&ss, &len)
+             : uv_udp_getsockname(&s->h.udp, (struct sockaddr *)&ss, &len);
+  } else if (peer) {
+    r = uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &len);
+  } else {
+    r = uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&ss, &len);
+  }
   if (r < 0)
     return lgreen_sock_fail(L, r);
   return lgreen_sock_pushaddr(L, (struct sockaddr *)&ss, 1);
@@ -165,7 +173,7 @@ int lgreen_sock_getsockname(lua_State *L) {
 
 
 /* A literal address (no resolver needed)? "*" is every interface. */
-static int numeric(connctx *c, const char *host) {
+int lgreen_dns_numeric(lsock_dns *c, const char *host) {
   struct sockaddr_storage *ss = &c->addrs[0];
   if (strcmp(host, "*") == 0)
     host = c->family == AF_INET6 ? "::" : "0.0.0.0";
@@ -197,20 +205,20 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   lsock *s;
   (void)status;
   if (t->flags & GL_F_PENDING)
-    lgreen_sock_leave(&c->w); /* closes the half-made socket */
+    lgreen_sock_leave(&c->d.w); /* closes the half-made socket */
   lgreen_resumed(L, t);
-  if (c->w.status == LSOCK_W_TIMEOUT)
+  if (c->d.w.status == LSOCK_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  s = c->w.s;
-  c->w.s = NULL;
-  if (s == NULL || c->w.status == LSOCK_W_CLOSED)
+  s = c->d.w.s;
+  c->d.w.s = NULL;
+  if (s == NULL || c->d.w.status == LSOCK_W_CLOSED)
     return lgreen_sock_fail(L, UV_EOF);
-  if (c->w.err == 0) {
+  if (c->d.w.err == 0) {
     lgreen_sock_started(s);
     lua_settop(L, 5);
     return 1;
   }
-  c->err = c->w.err;
+  c->d.err = c->d.w.err;
   lgreen_sock_shut(s);
   return connect_step(L, c);
 }
@@ -220,8 +228,9 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
 static int connect_step(lua_State *L, connctx *c) {
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *t = hub->current;
-  while (c->next < c->n) {
-    const struct sockaddr *sa = (struct sockaddr *)&c->addrs[c->next++];
+  while (c->d.next < c->d.n) {
+    const struct sockaddr *sa =
+        (struct sockaddr *)&c->d.addrs[c->d.next++];
     lsock **pp;
     lsock *s;
     uv_connect_t *req;
@@ -229,45 +238,45 @@ static int connect_step(lua_State *L, connctx *c) {
     lua_settop(L, 4);
     pp = lgreen_sock_new(L, state(L));
     s = *pp;
-    if ((r = uv_tcp_init(&hub->loop, &s->tcp)) < 0) {
+    if ((r = uv_tcp_init(&hub->loop, &s->h.tcp)) < 0) {
       *pp = NULL;
       free(s);
-      c->err = r;
+      c->d.err = r;
       continue;
     }
-    c->w.mode = LSOCK_CONNECT;
-    c->w.s = s;
-    lgreen_sock_arm(L, &c->w, t);
+    c->d.w.mode = LSOCK_CONNECT;
+    c->d.w.s = s;
+    lgreen_sock_arm(L, &c->d.w, t);
     req = (uv_connect_t *)malloc(sizeof(*req));
     r = req == NULL ? UV_ENOMEM
-                    : uv_tcp_connect(req, &s->tcp, sa, on_connect);
+                    : uv_tcp_connect(req, &s->h.tcp, sa, on_connect);
     if (r < 0) {
       free(req);
       gl_timer_stop(hub, &t->timer);
-      c->w.s = NULL;
+      c->d.w.s = NULL;
       lgreen_sock_shut(s);
-      c->err = r;
+      c->d.err = r;
       continue;
     }
-    s->conn = &c->w;
-    lgreen_sock_suspend(&c->w, t, "green.connect");
+    s->conn = &c->d.w;
+    lgreen_sock_suspend(&c->d.w, t, "green.connect");
     lgreen_sock_reref(s);
     return lgreen_block(L, t, connect_k, (lua_KContext)c);
   }
-  return lgreen_sock_fail(L, c->err ? c->err : UV_EAI_NONAME);
+  return lgreen_sock_fail(L, c->d.err ? c->d.err : UV_EAI_NONAME);
 }
 
 
 static int listen_step(lua_State *L, connctx *c) {
   gl_hub_t *hub = lgreen_hub(L);
-  const struct sockaddr *sa = (struct sockaddr *)&c->addrs[0];
+  const struct sockaddr *sa = (struct sockaddr *)&c->d.addrs[0];
   lsock **pp;
   lsock *s;
   int r;
   lua_settop(L, 4);
   pp = lgreen_sock_new(L, state(L));
   s = *pp;
-  if ((r = uv_tcp_init_ex(&hub->loop, &s->tcp, sa->sa_family)) < 0) {
+  if ((r = uv_tcp_init_ex(&hub->loop, &s->h.tcp, sa->sa_family)) < 0) {
     *pp = NULL;
     free(s);
     return lgreen_sock_fail(L, r);
@@ -277,7 +286,7 @@ static int listen_step(lua_State *L, connctx *c) {
     /* Before bind, so several processes can share the port. */
     uv_os_fd_t fd;
     int on = 1;
-    if ((r = uv_fileno((uv_handle_t *)&s->tcp, &fd)) == 0 &&
+    if ((r = uv_fileno(&s->h.handle, &fd)) == 0 &&
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0)
       r = uv_translate_sys_error(errno);
     if (r < 0) {
@@ -285,9 +294,9 @@ static int listen_step(lua_State *L, connctx *c) {
       return lgreen_sock_fail(L, r);
     }
   }
-  r = uv_tcp_bind(&s->tcp, sa, c->ipv6only ? UV_TCP_IPV6ONLY : 0);
+  r = uv_tcp_bind(&s->h.tcp, sa, c->ipv6only ? UV_TCP_IPV6ONLY : 0);
   if (r == 0)
-    r = uv_listen((uv_stream_t *)&s->tcp, c->backlog, on_connection);
+    r = uv_listen(&s->h.stream, c->backlog, lgreen_sock_on_connection);
   if (r < 0) {
     lgreen_sock_shut(s);
     return lgreen_sock_fail(L, r);
@@ -298,17 +307,76 @@ static int listen_step(lua_State *L, connctx *c) {
 }
 
 
+/*
+** [-0, +0 or +2, -] The start of a continuation after a resolve: 0 if the
+** addresses are in 'd', else it pushed nil, err and returns 2. Raises if
+** the thread was killed.
+*/
+int lgreen_dns_resumed(lua_State *L, lsock_dns *d) {
+  gl_thread_t *t = lgreen_hub(L)->current;
+  if (t->flags & GL_F_PENDING)
+    lgreen_sock_leave(&d->w);
+  lgreen_resumed(L, t);
+  if (d->w.status == LSOCK_W_TIMEOUT)
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  if (d->err != 0)
+    return lgreen_sock_fail(L, d->err);
+  return 0;
+}
+
+
+/* Prepare 'd' (zeroed by the caller) for a resolve. */
+void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
+  gl_link_init(&d->w.tlink);
+  gl_link_init(&d->w.qlink);
+  d->w.mode = LSOCK_RESOLVE;
+  d->family = AF_UNSPEC;
+  d->socktype = socktype;
+  d->port = port;
+}
+
+
+/*
+** Resolve 'host' with uv_getaddrinfo and block; 'k' runs when it is done
+** (with 'd' as its context) and starts with 'lgreen_dns_resumed'. The
+** deadline in 'd->w.due' covers the resolve.
+*/
+int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
+                     const char *what, lua_KFunction k) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t = lgreen_begin(L, hub, what);
+  lsock_resolver *r;
+  struct addrinfo hints;
+  int rc;
+  lgreen_sock_arm(L, &d->w, t);
+  r = (lsock_resolver *)malloc(sizeof(*r));
+  if (r == NULL) {
+    gl_timer_stop(hub, &t->timer);
+    return luaL_error(L, "not enough memory");
+  }
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = d->family;
+  hints.ai_socktype = d->socktype;
+  hints.ai_flags = d->passive ? AI_PASSIVE : 0;
+  rc = uv_getaddrinfo(&hub->loop, &r->req, on_resolved, host, NULL, &hints);
+  if (rc < 0) {
+    free(r);
+    gl_timer_stop(hub, &t->timer);
+    return lgreen_sock_fail(L, rc);
+  }
+  r->w = &d->w;
+  d->w.res = r;
+  lgreen_sock_suspend(&d->w, t, what);
+  return lgreen_block(L, t, k, (lua_KContext)d);
+}
+
+
 static int resolved_k(lua_State *L, int status, lua_KContext ctx) {
   connctx *c = (connctx *)ctx;
-  gl_thread_t *t = lgreen_hub(L)->current;
+  int n;
   (void)status;
-  if (t->flags & GL_F_PENDING)
-    lgreen_sock_leave(&c->w);
-  lgreen_resumed(L, t);
-  if (c->w.status == LSOCK_W_TIMEOUT)
-    return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  if (c->err != 0)
-    return lgreen_sock_fail(L, c->err);
+  if ((n = lgreen_dns_resumed(L, &c->d)) != 0)
+    return n;
   return c->listen ? listen_step(L, c) : connect_step(L, c);
 }
 
@@ -321,24 +389,17 @@ static int start(lua_State *L, int listen) {
   const char *what = listen ? "green.listen" : "green.connect";
   double timeout = -1;
   connctx *c;
-  gl_thread_t *t = NULL;
-  lsock_resolver *r;
-  struct addrinfo hints;
-  int rc;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
   if (!lua_isnoneornil(L, 3))
     luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
   if (!listen) /* connect always waits: fail early where it cannot */
-    t = lgreen_begin(L, hub, what);
+    lgreen_begin(L, hub, what);
   c = (connctx *)lua_newuserdatauv(L, sizeof(connctx), 0);
   memset(c, 0, sizeof(*c));
-  gl_link_init(&c->w.tlink);
-  gl_link_init(&c->w.qlink);
-  c->w.mode = LSOCK_RESOLVE;
+  lgreen_dns_init(&c->d, SOCK_STREAM, (int)port);
+  c->d.passive = listen;
   c->listen = listen;
-  c->port = (int)port;
-  c->family = AF_UNSPEC;
   c->backlog = DEFAULT_BACKLOG;
   if (lua_istable(L, 3)) {
     if (lua_getfield(L, 3, "timeout") != LUA_TNIL)
@@ -346,9 +407,9 @@ static int start(lua_State *L, int listen) {
     if (lua_getfield(L, 3, "family") != LUA_TNIL) {
       const char *f = luaL_checkstring(L, -1);
       if (strcmp(f, "inet") == 0)
-        c->family = AF_INET;
+        c->d.family = AF_INET;
       else if (strcmp(f, "inet6") == 0)
-        c->family = AF_INET6;
+        c->d.family = AF_INET6;
       else
         return luaL_error(L, "%s: bad family '%s' (inet or inet6)", what, f);
     }
@@ -360,31 +421,10 @@ static int start(lua_State *L, int listen) {
     c->ipv6only = lua_toboolean(L, -1);
     lua_settop(L, 4);
   }
-  c->w.due = lgreen_sock_deadline(timeout);
-  if (numeric(c, host))
+  c->d.w.due = lgreen_sock_deadline(timeout);
+  if (lgreen_dns_numeric(&c->d, host))
     return listen ? listen_step(L, c) : connect_step(L, c);
-  if (t == NULL)
-    t = lgreen_begin(L, hub, what);
-  lgreen_sock_arm(L, &c->w, t);
-  r = (lsock_resolver *)malloc(sizeof(*r));
-  if (r == NULL) {
-    gl_timer_stop(hub, &t->timer);
-    return luaL_error(L, "not enough memory");
-  }
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = c->family;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = listen ? AI_PASSIVE : 0;
-  rc = uv_getaddrinfo(&hub->loop, &r->req, on_resolved, host, NULL, &hints);
-  if (rc < 0) {
-    free(r);
-    gl_timer_stop(hub, &t->timer);
-    return lgreen_sock_fail(L, rc);
-  }
-  r->w = &c->w;
-  c->w.res = r;
-  lgreen_sock_suspend(&c->w, t, what);
-  return lgreen_block(L, t, resolved_k, (lua_KContext)c);
+  return lgreen_dns_start(L, &c->d, host, what, resolved_k);
 }
 
 
@@ -428,24 +468,35 @@ static int do_accept(lua_State *L, lsock *s) {
     s->pending = 0;
     return lgreen_sock_fail(L, r);
   }
-  pp = lgreen_sock_new(L, s->st);
+  pp = lgreen_sock_newkind(L, s->st, s->kind);
   c = *pp;
-  if ((r = uv_tcp_init(&hub->loop, &c->tcp)) < 0) {
+  if (s->kind == LSOCK_PIPE)
+    r = uv_pipe_init(&hub->loop, &c->h.pipe, 0);
+  else
+    r = uv_tcp_init(&hub->loop, &c->h.tcp);
+  if (r < 0) {
     *pp = NULL;
     free(c);
     return lgreen_sock_fail(L, r);
   }
-  r = uv_accept((uv_stream_t *)&s->tcp, (uv_stream_t *)&c->tcp);
+  r = uv_accept(&s->h.stream, &c->h.stream);
   s->pending = 0;
   if (r < 0) {
     lgreen_sock_shut(c);
     return lgreen_sock_fail(L, r);
   }
   lgreen_sock_started(c);
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+  if (c->kind == LSOCK_PIPE) {
+    if (lgreen_pipe_getname(L, c, 1) != 1) { /* unnamed peer: "" */
+      lua_pop(L, 2);
+      lua_pushliteral(L, "");
+    }
+  } else if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss,
+                                &len) == 0) {
     lgreen_sock_pushaddr(L, (struct sockaddr *)&ss, 0);
-  else
+  } else {
     lua_pushnil(L);
+  }
   return 2;
 }
 
@@ -498,7 +549,7 @@ int lgreen_sock_accept(lua_State *L) {
   if (!(s->flags & LSOCK_LISTENING))
     return luaL_error(L, "accept: the socket is not listening");
   if (gl_link_empty(&s->readers)) {
-    if (s->streak >= 64 && lgreen_sock_can_yield(L, hub)) {
+    if (s->streak >= LSOCK_FAIR_BUDGET && lgreen_sock_can_yield(L, hub)) {
       s->streak = 0;
       return lgreen_sock_fair(L, hub, LSOCK_FAIR_ACCEPT);
     }

@@ -244,6 +244,10 @@ do
   local serve = require "green.serve"
   green.connect = core.connect
   green.listen = core.listen
+  green.connect_unix = core.connect_unix
+  green.listen_unix = core.listen_unix
+  green.udp = core.udp
+  green.select = core.select
   green.serve = serve.serve
   green.StopServe = serve.StopServe
   --- Install green.socket as `socket` and `socket.core` (see patch.lua).

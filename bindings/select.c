@@ -1,0 +1,314 @@
+/*
+** select.c: green.select(recvt, sendt, [timeout]), LuaSocket's select for
+** green sockets (TCP, Unix-domain, UDP), as one wait on many sockets.
+**
+** The waiting thread holds one 'selwait' record (a userdata on its own
+** stack) with an entry per socket and direction, each linked into its
+** socket's 'selects' list. The first socket that becomes ready wakes the
+** thread; the continuation unlinks every entry and scans the tables
+** again, so the result always describes the sockets as they are when the
+** thread runs, and nothing is consumed: select takes no data and is not a
+** reader, so a thread that selects and then receives is the socket's only
+** reader. Kill, a green.Timeout, the select timeout, and closing a socket
+** all unlink every entry; no entry outlives the call.
+**
+** Readable: a receive would return at once (data or a datagram buffered,
+** end of stream or an error, a connection waiting on a server). Writable:
+** a send would not wait (room in the write queue; always for UDP).
+** A closed socket is both: its calls return nil, "closed" at once.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "lsocket.h"
+
+#define SEL_NONE 0
+#define SEL_READY 1
+#define SEL_TIMEOUT 2
+
+typedef struct selwait selwait;
+
+typedef struct selent {
+  gl_link_t qlink; /* in s->selects */
+  lsock *s;        /* NULL once unlinked */
+  selwait *sel;
+  int write;       /* waits for writability rather than readability */
+} selent;
+
+struct selwait {
+  gl_link_t tlink; /* ring with t->wlink while suspended */
+  gl_thread_t *t;
+  uint64_t due;    /* deadline (gl_now() ns), 0 for none */
+  int n;           /* entries */
+  int susp;        /* 1 while suspended */
+  int status;      /* SEL_* */
+  selent ents[1];  /* 'n' of them (at least room for one) */
+};
+
+
+int lgreen_sock_can_read(lsock *s) {
+  if (s->flags & LSOCK_LISTENING)
+    return s->pending != 0;
+  if (s->kind == LSOCK_UDP)
+    return lgreen_udp_readable(s);
+  return s->len > 0 || s->rerr != 0;
+}
+
+
+int lgreen_sock_can_write(lsock *s) {
+  if (s->flags & LSOCK_LISTENING)
+    return 0;
+  if (s->kind == LSOCK_UDP)
+    return 1;
+  return s->werr != 0 || (s->flags & LSOCK_SHUT_WR) ||
+         (gl_link_empty(&s->writers) &&
+          lgreen_stream_queued(s) < LSOCK_WRITE_HIGH);
+}
+
+
+/*
+** {======================================================
+** Waiting (no Lua code runs here)
+** =======================================================
+*/
+
+static void unsuspend(selwait *sel) {
+  if (sel->susp) {
+    sel->susp = 0;
+    gl_link_remove(&sel->t->wlink);
+    gl_timer_stop(sel->t->hub, &sel->t->timer);
+  }
+}
+
+
+static void fire(selwait *sel, int status) {
+  gl_thread_t *t = sel->t;
+  if (!sel->susp)
+    return;
+  unsuspend(sel);
+  sel->status = status;
+  gl_wake(t, 0);
+}
+
+
+static void unlink_ent(selent *e) {
+  lsock *s = e->s;
+  e->s = NULL;
+  gl_link_remove(&e->qlink);
+  if (!e->write)
+    s->nselr--;
+  if (s->kind == LSOCK_UDP)
+    lgreen_udp_maybe_read(s);
+  lgreen_sock_reref(s);
+}
+
+
+/* End the wait: every entry unlinked, no deadline. Idempotent. */
+static void unlink_all(selwait *sel) {
+  int i;
+  unsuspend(sel);
+  for (i = 0; i < sel->n; i++)
+    if (sel->ents[i].s != NULL)
+      unlink_ent(&sel->ents[i]);
+}
+
+
+void lgreen_select_notify(lsock *s, int write) {
+  gl_link_t *l;
+  for (l = s->selects.next; l != &s->selects; l = l->next) {
+    selent *e = GL_CONTAINER(l, selent, qlink);
+    if (e->write == write && e->sel->susp &&
+        (write ? lgreen_sock_can_write(s) : lgreen_sock_can_read(s)))
+      fire(e->sel, SEL_READY);
+  }
+}
+
+
+void lgreen_select_drop(lsock *s) {
+  while (!gl_link_empty(&s->selects)) {
+    selent *e = GL_CONTAINER(s->selects.next, selent, qlink);
+    fire(e->sel, SEL_READY);
+    unlink_ent(e);
+  }
+}
+
+
+static void sel_cancel(gl_thread_t *t) {
+  unlink_all(GL_CONTAINER(t->wlink.next, selwait, tlink));
+}
+
+
+static void on_deadline(gl_timer_t *tm) {
+  gl_thread_t *t = GL_CONTAINER(tm, gl_thread_t, timer);
+  fire(GL_CONTAINER(t->wlink.next, selwait, tlink), SEL_TIMEOUT);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** green.select
+** =======================================================
+*/
+
+/* The socket at stack top (any kind), or raises naming the slot. */
+static lsock **checkent(lua_State *L, int tab, lua_Integer i) {
+  void *p = luaL_testudata(L, -1, LGREEN_SOCKET);
+  if (p == NULL)
+    p = luaL_testudata(L, -1, LGREEN_UDP);
+  if (p == NULL)
+    luaL_error(L, "bad argument #%d to 'select' (item %d is a %s, not a "
+               "green socket)", tab, (int)i, luaL_typename(L, -1));
+  return (lsock **)p;
+}
+
+
+/*
+** [-0, +0, m] Add the ready sockets of the list at 'tab' to the result
+** table at 'out' (out[k] = sock and out[sock] = k, as LuaSocket does).
+** Returns how many ready sockets it added; '*total' counts the list.
+*/
+static int collect(lua_State *L, int tab, int out, int write, int *total) {
+  lua_Integer i;
+  int n = 0;
+  if (lua_isnil(L, tab))
+    return 0;
+  for (i = 1;; i++) {
+    lsock *s;
+    if (lua_rawgeti(L, tab, i) == LUA_TNIL) {
+      lua_pop(L, 1);
+      break;
+    }
+    s = *checkent(L, tab, i);
+    (*total)++;
+    if ((s == NULL ||
+         (write ? lgreen_sock_can_write(s) : lgreen_sock_can_read(s))) &&
+        lua_rawget(L, out) == LUA_TNIL) { /* pops the socket */
+      lua_Integer k = (lua_Integer)lua_rawlen(L, out) + 1;
+      lua_pop(L, 1);
+      lua_rawgeti(L, tab, i);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, out, k);
+      lua_pushinteger(L, k);
+      lua_rawset(L, out);
+      n++;
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  return n;
+}
+
+
+/* Link an entry for each open socket of the list at 'tab'. */
+static void link_list(lua_State *L, selwait *sel, int tab, int write) {
+  lua_Integer i;
+  if (lua_isnil(L, tab))
+    return;
+  for (i = 1; lua_rawgeti(L, tab, i) != LUA_TNIL; i++) {
+    lsock *s = *(lsock **)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (s != NULL) {
+      selent *e = &sel->ents[sel->n++];
+      e->s = s;
+      e->sel = sel;
+      e->write = write;
+      gl_link_push(&s->selects, &e->qlink);
+      if (!write)
+        s->nselr++;
+      if (s->kind == LSOCK_UDP)
+        lgreen_udp_maybe_read(s);
+      lgreen_sock_reref(s);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+
+static int select_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Stack: [recvt, sendt, timeout]. Scan, then wait until 'due' (0: none). */
+static int select_scan(lua_State *L, uint64_t due, int poll) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t;
+  selwait *sel;
+  int total = 0, ready;
+  lua_settop(L, 3);
+  lua_newtable(L); /* 4: readable */
+  lua_newtable(L); /* 5: writable */
+  ready = collect(L, 1, 4, 0, &total);
+  ready += collect(L, 2, 5, 1, &total);
+  if (ready > 0)
+    return 2;
+  if (poll || (due != 0 && gl_now() >= due)) {
+    lua_pushliteral(L, "timeout");
+    return 3;
+  }
+  t = lgreen_begin(L, hub, "green.select");
+  sel = (selwait *)lua_newuserdatauv(
+      L, sizeof(selwait) + (size_t)(total > 0 ? total - 1 : 0) *
+                               sizeof(selent), 0);
+  memset(sel, 0, sizeof(*sel));
+  gl_link_init(&sel->tlink);
+  sel->t = t;
+  sel->due = due;
+  if (due != 0 && gl_timer_start(hub, &t->timer, due, on_deadline) < 0)
+    return luaL_error(L, "not enough memory");
+  link_list(L, sel, 1, 0);
+  link_list(L, sel, 2, 1);
+  sel->susp = 1;
+  gl_link_push(&sel->tlink, &t->wlink);
+  gl_suspend(t, "green.select", sel_cancel);
+  return lgreen_block(L, t, select_k, (lua_KContext)sel);
+}
+
+
+static int select_k(lua_State *L, int status, lua_KContext ctx) {
+  selwait *sel = (selwait *)ctx;
+  (void)status;
+  unlink_all(sel);
+  lgreen_resumed(L, lgreen_hub(L)->current);
+  if (sel->status == SEL_TIMEOUT) {
+    lua_settop(L, 3);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "timeout");
+    return 3;
+  }
+  return select_scan(L, sel->due, 0); /* may wait again */
+}
+
+
+/***
+** green.select(recvt, sendt, [timeout]): wait until a socket of the list
+** recvt is readable or one of sendt is writable (see the header comment),
+** at most timeout seconds (nil or negative: no limit; 0: poll). Returns
+** the readable list and the writable list (each also keyed by socket,
+** with its index), or two empty lists and "timeout". Either list may be
+** nil; entries must be green sockets (TCP, Unix or UDP).
+*/
+static int l_select(lua_State *L) {
+  double timeout = luaL_optnumber(L, 3, -1);
+  if (!lua_isnoneornil(L, 1))
+    luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 3);
+  if (timeout < 0)
+    return select_scan(L, 0, 0);
+  return select_scan(L, lgreen_sock_deadline(timeout), timeout == 0);
+}
+
+/* }====================================================== */
+
+
+/* green.select in the module table (just below 'state'). */
+void lgreen_open_select(lua_State *L, gl_hub_t *hub, int state) {
+  lua_pushvalue(L, state - 1);
+  lua_pushlightuserdata(L, hub);
+  lua_pushvalue(L, state);
+  lua_pushcclosure(L, l_select, 2);
+  lua_setfield(L, -2, "select");
+  lua_pop(L, 1);
+}
