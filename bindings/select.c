@@ -16,7 +16,12 @@
 ** end of stream or an error, a connection waiting on a server). Writable:
 ** a send would not wait (room in the write queue; always for UDP).
 ** A closed socket is both: its calls return nil, "closed" at once.
+** Bytes the kernel holds but libuv has not read yet count as readable
+** too (one poll(2) with timeout 0 over the other sockets of recvt), so
+** select sees what LuaSocket's select would: data a peer just sent on
+** the loopback is readable at once, not after the next hub pass.
 */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,6 +206,59 @@ static int collect(lua_State *L, int tab, int out, int write, int *total) {
 }
 
 
+/*
+** [-0, +0, m] Add to 'out' the sockets of the list at 'tab' that are not
+** readable from their buffers but whose descriptor the kernel reports
+** readable. Returns how many it added.
+*/
+static int kernel_ready(lua_State *L, int tab, int out, int total) {
+  struct pollfd *fds;
+  lua_Integer *idx, i;
+  int n = 0, k, added = 0;
+  if (lua_isnil(L, tab) || total == 0)
+    return 0;
+  fds = (struct pollfd *)lua_newuserdatauv(
+      L, (size_t)total * (sizeof(*fds) + sizeof(*idx)), 0);
+  idx = (lua_Integer *)(fds + total);
+  for (i = 1; lua_rawgeti(L, tab, i) != LUA_TNIL; i++) {
+    lsock *s = *(lsock **)lua_touserdata(L, -1);
+    uv_os_fd_t fd;
+    lua_pop(L, 1);
+    if (n < total && s != NULL && !lgreen_sock_can_read(s) &&
+        uv_fileno(&s->h.handle, &fd) == 0) {
+      fds[n].fd = fd;
+      fds[n].events = POLLIN;
+      fds[n].revents = 0;
+      idx[n++] = i;
+    }
+  }
+  lua_pop(L, 1);
+  if (n == 0 || poll(fds, (nfds_t)n, 0) <= 0) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  for (k = 0; k < n; k++) {
+    if (fds[k].revents == 0)
+      continue;
+    lua_rawgeti(L, tab, idx[k]);
+    if (lua_rawget(L, out) == LUA_TNIL) {
+      lua_Integer j = (lua_Integer)lua_rawlen(L, out) + 1;
+      lua_pop(L, 1);
+      lua_rawgeti(L, tab, idx[k]);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, out, j);
+      lua_pushinteger(L, j);
+      lua_rawset(L, out);
+      added++;
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return added;
+}
+
+
 /* Link an entry for each open socket of the list at 'tab'. */
 static void link_list(lua_State *L, selwait *sel, int tab, int write) {
   lua_Integer i;
@@ -233,11 +291,13 @@ static int select_scan(lua_State *L, uint64_t due, int poll) {
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *t;
   selwait *sel;
-  int total = 0, ready;
+  int total = 0, nread = 0, ready;
   lua_settop(L, 3);
   lua_newtable(L); /* 4: readable */
   lua_newtable(L); /* 5: writable */
-  ready = collect(L, 1, 4, 0, &total);
+  ready = collect(L, 1, 4, 0, &nread);
+  ready += kernel_ready(L, 1, 4, nread);
+  total = nread;
   ready += collect(L, 2, 5, 1, &total);
   if (ready > 0)
     return 2;
