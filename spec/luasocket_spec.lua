@@ -40,9 +40,6 @@ local function pair()
   return c, s, srv
 end
 
-local has_udp = green.core.udp ~= nil or green.udp ~= nil
-local has_select = green.core.select ~= nil or green.select ~= nil
-
 describe("green.socket (LuaSocket compatible)", function()
 
   describe("shape", function()
@@ -143,6 +140,11 @@ describe("green.socket (LuaSocket compatible)", function()
         local m = socket.tcp4()
         assert.are.equal(1, m:setoption("reuseaddr", true))
         assert.are.equal(1, m:bind("127.0.0.1", 0))
+        assert.are.equal("tcp{master}", getmetatable(m).__index.class)
+        local _, bport = m:getsockname()
+        assert.is_true(bport > 0)
+        assert.are.same({ nil, "local address binding is not supported" },
+                        { m:connect("127.0.0.1", bport) })
         assert.are.equal(1, m:listen(16))
         assert.are.equal("tcp{server}", getmetatable(m).__index.class)
         local _, port = m:getsockname()
@@ -189,8 +191,10 @@ describe("green.socket (LuaSocket compatible)", function()
         assert.is_true(c:getfd() >= 0)
         assert.is_false(s:dirty())
         c:send("x")
-        s:receive(0) -- let the byte arrive in the buffer
-        green.sleep(0.01)
+        for _ = 1, 5000 do -- bounded wait until the byte is buffered
+          if s:dirty() then break end
+          green.sleep(0.001)
+        end
         assert.is_true(s:dirty())
         assert.are.equal(1, c:shutdown("send"))
         assert.are.equal("x", s:receive("*a"))
@@ -423,51 +427,87 @@ describe("green.socket (LuaSocket compatible)", function()
     end)
   end)
 
-  describe("udp and select (green.udp, green.select)", function()
-    if has_udp then
-      it("sends and receives datagrams", function()
-        green_run(function()
-          local a = assert(socket.udp())
-          assert.matches("^udp{unconnected}: 0x%x+$", tostring(a))
-          assert(a:setsockname("127.0.0.1", 0))
-          local _, port = a:getsockname()
-          local b = assert(socket.udp())
-          assert(b:setpeername("127.0.0.1", port))
-          assert.matches("^udp{connected}: 0x%x+$", tostring(b))
-          assert(b:send("ping"))
-          local data, ip = a:receivefrom()
-          assert.are.same({ "ping", "127.0.0.1" }, { data, ip })
-          a:close(); b:close()
-        end)
+  describe("udp (on green.udp)", function()
+    it("sends and receives datagrams, connected and not", function()
+      green_run(function()
+        local a = assert(socket.udp())
+        assert.matches("^udp{unconnected}: 0x%x+$", tostring(a))
+        assert.are.equal(1, a:setsockname("127.0.0.1", 0))
+        local _, port = a:getsockname()
+        local b = assert(socket.udp4())
+        assert.are.equal(1, b:setpeername("127.0.0.1", port))
+        assert.matches("^udp{connected}: 0x%x+$", tostring(b))
+        assert.are.equal("udp{connected}", getmetatable(b).__index.class)
+        assert.are.equal(4, b:send("ping"))
+        local data, ip, bport = a:receivefrom()
+        assert.are.same({ "ping", "127.0.0.1", (select(2, b:getsockname())) },
+                        { data, ip, bport })
+        assert.are.equal(4, a:sendto("pong", ip, bport))
+        assert.are.equal("pong", b:receive())
+        assert.has_error(function() a:send("x") end,
+          "bad argument #1 to 'send' (udp{connected} expected, got "
+          .. "udp{unconnected})")
+        a:settimeout(0.01)
+        assert.are.same({ nil, "timeout" }, { a:receivefrom() })
+        assert.are.equal(1, b:setpeername("*"))
+        assert.matches("^udp{unconnected}: ", tostring(b))
+        a:close(); b:close()
+        assert.are.same({ nil, "closed" }, { a:receive() })
+        assert.are.equal(-1, a:getfd())
       end)
-    else
-      it("udp() fails clearly while green.udp has not landed", function()
-        assert.has_error(function() socket.udp() end,
-          "green.socket: udp is not available yet (the C side has no "
-          .. "green.udp)")
-      end)
-    end
+    end)
 
-    if has_select then
-      it("selects readable sockets, buffered ones first", function()
-        green_run(function()
-          local c, s, srv = pair()
-          local r, w, err = socket.select({ s }, nil, 0.01)
-          assert.are.same({ {}, {}, "timeout" }, { r, w, err })
-          c:send("x")
-          r = socket.select({ s }, nil, 1)
-          assert.are.equal(s, r[1])
-          assert.is_true(r[s])
-          c:close(); s:close(); srv:close()
+    it("has every method of LuaSocket's udp objects", function()
+      local ru = real.udp()
+      local u = assert(socket.udp())
+      assert.are.same(keys(getmetatable(ru).__index),
+                      keys(getmetatable(u).__index))
+      ru:close()
+      u:close()
+    end)
+  end)
+
+  describe("select (on green.select)", function()
+    it("selects readable sockets, as LuaSocket (list and index)", function()
+      green_run(function()
+        local c, s, srv = pair()
+        local r, w, err = socket.select({ s }, nil, 0.01)
+        assert.are.same({ {}, {}, "timeout" }, { r, w, err })
+        c:send("x")
+        r = socket.select({ srv, s }, nil, 1)
+        assert.are.equal(s, r[1])
+        assert.are.equal(1, r[s])
+        r, w = socket.select(nil, { c }, 1)
+        assert.are.same({}, r)
+        assert.are.equal(c, w[1])
+        assert.are.equal(1, w[c])
+        -- a pending connection makes the server readable
+        local c2 = assert(socket.connect("127.0.0.1",
+                                         (select(2, srv:getsockname()))))
+        r = socket.select({ srv }, nil, 1)
+        assert.are.equal(srv, r[1])
+        local s2 = assert(srv:accept())
+        -- closed objects are skipped
+        c2:close()
+        assert.are.same({ {}, {}, "timeout" },
+                        { socket.select({ c2 }, nil, 0) })
+        c:close(); s:close(); s2:close(); srv:close()
+      end)
+    end)
+
+    it("lets other threads run while it waits", function()
+      green_run(function()
+        local c, s, srv = pair()
+        local writer = green.spawn(function()
+          green.sleep(0.01)
+          c:send("late")
         end)
+        local r = socket.select({ s })
+        assert.are.equal(s, r[1])
+        assert.are.equal("late", s:receive(4))
+        writer:wait()
+        c:close(); s:close(); srv:close()
       end)
-    else
-      it("select() fails clearly while green.select has not landed",
-         function()
-        assert.has_error(function() socket.select({}, {}, 0) end,
-          "green.socket: select is not available yet (the C side has no "
-          .. "green.select)")
-      end)
-    end
+    end)
   end)
 end)

@@ -20,11 +20,19 @@
 -- Differences from LuaSocket (see also patch.lua):
 -- * `type(sock)` is "table", not "userdata".
 -- * `bind()` binds and listens at once (green sockets are created by
---   connect or listen), so `listen(backlog)` cannot change the backlog
---   afterwards (socket.bind's backlog argument is honoured), and a master
---   that was bound cannot then connect (a client with a chosen local
---   address): that, and `socket.connect`'s locaddr/locport, return
---   nil, "local address binding is not supported".
+--   connect or listen; the object stays "tcp{master}" until `listen()`),
+--   so connections queue from bind on, `listen(backlog)` cannot change
+--   the backlog afterwards (socket.bind's backlog argument is honoured),
+--   and a master that was bound cannot then connect (a client with a
+--   chosen local address): that, and `socket.connect`'s locaddr/locport,
+--   return nil, "local address binding is not supported".
+-- * `dns.*`: green.core has no resolver call of its own yet; a name is
+--   resolved by binding a throwaway listening socket to it (libuv's
+--   resolver, never blocking the hub), which finds local addresses only
+--   (other names: nil, "the green resolver is not available yet (...)");
+--   reverse lookups read /etc/hosts. A C `getaddrinfo`/`getnameinfo`/
+--   `gethostname` in green.core is used as soon as it exists.
+-- * No `socket.unix` / `socket.serial` (green.connect_unix exists in C).
 -- * `settimeout(t, "b")` and `settimeout(t, "t")` both limit each call as
 --   a whole (the shorter of the two applies); a connect with timeout 0
 --   fails with "timeout" instead of continuing in the background.
@@ -48,8 +56,8 @@ M._SETSIZE = 1024
 M._DATAGRAMSIZE = 8192
 M._SOCKETINVALID = -1
 
---- A C function of the green core, or of the green module, that may not
--- exist yet (UDP, select and the resolver are being added in C).
+--- A C function of the green core that may not exist yet (a resolver
+-- interface: getaddrinfo, getnameinfo, gethostname).
 local function api(name)
   local f = core[name]
   if f == nil then
@@ -57,11 +65,6 @@ local function api(name)
     if type(green) == "table" then f = green[name] end
   end
   return f
-end
-
-local function unavailable(what)
-  error("green.socket: " .. what .. " is not available yet (the C side "
-        .. "has no green." .. what .. ")", 3)
 end
 
 -- Green sockets' messages that LuaSocket words differently.
@@ -191,7 +194,7 @@ function tcp_methods.connect(self, host, port)
   istcp(self, "connect")
   if self.closed then return nil, "closed" end
   if self.s then
-    if classof(self) == "tcp{server}" then
+    if classof(self) == "tcp{master}" then -- bound: a chosen local address
       return nil, "local address binding is not supported"
     end
     return nil, "already connected"
@@ -216,8 +219,8 @@ function tcp_methods.connect(self, host, port)
 end
 
 -- Listen now (see the module comment): bind is where LuaSocket reports
--- address errors.
-local function do_listen(self, host, port, backlog)
+-- address errors. The object stays a master until listen() (`class`).
+local function do_listen(self, host, port, backlog, class)
   if host == "*" and self.family == nil then host = "0.0.0.0" end
   local s, err = core.listen(host, tonumber(port) or 0, {
     backlog = backlog or 32, family = self.family,
@@ -225,21 +228,24 @@ local function do_listen(self, host, port, backlog)
     ipv6only = self.opts["ipv6-v6only"] or nil,
   })
   if not s then return nil, gaierr(err) end
-  adopt(self, s, SERVER)
+  adopt(self, s, class)
   return 1
 end
 
 function tcp_methods.bind(self, host, port)
   check(self, "bind", "tcp{master}")
   if self.closed then return nil, "closed" end
-  return do_listen(self, host, port, self.backlog)
+  return do_listen(self, host, port, nil, MASTER)
 end
 
 function tcp_methods.listen(self, backlog)
   check(self, "listen", "tcp{master}", "tcp{server}")
   if self.closed then return nil, "closed" end
-  if self.s then return 1 end -- bound already: listening
-  return do_listen(self, "*", 0, tonumber(backlog))
+  if self.s then -- bound, and listening already
+    setmetatable(self, SERVER)
+    return 1
+  end
+  return do_listen(self, "*", 0, tonumber(backlog), SERVER)
 end
 
 function tcp_methods.accept(self)
@@ -462,7 +468,7 @@ end
 function M.bind(host, port, backlog)
   local sock = new_tcp(nil)
   sock:setoption("reuseaddr", true)
-  local ok, err = do_listen(sock, host, port, tonumber(backlog))
+  local ok, err = do_listen(sock, host, port, tonumber(backlog), SERVER)
   if not ok then
     sock:close()
     return nil, err
@@ -477,9 +483,7 @@ end
 -- =======================================================================
 
 local function new_udp(family)
-  local udp = api("udp")
-  if not udp then unavailable("udp") end
-  local u, err = udp({ family = family })
+  local u, err = core.udp({ family = family })
   if not u then return nil, lserr(err) end
   return setmetatable({ u = u, family = family, tb = -1, tt = -1 },
                       UDP_UNCONNECTED)
@@ -555,6 +559,14 @@ function udp_methods.getfd(self)
   return -1.0
 end
 
+function udp_methods.setfd(self, fd)
+  if tonumber(fd) ~= -1 then
+    error("green.socket: setfd is not supported (green sockets own their "
+          .. "descriptors)", 2)
+  end
+  self.u = nil
+end
+
 function udp_methods.getfamily(self)
   return self.family == "inet6" and "inet6" or "inet4"
 end
@@ -595,54 +607,35 @@ local function inner(x)
 end
 
 --- socket.select(recvt, sendt, [timeout]): readable, writable, err
--- ("timeout" when nothing became ready), as LuaSocket. Objects with
--- buffered data (`dirty()`) count as readable at once.
+-- ("timeout" when nothing became ready), as LuaSocket: each result lists
+-- the objects and maps each object to its index. Objects without a
+-- socket (closed, or masters never connected) are skipped, as LuaSocket
+-- skips invalid descriptors. Buffered data counts as readable.
 function M.select(recvt, sendt, timeout)
-  local gselect = api("select")
-  if not gselect then unavailable("select") end
   local back = {}
   local function map(t)
     local out = {}
     if type(t) ~= "table" then return out end
     for _, x in ipairs(t) do
       local s = inner(x)
-      if s ~= nil then
+      if s ~= nil and back[s] == nil then
         back[s] = x
         out[#out + 1] = s
       end
     end
     return out
   end
-  local rin, sin = map(recvt), map(sendt)
-  -- Buffered data: ready without asking the poller.
-  local dirty = {}
-  for _, x in ipairs(type(recvt) == "table" and recvt or {}) do
-    if type(x) == "table" and type(x.dirty) == "function" and x:dirty() then
-      dirty[#dirty + 1] = x
-      dirty[x] = true
+  local r, w, err = core.select(map(recvt), map(sendt), timeout)
+  local function unmap(list)
+    local out = {}
+    for i, s in ipairs(list or {}) do
+      local x = back[s] or s
+      out[i] = x
+      out[x] = i
     end
+    return out
   end
-  if #dirty > 0 then timeout = 0 end
-  local r, w, err = gselect(rin, sin, timeout)
-  local rout, wout = {}, {}
-  for _, x in ipairs(dirty) do
-    rout[#rout + 1] = x
-    rout[x] = true
-  end
-  for _, s in ipairs(r or {}) do
-    local x = back[s] or s
-    if not rout[x] then
-      rout[#rout + 1] = x
-      rout[x] = true
-    end
-  end
-  for _, s in ipairs(w or {}) do
-    local x = back[s] or s
-    wout[#wout + 1] = x
-    wout[x] = true
-  end
-  if #rout > 0 or #wout > 0 then return rout, wout end
-  return rout, wout, err or "timeout"
+  return unmap(r), unmap(w), err
 end
 
 --- socket.sleep(seconds): green.
