@@ -4,15 +4,20 @@
 #   bench/run.sh          full sizes (about 30 s on 2 cores)
 #   bench/run.sh -v       every line each benchmark prints
 #   bench/run.sh --short  reduced sizes (a quick smoke run, a few seconds)
+#   bench/run.sh --net    also the socket benchmarks: bench/http.sh (wrk,
+#                         about 40 s; needs wrk and 2 cores) and
+#                         bench/idle.lua (10,000 idle connections, a few s)
 set -e
 cd "$(dirname "$0")/.."
 verbose=0
 short=0
+net=0
 for a in "$@"; do
   case $a in
     -v) verbose=1 ;;
     --short) short=1 ;;
-    *) echo "usage: bench/run.sh [-v] [--short]" >&2; exit 2 ;;
+    --net) net=1 ;;
+    *) echo "usage: bench/run.sh [-v] [--short] [--net]" >&2; exit 2 ;;
   esac
 done
 if [ ! -x build/greenlua ] || [ ! -f build/green/core.so ]; then
@@ -38,4 +43,20 @@ else
   run bench/spawn.lua
   run bench/million.lua
   run bench/churn.lua
+fi
+if [ $net = 1 ]; then
+  # http.sh prints its own summary (two lines); -v adds every round.
+  v=""
+  [ $verbose = 1 ] && v=-v
+  if [ $short = 1 ]; then
+    bench/http.sh $v 1 1
+    run bench/idle.lua 2000 serve
+  else
+    bench/http.sh $v
+    if [ $verbose = 1 ]; then
+      ./build/greenlua bench/idle.lua
+    else
+      ./build/greenlua bench/idle.lua | grep -E '^idle: '
+    fi
+  fi
 fi
