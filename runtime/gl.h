@@ -83,8 +83,9 @@ struct gl_thread {
   gl_thread_t *next;    /* run queue link */
   gl_link_t wlink;      /* position in a wait queue (wait(), run(), ...) */
   gl_cancel_cb cancel;  /* undoes the current wait, or NULL */
+  void *wait;           /* the wait's own record, for 'cancel' (or NULL) */
   const char *what;     /* what it is blocked in, for messages */
-  gl_timer_t timer;     /* sleep and spawn_after */
+  gl_timer_t timer;     /* sleep, spawn_after and socket deadlines */
   gl_link_t waiters;    /* threads blocked in wait() on this one */
   gl_link_t timeouts;   /* Timeouts armed by this thread */
   lua_Integer id;       /* 1, 2, ... in spawn order (main is 0) */

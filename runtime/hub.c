@@ -64,6 +64,7 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
   t->next = NULL;
   gl_link_init(&t->wlink);
   t->cancel = NULL;
+  t->wait = NULL;
   t->what = NULL;
   t->timer.idx = 0;
   gl_link_init(&t->waiters);

@@ -26,12 +26,8 @@
 --   and a master that was bound cannot then connect (a client with a
 --   chosen local address): that, and `socket.connect`'s locaddr/locport,
 --   return nil, "local address binding is not supported".
--- * `dns.*`: green.core has no resolver call of its own yet; a name is
---   resolved by binding a throwaway listening socket to it (libuv's
---   resolver, never blocking the hub), which finds local addresses only
---   (other names: nil, "the green resolver is not available yet (...)");
---   reverse lookups read /etc/hosts. A C `getaddrinfo`/`getnameinfo`/
---   `gethostname` in green.core is used as soon as it exists.
+-- * `dns.*` use green.core's resolver (libuv's, on its thread pool: it
+--   never blocks the hub).
 -- * No `socket.unix` / `socket.serial` (green.connect_unix exists in C).
 -- * `settimeout(t, "b")` and `settimeout(t, "t")` both limit each call as
 --   a whole (the shorter of the two applies); a connect with timeout 0
@@ -55,17 +51,6 @@ M.BLOCKSIZE = 2048
 M._SETSIZE = 1024
 M._DATAGRAMSIZE = 8192
 M._SOCKETINVALID = -1
-
---- A C function of the green core that may not exist yet (a resolver
--- interface: getaddrinfo, getnameinfo, gethostname).
-local function api(name)
-  local f = core[name]
-  if f == nil then
-    local green = package.loaded.green
-    if type(green) == "table" then f = green[name] end
-  end
-  return f
-end
 
 -- Green sockets' messages that LuaSocket words differently.
 local ERRORS = {
@@ -675,59 +660,15 @@ local function isip(host)
       or (find(host, ":", 1, true) ~= nil and find(host, "^[%x:%.]+$") ~= nil)
 end
 
--- /etc/hosts: name -> ips and ip -> names, for the reverse lookups.
-local function hosts()
-  local byname, byip = {}, {}
-  local f = io.open("/etc/hosts")
-  if f then
-    for line in f:lines() do
-      line = line:gsub("#.*", "")
-      local ip, rest = line:match("^%s*(%S+)%s+(.+)$")
-      if ip then
-        for name in rest:gmatch("%S+") do
-          byname[name] = byname[name] or {}
-          byname[name][#byname[name] + 1] = ip
-          byip[ip] = byip[ip] or {}
-          byip[ip][#byip[ip] + 1] = name
-        end
-      end
-    end
-    f:close()
-  end
-  return byname, byip
-end
-
 -- { {family = "inet"|"inet6", addr = ip}, ... } or nil, err ("host not
--- found"), through the green resolver. Without green.getaddrinfo in C, a
--- name is resolved by binding a throwaway listening socket to it (libuv's
--- resolver, never blocking the hub), which finds local addresses only:
--- other names fail with "not available yet".
+-- found"), through the green resolver.
 local function resolve(host, family)
   if isip(host) then
     local fam = host:find(":", 1, true) and "inet6" or "inet"
     if family and family ~= fam then return nil, "host not found" end
     return { { family = fam, addr = host } }
   end
-  local gai = api("getaddrinfo")
-  if gai then
-    local list, err = gai(host, { family = family })
-    if not list then return nil, err end
-    return list
-  end
-  local out, lasterr = {}, "host not found"
-  for _, fam in ipairs { "inet", "inet6" } do
-    if family == nil or family == fam then
-      local s, err = core.listen(host, 0, { family = fam, backlog = 1 })
-      if s then
-        out[#out + 1] = { family = fam, addr = (s:getsockname()) }
-        s:close()
-      elseif err ~= "host not found" then
-        lasterr = "the green resolver is not available yet (" .. err .. ")"
-      end
-    end
-  end
-  if #out == 0 then return nil, lasterr end
-  return out
+  return core.getaddrinfo(host, { family = family })
 end
 
 --- dns.getaddrinfo(host): { {family = "inet"|"inet6", addr = ip}, ... }.
@@ -740,16 +681,11 @@ function dns.getaddrinfo(host)
   return list
 end
 
--- The names of an IP address: green.getnameinfo, or /etc/hosts.
+-- The names of an IP address, through the green resolver.
 local function reverse(ip)
-  local gni = api("getnameinfo")
-  if gni then
-    local name, err = gni(ip)
-    if not name then return nil, err end
-    return { name }
-  end
-  local _, byip = hosts()
-  return byip[ip]
+  local name, err = core.getnameinfo(ip)
+  if not name then return nil, err end
+  return { name }
 end
 
 --- dns.toip(host): the first IPv4 address, and
@@ -807,17 +743,7 @@ end
 
 --- dns.gethostname(): this machine's name.
 function dns.gethostname()
-  local ghn = api("gethostname")
-  if ghn then return ghn() end
-  for _, p in ipairs { "/proc/sys/kernel/hostname", "/etc/hostname" } do
-    local f = io.open(p)
-    if f then
-      local name = f:read("l")
-      f:close()
-      if name and name ~= "" then return name end
-    end
-  end
-  return nil, "gethostname failed"
+  return core.gethostname()
 end
 
 -- }======================================================================
