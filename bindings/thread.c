@@ -211,22 +211,20 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
 static void record_site(lua_State *L, gl_thread_t *t) {
   lua_Debug ar;
   int level;
-  lua_getfield(L, LUA_REGISTRYINDEX, INTERNAL_KEY);
   for (level = 1; level <= 8 && lua_getstack(L, level, &ar); level++) {
     int internal;
-    lua_getinfo(L, "f", &ar);
+    lua_getinfo(L, "fl", &ar);
     lua_pushvalue(L, -1);
-    internal = lua_rawget(L, -3) != LUA_TNIL || lua_iscfunction(L, -2);
+    internal = lua_rawget(L, lua_upvalueindex(3)) != LUA_TNIL ||
+               lua_iscfunction(L, -2);
     lua_pop(L, 1);
     if (!internal) {
-      lua_getinfo(L, "l", &ar);
       t->line = ar.currentline;
-      lua_setiuservalue(L, -3, LGREEN_UV_SITE);
+      lua_setiuservalue(L, -2, LGREEN_UV_SITE);
       break;
     }
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
 }
 
 
@@ -649,12 +647,21 @@ void lgreen_open_thread(lua_State *L, gl_hub_t *hub) {
   lua_setfield(L, -2, "__newindex");
   lua_pushcfunction(L, gt_tostring);
   lua_setfield(L, -2, "__tostring");
-  /* spawn functions, in the module: upvalues hub and the metatable */
-  lua_pushvalue(L, -2);
+  /* spawn functions, in the module: upvalues hub, the metatable and the
+     set of functions that spawn for their caller (weak keys) */
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, INTERNAL_KEY);
+  lua_pushvalue(L, -3);          /* module */
   lua_pushlightuserdata(L, hub);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, spawn_funcs, 2);
-  lua_pop(L, 1);
+  lua_pushvalue(L, -4);          /* metatable */
+  lua_pushvalue(L, -4);          /* internal set */
+  luaL_setfuncs(L, spawn_funcs, 3);
+  lua_pop(L, 2);
 
   /* The host's main thread has a GreenThread too (id 0). */
   main = (gl_thread_t *)lua_newuserdatauv(L, sizeof(*main), LGREEN_NUV);
@@ -677,10 +684,4 @@ void lgreen_open_thread(lua_State *L, gl_hub_t *hub) {
 
   lua_pushlightuserdata(L, hub);
   luaL_setfuncs(L, thread_funcs, 1);
-  lua_newtable(L); /* functions that spawn for their caller (weak keys) */
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, LUA_REGISTRYINDEX, INTERNAL_KEY);
 }
