@@ -4,6 +4,8 @@
 --
 -- A hand-off is one item travelling from a producer's put to a consumer's
 -- get. The target is about one switch per hand-off (ratio ~1.0).
+-- Also times an uncontended `q:put(i); q:get()` pair in one thread (no
+-- switch at all), in ns and in switches' worth.
 --
 -- Usage: greenlua bench/queue.lua [items per round] [rounds]
 local green = require "green"
@@ -39,6 +41,16 @@ local function handoffs(q, n)
   return clock() - t0
 end
 
+-- n uncontended put+get pairs in the calling thread.
+local function pairs_alone(q, n)
+  local t0 = clock()
+  for i = 1, n do
+    q:put(i)
+    q:get()
+  end
+  return clock() - t0
+end
+
 local cases = {
   { "Queue(0) channel", function() return green.Queue(0) end },
   { "Queue(1)", function() return green.Queue(1) end },
@@ -47,12 +59,15 @@ local cases = {
 
 green.run(function()
   local best_floor = math.huge
-  local best = {}
+  local best, alone = {}, {}
   for _ = 1, ROUNDS do
     best_floor = math.min(best_floor, switches(N))
     for i, c in ipairs(cases) do
       best[i] = math.min(best[i] or math.huge, handoffs(c[2](), N))
     end
+    alone[1] = math.min(alone[1] or math.huge, pairs_alone(green.Queue(), N))
+    alone[2] = math.min(alone[2] or math.huge,
+                        pairs_alone(green.LightQueue(), N))
   end
   local floor = N / best_floor
   print(string.format("sleep(0) floor: %.0f switches/s", floor))
@@ -61,5 +76,10 @@ green.run(function()
     print(string.format("queue %s: %.0f hand-offs/s, ratio %.2f of the "
                         .. "switch floor (target ~1.0)", c[1], rate,
                         rate / floor))
+  end
+  for i, name in ipairs { "Queue()", "LightQueue()" } do
+    local ns = alone[i] / N * 1e9
+    print(string.format("uncontended %s put+get: %.0f ns (%.1f switches' "
+                        .. "worth)", name, ns, ns * floor / 1e9))
   end
 end)

@@ -23,25 +23,23 @@ function M.Event()
   return setmetatable({ waiters = newq() }, Event)
 end
 
-local function outcome(res)
-  if res.err then error(res.exc, 0) end
-  return unpack(res, 1, res.n)
-end
-
 --- Wait until the event is sent; at once if it has been.
 -- @tparam[opt] number timeout seconds to wait at most
 -- @return the values given to `send`, or nil, "timeout" if `timeout`
 --   expired first
 -- @raise the error given to `send_exception`; a kill or foreign Timeout
 function Event:wait(timeout)
-  checktimeout(timeout, 1, "wait")
+  if timeout ~= nil then checktimeout(timeout, 1, "wait") end
   local res = self.result
-  if res then return outcome(res) end
-  local w = {}
-  if not block(self.waiters, w, timeout, "Event:wait") then
-    return nil, "timeout"
+  if res == nil then
+    local ok
+    ok, res = block(self.waiters, timeout, "Event:wait")
+    if not ok then return nil, "timeout" end
   end
-  return outcome(w.result)
+  if res.err then error(res.exc, 0) end
+  local n = res.n
+  if n == 1 then return res[1] end
+  return unpack(res, 1, n)
 end
 
 local function deliver(self, res)
@@ -49,7 +47,7 @@ local function deliver(self, res)
     error("Trying to re-send() an already-triggered event", 3)
   end
   self.result = res
-  wake_all(self.waiters, function(w) w.result = res end)
+  wake_all(self.waiters, res)
 end
 
 --- Wake every waiter with `...` (once: a second send raises). Never

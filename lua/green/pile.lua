@@ -17,7 +17,6 @@ local queue = require "green.queue"
 
 local setmetatable, error, getmetatable, mtype, pcall =
   setmetatable, error, getmetatable, math.type, pcall
-local pack, unpack = table.pack, table.unpack
 local observe = core.observe
 
 local M = {}
@@ -59,22 +58,28 @@ function GreenPile:spawn(fn, ...)
   return gt
 end
 
+-- Only a thread read to its end (result or error) leaves the pile: a
+-- kill or Timeout interrupting the wait keeps it for the next call.
+local function finish(self, gt, ok, ...)
+  if not ok then
+    if not gt:dead() then
+      self.waiters:_unpop(gt)
+      error((...), 0)
+    end
+    self.counter = self.counter - 1
+    error((...), 0)
+  end
+  self.counter = self.counter - 1
+  return ...
+end
+
 --- The results of the next thread in spawn order (waits for it), or
 -- nothing once every spawned thread has been read.
 -- @raise the thread's error
 function GreenPile:next()
   if self.counter == 0 then return end
   local gt = self.waiters:get() -- a spawn may still be in progress
-  -- Only a thread read to its end (result or error) leaves the pile: a
-  -- kill or Timeout interrupting this wait keeps it for the next call.
-  local res = pack(pcall(gt.wait, gt))
-  if not res[1] and not gt:dead() then
-    self.waiters:_unpop(gt)
-    error(res[2], 0)
-  end
-  self.counter = self.counter - 1
-  if not res[1] then error(res[2], 0) end
-  return unpack(res, 2, res.n)
+  return finish(self, gt, pcall(gt.wait, gt))
 end
 
 --- `for result in pile do`: the generic-for call.

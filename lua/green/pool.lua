@@ -14,7 +14,7 @@ local waiters = require "green.waiters"
 
 local setmetatable, error, type, select, pcall, tostring =
   setmetatable, error, type, select, pcall, tostring
-local pack, unpack = table.pack, table.unpack
+local unpack = table.unpack
 local getmetatable = getmetatable
 local mtype = math.type
 local spawn, getcurrent, observe = core.spawn, core.getcurrent, core.observe
@@ -53,7 +53,9 @@ end
 
 -- A slot is free: hand it to the longest waiter, or keep it.
 local function release_slot(self)
-  if self.nrunning <= self.size and wake_first(self.slotq) then
+  local slotq = self.slotq
+  if slotq.head <= slotq.tail and self.nrunning <= self.size
+     and wake_first(slotq) then
     return -- the waiter now owns the slot: nrunning unchanged
   end
   local n = self.nrunning - 1
@@ -73,11 +75,12 @@ local function unslot(self)
 end
 
 local function acquire_slot(self)
-  if self.nrunning < self.size then
-    self.nrunning = self.nrunning + 1
+  local n = self.nrunning
+  if n < self.size then
+    self.nrunning = n + 1
     return
   end
-  block(self.slotq, {}, nil, "GreenPool:spawn", unslot, self)
+  block(self.slotq, nil, "GreenPool:spawn", unslot, self)
 end
 
 local function start(self, fn, ...)
@@ -137,7 +140,7 @@ function GreenPool:waitall()
           .. "threads will never terminate.", 2)
   end
   while self.nrunning > 0 do
-    block(self.idleq, {}, nil, "GreenPool:waitall")
+    block(self.idleq, nil, "GreenPool:waitall")
   end
 end
 
@@ -195,36 +198,47 @@ end
 
 -- The ordered window: up to `size` threads spawned ahead of the consumer,
 -- so memory is bounded by the pool size however long the input is.
+-- `nextargs()` returns true and the next call's arguments, or false at
+-- the end of the input.
 local function mapper(self, fn, nextargs)
   local ring, head, tail = {}, 1, 0
   local exhausted = false
+  local function push(more, ...)
+    if not more then
+      exhausted = true
+      return
+    end
+    local gt = self:spawn(fn, ...)
+    observe(gt) -- its error is raised by the consumer, not reported
+    tail = tail + 1
+    ring[tail] = gt
+  end
   local function fill()
     local size = self.size > 0 and self.size or 1
     while not exhausted and tail - head + 1 < size do
-      local args, n = nextargs()
-      if args == nil then
-        exhausted = true
-      else
-        local gt = self:spawn(fn, unpack(args, 1, n))
-        observe(gt) -- its error is raised by the consumer, not reported
-        tail = tail + 1
-        ring[tail] = gt
-      end
+      push(nextargs())
     end
+  end
+  local function finish(gt, ok, ...)
+    if not ok then
+      if not gt:dead() then
+        error((...), 0) -- we were interrupted: the item stays at the head
+      end
+      ring[head] = nil
+      head = head + 1
+      error((...), 0)
+    end
+    ring[head] = nil
+    head = head + 1
+    return ...
   end
   local function step()
     fill()
     if head > tail then return nil end
     local gt = ring[head]
-    local res = pack(pcall(gt.wait, gt))
-    if not res[1] and not gt:dead() then
-      error(res[2], 0) -- we were interrupted: the item stays at the head
-    end
-    ring[head] = nil
-    head = head + 1
-    if not res[1] then error(res[2], 0) end
-    return unpack(res, 2, res.n)
+    return finish(gt, pcall(gt.wait, gt))
   end
+  core.internal(push)
   core.internal(fill)
   core.internal(step)
   return step
@@ -250,14 +264,24 @@ function GreenPool:imap(fn, ...)
   end
   local its = {}
   for i = 1, n do its[i] = iterator((select(i, ...)), i + 1, "imap") end
-  local nextargs = function()
-    local args = {}
-    for i = 1, n do
-      local v = its[i]()
-      if v == nil then return nil end
-      args[i] = v
+  local nextargs
+  if n == 1 then
+    local it = its[1]
+    nextargs = function()
+      local v = it()
+      if v == nil then return false end
+      return true, v
     end
-    return args, n
+  else
+    nextargs = function()
+      local args = {}
+      for i = 1, n do
+        local v = its[i]()
+        if v == nil then return false end
+        args[i] = v
+      end
+      return true, unpack(args, 1, n)
+    end
   end
   return mapper(self, fn, nextargs)
 end
@@ -274,11 +298,11 @@ function GreenPool:starmap(fn, iterable)
   local it = iterator(iterable, 2, "starmap")
   local nextargs = function()
     local args = it()
-    if args == nil then return nil end
+    if args == nil then return false end
     if type(args) ~= "table" then
       error("starmap: each item must be a table of arguments", 0)
     end
-    return args, args.n or #args
+    return true, unpack(args, 1, args.n or #args)
   end
   return mapper(self, fn, nextargs)
 end

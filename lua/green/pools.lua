@@ -36,6 +36,9 @@ local function checksize(n, what, fname)
   return n
 end
 
+-- What a waiter is handed instead of an item: a slot to create one in.
+local SLOT = setmetatable({}, { __name = "green.pools.slot" })
+
 local function no_create()
   error("green.pools.Pool: no create function was given", 2)
 end
@@ -112,7 +115,7 @@ local function pass_slot(self)
   if self.current_size < self.max_size then
     local w = wake_first(self.waiters)
     if w then
-      w.slot = true
+      w.item = SLOT
       self.current_size = self.current_size + 1
     end
   end
@@ -133,12 +136,12 @@ local function create_item(self)
 end
 
 -- A waiter canceled after it was handed an item or a slot gives it back.
-local function giveback(self, w)
-  if w.slot then
+local function giveback(self, item)
+  if item == SLOT then
     self.current_size = self.current_size - 1
     pass_slot(self)
   else
-    self:put(w.item)
+    self:put(item)
   end
 end
 
@@ -153,10 +156,10 @@ function Pool:get()
     self.current_size = self.current_size + 1
     return create_item(self)
   end
-  local w = {}
-  block(self.waiters, w, nil, "Pool:get", giveback, self)
-  if w.slot then return create_item(self) end
-  return w.item
+  local _
+  _, item = block(self.waiters, nil, "Pool:get", giveback, self)
+  if item == SLOT then return create_item(self) end
+  return item
 end
 
 --- Give back an item taken with `get`. Never switches threads.

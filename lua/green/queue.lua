@@ -191,12 +191,12 @@ local function new(cls, maxsize, arg)
 end
 
 -- A canceled getter that had been handed an item gives it back.
-local function unget(self, w)
+local function unget(self, item)
   local g = wake_first(self.getters)
   if g then
-    g.item = w.item
+    g.item = item
   else
-    self:_unpop(w.item)
+    self:_unpop(item)
   end
 end
 
@@ -211,12 +211,15 @@ function LightQueue:put(item, block_, timeout)
   if item == nil then
     error("bad argument #1 to 'put' (a queue item cannot be nil)", 2)
   end
-  checktimeout(timeout, 3, "put")
-  local g = wake_first(self.getters) -- only when the queue is empty
-  if g then
-    g.item = item
-    self.unfinished = self.unfinished + 1
-    return true
+  if timeout ~= nil then checktimeout(timeout, 3, "put") end
+  local getters = self.getters
+  if getters.head <= getters.tail then -- only when the queue is empty
+    local g = wake_first(getters)
+    if g then
+      g.item = item
+      self.unfinished = self.unfinished + 1
+      return true
+    end
   end
   local maxsize = self.maxsize
   if maxsize == nil or self:_len() < maxsize then
@@ -227,11 +230,10 @@ function LightQueue:put(item, block_, timeout)
   if block_ == false then return nil, "full" end
   -- A getter takes the item from our record and marks it done; once
   -- done, the put has happened even if we are canceled afterwards.
-  local w = { item = item }
-  if not block(self.putters, w, timeout, "Queue:put") then
-    return nil, "timeout"
+  if block(self.putters, timeout, "Queue:put", nil, nil, item) then
+    return true
   end
-  return true
+  return nil, "timeout"
 end
 
 --- `put(item, false)`.
@@ -247,7 +249,9 @@ local function take_putter(self)
   local p = wake_first(self.putters)
   if p then
     self.unfinished = self.unfinished + 1
-    return p.item
+    local item = p.item
+    p.item = nil
+    return item
   end
   return nil
 end
@@ -259,21 +263,24 @@ end
 -- @return the item, or nil, "empty" (not blocking) or nil, "timeout"
 -- @raise a kill or foreign Timeout (any item handed over is put back)
 function LightQueue:get(block_, timeout)
-  checktimeout(timeout, 2, "get")
+  if timeout ~= nil then checktimeout(timeout, 2, "get") end
+  local putters = self.putters
   if self:_len() > 0 then
     local item = self:_pop()
-    local pitem = take_putter(self) -- room for the longest putter
-    if pitem ~= nil then self:_push(pitem) end
+    if putters.head <= putters.tail then -- room for the longest putter
+      local pitem = take_putter(self)
+      if pitem ~= nil then self:_push(pitem) end
+    end
     return item
   end
-  local pitem = take_putter(self) -- a channel: straight from a putter
-  if pitem ~= nil then return pitem end
-  if block_ == false then return nil, "empty" end
-  local w = {}
-  if not block(self.getters, w, timeout, "Queue:get", unget, self) then
-    return nil, "timeout"
+  if putters.head <= putters.tail then -- a channel: straight from a putter
+    local pitem = take_putter(self)
+    if pitem ~= nil then return pitem end
   end
-  return w.item
+  if block_ == false then return nil, "empty" end
+  local ok, item = block(self.getters, timeout, "Queue:get", unget, self)
+  if ok then return item end
+  return nil, "timeout"
 end
 
 --- `get(false)`.
@@ -343,13 +350,90 @@ end
 function Queue:join(timeout)
   checktimeout(timeout, 1, "join")
   if self.unfinished == 0 then return true end
-  return block(self.joiners, {}, timeout, "Queue:join")
+  local ok = block(self.joiners, timeout, "Queue:join")
+  return ok
 end
 
 --- Number of items put and not yet marked done.
 function Queue:unfinished_tasks()
   return self.unfinished
 end
+
+-- {====================================================================
+-- put/get specialised for the FIFO classes (LightQueue, Queue): the same
+-- steps as LightQueue:put/get with the deque operations inlined. Keep
+-- them in step with the generic versions above.
+
+function Fifo.put(self, item, block_, timeout)
+  if item == nil then
+    error("bad argument #1 to 'put' (a queue item cannot be nil)", 2)
+  end
+  if timeout ~= nil then checktimeout(timeout, 3, "put") end
+  local getters = self.getters
+  if getters.head <= getters.tail then -- only when the queue is empty
+    local g = wake_first(getters)
+    if g then
+      g.item = item
+      self.unfinished = self.unfinished + 1
+      return true
+    end
+  end
+  local maxsize, t = self.maxsize, self.tail
+  if maxsize == nil or t - self.head + 1 < maxsize then
+    t = t + 1
+    self.tail = t
+    self[t] = item
+    self.unfinished = self.unfinished + 1
+    return true
+  end
+  if block_ == false then return nil, "full" end
+  if block(self.putters, timeout, "Queue:put", nil, nil, item) then
+    return true
+  end
+  return nil, "timeout"
+end
+
+function Fifo.get(self, block_, timeout)
+  if timeout ~= nil then checktimeout(timeout, 2, "get") end
+  local h, t = self.head, self.tail
+  local putters = self.putters
+  if h <= t then
+    local item = self[h]
+    self[h] = nil
+    if h == t then
+      self.head, self.tail = 1, 0
+    else
+      self.head = h + 1
+    end
+    if putters.head <= putters.tail then -- room for the longest putter
+      local p = wake_first(putters)
+      if p then
+        local pitem = p.item
+        p.item = nil
+        self.unfinished = self.unfinished + 1
+        t = self.tail + 1
+        self.tail = t
+        self[t] = pitem
+      end
+    end
+    return item
+  end
+  if putters.head <= putters.tail then -- a channel: straight from a putter
+    local p = wake_first(putters)
+    if p then
+      local pitem = p.item
+      p.item = nil
+      self.unfinished = self.unfinished + 1
+      return pitem
+    end
+  end
+  if block_ == false then return nil, "empty" end
+  local ok, item = block(self.getters, timeout, "Queue:get", unget, self)
+  if ok then return item end
+  return nil, "timeout"
+end
+
+-- }====================================================================
 
 local LightQueue_c = class("green.LightQueue", LightQueue, Fifo)
 local Queue_c = class("green.Queue", Queue, Fifo)

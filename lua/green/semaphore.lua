@@ -50,10 +50,12 @@ end
 --   and none free, or the timeout expired)
 -- @raise the kill error or a foreign Timeout, with no unit held
 function Semaphore:acquire(blocking, timeout)
-  checktimeout(timeout, 2, "acquire")
-  if blocking == false and timeout ~= nil then
-    error("bad argument #2 to 'acquire' (timeout given for a "
-          .. "non-blocking acquire)", 2)
+  if timeout ~= nil then
+    checktimeout(timeout, 2, "acquire")
+    if blocking == false then
+      error("bad argument #2 to 'acquire' (timeout given for a "
+            .. "non-blocking acquire)", 2)
+    end
   end
   local c = self.counter
   if c > 0 then -- fast path, no switch; a free unit means no waiters
@@ -61,14 +63,16 @@ function Semaphore:acquire(blocking, timeout)
     return true
   end
   if blocking == false then return false end
-  return block(self.waiters, {}, timeout, "Semaphore:acquire", giveback,
-               self)
+  local ok = block(self.waiters, timeout, "Semaphore:acquire", giveback,
+                   self)
+  return ok
 end
 
 --- Give one unit back; the longest waiter gets it. Never switches.
 -- @treturn boolean true
 function Semaphore:release()
-  if not wake_first(self.waiters) then
+  local q = self.waiters
+  if q.head > q.tail or not wake_first(q) then
     self.counter = self.counter + 1
   end
   return true

@@ -2,19 +2,33 @@
 -- toolkit's primitives (semaphores, events, queues, pools) share.
 -- Internal module; its API may change.
 --
--- A wait is a record `w = {thread = gt, ...}` in a queue. A waker pops the
--- first record whose thread accepts `core.wake` and sets `w.done = true`,
--- storing whatever it hands over in the record. A waiter canceled by a kill
--- or a Timeout removes its record and, if it had already been handed
--- something (`w.done`), gives it back. That covers the race in which a
--- thread is woken and then killed before it runs.
+-- A wait is a record `w = {thread = gt, state = ..., item = ...}` in a
+-- queue (`w.state` is QUEUED while it is). A waker pops the first record
+-- whose thread accepts `core.wake`, sets `w.state = DONE` and stores
+-- whatever it hands over in `w.item`. A waiter canceled by a kill or a
+-- Timeout removes its record and, if it had already been handed something
+-- (DONE), gives it back. That covers the race in which a thread is woken
+-- and then killed before it runs.
+--
+-- Each thread has one record, reused by all its waits, so a wait
+-- allocates nothing. That is safe because a thread waits in one place at
+-- a time; a record is queued only while its thread is suspended in
+-- `block` (a caller that cannot suspend is refused before its record is
+-- queued, so no stale record is left behind to be woken later); and a
+-- waker touches a record only between popping it and returning, without
+-- switching threads. So once `block` returns (or raises) no queue and no
+-- waker refers to the record, and `block` reads out what it was handed
+-- (clearing it) before any other code runs, in particular before a
+-- `giveback` that could block again. A record found still queued belongs
+-- to a wait of this thread that has not suspended yet (a finalizer run
+-- in between): that wait gets a fresh record.
 -- @module green.waiters
 
 local core = require "green.core"
 
-local getcurrent, suspend, wake, Timeout =
-  core.getcurrent, core.suspend, core.wake, core.Timeout
-local error = error
+local getcurrent, cansuspend, suspend, wake, Timeout =
+  core.getcurrent, core.cansuspend, core.suspend, core.wake, core.Timeout
+local error, type, setmetatable = error, type, setmetatable
 
 local M = {}
 
@@ -25,6 +39,13 @@ local TIMEOUT = setmetatable({}, {
   __tostring = function() return "green: wait timed out" end,
 })
 M.TIMEOUT = TIMEOUT
+
+-- Record states: in a queue; woken by a waker; neither (new, dropped by a
+-- waker because its thread was being canceled, or removed).
+local QUEUED <const>, DONE <const>, IDLE <const> = 1, 2, 0
+
+-- Each thread's wait record (weak: a dead thread's record goes with it).
+local records = setmetatable({}, { __mode = "k" })
 
 --- A new, empty queue.
 function M.new()
@@ -37,17 +58,18 @@ function M.count(q)
 end
 
 --- Append record `w`.
-function M.add(q, w)
+local function add(q, w)
   local t = q.tail + 1
   q.tail = t
   q[t] = w
-  w.queued = true
+  w.state = QUEUED
 end
+M.add = add
 
 --- Remove record `w` (a canceled wait); O(n), but only on cancellation.
-function M.remove(q, w)
-  if not w.queued then return end
-  w.queued = false
+local function remove(q, w)
+  if w.state ~= QUEUED then return end
+  w.state = IDLE
   local head, tail = q.head, q.tail
   for i = head, tail do
     if q[i] == w then
@@ -59,6 +81,7 @@ function M.remove(q, w)
   end
   if q.tail < q.head then q.head, q.tail = 1, 0 end
 end
+M.remove = remove
 
 --- Pop and return the first record, or nil; does not wake it.
 function M.shift(q)
@@ -71,58 +94,121 @@ function M.shift(q)
   else
     q.head = head + 1
   end
-  w.queued = false
+  w.state = IDLE
   return w
 end
 
 --- Wake the longest waiter that can still be woken, marking its record
 -- done. Records of threads being canceled (wake refuses them) are dropped.
--- Never switches threads.
+-- Never switches threads. Callers on a hot path test `q.head <= q.tail`
+-- first: an empty queue is the common case.
 -- @return the record woken, or nil if no live waiter was left
 function M.wake_first(q)
-  local w = M.shift(q)
-  while w do
+  local head, tail = q.head, q.tail
+  while head <= tail do
+    local w = q[head]
+    q[head] = nil
+    head = head + 1
     if wake(w.thread) then
-      w.done = true
+      w.state = DONE
+      if head > tail then
+        q.head, q.tail = 1, 0
+      else
+        q.head = head
+      end
       return w
     end
-    w = M.shift(q)
+    w.state = IDLE
   end
+  q.head, q.tail = 1, 0
   return nil
 end
 
---- Wake every live waiter (FIFO order); `fill(w)` runs on each record
--- woken. Never switches threads.
-function M.wake_all(q, fill)
-  local w = M.shift(q)
-  while w do
+--- Wake every live waiter (FIFO order), handing each `item` (may be
+-- nil). Never switches threads.
+function M.wake_all(q, item)
+  local head, tail = q.head, q.tail
+  if head > tail then return end
+  q.head, q.tail = 1, 0
+  for i = head, tail do
+    local w = q[i]
+    q[i] = nil
     if wake(w.thread) then
-      w.done = true
-      if fill then fill(w) end
+      w.state = DONE
+      w.item = item
+    else
+      w.state = IDLE
     end
-    w = M.shift(q)
   end
 end
 
---- Suspend the calling thread with record `w` queued in `q` until a waker
--- marks it done, for at most `timeout` seconds (nil: no limit).
--- On a kill or a foreign Timeout the record is removed and, if it was
--- already done, `giveback(obj, w)` returns what it was handed; then the
--- error is raised. A timeout that fires after the record was done counts
--- as success: the operation has completed.
--- @treturn boolean true when done, false when `timeout` expired
-function M.block(q, w, timeout, what, giveback, obj)
-  w.thread = getcurrent()
-  M.add(q, w)
-  local _ <close> = timeout and Timeout(timeout, TIMEOUT)
-  local ok, err = suspend(what)
-  if ok then return true end
-  M.remove(q, w)
+-- The end of a canceled wait (kill, Timeout): leave the queue; a wait
+-- already done either counts (our own timeout came too late) or gives
+-- back what it was handed.
+local function canceled(q, w, err, giveback, obj)
+  remove(q, w)
+  local item = w.item
+  w.item = nil
+  local done = w.state == DONE
   if err == TIMEOUT then
-    return w.done == true
+    if done then return true, item end
+    return false
   end
-  if w.done and giveback then giveback(obj, w) end
+  if done and giveback then giveback(obj, item) end
   error(err, 0)
+end
+
+local function timed(q, w, timeout, what, giveback, obj)
+  local _ <close> = Timeout(timeout, TIMEOUT)
+  add(q, w)
+  local ok, err = suspend(what)
+  if ok then
+    local item = w.item
+    w.item = nil
+    return true, item
+  end
+  return canceled(q, w, err, giveback, obj)
+end
+
+--- Suspend the calling thread, queued in `q`, until a waker marks its
+-- record done, for at most `timeout` seconds (nil: no limit). `item`, if
+-- given, is what the waiter offers (a putter's item): a waker takes it
+-- from `w.item` and sets that to nil.
+-- On a kill or a foreign Timeout the record is removed and, if it was
+-- already done, `giveback(obj, item)` returns what it was handed; then
+-- the error is raised. A timeout that fires after the record was done
+-- counts as success: the operation has completed.
+-- @treturn[1] boolean true when done, and the item handed over (or nil)
+-- @treturn[2] boolean false when `timeout` expired
+function M.block(q, timeout, what, giveback, obj, item)
+  local gt = getcurrent()
+  if not cansuspend() then
+    -- Raises why this caller cannot block, before anything is queued; a
+    -- killed thread gets its kill error back instead.
+    local _, err = suspend(what)
+    error(err, 0)
+  end
+  local w = records[gt]
+  if w ~= nil and w.state ~= QUEUED then
+    w.item = item
+  else -- first wait; or a wait nested in this one's own (a finalizer)
+    w = { thread = gt, state = IDLE, item = item }
+    if records[gt] == nil then records[gt] = w end
+  end
+  if timeout ~= nil then
+    return timed(q, w, timeout, what, giveback, obj)
+  end
+  local t = q.tail + 1
+  q.tail = t
+  q[t] = w
+  w.state = QUEUED
+  local ok, err = suspend(what)
+  if ok then
+    item = w.item
+    w.item = nil
+    return true, item
+  end
+  return canceled(q, w, err, giveback, obj)
 end
 
 --- Check an optional timeout argument.
