@@ -139,11 +139,13 @@ local function server_main(mode, N)
   local per = (rss1 - rss0) / N
   local lua = (heap1 - heap0) / N
   print(string.format(
-    "idle[%s]: %d idle connections (up in %.2f s): VmRSS %.1f MB -> %.1f MB (VmHWM %.1f MB), Lua heap %.2f MB -> %.2f MB",
+    "idle[%s]: %d idle connections (up in %.2f s): VmRSS %.1f MB -> "
+      .. "%.1f MB (VmHWM %.1f MB), Lua heap %.2f MB -> %.2f MB",
     mode, N, t1 - t0, rss0 / 2^20, rss1 / 2^20, hwm / 2^20,
     heap0 / 2^20, heap1 / 2^20))
   print(string.format(
-    "idle[%s]: %.0f B per connection: Lua heap %.0f B (%.0f%%), C %.0f B (%.0f%%)",
+    "idle[%s]: %.0f B per connection: Lua heap %.0f B (%.0f%%), "
+      .. "C %.0f B (%.0f%%)",
     mode, per, lua, 100 * lua / per, per - lua, 100 * (per - lua) / per))
   io.stdout:flush()
   os.exit(0) -- closes every connection; the client sees them end and exits
@@ -184,20 +186,23 @@ for _, mode in ipairs(modes) do
                                   mode, how, code))
     os.exit(1)
   end
-  local per, lua, c = out:match("(%d+) B per connection: Lua heap (%d+) B %(%d+%%%), C (%-?%d+) B")
+  local per, lua, c = out:match(
+    "(%d+) B per connection: Lua heap (%d+) B %(%d+%%%), C (%-?%d+) B")
   results[mode] = { tonumber(per), tonumber(lua), tonumber(c) }
 end
 
 local s = results.serve
 if s then
   print(string.format(
-    "idle: greenlua %d B per idle connection (serve, %d held; floor: the same process with 0), Lua heap %d B + C %d B (target <= %d B) %s",
+    "idle: greenlua %d B per idle connection (serve, %d held; floor: the "
+      .. "same process with 0), Lua heap %d B + C %d B (target <= %d B) %s",
     s[1], N, s[2], s[3], TARGET, s[1] <= TARGET and "MET" or "MISSED"))
 end
 local a, k = results.accept, results.sockets
 if a and k then
   print(string.format(
-    "idle: where it goes: socket alone %d B (Lua %d), + parked handler thread %d B (Lua %d)%s",
+    "idle: where it goes: socket alone %d B (Lua %d), + parked handler "
+      .. "thread %d B (Lua %d)%s",
     k[1], k[2], a[1] - k[1], a[2] - k[2],
     s and string.format(", + serve's slot %d B (Lua %d)", s[1] - a[1],
                         s[2] - a[2]) or ""))

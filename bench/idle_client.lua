@@ -54,7 +54,8 @@ local t0 = green.now()
 local ws = {}
 for w = 1, WORKERS do ws[w] = green.spawn(worker) end
 for _, w in ipairs(ws) do w:wait() end
-io.stderr:write(string.format("idle_client: %d connections open, one request each, in %.2f s\n",
+io.stderr:write(string.format(
+  "idle_client: %d connections open, one request each, in %.2f s\n",
                               N, green.now() - t0))
 
 -- Hold them until the server goes away (it closes them all, or exits).

@@ -66,6 +66,8 @@ typedef struct lsock_dns lsock_dns;
 /* Per-hub socket state: a userdata anchored in the registry. */
 struct lsock_state {
   gl_hub_t *hub;
+  const void *mt_stream; /* the metatables, to check 'self' by address */
+  const void *mt_udp;
   int prevent;         /* hub_prevent_multiple_readers (default on) */
   gl_link_t lingering; /* closed sockets still flushing their writes */
   char scratch[64 * 1024]; /* every read lands here, then is copied */
@@ -170,7 +172,16 @@ struct lsock_dns {
 lsock **lgreen_sock_new(lua_State *L, lsock_state *st); /* [-0, +1, m] */
 lsock **lgreen_sock_newkind(lua_State *L, lsock_state *st, int kind);
 lsock *lgreen_sock_check(lua_State *L, int idx); /* any kind; NULL closed */
+/* The socket state: upvalue 2 of every socket function and method. */
+#define lgreen_sock_state(L) \
+  ((lsock_state *)lua_touserdata((L), lua_upvalueindex(2)))
 lsock **lgreen_sock_checkud(lua_State *L, int idx); /* any kind */
+/* The userdata at 'idx' of metatable 'mt' (cached in lsock_state), else
+   luaL_checkudata's error naming 'tname'. In every socket method. */
+lsock **lgreen_sock_checkmt(lua_State *L, int idx, const void *mt,
+                            const char *tname);
+#define lgreen_sock_checkstream(L) \
+  lgreen_sock_checkmt((L), 1, lgreen_sock_state(L)->mt_stream, LGREEN_SOCKET)
 void lgreen_sock_newmeta(lua_State *L, const char *name,
                          const luaL_Reg *meth, gl_hub_t *hub, int state);
 int lgreen_sock_gc(lua_State *L);    /* __gc, __close */

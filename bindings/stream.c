@@ -265,9 +265,17 @@ static void write_some(lsock *s, const char *data, size_t *pos, size_t end) {
    (LuaSocket's line mode drops every '\r'). */
 static void push_data(lua_State *L, const char *p, size_t n, int line) {
   luaL_Buffer b;
-  if (!line && lua_type(L, 3) != LUA_TSTRING) {
-    lua_pushlstring(L, p, n);
-    return;
+  if (lua_type(L, 3) != LUA_TSTRING) {
+    /* The common cases need no buffer: no CR, or one ending the line. */
+    const char *cr = line ? (const char *)memchr(p, '\r', n) : NULL;
+    if (cr == NULL) {
+      lua_pushlstring(L, p, n);
+      return;
+    }
+    if (cr == p + n - 1) {
+      lua_pushlstring(L, p, n - 1);
+      return;
+    }
   }
   luaL_buffinit(L, &b);
   if (lua_type(L, 3) == LUA_TSTRING) {
@@ -431,7 +439,7 @@ static int recv_start(lua_State *L, int mode, size_t count, int which) {
 int lgreen_stream_receive(lua_State *L) {
   int mode;
   size_t count = 0;
-  luaL_checkudata(L, 1, LGREEN_SOCKET);
+  lgreen_sock_checkstream(L);
   if (lua_type(L, 2) == LUA_TNUMBER) {
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0, 2, "negative byte count");
@@ -461,7 +469,7 @@ int lgreen_stream_receive(lua_State *L) {
 */
 int lgreen_stream_recv(lua_State *L) {
   lua_Integer max;
-  luaL_checkudata(L, 1, LGREEN_SOCKET);
+  lgreen_sock_checkstream(L);
   max = luaL_optinteger(L, 2, 65536);
   luaL_argcheck(L, max > 0, 2, "positive size expected");
   lua_settop(L, 2);
@@ -579,7 +587,7 @@ static int send_start(lua_State *L, size_t pos, size_t end, int all) {
 int lgreen_stream_send(lua_State *L) {
   size_t len;
   lua_Integer i, j;
-  luaL_checkudata(L, 1, LGREEN_SOCKET);
+  lgreen_sock_checkstream(L);
   luaL_checklstring(L, 2, &len);
   i = luaL_optinteger(L, 3, 1);
   j = luaL_optinteger(L, 4, -1);
@@ -604,7 +612,7 @@ int lgreen_stream_send(lua_State *L) {
 */
 int lgreen_stream_sendall(lua_State *L) {
   size_t len;
-  luaL_checkudata(L, 1, LGREEN_SOCKET);
+  lgreen_sock_checkstream(L);
   luaL_checklstring(L, 2, &len);
   lua_settop(L, 2);
   return send_start(L, 0, len, 1);
@@ -616,7 +624,7 @@ int lgreen_stream_sendall(lua_State *L) {
 /* sock:shutdown([how="both"]): "send", "receive" or "both". */
 int lgreen_stream_shutdown(lua_State *L) {
   static const char *const hows[] = {"both", "send", "receive", NULL};
-  lsock *s = *(lsock **)luaL_checkudata(L, 1, LGREEN_SOCKET);
+  lsock *s = *lgreen_sock_checkstream(L);
   int how = luaL_checkoption(L, 2, "both", hows);
   if (s == NULL)
     return lgreen_sock_fail(L, UV_EOF);

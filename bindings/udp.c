@@ -45,7 +45,7 @@ typedef struct udpctx {
 
 
 static lsock **checkudp(lua_State *L) {
-  return (lsock **)luaL_checkudata(L, 1, LGREEN_UDP);
+  return lgreen_sock_checkmt(L, 1, lgreen_sock_state(L)->mt_udp, LGREEN_UDP);
 }
 
 

@@ -85,6 +85,8 @@ local function report(gt, err, tb)
   end
 end
 
+local END_LISTS = { "hooks", "links" } -- toolkit hooks run first
+
 -- Runs inside a thread that has finished: report an error nobody
 -- observes, then run the links (they may block).
 core.set_thread_end(function(gt, unobserved)
@@ -92,8 +94,8 @@ core.set_thread_end(function(gt, unobserved)
   if unobserved then
     report(gt, core.outcome(gt), ex.traceback)
   end
-  for _, field in ipairs { "hooks", "links" } do
-    local links = ex[field]
+  for k = 1, 2 do
+    local links = ex[END_LISTS[k]]
     if links then
       local i = 1
       while links[i] do
