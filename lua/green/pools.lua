@@ -213,35 +213,55 @@ end
 -- {====================================================================
 -- item(): to-be-closed and callback forms
 
-local ITEM, POOL = {}, {}
+local ITEM, POOL, BOUND = {}, {}, {}
 
 local Handle = { __name = "green.pools.item" }
+
+-- The item behind a handle; after the handle was closed the item belongs
+-- to the pool again (maybe to another thread): using it is an error.
+local function item_of(h)
+  local item = rawget(h, ITEM)
+  if item == nil then
+    error("green.pools: item used after it was put back into its pool", 3)
+  end
+  return item
+end
 
 function Handle.__close(h)
   local pool = rawget(h, POOL)
   if pool then
+    local item = rawget(h, ITEM)
     rawset(h, POOL, nil)
-    pool:put(rawget(h, ITEM))
+    rawset(h, ITEM, nil)
+    rawset(h, BOUND, nil)
+    pool:put(item)
   end
 end
 
 -- Methods of the item, called through the handle, get the item as self.
+-- Bound methods are cached off the handle's own fields, so every access
+-- still comes through here and is checked.
 function Handle.__index(h, k)
-  local item = rawget(h, ITEM)
-  local v = item[k]
-  if type(v) == "function" then
-    local bound = function(self, ...)
-      if self == h then self = item end
+  local v = item_of(h)[k]
+  if type(v) ~= "function" then return v end
+  local bound = rawget(h, BOUND)
+  if not bound then
+    bound = {}
+    rawset(h, BOUND, bound)
+  end
+  local f = bound[k]
+  if not f then
+    f = function(self, ...)
+      if self == h then self = item_of(h) end
       return v(self, ...)
     end
-    rawset(h, k, bound)
-    return bound
+    bound[k] = f
   end
-  return v
+  return f
 end
 
 function Handle.__newindex(h, k, v)
-  rawget(h, ITEM)[k] = v
+  item_of(h)[k] = v
 end
 
 local function put_back(pool, item, ok, ...)
