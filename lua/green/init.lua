@@ -256,6 +256,9 @@ do
   function green.patch(...)
     return require("green.patch").patch(...)
   end
+  green.getaddrinfo = core.getaddrinfo
+  green.getnameinfo = core.getnameinfo
+  green.gethostname = core.gethostname
   green.debug = green.debug or {}
   green.debug.hub_prevent_multiple_readers = core.hub_prevent_multiple_readers
 end
