@@ -172,6 +172,9 @@ struct lsock_dns {
 lsock **lgreen_sock_new(lua_State *L, lsock_state *st); /* [-0, +1, m] */
 lsock **lgreen_sock_newkind(lua_State *L, lsock_state *st, int kind);
 lsock *lgreen_sock_check(lua_State *L, int idx); /* any kind; NULL closed */
+int lgreen_sock_block_reader(lua_State *L, lsock *s, lsock_waiter *w,
+                             gl_thread_t *t, const char *what,
+                             void (*start)(lsock *), lua_KFunction k);
 /* The socket state: upvalue 2 of every socket function and method. */
 #define lgreen_sock_state(L) \
   ((lsock_state *)lua_touserdata((L), lua_upvalueindex(2)))

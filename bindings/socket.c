@@ -71,6 +71,26 @@ lsock *lgreen_sock_check(lua_State *L, int idx) {
 
 
 /*
+** Queue reader 'w' of thread 't' on 's' (its mode and count are set) and
+** block in 'k'; 'start' (re)starts reading on the handle. Shared by the
+** stream and UDP receives.
+*/
+int lgreen_sock_block_reader(lua_State *L, lsock *s, lsock_waiter *w,
+                             gl_thread_t *t, const char *what,
+                             void (*start)(lsock *), lua_KFunction k) {
+  w->due = lgreen_sock_deadline(s->timeout);
+  lgreen_sock_arm(L, w, t);
+  gl_link_push(&s->readers, &w->qlink);
+  s->streak = 0;
+  start(s);
+  lgreen_sock_suspend(w, t, what);
+  lgreen_sock_reref(s);
+  lgreen_sock_kick_readers(s); /* a read error may already be there */
+  return lgreen_block(L, t, k, (lua_KContext)w);
+}
+
+
+/*
 ** {======================================================
 ** Waiters and close (no Lua code runs here)
 ** =======================================================

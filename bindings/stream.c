@@ -418,15 +418,8 @@ static int recv_start(lua_State *L, int mode, size_t count, int which) {
   t = lgreen_begin(L, hub, "socket:receive");
   w = lgreen_sock_newwaiter(L, s, mode);
   w->count = count;
-  w->due = lgreen_sock_deadline(s->timeout);
-  lgreen_sock_arm(L, w, t);
-  gl_link_push(&s->readers, &w->qlink);
-  s->streak = 0;
-  lgreen_stream_maybe_read(s);
-  lgreen_sock_suspend(w, t, "socket:receive");
-  lgreen_sock_reref(s);
-  lgreen_sock_kick_readers(s); /* a read error may already be there */
-  return lgreen_block(L, t, recv_k, (lua_KContext)w);
+  return lgreen_sock_block_reader(L, s, w, t, "socket:receive",
+                                  lgreen_stream_maybe_read, recv_k);
 }
 
 

@@ -234,15 +234,8 @@ static int recv_start(lua_State *L, int from) {
   w = lgreen_sock_newwaiter(L, s, LSOCK_DGRAM);
   w->count = (size_t)size;
   w->all = from;
-  w->due = lgreen_sock_deadline(s->timeout);
-  lgreen_sock_arm(L, w, t);
-  gl_link_push(&s->readers, &w->qlink);
-  s->streak = 0;
-  lgreen_udp_maybe_read(s);
-  lgreen_sock_suspend(w, t, "udp:receive");
-  lgreen_sock_reref(s);
-  lgreen_sock_kick_readers(s); /* a read error may already be there */
-  return lgreen_block(L, t, recv_k, (lua_KContext)w);
+  return lgreen_sock_block_reader(L, s, w, t, "udp:receive",
+                                  lgreen_udp_maybe_read, recv_k);
 }
 
 

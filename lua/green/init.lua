@@ -108,20 +108,26 @@ core.set_thread_end(function(gt, unobserved)
   end
 end)
 
---- Internal: call `fn(gt, ...)` when `gt` ends, like a link, but without
--- counting as observing its error (a GreenPool tracks its threads so).
-function core.on_end(gt, fn, ...)
+-- Append `fn(gt, ...)` to the list `field` ("links" or "hooks") of `gt`,
+-- or call it at once if `gt` has ended.
+local function add_end(gt, field, fn, ...)
   if gt:dead() then
     fn(gt, ...)
     return
   end
   local ex = extras(gt)
-  local hooks = ex.hooks
-  if not hooks then
-    hooks = {}
-    ex.hooks = hooks
+  local list = ex[field]
+  if not list then
+    list = {}
+    ex[field] = list
   end
-  hooks[#hooks + 1] = pack(fn, ...)
+  list[#list + 1] = pack(fn, ...)
+end
+
+--- Internal: call `fn(gt, ...)` when `gt` ends, like a link, but without
+-- counting as observing its error (a GreenPool tracks its threads so).
+function core.on_end(gt, fn, ...)
+  add_end(gt, "hooks", fn, ...)
 end
 
 --- Call `fn(gt, ...)` when `gt` ends (at once if it has ended).
@@ -129,17 +135,7 @@ function GreenThread.link(gt, fn, ...)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'link' (function expected)", 2)
   end
-  if gt:dead() then
-    fn(gt, ...)
-    return
-  end
-  local ex = extras(gt)
-  local links = ex.links
-  if not links then
-    links = {}
-    ex.links = links
-  end
-  links[#links + 1] = pack(fn, ...)
+  add_end(gt, "links", fn, ...)
 end
 
 --- Remove the links to `fn`; true if there was one.
