@@ -266,8 +266,9 @@ static void write_some(lsock *s, const char *data, size_t *pos, size_t end) {
 static void push_data(lua_State *L, const char *p, size_t n, int line) {
   luaL_Buffer b;
   if (lua_type(L, 3) != LUA_TSTRING) {
-    /* The common cases need no buffer: no CR, or one ending the line. */
-    const char *cr = line ? (const char *)memchr(p, '\r', n) : NULL;
+    /* The common cases need no buffer: no CR, or one ending the line.
+       'p' is NULL when the socket's buffer is empty (n is 0 then). */
+    const char *cr = line && n > 0 ? (const char *)memchr(p, '\r', n) : NULL;
     if (cr == NULL) {
       lua_pushlstring(L, p, n);
       return;
