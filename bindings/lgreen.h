@@ -5,9 +5,9 @@
 ** raises if the caller cannot block), records its wait with 'gl_suspend'
 ** (or queues itself for a pure yield), then returns 'lgreen_block', which
 ** makes a hub yield (no values, 'hub->hubyield' set) with a continuation,
-** or, on the host's
-** main thread, runs the hub until the wait is over and calls the
-** continuation itself. Continuations start with 'lgreen_resumed'.
+** or, on the host's main thread, runs the hub until the wait is over and
+** calls the continuation itself. Continuations start with
+** 'lgreen_resumed'.
 */
 #ifndef LGREEN_H
 #define LGREEN_H
