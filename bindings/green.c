@@ -48,7 +48,7 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                what);
   if (t->flags & GL_F_KILLED)
     raise_value(L, t);
-  if (!(t->flags & GL_F_MAIN) && (hub->nonyield > 0 || !lua_isyieldable(L)))
+  if (!(t->flags & GL_F_MAIN) && !lgreen_yieldable(L, hub))
     lgreen_boundary_error(L, hub, what);
   return t;
 }
@@ -183,7 +183,7 @@ static const struct {
 ** continuation. Names the boundary and says how to fix it.
 */
 int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what) {
-  lua_State *S = hub->nonyield > 0 ? hub->nonyield_L : L;
+  lua_State *S = hub->boundary_depth > 0 ? hub->boundary_L : L;
   lua_Debug ar;
   const char *name = NULL, *fix = NULL;
   int level, i;
@@ -465,8 +465,8 @@ static int l_isyieldable(lua_State *L) {
      the main thread when the hub is not running) */
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *t = hub->current;
-  lua_pushboolean(L, t != NULL && ((t->flags & GL_F_MAIN) ||
-                                   (hub->nonyield == 0 && lua_isyieldable(L))));
+  lua_pushboolean(L, t != NULL &&
+                         ((t->flags & GL_F_MAIN) || lgreen_yieldable(L, hub)));
   return 1;
 }
 

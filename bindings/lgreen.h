@@ -43,6 +43,15 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                                const char *what);
 
 /*
+** Can green thread 't' (not the host's main thread) suspend from 'L' now:
+** not inside a C-call boundary, directly or through a user coroutine
+** resumed from one?
+*/
+static inline int lgreen_yieldable(lua_State *L, gl_hub_t *hub) {
+  return hub->boundary_depth == 0 && lua_isyieldable(L);
+}
+
+/*
 ** Check that the caller of blocking primitive 'what' can block, and return
 ** its thread. Raises the thread's kill error if it was killed (kill is
 ** sticky), and a clear error where blocking is impossible. The common case
@@ -52,7 +61,7 @@ static inline gl_thread_t *lgreen_begin(lua_State *L, gl_hub_t *hub,
                                         const char *what) {
   gl_thread_t *t = hub->current;
   if (t != NULL && (t->flags & (GL_F_KILLED | GL_F_MAIN)) == 0 &&
-      hub->nonyield == 0 && lua_isyieldable(L))
+      lgreen_yieldable(L, hub))
     return t;
   return lgreen_begin_slow(L, hub, what);
 }

@@ -449,7 +449,7 @@ int lgreen_sock_can_yield(lua_State *L, gl_hub_t *hub) {
     return 0;
   if (t->flags & GL_F_MAIN)
     return 1;
-  return hub->nonyield == 0 && lua_isyieldable(L);
+  return lgreen_yieldable(L, hub);
 }
 
 

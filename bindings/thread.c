@@ -427,8 +427,7 @@ static int gt_kill(lua_State *L) {
   }
   lgreen_throw(L, t, 2, 1);
   if ((t->flags & GL_F_MAIN) || self == NULL ||
-      (!(self->flags & GL_F_MAIN) &&
-       (hub->nonyield > 0 || !lua_isyieldable(L))))
+      (!(self->flags & GL_F_MAIN) && !lgreen_yieldable(L, hub)))
     return 0;
   self = lgreen_begin(L, hub, "green.kill");
   gl_link_push(&t->waiters, &self->wlink);

@@ -118,8 +118,9 @@ struct gl_hub {
   gl_link_t idlers;      /* threads blocked in run() until the hub idles */
   int hubyield;          /* the pending yield is a hub yield (not a user's) */
   int depth;             /* nested loop runs (only main may nest) */
-  int nonyield;          /* green resumes entered from non-yieldable code */
-  lua_State *nonyield_L; /* the outermost such resumer, for messages */
+  int boundary_depth;    /* green resumes entered from code that cannot
+                            yield (inside a C-call boundary) */
+  lua_State *boundary_L; /* the outermost such resumer, for messages */
   gl_thread_t **bases;   /* live threads by slot, to validate marks */
   unsigned nbases;       /* slots in use or freed (high-water mark) */
   unsigned capbases;

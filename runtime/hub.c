@@ -283,8 +283,8 @@ int gl_hub_init(gl_hub_t *hub) {
   hub->hubyield = 0;
   memset(hub->whats, 0, sizeof(hub->whats));
   hub->depth = 0;
-  hub->nonyield = 0;
-  hub->nonyield_L = NULL;
+  hub->boundary_depth = 0;
+  hub->boundary_L = NULL;
   hub->bases = NULL;
   hub->nbases = hub->capbases = 0;
   hub->freebases = NULL;

@@ -281,10 +281,10 @@ function tcp_methods.shutdown(self, how)
   return 1.0
 end
 
---- settimeout(t, [mode]): mode "b" (each operation) or "t" (each call);
--- nil or negative removes that limit. Both limit a call as a whole here.
-function tcp_methods.settimeout(self, t, mode)
-  istcp(self, "settimeout")
+-- settimeout(t, [mode]) of tcp and udp objects: mode "b" (each
+-- operation) or "t" (each call); nil or negative removes that limit. Both
+-- limit a call as a whole here. `handle` is the green socket, if any.
+local function settimeouts(self, handle, t, mode)
   t = tonumber(t) or -1
   if t < 0 then t = -1 end
   if mode == nil or mode == "b" or mode == "block" then
@@ -292,10 +292,16 @@ function tcp_methods.settimeout(self, t, mode)
   elseif mode == "t" or mode == "total" or mode == "r" then
     self.tt = t
   else
-    error("bad argument #3 to 'settimeout' (invalid timeout mode)", 2)
+    error("bad argument #3 to 'settimeout' (invalid timeout mode)", 3)
   end
-  if self.s then self.s:settimeout(limit(self)) end
+  if handle then handle:settimeout(limit(self)) end
   return 1.0
+end
+
+--- settimeout(t, [mode]): see settimeouts.
+function tcp_methods.settimeout(self, t, mode)
+  istcp(self, "settimeout")
+  return (settimeouts(self, self.s, t, mode)) -- no tail call: error level
 end
 
 function tcp_methods.gettimeout(self)
@@ -557,17 +563,7 @@ function udp_methods.getfamily(self)
 end
 
 function udp_methods.settimeout(self, t, mode)
-  t = tonumber(t) or -1
-  if t < 0 then t = -1 end
-  if mode == nil or mode == "b" or mode == "block" then
-    self.tb = t
-  elseif mode == "t" or mode == "total" or mode == "r" then
-    self.tt = t
-  else
-    error("bad argument #3 to 'settimeout' (invalid timeout mode)", 2)
-  end
-  if self.u then self.u:settimeout(limit(self)) end
-  return 1.0
+  return (settimeouts(self, self.u, t, mode)) -- no tail call: error level
 end
 function udp_methods.gettimeout(self)
   return fl(self.tb), fl(self.tt)
