@@ -202,7 +202,7 @@ void lgreen_sock_arm(lua_State *L, lsock_waiter *w, gl_thread_t *t);
 void lgreen_sock_suspend(lsock_waiter *w, gl_thread_t *t, const char *what);
 void lgreen_sock_wake(lsock_waiter *w, int status);
 void lgreen_sock_leave(lsock_waiter *w);
-lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock *s, int mode);
+lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock **pp, int mode);
 int lgreen_sock_can_yield(lua_State *L, gl_hub_t *hub);
 int lgreen_sock_fair(lua_State *L, gl_hub_t *hub, int which);
 int lgreen_sock_simultaneous(lua_State *L, lsock *s, gl_link_t *q,

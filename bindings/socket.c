@@ -255,15 +255,24 @@ void lgreen_sock_suspend(lsock_waiter *w, gl_thread_t *t, const char *what) {
 }
 
 
-/* [-0, +1, m] A new waiter record (not queued, not suspended). */
-lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock *s, int mode) {
+/*
+** [-0, +1, m] A new waiter record (not queued, not suspended) for the
+** socket in slot 'pp'. The allocation can run a finalizer that closes
+** that very socket, so the slot is read after it: if the socket is gone,
+** 'w->s' is NULL and 'w->status' LSOCK_W_CLOSED, and the caller must not
+** queue; it runs its continuation instead, which reports "closed".
+** Nothing that can allocate may run between this and the queueing.
+*/
+lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock **pp, int mode) {
   lsock_waiter *w =
       (lsock_waiter *)lua_newuserdatauv(L, sizeof(lsock_waiter), 0);
   memset(w, 0, sizeof(*w));
   gl_link_init(&w->tlink);
   gl_link_init(&w->qlink);
-  w->s = s;
+  w->s = *pp;
   w->mode = mode;
+  if (w->s == NULL)
+    w->status = LSOCK_W_CLOSED;
   return w;
 }
 
@@ -445,11 +454,7 @@ int lgreen_sock_simultaneous(lua_State *L, lsock *s, gl_link_t *q,
 /* Can the caller yield to the hub right now (without raising)? */
 int lgreen_sock_can_yield(lua_State *L, gl_hub_t *hub) {
   gl_thread_t *t = hub->current;
-  if (t == NULL || (t->flags & GL_F_KILLED))
-    return 0;
-  if (t->flags & GL_F_MAIN)
-    return 1;
-  return lgreen_yieldable(L, hub);
+  return t != NULL && !(t->flags & GL_F_KILLED) && lgreen_canblock(L, hub);
 }
 
 

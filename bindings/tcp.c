@@ -470,6 +470,11 @@ static int do_accept(lua_State *L, lsock *s) {
   }
   pp = lgreen_sock_newkind(L, s->st, s->kind);
   c = *pp;
+  if (s->flags & LSOCK_CLOSED) { /* closed by a finalizer meanwhile */
+    *pp = NULL;
+    free(c);
+    return lgreen_sock_fail(L, UV_EOF);
+  }
   if (s->kind == LSOCK_PIPE)
     r = uv_pipe_init(&hub->loop, &c->h.pipe, 0);
   else
@@ -565,7 +570,9 @@ int lgreen_sock_accept(lua_State *L) {
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   }
   t = lgreen_begin(L, hub, "socket:accept");
-  w = lgreen_sock_newwaiter(L, s, LSOCK_ACCEPT);
+  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), LSOCK_ACCEPT);
+  if ((s = w->s) == NULL) /* a finalizer closed it */
+    return accept_k(L, LUA_YIELD, (lua_KContext)w);
   w->due = lgreen_sock_deadline(s->timeout);
   lgreen_sock_arm(L, w, t);
   gl_link_push(&s->readers, &w->qlink);

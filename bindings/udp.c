@@ -154,17 +154,22 @@ static void on_send(uv_udp_send_t *req, int status) {
 /* [-0, +1..3, m] Take the head datagram (or the pending error). */
 static int take(lua_State *L, lsock *s, size_t size, int from) {
   lsock_dgram *d = s->dq;
+  struct sockaddr_storage sender;
   if (d == NULL) {
     int err = s->rerr;
     s->rerr = 0; /* UDP errors (ICMP refusals) are per datagram */
     return lgreen_sock_fail(L, err);
   }
+  sender = d->from;
+  /* Copy and pop before anything else allocates: an allocation can run a
+     finalizer that closes the socket and frees its queue. */
   lua_pushlstring(L, d->data, d->len < size ? d->len : size);
+  if (!(s->flags & LSOCK_CLOSED))
+    dq_pop(s);
   if (from) {
-    lgreen_sock_pushaddr(L, (struct sockaddr *)&d->from, 1);
+    lgreen_sock_pushaddr(L, (struct sockaddr *)&sender, 1);
     lua_pop(L, 1); /* data, ip, port */
   }
-  dq_pop(s);
   return from ? 3 : 1;
 }
 
@@ -231,10 +236,12 @@ static int recv_start(lua_State *L, int from) {
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   }
   t = lgreen_begin(L, hub, "udp:receive");
-  w = lgreen_sock_newwaiter(L, s, LSOCK_DGRAM);
+  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), LSOCK_DGRAM);
   w->count = (size_t)size;
   w->all = from;
-  return lgreen_sock_block_reader(L, s, w, t, "udp:receive",
+  if (w->s == NULL) /* a finalizer closed it */
+    return recv_k(L, LUA_YIELD, (lua_KContext)w);
+  return lgreen_sock_block_reader(L, w->s, w, t, "udp:receive",
                                   lgreen_udp_maybe_read, recv_k);
 }
 
