@@ -170,6 +170,7 @@ describe("green.resolver", function()
       -- Fresh lookups are answered (a generous bound: 10 s), ...
       local c <close> = assert(green.with_timeout(10, green.connect,
                                                   "fresh.test", lport))
+      assert.are.same({ "127.0.0.1", lport, "inet" }, { c:getpeername() })
       assert.are.same({ { family = "inet", addr = "127.0.0.1" } },
                       green.getaddrinfo("fresh.test", { family = "inet" }))
       assert.are.equal("127.0.0.1", socket.dns.toip("localhost"))
