@@ -887,11 +887,9 @@ static int l_setup(lua_State *L) {
       luaL_argcheck(L, n >= 1 && n <= MAX_SERVERS, 1,
                     "servers must list 1 to 8 addresses");
       for (i = 0; i < n; i++) {
-        const char *s;
         lua_geti(L, -1, i + 1);
-        s = lua_tostring(L, -1);
         if (lua_type(L, -1) != LUA_TSTRING ||
-            !parse_server(s, &cfg.servers[i]))
+            !parse_server(lua_tostring(L, -1), &cfg.servers[i]))
           return luaL_error(L,
                             "resolver.setup: bad server '%s' (an IP "
                             "address, with an optional :port)",
