@@ -17,7 +17,6 @@
 
 #include "lsocket.h"
 
-#define MAX_ADDRS LSOCK_MAX_ADDRS
 #define DEFAULT_BACKLOG 511 /* nginx's; the kernel caps it at somaxconn */
 
 #define state(L) ((lsock_state *)lua_touserdata(L, lua_upvalueindex(2)))
