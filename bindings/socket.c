@@ -3,9 +3,9 @@
 ** Unix-domain stream, 'green.udp' over uv_udp_t): waiter records and
 ** their queues, close, LuaSocket's error strings, the simultaneous-reader
 ** check, fairness, and the metatables. The stream side is in stream.c,
-** options in sockopt.c, DNS/connect/listen/accept in tcp.c, Unix paths
-** in pipe.c, UDP in udp.c, green.select in select.c; lsocket.h has the
-** records. DESIGN.md ("Sockets") has the contract.
+** options in sockopt.c, DNS in dns.c, connect/listen/accept in tcp.c,
+** Unix paths in pipe.c, UDP in udp.c, green.select in select.c; lsocket.h
+** has the records. DESIGN.md ("Sockets") has the contract.
 **
 ** Waiting. Each socket has two FIFO queues of waiter records, readers
 ** (receive, recv, accept) and writers. The head of a queue owns that
@@ -178,9 +178,8 @@ void lgreen_sock_leave(lsock_waiter *w) {
   lsock *s = w->s;
   int head;
   unsuspend(w);
-  if (w->res != NULL) { /* the callback frees it */
-    w->res->w = NULL;
-    uv_cancel((uv_req_t *)&w->res->req);
+  if (w->res != NULL) { /* the resolver cancels or drops it */
+    lgreen_dns_abandon(w->res);
     w->res = NULL;
   }
   if (s == NULL)

@@ -3,7 +3,7 @@
 ** LuaSocket's udp methods: setsockname (bind), setpeername (connect; "*"
 ** disconnects), send, receive, sendto, receivefrom. Waiting, close,
 ** options and addresses are shared with the stream sockets (socket.c,
-** sockopt.c, tcp.c); names are resolved by tcp.c's resolver helpers.
+** sockopt.c, tcp.c); names are resolved by dns.c.
 **
 ** Receiving. The socket reads (uv_udp_recv_start) only while a thread
 ** waits in receive/receivefrom or in green.select; otherwise the kernel's
@@ -302,7 +302,7 @@ static int do_send(lua_State *L, lsock *s, const char *p, size_t len,
 /* Do 'c->op' with the resolved address; stack [sock, ...]. */
 static int act(lua_State *L, udpctx *c) {
   lsock *s = *(lsock **)lua_touserdata(L, 1);
-  const struct sockaddr *sa = (struct sockaddr *)&c->d.addrs[0];
+  const struct sockaddr *sa = &c->d.addrs[0].sa;
   int r;
   if (s == NULL)
     return lgreen_sock_fail(L, UV_EOF);
@@ -348,6 +348,7 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
   const char *host = luaL_checkstring(L, hi);
   lua_Integer port = luaL_checkinteger(L, hi + 1);
   udpctx *c;
+  int r;
   luaL_argcheck(L, port >= 0 && port <= 65535, hi + 1, "port out of range");
   lua_settop(L, hi + 1);
   if (s == NULL)
@@ -359,7 +360,9 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
   c->d.passive = op == OP_BIND;
   c->d.w.due = lgreen_sock_deadline(s->timeout);
   c->op = op;
-  if (lgreen_dns_numeric(&c->d, host))
+  if ((r = lgreen_dns_numeric(&c->d, host)) < 0)
+    return lgreen_sock_fail(L, r);
+  if (r > 0)
     return act(L, c);
   return lgreen_dns_start(L, &c->d, host, what, resolved_k);
 }
