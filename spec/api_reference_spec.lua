@@ -2,6 +2,8 @@
 -- library exposes (found at run time, by walking the modules and real
 -- instances of every class) has an entry in the reference, and every
 -- entry names something that exists. So the reference cannot drift.
+-- Also: its links to its own headings resolve, and README.md names every
+-- package .ci/setup installs and links the reference.
 --
 -- The convention (also stated at the top of docs/api.md): an entry is a
 -- Markdown heading or a table row whose text starts with a code span, and
@@ -440,5 +442,34 @@ describe("docs/api.md", function()
                        prefix .. ":" .. k .. " is allowlisted but is gone")
       end
     end
+  end)
+end)
+
+describe("README.md", function()
+  local function slurp(path)
+    local f = assert(io.open(path, "r"), "cannot open " .. path)
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+
+  it("names every package .ci/setup installs", function()
+    local setup = slurp(".ci/setup")
+    local list = assert(setup:match("pkgs=%((.-)%)"),
+                        "no pkgs=(...) list in .ci/setup")
+    local readme, missing, n = slurp("README.md"), {}, 0
+    for pkg in list:gmatch("%S+") do
+      n = n + 1
+      if not readme:find("`" .. pkg .. "`", 1, true) then
+        missing[#missing + 1] = pkg
+      end
+    end
+    assert.is_true(n >= 6, "read only " .. n .. " packages from .ci/setup")
+    assert(#missing == 0, "README.md does not name these packages that "
+           .. ".ci/setup installs: " .. table.concat(missing, ", "))
+  end)
+
+  it("links the API reference", function()
+    assert.is_truthy(slurp("README.md"):find("(docs/api.md)", 1, true))
   end)
 end)
