@@ -345,8 +345,10 @@ static const char *anchor_what(lua_State *L, gl_hub_t *hub, int idx) {
   luaL_checktype(L, idx, LUA_TSTRING);
   s = lua_tostring(L, idx);
   h = (unsigned)(((uintptr_t)s >> 4) & 7);
-  if (seen[h] == s)
+  if (seen[h] == s) {
+    hub->whathits++;
     return s;
+  }
   if (luaL_getsubtable(L, LUA_REGISTRYINDEX, "green.whats") == 0 ||
       lua_rawlen(L, -1) < 256) {
     lua_pushvalue(L, idx);
@@ -456,6 +458,8 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "active");
   lua_pushinteger(L, hub->lastid);
   lua_setfield(L, -2, "spawned");
+  lua_pushinteger(L, (lua_Integer)hub->whathits);
+  lua_setfield(L, -2, "suspend_cache_hits");
   return 1;
 }
 
