@@ -83,6 +83,53 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
 }
 
 
+/*
+** {======================================================
+** Durations
+** =======================================================
+*/
+
+/*
+** Seconds to nanoseconds, for a deadline 'gl_now() + ns': negative is 0,
+** and at most 1e18 (31 years: "never" without overflowing the sum).
+** 's' is not NaN (the checkers below refuse it).
+*/
+uint64_t lgreen_ns(lua_Number s) {
+  if (s <= 0)
+    return 0;
+  return s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+}
+
+
+/*
+** [-0, +0, v] Raise unless duration 's' (named by 'what') is a number.
+** NaN compares false with everything: it would pass every range check
+** and then be cast to an integer (undefined behaviour).
+*/
+lua_Number lgreen_notnan(lua_State *L, lua_Number s, const char *what) {
+  if (s != s)
+    luaL_error(L, "%s is NaN (a number of seconds expected)", what);
+  return s;
+}
+
+
+/* [-0, +0, v] The duration in seconds at argument 'arg'; NaN raises. */
+lua_Number lgreen_checkseconds(lua_State *L, int arg) {
+  lua_Number s = luaL_checknumber(L, arg);
+  if (s != s)
+    luaL_argerror(L, arg, "number of seconds expected, got NaN");
+  return s;
+}
+
+
+/* [-0, +0, v] As 'lgreen_checkseconds', 'def' when absent or nil. */
+lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def) {
+  return lua_isnoneornil(L, arg) ? def : lgreen_checkseconds(L, arg);
+}
+
+/* }====================================================== */
+
+
 /* Hand control to the hub until the wait of 't' is over, then run 'k'. */
 int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
                  lua_KContext ctx) {
@@ -303,11 +350,11 @@ static int l_sleep(lua_State *L) {
   int isnum;
   lua_Number s = lua_tonumberx(L, 1, &isnum); /* sleep(0) is the hot path */
   gl_thread_t *t;
-  if (!isnum)
-    s = luaL_optnumber(L, 1, 0); /* nil, or raise the argument error */
+  if (!isnum || s != s)
+    s = lgreen_optseconds(L, 1, 0); /* nil, or raise the argument error */
   t = lgreen_begin(L, hub, "green.sleep");
   if (s > 0) {
-    uint64_t ns = s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+    uint64_t ns = lgreen_ns(s);
     if (ns < 1000000)
       ns = 1000000;
     if (gl_timer_start(hub, &t->timer, gl_now() + ns, sleep_done) < 0)

@@ -20,7 +20,7 @@
    never blocks. The limit applies to each call as a whole. */
 static int sock_settimeout(lua_State *L) {
   lsock **pp = checkud(L);
-  double t = luaL_optnumber(L, 2, -1);
+  double t = lgreen_optseconds(L, 2, -1);
   luaL_optstring(L, 3, "b");
   if (*pp != NULL)
     (*pp)->timeout = t < 0 ? -1 : t;

@@ -306,8 +306,7 @@ static void delayed_start(gl_timer_t *tm) {
 
 static int l_spawn_after(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
-  lua_Number s = luaL_checknumber(L, 1);
-  uint64_t ns = s <= 0 ? 0 : s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+  uint64_t ns = lgreen_ns(lgreen_checkseconds(L, 1));
   gl_thread_t *t = newthread(L, hub, 2);
   t->state = GL_DELAYED;
   if (gl_timer_start(hub, &t->timer, gl_now() + ns, delayed_start) < 0)
