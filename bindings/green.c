@@ -28,10 +28,46 @@ gl_thread_t *lgreen_checkthread(lua_State *L, int idx) {
 }
 
 
+/*
+** [-0, +1, m] Push the error that t's blocking call is to raise (a kill
+** or a Timeout). While t's function runs it is kept in the GreenThread's
+** value slot; once the function has returned that slot holds the outcome,
+** and an error for the link callbacks still running goes in the extras
+** table.
+*/
+void lgreen_pushpending(lua_State *L, gl_thread_t *t) {
+  lgreen_pushthread(L, t);
+  if (t->flags & GL_F_DONE) {
+    lgreen_pushextras(L, -1);
+    lua_getfield(L, -1, "pending");
+    lua_remove(L, -2);
+  } else {
+    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+  }
+  lua_remove(L, -2);
+}
+
+
+/* [-0, +0, m] Store the value at 'idx' as t's pending error. */
+static void setpending(lua_State *L, gl_thread_t *t, int idx) {
+  idx = lua_absindex(L, idx);
+  lgreen_pushthread(L, t);
+  if (t->flags & GL_F_DONE) {
+    lgreen_pushextras(L, -1);
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "pending");
+    lua_pop(L, 1);
+  } else {
+    lua_pushvalue(L, idx);
+    lua_setiuservalue(L, -2, LGREEN_UV_VALUE);
+  }
+  lua_pop(L, 1);
+}
+
+
 /* [-0, +0, v] raise t's stored error (its pending or kill error). */
 static int raise_value(lua_State *L, gl_thread_t *t) {
-  lgreen_pushthread(L, t);
-  lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+  lgreen_pushpending(L, t);
   return lua_error(L);
 }
 
@@ -178,15 +214,13 @@ void lgreen_resumed(lua_State *L, gl_thread_t *t) {
 
 
 int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky) {
-  idx = lua_absindex(L, idx);
   if (t->state == GL_DEAD)
     return 0;
+  if ((t->flags & GL_F_DONE) && sticky)
+    return 0; /* its function has returned: the outcome stands */
   if ((t->flags & GL_F_KILLED) && !sticky)
     return 0; /* a killed thread keeps raising its kill error */
-  lgreen_pushthread(L, t);
-  lua_pushvalue(L, idx);
-  lua_setiuservalue(L, -2, LGREEN_UV_VALUE);
-  lua_pop(L, 1);
+  setpending(L, t, idx);
   if (sticky)
     t->flags |= GL_F_KILLED;
   return gl_interrupt(t);
@@ -398,9 +432,7 @@ static int suspend_k(lua_State *L, int status, lua_KContext ctx) {
     t->flags &= ~GL_F_PENDING;
     lua_settop(L, (int)ctx);
     lua_pushboolean(L, 0);
-    lgreen_pushthread(L, t);
-    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
-    lua_remove(L, -2);
+    lgreen_pushpending(L, t);
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -460,9 +492,7 @@ static int l_suspend(lua_State *L) {
   const char *what = anchor_what(L, hub, 1);
   if (t != NULL && (t->flags & GL_F_KILLED)) {
     lua_pushboolean(L, 0);
-    lgreen_pushthread(L, t);
-    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
-    lua_remove(L, -2);
+    lgreen_pushpending(L, t);
     return 2;
   }
   t = lgreen_begin(L, hub, what);

@@ -83,6 +83,8 @@ int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what);
 int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky);
 
 void lgreen_pushexit(lua_State *L); /* push green.GreenletExit */
+void lgreen_pushextras(lua_State *L, int idx); /* [-0, +1, m] */
+void lgreen_pushpending(lua_State *L, gl_thread_t *t); /* [-0, +1, m] */
 
 /* Parts of green.core defined in their own files. */
 void lgreen_open_thread(lua_State *L, gl_hub_t *hub);
