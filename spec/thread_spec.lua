@@ -241,7 +241,8 @@ describe("GreenThread:kill", function()
     end)
   end)
 
-  it("lets a cleanup handler block while the thread dies", function()
+  it("makes a blocking call in a cleanup handler raise again (sticky)",
+     function()
     green_run(function()
       local cleaned = false
       local t = spawn(function()
