@@ -630,6 +630,7 @@ void lgreen_sock_newmeta(lua_State *L, const char *name,
 
 static const luaL_Reg mod_funcs[] = {
     {"hub_prevent_multiple_readers", l_prevent},
+    {"sockstate", lgreen_sockopt_state},
     {NULL, NULL},
 };
 
