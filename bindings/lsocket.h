@@ -48,6 +48,16 @@
 #define LSOCK_W_TIMEOUT 2 /* its socket timeout expired */
 #define LSOCK_W_CLOSED 3  /* its socket was closed */
 
+/*
+** The receive limit: the most bytes one receive may gather ("*l" the line,
+** "*a" everything, n the count). A peer that never ends its line must not
+** grow the process without bound. Stream sockets start with this default;
+** accepted ones inherit their listening socket's limit; setlimit changes
+** it (green.socket's sockets default to none, as LuaSocket).
+*/
+#define LSOCK_LIMIT_DEFAULT (1 << 20)
+#define LSOCK_ETOOLONG (-100001) /* not a libuv code: "too long" */
+
 /* Socket flags. */
 #define LSOCK_READING 0x01   /* uv_read_start is in effect */
 #define LSOCK_LISTENING 0x02 /* a server socket */
@@ -97,6 +107,7 @@ struct lsock {
   char *buf;           /* read buffer: bytes [off, off + len) are data */
   size_t off, len, cap;
   double timeout;      /* seconds; negative blocks forever */
+  size_t limit;        /* receive limit in bytes (SIZE_MAX: none) */
   uint64_t nrecv;      /* bytes received (read from the kernel) */
   uint64_t nsent;      /* bytes accepted by send (written or queued) */
   uint64_t born;       /* gl_now() at creation */

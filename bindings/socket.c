@@ -390,6 +390,8 @@ const char *lgreen_sock_strerror(int err) {
     return "closed";
   case UV_ETIMEDOUT:
     return "timeout";
+  case LSOCK_ETOOLONG:
+    return "too long";
   case UV_ECONNREFUSED:
     return "connection refused";
   case UV_ECONNRESET:
@@ -537,6 +539,7 @@ lsock **lgreen_sock_newkind(lua_State *L, lsock_state *st, int kind) {
   gl_link_init(&s->linger);
   gl_link_init(&s->selects);
   s->timeout = -1;
+  s->limit = LSOCK_LIMIT_DEFAULT;
   s->born = gl_now();
   *pp = s;
   return pp;

@@ -126,6 +126,15 @@ static int plan_fail(lsock *s, int mode, int err, plan *p) {
 }
 
 
+/* The receive limit is exceeded: fail with the first 'limit' bytes. */
+static int plan_toolong(lsock *s, plan *p) {
+  p->kind = P_FAIL;
+  p->err = LSOCK_ETOOLONG;
+  p->n = p->skip = s->limit < s->len ? s->limit : s->len;
+  return P_FAIL;
+}
+
+
 /* Can a read in 'mode' complete from the buffer? Never changes it. */
 static int plan_read(lsock *s, int mode, size_t count, size_t *scanned,
                      plan *p) {
@@ -137,15 +146,22 @@ static int plan_read(lsock *s, int mode, size_t count, size_t *scanned,
     const char *nl = NULL;
     if (len > *scanned)
       nl = (const char *)memchr(b + *scanned, '\n', len - *scanned);
-    if (nl != NULL) {
+    if (nl != NULL && (size_t)(nl - b) <= s->limit) {
       p->n = (size_t)(nl - b);
       p->skip = p->n + 1;
       return p->kind = P_DATA;
     }
+    if (len > s->limit) /* no end of line within the limit */
+      return plan_toolong(s, p);
     *scanned = len;
     break;
   }
   case LSOCK_COUNT:
+    if (count > s->limit) { /* refused at once, taking nothing */
+      plan_toolong(s, p);
+      p->n = p->skip = 0;
+      return P_FAIL;
+    }
     if (len >= count) {
       p->n = p->skip = count;
       return p->kind = P_DATA;
@@ -158,6 +174,8 @@ static int plan_read(lsock *s, int mode, size_t count, size_t *scanned,
     }
     break;
   default: /* LSOCK_ALL: only the end of the stream completes it */
+    if (len > s->limit)
+      return plan_toolong(s, p);
     break;
   }
   if (s->rerr != 0) {

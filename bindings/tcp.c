@@ -361,6 +361,7 @@ static int do_accept(lua_State *L, lsock *s) {
     free(c);
     return lgreen_sock_fail(L, UV_EOF);
   }
+  c->limit = s->limit;
   if (s->kind == LSOCK_PIPE)
     r = uv_pipe_init(&hub->loop, &c->h.pipe, 0);
   else

@@ -17,6 +17,7 @@ local delays = {} -- milliseconds per page
 for n = 1, PAGES do delays[n] = math.random(10, 100) end
 
 local server = assert(green.listen("127.0.0.1", 0))
+server:setlimit(8192) -- request and header lines
 local _, port = server:getsockname()
 local finished = {} -- page numbers in the order the server answered them
 local site = green.spawn(green.serve, server, function(client)

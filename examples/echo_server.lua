@@ -8,6 +8,7 @@ local green = require "green"
 
 local port = tonumber(arg[1] or 7000)
 local server = assert(green.listen("127.0.0.1", port))
+server:setlimit(64 * 1024) -- a longer line is "too long": the client goes
 local host
 host, port = server:getsockname()
 print(string.format("echo server on %s:%d", host, port))
@@ -15,7 +16,8 @@ print(string.format("echo server on %s:%d", host, port))
 local function handle(client, addr)
   print("connection from " .. addr)
   while true do
-    local line = client:receive() -- nil, "closed" when the client leaves
+    local line, err = client:receive() -- nil, "closed" when it leaves
+    if err == "too long" then client:send("line too long\n") end
     if not line then break end
     if line == "quit" then
       client:send("bye\n")

@@ -32,6 +32,10 @@ local IDLE = 15 -- seconds a keep-alive connection may sit idle
 io.stdout:setvbuf("line") -- a test reads the first line while we run
 
 local server = assert(green.listen("127.0.0.1", port))
+-- A request line or header line longer than this gets 414/431 instead of
+-- growing the process: connections inherit the listener's receive limit.
+local MAX_LINE, MAX_BODY = 8192, 1 << 20
+server:setlimit(MAX_LINE)
 local host
 host, port = server:getsockname()
 print(string.format("listening on %s:%d", host, port))
@@ -55,7 +59,10 @@ local function handle(client, addr)
   local nreq = 0
   while true do
     -- Request line, then headers up to the blank line ("*l" drops the CR).
-    local line = client:receive("*l")
+    local line, err = client:receive("*l")
+    if err == "too long" then
+      respond(client, "414 URI Too Long", "request line too long\n", false)
+    end
     if not line then break end -- closed by the peer, or idle too long
     local method, path, version = line:match("^(%u+) (%S+) HTTP/(1%.[01])$")
     if not method then
@@ -63,15 +70,29 @@ local function handle(client, addr)
       break
     end
     local headers = {}
-    for h in function() return client:receive("*l") end do
-      if h == "" then break end
-      local k, v = h:match("^([^:]+):%s*(.-)%s*$")
+    local h
+    repeat
+      h, err = client:receive("*l")
+      local k, v = (h or ""):match("^([^:]+):%s*(.-)%s*$")
       if k then headers[k:lower()] = v end
+    until h == "" or not h
+    if err == "too long" then
+      respond(client, "431 Request Header Fields Too Large",
+              "header line too long\n", false)
     end
+    if not h then break end
     -- A body, if the client announced one.
     local body = ""
     local length = tonumber(headers["content-length"] or 0) or 0
-    if length > 0 then body = client:receive(length) or "" end
+    if length > MAX_BODY then
+      respond(client, "413 Content Too Large", "body too large\n", false)
+      break
+    end
+    if length > 0 then
+      client:setlimit(length) -- this one read may be larger than a line
+      body = client:receive(length) or ""
+      client:setlimit(MAX_LINE)
+    end
     -- HTTP/1.1 keeps the connection unless told otherwise; 1.0 closes it
     -- unless asked to keep it.
     local conn = (headers.connection or ""):lower()
