@@ -161,6 +161,27 @@ function helper.until_suspended(gt, what)
                     tostring(gt) .. " suspended in " .. (what or "a wait"))
 end
 
+--- Run `fn(...)` with `io.stderr` replaced by a buffer, so that reports
+-- a spec causes on purpose (green's default error reporter writes to
+-- io.stderr) are asserted instead of printed. Returns the text written,
+-- then fn's results; re-raises fn's error after restoring io.stderr.
+function helper.capture_stderr(fn, ...)
+  local buf, real = {}, io.stderr
+  local sink = {}
+  function sink.write(self, ...)
+    for i = 1, select("#", ...) do
+      buf[#buf + 1] = tostring((select(i, ...)))
+    end
+    return self
+  end
+  function sink.flush(self) return self end
+  io.stderr = sink -- luacheck: ignore 122
+  local r = table.pack(pcall(fn, ...))
+  io.stderr = real -- luacheck: ignore 122
+  if not r[1] then error(r[2], 0) end
+  return table.concat(buf), table.unpack(r, 2, r.n)
+end
+
 --- Path of the built greenlua executable.
 local build = os.getenv("GREENLUA_BUILD") or "./build"
 helper.greenlua = build .. "/greenlua"

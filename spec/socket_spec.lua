@@ -11,14 +11,7 @@ local function pair()
   return c, s
 end
 
--- Wait (bounded) until fn() is true, yielding to the hub between tries.
-local function eventually(fn, what)
-  for _ = 1, 5000 do
-    if fn() then return end
-    green.sleep(0.001)
-  end
-  error("never happened: " .. (what or "condition"), 2)
-end
+local eventually = require("helper").eventually
 
 local function suspended_in(gt, what)
   local st, w = gt:status()
@@ -112,6 +105,7 @@ describe("green sockets", function()
           for _ = 1, 3 do ticks = ticks + 1; green.sleep(0) end
         end)
         green.connect("no-such-host.invalid", 80)
+        assert.is_true(ticks >= 1, "the ticker did not run meanwhile")
         ticker:wait()
         assert.are.equal(3, ticks)
       end)
@@ -660,17 +654,21 @@ describe("green sockets", function()
 
     it("serves 200 connections overlapping in time", function()
       green_run(function()
-        local _ <close> = green.Timeout(30)
         local n = 200
         local srv = assert(green.listen("127.0.0.1", 0))
         local _, port = srv:getsockname()
-        local open, maxopen = 0, 0
+        -- Nobody talks until all n handlers hold their connection open,
+        -- so all n are open at once; a handler ends only after its
+        -- client has closed.
+        local open, maxopen, all_open = 0, 0, green.Event()
+        local handlers = {}
         local acceptor = green.spawn(function()
-          for _ = 1, n do
+          for i = 1, n do
             local c = assert(srv:accept())
-            green.spawn(function()
+            handlers[i] = green.spawn(function()
               open = open + 1
               if open > maxopen then maxopen = open end
+              if open == n then all_open:send() end
               local line = assert(c:receive())
               c:send(line .. "!\n")
               assert.are.same({ nil, "closed", "" }, { c:receive() })
@@ -683,7 +681,7 @@ describe("green sockets", function()
         for i = 1, n do
           clients[i] = green.spawn(function()
             local c = assert(green.connect("127.0.0.1", port))
-            green.sleep(0.01) -- everyone is connected before anyone talks
+            all_open:wait()
             c:send("hi " .. i .. "\n")
             local r = assert(c:receive())
             c:close()
@@ -694,9 +692,10 @@ describe("green sockets", function()
           assert.are.equal("hi " .. i .. "!", clients[i]:wait())
         end
         acceptor:wait()
-        eventually(function() return open == 0 end, "handlers done")
+        for i = 1, n do handlers[i]:wait() end
         srv:close()
-        assert.is_true(maxopen > n / 2, "max open " .. maxopen)
+        assert.are.equal(0, open)
+        assert.are.equal(n, maxopen)
       end)
     end)
   end)
