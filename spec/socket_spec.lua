@@ -13,6 +13,17 @@ end
 
 local eventually = require("helper").eventually
 
+-- A pair whose kernel buffers are small and fixed (64 KB each way, which
+-- the kernel doubles), so that a few MB can never fit in them: loopback
+-- TCP's autotuning otherwise grows them to several MB, and a writer
+-- meant to fill them could finish without ever blocking.
+local function tight_pair()
+  local c, s = pair()
+  assert(c:setoption("send-buffer-size", 64 * 1024))
+  assert(s:setoption("recv-buffer-size", 64 * 1024))
+  return c, s
+end
+
 local function suspended_in(gt, what)
   local st, w = gt:status()
   return st == "suspended" and w == what
@@ -382,7 +393,7 @@ describe("green sockets", function()
 
     it("stops reading ahead when nobody receives (bounded buffer)", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local chunk = string.rep("x", 64 * 1024)
         local writer = green.spawn(function()
           for _ = 1, 64 do -- 4 MB, far more than the buffers
@@ -419,7 +430,7 @@ describe("green sockets", function()
     it("sendall of several MB to a slow reader suspends the writer with "
        .. "bounded memory", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local parts = {}
         for i = 1, 4096 do parts[i] = string.format("%07d|", i) end
         local block = table.concat(parts) -- 32 KB
@@ -449,7 +460,7 @@ describe("green sockets", function()
     it("returns nil, 'timeout', last index when the peer never reads",
        function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         c:settimeout(0.05)
         local big = string.rep("z", 8 * 1024 * 1024)
         local ok, err, last = c:send(big)
@@ -464,7 +475,7 @@ describe("green sockets", function()
 
     it("keeps the stream whole when a writer is killed mid-send", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local a = string.rep("A", 8 * 1024 * 1024)
         local writer = green.spawn(function() return c:send(a) end)
         eventually(function()
@@ -491,7 +502,7 @@ describe("green sockets", function()
 
     it("a Timeout mid-send leaves the socket usable", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local big = string.rep("q", 8 * 1024 * 1024)
         local ok, err = pcall(green.with_timeout, 0.05, c.send, c, big)
         assert.is_false(ok)
@@ -507,7 +518,7 @@ describe("green sockets", function()
 
     it("flushes queued bytes after close (lingering)", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local big = string.rep("L", 8 * 1024 * 1024)
         local writer = green.spawn(function()
           c:sendall(big)
@@ -576,7 +587,7 @@ describe("green sockets", function()
 
     it("raises 'Second simultaneous write' too", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local big = string.rep("w", 8 * 1024 * 1024)
         local first = green.spawn(function() return c:send(big) end)
         eventually(function() return suspended_in(first, "socket:send") end)
