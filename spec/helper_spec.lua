@@ -161,3 +161,21 @@ describe("subprocesses", function()
     assert.are.same({ "its\n", "oops\n", 3 }, { out, err, code })
   end)
 end)
+
+describe("capture_stderr", function()
+  it("returns what fn wrote to io.stderr, then its results", function()
+    local real = io.stderr
+    local text, a, b = h.capture_stderr(function(x)
+      io.stderr:write("one ", 2, "\n")
+      return x, "b"
+    end, "a")
+    assert.are.same({ "one 2\n", "a", "b" }, { text, a, b })
+    assert.are.equal(real, io.stderr)
+  end)
+
+  it("restores io.stderr when fn fails, and re-raises", function()
+    local real = io.stderr
+    assert.has_error(function() h.capture_stderr(error, "boom") end, "boom")
+    assert.are.equal(real, io.stderr)
+  end)
+end)
