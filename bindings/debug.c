@@ -194,8 +194,56 @@ static int l_sleep_unref(lua_State *L) {
 /* }====================================================== */
 
 
+/*
+** {======================================================
+** A count hook that new coroutines inherit
+** =======================================================
+*/
+
+#define HOOK_KEY "green.inherited_hook"
+
+/*
+** Lua 5.4 copies a thread's hook into each coroutine it creates, but
+** debug.sethook's hook looks its Lua function up per thread, so it does
+** nothing in the new ones. This C hook calls one function for all.
+*/
+static void inherited_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, HOOK_KEY) == LUA_TFUNCTION)
+    lua_call(L, 0, 0); /* may raise, in the hooked code */
+  else
+    lua_pop(L, 1);
+}
+
+
+/*
+** inherited_hook(fn, count): every 'count' instructions, call fn() in the
+** calling thread and in every coroutine (green threads included) created
+** from it, or from those, while the hook is set there. inherited_hook():
+** clear the hook of the calling thread only; the threads that inherited
+** it go on calling the last 'fn'. For the spec helper's deadline.
+*/
+static int l_inherited_hook(lua_State *L) {
+  int count;
+  if (lua_isnoneornil(L, 1)) {
+    lua_sethook(L, NULL, 0, 0);
+    return 0;
+  }
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  count = (int)luaL_checkinteger(L, 2);
+  luaL_argcheck(L, count > 0, 2, "positive count expected");
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, HOOK_KEY);
+  lua_sethook(L, inherited_hook, LUA_MASKCOUNT, count);
+  return 0;
+}
+
+/* }====================================================== */
+
+
 static const luaL_Reg debug_funcs[] = {{"threads", l_threads},
                                        {"sleep_unref", l_sleep_unref},
+                                       {"inherited_hook", l_inherited_hook},
                                        {NULL, NULL}};
 
 

@@ -54,7 +54,10 @@ end
 -- killed and the `it` fails with a dump of the live threads (state, what
 -- each waits in, traceback). The deadline is a libuv timer, so it fires
 -- even while the hub would block in the poller for good, and it does not
--- keep an otherwise idle hub running.
+-- keep an otherwise idle hub running. That timer fires only when the hub
+-- polls, so a count hook on the threads fn runs (they inherit it) checks
+-- the deadline too: a thread that keeps the hub busy past it (a loop that
+-- never blocks, or only yields) fails with the deadline error.
 function _G.green_run(opts, ...)
   local fn, args
   if type(opts) == "table" and getmetatable(opts) == nil then
@@ -70,6 +73,25 @@ function _G.green_run(opts, ...)
 
   local mine = {} -- green_run's own threads, left out of dumps
   local outcome, expired, report
+  local function expire(note)
+    if not expired then
+      expired = true
+      report = (note or "") .. dump(mine)
+    end
+  end
+  local limit = green.now() + deadline
+  local function hook()
+    if green.now() > limit then
+      expire(tostring(green.getcurrent()) .. " kept the hub busy.\n")
+      error(string.format("green_run: the deadline of %g s passed while "
+                          .. "this thread kept the hub busy", deadline), 2)
+    end
+  end
+  -- Threads inherit the hook of the thread that creates them: set it on
+  -- the main thread only while spawning. A hook already there (coverage)
+  -- is left alone.
+  local hooked = debug.gethook() == nil
+  if hooked then core.inherited_hook(hook, 100000) end
   local run = green.spawn(function()
     local gt = green.spawn(fn, table.unpack(args, 1, args.n))
     core.observe(gt)
@@ -82,20 +104,21 @@ function _G.green_run(opts, ...)
   mine[run] = true
   local watchdog = green.spawn(function()
     core.sleep_unref(deadline)
-    expired = true
-    report = dump(mine)
+    expire()
     kill_all(mine)
     core.sleep_unref(GRACE) -- for `run` to drain the hub
     run:kill()
   end)
   watchdog.name = "green_run deadline"
   mine[watchdog] = true
+  if hooked then core.inherited_hook() end
 
   -- Fails only if the hub ran out of work with `run` still blocked.
   local ok, deadlock = pcall(run.wait, run)
   local leftover
-  if not expired and core.stats().threads > 1 then
-    leftover = dump(mine) -- blocked for good: say where, then clean up
+  if core.stats().threads > 1 then -- more than the watchdog
+    -- blocked for good (or past the deadline): say where, then clean up
+    if not expired then leftover = dump(mine) end
     kill_all(mine)
   end
   pcall(run.kill, run)

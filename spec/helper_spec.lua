@@ -70,6 +70,37 @@ describe("green_run's deadline", function()
     assert_hub_empty()
   end)
 
+  it("fails a thread that keeps the hub busy past the deadline", function()
+    local ok, err = pcall(green_run, { deadline = 0.2 }, function()
+      local function spin_here()
+        while true do green.sleep(0) end -- never blocks: no poll runs it
+      end
+      local spinner = green.spawn(function()
+        spin_here()
+        return "unreachable"
+      end)
+      spinner.name = "spinner"
+      return spinner:wait()
+    end)
+    assert.is_false(ok)
+    assert.matches("green_run: the deadline of 0.2 s passed", err, 1, true)
+    assert.matches("'spinner' %(running%) spawned at spec/helper_spec.lua:"
+                   .. "%d+ kept the hub busy", err)
+    assert.matches("'spinner' running", err, 1, true)
+    assert.matches("'spin_here'", err, 1, true)
+    assert_hub_empty()
+  end)
+
+  it("fails a loop that never yields at all", function()
+    local ok, err = pcall(green_run, { deadline = 0.2 }, function()
+      local n = 0
+      while true do n = n + 1 end
+    end)
+    assert.is_false(ok)
+    assert.matches("green_run: the deadline of 0.2 s passed", err, 1, true)
+    assert_hub_empty()
+  end)
+
   it("fails at once, with a dump, when every thread is blocked for good",
      function()
     local ok, err = pcall(green_run, { deadline = 3600 }, function()
