@@ -215,3 +215,46 @@ describe("green.debug.dump", function()
       "bad argument #1 to 'dump' (file or object with :write expected)")
   end)
 end)
+
+describe("core.sleep_unref (the spec helper's deadline)", function()
+  local core = green.core
+
+  it("does not keep an idle hub running", function()
+    local t = green.spawn(function() core.sleep_unref(3600) end)
+    green.run() -- returns: only the unref'd sleeper is left
+    assert.are.same({ "suspended", "green.sleep_unref" }, { t:status() })
+    t:kill()
+    assert.is_true(t:dead())
+  end)
+
+  it("wakes its thread while the hub blocks in the poller", function()
+    green_run(function()
+      local c, s = pair()
+      local reader = green.spawn(function() return s:receive() end)
+      green.sleep(0) -- a read pending, no timer: the hub blocks in epoll
+      local t = green.spawn(function()
+        core.sleep_unref(0.01)
+        return "woke"
+      end)
+      assert.are.equal("woke", t:wait())
+      c:close()
+      assert.are.same({ nil, "closed", "" }, { reader:wait() })
+      s:close()
+    end)
+  end)
+end)
+
+describe("core.inherited_hook", function()
+  it("runs in coroutines created while it is set, not after", function()
+    local core = green.core
+    local seen = {}
+    core.inherited_hook(function() seen[coroutine.running()] = true end, 10)
+    local co = coroutine.create(function() for _ = 1, 100 do end end)
+    core.inherited_hook()
+    local co2 = coroutine.create(function() for _ = 1, 100 do end end)
+    coroutine.resume(co)
+    coroutine.resume(co2)
+    assert.is_true(seen[co])
+    assert.is_nil(seen[co2])
+  end)
+end)
