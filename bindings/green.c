@@ -28,11 +28,70 @@ gl_thread_t *lgreen_checkthread(lua_State *L, int idx) {
 }
 
 
+/*
+** [-0, +1, m] Push the error that t's blocking call is to raise (a kill
+** or a Timeout). While t's function runs it is kept in the GreenThread's
+** value slot; once the function has returned that slot holds the outcome,
+** and an error for the link callbacks still running goes in the extras
+** table.
+*/
+void lgreen_pushpending(lua_State *L, gl_thread_t *t) {
+  lgreen_pushthread(L, t);
+  if (t->flags & GL_F_DONE) {
+    lgreen_pushextras(L, -1);
+    lua_getfield(L, -1, "pending");
+    lua_remove(L, -2);
+  } else {
+    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+  }
+  lua_remove(L, -2);
+}
+
+
+/* [-0, +0, m] Store the value at 'idx' as t's pending error. */
+static void setpending(lua_State *L, gl_thread_t *t, int idx) {
+  idx = lua_absindex(L, idx);
+  lgreen_pushthread(L, t);
+  if (t->flags & GL_F_DONE) {
+    lgreen_pushextras(L, -1);
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "pending");
+    lua_pop(L, 1);
+  } else {
+    lua_pushvalue(L, idx);
+    lua_setiuservalue(L, -2, LGREEN_UV_VALUE);
+  }
+  lua_pop(L, 1);
+}
+
+
 /* [-0, +0, v] raise t's stored error (its pending or kill error). */
 static int raise_value(lua_State *L, gl_thread_t *t) {
-  lgreen_pushthread(L, t);
-  lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+  lgreen_pushpending(L, t);
   return lua_error(L);
+}
+
+
+/*
+** Is 'L' running a finalizer? Lua 5.4.4 stops the collector while it runs
+** one, and lua_gc then answers -1 to everything.
+*/
+int lgreen_in_finalizer(lua_State *L) {
+  return lua_gc(L, LUA_GCISRUNNING) < 0;
+}
+
+
+/*
+** Can the caller block now, without raising? A green thread outside
+** C-call boundaries, or the host's main thread, and not in a finalizer:
+** the main thread blocks by running the hub, which would run close
+** callbacks that free what the interrupted code may still be using.
+*/
+int lgreen_canblock(lua_State *L, gl_hub_t *hub) {
+  gl_thread_t *t = hub->current;
+  if (t == NULL || lgreen_in_finalizer(L))
+    return 0;
+  return (t->flags & GL_F_MAIN) || lgreen_yieldable(L, hub);
 }
 
 
@@ -46,12 +105,65 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                "finalizer or a hub callback cannot block; spawn a green "
                "thread for blocking work)",
                what);
+  if (lgreen_in_finalizer(L))
+    luaL_error(L,
+               "%s: cannot block inside a finalizer (__gc): finalizers "
+               "run in the middle of whatever code allocated memory. "
+               "Spawn a green thread from __gc to do the blocking work.",
+               what);
   if (t->flags & GL_F_KILLED)
     raise_value(L, t);
   if (!(t->flags & GL_F_MAIN) && !lgreen_yieldable(L, hub))
     lgreen_boundary_error(L, hub, what);
   return t;
 }
+
+
+/*
+** {======================================================
+** Durations
+** =======================================================
+*/
+
+/*
+** Seconds to nanoseconds, for a deadline 'gl_now() + ns': negative is 0,
+** and at most 1e18 (31 years: "never" without overflowing the sum).
+** 's' is not NaN (the checkers below refuse it).
+*/
+uint64_t lgreen_ns(lua_Number s) {
+  if (s <= 0)
+    return 0;
+  return s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+}
+
+
+/*
+** [-0, +0, v] Raise unless duration 's' (named by 'what') is a number.
+** NaN compares false with everything: it would pass every range check
+** and then be cast to an integer (undefined behaviour).
+*/
+lua_Number lgreen_notnan(lua_State *L, lua_Number s, const char *what) {
+  if (s != s)
+    luaL_error(L, "%s is NaN (a number of seconds expected)", what);
+  return s;
+}
+
+
+/* [-0, +0, v] The duration in seconds at argument 'arg'; NaN raises. */
+lua_Number lgreen_checkseconds(lua_State *L, int arg) {
+  lua_Number s = luaL_checknumber(L, arg);
+  if (s != s)
+    luaL_argerror(L, arg, "number of seconds expected, got NaN");
+  return s;
+}
+
+
+/* [-0, +0, v] As 'lgreen_checkseconds', 'def' when absent or nil. */
+lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def) {
+  return lua_isnoneornil(L, arg) ? def : lgreen_checkseconds(L, arg);
+}
+
+/* }====================================================== */
 
 
 /* Hand control to the hub until the wait of 't' is over, then run 'k'. */
@@ -102,15 +214,13 @@ void lgreen_resumed(lua_State *L, gl_thread_t *t) {
 
 
 int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky) {
-  idx = lua_absindex(L, idx);
   if (t->state == GL_DEAD)
     return 0;
+  if ((t->flags & GL_F_DONE) && sticky)
+    return 0; /* its function has returned: the outcome stands */
   if ((t->flags & GL_F_KILLED) && !sticky)
     return 0; /* a killed thread keeps raising its kill error */
-  lgreen_pushthread(L, t);
-  lua_pushvalue(L, idx);
-  lua_setiuservalue(L, -2, LGREEN_UV_VALUE);
-  lua_pop(L, 1);
+  setpending(L, t, idx);
   if (sticky)
     t->flags |= GL_F_KILLED;
   return gl_interrupt(t);
@@ -206,6 +316,11 @@ int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what) {
         }
       }
       if (globalname(S, -1)) {
+        const char *g = lua_tostring(S, -1);
+        if (strcmp(g, "pcall") == 0 || strcmp(g, "xpcall") == 0) {
+          lua_pop(S, 2); /* yieldable in itself: the boundary is further */
+          continue;
+        }
         lua_xmove(S, L, 1);
         name = lua_tostring(L, -1);
       } else if (ar.name != NULL) {
@@ -269,11 +384,11 @@ static int l_sleep(lua_State *L) {
   int isnum;
   lua_Number s = lua_tonumberx(L, 1, &isnum); /* sleep(0) is the hot path */
   gl_thread_t *t;
-  if (!isnum)
-    s = luaL_optnumber(L, 1, 0); /* nil, or raise the argument error */
+  if (!isnum || s != s)
+    s = lgreen_optseconds(L, 1, 0); /* nil, or raise the argument error */
   t = lgreen_begin(L, hub, "green.sleep");
   if (s > 0) {
-    uint64_t ns = s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+    uint64_t ns = lgreen_ns(s);
     if (ns < 1000000)
       ns = 1000000;
     if (gl_timer_start(hub, &t->timer, gl_now() + ns, sleep_done) < 0)
@@ -317,9 +432,7 @@ static int suspend_k(lua_State *L, int status, lua_KContext ctx) {
     t->flags &= ~GL_F_PENDING;
     lua_settop(L, (int)ctx);
     lua_pushboolean(L, 0);
-    lgreen_pushthread(L, t);
-    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
-    lua_remove(L, -2);
+    lgreen_pushpending(L, t);
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -345,8 +458,10 @@ static const char *anchor_what(lua_State *L, gl_hub_t *hub, int idx) {
   luaL_checktype(L, idx, LUA_TSTRING);
   s = lua_tostring(L, idx);
   h = (unsigned)(((uintptr_t)s >> 4) & 7);
-  if (seen[h] == s)
+  if (seen[h] == s) {
+    hub->whathits++;
     return s;
+  }
   if (luaL_getsubtable(L, LUA_REGISTRYINDEX, "green.whats") == 0 ||
       lua_rawlen(L, -1) < 256) {
     lua_pushvalue(L, idx);
@@ -377,9 +492,7 @@ static int l_suspend(lua_State *L) {
   const char *what = anchor_what(L, hub, 1);
   if (t != NULL && (t->flags & GL_F_KILLED)) {
     lua_pushboolean(L, 0);
-    lgreen_pushthread(L, t);
-    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
-    lua_remove(L, -2);
+    lgreen_pushpending(L, t);
     return 2;
   }
   t = lgreen_begin(L, hub, what);
@@ -456,17 +569,16 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "active");
   lua_pushinteger(L, hub->lastid);
   lua_setfield(L, -2, "spawned");
+  lua_pushinteger(L, (lua_Integer)hub->whathits);
+  lua_setfield(L, -2, "suspend_cache_hits");
   return 1;
 }
 
 
 static int l_isyieldable(lua_State *L) {
   /* Can the caller block? (a green thread outside C-call boundaries, or
-     the main thread when the hub is not running) */
-  gl_hub_t *hub = lgreen_hub(L);
-  gl_thread_t *t = hub->current;
-  lua_pushboolean(L, t != NULL &&
-                         ((t->flags & GL_F_MAIN) || lgreen_yieldable(L, hub)));
+     the main thread when the hub is not running; not in a finalizer) */
+  lua_pushboolean(L, lgreen_canblock(L, lgreen_hub(L)));
   return 1;
 }
 

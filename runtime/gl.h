@@ -128,6 +128,7 @@ struct gl_hub {
   unsigned *freebases;   /* stack of free slot indexes */
   int anchors;           /* registry ref: table of live GreenThreads by slot */
   const char *whats[8];  /* cache of anchored suspend() descriptions */
+  uint64_t whathits;     /* suspend() descriptions found in 'whats' */
   unsigned nfree;
   volatile int interrupt; /* set by the SIGINT handler of the executable */
   gl_thread_t *interrupt_target; /* who the interrupt is delivered to */

@@ -283,6 +283,7 @@ int gl_hub_init(gl_hub_t *hub) {
   gl_link_init(&hub->idlers);
   hub->hubyield = 0;
   memset(hub->whats, 0, sizeof(hub->whats));
+  hub->whathits = 0;
   hub->depth = 0;
   hub->boundary_depth = 0;
   hub->boundary_L = NULL;
@@ -335,7 +336,6 @@ void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
   if (status == LUA_YIELD) {
     if (hub->hubyield) { /* a green primitive: it set the state */
       hub->hubyield = 0;
-  memset(hub->whats, 0, sizeof(hub->whats));
       return;
     }
     /* A yield that did not come through a green primitive (a library
@@ -351,8 +351,17 @@ void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
 }
 
 
-static void noop_cb(uv_timer_t *h) {
-  (void)h;
+/*
+** The hub's timer only has to end the poll. libuv runs due timers before
+** it computes the poll timeout: if the millisecond this timer was armed
+** for ticks over between 'uv_update_time' and 'uv_run''s own update, the
+** timer fires there, before the poll, and nothing else is armed; with a
+** socket open the poll would then block forever with sleeps pending.
+** 'uv_stop' makes that poll's timeout 0 (uv_backend_timeout), wherever
+** in the iteration the timer fires.
+*/
+static void deadline_cb(uv_timer_t *h) {
+  uv_stop(h->loop);
 }
 
 
@@ -379,7 +388,7 @@ static int poll_io(gl_hub_t *hub, int block) {
         /* Round up: a deadline 0.3 ms away waits 1 ms, never spins. */
         uint64_t ms = (due - now + 999999) / 1000000;
         uv_update_time(&hub->loop);
-        uv_timer_start(&hub->timer, noop_cb, ms, 0);
+        uv_timer_start(&hub->timer, deadline_cb, ms, 0);
         uv_ref((uv_handle_t *)&hub->timer);
         uv_run(&hub->loop, UV_RUN_ONCE);
         uv_unref((uv_handle_t *)&hub->timer);

@@ -109,9 +109,9 @@ local function repl()
 end
 
 -- The main chunk: everything lua.c's pmain does after option parsing.
-local function run(argv, script, interactive, showversion, has_e, warn)
+local function run(argv, script, interactive, showversion, has_e, warnings)
   local argc = #argv + 1
-  if warn then warn("@on") end
+  if warnings then warn("@on") end
   if showversion then version() end
   local noenv = false
   for i = 1, script - 1 do
@@ -176,10 +176,10 @@ end
 
 --- Entry point: run the command line, then the hub until it is idle.
 -- @treturn integer the process exit status
-function cli.main(argv, script, interactive, showversion, has_e, warn)
+function cli.main(argv, script, interactive, showversion, has_e, warnings)
   progname = argv[0] or progname
   local main = green.spawn(run, argv, script, interactive, showversion,
-                           has_e, warn)
+                           has_e, warnings)
   main.name = "main"
   core.observe(main)
   core.interrupt_target(main)
