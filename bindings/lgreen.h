@@ -93,6 +93,7 @@ void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_socket(lua_State *L, gl_hub_t *hub);
 void lgreen_open_dns(lua_State *L, gl_hub_t *hub);
+void lgreen_open_debug(lua_State *L, gl_hub_t *hub);
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
 /* Used by the executable (runtime/main.c). */

@@ -95,6 +95,7 @@ struct gl_thread {
   int anchor;           /* registry reference of main (others use 'slot') */
   int nres;             /* number of results once dead */
   int line;             /* spawn site line, or -1 */
+  uint64_t since;       /* uv_now() when it last suspended (ms) */
   unsigned slot;        /* index in the hub's 'bases' + 1; 0 if none */
 };
 

@@ -109,6 +109,7 @@ static gl_thread_t *pop(gl_hub_t *hub) {
 /* Mark 't' blocked in 'what'; 'cancel' undoes the wait (may be NULL). */
 void gl_suspend(gl_thread_t *t, const char *what, gl_cancel_cb cancel) {
   t->state = GL_SUSPENDED;
+  t->since = uv_now(&t->hub->loop);
   t->what = what;
   t->cancel = cancel;
 }

@@ -2,6 +2,23 @@
 -- in a subprocess.
 local h = require "helper"
 
+-- Run greenlua with `args` in the background, send it SIGINT once it has
+-- printed "ready" (the script says when it is where the spec wants the
+-- signal), and return its stdout without that line, stderr and exit code.
+local function interrupt(args)
+  local out, err, code = h.sh(string.format([[
+out=$(mktemp)
+%s %s >"$out" & pid=$!
+n=0
+until grep -q '^ready$' "$out"; do
+  n=$((n+1)); [ $n -gt 3000 ] && break
+  sleep 0.01
+done
+kill -INT $pid; wait $pid; code=$?
+cat "$out"; rm -f "$out"; exit $code]], h.greenlua, args))
+  return (out:gsub("ready\n", "", 1)), err, code
+end
+
 local function run(args, stdin)
   local cmd = h.greenlua .. " " .. args
   if stdin then
@@ -138,18 +155,18 @@ describe("greenlua options", function()
   end)
 
   it("Ctrl-C interrupts a main chunk blocked in the hub", function()
-    local _, err, code = h.sh("timeout --preserve-status -s INT 0.3 "
-      .. h.greenlua
-      .. [[ -e "require('green').sleep(10)"]])
+    -- the spawned thread runs once the main chunk blocks in sleep
+    local _, err, code = interrupt([[-e "local g = require('green') ]]
+      .. [[g.spawn(function() print('ready') io.stdout:flush() end) ]]
+      .. [[g.sleep(60)"]])
     assert.are.equal(1, code)
     assert.matches("interrupted!", err)
     assert.not_matches("cli.lua", err) -- the driver's frames are hidden
   end)
 
   it("Ctrl-C interrupts a main chunk running Lua code", function()
-    local _, err, code = h.sh("timeout --preserve-status -s INT 0.3 "
-      .. h.greenlua
-      .. [[ -e "local x = 0 while true do x = x + 1 end"]])
+    local _, err, code = interrupt([[-e "print('ready') io.stdout:flush() ]]
+      .. [[local x = 0 while true do x = x + 1 end"]])
     assert.are.equal(1, code)
     assert.matches("interrupted!", err)
   end)
@@ -157,9 +174,11 @@ end)
 
 describe("Ctrl-C after the main chunk has ended", function()
   it("stops waiting for the remaining green threads", function()
-    local out, err, code = h.sh("timeout --preserve-status -s INT 0.3 "
-      .. h.greenlua .. [[ -e "local g = require('green') ]]
-      .. [[g.spawn(function() g.sleep(10) print('late') end) print('main')"]])
+    -- threads spawned by the main chunk start once it has ended
+    local out, err, code = interrupt([[-e "local g = require('green') ]]
+      .. [[g.spawn(function() g.sleep(60) print('late') end) ]]
+      .. [[g.spawn(function() print('ready') io.stdout:flush() end) ]]
+      .. [[print('main')"]])
     assert.are.equal(1, code)
     assert.are.equal("main\n", out)
     assert.matches("interrupted!", err)

@@ -1,45 +1,228 @@
 -- Loaded by busted before the specs (see .busted).
+--
+-- Nothing here may hang CI: a green_run fails after its deadline with a
+-- dump of every live green thread, `eventually` gives up after a bound,
+-- and subprocesses run under coreutils' `timeout`.
 local green = require "green"
+local core = green.core
+local gdebug = require "green.debug"
 
 local helper = {}
+
+--- Seconds a `green_run` may take before it fails: the environment
+-- variable GREENLUA_SPEC_DEADLINE, or 60. One call can ask for more (or
+-- less) with `green_run({ deadline = seconds }, fn, ...)`.
+helper.deadline = tonumber(os.getenv("GREENLUA_SPEC_DEADLINE")) or 60
+
+--- Seconds a subprocess (`helper.sh` and the `*_run` helpers below) may
+-- run before `timeout` kills it: GREENLUA_SPEC_SUBPROCESS_TIMEOUT, or 60.
+helper.subprocess_timeout =
+  tonumber(os.getenv("GREENLUA_SPEC_SUBPROCESS_TIMEOUT")) or 60
+
+-- After the deadline, how long the threads it killed may take to finish
+-- before green_run stops waiting for the hub to drain.
+local GRACE = 5
+
+-- Kill every live thread but the main thread and those in `keep`; a kill
+-- returns once its target is dead.
+local function kill_all(keep)
+  for _, e in ipairs(core.threads()) do
+    if e.id ~= 0 and not keep[e.thread] and not e.thread:dead() then
+      pcall(e.thread.kill, e.thread)
+    end
+  end
+end
+
+-- The dump of the live threads, leaving out green_run's own helpers and
+-- the main thread (busted's frames, waiting for green_run's thread).
+local function dump(skip)
+  local list = {}
+  for _, e in ipairs(core.threads()) do
+    if e.id ~= 0 and not skip[e.thread] then list[#list + 1] = e end
+  end
+  return gdebug.format(list)
+end
 
 --- Run `fn(...)` as a green thread and return its results once it and
 -- every thread it left behind are done. A failed assertion or an error
 -- inside `fn`, or in any green thread that nobody waited for, is raised
 -- here, so busted reports it on the right `it`. The hub must be empty
 -- afterwards: a leftover thread or timer fails the test.
-function _G.green_run(fn, ...)
+--
+-- `green_run({ deadline = seconds }, fn, ...)` sets this call's deadline
+-- (default `helper.deadline`). Once it passes, every green thread is
+-- killed and the `it` fails with a dump of the live threads (state, what
+-- each waits in, traceback). The deadline is a libuv timer, so it fires
+-- even while the hub would block in the poller for good, and it does not
+-- keep an otherwise idle hub running. That timer fires only when the hub
+-- polls, so a count hook on the threads fn runs (they inherit it) checks
+-- the deadline too: a thread that keeps the hub busy past it (a loop that
+-- never blocks, or only yields) fails with the deadline error.
+function _G.green_run(opts, ...)
+  local fn, args
+  if type(opts) == "table" and getmetatable(opts) == nil then
+    fn, args = ..., table.pack(select(2, ...))
+  else
+    fn, args, opts = opts, table.pack(...), {}
+  end
+  local deadline = opts.deadline or helper.deadline
   local errors = {}
   local old = green.on_error(function(gt, err, tb)
     errors[#errors + 1] = { gt = tostring(gt), err = err, tb = tb }
   end)
-  local results = table.pack(pcall(green.run, fn, ...))
-  local drained, derr = pcall(green.run)
+
+  local mine = {} -- green_run's own threads, left out of dumps
+  local outcome, expired, report
+  local function expire(note)
+    if not expired then
+      expired = true
+      report = (note or "") .. dump(mine)
+    end
+  end
+  local limit = green.now() + deadline
+  local function hook()
+    if green.now() > limit then
+      expire(tostring(green.getcurrent()) .. " kept the hub busy.\n")
+      error(string.format("green_run: the deadline of %g s passed while "
+                          .. "this thread kept the hub busy", deadline), 2)
+    end
+  end
+  -- Threads inherit the hook of the thread that creates them: set it on
+  -- the main thread only while spawning. A hook already there (coverage)
+  -- is left alone.
+  local hooked = debug.gethook() == nil
+  if hooked then core.inherited_hook(hook, 100000) end
+  local run = green.spawn(function()
+    local gt = green.spawn(fn, table.unpack(args, 1, args.n))
+    core.observe(gt)
+    outcome = table.pack(pcall(gt.wait, gt))
+    -- Until the threads fn left behind are done (or blocked for good).
+    -- After a failure they are killed instead: they may wait for fn.
+    if outcome[1] then core.run() end
+  end)
+  run.name = "green_run"
+  mine[run] = true
+  local watchdog = green.spawn(function()
+    core.sleep_unref(deadline)
+    expire()
+    kill_all(mine)
+    core.sleep_unref(GRACE) -- for `run` to drain the hub
+    run:kill()
+  end)
+  watchdog.name = "green_run deadline"
+  mine[watchdog] = true
+  if hooked then core.inherited_hook() end
+
+  -- Fails only if the hub ran out of work with `run` still blocked.
+  local ok, deadlock = pcall(run.wait, run)
+  local leftover
+  if core.stats().threads > 1 then -- more than the watchdog
+    -- blocked for good (or past the deadline): say where, then clean up
+    if not expired then leftover = dump(mine) end
+    kill_all(mine)
+  end
+  pcall(run.kill, run)
+  pcall(watchdog.kill, watchdog)
   green.on_error(old)
-  if not results[1] then error(results[2], 0) end
-  if not drained then error(derr, 0) end
+
+  if expired then
+    error(string.format("green_run: the deadline of %g s passed; every "
+                        .. "green thread was killed. At the deadline:\n%s",
+                        deadline, report), 0)
+  end
+  if not ok then error(tostring(deadlock) .. "\n" .. leftover, 0) end
+  if not outcome[1] then error(outcome[2], 0) end
+  if leftover then
+    error("hub not empty after green_run: threads left blocked:\n"
+          .. leftover, 0)
+  end
   if #errors > 0 then
     local e = errors[1]
     error(string.format("unobserved error in %s: %s\n%s", e.gt,
                         tostring(e.err), e.tb or ""), 0)
   end
-  local s = green.core.stats()
+  local s = core.stats()
   if s.threads ~= 0 or s.timers ~= 0 or s.ready ~= 0 then
     error(string.format("hub not empty after green_run: %d threads, "
                         .. "%d timers, %d ready", s.threads, s.timers,
                         s.ready), 0)
   end
-  return table.unpack(results, 2, results.n)
+  return table.unpack(outcome, 2, outcome.n)
+end
+
+--- Wait until `cond()` returns a true value, and return that value. For
+-- conditions no event announces: polls, yielding to the hub between tries
+-- (1 ms, backing off to 10 ms), and fails after `timeout` seconds
+-- (default 30: a bound, not a timing assumption). `what` names the
+-- condition in the failure. Works from a green thread or the main thread.
+function helper.eventually(cond, timeout, what)
+  if type(timeout) == "string" then timeout, what = nil, timeout end
+  local limit = green.now() + (timeout or 30)
+  local pause = 0.001
+  while true do
+    local v = cond()
+    if v then return v end
+    if green.now() > limit then
+      error("eventually: never happened within " .. (timeout or 30)
+            .. " s: " .. (what or "condition"), 2)
+    end
+    green.sleep(pause)
+    if pause < 0.01 then pause = pause * 2 end
+  end
+end
+
+--- True once green thread `gt` is suspended (in `what`, if given): the
+-- way to know another thread has reached its blocking call.
+function helper.suspended(gt, what)
+  local st, w = gt:status()
+  return st == "suspended" and (what == nil or w == what)
+end
+
+--- Wait until `gt` is suspended (in `what`, if given).
+function helper.until_suspended(gt, what)
+  helper.eventually(function() return helper.suspended(gt, what) end,
+                    tostring(gt) .. " suspended in " .. (what or "a wait"))
+end
+
+--- Run `fn(...)` with `io.stderr` replaced by a buffer, so that reports
+-- a spec causes on purpose (green's default error reporter writes to
+-- io.stderr) are asserted instead of printed. Returns the text written,
+-- then fn's results; re-raises fn's error after restoring io.stderr.
+function helper.capture_stderr(fn, ...)
+  local buf, real = {}, io.stderr
+  local sink = {}
+  function sink.write(self, ...)
+    for i = 1, select("#", ...) do
+      buf[#buf + 1] = tostring((select(i, ...)))
+    end
+    return self
+  end
+  function sink.flush(self) return self end
+  io.stderr = sink -- luacheck: ignore 122
+  local r = table.pack(pcall(fn, ...))
+  io.stderr = real -- luacheck: ignore 122
+  if not r[1] then error(r[2], 0) end
+  return table.concat(buf), table.unpack(r, 2, r.n)
 end
 
 --- Path of the built greenlua executable.
 local build = os.getenv("GREENLUA_BUILD") or "./build"
 helper.greenlua = build .. "/greenlua"
 
---- Run a shell command; return its stdout, stderr and exit code.
-function helper.sh(cmd)
+local function quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+--- Run a shell command; return its stdout, stderr and exit code. It runs
+-- under coreutils' `timeout`: after `limit` seconds (default
+-- `helper.subprocess_timeout`) it is killed, the code is 124 and stderr
+-- says so, so a hung subprocess fails its spec instead of hanging CI.
+function helper.sh(cmd, limit)
+  limit = limit or helper.subprocess_timeout
   local out, errf = os.tmpname(), os.tmpname()
-  local ok, _, code = os.execute(cmd .. " >" .. out .. " 2>" .. errf)
+  local ok, _, code = os.execute(string.format(
+    "timeout -k 5 %g sh -c %s </dev/null >%s 2>%s", limit, quote(cmd),
+    out, errf))
   local function slurp(p)
     local f = assert(io.open(p, "rb"))
     local s = f:read("a")
@@ -47,23 +230,29 @@ function helper.sh(cmd)
     os.remove(p)
     return s
   end
-  return slurp(out), slurp(errf), ok and 0 or code
+  local o, e = slurp(out), slurp(errf)
+  code = ok and 0 or code
+  if code == 124 then
+    e = e .. string.format("\n[helper.sh: killed after %g s: %s]\n", limit,
+                           cmd)
+  end
+  return o, e, code
 end
 
 --- Run a Lua snippet under `greenlua` (in a subprocess).
-function helper.greenlua_run(src, args)
+function helper.greenlua_run(src, args, limit)
   local p = os.tmpname()
   local f = assert(io.open(p, "w"))
   f:write(src)
   f:close()
   local out, err, code = helper.sh(helper.greenlua .. " " .. p .. " "
-                                   .. (args or ""))
+                                   .. (args or ""), limit)
   os.remove(p)
   return out, err, code
 end
 
 --- Run a Lua snippet under stock lua5.4 with the build tree on the path.
-function helper.lua54_run(src)
+function helper.lua54_run(src, limit)
   local p = os.tmpname()
   local f = assert(io.open(p, "w"))
   f:write(src)
@@ -71,7 +260,7 @@ function helper.lua54_run(src)
   local out, err, code = helper.sh(
     "LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' "
     .. "LUA_CPATH='" .. build .. "/?.so;;' "
-    .. "lua5.4 " .. p)
+    .. "lua5.4 " .. p, limit)
   os.remove(p)
   return out, err, code
 end

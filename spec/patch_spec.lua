@@ -19,11 +19,12 @@ local function unload()
 end
 
 -- A small HTTP/1.1 server: one green thread per connection, the request
--- read up to its blank line, `delay` seconds of pretend work, then a
--- response with a body saying which path was asked for. `log` records
--- "start" and "finish" in the order they happened; `open` counts
--- requests in flight and `maxopen` the most at once.
-local function http_server(delay)
+-- read up to its blank line, then `hold(st)` if given (pretend work that
+-- waits for whatever the spec needs), then a response with a body saying
+-- which path was asked for. `log` records "start" and "finish" in the
+-- order they happened; `open` counts requests in flight and `maxopen` the
+-- most at once.
+local function http_server(hold)
   local st = { log = {}, open = 0, maxopen = 0, requests = 0 }
   local srv = assert(green.listen("127.0.0.1", 0))
   st.port = select(2, srv:getsockname())
@@ -45,7 +46,7 @@ local function http_server(delay)
     st.open = st.open + 1
     st.maxopen = math.max(st.maxopen, st.open)
     st.log[#st.log + 1] = "start"
-    if delay then green.sleep(delay) end
+    if hold then hold(st) end
     local reply = method .. " " .. path .. " " .. body
     st.open = st.open - 1
     st.log[#st.log + 1] = "finish"
@@ -195,7 +196,13 @@ describe("green.patch()", function()
 
     it("runs 20 requests at once from 20 green threads", function()
       green_run(function()
-        local st = http_server(0.1)
+        -- Each request is held until all 20 are in: a server that saw
+        -- them one at a time would never answer.
+        local all_in = green.Event()
+        local st = http_server(function(st)
+          if st.open == 20 then all_in:send() end
+          all_in:wait()
+        end)
         local url = "http://127.0.0.1:" .. st.port .. "/item/"
         local threads = {}
         for i = 1, 20 do
@@ -220,19 +227,23 @@ describe("green.patch()", function()
 
     it("keeps other green threads running while it waits", function()
       green_run(function()
-        local st = http_server(0.05)
+        -- The server answers only after another thread has ticked three
+        -- times, so the request returns only if its waits let others run.
+        local ticked = green.Event()
+        local st = http_server(function() ticked:wait() end)
         local ticks, done = 0, false
         local ticker = green.spawn(function()
           while not done do
             ticks = ticks + 1
-            green.sleep(0.005)
+            if ticks == 3 then ticked:send() end
+            green.sleep(0)
           end
         end)
         assert.are.equal(200, select(2, http.request(
           "http://127.0.0.1:" .. st.port .. "/")))
         done = true
         ticker:wait()
-        assert.is_true(ticks > 1)
+        assert.is_true(ticks >= 3)
         st.stop()
       end)
     end)

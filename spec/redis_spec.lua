@@ -42,16 +42,14 @@ describe("lua-redis on green.socket against redis-server", function()
     pid = assert(tonumber(p:read("l")), "could not start redis-server")
     p:close()
     -- Wait (bounded) until it accepts connections.
-    for _ = 1, 250 do
+    require("helper").eventually(function()
       local c = green.connect("127.0.0.1", port)
       if c then
         c:close()
-        return
+        return true
       end
-      if not alive(pid) then break end
-      green.sleep(0.02)
-    end
-    error("redis-server did not start on port " .. port)
+      assert(alive(pid), "redis-server exited at start on port " .. port)
+    end, "redis-server accepting on port " .. port)
   end)
 
   teardown(function()
@@ -136,7 +134,8 @@ describe("lua-redis on green.socket against redis-server", function()
       end)
       local c = connect()
       c:del("jobs", "work")
-      while #log == 0 do green.sleep(0) end
+      require("helper").eventually(function() return #log > 0 end,
+                                   "the BLPOP client connected")
       for i = 1, 100 do c:rpush("work", i) end
       assert.are.equal(100, c:llen("work"))
       log[#log + 1] = "work done"

@@ -90,11 +90,7 @@ Server.__close = Server.close
 
 -- Wait (bounded) until `cond()` holds.
 local function wait_for(cond, what)
-  for _ = 1, 1000 do
-    if cond() then return end
-    green.sleep(0.01)
-  end
-  error("not reached in 10 s: " .. what)
+  require("helper").eventually(cond, what)
 end
 
 local function waiting(n)

@@ -1,6 +1,17 @@
 -- green.serve: the accept loop (lua/green/socket.lua, issue 4).
 local green = require "green"
 
+local h = require "helper"
+local eventually = h.eventually
+
+-- Is some green thread suspended in `what`?
+local function waits_in(what)
+  for _, e in ipairs(green.debug.threads()) do
+    if e.waiting_in == what then return true end
+  end
+  return false
+end
+
 local function server()
   local srv = assert(green.listen("127.0.0.1", 0))
   local _, port = srv:getsockname()
@@ -62,21 +73,27 @@ describe("green.serve", function()
       for i = 1, 5 do
         clients[i] = green.spawn(talk, port, tostring(i))
       end
-      -- let everything run that can: only two handlers may have started
-      for _ = 1, 20 do green.sleep(0.001) end
+      -- Wait until everything that can run has: all five clients sent
+      -- their line and wait for the answer, two handlers hold their slot,
+      -- and the accept loop waits for room. Then only two have started.
+      eventually(function()
+        for i = 1, 5 do
+          if not h.suspended(clients[i], "socket:receive") then
+            return false
+          end
+        end
+        return #release == 2 and waits_in("green.serve (at the "
+                                          .. "concurrency limit)")
+      end, "five clients waiting, the accept loop at its limit")
+      green.sleep(0) -- a third handler, if spawned, would run now
       assert.are.equal(2, started)
-      assert.are.equal(2, #release)
       -- free the slots one at a time; a third never overlaps the two
       local woken = 0
       while woken < 5 do
-        for _ = 1, 20 do
-          if #release > woken then break end
-          green.sleep(0.001)
-        end
+        eventually(function() return #release > woken end,
+                   "handler " .. woken + 1 .. " started")
         woken = woken + 1
         assert(green.wake(release[woken]))
-        green.sleep(0.001)
-        assert.is_true(running <= 2)
       end
       for i = 1, 5 do assert.are.equal(tostring(i), clients[i]:wait()) end
       loop:wait()
@@ -168,7 +185,6 @@ describe("green.serve", function()
 
   it("examples/echo_server.lua --demo: three clients, then shutdown",
      function()
-    local h = require "helper"
     local out, err, code = h.sh(h.greenlua
                                 .. " examples/echo_server.lua 0 --demo")
     assert.are.equal(0, code, err)
@@ -184,7 +200,6 @@ describe("green.serve", function()
 
   it("survives EMFILE without spinning and recovers when descriptors "
      .. "free up", function()
-    local h = require "helper"
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))
     f:write([=[

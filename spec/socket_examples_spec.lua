@@ -17,15 +17,7 @@ local function slurp(path)
   return s
 end
 
--- Wait (bounded: 10 s) until fn() returns a true value; return it.
-local function eventually(fn, what)
-  for _ = 1, 1000 do
-    local v = fn()
-    if v then return v end
-    green.sleep(0.01)
-  end
-  error("never happened: " .. what, 2)
-end
+local eventually = h.eventually
 
 -- One HTTP response from conn: status line, headers (lower-case names),
 -- body by Content-Length.

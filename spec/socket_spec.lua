@@ -11,13 +11,17 @@ local function pair()
   return c, s
 end
 
--- Wait (bounded) until fn() is true, yielding to the hub between tries.
-local function eventually(fn, what)
-  for _ = 1, 5000 do
-    if fn() then return end
-    green.sleep(0.001)
-  end
-  error("never happened: " .. (what or "condition"), 2)
+local eventually = require("helper").eventually
+
+-- A pair whose kernel buffers are small and fixed (64 KB each way, which
+-- the kernel doubles), so that a few MB can never fit in them: loopback
+-- TCP's autotuning otherwise grows them to several MB, and a writer
+-- meant to fill them could finish without ever blocking.
+local function tight_pair()
+  local c, s = pair()
+  assert(c:setoption("send-buffer-size", 64 * 1024))
+  assert(s:setoption("recv-buffer-size", 64 * 1024))
+  return c, s
 end
 
 local function suspended_in(gt, what)
@@ -112,6 +116,7 @@ describe("green sockets", function()
           for _ = 1, 3 do ticks = ticks + 1; green.sleep(0) end
         end)
         green.connect("no-such-host.invalid", 80)
+        assert.is_true(ticks >= 1, "the ticker did not run meanwhile")
         ticker:wait()
         assert.are.equal(3, ticks)
       end)
@@ -388,7 +393,7 @@ describe("green sockets", function()
 
     it("stops reading ahead when nobody receives (bounded buffer)", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local chunk = string.rep("x", 64 * 1024)
         local writer = green.spawn(function()
           for _ = 1, 64 do -- 4 MB, far more than the buffers
@@ -425,7 +430,7 @@ describe("green sockets", function()
     it("sendall of several MB to a slow reader suspends the writer with "
        .. "bounded memory", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local parts = {}
         for i = 1, 4096 do parts[i] = string.format("%07d|", i) end
         local block = table.concat(parts) -- 32 KB
@@ -455,7 +460,7 @@ describe("green sockets", function()
     it("returns nil, 'timeout', last index when the peer never reads",
        function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         c:settimeout(0.05)
         local big = string.rep("z", 8 * 1024 * 1024)
         local ok, err, last = c:send(big)
@@ -470,7 +475,7 @@ describe("green sockets", function()
 
     it("keeps the stream whole when a writer is killed mid-send", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local a = string.rep("A", 8 * 1024 * 1024)
         local writer = green.spawn(function() return c:send(a) end)
         eventually(function()
@@ -497,7 +502,7 @@ describe("green sockets", function()
 
     it("a Timeout mid-send leaves the socket usable", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local big = string.rep("q", 8 * 1024 * 1024)
         local ok, err = pcall(green.with_timeout, 0.05, c.send, c, big)
         assert.is_false(ok)
@@ -513,7 +518,7 @@ describe("green sockets", function()
 
     it("flushes queued bytes after close (lingering)", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local big = string.rep("L", 8 * 1024 * 1024)
         local writer = green.spawn(function()
           c:sendall(big)
@@ -582,7 +587,7 @@ describe("green sockets", function()
 
     it("raises 'Second simultaneous write' too", function()
       green_run(function()
-        local c, s = pair()
+        local c, s = tight_pair()
         local big = string.rep("w", 8 * 1024 * 1024)
         local first = green.spawn(function() return c:send(big) end)
         eventually(function() return suspended_in(first, "socket:send") end)
@@ -660,17 +665,21 @@ describe("green sockets", function()
 
     it("serves 200 connections overlapping in time", function()
       green_run(function()
-        local _ <close> = green.Timeout(30)
         local n = 200
         local srv = assert(green.listen("127.0.0.1", 0))
         local _, port = srv:getsockname()
-        local open, maxopen = 0, 0
+        -- Nobody talks until all n handlers hold their connection open,
+        -- so all n are open at once; a handler ends only after its
+        -- client has closed.
+        local open, maxopen, all_open = 0, 0, green.Event()
+        local handlers = {}
         local acceptor = green.spawn(function()
-          for _ = 1, n do
+          for i = 1, n do
             local c = assert(srv:accept())
-            green.spawn(function()
+            handlers[i] = green.spawn(function()
               open = open + 1
               if open > maxopen then maxopen = open end
+              if open == n then all_open:send() end
               local line = assert(c:receive())
               c:send(line .. "!\n")
               assert.are.same({ nil, "closed", "" }, { c:receive() })
@@ -683,7 +692,7 @@ describe("green sockets", function()
         for i = 1, n do
           clients[i] = green.spawn(function()
             local c = assert(green.connect("127.0.0.1", port))
-            green.sleep(0.01) -- everyone is connected before anyone talks
+            all_open:wait()
             c:send("hi " .. i .. "\n")
             local r = assert(c:receive())
             c:close()
@@ -694,9 +703,10 @@ describe("green sockets", function()
           assert.are.equal("hi " .. i .. "!", clients[i]:wait())
         end
         acceptor:wait()
-        eventually(function() return open == 0 end, "handlers done")
+        for i = 1, n do handlers[i]:wait() end
         srv:close()
-        assert.is_true(maxopen > n / 2, "max open " .. maxopen)
+        assert.are.equal(0, open)
+        assert.are.equal(n, maxopen)
       end)
     end)
   end)

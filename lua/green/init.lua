@@ -281,4 +281,13 @@ do
 end
 -- }===
 
+-- {=== introspection: lua/green/debug.lua, bindings/debug.c
+do
+  local gdebug = require "green.debug"
+  green.debug = green.debug or {}
+  green.debug.threads = gdebug.threads
+  green.debug.dump = gdebug.dump
+end
+-- }===
+
 return green
