@@ -30,9 +30,19 @@
 --   never blocks the hub).
 -- * No `socket.unix` / `socket.serial` (green.connect_unix exists in C).
 -- * `settimeout(t, "b")` and `settimeout(t, "t")` both limit each call as
---   a whole (the shorter of the two applies); a connect with timeout 0
---   fails with "timeout" instead of continuing in the background.
--- * `setfd` only accepts -1 (detach); `getfd` is -1 until connected.
+--   a whole (the shorter of the two applies).
+-- * A connect with timeout 0 returns "timeout" and goes on in the
+--   background, as LuaSocket's; calling connect again before it is over
+--   answers "timeout" (Linux's LuaSocket: "Operation already in
+--   progress") or, with a timeout, waits for it.
+-- * Masters have no descriptor until they connect or bind (LuaSocket 3
+--   creates one at once for tcp4()/tcp6()): `getfd` is -1 until then.
+-- * `setfd` only accepts -1 (detach): a green socket owns its descriptor
+--   and its libuv handle, and libuv cannot watch one descriptor from two
+--   handles, so taking over another object's descriptor is refused.
+-- * select takes green.socket objects (and skips tables without getfd,
+--   as LuaSocket does); it has no FD_SETSIZE ceiling on descriptor
+--   numbers, but refuses more than `_SETSIZE` sockets in one list.
 -- @module green.socket
 
 local core = require "green.core"
