@@ -1,141 +1,697 @@
 /*
-** The resolver, on its own: getaddrinfo, getnameinfo and gethostname for
-** Lua (green.socket's dns.* is built on them). Lookups run on libuv's
-** thread pool, so a slow name server never blocks the hub.
+** dns.c: the one resolver. green.getaddrinfo, green.getnameinfo and
+** green.gethostname for Lua (green.socket's dns.* is built on them), the
+** resolve step of green.connect, green.listen and the UDP methods
+** ('lgreen_dns_*', lsocket.h), and green.resolver.setup/stats.
 **
-** A lookup's record is malloc'd: libuv owns it until its callback runs,
-** even when the waiting thread was killed or timed out first (the cancel
-** only forgets the thread, and the callback then frees the record).
+** Why c-ares and not libuv's uv_getaddrinfo: libuv runs getaddrinfo on its
+** 4 pool threads, and a lookup cannot be taken back once a thread runs
+** it. Killed or timed-out lookups of a slow name kept all 4 busy: after 40
+** of them the next lookup of "localhost" waited 5 s, and a process that
+** abandoned 200 took 40 s to exit. c-ares sends the queries itself from
+** the hub's thread, so a query costs a few hundred bytes and no thread,
+** and a query nobody waits for any more can be cancelled.
+**
+** One c-ares channel per hub, made at the first lookup of a name (literal
+** addresses never reach it). Its sockets are watched with uv_poll_t
+** handles (the sock_state callback opens and closes them) and its
+** retransmission deadlines with one hub timer. A query's record
+** ('lsock_resolver') is malloc'd and belongs to the channel until c-ares
+** calls it back; the waiting call points at it and may abandon it (kill,
+** Timeout, socket timeout): the record forgets the caller, and as soon as
+** no query of the channel has a caller left, all of them are cancelled.
+** While some caller still waits, the abandoned queries stay in flight (c-ares
+** cannot cancel one query), which costs nothing but their timeouts; so
+** abandoned work never delays fresh lookups, and the channel's handles and
+** timer exist only while somebody waits (the hub can go idle, the process
+** exit). c-ares calls back from inside its own functions, where it must not
+** be re-entered, so the cancelling ('settle') runs after each call into it.
+**
+** /etc/hosts is read by c-ares (and "localhost" never goes to a server).
+** Every failure to find an address is LuaSocket's "host not found", a name
+** server that does not answer included (after the timeout and tries
+** green.resolver.setup sets); a socket the resolver could not open for
+** want of descriptors is "too many open files" (the socket functions
+** below see socket() fail).
 */
-#include <stdlib.h>
-#include <string.h>
+#include <arpa/inet.h>
+#include <ares.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "lsocket.h"
 
-#define MAXADDRS 32
+#define MAX_SERVERS 8
+/*
+** c-ares doubles the timeout after each round over the servers, so its
+** default of 4 tries waits 5 + 10 + 20 + 40 s on a server that does not
+** answer. glibc makes 2 attempts; so do we, unless setup says otherwise.
+*/
+#define DEFAULT_TRIES 2
+#define MAX_TRIES 8
+#define MAX_TIMEOUT 3600 /* seconds */
+#define RESOLV_CONF "/etc/resolv.conf"
 
-typedef struct lookup {
-  union {
-    uv_getaddrinfo_t ai;
-    uv_getnameinfo_t ni;
-  } req;
-  gl_thread_t *t; /* the waiting thread; NULL once it gave up */
-  int status;     /* libuv's result */
-  int done;       /* the callback ran and woke 't' */
-  int family;     /* getaddrinfo: AF_UNSPEC, AF_INET or AF_INET6 */
-  int n;          /* getaddrinfo: addresses found */
-  struct sockaddr_storage addrs[MAXADDRS];
-  char host[NI_MAXHOST]; /* getnameinfo */
+typedef struct rchan rchan;
+
+/* What green.resolver.setup configured; 0 fields take the system's. */
+typedef struct config {
+  int timeout_ms;
+  int tries;
+  int nservers;
+  struct ares_addr_port_node servers[MAX_SERVERS]; /* linked in order */
+} config;
+
+
+/* Per hub: a userdata anchored in the registry, closed by its __gc. */
+typedef struct resolver {
+  gl_hub_t *hub;
+  rchan *cur;        /* the channel for new lookups; NULL until needed */
+  gl_link_t retired; /* channels replaced by setup, finishing their work */
+  config cfg;
+  int closed;        /* __gc ran: the hub is closing */
+} resolver;
+
+
+/* A c-ares channel and what watches it. */
+struct rchan {
+  ares_channel ch;
+  resolver *r;
+  gl_link_t link;     /* in r->retired once retired */
+  gl_link_t queries;  /* records c-ares has not called back yet */
+  gl_link_t polls;    /* its sockets' watchers */
+  gl_timer_t timer;   /* its next deadline, armed while somebody waits */
+  unsigned live;      /* queries with a caller waiting */
+  unsigned pending;   /* queries not called back (live or abandoned) */
+  unsigned sockfails; /* socket() calls that failed for want of resources */
+  int sockerr;        /* the UV code of the last of them */
+  int fail;           /* a watcher could not be set up: fail every query */
+  int depth;          /* inside a c-ares call: do not re-enter it */
+  int retired;
+};
+
+
+typedef struct rpoll {
+  uv_poll_t h; /* first member: the close callback frees the record */
+  rchan *c;
+  gl_link_t link; /* in c->polls */
+  ares_socket_t fd;
+} rpoll;
+
+
+/* A query (opaque in lsocket.h). */
+struct lsock_resolver {
+  gl_link_t link;     /* in c->queries */
+  rchan *c;
+  lsock_waiter *w;    /* the waiting call; NULL once abandoned */
+  unsigned sockfails; /* c->sockfails when it started */
+};
+
+
+/* The record of a getnameinfo call, on the caller's stack. */
+typedef struct nictx {
+  lsock_waiter w; /* first member; w.err is the result */
+  char host[NI_MAXHOST];
   char service[NI_MAXSERV];
-} lookup;
+} nictx;
+
+
+static const char RESOLVER_KEY = 0; /* registry[&RESOLVER_KEY]: resolver */
 
 
 /*
 ** {======================================================
-** libuv side
+** The channel (no Lua code runs here)
 ** =======================================================
 */
 
-static void finish(lookup *lk, int status) {
-  if (lk->t == NULL) { /* abandoned */
-    free(lk);
+static void settle(rchan *c);
+
+
+/* c-ares' sockets: close-on-exec and non-blocking (c-ares configures none
+   of the sockets it gets from these functions), and socket() failures
+   counted so that a query they made fail can say why. */
+static ares_socket_t s_socket(int domain, int type, int protocol,
+                              void *data) {
+  rchan *c = (rchan *)data;
+  int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+  if (fd < 0) {
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+        errno == ENOMEM) {
+      c->sockfails++;
+      c->sockerr = uv_translate_sys_error(errno);
+    }
+    return ARES_SOCKET_BAD;
+  }
+  if (type == SOCK_STREAM) {
+    int on = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+  }
+  return fd;
+}
+
+
+static int s_close(ares_socket_t fd, void *data) {
+  (void)data;
+  return close(fd);
+}
+
+
+static int s_connect(ares_socket_t fd, const struct sockaddr *sa,
+                     ares_socklen_t len, void *data) {
+  (void)data;
+  return connect(fd, sa, len);
+}
+
+
+static ares_ssize_t s_recvfrom(ares_socket_t fd, void *buf, size_t len,
+                               int flags, struct sockaddr *from,
+                               ares_socklen_t *fromlen, void *data) {
+  (void)data;
+  return recvfrom(fd, buf, len, flags, from, fromlen);
+}
+
+
+static ares_ssize_t s_sendv(ares_socket_t fd, const struct iovec *iov,
+                            int n, void *data) {
+  (void)data;
+  return writev(fd, iov, n);
+}
+
+
+static const struct ares_socket_functions sockfuncs = {
+    s_socket, s_close, s_connect, s_recvfrom, s_sendv};
+
+
+static void on_poll_close(uv_handle_t *h) {
+  free(h);
+}
+
+
+static void poll_close(rpoll *p) {
+  gl_link_remove(&p->link);
+  uv_close((uv_handle_t *)&p->h, on_poll_close);
+}
+
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  rpoll *p = (rpoll *)h;
+  rchan *c = p->c;
+  ares_socket_t fd = p->fd;
+  if (status < 0) /* let c-ares meet the error on the socket */
+    events = UV_READABLE | UV_WRITABLE;
+  c->depth++;
+  ares_process_fd(c->ch, (events & UV_READABLE) ? fd : ARES_SOCKET_BAD,
+                  (events & UV_WRITABLE) ? fd : ARES_SOCKET_BAD);
+  c->depth--;
+  settle(c); /* 'p' may be closing, 'c' freed: use neither after */
+}
+
+
+/* c-ares opens, watches differently, or closes (0, 0) socket 'fd'. It
+   calls this before it closes the descriptor. */
+static void on_sock_state(void *data, ares_socket_t fd, int readable,
+                          int writable) {
+  rchan *c = (rchan *)data;
+  rpoll *p = NULL;
+  gl_link_t *l;
+  int r;
+  for (l = c->polls.next; l != &c->polls; l = l->next) {
+    if (GL_CONTAINER(l, rpoll, link)->fd == fd) {
+      p = GL_CONTAINER(l, rpoll, link);
+      break;
+    }
+  }
+  if (!readable && !writable) {
+    if (p != NULL)
+      poll_close(p);
     return;
   }
-  lk->status = status;
-  lk->done = 1;
-  gl_wake(lk->t, 0);
-}
-
-
-static void on_addrinfo(uv_getaddrinfo_t *req, int status,
-                        struct addrinfo *res) {
-  lookup *lk = (lookup *)req;
-  struct addrinfo *ai;
-  lk->n = 0;
-  for (ai = res; status == 0 && ai != NULL && lk->n < MAXADDRS;
-       ai = ai->ai_next) {
-    if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
-        ai->ai_addrlen <= sizeof(struct sockaddr_storage))
-      memcpy(&lk->addrs[lk->n++], ai->ai_addr, ai->ai_addrlen);
+  if (p == NULL) {
+    if ((p = (rpoll *)malloc(sizeof(*p))) == NULL) {
+      c->fail = UV_ENOMEM;
+      return;
+    }
+    if ((r = uv_poll_init_socket(&c->r->hub->loop, &p->h, fd)) < 0) {
+      free(p);
+      c->fail = r;
+      return;
+    }
+    p->c = c;
+    p->fd = fd;
+    gl_link_push(&c->polls, &p->link);
   }
-  if (status == 0 && lk->n == 0)
-    status = UV_EAI_NONAME;
-  uv_freeaddrinfo(res);
-  finish(lk, status);
+  r = uv_poll_start(&p->h, (readable ? UV_READABLE : 0) |
+                               (writable ? UV_WRITABLE : 0), on_poll);
+  if (r < 0)
+    c->fail = r;
 }
 
 
-static void on_nameinfo(uv_getnameinfo_t *req, int status,
-                        const char *host, const char *service) {
-  lookup *lk = (lookup *)req;
-  if (status == 0) {
-    strncpy(lk->host, host ? host : "", sizeof(lk->host) - 1);
-    strncpy(lk->service, service ? service : "", sizeof(lk->service) - 1);
+static void on_timer(gl_timer_t *tm) {
+  rchan *c = GL_CONTAINER(tm, rchan, timer);
+  c->depth++;
+  ares_process_fd(c->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+  c->depth--;
+  settle(c);
+}
+
+
+/* Destroy 'c' (nobody waits on it, or the hub is closing): c-ares calls
+   every query back with ARES_EDESTRUCTION and closes its sockets. */
+static void chan_free(rchan *c) {
+  gl_link_t *l;
+  for (l = c->queries.next; l != &c->queries; l = l->next) {
+    lsock_resolver *q = GL_CONTAINER(l, lsock_resolver, link);
+    if (q->w != NULL) { /* only at hub close: the thread never resumes */
+      q->w->res = NULL;
+      q->w = NULL;
+      c->live--;
+    }
   }
-  finish(lk, status);
+  c->depth++;
+  ares_destroy(c->ch);
+  while (!gl_link_empty(&c->polls))
+    poll_close(GL_CONTAINER(c->polls.next, rpoll, link));
+  gl_timer_stop(c->r->hub, &c->timer);
+  gl_link_remove(&c->link);
+  free(c);
 }
 
 
-static void lookup_cancel(gl_thread_t *t) {
-  ((lookup *)t->wait)->t = NULL; /* the callback frees it */
+/*
+** After every call into c-ares: cancel the queries nobody waits for (or
+** all of them if a watcher failed), arm the timer at c-ares' next deadline
+** while somebody waits, and free a retired channel that has finished.
+*/
+static void settle(rchan *c) {
+  gl_hub_t *hub = c->r->hub;
+  if (c->depth > 0)
+    return;
+  if (c->pending > 0 && (c->live == 0 || c->fail != 0)) {
+    c->depth++;
+    ares_cancel(c->ch); /* calls them back with ARES_ECANCELLED */
+    c->depth--;
+    c->fail = 0;
+  }
+  if (c->live > 0) {
+    struct timeval tv;
+    if (ares_timeout(c->ch, NULL, &tv) == NULL) {
+      gl_timer_stop(hub, &c->timer);
+    } else {
+      /* 1 ms late, so c-ares sees the deadline passed when the timer
+         fires (it would otherwise fire again and again until it has). */
+      uint64_t due = gl_now() + (uint64_t)tv.tv_sec * 1000000000u +
+                     (uint64_t)tv.tv_usec * 1000u + 1000000u;
+      if (gl_timer_start(hub, &c->timer, due, on_timer) < 0) {
+        c->fail = UV_ENOMEM; /* no deadline: fail them rather than hang */
+        settle(c);
+        return;
+      }
+    }
+  } else {
+    gl_timer_stop(hub, &c->timer);
+  }
+  if (c->retired && c->pending == 0)
+    chan_free(c);
+}
+
+
+/* The current channel of 'r', made on first use; 0 or a UV error. */
+static int chan_get(resolver *r, rchan **pc) {
+  struct ares_options o;
+  rchan *c;
+  int mask, rc, fd;
+  if (r->cur != NULL) {
+    *pc = r->cur;
+    return 0;
+  }
+  if (r->closed)
+    return UV_ECANCELED;
+  /* c-ares silently falls back to its defaults (a server on 127.0.0.1)
+     when it cannot open resolv.conf; out of descriptors, the channel would
+     stay crippled after they came back. Say so and make it later. */
+  fd = open(RESOLV_CONF, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0)
+    close(fd);
+  else if (errno == EMFILE || errno == ENFILE)
+    return uv_translate_sys_error(errno);
+  if ((c = (rchan *)calloc(1, sizeof(*c))) == NULL)
+    return UV_ENOMEM;
+  c->r = r;
+  gl_link_init(&c->link);
+  gl_link_init(&c->queries);
+  gl_link_init(&c->polls);
+  memset(&o, 0, sizeof(o));
+  o.sock_state_cb = on_sock_state;
+  o.sock_state_cb_data = c;
+  o.tries = r->cfg.tries > 0 ? r->cfg.tries : DEFAULT_TRIES;
+  mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TRIES;
+  if (r->cfg.timeout_ms > 0) {
+    o.timeout = r->cfg.timeout_ms;
+    mask |= ARES_OPT_TIMEOUTMS;
+  }
+  /* No ares_library_init: on POSIX systems it does nothing that
+     channels need, and it is not thread-safe. */
+  if ((rc = ares_init_options(&c->ch, &o, mask)) != ARES_SUCCESS) {
+    free(c);
+    return rc == ARES_ENOMEM ? UV_ENOMEM : UV_EAI_FAIL;
+  }
+  ares_set_socket_functions(c->ch, &sockfuncs, c);
+  if (r->cfg.nservers > 0 &&
+      ares_set_servers_ports(c->ch, r->cfg.servers) != ARES_SUCCESS) {
+    ares_destroy(c->ch);
+    free(c);
+    return UV_ENOMEM;
+  }
+  r->cur = c;
+  *pc = c;
+  return 0;
+}
+
+
+/* Stop using the current channel: it finishes the lookups under way. */
+static void chan_retire(resolver *r) {
+  rchan *c = r->cur;
+  if (c == NULL)
+    return;
+  r->cur = NULL;
+  c->retired = 1;
+  gl_link_push(&r->retired, &c->link);
+  settle(c); /* frees it if idle */
+}
+
+
+/* The UV code of c-ares status 'status' for query 'q'. */
+static int uverr(const lsock_resolver *q, int status) {
+  const rchan *c = q->c;
+  switch (status) {
+  case ARES_SUCCESS:
+    return 0;
+  case ARES_ENOMEM:
+    return UV_ENOMEM;
+  case ARES_ECANCELLED:
+  case ARES_EDESTRUCTION:
+    return c->fail != 0 ? c->fail : UV_ECANCELED;
+  default:
+    /* No answer (timeouts, refusals, server failures) or no such name:
+       LuaSocket says "host not found" for each; unless the resolver could
+       not even open a socket. */
+    if (c->sockfails != q->sockfails)
+      return c->sockerr;
+    return UV_EAI_NONAME;
+  }
+}
+
+
+/* End of query 'q' (freed): its waiter, if any is left. */
+static lsock_waiter *query_end(lsock_resolver *q) {
+  rchan *c = q->c;
+  lsock_waiter *w = q->w;
+  gl_link_remove(&q->link);
+  c->pending--;
+  if (w != NULL) {
+    c->live--;
+    w->res = NULL;
+  }
+  free(q);
+  return w;
+}
+
+
+static int same_addr(const lsock_addr *a, const lsock_addr *b) {
+  if (a->sa.sa_family != b->sa.sa_family)
+    return 0;
+  if (a->sa.sa_family == AF_INET)
+    return a->in.sin_addr.s_addr == b->in.sin_addr.s_addr;
+  return memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, 16) == 0 &&
+         a->in6.sin6_scope_id == b->in6.sin6_scope_id;
+}
+
+
+/* Copy the addresses of 'res' into 'd' (the resolver's order, no
+   duplicates), with d's port. */
+static void take_addrs(lsock_dns *d, const struct ares_addrinfo *res) {
+  const struct ares_addrinfo_node *ai;
+  d->n = d->next = 0;
+  for (ai = res != NULL ? res->nodes : NULL;
+       ai != NULL && d->n < LSOCK_MAX_ADDRS; ai = ai->ai_next) {
+    lsock_addr a;
+    int i;
+    memset(&a, 0, sizeof(a));
+    if (ai->ai_family == AF_INET && d->family != AF_INET6 &&
+        ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
+      memcpy(&a.in, ai->ai_addr, sizeof(a.in));
+      a.in.sin_port = htons((uint16_t)d->port);
+    } else if (ai->ai_family == AF_INET6 && d->family != AF_INET &&
+               ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
+      memcpy(&a.in6, ai->ai_addr, sizeof(a.in6));
+      a.in6.sin6_port = htons((uint16_t)d->port);
+    } else {
+      continue;
+    }
+    for (i = 0; i < d->n && !same_addr(&d->addrs[i], &a); i++)
+      ;
+    if (i == d->n)
+      d->addrs[d->n++] = a;
+  }
+}
+
+
+static void on_addrinfo(void *arg, int status, int timeouts,
+                        struct ares_addrinfo *res) {
+  lsock_resolver *q = (lsock_resolver *)arg;
+  int err = uverr(q, status);
+  lsock_waiter *w = query_end(q);
+  (void)timeouts;
+  if (w != NULL) {
+    lsock_dns *d = (lsock_dns *)w;
+    take_addrs(d, err == 0 ? res : NULL);
+    d->err = err != 0 ? err : d->n == 0 ? UV_EAI_NONAME : 0;
+    lgreen_sock_wake(w, LSOCK_W_READY);
+  }
+  if (res != NULL)
+    ares_freeaddrinfo(res);
+}
+
+
+static void on_nameinfo(void *arg, int status, int timeouts, char *node,
+                        char *service) {
+  lsock_resolver *q = (lsock_resolver *)arg;
+  int err = uverr(q, status);
+  lsock_waiter *w = query_end(q);
+  (void)timeouts;
+  if (w != NULL) {
+    nictx *x = (nictx *)w;
+    x->w.err = err;
+    if (err == 0) {
+      snprintf(x->host, sizeof(x->host), "%s", node != NULL ? node : "");
+      if (service != NULL)
+        snprintf(x->service, sizeof(x->service), "%s", service);
+    }
+    lgreen_sock_wake(w, LSOCK_W_READY);
+  }
+}
+
+
+/* The caller gave up 'q' (from lgreen_sock_leave). */
+void lgreen_dns_abandon(lsock_resolver *q) {
+  rchan *c = q->c;
+  if (q->w == NULL)
+    return;
+  q->w->res = NULL;
+  q->w = NULL;
+  c->live--;
+  settle(c);
 }
 
 /* }====================================================== */
 
 
-/* [-0, +0, v] after the wait: raise a kill or Timeout, freeing 'lk' if
-   its callback already ran (else the callback frees it). */
-static void resumed(lua_State *L, lookup *lk, gl_thread_t *t) {
-  if (t->flags & GL_F_PENDING) {
-    if (lk->done)
-      free(lk);
-    else
-      lk->t = NULL;
-    lgreen_resumed(L, t);
-  }
+/*
+** {======================================================
+** Waiting for a query
+** =======================================================
+*/
+
+/* [-0, +0, -] The resolver of this Lua state. */
+static resolver *getresolver(lua_State *L) {
+  resolver *r;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RESOLVER_KEY);
+  r = (resolver *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return r;
 }
 
 
-/* Start waiting for 'lk' (whose request libuv now owns). */
-static int wait_lookup(lua_State *L, gl_thread_t *t, lookup *lk,
-                       const char *what, lua_KFunction k) {
-  lk->t = t;
-  gl_suspend(t, what, lookup_cancel);
-  t->wait = lk;
-  return lgreen_block(L, t, k, (lua_KContext)lk);
+/* A query record for waiter 'w' on the current channel (in *pq); 0 or a
+   UV error. No Lua allocation. */
+static int query_new(lua_State *L, lsock_waiter *w, lsock_resolver **pq) {
+  rchan *c = NULL;
+  lsock_resolver *q;
+  int r = chan_get(getresolver(L), &c);
+  if (r < 0)
+    return r;
+  if ((q = (lsock_resolver *)malloc(sizeof(*q))) == NULL)
+    return UV_ENOMEM;
+  q->c = c;
+  q->w = w;
+  q->sockfails = c->sockfails;
+  gl_link_push(&c->queries, &q->link);
+  c->pending++;
+  c->live++;
+  w->res = q;
+  *pq = q;
+  return 0;
+}
+
+
+/*
+** Block 't' in 'w', whose query was just handed to c-ares on 'c'. A query
+** c-ares answered at once (from /etc/hosts, or failing to send) wakes it
+** at once: a lookup is always a switch point, so kill and Timeout act on
+** every lookup alike.
+*/
+static int wait_query(lua_State *L, gl_thread_t *t, lsock_waiter *w,
+                      rchan *c, const char *what, lua_KFunction k) {
+  lgreen_sock_suspend(w, t, what);
+  if (w->res == NULL)
+    lgreen_sock_wake(w, LSOCK_W_READY);
+  settle(c);
+  return lgreen_block(L, t, k, (lua_KContext)w);
+}
+
+
+/* [-0, +0 or +2, -] The start of a continuation: 0, or it pushed nil,
+   err and returns 2; raises if the thread was killed. */
+static int resumed(lua_State *L, lsock_waiter *w, int err) {
+  gl_thread_t *t = lgreen_hub(L)->current;
+  if (t->flags & GL_F_PENDING)
+    lgreen_sock_leave(w);
+  lgreen_resumed(L, t);
+  if (w->status == LSOCK_W_TIMEOUT)
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  if (err != 0)
+    return lgreen_sock_fail(L, err);
+  return 0;
+}
+
+
+int lgreen_dns_resumed(lua_State *L, lsock_dns *d) {
+  return resumed(L, &d->w, d->err);
+}
+
+
+/* Prepare 'd' (zeroed by the caller) for a resolve. */
+void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
+  gl_link_init(&d->w.tlink);
+  gl_link_init(&d->w.qlink);
+  d->w.mode = LSOCK_RESOLVE;
+  d->family = AF_UNSPEC;
+  d->socktype = socktype;
+  d->port = port;
+}
+
+
+/* A literal address needs no resolver: 1 (in d->addrs[0]), 0 for a
+   name, or UV_EAI_ADDRFAMILY for a literal of the family not asked for.
+   "*" is every interface. */
+int lgreen_dns_numeric(lsock_dns *d, const char *host) {
+  lsock_addr *a = &d->addrs[0];
+  if (strcmp(host, "*") == 0)
+    host = d->family == AF_INET6 ? "::" : "0.0.0.0";
+  if (uv_ip4_addr(host, d->port, &a->in) == 0) {
+    if (d->family == AF_INET6)
+      return UV_EAI_ADDRFAMILY;
+    return d->n = 1;
+  }
+  if (uv_ip6_addr(host, d->port, &a->in6) == 0) {
+    if (d->family == AF_INET)
+      return UV_EAI_ADDRFAMILY;
+    return d->n = 1;
+  }
+  return 0;
+}
+
+
+/*
+** Resolve name 'host' into 'd' and block; 'k' runs when it is done (with
+** 'd' as its context) and starts with 'lgreen_dns_resumed'. The deadline
+** in 'd->w.due' covers the resolve.
+*/
+int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
+                     const char *what, lua_KFunction k) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t = lgreen_begin(L, hub, what);
+  struct ares_addrinfo_hints hints;
+  lsock_resolver *q;
+  rchan *c;
+  int r;
+  if (host[0] == '\0')
+    return lgreen_sock_fail(L, UV_EAI_NONAME);
+  lgreen_sock_arm(L, &d->w, t);
+  if ((r = query_new(L, &d->w, &q)) < 0) {
+    gl_timer_stop(hub, &t->timer);
+    return lgreen_sock_fail(L, r);
+  }
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = d->family;
+  hints.ai_socktype = d->socktype;
+  hints.ai_flags = d->passive ? ARES_AI_PASSIVE : 0;
+  c = q->c;
+  c->depth++;
+  ares_getaddrinfo(c->ch, host, NULL, &hints, on_addrinfo, q); /* may call
+                                                                  back */
+  c->depth--;
+  return wait_query(L, t, &d->w, c, what, k);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Lua functions
+** =======================================================
+*/
+
+/* [-0, +1, m] { {family = "inet"|"inet6", addr = ip}, ... } */
+static int pushaddrs(lua_State *L, const lsock_dns *d) {
+  int i;
+  lua_createtable(L, d->n, 0);
+  for (i = 0; i < d->n; i++) {
+    const lsock_addr *a = &d->addrs[i];
+    char ip[INET6_ADDRSTRLEN];
+    if (a->sa.sa_family == AF_INET6)
+      uv_ip6_name(&a->in6, ip, sizeof(ip));
+    else
+      uv_ip4_name(&a->in, ip, sizeof(ip));
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, a->sa.sa_family == AF_INET6 ? "inet6" : "inet");
+    lua_setfield(L, -2, "family");
+    lua_pushstring(L, ip);
+    lua_setfield(L, -2, "addr");
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
 }
 
 
 static int addrinfo_k(lua_State *L, int status, lua_KContext ctx) {
-  lookup *lk = (lookup *)ctx;
-  int i, err;
+  lsock_dns *d = (lsock_dns *)ctx;
+  int n;
   (void)status;
-  resumed(L, lk, lgreen_hub(L)->current);
-  err = lk->status;
-  if (err == 0) {
-    lua_createtable(L, lk->n, 0);
-    for (i = 0; i < lk->n; i++) {
-      struct sockaddr *sa = (struct sockaddr *)&lk->addrs[i];
-      char ip[INET6_ADDRSTRLEN];
-      if (sa->sa_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)sa, ip, sizeof(ip));
-      else
-        uv_ip4_name((struct sockaddr_in *)sa, ip, sizeof(ip));
-      lua_createtable(L, 0, 2);
-      lua_pushstring(L, sa->sa_family == AF_INET6 ? "inet6" : "inet");
-      lua_setfield(L, -2, "family");
-      lua_pushstring(L, ip);
-      lua_setfield(L, -2, "addr");
-      lua_rawseti(L, -2, i + 1);
-    }
-  }
-  free(lk);
-  if (err != 0)
-    return lgreen_sock_fail(L, err);
-  return 1;
+  if ((n = lgreen_dns_resumed(L, d)) != 0)
+    return n;
+  return pushaddrs(L, d);
 }
 
 
@@ -143,15 +699,13 @@ static int addrinfo_k(lua_State *L, int status, lua_KContext ctx) {
 ** getaddrinfo(host, [opts]): { {family = "inet"|"inet6", addr = ip}, ... }
 ** (duplicates removed, the resolver's order kept), or nil, "host not found"
 ** (LuaSocket's wording for every failed lookup of a name). opts.family:
-** "inet" or "inet6" to ask for one family only.
+** "inet" or "inet6" to ask for one family only. A literal address is
+** returned as it is, without the resolver.
 */
 static int l_getaddrinfo(lua_State *L) {
-  gl_hub_t *hub = lgreen_hub(L);
   const char *host = luaL_checkstring(L, 1);
-  struct addrinfo hints;
-  gl_thread_t *t;
-  lookup *lk;
-  int r, family = AF_UNSPEC;
+  lsock_dns *d;
+  int family = AF_UNSPEC, r;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     if (lua_getfield(L, 2, "family") != LUA_TNIL) {
@@ -165,68 +719,72 @@ static int l_getaddrinfo(lua_State *L) {
                           f);
     }
   }
-  t = lgreen_begin(L, hub, "green.getaddrinfo");
-  lk = (lookup *)calloc(1, sizeof(*lk));
-  if (lk == NULL)
-    return luaL_error(L, "not enough memory");
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = family;
-  hints.ai_socktype = SOCK_STREAM; /* one entry per address */
-  r = uv_getaddrinfo(&hub->loop, &lk->req.ai, on_addrinfo, host, NULL,
-                     &hints);
-  if (r < 0) {
-    free(lk);
+  lua_settop(L, 2);
+  d = (lsock_dns *)lua_newuserdatauv(L, sizeof(*d), 0);
+  memset(d, 0, sizeof(*d));
+  lgreen_dns_init(d, SOCK_STREAM, 0);
+  d->family = family;
+  if (strcmp(host, "*") == 0) /* a wildcard for bind, not a host */
+    return lgreen_sock_fail(L, UV_EAI_NONAME);
+  if ((r = lgreen_dns_numeric(d, host)) < 0)
     return lgreen_sock_fail(L, r);
-  }
-  return wait_lookup(L, t, lk, "green.getaddrinfo", addrinfo_k);
+  if (r > 0)
+    return pushaddrs(L, d);
+  return lgreen_dns_start(L, d, host, "green.getaddrinfo", addrinfo_k);
 }
 
 
 static int nameinfo_k(lua_State *L, int status, lua_KContext ctx) {
-  lookup *lk = (lookup *)ctx;
-  int err;
+  nictx *x = (nictx *)ctx;
+  int n;
   (void)status;
-  resumed(L, lk, lgreen_hub(L)->current);
-  err = lk->status;
-  if (err == 0) {
-    lua_pushstring(L, lk->host);
-    lua_pushstring(L, lk->service);
-  }
-  free(lk);
-  if (err != 0)
-    return lgreen_sock_fail(L, err);
+  if ((n = resumed(L, &x->w, x->w.err)) != 0)
+    return n;
+  lua_pushstring(L, x->host);
+  lua_pushstring(L, x->service);
   return 2;
 }
 
 
 /***
 ** getnameinfo(ip, [port]): host name, service name; or nil, err. 'ip' must
-** be a literal IPv4 or IPv6 address.
+** be a literal IPv4 or IPv6 address. An address with no name gives the
+** address back; a port with no service name gives the number.
 */
 static int l_getnameinfo(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
   const char *ip = luaL_checkstring(L, 1);
   lua_Integer port = luaL_optinteger(L, 2, 0);
-  struct sockaddr_storage ss;
+  lsock_addr a;
+  lsock_resolver *q;
   gl_thread_t *t;
-  lookup *lk;
+  nictx *x;
+  rchan *c;
   int r;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
-  memset(&ss, 0, sizeof(ss));
-  if (uv_ip4_addr(ip, (int)port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(ip, (int)port, (struct sockaddr_in6 *)&ss) != 0)
+  memset(&a, 0, sizeof(a));
+  if (uv_ip4_addr(ip, (int)port, &a.in) != 0 &&
+      uv_ip6_addr(ip, (int)port, &a.in6) != 0)
     return luaL_argerror(L, 1, "not an IP address");
+  lua_settop(L, 2);
+  x = (nictx *)lua_newuserdatauv(L, sizeof(*x), 0);
+  memset(x, 0, sizeof(*x));
+  gl_link_init(&x->w.tlink);
+  gl_link_init(&x->w.qlink);
+  x->w.mode = LSOCK_RESOLVE;
+  snprintf(x->service, sizeof(x->service), "%d", (int)port);
   t = lgreen_begin(L, hub, "green.getnameinfo");
-  lk = (lookup *)calloc(1, sizeof(*lk));
-  if (lk == NULL)
-    return luaL_error(L, "not enough memory");
-  r = uv_getnameinfo(&hub->loop, &lk->req.ni, on_nameinfo,
-                     (struct sockaddr *)&ss, 0);
-  if (r < 0) {
-    free(lk);
+  if ((r = query_new(L, &x->w, &q)) < 0)
     return lgreen_sock_fail(L, r);
-  }
-  return wait_lookup(L, t, lk, "green.getnameinfo", nameinfo_k);
+  c = q->c;
+  c->depth++;
+  ares_getnameinfo(c->ch, &a.sa,
+                   a.sa.sa_family == AF_INET6 ? sizeof(a.in6)
+                                              : sizeof(a.in),
+                   ARES_NI_LOOKUPHOST | ARES_NI_LOOKUPSERVICE, on_nameinfo,
+                   q);
+  c->depth--;
+  return wait_query(L, t, &x->w, c, "green.getnameinfo", nameinfo_k);
 }
 
 
@@ -242,14 +800,186 @@ static int l_gethostname(lua_State *L) {
 }
 
 
+/* "ip", "ip:port", "[ipv6]" or "[ipv6]:port" into 'n'; 0 if malformed. */
+static int parse_server(const char *s, struct ares_addr_port_node *n) {
+  char buf[INET6_ADDRSTRLEN + 16];
+  char *host = buf, *port = NULL;
+  size_t len = strlen(s);
+  if (len == 0 || len >= sizeof(buf))
+    return 0;
+  memcpy(buf, s, len + 1);
+  if (buf[0] == '[') {
+    char *e = strchr(buf, ']');
+    if (e == NULL || (e[1] != '\0' && e[1] != ':'))
+      return 0;
+    *e = '\0';
+    host = buf + 1;
+    if (e[1] == ':')
+      port = e + 2;
+  } else {
+    char *colon = strchr(buf, ':');
+    if (colon != NULL && strchr(colon + 1, ':') == NULL) { /* not IPv6 */
+      *colon = '\0';
+      port = colon + 1;
+    }
+  }
+  memset(n, 0, sizeof(*n));
+  if (inet_pton(AF_INET, host, &n->addr.addr4) == 1 && buf[0] != '[')
+    n->family = AF_INET;
+  else if (inet_pton(AF_INET6, host, &n->addr.addr6) == 1)
+    n->family = AF_INET6;
+  else
+    return 0;
+  if (port != NULL) {
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (*port < '0' || *port > '9' || *end != '\0' || p < 1 || p > 65535)
+      return 0;
+    n->udp_port = n->tcp_port = (int)p; /* 0: the channel's (53) */
+  }
+  return 1;
+}
+
+
+/***
+** resolver_setup([opts]): configure the resolver (green.resolver.setup).
+** opts.servers: a list of name servers, "ip" or "ip:port" ("[ipv6]:port");
+** opts.timeout: seconds before the first retry (c-ares doubles it on each
+** round over the servers); opts.tries: rounds. Fields left out take the
+** system's values (/etc/resolv.conf; tries 2); no opts restores them all.
+** Lookups under way finish with the configuration they started with.
+*/
+static int l_setup(lua_State *L) {
+  resolver *r = (resolver *)lua_touserdata(L, lua_upvalueindex(2));
+  config cfg;
+  int i;
+  memset(&cfg, 0, sizeof(cfg));
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) { /* refuse unknown options (typos) */
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+                                                    : NULL;
+      if (k == NULL || (strcmp(k, "servers") != 0 &&
+                        strcmp(k, "timeout") != 0 && strcmp(k, "tries") != 0))
+        return luaL_error(L, "resolver.setup: unknown option '%s'",
+                          luaL_tolstring(L, -2, NULL));
+      lua_pop(L, 1);
+    }
+    if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
+      lua_Number t = luaL_checknumber(L, -1);
+      luaL_argcheck(L, t > 0 && t <= MAX_TIMEOUT, 1,
+                    "timeout must be > 0 and at most 3600 seconds");
+      cfg.timeout_ms = (int)(t * 1000);
+      if (cfg.timeout_ms < 1)
+        cfg.timeout_ms = 1;
+    }
+    if (lua_getfield(L, 1, "tries") != LUA_TNIL) {
+      lua_Integer n = luaL_checkinteger(L, -1);
+      luaL_argcheck(L, n >= 1 && n <= MAX_TRIES, 1,
+                    "tries must be from 1 to 8");
+      cfg.tries = (int)n;
+    }
+    if (lua_getfield(L, 1, "servers") != LUA_TNIL) {
+      int n;
+      luaL_checktype(L, -1, LUA_TTABLE);
+      n = (int)luaL_len(L, -1);
+      luaL_argcheck(L, n >= 1 && n <= MAX_SERVERS, 1,
+                    "servers must list 1 to 8 addresses");
+      for (i = 0; i < n; i++) {
+        lua_geti(L, -1, i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING ||
+            !parse_server(lua_tostring(L, -1), &cfg.servers[i]))
+          return luaL_error(L,
+                            "resolver.setup: bad server '%s' (an IP "
+                            "address, with an optional :port)",
+                            luaL_tolstring(L, -1, NULL));
+        lua_pop(L, 1);
+      }
+      cfg.nservers = n;
+    }
+  }
+  chan_retire(r);
+  r->cfg = cfg;
+  for (i = 0; i + 1 < cfg.nservers; i++) /* the list c-ares takes */
+    r->cfg.servers[i].next = &r->cfg.servers[i + 1];
+  return 0;
+}
+
+
+static void count(const rchan *c, lua_Integer *n) {
+  const gl_link_t *l;
+  n[0] += c->live;
+  n[1] += c->pending - c->live;
+  for (l = c->polls.next; l != &c->polls; l = l->next)
+    n[2]++;
+}
+
+
+/***
+** resolver_stats(): { waiting = lookups a thread waits for, abandoned =
+** queries still in flight that nobody waits for, sockets = the resolver's
+** open sockets } (green.resolver.stats).
+*/
+static int l_stats(lua_State *L) {
+  resolver *r = (resolver *)lua_touserdata(L, lua_upvalueindex(2));
+  lua_Integer n[3] = {0, 0, 0};
+  const gl_link_t *l;
+  if (r->cur != NULL)
+    count(r->cur, n);
+  for (l = r->retired.next; l != &r->retired; l = l->next)
+    count(GL_CONTAINER(l, rchan, link), n);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, n[0]);
+  lua_setfield(L, -2, "waiting");
+  lua_pushinteger(L, n[1]);
+  lua_setfield(L, -2, "abandoned");
+  lua_pushinteger(L, n[2]);
+  lua_setfield(L, -2, "sockets");
+  return 1;
+}
+
+
+/* At lua_close, before the hub's finalizer closes the loop. */
+static int resolver_gc(lua_State *L) {
+  resolver *r = (resolver *)lua_touserdata(L, 1);
+  if (r->closed)
+    return 0;
+  r->closed = 1;
+  if (r->cur != NULL) {
+    rchan *c = r->cur;
+    r->cur = NULL;
+    chan_free(c);
+  }
+  while (!gl_link_empty(&r->retired))
+    chan_free(GL_CONTAINER(r->retired.next, rchan, link));
+  return 0;
+}
+
+/* }====================================================== */
+
+
 static const luaL_Reg dns_funcs[] = {{"getaddrinfo", l_getaddrinfo},
                                      {"getnameinfo", l_getnameinfo},
                                      {"gethostname", l_gethostname},
+                                     {"resolver_setup", l_setup},
+                                     {"resolver_stats", l_stats},
                                      {NULL, NULL}};
 
 
 /* [-0, +0, m] Adds the resolver to the module table on the top. */
 void lgreen_open_dns(lua_State *L, gl_hub_t *hub) {
+  resolver *r = (resolver *)lua_newuserdatauv(L, sizeof(*r), 0);
+  memset(r, 0, sizeof(*r));
+  r->hub = hub;
+  gl_link_init(&r->retired);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, resolver_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &RESOLVER_KEY);
   lua_pushlightuserdata(L, hub);
-  luaL_setfuncs(L, dns_funcs, 1);
+  lua_insert(L, -2);
+  luaL_setfuncs(L, dns_funcs, 2);
 }

@@ -36,6 +36,29 @@ static int raise_value(lua_State *L, gl_thread_t *t) {
 }
 
 
+/*
+** Is 'L' running a finalizer? Lua 5.4.4 stops the collector while it runs
+** one, and lua_gc then answers -1 to everything.
+*/
+int lgreen_in_finalizer(lua_State *L) {
+  return lua_gc(L, LUA_GCISRUNNING) < 0;
+}
+
+
+/*
+** Can the caller block now, without raising? A green thread outside
+** C-call boundaries, or the host's main thread, and not in a finalizer:
+** the main thread blocks by running the hub, which would run close
+** callbacks that free what the interrupted code may still be using.
+*/
+int lgreen_canblock(lua_State *L, gl_hub_t *hub) {
+  gl_thread_t *t = hub->current;
+  if (t == NULL || lgreen_in_finalizer(L))
+    return 0;
+  return (t->flags & GL_F_MAIN) || lgreen_yieldable(L, hub);
+}
+
+
 /* The uncommon cases of 'lgreen_begin' (lgreen.h). */
 gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                                const char *what) {
@@ -45,6 +68,12 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                "%s: cannot block here: no green thread is running (a "
                "finalizer or a hub callback cannot block; spawn a green "
                "thread for blocking work)",
+               what);
+  if (lgreen_in_finalizer(L))
+    luaL_error(L,
+               "%s: cannot block inside a finalizer (__gc): finalizers "
+               "run in the middle of whatever code allocated memory. "
+               "Spawn a green thread from __gc to do the blocking work.",
                what);
   if (t->flags & GL_F_KILLED)
     raise_value(L, t);
@@ -206,6 +235,11 @@ int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what) {
         }
       }
       if (globalname(S, -1)) {
+        const char *g = lua_tostring(S, -1);
+        if (strcmp(g, "pcall") == 0 || strcmp(g, "xpcall") == 0) {
+          lua_pop(S, 2); /* yieldable in itself: the boundary is further */
+          continue;
+        }
         lua_xmove(S, L, 1);
         name = lua_tostring(L, -1);
       } else if (ar.name != NULL) {
@@ -466,11 +500,8 @@ static int l_stats(lua_State *L) {
 
 static int l_isyieldable(lua_State *L) {
   /* Can the caller block? (a green thread outside C-call boundaries, or
-     the main thread when the hub is not running) */
-  gl_hub_t *hub = lgreen_hub(L);
-  gl_thread_t *t = hub->current;
-  lua_pushboolean(L, t != NULL &&
-                         ((t->flags & GL_F_MAIN) || lgreen_yieldable(L, hub)));
+     the main thread when the hub is not running; not in a finalizer) */
+  lua_pushboolean(L, lgreen_canblock(L, lgreen_hub(L)));
   return 1;
 }
 

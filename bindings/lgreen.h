@@ -65,6 +65,8 @@ static inline gl_thread_t *lgreen_begin(lua_State *L, gl_hub_t *hub,
     return t;
   return lgreen_begin_slow(L, hub, what);
 }
+int lgreen_in_finalizer(lua_State *L);
+int lgreen_canblock(lua_State *L, gl_hub_t *hub); /* without raising */
 int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
                  lua_KContext ctx);
 void lgreen_resumed(lua_State *L, gl_thread_t *t); /* raises if pending */

@@ -3,7 +3,8 @@
 **   socket.c  waiters, close, errors, fairness, the metatables
 **   stream.c  read buffer, receive/recv, send/sendall, shutdown (TCP, Unix)
 **   sockopt.c settimeout, options, getfd, getstats, dirty, __tostring
-**   tcp.c     DNS, green.connect, green.listen, accept (TCP and Unix)
+**   dns.c     the resolver (c-ares), for green.getaddrinfo and the rest
+**   tcp.c     green.connect, green.listen, accept (TCP and Unix)
 **   pipe.c    green.connect_unix, green.listen_unix, Unix addresses
 **   udp.c     green.udp and the 'green.udp' methods
 **   select.c  green.select
@@ -120,7 +121,7 @@ struct lsock_waiter {
   gl_link_t qlink;     /* in s->readers or s->writers */
   gl_thread_t *t;      /* the thread making the call */
   lsock *s;            /* its socket; NULL once it left it */
-  lsock_resolver *res; /* LSOCK_RESOLVE: the pending request */
+  lsock_resolver *res; /* LSOCK_RESOLVE: the pending query (dns.c) */
   uint64_t due;        /* deadline (gl_now() ns), 0 for none */
   size_t count;        /* LSOCK_COUNT: bytes; LSOCK_SOME, DGRAM: max */
   size_t scanned;      /* LSOCK_LINE: bytes known to hold no '\n' */
@@ -133,11 +134,13 @@ struct lsock_waiter {
 };
 
 
-/* A uv_getaddrinfo request; freed in its callback, even if abandoned. */
-struct lsock_resolver {
-  uv_getaddrinfo_t req; /* first member */
-  lsock_waiter *w;      /* NULL once the waiter gave up */
-};
+/* An address as the resolver hands it over (smaller than a
+   sockaddr_storage, so a call can keep many on its stack). */
+typedef union lsock_addr {
+  struct sockaddr sa;
+  struct sockaddr_in in;
+  struct sockaddr_in6 in6;
+} lsock_addr;
 
 
 /* A received datagram (UDP), in its socket's queue. */
@@ -155,7 +158,7 @@ struct lsock_dgram {
 ** copied into it as soon as the resolver answers, so no addrinfo list
 ** outlives a kill or a timeout.
 */
-#define LSOCK_MAX_ADDRS 8
+#define LSOCK_MAX_ADDRS 32
 struct lsock_dns {
   lsock_waiter w; /* first member: the one wait record of the call */
   int family;     /* AF_UNSPEC, AF_INET or AF_INET6 */
@@ -164,7 +167,7 @@ struct lsock_dns {
   int port;
   int n, next;    /* addresses, and the next one to try */
   int err;        /* the last failure */
-  struct sockaddr_storage addrs[LSOCK_MAX_ADDRS];
+  lsock_addr addrs[LSOCK_MAX_ADDRS];
 };
 
 
@@ -202,7 +205,7 @@ void lgreen_sock_arm(lua_State *L, lsock_waiter *w, gl_thread_t *t);
 void lgreen_sock_suspend(lsock_waiter *w, gl_thread_t *t, const char *what);
 void lgreen_sock_wake(lsock_waiter *w, int status);
 void lgreen_sock_leave(lsock_waiter *w);
-lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock *s, int mode);
+lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock **pp, int mode);
 int lgreen_sock_can_yield(lua_State *L, gl_hub_t *hub);
 int lgreen_sock_fair(lua_State *L, gl_hub_t *hub, int which);
 int lgreen_sock_simultaneous(lua_State *L, lsock *s, gl_link_t *q,
@@ -226,12 +229,20 @@ int lgreen_sockopt_setoption(lua_State *L);
 int lgreen_sockopt_getoption(lua_State *L);
 int lgreen_sock_tostring(lua_State *L);
 
-/* tcp.c */
+/* dns.c: the one resolver. A call that needs a name resolved keeps an
+   'lsock_dns' on its stack: 'lgreen_dns_numeric' fills it from a literal
+   address without the resolver (1; 0 for a name; a negative UV code for
+   a literal of the other family), else 'lgreen_dns_start' blocks until the
+   resolver answers and its continuation starts with 'lgreen_dns_resumed'.
+   'lgreen_sock_leave' gives up a pending query with 'lgreen_dns_abandon'. */
 void lgreen_dns_init(lsock_dns *d, int socktype, int port);
-int lgreen_dns_numeric(lsock_dns *d, const char *host); /* 1 if literal */
+int lgreen_dns_numeric(lsock_dns *d, const char *host);
 int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
                      const char *what, lua_KFunction k); /* blocks */
 int lgreen_dns_resumed(lua_State *L, lsock_dns *d); /* 0 or pushes fail */
+void lgreen_dns_abandon(lsock_resolver *q); /* never runs Lua */
+
+/* tcp.c */
 int lgreen_sock_accept(lua_State *L);
 int lgreen_sock_getpeername(lua_State *L);
 int lgreen_sock_getsockname(lua_State *L);

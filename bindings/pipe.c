@@ -125,7 +125,7 @@ static int l_connect_unix(lua_State *L) {
     free(s);
     return lgreen_sock_fail(L, r);
   }
-  w = lgreen_sock_newwaiter(L, s, LSOCK_CONNECT);
+  w = lgreen_sock_newwaiter(L, pp, LSOCK_CONNECT); /* s is ours alone */
   w->due = lgreen_sock_deadline(timeout);
   lgreen_sock_arm(L, w, t); /* on ENOMEM: leaves (closes 's') and raises */
   req = (uv_connect_t *)malloc(sizeof(*req));

@@ -277,11 +277,13 @@ static int kernel_ready(lua_State *L, int tab, int out, int total) {
 }
 
 
-/* Link an entry for each open socket of the list at 'tab'. */
-static void link_list(lua_State *L, selwait *sel, int tab, int write) {
+/* Link an entry for each open socket of the list at 'tab'. Returns how
+   many sockets of the list are closed. */
+static int link_list(lua_State *L, selwait *sel, int tab, int write) {
   lua_Integer i;
+  int closed = 0;
   if (lua_isnil(L, tab))
-    return;
+    return 0;
   for (i = 1; lua_rawgeti(L, tab, i) != LUA_TNIL; i++) {
     lsock *s = *(lsock **)lua_touserdata(L, -1);
     lua_pop(L, 1);
@@ -296,9 +298,12 @@ static void link_list(lua_State *L, selwait *sel, int tab, int write) {
       if (s->kind == LSOCK_UDP)
         lgreen_udp_maybe_read(s);
       lgreen_sock_reref(s);
+    } else {
+      closed++;
     }
   }
   lua_pop(L, 1);
+  return closed;
 }
 
 
@@ -331,10 +336,16 @@ static int select_scan(lua_State *L, uint64_t due, int poll) {
   gl_link_init(&sel->tlink);
   sel->t = t;
   sel->due = due;
-  if (due != 0 && gl_timer_start(hub, &t->timer, due, on_deadline) < 0)
+  /* Read the sockets again after that allocation: it can run a finalizer
+     that closes one, which is then ready (closed) and must be reported. */
+  if (link_list(L, sel, 1, 0) + link_list(L, sel, 2, 1) > 0) {
+    unlink_all(sel);
+    return select_scan(L, due, poll);
+  }
+  if (due != 0 && gl_timer_start(hub, &t->timer, due, on_deadline) < 0) {
+    unlink_all(sel);
     return luaL_error(L, "not enough memory");
-  link_list(L, sel, 1, 0);
-  link_list(L, sel, 2, 1);
+  }
   sel->susp = 1;
   gl_link_push(&sel->tlink, &t->wlink);
   gl_suspend(t, "green.select", sel_cancel);

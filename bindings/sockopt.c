@@ -96,7 +96,8 @@ static const struct {
 ** as a message, or nil if there is none.
 */
 int lgreen_sockopt_setoption(lua_State *L) {
-  lsock *s = *checkud(L);
+  lsock **pp = checkud(L);
+  lsock *s;
   int o = luaL_checkoption(L, 2, NULL, optnames);
   uv_os_fd_t fd;
   int r, on;
@@ -118,6 +119,7 @@ int lgreen_sockopt_setoption(lua_State *L) {
   } else {
     on = lua_toboolean(L, 3);
   }
+  s = *pp; /* after the arguments: an __index could have closed it */
   if (s == NULL)
     return lgreen_sock_fail(L, UV_EOF);
   if ((r = uv_fileno(&s->h.handle, &fd)) < 0)

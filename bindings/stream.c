@@ -64,8 +64,11 @@ static int append(lsock *s, const char *p, size_t n) {
 }
 
 
-/* Drop 'n' bytes from the front; an empty buffer is freed. */
+/* Drop 'n' bytes from the front; an empty buffer is freed. Nothing to do
+   on a socket closed meanwhile (its buffer is gone). */
 static void consume(lsock *s, size_t n) {
+  if (s->flags & LSOCK_CLOSED)
+    return;
   s->off += n;
   s->len -= n;
   if (s->len == 0) {
@@ -313,57 +316,53 @@ static void write_some(lsock *s, const char *data, size_t *pos, size_t end) {
 /* }====================================================== */
 
 
-/* [-0, +1, m] prefix (index 3, if a string) .. data, CRs dropped if 'line'
-   (LuaSocket's line mode drops every '\r'). */
-static void push_data(lua_State *L, const char *p, size_t n, int line) {
-  luaL_Buffer b;
-  if (lua_type(L, 3) != LUA_TSTRING) {
-    /* The common cases need no buffer: no CR, or one ending the line.
-       'p' is NULL when the socket's buffer is empty (n is 0 then). */
-    const char *cr = line && n > 0 ? (const char *)memchr(p, '\r', n) : NULL;
-    if (cr == NULL) {
-      lua_pushlstring(L, p, n);
-      return;
+/*
+** [-0, +1, m] Push prefix (index 3, if a string) .. the first 'n' bytes of
+** the socket's buffer, every CR dropped if 'line' (as LuaSocket's line
+** mode does), then consume 'skip' bytes. The bytes are copied into a Lua
+** string before anything else allocates: an allocation can run a
+** finalizer that closes the socket and frees its buffer.
+*/
+static void push_take(lua_State *L, lsock *s, size_t n, size_t skip,
+                      int line) {
+  char *p = s->buf + s->off;
+  if (n == 0) { /* the buffer may be NULL */
+    lua_pushliteral(L, "");
+  } else {
+    if (line && memchr(p, '\r', n) != NULL) { /* strip CRs in place: */
+      size_t i, m = 0;                        /* these bytes are taken */
+      for (i = 0; i < n; i++)
+        if (p[i] != '\r')
+          p[m++] = p[i];
+      n = m;
     }
-    if (cr == p + n - 1) {
-      lua_pushlstring(L, p, n - 1);
-      return;
-    }
+    lua_pushlstring(L, p, n);
   }
-  luaL_buffinit(L, &b);
+  consume(s, skip);
   if (lua_type(L, 3) == LUA_TSTRING) {
     lua_pushvalue(L, 3);
-    luaL_addvalue(&b);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
   }
-  if (!line) {
-    luaL_addlstring(&b, p, n);
-  } else {
-    const char *e = p + n;
-    while (p < e) {
-      const char *cr = (const char *)memchr(p, '\r', (size_t)(e - p));
-      const char *stop = cr ? cr : e;
-      luaL_addlstring(&b, p, (size_t)(stop - p));
-      p = cr ? cr + 1 : e;
-    }
-  }
-  luaL_pushresult(&b);
 }
 
 
 /* Push the outcome of a plan (not P_WAIT) and consume its bytes. */
 static int push_plan(lua_State *L, lsock *s, int mode, plan *p) {
-  int line = mode == LSOCK_LINE;
   if (p->kind == P_DATA) {
-    push_data(L, s->buf + s->off, p->n, line);
-    consume(s, p->skip);
+    push_take(L, s, p->n, p->skip, mode == LSOCK_LINE);
     return 1;
   }
-  luaL_pushfail(L);
-  lua_pushstring(L, lgreen_sock_strerror(p->err));
-  if (mode == LSOCK_SOME)
+  if (mode == LSOCK_SOME) {
+    luaL_pushfail(L);
+    lua_pushstring(L, lgreen_sock_strerror(p->err));
     return 2;
-  push_data(L, s->buf + s->off, p->n, line);
-  consume(s, p->skip);
+  }
+  push_take(L, s, p->n, p->skip, mode == LSOCK_LINE); /* the partial first */
+  luaL_pushfail(L);
+  lua_insert(L, -2);
+  lua_pushstring(L, lgreen_sock_strerror(p->err));
+  lua_insert(L, -2);
   return 3;
 }
 
@@ -373,7 +372,10 @@ static int push_closed(lua_State *L, int mode) {
   lua_pushliteral(L, "closed");
   if (mode == LSOCK_SOME || mode == LSOCK_ACCEPT)
     return 2;
-  push_data(L, "", 0, 0);
+  if (lua_type(L, 3) == LUA_TSTRING)
+    lua_pushvalue(L, 3);
+  else
+    lua_pushliteral(L, "");
   return 3;
 }
 
@@ -439,8 +441,9 @@ static int recv_start(lua_State *L, int mode, size_t count, int which) {
   if (s->flags & LSOCK_LISTENING)
     return luaL_error(L, "cannot receive on a listening socket");
   if (mode == LSOCK_COUNT && count == 0) {
-    push_data(L, "", 0, 0);
-    return 1;
+    if (lua_type(L, 3) != LUA_TSTRING)
+      lua_pushliteral(L, "");
+    return 1; /* the prefix, or "" */
   }
   if (gl_link_empty(&s->readers)) {
     size_t scanned = 0;
@@ -471,9 +474,11 @@ static int recv_start(lua_State *L, int mode, size_t count, int which) {
     return push_plan(L, s, mode, &p);
   }
   t = lgreen_begin(L, hub, "socket:receive");
-  w = lgreen_sock_newwaiter(L, s, mode);
+  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), mode);
   w->count = count;
-  return lgreen_sock_block_reader(L, s, w, t, "socket:receive",
+  if (w->s == NULL) /* a finalizer closed it */
+    return recv_k(L, LUA_YIELD, (lua_KContext)w);
+  return lgreen_sock_block_reader(L, w->s, w, t, "socket:receive",
                                   lgreen_stream_maybe_read, recv_k);
 }
 
@@ -638,10 +643,12 @@ static int send_start(lua_State *L, size_t pos, size_t end, int all) {
     return send_done(L, all, UV_ETIMEDOUT, pos);
   }
   t = lgreen_begin(L, hub, what);
-  w = lgreen_sock_newwaiter(L, s, LSOCK_WRITE);
+  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), LSOCK_WRITE);
   w->pos = pos;
   w->end = end;
   w->all = all;
+  if ((s = w->s) == NULL) /* a finalizer closed it */
+    return send_k(L, LUA_YIELD, (lua_KContext)w);
   w->due = lgreen_sock_deadline(s->timeout);
   lgreen_sock_arm(L, w, t);
   gl_link_push(&s->writers, &w->qlink);

@@ -1,15 +1,14 @@
 /*
-** tcp.c: green.connect, green.listen and server:accept, with DNS through
-** libuv's resolver (uv_getaddrinfo runs on libuv's thread pool, so a slow
-** name server never blocks the hub). The stream side of the sockets is in
-** socket.c; the records are in lsocket.h.
+** tcp.c: green.connect, green.listen and server:accept. Names are resolved
+** by dns.c (the resolver); the stream side of the sockets is in socket.c;
+** the records are in lsocket.h.
 **
 ** connect and listen keep their state in a 'connctx' userdata on the
-** caller's stack, which starts with an 'lsock_dns' (lsock.h): the resolved
-** addresses are copied into it as soon as the resolver answers, so no
-** addrinfo list outlives a kill or a timeout. connect tries each address
-** in turn, as LuaSocket does. The resolver helpers ('lgreen_dns_*') serve
-** udp.c too; accept and the address methods serve every kind of socket.
+** caller's stack, which starts with an 'lsock_dns' (lsocket.h): the
+** resolved addresses are copied into it as soon as the resolver answers,
+** so nothing of the resolver's outlives a kill or a timeout. connect tries
+** each address in turn, as LuaSocket does. accept and the address methods
+** serve every kind of socket.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +17,6 @@
 
 #include "lsocket.h"
 
-#define MAX_ADDRS LSOCK_MAX_ADDRS
 #define DEFAULT_BACKLOG 511 /* nginx's; the kernel caps it at somaxconn */
 
 #define state(L) ((lsock_state *)lua_touserdata(L, lua_upvalueindex(2)))
@@ -38,42 +36,6 @@ typedef struct connctx {
 ** libuv side
 ** =======================================================
 */
-
-static void set_port(struct sockaddr_storage *ss, int port) {
-  if (ss->ss_family == AF_INET6)
-    ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
-  else
-    ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
-}
-
-
-static void on_resolved(uv_getaddrinfo_t *req, int status,
-                        struct addrinfo *res) {
-  lsock_resolver *r = (lsock_resolver *)req;
-  lsock_waiter *w = r->w;
-  if (w != NULL) {
-    lsock_dns *c = (lsock_dns *)w;
-    struct addrinfo *ai;
-    c->n = 0;
-    c->err = status;
-    for (ai = res; status == 0 && ai != NULL && c->n < MAX_ADDRS;
-         ai = ai->ai_next) {
-      if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
-          ai->ai_addrlen <= sizeof(struct sockaddr_storage)) {
-        memcpy(&c->addrs[c->n], ai->ai_addr, ai->ai_addrlen);
-        set_port(&c->addrs[c->n], c->port);
-        c->n++;
-      }
-    }
-    if (status == 0 && c->n == 0)
-      c->err = UV_EAI_NONAME;
-    w->res = NULL;
-    lgreen_sock_wake(w, LSOCK_W_READY);
-  }
-  uv_freeaddrinfo(res);
-  free(r);
-}
-
 
 /* The request is malloc'd (accepted sockets never need one) and freed
    here: libuv calls this, with UV_ECANCELED, even when the socket is
@@ -172,20 +134,6 @@ int lgreen_sock_getsockname(lua_State *L) {
 }
 
 
-/* A literal address (no resolver needed)? "*" is every interface. */
-int lgreen_dns_numeric(lsock_dns *c, const char *host) {
-  struct sockaddr_storage *ss = &c->addrs[0];
-  if (strcmp(host, "*") == 0)
-    host = c->family == AF_INET6 ? "::" : "0.0.0.0";
-  if (c->family != AF_INET6 &&
-      uv_ip4_addr(host, c->port, (struct sockaddr_in *)ss) == 0)
-    return c->n = 1;
-  if (c->family != AF_INET &&
-      uv_ip6_addr(host, c->port, (struct sockaddr_in6 *)ss) == 0)
-    return c->n = 1;
-  return 0;
-}
-
 /* }====================================================== */
 
 
@@ -229,8 +177,7 @@ static int connect_step(lua_State *L, connctx *c) {
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *t = hub->current;
   while (c->d.next < c->d.n) {
-    const struct sockaddr *sa =
-        (struct sockaddr *)&c->d.addrs[c->d.next++];
+    const struct sockaddr *sa = &c->d.addrs[c->d.next++].sa;
     lsock **pp;
     lsock *s;
     uv_connect_t *req;
@@ -269,7 +216,7 @@ static int connect_step(lua_State *L, connctx *c) {
 
 static int listen_step(lua_State *L, connctx *c) {
   gl_hub_t *hub = lgreen_hub(L);
-  const struct sockaddr *sa = (struct sockaddr *)&c->d.addrs[0];
+  const struct sockaddr *sa = &c->d.addrs[0].sa;
   lsock **pp;
   lsock *s;
   int r;
@@ -307,70 +254,6 @@ static int listen_step(lua_State *L, connctx *c) {
 }
 
 
-/*
-** [-0, +0 or +2, -] The start of a continuation after a resolve: 0 if the
-** addresses are in 'd', else it pushed nil, err and returns 2. Raises if
-** the thread was killed.
-*/
-int lgreen_dns_resumed(lua_State *L, lsock_dns *d) {
-  gl_thread_t *t = lgreen_hub(L)->current;
-  if (t->flags & GL_F_PENDING)
-    lgreen_sock_leave(&d->w);
-  lgreen_resumed(L, t);
-  if (d->w.status == LSOCK_W_TIMEOUT)
-    return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  if (d->err != 0)
-    return lgreen_sock_fail(L, d->err);
-  return 0;
-}
-
-
-/* Prepare 'd' (zeroed by the caller) for a resolve. */
-void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
-  gl_link_init(&d->w.tlink);
-  gl_link_init(&d->w.qlink);
-  d->w.mode = LSOCK_RESOLVE;
-  d->family = AF_UNSPEC;
-  d->socktype = socktype;
-  d->port = port;
-}
-
-
-/*
-** Resolve 'host' with uv_getaddrinfo and block; 'k' runs when it is done
-** (with 'd' as its context) and starts with 'lgreen_dns_resumed'. The
-** deadline in 'd->w.due' covers the resolve.
-*/
-int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
-                     const char *what, lua_KFunction k) {
-  gl_hub_t *hub = lgreen_hub(L);
-  gl_thread_t *t = lgreen_begin(L, hub, what);
-  lsock_resolver *r;
-  struct addrinfo hints;
-  int rc;
-  lgreen_sock_arm(L, &d->w, t);
-  r = (lsock_resolver *)malloc(sizeof(*r));
-  if (r == NULL) {
-    gl_timer_stop(hub, &t->timer);
-    return luaL_error(L, "not enough memory");
-  }
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = d->family;
-  hints.ai_socktype = d->socktype;
-  hints.ai_flags = d->passive ? AI_PASSIVE : 0;
-  rc = uv_getaddrinfo(&hub->loop, &r->req, on_resolved, host, NULL, &hints);
-  if (rc < 0) {
-    free(r);
-    gl_timer_stop(hub, &t->timer);
-    return lgreen_sock_fail(L, rc);
-  }
-  r->w = &d->w;
-  d->w.res = r;
-  lgreen_sock_suspend(&d->w, t, what);
-  return lgreen_block(L, t, k, (lua_KContext)d);
-}
-
-
 static int resolved_k(lua_State *L, int status, lua_KContext ctx) {
   connctx *c = (connctx *)ctx;
   int n;
@@ -389,6 +272,7 @@ static int start(lua_State *L, int listen) {
   const char *what = listen ? "green.listen" : "green.connect";
   double timeout = -1;
   connctx *c;
+  int r;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
   if (!lua_isnoneornil(L, 3))
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -422,7 +306,9 @@ static int start(lua_State *L, int listen) {
     lua_settop(L, 4);
   }
   c->d.w.due = lgreen_sock_deadline(timeout);
-  if (lgreen_dns_numeric(&c->d, host))
+  if ((r = lgreen_dns_numeric(&c->d, host)) < 0)
+    return lgreen_sock_fail(L, r);
+  if (r > 0)
     return listen ? listen_step(L, c) : connect_step(L, c);
   return lgreen_dns_start(L, &c->d, host, what, resolved_k);
 }
@@ -470,6 +356,11 @@ static int do_accept(lua_State *L, lsock *s) {
   }
   pp = lgreen_sock_newkind(L, s->st, s->kind);
   c = *pp;
+  if (s->flags & LSOCK_CLOSED) { /* closed by a finalizer meanwhile */
+    *pp = NULL;
+    free(c);
+    return lgreen_sock_fail(L, UV_EOF);
+  }
   if (s->kind == LSOCK_PIPE)
     r = uv_pipe_init(&hub->loop, &c->h.pipe, 0);
   else
@@ -572,7 +463,9 @@ int lgreen_sock_accept(lua_State *L) {
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   }
   t = lgreen_begin(L, hub, "socket:accept");
-  w = lgreen_sock_newwaiter(L, s, LSOCK_ACCEPT);
+  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), LSOCK_ACCEPT);
+  if ((s = w->s) == NULL) /* a finalizer closed it */
+    return accept_k(L, LUA_YIELD, (lua_KContext)w);
   w->due = lgreen_sock_deadline(s->timeout);
   lgreen_sock_arm(L, w, t);
   gl_link_push(&s->readers, &w->qlink);

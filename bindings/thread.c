@@ -426,9 +426,8 @@ static int gt_kill(lua_State *L) {
     return lua_error(L);
   }
   lgreen_throw(L, t, 2, 1);
-  if ((t->flags & GL_F_MAIN) || self == NULL ||
-      (!(self->flags & GL_F_MAIN) && !lgreen_yieldable(L, hub)))
-    return 0;
+  if ((t->flags & GL_F_MAIN) || !lgreen_canblock(L, hub))
+    return 0; /* delivered; a finalizer or a C boundary cannot wait */
   self = lgreen_begin(L, hub, "green.kill");
   gl_link_push(&t->waiters, &self->wlink);
   gl_suspend(self, "green.kill", unlink_cancel);

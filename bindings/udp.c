@@ -3,7 +3,7 @@
 ** LuaSocket's udp methods: setsockname (bind), setpeername (connect; "*"
 ** disconnects), send, receive, sendto, receivefrom. Waiting, close,
 ** options and addresses are shared with the stream sockets (socket.c,
-** sockopt.c, tcp.c); names are resolved by tcp.c's resolver helpers.
+** sockopt.c, tcp.c); names are resolved by dns.c.
 **
 ** Receiving. The socket reads (uv_udp_recv_start) only while a thread
 ** waits in receive/receivefrom or in green.select; otherwise the kernel's
@@ -187,17 +187,22 @@ static void on_send(uv_udp_send_t *req, int status) {
 /* [-0, +1..3, m] Take the head datagram (or the pending error). */
 static int take(lua_State *L, lsock *s, size_t size, int from) {
   lsock_dgram *d = s->dq;
+  struct sockaddr_storage sender;
   if (d == NULL) {
     int err = s->rerr;
     s->rerr = 0; /* UDP errors (ICMP refusals) are per datagram */
     return lgreen_sock_fail(L, err);
   }
+  sender = d->from;
+  /* Copy and pop before anything else allocates: an allocation can run a
+     finalizer that closes the socket and frees its queue. */
   lua_pushlstring(L, d->data, d->len < size ? d->len : size);
+  if (!(s->flags & LSOCK_CLOSED))
+    dq_pop(s);
   if (from) {
-    lgreen_sock_pushaddr(L, (struct sockaddr *)&d->from, 1);
+    lgreen_sock_pushaddr(L, (struct sockaddr *)&sender, 1);
     lua_pop(L, 1); /* data, ip, port */
   }
-  dq_pop(s);
   return from ? 3 : 1;
 }
 
@@ -266,10 +271,12 @@ static int recv_start(lua_State *L, int from) {
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   }
   t = lgreen_begin(L, hub, "udp:receive");
-  w = lgreen_sock_newwaiter(L, s, LSOCK_DGRAM);
+  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), LSOCK_DGRAM);
   w->count = (size_t)size;
   w->all = from;
-  return lgreen_sock_block_reader(L, s, w, t, "udp:receive",
+  if (w->s == NULL) /* a finalizer closed it */
+    return recv_k(L, LUA_YIELD, (lua_KContext)w);
+  return lgreen_sock_block_reader(L, w->s, w, t, "udp:receive",
                                   lgreen_udp_maybe_read, recv_k);
 }
 
@@ -330,7 +337,7 @@ static int do_send(lua_State *L, lsock *s, const char *p, size_t len,
 /* Do 'c->op' with the resolved address; stack [sock, ...]. */
 static int act(lua_State *L, udpctx *c) {
   lsock *s = *(lsock **)lua_touserdata(L, 1);
-  const struct sockaddr *sa = (struct sockaddr *)&c->d.addrs[0];
+  const struct sockaddr *sa = &c->d.addrs[0].sa;
   int r;
   if (s == NULL)
     return lgreen_sock_fail(L, UV_EOF);
@@ -376,6 +383,7 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
   const char *host = luaL_checkstring(L, hi);
   lua_Integer port = luaL_checkinteger(L, hi + 1);
   udpctx *c;
+  int r;
   luaL_argcheck(L, port >= 0 && port <= 65535, hi + 1, "port out of range");
   lua_settop(L, hi + 1);
   if (s == NULL)
@@ -387,7 +395,9 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
   c->d.passive = op == OP_BIND;
   c->d.w.due = lgreen_sock_deadline(s->timeout);
   c->op = op;
-  if (lgreen_dns_numeric(&c->d, host))
+  if ((r = lgreen_dns_numeric(&c->d, host)) < 0)
+    return lgreen_sock_fail(L, r);
+  if (r > 0)
     return act(L, c);
   return lgreen_dns_start(L, &c->d, host, what, resolved_k);
 }

@@ -85,8 +85,49 @@ describe("blocking at a C-call boundary", function()
         collectgarbage()
       end):wait()
       assert.is_string(msg)
-      assert.matches("cannot block", msg)
+      assert.matches("cannot block inside a finalizer %(__gc%)", msg)
     end)
+  end)
+
+  it("names the boundary, not a pcall inside it (issue 7)", function()
+    green_run(function()
+      local err
+      table.sort({ 2, 1 }, function(a, b)
+        local _, e = pcall(sleep, 0)
+        err = err or e
+        return a < b
+      end)
+      assert.matches("green.sleep: cannot block inside table.sort", err)
+      assert.not_matches("inside pcall", err)
+    end)
+  end)
+
+  it("inside a finalizer on the main thread (issue 7)", function()
+    -- The main thread blocks by running the hub, which could run close
+    -- callbacks that free what the interrupted code is still using.
+    local msg, can
+    setmetatable({}, { __gc = function()
+      can = green.core.cansuspend()
+      local _, err = pcall(sleep, 0)
+      msg = err
+    end })
+    collectgarbage()
+    collectgarbage()
+    assert.matches("green.sleep: cannot block inside a finalizer %(__gc%)",
+                   msg)
+    assert.is_false(can)
+    assert.is_true(green.core.cansuspend()) -- outside it, the main can
+  end)
+
+  it("kill from a finalizer delivers and returns (issue 7)", function()
+    local t = spawn(function() sleep(10) end)
+    sleep(0) -- t waits in sleep
+    local ok, err
+    setmetatable({}, { __gc = function() ok, err = pcall(t.kill, t) end })
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(ok, err)
+    assert.are.equal(green.GreenletExit, t:wait())
   end)
 
   it("reports the error like any other when nobody waits", function()

@@ -1,5 +1,6 @@
--- The resolver: green.core.getaddrinfo / getnameinfo / gethostname (libuv's
--- resolver on its thread pool; the hub keeps running while it works).
+-- The resolver: green.core.getaddrinfo / getnameinfo / gethostname (c-ares
+-- on the hub's loop; the hub keeps running while it works). Abandoned
+-- lookups, timeouts and green.resolver are in resolver_spec.lua.
 local green = require "green"
 
 local core = green.core
@@ -46,7 +47,7 @@ describe("the green resolver", function()
       green.sleep(0) -- t waits for the resolver
       t:kill()
       assert.are.equal(green.GreenletExit, t:wait())
-      -- the abandoned request completes and frees itself; the hub empties
+      -- the lookup is dropped; the hub empties
     end)
   end)
 

@@ -82,10 +82,82 @@ describe("green.patch()", function()
     local realsocket = require "socket" -- Debian's
     local realhttp = require "socket.http"
     assert.are_not.equal(require "green.socket", realsocket)
-    green.patch()
+    -- The late patch() warns on stderr: capture it (and keep it out of
+    -- the test output) by standing in for io.stderr.
+    local said, stderr = {}, io.stderr
+    io.stderr = { -- luacheck: ignore 122
+      write = function(_, ...) said[#said + 1] = table.concat({ ... }) end,
+      flush = function() end,
+    }
+    local ok, err = pcall(green.patch)
+    io.stderr = stderr -- luacheck: ignore 122
+    assert(ok, err)
+    assert.are.equal(1, #said)
+    assert.matches("LuaSocket was already loaded", said[1], 1, true)
     local http = require "socket.http"
     assert.are_not.equal(realhttp, http)
     assert.are.equal(http, require("socket").http) -- bound to green.socket
+  end)
+
+  describe("called after LuaSocket was loaded", function()
+    local h = require "helper"
+
+    it("warns on stderr, naming the problem, the call site and the fix",
+       function()
+      local out, err, code = h.lua54_run([[
+        local real = require "socket"  -- the blocking LuaSocket
+        local green = require "green"
+        local gs = green.patch()       -- line 3: too late for 'real'
+        print(gs == require "socket", gs ~= real)
+        green.patch()                  -- patched already: no second warning
+      ]])
+      assert.are.equal(0, code, err)
+      assert.are.equal("true\ttrue\n", out)
+      local _, n = err:gsub("green%.patch%(%) warning", "")
+      assert.are.equal(1, n, err)
+      assert.matches("LuaSocket was already loaded (socket and socket.core "
+                     .. "in package.loaded)", err, 1, true)
+      assert.matches("called at [^\n]+:3%.", err)
+      assert.matches("block the whole hub", err, 1, true)
+      assert.matches("Fix: call green.patch() before anything requires "
+                     .. '"socket"', err, 1, true)
+    end)
+
+    it("names socket.core when only the C module was loaded", function()
+      local _, err, code = h.lua54_run([[
+        require "socket.core"
+        require("green").patch()
+      ]])
+      assert.are.equal(0, code, err)
+      assert.matches("already loaded (socket.core in package.loaded)", err,
+                     1, true)
+    end)
+
+    it("stays quiet when patch() comes first", function()
+      local out, err, code = h.lua54_run([[
+        local green = require "green"
+        green.patch()
+        print(require "socket" == require "green.socket")
+        green.patch()
+      ]])
+      assert.are.equal(0, code, err)
+      assert.are.equal("true\n", out)
+      assert.are.equal("", err)
+    end)
+
+    it("the fix it suggests works: greenlua -e patches before the script",
+       function()
+      local p = os.tmpname()
+      local f = assert(io.open(p, "w"))
+      f:write('print(require("socket") == require("green.socket"))')
+      f:close()
+      local out, err, code = h.sh(h.greenlua
+        .. [[ -e 'require("green").patch()' ]] .. p)
+      os.remove(p)
+      assert.are.equal(0, code, err)
+      assert.are.equal("true\n", out)
+      assert.are.equal("", err)
+    end)
   end)
 
   describe("Debian's socket.http", function()

@@ -255,6 +255,10 @@ do
   green.getaddrinfo = core.getaddrinfo
   green.getnameinfo = core.getnameinfo
   green.gethostname = core.gethostname
+  --- green.resolver.setup{servers =, timeout =, tries =} configures the
+  -- resolver; green.resolver.stats() counts its queries (bindings/dns.c).
+  green.resolver = { setup = core.resolver_setup,
+                     stats = core.resolver_stats }
   green.debug = green.debug or {}
   green.debug.hub_prevent_multiple_readers = core.hub_prevent_multiple_readers
 end

@@ -12,7 +12,9 @@
 -- Caveats:
 -- * Code that loaded the real LuaSocket before patch() keeps the
 --   references it took (`local socket = require "socket"` at the top of a
---   module): patch early, before requiring the libraries to be made green.
+--   module), and those stay blocking: patch early, before requiring the
+--   libraries to be made green. A late patch() says so on stderr (see
+--   `late_warning`), naming what was loaded and where patch() was called.
 --   To help, patch() forgets the protocol modules above that were loaded
 --   against the real socket (they load again, green, on the next
 --   require), but tables already held by their callers stay as they were.
@@ -26,11 +28,53 @@ local M = {}
 -- Protocol modules that capture `socket` when loaded.
 local DEPENDENT = { "socket.http", "socket.ftp", "socket.smtp", "socket.tp" }
 
+-- "file:line" of the code that called patch(), skipping greenlua's own
+-- wrappers (green.patch in init.lua, this module); nil if unknown.
+local function caller()
+  for level = 3, 12 do
+    local info = debug.getinfo(level, "Sl")
+    if info == nil then return nil end
+    local src = info.short_src
+    if info.what ~= "C" and not src:find("green/init%.lua$")
+       and not src:find("green/patch%.lua$") then
+      return src .. ":" .. info.currentline
+    end
+  end
+  return nil
+end
+
+-- The warning for a patch() that came after LuaSocket was loaded:
+-- `names` lists what was loaded ("socket", "socket.core").
+local function late_warning(names)
+  local at = caller()
+  return "green.patch() warning: LuaSocket was already loaded ("
+    .. table.concat(names, " and ") .. " in package.loaded) when "
+    .. "green.patch() was called" .. (at and (" at " .. at) or "") .. ". "
+    .. "Code that took the real module before now (for example "
+    .. "`local socket = require \"socket\"` at the top of a module) keeps "
+    .. "it, and its sockets block the whole hub instead of one green "
+    .. "thread; only later `require \"socket\"` calls get green sockets. "
+    .. "Fix: call green.patch() before anything requires \"socket\" "
+    .. "(first thing in the main script, or "
+    .. "`greenlua -e 'require(\"green\").patch()' script.lua`).\n"
+end
+
 --- Install green.socket as `socket` and `socket.core`; returns it.
+-- Warns on stderr if LuaSocket was loaded already (see the caveats).
 function M.patch()
   local gsocket = require "green.socket"
   local loaded = package.loaded
   local old = loaded.socket
+  local late = {}
+  if old ~= nil and old ~= gsocket then late[#late + 1] = "socket" end
+  local oldcore = loaded["socket.core"]
+  if oldcore ~= nil and oldcore ~= gsocket then
+    late[#late + 1] = "socket.core"
+  end
+  if #late > 0 then
+    io.stderr:write(late_warning(late))
+    io.stderr:flush()
+  end
   if old ~= nil and old ~= gsocket then
     for _, name in ipairs(DEPENDENT) do
       local mod = loaded[name]

@@ -26,8 +26,8 @@
 --   and a master that was bound cannot then connect (a client with a
 --   chosen local address): that, and `socket.connect`'s locaddr/locport,
 --   return nil, "local address binding is not supported".
--- * `dns.*` use green.core's resolver (libuv's, on its thread pool: it
---   never blocks the hub).
+-- * `dns.*` use green.core's resolver (c-ares on the hub's loop: it
+--   never blocks the hub; see green.resolver.setup).
 -- * No `socket.unix` / `socket.serial` (green.connect_unix exists in C).
 -- * `settimeout(t, "b")` and `settimeout(t, "t")` both limit each call as
 --   a whole (the shorter of the two applies).
