@@ -13,7 +13,8 @@
 ** one memcpy per byte received). A receive takes bytes from the buffer
 ** only once its pattern is satisfied (or on failure or timeout), so a
 ** reader that is killed, or whose green.Timeout fires, takes nothing: the
-** bytes stay for the next owner.
+** bytes stay for the next owner. A call with timeout 0, which never waits,
+** reads the descriptor itself when the buffer is not enough ('pull').
 **
 ** Writing. send() first tries uv_try_write (no copy); what the kernel
 ** does not take is copied into uv_write requests, at most WRITE_HIGH bytes

@@ -7,7 +7,8 @@
 **
 ** Receiving. The socket reads (uv_udp_recv_start) only while a thread
 ** waits in receive/receivefrom or in green.select; otherwise the kernel's
-** socket buffer holds what arrives. Datagrams that arrive while reading
+** socket buffer holds what arrives (a receive with timeout 0 takes one
+** datagram from it directly: 'pull'). Datagrams that arrive while reading
 ** and that nobody takes at once wait in a per-socket queue of at most
 ** DQ_MAX datagrams and DQ_BYTES bytes; beyond either bound the oldest is
 ** dropped (UDP may lose datagrams anyway, and the newest are the ones a
