@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "lsocket.h"
 
@@ -210,8 +211,8 @@ static int pull(lsock *s, int mode, size_t count, size_t *scanned, plan *p) {
     return kind;
   while (kind == P_WAIT && got < PULL_MAX) {
     ssize_t n;
-    do
-      n = recv(fd, scratch, sizeof(s->st->scratch), MSG_DONTWAIT);
+    do /* libuv keeps every stream's descriptor non-blocking */
+      n = read(fd, scratch, sizeof(s->st->scratch));
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       break;
