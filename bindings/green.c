@@ -28,10 +28,46 @@ gl_thread_t *lgreen_checkthread(lua_State *L, int idx) {
 }
 
 
+/*
+** [-0, +1, m] Push the error that t's blocking call is to raise (a kill
+** or a Timeout). While t's function runs it is kept in the GreenThread's
+** value slot; once the function has returned that slot holds the outcome,
+** and an error for the link callbacks still running goes in the extras
+** table.
+*/
+void lgreen_pushpending(lua_State *L, gl_thread_t *t) {
+  lgreen_pushthread(L, t);
+  if (t->flags & GL_F_DONE) {
+    lgreen_pushextras(L, -1);
+    lua_getfield(L, -1, "pending");
+    lua_remove(L, -2);
+  } else {
+    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+  }
+  lua_remove(L, -2);
+}
+
+
+/* [-0, +0, m] Store the value at 'idx' as t's pending error. */
+static void setpending(lua_State *L, gl_thread_t *t, int idx) {
+  idx = lua_absindex(L, idx);
+  lgreen_pushthread(L, t);
+  if (t->flags & GL_F_DONE) {
+    lgreen_pushextras(L, -1);
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "pending");
+    lua_pop(L, 1);
+  } else {
+    lua_pushvalue(L, idx);
+    lua_setiuservalue(L, -2, LGREEN_UV_VALUE);
+  }
+  lua_pop(L, 1);
+}
+
+
 /* [-0, +0, v] raise t's stored error (its pending or kill error). */
 static int raise_value(lua_State *L, gl_thread_t *t) {
-  lgreen_pushthread(L, t);
-  lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
+  lgreen_pushpending(L, t);
   return lua_error(L);
 }
 
@@ -83,6 +119,53 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
 }
 
 
+/*
+** {======================================================
+** Durations
+** =======================================================
+*/
+
+/*
+** Seconds to nanoseconds, for a deadline 'gl_now() + ns': negative is 0,
+** and at most 1e18 (31 years: "never" without overflowing the sum).
+** 's' is not NaN (the checkers below refuse it).
+*/
+uint64_t lgreen_ns(lua_Number s) {
+  if (s <= 0)
+    return 0;
+  return s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+}
+
+
+/*
+** [-0, +0, v] Raise unless duration 's' (named by 'what') is a number.
+** NaN compares false with everything: it would pass every range check
+** and then be cast to an integer (undefined behaviour).
+*/
+lua_Number lgreen_notnan(lua_State *L, lua_Number s, const char *what) {
+  if (s != s)
+    luaL_error(L, "%s is NaN (a number of seconds expected)", what);
+  return s;
+}
+
+
+/* [-0, +0, v] The duration in seconds at argument 'arg'; NaN raises. */
+lua_Number lgreen_checkseconds(lua_State *L, int arg) {
+  lua_Number s = luaL_checknumber(L, arg);
+  if (s != s)
+    luaL_argerror(L, arg, "number of seconds expected, got NaN");
+  return s;
+}
+
+
+/* [-0, +0, v] As 'lgreen_checkseconds', 'def' when absent or nil. */
+lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def) {
+  return lua_isnoneornil(L, arg) ? def : lgreen_checkseconds(L, arg);
+}
+
+/* }====================================================== */
+
+
 /* Hand control to the hub until the wait of 't' is over, then run 'k'. */
 int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
                  lua_KContext ctx) {
@@ -131,15 +214,13 @@ void lgreen_resumed(lua_State *L, gl_thread_t *t) {
 
 
 int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky) {
-  idx = lua_absindex(L, idx);
   if (t->state == GL_DEAD)
     return 0;
+  if ((t->flags & GL_F_DONE) && sticky)
+    return 0; /* its function has returned: the outcome stands */
   if ((t->flags & GL_F_KILLED) && !sticky)
     return 0; /* a killed thread keeps raising its kill error */
-  lgreen_pushthread(L, t);
-  lua_pushvalue(L, idx);
-  lua_setiuservalue(L, -2, LGREEN_UV_VALUE);
-  lua_pop(L, 1);
+  setpending(L, t, idx);
   if (sticky)
     t->flags |= GL_F_KILLED;
   return gl_interrupt(t);
@@ -303,11 +384,11 @@ static int l_sleep(lua_State *L) {
   int isnum;
   lua_Number s = lua_tonumberx(L, 1, &isnum); /* sleep(0) is the hot path */
   gl_thread_t *t;
-  if (!isnum)
-    s = luaL_optnumber(L, 1, 0); /* nil, or raise the argument error */
+  if (!isnum || s != s)
+    s = lgreen_optseconds(L, 1, 0); /* nil, or raise the argument error */
   t = lgreen_begin(L, hub, "green.sleep");
   if (s > 0) {
-    uint64_t ns = s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+    uint64_t ns = lgreen_ns(s);
     if (ns < 1000000)
       ns = 1000000;
     if (gl_timer_start(hub, &t->timer, gl_now() + ns, sleep_done) < 0)
@@ -351,9 +432,7 @@ static int suspend_k(lua_State *L, int status, lua_KContext ctx) {
     t->flags &= ~GL_F_PENDING;
     lua_settop(L, (int)ctx);
     lua_pushboolean(L, 0);
-    lgreen_pushthread(L, t);
-    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
-    lua_remove(L, -2);
+    lgreen_pushpending(L, t);
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -413,9 +492,7 @@ static int l_suspend(lua_State *L) {
   const char *what = anchor_what(L, hub, 1);
   if (t != NULL && (t->flags & GL_F_KILLED)) {
     lua_pushboolean(L, 0);
-    lgreen_pushthread(L, t);
-    lua_getiuservalue(L, -1, LGREEN_UV_VALUE);
-    lua_remove(L, -2);
+    lgreen_pushpending(L, t);
     return 2;
   }
   t = lgreen_begin(L, hub, what);

@@ -65,6 +65,12 @@ static inline gl_thread_t *lgreen_begin(lua_State *L, gl_hub_t *hub,
     return t;
   return lgreen_begin_slow(L, hub, what);
 }
+/* Durations in seconds (NaN raises), and as nanoseconds for deadlines. */
+uint64_t lgreen_ns(lua_Number s);
+lua_Number lgreen_notnan(lua_State *L, lua_Number s, const char *what);
+lua_Number lgreen_checkseconds(lua_State *L, int arg);
+lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def);
+
 int lgreen_in_finalizer(lua_State *L);
 int lgreen_canblock(lua_State *L, gl_hub_t *hub); /* without raising */
 int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
@@ -77,6 +83,8 @@ int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what);
 int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky);
 
 void lgreen_pushexit(lua_State *L); /* push green.GreenletExit */
+void lgreen_pushextras(lua_State *L, int idx); /* [-0, +1, m] */
+void lgreen_pushpending(lua_State *L, gl_thread_t *t); /* [-0, +1, m] */
 
 /* Parts of green.core defined in their own files. */
 void lgreen_open_thread(lua_State *L, gl_hub_t *hub);

@@ -228,6 +228,7 @@ extern const luaL_Reg lgreen_sockopt_meth[]; /* shared by both kinds */
 int lgreen_sockopt_setoption(lua_State *L);
 int lgreen_sockopt_getoption(lua_State *L);
 int lgreen_sock_tostring(lua_State *L);
+int lgreen_sockopt_state(lua_State *L); /* core.sockstate */
 
 /* dns.c: the one resolver. A call that needs a name resolved keeps an
    'lsock_dns' on its stack: 'lgreen_dns_numeric' fills it from a literal

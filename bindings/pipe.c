@@ -114,7 +114,7 @@ static int l_connect_unix(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     if (lua_getfield(L, 2, "timeout") != LUA_TNIL)
-      timeout = luaL_checknumber(L, -1);
+      timeout = lgreen_notnan(L, luaL_checknumber(L, -1), "timeout");
   }
   lua_settop(L, 2);
   t = lgreen_begin(L, hub, "green.connect_unix");

@@ -378,7 +378,7 @@ static int select_k(lua_State *L, int status, lua_KContext ctx) {
 ** nil; entries must be green sockets (TCP, Unix or UDP).
 */
 static int l_select(lua_State *L) {
-  double timeout = luaL_optnumber(L, 3, -1);
+  double timeout = lgreen_optseconds(L, 3, -1);
   if (!lua_isnoneornil(L, 1))
     luaL_checktype(L, 1, LUA_TTABLE);
   if (!lua_isnoneornil(L, 2))

@@ -225,12 +225,12 @@ static void on_deadline(gl_timer_t *tm) {
 }
 
 
+/* The deadline of a call under socket timeout 'timeout' (not NaN), or 0
+   for none (negative). */
 uint64_t lgreen_sock_deadline(double timeout) {
   if (timeout < 0)
     return 0;
-  if (timeout >= 1e9)
-    return gl_now() + (uint64_t)1e18;
-  return gl_now() + (uint64_t)(timeout * 1e9) + 1;
+  return gl_now() + lgreen_ns(timeout) + 1;
 }
 
 
@@ -630,6 +630,7 @@ void lgreen_sock_newmeta(lua_State *L, const char *name,
 
 static const luaL_Reg mod_funcs[] = {
     {"hub_prevent_multiple_readers", l_prevent},
+    {"sockstate", lgreen_sockopt_state},
     {NULL, NULL},
 };
 

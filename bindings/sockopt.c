@@ -20,7 +20,7 @@
    never blocks. The limit applies to each call as a whole. */
 static int sock_settimeout(lua_State *L) {
   lsock **pp = checkud(L);
-  double t = luaL_optnumber(L, 2, -1);
+  double t = lgreen_optseconds(L, 2, -1);
   luaL_optstring(L, 3, "b");
   if (*pp != NULL)
     (*pp)->timeout = t < 0 ? -1 : t;
@@ -217,23 +217,46 @@ static int sock_dirty(lua_State *L) {
 }
 
 
+/* "listening", "connected", "unconnected" or "closed". */
+static const char *statename(lsock *s) {
+  if (s == NULL)
+    return "closed";
+  if (s->flags & LSOCK_LISTENING)
+    return "listening";
+  if (s->flags & (LSOCK_STREAM | LSOCK_PEER))
+    return "connected";
+  return "unconnected";
+}
+
+
+/* core.sockstate(x): the state of green socket x (see 'statename'), or
+   nil if x is not a green socket. For argument checks in Lua. */
+int lgreen_sockopt_state(lua_State *L) {
+  lsock_state *st = lgreen_sock_state(L);
+  void *p = lua_touserdata(L, 1);
+  const void *mt = NULL;
+  if (p != NULL && lua_getmetatable(L, 1)) {
+    mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+  }
+  if (p == NULL || (mt != st->mt_stream && mt != st->mt_udp))
+    return 0;
+  lua_pushstring(L, statename(*(lsock **)p));
+  return 1;
+}
+
+
 int lgreen_sock_tostring(lua_State *L) {
   lsock *s = *checkud(L);
   const char *name = luaL_testudata(L, 1, LGREEN_UDP) ? "green.udp"
                                                        : "green.socket";
   uv_os_fd_t fd = -1;
-  const char *state;
+  const char *state = statename(s);
   if (s == NULL) {
     lua_pushfstring(L, "%s (closed)", name);
     return 1;
   }
   uv_fileno(&s->h.handle, &fd);
-  if (s->flags & LSOCK_LISTENING)
-    state = "listening";
-  else if (s->flags & (LSOCK_STREAM | LSOCK_PEER))
-    state = "connected";
-  else
-    state = "unconnected";
   lua_pushfstring(L, "%s (%sfd %d, %s)", name,
                   s->kind == LSOCK_PIPE ? "unix, " : "", (int)fd, state);
   return 1;

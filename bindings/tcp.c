@@ -287,7 +287,7 @@ static int start(lua_State *L, int listen) {
   c->backlog = DEFAULT_BACKLOG;
   if (lua_istable(L, 3)) {
     if (lua_getfield(L, 3, "timeout") != LUA_TNIL)
-      timeout = luaL_checknumber(L, -1);
+      timeout = lgreen_notnan(L, luaL_checknumber(L, -1), "timeout");
     if (lua_getfield(L, 3, "family") != LUA_TNIL) {
       const char *f = luaL_checkstring(L, -1);
       if (strcmp(f, "inet") == 0)

@@ -23,7 +23,7 @@ void lgreen_pushexit(lua_State *L) {
 
 
 /* [-0, +1, m] push the extras table of the thread at 'idx'. */
-static void push_extras(lua_State *L, int idx) {
+void lgreen_pushextras(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   if (lua_getiuservalue(L, idx, LGREEN_UV_EXTRAS) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -46,7 +46,7 @@ static int msgh(lua_State *L) {
   lgreen_pushexit(L);
   if (t != NULL && !lua_rawequal(L, 1, -1)) {
     lgreen_pushthread(L, t);
-    push_extras(L, -1);
+    lgreen_pushextras(L, -1);
     luaL_traceback(L, L, NULL, 1);
     lua_setfield(L, -2, "traceback");
   }
@@ -68,7 +68,7 @@ static void report_raw(lua_State *L, gl_thread_t *t, int ud) {
   const char *msg = luaL_tolstring(L, -1, NULL);
   fprintf(stderr, "green thread %lld died: %s\n", (long long)t->id, msg);
   lua_pop(L, 1);
-  push_extras(L, ud);
+  lgreen_pushextras(L, ud);
   if (lua_getfield(L, -1, "traceback") == LUA_TSTRING)
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
   lua_pop(L, 2);
@@ -104,7 +104,10 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
     lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
   }
   lua_settop(L, 1);
+  /* The function has ended: a kill before now was its outcome; one after
+     now changes nothing, and the link callbacks may block. */
   t->flags |= GL_F_DONE;
+  t->flags &= ~(GL_F_KILLED | GL_F_PENDING);
   haslinks = hashooks = 0;
   if (lua_getiuservalue(L, 1, LGREEN_UV_EXTRAS) == LUA_TTABLE) {
     haslinks = lua_getfield(L, 2, "links") != LUA_TNIL;
@@ -306,8 +309,7 @@ static void delayed_start(gl_timer_t *tm) {
 
 static int l_spawn_after(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
-  lua_Number s = luaL_checknumber(L, 1);
-  uint64_t ns = s <= 0 ? 0 : s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
+  uint64_t ns = lgreen_ns(lgreen_checkseconds(L, 1));
   gl_thread_t *t = newthread(L, hub, 2);
   t->state = GL_DELAYED;
   if (gl_timer_start(hub, &t->timer, gl_now() + ns, delayed_start) < 0)
@@ -337,7 +339,7 @@ static int push_outcome(lua_State *L, gl_thread_t *t, int idx) {
   lua_getiuservalue(L, idx, LGREEN_UV_VALUE);
   if (t->flags & GL_F_ERROR) {
     if (lua_type(L, -1) == LUA_TSTRING) {
-      push_extras(L, idx);
+      lgreen_pushextras(L, idx);
       if (lua_getfield(L, -1, "traceback") == LUA_TSTRING) {
         lua_pushfstring(L, "%s\n[in green thread %I", lua_tostring(L, -3),
                         t->id);
@@ -418,14 +420,18 @@ static int gt_kill(lua_State *L) {
   if (t->state == GL_DEAD)
     return 0;
   self = hub->current;
-  if (t == self) {
+  if (t->flags & GL_F_DONE) { /* returned, running its links: the outcome */
+    if (t == self)            /* stands, and we only wait for the end */
+      return 0;
+  } else if (t == self) {
     t->flags |= GL_F_KILLED;
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
     lua_pushvalue(L, 2);
     return lua_error(L);
+  } else {
+    lgreen_throw(L, t, 2, 1);
   }
-  lgreen_throw(L, t, 2, 1);
   if ((t->flags & GL_F_MAIN) || !lgreen_canblock(L, hub))
     return 0; /* delivered; a finalizer or a C boundary cannot wait */
   self = lgreen_begin(L, hub, "green.kill");
@@ -475,7 +481,7 @@ static int gt_status(lua_State *L) {
 /* The extras table (links, locals, name): used by the Lua layer. */
 static int l_extras(lua_State *L) {
   lgreen_checkthread(L, 1);
-  push_extras(L, 1);
+  lgreen_pushextras(L, 1);
   return 1;
 }
 
@@ -511,7 +517,7 @@ static int gt_newindex(lua_State *L) {
                       k ? k : luaL_typename(L, 2));
   if (!lua_isnil(L, 3))
     luaL_checktype(L, 3, LUA_TSTRING);
-  push_extras(L, 1);
+  lgreen_pushextras(L, 1);
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, "name");
   return 0;
@@ -671,7 +677,7 @@ void lgreen_open_thread(lua_State *L, gl_hub_t *hub) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   main->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  push_extras(L, -1);
+  lgreen_pushextras(L, -1);
   lua_pushliteral(L, "main");
   lua_setfield(L, -2, "name");
   lua_pop(L, 1);

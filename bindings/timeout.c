@@ -57,7 +57,7 @@ static void on_fire(gl_timer_t *tm) {
 static int l_timeout(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
   timeout *to;
-  lua_Number s = luaL_opt(L, luaL_checknumber, 1, -1);
+  lua_Number s = lgreen_optseconds(L, 1, -1);
   lua_settop(L, 2);
   if (hub->current == NULL)
     return luaL_error(L, "green.Timeout: no green thread is running");
@@ -73,8 +73,7 @@ static int l_timeout(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, -2, 1);
   if (!lua_isnil(L, 1)) {
-    uint64_t ns = s <= 0 ? 0 : s >= 1e9 ? (uint64_t)1e18 : (uint64_t)(s * 1e9);
-    if (gl_timer_start(hub, &to->timer, gl_now() + ns, on_fire) < 0)
+    if (gl_timer_start(hub, &to->timer, gl_now() + lgreen_ns(s), on_fire) < 0)
       return luaL_error(L, "not enough memory");
     lua_pushvalue(L, -1);
     to->anchor = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -37,6 +37,29 @@ describe("green.pools.Pool", function()
     end)
   end)
 
+  it("refuses min_size above max_size, and bad options (issue 7)",
+     function()
+    local created = 0
+    local function create() created = created + 1; return created end
+    local ok, err = pcall(green.pools.Pool,
+                          { create = create, min_size = math.maxinteger })
+    assert.is_false(ok)
+    assert.matches("min_size %d+ is larger than max_size 4", err)
+    ok, err = pcall(green.pools.Pool,
+                    { create = create, min_size = 5, max_size = 2 })
+    assert.is_false(ok)
+    assert.matches("min_size 5 is larger than max_size 2", err)
+    assert.are.equal(0, created) -- nothing was created before the check
+    ok, err = pcall(green.pools.Pool, { create = create, maxsize = 2 })
+    assert.is_false(ok)
+    assert.matches("unknown option 'maxsize'", err)
+    ok, err = pcall(green.pools.Pool, { create = "connect" })
+    assert.is_false(ok)
+    assert.matches("create: function expected", err)
+    assert.are.equal(2, green.pools.Pool{ create = create, min_size = 2,
+                                          max_size = 2 }:free())
+  end)
+
   it("order_as_stack reuses the most recent item first", function()
     green_run(function()
       local fifo = intpool({ max_size = 3 })

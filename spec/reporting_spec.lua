@@ -54,3 +54,53 @@ describe("error reporting through the toolkit", function()
     assert.are.equal(0, #reports)
   end)
 end)
+
+describe("the default error report (issue 7)", function()
+  local h = require "helper"
+
+  it("names the thread's own error when its __tostring raises", function()
+    local _, err, code = h.greenlua_run([[
+      local green = require "green"
+      local bad = setmetatable({}, { __tostring = function()
+        error("tostring exploded")
+      end })
+      green.spawn(function() error(bad) end)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("died of an error:\n%(error object is a table value; "
+                   .. "its __tostring failed: [^\n]*tostring exploded%)",
+                   err)
+    assert.are.equal(1, select(2, err:gsub("died of an error", "")))
+  end)
+
+  it("says a link failed, not that the thread died", function()
+    local _, err, code = h.greenlua_run([[
+      local green = require "green"
+      local t = green.spawn(function() return 1 end)
+      t:link(function() error("link broke") end)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("a link callback of GreenThread %d+[^\n]* failed:\n"
+                   .. "[^\n]*link broke", err)
+    assert.not_matches("died", err)
+  end)
+
+  it("passes 'link' to a custom handler for a link's error", function()
+    local seen = {}
+    local old = green.on_error(function(gt, err, _, what)
+      seen[#seen + 1] = { gt = gt, err = err, what = what }
+    end)
+    local ok, err = pcall(green.run, function()
+      local t = green.spawn(function() return 1 end)
+      t:link(function() error("link broke") end)
+      green.sleep(0)
+      green.sleep(0)
+      return t
+    end)
+    green.on_error(old)
+    assert.is_true(ok, err)
+    assert.are.equal(1, #seen)
+    assert.are.equal("link", seen[1].what)
+    assert.matches("link broke", seen[1].err)
+  end)
+end)

@@ -241,7 +241,8 @@ describe("GreenThread:kill", function()
     end)
   end)
 
-  it("lets a cleanup handler block while the thread dies", function()
+  it("makes a blocking call in a cleanup handler raise again (sticky)",
+     function()
     green_run(function()
       local cleaned = false
       local t = spawn(function()
@@ -344,6 +345,73 @@ describe("GreenThread:link", function()
       local called = false
       t:link(function() called = true end)
       assert.is_true(called)
+    end)
+  end)
+
+  it("a kill after the function returned changes nothing (issue 7)",
+     function()
+    green_run(function()
+      local release = green.Event()
+      local link_done = false
+      local t = spawn(function() return 42 end)
+      t:link(function()
+        release:wait() -- the thread has returned; its link is blocked
+        link_done = true
+      end)
+      sleep(0)
+      assert.are.equal("suspended", (t:status()))
+      local killer = spawn(function() t:kill() end)
+      sleep(0) -- the killer waits for t's links to end
+      assert.is_false(killer:dead())
+      release:send()
+      killer:wait()
+      assert.is_true(link_done) -- the kill did not interrupt the link
+      assert.is_true(t:dead())
+      assert.are.equal(42, t:wait())
+    end)
+  end)
+
+  it("a thread killing itself from its link keeps its result", function()
+    green_run(function()
+      local t = spawn(function() return "done" end)
+      local ok, err
+      t:link(function(gt) ok, err = pcall(gt.kill, gt) end)
+      assert.are.equal("done", t:wait())
+      sleep(0)
+      assert.is_true(ok, err)
+      assert.are.equal("done", t:wait())
+    end)
+  end)
+
+  it("a Timeout inside a link is the link's, not the outcome", function()
+    green_run(function()
+      local caught
+      local t = spawn(function() return "result" end)
+      t:link(function()
+        local _ <close> = green.Timeout(0.001)
+        local ok, err = pcall(sleep, 10)
+        caught = not ok and green.is_timeout(err)
+      end)
+      local finished = green.Event()
+      t:link(function() -- blocking still works after it
+        sleep(0.001)
+        finished:send()
+      end)
+      finished:wait()
+      assert.is_true(caught)
+      assert.are.equal("result", t:wait())
+    end)
+  end)
+
+  it("links of a killed thread may block", function()
+    green_run(function()
+      local slept
+      local t = spawn(function() sleep(10) end)
+      t:link(function() slept = pcall(sleep, 0.001) end)
+      sleep(0)
+      t:kill()
+      assert.is_true(slept)
+      assert.are.equal(green.GreenletExit, t:wait())
     end)
   end)
 

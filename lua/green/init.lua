@@ -54,17 +54,34 @@ local function describe(gt)
   return s
 end
 
-local function default_reporter(gt, err, tb)
-  io.stderr:write(format("green: %s died of an error:\n%s\n%s\n",
-                         describe(gt), tostring(err), tb or ""))
+-- tostring that cannot fail: an error value's __tostring may raise, and
+-- the report must still name the thread's own error (lua.c's wording).
+local function safe_tostring(v)
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return format("(error object is a %s value; its __tostring failed: %s)",
+                type(v), ok and "it returned a " .. type(s) or tostring(s))
+end
+
+local function default_reporter(gt, err, tb, what)
+  if what == "link" then
+    io.stderr:write(format("green: a link callback of %s failed:\n%s\n",
+                           describe(gt), safe_tostring(err)))
+  else
+    io.stderr:write(format("green: %s died of an error:\n%s\n%s\n",
+                           describe(gt), safe_tostring(err), tb or ""))
+  end
   io.stderr:flush()
 end
 
 local reporter = default_reporter
 
 --- Replace the handler of errors that no wait() or link observes.
--- `handler(gt, err, traceback)` runs in the dying thread; nil restores the
--- default, which prints to stderr. Returns the previous handler.
+-- `handler(gt, err, traceback, what)` runs in the dying thread; `what` is
+-- nil for the thread's own error and "link" for an error raised by one of
+-- its link callbacks (the thread itself may have returned normally; `err`
+-- then carries the link's traceback). nil restores the default, which
+-- prints to stderr. Returns the previous handler.
 -- @tparam[opt] function handler
 -- @treturn function the previous handler
 function green.on_error(handler)
@@ -76,12 +93,12 @@ function green.on_error(handler)
   return old
 end
 
-local function report(gt, err, tb)
-  local ok, herr = pcall(reporter, gt, err, tb)
+local function report(gt, err, tb, what)
+  local ok, herr = pcall(reporter, gt, err, tb, what)
   if not ok then
-    default_reporter(gt, err, tb)
+    default_reporter(gt, err, tb, what)
     io.stderr:write("green: and the error handler failed: ",
-                    tostring(herr), "\n")
+                    safe_tostring(herr), "\n")
   end
 end
 
@@ -102,7 +119,7 @@ core.set_thread_end(function(gt, unobserved)
         local l = links[i]
         i = i + 1
         local ok, err = xpcall(l[1], traceback, gt, unpack(l, 2, l.n))
-        if not ok then report(gt, err, nil) end
+        if not ok then report(gt, err, nil, "link") end
       end
     end
   end

@@ -150,11 +150,15 @@ end
 -- @tparam[opt] number initial_delay
 -- @treturn LoopingCall self
 function LoopingCall:start(interval, initial_delay)
-  if type(interval) ~= "number" or interval < 0 then
-    error("bad argument #1 to 'start' (non-negative number expected)", 2)
+  if type(interval) ~= "number" or interval ~= interval or interval < 0 then
+    error("bad argument #1 to 'start' (non-negative number expected, got "
+          .. (interval ~= interval and "NaN" or tostring(interval)) .. ")", 2)
   end
-  if initial_delay ~= nil and type(initial_delay) ~= "number" then
-    error("bad argument #2 to 'start' (number or nil expected)", 2)
+  if initial_delay ~= nil and (type(initial_delay) ~= "number"
+                               or initial_delay ~= initial_delay) then
+    error("bad argument #2 to 'start' (number or nil expected, got "
+          .. (initial_delay ~= initial_delay and "NaN" or type(initial_delay))
+          .. ")", 2)
   end
   self.interval = interval
   return launch(self, fixed_idle, initial_delay)
@@ -191,7 +195,7 @@ end
 local function dynamic_idle(self, res)
   local idle_for, max = res[2], self.periodic_interval_max
   if idle_for == nil then idle_for = max end
-  if type(idle_for) ~= "number" then
+  if type(idle_for) ~= "number" or idle_for ~= idle_for then -- NaN
     error("DynamicLoopingCall: the function must return the next interval "
           .. "(a number) unless periodic_interval_max is set", 0)
   end
@@ -205,12 +209,18 @@ end
 --   `fn` returns nil
 -- @treturn DynamicLoopingCall self
 function Dynamic:start(initial_delay, periodic_interval_max)
-  if initial_delay ~= nil and type(initial_delay) ~= "number" then
-    error("bad argument #1 to 'start' (number or nil expected)", 2)
+  if initial_delay ~= nil and (type(initial_delay) ~= "number"
+                               or initial_delay ~= initial_delay) then
+    error("bad argument #1 to 'start' (number or nil expected, got "
+          .. (initial_delay ~= initial_delay and "NaN" or type(initial_delay))
+          .. ")", 2)
   end
   if periodic_interval_max ~= nil
-    and type(periodic_interval_max) ~= "number" then
-    error("bad argument #2 to 'start' (number or nil expected)", 2)
+    and (type(periodic_interval_max) ~= "number"
+         or periodic_interval_max ~= periodic_interval_max) then
+    error("bad argument #2 to 'start' (number or nil expected, got "
+          .. (periodic_interval_max ~= periodic_interval_max and "NaN"
+              or type(periodic_interval_max)) .. ")", 2)
   end
   self.periodic_interval_max = periodic_interval_max
   return launch(self, dynamic_idle, initial_delay)

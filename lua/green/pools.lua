@@ -82,6 +82,9 @@ local function mark_out(self, item)
   return item
 end
 
+local OPTIONS = { create = true, min_size = true, max_size = true,
+                  order_as_stack = true }
+
 --- Create a pool.
 -- @tparam table opts `create` (function returning a new item),
 --   `min_size` (0: items created now), `max_size` (4),
@@ -92,9 +95,22 @@ function M.Pool(opts)
   if type(opts) ~= "table" then
     error("bad argument #1 to 'Pool' (table of options expected)", 2)
   end
+  for k in pairs(opts) do
+    if not OPTIONS[k] then
+      error(("bad argument #1 to 'Pool' (unknown option '%s')")
+            :format(tostring(k)), 2)
+    end
+  end
   local create = opts.create or no_create
+  if type(create) ~= "function" then
+    error("bad argument #1 to 'Pool' (create: function expected)", 2)
+  end
   local min_size = checksize(opts.min_size or 0, "min_size", "Pool")
   local max_size = checksize(opts.max_size or 4, "max_size", "Pool")
+  if min_size > max_size then -- it would create min_size items anyway
+    error(("bad argument #1 to 'Pool' (min_size %d is larger than max_size "
+           .. "%d)"):format(min_size, max_size), 2)
+  end
   local self = setmetatable({ create = create, max_size = max_size,
                               order_as_stack = opts.order_as_stack == true,
                               current_size = 0, waiters = newq(),

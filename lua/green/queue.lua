@@ -20,7 +20,6 @@
 local waiters = require "green.waiters"
 
 local setmetatable, error, type = setmetatable, error, type
-local floor = math.floor
 local newq, count, block, wake_first, wake_all, checktimeout =
   waiters.new, waiters.count, waiters.block, waiters.wake_first,
   waiters.wake_all, waiters.checktimeout
@@ -115,40 +114,59 @@ local function before(lt, x, y)
   return x[2] < y[2]
 end
 
+-- Comparisons come first, moves after: a comparison that raises (items
+-- that do not compare, a failing `lt`) leaves the heap as it was, so a
+-- failed put or get loses nothing.
 local function heappush(self, e)
   local heap, lt = self.heap, self.lt
-  local i = #heap + 1
-  heap[i] = e
-  while i > 1 do
-    local p = floor(i / 2)
-    if not before(lt, heap[i], heap[p]) then break end
-    heap[i], heap[p] = heap[p], heap[i]
-    i = p
+  local n = #heap + 1
+  local i = n -- where e settles: climb while it comes before the parent
+  while i > 1 and before(lt, e, heap[i // 2]) do
+    i = i // 2
   end
+  while n > i do -- the parents on the way move down one level
+    heap[n] = heap[n // 2]
+    n = n // 2
+  end
+  heap[i] = e
 end
 
 function Heap._push(self, item)
   local s = self.seq + 1
-  self.seq = s
   heappush(self, { item, s })
+  self.seq = s
 end
 
 function Heap._pop(self)
   local heap, lt = self.heap, self.lt
   local n = #heap
-  local top = heap[1]
-  heap[1] = heap[n]
-  heap[n] = nil
-  n = n - 1
-  local i = 1
+  local top, last = heap[1], heap[n]
+  local m = n - 1 -- entries left: 'last' fills the root's hole
+  local i = 1     -- where it settles
   while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l <= n and before(lt, heap[l], heap[m]) then m = l end
-    if r <= n and before(lt, heap[r], heap[m]) then m = r end
-    if m == i then break end
-    heap[i], heap[m] = heap[m], heap[i]
-    i = m
+    local c, l = i, 2 * i
+    if l <= m then
+      c = l
+      if l + 1 <= m and before(lt, heap[l + 1], heap[l]) then c = l + 1 end
+      if not before(lt, heap[c], last) then c = i end
+    end
+    if c == i then break end
+    i = c
   end
+  -- The entries on the path from the root to i move up one level.
+  local depth, k = 0, i
+  while k > 1 do
+    k = k // 2
+    depth = depth + 1
+  end
+  local j = 1
+  for d = depth - 1, 0, -1 do
+    local c = i >> d
+    heap[j] = heap[c]
+    j = c
+  end
+  if m > 0 then heap[i] = last end
+  heap[n] = nil
   self.last = top
   return top[1]
 end

@@ -38,6 +38,13 @@ local BACKOFF_MIN, BACKOFF_MAX = 0.01, 1.0
 -- @tparam function handler called as `handler(client, addr)`
 -- @tparam[opt=1000] integer concurrency most handlers running at once
 function M.serve(server, handler, concurrency)
+  local state = core.sockstate(server)
+  if state ~= "listening" and state ~= "closed"
+     and not (type(server) == "table" and type(server.accept) == "function")
+  then -- green.socket's server objects are tables with accept
+    error(("bad argument #1 to 'serve' (listening socket expected, got %s)")
+          :format(state and state .. " socket" or type(server)), 2)
+  end
   if type(handler) ~= "function" then
     error("bad argument #2 to 'serve' (function expected)", 2)
   end

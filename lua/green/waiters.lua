@@ -215,7 +215,8 @@ end
 function M.checktimeout(timeout, argn, fname)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
     error(("bad argument #%d to '%s' (number or nil expected, got %s)")
-          :format(argn, fname, type(timeout)), 3)
+          :format(argn, fname, timeout ~= timeout and "NaN"
+                                 or type(timeout)), 3)
   end
   return timeout
 end
