@@ -279,6 +279,7 @@ int lgreen_sock_can_read(lsock *s);  /* a receive would not block */
 int lgreen_sock_can_write(lsock *s); /* a send would not block */
 void lgreen_select_notify(lsock *s, int write); /* wake a ready select */
 void lgreen_select_drop(lsock *s); /* closing: wake and unlink all */
+void lgreen_sock_poll(lsock *s); /* timeout 0: run libuv once, no wait */
 void lgreen_open_select(lua_State *L, gl_hub_t *hub, int state);
 
 /*

@@ -72,6 +72,24 @@ int lgreen_sock_can_write(lsock *s) {
 
 
 /*
+** A call with timeout 0 that cannot complete from what the hub has
+** gathered lets libuv run once without waiting (what the hub does at the
+** end of each pass), so a loop that polls with such calls sees what the
+** kernel has and progresses where LuaSocket's would: libuv writes queued
+** bytes and accepts a waiting connection. Callbacks only record outcomes
+** and queue threads (no Lua runs), and no green thread runs inside
+** uv_run, so this never re-enters it. The socket's handle is referenced
+** meanwhile: a socket nobody waits on does not keep the loop alive, and
+** uv_run does not poll a loop that is not alive.
+*/
+void lgreen_sock_poll(lsock *s) {
+  uv_ref(&s->h.handle);
+  uv_run(s->h.handle.loop, UV_RUN_NOWAIT);
+  lgreen_sock_reref(s);
+}
+
+
+/*
 ** {======================================================
 ** Waiting (no Lua code runs here)
 ** =======================================================
@@ -374,12 +392,28 @@ static int l_select(lua_State *L) {
 /* }====================================================== */
 
 
-/* green.select in the module table (just below 'state'). */
+/***
+** green.gettime(): the wall clock, in seconds since the epoch with
+** microseconds (LuaSocket's socket.gettime; select's timeouts use the
+** hub's monotonic clock, green.now).
+*/
+static int l_gettime(lua_State *L) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) < 0)
+    return lgreen_sock_fail(L, UV_EINVAL);
+  lua_pushnumber(L, (lua_Number)tv.tv_sec + (lua_Number)tv.tv_usec / 1e6);
+  return 1;
+}
+
+
+/* green.select and green.gettime in the module table (below 'state'). */
 void lgreen_open_select(lua_State *L, gl_hub_t *hub, int state) {
   lua_pushvalue(L, state - 1);
   lua_pushlightuserdata(L, hub);
   lua_pushvalue(L, state);
   lua_pushcclosure(L, l_select, 2);
   lua_setfield(L, -2, "select");
+  lua_pushcfunction(L, l_gettime);
+  lua_setfield(L, -2, "gettime");
   lua_pop(L, 1);
 }

@@ -81,12 +81,15 @@ static int sock_gettimeout(lua_State *L) {
 #define OPT_BOOL 0
 #define OPT_INT 1
 #define OPT_LINGER 2
+#define OPT_ERROR 3 /* SO_ERROR: get only */
 
 static const char *const optnames[] = {
     "tcp-nodelay",      "keepalive",         "reuseaddr",
     "reuseport",        "linger",            "broadcast",
     "dontroute",        "ip-multicast-ttl",  "ip-multicast-loop",
     "ipv6-v6only",      "send-buffer-size",  "recv-buffer-size",
+    "tcp-keepidle",     "tcp-keepcnt",       "tcp-keepintvl",
+    "tcp-defer-accept", "tcp-fastopen",      "error",
     NULL};
 
 static const struct {
@@ -104,6 +107,12 @@ static const struct {
     {IPPROTO_IPV6, IPV6_V6ONLY, OPT_BOOL},
     {SOL_SOCKET, SO_SNDBUF, OPT_INT},
     {SOL_SOCKET, SO_RCVBUF, OPT_INT},
+    {IPPROTO_TCP, TCP_KEEPIDLE, OPT_INT},
+    {IPPROTO_TCP, TCP_KEEPCNT, OPT_INT},
+    {IPPROTO_TCP, TCP_KEEPINTVL, OPT_INT},
+    {IPPROTO_TCP, TCP_DEFER_ACCEPT, OPT_INT},
+    {IPPROTO_TCP, TCP_FASTOPEN, OPT_INT},
+    {SOL_SOCKET, SO_ERROR, OPT_ERROR},
 };
 
 
@@ -111,8 +120,13 @@ static const struct {
 ** sock:setoption(name, value): booleans "tcp-nodelay", "keepalive",
 ** "reuseaddr", "reuseport", "broadcast", "dontroute", "ip-multicast-loop",
 ** "ipv6-v6only"; integers "ip-multicast-ttl", "send-buffer-size",
-** "recv-buffer-size"; "linger" ({on = bool, timeout = seconds}). Returns
-** 1, or nil, err (an option the socket's kind lacks fails this way).
+** "recv-buffer-size", "tcp-keepidle", "tcp-keepcnt", "tcp-keepintvl"
+** (seconds, probes, seconds), "tcp-defer-accept" (seconds), "tcp-fastopen"
+** (queue length, on a listening socket); "linger" ({on = bool, timeout =
+** seconds}). Returns 1, or nil, err (an option the socket's kind lacks
+** fails this way). sock:getoption(name) reads the same options, and
+** "error": the socket's pending error (SO_ERROR, cleared by reading it)
+** as a message, or nil if there is none.
 */
 int lgreen_sockopt_setoption(lua_State *L) {
   lsock **pp = checkud(L);
@@ -123,6 +137,8 @@ int lgreen_sockopt_setoption(lua_State *L) {
   struct linger li;
   const void *val = &on;
   socklen_t len = sizeof(on);
+  if (opts[o].type == OPT_ERROR)
+    return luaL_argerror(L, 2, "option 'error' can only be read");
   if (opts[o].type == OPT_LINGER) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_getfield(L, 3, "on");
@@ -172,6 +188,11 @@ int lgreen_sockopt_getoption(lua_State *L) {
     lua_setfield(L, -2, "on");
     lua_pushinteger(L, li.l_linger);
     lua_setfield(L, -2, "timeout");
+  } else if (opts[o].type == OPT_ERROR) {
+    if (on == 0)
+      lua_pushnil(L);
+    else
+      lua_pushstring(L, lgreen_sock_strerror(uv_translate_sys_error(on)));
   } else if (opts[o].type == OPT_INT) {
     lua_pushinteger(L, on);
   } else {

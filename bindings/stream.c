@@ -13,7 +13,8 @@
 ** one memcpy per byte received). A receive takes bytes from the buffer
 ** only once its pattern is satisfied (or on failure or timeout), so a
 ** reader that is killed, or whose green.Timeout fires, takes nothing: the
-** bytes stay for the next owner.
+** bytes stay for the next owner. A call with timeout 0, which never waits,
+** reads the descriptor itself when the buffer is not enough ('pull').
 **
 ** Writing. send() first tries uv_try_write (no copy); what the kernel
 ** does not take is copied into uv_write requests, at most WRITE_HIGH bytes
@@ -22,9 +23,11 @@
 ** amount of memory. close() with queued bytes lets them flush first (see
 ** 'lgreen_sock_shut' in socket.c).
 */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "lsocket.h"
 
@@ -179,7 +182,10 @@ static int plan_read(lsock *s, int mode, size_t count, size_t *scanned,
     break;
   }
   if (s->rerr != 0) {
-    if (mode == LSOCK_ALL && s->rerr == UV_EOF) {
+    /* "*a" returns what it found before the end; nothing at all is
+       "closed", as LuaSocket's recvall has it (so `repeat ... until not
+       data` loops end). */
+    if (mode == LSOCK_ALL && s->rerr == UV_EOF && len > 0) {
       p->n = p->skip = len;
       return p->kind = P_DATA;
     }
@@ -195,6 +201,54 @@ int lgreen_stream_readable(lsock *s, lsock_waiter *w) {
   if (w->mode == LSOCK_ACCEPT)
     return s->pending != 0;
   return plan_read(s, w->mode, w->count, &w->scanned, &p) != P_WAIT;
+}
+
+
+/*
+** Timeout 0 (LuaSocket's polling idiom: settimeout(0), then retry on
+** "timeout" or select first). Such a call never waits, so the hub never
+** reads for it, and a caller that spins on it never lets the hub run:
+** the buffer would stay as it is. So read what the kernel holds right
+** now, straight from the descriptor, as LuaSocket's recv(2) would: until
+** the plan in 'mode' can complete, the kernel has nothing more, the
+** stream ends or fails, or PULL_MAX bytes came in this call (the call
+** then returns its partial and the next one goes on). Only a socket's
+** sole reader calls this, so nobody's bytes are taken; libuv finds the
+** descriptor drained (EAGAIN) at its next poll and simply waits again.
+** Called when the buffer alone cannot complete the plan; returns it.
+*/
+#define PULL_MAX (1024 * 1024)
+
+static int pull(lsock *s, int mode, size_t count, size_t *scanned, plan *p) {
+  char *scratch = s->st->scratch;
+  size_t got = 0;
+  uv_os_fd_t fd;
+  int kind = P_WAIT;
+  if (s->rerr != 0 || !(s->flags & LSOCK_STREAM) ||
+      uv_fileno(&s->h.handle, &fd) < 0)
+    return kind;
+  while (kind == P_WAIT && got < PULL_MAX) {
+    ssize_t n;
+    do /* libuv keeps every stream's descriptor non-blocking */
+      n = read(fd, scratch, sizeof(s->st->scratch));
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (n < 0)
+      s->rerr = uv_translate_sys_error(errno);
+    else if (n == 0)
+      s->rerr = UV_EOF;
+    else if (append(s, scratch, (size_t)n) < 0)
+      s->rerr = UV_ENOMEM;
+    else {
+      s->nrecv += (uint64_t)n;
+      got += (size_t)n;
+    }
+    kind = plan_read(s, mode, count, scanned, p);
+  }
+  if (s->rerr != 0)
+    lgreen_sock_kick_readers(s); /* a select waiting elsewhere */
+  return kind;
 }
 
 
@@ -423,9 +477,11 @@ static int recv_start(lua_State *L, int mode, size_t count, int which) {
       lgreen_stream_maybe_read(s);
       return n;
     }
-    if (s->timeout == 0) { /* non-blocking: fail now with the partial */
+    if (s->timeout == 0) { /* never waits: the kernel, then the partial */
       int n;
-      plan_fail(s, mode, UV_ETIMEDOUT, &p);
+      if (pull(s, mode, count, &scanned, &p) == P_WAIT)
+        plan_fail(s, mode, UV_ETIMEDOUT, &p);
+      s->streak++; /* a polling loop yields now and then (fairness) */
       n = push_plan(L, s, mode, &p);
       lgreen_stream_maybe_read(s);
       return n;
@@ -450,8 +506,10 @@ static int recv_start(lua_State *L, int mode, size_t count, int which) {
 /***
 ** sock:receive([pattern="*l"], [prefix]): "*l"/"l" a line (without the
 ** end of line; every CR dropped, as LuaSocket does), "*a"/"a" everything
-** up to the end of the stream, n exactly n bytes. Returns prefix .. data,
-** or nil, err, prefix .. partial (the partial is consumed).
+** up to the end of the stream (nil, "closed" if that is nothing), n
+** bytes up to a total of n, the prefix included. Returns prefix .. data,
+** or nil, err, prefix .. partial (the partial is consumed). With timeout
+** 0 it takes what the kernel holds now, as LuaSocket does.
 */
 int lgreen_stream_receive(lua_State *L) {
   int mode;
@@ -473,8 +531,15 @@ int lgreen_stream_receive(lua_State *L) {
     else
       return luaL_argerror(L, 2, "invalid receive pattern");
   }
-  if (!lua_isnoneornil(L, 3))
+  if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TSTRING);
+    /* LuaSocket 3 counts the prefix in n: receive(10, "123456") reads 4
+       more bytes, and a prefix of n bytes or more is returned as is. */
+    if (mode == LSOCK_COUNT) {
+      size_t plen = lua_rawlen(L, 3);
+      count = count > plen ? count - plen : 0;
+    }
+  }
   lua_settop(L, 3);
   return recv_start(L, mode, count, LSOCK_FAIR_RECEIVE);
 }
@@ -572,10 +637,26 @@ static int send_start(lua_State *L, size_t pos, size_t end, int all) {
       s->streak++;
       return send_done(L, all, 0, pos);
     }
+    if (s->werr == 0 && s->timeout == 0 && lgreen_stream_queued(s) > 0) {
+      /* Never waits, but what earlier calls queued goes first, and only
+         the hub's poll writes it: poll once, without waiting, so a
+         polling loop (settimeout(0), retry on "timeout") progresses as
+         LuaSocket's does, then take what fits behind it. */
+      lgreen_sock_poll(s);
+      if (*(lsock **)lua_touserdata(L, 1) != s)
+        return send_done(L, all, UV_EOF, pos);
+      write_some(s, data, &pos, end);
+      if (pos == end) {
+        s->streak++;
+        return send_done(L, all, 0, pos);
+      }
+    }
     if (s->werr != 0)
       return send_done(L, all, s->werr, pos);
-    if (s->timeout == 0)
+    if (s->timeout == 0) {
+      s->streak++; /* a polling loop yields now and then (fairness) */
       return send_done(L, all, UV_ETIMEDOUT, pos);
+    }
   } else if (s->st->prevent) {
     return lgreen_sock_simultaneous(L, s, &s->writers, "write");
   } else if (s->timeout == 0) {

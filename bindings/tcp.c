@@ -445,12 +445,19 @@ int lgreen_sock_accept(lua_State *L) {
       s->streak = 0;
       return lgreen_sock_fair(L, hub, LSOCK_FAIR_ACCEPT);
     }
+    if (s->pending == 0 && s->timeout == 0) {
+      lgreen_sock_poll(s); /* never waits: see if libuv can accept one */
+      if (*(lsock **)lua_touserdata(L, 1) != s)
+        return lgreen_sock_fail(L, UV_EOF);
+    }
     if (s->pending != 0) {
       s->streak++;
       return do_accept(L, s);
     }
-    if (s->timeout == 0)
+    if (s->timeout == 0) {
+      s->streak++; /* a polling loop yields now and then (fairness) */
       return lgreen_sock_fail(L, UV_ETIMEDOUT);
+    }
   } else if (s->st->prevent) {
     return lgreen_sock_simultaneous(L, s, &s->readers, "read");
   } else if (s->timeout == 0) {

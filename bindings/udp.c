@@ -7,7 +7,8 @@
 **
 ** Receiving. The socket reads (uv_udp_recv_start) only while a thread
 ** waits in receive/receivefrom or in green.select; otherwise the kernel's
-** socket buffer holds what arrives. Datagrams that arrive while reading
+** socket buffer holds what arrives (a receive with timeout 0 takes one
+** datagram from it directly: 'pull'). Datagrams that arrive while reading
 ** and that nobody takes at once wait in a per-socket queue of at most
 ** DQ_MAX datagrams and DQ_BYTES bytes; beyond either bound the oldest is
 ** dropped (UDP may lose datagrams anyway, and the newest are the ones a
@@ -19,6 +20,7 @@
 ** full, a copy queued with uv_udp_send, at most SEND_HIGH bytes per
 ** socket; beyond that send returns nil, "no buffer space available".
 */
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,13 +87,10 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 }
 
 
-static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
-                    const struct sockaddr *addr, unsigned flags) {
-  lsock *s = (lsock *)h->data;
+/* Queue datagram 'b[0, n)' from 'addr', or record error 'n' (< 0). */
+static void enqueue(lsock *s, ssize_t n, const char *b,
+                    const struct sockaddr *addr) {
   lsock_dgram *d;
-  (void)flags;
-  if (n == 0 && addr == NULL)
-    return; /* nothing more to read now */
   if (n < 0) {
     s->rerr = (int)n;
   } else if ((d = (lsock_dgram *)malloc(sizeof(*d) + (size_t)n)) == NULL) {
@@ -102,7 +101,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
            addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                        : sizeof(struct sockaddr_in));
     d->len = (size_t)n;
-    memcpy(d->data, b->base, (size_t)n);
+    memcpy(d->data, b, (size_t)n);
     d->next = NULL;
     if (s->dqtail != NULL)
       s->dqtail->next = d;
@@ -115,8 +114,43 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
     while (s->ndq > DQ_MAX || (s->len > DQ_BYTES && s->ndq > 1))
       dq_pop(s); /* the oldest */
   }
+}
+
+
+static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
+                    const struct sockaddr *addr, unsigned flags) {
+  lsock *s = (lsock *)h->data;
+  (void)flags;
+  if (n == 0 && addr == NULL)
+    return; /* nothing more to read now */
+  enqueue(s, n, b->base, addr);
   lgreen_sock_kick_readers(s);
   lgreen_udp_maybe_read(s);
+}
+
+
+/*
+** Timeout 0: the socket reads only while somebody waits, so take one
+** datagram the kernel holds now straight from the descriptor, as
+** LuaSocket's recvfrom(2) would. Returns 1 if one (or an error) came.
+*/
+static int pull(lsock *s) {
+  struct sockaddr_storage from;
+  socklen_t len = sizeof(from);
+  uv_os_fd_t fd;
+  ssize_t n;
+  if (uv_fileno(&s->h.handle, &fd) < 0)
+    return 0;
+  do
+    n = recvfrom(fd, s->st->scratch, sizeof(s->st->scratch), MSG_DONTWAIT,
+                 (struct sockaddr *)&from, &len);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return 0;
+  enqueue(s, n < 0 ? uv_translate_sys_error(errno) : n, s->st->scratch,
+          (struct sockaddr *)&from);
+  lgreen_sock_kick_readers(s); /* a select waiting elsewhere */
+  return 1;
 }
 
 
@@ -224,12 +258,14 @@ static int recv_start(lua_State *L, int from) {
       return lgreen_sock_fair(L, hub, from ? LSOCK_FAIR_DGRAMFROM
                                            : LSOCK_FAIR_DGRAM);
     }
-    if (lgreen_udp_readable(s)) {
+    if (lgreen_udp_readable(s) || (s->timeout == 0 && pull(s))) {
       s->streak++;
       return take(L, s, (size_t)size, from);
     }
-    if (s->timeout == 0)
+    if (s->timeout == 0) {
+      s->streak++; /* a polling loop yields now and then (fairness) */
       return lgreen_sock_fail(L, UV_ETIMEDOUT);
+    }
   } else if (s->st->prevent) {
     return lgreen_sock_simultaneous(L, s, &s->readers, "read");
   } else if (s->timeout == 0) {

@@ -30,19 +30,31 @@
 --   never blocks the hub; see green.resolver.setup).
 -- * No `socket.unix` / `socket.serial` (green.connect_unix exists in C).
 -- * `settimeout(t, "b")` and `settimeout(t, "t")` both limit each call as
---   a whole (the shorter of the two applies); a connect with timeout 0
---   fails with "timeout" instead of continuing in the background.
--- * `setfd` only accepts -1 (detach); `getfd` is -1 until connected.
+--   a whole (the shorter of the two applies).
+-- * A connect with timeout 0 returns "timeout" and goes on in the
+--   background, as LuaSocket's; calling connect again before it is over
+--   answers "timeout" (Linux's LuaSocket: "Operation already in
+--   progress") or, with a timeout, waits for it.
+-- * Masters have no descriptor until they connect or bind (LuaSocket 3
+--   creates one at once for tcp4()/tcp6()): `getfd` is -1 until then.
+-- * `setfd` only accepts -1 (detach): a green socket owns its descriptor
+--   and its libuv handle, and libuv cannot watch one descriptor from two
+--   handles, so taking over another object's descriptor is refused.
+-- * select takes green.socket objects (and skips tables without getfd,
+--   as LuaSocket does); it has no FD_SETSIZE ceiling on descriptor
+--   numbers, but refuses more than `_SETSIZE` sockets in one list.
 -- @module green.socket
 
 local core = require "green.core"
+local waiters = require "green.waiters"
 
 local error, type, tostring, setmetatable, getmetatable, select, pcall,
       rawequal, ipairs, pairs, tonumber =
   error, type, tostring, setmetatable, getmetatable, select, pcall,
   rawequal, ipairs, pairs, tonumber
 local format, find = string.format, string.find
-local min = math.min
+local min, max = math.min, math.max
+local pack, unpack = table.pack, table.unpack
 
 local M = {}
 
@@ -134,15 +146,19 @@ end
 -- TCP
 -- =======================================================================
 
--- Options LuaSocket knows; the ones green sockets implement are applied,
--- the others return nil, "not supported" (an unknown name raises, as in
--- LuaSocket).
+-- LuaSocket 3.1's tcp options. true: set and get on the socket (a
+-- master keeps them and applies them once it has one); "get": get only;
+-- "set": set only; "listen": applied when it listens; false: returns nil,
+-- "not supported" (tcp-fastopen-connect must precede connect, which
+-- creates green sockets). An unknown name raises, as in LuaSocket.
 local OPTIONS = {
   ["keepalive"] = true, ["reuseaddr"] = true, ["reuseport"] = true,
   ["tcp-nodelay"] = true, ["linger"] = true,
-  ["tcp-keepidle"] = false, ["tcp-keepcnt"] = false,
-  ["tcp-keepintvl"] = false, ["ipv6-v6only"] = "listen",
-  ["tcp-defer-accept"] = false, ["tcp-fastopen"] = false,
+  ["tcp-keepidle"] = true, ["tcp-keepcnt"] = true,
+  ["tcp-keepintvl"] = true, ["recv-buffer-size"] = true,
+  ["send-buffer-size"] = true, ["error"] = "get",
+  ["ipv6-v6only"] = "listen",
+  ["tcp-defer-accept"] = "set", ["tcp-fastopen"] = "set",
   ["tcp-fastopen-connect"] = false, ["bindtodevice"] = false,
   ["broadcast"] = false, ["dontroute"] = false,
 }
@@ -165,7 +181,8 @@ local function adopt(self, s, class)
   self.s = s
   s:settimeout(limit(self))
   for name, value in pairs(self.opts) do
-    if OPTIONS[name] == true then s:setoption(name, value) end
+    local known = OPTIONS[name]
+    if known == true or known == "set" then s:setoption(name, value) end
   end
   return setmetatable(self, class)
 end
@@ -175,9 +192,67 @@ function M.tcp() return new_tcp(nil) end
 function M.tcp4() return new_tcp("inet") end
 function M.tcp6() return new_tcp("inet6") end
 
+-- {-------------------------------------------------------------------
+-- Connecting in the background. LuaSocket's connect with timeout 0 (the
+-- way Copas and other dispatchers connect) returns "timeout" and leaves
+-- the kernel connecting; select then reports the socket writable once
+-- the attempt is over, and connect() again returns 1 or the failure. Here
+-- a helper green thread makes the green.connect call; the object, a
+-- tcp{client} from then on (as in LuaSocket), holds the attempt in
+-- `self.pend` = { gt = helper, done, s = socket, err, q = waiters of its
+-- end, watch = { [q] = q } of selects }, and its other methods wait for
+-- the attempt (or answer "timeout" with timeout 0).
+-- --------------------------------------------------------------------
+
+local function start_connect(self, host, port)
+  local pend = { q = waiters.new(), watch = {} }
+  self.pend = pend
+  setmetatable(self, CLIENT)
+  pend.gt = core.spawn(function()
+    local s, err = core.connect(host, port, { family = self.family })
+    pend.gt, pend.done = nil, true
+    if self.pend ~= pend then -- closed meanwhile
+      if s then s:close() end
+      return
+    end
+    pend.s, pend.err = s, err and gaierr(err)
+    waiters.wake_all(pend.q)
+    for q in pairs(pend.watch) do waiters.wake_all(q) end
+  end)
+end
+
+-- Wait (at most the object's timeout) for a background connect: true
+-- when it is over, false on timeout.
+local function await(self, pend)
+  if pend.done then return true end
+  local t = limit(self)
+  if t == 0 then return false end
+  return (waiters.block(pend.q, t, "socket:connect"))
+end
+
+-- The object's socket, the background connect (if any) settled first:
+-- s, or nil, err ("timeout" while it is still under way).
+local function settle(self)
+  local s = self.s
+  if s or self.closed then return s, "closed" end
+  local pend = self.pend
+  if not pend then return nil, "closed" end
+  if not await(self, pend) then return nil, "timeout" end
+  if self.closed then return nil, "closed" end
+  self.pend = nil
+  if not pend.s then return nil, pend.err end
+  adopt(self, pend.s, CLIENT)
+  return pend.s
+end
+
 function tcp_methods.connect(self, host, port)
   istcp(self, "connect")
   if self.closed then return nil, "closed" end
+  if self.pend then -- connect() again: the background attempt's outcome
+    local s, err = settle(self)
+    if not s then return nil, err end
+    return 1
+  end
   if self.s then
     if classof(self) == "tcp{master}" then -- bound: a chosen local address
       return nil, "local address binding is not supported"
@@ -191,6 +266,10 @@ function tcp_methods.connect(self, host, port)
   port = tonumber(port)
   if not port then
     error("bad argument #2 to 'connect' (number expected)", 2)
+  end
+  if limit(self) == 0 then
+    start_connect(self, host, port)
+    return nil, "timeout"
   end
   local s, err = core.connect(host, port,
                               { timeout = limit(self), family = self.family })
@@ -235,7 +314,7 @@ end
 
 function tcp_methods.accept(self)
   check(self, "accept", "tcp{server}")
-  if self.closed then return nil, "closed" end
+  if self.closed or not self.s then return nil, "closed" end -- setfd(-1)
   local c, err = self.s:accept()
   if not c then return nil, lserr(err) end
   return adopt(setmetatable({ opts = {}, tb = -1, tt = -1 }, CLIENT), c,
@@ -244,8 +323,11 @@ end
 
 function tcp_methods.receive(self, pattern, prefix)
   check(self, "receive", "tcp{client}")
-  local s = self.s
-  if not s then return nil, "closed", prefix or "" end
+  local s, serr = self.s
+  if not s then
+    s, serr = settle(self)
+    if not s then return nil, serr, prefix or "" end
+  end
   local data, err, partial = s:receive(pattern, prefix)
   if data then return data end
   return nil, lserr(err), partial
@@ -253,8 +335,11 @@ end
 
 function tcp_methods.send(self, data, i, j)
   check(self, "send", "tcp{client}")
-  local s = self.s
-  if not s then return nil, "closed", 0.0 end
+  local s, serr = self.s
+  if not s then
+    s, serr = settle(self)
+    if not s then return nil, serr, fl((tonumber(i) or 1) - 1) end
+  end
   local n, err, last = s:send(data, i, j)
   if n then return fl(n) end
   return nil, lserr(err), fl(last or 0)
@@ -263,10 +348,17 @@ end
 function tcp_methods.close(self)
   istcp(self, "close")
   self.closed = true
-  local s = self.s
+  local s, pend = self.s, self.pend
   if s then
     self.s = nil
     s:close()
+  end
+  if pend then -- a background connect: stop it, or close what it made
+    self.pend = nil
+    if pend.s then pend.s:close() end
+    waiters.wake_all(pend.q)
+    for q in pairs(pend.watch) do waiters.wake_all(q) end
+    if pend.gt then pcall(core.kill, pend.gt) end
   end
   return 1.0
 end
@@ -312,12 +404,12 @@ end
 function tcp_methods.setoption(self, name, value)
   istcp(self, "setoption")
   local known = OPTIONS[name]
-  if known == nil then
+  if known == nil or known == "get" then
     error(format("bad argument #2 to 'setoption' (unsupported option `%s')",
                  tostring(name)), 2)
   end
   if not known then return nil, "not supported" end
-  if self.s and known == true then
+  if self.s and (known == true or known == "set") then
     local ok, err = self.s:setoption(name, value)
     if not ok then return nil, lserr(err) end
   elseif self.s then
@@ -330,15 +422,17 @@ end
 function tcp_methods.getoption(self, name)
   istcp(self, "getoption")
   local known = OPTIONS[name]
-  if known == nil then
+  if known == nil or known == "set" then
     error(format("bad argument #2 to 'getoption' (unsupported option `%s')",
                  tostring(name)), 2)
   end
-  if self.s and known == true then
+  if self.s and (known == true or known == "get") then
     local v, err = self.s:getoption(name)
-    if v == nil then return nil, lserr(err) end
-    return v
+    if v == nil and err ~= nil then return nil, lserr(err) end
+    if known == "get" and v ~= nil then return lserr(v) end
+    return v -- "error": nil when there is none, as in LuaSocket
   end
+  if known == "get" then return nil, "getsockopt failed" end -- no socket
   local v = self.opts[name]
   if v == nil then return nil, "getsockopt failed" end
   return v
@@ -515,7 +609,9 @@ end
 
 function udp_methods.receive(self, size)
   check(self, "receive", "udp{connected}", "udp{unconnected}")
-  return udpcall(self, "receive", size)
+  local data, err = udpcall(self, "receive", size)
+  if data then return data end -- one result, as LuaSocket
+  return nil, err
 end
 
 function udp_methods.sendto(self, data, ip, port)
@@ -581,42 +677,123 @@ UDP_CONNECTED = newclass("udp{connected}", udp_methods)
 local function inner(x)
   if type(x) == "table" then
     local mt = getmetatable(x)
-    if mt == CLIENT or mt == SERVER or mt == MASTER then return x.s end
+    if mt == CLIENT or mt == SERVER or mt == MASTER then
+      local pend = x.pend
+      if pend then return pend.s end -- connected in the background
+      return x.s
+    end
     if mt == UDP_CONNECTED or mt == UDP_UNCONNECTED then return x.u end
   end
   return x
+end
+
+-- Add `x` to the result list `out` (LuaSocket's list and index).
+local function add(out, x)
+  if out[x] == nil then
+    local n = #out + 1
+    out[n] = x
+    out[x] = n
+  end
+end
+
+-- The green sockets of list `t` (argument `argn`) for green.select, with
+-- `back[socket] = object`; background connects are set apart: `ready`
+-- gets those that are over (writable; readable too if they failed) and
+-- `pends` those still under way.
+local function map(t, argn, back, write, ready, pends)
+  local out = {}
+  if t == nil then return out end
+  if type(t) ~= "table" then
+    error(format("bad argument #%d to 'select' (table expected, got %s)",
+                 argn, type(t)), 3)
+  end
+  local n = 0
+  for _, x in ipairs(t) do
+    n = n + 1
+    if n > M._SETSIZE then
+      error(format("bad argument #%d to 'select' (too many sockets)",
+                   argn), 3)
+    end
+    local pend = type(x) == "table" and x.pend
+    if pend and not pend.done then
+      pends[#pends + 1] = pend
+    elseif pend and not pend.s then -- failed: connect() will say why
+      add(ready, x)
+    else
+      local s = inner(x)
+      if type(s) == "table" and s.getfd == nil then
+        s = nil -- LuaSocket skips what has no descriptor
+      end
+      if s ~= nil and back[s] == nil then
+        back[s] = x
+        out[#out + 1] = s
+        if pend and write then add(ready, x) end
+      end
+    end
+  end
+  return out
+end
+
+local function unmap(list, back, extra)
+  local out = {}
+  for _, s in ipairs(list or {}) do add(out, back[s] or s) end
+  for _, x in ipairs(extra) do add(out, x) end
+  return out
+end
+
+-- green.select over `r` and `w` that also ends when one of the background
+-- connects `pends` does: a helper thread makes the select call, and
+-- whichever ends first wakes the caller. Returns the select's results, or
+-- nothing if a connect ended first.
+local function select_or_connect(r, w, timeout, pends)
+  local q = waiters.new()
+  local res
+  local helper = core.spawn(function()
+    res = pack(pcall(core.select, r, w, timeout))
+    waiters.wake_all(q)
+  end)
+  for _, pend in ipairs(pends) do pend.watch[q] = q end
+  local ok, err = pcall(waiters.block, q, nil, "green.select")
+  for _, pend in ipairs(pends) do pend.watch[q] = nil end
+  local got = res -- before the kill, which would set res
+  if not got then pcall(core.kill, helper) end
+  if not ok then error(err, 0) end
+  if got then
+    if not got[1] then error(got[2], 0) end
+    return unpack(got, 2, got.n)
+  end
 end
 
 --- socket.select(recvt, sendt, [timeout]): readable, writable, err
 -- ("timeout" when nothing became ready), as LuaSocket: each result lists
 -- the objects and maps each object to its index. Objects without a
 -- socket (closed, or masters never connected) are skipped, as LuaSocket
--- skips invalid descriptors. Buffered data counts as readable.
+-- skips invalid descriptors; more than socket._SETSIZE in one list
+-- raises, as in LuaSocket. Buffered data counts as readable; a
+-- background connect (timeout 0) that is over counts as writable.
 function M.select(recvt, sendt, timeout)
-  local back = {}
-  local function map(t)
-    local out = {}
-    if type(t) ~= "table" then return out end
-    for _, x in ipairs(t) do
-      local s = inner(x)
-      if s ~= nil and back[s] == nil then
-        back[s] = x
-        out[#out + 1] = s
-      end
+  timeout = tonumber(timeout)
+  if timeout and timeout < 0 then timeout = nil end
+  local due = timeout and core.now() + timeout
+  while true do
+    local back, rx, wx, pends = {}, {}, {}, {}
+    local rl = map(recvt, 1, back, false, rx, pends)
+    local wl = map(sendt, 2, back, true, wx, pends)
+    local left = due and max(due - core.now(), 0)
+    if #rx + #wx > 0 then left = 0 end
+    local r, w, err
+    if #pends > 0 and left ~= 0 then
+      r, w, err = select_or_connect(rl, wl, left, pends)
+    else
+      r, w, err = core.select(rl, wl, left)
     end
-    return out
-  end
-  local r, w, err = core.select(map(recvt), map(sendt), timeout)
-  local function unmap(list)
-    local out = {}
-    for i, s in ipairs(list or {}) do
-      local x = back[s] or s
-      out[i] = x
-      out[x] = i
+    if r or #rx + #wx > 0 or left == 0 then
+      local rs, ws = unmap(r, back, rx), unmap(w, back, wx)
+      if #rs + #ws > 0 then return rs, ws end
+      return rs, ws, err or "timeout"
     end
-    return out
+    -- a background connect ended first: look again
   end
-  return unmap(r), unmap(w), err
 end
 
 --- socket.sleep(seconds): green.
@@ -626,21 +803,9 @@ function M.sleep(t)
   core.sleep(t)
 end
 
--- gettime(): wall-clock seconds since the epoch. The hub's monotonic
--- clock, offset so that it never runs behind os.time() (whole seconds):
--- the offset only grows, so gettime() never goes backwards.
-local now, ostime = core.now, os.time
-local offset = ostime() - now()
-
-function M.gettime()
-  local t = now() + offset
-  local wall = ostime()
-  if wall > t then
-    offset = wall - now()
-    t = wall + 0.0
-  end
-  return t
-end
+--- socket.gettime(): wall-clock seconds since the epoch, to the
+-- microsecond (gettimeofday, as LuaSocket).
+M.gettime = core.gettime
 
 -- }======================================================================
 
