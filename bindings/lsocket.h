@@ -230,6 +230,8 @@ int lgreen_stream_recv(lua_State *L);
 int lgreen_stream_send(lua_State *L);
 int lgreen_stream_sendall(lua_State *L);
 int lgreen_stream_shutdown(lua_State *L);
+int lgreen_stream_setlimit(lua_State *L);
+int lgreen_stream_getlimit(lua_State *L);
 size_t lgreen_stream_queued(lsock *s); /* bytes in the write queue */
 #define LSOCK_WRITE_HIGH (64 * 1024) /* queued bytes before send waits */
 void lgreen_stream_on_shutdown(uv_shutdown_t *req, int status);

@@ -593,6 +593,8 @@ static const luaL_Reg stream_meth[] = {
     {"sendall", lgreen_stream_sendall},
     {"accept", lgreen_sock_accept},
     {"shutdown", lgreen_stream_shutdown},
+    {"setlimit", lgreen_stream_setlimit},
+    {"getlimit", lgreen_stream_getlimit},
     {NULL, NULL},
 };
 

@@ -29,39 +29,6 @@ static int sock_settimeout(lua_State *L) {
 }
 
 
-/***
-** sock:setlimit([bytes]): the most bytes one receive may gather (the
-** line, everything, or the count); beyond it receive returns nil,
-** "too long", partial. nil or math.huge: no limit. Accepted sockets take
-** their listening socket's limit. Returns 1.
-*/
-static int sock_setlimit(lua_State *L) {
-  lsock **pp = checkud(L);
-  size_t limit = SIZE_MAX;
-  if (!lua_isnoneornil(L, 2)) {
-    lua_Number n = luaL_checknumber(L, 2);
-    luaL_argcheck(L, n >= 0, 2, "non-negative number of bytes expected");
-    if (n < (lua_Number)SIZE_MAX / 2)
-      limit = (size_t)n;
-  }
-  if (*pp != NULL)
-    (*pp)->limit = limit;
-  lua_pushinteger(L, 1);
-  return 1;
-}
-
-
-/* sock:getlimit(): the receive limit in bytes, or nil for none. */
-static int sock_getlimit(lua_State *L) {
-  lsock *s = *checkud(L);
-  if (s == NULL || s->limit == SIZE_MAX)
-    lua_pushnil(L);
-  else
-    lua_pushinteger(L, (lua_Integer)s->limit);
-  return 1;
-}
-
-
 static int sock_gettimeout(lua_State *L) {
   lsock *s = *checkud(L);
   if (s == NULL || s->timeout < 0)
@@ -300,8 +267,6 @@ const luaL_Reg lgreen_sockopt_meth[] = {
     {"close", lgreen_sock_close},
     {"settimeout", sock_settimeout},
     {"gettimeout", sock_gettimeout},
-    {"setlimit", sock_setlimit},
-    {"getlimit", sock_getlimit},
     {"setoption", lgreen_sockopt_setoption},
     {"getoption", lgreen_sockopt_getoption},
     {"getpeername", lgreen_sock_getpeername},

@@ -721,6 +721,39 @@ int lgreen_stream_sendall(lua_State *L) {
 /* }====================================================== */
 
 
+/***
+** sock:setlimit([bytes]): the most bytes one receive may gather (the
+** line, everything, or the count); beyond it receive returns nil,
+** "too long", partial. nil or math.huge: no limit. Accepted sockets take
+** their listening socket's limit. Returns 1.
+*/
+int lgreen_stream_setlimit(lua_State *L) {
+  lsock **pp = lgreen_sock_checkstream(L);
+  size_t limit = SIZE_MAX;
+  if (!lua_isnoneornil(L, 2)) {
+    lua_Number n = luaL_checknumber(L, 2);
+    luaL_argcheck(L, n >= 0, 2, "non-negative number of bytes expected");
+    if (n < (lua_Number)SIZE_MAX / 2)
+      limit = (size_t)n;
+  }
+  if (*pp != NULL)
+    (*pp)->limit = limit;
+  lua_pushinteger(L, 1);
+  return 1;
+}
+
+
+/* sock:getlimit(): the receive limit in bytes, or nil for none. */
+int lgreen_stream_getlimit(lua_State *L) {
+  lsock *s = *lgreen_sock_checkstream(L);
+  if (s == NULL || s->limit == SIZE_MAX)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, (lua_Integer)s->limit);
+  return 1;
+}
+
+
 /* sock:shutdown([how="both"]): "send", "receive" or "both". */
 int lgreen_stream_shutdown(lua_State *L) {
   static const char *const hows[] = {"both", "send", "receive", NULL};

@@ -180,6 +180,7 @@ end
 local function adopt(self, s, class)
   self.s = s
   s:settimeout(limit(self))
+  s:setlimit(self.rlimit) -- LuaSocket has none: nil unless set
   for name, value in pairs(self.opts) do
     local known = OPTIONS[name]
     if known == true or known == "set" then s:setoption(name, value) end
@@ -317,8 +318,8 @@ function tcp_methods.accept(self)
   if self.closed or not self.s then return nil, "closed" end -- setfd(-1)
   local c, err = self.s:accept()
   if not c then return nil, lserr(err) end
-  return adopt(setmetatable({ opts = {}, tb = -1, tt = -1 }, CLIENT), c,
-               CLIENT)
+  return adopt(setmetatable({ opts = {}, tb = -1, tt = -1,
+                             rlimit = self.rlimit }, CLIENT), c, CLIENT)
 end
 
 function tcp_methods.receive(self, pattern, prefix)
@@ -401,8 +402,24 @@ function tcp_methods.gettimeout(self)
   return fl(self.tb), fl(self.tt)
 end
 
+-- setoption("receive-limit", bytes), a greenlua extension: the receive
+-- limit of the green socket (see sock:setlimit); nil, false or math.huge
+-- for none, LuaSocket's behaviour and the default. Accepted clients
+-- inherit a server's.
+local function set_receive_limit(self, value)
+  if value == false or value == math.huge then value = nil end
+  if value ~= nil and (math.type(value) ~= "integer" or value < 0) then
+    error("bad argument #3 to 'setoption' (receive-limit: non-negative "
+          .. "integer, false or math.huge expected)", 3)
+  end
+  self.rlimit = value
+  if self.s then self.s:setlimit(value) end
+  return 1.0
+end
+
 function tcp_methods.setoption(self, name, value)
   istcp(self, "setoption")
+  if name == "receive-limit" then return set_receive_limit(self, value) end
   local known = OPTIONS[name]
   if known == nil or known == "get" then
     error(format("bad argument #2 to 'setoption' (unsupported option `%s')",
@@ -421,6 +438,7 @@ end
 
 function tcp_methods.getoption(self, name)
   istcp(self, "getoption")
+  if name == "receive-limit" then return self.rlimit end -- nil: none
   local known = OPTIONS[name]
   if known == nil or known == "set" then
     error(format("bad argument #2 to 'getoption' (unsupported option `%s')",
