@@ -178,6 +178,33 @@ describe("green.socket where LuaSocket's test suite looks", function()
     end)
   end)
 
+  describe("argument checks (issue 7)", function()
+    it("settimeout raises on a non-number, as LuaSocket's", function()
+      local t = socket.tcp()
+      for _, bad in ipairs { "x", {}, true, 0 / 0 } do
+        assert.has_error(function() t:settimeout(bad) end)
+      end
+      assert.are.equal(1.0, t:settimeout("0.5")) -- a numeric string is fine
+      assert.are.equal(0.5, t:gettimeout())
+      assert.are.equal(1.0, t:settimeout(nil))
+      assert.are.equal(-1, t:gettimeout())
+      local u = socket.udp()
+      assert.has_error(function() u:settimeout("x") end)
+      t:close(); u:close()
+    end)
+
+    it("bind raises on a port that is not a number", function()
+      local t = socket.tcp()
+      local ok, err = pcall(t.bind, t, "127.0.0.1", {})
+      assert.is_false(ok)
+      assert.matches("bad argument #2 to 'bind' %(port number expected, "
+                     .. "got table%)", err)
+      assert.has_error(function() socket.bind("127.0.0.1", {}) end)
+      assert.has_error(function() socket.bind("127.0.0.1", 1.5) end)
+      t:close()
+    end)
+  end)
+
   describe("the receive limit (issue 7)", function()
     it("is none by default, as in LuaSocket; setoption sets it",
        function()

@@ -222,6 +222,14 @@ local function start_connect(self, host, port)
   end)
 end
 
+-- Give up a background connect that is still under way.
+local function abandon(self, pend)
+  self.pend = nil
+  setmetatable(self, MASTER)
+  for q in pairs(pend.watch) do waiters.wake_all(q) end
+  if pend.gt then pcall(core.kill, pend.gt) end
+end
+
 -- Wait (at most the object's timeout) for a background connect: true
 -- when it is over, false on timeout.
 local function await(self, pend)
@@ -268,18 +276,18 @@ function tcp_methods.connect(self, host, port)
   if not port then
     error("bad argument #2 to 'connect' (number expected)", 2)
   end
-  if limit(self) == 0 then
-    start_connect(self, host, port)
-    return nil, "timeout"
-  end
-  local s, err = core.connect(host, port,
-                              { timeout = limit(self), family = self.family })
-  if not s then return nil, gaierr(err) end
-  if self.closed then -- closed by another thread meanwhile
-    s:close()
-    return nil, "closed"
-  end
-  adopt(self, s, CLIENT)
+  start_connect(self, host, port)
+  if limit(self) == 0 then return nil, "timeout" end
+  -- A blocking connect waits for the same helper, so that close() from
+  -- another thread ends it with "closed" at once (the kernel's SYN
+  -- retries take minutes). If it times out or this thread is killed,
+  -- the attempt is abandoned.
+  local pend = self.pend
+  local _ <close> = setmetatable({}, { __close = function()
+    if self.pend == pend and not pend.done then abandon(self, pend) end
+  end })
+  local s, err = settle(self)
+  if not s then return nil, err end
   return 1
 end
 
@@ -287,7 +295,12 @@ end
 -- address errors. The object stays a master until listen() (`class`).
 local function do_listen(self, host, port, backlog, class)
   if host == "*" and self.family == nil then host = "0.0.0.0" end
-  local s, err = core.listen(host, tonumber(port) or 0, {
+  local p = tonumber(port)
+  if p == nil or p ~= p // 1 then -- nil, NaN, a fraction
+    error(format("bad argument #2 to 'bind' (port number expected, got "
+                 .. "%s)", type(port)), 3)
+  end
+  local s, err = core.listen(host, p, {
     backlog = backlog or 32, family = self.family,
     reuseport = self.opts.reuseport or nil,
     ipv6only = self.opts["ipv6-v6only"] or nil,
@@ -378,7 +391,12 @@ end
 -- operation) or "t" (each call); nil or negative removes that limit. Both
 -- limit a call as a whole here. `handle` is the green socket, if any.
 local function settimeouts(self, handle, t, mode)
-  t = tonumber(t) or -1
+  local n = tonumber(t) -- LuaSocket's luaL_optnumber: "1.5" is 1.5
+  if t ~= nil and (n == nil or n ~= n) then
+    error(format("bad argument #1 to 'settimeout' (number expected, got "
+                 .. "%s)", n ~= n and "NaN" or type(t)), 3)
+  end
+  t = n or -1
   if t < 0 then t = -1 end
   if mode == nil or mode == "b" or mode == "block" then
     self.tb = t
