@@ -65,6 +65,7 @@
 #define LSOCK_SHUT_WR 0x08   /* shutdown("send") done or under way */
 #define LSOCK_CLOSED 0x10    /* closed from Lua (handle closing/lingering) */
 #define LSOCK_PEER 0x20      /* UDP: connected (setpeername) */
+#define LSOCK_LINGER 0x40    /* the user set SO_LINGER (see socket.c) */
 
 typedef struct lsock_state lsock_state;
 typedef struct lsock lsock;
@@ -81,6 +82,7 @@ struct lsock_state {
   const void *mt_udp;
   int prevent;         /* hub_prevent_multiple_readers (default on) */
   gl_link_t lingering; /* closed sockets still flushing their writes */
+  gl_timer_t ltimer;   /* armed at the earliest 'linger_due' of those */
   char scratch[64 * 1024]; /* every read lands here, then is copied */
 };
 
@@ -98,6 +100,9 @@ struct lsock {
   gl_link_t readers;   /* waiters in receive/recv/accept; head owns */
   gl_link_t writers;   /* waiters in send/sendall; head owns */
   gl_link_t linger;    /* in st->lingering after a close with writes */
+  uint64_t linger_ns;  /* lingering: how long it may go without progress */
+  uint64_t linger_due; /* lingering: checked for progress at gl_now() */
+  size_t linger_left;  /* lingering: bytes queued at the last check */
   gl_link_t selects;   /* green.select entries (lsock_selent) */
   lsock_dgram *dq;     /* UDP: queued datagrams, oldest first */
   lsock_dgram *dqtail;

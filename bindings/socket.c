@@ -295,28 +295,126 @@ static void on_close(uv_handle_t *h) {
 }
 
 
+/*
+** {======================================================
+** Closing with unsent bytes (lingering)
+** =======================================================
+**
+** close() must not lose what send() accepted: bytes still in uv_write
+** requests (at most LSOCK_WRITE_HIGH) are flushed before the descriptor
+** is closed, as the kernel goes on sending what it already took. But a
+** peer that never reads must not pin the descriptor, nor keep the process
+** from exiting: a lingering socket is dropped once it has made no progress
+** for LINGER_DEFAULT seconds (or the SO_LINGER timeout the user set), and
+** at once with SO_LINGER {on, 0}, which closes with a reset. The hub stays
+** up while a socket lingers (its timer is armed), so a script's last
+** sendall reaches a peer that reads.
+*/
+
+#define LINGER_DEFAULT 2 /* seconds without progress before dropping */
+
+
+/* The user's SO_LINGER: 1 if on, with its timeout in '*secs'. */
+static int user_linger(lsock *s, int *secs) {
+  struct linger li;
+  socklen_t len = sizeof(li);
+  uv_os_fd_t fd;
+  if (!(s->flags & LSOCK_LINGER) || uv_fileno(&s->h.handle, &fd) < 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_LINGER, &li, &len) < 0 || !li.l_onoff)
+    return 0;
+  *secs = li.l_linger;
+  return 1;
+}
+
+
+/*
+** Close the handle now. With SO_LINGER on and a timeout, close(2) would
+** block the hub until the kernel sent its queue: turn it off first (the
+** kernel then sends in the background). {on, 0} stays: that close resets.
+*/
+static void close_now(lsock *s) {
+  int secs;
+  gl_link_remove(&s->linger);
+  if (s->kind != LSOCK_UDP && user_linger(s, &secs) && secs > 0) {
+    struct linger off = {0, 0};
+    uv_os_fd_t fd;
+    if (uv_fileno(&s->h.handle, &fd) == 0)
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
+  }
+  if (!uv_is_closing(&s->h.handle))
+    uv_close(&s->h.handle, on_close);
+}
+
+
+static void on_linger(gl_timer_t *tm);
+
+/* Arm the state's timer at the earliest deadline of its lingering
+   sockets, or stop it when none is left. */
+static void linger_arm(lsock_state *st) {
+  uint64_t due = UINT64_MAX;
+  gl_link_t *l;
+  for (l = st->lingering.next; l != &st->lingering; l = l->next) {
+    lsock *s = GL_CONTAINER(l, lsock, linger);
+    if (s->linger_due < due)
+      due = s->linger_due;
+  }
+  if (due == UINT64_MAX) {
+    gl_timer_stop(st->hub, &st->ltimer);
+    return;
+  }
+  if (gl_timer_start(st->hub, &st->ltimer, due, on_linger) < 0) {
+    while (!gl_link_empty(&st->lingering)) /* no memory: drop them */
+      close_now(GL_CONTAINER(st->lingering.next, lsock, linger));
+  }
+}
+
+
+/*
+** Drop the lingering sockets that made no progress since their last
+** check: their queue did not shrink (partial writes count, so a slow
+** reader keeps its data coming).
+*/
+static void on_linger(gl_timer_t *tm) {
+  lsock_state *st = GL_CONTAINER(tm, lsock_state, ltimer);
+  uint64_t now = gl_now();
+  gl_link_t *l = st->lingering.next;
+  while (l != &st->lingering) {
+    lsock *s = GL_CONTAINER(l, lsock, linger);
+    l = l->next;
+    if (s->linger_due <= now) {
+      size_t left = uv_stream_get_write_queue_size(&s->h.stream);
+      if (left < s->linger_left) {
+        s->linger_left = left;
+        s->linger_due = now + s->linger_ns;
+      } else {
+        close_now(s);
+      }
+    }
+  }
+  linger_arm(st);
+}
+
+
 void lgreen_stream_on_shutdown(uv_shutdown_t *req, int status) {
   lsock *s = (lsock *)req->handle->data;
-  uv_handle_t *h = &s->h.handle;
   (void)status;
   free(req);
-  if ((s->flags & LSOCK_CLOSED) && !uv_is_closing(h)) {
-    gl_link_remove(&s->linger);
-    uv_close(h, on_close);
+  if ((s->flags & LSOCK_CLOSED) && !uv_is_closing(&s->h.handle)) {
+    close_now(s); /* flushed (or failed): done lingering */
+    linger_arm(s->st);
   }
 }
 
 
 /*
 ** Close 's' without running Lua: mark the userdata closed, wake every
-** waiter with "closed", and close the handle (memory freed in on_close).
-** Bytes that send() accepted but the kernel has not taken yet are flushed
-** first (on_shutdown closes); the lingering handle does not keep the hub
-** alive, and the hub's finalizer closes what is still lingering.
+** waiter with "closed", and close the handle (memory freed in on_close),
+** after lingering if send() left bytes queued (see above).
 */
 void lgreen_sock_shut(lsock *s) {
   uv_handle_t *h = &s->h.handle;
   uv_stream_t *st = &s->h.stream;
+  int secs = LINGER_DEFAULT;
   if (s->flags & LSOCK_CLOSED)
     return;
   s->flags |= LSOCK_CLOSED;
@@ -349,9 +447,14 @@ void lgreen_sock_shut(lsock *s) {
     s->flags &= ~LSOCK_READING;
   }
   if ((s->flags & LSOCK_STREAM) && s->werr == 0 &&
-      uv_stream_get_write_queue_size(st) > 0) {
-    gl_link_push(&s->st->lingering, &s->linger);
+      uv_stream_get_write_queue_size(st) > 0 &&
+      !(user_linger(s, &secs) && secs == 0)) { /* {on, 0}: reset now */
     uv_unref(h);
+    s->linger_ns = lgreen_ns(secs);
+    s->linger_due = gl_now() + s->linger_ns;
+    s->linger_left = uv_stream_get_write_queue_size(st);
+    gl_link_push(&s->st->lingering, &s->linger);
+    linger_arm(s->st);
     if (s->flags & LSOCK_SHUT_WR)
       return; /* its shutdown is pending: on_shutdown closes */
     {
@@ -363,9 +466,11 @@ void lgreen_sock_shut(lsock *s) {
       }
       free(req);
     }
-    gl_link_remove(&s->linger);
+    close_now(s);
+    linger_arm(s->st);
+    return;
   }
-  uv_close(h, on_close);
+  close_now(s);
 }
 
 /* }====================================================== */
@@ -575,12 +680,9 @@ static int l_prevent(lua_State *L) {
    the handles that were still flushing after close(). */
 static int state_gc(lua_State *L) {
   lsock_state *st = (lsock_state *)lua_touserdata(L, 1);
-  while (!gl_link_empty(&st->lingering)) {
-    lsock *s = GL_CONTAINER(st->lingering.next, lsock, linger);
-    gl_link_remove(&s->linger);
-    if (!uv_is_closing(&s->h.handle))
-      uv_close(&s->h.handle, on_close);
-  }
+  while (!gl_link_empty(&st->lingering))
+    close_now(GL_CONTAINER(st->lingering.next, lsock, linger));
+  gl_timer_stop(st->hub, &st->ltimer);
   return 0;
 }
 
@@ -654,6 +756,7 @@ void lgreen_open_socket(lua_State *L, gl_hub_t *hub) {
   st->mt_stream = st->mt_udp = NULL;
   st->prevent = 1;
   gl_link_init(&st->lingering);
+  st->ltimer.idx = 0;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");

@@ -111,7 +111,14 @@ int lgreen_sockopt_setoption(lua_State *L) {
     lua_getfield(L, 3, "on");
     lua_getfield(L, 3, "timeout");
     li.l_onoff = lua_toboolean(L, -2);
-    li.l_linger = (int)luaL_optinteger(L, -1, 0);
+    if (!lua_isnil(L, -1)) {
+      lua_Integer t = luaL_checkinteger(L, -1);
+      luaL_argcheck(L, t >= 0 && t <= 86400, 3,
+                    "linger timeout out of range (0 to 86400 seconds)");
+      li.l_linger = (int)t;
+    } else {
+      li.l_linger = 0;
+    }
     val = &li;
     len = sizeof(li);
   } else if (opts[o].type == OPT_INT) {
@@ -126,6 +133,8 @@ int lgreen_sockopt_setoption(lua_State *L) {
     return lgreen_sock_fail(L, r);
   if (setsockopt(fd, opts[o].level, opts[o].code, val, len) < 0)
     return lgreen_sock_fail(L, uv_translate_sys_error(errno));
+  if (opts[o].type == OPT_LINGER)
+    s->flags |= LSOCK_LINGER; /* close() honours it (socket.c) */
   lua_pushinteger(L, 1);
   return 1;
 }
