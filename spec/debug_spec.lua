@@ -11,15 +11,7 @@ local function entry(list, gt)
   end
 end
 
--- A connected pair over 127.0.0.1: client, server side.
-local function pair()
-  local srv = assert(green.listen("127.0.0.1", 0))
-  local _, port = srv:getsockname()
-  local c = assert(green.connect("127.0.0.1", port))
-  local s = assert(srv:accept())
-  srv:close()
-  return c, s
-end
+local pair = require("helper").pair
 
 -- Named functions, so the tracebacks have something to name (called
 -- without tail calls, which would leave no frame to name).

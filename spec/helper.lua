@@ -205,6 +205,19 @@ function helper.capture_stderr(fn, ...)
   return table.concat(buf), table.unpack(r, 2, r.n)
 end
 
+--- A connected TCP pair over 127.0.0.1: client side, server side. With
+-- `limit`, the listener's receive limit (the server side inherits it).
+-- Call from a green thread or the main thread.
+function helper.pair(limit)
+  local srv = assert(green.listen("127.0.0.1", 0))
+  if limit then srv:setlimit(limit) end
+  local _, port = srv:getsockname()
+  local c = assert(green.connect("127.0.0.1", port))
+  local s = assert(srv:accept())
+  srv:close()
+  return c, s
+end
+
 --- Path of the built greenlua executable.
 local build = os.getenv("GREENLUA_BUILD") or "./build"
 helper.greenlua = build .. "/greenlua"

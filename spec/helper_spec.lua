@@ -4,15 +4,7 @@
 local green = require "green"
 local h = require "helper"
 
--- A connected pair over 127.0.0.1.
-local function pair()
-  local srv = assert(green.listen("127.0.0.1", 0))
-  local _, port = srv:getsockname()
-  local c = assert(green.connect("127.0.0.1", port))
-  local s = assert(srv:accept())
-  srv:close()
-  return c, s
-end
+local pair = require("helper").pair
 
 local function assert_hub_empty()
   local st = green.core.stats()

@@ -1,15 +1,7 @@
 -- Green TCP sockets: bindings/socket.c, bindings/tcp.c (issue 4).
 local green = require "green"
 
--- A connected pair over 127.0.0.1: client, server side.
-local function pair()
-  local srv = assert(green.listen("127.0.0.1", 0))
-  local _, port = srv:getsockname()
-  local c = assert(green.connect("127.0.0.1", port))
-  local s = assert(srv:accept())
-  srv:close()
-  return c, s
-end
+local pair = require("helper").pair
 
 local eventually = require("helper").eventually
 

@@ -6,15 +6,7 @@
 local green = require "green"
 local helper = require "helper"
 
-local function pair(limit)
-  local server = assert(green.listen("127.0.0.1", 0))
-  if limit then server:setlimit(limit) end
-  local _, port = server:getsockname()
-  local c = assert(green.connect("127.0.0.1", port))
-  local s = assert(server:accept())
-  server:close()
-  return c, s
-end
+local pair = helper.pair
 
 -- Send 'total' bytes of 'x' (no end of line) from 'c' for at most
 -- 'seconds'; returns how many the kernel and the socket took.
