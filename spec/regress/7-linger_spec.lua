@@ -100,12 +100,11 @@ describe("closing a socket with unsent bytes", function()
       for i = 1, 20 do
         local c, s = tight_pair(server)
         peers[i] = c
-        s:setoption("linger", { on = true, timeout = 2 })
+        s:setoption("linger", { on = true, timeout = 1 })
         s:settimeout(0.01)
         assert.is_nil(s:sendall(string.rep("z", 1 << 20)))
         s:close() -- lingers with bytes queued; the client never reads
       end
-      assert.is_true(open_fds() >= before + 40)
       helper.eventually(function() return open_fds() == before + 20 end,
                         "the lingering sockets were dropped")
       for _, c in ipairs(peers) do c:close() end
