@@ -154,15 +154,18 @@ end
 -- conditions no event announces: polls, yielding to the hub between tries
 -- (1 ms, backing off to 10 ms), and fails after `timeout` seconds
 -- (default 30: a bound, not a timing assumption). `what` names the
--- condition in the failure. Works from a green thread or the main thread.
+-- condition in the failure (a function: called then, for details). Works from a green thread or the main thread.
 function helper.eventually(cond, timeout, what)
-  if type(timeout) == "string" then timeout, what = nil, timeout end
+  if timeout ~= nil and type(timeout) ~= "number" then
+    timeout, what = nil, timeout
+  end
   local limit = green.now() + (timeout or 30)
   local pause = 0.001
   while true do
     local v = cond()
     if v then return v end
     if green.now() > limit then
+      if type(what) == "function" then what = what() end -- the details
       error("eventually: never happened within " .. (timeout or 30)
             .. " s: " .. (what or "condition"), 2)
     end

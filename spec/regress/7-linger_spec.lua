@@ -80,9 +80,10 @@ describe("closing a socket with unsent bytes", function()
       end
       handlers:waitall()
       -- the 100 server ends are gone (the 100 clients are still open)
+      -- (another spec's descriptor may have closed meanwhile: at most)
       local now = open_fds()
-      assert.are.equal(before + 100, now, io.popen("ls -l /proc/"
-        .. math.tointeger(pid()) .. "/fd"):read("a"))
+      assert.is_true(now <= before + 100, now .. " descriptors open, at "
+                     .. "most " .. before .. " + 100 expected")
       for _, c in ipairs(peers) do
         local _, err = c:receive("*a") -- reset by the abortive close
         assert.is_truthy(err)
@@ -105,8 +106,14 @@ describe("closing a socket with unsent bytes", function()
         assert.is_nil(s:sendall(string.rep("z", 1 << 20)))
         s:close() -- lingers with bytes queued; the client never reads
       end
-      helper.eventually(function() return open_fds() == before + 20 end,
-                        "the lingering sockets were dropped")
+      local n
+      helper.eventually(function()
+        n = open_fds() -- (another spec's descriptor may close meanwhile)
+        return n <= before + 20
+      end, function() -- evaluated on failure
+        return "the lingering sockets were dropped (" .. n .. " open, "
+               .. before .. " + 20 expected)"
+      end)
       for _, c in ipairs(peers) do c:close() end
       server:close()
     end)
