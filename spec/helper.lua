@@ -154,7 +154,8 @@ end
 -- conditions no event announces: polls, yielding to the hub between tries
 -- (1 ms, backing off to 10 ms), and fails after `timeout` seconds
 -- (default 30: a bound, not a timing assumption). `what` names the
--- condition in the failure (a function: called then, for details). Works from a green thread or the main thread.
+-- condition in the failure (a function: called then, for the details).
+-- Works from a green thread or the main thread.
 function helper.eventually(cond, timeout, what)
   if timeout ~= nil and type(timeout) ~= "number" then
     timeout, what = nil, timeout
