@@ -64,7 +64,7 @@ static void push_info(lua_State *L, gl_hub_t *hub, gl_thread_t *t,
   lua_pushstring(L, state_names[t->state]);
   lua_setfield(L, -3, "state");
   if (t->state == GL_SUSPENDED) {
-    lua_pushstring(L, t->what != NULL ? t->what : "a wait");
+    lua_pushstring(L, t->wait->what != NULL ? t->wait->what : "a wait");
     lua_setfield(L, -3, "waiting_in");
     lua_pushnumber(L, now > t->since ? (lua_Number)(now - t->since) / 1e3
                                      : 0.0);
@@ -125,7 +125,7 @@ static int l_threads(lua_State *L) {
 /* Malloc'ed: libuv owns the timer until its close callback. */
 typedef struct unref_sleep {
   uv_timer_t timer; /* first: the close callback frees the record */
-  gl_thread_t *t;   /* the sleeper; NULL once woken or canceled */
+  gl_wait_t *w;     /* the sleeper's wait; NULL once woken or canceled */
 } unref_sleep;
 
 
@@ -136,30 +136,21 @@ static void on_close(uv_handle_t *h) {
 
 static void on_due(uv_timer_t *h) {
   unref_sleep *s = (unref_sleep *)h;
-  gl_thread_t *t = s->t;
+  gl_wait_t *w = s->w;
   uv_close((uv_handle_t *)h, on_close);
-  if (t != NULL) {
-    t->wait = NULL;
-    gl_wake(t, 0);
+  if (w != NULL) {
+    gl_wait_end(w, GL_W_OK);
     /* A timer can fire before the poll of the same uv_run: stop it, or
-       the poll would block with 't' ready. */
+       the poll would block with the sleeper ready. */
     uv_stop(h->loop);
   }
 }
 
 
-static void unref_cancel(gl_thread_t *t) {
-  unref_sleep *s = (unref_sleep *)t->wait;
-  t->wait = NULL;
-  s->t = NULL;
+static void unref_cancel(gl_wait_t *w) {
+  unref_sleep *s = (unref_sleep *)w->data;
+  s->w = NULL;
   uv_close((uv_handle_t *)&s->timer, on_close);
-}
-
-
-static int unref_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  lgreen_resumed(L, (gl_thread_t *)ctx);
-  return 0;
 }
 
 
@@ -185,10 +176,9 @@ static int l_sleep_unref(lua_State *L) {
   uv_unref((uv_handle_t *)&s->timer);
   uv_update_time(&hub->loop);
   uv_timer_start(&s->timer, on_due, ms, 0);
-  s->t = t;
-  gl_suspend(t, "green.sleep_unref", unref_cancel);
-  t->wait = s;
-  return lgreen_block(L, t, unref_k, (lua_KContext)t);
+  s->w = &t->w;
+  gl_wait_start(t, &t->w, "green.sleep_unref", unref_cancel, s);
+  return lgreen_block(L, t, lgreen_done_k, (lua_KContext)&t->w);
 }
 
 /* }====================================================== */

@@ -562,7 +562,7 @@ static int query_new(lua_State *L, lsock_waiter *w, lsock_resolver **pq) {
 */
 static int wait_query(lua_State *L, gl_thread_t *t, lsock_waiter *w,
                       rchan *c, const char *what, lua_KFunction k) {
-  lgreen_sock_suspend(w, t, what);
+  lgreen_sock_suspend(L, w, t, what);
   if (w->res == NULL)
     lgreen_sock_wake(w, LSOCK_W_READY);
   settle(c);
@@ -577,7 +577,7 @@ static int resumed(lua_State *L, lsock_waiter *w, int err) {
   if (t->flags & GL_F_PENDING)
     lgreen_sock_leave(w);
   lgreen_resumed(L, t);
-  if (w->status == LSOCK_W_TIMEOUT)
+  if (w->base.status == LSOCK_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   if (err != 0)
     return lgreen_sock_fail(L, err);
@@ -592,8 +592,7 @@ int lgreen_dns_resumed(lua_State *L, lsock_dns *d) {
 
 /* Prepare 'd' (zeroed by the caller) for a resolve. */
 void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
-  gl_link_init(&d->w.tlink);
-  gl_link_init(&d->w.qlink);
+  gl_wait_init(&d->w.base);
   d->w.mode = LSOCK_RESOLVE;
   d->family = AF_UNSPEC;
   d->socktype = socktype;
@@ -637,11 +636,8 @@ int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
   int r;
   if (host[0] == '\0')
     return lgreen_sock_fail(L, UV_EAI_NONAME);
-  lgreen_sock_arm(L, &d->w, t);
-  if ((r = query_new(L, &d->w, &q)) < 0) {
-    gl_timer_stop(hub, &t->timer);
+  if ((r = query_new(L, &d->w, &q)) < 0)
     return lgreen_sock_fail(L, r);
-  }
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = d->family;
   hints.ai_socktype = d->socktype;
@@ -769,8 +765,7 @@ static int l_getnameinfo(lua_State *L) {
   lua_settop(L, 2);
   x = (nictx *)lua_newuserdatauv(L, sizeof(*x), 0);
   memset(x, 0, sizeof(*x));
-  gl_link_init(&x->w.tlink);
-  gl_link_init(&x->w.qlink);
+  gl_wait_init(&x->w.base);
   x->w.mode = LSOCK_RESOLVE;
   snprintf(x->service, sizeof(x->service), "%d", (int)port);
   t = lgreen_begin(L, hub, "green.getnameinfo");

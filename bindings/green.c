@@ -177,13 +177,12 @@ int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
     r = gl_hub_run(hub, L, t);
     t->L = saved;
     if (r == GL_EDEADLK) {
-      const char *what = t->what ? t->what : "a wait";
-      if (t->cancel != NULL)
-        t->cancel(t);
-      t->cancel = NULL;
+      gl_wait_t *w = t->wait;
+      const char *what = w->what ? w->what : "a wait";
+      int luawait = t->flags & GL_F_LUAWAIT;
+      gl_wait_abandon(w, GL_EDEADLK);
       t->state = GL_RUNNING;
-      if (t->flags & GL_F_LUAWAIT) {
-        t->flags &= ~GL_F_LUAWAIT;
+      if (luawait) {
         lua_pushboolean(L, 0);
         lua_pushfstring(L,
                         "deadlock: the main thread is blocked in %s and no "
@@ -209,6 +208,46 @@ void lgreen_resumed(lua_State *L, gl_thread_t *t) {
   if (t->flags & GL_F_PENDING) {
     t->flags &= ~GL_F_PENDING;
     raise_value(L, t);
+  }
+}
+
+
+/*
+** [-0, +0, v] The top of every continuation: the outcome of wait 'w'
+** (GL_W_OK, GL_W_TIMEOUT or the primitive's own code). If the thread was
+** interrupted (a kill or Timeout) -- while it waited, or after its wait
+** had ended but before it ran again -- 'undo' (if not NULL) first gives
+** back what the wait obtained, then the error is raised.
+*/
+int lgreen_waited(lua_State *L, gl_wait_t *w, gl_wait_cb undo) {
+  gl_thread_t *t = w->thread;
+  if (t->flags & GL_F_PENDING) {
+    if (undo != NULL)
+      undo(w);
+    t->flags &= ~GL_F_PENDING;
+    raise_value(L, t);
+  }
+  return w->status;
+}
+
+
+/* A continuation with nothing to return: raises a pending kill. */
+int lgreen_done_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lgreen_waited(L, (gl_wait_t *)ctx, NULL);
+  return 0;
+}
+
+
+/*
+** [-0, +0, v] Arm the deadline of wait 'w' (just started by the running
+** thread), or give the wait up and raise if there is no memory for it.
+*/
+void lgreen_deadline(lua_State *L, gl_wait_t *w, uint64_t due) {
+  if (gl_wait_deadline(w, due) < 0) {
+    gl_wait_abandon(w, UV_ENOMEM);
+    w->thread->state = GL_RUNNING;
+    luaL_error(L, "not enough memory");
   }
 }
 
@@ -358,23 +397,6 @@ int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what) {
 ** =======================================================
 */
 
-static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  lgreen_resumed(L, (gl_thread_t *)ctx);
-  return 0;
-}
-
-
-static void sleep_done(gl_timer_t *tm) {
-  gl_wake(GL_CONTAINER(tm, gl_thread_t, timer), 0);
-}
-
-
-static void sleep_cancel(gl_thread_t *t) {
-  gl_timer_stop(t->hub, &t->timer);
-}
-
-
 /*
 ** sleep([seconds]): 0 or nil yields to every other ready thread and to
 ** I/O. A positive value below the 1 ms resolution sleeps 1 ms.
@@ -391,14 +413,13 @@ static int l_sleep(lua_State *L) {
     uint64_t ns = lgreen_ns(s);
     if (ns < 1000000)
       ns = 1000000;
-    if (gl_timer_start(hub, &t->timer, gl_now() + ns, sleep_done) < 0)
-      return luaL_error(L, "not enough memory");
-    gl_suspend(t, "green.sleep", sleep_cancel);
+    gl_wait_start(t, &t->w, "green.sleep", NULL, NULL); /* a timeout */
+    lgreen_deadline(L, &t->w, gl_now() + ns);
   } else {
     t->state = GL_READY;
     gl_ready(t);
   }
-  return lgreen_block(L, t, sleep_k, (lua_KContext)t);
+  return lgreen_block(L, t, lgreen_done_k, (lua_KContext)&t->w);
 }
 
 
@@ -496,7 +517,7 @@ static int l_suspend(lua_State *L) {
     return 2;
   }
   t = lgreen_begin(L, hub, what);
-  gl_suspend(t, what, NULL);
+  gl_wait_start(t, &t->w, what, NULL, NULL);
   t->flags |= GL_F_LUAWAIT;
   lua_settop(L, 0);
   return lgreen_block(L, t, suspend_k, 0);
@@ -526,18 +547,6 @@ static int l_wake(lua_State *L) {
 }
 
 
-static int run_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  lgreen_resumed(L, (gl_thread_t *)ctx);
-  return 0;
-}
-
-
-static void run_cancel(gl_thread_t *t) {
-  gl_link_remove(&t->wlink);
-}
-
-
 /*
 ** run(): until no thread, timer or server is left. From a green thread,
 ** waits until every other thread is done or blocked forever. With a
@@ -550,9 +559,9 @@ static int l_run(lua_State *L) {
     return luaL_error(L, "green.run: cannot run the hub from a finalizer "
                          "or a hub callback");
   t = lgreen_begin(L, hub, "green.run");
-  gl_link_push(&hub->idlers, &t->wlink);
-  gl_suspend(t, "green.run", run_cancel);
-  return lgreen_block(L, t, run_k, (lua_KContext)t);
+  gl_wait_start(t, &t->w, "green.run", NULL, NULL);
+  gl_waitq_push(&hub->idlers, &t->w);
+  return lgreen_block(L, t, lgreen_done_k, (lua_KContext)&t->w);
 }
 
 

@@ -76,6 +76,9 @@ int lgreen_canblock(lua_State *L, gl_hub_t *hub); /* without raising */
 int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
                  lua_KContext ctx);
 void lgreen_resumed(lua_State *L, gl_thread_t *t); /* raises if pending */
+int lgreen_waited(lua_State *L, gl_wait_t *w, gl_wait_cb undo);
+int lgreen_done_k(lua_State *L, int status, lua_KContext ctx); /* ctx: w */
+void lgreen_deadline(lua_State *L, gl_wait_t *w, uint64_t due);
 int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what);
 
 /* Store the value at 'idx' as t's error and make its blocking call raise

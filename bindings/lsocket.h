@@ -42,11 +42,10 @@
 #define LSOCK_RESOLVE 8 /* connect or listen: waiting for the resolver */
 #define LSOCK_DGRAM 9   /* UDP receive, receivefrom */
 
-/* Waiter outcomes. */
-#define LSOCK_W_NONE 0
-#define LSOCK_W_READY 1   /* woken because it may proceed */
-#define LSOCK_W_TIMEOUT 2 /* its socket timeout expired */
-#define LSOCK_W_CLOSED 3  /* its socket was closed */
+/* Waiter outcomes ('base.status'). */
+#define LSOCK_W_READY GL_W_OK        /* woken because it may proceed */
+#define LSOCK_W_TIMEOUT GL_W_TIMEOUT /* its socket timeout expired */
+#define LSOCK_W_CLOSED UV_EOF        /* its socket was closed */
 
 /*
 ** The receive limit: the most bytes one receive may gather ("*l" the line,
@@ -128,14 +127,13 @@ struct lsock {
 
 /*
 ** The record of one blocking socket call: a userdata on the waiting
-** thread's own stack, so it lives as long as the call. While suspended,
-** 'tlink' and the thread's 'wlink' form a ring of two: that is how the
-** cancel callback, which gets only the thread, finds the record.
+** thread's own stack, so it lives as long as the call. It starts with its
+** wait record, whose 'link' is its place in s->readers or s->writers (the
+** first of a queue owns that direction and keeps its place until its call
+** is complete, even while woken) and whose 'cancel' is the socket's undo.
 */
 struct lsock_waiter {
-  gl_link_t tlink;     /* ring with t->wlink while suspended */
-  gl_link_t qlink;     /* in s->readers or s->writers */
-  gl_thread_t *t;      /* the thread making the call */
+  gl_wait_t base;      /* first member; status: LSOCK_W_* while woken */
   lsock *s;            /* its socket; NULL once it left it */
   lsock_resolver *res; /* LSOCK_RESOLVE: the pending query (dns.c) */
   uint64_t due;        /* deadline (gl_now() ns), 0 for none */
@@ -143,11 +141,14 @@ struct lsock_waiter {
   size_t scanned;      /* LSOCK_LINE: bytes known to hold no '\n' */
   size_t pos, end;     /* LSOCK_WRITE: next byte, end (0-based) */
   int mode;            /* LSOCK_* mode */
-  int status;          /* LSOCK_W_* */
   int err;             /* LSOCK_CONNECT/RESOLVE: libuv's result */
-  int susp;            /* 1 while suspended (the ring is linked) */
   int all;             /* LSOCK_WRITE: sendall (returns true) */
 };
+
+/* The waiter whose place in a socket queue is 'l'. */
+#define LSOCK_WAITER(l) GL_CONTAINER((l), lsock_waiter, base.link)
+/* Is 'w' suspended (neither woken nor canceled yet)? */
+#define LSOCK_PENDING(w) ((w)->base.status == GL_W_PENDING)
 
 
 /* An address as the resolver hands it over (smaller than a
@@ -217,8 +218,8 @@ void lgreen_sock_kick_writers(lsock *s);
 int lgreen_sock_fail(lua_State *L, int err); /* nil, message; returns 2 */
 const char *lgreen_sock_strerror(int err);
 uint64_t lgreen_sock_deadline(double timeout);
-void lgreen_sock_arm(lua_State *L, lsock_waiter *w, gl_thread_t *t);
-void lgreen_sock_suspend(lsock_waiter *w, gl_thread_t *t, const char *what);
+void lgreen_sock_suspend(lua_State *L, lsock_waiter *w, gl_thread_t *t,
+                         const char *what); /* and arm w->due */
 void lgreen_sock_wake(lsock_waiter *w, int status);
 void lgreen_sock_leave(lsock_waiter *w);
 lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock **pp, int mode);

@@ -78,11 +78,11 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   if (t->flags & GL_F_PENDING)
     lgreen_sock_leave(w); /* closes the half-made socket */
   lgreen_resumed(L, t);
-  if (w->status == LSOCK_W_TIMEOUT)
+  if (w->base.status == LSOCK_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   s = w->s;
   w->s = NULL;
-  if (s == NULL || w->status == LSOCK_W_CLOSED)
+  if (s == NULL || w->base.status == LSOCK_W_CLOSED)
     return lgreen_sock_fail(L, UV_EOF);
   if (w->err != 0) {
     lgreen_sock_shut(s);
@@ -127,7 +127,6 @@ static int l_connect_unix(lua_State *L) {
   }
   w = lgreen_sock_newwaiter(L, pp, LSOCK_CONNECT); /* s is ours alone */
   w->due = lgreen_sock_deadline(timeout);
-  lgreen_sock_arm(L, w, t); /* on ENOMEM: leaves (closes 's') and raises */
   req = (uv_connect_t *)malloc(sizeof(*req));
   if (req == NULL) {
     lgreen_sock_leave(w);
@@ -135,7 +134,7 @@ static int l_connect_unix(lua_State *L) {
   }
   uv_pipe_connect(req, &s->h.pipe, path, on_connect);
   s->conn = w;
-  lgreen_sock_suspend(w, t, "green.connect_unix");
+  lgreen_sock_suspend(L, w, t, "green.connect_unix");
   lgreen_sock_reref(s);
   return lgreen_block(L, t, connect_k, (lua_KContext)w);
 }

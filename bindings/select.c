@@ -27,10 +27,6 @@
 
 #include "lsocket.h"
 
-#define SEL_NONE 0
-#define SEL_READY 1
-#define SEL_TIMEOUT 2
-
 typedef struct selwait selwait;
 
 typedef struct selent {
@@ -41,12 +37,9 @@ typedef struct selent {
 } selent;
 
 struct selwait {
-  gl_link_t tlink; /* ring with t->wlink while suspended */
-  gl_thread_t *t;
-  uint64_t due;    /* deadline (gl_now() ns), 0 for none */
+  gl_wait_t base;  /* first member: GL_W_OK (a socket is ready), or */
+  uint64_t due;    /* GL_W_TIMEOUT; deadline (gl_now() ns), 0 for none */
   int n;           /* entries */
-  int susp;        /* 1 while suspended */
-  int status;      /* SEL_* */
   selent ents[1];  /* 'n' of them (at least room for one) */
 };
 
@@ -95,25 +88,6 @@ void lgreen_sock_poll(lsock *s) {
 ** =======================================================
 */
 
-static void unsuspend(selwait *sel) {
-  if (sel->susp) {
-    sel->susp = 0;
-    gl_link_remove(&sel->t->wlink);
-    gl_timer_stop(sel->t->hub, &sel->t->timer);
-  }
-}
-
-
-static void fire(selwait *sel, int status) {
-  gl_thread_t *t = sel->t;
-  if (!sel->susp)
-    return;
-  unsuspend(sel);
-  sel->status = status;
-  gl_wake(t, 0);
-}
-
-
 static void unlink_ent(selent *e) {
   lsock *s = e->s;
   e->s = NULL;
@@ -126,10 +100,9 @@ static void unlink_ent(selent *e) {
 }
 
 
-/* End the wait: every entry unlinked, no deadline. Idempotent. */
+/* Every entry unlinked. Idempotent. */
 static void unlink_all(selwait *sel) {
   int i;
-  unsuspend(sel);
   for (i = 0; i < sel->n; i++)
     if (sel->ents[i].s != NULL)
       unlink_ent(&sel->ents[i]);
@@ -140,9 +113,9 @@ void lgreen_select_notify(lsock *s, int write) {
   gl_link_t *l;
   for (l = s->selects.next; l != &s->selects; l = l->next) {
     selent *e = GL_CONTAINER(l, selent, qlink);
-    if (e->write == write && e->sel->susp &&
+    if (e->write == write && e->sel->base.status == GL_W_PENDING &&
         (write ? lgreen_sock_can_write(s) : lgreen_sock_can_read(s)))
-      fire(e->sel, SEL_READY);
+      gl_wait_end(&e->sel->base, GL_W_OK);
   }
 }
 
@@ -150,20 +123,15 @@ void lgreen_select_notify(lsock *s, int write) {
 void lgreen_select_drop(lsock *s) {
   while (!gl_link_empty(&s->selects)) {
     selent *e = GL_CONTAINER(s->selects.next, selent, qlink);
-    fire(e->sel, SEL_READY);
+    gl_wait_end(&e->sel->base, GL_W_OK);
     unlink_ent(e);
   }
 }
 
 
-static void sel_cancel(gl_thread_t *t) {
-  unlink_all(GL_CONTAINER(t->wlink.next, selwait, tlink));
-}
-
-
-static void on_deadline(gl_timer_t *tm) {
-  gl_thread_t *t = GL_CONTAINER(tm, gl_thread_t, timer);
-  fire(GL_CONTAINER(t->wlink.next, selwait, tlink), SEL_TIMEOUT);
+/* Timeout, kill or green.Timeout: the runtime ends the wait after. */
+static void sel_cancel(gl_wait_t *w) {
+  unlink_all((selwait *)w);
 }
 
 /* }====================================================== */
@@ -333,8 +301,7 @@ static int select_scan(lua_State *L, uint64_t due, int poll) {
       L, sizeof(selwait) + (size_t)(total > 0 ? total - 1 : 0) *
                                sizeof(selent), 0);
   memset(sel, 0, sizeof(*sel));
-  gl_link_init(&sel->tlink);
-  sel->t = t;
+  gl_wait_init(&sel->base);
   sel->due = due;
   /* Read the sockets again after that allocation: it can run a finalizer
      that closes one, which is then ready (closed) and must be reported. */
@@ -342,13 +309,9 @@ static int select_scan(lua_State *L, uint64_t due, int poll) {
     unlink_all(sel);
     return select_scan(L, due, poll);
   }
-  if (due != 0 && gl_timer_start(hub, &t->timer, due, on_deadline) < 0) {
-    unlink_all(sel);
-    return luaL_error(L, "not enough memory");
-  }
-  sel->susp = 1;
-  gl_link_push(&sel->tlink, &t->wlink);
-  gl_suspend(t, "green.select", sel_cancel);
+  gl_wait_start(t, &sel->base, "green.select", sel_cancel, NULL);
+  if (due != 0)
+    lgreen_deadline(L, &sel->base, due);
   return lgreen_block(L, t, select_k, (lua_KContext)sel);
 }
 
@@ -357,8 +320,7 @@ static int select_k(lua_State *L, int status, lua_KContext ctx) {
   selwait *sel = (selwait *)ctx;
   (void)status;
   unlink_all(sel);
-  lgreen_resumed(L, lgreen_hub(L)->current);
-  if (sel->status == SEL_TIMEOUT) {
+  if (lgreen_waited(L, &sel->base, NULL) == GL_W_TIMEOUT) {
     lua_settop(L, 3);
     lua_newtable(L);
     lua_newtable(L);

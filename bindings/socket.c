@@ -79,11 +79,10 @@ int lgreen_sock_block_reader(lua_State *L, lsock *s, lsock_waiter *w,
                              gl_thread_t *t, const char *what,
                              void (*start)(lsock *), lua_KFunction k) {
   w->due = lgreen_sock_deadline(s->timeout);
-  lgreen_sock_arm(L, w, t);
-  gl_link_push(&s->readers, &w->qlink);
+  gl_link_push(&s->readers, &w->base.link);
   s->streak = 0;
   start(s);
-  lgreen_sock_suspend(w, t, what);
+  lgreen_sock_suspend(L, w, t, what);
   lgreen_sock_reref(s);
   lgreen_sock_kick_readers(s); /* a read error may already be there */
   return lgreen_block(L, t, k, (lua_KContext)w);
@@ -104,28 +103,16 @@ int lgreen_sock_readable(lsock *s, lsock_waiter *w) {
 }
 
 
-/* End the suspension (the ring and the deadline), not the queue place. */
-static void unsuspend(lsock_waiter *w) {
-  if (w->susp) {
-    w->susp = 0;
-    gl_link_remove(&w->t->wlink);
-    gl_timer_stop(w->t->hub, &w->t->timer);
-  }
-}
-
-
+/* End the wait of 'w' with 'status' if it is suspended; its place in a
+   socket queue stays (see lsock_waiter). */
 void lgreen_sock_wake(lsock_waiter *w, int status) {
-  if (!w->susp)
-    return;
-  unsuspend(w);
-  w->status = status;
-  gl_wake(w->t, 0);
+  gl_wait_end(&w->base, status);
 }
 
 
 static void kick_head_reader(lsock *s) {
-  lsock_waiter *w = GL_CONTAINER(s->readers.next, lsock_waiter, qlink);
-  if (w->susp && lgreen_sock_readable(s, w))
+  lsock_waiter *w = LSOCK_WAITER(s->readers.next);
+  if (LSOCK_PENDING(w) && lgreen_sock_readable(s, w))
     lgreen_sock_wake(w, LSOCK_W_READY);
 }
 
@@ -150,8 +137,7 @@ static void maybe_read(lsock *s) {
 /* Also wakes a green.select waiting for writability. */
 void lgreen_sock_kick_writers(lsock *s) {
   if (!gl_link_empty(&s->writers))
-    lgreen_sock_wake(GL_CONTAINER(s->writers.next, lsock_waiter, qlink),
-                     LSOCK_W_READY);
+    lgreen_sock_wake(LSOCK_WAITER(s->writers.next), LSOCK_W_READY);
   if (!gl_link_empty(&s->selects))
     lgreen_select_notify(s, 1);
 }
@@ -172,12 +158,13 @@ void lgreen_sock_reref(lsock *s) {
 /*
 ** The waiter gives up its call (kill, Timeout, socket timeout, or an
 ** error on its own path): leave the queue, pass ownership on, cancel a
-** pending resolve or connect. Idempotent.
+** pending resolve or connect. Idempotent. It does not end a suspension:
+** it is the wait's 'cancel' (the runtime ends the wait after it), or
+** runs once the thread runs again.
 */
 void lgreen_sock_leave(lsock_waiter *w) {
   lsock *s = w->s;
   int head;
-  unsuspend(w);
   if (w->res != NULL) { /* the resolver cancels or drops it */
     lgreen_dns_abandon(w->res);
     w->res = NULL;
@@ -192,14 +179,14 @@ void lgreen_sock_leave(lsock_waiter *w) {
     lgreen_sock_shut(s);
     return;
   case LSOCK_WRITE:
-    head = s->writers.next == &w->qlink;
-    gl_link_remove(&w->qlink);
+    head = s->writers.next == &w->base.link;
+    gl_link_remove(&w->base.link);
     if (head)
       lgreen_sock_kick_writers(s);
     break;
   default:
-    head = s->readers.next == &w->qlink;
-    gl_link_remove(&w->qlink);
+    head = s->readers.next == &w->base.link;
+    gl_link_remove(&w->base.link);
     if (head)
       lgreen_sock_kick_readers(s);
     maybe_read(s);
@@ -209,19 +196,10 @@ void lgreen_sock_leave(lsock_waiter *w) {
 }
 
 
-/* The hub cancels a suspended call (kill, green.Timeout). */
-static void wait_cancel(gl_thread_t *t) {
-  lgreen_sock_leave(GL_CONTAINER(t->wlink.next, lsock_waiter, tlink));
-}
-
-
-/* The socket timeout of a suspended call expired. */
-static void on_deadline(gl_timer_t *tm) {
-  gl_thread_t *t = GL_CONTAINER(tm, gl_thread_t, timer);
-  lsock_waiter *w = GL_CONTAINER(t->wlink.next, lsock_waiter, tlink);
-  lgreen_sock_leave(w);
-  w->status = LSOCK_W_TIMEOUT;
-  gl_wake(t, 0);
+/* The runtime cancels a suspended call (kill, green.Timeout, its
+   deadline); it ends the wait itself. */
+static void wait_cancel(gl_wait_t *w) {
+  lgreen_sock_leave((lsock_waiter *)w);
 }
 
 
@@ -234,23 +212,16 @@ uint64_t lgreen_sock_deadline(double timeout) {
 }
 
 
-/* Arm the deadline of 'w' (if any); raises, after leaving, on ENOMEM. */
-void lgreen_sock_arm(lua_State *L, lsock_waiter *w, gl_thread_t *t) {
-  if (w->due != 0 &&
-      gl_timer_start(t->hub, &t->timer, w->due, on_deadline) < 0) {
-    lgreen_sock_leave(w);
-    luaL_error(L, "not enough memory");
-  }
-}
-
-
-/* Record the wait of 't' (after 'arm'); the caller then blocks. */
-void lgreen_sock_suspend(lsock_waiter *w, gl_thread_t *t, const char *what) {
-  w->t = t;
-  w->susp = 1;
-  w->status = LSOCK_W_NONE;
-  gl_link_push(&w->tlink, &t->wlink);
-  gl_suspend(t, what, wait_cancel);
+/*
+** Suspend 't' in 'w' and arm its deadline 'w->due' (if any); the caller
+** then blocks. Without memory for the deadline, the call is given up
+** ('w' leaves its socket) and this raises.
+*/
+void lgreen_sock_suspend(lua_State *L, lsock_waiter *w, gl_thread_t *t,
+                         const char *what) {
+  gl_wait_start(t, &w->base, what, wait_cancel, w->s);
+  if (w->due != 0)
+    lgreen_deadline(L, &w->base, w->due);
 }
 
 
@@ -258,7 +229,7 @@ void lgreen_sock_suspend(lsock_waiter *w, gl_thread_t *t, const char *what) {
 ** [-0, +1, m] A new waiter record (not queued, not suspended) for the
 ** socket in slot 'pp'. The allocation can run a finalizer that closes
 ** that very socket, so the slot is read after it: if the socket is gone,
-** 'w->s' is NULL and 'w->status' LSOCK_W_CLOSED, and the caller must not
+** 'w->s' is NULL and its status LSOCK_W_CLOSED, and the caller must not
 ** queue; it runs its continuation instead, which reports "closed".
 ** Nothing that can allocate may run between this and the queueing.
 */
@@ -266,23 +237,23 @@ lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock **pp, int mode) {
   lsock_waiter *w =
       (lsock_waiter *)lua_newuserdatauv(L, sizeof(lsock_waiter), 0);
   memset(w, 0, sizeof(*w));
-  gl_link_init(&w->tlink);
-  gl_link_init(&w->qlink);
+  gl_wait_init(&w->base);
   w->s = *pp;
   w->mode = mode;
   if (w->s == NULL)
-    w->status = LSOCK_W_CLOSED;
+    w->base.status = LSOCK_W_CLOSED;
   return w;
 }
 
 
+/* The socket closes: every waiter, suspended or woken, sees "closed". */
 static void wake_all(gl_link_t *q) {
   while (!gl_link_empty(q)) {
-    lsock_waiter *w = GL_CONTAINER(q->next, lsock_waiter, qlink);
-    gl_link_remove(&w->qlink);
+    lsock_waiter *w = LSOCK_WAITER(q->next);
+    gl_link_remove(&w->base.link);
     w->s = NULL;
-    w->status = LSOCK_W_CLOSED;
-    lgreen_sock_wake(w, LSOCK_W_CLOSED);
+    if (!gl_wait_end(&w->base, LSOCK_W_CLOSED))
+      w->base.status = LSOCK_W_CLOSED; /* woken, but not run yet */
   }
 }
 
@@ -526,7 +497,7 @@ int lgreen_sock_fail(lua_State *L, int err) {
 
 int lgreen_sock_simultaneous(lua_State *L, lsock *s, gl_link_t *q,
                              const char *op) {
-  lsock_waiter *other = GL_CONTAINER(q->next, lsock_waiter, qlink);
+  lsock_waiter *other = LSOCK_WAITER(q->next);
   gl_hub_t *hub = lgreen_hub(L);
   uv_os_fd_t fd = -1;
   const char *me = "?", *that;
@@ -535,7 +506,7 @@ int lgreen_sock_simultaneous(lua_State *L, lsock *s, gl_link_t *q,
     lgreen_pushthread(L, hub->current);
     me = luaL_tolstring(L, -1, NULL);
   }
-  lgreen_pushthread(L, other->t);
+  lgreen_pushthread(L, other->base.thread);
   that = luaL_tolstring(L, -1, NULL);
   return luaL_error(
       L,

@@ -16,16 +16,19 @@
 
 #include "lgreen.h"
 
+/*
+** The hub's stdin reader: a userdata (upvalue 2 of readline) holding a
+** pointer to a malloc'd record, which libuv owns until the poll handle's
+** close callback once it has been initialised.
+*/
 typedef struct reader {
   uv_poll_t poll;
-  gl_thread_t *waiter;
+  gl_wait_t *waiter; /* the reading thread's wait, or NULL */
   int usable; /* 1 pollable, 0 not yet tried, -1 not pollable (a file) */
   int eof;
   size_t len;
   char buf[4096];
 } reader;
-
-static reader *in; /* one per process: there is one stdin */
 
 
 static void on_readable(uv_poll_t *h, int status, int events) {
@@ -33,18 +36,17 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
   uv_poll_stop(h);
   if (r->waiter != NULL) {
-    gl_thread_t *t = r->waiter;
+    gl_wait_t *w = r->waiter;
     r->waiter = NULL;
-    t->nres = status;
-    gl_wake(t, 0);
+    gl_wait_end(w, status < 0 ? status : GL_W_OK);
   }
 }
 
 
-static void read_cancel(gl_thread_t *t) {
-  (void)t;
-  uv_poll_stop(&in->poll);
-  in->waiter = NULL;
+static void read_cancel(gl_wait_t *w) {
+  reader *r = (reader *)w->data;
+  uv_poll_stop(&r->poll);
+  r->waiter = NULL;
 }
 
 
@@ -54,64 +56,68 @@ static void on_close(uv_handle_t *h) {
 
 
 /* Read once into the buffer (it has room). */
-static void fill(void) {
+static void fill(reader *r) {
   ssize_t n;
   do
-    n = read(0, in->buf + in->len, sizeof(in->buf) - in->len);
+    n = read(0, r->buf + r->len, sizeof(r->buf) - r->len);
   while (n < 0 && errno == EINTR);
   if (n <= 0)
-    in->eof = 1;
+    r->eof = 1;
   else
-    in->len += (size_t)n;
+    r->len += (size_t)n;
 }
 
 
 /* [-0, +1, m] a complete line (without '\n'), the rest at EOF, or nil. */
-static int take_line(lua_State *L) {
-  char *nl = memchr(in->buf, '\n', in->len);
+static int take_line(lua_State *L, reader *r) {
+  char *nl = memchr(r->buf, '\n', r->len);
   size_t n;
-  if (nl == NULL && !in->eof && in->len < sizeof(in->buf))
+  if (nl == NULL && !r->eof && r->len < sizeof(r->buf))
     return 0;
-  if (nl == NULL && in->len == 0) {
+  if (nl == NULL && r->len == 0) {
     lua_pushnil(L);
     return 1;
   }
-  n = nl ? (size_t)(nl - in->buf) : in->len;
-  lua_pushlstring(L, in->buf, n);
+  n = nl ? (size_t)(nl - r->buf) : r->len;
+  lua_pushlstring(L, r->buf, n);
   if (nl)
     n++;
-  memmove(in->buf, in->buf + n, in->len - n);
-  in->len -= n;
+  memmove(r->buf, r->buf + n, r->len - n);
+  r->len -= n;
   return 1;
 }
 
 
+#define getreader(L) (*(reader **)lua_touserdata(L, lua_upvalueindex(2)))
+
+
 static int readline_k(lua_State *L, int status, lua_KContext ctx) {
   gl_hub_t *hub = lgreen_hub(L);
+  reader *r = getreader(L);
   gl_thread_t *t;
   (void)status;
-  if (ctx)
-    lgreen_resumed(L, (gl_thread_t *)ctx);
-  if (ctx)
-    fill();
+  if (ctx != 0) {
+    lgreen_waited(L, (gl_wait_t *)ctx, NULL);
+    fill(r);
+  }
   for (;;) {
-    if (take_line(L))
+    if (take_line(L, r))
       return 1;
-    if (in->usable < 0) {
-      fill();
+    if (r->usable < 0) {
+      fill(r);
       continue;
     }
-    if (in->waiter != NULL)
+    if (r->waiter != NULL)
       return luaL_error(L, "green.readline: another green thread is "
                            "already reading stdin");
     t = lgreen_begin(L, hub, "green.readline");
-    if (uv_poll_start(&in->poll, UV_READABLE, on_readable) < 0) {
-      fill(); /* cannot poll: read (a blocking read of a file is brief) */
+    if (uv_poll_start(&r->poll, UV_READABLE, on_readable) < 0) {
+      fill(r); /* cannot poll: read (a blocking read of a file is brief) */
       continue;
     }
-    in->waiter = t;
-    gl_suspend(t, "green.readline", read_cancel);
-    return lgreen_block(L, t, readline_k, (lua_KContext)t);
+    r->waiter = &t->w;
+    gl_wait_start(t, &t->w, "green.readline", read_cancel, r);
+    return lgreen_block(L, t, readline_k, (lua_KContext)&t->w);
   }
 }
 
@@ -119,20 +125,21 @@ static int readline_k(lua_State *L, int status, lua_KContext ctx) {
 /* readline([prompt]): the next line of stdin, or nil at end of file. */
 static int l_readline(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
+  reader **rp = (reader **)lua_touserdata(L, lua_upvalueindex(2));
   size_t plen;
   const char *prompt = luaL_optlstring(L, 1, NULL, &plen);
-  if (in == NULL) {
-    in = (reader *)calloc(1, sizeof(*in));
-    if (in == NULL)
+  if (*rp == NULL) {
+    *rp = (reader *)calloc(1, sizeof(reader));
+    if (*rp == NULL)
       return luaL_error(L, "not enough memory");
   }
-  if (in->usable == 0) {
+  if ((*rp)->usable == 0) {
     int fl = fcntl(0, F_GETFL);
-    if (uv_poll_init(&hub->loop, &in->poll, 0) == 0) {
-      in->poll.data = in;
-      in->usable = 1;
+    if (uv_poll_init(&hub->loop, &(*rp)->poll, 0) == 0) {
+      (*rp)->poll.data = *rp;
+      (*rp)->usable = 1;
     } else {
-      in->usable = -1;
+      (*rp)->usable = -1;
     }
     if (fl >= 0)
       fcntl(0, F_SETFL, fl); /* the terminal is shared: keep it blocking */
@@ -152,30 +159,32 @@ static int l_isatty(lua_State *L) {
 }
 
 
-static int stdin_gc(lua_State *L) {
-  (void)L;
-  if (in != NULL) {
-    if (in->usable > 0)
-      uv_close((uv_handle_t *)&in->poll, on_close);
+/* Before the hub closes (lua_close runs newer finalizers first). */
+static int reader_gc(lua_State *L) {
+  reader **rp = (reader **)lua_touserdata(L, 1);
+  reader *r = *rp;
+  *rp = NULL;
+  if (r != NULL) {
+    if (r->usable > 0)
+      uv_close((uv_handle_t *)&r->poll, on_close);
     else
-      free(in);
-    in = NULL;
+      free(r);
   }
   return 0;
 }
 
 
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub) {
+  reader **rp;
   lua_pushlightuserdata(L, hub);
-  lua_pushcclosure(L, l_readline, 1);
+  rp = (reader **)lua_newuserdatauv(L, sizeof(reader *), 0);
+  *rp = NULL;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, reader_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushcclosure(L, l_readline, 2);
   lua_setfield(L, -2, "readline");
   lua_pushcfunction(L, l_isatty);
   lua_setfield(L, -2, "isatty");
-  /* A sentinel whose __gc closes the poll handle before the hub closes. */
-  lua_newuserdatauv(L, 0, 0);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, stdin_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, -2, "_stdin");
 }

@@ -418,11 +418,11 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
   if (t->flags & GL_F_PENDING)
     lgreen_sock_leave(w); /* killed after being woken: take nothing */
   lgreen_resumed(L, t);
-  if (s == NULL || w->status == LSOCK_W_CLOSED) {
+  if (s == NULL || w->base.status == LSOCK_W_CLOSED) {
     lgreen_sock_leave(w);
     return push_closed(L, w->mode);
   }
-  if (w->status == LSOCK_W_TIMEOUT) { /* LuaSocket: return the partial */
+  if (w->base.status == LSOCK_W_TIMEOUT) { /* LuaSocket: return the partial */
     plan_fail(s, w->mode, UV_ETIMEDOUT, &p);
     n = push_plan(L, s, w->mode, &p);
     lgreen_stream_maybe_read(s);
@@ -431,7 +431,7 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
   if (plan_read(s, w->mode, w->count, &w->scanned, &p) != P_WAIT) {
     /* Out of the queue before pushing (which may raise), then hand the
        socket to the next reader. */
-    gl_link_remove(&w->qlink);
+    gl_link_remove(&w->base.link);
     w->s = NULL;
     n = push_plan(L, s, w->mode, &p);
     lgreen_sock_kick_readers(s);
@@ -441,9 +441,8 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
   }
   /* Woken, but the data is not all there yet: wait again, first in line. */
   t = lgreen_begin(L, hub, "socket:receive");
-  lgreen_sock_arm(L, w, t);
   lgreen_stream_maybe_read(s);
-  lgreen_sock_suspend(w, t, "socket:receive");
+  lgreen_sock_suspend(L, w, t, "socket:receive");
   lgreen_sock_reref(s);
   return lgreen_block(L, t, recv_k, ctx);
 }
@@ -594,11 +593,11 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
   if (t->flags & GL_F_PENDING)
     lgreen_sock_leave(w); /* what was queued stays queued */
   lgreen_resumed(L, t);
-  if (s == NULL || w->status == LSOCK_W_CLOSED) {
+  if (s == NULL || w->base.status == LSOCK_W_CLOSED) {
     lgreen_sock_leave(w);
     return send_done(L, w->all, UV_EOF, w->pos);
   }
-  if (w->status == LSOCK_W_TIMEOUT)
+  if (w->base.status == LSOCK_W_TIMEOUT)
     return send_done(L, w->all, UV_ETIMEDOUT, w->pos);
   data = lua_tostring(L, 2);
   write_some(s, data, &w->pos, w->end);
@@ -607,8 +606,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
     return send_done(L, w->all, w->pos == w->end ? 0 : s->werr, w->pos);
   }
   t = lgreen_begin(L, hub, w->all ? "socket:sendall" : "socket:send");
-  lgreen_sock_arm(L, w, t);
-  lgreen_sock_suspend(w, t, w->all ? "socket:sendall" : "socket:send");
+  lgreen_sock_suspend(L, w, t, w->all ? "socket:sendall" : "socket:send");
   lgreen_sock_reref(s);
   return lgreen_block(L, t, send_k, ctx);
 }
@@ -670,10 +668,9 @@ static int send_start(lua_State *L, size_t pos, size_t end, int all) {
   if ((s = w->s) == NULL) /* a finalizer closed it */
     return send_k(L, LUA_YIELD, (lua_KContext)w);
   w->due = lgreen_sock_deadline(s->timeout);
-  lgreen_sock_arm(L, w, t);
-  gl_link_push(&s->writers, &w->qlink);
+  gl_link_push(&s->writers, &w->base.link);
   s->streak = 0;
-  lgreen_sock_suspend(w, t, what);
+  lgreen_sock_suspend(L, w, t, what);
   lgreen_sock_reref(s);
   return lgreen_block(L, t, send_k, (lua_KContext)w);
 }

@@ -155,11 +155,11 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   if (t->flags & GL_F_PENDING)
     lgreen_sock_leave(&c->d.w); /* closes the half-made socket */
   lgreen_resumed(L, t);
-  if (c->d.w.status == LSOCK_W_TIMEOUT)
+  if (c->d.w.base.status == LSOCK_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   s = c->d.w.s;
   c->d.w.s = NULL;
-  if (s == NULL || c->d.w.status == LSOCK_W_CLOSED)
+  if (s == NULL || c->d.w.base.status == LSOCK_W_CLOSED)
     return lgreen_sock_fail(L, UV_EOF);
   if (c->d.w.err == 0) {
     lgreen_sock_started(s);
@@ -193,20 +193,18 @@ static int connect_step(lua_State *L, connctx *c) {
     }
     c->d.w.mode = LSOCK_CONNECT;
     c->d.w.s = s;
-    lgreen_sock_arm(L, &c->d.w, t);
     req = (uv_connect_t *)malloc(sizeof(*req));
     r = req == NULL ? UV_ENOMEM
                     : uv_tcp_connect(req, &s->h.tcp, sa, on_connect);
     if (r < 0) {
       free(req);
-      gl_timer_stop(hub, &t->timer);
       c->d.w.s = NULL;
       lgreen_sock_shut(s);
       c->d.err = r;
       continue;
     }
     s->conn = &c->d.w;
-    lgreen_sock_suspend(&c->d.w, t, "green.connect");
+    lgreen_sock_suspend(L, &c->d.w, t, "green.connect");
     lgreen_sock_reref(s);
     return lgreen_block(L, t, connect_k, (lua_KContext)c);
   }
@@ -403,14 +401,14 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
   if (t->flags & GL_F_PENDING)
     lgreen_sock_leave(w);
   lgreen_resumed(L, t);
-  if (s == NULL || w->status == LSOCK_W_CLOSED) {
+  if (s == NULL || w->base.status == LSOCK_W_CLOSED) {
     lgreen_sock_leave(w);
     return lgreen_sock_fail(L, UV_EOF);
   }
-  if (w->status == LSOCK_W_TIMEOUT)
+  if (w->base.status == LSOCK_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   if (s->pending != 0) {
-    gl_link_remove(&w->qlink);
+    gl_link_remove(&w->base.link);
     w->s = NULL;
     n = do_accept(L, s);
     lgreen_sock_kick_readers(s);
@@ -418,8 +416,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
     return n;
   }
   t = lgreen_begin(L, hub, "socket:accept");
-  lgreen_sock_arm(L, w, t);
-  lgreen_sock_suspend(w, t, "socket:accept");
+  lgreen_sock_suspend(L, w, t, "socket:accept");
   lgreen_sock_reref(s);
   return lgreen_block(L, t, accept_k, ctx);
 }
@@ -468,10 +465,9 @@ int lgreen_sock_accept(lua_State *L) {
   if ((s = w->s) == NULL) /* a finalizer closed it */
     return accept_k(L, LUA_YIELD, (lua_KContext)w);
   w->due = lgreen_sock_deadline(s->timeout);
-  lgreen_sock_arm(L, w, t);
-  gl_link_push(&s->readers, &w->qlink);
+  gl_link_push(&s->readers, &w->base.link);
   s->streak = 0;
-  lgreen_sock_suspend(w, t, "socket:accept");
+  lgreen_sock_suspend(L, w, t, "socket:accept");
   lgreen_sock_reref(s);
   lgreen_sock_kick_readers(s);
   return lgreen_block(L, t, accept_k, (lua_KContext)w);

@@ -116,7 +116,7 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
   lua_settop(L, 1);
   /* Reported only if no wait() and no link observes it (the toolkit's own
      end hooks, such as a GreenPool's, do not count). */
-  report = (t->flags & GL_F_ERROR) && gl_link_empty(&t->waiters) &&
+  report = (t->flags & GL_F_ERROR) && gl_waitq_empty(&t->waiters) &&
            !(t->flags & GL_F_NOTIFY) && !haslinks;
   if (!report && !haslinks && !hashooks)
     return 0;
@@ -301,7 +301,8 @@ static int l_spawn_n(lua_State *L) {
 
 
 static void delayed_start(gl_timer_t *tm) {
-  gl_thread_t *t = GL_CONTAINER(tm, gl_thread_t, timer);
+  gl_thread_t *t = GL_CONTAINER(GL_CONTAINER(tm, gl_wait_t, timer),
+                                gl_thread_t, w);
   t->state = GL_NEW;
   gl_ready(t);
 }
@@ -312,7 +313,7 @@ static int l_spawn_after(lua_State *L) {
   uint64_t ns = lgreen_ns(lgreen_checkseconds(L, 1));
   gl_thread_t *t = newthread(L, hub, 2);
   t->state = GL_DELAYED;
-  if (gl_timer_start(hub, &t->timer, gl_now() + ns, delayed_start) < 0)
+  if (gl_timer_start(hub, &t->w.timer, gl_now() + ns, delayed_start) < 0)
     return luaL_error(L, "not enough memory");
   return 1;
 }
@@ -367,14 +368,9 @@ static int push_outcome(lua_State *L, gl_thread_t *t, int idx) {
 }
 
 
-static void unlink_cancel(gl_thread_t *t) {
-  gl_link_remove(&t->wlink);
-}
-
-
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  lgreen_resumed(L, (gl_thread_t *)ctx);
+  lgreen_waited(L, (gl_wait_t *)ctx, NULL);
   lua_settop(L, 1);
   return push_outcome(L, lgreen_checkthread(L, 1), 1);
 }
@@ -391,16 +387,9 @@ static int gt_wait(lua_State *L) {
   if (self == t)
     return luaL_error(L, "a green thread cannot wait for itself");
   lua_settop(L, 1);
-  gl_link_push(&t->waiters, &self->wlink);
-  gl_suspend(self, "GreenThread:wait", unlink_cancel);
-  return lgreen_block(L, self, wait_k, (lua_KContext)self);
-}
-
-
-static int kill_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  lgreen_resumed(L, (gl_thread_t *)ctx);
-  return 0;
+  gl_wait_start(self, &self->w, "GreenThread:wait", NULL, NULL);
+  gl_waitq_push(&t->waiters, &self->w);
+  return lgreen_block(L, self, wait_k, (lua_KContext)&self->w);
 }
 
 
@@ -435,9 +424,9 @@ static int gt_kill(lua_State *L) {
   if ((t->flags & GL_F_MAIN) || !lgreen_canblock(L, hub))
     return 0; /* delivered; a finalizer or a C boundary cannot wait */
   self = lgreen_begin(L, hub, "green.kill");
-  gl_link_push(&t->waiters, &self->wlink);
-  gl_suspend(self, "green.kill", unlink_cancel);
-  return lgreen_block(L, self, kill_k, (lua_KContext)self);
+  gl_wait_start(self, &self->w, "green.kill", NULL, NULL);
+  gl_waitq_push(&t->waiters, &self->w);
+  return lgreen_block(L, self, lgreen_done_k, (lua_KContext)&self->w);
 }
 
 
@@ -470,8 +459,8 @@ static const char *const state_names[] = {"new",       "delayed", "ready",
 static int gt_status(lua_State *L) {
   gl_thread_t *t = lgreen_checkthread(L, 1);
   lua_pushstring(L, state_names[t->state]);
-  if (t->state == GL_SUSPENDED && t->what != NULL) {
-    lua_pushstring(L, t->what);
+  if (t->state == GL_SUSPENDED && t->wait->what != NULL) {
+    lua_pushstring(L, t->wait->what);
     return 2;
   }
   return 1;
@@ -542,8 +531,8 @@ static int gt_tostring(lua_State *L) {
   lua_settop(L, top + 2);
   if (t->flags & GL_F_MAIN) {
     lua_pushliteral(L, " (main)");
-  } else if (t->state == GL_SUSPENDED && t->what != NULL) {
-    lua_pushfstring(L, " (suspended in %s)", t->what);
+  } else if (t->state == GL_SUSPENDED && t->wait->what != NULL) {
+    lua_pushfstring(L, " (suspended in %s)", t->wait->what);
   } else {
     lua_pushfstring(L, " (%s)", state_names[t->state]);
   }

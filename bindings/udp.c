@@ -218,14 +218,14 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
   if (t->flags & GL_F_PENDING)
     lgreen_sock_leave(w); /* killed after being woken: take nothing */
   lgreen_resumed(L, t);
-  if (s == NULL || w->status == LSOCK_W_CLOSED) {
+  if (s == NULL || w->base.status == LSOCK_W_CLOSED) {
     lgreen_sock_leave(w);
     return lgreen_sock_fail(L, UV_EOF);
   }
-  if (w->status == LSOCK_W_TIMEOUT)
+  if (w->base.status == LSOCK_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   if (lgreen_udp_readable(s)) {
-    gl_link_remove(&w->qlink);
+    gl_link_remove(&w->base.link);
     w->s = NULL;
     n = take(L, s, w->count, w->all);
     lgreen_sock_kick_readers(s);
@@ -234,8 +234,7 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
     return n;
   }
   t = lgreen_begin(L, hub, "udp:receive");
-  lgreen_sock_arm(L, w, t);
-  lgreen_sock_suspend(w, t, "udp:receive");
+  lgreen_sock_suspend(L, w, t, "udp:receive");
   lgreen_sock_reref(s);
   return lgreen_block(L, t, recv_k, ctx);
 }

@@ -25,9 +25,12 @@ typedef struct gl_hub gl_hub_t;
 typedef struct gl_thread gl_thread_t;
 typedef struct gl_timer gl_timer_t;
 typedef struct gl_link gl_link_t;
+typedef struct gl_wait gl_wait_t;
+typedef struct gl_waitq gl_waitq_t;
 
-/* Undoes the pending wait of 't' (kill, timeout). Never runs Lua code. */
-typedef void (*gl_cancel_cb)(gl_thread_t *t);
+/* Undoes the pending operation of wait 'w' when it times out or is
+   interrupted (kill, Timeout). Never runs Lua code. */
+typedef void (*gl_wait_cb)(gl_wait_t *w);
 
 /* Called by the hub when a timer is due. Never runs Lua code. */
 typedef void (*gl_timer_cb)(gl_timer_t *tm);
@@ -46,6 +49,36 @@ struct gl_timer {
   uint64_t seq;   /* insertion order: equal deadlines fire FIFO */
   gl_timer_cb cb; /* run by the hub once due */
   unsigned idx;   /* position in the heap + 1; 0 when not armed */
+};
+
+
+/* Wait outcomes ('gl_wait.status'); primitives may also end a wait with
+   any negative UV_E* code of their own. */
+#define GL_W_PENDING 1              /* not over yet */
+#define GL_W_OK 0                   /* ended by its waker */
+#define GL_W_TIMEOUT UV_ETIMEDOUT   /* its deadline passed */
+#define GL_W_CANCELED UV_ECANCELED  /* a kill or Timeout interrupted it */
+
+
+/*
+** The one pending operation of a suspended green thread (wait.c). Each
+** thread has one ('gl_thread.w') for waits that need nothing else; a
+** primitive with more state embeds a gl_wait_t in its own record.
+*/
+struct gl_wait {
+  gl_thread_t *thread; /* the thread waiting in it */
+  gl_wait_cb cancel;   /* undoes the operation on timeout/interrupt, or NULL */
+  void *data;          /* the object waited on, for 'cancel' (or NULL) */
+  const char *what;    /* what it waits in ("socket:receive"), for messages */
+  gl_link_t link;      /* its place in a wait queue; self-linked in none */
+  gl_timer_t timer;    /* its deadline, when armed ('gl_wait_deadline') */
+  int status;          /* GL_W_PENDING, then the outcome */
+};
+
+
+/* A FIFO of pending waits. */
+struct gl_waitq {
+  gl_link_t head;
 };
 
 
@@ -81,12 +114,9 @@ struct gl_thread {
   gl_hub_t *hub;
   lua_State *L;         /* the coroutine; NULL once dead (and for main) */
   gl_thread_t *next;    /* run queue link */
-  gl_link_t wlink;      /* position in a wait queue (wait(), run(), ...) */
-  gl_cancel_cb cancel;  /* undoes the current wait, or NULL */
-  void *wait;           /* the wait's own record, for 'cancel' (or NULL) */
-  const char *what;     /* what it is blocked in, for messages */
-  gl_timer_t timer;     /* sleep, spawn_after and socket deadlines */
-  gl_link_t waiters;    /* threads blocked in wait() on this one */
+  gl_wait_t *wait;      /* the wait it is suspended in (GL_SUSPENDED) */
+  gl_wait_t w;          /* its own wait record (its timer: spawn_after) */
+  gl_waitq_t waiters;   /* threads blocked in wait()/kill() on this one */
   gl_link_t timeouts;   /* Timeouts armed by this thread */
   lua_Integer id;       /* 1, 2, ... in spawn order (main is 0) */
   int state;            /* enum gl_state */
@@ -116,7 +146,7 @@ struct gl_hub {
   uint64_t seq;
   lua_Integer lastid;
   size_t nalive;         /* live threads, main excluded */
-  gl_link_t idlers;      /* threads blocked in run() until the hub idles */
+  gl_waitq_t idlers;     /* threads blocked in run() until the hub idles */
   int hubyield;          /* the pending yield is a hub yield (not a user's) */
   int depth;             /* nested loop runs (only main may nest) */
   int boundary_depth;    /* green resumes entered from code that cannot
@@ -172,10 +202,24 @@ extern void (*gl_on_interrupt)(gl_hub_t *hub, lua_State *L);
 /* Threads. */
 void gl_thread_init(gl_thread_t *t, gl_hub_t *hub);
 void gl_ready(gl_thread_t *t);               /* push on the run queue */
-int gl_wake(gl_thread_t *t, int nargs);      /* end a wait; 1 if woken */
-void gl_suspend(gl_thread_t *t, const char *what, gl_cancel_cb cancel);
+int gl_wake(gl_thread_t *t, int nargs);      /* end t's wait (GL_W_OK) */
 int gl_interrupt(gl_thread_t *t);            /* cancel wait, set pending */
 void gl_finish(gl_thread_t *t);              /* mark dead, wake waiters */
+
+/* Waits (wait.c). */
+void gl_wait_init(gl_wait_t *w);
+void gl_wait_start(gl_thread_t *t, gl_wait_t *w, const char *what,
+                   gl_wait_cb cancel, void *data); /* t suspended in w */
+int gl_wait_deadline(gl_wait_t *w, uint64_t due); /* 0 or UV_ENOMEM */
+int gl_wait_end(gl_wait_t *w, int status);    /* by its waker; 1 if ended */
+int gl_wait_cancel(gl_wait_t *w, int status); /* undo, end; 1 if ended */
+void gl_wait_abandon(gl_wait_t *w, int status); /* undo, thread not queued */
+void gl_waitq_init(gl_waitq_t *q);
+int gl_waitq_empty(const gl_waitq_t *q);
+void gl_waitq_push(gl_waitq_t *q, gl_wait_t *w);
+gl_wait_t *gl_waitq_first(const gl_waitq_t *q);
+gl_wait_t *gl_waitq_wake(gl_waitq_t *q, int status); /* pop, end; or NULL */
+int gl_waitq_wake_all(gl_waitq_t *q, int status);
 
 /*
 ** Marks in a coroutine's extra space (LUA_EXTRASPACE bytes). A green

@@ -62,12 +62,10 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
   t->hub = hub;
   t->L = NULL;
   t->next = NULL;
-  gl_link_init(&t->wlink);
-  t->cancel = NULL;
   t->wait = NULL;
-  t->what = NULL;
-  t->timer.idx = 0;
-  gl_link_init(&t->waiters);
+  gl_wait_init(&t->w);
+  t->w.thread = t;
+  gl_waitq_init(&t->waiters);
   gl_link_init(&t->timeouts);
   t->id = 0;
   t->state = GL_NEW;
@@ -106,59 +104,40 @@ static gl_thread_t *pop(gl_hub_t *hub) {
 }
 
 
-/* Mark 't' blocked in 'what'; 'cancel' undoes the wait (may be NULL). */
-void gl_suspend(gl_thread_t *t, const char *what, gl_cancel_cb cancel) {
-  t->state = GL_SUSPENDED;
-  t->since = uv_now(&t->hub->loop);
-  t->what = what;
-  t->cancel = cancel;
-}
-
-
 /*
-** End the wait of a suspended thread and queue it. 'nargs' values are
-** already on its stack (Lua-level wake). Returns 0, changing nothing, if
-** 't' is not suspended (already woken, canceled, or dead).
+** End the wait of a suspended thread (GL_W_OK) and queue it; 'nargs'
+** values are already on its stack (Lua-level wake). Returns 0, changing
+** nothing, if 't' is not suspended (already woken, canceled, or dead).
 */
 int gl_wake(gl_thread_t *t, int nargs) {
-  if (t->state != GL_SUSPENDED)
+  if (t->state != GL_SUSPENDED || !gl_wait_end(t->wait, GL_W_OK))
     return 0;
-  t->cancel = NULL;
-  t->flags &= ~GL_F_LUAWAIT;
   t->nargs = nargs;
-  t->state = GL_READY;
-  gl_ready(t);
   return 1;
 }
 
 
 /*
-** Make the blocking call of 't' raise at its next resume: undo a pending
-** wait, or override an outcome that was delivered but not yet seen (the
-** primitive's own undo then gives back what it was handed). The caller
-** has stored the error value and set GL_F_KILLED if sticky. A thread that
-** never started is queued so the bindings can finish it without running
-** its function. Returns 1 if the thread will see the error.
+** Make the blocking call of 't' raise at its next resume: cancel a pending
+** wait (GL_W_CANCELED), or override an outcome that was delivered but not
+** yet seen (the primitive's continuation then gives back what it was
+** handed; values a Lua-level waker left on the stack stay for it). The
+** caller has stored the error value and set GL_F_KILLED if sticky. A
+** thread that never started is queued so the bindings can finish it
+** without running its function. Returns 1 if the thread will see the
+** error.
 */
 int gl_interrupt(gl_thread_t *t) {
   switch (t->state) {
   case GL_SUSPENDED:
-    if (t->cancel != NULL)
-      t->cancel(t);
-    t->cancel = NULL;
     t->flags |= GL_F_PENDING;
-    t->flags &= ~GL_F_LUAWAIT;
-    t->state = GL_READY;
-    gl_ready(t);
+    gl_wait_cancel(t->wait, GL_W_CANCELED);
     return 1;
   case GL_READY:
-    if (t->nargs > 0 && t->L != NULL)
-      lua_pop(t->L, t->nargs);
-    t->nargs = 0;
     t->flags |= GL_F_PENDING;
     return 1;
   case GL_DELAYED:
-    gl_timer_stop(t->hub, &t->timer);
+    gl_timer_stop(t->hub, &t->w.timer);
     t->state = GL_NEW;
     gl_ready(t);
     return 1;
@@ -173,12 +152,7 @@ int gl_interrupt(gl_thread_t *t) {
 /* Wake every thread in wait() on 't', which has just died. */
 void gl_finish(gl_thread_t *t) {
   t->state = GL_DEAD;
-  t->cancel = NULL;
-  while (!gl_link_empty(&t->waiters)) {
-    gl_link_t *l = t->waiters.next;
-    gl_link_remove(l);
-    gl_wake(GL_CONTAINER(l, gl_thread_t, wlink), 0);
-  }
+  gl_waitq_wake_all(&t->waiters, GL_W_OK);
 }
 
 /* }====================================================== */
@@ -280,7 +254,7 @@ int gl_hub_init(gl_hub_t *hub) {
   hub->seq = 0;
   hub->lastid = 0;
   hub->nalive = 0;
-  gl_link_init(&hub->idlers);
+  gl_waitq_init(&hub->idlers);
   hub->hubyield = 0;
   memset(hub->whats, 0, sizeof(hub->whats));
   hub->whathits = 0;
@@ -408,13 +382,7 @@ static int poll_io(gl_hub_t *hub, int block) {
 
 /* Wake every thread blocked in run() until the hub idles. */
 static int wake_idlers(gl_hub_t *hub) {
-  int n = 0;
-  while (!gl_link_empty(&hub->idlers)) {
-    gl_link_t *l = hub->idlers.next;
-    gl_link_remove(l);
-    n += gl_wake(GL_CONTAINER(l, gl_thread_t, wlink), 0);
-  }
-  return n;
+  return gl_waitq_wake_all(&hub->idlers, GL_W_OK);
 }
 
 
