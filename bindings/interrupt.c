@@ -26,8 +26,7 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   t = lgreen_base(hub, L);
   /* Raise here only in the target's own code; elsewhere the hub delivers
      it at the target's blocking call. */
-  if (hub->signaled && t != NULL &&
-      t == lgreen_state(hub)->interrupt_target) {
+  if (hub->signaled && t != NULL && t == lgreen_state(hub)->interrupt_target) {
     hub->signaled = 0;
     luaL_error(L, "interrupted!");
   }

@@ -65,10 +65,10 @@ struct gl_timer {
 
 /* Wait outcomes ('gl_wait.status'); primitives may also end a wait with
    any negative UV_E* code of their own. */
-#define GL_W_PENDING 1              /* not over yet */
-#define GL_W_OK 0                   /* ended by its waker */
-#define GL_W_TIMEOUT UV_ETIMEDOUT   /* its deadline passed */
-#define GL_W_CANCELED UV_ECANCELED  /* a kill or Timeout interrupted it */
+#define GL_W_PENDING  1            /* not over yet */
+#define GL_W_OK       0            /* ended by its waker */
+#define GL_W_TIMEOUT  UV_ETIMEDOUT /* its deadline passed */
+#define GL_W_CANCELED UV_ECANCELED /* a kill or Timeout interrupted it */
 
 
 /*
@@ -104,14 +104,14 @@ enum gl_state {
 };
 
 /* Thread flags. */
-#define GL_F_MAIN 0x01    /* the pseudo-thread of the host's main thread */
-#define GL_F_KILLED 0x02  /* sticky: every blocking call raises 'kill error' */
-#define GL_F_PENDING 0x04 /* an error waits to be raised at the blocking call */
-#define GL_F_ERROR 0x08   /* died of an error */
-#define GL_F_EXIT 0x10    /* died of GreenletExit (killed with the default) */
+#define GL_F_MAIN    0x01 /* the pseudo-thread of the host's main thread */
+#define GL_F_KILLED  0x02 /* sticky: every blocking call raises 'kill error' */
+#define GL_F_PENDING 0x04 /* an error waits for the blocking call to raise */
+#define GL_F_ERROR   0x08 /* died of an error */
+#define GL_F_EXIT    0x10 /* died of GreenletExit (killed with the default) */
 #define GL_F_LUAWAIT 0x20 /* suspended in core.suspend (woken by core.wake) */
-#define GL_F_NOTIFY 0x40  /* its creator observes the outcome (run(fn)) */
-#define GL_F_DONE 0x80    /* its function has ended: the outcome is stored */
+#define GL_F_NOTIFY  0x40 /* its creator observes the outcome (run(fn)) */
+#define GL_F_DONE    0x80 /* its function has ended: the outcome is stored */
 
 
 /*
@@ -124,22 +124,22 @@ enum gl_state {
 */
 struct gl_thread {
   gl_hub_t *hub;
-  struct lua_State *L;  /* the coroutine; NULL once dead (and for main) */
-  gl_thread_t *next;    /* run queue link */
-  gl_wait_t *wait;      /* the wait it is suspended in (GL_SUSPENDED) */
-  gl_wait_t w;          /* its own wait record (its timer: spawn_after) */
-  gl_waitq_t waiters;   /* threads blocked in wait()/kill() on this one */
-  gl_link_t timeouts;   /* Timeouts armed by this thread */
-  long long id;         /* 1, 2, ... in spawn order (main is 0); a
-                           lua_Integer in Lua's default build */
-  int state;            /* enum gl_state */
-  int flags;            /* GL_F_* */
-  int nargs;            /* values on L's stack to pass at the next resume */
-  int anchor;           /* registry reference of main (others use 'slot') */
-  int nres;             /* number of results once dead */
-  int line;             /* spawn site line, or -1 */
-  uint64_t since;       /* uv_now() when it last suspended (ms) */
-  unsigned slot;        /* index in the hub's 'bases' + 1; 0 if none */
+  struct lua_State *L; /* the coroutine; NULL once dead (and for main) */
+  gl_thread_t *next;   /* run queue link */
+  gl_wait_t *wait;     /* the wait it is suspended in (GL_SUSPENDED) */
+  gl_wait_t w;         /* its own wait record (its timer: spawn_after) */
+  gl_waitq_t waiters;  /* threads blocked in wait()/kill() on this one */
+  gl_link_t timeouts;  /* Timeouts armed by this thread */
+  long long id;        /* 1, 2, ... in spawn order (main is 0); a
+                          lua_Integer in Lua's default build */
+  int state;           /* enum gl_state */
+  int flags;           /* GL_F_* */
+  int nargs;           /* values on L's stack to pass at the next resume */
+  int anchor;          /* registry reference of main (others use 'slot') */
+  int nres;            /* number of results once dead */
+  int line;            /* spawn site line, or -1 */
+  uint64_t since;      /* uv_now() when it last suspended (ms) */
+  unsigned slot;       /* index in the hub's 'bases' + 1; 0 if none */
 };
 
 
@@ -151,8 +151,7 @@ struct gl_thread {
 struct gl_hub_hooks {
   /* Thread 't''s coroutine has ended, with lua_resume's 'status': store
      the outcome and 'gl_finish' it. Required once threads run. */
-  void (*death)(gl_hub_t *hub, struct lua_State *L, gl_thread_t *t,
-                int status);
+  void (*death)(gl_hub_t *hub, struct lua_State *L, gl_thread_t *t, int status);
   /* 'gl_hub_signal' was called (from a signal handler): act on it now,
      between two resumes. Optional: without it the request is dropped. */
   void (*signal)(gl_hub_t *hub, struct lua_State *L);
@@ -172,28 +171,28 @@ struct gl_hub_hooks {
 */
 struct gl_hub {
   uv_loop_t loop;
-  uv_timer_t timer;      /* armed at the earliest deadline when blocking */
-  uv_async_t wakeup;     /* wakes the poller for 'gl_hub_signal' */
+  uv_timer_t timer;  /* armed at the earliest deadline when blocking */
+  uv_async_t wakeup; /* wakes the poller for 'gl_hub_signal' */
   gl_hub_hooks hooks;
-  gl_thread_t *head;     /* run queue (FIFO) */
+  gl_thread_t *head; /* run queue (FIFO) */
   gl_thread_t *tail;
-  size_t nready;         /* threads on the run queue */
-  gl_thread_t *current;  /* running thread, main outside runs, NULL in hub */
-  gl_thread_t *main;     /* pseudo-thread of the host's main thread */
-  struct lua_State *L;   /* the state that runs the loop (hub context) */
-  gl_timer_t **heap;     /* min-heap of armed timers */
+  size_t nready;        /* threads on the run queue */
+  gl_thread_t *current; /* running thread, main outside runs, NULL in hub */
+  gl_thread_t *main;    /* pseudo-thread of the host's main thread */
+  struct lua_State *L;  /* the state that runs the loop (hub context) */
+  gl_timer_t **heap;    /* min-heap of armed timers */
   unsigned nheap;
   unsigned capheap;
   uint64_t seq;
-  gl_waitq_t idlers;     /* threads blocked in run() until the hub idles */
-  int hubyield;          /* the pending yield is a hub yield (not a user's) */
-  int depth;             /* nested loop runs (only main may nest) */
-  int signalable;        /* 'wakeup' is initialised ('gl_hub_signal_init') */
+  gl_waitq_t idlers; /* threads blocked in run() until the hub idles */
+  int hubyield;      /* the pending yield is a hub yield (not a user's) */
+  int depth;         /* nested loop runs (only main may nest) */
+  int signalable;    /* 'wakeup' is initialised ('gl_hub_signal_init') */
   volatile sig_atomic_t signaled; /* 'gl_hub_signal' was called */
-  gl_thread_t **bases;   /* live threads by slot, to validate marks */
-  unsigned nbases;       /* slots in use or freed (high-water mark) */
+  gl_thread_t **bases;            /* live threads by slot, to validate marks */
+  unsigned nbases;                /* slots in use or freed (high-water mark) */
   unsigned capbases;
-  unsigned *freebases;   /* stack of free slot indexes */
+  unsigned *freebases; /* stack of free slot indexes */
   unsigned nfree;
 };
 
@@ -204,14 +203,14 @@ void gl_link_push(gl_link_t *head, gl_link_t *node); /* at the tail */
 void gl_link_remove(gl_link_t *node); /* leaves 'node' self-linked */
 int gl_link_empty(const gl_link_t *head);
 
-#define GL_CONTAINER(ptr, type, field) \
+#define GL_CONTAINER(ptr, type, field)                                         \
   ((type *)((char *)(ptr)-offsetof(type, field)))
 
 /* Hub (hub.c). 'hooks' is copied; NULL is no hooks (tests). */
 int gl_hub_init(gl_hub_t *hub, const gl_hub_hooks *hooks);
 void gl_hub_close(gl_hub_t *hub); /* closes every handle, then the loop */
 uint64_t gl_now(void);            /* monotonic nanoseconds */
-int gl_hub_idle(gl_hub_t *hub); /* nothing can run or wake any more */
+int gl_hub_idle(gl_hub_t *hub);   /* nothing can run or wake any more */
 
 /*
 ** Signals: 'gl_hub_signal' is async-signal-safe. It asks the loop to
@@ -241,10 +240,10 @@ void gl_hub_resume(gl_hub_t *hub, struct lua_State *L, gl_thread_t *t);
 
 /* Threads and the run queue (hub.c). */
 void gl_thread_init(gl_thread_t *t, gl_hub_t *hub);
-void gl_ready(gl_thread_t *t);               /* push on the run queue */
-int gl_wake(gl_thread_t *t, int nargs);      /* end t's wait (GL_W_OK) */
-int gl_interrupt(gl_thread_t *t);            /* cancel wait, set pending */
-void gl_finish(gl_thread_t *t);              /* mark dead, wake waiters */
+void gl_ready(gl_thread_t *t);          /* push on the run queue */
+int gl_wake(gl_thread_t *t, int nargs); /* end t's wait (GL_W_OK) */
+int gl_interrupt(gl_thread_t *t);       /* cancel wait, set pending */
+void gl_finish(gl_thread_t *t);         /* mark dead, wake waiters */
 
 /* Take the first thread off the run queue, or NULL (the loop's hot path:
    inline). */
@@ -264,9 +263,9 @@ static inline gl_thread_t *gl_next_ready(gl_hub_t *hub) {
 void gl_wait_init(gl_wait_t *w);
 void gl_wait_start(gl_thread_t *t, gl_wait_t *w, const char *what,
                    gl_wait_cb cancel, void *data); /* t suspended in w */
-int gl_wait_deadline(gl_wait_t *w, uint64_t due); /* 0 or UV_ENOMEM */
-int gl_wait_end(gl_wait_t *w, int status);    /* by its waker; 1 if ended */
-int gl_wait_cancel(gl_wait_t *w, int status); /* undo, end; 1 if ended */
+int gl_wait_deadline(gl_wait_t *w, uint64_t due);  /* 0 or UV_ENOMEM */
+int gl_wait_end(gl_wait_t *w, int status);      /* by its waker; 1 if ended */
+int gl_wait_cancel(gl_wait_t *w, int status);   /* undo, end; 1 if ended */
 void gl_wait_abandon(gl_wait_t *w, int status); /* undo, thread not queued */
 void gl_waitq_init(gl_waitq_t *q);
 int gl_waitq_empty(const gl_waitq_t *q);

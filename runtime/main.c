@@ -280,8 +280,7 @@ int main(int argc, char **argv) {
   if (argv[0] && argv[0][0])
     progname = argv[0];
   if (L == NULL) {
-    fprintf(stderr, "%s: cannot create state: not enough memory\n",
-            progname);
+    fprintf(stderr, "%s: cannot create state: not enough memory\n", progname);
     return EXIT_FAILURE;
   }
   lua_pushcfunction(L, pmain);

@@ -29,8 +29,8 @@ void *__wrap_realloc(void *p, size_t n) {
 typedef struct tt {
   gl_timer_t tm;
   int id;
-  int rearm;       /* on firing, re-arm itself this many more times */
-  gl_timer_t *arm; /* on firing, arm this timer at the same deadline, once */
+  int rearm;        /* on firing, re-arm itself this many more times */
+  gl_timer_t *arm;  /* on firing, arm this timer at the same deadline, once */
   gl_timer_t *stop; /* on firing, stop this timer */
 } tt;
 
@@ -123,8 +123,7 @@ static void test_order(void) {
   CHECK_EQ(nfired, N);
   for (i = 1; i < N; i++) {
     tt *a = &x[fired[i - 1]], *b = &x[fired[i]];
-    CHECK(a->tm.due < b->tm.due ||
-          (a->tm.due == b->tm.due && a->id < b->id));
+    CHECK(a->tm.due < b->tm.due || (a->tm.due == b->tm.due && a->id < b->id));
   }
   for (i = 0; i < N; i++)
     CHECK_EQ(x[i].tm.idx, 0);
@@ -193,8 +192,7 @@ static void test_stop_middle(void) {
     CHECK(fired[i] != -1);
   for (i = 1; i < nfired; i++) {
     tt *a = &x[fired[i - 1]], *b = &x[fired[i]];
-    CHECK(a->tm.due < b->tm.due ||
-          (a->tm.due == b->tm.due && a->id < b->id));
+    CHECK(a->tm.due < b->tm.due || (a->tm.due == b->tm.due && a->id < b->id));
   }
   teardown();
 }
@@ -260,9 +258,9 @@ static void test_expire_at_entry(void) {
   tt x[5];
   setup();
   init(x, 5);
-  x[0].rearm = 3;        /* re-arms itself for the same 'now' */
-  x[0].arm = &x[1].tm;   /* and arms 1 for 'now' */
-  x[2].stop = &x[3].tm;  /* stops 3, which is due too */
+  x[0].rearm = 3;       /* re-arms itself for the same 'now' */
+  x[0].arm = &x[1].tm;  /* and arms 1 for 'now' */
+  x[2].stop = &x[3].tm; /* stops 3, which is due too */
   gl_timer_start(&hub, &x[0].tm, 100, on_fire);
   gl_timer_start(&hub, &x[2].tm, 100, on_fire);
   gl_timer_start(&hub, &x[3].tm, 100, on_fire);
