@@ -235,7 +235,7 @@ int gl_hub_signal(gl_hub_t *hub);
 int gl_hub_run(gl_hub_t *hub, struct lua_State *L, gl_thread_t *until);
 int gl_hub_pass(gl_hub_t *hub, struct lua_State *L); /* one pass, then poll */
 
-/* Resume 't' once. Called by the loop; exposed for the executable. */
+/* Resume 't' once (the loop's step; 'hooks.death' when it ends). */
 void gl_hub_resume(gl_hub_t *hub, struct lua_State *L, gl_thread_t *t);
 
 /* Threads and the run queue (hub.c). */
