@@ -666,13 +666,13 @@ int luaopen_green_core(lua_State *L) {
   lua_pushlightuserdata(L, hub);
   luaL_setfuncs(L, core_funcs, 1);
   lgreen_open_thread(L, hub);
+  lgreen_open_interrupt(L, hub);
   lgreen_open_timeout(L, hub);
   lgreen_open_coro(L, hub);
   lgreen_open_stdio(L, hub);
   lgreen_open_socket(L, hub);
   lgreen_open_dns(L, hub);
   lgreen_open_debug(L, hub);
-  lgreen_open_interrupt(L, hub);
   lua_pushliteral(L, GL_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushvalue(L, -1);

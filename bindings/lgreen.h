@@ -116,13 +116,13 @@ void lgreen_pushpending(lua_State *L, gl_thread_t *t); /* [-0, +1, m] */
 
 /* Parts of green.core defined in their own files. */
 void lgreen_open_thread(lua_State *L, gl_hub_t *hub);
+void lgreen_open_interrupt(lua_State *L, gl_hub_t *hub);
 void lgreen_open_coro(lua_State *L, gl_hub_t *hub);
 void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_socket(lua_State *L, gl_hub_t *hub);
 void lgreen_open_dns(lua_State *L, gl_hub_t *hub);
 void lgreen_open_debug(lua_State *L, gl_hub_t *hub);
-void lgreen_open_interrupt(lua_State *L, gl_hub_t *hub);
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
 /* The hub of a state where green.core is open, or NULL. */
