@@ -351,6 +351,34 @@ cat "$out"; rm -f "$out"; exit $code]], h.greenlua, input))
   end)
 end)
 
+describe("Ctrl-C while the hub is stuck", function()
+  it("a second one ends the process, as SIGINT's default action", function()
+    -- another thread never yields: the first interrupt cannot be
+    -- delivered to the main chunk, blocked in sleep
+    local out, err, code = h.sh(string.format([[
+out=$(mktemp)
+%s -e "local g = require('green') g.spawn(function() print('ready') ]]
+  .. [[io.stdout:flush() while true do end end) g.sleep(60)" >"$out" &
+pid=$!
+n=0
+until grep -q ready "$out"; do
+  n=$((n+1)); [ $n -gt 3000 ] && break
+  sleep 0.01
+done
+n=0
+while kill -INT $pid 2>/dev/null; do
+  n=$((n+1)); [ $n -gt 200 ] && break
+  sleep 0.05
+done
+kill -KILL $pid 2>/dev/null # still alive: the spec fails (137)
+wait $pid; code=$?
+cat "$out"; rm -f "$out"; exit $code]], h.greenlua))
+    assert.are.equal(130, code, err) -- killed by SIGINT (128 + 2)
+    assert.are.equal("ready\n", out)
+    assert.not_matches("interrupted", err)
+  end)
+end)
+
 describe("Ctrl-C after the main chunk has ended", function()
   it("stops waiting for the remaining green threads", function()
     -- threads spawned by the main chunk start once it has ended
