@@ -161,17 +161,23 @@ gl_wait_t *gl_waitq_first(const gl_waitq_t *q) {
 
 
 /*
-** End the longest wait of 'q' with 'status' and return it (the caller may
-** then hand it something), or NULL if 'q' is empty. Every wait in a queue
-** is pending: an ended one has left it.
+** Take the longest pending wait out of 'q', end it with 'status' and
+** return it (the caller may then hand it something), or NULL if no wait
+** of 'q' is pending. A wait that its waker ended with 'gl_wait_end' but
+** left in the queue (a socket's first reader keeps its place while it
+** runs) stays where it is.
 */
 gl_wait_t *gl_waitq_wake(gl_waitq_t *q, int status) {
-  gl_wait_t *w = gl_waitq_first(q);
-  if (w != NULL) {
-    gl_link_remove(&w->link);
-    finish(w, status);
+  gl_link_t *l;
+  for (l = q->head.next; l != &q->head; l = l->next) {
+    gl_wait_t *w = GL_CONTAINER(l, gl_wait_t, link);
+    if (w->status == GL_W_PENDING) {
+      gl_link_remove(&w->link);
+      finish(w, status);
+      return w;
+    }
   }
-  return w;
+  return NULL;
 }
 
 

@@ -261,6 +261,32 @@ static void test_end_keeps_place(void) {
 }
 
 
+/* gl_waitq_wake skips a wait that its waker ended but left in the queue:
+   it is not ended (nor queued to run) a second time; the next pending
+   one is woken, and the ended one keeps its place. */
+static void test_wake_skips_ended(void) {
+  gl_thread_t t[3];
+  int i;
+  setup(t, 3);
+  for (i = 0; i < 3; i++) {
+    gl_wait_start(&t[i], &t[i].w, "test", on_cancel, NULL);
+    gl_waitq_push(&queue, &t[i].w);
+  }
+  CHECK_EQ(gl_wait_end(&t[0].w, 5), 1);
+  CHECK(gl_waitq_wake(&queue, GL_W_OK) == &t[1].w);
+  CHECK_EQ(t[0].w.status, 5);
+  CHECK(gl_waitq_first(&queue) == &t[0].w);
+  CHECK_EQ(gl_waitq_wake_all(&queue, GL_W_OK), 1); /* t[2] only */
+  CHECK_EQ(hub.nready, 3);
+  CHECK(gl_next_ready(&hub) == &t[0]);
+  CHECK(gl_next_ready(&hub) == &t[1]);
+  CHECK(gl_next_ready(&hub) == &t[2]);
+  CHECK(gl_next_ready(&hub) == NULL);
+  gl_link_remove(&t[0].w.link);
+  teardown();
+}
+
+
 int main(void) {
   RUN(test_start_end);
   RUN(test_end_with_code);
@@ -269,5 +295,6 @@ int main(void) {
   RUN(test_deadline);
   RUN(test_queue);
   RUN(test_end_keeps_place);
+  RUN(test_wake_skips_ended);
   return check_done();
 }
