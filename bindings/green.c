@@ -274,8 +274,9 @@ int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky) {
 ** =======================================================
 */
 
-/* Find "table.sort" for a function, as lauxlib's traceback does. */
-static int globalname(lua_State *L, int fidx) {
+/* [-0, +(0|1), m] Push "table.sort" for the function at 'fidx', as
+   lauxlib's traceback names it; 0 if it has no global name. */
+int lgreen_funcname(lua_State *L, int fidx) {
   fidx = lua_absindex(L, fidx);
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushnil(L);
@@ -355,7 +356,7 @@ int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what) {
           continue;
         }
       }
-      if (globalname(S, -1)) {
+      if (lgreen_funcname(S, -1)) {
         const char *g = lua_tostring(S, -1);
         if (strcmp(g, "pcall") == 0 || strcmp(g, "xpcall") == 0) {
           lua_pop(S, 2); /* yieldable in itself: the boundary is further */
@@ -651,6 +652,7 @@ int luaopen_green_core(lua_State *L) {
   g->interrupt_target = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   gl_mark_set(lua_tothread(L, -1), 0); /* copied into new coroutines */
+  hub->probe.running = lua_tothread(L, -1); /* the host runs it (watchdog) */
   lua_pop(L, 1);
   luaL_newmetatable(L, LGREEN_HUB_MT);
   lua_pushcfunction(L, hub_gc);
@@ -673,6 +675,7 @@ int luaopen_green_core(lua_State *L) {
   lgreen_open_socket(L, hub);
   lgreen_open_dns(L, hub);
   lgreen_open_debug(L, hub);
+  lgreen_open_watchdog(L, hub);
   lua_pushliteral(L, GL_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushvalue(L, -1);

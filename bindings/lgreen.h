@@ -1,13 +1,13 @@
 /*
 ** Shared helpers of the green.core bindings.
 **
-** The one yield protocol: a blocking primitive calls 'lgreen_begin' (which
-** raises if the caller cannot block), records its wait with 'gl_suspend'
-** (or queues itself for a pure yield), then returns 'lgreen_block', which
-** makes a hub yield (no values, 'hub->hubyield' set) with a continuation,
-** or, on the host's main thread, runs the hub until the wait is over and
-** calls the continuation itself. Continuations start with
-** 'lgreen_resumed'.
+** The one yield protocol (docs/internals.md, "One way to block"): a
+** blocking primitive calls 'lgreen_begin' (which raises if the caller
+** cannot block), starts its wait with 'gl_wait_start' (or queues itself
+** for a pure yield), then returns 'lgreen_block', which makes a hub yield
+** (no values, 'hub->hubyield' set) with a continuation, or, on the host's
+** main thread, runs the hub until the wait is over and calls the
+** continuation itself. Continuations start with 'lgreen_waited'.
 */
 #ifndef LGREEN_H
 #define LGREEN_H
@@ -120,6 +120,8 @@ void lgreen_open_interrupt(lua_State *L, gl_hub_t *hub);
 void lgreen_open_coro(lua_State *L, gl_hub_t *hub);
 void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
+void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub);
+int lgreen_funcname(lua_State *L, int fidx); /* [-0, +(0|1), m] */
 void lgreen_open_socket(lua_State *L, gl_hub_t *hub);
 void lgreen_open_dns(lua_State *L, gl_hub_t *hub);
 void lgreen_open_debug(lua_State *L, gl_hub_t *hub);

@@ -138,7 +138,8 @@ struct gl_thread {
   int anchor;          /* registry reference of main (others use 'slot') */
   int nres;            /* number of results once dead */
   int line;            /* spawn site line, or -1 */
-  uint64_t since;      /* uv_now() when it last suspended (ms) */
+  uint64_t since;      /* the loop's clock (ms) when it was last suspended
+                          or put on the run queue */
   unsigned slot;       /* index in the hub's 'bases' + 1; 0 if none */
 };
 
@@ -169,6 +170,25 @@ struct gl_hub_hooks {
 ** 'gl_hub_signal' in a signal handler, read by the loop, which must not
 ** go idle while it is set).
 */
+/*
+** What the hub publishes as it runs, for the watchdog (bindings/
+** watchdog.c, another OS thread, reads these words without locks) and for
+** green.debug.stats. Plain stores on the hub's side: no clock is read.
+*/
+typedef struct gl_probe {
+  uint64_t epoch;            /* +1 as a thread starts running (a resume, or
+                                the host's main thread leaving the loop),
+                                +1 as it stops: odd while one runs */
+  struct lua_State *running; /* the innermost coroutine running, or NULL */
+  uint64_t next_due;         /* the earliest timer's due, or UINT64_MAX */
+  uint64_t switches;         /* resumes */
+  uint64_t turns;            /* passes over the run queue */
+  uint64_t lag_max;          /* ready-to-running delays (ms), since the */
+  uint64_t lag_sum;          /* last reset by green.debug.stats */
+  uint64_t lag_n;
+} gl_probe;
+
+
 struct gl_hub {
   uv_loop_t loop;
   uv_timer_t timer;  /* armed at the earliest deadline when blocking */
@@ -185,6 +205,7 @@ struct gl_hub {
   unsigned capheap;
   uint64_t seq;
   gl_waitq_t idlers; /* threads blocked in run() until the hub idles */
+  gl_probe probe;    /* published for the watchdog and stats */
   int hubyield;      /* the pending yield is a hub yield (not a user's) */
   int depth;         /* nested loop runs (only main may nest) */
   int signalable;    /* 'wakeup' is initialised ('gl_hub_signal_init') */

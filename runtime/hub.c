@@ -71,6 +71,7 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
 /* Put 't' at the tail of the run queue. */
 void gl_ready(gl_thread_t *t) {
   gl_hub_t *hub = t->hub;
+  t->since = hub->loop.time; /* uv_now() without the call: loop lag */
   t->next = NULL;
   if (hub->tail != NULL)
     hub->tail->next = t;
@@ -165,6 +166,9 @@ int gl_hub_init(gl_hub_t *hub, const gl_hub_hooks *hooks) {
   hub->nheap = hub->capheap = 0;
   hub->seq = 0;
   gl_waitq_init(&hub->idlers);
+  memset(&hub->probe, 0, sizeof(hub->probe));
+  hub->probe.epoch = 1; /* the host's thread is running */
+  hub->probe.next_due = UINT64_MAX;
   hub->hubyield = 0;
   hub->depth = 0;
   hub->signalable = 0;

@@ -95,10 +95,23 @@ gl_thread_t *gl_base_of(gl_hub_t *hub, lua_State *co) {
 void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
   lua_State *co = t->L;
   int nargs = t->nargs, nres, status;
+  gl_probe *p = &hub->probe;
+  uint64_t now = hub->loop.time, lag = now > t->since ? now - t->since : 0;
   t->nargs = 0;
   t->state = GL_RUNNING;
   hub->current = t;
+  p->switches++;
+  if (lag > p->lag_max)
+    p->lag_max = lag;
+  p->lag_sum += lag;
+  p->lag_n++;
+  /* For the watchdog: 'running' before the odd epoch, cleared after the
+     even one (it may read them in any order: both are checked). */
+  __atomic_store_n(&p->running, co, __ATOMIC_RELAXED);
+  __atomic_store_n(&p->epoch, p->epoch + 1, __ATOMIC_RELEASE);
   status = lua_resume(co, L, nargs, &nres);
+  __atomic_store_n(&p->epoch, p->epoch + 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&p->running, NULL, __ATOMIC_RELAXED);
   hub->current = NULL;
   if (status == LUA_YIELD) {
     if (hub->hubyield) { /* a green primitive: it set the state */
@@ -189,7 +202,11 @@ int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
   lua_State *savedL = hub->L;
   size_t budget = hub->nready; /* threads left in this pass */
   int r = 0;
-  hub->depth++;
+  if (hub->depth++ == 0) { /* the host's thread stops running Lua */
+    __atomic_store_n(&hub->probe.epoch, hub->probe.epoch + 1,
+                     __ATOMIC_RELEASE);
+    __atomic_store_n(&hub->probe.running, NULL, __ATOMIC_RELAXED);
+  }
   hub->L = L;
   hub->current = NULL;
   for (;;) {
@@ -198,6 +215,7 @@ int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
       check_signal(hub, L);
       poll_io(hub, 0);
       budget = hub->nready;
+      hub->probe.turns++;
     }
     t = gl_next_ready(hub);
     if (t != NULL) {
@@ -218,7 +236,11 @@ int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
       break;
     }
   }
-  hub->depth--;
+  if (--hub->depth == 0) { /* the host's thread runs Lua again */
+    __atomic_store_n(&hub->probe.running, L, __ATOMIC_RELAXED);
+    __atomic_store_n(&hub->probe.epoch, hub->probe.epoch + 1,
+                     __ATOMIC_RELEASE);
+  }
   hub->L = savedL;
   hub->current = saved;
   return r;

@@ -297,6 +297,18 @@ do
   green.debug = green.debug or {}
   green.debug.threads = gdebug.threads
   green.debug.dump = gdebug.dump
+  green.debug.stats = core.debug_stats
+  green.debug.hub_blocking_detection = gdebug.hub_blocking_detection
+  green.debug.on_blocking = gdebug.on_blocking
+  green.debug.time_slice = gdebug.time_slice
+  green.BlockingError = core.BlockingError
+  green.atomic = gdebug.atomic
+  -- Blocking detection is on by default (report mode, 1 s); the time
+  -- slice is off. The watchdog leaves greenlua's own modules alone.
+  core.watchdog{
+    libdir = debug.getinfo(1, "S").source:match("^@(.*/)init%.lua$"),
+    threshold = 1,
+  }
 end
 -- }===
 
