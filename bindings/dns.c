@@ -555,38 +555,33 @@ static int query_new(lua_State *L, lsock_lookup *lk, lsock_resolver **pq) {
 }
 
 
+/* After the resolver answered: nil, err, or the call's next step. */
+static int lookup_k(lua_State *L, int status, lua_KContext ctx) {
+  lsock_lookup *lk = (lsock_lookup *)ctx;
+  (void)status;
+  if (lgreen_waited(L, &lk->base, lookup_cancel) == GL_W_TIMEOUT)
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  if (lk->err != 0)
+    return lgreen_sock_fail(L, lk->err);
+  return lk->then(L, lk);
+}
+
+
 /*
 ** Block 't' in 'lk', whose query was just handed to c-ares on 'c', until
-** 'due' (0: none). A query c-ares answered at once (from /etc/hosts, or
-** failing to send) wakes it at once: a lookup is always a switch point, so
-** kill and Timeout act on every lookup alike.
+** 'due' (0: none); then 'lk->then' goes on. A query c-ares answered at
+** once (from /etc/hosts, or failing to send) wakes it at once: a lookup is
+** always a switch point, so kill and Timeout act on every lookup alike.
 */
 static int wait_query(lua_State *L, gl_thread_t *t, lsock_lookup *lk,
-                      rchan *c, uint64_t due, const char *what,
-                      lua_KFunction k) {
+                      rchan *c, uint64_t due, const char *what) {
   gl_wait_start(t, &lk->base, what, lookup_cancel, NULL);
   if (due != 0)
     lgreen_deadline(L, &lk->base, due); /* raises (having left) if no memory */
   if (lk->res == NULL)
     gl_wait_end(&lk->base, GL_W_OK);
   settle(c);
-  return lgreen_block(L, t, k, (lua_KContext)lk);
-}
-
-
-/* [-0, +0 or +2, v] The start of a continuation: 0, or it pushed nil,
-   err and returns 2; raises if the thread was killed. */
-static int resumed(lua_State *L, lsock_lookup *lk) {
-  if (lgreen_waited(L, &lk->base, lookup_cancel) == GL_W_TIMEOUT)
-    return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  if (lk->err != 0)
-    return lgreen_sock_fail(L, lk->err);
-  return 0;
-}
-
-
-int lgreen_dns_resumed(lua_State *L, lsock_dns *d) {
-  return resumed(L, &d->lk);
+  return lgreen_block(L, t, lookup_k, (lua_KContext)lk);
 }
 
 
@@ -602,7 +597,7 @@ void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
 /* A literal address needs no resolver: 1 (in d->addrs[0]), 0 for a
    name, or UV_EAI_ADDRFAMILY for a literal of the family not asked for.
    "*" is every interface. */
-int lgreen_dns_numeric(lsock_dns *d, const char *host) {
+static int numeric(lsock_dns *d, const char *host) {
   lsock_addr *a = &d->addrs[0];
   if (strcmp(host, "*") == 0)
     host = d->family == AF_INET6 ? "::" : "0.0.0.0";
@@ -621,18 +616,20 @@ int lgreen_dns_numeric(lsock_dns *d, const char *host) {
 
 
 /*
-** Resolve name 'host' into 'd' and block; 'k' runs when it is done (with
-** 'd' as its context) and starts with 'lgreen_dns_resumed'. The deadline
-** in 'd->due' covers the resolve.
+** Resolve 'host' into 'd' (its deadline 'd->due' covers the resolve),
+** then return 'then(L, d)': at once for a literal address, after blocking
+** until the resolver answers for a name. A failure returns nil, err.
 */
-int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
-                     const char *what, lua_KFunction k) {
-  gl_hub_t *hub = lgreen_hub(L);
-  gl_thread_t *t = lgreen_begin(L, hub, what);
+int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
+                       const char *what, lsock_then then) {
+  gl_thread_t *t;
   struct ares_addrinfo_hints hints;
   lsock_resolver *q;
   rchan *c;
-  int r;
+  int r = numeric(d, host);
+  if (r != 0)
+    return r < 0 ? lgreen_sock_fail(L, r) : then(L, &d->lk);
+  t = lgreen_begin(L, lgreen_hub(L), what);
   if (host[0] == '\0')
     return lgreen_sock_fail(L, UV_EAI_NONAME);
   if ((r = query_new(L, &d->lk, &q)) < 0)
@@ -641,12 +638,13 @@ int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
   hints.ai_family = d->family;
   hints.ai_socktype = d->socktype;
   hints.ai_flags = d->passive ? ARES_AI_PASSIVE : 0;
+  d->lk.then = then;
   c = q->c;
   c->depth++;
   ares_getaddrinfo(c->ch, host, NULL, &hints, on_addrinfo, q); /* may call
                                                                   back */
   c->depth--;
-  return wait_query(L, t, &d->lk, c, d->due, what, k);
+  return wait_query(L, t, &d->lk, c, d->due, what);
 }
 
 /* }====================================================== */
@@ -659,7 +657,8 @@ int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
 */
 
 /* [-0, +1, m] { {family = "inet"|"inet6", addr = ip}, ... } */
-static int pushaddrs(lua_State *L, const lsock_dns *d) {
+static int pushaddrs(lua_State *L, lsock_lookup *lk) {
+  lsock_dns *d = (lsock_dns *)lk;
   int i;
   lua_createtable(L, d->n, 0);
   for (i = 0; i < d->n; i++) {
@@ -680,16 +679,6 @@ static int pushaddrs(lua_State *L, const lsock_dns *d) {
 }
 
 
-static int addrinfo_k(lua_State *L, int status, lua_KContext ctx) {
-  lsock_dns *d = (lsock_dns *)ctx;
-  int n;
-  (void)status;
-  if ((n = lgreen_dns_resumed(L, d)) != 0)
-    return n;
-  return pushaddrs(L, d);
-}
-
-
 /***
 ** getaddrinfo(host, [opts]): { {family = "inet"|"inet6", addr = ip}, ... }
 ** (duplicates removed, the resolver's order kept), or nil, "host not found"
@@ -700,7 +689,7 @@ static int addrinfo_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_getaddrinfo(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   lsock_dns *d;
-  int family, r;
+  int family;
   if (!lua_isnoneornil(L, 2))
     luaL_checktype(L, 2, LUA_TTABLE);
   family = lgreen_sock_optfamily(L, 2, AF_UNSPEC, "getaddrinfo");
@@ -711,20 +700,13 @@ static int l_getaddrinfo(lua_State *L) {
   d->family = family;
   if (strcmp(host, "*") == 0) /* a wildcard for bind, not a host */
     return lgreen_sock_fail(L, UV_EAI_NONAME);
-  if ((r = lgreen_dns_numeric(d, host)) < 0)
-    return lgreen_sock_fail(L, r);
-  if (r > 0)
-    return pushaddrs(L, d);
-  return lgreen_dns_start(L, d, host, "green.getaddrinfo", addrinfo_k);
+  return lgreen_dns_resolve(L, d, host, "green.getaddrinfo", pushaddrs);
 }
 
 
-static int nameinfo_k(lua_State *L, int status, lua_KContext ctx) {
-  nictx *x = (nictx *)ctx;
-  int n;
-  (void)status;
-  if ((n = resumed(L, &x->lk)) != 0)
-    return n;
+/* [-0, +2, m] host, service */
+static int pushnames(lua_State *L, lsock_lookup *lk) {
+  nictx *x = (nictx *)lk;
   lua_pushstring(L, x->host);
   lua_pushstring(L, x->service);
   return 2;
@@ -755,6 +737,7 @@ static int l_getnameinfo(lua_State *L) {
   x = (nictx *)lua_newuserdatauv(L, sizeof(*x), 0);
   memset(x, 0, sizeof(*x));
   gl_wait_init(&x->lk.base);
+  x->lk.then = pushnames;
   snprintf(x->service, sizeof(x->service), "%d", (int)port);
   t = lgreen_begin(L, hub, "green.getnameinfo");
   if ((r = query_new(L, &x->lk, &q)) < 0)
@@ -767,7 +750,7 @@ static int l_getnameinfo(lua_State *L) {
                    ARES_NI_LOOKUPHOST | ARES_NI_LOOKUPSERVICE, on_nameinfo,
                    q);
   c->depth--;
-  return wait_query(L, t, &x->lk, c, 0, "green.getnameinfo", nameinfo_k);
+  return wait_query(L, t, &x->lk, c, 0, "green.getnameinfo");
 }
 
 

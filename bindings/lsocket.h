@@ -150,10 +150,13 @@ typedef union lsock_addr {
 } lsock_addr;
 
 
-/* A call waiting for the resolver (dns.c): a userdata on its stack. */
+/* A call waiting for the resolver (dns.c), in a userdata on its stack
+   that starts with this record. */
+typedef int (*lsock_then)(lua_State *L, lsock_lookup *lk);
 struct lsock_lookup {
   gl_wait_t base;      /* first member; its cancel abandons the query */
   lsock_resolver *res; /* the pending query; NULL once answered or left */
+  lsock_then then;     /* the call's next step, once answered */
   int err;             /* its failure, 0 if none */
 };
 
@@ -213,6 +216,7 @@ int lgreen_sock_wait(lua_State *L, lsock *s, gl_link_t *q, const char *what,
                      gl_wait_cb cancel, uint64_t due, lua_KFunction k,
                      lua_KContext ctx);
 #define lgreen_sock_self(L) (&lgreen_hub(L)->current->w)
+int lgreen_sock_resumed(lua_State *L, gl_wait_cb undo, lsock **ps);
 void lgreen_sock_leave(gl_wait_t *w);
 void lgreen_sock_kick_readers(lsock *s);
 void lgreen_sock_kick_writers(lsock *s);
@@ -255,15 +259,13 @@ const void *lgreen_sock_newmeta(lua_State *L, const char *name,
                                 const luaL_Reg *meth); /* [-0, +0, m] */
 
 /* dns.c: the one resolver. A call that needs a name resolved keeps an
-   'lsock_dns' on its stack: 'lgreen_dns_numeric' fills it from a literal
-   address without the resolver (1; 0 for a name; a negative UV code for
-   a literal of the other family), else 'lgreen_dns_start' blocks until the
-   resolver answers and its continuation starts with 'lgreen_dns_resumed'. */
+   'lsock_dns' on its stack, prepared with 'lgreen_dns_init' (zeroed
+   first); 'lgreen_dns_resolve' fills it (a literal address at once, a
+   name through the resolver, blocking) and goes on with the call's next
+   step. */
 void lgreen_dns_init(lsock_dns *d, int socktype, int port);
-int lgreen_dns_numeric(lsock_dns *d, const char *host);
-int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
-                     const char *what, lua_KFunction k); /* blocks */
-int lgreen_dns_resumed(lua_State *L, lsock_dns *d); /* 0 or pushes fail */
+int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
+                       const char *what, lsock_then then);
 
 /* stream.c: what the stream kinds (tcp.c, pipe.c) build on. */
 lsock *lgreen_stream_new(lua_State *L, lsock_state *st,

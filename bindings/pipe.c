@@ -58,24 +58,30 @@ static void pipe_pushpeer(lua_State *L, lsock *s) {
 }
 
 
-static const lsock_ops pipe_ops = {
-    LSOCK_STREAM_OPS,
-    .tag = "unix, ",
-    .init = pipe_init,
-    .address = pipe_address,
-    .pushpeer = pipe_pushpeer,
-};
+static const lsock_ops pipe_ops = {LSOCK_STREAM_OPS, .tag = "unix, ",
+                                   .init = pipe_init, .address = pipe_address,
+                                   .pushpeer = pipe_pushpeer};
 
 /* }====================================================== */
 
 
-/* The path argument: a string without NULs that fits in a sockaddr_un;
-   returns NULL (having pushed nil, err) if it is too long. */
-static const char *checkpath(lua_State *L) {
+/*
+** The arguments (path, [opts]): returns the path, a string without NULs
+** that fits in a sockaddr_un, with the stack [path, opts, opts[field]];
+** or NULL, having pushed nil, err, if the path is too long.
+*/
+static const char *checkargs(lua_State *L, const char *field) {
   size_t len;
   const char *path = luaL_checklstring(L, 1, &len);
   luaL_argcheck(L, strlen(path) == len, 1, "path contains a zero byte");
   luaL_argcheck(L, len > 0, 1, "empty path");
+  if (!lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_istable(L, 2))
+    lua_getfield(L, 2, field);
+  else
+    lua_pushnil(L);
   if (len >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
     lgreen_sock_fail(L, UV_ENAMETOOLONG);
     return NULL;
@@ -117,17 +123,14 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
 ** opts: timeout (seconds).
 */
 static int l_connect_unix(lua_State *L) {
-  const char *path = checkpath(L);
+  const char *path = checkargs(L, "timeout");
   double timeout = -1;
   uv_connect_t *req;
   lsock *s;
   if (path == NULL)
     return 2;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getfield(L, 2, "timeout") != LUA_TNIL)
-      timeout = lgreen_notnan(L, luaL_checknumber(L, -1), "timeout");
-  }
+  if (!lua_isnil(L, 3))
+    timeout = lgreen_notnan(L, luaL_checknumber(L, 3), "timeout");
   lua_settop(L, 2);
   lgreen_begin(L, lgreen_hub(L), "green.connect_unix");
   if ((s = newpipe(L)) == NULL)
@@ -151,16 +154,13 @@ static int l_connect_unix(lua_State *L) {
 ** backlog (511).
 */
 static int l_listen_unix(lua_State *L) {
-  const char *path = checkpath(L);
+  const char *path = checkargs(L, "backlog");
   int backlog = DEFAULT_BACKLOG, r;
   lsock *s;
   if (path == NULL)
     return 2;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getfield(L, 2, "backlog") != LUA_TNIL)
-      backlog = (int)luaL_checkinteger(L, -1);
-  }
+  if (!lua_isnil(L, 3))
+    backlog = (int)luaL_checkinteger(L, 3);
   lua_settop(L, 2);
   if ((s = newpipe(L)) == NULL)
     return 2;

@@ -260,6 +260,21 @@ int lgreen_sock_wait(lua_State *L, lsock *s, gl_link_t *q, const char *what,
 
 
 /*
+** The start of the continuation of a call that waited with
+** 'lgreen_sock_wait', its socket at stack index 1: raises if the thread
+** was interrupted (after 'undo'); else returns the wait's outcome
+** (GL_W_OK, GL_W_TIMEOUT, or LSOCK_W_CLOSED if the socket was closed
+** meanwhile, which took it out of its queue) with the socket in '*ps'
+** (NULL once closed).
+*/
+int lgreen_sock_resumed(lua_State *L, gl_wait_cb undo, lsock **ps) {
+  int outcome = lgreen_waited(L, lgreen_sock_self(L), undo);
+  *ps = *(lsock **)lua_touserdata(L, 1);
+  return *ps == NULL ? LSOCK_W_CLOSED : outcome;
+}
+
+
+/*
 ** Wait 'w' leaves its socket's queue (its call is complete, or given up
 ** on kill, Timeout, socket timeout or an error): the next in line owns
 ** the direction if 'w' did. Idempotent ('w->data' is NULL once it left).
@@ -479,53 +494,50 @@ int lgreen_sock_close(lua_State *L) {
 ** =======================================================
 */
 
-/* LuaSocket 3.1's wording of a failed name lookup in connect and bind. */
-#define NONAME "host or service not provided, or not known"
-
 /*
-** The one table of socket error strings: LuaSocket's messages for the
-** errors a caller branches on. 'msg' is green sockets' (NULL: libuv's
-** uv_strerror); 'ls', where LuaSocket says it otherwise, is what the
-** LuaSocket-compatible module (green.socket) says instead.
+** The socket error strings, in one place: LuaSocket's messages for the
+** errors a caller branches on ("closed", "timeout", ...), libuv's for the
+** others. The LuaSocket-compatible module (green.socket) words a few of
+** them as LuaSocket does (a reset connection is "closed" there), and the
+** others with the C library's message, as LuaSocket does (strerror).
 */
-static const struct {
-  int err;
-  const char *msg;
-  const char *ls;
-} errors[] = {
-    {UV_EOF, "closed", NULL},
-    {UV_ECANCELED, "closed", NULL},
-    {UV_EPIPE, "closed", NULL},
-    {UV_ENOTCONN, "closed", NULL},
-    {UV_ECONNABORTED, "closed", NULL},
-    {UV_EBADF, "closed", NULL},
-    {UV_ETIMEDOUT, "timeout", NULL},
-    {LSOCK_ETOOLONG, "too long", NULL},
-    {UV_ECONNREFUSED, "connection refused", NULL},
-    {UV_ECONNRESET, "connection reset by peer", "closed"},
-    {UV_EADDRINUSE, "address already in use", NULL},
-    {UV_EACCES, "permission denied", NULL},
-    {UV_EAI_NONAME, "host not found", NONAME},
-    {UV_EAI_NODATA, "host not found", NULL},
-    {UV_EAI_ADDRFAMILY, "host not found", NULL},
-    {UV_EAI_FAIL, "host not found", NULL},
-    {UV_ENETUNREACH, NULL, "Network is unreachable"},
-    {UV_EHOSTUNREACH, NULL, "No route to host"},
-    {UV_EADDRNOTAVAIL, NULL, "Cannot assign requested address"},
-    {UV_EMFILE, NULL, "Too many open files"},
-    {UV_EINVAL, NULL, "Invalid argument"},
-    {UV_EPERM, NULL, "Operation not permitted"},
-};
 
-#define NERRORS (sizeof(errors) / sizeof(errors[0]))
+/* Green sockets' own message for 'err', or NULL (libuv's is used). */
+static const char *message(int err) {
+  switch (err) {
+  case UV_EOF:
+  case UV_ECANCELED:
+  case UV_EPIPE:
+  case UV_ENOTCONN:
+  case UV_ECONNABORTED:
+  case UV_EBADF:
+    return "closed";
+  case UV_ETIMEDOUT:
+    return "timeout";
+  case LSOCK_ETOOLONG:
+    return "too long";
+  case UV_ECONNREFUSED:
+    return "connection refused";
+  case UV_ECONNRESET:
+    return "connection reset by peer";
+  case UV_EADDRINUSE:
+    return "address already in use";
+  case UV_EACCES:
+    return "permission denied";
+  case UV_EAI_NONAME:
+  case UV_EAI_NODATA:
+  case UV_EAI_ADDRFAMILY:
+  case UV_EAI_FAIL:
+    return "host not found";
+  default:
+    return NULL;
+  }
+}
 
 
 const char *lgreen_sock_strerror(int err) {
-  size_t i;
-  for (i = 0; i < NERRORS; i++)
-    if (errors[i].err == err && errors[i].msg != NULL)
-      return errors[i].msg;
-  return uv_strerror(err);
+  const char *msg = message(err);
+  return msg != NULL ? msg : uv_strerror(err);
 }
 
 
@@ -536,20 +548,47 @@ int lgreen_sock_fail(lua_State *L, int err) {
 }
 
 
+/* LuaSocket's message for 'err' (green.socket's). */
+static const char *luasocket_message(int err) {
+  const char *msg;
+  switch (err) {
+  case UV_ECONNRESET:
+    return "closed";
+  case UV_EISCONN:
+    return "already connected";
+  case UV_EAI_NONAME: /* from connect and bind, LuaSocket 3.1 says: */
+  case UV_EAI_NODATA:
+  case UV_EAI_ADDRFAMILY:
+  case UV_EAI_FAIL:
+    return "host or service not provided, or not known";
+  }
+  if ((msg = message(err)) != NULL)
+    return msg;
+  msg = strerror(-err); /* libuv's codes are negated errno values */
+  return strncmp(msg, "Unknown error", 13) != 0 ? msg : uv_strerror(err);
+}
+
+
+/* Every code a socket call may fail with. */
+static const int codes[] = {
+#define XX(code, _) UV_##code,
+    UV_ERRNO_MAP(XX)
+#undef XX
+    LSOCK_ETOOLONG};
+
+
 /* core.luasocket_error(msg): LuaSocket's wording of green sockets' error
-   message 'msg' (the same message where they agree). For green.socket. */
+   message 'msg'. For green.socket. */
 static int l_luasocket_error(lua_State *L) {
   const char *msg = luaL_checkstring(L, 1);
   size_t i;
-  for (i = 0; i < NERRORS; i++) {
-    if (errors[i].ls != NULL &&
-        strcmp(msg, errors[i].msg != NULL ? errors[i].msg
-                                          : uv_strerror(errors[i].err)) == 0) {
-      lua_pushstring(L, errors[i].ls);
+  for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+    if (strcmp(lgreen_sock_strerror(codes[i]), msg) == 0) {
+      lua_pushstring(L, luasocket_message(codes[i]));
       return 1;
     }
   }
-  lua_settop(L, 1);
+  lua_settop(L, 1); /* not a socket error's message */
   return 1;
 }
 

@@ -629,17 +629,15 @@ static int recv_wait(lua_State *L, lstream *x, lua_KContext ctx);
 
 
 static int recv_k(lua_State *L, int status, lua_KContext ctx) {
-  gl_wait_t *w = lgreen_sock_self(L);
-  int outcome = lgreen_waited(L, w, recv_leave);
+  lsock *s;
+  int outcome = lgreen_sock_resumed(L, recv_leave, &s);
   int mode = (int)lua_tointeger(L, 4);
   size_t count = (size_t)lua_tointeger(L, 5);
-  lstream *x = X(*(lsock **)lua_touserdata(L, 1));
+  lstream *x = X(s);
   plan p;
   (void)status;
-  if (x == NULL || outcome == LSOCK_W_CLOSED) {
-    recv_leave(w);
+  if (outcome == LSOCK_W_CLOSED)
     return push_closed(L, mode);
-  }
   if (outcome == GL_W_TIMEOUT) { /* LuaSocket: return the partial */
     plan_fail(x, mode, UV_ETIMEDOUT, &p);
     if (!gl_link_empty(&x->base.readers))
@@ -647,7 +645,7 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
     return push_plan(L, x, mode, &p);
   }
   if (plan_read(x, mode, count, &p) != P_WAIT) {
-    recv_leave(w); /* before pushing (which may raise) */
+    recv_leave(lgreen_sock_self(L)); /* before pushing (which may raise) */
     return push_plan(L, x, mode, &p);
   }
   /* Woken (at the head), but the data is not all there yet: say what it
@@ -791,22 +789,17 @@ static int send_wait(lua_State *L, lstream *x, int all, lua_KContext ctx);
 
 
 static int send_k(lua_State *L, int status, lua_KContext ctx) {
-  gl_wait_t *w = lgreen_sock_self(L);
-  int outcome = lgreen_waited(L, w, lgreen_sock_leave); /* what was queued
-                                                           stays queued */
+  lsock *s; /* an interrupted send leaves what it queued queued */
+  int outcome = lgreen_sock_resumed(L, lgreen_sock_leave, &s);
   size_t pos = (size_t)lua_tointeger(L, 3), end = (size_t)lua_tointeger(L, 4);
   int all = lua_toboolean(L, 5);
-  lstream *x = X(*(lsock **)lua_touserdata(L, 1));
+  lstream *x = X(s);
   (void)status;
-  if (x == NULL || outcome == LSOCK_W_CLOSED) {
-    lgreen_sock_leave(w);
-    return send_done(L, all, UV_EOF, pos);
-  }
-  if (outcome == GL_W_TIMEOUT)
-    return send_done(L, all, UV_ETIMEDOUT, pos);
+  if (outcome != GL_W_OK) /* "closed", "timeout" */
+    return send_done(L, all, outcome, pos);
   write_some(x, lua_tostring(L, 2), &pos, end);
   if (pos == end || x->werr != 0) {
-    lgreen_sock_leave(w);
+    lgreen_sock_leave(lgreen_sock_self(L));
     return send_done(L, all, pos == end ? 0 : x->werr, pos);
   }
   lua_pushinteger(L, (lua_Integer)pos);
@@ -1030,20 +1023,15 @@ static int accept_wait(lua_State *L, lstream *x, lua_KContext ctx);
 
 
 static int accept_k(lua_State *L, int status, lua_KContext ctx) {
-  gl_wait_t *w = lgreen_sock_self(L);
-  int outcome = lgreen_waited(L, w, lgreen_sock_leave);
-  lstream *x = X(*(lsock **)lua_touserdata(L, 1));
+  lsock *s;
+  int outcome = lgreen_sock_resumed(L, lgreen_sock_leave, &s);
   (void)status;
-  if (x == NULL || outcome == LSOCK_W_CLOSED) {
-    lgreen_sock_leave(w);
-    return lgreen_sock_fail(L, UV_EOF);
-  }
-  if (outcome == GL_W_TIMEOUT)
-    return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  if (x->pending == 0)
-    return accept_wait(L, x, ctx);
-  lgreen_sock_leave(w);
-  return do_accept(L, x);
+  if (outcome != GL_W_OK) /* "closed", "timeout" */
+    return lgreen_sock_fail(L, outcome);
+  if (X(s)->pending == 0)
+    return accept_wait(L, X(s), ctx);
+  lgreen_sock_leave(lgreen_sock_self(L));
+  return do_accept(L, X(s));
 }
 
 

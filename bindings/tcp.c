@@ -69,13 +69,9 @@ static void tcp_pushpeer(lua_State *L, lsock *s) {
 }
 
 
-static const lsock_ops tcp_ops = {
-    LSOCK_STREAM_OPS,
-    .tag = "",
-    .init = tcp_init,
-    .address = tcp_address,
-    .pushpeer = tcp_pushpeer,
-};
+static const lsock_ops tcp_ops = {LSOCK_STREAM_OPS, .tag = "",
+                                  .init = tcp_init, .address = tcp_address,
+                                  .pushpeer = tcp_pushpeer};
 
 /* }====================================================== */
 
@@ -174,17 +170,14 @@ static int listen_step(lua_State *L, connctx *c) {
 }
 
 
-static int resolved_k(lua_State *L, int status, lua_KContext ctx) {
-  connctx *c = (connctx *)ctx;
-  int n;
-  (void)status;
-  if ((n = lgreen_dns_resumed(L, &c->d)) != 0)
-    return n;
+/* The next step once the addresses are known. */
+static int resolved(lua_State *L, lsock_lookup *lk) {
+  connctx *c = (connctx *)lk;
   return c->listen ? listen_step(L, c) : connect_step(L, c);
 }
 
 
-/* Stack: [host, port, opts]. Resolve (unless numeric), then step. */
+/* Stack: [host, port, opts]. Resolve, then step. */
 static int start(lua_State *L, int listen) {
   gl_hub_t *hub = lgreen_hub(L);
   const char *host = luaL_checkstring(L, 1);
@@ -192,7 +185,6 @@ static int start(lua_State *L, int listen) {
   const char *what = listen ? "green.listen" : "green.connect";
   double timeout = -1;
   connctx *c;
-  int r;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
   if (!lua_isnoneornil(L, 3))
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -218,11 +210,7 @@ static int start(lua_State *L, int listen) {
     lua_settop(L, 4);
   }
   c->d.due = lgreen_sock_deadline(timeout);
-  if ((r = lgreen_dns_numeric(&c->d, host)) < 0)
-    return lgreen_sock_fail(L, r);
-  if (r > 0)
-    return listen ? listen_step(L, c) : connect_step(L, c);
-  return lgreen_dns_start(L, &c->d, host, what, resolved_k);
+  return lgreen_dns_resolve(L, &c->d, host, what, resolved);
 }
 
 

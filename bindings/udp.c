@@ -290,20 +290,15 @@ static int recv_wait(lua_State *L, ludp *u, lua_KContext ctx);
 
 
 static int recv_k(lua_State *L, int status, lua_KContext ctx) {
-  gl_wait_t *w = lgreen_sock_self(L);
-  int outcome = lgreen_waited(L, w, lgreen_sock_leave);
-  ludp *u = U(*(lsock **)lua_touserdata(L, 1));
+  lsock *s;
+  int outcome = lgreen_sock_resumed(L, lgreen_sock_leave, &s);
   (void)status;
-  if (u == NULL || outcome == LSOCK_W_CLOSED) {
-    lgreen_sock_leave(w);
-    return lgreen_sock_fail(L, UV_EOF);
-  }
-  if (outcome == GL_W_TIMEOUT)
-    return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  if (!udp_readable(&u->base))
-    return recv_wait(L, u, ctx);
-  lgreen_sock_leave(w);
-  return take(L, u, (size_t)lua_tointeger(L, 2), lua_toboolean(L, 3));
+  if (outcome != GL_W_OK) /* "closed", "timeout" */
+    return lgreen_sock_fail(L, outcome);
+  if (!udp_readable(s))
+    return recv_wait(L, U(s), ctx);
+  lgreen_sock_leave(lgreen_sock_self(L));
+  return take(L, U(s), (size_t)lua_tointeger(L, 2), lua_toboolean(L, 3));
 }
 
 
@@ -395,7 +390,8 @@ static int do_send(lua_State *L, ludp *u, const char *p, size_t len,
 
 
 /* Do 'c->op' with the resolved address; stack [sock, ...]. */
-static int act(lua_State *L, udpctx *c) {
+static int act(lua_State *L, lsock_lookup *lk) {
+  udpctx *c = (udpctx *)lk;
   ludp *u = U(*(lsock **)lua_touserdata(L, 1));
   const struct sockaddr *sa = &c->d.addrs[0].sa;
   int r;
@@ -427,23 +423,12 @@ static int act(lua_State *L, udpctx *c) {
 }
 
 
-static int resolved_k(lua_State *L, int status, lua_KContext ctx) {
-  udpctx *c = (udpctx *)ctx;
-  int n;
-  (void)status;
-  if ((n = lgreen_dns_resumed(L, &c->d)) != 0)
-    return n;
-  return act(L, c);
-}
-
-
 /* Stack: [sock, ..., host, port] with host at 'hi'. */
 static int with_address(lua_State *L, int op, int hi, const char *what) {
   ludp *u = U(*checkudp(L));
   const char *host = luaL_checkstring(L, hi);
   lua_Integer port = luaL_checkinteger(L, hi + 1);
   udpctx *c;
-  int r;
   luaL_argcheck(L, port >= 0 && port <= 65535, hi + 1, "port out of range");
   lua_settop(L, hi + 1);
   if (u == NULL)
@@ -455,11 +440,7 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
   c->d.passive = op == OP_BIND;
   c->d.due = lgreen_sock_deadline(u->base.timeout);
   c->op = op;
-  if ((r = lgreen_dns_numeric(&c->d, host)) < 0)
-    return lgreen_sock_fail(L, r);
-  if (r > 0)
-    return act(L, c);
-  return lgreen_dns_start(L, &c->d, host, what, resolved_k);
+  return lgreen_dns_resolve(L, &c->d, host, what, act);
 }
 
 

@@ -451,6 +451,19 @@ describe("green.socket (LuaSocket compatible)", function()
       end)
     end)
 
+    it("words other errors with the C library's message, as LuaSocket",
+       function()
+      green_run(function()
+        local u, r = assert(socket.udp()), real.udp()
+        local big = string.rep("x", 70000) -- more than a datagram holds
+        local want = { r:sendto(big, "127.0.0.1", 9) }
+        assert.are.same({ nil, "Message too long" }, want)
+        assert.are.same(want, { u:sendto(big, "127.0.0.1", 9) })
+        u:close()
+        r:close()
+      end)
+    end)
+
     it("sends and receives datagrams, connected and not", function()
       green_run(function()
         local a = assert(socket.udp())

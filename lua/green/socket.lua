@@ -64,10 +64,11 @@ M._SETSIZE = 1024
 M._DATAGRAMSIZE = 8192
 M._SOCKETINVALID = -1
 
--- LuaSocket's wording of a green socket's error message, where it differs
+-- LuaSocket's wording of a green socket's error message where it differs
 -- ("closed" for a connection reset by the peer, "host or service not
--- provided, or not known" for a name that does not resolve): the one table
--- of socket error strings is in C (bindings/socket.c).
+-- provided, or not known" for a name that does not resolve, the C
+-- library's messages for the rest): the socket error strings are in C,
+-- in one place (bindings/socket.c).
 local lserr = core.luasocket_error
 
 --- Numeric LuaSocket results are floats (lua_pushnumber).
