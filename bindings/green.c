@@ -670,6 +670,7 @@ int luaopen_green_core(lua_State *L) {
   lgreen_open_stdio(L, hub);
   lgreen_open_socket(L, hub);
   lgreen_open_stream(L, hub);
+  lgreen_open_conn(L, hub);
   lgreen_open_tcp(L, hub);
   lgreen_open_pipe(L, hub);
   lgreen_open_udp(L, hub);

@@ -100,6 +100,7 @@ void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_socket(lua_State *L, gl_hub_t *hub); /* sockets: the core, */
 void lgreen_open_stream(lua_State *L, gl_hub_t *hub); /* then each kind */
+void lgreen_open_conn(lua_State *L, gl_hub_t *hub);
 void lgreen_open_tcp(lua_State *L, gl_hub_t *hub);
 void lgreen_open_pipe(lua_State *L, gl_hub_t *hub);
 void lgreen_open_udp(lua_State *L, gl_hub_t *hub);

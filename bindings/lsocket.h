@@ -7,15 +7,15 @@
 ** gives the socket when it makes it.
 **
 **   socket.c  the core: the socket record, its ops, waiting (the reader and
-**             writer queues, the watchers of green.select), close,
-**             errors, fairness, addresses
+**             writer queues, the watchers of green.select), close (and
+**             lingering), errors, fairness, addresses
 **   sockopt.c the methods every socket has (timeouts, options, names,
 **             stats, __tostring) and the metatables
 **   dns.c     the resolver (c-ares), for green.getaddrinfo and the rest
 **   select.c  green.select, over the core's watchers
 **   stream.c  stream sockets (TCP, Unix): read buffer, receive/recv,
-**             send/sendall, shutdown, close with queued bytes (lingering),
-**             connect's wait, accept
+**             send/sendall, shutdown, close
+**   conn.c    their connections: connect's wait, listen, accept
 **   tcp.c     TCP: green.connect, green.listen, its ops
 **   pipe.c    Unix-domain: green.connect_unix, green.listen_unix, its ops
 **   udp.c     UDP: green.udp, its methods, its ops
@@ -68,8 +68,8 @@ struct lsock_state {
   const void *mt_udp;
   int prevent;          /* hub_prevent_multiple_readers (default on) */
   gl_link_t lingering;  /* closed sockets whose handle stays open while
-                           they flush their writes (stream.c) */
-  gl_timer_t ltimer;    /* stream.c's check of those */
+                           they flush their writes */
+  gl_timer_t ltimer;    /* the check of their progress */
   char scratch[64 * 1024]; /* every read lands here, then is copied */
 };
 
@@ -121,6 +121,9 @@ struct lsock {
   gl_link_t writers;
   gl_link_t watchers;   /* green.select's (lsock_watch) */
   gl_link_t linger;     /* in st->lingering while its writes flush */
+  uint64_t linger_ns;   /* lingering: how long it may go without progress */
+  uint64_t linger_due;  /* lingering: checked for progress at gl_now() */
+  size_t linger_left;   /* lingering: bytes queued at the last check */
   double timeout;       /* seconds; negative blocks forever */
   uint64_t nrecv;       /* bytes received (read from the kernel) */
   uint64_t nsent;       /* bytes accepted by send (written or queued) */
@@ -191,6 +194,7 @@ struct lsock_dns {
 #define lgreen_sock_state(L) \
   ((lsock_state *)lua_touserdata((L), lua_upvalueindex(2)))
 void lgreen_sock_pushstate(lua_State *L); /* [-0, +1, -] */
+void lgreen_sock_register(lua_State *L, const luaL_Reg *funcs);
 
 /* [-0, +1, m] A new socket userdata (metatable 'tname') whose zeroed
    record of 'size' bytes has its handle at offset 'hoff'; the caller
@@ -227,8 +231,10 @@ void lgreen_sock_unwatch(lsock_watch *e);
 
 /* Closing. */
 void lgreen_sock_shut(lsock *s); /* close (no Lua) */
+void lgreen_sock_lingering(lsock *s, int secs);
 void lgreen_sock_close_handle(lsock *s);
-int lgreen_sock_linger(lsock *s, int *secs); /* the user's SO_LINGER */
+int lgreen_sock_solinger(lsock *s, int *secs); /* the user's SO_LINGER */
+#define LSOCK_LINGER_DEFAULT 2 /* seconds without progress: dropped */
 int lgreen_sock_gc(lua_State *L);            /* __gc, __close */
 int lgreen_sock_close(lua_State *L);         /* sock:close() */
 
@@ -257,6 +263,8 @@ void lgreen_sock_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 /* sockopt.c */
 const void *lgreen_sock_newmeta(lua_State *L, const char *name,
                                 const luaL_Reg *meth); /* [-0, +0, m] */
+void lgreen_sock_addmeth(lua_State *L, const char *name,
+                         const luaL_Reg *meth); /* [-0, +0, m] */
 
 /* dns.c: the one resolver. A call that needs a name resolved keeps an
    'lsock_dns' on its stack, prepared with 'lgreen_dns_init' (zeroed
@@ -267,15 +275,32 @@ void lgreen_dns_init(lsock_dns *d, int socktype, int port);
 int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
                        const char *what, lsock_then then);
 
-/* stream.c: what the stream kinds (tcp.c, pipe.c) build on. */
+/* stream.c and conn.c: the record of a stream socket (TCP, Unix). */
+typedef struct lstream {
+  lsock base; /* first member */
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
+  char *buf;      /* read buffer: bytes [off, off + len) are data */
+  size_t off, len, cap;
+  size_t limit;   /* receive limit in bytes (SIZE_MAX: none) */
+  size_t scanned; /* bytes at the front known to hold no '\n' */
+  size_t count;   /* the head reader's count (receive(n), recv(max)) */
+  int mode;       /* the head reader's mode; 0 until it says */
+  int rerr;       /* 0, UV_EOF or a read error; seen after 'buf' */
+  int werr;       /* 0, or the first write (or connect) error */
+  int pending;    /* listening: 1 a connection waits, < 0 an error */
+} lstream;
+
+#define LSTREAM(s) ((lstream *)(s))
+
+/* stream.c: what the stream kinds (tcp.c, pipe.c) and conn.c build on. */
 lsock *lgreen_stream_new(lua_State *L, lsock_state *st,
                          const lsock_ops *ops); /* [-0, +1, m] */
-int lgreen_stream_listen(lsock *s, int backlog); /* 0 or a UV error */
-void lgreen_stream_on_connect(uv_connect_t *req, int status);
-int lgreen_stream_connecting(lua_State *L, lsock *s, const char *what,
-                             uint64_t due, lua_KFunction k,
-                             lua_KContext ctx);
-int lgreen_stream_connected(lua_State *L, int *err);
+void lgreen_stream_started(lstream *x); /* connected: reads from now on */
 int lgreen_stream_readable(lsock *s);
 int lgreen_stream_can_read(lsock *s);
 int lgreen_stream_can_write(lsock *s);
@@ -283,6 +308,14 @@ void lgreen_stream_watched(lsock *s);
 void lgreen_stream_close(lsock *s);
 size_t lgreen_stream_queued(lsock *s);
 size_t lgreen_stream_buffered(lsock *s);
+
+/* conn.c: connect's wait, listen (and accept, a method). */
+void lgreen_stream_on_connect(uv_connect_t *req, int status);
+int lgreen_stream_connecting(lua_State *L, lsock *s, const char *what,
+                             uint64_t due, lua_KFunction k,
+                             lua_KContext ctx);
+int lgreen_stream_connected(lua_State *L, int *err);
+int lgreen_stream_listen(lsock *s, int backlog); /* 0 or a UV error */
 
 /* The members of a stream kind's ops table that stream.c provides. */
 #define LSOCK_STREAM_OPS                                                  \

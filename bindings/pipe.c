@@ -187,6 +187,5 @@ static const luaL_Reg pipe_funcs[] = {
    table on the top. */
 void lgreen_open_pipe(lua_State *L, gl_hub_t *hub) {
   (void)hub;
-  lgreen_sock_pushstate(L);
-  lgreen_register(L, pipe_funcs, 1);
+  lgreen_sock_register(L, pipe_funcs);
 }

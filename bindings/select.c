@@ -279,6 +279,5 @@ static const luaL_Reg select_funcs[] = {
    top. */
 void lgreen_open_select(lua_State *L, gl_hub_t *hub) {
   (void)hub;
-  lgreen_sock_pushstate(L);
-  lgreen_register(L, select_funcs, 1);
+  lgreen_sock_register(L, select_funcs);
 }

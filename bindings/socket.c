@@ -88,6 +88,14 @@ void lgreen_sock_pushstate(lua_State *L) {
 }
 
 
+/* [-0, +0, m] Add 'funcs' to the table on the top, each with the hub and
+   the socket state as upvalues, as every socket function has them. */
+void lgreen_sock_register(lua_State *L, const luaL_Reg *funcs) {
+  lgreen_sock_pushstate(L);
+  lgreen_register(L, funcs, 1);
+}
+
+
 lsock *lgreen_sock_new(lua_State *L, lsock_state *st, const lsock_ops *ops,
                        const char *tname, size_t size, size_t hoff) {
   lsock **pp = (lsock **)lua_newuserdatauv(L, sizeof(lsock *), 0);
@@ -432,7 +440,7 @@ void lgreen_sock_shut(lsock *s) {
 
 /* The user's SO_LINGER (set with setoption): 1 if on, its timeout in
    '*secs'. */
-int lgreen_sock_linger(lsock *s, int *secs) {
+int lgreen_sock_solinger(lsock *s, int *secs) {
   struct linger li;
   socklen_t len = sizeof(li);
   uv_os_fd_t fd;
@@ -456,10 +464,10 @@ static void on_close(uv_handle_t *h) {
 ** block the hub until the kernel sent its queue: turn it off first (the
 ** kernel then sends in the background). {on, 0} stays: that close resets.
 */
-void lgreen_sock_close_handle(lsock *s) {
+static void close_now(lsock *s) {
   int secs;
   gl_link_remove(&s->linger);
-  if (lgreen_sock_linger(s, &secs) && secs > 0) {
+  if (lgreen_sock_solinger(s, &secs) && secs > 0) {
     struct linger off = {0, 0};
     uv_os_fd_t fd;
     if (uv_fileno(s->h, &fd) == 0)
@@ -467,6 +475,87 @@ void lgreen_sock_close_handle(lsock *s) {
   }
   if (!uv_is_closing(s->h))
     uv_close(s->h, on_close);
+}
+
+
+/*
+** Lingering: close() must not lose what send() accepted. A kind whose
+** closed socket still has writes queued (stream.c: at most its write
+** bound) keeps the handle open until they are out, as the kernel goes on
+** sending what it already took. But a peer that never reads must not pin
+** the descriptor, nor keep the process from exiting: a lingering socket
+** is dropped once it has made no progress (its queue did not shrink:
+** partial writes count, so a slow reader keeps its data coming) for
+** LSOCK_LINGER_DEFAULT seconds, or the SO_LINGER timeout the user set. The
+** hub stays up while a socket lingers (the state's timer is armed), so a
+** script's last sendall reaches a peer that reads; what still lingers
+** when the Lua state closes is closed then.
+*/
+
+static void on_linger(gl_timer_t *tm);
+
+/* Arm the state's timer at the earliest deadline of its lingering
+   sockets, or stop it when none is left. */
+static void linger_arm(lsock_state *st) {
+  uint64_t due = UINT64_MAX;
+  gl_link_t *l;
+  for (l = st->lingering.next; l != &st->lingering; l = l->next) {
+    lsock *s = GL_CONTAINER(l, lsock, linger);
+    if (s->linger_due < due)
+      due = s->linger_due;
+  }
+  if (due == UINT64_MAX) {
+    gl_timer_stop(st->hub, &st->ltimer);
+    return;
+  }
+  if (gl_timer_start(st->hub, &st->ltimer, due, on_linger) < 0) {
+    while (!gl_link_empty(&st->lingering)) /* no memory: drop them */
+      close_now(GL_CONTAINER(st->lingering.next, lsock, linger));
+  }
+}
+
+
+/* Drop the lingering sockets that made no progress since their last
+   check. */
+static void on_linger(gl_timer_t *tm) {
+  lsock_state *st = GL_CONTAINER(tm, lsock_state, ltimer);
+  uint64_t now = gl_now();
+  gl_link_t *l = st->lingering.next;
+  while (l != &st->lingering) {
+    lsock *s = GL_CONTAINER(l, lsock, linger);
+    l = l->next;
+    if (s->linger_due <= now) {
+      size_t left = s->ops->queued(s);
+      if (left < s->linger_left) {
+        s->linger_left = left;
+        s->linger_due = now + s->linger_ns;
+      } else {
+        close_now(s);
+      }
+    }
+  }
+  linger_arm(st);
+}
+
+
+/* Closed 's' (its writes queued) lingers, for at most 'secs' seconds
+   without progress; the kind closes its handle once they are out. */
+void lgreen_sock_lingering(lsock *s, int secs) {
+  uv_unref(s->h);
+  s->linger_ns = lgreen_ns(secs);
+  s->linger_due = gl_now() + s->linger_ns;
+  s->linger_left = s->ops->queued(s);
+  gl_link_push(&s->st->lingering, &s->linger);
+  linger_arm(s->st);
+}
+
+
+/* Close the handle of closed 's' now (it lingers no more). */
+void lgreen_sock_close_handle(lsock *s) {
+  int lingered = !gl_link_empty(&s->linger);
+  close_now(s);
+  if (lingered)
+    linger_arm(s->st);
 }
 
 
@@ -690,7 +779,7 @@ static int l_prevent(lua_State *L) {
 static int state_gc(lua_State *L) {
   lsock_state *st = (lsock_state *)lua_touserdata(L, 1);
   while (!gl_link_empty(&st->lingering))
-    lgreen_sock_close_handle(GL_CONTAINER(st->lingering.next, lsock, linger));
+    close_now(GL_CONTAINER(st->lingering.next, lsock, linger));
   gl_timer_stop(st->hub, &st->ltimer);
   return 0;
 }
@@ -724,6 +813,5 @@ void lgreen_open_socket(lua_State *L, gl_hub_t *hub) {
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-  lgreen_sock_pushstate(L);
-  lgreen_register(L, mod_funcs, 1);
+  lgreen_sock_register(L, mod_funcs);
 }

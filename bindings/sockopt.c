@@ -135,7 +135,7 @@ static int sock_setoption(lua_State *L) {
   if (setsockopt(fd, opts[o].level, opts[o].code, val, len) < 0)
     return lgreen_sock_fail(L, uv_translate_sys_error(errno));
   if (opts[o].type == OPT_LINGER)
-    s->flags |= LSOCK_LINGER; /* close() honours it (socket.c, stream.c) */
+    s->flags |= LSOCK_LINGER; /* close() honours it (socket.c) */
   lua_pushinteger(L, 1);
   return 1;
 }
@@ -288,14 +288,21 @@ const void *lgreen_sock_newmeta(lua_State *L, const char *name,
   const void *mt;
   luaL_newmetatable(L, name);
   mt = lua_topointer(L, -1);
-  lgreen_sock_pushstate(L);
-  lgreen_register(L, metameth, 1);
+  lgreen_sock_register(L, metameth);
   lua_createtable(L, 0, 24);
-  lgreen_sock_pushstate(L);
-  lgreen_register(L, common_meth, 1);
-  lgreen_sock_pushstate(L);
-  lgreen_register(L, meth, 1);
+  lgreen_sock_register(L, common_meth);
+  lgreen_sock_register(L, meth);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   return mt;
+}
+
+
+/* Add 'meth' to the methods of metatable 'name' (made by newmeta). */
+void lgreen_sock_addmeth(lua_State *L, const char *name,
+                         const luaL_Reg *meth) {
+  luaL_getmetatable(L, name);
+  lua_getfield(L, -1, "__index");
+  lgreen_sock_register(L, meth);
+  lua_pop(L, 2);
 }

@@ -1,10 +1,10 @@
 /*
 ** stream.c: stream sockets (TCP and Unix-domain, any uv_stream_t): read
 ** buffering, receive/recv, send/sendall, shutdown, the receive limit,
-** close with queued bytes (lingering), the wait of a connect, and accept.
-** The kinds (tcp.c, pipe.c) make the sockets and give each its ops table,
-** whose stream part is here (LSOCK_STREAM_OPS); the core (socket.c) does
-** the waiting. See lsocket.h, and DESIGN.md ("Sockets") for the contract.
+** close. The kinds (tcp.c, pipe.c) make the sockets and give each its ops
+** table, whose stream part is here (LSOCK_STREAM_OPS); conn.c makes the
+** connections; the core (socket.c) does the waiting. See lsocket.h, and
+** DESIGN.md ("Sockets") for the contract.
 **
 ** Reading. A connected socket reads ahead into its own buffer while the
 ** buffer holds less than READ_HIGH bytes or someone waits in receive;
@@ -22,8 +22,8 @@
 ** does not take is copied into uv_write requests, at most WRITE_HIGH bytes
 ** queued per socket. A writer that would queue more waits until the queue
 ** drains below half of that, so a peer that never reads costs a bounded
-** amount of memory. close() with queued bytes lets them flush first (see
-** "Lingering" below).
+** amount of memory. close() with queued bytes lets them flush first (it
+** lingers: see socket.c).
 **
 ** A blocking call keeps its own state on its Lua stack (its mode and
 ** count, its position), its deadline in its continuation's context, and
@@ -50,7 +50,6 @@
 ** it (green.socket's sockets default to none, as LuaSocket).
 */
 #define LIMIT_DEFAULT (1 << 20)
-#define LINGER_DEFAULT 2 /* seconds without progress before dropping */
 
 /* Receive modes. */
 #define MODE_LINE 1  /* receive("*l") */
@@ -59,29 +58,6 @@
 #define MODE_SOME 4  /* recv(max) */
 
 
-typedef struct lstream {
-  lsock base; /* first member */
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h;
-  char *buf;           /* read buffer: bytes [off, off + len) are data */
-  size_t off, len, cap;
-  size_t limit;        /* receive limit in bytes (SIZE_MAX: none) */
-  size_t scanned;      /* bytes at the front known to hold no '\n' */
-  size_t count;        /* the head reader's count (MODE_COUNT, MODE_SOME) */
-  int mode;            /* the head reader's mode; 0 until it says */
-  int rerr;            /* 0, UV_EOF or a read error; seen after 'buf' */
-  int werr;            /* 0, or the first write (or connect) error */
-  int pending;         /* listening: 1 a connection waits, < 0 an error */
-  uint64_t linger_ns;  /* lingering: how long it may go without progress */
-  uint64_t linger_due; /* lingering: checked for progress at gl_now() */
-  size_t linger_left;  /* lingering: bytes queued at the last check */
-} lstream;
-
-#define X(s) ((lstream *)(s))
 
 
 /* [-0, +1, m] A new stream socket of kind 'ops' (see 'lgreen_sock_new'). */
@@ -89,7 +65,7 @@ lsock *lgreen_stream_new(lua_State *L, lsock_state *st,
                          const lsock_ops *ops) {
   lsock *s = lgreen_sock_new(L, st, ops, LGREEN_SOCKET, sizeof(lstream),
                              offsetof(lstream, h));
-  X(s)->limit = LIMIT_DEFAULT;
+  LSTREAM(s)->limit = LIMIT_DEFAULT;
   return s;
 }
 
@@ -144,7 +120,7 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b);
 
 /* Start or stop reading ahead (see the header comment). */
 void lgreen_stream_watched(lsock *s) {
-  lstream *x = X(s);
+  lstream *x = LSTREAM(s);
   int want = (s->flags & LSOCK_CONNECTED) && !(s->flags & LSOCK_CLOSED) &&
              x->rerr == 0 &&
              (!gl_link_empty(&s->readers) || x->len < READ_HIGH);
@@ -253,7 +229,7 @@ static int plan_read(lstream *x, int mode, size_t count, plan *p) {
 ** has not (it came to the head from further back) is woken to say it.
 */
 int lgreen_stream_readable(lsock *s) {
-  lstream *x = X(s);
+  lstream *x = LSTREAM(s);
   plan p;
   if (s->flags & LSOCK_LISTENING)
     return x->pending != 0;
@@ -265,27 +241,27 @@ int lgreen_stream_readable(lsock *s) {
 
 int lgreen_stream_can_read(lsock *s) {
   if (s->flags & LSOCK_LISTENING)
-    return X(s)->pending != 0;
-  return X(s)->len > 0 || X(s)->rerr != 0;
+    return LSTREAM(s)->pending != 0;
+  return LSTREAM(s)->len > 0 || LSTREAM(s)->rerr != 0;
 }
 
 
 int lgreen_stream_can_write(lsock *s) {
   if (s->flags & LSOCK_LISTENING)
     return 0;
-  return X(s)->werr != 0 || (s->flags & LSOCK_SHUT_WR) ||
+  return LSTREAM(s)->werr != 0 || (s->flags & LSOCK_SHUT_WR) ||
          (gl_link_empty(&s->writers) &&
           lgreen_stream_queued(s) < WRITE_HIGH);
 }
 
 
 size_t lgreen_stream_queued(lsock *s) {
-  return uv_stream_get_write_queue_size(&X(s)->h.stream);
+  return uv_stream_get_write_queue_size(&LSTREAM(s)->h.stream);
 }
 
 
 size_t lgreen_stream_buffered(lsock *s) {
-  return X(s)->len;
+  return LSTREAM(s)->len;
 }
 
 
@@ -414,7 +390,7 @@ static void write_some(lstream *x, const char *data, size_t *pos,
 
 
 /* Connected (client or accepted): read ahead from now on. */
-static void started(lstream *x) {
+void lgreen_stream_started(lstream *x) {
   x->base.flags |= LSOCK_CONNECTED;
   lgreen_stream_watched(&x->base);
   lgreen_sock_reref(&x->base);
@@ -423,90 +399,24 @@ static void started(lstream *x) {
 /* }====================================================== */
 
 
-/*
-** {======================================================
-** Lingering: closing with unsent bytes
-** =======================================================
-**
-** close() must not lose what send() accepted: bytes still in uv_write
-** requests (at most WRITE_HIGH) are flushed before the descriptor is
-** closed, as the kernel goes on sending what it already took. But a peer
-** that never reads must not pin the descriptor, nor keep the process from
-** exiting: a lingering socket is dropped once it has made no progress for
-** LINGER_DEFAULT seconds (or the SO_LINGER timeout the user set), and at
-** once with SO_LINGER {on, 0}, which closes with a reset. The hub stays up
-** while a socket lingers (the state's timer is armed), so a script's last
-** sendall reaches a peer that reads. The core closes what still lingers
-** when the Lua state closes.
-*/
-
-static void on_linger(gl_timer_t *tm);
-
-/* Arm the state's timer at the earliest deadline of its lingering
-   sockets, or stop it when none is left. */
-static void linger_arm(lsock_state *st) {
-  uint64_t due = UINT64_MAX;
-  gl_link_t *l;
-  for (l = st->lingering.next; l != &st->lingering; l = l->next) {
-    lstream *x = X(GL_CONTAINER(l, lsock, linger));
-    if (x->linger_due < due)
-      due = x->linger_due;
-  }
-  if (due == UINT64_MAX) {
-    gl_timer_stop(st->hub, &st->ltimer);
-    return;
-  }
-  if (gl_timer_start(st->hub, &st->ltimer, due, on_linger) < 0) {
-    while (!gl_link_empty(&st->lingering)) /* no memory: drop them */
-      lgreen_sock_close_handle(GL_CONTAINER(st->lingering.next, lsock,
-                                            linger));
-  }
-}
-
-
-/*
-** Drop the lingering sockets that made no progress since their last
-** check: their queue did not shrink (partial writes count, so a slow
-** reader keeps its data coming).
-*/
-static void on_linger(gl_timer_t *tm) {
-  lsock_state *st = GL_CONTAINER(tm, lsock_state, ltimer);
-  uint64_t now = gl_now();
-  gl_link_t *l = st->lingering.next;
-  while (l != &st->lingering) {
-    lsock *s = GL_CONTAINER(l, lsock, linger);
-    lstream *x = X(s);
-    l = l->next;
-    if (x->linger_due <= now) {
-      size_t left = lgreen_stream_queued(s);
-      if (left < x->linger_left) {
-        x->linger_left = left;
-        x->linger_due = now + x->linger_ns;
-      } else {
-        lgreen_sock_close_handle(s);
-      }
-    }
-  }
-  linger_arm(st);
-}
-
-
+/* Done flushing (or failed) after close: no more lingering. */
 static void on_shutdown(uv_shutdown_t *req, int status) {
   lsock *s = (lsock *)req->handle->data;
   (void)status;
   free(req);
-  if ((s->flags & LSOCK_CLOSED) && !uv_is_closing(s->h)) {
-    lgreen_sock_close_handle(s); /* flushed (or failed): done lingering */
-    linger_arm(s->st);
-  }
+  if ((s->flags & LSOCK_CLOSED) && !uv_is_closing(s->h))
+    lgreen_sock_close_handle(s);
 }
 
 
-/* The stream's part of close: linger while bytes are queued, unless the
-   user's SO_LINGER is {on, 0} (reset at once). */
+/*
+** The stream's part of close: while bytes are queued, the socket lingers
+** (see socket.c) and shuts its writing side down, and closes once that is
+** done; unless the user's SO_LINGER is {on, 0}: a reset at once.
+*/
 void lgreen_stream_close(lsock *s) {
-  lstream *x = X(s);
-  int secs = LINGER_DEFAULT;
+  lstream *x = LSTREAM(s);
+  int secs = LSOCK_LINGER_DEFAULT;
   free(x->buf);
   x->buf = NULL;
   x->off = x->len = x->cap = x->scanned = 0;
@@ -516,14 +426,9 @@ void lgreen_stream_close(lsock *s) {
   }
   if ((s->flags & LSOCK_CONNECTED) && x->werr == 0 &&
       lgreen_stream_queued(s) > 0 &&
-      !(lgreen_sock_linger(s, &secs) && secs == 0)) {
+      !(lgreen_sock_solinger(s, &secs) && secs == 0)) {
     uv_shutdown_t *req;
-    uv_unref(s->h);
-    x->linger_ns = lgreen_ns(secs);
-    x->linger_due = gl_now() + x->linger_ns;
-    x->linger_left = lgreen_stream_queued(s);
-    gl_link_push(&s->st->lingering, &s->linger);
-    linger_arm(s->st);
+    lgreen_sock_lingering(s, secs);
     if (s->flags & LSOCK_SHUT_WR)
       return; /* its shutdown is pending: on_shutdown closes */
     req = (uv_shutdown_t *)malloc(sizeof(*req));
@@ -532,9 +437,6 @@ void lgreen_stream_close(lsock *s) {
       return;
     }
     free(req);
-    lgreen_sock_close_handle(s);
-    linger_arm(s->st);
-    return;
   }
   lgreen_sock_close_handle(s);
 }
@@ -618,7 +520,7 @@ static int push_closed(lua_State *L, int mode) {
 static void recv_leave(gl_wait_t *w) {
   lsock *s = (lsock *)w->data;
   if (s != NULL && s->readers.next == &w->link)
-    X(s)->mode = 0;
+    LSTREAM(s)->mode = 0;
   lgreen_sock_leave(w);
 }
 
@@ -633,7 +535,7 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
   int outcome = lgreen_sock_resumed(L, recv_leave, &s);
   int mode = (int)lua_tointeger(L, 4);
   size_t count = (size_t)lua_tointeger(L, 5);
-  lstream *x = X(s);
+  lstream *x = LSTREAM(s);
   plan p;
   (void)status;
   if (outcome == LSOCK_W_CLOSED)
@@ -665,7 +567,7 @@ static int recv_wait(lua_State *L, lstream *x, lua_KContext ctx) {
 /* Stack: [sock, pattern-or-max, prefix-or-nil]. */
 static int recv_start(lua_State *L, int mode, size_t count,
                       lua_CFunction again) {
-  lstream *x = X(*(lsock **)lua_touserdata(L, 1));
+  lstream *x = LSTREAM(*(lsock **)lua_touserdata(L, 1));
   uint64_t due;
   plan p;
   if (x == NULL)
@@ -793,7 +695,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
   int outcome = lgreen_sock_resumed(L, lgreen_sock_leave, &s);
   size_t pos = (size_t)lua_tointeger(L, 3), end = (size_t)lua_tointeger(L, 4);
   int all = lua_toboolean(L, 5);
-  lstream *x = X(s);
+  lstream *x = LSTREAM(s);
   (void)status;
   if (outcome != GL_W_OK) /* "closed", "timeout" */
     return send_done(L, all, outcome, pos);
@@ -819,7 +721,7 @@ static int send_wait(lua_State *L, lstream *x, int all, lua_KContext ctx) {
    [pos, end) of data. */
 static int send_start(lua_State *L, size_t pos, size_t end, int all,
                       lua_CFunction again) {
-  lstream *x = X(*(lsock **)lua_touserdata(L, 1));
+  lstream *x = LSTREAM(*(lsock **)lua_touserdata(L, 1));
   const char *data = lua_tostring(L, 2);
   uint64_t due;
   if (x == NULL || (x->base.flags & LSOCK_SHUT_WR))
@@ -901,181 +803,6 @@ static int sock_sendall(lua_State *L) {
 /* }====================================================== */
 
 
-/*
-** {======================================================
-** connect, listen, accept
-** =======================================================
-*/
-
-/* The request is malloc'd (accepted sockets never need one) and freed
-   here: libuv calls this, with UV_ECANCELED, even when the socket is
-   closed first, and before the socket's close callback. The waiting
-   connect is the only writer of a connecting socket. */
-void lgreen_stream_on_connect(uv_connect_t *req, int status) {
-  lstream *x = (lstream *)req->handle->data;
-  free(req);
-  if (gl_link_empty(&x->base.writers))
-    return; /* given up: the socket is closing */
-  if (status < 0)
-    x->werr = status;
-  gl_wait_end(GL_CONTAINER(x->base.writers.next, gl_wait_t, link), GL_W_OK);
-}
-
-
-/* A connect given up (kill, Timeout, its deadline) closes its socket. */
-static void connect_leave(gl_wait_t *w) {
-  lsock *s = (lsock *)w->data;
-  lgreen_sock_leave(w);
-  if (s != NULL)
-    lgreen_sock_shut(s);
-}
-
-
-/*
-** Block until the connect of 's' under way (its request's callback
-** 'lgreen_stream_on_connect') is over, or until 'due' (0: no deadline);
-** 'k' continues with context 'ctx' and starts with
-** 'lgreen_stream_connected'.
-*/
-int lgreen_stream_connecting(lua_State *L, lsock *s, const char *what,
-                             uint64_t due, lua_KFunction k,
-                             lua_KContext ctx) {
-  return lgreen_sock_wait(L, s, &s->writers, what, connect_leave, due, k,
-                          ctx);
-}
-
-
-/*
-** The start of a connect's continuation (raises if the thread was killed;
-** the socket is then closed): the wait's outcome, LSOCK_W_CLOSED or
-** GL_W_TIMEOUT (the socket is closed), or GL_W_OK with '*err' 0 (the
-** socket is connected and reads from now on) or the connect's failure
-** (the socket is closed).
-*/
-int lgreen_stream_connected(lua_State *L, int *err) {
-  gl_wait_t *w = lgreen_sock_self(L);
-  int outcome = lgreen_waited(L, w, connect_leave);
-  lstream *x = X(w->data);
-  if (outcome != GL_W_OK)
-    return outcome;
-  lgreen_sock_leave(w);
-  if ((*err = x->werr) != 0)
-    lgreen_sock_shut(&x->base);
-  else
-    started(x);
-  return GL_W_OK;
-}
-
-
-/* A connection waits in the listening socket (libuv stops watching the
-   socket until it is accepted), or accept() failed (EMFILE, ...). */
-static void on_connection(uv_stream_t *server, int status) {
-  lstream *x = (lstream *)server->data;
-  x->pending = status < 0 ? status : 1;
-  lgreen_sock_kick_readers(&x->base);
-}
-
-
-/* Listen on bound socket 's'; 0 or a UV error. */
-int lgreen_stream_listen(lsock *s, int backlog) {
-  int r = uv_listen(&X(s)->h.stream, backlog, on_connection);
-  if (r == 0) {
-    s->flags |= LSOCK_LISTENING;
-    lgreen_sock_reref(s);
-  }
-  return r;
-}
-
-
-/* [-0, +2, m] Accept the waiting connection: client, peer. */
-static int do_accept(lua_State *L, lstream *x) {
-  lsock *c;
-  int r;
-  if (x->pending < 0) {
-    r = x->pending;
-    x->pending = 0;
-    return lgreen_sock_fail(L, r);
-  }
-  c = lgreen_stream_new(L, x->base.st, x->base.ops);
-  if (x->base.flags & LSOCK_CLOSED) { /* closed by a finalizer meanwhile */
-    lgreen_sock_discard(c);
-    return lgreen_sock_fail(L, UV_EOF);
-  }
-  X(c)->limit = x->limit;
-  if ((r = c->ops->init(x->h.handle.loop, c)) < 0) {
-    lgreen_sock_discard(c);
-    return lgreen_sock_fail(L, r);
-  }
-  r = uv_accept(&x->h.stream, &X(c)->h.stream);
-  x->pending = 0;
-  if (r < 0) {
-    lgreen_sock_shut(c);
-    return lgreen_sock_fail(L, r);
-  }
-  started(X(c));
-  c->ops->pushpeer(L, c);
-  return 2;
-}
-
-
-/* Wait for a connection; the deadline in 'ctx'. */
-static int accept_wait(lua_State *L, lstream *x, lua_KContext ctx);
-
-
-static int accept_k(lua_State *L, int status, lua_KContext ctx) {
-  lsock *s;
-  int outcome = lgreen_sock_resumed(L, lgreen_sock_leave, &s);
-  (void)status;
-  if (outcome != GL_W_OK) /* "closed", "timeout" */
-    return lgreen_sock_fail(L, outcome);
-  if (X(s)->pending == 0)
-    return accept_wait(L, X(s), ctx);
-  lgreen_sock_leave(lgreen_sock_self(L));
-  return do_accept(L, X(s));
-}
-
-
-static int accept_wait(lua_State *L, lstream *x, lua_KContext ctx) {
-  return lgreen_sock_wait(L, &x->base, &x->base.readers, "socket:accept",
-                          lgreen_sock_leave, (uint64_t)ctx, accept_k, ctx);
-}
-
-
-/***
-** server:accept(): client, peer address ("host:port"; a Unix socket: the
-** peer's path), waiting for a connection; nil, err on failure
-** ("timeout", "closed", "too many open files", ...).
-*/
-static int sock_accept(lua_State *L) {
-  lstream *x = X(*lgreen_sock_checkstream(L));
-  lua_settop(L, 1);
-  if (x == NULL)
-    return lgreen_sock_fail(L, UV_EOF);
-  if (!(x->base.flags & LSOCK_LISTENING))
-    return luaL_error(L, "accept: the socket is not listening");
-  if (lgreen_sock_first(L, &x->base, &x->base.readers, "read")) {
-    if (lgreen_sock_unfair(L, &x->base))
-      return lgreen_sock_yield(L, sock_accept);
-    if (x->pending == 0 && x->base.timeout == 0) {
-      lgreen_sock_poll(&x->base); /* never waits: can libuv accept one? */
-      if (*(lsock **)lua_touserdata(L, 1) != &x->base)
-        return lgreen_sock_fail(L, UV_EOF);
-    }
-    if (x->pending != 0 || x->base.timeout == 0) {
-      x->base.streak++; /* a polling loop yields now and then too */
-      return x->pending != 0 ? do_accept(L, x)
-                             : lgreen_sock_fail(L, UV_ETIMEDOUT);
-    }
-  } else if (x->base.timeout == 0) {
-    return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  }
-  return accept_wait(L, x,
-                     (lua_KContext)lgreen_sock_deadline(x->base.timeout));
-}
-
-/* }====================================================== */
-
-
 /***
 ** sock:setlimit([bytes]): the most bytes one receive may gather (the
 ** line, everything, or the count); beyond it receive returns nil,
@@ -1092,7 +819,7 @@ static int sock_setlimit(lua_State *L) {
       limit = (size_t)n;
   }
   if (*pp != NULL)
-    X(*pp)->limit = limit;
+    LSTREAM(*pp)->limit = limit;
   lua_pushinteger(L, 1);
   return 1;
 }
@@ -1100,7 +827,7 @@ static int sock_setlimit(lua_State *L) {
 
 /* sock:getlimit(): the receive limit in bytes, or nil for none. */
 static int sock_getlimit(lua_State *L) {
-  lstream *x = X(*lgreen_sock_checkstream(L));
+  lstream *x = LSTREAM(*lgreen_sock_checkstream(L));
   if (x == NULL || x->limit == SIZE_MAX)
     lua_pushnil(L);
   else
@@ -1112,7 +839,7 @@ static int sock_getlimit(lua_State *L) {
 /* sock:shutdown([how="both"]): "send", "receive" or "both". */
 static int sock_shutdown(lua_State *L) {
   static const char *const hows[] = {"both", "send", "receive", NULL};
-  lstream *x = X(*lgreen_sock_checkstream(L));
+  lstream *x = LSTREAM(*lgreen_sock_checkstream(L));
   int how = luaL_checkoption(L, 2, "both", hows);
   if (x == NULL)
     return lgreen_sock_fail(L, UV_EOF);
@@ -1141,13 +868,12 @@ static int sock_shutdown(lua_State *L) {
 }
 
 
-/* The methods only stream sockets (TCP, Unix) have. */
+/* The methods only stream sockets (TCP, Unix) have (conn.c adds accept). */
 static const luaL_Reg stream_meth[] = {
     {"receive", sock_receive},
     {"recv", sock_recv},
     {"send", sock_send},
     {"sendall", sock_sendall},
-    {"accept", sock_accept},
     {"shutdown", sock_shutdown},
     {"setlimit", sock_setlimit},
     {"getlimit", sock_getlimit},

@@ -247,6 +247,5 @@ static const luaL_Reg tcp_funcs[] = {
    top. */
 void lgreen_open_tcp(lua_State *L, gl_hub_t *hub) {
   (void)hub;
-  lgreen_sock_pushstate(L);
-  lgreen_register(L, tcp_funcs, 1);
+  lgreen_sock_register(L, tcp_funcs);
 }

@@ -59,7 +59,7 @@ typedef struct ludp {
   int family;     /* AF_INET or AF_INET6 */
 } ludp;
 
-#define U(s) ((ludp *)(s))
+#define LUDP(s) ((ludp *)(s))
 
 
 typedef struct udpctx {
@@ -167,7 +167,7 @@ static int pull(ludp *u) {
 */
 
 static int udp_readable(lsock *s) {
-  return U(s)->ndq > 0 || U(s)->rerr != 0;
+  return LUDP(s)->ndq > 0 || LUDP(s)->rerr != 0;
 }
 
 
@@ -179,7 +179,7 @@ static int udp_can_write(lsock *s) {
 
 /* Read only while somebody waits (see the header comment). */
 static void udp_watched(lsock *s) {
-  ludp *u = U(s);
+  ludp *u = LUDP(s);
   int want = !(s->flags & LSOCK_CLOSED) &&
              (!gl_link_empty(&s->readers) || s->nwatchr > 0);
   if (want && !(s->flags & LSOCK_READING)) {
@@ -196,7 +196,7 @@ static void udp_watched(lsock *s) {
 
 
 static void udp_close(lsock *s) {
-  ludp *u = U(s);
+  ludp *u = LUDP(s);
   while (u->dq != NULL)
     dq_pop(u);
   if (s->flags & LSOCK_READING)
@@ -215,8 +215,8 @@ static int udp_address(lua_State *L, lsock *s, int peer) {
     lua_pushliteral(L, "not connected");
     return 2;
   }
-  r = peer ? uv_udp_getpeername(&U(s)->h, (struct sockaddr *)&ss, &len)
-           : uv_udp_getsockname(&U(s)->h, (struct sockaddr *)&ss, &len);
+  r = peer ? uv_udp_getpeername(&LUDP(s)->h, (struct sockaddr *)&ss, &len)
+           : uv_udp_getsockname(&LUDP(s)->h, (struct sockaddr *)&ss, &len);
   if (r < 0)
     return lgreen_sock_fail(L, r);
   return lgreen_sock_pushaddr(L, (struct sockaddr *)&ss, 1);
@@ -224,12 +224,12 @@ static int udp_address(lua_State *L, lsock *s, int peer) {
 
 
 static size_t udp_queued(lsock *s) {
-  return uv_udp_get_send_queue_size(&U(s)->h);
+  return uv_udp_get_send_queue_size(&LUDP(s)->h);
 }
 
 
 static size_t udp_buffered(lsock *s) {
-  return U(s)->ndq;
+  return LUDP(s)->ndq;
 }
 
 
@@ -296,9 +296,9 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
   if (outcome != GL_W_OK) /* "closed", "timeout" */
     return lgreen_sock_fail(L, outcome);
   if (!udp_readable(s))
-    return recv_wait(L, U(s), ctx);
+    return recv_wait(L, LUDP(s), ctx);
   lgreen_sock_leave(lgreen_sock_self(L));
-  return take(L, U(s), (size_t)lua_tointeger(L, 2), lua_toboolean(L, 3));
+  return take(L, LUDP(s), (size_t)lua_tointeger(L, 2), lua_toboolean(L, 3));
 }
 
 
@@ -310,7 +310,7 @@ static int recv_wait(lua_State *L, ludp *u, lua_KContext ctx) {
 
 /* Stack: [sock, size]. */
 static int recv_start(lua_State *L, int from, lua_CFunction again) {
-  ludp *u = U(*checkudp(L));
+  ludp *u = LUDP(*checkudp(L));
   lua_Integer size = luaL_optinteger(L, 2, DGRAM_MAX);
   luaL_argcheck(L, size > 0, 2, "positive size expected");
   lua_settop(L, 2);
@@ -392,7 +392,7 @@ static int do_send(lua_State *L, ludp *u, const char *p, size_t len,
 /* Do 'c->op' with the resolved address; stack [sock, ...]. */
 static int act(lua_State *L, lsock_lookup *lk) {
   udpctx *c = (udpctx *)lk;
-  ludp *u = U(*(lsock **)lua_touserdata(L, 1));
+  ludp *u = LUDP(*(lsock **)lua_touserdata(L, 1));
   const struct sockaddr *sa = &c->d.addrs[0].sa;
   int r;
   if (u == NULL)
@@ -425,7 +425,7 @@ static int act(lua_State *L, lsock_lookup *lk) {
 
 /* Stack: [sock, ..., host, port] with host at 'hi'. */
 static int with_address(lua_State *L, int op, int hi, const char *what) {
-  ludp *u = U(*checkudp(L));
+  ludp *u = LUDP(*checkudp(L));
   const char *host = luaL_checkstring(L, hi);
   lua_Integer port = luaL_checkinteger(L, hi + 1);
   udpctx *c;
@@ -449,7 +449,7 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
 ** the number of bytes sent, or nil, err. Never waits.
 */
 static int udp_send(lua_State *L) {
-  ludp *u = U(*checkudp(L));
+  ludp *u = LUDP(*checkudp(L));
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
   if (u == NULL)
@@ -483,7 +483,7 @@ static int udp_setsockname(lua_State *L) {
 ** err.
 */
 static int udp_setpeername(lua_State *L) {
-  ludp *u = U(*checkudp(L));
+  ludp *u = LUDP(*checkudp(L));
   if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "*") == 0 &&
       lua_isnoneornil(L, 3)) {
     if (u == NULL)
@@ -513,12 +513,12 @@ static int l_udp(lua_State *L) {
   lua_settop(L, 1);
   s = lgreen_sock_new(L, lgreen_sock_state(L), &udp_ops, LGREEN_UDP,
                       sizeof(ludp), offsetof(ludp, h));
-  r = uv_udp_init_ex(&lgreen_hub(L)->loop, &U(s)->h, (unsigned)family);
+  r = uv_udp_init_ex(&lgreen_hub(L)->loop, &LUDP(s)->h, (unsigned)family);
   if (r < 0) {
     lgreen_sock_discard(s);
     return lgreen_sock_fail(L, r);
   }
-  U(s)->family = family;
+  LUDP(s)->family = family;
   lgreen_sock_reref(s);
   return 1;
 }
@@ -548,6 +548,7 @@ void lgreen_open_udp(lua_State *L, gl_hub_t *hub) {
   (void)hub;
   lgreen_sock_pushstate(L);
   st = (lsock_state *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
   st->mt_udp = lgreen_sock_newmeta(L, LGREEN_UDP, udp_meth);
-  lgreen_register(L, udp_funcs, 1);
+  lgreen_sock_register(L, udp_funcs);
 }
