@@ -56,6 +56,7 @@ typedef struct lsock_state lsock_state;
 typedef struct lsock lsock;
 typedef struct lsock_ops lsock_ops;
 typedef struct lsock_watch lsock_watch;
+typedef struct lsock_linger lsock_linger;
 typedef struct lsock_resolver lsock_resolver;
 typedef struct lsock_lookup lsock_lookup;
 typedef struct lsock_dns lsock_dns;
@@ -120,10 +121,7 @@ struct lsock {
   gl_link_t readers;
   gl_link_t writers;
   gl_link_t watchers;   /* green.select's (lsock_watch) */
-  gl_link_t linger;     /* in st->lingering while its writes flush */
-  uint64_t linger_ns;   /* lingering: how long it may go without progress */
-  uint64_t linger_due;  /* lingering: checked for progress at gl_now() */
-  size_t linger_left;   /* lingering: bytes queued at the last check */
+  lsock_linger *linger; /* while its writes flush after close (socket.c) */
   double timeout;       /* seconds; negative blocks forever */
   uint64_t nrecv;       /* bytes received (read from the kernel) */
   uint64_t nsent;       /* bytes accepted by send (written or queued) */
@@ -231,7 +229,7 @@ void lgreen_sock_unwatch(lsock_watch *e);
 
 /* Closing. */
 void lgreen_sock_shut(lsock *s); /* close (no Lua) */
-void lgreen_sock_lingering(lsock *s, int secs);
+int lgreen_sock_lingering(lsock *s, int secs); /* 0 or UV_ENOMEM */
 void lgreen_sock_close_handle(lsock *s);
 int lgreen_sock_solinger(lsock *s, int *secs); /* the user's SO_LINGER */
 #define LSOCK_LINGER_DEFAULT 2 /* seconds without progress: dropped */

@@ -113,7 +113,6 @@ lsock *lgreen_sock_new(lua_State *L, lsock_state *st, const lsock_ops *ops,
   gl_link_init(&s->readers);
   gl_link_init(&s->writers);
   gl_link_init(&s->watchers);
-  gl_link_init(&s->linger);
   s->timeout = -1;
   s->born = gl_now();
   *pp = s;
@@ -452,32 +451,6 @@ int lgreen_sock_solinger(lsock *s, int *secs) {
 }
 
 
-static void on_close(uv_handle_t *h) {
-  lsock *s = (lsock *)h->data;
-  gl_link_remove(&s->linger);
-  free(s);
-}
-
-
-/*
-** Close the handle now. With SO_LINGER on and a timeout, close(2) would
-** block the hub until the kernel sent its queue: turn it off first (the
-** kernel then sends in the background). {on, 0} stays: that close resets.
-*/
-static void close_now(lsock *s) {
-  int secs;
-  gl_link_remove(&s->linger);
-  if (lgreen_sock_solinger(s, &secs) && secs > 0) {
-    struct linger off = {0, 0};
-    uv_os_fd_t fd;
-    if (uv_fileno(s->h, &fd) == 0)
-      setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
-  }
-  if (!uv_is_closing(s->h))
-    uv_close(s->h, on_close);
-}
-
-
 /*
 ** Lingering: close() must not lose what send() accepted. A kind whose
 ** closed socket still has writes queued (stream.c: at most its write
@@ -492,6 +465,47 @@ static void close_now(lsock *s) {
 ** when the Lua state closes is closed then.
 */
 
+/* The state of a lingering socket, malloc'd when it starts. */
+struct lsock_linger {
+  gl_link_t link; /* in st->lingering */
+  lsock *s;
+  uint64_t ns;    /* how long it may go without progress */
+  uint64_t due;   /* checked for progress at gl_now() */
+  size_t left;    /* bytes queued at the last check */
+};
+
+#define LINGERER(l) GL_CONTAINER((l), lsock_linger, link)
+
+
+static void on_close(uv_handle_t *h) {
+  free(h->data);
+}
+
+
+/*
+** Close the handle now. With SO_LINGER on and a timeout, close(2) would
+** block the hub until the kernel sent its queue: turn it off first (the
+** kernel then sends in the background). {on, 0} stays: that close resets.
+*/
+static void close_now(lsock *s) {
+  int secs;
+  if (s->linger != NULL) {
+    gl_link_remove(&s->linger->link);
+    free(s->linger);
+    s->linger = NULL;
+  }
+  if (lgreen_sock_solinger(s, &secs) && secs > 0) {
+    struct linger off = {0, 0};
+    uv_os_fd_t fd;
+    if (uv_fileno(s->h, &fd) == 0)
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
+  }
+  if (!uv_is_closing(s->h))
+    uv_close(s->h, on_close);
+}
+
+
+
 static void on_linger(gl_timer_t *tm);
 
 /* Arm the state's timer at the earliest deadline of its lingering
@@ -499,18 +513,16 @@ static void on_linger(gl_timer_t *tm);
 static void linger_arm(lsock_state *st) {
   uint64_t due = UINT64_MAX;
   gl_link_t *l;
-  for (l = st->lingering.next; l != &st->lingering; l = l->next) {
-    lsock *s = GL_CONTAINER(l, lsock, linger);
-    if (s->linger_due < due)
-      due = s->linger_due;
-  }
+  for (l = st->lingering.next; l != &st->lingering; l = l->next)
+    if (LINGERER(l)->due < due)
+      due = LINGERER(l)->due;
   if (due == UINT64_MAX) {
     gl_timer_stop(st->hub, &st->ltimer);
     return;
   }
   if (gl_timer_start(st->hub, &st->ltimer, due, on_linger) < 0) {
     while (!gl_link_empty(&st->lingering)) /* no memory: drop them */
-      close_now(GL_CONTAINER(st->lingering.next, lsock, linger));
+      close_now(LINGERER(st->lingering.next)->s);
   }
 }
 
@@ -522,15 +534,15 @@ static void on_linger(gl_timer_t *tm) {
   uint64_t now = gl_now();
   gl_link_t *l = st->lingering.next;
   while (l != &st->lingering) {
-    lsock *s = GL_CONTAINER(l, lsock, linger);
+    lsock_linger *g = LINGERER(l);
     l = l->next;
-    if (s->linger_due <= now) {
-      size_t left = s->ops->queued(s);
-      if (left < s->linger_left) {
-        s->linger_left = left;
-        s->linger_due = now + s->linger_ns;
+    if (g->due <= now) {
+      size_t left = g->s->ops->queued(g->s);
+      if (left < g->left) {
+        g->left = left;
+        g->due = now + g->ns;
       } else {
-        close_now(s);
+        close_now(g->s);
       }
     }
   }
@@ -539,20 +551,27 @@ static void on_linger(gl_timer_t *tm) {
 
 
 /* Closed 's' (its writes queued) lingers, for at most 'secs' seconds
-   without progress; the kind closes its handle once they are out. */
-void lgreen_sock_lingering(lsock *s, int secs) {
+   without progress; the kind closes its handle once they are out. 0, or
+   UV_ENOMEM: the kind closes it now. */
+int lgreen_sock_lingering(lsock *s, int secs) {
+  lsock_linger *g = (lsock_linger *)malloc(sizeof(*g));
+  if (g == NULL)
+    return UV_ENOMEM;
+  g->s = s;
+  g->ns = lgreen_ns(secs);
+  g->due = gl_now() + g->ns;
+  g->left = s->ops->queued(s);
+  s->linger = g;
   uv_unref(s->h);
-  s->linger_ns = lgreen_ns(secs);
-  s->linger_due = gl_now() + s->linger_ns;
-  s->linger_left = s->ops->queued(s);
-  gl_link_push(&s->st->lingering, &s->linger);
+  gl_link_push(&s->st->lingering, &g->link);
   linger_arm(s->st);
+  return 0;
 }
 
 
 /* Close the handle of closed 's' now (it lingers no more). */
 void lgreen_sock_close_handle(lsock *s) {
-  int lingered = !gl_link_empty(&s->linger);
+  int lingered = s->linger != NULL;
   close_now(s);
   if (lingered)
     linger_arm(s->st);
@@ -779,7 +798,7 @@ static int l_prevent(lua_State *L) {
 static int state_gc(lua_State *L) {
   lsock_state *st = (lsock_state *)lua_touserdata(L, 1);
   while (!gl_link_empty(&st->lingering))
-    close_now(GL_CONTAINER(st->lingering.next, lsock, linger));
+    close_now(LINGERER(st->lingering.next)->s);
   gl_timer_stop(st->hub, &st->ltimer);
   return 0;
 }

@@ -426,9 +426,9 @@ void lgreen_stream_close(lsock *s) {
   }
   if ((s->flags & LSOCK_CONNECTED) && x->werr == 0 &&
       lgreen_stream_queued(s) > 0 &&
-      !(lgreen_sock_solinger(s, &secs) && secs == 0)) {
+      !(lgreen_sock_solinger(s, &secs) && secs == 0) &&
+      lgreen_sock_lingering(s, secs) == 0) {
     uv_shutdown_t *req;
-    lgreen_sock_lingering(s, secs);
     if (s->flags & LSOCK_SHUT_WR)
       return; /* its shutdown is pending: on_shutdown closes */
     req = (uv_shutdown_t *)malloc(sizeof(*req));
