@@ -542,8 +542,6 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
     return push_closed(L, mode);
   if (outcome == GL_W_TIMEOUT) { /* LuaSocket: return the partial */
     plan_fail(x, mode, UV_ETIMEDOUT, &p);
-    if (!gl_link_empty(&x->base.readers))
-      p.n = p.skip = 0; /* the bytes belong to the readers in line */
     return push_plan(L, x, mode, &p);
   }
   if (plan_read(x, mode, count, &p) != P_WAIT) {
