@@ -73,7 +73,6 @@ int lgreen_stream_connected(lua_State *L, int *err) {
   return GL_W_OK;
 }
 
-
 /* }====================================================== */
 
 
