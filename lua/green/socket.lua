@@ -9,7 +9,7 @@
 -- call suspends only the calling green thread. `green.patch()` installs
 -- this module as `socket` and `socket.core` (lua/green/patch.lua).
 --
--- The objects are Lua tables wrapping a green socket (bindings/socket.c),
+-- The objects are Lua tables wrapping a green socket (bindings/lsocket.h),
 -- with LuaSocket's class names ("tcp{master}", "tcp{client}",
 -- "tcp{server}", "udp{unconnected}", "udp{connected}") in `__name`,
 -- `tostring` and `getmetatable(s).__index.class`. Results and error
