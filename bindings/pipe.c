@@ -13,6 +13,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include "lsocket.h"
@@ -151,21 +152,37 @@ static int l_connect_unix(lua_State *L) {
 ** green.listen_unix(path, [opts]): a listening socket, or nil, err
 ** ("address already in use" if 'path' exists, even as a stale socket
 ** file: remove it first). close() removes the socket file. opts:
-** backlog (511).
+** backlog (511), mode (the file's permissions, e.g. 384 = 0600: set as
+** the file is created; default from the process's umask).
 */
 static int l_listen_unix(lua_State *L) {
   const char *path = checkargs(L, "backlog");
-  int backlog = DEFAULT_BACKLOG, r;
+  int backlog = DEFAULT_BACKLOG, mode = -1, r;
   lsock *s;
   if (path == NULL)
     return 2;
   if (!lua_isnil(L, 3))
     backlog = (int)luaL_checkinteger(L, 3);
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "mode") != LUA_TNIL) {
+    lua_Integer m = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, m >= 0 && m <= 0777, 2, "mode: 0 to 0777 expected");
+    mode = (int)m;
+  }
   lua_settop(L, 2);
   if ((s = newpipe(L)) == NULL)
     return 2;
   lgreen_sock_reref(s);
-  r = uv_pipe_bind((uv_pipe_t *)s->h, path);
+  if (mode >= 0) {
+    /* The file gets its permissions as bind(2) creates it: with the umask
+       set around the call, no other user can ever reach a socket meant to
+       be private. The hub is the process's only thread that makes files,
+       so changing the process's umask for one call is safe. */
+    mode_t old = umask((mode_t)(~mode & 0777));
+    r = uv_pipe_bind((uv_pipe_t *)s->h, path);
+    umask(old);
+  } else {
+    r = uv_pipe_bind((uv_pipe_t *)s->h, path);
+  }
   if (r == 0)
     r = lgreen_stream_listen(s, backlog);
   if (r < 0) {

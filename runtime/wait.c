@@ -15,9 +15,9 @@
 **
 ** Whichever comes first, the deadline is stopped and the thread goes on
 ** the run queue (a timed-out or interrupted wait also leaves its queue);
-** the others then find the wait over and do nothing. 'cancel' receives the wait itself, so a
-** primitive whose record embeds a gl_wait_t finds its own state with
-** GL_CONTAINER. No Lua code runs here.
+** the others then find the wait over and do nothing. 'cancel' receives
+** the wait itself, so a primitive whose record embeds a gl_wait_t finds
+** its own state with GL_CONTAINER. No Lua code runs here.
 */
 #include "gl.h"
 

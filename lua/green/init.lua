@@ -276,6 +276,11 @@ do
   -- resolver; green.resolver.stats() counts its queries (bindings/dns.c).
   green.resolver = { setup = core.resolver_setup,
                      stats = core.resolver_stats }
+  --- green.backdoor{host =, port =} or {path =}: a Lua prompt into this
+  -- process over a socket (lua/green/backdoor.lua).
+  function green.backdoor(...)
+    return require("green.backdoor").backdoor(...)
+  end
   green.debug = green.debug or {}
   green.debug.hub_prevent_multiple_readers = core.hub_prevent_multiple_readers
 end
@@ -284,6 +289,11 @@ end
 -- {=== introspection: lua/green/debug.lua, bindings/debug.c
 do
   local gdebug = require "green.debug"
+  --- green.backdoor{host =, port =} or {path =}: a Lua prompt into this
+  -- process over a socket (lua/green/backdoor.lua).
+  function green.backdoor(...)
+    return require("green.backdoor").backdoor(...)
+  end
   green.debug = green.debug or {}
   green.debug.threads = gdebug.threads
   green.debug.dump = gdebug.dump
