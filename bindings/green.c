@@ -620,6 +620,19 @@ static const luaL_Reg core_funcs[] = {
     {NULL, NULL}};
 
 
+/*
+** [-nup, +0, m] Set the functions of 'funcs' in the table just below the
+** 'nup' values on the top (the module table, a metatable), each with the
+** hub as upvalue 1 (see 'lgreen_hub') and those values, which it pops, as
+** upvalues 2 to nup + 1. How the files of green.core add functions.
+*/
+void lgreen_register(lua_State *L, const luaL_Reg *funcs, int nup) {
+  lua_pushlightuserdata(L, lgreen_gethub(L));
+  lua_insert(L, -(nup + 1));
+  luaL_setfuncs(L, funcs, nup + 1);
+}
+
+
 gl_hub_t *lgreen_gethub(lua_State *L) {
   gl_hub_t *hub;
   lua_getfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
@@ -673,6 +686,12 @@ int luaopen_green_core(lua_State *L) {
   lgreen_open_coro(L, hub);
   lgreen_open_stdio(L, hub);
   lgreen_open_socket(L, hub);
+  lgreen_open_stream(L, hub);
+  lgreen_open_conn(L, hub);
+  lgreen_open_tcp(L, hub);
+  lgreen_open_pipe(L, hub);
+  lgreen_open_udp(L, hub);
+  lgreen_open_select(L, hub);
   lgreen_open_dns(L, hub);
   lgreen_open_debug(L, hub);
   lgreen_open_watchdog(L, hub);

@@ -114,6 +114,10 @@ void lgreen_pushexit(lua_State *L); /* push green.GreenletExit */
 void lgreen_pushextras(lua_State *L, int idx); /* [-0, +1, m] */
 void lgreen_pushpending(lua_State *L, gl_thread_t *t); /* [-0, +1, m] */
 
+/* [-nup, +0, m] Add 'funcs' to the table below the 'nup' values on the
+   top, each with the hub and those values (popped) as upvalues. */
+void lgreen_register(lua_State *L, const luaL_Reg *funcs, int nup);
+
 /* Parts of green.core defined in their own files. */
 void lgreen_open_thread(lua_State *L, gl_hub_t *hub);
 void lgreen_open_interrupt(lua_State *L, gl_hub_t *hub);
@@ -122,7 +126,13 @@ void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub);
 int lgreen_funcname(lua_State *L, int fidx); /* [-0, +(0|1), m] */
-void lgreen_open_socket(lua_State *L, gl_hub_t *hub);
+void lgreen_open_socket(lua_State *L, gl_hub_t *hub); /* sockets: the core, */
+void lgreen_open_stream(lua_State *L, gl_hub_t *hub); /* then each kind */
+void lgreen_open_conn(lua_State *L, gl_hub_t *hub);
+void lgreen_open_tcp(lua_State *L, gl_hub_t *hub);
+void lgreen_open_pipe(lua_State *L, gl_hub_t *hub);
+void lgreen_open_udp(lua_State *L, gl_hub_t *hub);
+void lgreen_open_select(lua_State *L, gl_hub_t *hub);
 void lgreen_open_dns(lua_State *L, gl_hub_t *hub);
 void lgreen_open_debug(lua_State *L, gl_hub_t *hub);
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
