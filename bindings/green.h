@@ -32,4 +32,11 @@ green_hub *green_interruptible(lua_State *L);
 */
 int green_interrupt(green_hub *hub);
 
+/*
+** Async-signal-safe (call it from a SIGQUIT handler): print a dump of
+** every green thread (green.debug.dump) on stderr as soon as the hub is
+** between two resumes; nothing else changes.
+*/
+void green_dump(green_hub *hub);
+
 #endif

@@ -26,16 +26,41 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   t = lgreen_base(hub, L);
   /* Raise here only in the target's own code; elsewhere the hub delivers
      it at the target's blocking call. */
-  if (hub->signaled && t != NULL && t == lgreen_state(hub)->interrupt_target) {
-    hub->signaled = 0;
+  if (lgreen_state(hub)->interrupted && t != NULL &&
+      t == lgreen_state(hub)->interrupt_target) {
+    lgreen_state(hub)->interrupted = 0;
     luaL_error(L, "interrupted!");
   }
 }
 
 
-/* hooks.signal: runs in the hub (no thread running) after a Ctrl-C. */
+/* Print green.debug.dump() on stderr (lua/green/debug.lua). */
+static void dump(lua_State *L) {
+  lua_checkstack(L, 4);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "green.debug") == LUA_TTABLE &&
+      lua_getfield(L, -1, "dump") == LUA_TFUNCTION) {
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+      lua_pop(L, 1); /* (stderr itself failed: nothing to tell) */
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+}
+
+
+/* hooks.signal: runs in the hub (no thread running) after a Ctrl-C or a
+   dump request. */
 static void on_signal(gl_hub_t *hub, lua_State *L) {
-  gl_thread_t *t = lgreen_state(hub)->interrupt_target;
+  lgreen_state_t *g = lgreen_state(hub);
+  gl_thread_t *t = g->interrupt_target;
+  if (g->dump) {
+    g->dump = 0;
+    dump(L);
+  }
+  if (!g->interrupted)
+    return;
+  g->interrupted = 0;
   if (t == NULL || t->state == GL_DEAD)
     t = hub->main; /* the main chunk has ended: stop waiting for the rest */
   lua_checkstack(L, 4);
@@ -57,12 +82,20 @@ int green_interrupt(green_hub *g) {
   int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
   gl_hub_t *hub = &g->hub;
   gl_thread_t *t;
-  if (gl_hub_signal(hub))
+  if (g->interrupted)
     return 1;
+  g->interrupted = 1;
+  gl_hub_signal(hub);
   t = hub->current;
   if (t != NULL && t->L != NULL)
     lua_sethook(t->L, lstop, mask, 1); /* signal-safe, as lua.c relies on */
   return 0;
+}
+
+
+void green_dump(green_hub *g) {
+  g->dump = 1;
+  gl_hub_signal(&g->hub);
 }
 
 

@@ -48,6 +48,8 @@ struct lgreen_state {
   const char *whats[8];  /* cache of anchored suspend() descriptions */
   uint64_t whathits;     /* suspend() descriptions found in 'whats' */
   gl_thread_t *interrupt_target; /* who Ctrl-C interrupts (interrupt.c) */
+  volatile sig_atomic_t interrupted; /* a Ctrl-C waits to be delivered */
+  volatile sig_atomic_t dump;        /* a thread dump was asked for */
 };
 typedef struct lgreen_state lgreen_state_t;
 

@@ -43,6 +43,8 @@ static void print_usage(FILE *f) {
           "  -v        show version information\n"
           "  -E        ignore environment variables\n"
           "  -W        turn warnings on\n"
+          "  --time-slice=S  preempt Lua code that runs S seconds while\n"
+          "            other green threads wait (green.debug.time_slice)\n"
           "  -h        show this help and exit (also --help)\n"
           "  --        stop handling options\n"
           "  -         stop handling options and execute stdin\n",
@@ -71,6 +73,14 @@ static void on_sigint(int sig) {
     signal(sig, SIG_DFL);
     raise(sig); /* delivered once this handler returns */
   }
+}
+
+
+/* Ctrl-\ prints every green thread and the program goes on (the JVM's
+   thread dump). */
+static void on_sigquit(int sig) {
+  (void)sig;
+  green_dump(hub);
 }
 
 
@@ -105,6 +115,18 @@ static int collectargs(lua_State *L, char **argv) {
       if (strcmp(o, "--help") == 0) {
         print_usage(stdout);
         return 1;
+      }
+      if (strncmp(o, "--time-slice=", 13) == 0) {
+        char *end;
+        double s = strtod(o + 13, &end);
+        if (end == o + 13 || *end != '\0' || !(s >= 0)) {
+          fprintf(stderr, "%s: bad time slice '%s' (seconds expected)\n",
+                  progname, o + 13);
+          return -1;
+        }
+        lua_pushnumber(L, s);
+        lua_setfield(L, -2, "time_slice");
+        break;
       }
       if (!ALONE(o)) {
         bad_option(o);
@@ -259,6 +281,7 @@ static int pmain(lua_State *L) {
   if (hub == NULL)
     return luaL_error(L, "cannot set up Ctrl-C handling");
   signal(SIGINT, on_sigint);
+  signal(SIGQUIT, on_sigquit);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "green.cli");
   lua_call(L, 1, 1);
@@ -294,6 +317,7 @@ int main(int argc, char **argv) {
     code = (int)lua_tointeger(L, -1);
   }
   signal(SIGINT, SIG_DFL);
+  signal(SIGQUIT, SIG_DFL);
   lua_close(L);
   return code;
 }

@@ -179,6 +179,7 @@ end
 -- @treturn integer the process exit status
 function cli.main(argv, opts)
   progname = argv[0] or progname
+  if opts.time_slice then green.debug.time_slice(opts.time_slice) end
   local main = green.spawn(run, argv, opts)
   main.name = "main"
   core.observe(main)

@@ -101,7 +101,7 @@ function M.on_blocking(fn)
   end
   local old = reporter
   install(fn or default_on_blocking)
-  core.watchdog{ custom = fn ~= nil }
+  core.watchdog{ custom = fn ~= nil and fn ~= default_on_blocking }
   return old
 end
 
