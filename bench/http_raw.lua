@@ -14,6 +14,12 @@
 
 local green = require "green"
 
+-- GREENLUA_DETECTION=off: blocking detection off, to measure its cost
+-- (bench/watchdog.lua measures the switch side).
+if os.getenv("GREENLUA_DETECTION") == "off" then
+  green.debug.hub_blocking_detection(false)
+end
+
 local port = math.tointeger(tonumber(arg and arg[1])) or 0
 local mode = arg and arg[2] or "serve"
 

@@ -19,6 +19,32 @@ describe("examples", function()
     assert.are.same({ "RED", "GREEN", "BLUE" }, results)
   end)
 
+  it("starved_heartbeat.lua (seed 001): detection names the burst, the "
+     .. "time slice keeps the heartbeat on time", function()
+    local out = example("starved_heartbeat.lua", "1.5")
+    -- It names the task and the line of the computation.
+    assert.matches("blocking detected: thread %d+ %('periodic_task'%) kept "
+                   .. "the hub for [%d.]+ s, running Lua code at\n%s+"
+                   .. "examples/starved_heartbeat.lua:3[6-9]:", out)
+    local reports, starved, kept =
+      out:match("reports: (%d+); gap without the slice ([%d.]+) s, with "
+                .. "it ([%d.]+) s")
+    assert.are.equal("1", reports)
+    -- Without the slice the 1.5 s burst silenced the heartbeat; with it,
+    -- the heartbeat kept beating through the same burst.
+    assert.is_true(tonumber(starved) >= 1.0, out)
+    assert.is_true(tonumber(kept) < tonumber(starved) / 2, out)
+  end)
+
+  it("two_loops.lua (seed 003): two loops that never sleep both run",
+     function()
+    local out = example("two_loops.lua")
+    local a = tonumber(out:match("poll_redis%s+(%d+)"))
+    local b = tonumber(out:match("push_websockets%s+(%d+)"))
+    assert.is_true(a > 0 and b > 0, out)
+    assert.is_true(tonumber(out:match("preemptions: (%d+)")) > 0)
+  end)
+
   it("retry.lua: retries with sleeps while the heartbeat runs", function()
     local out = example("retry.lua", "0.05")
     assert.matches("attempt 1 failed", out)
