@@ -97,6 +97,9 @@ void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_socket(lua_State *L, gl_hub_t *hub);
 void lgreen_open_dns(lua_State *L, gl_hub_t *hub);
 void lgreen_open_debug(lua_State *L, gl_hub_t *hub);
+void lgreen_open_event(lua_State *L, gl_hub_t *hub);     /* event.c */
+void lgreen_open_semaphore(lua_State *L, gl_hub_t *hub); /* semaphore.c */
+void lgreen_open_queue(lua_State *L, gl_hub_t *hub);     /* queue.c */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
 /* Used by the executable (runtime/main.c). */

@@ -1,0 +1,189 @@
+/*
+** The toolkit's wait queues: blocking in an Event, a Semaphore or a Queue,
+** handing a value to a waiter, and the class plumbing of those types. See
+** lwaitq.h for the protocol; event.c, semaphore.c and queue.c use it.
+**
+** Why C, and why no record per wait: in Lua each wait was a table and a
+** weak-table entry, and a thread parked in Event:wait held three Lua
+** frames (wait, block, suspend); 100,000 parked threads took 2.7 KB each
+** and were spawned at 0.37 of the bare coroutine rate. Here a parked
+** thread holds one C frame and its embedded 't->w', the same as a thread
+** parked in core.suspend.
+*/
+#include "lwaitq.h"
+
+
+void lgreen_wq_init(lgreen_wq *wq) {
+  gl_waitq_init(&wq->q);
+  wq->n = 0;
+}
+
+
+/*
+** [-0, +0, v] The optional timeout at argument 'arg': 0 if absent or nil,
+** else 1 with the seconds in '*s'. Anything but a number, and NaN, raise
+** (as the Lua layer's checks did: a string is not a duration).
+*/
+int lgreen_wq_opttimeout(lua_State *L, int arg, lua_Number *s) {
+  switch (lua_type(L, arg)) {
+  case LUA_TNONE:
+  case LUA_TNIL:
+    return 0;
+  case LUA_TNUMBER:
+    *s = lua_tonumber(L, arg);
+    if (*s != *s)
+      luaL_argerror(L, arg, "number or nil expected, got NaN");
+    return 1;
+  default:
+    return luaL_typeerror(L, arg, "number or nil");
+  }
+}
+
+
+/*
+** [-0, +0, v] Block running thread 't' (from 'lgreen_begin') in 'wq' until
+** a waker ends its wait, for at most '*s' seconds if 's' is not NULL,
+** then continue in 'k' (its context is the wait). 'what' names the wait
+** and must outlive it (a literal); 'cancel' takes a timed-out or
+** interrupted wait's count back ('wq->n'). The caller has checked
+** everything that can raise: from here to the yield nothing allocates, so
+** no finalizer can run between the caller's decision to block and the
+** wait being queued.
+*/
+int lgreen_wq_wait(lua_State *L, gl_thread_t *t, lgreen_wq *wq,
+                   const char *what, gl_wait_cb cancel, const lua_Number *s,
+                   lua_KFunction k) {
+  gl_wait_t *w = &t->w;
+  gl_wait_start(t, w, what, cancel, L);
+  gl_waitq_push(&wq->q, w);
+  wq->n++;
+  if (s != NULL)
+    lgreen_deadline(L, w, gl_now() + lgreen_ns(*s)); /* ENOMEM: cancel */
+  return lgreen_block(L, t, k, (lua_KContext)w);
+}
+
+
+/*
+** End the longest wait of 'wq' (GL_W_OK; its thread is queued) and return
+** it, so the caller can hand it a value; NULL if none. Never switches.
+*/
+gl_wait_t *lgreen_wq_wake(lgreen_wq *wq) {
+  gl_wait_t *w = gl_waitq_wake(&wq->q, GL_W_OK);
+  if (w != NULL)
+    wq->n--;
+  return w;
+}
+
+
+/*
+** [-0, +0, -] Hand the value at 'idx' to wait 'w', just ended by
+** 'lgreen_wq_wake': it goes on top of the waiting call's stack. The
+** waiting C function reserved LUA_MINSTACK slots and left at most a few
+** in use, so there is room for the one or two values the toolkit pushes
+** without allocating.
+*/
+void lgreen_wq_give(lua_State *L, gl_wait_t *w, int idx) {
+  lua_pushvalue(L, idx);
+  lua_xmove(L, lgreen_wq_state(w), 1);
+}
+
+
+/* [-0, +1, -] Push the value at 'slot' of pending wait w's frame. */
+void lgreen_wq_take(lua_State *L, gl_wait_t *w, int slot) {
+  lua_State *W = lgreen_wq_state(w);
+  lua_pushvalue(W, slot);
+  lua_xmove(W, L, 1);
+}
+
+
+/*
+** [-0, +0, v] The object at 'idx' if it is one of the classes of the
+** running function's module (upvalue 2, a set of metatables), else raise
+** a type error naming 'tname'. Cheaper than luaL_checkudata: no registry
+** lookup by name.
+*/
+void *lgreen_wq_check(lua_State *L, int idx, const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    int ok = lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (ok)
+      return p;
+  }
+  luaL_typeerror(L, idx, tname);
+  return NULL;
+}
+
+
+/*
+** {======================================================
+** Registration
+** =======================================================
+*/
+
+/*
+** [-0, +3, m] Start a module (a table of green.core): push it, the set of
+** its classes' metatables and the hub, and return the module's index.
+** Its functions get the hub and the set as upvalues 1 and 2.
+*/
+int lgreen_wq_module(lua_State *L, gl_hub_t *hub) {
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushlightuserdata(L, hub);
+  return lua_gettop(L) - 2;
+}
+
+
+/* [-0, +0, m] Set the functions 'l' as fields of the table on top. */
+static void setfuncs(lua_State *L, int mod, const luaL_Reg *l) {
+  lua_pushvalue(L, mod + 2); /* the hub */
+  lua_pushvalue(L, mod + 1); /* the set */
+  luaL_setfuncs(L, l, 2);
+}
+
+
+/* [-0, +1, m] Push a methods table with the functions 'l'. */
+int lgreen_wq_methods(lua_State *L, int mod, const luaL_Reg *l) {
+  lua_newtable(L);
+  setfuncs(L, mod, l);
+  return lua_gettop(L);
+}
+
+
+/*
+** [-0, +0, m] Register class 'tname' (a metatable in the registry, as
+** luaL_newmetatable makes it, with __name) whose methods are the table at
+** 'methods', add it to the module's set and store it in the module as
+** 'field' (the Lua layer adds its own methods through it).
+*/
+void lgreen_wq_class(lua_State *L, int mod, const char *tname, int methods,
+                     const char *field) {
+  luaL_newmetatable(L, tname);
+  lua_pushvalue(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, -1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, mod + 1);
+  lua_setfield(L, mod, field);
+}
+
+
+/* [-0, +0, m] Set the functions 'l' as fields of the module. */
+void lgreen_wq_setfuncs(lua_State *L, int mod, const luaL_Reg *l) {
+  lua_pushvalue(L, mod);
+  setfuncs(L, mod, l);
+  lua_pop(L, 1);
+}
+
+
+/*
+** [-3.., +0, m] Store the module at 'mod' as field 'name' of the table at
+** 'core' and pop everything down to it.
+*/
+void lgreen_wq_register(lua_State *L, int core, const char *name, int mod) {
+  lua_pushvalue(L, mod);
+  lua_setfield(L, core, name);
+  lua_settop(L, mod - 1);
+}
+
+/* }====================================================== */
