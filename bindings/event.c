@@ -84,14 +84,16 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
 static int ev_wait(lua_State *L) {
   event *ev = toevent(L);
   lua_Number s;
-  int timed = lgreen_wq_opttimeout(L, 2, &s);
+  int top = lua_gettop(L);
+  int timed = top >= 2 && lgreen_wq_opttimeout(L, 2, &s);
   gl_thread_t *t;
   if (ev->kind != EV_FRESH) {
     lua_getiuservalue(L, 1, 1);
     return results(L, ev->kind, lua_gettop(L));
   }
   t = lgreen_begin(L, lgreen_hub(L), "Event:wait");
-  lua_settop(L, 1);
+  if (top != 1)
+    lua_settop(L, 1); /* send pushes its kind and value at 2 and 3 */
   return lgreen_wq_wait(L, t, &ev->waiters, "Event:wait", wait_cancel,
                         timed ? &s : NULL, wait_k);
 }
@@ -208,8 +210,7 @@ static const luaL_Reg ev_funcs[] = {{"new", ev_new}, {NULL, NULL}};
 void lgreen_open_event(lua_State *L, gl_hub_t *hub) {
   int core = lua_gettop(L);
   int mod = lgreen_wq_module(L, hub);
-  int methods = lgreen_wq_methods(L, mod, ev_methods);
-  lgreen_wq_class(L, mod, EVENT, methods, "Event_mt");
+  lgreen_wq_class(L, mod, EVENT, ev_methods, "Event_mt");
   lgreen_wq_setfuncs(L, mod, ev_funcs);
   lgreen_wq_register(L, core, "event", mod);
 }

@@ -46,10 +46,9 @@ void lgreen_wq_take(lua_State *L, gl_wait_t *w, int slot); /* [-0, +1, -] */
 void *lgreen_wq_check(lua_State *L, int idx, const char *tname);
 
 /* Classes and registration (each type's lgreen_open_*). */
-int lgreen_wq_module(lua_State *L, gl_hub_t *hub);   /* [-0, +3, m] */
-int lgreen_wq_methods(lua_State *L, int mod, const luaL_Reg *l); /* +1 */
-void lgreen_wq_class(lua_State *L, int mod, const char *tname, int methods,
-                     const char *field);
+int lgreen_wq_module(lua_State *L, gl_hub_t *hub); /* [-0, +2, m] */
+void lgreen_wq_class(lua_State *L, int mod, const char *tname,
+                     const luaL_Reg *l, const char *field);
 void lgreen_wq_setfuncs(lua_State *L, int mod, const luaL_Reg *l);
 void lgreen_wq_register(lua_State *L, int core, const char *name, int mod);
 

@@ -52,6 +52,17 @@ static queue *toqueue(lua_State *L) {
 }
 
 
+/* pools.Pool's queue (a module function: no class upvalue). */
+static queue *topoolqueue(lua_State *L) {
+  void *q = luaL_testudata(L, 1, classes[Q_LIGHT]);
+  if (q == NULL)
+    q = luaL_testudata(L, 1, classes[Q_LIFO]);
+  if (q == NULL)
+    luaL_typeerror(L, 1, classes[Q_LIGHT]);
+  return (queue *)q;
+}
+
+
 /*
 ** {======================================================
 ** Storage. 'qi' is the queue's stack index; functions marked 'e' may run
@@ -294,7 +305,7 @@ static void take(lua_State *L, queue *q, int qi) {
   lua_rawgeti(L, -1, s);
   lua_pushnil(L);
   lua_rawseti(L, -3, s);
-  lua_remove(L, -2);
+  lua_replace(L, -2); /* the item, in the table's place */
   if (--q->n == 0)
     drained(L, q, qi);
 }
@@ -405,10 +416,10 @@ static int get_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 
-static int get(lua_State *L, const char *what) {
-  queue *q = toqueue(L);
+static int get(lua_State *L, queue *q, const char *what) {
   lua_Number s;
-  int timed = lgreen_wq_opttimeout(L, 3, &s);
+  int top = lua_gettop(L);
+  int timed = top >= 3 && lgreen_wq_opttimeout(L, 3, &s);
   gl_thread_t *t;
   if (q->n > 0) {
     /* Room for the longest putter. A heap lets it in first, so the
@@ -423,10 +434,11 @@ static int get(lua_State *L, const char *what) {
   }
   if (q->putters.n > 0 && take_putter(L, q)) /* a channel */
     return 1;
-  if (nonblocking(L, 2))
+  if (top >= 2 && nonblocking(L, 2))
     return fail(L, "empty");
   t = lgreen_begin(L, lgreen_hub(L), what);
-  lua_settop(L, 1);
+  if (top != 1)
+    lua_settop(L, 1); /* the item handed over goes at 2 */
   return lgreen_wq_wait(L, t, &q->getters, what, get_cancel,
                         timed ? &s : NULL, get_k);
 }
@@ -434,21 +446,23 @@ static int get(lua_State *L, const char *what) {
 
 /* q:get([block], [timeout]): the next item; nil, "empty"/"timeout". */
 static int q_get(lua_State *L) {
-  return get(L, "Queue:get");
+  return get(L, toqueue(L), "Queue:get");
 }
 
 
 /* queue.poolget(q): a blocking get, for pools.Pool's waits. */
 static int q_poolget(lua_State *L) {
+  queue *q = topoolqueue(L);
   lua_settop(L, 1);
-  return get(L, "Pool:get");
+  return get(L, q, "Pool:get");
 }
 
 
 static int q_get_nowait(lua_State *L) {
+  queue *q = toqueue(L);
   lua_settop(L, 1);
   lua_pushboolean(L, 0);
-  return get(L, "Queue:get");
+  return get(L, q, "Queue:get");
 }
 
 
@@ -462,14 +476,13 @@ static int put_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 
-static int put(lua_State *L) {
-  queue *q = toqueue(L);
+static int put(lua_State *L, queue *q) {
   lua_Number s;
-  int timed;
+  int top = lua_gettop(L), timed;
   gl_thread_t *t;
-  if (lua_isnoneornil(L, 2))
+  if (top < 2 || lua_isnil(L, 2))
     return luaL_argerror(L, 2, "a queue item cannot be nil");
-  timed = lgreen_wq_opttimeout(L, 4, &s);
+  timed = top >= 4 && lgreen_wq_opttimeout(L, 4, &s);
   if (q->getters.n > 0 && hand(L, q, 2)) { /* only when it is empty */
     q->unfinished++;
     lua_pushboolean(L, 1);
@@ -482,10 +495,11 @@ static int put(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (nonblocking(L, 3))
+  if (top >= 3 && nonblocking(L, 3))
     return fail(L, "full");
   t = lgreen_begin(L, lgreen_hub(L), "Queue:put");
-  lua_settop(L, 2); /* the item stays at slot 2 for the getter */
+  if (top != 2)
+    lua_settop(L, 2); /* the item stays at slot 2 for the getter */
   return lgreen_wq_wait(L, t, &q->putters, "Queue:put", put_cancel,
                         timed ? &s : NULL, put_k);
 }
@@ -493,14 +507,15 @@ static int put(lua_State *L) {
 
 /* q:put(item, [block], [timeout]): true; nil, "full"/"timeout". */
 static int q_put(lua_State *L) {
-  return put(L);
+  return put(L, toqueue(L));
 }
 
 
 static int q_put_nowait(lua_State *L) {
+  queue *q = toqueue(L);
   lua_settop(L, 2);
   lua_pushboolean(L, 0);
-  return put(L);
+  return put(L, q);
 }
 
 
@@ -668,12 +683,11 @@ static const luaL_Reg q_funcs[] = {
 void lgreen_open_queue(lua_State *L, gl_hub_t *hub) {
   int core = lua_gettop(L);
   int mod = lgreen_wq_module(L, hub);
-  int light = lgreen_wq_methods(L, mod, light_methods);
-  int full = lgreen_wq_methods(L, mod, queue_methods);
-  lgreen_wq_class(L, mod, classes[Q_LIGHT], light, "LightQueue_mt");
-  lgreen_wq_class(L, mod, classes[Q_QUEUE], full, "Queue_mt");
-  lgreen_wq_class(L, mod, classes[Q_LIFO], full, "LifoQueue_mt");
-  lgreen_wq_class(L, mod, classes[Q_PRIORITY], full, "PriorityQueue_mt");
+  lgreen_wq_class(L, mod, classes[Q_LIGHT], light_methods, "LightQueue_mt");
+  lgreen_wq_class(L, mod, classes[Q_QUEUE], queue_methods, "Queue_mt");
+  lgreen_wq_class(L, mod, classes[Q_LIFO], queue_methods, "LifoQueue_mt");
+  lgreen_wq_class(L, mod, classes[Q_PRIORITY], queue_methods,
+                  "PriorityQueue_mt");
   lgreen_wq_setfuncs(L, mod, q_funcs);
   lgreen_wq_register(L, core, "queue", mod);
 }

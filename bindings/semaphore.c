@@ -60,11 +60,14 @@ static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
 static int sem_acquire(lua_State *L) {
   sem *s = tosem(L);
   lua_Number secs;
-  int timed = lgreen_wq_opttimeout(L, 3, &secs);
-  int nonblocking = lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2);
+  int top = lua_gettop(L), timed = 0, nonblocking = 0;
   gl_thread_t *t;
-  if (timed && nonblocking)
-    luaL_argerror(L, 3, "timeout given for a non-blocking acquire");
+  if (top >= 2) {
+    timed = top >= 3 && lgreen_wq_opttimeout(L, 3, &secs);
+    nonblocking = lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2);
+    if (timed && nonblocking)
+      luaL_argerror(L, 3, "timeout given for a non-blocking acquire");
+  }
   if (s->counter > 0) { /* no switch; a free unit means no waiters */
     s->counter--;
     lua_pushboolean(L, 1);
@@ -75,7 +78,8 @@ static int sem_acquire(lua_State *L) {
     return 1;
   }
   t = lgreen_begin(L, lgreen_hub(L), "Semaphore:acquire");
-  lua_settop(L, 1);
+  if (top != 1)
+    lua_settop(L, 1);
   return lgreen_wq_wait(L, t, &s->waiters, "Semaphore:acquire",
                         acquire_cancel, timed ? &secs : NULL, acquire_k);
 }
@@ -137,15 +141,14 @@ static const luaL_Reg sem_funcs[] = {{"new", sem_new}, {NULL, NULL}};
 
 /*
 ** core.semaphore = {new = ..., Semaphore_mt = ..., BoundedSemaphore_mt =
-** ...}. Both classes share one methods table: a bounded semaphore's
-** release checks its bound.
+** ...}. The classes have the same methods (a bounded semaphore's release
+** checks its bound), each closed over its own metatable.
 */
 void lgreen_open_semaphore(lua_State *L, gl_hub_t *hub) {
   int core = lua_gettop(L);
   int mod = lgreen_wq_module(L, hub);
-  int methods = lgreen_wq_methods(L, mod, sem_methods);
-  lgreen_wq_class(L, mod, SEMAPHORE, methods, "Semaphore_mt");
-  lgreen_wq_class(L, mod, BOUNDED, methods, "BoundedSemaphore_mt");
+  lgreen_wq_class(L, mod, SEMAPHORE, sem_methods, "Semaphore_mt");
+  lgreen_wq_class(L, mod, BOUNDED, sem_methods, "BoundedSemaphore_mt");
   lgreen_wq_setfuncs(L, mod, sem_funcs);
   lgreen_wq_register(L, core, "semaphore", mod);
 }

@@ -23,7 +23,7 @@ local M = {}
 local Semaphore_mt = core.semaphore.Semaphore_mt
 local BoundedSemaphore_mt = core.semaphore.BoundedSemaphore_mt
 --- @type Semaphore
-local Semaphore = Semaphore_mt.__index -- shared by both classes
+local Semaphore = {} -- the methods added here, to both classes
 
 local function checkcount(n, argn, fname, default)
   if n == nil then return default end
@@ -58,6 +58,11 @@ Hold.__index = { release = Hold.__close }
 function Semaphore:hold(timeout)
   if not self:acquire(true, timeout) then return nil, "timeout" end
   return setmetatable({ sem = self }, Hold)
+end
+
+for name, f in pairs(Semaphore) do
+  Semaphore_mt.__index[name] = f
+  BoundedSemaphore_mt.__index[name] = f
 end
 
 --- A semaphore that refuses to be released above its initial value
