@@ -105,11 +105,12 @@ static void deliver(lua_State *L, event *ev, int kind) {
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, 1, 1);
   ev->kind = kind;
+  lua_pushinteger(L, kind);
   while ((w = lgreen_wq_wake(&ev->waiters)) != NULL) {
-    lua_pushinteger(lgreen_wq_state(w), kind);
     lgreen_wq_give(L, w, -1);
+    lgreen_wq_give(L, w, -2);
   }
-  lua_pop(L, 1);
+  lua_pop(L, 2);
 }
 
 
