@@ -106,9 +106,9 @@ void lgreen_wq_take(lua_State *L, gl_wait_t *w, int slot) {
 void *lgreen_wq_check(lua_State *L, int idx, const char *tname) {
   void *p = lua_touserdata(L, idx);
   if (p != NULL && lua_getmetatable(L, idx)) {
-    int ok = lua_rawequal(L, -1, lua_upvalueindex(2));
+    const void *mt = lua_topointer(L, -1); /* cheaper than lua_rawequal */
     lua_pop(L, 1);
-    if (ok)
+    if (mt == lua_topointer(L, lua_upvalueindex(2)))
       return p;
   }
   luaL_typeerror(L, idx, tname);
