@@ -54,11 +54,15 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
   /* From code that cannot yield, a blocking call below must fail cleanly
      instead of making a hub yield into this frame. */
   guard = cur != NULL && !(cur->flags & GL_F_MAIN) && !lua_isyieldable(L);
-  if (guard && hub->boundary_depth++ == 0)
-    hub->boundary_L = L;
+  if (guard && lgreen_state(hub)->boundary_depth++ == 0)
+    lgreen_state(hub)->boundary_L = L;
+  /* The watchdog hooks the innermost coroutine running (a hook is per
+     coroutine). */
+  __atomic_store_n(&hub->probe.running, co, __ATOMIC_RELAXED);
   status = lua_resume(co, L, narg, &nres);
+  __atomic_store_n(&hub->probe.running, L, __ATOMIC_RELAXED);
   if (guard)
-    hub->boundary_depth--;
+    lgreen_state(hub)->boundary_depth--;
   if (status == LUA_YIELD && hub->hubyield) {
     /* 'co' blocked in the hub: pass the hub yield on (the flag stays set
        until the hub sees it). */

@@ -17,8 +17,9 @@
 ** handles (the sock_state callback opens and closes them) and its
 ** retransmission deadlines with one hub timer. A query's record
 ** ('lsock_resolver') is malloc'd and belongs to the channel until c-ares
-** calls it back; the waiting call points at it and may abandon it (kill,
-** Timeout, socket timeout): the record forgets the caller, and as soon as
+** calls it back; the waiting call ('lsock_lookup') points at it and may
+** abandon it (kill, Timeout, socket timeout: the wait's cancel): the
+** record forgets the caller, and as soon as
 ** no query of the channel has a caller left, all of them are cancelled.
 ** While some caller still waits, the abandoned queries stay in flight (c-ares
 ** cannot cancel one query), which costs nothing but their timeouts; so
@@ -111,14 +112,14 @@ typedef struct rpoll {
 struct lsock_resolver {
   gl_link_t link;     /* in c->queries */
   rchan *c;
-  lsock_waiter *w;    /* the waiting call; NULL once abandoned */
+  lsock_lookup *lk;   /* the waiting call; NULL once abandoned */
   unsigned sockfails; /* c->sockfails when it started */
 };
 
 
 /* The record of a getnameinfo call, on the caller's stack. */
 typedef struct nictx {
-  lsock_waiter w; /* first member; w.err is the result */
+  lsock_lookup lk; /* first member */
   char host[NI_MAXHOST];
   char service[NI_MAXSERV];
 } nictx;
@@ -271,9 +272,9 @@ static void chan_free(rchan *c) {
   gl_link_t *l;
   for (l = c->queries.next; l != &c->queries; l = l->next) {
     lsock_resolver *q = GL_CONTAINER(l, lsock_resolver, link);
-    if (q->w != NULL) { /* only at hub close: the thread never resumes */
-      q->w->res = NULL;
-      q->w = NULL;
+    if (q->lk != NULL) { /* only at hub close: the thread never resumes */
+      q->lk->res = NULL;
+      q->lk = NULL;
       c->live--;
     }
   }
@@ -412,18 +413,21 @@ static int uverr(const lsock_resolver *q, int status) {
 }
 
 
-/* End of query 'q' (freed): its waiter, if any is left. */
-static lsock_waiter *query_end(lsock_resolver *q) {
+/* End of query 'q' (freed), answered with c-ares status 'status': its
+   caller, if one is left, with the outcome in 'err'. */
+static lsock_lookup *query_end(lsock_resolver *q, int status) {
   rchan *c = q->c;
-  lsock_waiter *w = q->w;
+  lsock_lookup *lk = q->lk;
+  int err = uverr(q, status);
   gl_link_remove(&q->link);
   c->pending--;
-  if (w != NULL) {
+  if (lk != NULL) {
     c->live--;
-    w->res = NULL;
+    lk->res = NULL;
+    lk->err = err;
   }
   free(q);
-  return w;
+  return lk;
 }
 
 
@@ -468,15 +472,14 @@ static void take_addrs(lsock_dns *d, const struct ares_addrinfo *res) {
 
 static void on_addrinfo(void *arg, int status, int timeouts,
                         struct ares_addrinfo *res) {
-  lsock_resolver *q = (lsock_resolver *)arg;
-  int err = uverr(q, status);
-  lsock_waiter *w = query_end(q);
+  lsock_lookup *lk = query_end((lsock_resolver *)arg, status);
   (void)timeouts;
-  if (w != NULL) {
-    lsock_dns *d = (lsock_dns *)w;
-    take_addrs(d, err == 0 ? res : NULL);
-    d->err = err != 0 ? err : d->n == 0 ? UV_EAI_NONAME : 0;
-    lgreen_sock_wake(w, LSOCK_W_READY);
+  if (lk != NULL) {
+    lsock_dns *d = (lsock_dns *)lk;
+    take_addrs(d, lk->err == 0 ? res : NULL);
+    if (lk->err == 0 && d->n == 0)
+      lk->err = UV_EAI_NONAME;
+    gl_wait_end(&lk->base, GL_W_OK);
   }
   if (res != NULL)
     ares_freeaddrinfo(res);
@@ -485,32 +488,30 @@ static void on_addrinfo(void *arg, int status, int timeouts,
 
 static void on_nameinfo(void *arg, int status, int timeouts, char *node,
                         char *service) {
-  lsock_resolver *q = (lsock_resolver *)arg;
-  int err = uverr(q, status);
-  lsock_waiter *w = query_end(q);
+  lsock_lookup *lk = query_end((lsock_resolver *)arg, status);
   (void)timeouts;
-  if (w != NULL) {
-    nictx *x = (nictx *)w;
-    x->w.err = err;
-    if (err == 0) {
+  if (lk != NULL) {
+    nictx *x = (nictx *)lk;
+    if (lk->err == 0) {
       snprintf(x->host, sizeof(x->host), "%s", node != NULL ? node : "");
       if (service != NULL)
         snprintf(x->service, sizeof(x->service), "%s", service);
     }
-    lgreen_sock_wake(w, LSOCK_W_READY);
+    gl_wait_end(&lk->base, GL_W_OK);
   }
 }
 
 
-/* The caller gave up 'q' (from lgreen_sock_leave). */
-void lgreen_dns_abandon(lsock_resolver *q) {
-  rchan *c = q->c;
-  if (q->w == NULL)
+/* The caller gave its query up (the wait's cancel): idempotent. */
+static void lookup_cancel(gl_wait_t *w) {
+  lsock_lookup *lk = (lsock_lookup *)w;
+  lsock_resolver *q = lk->res;
+  if (q == NULL)
     return;
-  q->w->res = NULL;
-  q->w = NULL;
-  c->live--;
-  settle(c);
+  lk->res = NULL;
+  q->lk = NULL;
+  q->c->live--;
+  settle(q->c);
 }
 
 /* }====================================================== */
@@ -532,9 +533,9 @@ static resolver *getresolver(lua_State *L) {
 }
 
 
-/* A query record for waiter 'w' on the current channel (in *pq); 0 or a
+/* A query record for call 'lk' on the current channel (in *pq); 0 or a
    UV error. No Lua allocation. */
-static int query_new(lua_State *L, lsock_waiter *w, lsock_resolver **pq) {
+static int query_new(lua_State *L, lsock_lookup *lk, lsock_resolver **pq) {
   rchan *c = NULL;
   lsock_resolver *q;
   int r = chan_get(getresolver(L), &c);
@@ -543,57 +544,50 @@ static int query_new(lua_State *L, lsock_waiter *w, lsock_resolver **pq) {
   if ((q = (lsock_resolver *)malloc(sizeof(*q))) == NULL)
     return UV_ENOMEM;
   q->c = c;
-  q->w = w;
+  q->lk = lk;
   q->sockfails = c->sockfails;
   gl_link_push(&c->queries, &q->link);
   c->pending++;
   c->live++;
-  w->res = q;
+  lk->res = q;
   *pq = q;
   return 0;
 }
 
 
-/*
-** Block 't' in 'w', whose query was just handed to c-ares on 'c'. A query
-** c-ares answered at once (from /etc/hosts, or failing to send) wakes it
-** at once: a lookup is always a switch point, so kill and Timeout act on
-** every lookup alike.
-*/
-static int wait_query(lua_State *L, gl_thread_t *t, lsock_waiter *w,
-                      rchan *c, const char *what, lua_KFunction k) {
-  lgreen_sock_suspend(L, w, t, what);
-  if (w->res == NULL)
-    lgreen_sock_wake(w, LSOCK_W_READY);
-  settle(c);
-  return lgreen_block(L, t, k, (lua_KContext)w);
-}
-
-
-/* [-0, +0 or +2, -] The start of a continuation: 0, or it pushed nil,
-   err and returns 2; raises if the thread was killed. */
-static int resumed(lua_State *L, lsock_waiter *w, int err) {
-  gl_thread_t *t = lgreen_hub(L)->current;
-  if (t->flags & GL_F_PENDING)
-    lgreen_sock_leave(w);
-  lgreen_resumed(L, t);
-  if (w->base.status == LSOCK_W_TIMEOUT)
+/* After the resolver answered: nil, err, or the call's next step. */
+static int lookup_k(lua_State *L, int status, lua_KContext ctx) {
+  lsock_lookup *lk = (lsock_lookup *)ctx;
+  (void)status;
+  if (lgreen_waited(L, &lk->base, lookup_cancel) == GL_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  if (err != 0)
-    return lgreen_sock_fail(L, err);
-  return 0;
+  if (lk->err != 0)
+    return lgreen_sock_fail(L, lk->err);
+  return lk->then(L, lk);
 }
 
 
-int lgreen_dns_resumed(lua_State *L, lsock_dns *d) {
-  return resumed(L, &d->w, d->err);
+/*
+** Block 't' in 'lk', whose query was just handed to c-ares on 'c', until
+** 'due' (0: none); then 'lk->then' goes on. A query c-ares answered at
+** once (from /etc/hosts, or failing to send) wakes it at once: a lookup is
+** always a switch point, so kill and Timeout act on every lookup alike.
+*/
+static int wait_query(lua_State *L, gl_thread_t *t, lsock_lookup *lk,
+                      rchan *c, uint64_t due, const char *what) {
+  gl_wait_start(t, &lk->base, what, lookup_cancel, NULL);
+  if (due != 0)
+    lgreen_deadline(L, &lk->base, due); /* raises (having left) if no memory */
+  if (lk->res == NULL)
+    gl_wait_end(&lk->base, GL_W_OK);
+  settle(c);
+  return lgreen_block(L, t, lookup_k, (lua_KContext)lk);
 }
 
 
 /* Prepare 'd' (zeroed by the caller) for a resolve. */
 void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
-  gl_wait_init(&d->w.base);
-  d->w.mode = LSOCK_RESOLVE;
+  gl_wait_init(&d->lk.base);
   d->family = AF_UNSPEC;
   d->socktype = socktype;
   d->port = port;
@@ -603,7 +597,7 @@ void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
 /* A literal address needs no resolver: 1 (in d->addrs[0]), 0 for a
    name, or UV_EAI_ADDRFAMILY for a literal of the family not asked for.
    "*" is every interface. */
-int lgreen_dns_numeric(lsock_dns *d, const char *host) {
+static int numeric(lsock_dns *d, const char *host) {
   lsock_addr *a = &d->addrs[0];
   if (strcmp(host, "*") == 0)
     host = d->family == AF_INET6 ? "::" : "0.0.0.0";
@@ -622,32 +616,35 @@ int lgreen_dns_numeric(lsock_dns *d, const char *host) {
 
 
 /*
-** Resolve name 'host' into 'd' and block; 'k' runs when it is done (with
-** 'd' as its context) and starts with 'lgreen_dns_resumed'. The deadline
-** in 'd->w.due' covers the resolve.
+** Resolve 'host' into 'd' (its deadline 'd->due' covers the resolve),
+** then return 'then(L, d)': at once for a literal address, after blocking
+** until the resolver answers for a name. A failure returns nil, err.
 */
-int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
-                     const char *what, lua_KFunction k) {
-  gl_hub_t *hub = lgreen_hub(L);
-  gl_thread_t *t = lgreen_begin(L, hub, what);
+int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
+                       const char *what, lsock_then then) {
+  gl_thread_t *t;
   struct ares_addrinfo_hints hints;
   lsock_resolver *q;
   rchan *c;
-  int r;
+  int r = numeric(d, host);
+  if (r != 0)
+    return r < 0 ? lgreen_sock_fail(L, r) : then(L, &d->lk);
+  t = lgreen_begin(L, lgreen_hub(L), what);
   if (host[0] == '\0')
     return lgreen_sock_fail(L, UV_EAI_NONAME);
-  if ((r = query_new(L, &d->w, &q)) < 0)
+  if ((r = query_new(L, &d->lk, &q)) < 0)
     return lgreen_sock_fail(L, r);
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = d->family;
   hints.ai_socktype = d->socktype;
   hints.ai_flags = d->passive ? ARES_AI_PASSIVE : 0;
+  d->lk.then = then;
   c = q->c;
   c->depth++;
   ares_getaddrinfo(c->ch, host, NULL, &hints, on_addrinfo, q); /* may call
                                                                   back */
   c->depth--;
-  return wait_query(L, t, &d->w, c, what, k);
+  return wait_query(L, t, &d->lk, c, d->due, what);
 }
 
 /* }====================================================== */
@@ -660,7 +657,8 @@ int lgreen_dns_start(lua_State *L, lsock_dns *d, const char *host,
 */
 
 /* [-0, +1, m] { {family = "inet"|"inet6", addr = ip}, ... } */
-static int pushaddrs(lua_State *L, const lsock_dns *d) {
+static int pushaddrs(lua_State *L, lsock_lookup *lk) {
+  lsock_dns *d = (lsock_dns *)lk;
   int i;
   lua_createtable(L, d->n, 0);
   for (i = 0; i < d->n; i++) {
@@ -681,16 +679,6 @@ static int pushaddrs(lua_State *L, const lsock_dns *d) {
 }
 
 
-static int addrinfo_k(lua_State *L, int status, lua_KContext ctx) {
-  lsock_dns *d = (lsock_dns *)ctx;
-  int n;
-  (void)status;
-  if ((n = lgreen_dns_resumed(L, d)) != 0)
-    return n;
-  return pushaddrs(L, d);
-}
-
-
 /***
 ** getaddrinfo(host, [opts]): { {family = "inet"|"inet6", addr = ip}, ... }
 ** (duplicates removed, the resolver's order kept), or nil, "host not found"
@@ -701,20 +689,10 @@ static int addrinfo_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_getaddrinfo(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   lsock_dns *d;
-  int family = AF_UNSPEC, r;
-  if (!lua_isnoneornil(L, 2)) {
+  int family;
+  if (!lua_isnoneornil(L, 2))
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getfield(L, 2, "family") != LUA_TNIL) {
-      const char *f = luaL_checkstring(L, -1);
-      if (strcmp(f, "inet") == 0)
-        family = AF_INET;
-      else if (strcmp(f, "inet6") == 0)
-        family = AF_INET6;
-      else
-        return luaL_error(L, "getaddrinfo: bad family '%s' (inet or inet6)",
-                          f);
-    }
-  }
+  family = lgreen_sock_optfamily(L, 2, AF_UNSPEC, "getaddrinfo");
   lua_settop(L, 2);
   d = (lsock_dns *)lua_newuserdatauv(L, sizeof(*d), 0);
   memset(d, 0, sizeof(*d));
@@ -722,20 +700,13 @@ static int l_getaddrinfo(lua_State *L) {
   d->family = family;
   if (strcmp(host, "*") == 0) /* a wildcard for bind, not a host */
     return lgreen_sock_fail(L, UV_EAI_NONAME);
-  if ((r = lgreen_dns_numeric(d, host)) < 0)
-    return lgreen_sock_fail(L, r);
-  if (r > 0)
-    return pushaddrs(L, d);
-  return lgreen_dns_start(L, d, host, "green.getaddrinfo", addrinfo_k);
+  return lgreen_dns_resolve(L, d, host, "green.getaddrinfo", pushaddrs);
 }
 
 
-static int nameinfo_k(lua_State *L, int status, lua_KContext ctx) {
-  nictx *x = (nictx *)ctx;
-  int n;
-  (void)status;
-  if ((n = resumed(L, &x->w, x->w.err)) != 0)
-    return n;
+/* [-0, +2, m] host, service */
+static int pushnames(lua_State *L, lsock_lookup *lk) {
+  nictx *x = (nictx *)lk;
   lua_pushstring(L, x->host);
   lua_pushstring(L, x->service);
   return 2;
@@ -765,11 +736,11 @@ static int l_getnameinfo(lua_State *L) {
   lua_settop(L, 2);
   x = (nictx *)lua_newuserdatauv(L, sizeof(*x), 0);
   memset(x, 0, sizeof(*x));
-  gl_wait_init(&x->w.base);
-  x->w.mode = LSOCK_RESOLVE;
+  gl_wait_init(&x->lk.base);
+  x->lk.then = pushnames;
   snprintf(x->service, sizeof(x->service), "%d", (int)port);
   t = lgreen_begin(L, hub, "green.getnameinfo");
-  if ((r = query_new(L, &x->w, &q)) < 0)
+  if ((r = query_new(L, &x->lk, &q)) < 0)
     return lgreen_sock_fail(L, r);
   c = q->c;
   c->depth++;
@@ -779,7 +750,7 @@ static int l_getnameinfo(lua_State *L) {
                    ARES_NI_LOOKUPHOST | ARES_NI_LOOKUPSERVICE, on_nameinfo,
                    q);
   c->depth--;
-  return wait_query(L, t, &x->w, c, "green.getnameinfo", nameinfo_k);
+  return wait_query(L, t, &x->lk, c, 0, "green.getnameinfo");
 }
 
 
@@ -974,7 +945,5 @@ void lgreen_open_dns(lua_State *L, gl_hub_t *hub) {
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RESOLVER_KEY);
-  lua_pushlightuserdata(L, hub);
-  lua_insert(L, -2);
-  luaL_setfuncs(L, dns_funcs, 2);
+  lgreen_register(L, dns_funcs, 1);
 }

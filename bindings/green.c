@@ -14,7 +14,7 @@
 
 void lgreen_pushthread(lua_State *L, gl_thread_t *t) {
   if (t->slot != 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->hub->anchors);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lgreen_state(t->hub)->anchors);
     lua_rawgeti(L, -1, t->slot);
     lua_remove(L, -2);
   } else {
@@ -274,8 +274,9 @@ int lgreen_throw(lua_State *L, gl_thread_t *t, int idx, int sticky) {
 ** =======================================================
 */
 
-/* Find "table.sort" for a function, as lauxlib's traceback does. */
-static int globalname(lua_State *L, int fidx) {
+/* [-0, +(0|1), m] Push "table.sort" for the function at 'fidx', as
+   lauxlib's traceback names it; 0 if it has no global name. */
+int lgreen_funcname(lua_State *L, int fidx) {
   fidx = lua_absindex(L, fidx);
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushnil(L);
@@ -332,7 +333,8 @@ static const struct {
 ** continuation. Names the boundary and says how to fix it.
 */
 int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what) {
-  lua_State *S = hub->boundary_depth > 0 ? hub->boundary_L : L;
+  lgreen_state_t *g = lgreen_state(hub);
+  lua_State *S = g->boundary_depth > 0 ? g->boundary_L : L;
   lua_Debug ar;
   const char *name = NULL, *fix = NULL;
   int level, i;
@@ -354,7 +356,7 @@ int lgreen_boundary_error(lua_State *L, gl_hub_t *hub, const char *what) {
           continue;
         }
       }
-      if (globalname(S, -1)) {
+      if (lgreen_funcname(S, -1)) {
         const char *g = lua_tostring(S, -1);
         if (strcmp(g, "pcall") == 0 || strcmp(g, "xpcall") == 0) {
           lua_pop(S, 2); /* yieldable in itself: the boundary is further */
@@ -471,7 +473,8 @@ static int suspend_k(lua_State *L, int status, lua_KContext ctx) {
 static const char *anchor_what(lua_State *L, gl_hub_t *hub, int idx) {
   /* Descriptions anchored already, by address: short strings are interned,
      so a primitive's literal is the same string object every call. */
-  const char **seen = hub->whats;
+  lgreen_state_t *g = lgreen_state(hub);
+  const char **seen = g->whats;
   const char *what = "green.suspend", *s;
   unsigned h;
   if (lua_isnoneornil(L, idx))
@@ -480,7 +483,7 @@ static const char *anchor_what(lua_State *L, gl_hub_t *hub, int idx) {
   s = lua_tostring(L, idx);
   h = (unsigned)(((uintptr_t)s >> 4) & 7);
   if (seen[h] == s) {
-    hub->whathits++;
+    g->whathits++;
     return s;
   }
   if (luaL_getsubtable(L, LUA_REGISTRYINDEX, "green.whats") == 0 ||
@@ -567,8 +570,9 @@ static int l_run(lua_State *L) {
 
 static int l_stats(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
+  lgreen_state_t *g = lgreen_state(hub);
   lua_createtable(L, 0, 5);
-  lua_pushinteger(L, (lua_Integer)hub->nalive);
+  lua_pushinteger(L, (lua_Integer)g->nalive);
   lua_setfield(L, -2, "threads");
   lua_pushinteger(L, (lua_Integer)hub->nready);
   lua_setfield(L, -2, "ready");
@@ -576,9 +580,9 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "timers");
   lua_pushboolean(L, uv_loop_alive(&hub->loop));
   lua_setfield(L, -2, "active");
-  lua_pushinteger(L, hub->lastid);
+  lua_pushinteger(L, g->lastid);
   lua_setfield(L, -2, "spawned");
-  lua_pushinteger(L, (lua_Integer)hub->whathits);
+  lua_pushinteger(L, (lua_Integer)g->whathits);
   lua_setfield(L, -2, "suspend_cache_hits");
   return 1;
 }
@@ -616,6 +620,19 @@ static const luaL_Reg core_funcs[] = {
     {NULL, NULL}};
 
 
+/*
+** [-nup, +0, m] Set the functions of 'funcs' in the table just below the
+** 'nup' values on the top (the module table, a metatable), each with the
+** hub as upvalue 1 (see 'lgreen_hub') and those values, which it pops, as
+** upvalues 2 to nup + 1. How the files of green.core add functions.
+*/
+void lgreen_register(lua_State *L, const luaL_Reg *funcs, int nup) {
+  lua_pushlightuserdata(L, lgreen_gethub(L));
+  lua_insert(L, -(nup + 1));
+  luaL_setfuncs(L, funcs, nup + 1);
+}
+
+
 gl_hub_t *lgreen_gethub(lua_State *L) {
   gl_hub_t *hub;
   lua_getfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
@@ -627,16 +644,28 @@ gl_hub_t *lgreen_gethub(lua_State *L) {
 
 int luaopen_green_core(lua_State *L) {
   gl_hub_t *hub = lgreen_gethub(L);
+  lgreen_state_t *g;
   if (hub != NULL) { /* loaded twice into one state: share the hub */
     lua_getfield(L, LUA_REGISTRYINDEX, "green.core");
     return 1;
   }
-  hub = (gl_hub_t *)lua_newuserdatauv(L, sizeof(*hub), 0);
-  if (gl_hub_init(hub) < 0)
+  g = (lgreen_state_t *)lua_newuserdatauv(L, sizeof(*g), 0);
+  hub = &g->hub;
+  /* The hooks are installed by the files that define them
+     (lgreen_open_thread, lgreen_open_interrupt). */
+  if (gl_hub_init(hub, NULL) < 0)
     return luaL_error(L, "green.core: cannot initialize the event loop");
   hub->loop.data = hub; /* marks it open, for __gc */
+  g->boundary_depth = 0;
+  g->boundary_L = NULL;
+  g->lastid = 0;
+  g->nalive = 0;
+  memset(g->whats, 0, sizeof(g->whats));
+  g->whathits = 0;
+  g->interrupt_target = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   gl_mark_set(lua_tothread(L, -1), 0); /* copied into new coroutines */
+  hub->probe.running = lua_tothread(L, -1); /* the host runs it (watchdog) */
   lua_pop(L, 1);
   luaL_newmetatable(L, LGREEN_HUB_MT);
   lua_pushcfunction(L, hub_gc);
@@ -646,18 +675,26 @@ int luaopen_green_core(lua_State *L) {
   /* Live threads by slot: anchoring with rawseti at a slot the hub already
      allocated is several times cheaper than luaL_ref. */
   lua_createtable(L, 256, 0);
-  hub->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  g->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lua_createtable(L, 0, 40);
   lua_pushlightuserdata(L, hub);
   luaL_setfuncs(L, core_funcs, 1);
   lgreen_open_thread(L, hub);
+  lgreen_open_interrupt(L, hub);
   lgreen_open_timeout(L, hub);
   lgreen_open_coro(L, hub);
   lgreen_open_stdio(L, hub);
   lgreen_open_socket(L, hub);
+  lgreen_open_stream(L, hub);
+  lgreen_open_conn(L, hub);
+  lgreen_open_tcp(L, hub);
+  lgreen_open_pipe(L, hub);
+  lgreen_open_udp(L, hub);
+  lgreen_open_select(L, hub);
   lgreen_open_dns(L, hub);
   lgreen_open_debug(L, hub);
+  lgreen_open_watchdog(L, hub);
   lgreen_open_event(L, hub);
   lgreen_open_semaphore(L, hub);
   lgreen_open_queue(L, hub);

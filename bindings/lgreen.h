@@ -1,13 +1,13 @@
 /*
 ** Shared helpers of the green.core bindings.
 **
-** The one yield protocol: a blocking primitive calls 'lgreen_begin' (which
-** raises if the caller cannot block), records its wait with 'gl_suspend'
-** (or queues itself for a pure yield), then returns 'lgreen_block', which
-** makes a hub yield (no values, 'hub->hubyield' set) with a continuation,
-** or, on the host's main thread, runs the hub until the wait is over and
-** calls the continuation itself. Continuations start with
-** 'lgreen_resumed'.
+** The one yield protocol (docs/internals.md, "One way to block"): a
+** blocking primitive calls 'lgreen_begin' (which raises if the caller
+** cannot block), starts its wait with 'gl_wait_start' (or queues itself
+** for a pure yield), then returns 'lgreen_block', which makes a hub yield
+** (no values, 'hub->hubyield' set) with a continuation, or, on the host's
+** main thread, runs the hub until the wait is over and calls the
+** continuation itself. Continuations start with 'lgreen_waited'.
 */
 #ifndef LGREEN_H
 #define LGREEN_H
@@ -16,6 +16,7 @@
 #include <lua.h>
 
 #include "../runtime/gl.h"
+#include "green.h"
 
 #define LGREEN_HUB "green.hub"       /* registry: the hub userdata */
 #define LGREEN_HUB_MT "green.Hub"   /* its metatable */
@@ -29,6 +30,32 @@
 #define LGREEN_UV_SITE 3   /* the function that called spawn */
 #define LGREEN_UV_EXTRAS 4 /* table: name, links, locals, traceback */
 #define LGREEN_NUV 4
+
+/*
+** The bindings' per-hub state: what the runtime does not need. The hub
+** userdata is this record; the runtime's hub is its first member, so the
+** gl_hub_t every function of green.core has as upvalue 1 is its address
+** too, and 'lgreen_state' costs nothing.
+*/
+struct lgreen_state {
+  gl_hub_t hub;          /* first member */
+  int anchors;           /* registry ref: table of live GreenThreads by slot */
+  int boundary_depth;    /* green resumes entered from code that cannot
+                            yield (inside a C-call boundary) */
+  lua_State *boundary_L; /* the outermost such resumer, for messages */
+  lua_Integer lastid;    /* the last id given to a spawned thread */
+  size_t nalive;         /* live threads, main excluded */
+  const char *whats[8];  /* cache of anchored suspend() descriptions */
+  uint64_t whathits;     /* suspend() descriptions found in 'whats' */
+  gl_thread_t *interrupt_target; /* who Ctrl-C interrupts (interrupt.c) */
+  volatile sig_atomic_t interrupted; /* a Ctrl-C waits to be delivered */
+  volatile sig_atomic_t dump;        /* a thread dump was asked for */
+};
+typedef struct lgreen_state lgreen_state_t;
+
+static inline lgreen_state_t *lgreen_state(gl_hub_t *hub) {
+  return GL_CONTAINER(hub, lgreen_state_t, hub);
+}
 
 /* Every function of green.core has the hub as upvalue 1. */
 #define lgreen_hub(L) ((gl_hub_t *)lua_touserdata(L, lua_upvalueindex(1)))
@@ -48,7 +75,7 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
 ** resumed from one?
 */
 static inline int lgreen_yieldable(lua_State *L, gl_hub_t *hub) {
-  return hub->boundary_depth == 0 && lua_isyieldable(L);
+  return lgreen_state(hub)->boundary_depth == 0 && lua_isyieldable(L);
 }
 
 /*
@@ -89,12 +116,25 @@ void lgreen_pushexit(lua_State *L); /* push green.GreenletExit */
 void lgreen_pushextras(lua_State *L, int idx); /* [-0, +1, m] */
 void lgreen_pushpending(lua_State *L, gl_thread_t *t); /* [-0, +1, m] */
 
+/* [-nup, +0, m] Add 'funcs' to the table below the 'nup' values on the
+   top, each with the hub and those values (popped) as upvalues. */
+void lgreen_register(lua_State *L, const luaL_Reg *funcs, int nup);
+
 /* Parts of green.core defined in their own files. */
 void lgreen_open_thread(lua_State *L, gl_hub_t *hub);
+void lgreen_open_interrupt(lua_State *L, gl_hub_t *hub);
 void lgreen_open_coro(lua_State *L, gl_hub_t *hub);
 void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
-void lgreen_open_socket(lua_State *L, gl_hub_t *hub);
+void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub);
+int lgreen_funcname(lua_State *L, int fidx); /* [-0, +(0|1), m] */
+void lgreen_open_socket(lua_State *L, gl_hub_t *hub); /* sockets: the core, */
+void lgreen_open_stream(lua_State *L, gl_hub_t *hub); /* then each kind */
+void lgreen_open_conn(lua_State *L, gl_hub_t *hub);
+void lgreen_open_tcp(lua_State *L, gl_hub_t *hub);
+void lgreen_open_pipe(lua_State *L, gl_hub_t *hub);
+void lgreen_open_udp(lua_State *L, gl_hub_t *hub);
+void lgreen_open_select(lua_State *L, gl_hub_t *hub);
 void lgreen_open_dns(lua_State *L, gl_hub_t *hub);
 void lgreen_open_debug(lua_State *L, gl_hub_t *hub);
 void lgreen_open_event(lua_State *L, gl_hub_t *hub);     /* event.c */
@@ -102,8 +142,7 @@ void lgreen_open_semaphore(lua_State *L, gl_hub_t *hub); /* semaphore.c */
 void lgreen_open_queue(lua_State *L, gl_hub_t *hub);     /* queue.c */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
-/* Used by the executable (runtime/main.c). */
-gl_hub_t *lgreen_gethub(lua_State *L); /* after luaopen_green_core */
-int luaopen_green_core(lua_State *L);
+/* The hub of a state where green.core is open, or NULL. */
+gl_hub_t *lgreen_gethub(lua_State *L);
 
 #endif

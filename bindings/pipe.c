@@ -1,9 +1,9 @@
 /*
 ** pipe.c: Unix-domain stream sockets over uv_pipe_t:
-** green.connect_unix(path) and green.listen_unix(path). The sockets are
-** ordinary 'green.socket's (kind LSOCK_PIPE): receive, send, accept,
-** close and the rest are the stream code in stream.c and tcp.c; only
-** creation and the addresses (paths) are here.
+** green.connect_unix(path) and green.listen_unix(path), and the Unix part
+** of their ops table (the handle, the addresses, which are paths). The
+** sockets are ordinary 'green.socket's: receive, send, accept, close and
+** the rest are the stream code (stream.c).
 **
 ** Paths longer than sockaddr_un can hold fail with "name too long" rather
 ** than being cut short (libuv would truncate them silently and bind or
@@ -13,13 +13,23 @@
 */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include "lsocket.h"
 
 #define DEFAULT_BACKLOG 511
 
-#define state(L) ((lsock_state *)lua_touserdata(L, lua_upvalueindex(2)))
+
+/*
+** {======================================================
+** The Unix ops
+** =======================================================
+*/
+
+static int pipe_init(uv_loop_t *loop, lsock *s) {
+  return uv_pipe_init(loop, (uv_pipe_t *)s->h, 0);
+}
 
 
 /*
@@ -27,11 +37,12 @@
 ** an unnamed socket (a client that did not bind). Returns 1, or pushes
 ** nil, err and returns 2.
 */
-int lgreen_pipe_getname(lua_State *L, lsock *s, int peer) {
+static int pipe_address(lua_State *L, lsock *s, int peer) {
   char buf[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
   size_t len = sizeof(buf);
-  int r = peer ? uv_pipe_getpeername(&s->h.pipe, buf, &len)
-               : uv_pipe_getsockname(&s->h.pipe, buf, &len);
+  uv_pipe_t *h = (uv_pipe_t *)s->h;
+  int r = peer ? uv_pipe_getpeername(h, buf, &len)
+               : uv_pipe_getsockname(h, buf, &len);
   if (r < 0)
     return lgreen_sock_fail(L, r);
   lua_pushlstring(L, buf, len);
@@ -39,13 +50,39 @@ int lgreen_pipe_getname(lua_State *L, lsock *s, int peer) {
 }
 
 
-/* The path argument: a string without NULs that fits in a sockaddr_un;
-   returns NULL (having pushed nil, err) if it is too long. */
-static const char *checkpath(lua_State *L) {
+/* accept's second result: the peer's path ("" if unnamed). */
+static void pipe_pushpeer(lua_State *L, lsock *s) {
+  if (pipe_address(L, s, 1) != 1) {
+    lua_pop(L, 2);
+    lua_pushliteral(L, "");
+  }
+}
+
+
+static const lsock_ops pipe_ops = {LSOCK_STREAM_OPS, .tag = "unix, ",
+                                   .init = pipe_init, .address = pipe_address,
+                                   .pushpeer = pipe_pushpeer};
+
+/* }====================================================== */
+
+
+/*
+** The arguments (path, [opts]): returns the path, a string without NULs
+** that fits in a sockaddr_un, with the stack [path, opts, opts[field]];
+** or NULL, having pushed nil, err, if the path is too long.
+*/
+static const char *checkargs(lua_State *L, const char *field) {
   size_t len;
   const char *path = luaL_checklstring(L, 1, &len);
   luaL_argcheck(L, strlen(path) == len, 1, "path contains a zero byte");
   luaL_argcheck(L, len > 0, 1, "empty path");
+  if (!lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_istable(L, 2))
+    lua_getfield(L, 2, field);
+  else
+    lua_pushnil(L);
   if (len >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
     lgreen_sock_fail(L, UV_ENAMETOOLONG);
     return NULL;
@@ -54,41 +91,28 @@ static const char *checkpath(lua_State *L) {
 }
 
 
-/* The waiter of a pending connect is 's->conn'; freed here (see tcp.c's
-   on_connect, which this mirrors). */
-static void on_connect(uv_connect_t *req, int status) {
-  lsock *s = (lsock *)req->handle->data;
-  lsock_waiter *w = s->conn;
-  free(req);
-  if (w == NULL)
-    return;
-  s->conn = NULL;
-  w->err = status;
-  lgreen_sock_wake(w, LSOCK_W_READY);
-  lgreen_sock_reref(s);
+/* [-0, +1, m] A new Unix socket, or NULL having pushed nil, err. */
+static lsock *newpipe(lua_State *L) {
+  lsock *s = lgreen_stream_new(L, lgreen_sock_state(L), &pipe_ops);
+  int r = pipe_init(&lgreen_hub(L)->loop, s);
+  if (r < 0) {
+    lgreen_sock_discard(s);
+    lgreen_sock_fail(L, r);
+    return NULL;
+  }
+  return s;
 }
 
 
-/* Stack: [path, opts, sock, waiter]. */
+/* Stack: [path, opts, sock]. */
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
-  lsock_waiter *w = (lsock_waiter *)ctx;
-  gl_thread_t *t = lgreen_hub(L)->current;
-  lsock *s;
+  int err, outcome = lgreen_stream_connected(L, &err);
   (void)status;
-  if (t->flags & GL_F_PENDING)
-    lgreen_sock_leave(w); /* closes the half-made socket */
-  lgreen_resumed(L, t);
-  if (w->base.status == LSOCK_W_TIMEOUT)
-    return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  s = w->s;
-  w->s = NULL;
-  if (s == NULL || w->base.status == LSOCK_W_CLOSED)
-    return lgreen_sock_fail(L, UV_EOF);
-  if (w->err != 0) {
-    lgreen_sock_shut(s);
-    return lgreen_sock_fail(L, w->err);
-  }
-  lgreen_sock_started(s);
+  (void)ctx;
+  if (outcome != GL_W_OK)
+    return lgreen_sock_fail(L, outcome); /* "closed", "timeout" */
+  if (err != 0)
+    return lgreen_sock_fail(L, err);
   lua_settop(L, 3);
   return 1;
 }
@@ -100,43 +124,27 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
 ** opts: timeout (seconds).
 */
 static int l_connect_unix(lua_State *L) {
-  gl_hub_t *hub = lgreen_hub(L);
-  const char *path = checkpath(L);
+  const char *path = checkargs(L, "timeout");
   double timeout = -1;
-  gl_thread_t *t;
-  lsock_waiter *w;
   uv_connect_t *req;
-  lsock **pp;
   lsock *s;
-  int r;
   if (path == NULL)
     return 2;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getfield(L, 2, "timeout") != LUA_TNIL)
-      timeout = lgreen_notnan(L, luaL_checknumber(L, -1), "timeout");
-  }
+  if (!lua_isnil(L, 3))
+    timeout = lgreen_notnan(L, luaL_checknumber(L, 3), "timeout");
   lua_settop(L, 2);
-  t = lgreen_begin(L, hub, "green.connect_unix");
-  pp = lgreen_sock_newkind(L, state(L), LSOCK_PIPE);
-  s = *pp;
-  if ((r = uv_pipe_init(&hub->loop, &s->h.pipe, 0)) < 0) {
-    *pp = NULL;
-    free(s);
-    return lgreen_sock_fail(L, r);
-  }
-  w = lgreen_sock_newwaiter(L, pp, LSOCK_CONNECT); /* s is ours alone */
-  w->due = lgreen_sock_deadline(timeout);
+  lgreen_begin(L, lgreen_hub(L), "green.connect_unix");
+  if ((s = newpipe(L)) == NULL)
+    return 2;
   req = (uv_connect_t *)malloc(sizeof(*req));
   if (req == NULL) {
-    lgreen_sock_leave(w);
+    lgreen_sock_shut(s);
     return luaL_error(L, "not enough memory");
   }
-  uv_pipe_connect(req, &s->h.pipe, path, on_connect);
-  s->conn = w;
-  lgreen_sock_suspend(L, w, t, "green.connect_unix");
-  lgreen_sock_reref(s);
-  return lgreen_block(L, t, connect_k, (lua_KContext)w);
+  uv_pipe_connect(req, (uv_pipe_t *)s->h, path, lgreen_stream_on_connect);
+  return lgreen_stream_connecting(L, s, "green.connect_unix",
+                                  lgreen_sock_deadline(timeout), connect_k,
+                                  0);
 }
 
 
@@ -144,39 +152,43 @@ static int l_connect_unix(lua_State *L) {
 ** green.listen_unix(path, [opts]): a listening socket, or nil, err
 ** ("address already in use" if 'path' exists, even as a stale socket
 ** file: remove it first). close() removes the socket file. opts:
-** backlog (511).
+** backlog (511), mode (the file's permissions, e.g. 384 = 0600: set as
+** the file is created; default from the process's umask).
 */
 static int l_listen_unix(lua_State *L) {
-  gl_hub_t *hub = lgreen_hub(L);
-  const char *path = checkpath(L);
-  int backlog = DEFAULT_BACKLOG, r;
-  lsock **pp;
+  const char *path = checkargs(L, "backlog");
+  int backlog = DEFAULT_BACKLOG, mode = -1, r;
   lsock *s;
   if (path == NULL)
     return 2;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getfield(L, 2, "backlog") != LUA_TNIL)
-      backlog = (int)luaL_checkinteger(L, -1);
+  if (!lua_isnil(L, 3))
+    backlog = (int)luaL_checkinteger(L, 3);
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "mode") != LUA_TNIL) {
+    lua_Integer m = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, m >= 0 && m <= 0777, 2, "mode: 0 to 0777 expected");
+    mode = (int)m;
   }
   lua_settop(L, 2);
-  pp = lgreen_sock_newkind(L, state(L), LSOCK_PIPE);
-  s = *pp;
-  if ((r = uv_pipe_init(&hub->loop, &s->h.pipe, 0)) < 0) {
-    *pp = NULL;
-    free(s);
-    return lgreen_sock_fail(L, r);
-  }
+  if ((s = newpipe(L)) == NULL)
+    return 2;
   lgreen_sock_reref(s);
-  r = uv_pipe_bind(&s->h.pipe, path);
+  if (mode >= 0) {
+    /* The file gets its permissions as bind(2) creates it: with the umask
+       set around the call, no other user can ever reach a socket meant to
+       be private. The hub is the process's only thread that makes files,
+       so changing the process's umask for one call is safe. */
+    mode_t old = umask((mode_t)(~mode & 0777));
+    r = uv_pipe_bind((uv_pipe_t *)s->h, path);
+    umask(old);
+  } else {
+    r = uv_pipe_bind((uv_pipe_t *)s->h, path);
+  }
   if (r == 0)
-    r = uv_listen(&s->h.stream, backlog, lgreen_sock_on_connection);
+    r = lgreen_stream_listen(s, backlog);
   if (r < 0) {
     lgreen_sock_shut(s);
     return lgreen_sock_fail(L, r);
   }
-  s->flags |= LSOCK_LISTENING;
-  lgreen_sock_reref(s);
   return 1;
 }
 
@@ -188,11 +200,9 @@ static const luaL_Reg pipe_funcs[] = {
 };
 
 
-/* Adds connect_unix and listen_unix to the module table (below 'state'). */
-void lgreen_open_pipe(lua_State *L, gl_hub_t *hub, int state) {
-  lua_pushvalue(L, state - 1);
-  lua_pushlightuserdata(L, hub);
-  lua_pushvalue(L, state);
-  luaL_setfuncs(L, pipe_funcs, 2);
-  lua_pop(L, 1);
+/* [-0, +0, m] green.connect_unix and green.listen_unix in the module
+   table on the top. */
+void lgreen_open_pipe(lua_State *L, gl_hub_t *hub) {
+  (void)hub;
+  lgreen_sock_register(L, pipe_funcs);
 }

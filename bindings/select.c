@@ -3,14 +3,15 @@
 ** green sockets (TCP, Unix-domain, UDP), as one wait on many sockets.
 **
 ** The waiting thread holds one 'selwait' record (a userdata on its own
-** stack) with an entry per socket and direction, each linked into its
-** socket's 'selects' list. The first socket that becomes ready wakes the
-** thread; the continuation unlinks every entry and scans the tables
-** again, so the result always describes the sockets as they are when the
-** thread runs, and nothing is consumed: select takes no data and is not a
-** reader, so a thread that selects and then receives is the socket's only
-** reader. Kill, a green.Timeout, the select timeout, and closing a socket
-** all unlink every entry; no entry outlives the call.
+** stack) with an entry per socket and direction, each a watcher of its
+** socket (the core's 'lsock_watch', asking the socket's ops whether it is
+** ready). The first socket that becomes ready wakes the thread; the
+** continuation unwatches every entry and scans the tables again, so the
+** result always describes the sockets as they are when the thread runs,
+** and nothing is consumed: select takes no data and is not a reader, so a
+** thread that selects and then receives is the socket's only reader.
+** Kill, a green.Timeout, the select timeout, and closing a socket all
+** unwatch every entry; no entry outlives the call.
 **
 ** Readable: a receive would return at once (data or a datagram buffered,
 ** end of stream or an error, a connection waiting on a server). Writable:
@@ -27,114 +28,32 @@
 
 #include "lsocket.h"
 
-typedef struct selwait selwait;
-
-typedef struct selent {
-  gl_link_t qlink; /* in s->selects */
-  lsock *s;        /* NULL once unlinked */
-  selwait *sel;
-  int write;       /* waits for writability rather than readability */
-} selent;
-
-struct selwait {
-  gl_wait_t base;  /* first member: GL_W_OK (a socket is ready), or */
-  uint64_t due;    /* GL_W_TIMEOUT; deadline (gl_now() ns), 0 for none */
-  int n;           /* entries */
-  selent ents[1];  /* 'n' of them (at least room for one) */
-};
+typedef struct selwait {
+  gl_wait_t base;      /* first member: GL_W_OK (a socket is ready), or */
+  uint64_t due;        /* GL_W_TIMEOUT; deadline (gl_now() ns), 0 for none */
+  int n;               /* entries */
+  lsock_watch ents[1]; /* 'n' of them (at least room for one) */
+} selwait;
 
 
-int lgreen_sock_can_read(lsock *s) {
-  if (s->flags & LSOCK_LISTENING)
-    return s->pending != 0;
-  if (s->kind == LSOCK_UDP)
-    return lgreen_udp_readable(s);
-  return s->len > 0 || s->rerr != 0;
-}
-
-
-int lgreen_sock_can_write(lsock *s) {
-  if (s->flags & LSOCK_LISTENING)
-    return 0;
-  if (s->kind == LSOCK_UDP)
-    return 1;
-  return s->werr != 0 || (s->flags & LSOCK_SHUT_WR) ||
-         (gl_link_empty(&s->writers) &&
-          lgreen_stream_queued(s) < LSOCK_WRITE_HIGH);
-}
-
-
-/*
-** A call with timeout 0 that cannot complete from what the hub has
-** gathered lets libuv run once without waiting (what the hub does at the
-** end of each pass), so a loop that polls with such calls sees what the
-** kernel has and progresses where LuaSocket's would: libuv writes queued
-** bytes and accepts a waiting connection. Callbacks only record outcomes
-** and queue threads (no Lua runs), and no green thread runs inside
-** uv_run, so this never re-enters it. The socket's handle is referenced
-** meanwhile: a socket nobody waits on does not keep the loop alive, and
-** uv_run does not poll a loop that is not alive.
-*/
-void lgreen_sock_poll(lsock *s) {
-  uv_ref(&s->h.handle);
-  uv_run(s->h.handle.loop, UV_RUN_NOWAIT);
-  lgreen_sock_reref(s);
-}
-
-
-/*
-** {======================================================
-** Waiting (no Lua code runs here)
-** =======================================================
-*/
-
-static void unlink_ent(selent *e) {
-  lsock *s = e->s;
-  e->s = NULL;
-  gl_link_remove(&e->qlink);
-  if (!e->write)
-    s->nselr--;
-  if (s->kind == LSOCK_UDP)
-    lgreen_udp_maybe_read(s);
-  lgreen_sock_reref(s);
-}
-
-
-/* Every entry unlinked. Idempotent. */
-static void unlink_all(selwait *sel) {
+/* Every entry unwatched. Idempotent. */
+static void unwatch_all(selwait *sel) {
   int i;
   for (i = 0; i < sel->n; i++)
-    if (sel->ents[i].s != NULL)
-      unlink_ent(&sel->ents[i]);
-}
-
-
-void lgreen_select_notify(lsock *s, int write) {
-  gl_link_t *l;
-  for (l = s->selects.next; l != &s->selects; l = l->next) {
-    selent *e = GL_CONTAINER(l, selent, qlink);
-    if (e->write == write && e->sel->base.status == GL_W_PENDING &&
-        (write ? lgreen_sock_can_write(s) : lgreen_sock_can_read(s)))
-      gl_wait_end(&e->sel->base, GL_W_OK);
-  }
-}
-
-
-void lgreen_select_drop(lsock *s) {
-  while (!gl_link_empty(&s->selects)) {
-    selent *e = GL_CONTAINER(s->selects.next, selent, qlink);
-    gl_wait_end(&e->sel->base, GL_W_OK);
-    unlink_ent(e);
-  }
+    lgreen_sock_unwatch(&sel->ents[i]);
 }
 
 
 /* Timeout, kill or green.Timeout: the runtime ends the wait after. */
 static void sel_cancel(gl_wait_t *w) {
-  unlink_all((selwait *)w);
+  unwatch_all((selwait *)w);
 }
 
-/* }====================================================== */
+
+/* Is 's' (NULL: closed, which is both) ready in direction 'write'? */
+static int isready(lsock *s, int write) {
+  return s == NULL || (write ? s->ops->can_write(s) : s->ops->can_read(s));
+}
 
 
 /*
@@ -156,38 +75,45 @@ static lsock **checkent(lua_State *L, int tab, lua_Integer i) {
 
 
 /*
+** [-0, +0, m] Add item 'i' of the list at 'tab' to the result table at
+** 'out' (out[k] = sock and out[sock] = k, as LuaSocket does) unless it is
+** there already. Returns 1 if it added it.
+*/
+static int add(lua_State *L, int tab, lua_Integer i, int out) {
+  lua_Integer k;
+  lua_rawgeti(L, tab, i);
+  if (lua_rawget(L, out) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pop(L, 1);
+  k = (lua_Integer)lua_rawlen(L, out) + 1;
+  lua_rawgeti(L, tab, i);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, out, k);
+  lua_pushinteger(L, k);
+  lua_rawset(L, out);
+  return 1;
+}
+
+
+/*
 ** [-0, +0, m] Add the ready sockets of the list at 'tab' to the result
-** table at 'out' (out[k] = sock and out[sock] = k, as LuaSocket does).
-** Returns how many ready sockets it added; '*total' counts the list.
+** table at 'out'. Returns how many it added; '*total' counts the list.
 */
 static int collect(lua_State *L, int tab, int out, int write, int *total) {
   lua_Integer i;
   int n = 0;
   if (lua_isnil(L, tab))
     return 0;
-  for (i = 1;; i++) {
-    lsock *s;
-    if (lua_rawgeti(L, tab, i) == LUA_TNIL) {
-      lua_pop(L, 1);
-      break;
-    }
-    s = *checkent(L, tab, i);
+  for (i = 1; lua_rawgeti(L, tab, i) != LUA_TNIL; i++) {
+    lsock *s = *checkent(L, tab, i);
+    lua_pop(L, 1);
     (*total)++;
-    if ((s == NULL ||
-         (write ? lgreen_sock_can_write(s) : lgreen_sock_can_read(s))) &&
-        lua_rawget(L, out) == LUA_TNIL) { /* pops the socket */
-      lua_Integer k = (lua_Integer)lua_rawlen(L, out) + 1;
-      lua_pop(L, 1);
-      lua_rawgeti(L, tab, i);
-      lua_pushvalue(L, -1);
-      lua_rawseti(L, out, k);
-      lua_pushinteger(L, k);
-      lua_rawset(L, out);
-      n++;
-    } else {
-      lua_pop(L, 1);
-    }
+    if (isready(s, write))
+      n += add(L, tab, i, out);
   }
+  lua_pop(L, 1);
   return n;
 }
 
@@ -210,8 +136,8 @@ static int kernel_ready(lua_State *L, int tab, int out, int total) {
     lsock *s = *(lsock **)lua_touserdata(L, -1);
     uv_os_fd_t fd;
     lua_pop(L, 1);
-    if (n < total && s != NULL && !lgreen_sock_can_read(s) &&
-        uv_fileno(&s->h.handle, &fd) == 0) {
+    if (n < total && s != NULL && !s->ops->can_read(s) &&
+        uv_fileno(s->h, &fd) == 0) {
       fds[n].fd = fd;
       fds[n].events = POLLIN;
       fds[n].revents = 0;
@@ -219,35 +145,19 @@ static int kernel_ready(lua_State *L, int tab, int out, int total) {
     }
   }
   lua_pop(L, 1);
-  if (n == 0 || poll(fds, (nfds_t)n, 0) <= 0) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  for (k = 0; k < n; k++) {
-    if (fds[k].revents == 0)
-      continue;
-    lua_rawgeti(L, tab, idx[k]);
-    if (lua_rawget(L, out) == LUA_TNIL) {
-      lua_Integer j = (lua_Integer)lua_rawlen(L, out) + 1;
-      lua_pop(L, 1);
-      lua_rawgeti(L, tab, idx[k]);
-      lua_pushvalue(L, -1);
-      lua_rawseti(L, out, j);
-      lua_pushinteger(L, j);
-      lua_rawset(L, out);
-      added++;
-    } else {
-      lua_pop(L, 1);
-    }
+  if (n > 0 && poll(fds, (nfds_t)n, 0) > 0) {
+    for (k = 0; k < n; k++)
+      if (fds[k].revents != 0)
+        added += add(L, tab, idx[k], out);
   }
   lua_pop(L, 1);
   return added;
 }
 
 
-/* Link an entry for each open socket of the list at 'tab'. Returns how
-   many sockets of the list are closed. */
-static int link_list(lua_State *L, selwait *sel, int tab, int write) {
+/* Watch each open socket of the list at 'tab'. Returns how many sockets
+   of the list are closed. */
+static int watch_list(lua_State *L, selwait *sel, int tab, int write) {
   lua_Integer i;
   int closed = 0;
   if (lua_isnil(L, tab))
@@ -255,20 +165,10 @@ static int link_list(lua_State *L, selwait *sel, int tab, int write) {
   for (i = 1; lua_rawgeti(L, tab, i) != LUA_TNIL; i++) {
     lsock *s = *(lsock **)lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (s != NULL) {
-      selent *e = &sel->ents[sel->n++];
-      e->s = s;
-      e->sel = sel;
-      e->write = write;
-      gl_link_push(&s->selects, &e->qlink);
-      if (!write)
-        s->nselr++;
-      if (s->kind == LSOCK_UDP)
-        lgreen_udp_maybe_read(s);
-      lgreen_sock_reref(s);
-    } else {
+    if (s != NULL)
+      lgreen_sock_watch(s, &sel->ents[sel->n++], &sel->base, write);
+    else
       closed++;
-    }
   }
   lua_pop(L, 1);
   return closed;
@@ -299,14 +199,14 @@ static int select_scan(lua_State *L, uint64_t due, int poll) {
   t = lgreen_begin(L, hub, "green.select");
   sel = (selwait *)lua_newuserdatauv(
       L, sizeof(selwait) + (size_t)(total > 0 ? total - 1 : 0) *
-                               sizeof(selent), 0);
+                               sizeof(lsock_watch), 0);
   memset(sel, 0, sizeof(*sel));
   gl_wait_init(&sel->base);
   sel->due = due;
   /* Read the sockets again after that allocation: it can run a finalizer
      that closes one, which is then ready (closed) and must be reported. */
-  if (link_list(L, sel, 1, 0) + link_list(L, sel, 2, 1) > 0) {
-    unlink_all(sel);
+  if (watch_list(L, sel, 1, 0) + watch_list(L, sel, 2, 1) > 0) {
+    unwatch_all(sel);
     return select_scan(L, due, poll);
   }
   gl_wait_start(t, &sel->base, "green.select", sel_cancel, NULL);
@@ -319,7 +219,7 @@ static int select_scan(lua_State *L, uint64_t due, int poll) {
 static int select_k(lua_State *L, int status, lua_KContext ctx) {
   selwait *sel = (selwait *)ctx;
   (void)status;
-  unlink_all(sel);
+  unwatch_all(sel);
   if (lgreen_waited(L, &sel->base, NULL) == GL_W_TIMEOUT) {
     lua_settop(L, 3);
     lua_newtable(L);
@@ -368,14 +268,16 @@ static int l_gettime(lua_State *L) {
 }
 
 
-/* green.select and green.gettime in the module table (below 'state'). */
-void lgreen_open_select(lua_State *L, gl_hub_t *hub, int state) {
-  lua_pushvalue(L, state - 1);
-  lua_pushlightuserdata(L, hub);
-  lua_pushvalue(L, state);
-  lua_pushcclosure(L, l_select, 2);
-  lua_setfield(L, -2, "select");
-  lua_pushcfunction(L, l_gettime);
-  lua_setfield(L, -2, "gettime");
-  lua_pop(L, 1);
+static const luaL_Reg select_funcs[] = {
+    {"select", l_select},
+    {"gettime", l_gettime},
+    {NULL, NULL},
+};
+
+
+/* [-0, +0, m] green.select and green.gettime in the module table on the
+   top. */
+void lgreen_open_select(lua_State *L, gl_hub_t *hub) {
+  (void)hub;
+  lgreen_sock_register(L, select_funcs);
 }

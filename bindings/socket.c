@@ -1,32 +1,37 @@
 /*
-** socket.c: what every green socket shares ('green.socket' over a TCP or
-** Unix-domain stream, 'green.udp' over uv_udp_t): waiter records and
-** their queues, close, LuaSocket's error strings, the simultaneous-reader
-** check, fairness, and the metatables. The stream side is in stream.c,
-** options in sockopt.c, DNS in dns.c, connect/listen/accept in tcp.c,
-** Unix paths in pipe.c, UDP in udp.c, green.select in select.c; lsocket.h
-** has the records. DESIGN.md ("Sockets") has the contract.
+** socket.c: the core of green sockets, what every kind shares and nothing
+** a kind does its own way (that is behind each socket's ops table, see
+** lsocket.h): the socket record and its checks, waiting, close, LuaSocket's
+** error strings, fairness, addresses, and core.sockstate. DESIGN.md
+** ("Sockets") has the contract.
 **
-** Waiting. Each socket has two FIFO queues of waiter records, readers
-** (receive, recv, accept) and writers. The head of a queue owns that
-** direction; only the head is ever woken with READY. A second thread that
-** calls receive while a read is under way gets eventlet's "Second
+** Waiting. Each socket has two FIFO queues of blocking calls, readers
+** (receive, recv, accept) and writers (send, sendall, connect); a call
+** waits in its thread's own wait record, 't->w'. The head of a queue owns
+** that direction; only the head is ever woken to proceed. A second thread
+** that calls receive while a read is under way gets eventlet's "Second
 ** simultaneous read" error unless green.debug.hub_prevent_multiple_readers
 ** is off, in which case it queues behind. green.select waits in a third
-** list ('selects') that takes no data and owns nothing, so a thread that
+** list ('watchers') that takes no data and owns nothing, so a thread that
 ** selects and then receives is an ordinary single reader. A socket's
 ** handle keeps the hub alive (uv_ref) only while some thread waits on it.
 */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "lsocket.h"
 
 #define STATE_KEY "green.socket.state"
 
+
+/*
+** {======================================================
+** Records and checks
+** =======================================================
+*/
 
 /* The metatable of the value at 'idx', by address, or NULL. */
 static const void *metaof(lua_State *L, int idx) {
@@ -53,15 +58,23 @@ lsock **lgreen_sock_checkmt(lua_State *L, int idx, const void *mt,
 }
 
 
-/* The socket at 'idx', of either metatable; raises otherwise. */
-lsock **lgreen_sock_checkud(lua_State *L, int idx) {
+/* Is the value at 'idx' a green socket (open or closed)? */
+static lsock **testud(lua_State *L, int idx) {
   lsock_state *st = lgreen_sock_state(L);
   void *p = lua_touserdata(L, idx);
   const void *mt = p != NULL ? metaof(L, idx) : NULL;
-  if (p == NULL || mt == NULL ||
-      (mt != st->mt_stream && mt != st->mt_udp))
-    luaL_typeerror(L, idx, "green socket");
+  if (mt == NULL || (mt != st->mt_stream && mt != st->mt_udp))
+    return NULL;
   return (lsock **)p;
+}
+
+
+/* The socket at 'idx', of either metatable; raises otherwise. */
+lsock **lgreen_sock_checkud(lua_State *L, int idx) {
+  lsock **pp = testud(L, idx);
+  if (pp == NULL)
+    luaL_typeerror(L, idx, "green socket");
+  return pp;
 }
 
 
@@ -70,136 +83,96 @@ lsock *lgreen_sock_check(lua_State *L, int idx) {
 }
 
 
-/*
-** Queue reader 'w' of thread 't' on 's' (its mode and count are set) and
-** block in 'k'; 'start' (re)starts reading on the handle. Shared by the
-** stream and UDP receives.
-*/
-int lgreen_sock_block_reader(lua_State *L, lsock *s, lsock_waiter *w,
-                             gl_thread_t *t, const char *what,
-                             void (*start)(lsock *), lua_KFunction k) {
-  w->due = lgreen_sock_deadline(s->timeout);
-  gl_link_push(&s->readers, &w->base.link);
-  s->streak = 0;
-  start(s);
-  lgreen_sock_suspend(L, w, t, what);
-  lgreen_sock_reref(s);
-  lgreen_sock_kick_readers(s); /* a read error may already be there */
-  return lgreen_block(L, t, k, (lua_KContext)w);
+void lgreen_sock_pushstate(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);
 }
+
+
+/* [-0, +0, m] Add 'funcs' to the table on the top, each with the hub and
+   the socket state as upvalues, as every socket function has them. */
+void lgreen_sock_register(lua_State *L, const luaL_Reg *funcs) {
+  lgreen_sock_pushstate(L);
+  lgreen_register(L, funcs, 1);
+}
+
+
+lsock *lgreen_sock_new(lua_State *L, lsock_state *st, const lsock_ops *ops,
+                       const char *tname, size_t size, size_t hoff) {
+  lsock **pp = (lsock **)lua_newuserdatauv(L, sizeof(lsock *), 0);
+  lsock *s;
+  *pp = NULL;
+  luaL_setmetatable(L, tname);
+  s = (lsock *)calloc(1, size);
+  if (s == NULL)
+    luaL_error(L, "not enough memory");
+  s->h = (uv_handle_t *)((char *)s + hoff);
+  s->h->data = s;
+  s->ops = ops;
+  s->st = st;
+  s->ud = pp;
+  gl_link_init(&s->readers);
+  gl_link_init(&s->writers);
+  gl_link_init(&s->watchers);
+  s->timeout = -1;
+  s->born = gl_now();
+  *pp = s;
+  return s;
+}
+
+
+void lgreen_sock_discard(lsock *s) {
+  *s->ud = NULL;
+  free(s);
+}
+
+/* }====================================================== */
 
 
 /*
 ** {======================================================
-** Waiters and close (no Lua code runs here)
+** Waiting (no Lua code runs in the callbacks)
 ** =======================================================
 */
 
-/* Would waiter 'w' of the reading side complete now? */
-int lgreen_sock_readable(lsock *s, lsock_waiter *w) {
-  if (s->kind == LSOCK_UDP)
-    return lgreen_udp_readable(s);
-  return lgreen_stream_readable(s, w);
-}
-
-
-/* End the wait of 'w' with 'status' if it is suspended; its place in a
-   socket queue stays (see lsock_waiter). */
-void lgreen_sock_wake(lsock_waiter *w, int status) {
-  gl_wait_end(&w->base, status);
-}
-
-
-static void kick_head_reader(lsock *s) {
-  lsock_waiter *w = LSOCK_WAITER(s->readers.next);
-  if (LSOCK_PENDING(w) && lgreen_sock_readable(s, w))
-    lgreen_sock_wake(w, LSOCK_W_READY);
-}
-
-
-/* Also wakes a green.select waiting for readability. */
-void lgreen_sock_kick_readers(lsock *s) {
-  if (!gl_link_empty(&s->readers))
-    kick_head_reader(s);
-  if (!gl_link_empty(&s->selects))
-    lgreen_select_notify(s, 0);
-}
-
-
-static void maybe_read(lsock *s) {
-  if (s->kind == LSOCK_UDP)
-    lgreen_udp_maybe_read(s);
-  else
-    lgreen_stream_maybe_read(s);
-}
-
-
-/* Also wakes a green.select waiting for writability. */
-void lgreen_sock_kick_writers(lsock *s) {
-  if (!gl_link_empty(&s->writers))
-    lgreen_sock_wake(LSOCK_WAITER(s->writers.next), LSOCK_W_READY);
-  if (!gl_link_empty(&s->selects))
-    lgreen_select_notify(s, 1);
-}
-
-
-void lgreen_sock_reref(lsock *s) {
-  uv_handle_t *h = &s->h.handle;
-  if (uv_is_closing(h) || (s->flags & LSOCK_CLOSED))
-    return;
-  if (!gl_link_empty(&s->readers) || !gl_link_empty(&s->writers) ||
-      !gl_link_empty(&s->selects) || s->conn != NULL)
-    uv_ref(h);
-  else
-    uv_unref(h);
+/* Raise eventlet's error for a second thread reading (writing) while
+   another one waits in queue 'q'. */
+static int simultaneous(lua_State *L, lsock *s, gl_link_t *q,
+                        const char *op) {
+  gl_thread_t *other = GL_CONTAINER(q->next, gl_wait_t, link)->thread;
+  gl_hub_t *hub = lgreen_hub(L);
+  uv_os_fd_t fd = -1;
+  const char *me = "?", *that;
+  uv_fileno(s->h, &fd);
+  if (hub->current != NULL) {
+    lgreen_pushthread(L, hub->current);
+    me = luaL_tolstring(L, -1, NULL);
+  }
+  lgreen_pushthread(L, other);
+  that = luaL_tolstring(L, -1, NULL);
+  return luaL_error(
+      L,
+      "Second simultaneous %s on fileno %d detected. Unless you really "
+      "know what you're doing, make sure that only one green thread can "
+      "%s any particular socket. Consider using a pools.Pool. If you do "
+      "know what you're doing and want to disable this error, call "
+      "green.debug.hub_prevent_multiple_readers(false) - MY THREAD=%s; "
+      "THAT THREAD=%s",
+      op, (int)fd, op, me, that);
 }
 
 
 /*
-** The waiter gives up its call (kill, Timeout, socket timeout, or an
-** error on its own path): leave the queue, pass ownership on, cancel a
-** pending resolve or connect. Idempotent. It does not end a suspension:
-** it is the wait's 'cancel' (the runtime ends the wait after it), or
-** runs once the thread runs again.
+** Is the caller first in queue 'q' of 's' ('readers' or 'writers'), so
+** that it may try to complete at once? If others wait there, raises
+** eventlet's error for 'op' ("read", "write"), unless that check is off:
+** then returns 0 and the caller answers "timeout" (timeout 0) or queues.
 */
-void lgreen_sock_leave(lsock_waiter *w) {
-  lsock *s = w->s;
-  int head;
-  if (w->res != NULL) { /* the resolver cancels or drops it */
-    lgreen_dns_abandon(w->res);
-    w->res = NULL;
-  }
-  if (s == NULL)
-    return;
-  w->s = NULL;
-  switch (w->mode) {
-  case LSOCK_CONNECT: /* an abandoned connect closes its socket */
-    if (s->conn == w)
-      s->conn = NULL;
-    lgreen_sock_shut(s);
-    return;
-  case LSOCK_WRITE:
-    head = s->writers.next == &w->base.link;
-    gl_link_remove(&w->base.link);
-    if (head)
-      lgreen_sock_kick_writers(s);
-    break;
-  default:
-    head = s->readers.next == &w->base.link;
-    gl_link_remove(&w->base.link);
-    if (head)
-      lgreen_sock_kick_readers(s);
-    maybe_read(s);
-    break;
-  }
-  lgreen_sock_reref(s);
-}
-
-
-/* The runtime cancels a suspended call (kill, green.Timeout, its
-   deadline); it ends the wait itself. */
-static void wait_cancel(gl_wait_t *w) {
-  lgreen_sock_leave((lsock_waiter *)w);
+int lgreen_sock_first(lua_State *L, lsock *s, gl_link_t *q, const char *op) {
+  if (gl_link_empty(q))
+    return 1;
+  if (s->st->prevent)
+    simultaneous(L, s, q, op);
+  return 0;
 }
 
 
@@ -212,89 +185,300 @@ uint64_t lgreen_sock_deadline(double timeout) {
 }
 
 
-/*
-** Suspend 't' in 'w' and arm its deadline 'w->due' (if any); the caller
-** then blocks. Without memory for the deadline, the call is given up
-** ('w' leaves its socket) and this raises.
-*/
-void lgreen_sock_suspend(lua_State *L, lsock_waiter *w, gl_thread_t *t,
-                         const char *what) {
-  gl_wait_start(t, &w->base, what, wait_cancel, w->s);
-  if (w->due != 0)
-    lgreen_deadline(L, &w->base, w->due);
+/* Would waiter 'w', the head of 's->readers', complete now? */
+static void kick_head_reader(lsock *s) {
+  gl_wait_t *w = GL_CONTAINER(s->readers.next, gl_wait_t, link);
+  if (w->status == GL_W_PENDING && s->ops->readable(s))
+    gl_wait_end(w, GL_W_OK);
 }
 
 
-/*
-** [-0, +1, m] A new waiter record (not queued, not suspended) for the
-** socket in slot 'pp'. The allocation can run a finalizer that closes
-** that very socket, so the slot is read after it: if the socket is gone,
-** 'w->s' is NULL and its status LSOCK_W_CLOSED, and the caller must not
-** queue; it runs its continuation instead, which reports "closed".
-** Nothing that can allocate may run between this and the queueing.
-*/
-lsock_waiter *lgreen_sock_newwaiter(lua_State *L, lsock **pp, int mode) {
-  lsock_waiter *w =
-      (lsock_waiter *)lua_newuserdatauv(L, sizeof(lsock_waiter), 0);
-  memset(w, 0, sizeof(*w));
-  gl_wait_init(&w->base);
-  w->s = *pp;
-  w->mode = mode;
-  if (w->s == NULL)
-    w->base.status = LSOCK_W_CLOSED;
-  return w;
-}
-
-
-/* The socket closes: every waiter, suspended or woken, sees "closed". */
-static void wake_all(gl_link_t *q) {
-  while (!gl_link_empty(q)) {
-    lsock_waiter *w = LSOCK_WAITER(q->next);
-    gl_link_remove(&w->base.link);
-    w->s = NULL;
-    if (!gl_wait_end(&w->base, LSOCK_W_CLOSED))
-      w->base.status = LSOCK_W_CLOSED; /* woken, but not run yet */
+/* End the waits of the watchers of 's' in direction 'write' that may be
+   ready now. */
+static void notify(lsock *s, int write) {
+  gl_link_t *l;
+  for (l = s->watchers.next; l != &s->watchers; l = l->next) {
+    lsock_watch *e = GL_CONTAINER(l, lsock_watch, link);
+    if (e->write == write && e->w->status == GL_W_PENDING &&
+        (write ? s->ops->can_write(s) : s->ops->can_read(s)))
+      gl_wait_end(e->w, GL_W_OK);
   }
 }
 
 
-static void on_close(uv_handle_t *h) {
-  lsock *s = (lsock *)h->data;
-  gl_link_remove(&s->linger);
-  free(s->buf);
-  free(s);
+/* Something came in (or failed): wake the head reader if it can complete,
+   and the read watchers. */
+void lgreen_sock_kick_readers(lsock *s) {
+  if (!gl_link_empty(&s->readers))
+    kick_head_reader(s);
+  if (!gl_link_empty(&s->watchers))
+    notify(s, 0);
+}
+
+
+/* Room to write (or a failure): wake the head writer and the write
+   watchers. */
+void lgreen_sock_kick_writers(lsock *s) {
+  if (!gl_link_empty(&s->writers))
+    gl_wait_end(GL_CONTAINER(s->writers.next, gl_wait_t, link), GL_W_OK);
+  if (!gl_link_empty(&s->watchers))
+    notify(s, 1);
+}
+
+
+void lgreen_sock_reref(lsock *s) {
+  if (uv_is_closing(s->h) || (s->flags & LSOCK_CLOSED))
+    return;
+  if (!gl_link_empty(&s->readers) || !gl_link_empty(&s->writers) ||
+      !gl_link_empty(&s->watchers))
+    uv_ref(s->h);
+  else
+    uv_unref(s->h);
 }
 
 
 /*
+** Suspend the running thread in its own wait record as a call of 's' in
+** queue 'q' (it joins the queue at the tail; a head that waits again
+** keeps its place), with 'cancel' (which must leave the queue, as
+** 'lgreen_sock_leave' does) and deadline 'due' (0: none), and block; 'k'
+** continues with context 'ctx' and starts with 'lgreen_waited'. Nothing
+** may allocate between the caller's checks of the socket and this.
+*/
+int lgreen_sock_wait(lua_State *L, lsock *s, gl_link_t *q, const char *what,
+                     gl_wait_cb cancel, uint64_t due, lua_KFunction k,
+                     lua_KContext ctx) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_thread_t *t = hub->current;
+  if (t == NULL || gl_link_empty(&t->w.link)) { /* not in a queue yet */
+    t = lgreen_begin(L, hub, what);
+    gl_link_push(q, &t->w.link);
+  }
+  s->streak = 0;
+  gl_wait_start(t, &t->w, what, cancel, s);
+  if (due != 0)
+    lgreen_deadline(L, &t->w, due); /* raises (having left) if no memory */
+  s->ops->watched(s);
+  lgreen_sock_reref(s);
+  if (q == &s->readers)
+    kick_head_reader(s); /* a read error may be there already */
+  return lgreen_block(L, t, k, ctx);
+}
+
+
+/*
+** The start of the continuation of a call that waited with
+** 'lgreen_sock_wait', its socket at stack index 1: raises if the thread
+** was interrupted (after 'undo'); else returns the wait's outcome
+** (GL_W_OK, GL_W_TIMEOUT, or LSOCK_W_CLOSED if the socket was closed
+** meanwhile, which took it out of its queue) with the socket in '*ps'
+** (NULL once closed).
+*/
+int lgreen_sock_resumed(lua_State *L, gl_wait_cb undo, lsock **ps) {
+  int outcome = lgreen_waited(L, lgreen_sock_self(L), undo);
+  *ps = *(lsock **)lua_touserdata(L, 1);
+  return *ps == NULL ? LSOCK_W_CLOSED : outcome;
+}
+
+
+/*
+** Wait 'w' leaves its socket's queue (its call is complete, or given up
+** on kill, Timeout, socket timeout or an error): the next in line owns
+** the direction if 'w' did. Idempotent ('w->data' is NULL once it left).
+** As a wait's 'cancel', the runtime ends the wait after it.
+*/
+void lgreen_sock_leave(gl_wait_t *w) {
+  lsock *s = (lsock *)w->data;
+  int rhead, whead;
+  if (s == NULL)
+    return;
+  w->data = NULL;
+  rhead = s->readers.next == &w->link;
+  whead = s->writers.next == &w->link;
+  gl_link_remove(&w->link);
+  if (rhead)
+    lgreen_sock_kick_readers(s);
+  if (whead)
+    lgreen_sock_kick_writers(s);
+  s->ops->watched(s);
+  lgreen_sock_reref(s);
+}
+
+
+/*
+** A call with timeout 0 that cannot complete from what the hub has
+** gathered lets libuv run once without waiting (what the hub does at the
+** end of each pass), so a loop that polls with such calls sees what the
+** kernel has and progresses where LuaSocket's would: libuv writes queued
+** bytes and accepts a waiting connection. Callbacks only record outcomes
+** and queue threads (no Lua runs), and no green thread runs inside
+** uv_run, so this never re-enters it. The socket's handle is referenced
+** meanwhile: a socket nobody waits on does not keep the loop alive, and
+** uv_run does not poll a loop that is not alive.
+*/
+void lgreen_sock_poll(lsock *s) {
+  uv_ref(s->h);
+  uv_run(s->h->loop, UV_RUN_NOWAIT);
+  lgreen_sock_reref(s);
+}
+
+
+/* Watch 's' for readiness in direction 'write' on behalf of wait 'w'. */
+void lgreen_sock_watch(lsock *s, lsock_watch *e, gl_wait_t *w, int write) {
+  e->s = s;
+  e->w = w;
+  e->write = write;
+  gl_link_push(&s->watchers, &e->link);
+  if (!write)
+    s->nwatchr++;
+  s->ops->watched(s);
+  lgreen_sock_reref(s);
+}
+
+
+/* Stop watching. Idempotent. */
+void lgreen_sock_unwatch(lsock_watch *e) {
+  lsock *s = e->s;
+  if (s == NULL)
+    return;
+  e->s = NULL;
+  gl_link_remove(&e->link);
+  if (!e->write)
+    s->nwatchr--;
+  s->ops->watched(s);
+  lgreen_sock_reref(s);
+}
+
+/* }====================================================== */
+
+
+/*
 ** {======================================================
-** Closing with unsent bytes (lingering)
+** Fairness
 ** =======================================================
-**
-** close() must not lose what send() accepted: bytes still in uv_write
-** requests (at most LSOCK_WRITE_HIGH) are flushed before the descriptor
-** is closed, as the kernel goes on sending what it already took. But a
-** peer that never reads must not pin the descriptor, nor keep the process
-** from exiting: a lingering socket is dropped once it has made no progress
-** for LINGER_DEFAULT seconds (or the SO_LINGER timeout the user set), and
-** at once with SO_LINGER {on, 0}, which closes with a reset. The hub stays
-** up while a socket lingers (its timer is armed), so a script's last
-** sendall reaches a peer that reads.
 */
 
-#define LINGER_DEFAULT 2 /* seconds without progress before dropping */
+/*
+** Called by an operation that is about to complete without blocking: 1
+** if it did LSOCK_FAIR_BUDGET of them in a row and can yield to the hub,
+** and must then return 'lgreen_sock_yield' instead (its streak starts
+** again).
+*/
+int lgreen_sock_unfair(lua_State *L, lsock *s) {
+  gl_hub_t *hub = s->st->hub;
+  gl_thread_t *t = hub->current;
+  if (s->streak < LSOCK_FAIR_BUDGET || t == NULL ||
+      (t->flags & GL_F_KILLED) || !lgreen_canblock(L, hub))
+    return 0;
+  s->streak = 0;
+  return 1;
+}
 
 
-/* The user's SO_LINGER: 1 if on, with its timeout in '*secs'. */
-static int user_linger(lsock *s, int *secs) {
+/* After the fairness yield, run the operation again from the start (its
+   arguments are still on the stack). */
+static int yield_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lgreen_waited(L, lgreen_sock_self(L), NULL);
+  return ((lua_CFunction)ctx)(L);
+}
+
+
+/* Yield like sleep(0), then run method 'again' from the start. */
+int lgreen_sock_yield(lua_State *L, lua_CFunction again) {
+  gl_thread_t *t = lgreen_begin(L, lgreen_hub(L), "socket (fairness yield)");
+  t->state = GL_READY;
+  gl_ready(t);
+  return lgreen_block(L, t, yield_k, (lua_KContext)again);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Close
+** =======================================================
+*/
+
+/* The socket closes: every waiter, suspended or woken, sees "closed". */
+static void wake_all(gl_link_t *q) {
+  while (!gl_link_empty(q)) {
+    gl_wait_t *w = GL_CONTAINER(q->next, gl_wait_t, link);
+    gl_link_remove(&w->link);
+    w->data = NULL;
+    if (!gl_wait_end(w, LSOCK_W_CLOSED))
+      w->status = LSOCK_W_CLOSED; /* woken, but not run yet */
+  }
+}
+
+
+/*
+** Close 's' without running Lua: mark the userdata closed, wake every
+** waiter with "closed" and every watcher, then the kind closes its handle
+** (memory freed in on_close), after its writes are out if it lingers.
+*/
+void lgreen_sock_shut(lsock *s) {
+  if (s->flags & LSOCK_CLOSED)
+    return;
+  s->flags |= LSOCK_CLOSED;
+  if (s->ud != NULL) {
+    *s->ud = NULL;
+    s->ud = NULL;
+  }
+  wake_all(&s->readers);
+  wake_all(&s->writers);
+  while (!gl_link_empty(&s->watchers)) {
+    lsock_watch *e = GL_CONTAINER(s->watchers.next, lsock_watch, link);
+    gl_wait_end(e->w, GL_W_OK);
+    lgreen_sock_unwatch(e);
+  }
+  s->ops->close(s);
+}
+
+
+/* The user's SO_LINGER (set with setoption): 1 if on, its timeout in
+   '*secs'. */
+int lgreen_sock_solinger(lsock *s, int *secs) {
   struct linger li;
   socklen_t len = sizeof(li);
   uv_os_fd_t fd;
-  if (!(s->flags & LSOCK_LINGER) || uv_fileno(&s->h.handle, &fd) < 0 ||
+  if (!(s->flags & LSOCK_LINGER) || uv_fileno(s->h, &fd) < 0 ||
       getsockopt(fd, SOL_SOCKET, SO_LINGER, &li, &len) < 0 || !li.l_onoff)
     return 0;
   *secs = li.l_linger;
   return 1;
+}
+
+
+/*
+** Lingering: close() must not lose what send() accepted. A kind whose
+** closed socket still has writes queued (stream.c: at most its write
+** bound) keeps the handle open until they are out, as the kernel goes on
+** sending what it already took. But a peer that never reads must not pin
+** the descriptor, nor keep the process from exiting: a lingering socket
+** is dropped once it has made no progress (its queue did not shrink:
+** partial writes count, so a slow reader keeps its data coming) for
+** LSOCK_LINGER_DEFAULT seconds, or the SO_LINGER timeout the user set. The
+** hub stays up while a socket lingers (the state's timer is armed), so a
+** script's last sendall reaches a peer that reads; what still lingers
+** when the Lua state closes is closed then.
+*/
+
+/* The state of a lingering socket, malloc'd when it starts. */
+struct lsock_linger {
+  gl_link_t link; /* in st->lingering */
+  lsock *s;
+  uint64_t ns;    /* how long it may go without progress */
+  uint64_t due;   /* checked for progress at gl_now() */
+  size_t left;    /* bytes queued at the last check */
+};
+
+#define LINGERER(l) GL_CONTAINER((l), lsock_linger, link)
+
+
+static void on_close(uv_handle_t *h) {
+  free(h->data);
 }
 
 
@@ -305,16 +489,21 @@ static int user_linger(lsock *s, int *secs) {
 */
 static void close_now(lsock *s) {
   int secs;
-  gl_link_remove(&s->linger);
-  if (s->kind != LSOCK_UDP && user_linger(s, &secs) && secs > 0) {
+  if (s->linger != NULL) {
+    gl_link_remove(&s->linger->link);
+    free(s->linger);
+    s->linger = NULL;
+  }
+  if (lgreen_sock_solinger(s, &secs) && secs > 0) {
     struct linger off = {0, 0};
     uv_os_fd_t fd;
-    if (uv_fileno(&s->h.handle, &fd) == 0)
+    if (uv_fileno(s->h, &fd) == 0)
       setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
   }
-  if (!uv_is_closing(&s->h.handle))
-    uv_close(&s->h.handle, on_close);
+  if (!uv_is_closing(s->h))
+    uv_close(s->h, on_close);
 }
+
 
 
 static void on_linger(gl_timer_t *tm);
@@ -324,41 +513,36 @@ static void on_linger(gl_timer_t *tm);
 static void linger_arm(lsock_state *st) {
   uint64_t due = UINT64_MAX;
   gl_link_t *l;
-  for (l = st->lingering.next; l != &st->lingering; l = l->next) {
-    lsock *s = GL_CONTAINER(l, lsock, linger);
-    if (s->linger_due < due)
-      due = s->linger_due;
-  }
+  for (l = st->lingering.next; l != &st->lingering; l = l->next)
+    if (LINGERER(l)->due < due)
+      due = LINGERER(l)->due;
   if (due == UINT64_MAX) {
     gl_timer_stop(st->hub, &st->ltimer);
     return;
   }
   if (gl_timer_start(st->hub, &st->ltimer, due, on_linger) < 0) {
     while (!gl_link_empty(&st->lingering)) /* no memory: drop them */
-      close_now(GL_CONTAINER(st->lingering.next, lsock, linger));
+      close_now(LINGERER(st->lingering.next)->s);
   }
 }
 
 
-/*
-** Drop the lingering sockets that made no progress since their last
-** check: their queue did not shrink (partial writes count, so a slow
-** reader keeps its data coming).
-*/
+/* Drop the lingering sockets that made no progress since their last
+   check. */
 static void on_linger(gl_timer_t *tm) {
   lsock_state *st = GL_CONTAINER(tm, lsock_state, ltimer);
   uint64_t now = gl_now();
   gl_link_t *l = st->lingering.next;
   while (l != &st->lingering) {
-    lsock *s = GL_CONTAINER(l, lsock, linger);
+    lsock_linger *g = LINGERER(l);
     l = l->next;
-    if (s->linger_due <= now) {
-      size_t left = uv_stream_get_write_queue_size(&s->h.stream);
-      if (left < s->linger_left) {
-        s->linger_left = left;
-        s->linger_due = now + s->linger_ns;
+    if (g->due <= now) {
+      size_t left = g->s->ops->queued(g->s);
+      if (left < g->left) {
+        g->left = left;
+        g->due = now + g->ns;
       } else {
-        close_now(s);
+        close_now(g->s);
       }
     }
   }
@@ -366,96 +550,68 @@ static void on_linger(gl_timer_t *tm) {
 }
 
 
-void lgreen_stream_on_shutdown(uv_shutdown_t *req, int status) {
-  lsock *s = (lsock *)req->handle->data;
-  (void)status;
-  free(req);
-  if ((s->flags & LSOCK_CLOSED) && !uv_is_closing(&s->h.handle)) {
-    close_now(s); /* flushed (or failed): done lingering */
-    linger_arm(s->st);
-  }
+/* Closed 's' (its writes queued) lingers, for at most 'secs' seconds
+   without progress; the kind closes its handle once they are out. 0, or
+   UV_ENOMEM: the kind closes it now. */
+int lgreen_sock_lingering(lsock *s, int secs) {
+  lsock_linger *g = (lsock_linger *)malloc(sizeof(*g));
+  if (g == NULL)
+    return UV_ENOMEM;
+  g->s = s;
+  g->ns = lgreen_ns(secs);
+  g->due = gl_now() + g->ns;
+  g->left = s->ops->queued(s);
+  s->linger = g;
+  uv_unref(s->h);
+  gl_link_push(&s->st->lingering, &g->link);
+  linger_arm(s->st);
+  return 0;
 }
 
 
-/*
-** Close 's' without running Lua: mark the userdata closed, wake every
-** waiter with "closed", and close the handle (memory freed in on_close),
-** after lingering if send() left bytes queued (see above).
-*/
-void lgreen_sock_shut(lsock *s) {
-  uv_handle_t *h = &s->h.handle;
-  uv_stream_t *st = &s->h.stream;
-  int secs = LINGER_DEFAULT;
-  if (s->flags & LSOCK_CLOSED)
-    return;
-  s->flags |= LSOCK_CLOSED;
-  if (s->ud != NULL) {
-    *s->ud = NULL;
-    s->ud = NULL;
-  }
-  wake_all(&s->readers);
-  wake_all(&s->writers);
-  if (s->conn != NULL) {
-    lsock_waiter *w = s->conn;
-    s->conn = NULL;
-    w->s = NULL;
-    lgreen_sock_wake(w, LSOCK_W_CLOSED);
-  }
-  lgreen_select_drop(s);
-  free(s->buf);
-  s->buf = NULL;
-  s->off = s->len = s->cap = 0;
-  if (s->kind == LSOCK_UDP) {
-    lgreen_udp_drop_queue(s);
-    if (s->flags & LSOCK_READING)
-      uv_udp_recv_stop(&s->h.udp);
-    s->flags &= ~LSOCK_READING;
-    uv_close(h, on_close);
-    return;
-  }
-  if (s->flags & LSOCK_READING) {
-    uv_read_stop(st);
-    s->flags &= ~LSOCK_READING;
-  }
-  if ((s->flags & LSOCK_STREAM) && s->werr == 0 &&
-      uv_stream_get_write_queue_size(st) > 0 &&
-      !(user_linger(s, &secs) && secs == 0)) { /* {on, 0}: reset now */
-    uv_unref(h);
-    s->linger_ns = lgreen_ns(secs);
-    s->linger_due = gl_now() + s->linger_ns;
-    s->linger_left = uv_stream_get_write_queue_size(st);
-    gl_link_push(&s->st->lingering, &s->linger);
-    linger_arm(s->st);
-    if (s->flags & LSOCK_SHUT_WR)
-      return; /* its shutdown is pending: on_shutdown closes */
-    {
-      uv_shutdown_t *req = (uv_shutdown_t *)malloc(sizeof(*req));
-      if (req != NULL &&
-          uv_shutdown(req, st, lgreen_stream_on_shutdown) == 0) {
-        s->flags |= LSOCK_SHUT_WR;
-        return;
-      }
-      free(req);
-    }
-    close_now(s);
-    linger_arm(s->st);
-    return;
-  }
+/* Close the handle of closed 's' now (it lingers no more). */
+void lgreen_sock_close_handle(lsock *s) {
+  int lingered = s->linger != NULL;
   close_now(s);
+  if (lingered)
+    linger_arm(s->st);
+}
+
+
+/* sock:close(): wakes every waiting thread with nil, "closed". */
+int lgreen_sock_gc(lua_State *L) {
+  lsock **pp = lgreen_sock_checkud(L, 1);
+  if (*pp != NULL)
+    lgreen_sock_shut(*pp);
+  return 0;
+}
+
+
+int lgreen_sock_close(lua_State *L) {
+  lgreen_sock_gc(L);
+  lua_pushinteger(L, 1);
+  return 1;
 }
 
 /* }====================================================== */
 
 
-
 /*
 ** {======================================================
-** Results and errors
+** Errors, addresses, states
 ** =======================================================
 */
 
-/* LuaSocket's messages for the errors a caller branches on. */
-const char *lgreen_sock_strerror(int err) {
+/*
+** The socket error strings, in one place: LuaSocket's messages for the
+** errors a caller branches on ("closed", "timeout", ...), libuv's for the
+** others. The LuaSocket-compatible module (green.socket) words a few of
+** them as LuaSocket does (a reset connection is "closed" there), and the
+** others with the C library's message, as LuaSocket does (strerror).
+*/
+
+/* Green sockets' own message for 'err', or NULL (libuv's is used). */
+static const char *message(int err) {
   switch (err) {
   case UV_EOF:
   case UV_ECANCELED:
@@ -482,8 +638,14 @@ const char *lgreen_sock_strerror(int err) {
   case UV_EAI_FAIL:
     return "host not found";
   default:
-    return uv_strerror(err);
+    return NULL;
   }
+}
+
+
+const char *lgreen_sock_strerror(int err) {
+  const char *msg = message(err);
+  return msg != NULL ? msg : uv_strerror(err);
 }
 
 
@@ -494,151 +656,135 @@ int lgreen_sock_fail(lua_State *L, int err) {
 }
 
 
-
-int lgreen_sock_simultaneous(lua_State *L, lsock *s, gl_link_t *q,
-                             const char *op) {
-  lsock_waiter *other = LSOCK_WAITER(q->next);
-  gl_hub_t *hub = lgreen_hub(L);
-  uv_os_fd_t fd = -1;
-  const char *me = "?", *that;
-  uv_fileno(&s->h.handle, &fd);
-  if (hub->current != NULL) {
-    lgreen_pushthread(L, hub->current);
-    me = luaL_tolstring(L, -1, NULL);
+/* LuaSocket's message for 'err' (green.socket's). */
+static const char *luasocket_message(int err) {
+  const char *msg;
+  switch (err) {
+  case UV_ECONNRESET:
+    return "closed";
+  case UV_EISCONN:
+    return "already connected";
+  case UV_EAI_NONAME: /* from connect and bind, LuaSocket 3.1 says: */
+  case UV_EAI_NODATA:
+  case UV_EAI_ADDRFAMILY:
+  case UV_EAI_FAIL:
+    return "host or service not provided, or not known";
   }
-  lgreen_pushthread(L, other->base.thread);
-  that = luaL_tolstring(L, -1, NULL);
-  return luaL_error(
-      L,
-      "Second simultaneous %s on fileno %d detected. Unless you really "
-      "know what you're doing, make sure that only one green thread can "
-      "%s any particular socket. Consider using a pools.Pool. If you do "
-      "know what you're doing and want to disable this error, call "
-      "green.debug.hub_prevent_multiple_readers(false) - MY THREAD=%s; "
-      "THAT THREAD=%s",
-      op, (int)fd, op, me, that);
-}
-
-/* }====================================================== */
-
-
-/*
-** {======================================================
-** Fairness
-** =======================================================
-*/
-
-/* Can the caller yield to the hub right now (without raising)? */
-int lgreen_sock_can_yield(lua_State *L, gl_hub_t *hub) {
-  gl_thread_t *t = hub->current;
-  return t != NULL && !(t->flags & GL_F_KILLED) && lgreen_canblock(L, hub);
+  if ((msg = message(err)) != NULL)
+    return msg;
+  msg = strerror(-err); /* libuv's codes are negated errno values */
+  return strncmp(msg, "Unknown error", 13) != 0 ? msg : uv_strerror(err);
 }
 
 
-/* By LSOCK_FAIR_* index. */
-static const lua_CFunction fair_fns[] = {
-    lgreen_stream_receive, lgreen_stream_recv,   lgreen_stream_send,
-    lgreen_stream_sendall, lgreen_sock_accept,   lgreen_udp_receive,
-    lgreen_udp_receivefrom};
+/* Every code a socket call may fail with. */
+static const int codes[] = {
+#define XX(code, _) UV_##code,
+    UV_ERRNO_MAP(XX)
+#undef XX
+    LSOCK_ETOOLONG};
 
 
-/* After the fairness yield, run the method again from the start. */
-static int fair_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  lgreen_resumed(L, lgreen_hub(L)->current);
-  return fair_fns[ctx](L);
+/* core.luasocket_error(msg): LuaSocket's wording of green sockets' error
+   message 'msg'. For green.socket. */
+static int l_luasocket_error(lua_State *L) {
+  const char *msg = luaL_checkstring(L, 1);
+  size_t i;
+  for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+    if (strcmp(lgreen_sock_strerror(codes[i]), msg) == 0) {
+      lua_pushstring(L, luasocket_message(codes[i]));
+      return 1;
+    }
+  }
+  lua_settop(L, 1); /* not a socket error's message */
+  return 1;
 }
 
 
-/* Yield like sleep(0), then re-run method 'which' (its arguments are
-   still on the stack). The caller reset the socket's streak. */
-int lgreen_sock_fair(lua_State *L, gl_hub_t *hub, int which) {
-  gl_thread_t *t = lgreen_begin(L, hub, "socket (fairness yield)");
-  t->state = GL_READY;
-  gl_ready(t);
-  return lgreen_block(L, t, fair_k, (lua_KContext)which);
-}
-
-/* }====================================================== */
-
-
-
-/*
-** {======================================================
-** close, __gc, __close
-** =======================================================
-*/
-
-/* sock:close(): wakes every waiting thread with nil, "closed". */
-int lgreen_sock_gc(lua_State *L) {
-  lsock **pp = lgreen_sock_checkud(L, 1);
-  if (*pp != NULL)
-    lgreen_sock_shut(*pp);
-  return 0;
+/* [-0, +1 or +3, m] how 0: "host:port" ("[v6]:port"); how 1: host, port,
+   family ("inet" or "inet6"), as LuaSocket's getpeername. */
+int lgreen_sock_pushaddr(lua_State *L, const struct sockaddr *sa, int how) {
+  char ip[64] = "?";
+  int port, v6 = sa->sa_family == AF_INET6;
+  if (v6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, ip, sizeof(ip));
+    port = ntohs(a->sin6_port);
+  } else {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, ip, sizeof(ip));
+    port = ntohs(a->sin_port);
+  }
+  if (how == 0) {
+    lua_pushfstring(L, v6 ? "[%s]:%d" : "%s:%d", ip, port);
+    return 1;
+  }
+  lua_pushstring(L, ip);
+  lua_pushinteger(L, port);
+  lua_pushstring(L, v6 ? "inet6" : "inet");
+  return 3;
 }
 
 
-int lgreen_sock_close(lua_State *L) {
-  lgreen_sock_gc(L);
-  lua_pushinteger(L, 1);
+/* [-0, +0, v] The address family in field 'family' ("inet" or "inet6")
+   of the options at 'opts' (if a table), else 'def'; 'what' names the
+   function in the error for another value. */
+int lgreen_sock_optfamily(lua_State *L, int opts, int def,
+                          const char *what) {
+  int family = def;
+  if (!lua_istable(L, opts))
+    return def;
+  if (lua_getfield(L, opts, "family") != LUA_TNIL) {
+    const char *f = luaL_checkstring(L, -1);
+    if (strcmp(f, "inet") == 0)
+      family = AF_INET;
+    else if (strcmp(f, "inet6") == 0)
+      family = AF_INET6;
+    else
+      luaL_error(L, "%s: bad family '%s' (inet or inet6)", what, f);
+  }
+  lua_pop(L, 1);
+  return family;
+}
+
+
+/* libuv's allocation callback of every socket: reads land in the hub's
+   scratch area, and the kind copies what it keeps. */
+void lgreen_sock_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  lsock *s = (lsock *)h->data;
+  (void)hint;
+  *b = uv_buf_init(s->st->scratch, sizeof(s->st->scratch));
+}
+
+
+/* "listening", "connected", "unconnected" or "closed". */
+const char *lgreen_sock_statename(lsock *s) {
+  if (s == NULL)
+    return "closed";
+  if (s->flags & LSOCK_LISTENING)
+    return "listening";
+  if (s->flags & LSOCK_CONNECTED)
+    return "connected";
+  return "unconnected";
+}
+
+
+/* core.sockstate(x): the state of green socket x (see 'statename'), or
+   nil if x is not a green socket. For argument checks in Lua. */
+static int l_sockstate(lua_State *L) {
+  lsock **pp = testud(L, 1);
+  if (pp == NULL)
+    return 0;
+  lua_pushstring(L, lgreen_sock_statename(*pp));
   return 1;
 }
 
 /* }====================================================== */
 
 
-/*
-** {======================================================
-** Creation and the module
-** =======================================================
-*/
-
-/*
-** [-0, +1, m] Push a new socket userdata with a fresh 'lsock' (its uv
-** handle not yet initialised: the caller does that, or frees the record
-** and clears the slot if it cannot).
-*/
-lsock **lgreen_sock_newkind(lua_State *L, lsock_state *st, int kind) {
-  lsock **pp = (lsock **)lua_newuserdatauv(L, sizeof(lsock *), 0);
-  lsock *s;
-  *pp = NULL;
-  luaL_setmetatable(L, kind == LSOCK_UDP ? LGREEN_UDP : LGREEN_SOCKET);
-  s = (lsock *)calloc(1, sizeof(*s));
-  if (s == NULL)
-    luaL_error(L, "not enough memory");
-  s->h.handle.data = s;
-  s->kind = kind;
-  s->st = st;
-  s->ud = pp;
-  gl_link_init(&s->readers);
-  gl_link_init(&s->writers);
-  gl_link_init(&s->linger);
-  gl_link_init(&s->selects);
-  s->timeout = -1;
-  s->limit = LSOCK_LIMIT_DEFAULT;
-  s->born = gl_now();
-  *pp = s;
-  return pp;
-}
-
-
-/* [-0, +1, m] A new TCP socket (see 'lgreen_sock_newkind'). */
-lsock **lgreen_sock_new(lua_State *L, lsock_state *st) {
-  return lgreen_sock_newkind(L, st, LSOCK_TCP);
-}
-
-
-/* A connected socket (client or accepted): read ahead from now on. */
-void lgreen_sock_started(lsock *s) {
-  s->flags |= LSOCK_STREAM;
-  maybe_read(s);
-  lgreen_sock_reref(s);
-}
-
-
 /* green.debug.hub_prevent_multiple_readers([on]): returns the old value. */
 static int l_prevent(lua_State *L) {
-  lsock_state *st = (lsock_state *)lua_touserdata(L, lua_upvalueindex(2));
+  lsock_state *st = lgreen_sock_state(L);
   int old = st->prevent;
   if (!lua_isnone(L, 1))
     st->prevent = lua_toboolean(L, 1);
@@ -652,71 +798,24 @@ static int l_prevent(lua_State *L) {
 static int state_gc(lua_State *L) {
   lsock_state *st = (lsock_state *)lua_touserdata(L, 1);
   while (!gl_link_empty(&st->lingering))
-    close_now(GL_CONTAINER(st->lingering.next, lsock, linger));
+    close_now(LINGERER(st->lingering.next)->s);
   gl_timer_stop(st->hub, &st->ltimer);
   return 0;
 }
 
 
-/* The methods only stream sockets (TCP, Unix) have. */
-static const luaL_Reg stream_meth[] = {
-    {"receive", lgreen_stream_receive},
-    {"recv", lgreen_stream_recv},
-    {"send", lgreen_stream_send},
-    {"sendall", lgreen_stream_sendall},
-    {"accept", lgreen_sock_accept},
-    {"shutdown", lgreen_stream_shutdown},
-    {"setlimit", lgreen_stream_setlimit},
-    {"getlimit", lgreen_stream_getlimit},
-    {NULL, NULL},
-};
-
-
-/*
-** [-0, +0, m] Create metatable 'name' whose methods are 'meth' plus the
-** ones every socket has (sockopt.c); each function gets the hub and the
-** socket state (at 'state') as upvalues.
-*/
-void lgreen_sock_newmeta(lua_State *L, const char *name,
-                         const luaL_Reg *meth, gl_hub_t *hub, int state) {
-  static const luaL_Reg metameth[] = {
-      {"__gc", lgreen_sock_gc},
-      {"__close", lgreen_sock_gc},
-      {"__tostring", lgreen_sock_tostring},
-      {NULL, NULL},
-  };
-  lsock_state *st = (lsock_state *)lua_touserdata(L, state);
-  luaL_newmetatable(L, name);
-  if (strcmp(name, LGREEN_UDP) == 0)
-    st->mt_udp = lua_topointer(L, -1);
-  else
-    st->mt_stream = lua_topointer(L, -1);
-  lua_pushlightuserdata(L, hub);
-  lua_pushvalue(L, state);
-  luaL_setfuncs(L, metameth, 2);
-  lua_createtable(L, 0, 24);
-  lua_pushlightuserdata(L, hub);
-  lua_pushvalue(L, state);
-  luaL_setfuncs(L, lgreen_sockopt_meth, 2);
-  lua_pushlightuserdata(L, hub);
-  lua_pushvalue(L, state);
-  luaL_setfuncs(L, meth, 2);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
-
 static const luaL_Reg mod_funcs[] = {
     {"hub_prevent_multiple_readers", l_prevent},
-    {"sockstate", lgreen_sockopt_state},
+    {"sockstate", l_sockstate},
+    {"luasocket_error", l_luasocket_error},
     {NULL, NULL},
 };
 
 
-/* [-0, +0, m] Adds the socket functions to the module table on the top. */
+/* [-0, +0, m] The socket state, and the core's functions in the module
+   table on the top. The kinds add theirs after (lgreen_open_stream, ...). */
 void lgreen_open_socket(lua_State *L, gl_hub_t *hub) {
   lsock_state *st;
-  int state;
   struct sigaction sa;
   /* A write to a reset connection must return "closed", not kill the
      process: ignore SIGPIPE unless the host installed a handler. */
@@ -732,22 +831,6 @@ void lgreen_open_socket(lua_State *L, gl_hub_t *hub) {
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-  state = lua_gettop(L);
-
-  lgreen_sock_newmeta(L, LGREEN_SOCKET, stream_meth, hub, state);
-
-  lua_pushvalue(L, state - 1); /* the module table */
-  lua_pushlightuserdata(L, hub);
-  lua_pushvalue(L, state);
-  luaL_setfuncs(L, mod_funcs, 2);
-  lua_pop(L, 1);
-  lgreen_open_tcp(L, hub, state);
-  lgreen_open_pipe(L, hub, state);
-  lgreen_open_udp(L, hub, state);
-  lgreen_open_select(L, hub, state);
-  lua_settop(L, state - 1);
+  lgreen_sock_register(L, mod_funcs);
 }
-
-/* }====================================================== */

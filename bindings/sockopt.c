@@ -1,8 +1,9 @@
 /*
 ** sockopt.c: the methods every green socket has, whatever its kind (TCP,
-** Unix-domain, UDP): settimeout/gettimeout, setoption/getoption, getfd,
-** getstats, dirty, close, getsockname/getpeername (in tcp.c, which knows
-** the addresses), and __tostring. See lsocket.h.
+** Unix-domain, UDP): settimeout/gettimeout, setoption/getoption,
+** getsockname/getpeername, getfd, getstats, dirty, close, __tostring; and
+** the metatables, which the kinds make with 'lgreen_sock_newmeta'. What
+** differs by kind is asked of the socket's ops table. See lsocket.h.
 */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -95,7 +96,7 @@ static const struct {
 ** "error": the socket's pending error (SO_ERROR, cleared by reading it)
 ** as a message, or nil if there is none.
 */
-int lgreen_sockopt_setoption(lua_State *L) {
+static int sock_setoption(lua_State *L) {
   lsock **pp = checkud(L);
   lsock *s;
   int o = luaL_checkoption(L, 2, NULL, optnames);
@@ -129,7 +130,7 @@ int lgreen_sockopt_setoption(lua_State *L) {
   s = *pp; /* after the arguments: an __index could have closed it */
   if (s == NULL)
     return lgreen_sock_fail(L, UV_EOF);
-  if ((r = uv_fileno(&s->h.handle, &fd)) < 0)
+  if ((r = uv_fileno(s->h, &fd)) < 0)
     return lgreen_sock_fail(L, r);
   if (setsockopt(fd, opts[o].level, opts[o].code, val, len) < 0)
     return lgreen_sock_fail(L, uv_translate_sys_error(errno));
@@ -140,7 +141,7 @@ int lgreen_sockopt_setoption(lua_State *L) {
 }
 
 
-int lgreen_sockopt_getoption(lua_State *L) {
+static int sock_getoption(lua_State *L) {
   lsock *s = *checkud(L);
   int o = luaL_checkoption(L, 2, NULL, optnames);
   uv_os_fd_t fd;
@@ -150,7 +151,7 @@ int lgreen_sockopt_getoption(lua_State *L) {
   socklen_t len = sizeof(on);
   if (s == NULL)
     return lgreen_sock_fail(L, UV_EOF);
-  if ((r = uv_fileno(&s->h.handle, &fd)) < 0)
+  if ((r = uv_fileno(s->h, &fd)) < 0)
     return lgreen_sock_fail(L, r);
   if (opts[o].type == OPT_LINGER) {
     val = &li;
@@ -185,16 +186,29 @@ static int sock_getfd(lua_State *L) {
   lsock *s = *checkud(L);
   uv_os_fd_t fd = -1;
   if (s != NULL)
-    uv_fileno(&s->h.handle, &fd);
+    uv_fileno(s->h, &fd);
   lua_pushinteger(L, (lua_Integer)fd);
   return 1;
 }
 
 
-static size_t queued(lsock *s) {
-  if (s->kind == LSOCK_UDP)
-    return uv_udp_get_send_queue_size(&s->h.udp);
-  return lgreen_stream_queued(s);
+/* sock:getsockname(), sock:getpeername(): host, port, family (a Unix
+   socket: its path); or nil, err. */
+static int getname(lua_State *L, int peer) {
+  lsock *s = lgreen_sock_check(L, 1);
+  if (s == NULL)
+    return lgreen_sock_fail(L, UV_EOF);
+  return s->ops->address(L, s, peer);
+}
+
+
+static int sock_getsockname(lua_State *L) {
+  return getname(L, 0);
+}
+
+
+static int sock_getpeername(lua_State *L) {
+  return getname(L, 1);
 }
 
 
@@ -210,9 +224,8 @@ static int sock_getstats(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)s->nrecv);
   lua_pushinteger(L, (lua_Integer)s->nsent);
   lua_pushnumber(L, (double)(gl_now() - s->born) / 1e9);
-  lua_pushinteger(L, (lua_Integer)queued(s));
-  lua_pushinteger(L,
-                  (lua_Integer)(s->kind == LSOCK_UDP ? s->ndq : s->len));
+  lua_pushinteger(L, (lua_Integer)s->ops->queued(s));
+  lua_pushinteger(L, (lua_Integer)s->ops->buffered(s));
   return 5;
 }
 
@@ -221,67 +234,75 @@ static int sock_getstats(lua_State *L) {
    socket's buffer, so a receive returns without waiting. */
 static int sock_dirty(lua_State *L) {
   lsock *s = *checkud(L);
-  lua_pushboolean(L, s != NULL && (s->len > 0 || s->ndq > 0));
+  lua_pushboolean(L, s != NULL && s->ops->buffered(s) > 0);
   return 1;
 }
 
 
-/* "listening", "connected", "unconnected" or "closed". */
-static const char *statename(lsock *s) {
-  if (s == NULL)
-    return "closed";
-  if (s->flags & LSOCK_LISTENING)
-    return "listening";
-  if (s->flags & (LSOCK_STREAM | LSOCK_PEER))
-    return "connected";
-  return "unconnected";
-}
-
-
-/* core.sockstate(x): the state of green socket x (see 'statename'), or
-   nil if x is not a green socket. For argument checks in Lua. */
-int lgreen_sockopt_state(lua_State *L) {
-  lsock_state *st = lgreen_sock_state(L);
-  void *p = lua_touserdata(L, 1);
-  const void *mt = NULL;
-  if (p != NULL && lua_getmetatable(L, 1)) {
-    mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
-  }
-  if (p == NULL || (mt != st->mt_stream && mt != st->mt_udp))
-    return 0;
-  lua_pushstring(L, statename(*(lsock **)p));
-  return 1;
-}
-
-
-int lgreen_sock_tostring(lua_State *L) {
+/* "green.socket (unix, fd 5, connected)", "green.udp (closed)". */
+static int sock_tostring(lua_State *L) {
   lsock *s = *checkud(L);
-  const char *name = luaL_testudata(L, 1, LGREEN_UDP) ? "green.udp"
-                                                       : "green.socket";
   uv_os_fd_t fd = -1;
-  const char *state = statename(s);
+  luaL_getmetafield(L, 1, "__name");
   if (s == NULL) {
-    lua_pushfstring(L, "%s (closed)", name);
+    lua_pushfstring(L, "%s (closed)", lua_tostring(L, -1));
     return 1;
   }
-  uv_fileno(&s->h.handle, &fd);
-  lua_pushfstring(L, "%s (%sfd %d, %s)", name,
-                  s->kind == LSOCK_PIPE ? "unix, " : "", (int)fd, state);
+  uv_fileno(s->h, &fd);
+  lua_pushfstring(L, "%s (%sfd %d, %s)", lua_tostring(L, -1), s->ops->tag,
+                  (int)fd, lgreen_sock_statename(s));
   return 1;
 }
 
 
-const luaL_Reg lgreen_sockopt_meth[] = {
+/* The methods every socket has. */
+static const luaL_Reg common_meth[] = {
     {"close", lgreen_sock_close},
     {"settimeout", sock_settimeout},
     {"gettimeout", sock_gettimeout},
-    {"setoption", lgreen_sockopt_setoption},
-    {"getoption", lgreen_sockopt_getoption},
-    {"getpeername", lgreen_sock_getpeername},
-    {"getsockname", lgreen_sock_getsockname},
+    {"setoption", sock_setoption},
+    {"getoption", sock_getoption},
+    {"getpeername", sock_getpeername},
+    {"getsockname", sock_getsockname},
     {"getfd", sock_getfd},
     {"getstats", sock_getstats},
     {"dirty", sock_dirty},
     {NULL, NULL},
 };
+
+
+/*
+** Create metatable 'name' whose methods are 'meth' (the kind's) plus the
+** ones every socket has; each function gets the hub and the socket state
+** as upvalues. Returns the metatable, which the caller records in the
+** state ('mt_stream', 'mt_udp').
+*/
+const void *lgreen_sock_newmeta(lua_State *L, const char *name,
+                                const luaL_Reg *meth) {
+  static const luaL_Reg metameth[] = {
+      {"__gc", lgreen_sock_gc},
+      {"__close", lgreen_sock_gc},
+      {"__tostring", sock_tostring},
+      {NULL, NULL},
+  };
+  const void *mt;
+  luaL_newmetatable(L, name);
+  mt = lua_topointer(L, -1);
+  lgreen_sock_register(L, metameth);
+  lua_createtable(L, 0, 24);
+  lgreen_sock_register(L, common_meth);
+  lgreen_sock_register(L, meth);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  return mt;
+}
+
+
+/* Add 'meth' to the methods of metatable 'name' (made by newmeta). */
+void lgreen_sock_addmeth(lua_State *L, const char *name,
+                         const luaL_Reg *meth) {
+  luaL_getmetatable(L, name);
+  lua_getfield(L, -1, "__index");
+  lgreen_sock_register(L, meth);
+  lua_pop(L, 2);
+}

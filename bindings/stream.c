@@ -1,8 +1,10 @@
 /*
-** stream.c: the stream side of green sockets (TCP and Unix-domain, any
-** uv_stream_t): read buffering, receive/recv, send/sendall, shutdown. See
-** lsocket.h for the records and the other socket files, DESIGN.md
-** ("Sockets") for the contract.
+** stream.c: stream sockets (TCP and Unix-domain, any uv_stream_t): read
+** buffering, receive/recv, send/sendall, shutdown, the receive limit,
+** close. The kinds (tcp.c, pipe.c) make the sockets and give each its ops
+** table, whose stream part is here (LSOCK_STREAM_OPS); conn.c makes the
+** connections; the core (socket.c) does the waiting. See lsocket.h, and
+** DESIGN.md ("Sockets") for the contract.
 **
 ** Reading. A connected socket reads ahead into its own buffer while the
 ** buffer holds less than READ_HIGH bytes or someone waits in receive;
@@ -20,10 +22,15 @@
 ** does not take is copied into uv_write requests, at most WRITE_HIGH bytes
 ** queued per socket. A writer that would queue more waits until the queue
 ** drains below half of that, so a peer that never reads costs a bounded
-** amount of memory. close() with queued bytes lets them flush first (see
-** 'lgreen_sock_shut' in socket.c).
+** amount of memory. close() with queued bytes lets them flush first (it
+** lingers: see socket.c).
+**
+** A blocking call keeps its own state on its Lua stack (its mode and
+** count, its position), its deadline in its continuation's context, and
+** waits in its thread's own wait record: it costs no allocation.
 */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,7 +41,34 @@
 /* Read ahead up to this much with nobody receiving, then stop reading. */
 #define READ_HIGH (64 * 1024)
 /* Bytes queued in uv_write requests per socket before a writer waits. */
-#define WRITE_HIGH LSOCK_WRITE_HIGH
+#define WRITE_HIGH (64 * 1024)
+/*
+** The receive limit: the most bytes one receive may gather ("*l" the line,
+** "*a" everything, n the count). A peer that never ends its line must not
+** grow the process without bound. Sockets start with this default;
+** accepted ones inherit their listening socket's limit; setlimit changes
+** it (green.socket's sockets default to none, as LuaSocket).
+*/
+#define LIMIT_DEFAULT (1 << 20)
+
+/* Receive modes. */
+#define MODE_LINE 1  /* receive("*l") */
+#define MODE_COUNT 2 /* receive(n) */
+#define MODE_ALL 3   /* receive("*a") */
+#define MODE_SOME 4  /* recv(max) */
+
+
+
+
+/* [-0, +1, m] A new stream socket of kind 'ops' (see 'lgreen_sock_new'). */
+lsock *lgreen_stream_new(lua_State *L, lsock_state *st,
+                         const lsock_ops *ops) {
+  lsock *s = lgreen_sock_new(L, st, ops, LGREEN_SOCKET, sizeof(lstream),
+                             offsetof(lstream, h));
+  LSTREAM(s)->limit = LIMIT_DEFAULT;
+  return s;
+}
+
 
 /*
 ** {======================================================
@@ -42,67 +76,62 @@
 ** =======================================================
 */
 
-static int append(lsock *s, const char *p, size_t n) {
-  if (s->off + s->len + n > s->cap) {
-    if (s->off > 0) {
-      memmove(s->buf, s->buf + s->off, s->len);
-      s->off = 0;
+static int append(lstream *x, const char *p, size_t n) {
+  if (x->off + x->len + n > x->cap) {
+    if (x->off > 0) {
+      memmove(x->buf, x->buf + x->off, x->len);
+      x->off = 0;
     }
-    if (s->len + n > s->cap) {
-      size_t cap = s->cap ? s->cap : 512;
+    if (x->len + n > x->cap) {
+      size_t cap = x->cap ? x->cap : 512;
       char *nb;
-      while (cap < s->len + n)
+      while (cap < x->len + n)
         cap *= 2;
-      nb = (char *)realloc(s->buf, cap);
+      nb = (char *)realloc(x->buf, cap);
       if (nb == NULL)
         return UV_ENOMEM;
-      s->buf = nb;
-      s->cap = cap;
+      x->buf = nb;
+      x->cap = cap;
     }
   }
-  memcpy(s->buf + s->off + s->len, p, n);
-  s->len += n;
+  memcpy(x->buf + x->off + x->len, p, n);
+  x->len += n;
   return 0;
 }
 
 
 /* Drop 'n' bytes from the front; an empty buffer is freed. Nothing to do
    on a socket closed meanwhile (its buffer is gone). */
-static void consume(lsock *s, size_t n) {
-  if (s->flags & LSOCK_CLOSED)
+static void consume(lstream *x, size_t n) {
+  if (x->base.flags & LSOCK_CLOSED)
     return;
-  s->off += n;
-  s->len -= n;
-  if (s->len == 0) {
-    free(s->buf);
-    s->buf = NULL;
-    s->off = s->cap = 0;
+  x->off += n;
+  x->len -= n;
+  x->scanned = x->scanned > n ? x->scanned - n : 0;
+  if (x->len == 0) {
+    free(x->buf);
+    x->buf = NULL;
+    x->off = x->cap = 0;
   }
-}
-
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-  lsock *s = (lsock *)h->data;
-  (void)hint;
-  *b = uv_buf_init(s->st->scratch, sizeof(s->st->scratch));
 }
 
 
 static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b);
 
 /* Start or stop reading ahead (see the header comment). */
-void lgreen_stream_maybe_read(lsock *s) {
-  int want = (s->flags & LSOCK_STREAM) && !(s->flags & LSOCK_CLOSED) &&
-             s->rerr == 0 &&
-             (!gl_link_empty(&s->readers) || s->len < READ_HIGH);
+void lgreen_stream_watched(lsock *s) {
+  lstream *x = LSTREAM(s);
+  int want = (s->flags & LSOCK_CONNECTED) && !(s->flags & LSOCK_CLOSED) &&
+             x->rerr == 0 &&
+             (!gl_link_empty(&s->readers) || x->len < READ_HIGH);
   if (want && !(s->flags & LSOCK_READING)) {
-    int r = uv_read_start(&s->h.stream, on_alloc, on_read);
+    int r = uv_read_start(&x->h.stream, lgreen_sock_alloc, on_read);
     if (r < 0)
-      s->rerr = r;
+      x->rerr = r;
     else
       s->flags |= LSOCK_READING;
   } else if (!want && (s->flags & LSOCK_READING)) {
-    uv_read_stop(&s->h.stream);
+    uv_read_stop(&x->h.stream);
     s->flags &= ~LSOCK_READING;
   }
 }
@@ -121,47 +150,46 @@ typedef struct plan {
 #define P_FAIL 2
 
 
-static int plan_fail(lsock *s, int mode, int err, plan *p) {
+static int plan_fail(lstream *x, int mode, int err, plan *p) {
   p->kind = P_FAIL;
   p->err = err;
-  p->n = p->skip = mode == LSOCK_SOME ? 0 : s->len;
+  p->n = p->skip = mode == MODE_SOME ? 0 : x->len;
   return P_FAIL;
 }
 
 
 /* The receive limit is exceeded: fail with the first 'limit' bytes. */
-static int plan_toolong(lsock *s, plan *p) {
+static int plan_toolong(lstream *x, plan *p) {
   p->kind = P_FAIL;
   p->err = LSOCK_ETOOLONG;
-  p->n = p->skip = s->limit < s->len ? s->limit : s->len;
+  p->n = p->skip = x->limit < x->len ? x->limit : x->len;
   return P_FAIL;
 }
 
 
 /* Can a read in 'mode' complete from the buffer? Never changes it. */
-static int plan_read(lsock *s, int mode, size_t count, size_t *scanned,
-                     plan *p) {
-  const char *b = s->buf + s->off;
-  size_t len = s->len;
+static int plan_read(lstream *x, int mode, size_t count, plan *p) {
+  const char *b = x->buf + x->off;
+  size_t len = x->len;
   p->err = 0;
   switch (mode) {
-  case LSOCK_LINE: {
+  case MODE_LINE: {
     const char *nl = NULL;
-    if (len > *scanned)
-      nl = (const char *)memchr(b + *scanned, '\n', len - *scanned);
-    if (nl != NULL && (size_t)(nl - b) <= s->limit) {
+    if (len > x->scanned)
+      nl = (const char *)memchr(b + x->scanned, '\n', len - x->scanned);
+    if (nl != NULL && (size_t)(nl - b) <= x->limit) {
       p->n = (size_t)(nl - b);
       p->skip = p->n + 1;
       return p->kind = P_DATA;
     }
-    if (len > s->limit) /* no end of line within the limit */
-      return plan_toolong(s, p);
-    *scanned = len;
+    if (len > x->limit) /* no end of line within the limit */
+      return plan_toolong(x, p);
+    x->scanned = len;
     break;
   }
-  case LSOCK_COUNT:
-    if (count > s->limit) { /* refused at once, taking nothing */
-      plan_toolong(s, p);
+  case MODE_COUNT:
+    if (count > x->limit) { /* refused at once, taking nothing */
+      plan_toolong(x, p);
       p->n = p->skip = 0;
       return P_FAIL;
     }
@@ -170,37 +198,70 @@ static int plan_read(lsock *s, int mode, size_t count, size_t *scanned,
       return p->kind = P_DATA;
     }
     break;
-  case LSOCK_SOME:
+  case MODE_SOME:
     if (len > 0) {
       p->n = p->skip = len < count ? len : count;
       return p->kind = P_DATA;
     }
     break;
-  default: /* LSOCK_ALL: only the end of the stream completes it */
-    if (len > s->limit)
-      return plan_toolong(s, p);
+  default: /* MODE_ALL: only the end of the stream completes it */
+    if (len > x->limit)
+      return plan_toolong(x, p);
     break;
   }
-  if (s->rerr != 0) {
+  if (x->rerr != 0) {
     /* "*a" returns what it found before the end; nothing at all is
        "closed", as LuaSocket's recvall has it (so `repeat ... until not
        data` loops end). */
-    if (mode == LSOCK_ALL && s->rerr == UV_EOF && len > 0) {
+    if (mode == MODE_ALL && x->rerr == UV_EOF && len > 0) {
       p->n = p->skip = len;
       return p->kind = P_DATA;
     }
-    return plan_fail(s, mode, s->rerr, p);
+    return plan_fail(x, mode, x->rerr, p);
   }
   return p->kind = P_WAIT;
 }
 
 
-/* Would waiter 'w' (receive, recv, accept) complete now? */
-int lgreen_stream_readable(lsock *s, lsock_waiter *w) {
+/*
+** Would the head reader (receive, recv, accept) complete now? A receive
+** says what it wants ('mode', 'count') when it waits at the head; one that
+** has not (it came to the head from further back) is woken to say it.
+*/
+int lgreen_stream_readable(lsock *s) {
+  lstream *x = LSTREAM(s);
   plan p;
-  if (w->mode == LSOCK_ACCEPT)
-    return s->pending != 0;
-  return plan_read(s, w->mode, w->count, &w->scanned, &p) != P_WAIT;
+  if (s->flags & LSOCK_LISTENING)
+    return x->pending != 0;
+  if (x->mode == 0)
+    return 1;
+  return plan_read(x, x->mode, x->count, &p) != P_WAIT;
+}
+
+
+int lgreen_stream_can_read(lsock *s) {
+  if (s->flags & LSOCK_LISTENING)
+    return LSTREAM(s)->pending != 0;
+  return LSTREAM(s)->len > 0 || LSTREAM(s)->rerr != 0;
+}
+
+
+int lgreen_stream_can_write(lsock *s) {
+  if (s->flags & LSOCK_LISTENING)
+    return 0;
+  return LSTREAM(s)->werr != 0 || (s->flags & LSOCK_SHUT_WR) ||
+         (gl_link_empty(&s->writers) &&
+          lgreen_stream_queued(s) < WRITE_HIGH);
+}
+
+
+size_t lgreen_stream_queued(lsock *s) {
+  return uv_stream_get_write_queue_size(&LSTREAM(s)->h.stream);
+}
+
+
+size_t lgreen_stream_buffered(lsock *s) {
+  return LSTREAM(s)->len;
 }
 
 
@@ -219,79 +280,73 @@ int lgreen_stream_readable(lsock *s, lsock_waiter *w) {
 */
 #define PULL_MAX (1024 * 1024)
 
-static int pull(lsock *s, int mode, size_t count, size_t *scanned, plan *p) {
-  char *scratch = s->st->scratch;
+static int pull(lstream *x, int mode, size_t count, plan *p) {
+  char *scratch = x->base.st->scratch;
   size_t got = 0;
   uv_os_fd_t fd;
   int kind = P_WAIT;
-  if (s->rerr != 0 || !(s->flags & LSOCK_STREAM) ||
-      uv_fileno(&s->h.handle, &fd) < 0)
+  if (x->rerr != 0 || !(x->base.flags & LSOCK_CONNECTED) ||
+      uv_fileno(&x->h.handle, &fd) < 0)
     return kind;
   while (kind == P_WAIT && got < PULL_MAX) {
     ssize_t n;
     do /* libuv keeps every stream's descriptor non-blocking */
-      n = read(fd, scratch, sizeof(s->st->scratch));
+      n = read(fd, scratch, sizeof(x->base.st->scratch));
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       break;
     if (n < 0)
-      s->rerr = uv_translate_sys_error(errno);
+      x->rerr = uv_translate_sys_error(errno);
     else if (n == 0)
-      s->rerr = UV_EOF;
-    else if (append(s, scratch, (size_t)n) < 0)
-      s->rerr = UV_ENOMEM;
+      x->rerr = UV_EOF;
+    else if (append(x, scratch, (size_t)n) < 0)
+      x->rerr = UV_ENOMEM;
     else {
-      s->nrecv += (uint64_t)n;
+      x->base.nrecv += (uint64_t)n;
       got += (size_t)n;
     }
-    kind = plan_read(s, mode, count, scanned, p);
+    kind = plan_read(x, mode, count, p);
   }
-  if (s->rerr != 0)
-    lgreen_sock_kick_readers(s); /* a select waiting elsewhere */
+  if (x->rerr != 0)
+    lgreen_sock_kick_readers(&x->base); /* a select waiting elsewhere */
   return kind;
 }
 
 
-size_t lgreen_stream_queued(lsock *s) {
-  return uv_stream_get_write_queue_size(&s->h.stream);
-}
-
-
-
 static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b) {
-  lsock *s = (lsock *)h->data;
+  lstream *x = (lstream *)h->data;
   if (n > 0) {
-    s->nrecv += (uint64_t)n;
-    if (append(s, b->base, (size_t)n) < 0)
-      s->rerr = UV_ENOMEM;
+    x->base.nrecv += (uint64_t)n;
+    if (append(x, b->base, (size_t)n) < 0)
+      x->rerr = UV_ENOMEM;
   } else if (n < 0) {
-    s->rerr = (int)n;
+    x->rerr = (int)n;
   }
-  lgreen_sock_kick_readers(s);
-  lgreen_stream_maybe_read(s);
+  lgreen_sock_kick_readers(&x->base);
+  lgreen_stream_watched(&x->base);
 }
 
 
 static void on_write(uv_write_t *req, int status) {
-  lsock *s = (lsock *)req->handle->data;
+  lstream *x = (lstream *)req->handle->data;
   free(req);
-  if (status < 0 && status != UV_ECANCELED && s->werr == 0)
-    s->werr = status;
-  if (s->flags & LSOCK_CLOSED)
+  if (status < 0 && status != UV_ECANCELED && x->werr == 0)
+    x->werr = status;
+  if (x->base.flags & LSOCK_CLOSED)
     return;
-  if (s->werr != 0 ||
-      uv_stream_get_write_queue_size(&s->h.stream) < WRITE_HIGH / 2)
-    lgreen_sock_kick_writers(s); /* and writable for green.select */
+  if (x->werr != 0 || lgreen_stream_queued(&x->base) < WRITE_HIGH / 2)
+    lgreen_sock_kick_writers(&x->base); /* and writable for green.select */
 }
 
 
 /*
 ** Hand data[*pos, end) to the kernel or the write queue, as far as the
-** WRITE_HIGH bound allows; advances '*pos'. Sets 's->werr' on failure.
+** WRITE_HIGH bound allows; advances '*pos'. Sets 'x->werr' on failure.
 */
-static void write_some(lsock *s, const char *data, size_t *pos, size_t end) {
-  uv_stream_t *st = &s->h.stream;
-  while (*pos < end && s->werr == 0) {
+static void write_some(lstream *x, const char *data, size_t *pos,
+                       size_t end) {
+  uv_stream_t *st = &x->h.stream;
+  while (*pos < end && x->werr == 0) {
     size_t q = uv_stream_get_write_queue_size(st);
     size_t n = end - *pos;
     uv_write_t *req;
@@ -303,11 +358,11 @@ static void write_some(lsock *s, const char *data, size_t *pos, size_t end) {
       r = uv_try_write(st, &b, 1);
       if (r > 0) {
         *pos += (size_t)r;
-        s->nsent += (uint64_t)r;
+        x->base.nsent += (uint64_t)r;
         continue;
       }
       if (r != UV_EAGAIN && r != UV_ENOSYS) {
-        s->werr = r;
+        x->werr = r;
         break;
       }
     }
@@ -317,7 +372,7 @@ static void write_some(lsock *s, const char *data, size_t *pos, size_t end) {
       n = WRITE_HIGH - q;
     req = (uv_write_t *)malloc(sizeof(*req) + n);
     if (req == NULL) {
-      s->werr = UV_ENOMEM;
+      x->werr = UV_ENOMEM;
       break;
     }
     memcpy(req + 1, data + *pos, n);
@@ -325,12 +380,65 @@ static void write_some(lsock *s, const char *data, size_t *pos, size_t end) {
     r = uv_write(req, st, &b, 1, on_write);
     if (r < 0) {
       free(req);
-      s->werr = r;
+      x->werr = r;
       break;
     }
     *pos += n;
-    s->nsent += (uint64_t)n;
+    x->base.nsent += (uint64_t)n;
   }
+}
+
+
+/* Connected (client or accepted): read ahead from now on. */
+void lgreen_stream_started(lstream *x) {
+  x->base.flags |= LSOCK_CONNECTED;
+  lgreen_stream_watched(&x->base);
+  lgreen_sock_reref(&x->base);
+}
+
+/* }====================================================== */
+
+
+/* Done flushing (or failed) after close: no more lingering. */
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  lsock *s = (lsock *)req->handle->data;
+  (void)status;
+  free(req);
+  if ((s->flags & LSOCK_CLOSED) && !uv_is_closing(s->h))
+    lgreen_sock_close_handle(s);
+}
+
+
+/*
+** The stream's part of close: while bytes are queued, the socket lingers
+** (see socket.c) and shuts its writing side down, and closes once that is
+** done; unless the user's SO_LINGER is {on, 0}: a reset at once.
+*/
+void lgreen_stream_close(lsock *s) {
+  lstream *x = LSTREAM(s);
+  int secs = LSOCK_LINGER_DEFAULT;
+  free(x->buf);
+  x->buf = NULL;
+  x->off = x->len = x->cap = x->scanned = 0;
+  if (s->flags & LSOCK_READING) {
+    uv_read_stop(&x->h.stream);
+    s->flags &= ~LSOCK_READING;
+  }
+  if ((s->flags & LSOCK_CONNECTED) && x->werr == 0 &&
+      lgreen_stream_queued(s) > 0 &&
+      !(lgreen_sock_solinger(s, &secs) && secs == 0) &&
+      lgreen_sock_lingering(s, secs) == 0) {
+    uv_shutdown_t *req;
+    if (s->flags & LSOCK_SHUT_WR)
+      return; /* its shutdown is pending: on_shutdown closes */
+    req = (uv_shutdown_t *)malloc(sizeof(*req));
+    if (req != NULL && uv_shutdown(req, &x->h.stream, on_shutdown) == 0) {
+      s->flags |= LSOCK_SHUT_WR;
+      return;
+    }
+    free(req);
+  }
+  lgreen_sock_close_handle(s);
 }
 
 /* }====================================================== */
@@ -343,9 +451,9 @@ static void write_some(lsock *s, const char *data, size_t *pos, size_t end) {
 ** string before anything else allocates: an allocation can run a
 ** finalizer that closes the socket and frees its buffer.
 */
-static void push_take(lua_State *L, lsock *s, size_t n, size_t skip,
+static void push_take(lua_State *L, lstream *x, size_t n, size_t skip,
                       int line) {
-  char *p = s->buf + s->off;
+  char *p = x->buf + x->off;
   if (n == 0) { /* the buffer may be NULL */
     lua_pushliteral(L, "");
   } else {
@@ -358,7 +466,7 @@ static void push_take(lua_State *L, lsock *s, size_t n, size_t skip,
     }
     lua_pushlstring(L, p, n);
   }
-  consume(s, skip);
+  consume(x, skip);
   if (lua_type(L, 3) == LUA_TSTRING) {
     lua_pushvalue(L, 3);
     lua_insert(L, -2);
@@ -367,30 +475,31 @@ static void push_take(lua_State *L, lsock *s, size_t n, size_t skip,
 }
 
 
-/* Push the outcome of a plan (not P_WAIT) and consume its bytes. */
-static int push_plan(lua_State *L, lsock *s, int mode, plan *p) {
+/* Push the outcome of a plan (not P_WAIT), consume its bytes, and read
+   ahead again if that made room. */
+static int push_plan(lua_State *L, lstream *x, int mode, plan *p) {
+  int n = 1;
   if (p->kind == P_DATA) {
-    push_take(L, s, p->n, p->skip, mode == LSOCK_LINE);
-    return 1;
-  }
-  if (mode == LSOCK_SOME) {
+    push_take(L, x, p->n, p->skip, mode == MODE_LINE);
+  } else if (mode == MODE_SOME) {
+    n = lgreen_sock_fail(L, p->err);
+  } else {
+    push_take(L, x, p->n, p->skip, mode == MODE_LINE); /* the partial */
     luaL_pushfail(L);
+    lua_insert(L, -2);
     lua_pushstring(L, lgreen_sock_strerror(p->err));
-    return 2;
+    lua_insert(L, -2);
+    n = 3;
   }
-  push_take(L, s, p->n, p->skip, mode == LSOCK_LINE); /* the partial first */
-  luaL_pushfail(L);
-  lua_insert(L, -2);
-  lua_pushstring(L, lgreen_sock_strerror(p->err));
-  lua_insert(L, -2);
-  return 3;
+  lgreen_stream_watched(&x->base);
+  return n;
 }
 
 
 static int push_closed(lua_State *L, int mode) {
   luaL_pushfail(L);
   lua_pushliteral(L, "closed");
-  if (mode == LSOCK_SOME || mode == LSOCK_ACCEPT)
+  if (mode == MODE_SOME)
     return 2;
   if (lua_type(L, 3) == LUA_TSTRING)
     lua_pushvalue(L, 3);
@@ -400,105 +509,97 @@ static int push_closed(lua_State *L, int mode) {
 }
 
 
-
 /*
 ** {======================================================
 ** receive, recv
 ** =======================================================
 */
 
+/* A reader leaves (done, or given up): if it headed the queue, the next
+   one says what it wants. */
+static void recv_leave(gl_wait_t *w) {
+  lsock *s = (lsock *)w->data;
+  if (s != NULL && s->readers.next == &w->link)
+    LSTREAM(s)->mode = 0;
+  lgreen_sock_leave(w);
+}
+
+
+/* Wait for the data; stack [sock, pattern, prefix, mode, count], the
+   deadline in 'ctx'. */
+static int recv_wait(lua_State *L, lstream *x, lua_KContext ctx);
+
+
 static int recv_k(lua_State *L, int status, lua_KContext ctx) {
-  lsock_waiter *w = (lsock_waiter *)ctx;
-  gl_hub_t *hub = lgreen_hub(L);
-  gl_thread_t *t = hub->current;
-  lsock *s = *(lsock **)lua_touserdata(L, 1);
+  lsock *s;
+  int outcome = lgreen_sock_resumed(L, recv_leave, &s);
+  int mode = (int)lua_tointeger(L, 4);
+  size_t count = (size_t)lua_tointeger(L, 5);
+  lstream *x = LSTREAM(s);
   plan p;
-  int n;
   (void)status;
-  if (t->flags & GL_F_PENDING)
-    lgreen_sock_leave(w); /* killed after being woken: take nothing */
-  lgreen_resumed(L, t);
-  if (s == NULL || w->base.status == LSOCK_W_CLOSED) {
-    lgreen_sock_leave(w);
-    return push_closed(L, w->mode);
+  if (outcome == LSOCK_W_CLOSED)
+    return push_closed(L, mode);
+  if (outcome == GL_W_TIMEOUT) { /* LuaSocket: return the partial */
+    plan_fail(x, mode, UV_ETIMEDOUT, &p);
+    return push_plan(L, x, mode, &p);
   }
-  if (w->base.status == LSOCK_W_TIMEOUT) { /* LuaSocket: return the partial */
-    plan_fail(s, w->mode, UV_ETIMEDOUT, &p);
-    n = push_plan(L, s, w->mode, &p);
-    lgreen_stream_maybe_read(s);
-    return n;
+  if (plan_read(x, mode, count, &p) != P_WAIT) {
+    recv_leave(lgreen_sock_self(L)); /* before pushing (which may raise) */
+    return push_plan(L, x, mode, &p);
   }
-  if (plan_read(s, w->mode, w->count, &w->scanned, &p) != P_WAIT) {
-    /* Out of the queue before pushing (which may raise), then hand the
-       socket to the next reader. */
-    gl_link_remove(&w->base.link);
-    w->s = NULL;
-    n = push_plan(L, s, w->mode, &p);
-    lgreen_sock_kick_readers(s);
-    lgreen_stream_maybe_read(s);
-    lgreen_sock_reref(s);
-    return n;
-  }
-  /* Woken, but the data is not all there yet: wait again, first in line. */
-  t = lgreen_begin(L, hub, "socket:receive");
-  lgreen_stream_maybe_read(s);
-  lgreen_sock_suspend(L, w, t, "socket:receive");
-  lgreen_sock_reref(s);
-  return lgreen_block(L, t, recv_k, ctx);
+  /* Woken (at the head), but the data is not all there yet: say what it
+     takes to wake us, and wait again, first in line. */
+  x->mode = mode;
+  x->count = count;
+  return recv_wait(L, x, ctx);
+}
+
+
+static int recv_wait(lua_State *L, lstream *x, lua_KContext ctx) {
+  return lgreen_sock_wait(L, &x->base, &x->base.readers, "socket:receive",
+                          recv_leave, (uint64_t)ctx, recv_k, ctx);
 }
 
 
 /* Stack: [sock, pattern-or-max, prefix-or-nil]. */
-static int recv_start(lua_State *L, int mode, size_t count, int which) {
-  gl_hub_t *hub = lgreen_hub(L);
-  lsock *s = *(lsock **)lua_touserdata(L, 1);
-  lsock_waiter *w;
-  gl_thread_t *t;
+static int recv_start(lua_State *L, int mode, size_t count,
+                      lua_CFunction again) {
+  lstream *x = LSTREAM(*(lsock **)lua_touserdata(L, 1));
+  uint64_t due;
   plan p;
-  if (s == NULL)
+  if (x == NULL)
     return push_closed(L, mode);
-  if (s->flags & LSOCK_LISTENING)
+  if (x->base.flags & LSOCK_LISTENING)
     return luaL_error(L, "cannot receive on a listening socket");
-  if (mode == LSOCK_COUNT && count == 0) {
+  if (mode == MODE_COUNT && count == 0) {
     if (lua_type(L, 3) != LUA_TSTRING)
       lua_pushliteral(L, "");
     return 1; /* the prefix, or "" */
   }
-  if (gl_link_empty(&s->readers)) {
-    size_t scanned = 0;
-    if (s->streak >= LSOCK_FAIR_BUDGET && lgreen_sock_can_yield(L, hub)) {
-      s->streak = 0;
-      return lgreen_sock_fair(L, hub, which);
+  if (lgreen_sock_first(L, &x->base, &x->base.readers, "read")) {
+    if (lgreen_sock_unfair(L, &x->base))
+      return lgreen_sock_yield(L, again);
+    if (plan_read(x, mode, count, &p) == P_WAIT && x->base.timeout == 0 &&
+        pull(x, mode, count, &p) == P_WAIT) /* never waits: the partial */
+      plan_fail(x, mode, UV_ETIMEDOUT, &p);
+    if (p.kind != P_WAIT) {
+      x->base.streak++; /* a polling loop yields now and then too */
+      return push_plan(L, x, mode, &p);
     }
-    if (plan_read(s, mode, count, &scanned, &p) != P_WAIT) {
-      int n = push_plan(L, s, mode, &p);
-      s->streak++;
-      lgreen_stream_maybe_read(s);
-      return n;
-    }
-    if (s->timeout == 0) { /* never waits: the kernel, then the partial */
-      int n;
-      if (pull(s, mode, count, &scanned, &p) == P_WAIT)
-        plan_fail(s, mode, UV_ETIMEDOUT, &p);
-      s->streak++; /* a polling loop yields now and then (fairness) */
-      n = push_plan(L, s, mode, &p);
-      lgreen_stream_maybe_read(s);
-      return n;
-    }
-  } else if (s->st->prevent) {
-    return lgreen_sock_simultaneous(L, s, &s->readers, "read");
-  } else if (s->timeout == 0) {
-    plan_fail(s, mode, UV_ETIMEDOUT, &p);
+  } else if (x->base.timeout == 0) {
+    plan_fail(x, mode, UV_ETIMEDOUT, &p);
     p.n = p.skip = 0; /* the bytes belong to the readers in line */
-    return push_plan(L, s, mode, &p);
+    return push_plan(L, x, mode, &p);
   }
-  t = lgreen_begin(L, hub, "socket:receive");
-  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), mode);
-  w->count = count;
-  if (w->s == NULL) /* a finalizer closed it */
-    return recv_k(L, LUA_YIELD, (lua_KContext)w);
-  return lgreen_sock_block_reader(L, w->s, w, t, "socket:receive",
-                                  lgreen_stream_maybe_read, recv_k);
+  lua_pushinteger(L, mode);
+  lua_pushinteger(L, (lua_Integer)count);
+  if (gl_link_empty(&x->base.readers)) { /* it will head the queue */
+    x->mode = mode;
+    x->count = count;
+  }
+  due = lgreen_sock_deadline(x->base.timeout);
+  return recv_wait(L, x, (lua_KContext)due);
 }
 
 
@@ -510,23 +611,23 @@ static int recv_start(lua_State *L, int mode, size_t count, int which) {
 ** or nil, err, prefix .. partial (the partial is consumed). With timeout
 ** 0 it takes what the kernel holds now, as LuaSocket does.
 */
-int lgreen_stream_receive(lua_State *L) {
+static int sock_receive(lua_State *L) {
   int mode;
   size_t count = 0;
   lgreen_sock_checkstream(L);
   if (lua_type(L, 2) == LUA_TNUMBER) {
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0, 2, "negative byte count");
-    mode = LSOCK_COUNT;
+    mode = MODE_COUNT;
     count = (size_t)n;
   } else {
     const char *p = luaL_optstring(L, 2, "*l");
     if (*p == '*')
       p++;
     if (strcmp(p, "l") == 0)
-      mode = LSOCK_LINE;
+      mode = MODE_LINE;
     else if (strcmp(p, "a") == 0)
-      mode = LSOCK_ALL;
+      mode = MODE_ALL;
     else
       return luaL_argerror(L, 2, "invalid receive pattern");
   }
@@ -534,13 +635,13 @@ int lgreen_stream_receive(lua_State *L) {
     luaL_checktype(L, 3, LUA_TSTRING);
     /* LuaSocket 3 counts the prefix in n: receive(10, "123456") reads 4
        more bytes, and a prefix of n bytes or more is returned as is. */
-    if (mode == LSOCK_COUNT) {
+    if (mode == MODE_COUNT) {
       size_t plen = lua_rawlen(L, 3);
       count = count > plen ? count - plen : 0;
     }
   }
   lua_settop(L, 3);
-  return recv_start(L, mode, count, LSOCK_FAIR_RECEIVE);
+  return recv_start(L, mode, count, sock_receive);
 }
 
 
@@ -548,14 +649,14 @@ int lgreen_stream_receive(lua_State *L) {
 ** sock:recv([max=65536]): whatever is available, at least one byte and at
 ** most max; waits if nothing is. nil, err at the end of the stream.
 */
-int lgreen_stream_recv(lua_State *L) {
+static int sock_recv(lua_State *L) {
   lua_Integer max;
   lgreen_sock_checkstream(L);
   max = luaL_optinteger(L, 2, 65536);
   luaL_argcheck(L, max > 0, 2, "positive size expected");
   lua_settop(L, 2);
   lua_pushnil(L); /* no prefix */
-  return recv_start(L, LSOCK_SOME, (size_t)max, LSOCK_FAIR_RECV);
+  return recv_start(L, MODE_SOME, (size_t)max, sock_recv);
 }
 
 /* }====================================================== */
@@ -576,103 +677,85 @@ static int send_done(lua_State *L, int all, int err, size_t pos) {
       lua_pushinteger(L, (lua_Integer)pos);
     return 1;
   }
-  luaL_pushfail(L);
-  lua_pushstring(L, lgreen_sock_strerror(err));
+  lgreen_sock_fail(L, err);
   lua_pushinteger(L, (lua_Integer)pos);
   return 3;
 }
 
 
+/* Wait for room; stack [sock, data, pos, end, all], the deadline in
+   'ctx'. */
+static int send_wait(lua_State *L, lstream *x, int all, lua_KContext ctx);
+
+
 static int send_k(lua_State *L, int status, lua_KContext ctx) {
-  lsock_waiter *w = (lsock_waiter *)ctx;
-  gl_hub_t *hub = lgreen_hub(L);
-  gl_thread_t *t = hub->current;
-  lsock *s = *(lsock **)lua_touserdata(L, 1);
-  const char *data;
+  lsock *s; /* an interrupted send leaves what it queued queued */
+  int outcome = lgreen_sock_resumed(L, lgreen_sock_leave, &s);
+  size_t pos = (size_t)lua_tointeger(L, 3), end = (size_t)lua_tointeger(L, 4);
+  int all = lua_toboolean(L, 5);
+  lstream *x = LSTREAM(s);
   (void)status;
-  if (t->flags & GL_F_PENDING)
-    lgreen_sock_leave(w); /* what was queued stays queued */
-  lgreen_resumed(L, t);
-  if (s == NULL || w->base.status == LSOCK_W_CLOSED) {
-    lgreen_sock_leave(w);
-    return send_done(L, w->all, UV_EOF, w->pos);
+  if (outcome != GL_W_OK) /* "closed", "timeout" */
+    return send_done(L, all, outcome, pos);
+  write_some(x, lua_tostring(L, 2), &pos, end);
+  if (pos == end || x->werr != 0) {
+    lgreen_sock_leave(lgreen_sock_self(L));
+    return send_done(L, all, pos == end ? 0 : x->werr, pos);
   }
-  if (w->base.status == LSOCK_W_TIMEOUT)
-    return send_done(L, w->all, UV_ETIMEDOUT, w->pos);
-  data = lua_tostring(L, 2);
-  write_some(s, data, &w->pos, w->end);
-  if (w->pos == w->end || s->werr != 0) {
-    lgreen_sock_leave(w);
-    return send_done(L, w->all, w->pos == w->end ? 0 : s->werr, w->pos);
-  }
-  t = lgreen_begin(L, hub, w->all ? "socket:sendall" : "socket:send");
-  lgreen_sock_suspend(L, w, t, w->all ? "socket:sendall" : "socket:send");
-  lgreen_sock_reref(s);
-  return lgreen_block(L, t, send_k, ctx);
+  lua_pushinteger(L, (lua_Integer)pos);
+  lua_replace(L, 3);
+  return send_wait(L, x, all, ctx);
 }
 
 
-/* Stack: [sock, data, i, j] (send) or [sock, data] (sendall). */
-static int send_start(lua_State *L, size_t pos, size_t end, int all) {
-  gl_hub_t *hub = lgreen_hub(L);
-  lsock *s = *(lsock **)lua_touserdata(L, 1);
+static int send_wait(lua_State *L, lstream *x, int all, lua_KContext ctx) {
+  return lgreen_sock_wait(L, &x->base, &x->base.writers,
+                          all ? "socket:sendall" : "socket:send",
+                          lgreen_sock_leave, (uint64_t)ctx, send_k, ctx);
+}
+
+
+/* Stack: [sock, data, i, j] (send) or [sock, data] (sendall). Sends bytes
+   [pos, end) of data. */
+static int send_start(lua_State *L, size_t pos, size_t end, int all,
+                      lua_CFunction again) {
+  lstream *x = LSTREAM(*(lsock **)lua_touserdata(L, 1));
   const char *data = lua_tostring(L, 2);
-  const char *what = all ? "socket:sendall" : "socket:send";
-  lsock_waiter *w;
-  gl_thread_t *t;
-  if (s == NULL || (s->flags & LSOCK_SHUT_WR))
+  uint64_t due;
+  if (x == NULL || (x->base.flags & LSOCK_SHUT_WR))
     return send_done(L, all, UV_EOF, pos);
-  if (s->flags & LSOCK_LISTENING)
+  if (x->base.flags & LSOCK_LISTENING)
     return luaL_error(L, "cannot send on a listening socket");
-  if (gl_link_empty(&s->writers)) {
-    if (s->streak >= LSOCK_FAIR_BUDGET && lgreen_sock_can_yield(L, hub)) {
-      s->streak = 0;
-      return lgreen_sock_fair(L, hub,
-                              all ? LSOCK_FAIR_SENDALL : LSOCK_FAIR_SEND);
-    }
-    write_some(s, data, &pos, end);
-    if (pos == end) {
-      s->streak++;
-      return send_done(L, all, 0, pos);
-    }
-    if (s->werr == 0 && s->timeout == 0 && lgreen_stream_queued(s) > 0) {
+  if (lgreen_sock_first(L, &x->base, &x->base.writers, "write")) {
+    if (lgreen_sock_unfair(L, &x->base))
+      return lgreen_sock_yield(L, again);
+    write_some(x, data, &pos, end);
+    if (pos < end && x->werr == 0 && x->base.timeout == 0 &&
+        lgreen_stream_queued(&x->base) > 0) {
       /* Never waits, but what earlier calls queued goes first, and only
          the hub's poll writes it: poll once, without waiting, so a
          polling loop (settimeout(0), retry on "timeout") progresses as
          LuaSocket's does, then take what fits behind it. */
-      lgreen_sock_poll(s);
-      if (*(lsock **)lua_touserdata(L, 1) != s)
+      lgreen_sock_poll(&x->base);
+      if (*(lsock **)lua_touserdata(L, 1) != &x->base)
         return send_done(L, all, UV_EOF, pos);
-      write_some(s, data, &pos, end);
-      if (pos == end) {
-        s->streak++;
-        return send_done(L, all, 0, pos);
-      }
+      write_some(x, data, &pos, end);
     }
-    if (s->werr != 0)
-      return send_done(L, all, s->werr, pos);
-    if (s->timeout == 0) {
-      s->streak++; /* a polling loop yields now and then (fairness) */
-      return send_done(L, all, UV_ETIMEDOUT, pos);
+    if (pos == end || x->werr != 0 || x->base.timeout == 0) {
+      x->base.streak++; /* a polling loop yields now and then too */
+      return send_done(L, all,
+                       pos == end ? 0 : x->werr ? x->werr : UV_ETIMEDOUT,
+                       pos);
     }
-  } else if (s->st->prevent) {
-    return lgreen_sock_simultaneous(L, s, &s->writers, "write");
-  } else if (s->timeout == 0) {
+  } else if (x->base.timeout == 0) {
     return send_done(L, all, UV_ETIMEDOUT, pos);
   }
-  t = lgreen_begin(L, hub, what);
-  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), LSOCK_WRITE);
-  w->pos = pos;
-  w->end = end;
-  w->all = all;
-  if ((s = w->s) == NULL) /* a finalizer closed it */
-    return send_k(L, LUA_YIELD, (lua_KContext)w);
-  w->due = lgreen_sock_deadline(s->timeout);
-  gl_link_push(&s->writers, &w->base.link);
-  s->streak = 0;
-  lgreen_sock_suspend(L, w, t, what);
-  lgreen_sock_reref(s);
-  return lgreen_block(L, t, send_k, (lua_KContext)w);
+  lua_settop(L, 2);
+  lua_pushinteger(L, (lua_Integer)pos);
+  lua_pushinteger(L, (lua_Integer)end);
+  lua_pushboolean(L, all);
+  due = lgreen_sock_deadline(x->base.timeout);
+  return send_wait(L, x, all, (lua_KContext)due);
 }
 
 
@@ -681,7 +764,7 @@ static int send_start(lua_State *L, size_t pos, size_t end, int all) {
 ** of the last byte sent (j), or nil, err, last index sent. Waits while
 ** the socket's write queue is full (a slow peer).
 */
-int lgreen_stream_send(lua_State *L) {
+static int sock_send(lua_State *L) {
   size_t len;
   lua_Integer i, j;
   lgreen_sock_checkstream(L);
@@ -699,7 +782,7 @@ int lgreen_stream_send(lua_State *L) {
   if (j < i - 1)
     j = i - 1;
   lua_settop(L, 4);
-  return send_start(L, (size_t)(i - 1), (size_t)j, 0);
+  return send_start(L, (size_t)(i - 1), (size_t)j, 0, sock_send);
 }
 
 
@@ -707,12 +790,12 @@ int lgreen_stream_send(lua_State *L) {
 ** sock:sendall(data): send all of data. Returns true, or nil, err, the
 ** index of the last byte sent.
 */
-int lgreen_stream_sendall(lua_State *L) {
+static int sock_sendall(lua_State *L) {
   size_t len;
   lgreen_sock_checkstream(L);
   luaL_checklstring(L, 2, &len);
   lua_settop(L, 2);
-  return send_start(L, 0, len, 1);
+  return send_start(L, 0, len, 1, sock_sendall);
 }
 
 /* }====================================================== */
@@ -724,7 +807,7 @@ int lgreen_stream_sendall(lua_State *L) {
 ** "too long", partial. nil or math.huge: no limit. Accepted sockets take
 ** their listening socket's limit. Returns 1.
 */
-int lgreen_stream_setlimit(lua_State *L) {
+static int sock_setlimit(lua_State *L) {
   lsock **pp = lgreen_sock_checkstream(L);
   size_t limit = SIZE_MAX;
   if (!lua_isnoneornil(L, 2)) {
@@ -734,51 +817,74 @@ int lgreen_stream_setlimit(lua_State *L) {
       limit = (size_t)n;
   }
   if (*pp != NULL)
-    (*pp)->limit = limit;
+    LSTREAM(*pp)->limit = limit;
   lua_pushinteger(L, 1);
   return 1;
 }
 
 
 /* sock:getlimit(): the receive limit in bytes, or nil for none. */
-int lgreen_stream_getlimit(lua_State *L) {
-  lsock *s = *lgreen_sock_checkstream(L);
-  if (s == NULL || s->limit == SIZE_MAX)
+static int sock_getlimit(lua_State *L) {
+  lstream *x = LSTREAM(*lgreen_sock_checkstream(L));
+  if (x == NULL || x->limit == SIZE_MAX)
     lua_pushnil(L);
   else
-    lua_pushinteger(L, (lua_Integer)s->limit);
+    lua_pushinteger(L, (lua_Integer)x->limit);
   return 1;
 }
 
 
 /* sock:shutdown([how="both"]): "send", "receive" or "both". */
-int lgreen_stream_shutdown(lua_State *L) {
+static int sock_shutdown(lua_State *L) {
   static const char *const hows[] = {"both", "send", "receive", NULL};
-  lsock *s = *lgreen_sock_checkstream(L);
+  lstream *x = LSTREAM(*lgreen_sock_checkstream(L));
   int how = luaL_checkoption(L, 2, "both", hows);
-  if (s == NULL)
+  if (x == NULL)
     return lgreen_sock_fail(L, UV_EOF);
-  if (how != 2 && !(s->flags & LSOCK_SHUT_WR)) {
+  if (how != 2 && !(x->base.flags & LSOCK_SHUT_WR)) {
     uv_shutdown_t *req = (uv_shutdown_t *)malloc(sizeof(*req));
     int r;
     if (req == NULL)
       return luaL_error(L, "not enough memory");
-    r = uv_shutdown(req, &s->h.stream, lgreen_stream_on_shutdown);
+    r = uv_shutdown(req, &x->h.stream, on_shutdown);
     if (r < 0) {
       free(req);
       return lgreen_sock_fail(L, r);
     }
-    s->flags |= LSOCK_SHUT_WR;
+    x->base.flags |= LSOCK_SHUT_WR;
   }
-  if (how != 1 && s->rerr == 0) {
+  if (how != 1 && x->rerr == 0) {
     uv_os_fd_t fd;
-    if (uv_fileno(&s->h.handle, &fd) == 0)
+    if (uv_fileno(&x->h.handle, &fd) == 0)
       shutdown(fd, SHUT_RD);
-    s->rerr = UV_EOF;
-    lgreen_stream_maybe_read(s);
-    lgreen_sock_kick_readers(s);
+    x->rerr = UV_EOF;
+    lgreen_stream_watched(&x->base);
+    lgreen_sock_kick_readers(&x->base);
   }
   lua_pushinteger(L, 1);
   return 1;
 }
 
+
+/* The methods only stream sockets (TCP, Unix) have (conn.c adds accept). */
+static const luaL_Reg stream_meth[] = {
+    {"receive", sock_receive},
+    {"recv", sock_recv},
+    {"send", sock_send},
+    {"sendall", sock_sendall},
+    {"shutdown", sock_shutdown},
+    {"setlimit", sock_setlimit},
+    {"getlimit", sock_getlimit},
+    {NULL, NULL},
+};
+
+
+/* [-0, +0, m] The 'green.socket' metatable. */
+void lgreen_open_stream(lua_State *L, gl_hub_t *hub) {
+  lsock_state *st;
+  (void)hub;
+  lgreen_sock_pushstate(L);
+  st = (lsock_state *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  st->mt_stream = lgreen_sock_newmeta(L, LGREEN_SOCKET, stream_meth);
+}

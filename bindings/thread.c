@@ -182,14 +182,14 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
   lua_pop(L, 1);
   lua_pushnil(L);
   lua_setiuservalue(L, ud, LGREEN_UV_CO);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, hub->anchors);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lgreen_state(hub)->anchors);
   lua_pushnil(L);
   lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
   gl_base_detach(hub, t);
   t->L = NULL;
   t->flags &= ~(GL_F_PENDING | GL_F_LUAWAIT);
-  hub->nalive--;
+  lgreen_state(hub)->nalive--;
   gl_finish(t);
   lua_settop(L, ud - 1);
 }
@@ -275,12 +275,12 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
   t->nargs = n + 2;
   if (gl_base_attach(hub, t) < 0)
     luaL_error(L, "not enough memory");
-  t->id = ++hub->lastid;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, hub->anchors);
+  t->id = ++lgreen_state(hub)->lastid;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lgreen_state(hub)->anchors);
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
-  hub->nalive++;
+  lgreen_state(hub)->nalive++;
   return t;
 }
 
@@ -614,7 +614,7 @@ static int exit_tostring(lua_State *L) {
 /* [-0, +0, m] Adds to the module table on the top of the stack. */
 void lgreen_open_thread(lua_State *L, gl_hub_t *hub) {
   gl_thread_t *main;
-  gl_on_death = on_death;
+  hub->hooks.death = on_death;
   /* GreenletExit: a unique value, printed as "GreenletExit". */
   lua_newtable(L);
   lua_createtable(L, 0, 2);

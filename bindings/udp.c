@@ -1,9 +1,9 @@
 /*
 ** udp.c: green UDP sockets ('green.udp' userdata over uv_udp_t), with
 ** LuaSocket's udp methods: setsockname (bind), setpeername (connect; "*"
-** disconnects), send, receive, sendto, receivefrom. Waiting, close,
-** options and addresses are shared with the stream sockets (socket.c,
-** sockopt.c, tcp.c); names are resolved by dns.c.
+** disconnects), send, receive, sendto, receivefrom; and their ops table.
+** Waiting, close and the methods every socket has are the core's
+** (socket.c, sockopt.c); names are resolved by dns.c.
 **
 ** Receiving. The socket reads (uv_udp_recv_start) only while a thread
 ** waits in receive/receivefrom or in green.select; otherwise the kernel's
@@ -22,6 +22,7 @@
 */
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -33,12 +34,33 @@
 #define SEND_HIGH (256 * 1024)   /* bytes in uv_udp_send requests */
 #define DGRAM_MAX 65536          /* receive's default size: any datagram */
 
-#define state(L) ((lsock_state *)lua_touserdata(L, lua_upvalueindex(2)))
-
 /* Operations that may need the resolver first. */
 #define OP_BIND 0
 #define OP_CONNECT 1
 #define OP_SENDTO 2
+
+/* A received datagram, in its socket's queue. */
+typedef struct dgram {
+  struct dgram *next;
+  struct sockaddr_storage from; /* the sender */
+  size_t len;
+  char data[]; /* 'len' bytes */
+} dgram;
+
+
+typedef struct ludp {
+  lsock base; /* first member */
+  uv_udp_t h;
+  dgram *dq;      /* queued datagrams, oldest first */
+  dgram *dqtail;
+  size_t dqbytes; /* their bytes */
+  unsigned ndq;   /* their number */
+  int rerr;       /* 0, or an error the kernel reported (taken once) */
+  int family;     /* AF_INET or AF_INET6 */
+} ludp;
+
+#define LUDP(s) ((ludp *)(s))
+
 
 typedef struct udpctx {
   lsock_dns d; /* first member */
@@ -57,44 +79,25 @@ static lsock **checkudp(lua_State *L) {
 ** =======================================================
 */
 
-static void dq_pop(lsock *s) {
-  lsock_dgram *d = s->dq;
-  s->dq = d->next;
-  if (s->dq == NULL)
-    s->dqtail = NULL;
-  s->ndq--;
-  s->len -= d->len;
+static void dq_pop(ludp *u) {
+  dgram *d = u->dq;
+  u->dq = d->next;
+  if (u->dq == NULL)
+    u->dqtail = NULL;
+  u->ndq--;
+  u->dqbytes -= d->len;
   free(d);
 }
 
 
-void lgreen_udp_drop_queue(lsock *s) {
-  while (s->dq != NULL)
-    dq_pop(s);
-  s->len = 0;
-}
-
-
-int lgreen_udp_readable(lsock *s) {
-  return s->ndq > 0 || s->rerr != 0;
-}
-
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-  lsock *s = (lsock *)h->data;
-  (void)hint;
-  *b = uv_buf_init(s->st->scratch, sizeof(s->st->scratch));
-}
-
-
 /* Queue datagram 'b[0, n)' from 'addr', or record error 'n' (< 0). */
-static void enqueue(lsock *s, ssize_t n, const char *b,
+static void enqueue(ludp *u, ssize_t n, const char *b,
                     const struct sockaddr *addr) {
-  lsock_dgram *d;
+  dgram *d;
   if (n < 0) {
-    s->rerr = (int)n;
-  } else if ((d = (lsock_dgram *)malloc(sizeof(*d) + (size_t)n)) == NULL) {
-    s->rerr = UV_ENOMEM;
+    u->rerr = (int)n;
+  } else if ((d = (dgram *)malloc(sizeof(*d) + (size_t)n)) == NULL) {
+    u->rerr = UV_ENOMEM;
   } else {
     memset(&d->from, 0, sizeof(d->from));
     memcpy(&d->from, addr,
@@ -103,29 +106,31 @@ static void enqueue(lsock *s, ssize_t n, const char *b,
     d->len = (size_t)n;
     memcpy(d->data, b, (size_t)n);
     d->next = NULL;
-    if (s->dqtail != NULL)
-      s->dqtail->next = d;
+    if (u->dqtail != NULL)
+      u->dqtail->next = d;
     else
-      s->dq = d;
-    s->dqtail = d;
-    s->ndq++;
-    s->len += d->len;
-    s->nrecv += (uint64_t)n;
-    while (s->ndq > DQ_MAX || (s->len > DQ_BYTES && s->ndq > 1))
-      dq_pop(s); /* the oldest */
+      u->dq = d;
+    u->dqtail = d;
+    u->ndq++;
+    u->dqbytes += d->len;
+    u->base.nrecv += (uint64_t)n;
+    while (u->ndq > DQ_MAX || (u->dqbytes > DQ_BYTES && u->ndq > 1))
+      dq_pop(u); /* the oldest */
   }
 }
 
 
+static void udp_watched(lsock *s);
+
 static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
                     const struct sockaddr *addr, unsigned flags) {
-  lsock *s = (lsock *)h->data;
+  ludp *u = (ludp *)h->data;
   (void)flags;
   if (n == 0 && addr == NULL)
     return; /* nothing more to read now */
-  enqueue(s, n, b->base, addr);
-  lgreen_sock_kick_readers(s);
-  lgreen_udp_maybe_read(s);
+  enqueue(u, n, b->base, addr);
+  lgreen_sock_kick_readers(&u->base);
+  udp_watched(&u->base);
 }
 
 
@@ -134,41 +139,113 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
 ** datagram the kernel holds now straight from the descriptor, as
 ** LuaSocket's recvfrom(2) would. Returns 1 if one (or an error) came.
 */
-static int pull(lsock *s) {
+static int pull(ludp *u) {
+  char *scratch = u->base.st->scratch;
   struct sockaddr_storage from;
   socklen_t len = sizeof(from);
   uv_os_fd_t fd;
   ssize_t n;
-  if (uv_fileno(&s->h.handle, &fd) < 0)
+  if (uv_fileno(u->base.h, &fd) < 0)
     return 0;
   do
-    n = recvfrom(fd, s->st->scratch, sizeof(s->st->scratch), MSG_DONTWAIT,
+    n = recvfrom(fd, scratch, sizeof(u->base.st->scratch), MSG_DONTWAIT,
                  (struct sockaddr *)&from, &len);
   while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
     return 0;
-  enqueue(s, n < 0 ? uv_translate_sys_error(errno) : n, s->st->scratch,
+  enqueue(u, n < 0 ? uv_translate_sys_error(errno) : n, scratch,
           (struct sockaddr *)&from);
-  lgreen_sock_kick_readers(s); /* a select waiting elsewhere */
+  lgreen_sock_kick_readers(&u->base); /* a select waiting elsewhere */
+  return 1;
+}
+
+
+/*
+** {======================================================
+** The UDP ops
+** =======================================================
+*/
+
+static int udp_readable(lsock *s) {
+  return LUDP(s)->ndq > 0 || LUDP(s)->rerr != 0;
+}
+
+
+static int udp_can_write(lsock *s) {
+  (void)s;
   return 1;
 }
 
 
 /* Read only while somebody waits (see the header comment). */
-void lgreen_udp_maybe_read(lsock *s) {
+static void udp_watched(lsock *s) {
+  ludp *u = LUDP(s);
   int want = !(s->flags & LSOCK_CLOSED) &&
-             (!gl_link_empty(&s->readers) || s->nselr > 0);
+             (!gl_link_empty(&s->readers) || s->nwatchr > 0);
   if (want && !(s->flags & LSOCK_READING)) {
-    int r = uv_udp_recv_start(&s->h.udp, on_alloc, on_recv);
+    int r = uv_udp_recv_start(&u->h, lgreen_sock_alloc, on_recv);
     if (r < 0)
-      s->rerr = r;
+      u->rerr = r;
     else
       s->flags |= LSOCK_READING;
   } else if (!want && (s->flags & LSOCK_READING)) {
-    uv_udp_recv_stop(&s->h.udp);
+    uv_udp_recv_stop(&u->h);
     s->flags &= ~LSOCK_READING;
   }
 }
+
+
+static void udp_close(lsock *s) {
+  ludp *u = LUDP(s);
+  while (u->dq != NULL)
+    dq_pop(u);
+  if (s->flags & LSOCK_READING)
+    uv_udp_recv_stop(&u->h);
+  s->flags &= ~LSOCK_READING;
+  lgreen_sock_close_handle(s);
+}
+
+
+/* getsockname/getpeername: host, port, family; or nil, err. */
+static int udp_address(lua_State *L, lsock *s, int peer) {
+  struct sockaddr_storage ss;
+  int len = (int)sizeof(ss), r;
+  if (peer && !(s->flags & LSOCK_CONNECTED)) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "not connected");
+    return 2;
+  }
+  r = peer ? uv_udp_getpeername(&LUDP(s)->h, (struct sockaddr *)&ss, &len)
+           : uv_udp_getsockname(&LUDP(s)->h, (struct sockaddr *)&ss, &len);
+  if (r < 0)
+    return lgreen_sock_fail(L, r);
+  return lgreen_sock_pushaddr(L, (struct sockaddr *)&ss, 1);
+}
+
+
+static size_t udp_queued(lsock *s) {
+  return uv_udp_get_send_queue_size(&LUDP(s)->h);
+}
+
+
+static size_t udp_buffered(lsock *s) {
+  return LUDP(s)->ndq;
+}
+
+
+static const lsock_ops udp_ops = {
+    .tag = "",
+    .readable = udp_readable,
+    .can_read = udp_readable,
+    .can_write = udp_can_write,
+    .watched = udp_watched,
+    .close = udp_close,
+    .address = udp_address,
+    .queued = udp_queued,
+    .buffered = udp_buffered,
+};
+
+/* }====================================================== */
 
 
 static void on_send(uv_udp_send_t *req, int status) {
@@ -186,20 +263,20 @@ static void on_send(uv_udp_send_t *req, int status) {
 */
 
 /* [-0, +1..3, m] Take the head datagram (or the pending error). */
-static int take(lua_State *L, lsock *s, size_t size, int from) {
-  lsock_dgram *d = s->dq;
+static int take(lua_State *L, ludp *u, size_t size, int from) {
+  dgram *d = u->dq;
   struct sockaddr_storage sender;
   if (d == NULL) {
-    int err = s->rerr;
-    s->rerr = 0; /* UDP errors (ICMP refusals) are per datagram */
+    int err = u->rerr;
+    u->rerr = 0; /* UDP errors (ICMP refusals) are per datagram */
     return lgreen_sock_fail(L, err);
   }
   sender = d->from;
   /* Copy and pop before anything else allocates: an allocation can run a
      finalizer that closes the socket and frees its queue. */
   lua_pushlstring(L, d->data, d->len < size ? d->len : size);
-  if (!(s->flags & LSOCK_CLOSED))
-    dq_pop(s);
+  if (!(u->base.flags & LSOCK_CLOSED))
+    dq_pop(u);
   if (from) {
     lgreen_sock_pushaddr(L, (struct sockaddr *)&sender, 1);
     lua_pop(L, 1); /* data, ip, port */
@@ -208,76 +285,54 @@ static int take(lua_State *L, lsock *s, size_t size, int from) {
 }
 
 
+/* Wait for a datagram; stack [sock, size, from], the deadline in 'ctx'. */
+static int recv_wait(lua_State *L, ludp *u, lua_KContext ctx);
+
+
 static int recv_k(lua_State *L, int status, lua_KContext ctx) {
-  lsock_waiter *w = (lsock_waiter *)ctx;
-  gl_hub_t *hub = lgreen_hub(L);
-  gl_thread_t *t = hub->current;
-  lsock *s = *(lsock **)lua_touserdata(L, 1);
-  int n;
+  lsock *s;
+  int outcome = lgreen_sock_resumed(L, lgreen_sock_leave, &s);
   (void)status;
-  if (t->flags & GL_F_PENDING)
-    lgreen_sock_leave(w); /* killed after being woken: take nothing */
-  lgreen_resumed(L, t);
-  if (s == NULL || w->base.status == LSOCK_W_CLOSED) {
-    lgreen_sock_leave(w);
-    return lgreen_sock_fail(L, UV_EOF);
-  }
-  if (w->base.status == LSOCK_W_TIMEOUT)
-    return lgreen_sock_fail(L, UV_ETIMEDOUT);
-  if (lgreen_udp_readable(s)) {
-    gl_link_remove(&w->base.link);
-    w->s = NULL;
-    n = take(L, s, w->count, w->all);
-    lgreen_sock_kick_readers(s);
-    lgreen_udp_maybe_read(s);
-    lgreen_sock_reref(s);
-    return n;
-  }
-  t = lgreen_begin(L, hub, "udp:receive");
-  lgreen_sock_suspend(L, w, t, "udp:receive");
-  lgreen_sock_reref(s);
-  return lgreen_block(L, t, recv_k, ctx);
+  if (outcome != GL_W_OK) /* "closed", "timeout" */
+    return lgreen_sock_fail(L, outcome);
+  if (!udp_readable(s))
+    return recv_wait(L, LUDP(s), ctx);
+  lgreen_sock_leave(lgreen_sock_self(L));
+  return take(L, LUDP(s), (size_t)lua_tointeger(L, 2), lua_toboolean(L, 3));
+}
+
+
+static int recv_wait(lua_State *L, ludp *u, lua_KContext ctx) {
+  return lgreen_sock_wait(L, &u->base, &u->base.readers, "udp:receive",
+                          lgreen_sock_leave, (uint64_t)ctx, recv_k, ctx);
 }
 
 
 /* Stack: [sock, size]. */
-static int recv_start(lua_State *L, int from) {
-  gl_hub_t *hub = lgreen_hub(L);
-  lsock *s = *checkudp(L);
+static int recv_start(lua_State *L, int from, lua_CFunction again) {
+  ludp *u = LUDP(*checkudp(L));
   lua_Integer size = luaL_optinteger(L, 2, DGRAM_MAX);
-  lsock_waiter *w;
-  gl_thread_t *t;
   luaL_argcheck(L, size > 0, 2, "positive size expected");
   lua_settop(L, 2);
-  if (s == NULL)
+  if (u == NULL)
     return lgreen_sock_fail(L, UV_EOF);
-  if (gl_link_empty(&s->readers)) {
-    if (s->streak >= LSOCK_FAIR_BUDGET && lgreen_sock_can_yield(L, hub)) {
-      s->streak = 0;
-      return lgreen_sock_fair(L, hub, from ? LSOCK_FAIR_DGRAMFROM
-                                           : LSOCK_FAIR_DGRAM);
-    }
-    if (lgreen_udp_readable(s) || (s->timeout == 0 && pull(s))) {
-      s->streak++;
-      return take(L, s, (size_t)size, from);
-    }
-    if (s->timeout == 0) {
-      s->streak++; /* a polling loop yields now and then (fairness) */
+  if (lgreen_sock_first(L, &u->base, &u->base.readers, "read")) {
+    if (lgreen_sock_unfair(L, &u->base))
+      return lgreen_sock_yield(L, again);
+    if (udp_readable(&u->base) || u->base.timeout == 0) {
+      u->base.streak++; /* a polling loop yields now and then too */
+      if (udp_readable(&u->base) || pull(u))
+        return take(L, u, (size_t)size, from);
       return lgreen_sock_fail(L, UV_ETIMEDOUT);
     }
-  } else if (s->st->prevent) {
-    return lgreen_sock_simultaneous(L, s, &s->readers, "read");
-  } else if (s->timeout == 0) {
+  } else if (u->base.timeout == 0) {
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
   }
-  t = lgreen_begin(L, hub, "udp:receive");
-  w = lgreen_sock_newwaiter(L, (lsock **)lua_touserdata(L, 1), LSOCK_DGRAM);
-  w->count = (size_t)size;
-  w->all = from;
-  if (w->s == NULL) /* a finalizer closed it */
-    return recv_k(L, LUA_YIELD, (lua_KContext)w);
-  return lgreen_sock_block_reader(L, w->s, w, t, "udp:receive",
-                                  lgreen_udp_maybe_read, recv_k);
+  lua_pushinteger(L, size);
+  lua_replace(L, 2);
+  lua_pushboolean(L, from);
+  return recv_wait(L, u,
+                   (lua_KContext)lgreen_sock_deadline(u->base.timeout));
 }
 
 
@@ -287,16 +342,16 @@ static int recv_start(lua_State *L, int from) {
 ** nil, "closed"; nil, err for an error the kernel reported (for example
 ** "connection refused" on a connected socket).
 */
-int lgreen_udp_receive(lua_State *L) {
-  return recv_start(L, 0);
+static int udp_receive(lua_State *L) {
+  return recv_start(L, 0, udp_receive);
 }
 
 
 /***
 ** udp:receivefrom([size]): like receive, then the sender's ip and port.
 */
-int lgreen_udp_receivefrom(lua_State *L) {
-  return recv_start(L, 1);
+static int udp_receivefrom(lua_State *L) {
+  return recv_start(L, 1, udp_receivefrom);
 }
 
 /* }====================================================== */
@@ -309,55 +364,56 @@ int lgreen_udp_receivefrom(lua_State *L) {
 */
 
 /* [-0, +1 or +2, m] Send one datagram: its size, or nil, err. */
-static int do_send(lua_State *L, lsock *s, const char *p, size_t len,
+static int do_send(lua_State *L, ludp *u, const char *p, size_t len,
                    const struct sockaddr *addr) {
   uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
   uv_udp_send_t *req;
-  int r = uv_udp_try_send(&s->h.udp, &b, 1, addr);
+  int r = uv_udp_try_send(&u->h, &b, 1, addr);
   if (r == UV_EAGAIN) { /* the kernel buffer is full, or sends queued */
-    if (uv_udp_get_send_queue_size(&s->h.udp) + len > SEND_HIGH)
+    if (uv_udp_get_send_queue_size(&u->h) + len > SEND_HIGH)
       return lgreen_sock_fail(L, UV_ENOBUFS);
     req = (uv_udp_send_t *)malloc(sizeof(*req) + len);
     if (req == NULL)
       return luaL_error(L, "not enough memory");
     memcpy(req + 1, p, len);
     b = uv_buf_init((char *)(req + 1), (unsigned)len);
-    r = uv_udp_send(req, &s->h.udp, &b, 1, addr, on_send);
+    r = uv_udp_send(req, &u->h, &b, 1, addr, on_send);
     if (r < 0)
       free(req);
   }
   if (r < 0)
     return lgreen_sock_fail(L, r);
-  s->nsent += len;
+  u->base.nsent += len;
   lua_pushinteger(L, (lua_Integer)len);
   return 1;
 }
 
 
 /* Do 'c->op' with the resolved address; stack [sock, ...]. */
-static int act(lua_State *L, udpctx *c) {
-  lsock *s = *(lsock **)lua_touserdata(L, 1);
+static int act(lua_State *L, lsock_lookup *lk) {
+  udpctx *c = (udpctx *)lk;
+  ludp *u = LUDP(*(lsock **)lua_touserdata(L, 1));
   const struct sockaddr *sa = &c->d.addrs[0].sa;
   int r;
-  if (s == NULL)
+  if (u == NULL)
     return lgreen_sock_fail(L, UV_EOF);
   switch (c->op) {
   case OP_SENDTO: {
     size_t len;
     const char *p = lua_tolstring(L, 2, &len);
-    return do_send(L, s, p, len, sa);
+    return do_send(L, u, p, len, sa);
   }
   case OP_BIND:
-    r = uv_udp_bind(&s->h.udp, sa, 0);
+    r = uv_udp_bind(&u->h, sa, 0);
     break;
   default:
-    r = uv_udp_connect(&s->h.udp, sa);
+    r = uv_udp_connect(&u->h, sa);
     if (r == UV_EISCONN) { /* reconnecting: disconnect first */
-      uv_udp_connect(&s->h.udp, NULL);
-      r = uv_udp_connect(&s->h.udp, sa);
+      uv_udp_connect(&u->h, NULL);
+      r = uv_udp_connect(&u->h, sa);
     }
     if (r == 0)
-      s->flags |= LSOCK_PEER;
+      u->base.flags |= LSOCK_CONNECTED;
     break;
   }
   if (r < 0)
@@ -367,39 +423,24 @@ static int act(lua_State *L, udpctx *c) {
 }
 
 
-static int resolved_k(lua_State *L, int status, lua_KContext ctx) {
-  udpctx *c = (udpctx *)ctx;
-  int n;
-  (void)status;
-  if ((n = lgreen_dns_resumed(L, &c->d)) != 0)
-    return n;
-  return act(L, c);
-}
-
-
 /* Stack: [sock, ..., host, port] with host at 'hi'. */
 static int with_address(lua_State *L, int op, int hi, const char *what) {
-  lsock *s = *checkudp(L);
+  ludp *u = LUDP(*checkudp(L));
   const char *host = luaL_checkstring(L, hi);
   lua_Integer port = luaL_checkinteger(L, hi + 1);
   udpctx *c;
-  int r;
   luaL_argcheck(L, port >= 0 && port <= 65535, hi + 1, "port out of range");
   lua_settop(L, hi + 1);
-  if (s == NULL)
+  if (u == NULL)
     return lgreen_sock_fail(L, UV_EOF);
   c = (udpctx *)lua_newuserdatauv(L, sizeof(*c), 0);
   memset(c, 0, sizeof(*c));
   lgreen_dns_init(&c->d, SOCK_DGRAM, (int)port);
-  c->d.family = s->family;
+  c->d.family = u->family;
   c->d.passive = op == OP_BIND;
-  c->d.w.due = lgreen_sock_deadline(s->timeout);
+  c->d.due = lgreen_sock_deadline(u->base.timeout);
   c->op = op;
-  if ((r = lgreen_dns_numeric(&c->d, host)) < 0)
-    return lgreen_sock_fail(L, r);
-  if (r > 0)
-    return act(L, c);
-  return lgreen_dns_start(L, &c->d, host, what, resolved_k);
+  return lgreen_dns_resolve(L, &c->d, host, what, act);
 }
 
 
@@ -408,12 +449,12 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
 ** the number of bytes sent, or nil, err. Never waits.
 */
 static int udp_send(lua_State *L) {
-  lsock *s = *checkudp(L);
+  ludp *u = LUDP(*checkudp(L));
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
-  if (s == NULL)
+  if (u == NULL)
     return lgreen_sock_fail(L, UV_EOF);
-  return do_send(L, s, p, len, NULL);
+  return do_send(L, u, p, len, NULL);
 }
 
 
@@ -442,14 +483,14 @@ static int udp_setsockname(lua_State *L) {
 ** err.
 */
 static int udp_setpeername(lua_State *L) {
-  lsock *s = *checkudp(L);
+  ludp *u = LUDP(*checkudp(L));
   if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "*") == 0 &&
       lua_isnoneornil(L, 3)) {
-    if (s == NULL)
+    if (u == NULL)
       return lgreen_sock_fail(L, UV_EOF);
-    if (s->flags & LSOCK_PEER)
-      uv_udp_connect(&s->h.udp, NULL);
-    s->flags &= ~LSOCK_PEER;
+    if (u->base.flags & LSOCK_CONNECTED)
+      uv_udp_connect(&u->h, NULL);
+    u->base.flags &= ~LSOCK_CONNECTED;
     lua_pushinteger(L, 1);
     return 1;
   }
@@ -464,38 +505,28 @@ static int udp_setpeername(lua_State *L) {
 ** is "inet" (the default) or "inet6".
 */
 static int l_udp(lua_State *L) {
-  gl_hub_t *hub = lgreen_hub(L);
-  int family = AF_INET, r;
-  lsock **pp;
+  int family, r;
   lsock *s;
-  if (!lua_isnoneornil(L, 1)) {
+  if (!lua_isnoneornil(L, 1))
     luaL_checktype(L, 1, LUA_TTABLE);
-    if (lua_getfield(L, 1, "family") != LUA_TNIL) {
-      const char *f = luaL_checkstring(L, -1);
-      if (strcmp(f, "inet6") == 0)
-        family = AF_INET6;
-      else if (strcmp(f, "inet") != 0)
-        return luaL_error(L, "green.udp: bad family '%s' (inet or inet6)",
-                          f);
-    }
-  }
+  family = lgreen_sock_optfamily(L, 1, AF_INET, "green.udp");
   lua_settop(L, 1);
-  pp = lgreen_sock_newkind(L, state(L), LSOCK_UDP);
-  s = *pp;
-  if ((r = uv_udp_init_ex(&hub->loop, &s->h.udp, (unsigned)family)) < 0) {
-    *pp = NULL;
-    free(s);
+  s = lgreen_sock_new(L, lgreen_sock_state(L), &udp_ops, LGREEN_UDP,
+                      sizeof(ludp), offsetof(ludp, h));
+  r = uv_udp_init_ex(&lgreen_hub(L)->loop, &LUDP(s)->h, (unsigned)family);
+  if (r < 0) {
+    lgreen_sock_discard(s);
     return lgreen_sock_fail(L, r);
   }
-  s->family = family;
+  LUDP(s)->family = family;
   lgreen_sock_reref(s);
   return 1;
 }
 
 
 static const luaL_Reg udp_meth[] = {
-    {"receive", lgreen_udp_receive},
-    {"receivefrom", lgreen_udp_receivefrom},
+    {"receive", udp_receive},
+    {"receivefrom", udp_receivefrom},
     {"send", udp_send},
     {"sendto", udp_sendto},
     {"setsockname", udp_setsockname},
@@ -504,14 +535,20 @@ static const luaL_Reg udp_meth[] = {
 };
 
 
-/* The 'green.udp' metatable, and green.udp in the module table (just
-   below 'state'). */
-void lgreen_open_udp(lua_State *L, gl_hub_t *hub, int state) {
-  lgreen_sock_newmeta(L, LGREEN_UDP, udp_meth, hub, state);
-  lua_pushvalue(L, state - 1);
-  lua_pushlightuserdata(L, hub);
-  lua_pushvalue(L, state);
-  lua_pushcclosure(L, l_udp, 2);
-  lua_setfield(L, -2, "udp");
+static const luaL_Reg udp_funcs[] = {
+    {"udp", l_udp},
+    {NULL, NULL},
+};
+
+
+/* [-0, +0, m] The 'green.udp' metatable, and green.udp in the module
+   table on the top. */
+void lgreen_open_udp(lua_State *L, gl_hub_t *hub) {
+  lsock_state *st;
+  (void)hub;
+  lgreen_sock_pushstate(L);
+  st = (lsock_state *)lua_touserdata(L, -1);
   lua_pop(L, 1);
+  st->mt_udp = lgreen_sock_newmeta(L, LGREEN_UDP, udp_meth);
+  lgreen_sock_register(L, udp_funcs);
 }

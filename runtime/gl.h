@@ -5,16 +5,26 @@
 ** negative UV_E* code and never raises: only bindings/ call lua_error.
 ** libuv callbacks never run Lua code; they record an outcome and put the
 ** waiting thread on the run queue ('gl_wake'). The hub resumes threads.
+**
+** The runtime calls Lua only where it resumes coroutines and marks them
+** (resume.c); the run queue, thread states, timers and waits (hub.c,
+** timer.c, wait.c) build without Lua's headers. What the runtime needs
+** from its host (the bindings) is the per-hub 'gl_hub_hooks'; a host
+** keeps its own per-hub state by embedding the gl_hub_t in a record of
+** its own and finding that record with GL_CONTAINER.
 */
 #ifndef GL_H
 #define GL_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include <lua.h>
 #include <uv.h>
+
+/* Lua's state, declared here so that this header needs no lua.h. */
+struct lua_State;
 
 #define GL_VERSION "0.1.0"
 
@@ -27,6 +37,7 @@ typedef struct gl_timer gl_timer_t;
 typedef struct gl_link gl_link_t;
 typedef struct gl_wait gl_wait_t;
 typedef struct gl_waitq gl_waitq_t;
+typedef struct gl_hub_hooks gl_hub_hooks;
 
 /* Undoes the pending operation of wait 'w' when it times out or is
    interrupted (kill, Timeout). Never runs Lua code. */
@@ -54,10 +65,10 @@ struct gl_timer {
 
 /* Wait outcomes ('gl_wait.status'); primitives may also end a wait with
    any negative UV_E* code of their own. */
-#define GL_W_PENDING 1              /* not over yet */
-#define GL_W_OK 0                   /* ended by its waker */
-#define GL_W_TIMEOUT UV_ETIMEDOUT   /* its deadline passed */
-#define GL_W_CANCELED UV_ECANCELED  /* a kill or Timeout interrupted it */
+#define GL_W_PENDING  1            /* not over yet */
+#define GL_W_OK       0            /* ended by its waker */
+#define GL_W_TIMEOUT  UV_ETIMEDOUT /* its deadline passed */
+#define GL_W_CANCELED UV_ECANCELED /* a kill or Timeout interrupted it */
 
 
 /*
@@ -93,75 +104,117 @@ enum gl_state {
 };
 
 /* Thread flags. */
-#define GL_F_MAIN 0x01    /* the pseudo-thread of the host's main thread */
-#define GL_F_KILLED 0x02  /* sticky: every blocking call raises 'kill error' */
-#define GL_F_PENDING 0x04 /* an error waits to be raised at the blocking call */
-#define GL_F_ERROR 0x08   /* died of an error */
-#define GL_F_EXIT 0x10    /* died of GreenletExit (killed with the default) */
+#define GL_F_MAIN    0x01 /* the pseudo-thread of the host's main thread */
+#define GL_F_KILLED  0x02 /* sticky: every blocking call raises 'kill error' */
+#define GL_F_PENDING 0x04 /* an error waits for the blocking call to raise */
+#define GL_F_ERROR   0x08 /* died of an error */
+#define GL_F_EXIT    0x10 /* died of GreenletExit (killed with the default) */
 #define GL_F_LUAWAIT 0x20 /* suspended in core.suspend (woken by core.wake) */
-#define GL_F_NOTIFY 0x40  /* its creator observes the outcome (run(fn)) */
-#define GL_F_DONE 0x80    /* its function has ended: the outcome is stored */
+#define GL_F_NOTIFY  0x40 /* its creator observes the outcome (run(fn)) */
+#define GL_F_DONE    0x80 /* its function has ended: the outcome is stored */
 
 
 /*
 ** The C record of a green thread. It lives inside the GreenThread
-** userdata, which the hub anchors (in its anchors table, at 'slot') while
-** the thread is alive. User values of that userdata: 1 the coroutine, 2 the pending
-** error while alive and the result (or error) once dead, 3 the spawn
-** site function, 4 an "extras" table (name, links, locals, traceback).
+** userdata, which the bindings anchor (in their table of live threads, at
+** 'slot') while the thread is alive. User values of that userdata: 1 the
+** coroutine, 2 the pending error while alive and the result (or error)
+** once dead, 3 the spawn site function, 4 an "extras" table (name, links,
+** locals, traceback).
 */
 struct gl_thread {
   gl_hub_t *hub;
-  lua_State *L;         /* the coroutine; NULL once dead (and for main) */
-  gl_thread_t *next;    /* run queue link */
-  gl_wait_t *wait;      /* the wait it is suspended in (GL_SUSPENDED) */
-  gl_wait_t w;          /* its own wait record (its timer: spawn_after) */
-  gl_waitq_t waiters;   /* threads blocked in wait()/kill() on this one */
-  gl_link_t timeouts;   /* Timeouts armed by this thread */
-  lua_Integer id;       /* 1, 2, ... in spawn order (main is 0) */
-  int state;            /* enum gl_state */
-  int flags;            /* GL_F_* */
-  int nargs;            /* values on L's stack to pass at the next resume */
-  int anchor;           /* registry reference of main (others use 'slot') */
-  int nres;             /* number of results once dead */
-  int line;             /* spawn site line, or -1 */
-  uint64_t since;       /* uv_now() when it last suspended (ms) */
-  unsigned slot;        /* index in the hub's 'bases' + 1; 0 if none */
+  struct lua_State *L; /* the coroutine; NULL once dead (and for main) */
+  gl_thread_t *next;   /* run queue link */
+  gl_wait_t *wait;     /* the wait it is suspended in (GL_SUSPENDED) */
+  gl_wait_t w;         /* its own wait record (its timer: spawn_after) */
+  gl_waitq_t waiters;  /* threads blocked in wait()/kill() on this one */
+  gl_link_t timeouts;  /* Timeouts armed by this thread */
+  long long id;        /* 1, 2, ... in spawn order (main is 0); a
+                          lua_Integer in Lua's default build */
+  int state;           /* enum gl_state */
+  int flags;           /* GL_F_* */
+  int nargs;           /* values on L's stack to pass at the next resume */
+  int anchor;          /* registry reference of main (others use 'slot') */
+  int nres;            /* number of results once dead */
+  int line;            /* spawn site line, or -1 */
+  uint64_t since;      /* the loop's clock (ms) when it was last suspended
+                          or put on the run queue */
+  unsigned slot;       /* index in the hub's 'bases' + 1; 0 if none */
 };
 
 
-/* The hub: one per Lua state. */
+/*
+** What the runtime calls in its host, per hub (set by 'gl_hub_init'). The
+** hooks run in the hub context: no green thread is running and 'L' is
+** the state running the loop ('hub->L').
+*/
+struct gl_hub_hooks {
+  /* Thread 't''s coroutine has ended, with lua_resume's 'status': store
+     the outcome and 'gl_finish' it. Required once threads run. */
+  void (*death)(gl_hub_t *hub, struct lua_State *L, gl_thread_t *t, int status);
+  /* 'gl_hub_signal' was called (from a signal handler): act on it now,
+     between two resumes. Optional: without it the request is dropped. */
+  void (*signal)(gl_hub_t *hub, struct lua_State *L);
+};
+
+
+/*
+** The hub: one per Lua state. Every field is the runtime's own: what only
+** the bindings need (the registry anchors of threads, the C-call boundary
+** counter, suspend()'s description cache, Ctrl-C's target) lives in the
+** bindings' record that embeds the hub (bindings/lgreen.h). Two fields
+** look like bindings state but are the runtime's protocol with its host:
+** 'hubyield' (a yield made by a green primitive, which 'gl_hub_resume'
+** must tell from a stray user yield) and 'signaled' (set by
+** 'gl_hub_signal' in a signal handler, read by the loop, which must not
+** go idle while it is set).
+*/
+/*
+** What the hub publishes as it runs, for the watchdog (bindings/
+** watchdog.c, another OS thread, reads these words without locks) and for
+** green.debug.stats. Plain stores on the hub's side: no clock is read.
+*/
+typedef struct gl_probe {
+  uint64_t epoch;            /* +1 as a thread starts running (a resume, or
+                                the host's main thread leaving the loop),
+                                +1 as it stops: odd while one runs */
+  struct lua_State *running; /* the innermost coroutine running, or NULL */
+  uint64_t next_due;         /* the earliest timer's due, or UINT64_MAX */
+  uint64_t switches;         /* resumes */
+  uint64_t turns;            /* passes over the run queue */
+  uint64_t lag_max;          /* ready-to-running delays (ms), since the */
+  uint64_t lag_sum;          /* last reset by green.debug.stats */
+  uint64_t lag_n;
+} gl_probe;
+
+
 struct gl_hub {
   uv_loop_t loop;
-  uv_timer_t timer;      /* armed at the earliest deadline when blocking */
-  gl_thread_t *head;     /* run queue (FIFO) */
+  uv_timer_t timer;  /* armed at the earliest deadline when blocking */
+  uv_async_t wakeup; /* wakes the poller for 'gl_hub_signal' */
+  gl_hub_hooks hooks;
+  gl_thread_t *head; /* run queue (FIFO) */
   gl_thread_t *tail;
-  size_t nready;         /* threads on the run queue */
-  gl_thread_t *current;  /* running thread, main outside runs, NULL in hub */
-  gl_thread_t *main;     /* pseudo-thread of the host's main thread */
-  lua_State *L;          /* the state that runs the loop (hub context) */
-  gl_timer_t **heap;     /* min-heap of armed timers */
+  size_t nready;        /* threads on the run queue */
+  gl_thread_t *current; /* running thread, main outside runs, NULL in hub */
+  gl_thread_t *main;    /* pseudo-thread of the host's main thread */
+  struct lua_State *L;  /* the state that runs the loop (hub context) */
+  gl_timer_t **heap;    /* min-heap of armed timers */
   unsigned nheap;
   unsigned capheap;
   uint64_t seq;
-  lua_Integer lastid;
-  size_t nalive;         /* live threads, main excluded */
-  gl_waitq_t idlers;     /* threads blocked in run() until the hub idles */
-  int hubyield;          /* the pending yield is a hub yield (not a user's) */
-  int depth;             /* nested loop runs (only main may nest) */
-  int boundary_depth;    /* green resumes entered from code that cannot
-                            yield (inside a C-call boundary) */
-  lua_State *boundary_L; /* the outermost such resumer, for messages */
-  gl_thread_t **bases;   /* live threads by slot, to validate marks */
-  unsigned nbases;       /* slots in use or freed (high-water mark) */
+  gl_waitq_t idlers; /* threads blocked in run() until the hub idles */
+  gl_probe probe;    /* published for the watchdog and stats */
+  int hubyield;      /* the pending yield is a hub yield (not a user's) */
+  int depth;         /* nested loop runs (only main may nest) */
+  int signalable;    /* 'wakeup' is initialised ('gl_hub_signal_init') */
+  volatile sig_atomic_t signaled; /* 'gl_hub_signal' was called */
+  gl_thread_t **bases;            /* live threads by slot, to validate marks */
+  unsigned nbases;                /* slots in use or freed (high-water mark) */
   unsigned capbases;
-  unsigned *freebases;   /* stack of free slot indexes */
-  int anchors;           /* registry ref: table of live GreenThreads by slot */
-  const char *whats[8];  /* cache of anchored suspend() descriptions */
-  uint64_t whathits;     /* suspend() descriptions found in 'whats' */
+  unsigned *freebases; /* stack of free slot indexes */
   unsigned nfree;
-  volatile int interrupt; /* set by the SIGINT handler of the executable */
-  gl_thread_t *interrupt_target; /* who the interrupt is delivered to */
 };
 
 
@@ -171,13 +224,28 @@ void gl_link_push(gl_link_t *head, gl_link_t *node); /* at the tail */
 void gl_link_remove(gl_link_t *node); /* leaves 'node' self-linked */
 int gl_link_empty(const gl_link_t *head);
 
-#define GL_CONTAINER(ptr, type, field) \
+#define GL_CONTAINER(ptr, type, field)                                         \
   ((type *)((char *)(ptr)-offsetof(type, field)))
 
-/* Hub. */
-int gl_hub_init(gl_hub_t *hub);
+/* Hub (hub.c). 'hooks' is copied; NULL is no hooks (tests). */
+int gl_hub_init(gl_hub_t *hub, const gl_hub_hooks *hooks);
 void gl_hub_close(gl_hub_t *hub); /* closes every handle, then the loop */
 uint64_t gl_now(void);            /* monotonic nanoseconds */
+int gl_hub_idle(gl_hub_t *hub);   /* nothing can run or wake any more */
+
+/*
+** Signals: 'gl_hub_signal' is async-signal-safe. It asks the loop to
+** clear 'signaled' and call 'hooks.signal' between two resumes, waking
+** the poller if it blocks. Returns 1, doing nothing, while an earlier
+** request is still pending (a handler may then fall back to the signal's
+** default action), else 0. A host that acts on the request before the
+** loop does clears 'signaled' itself. 'gl_hub_signal_init' (0 or a UV_E*
+** code) must have been called first, outside the handler.
+*/
+int gl_hub_signal_init(gl_hub_t *hub);
+int gl_hub_signal(gl_hub_t *hub);
+
+/* Loop (resume.c, the runtime's Lua side). */
 
 /*
 ** Run the loop from 'L'. With 'until' set, return 0 as soon as 'until'
@@ -185,34 +253,40 @@ uint64_t gl_now(void);            /* monotonic nanoseconds */
 ** wake it. With 'until' NULL, return 0 once the hub is idle (no thread
 ** ready, no timer, no active handle).
 */
-int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until);
-int gl_hub_pass(gl_hub_t *hub, lua_State *L); /* one pass, then poll */
-int gl_hub_idle(gl_hub_t *hub); /* nothing can run or wake any more */
+int gl_hub_run(gl_hub_t *hub, struct lua_State *L, gl_thread_t *until);
+int gl_hub_pass(gl_hub_t *hub, struct lua_State *L); /* one pass, then poll */
 
-/* Resume 't' once. Called by the loop; exposed for the executable. */
-void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t);
+/* Resume 't' once (the loop's step; 'hooks.death' when it ends). */
+void gl_hub_resume(gl_hub_t *hub, struct lua_State *L, gl_thread_t *t);
 
-/* Hooks the bindings install. 'gl_on_death' runs when a thread's coroutine
-   has ended (with lua_resume's status); 'gl_on_interrupt' runs in the loop
-   after the executable's SIGINT handler set 'hub->interrupt'. */
-extern void (*gl_on_death)(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
-                           int status);
-extern void (*gl_on_interrupt)(gl_hub_t *hub, lua_State *L);
-
-/* Threads. */
+/* Threads and the run queue (hub.c). */
 void gl_thread_init(gl_thread_t *t, gl_hub_t *hub);
-void gl_ready(gl_thread_t *t);               /* push on the run queue */
-int gl_wake(gl_thread_t *t, int nargs);      /* end t's wait (GL_W_OK) */
-int gl_interrupt(gl_thread_t *t);            /* cancel wait, set pending */
-void gl_finish(gl_thread_t *t);              /* mark dead, wake waiters */
+void gl_ready(gl_thread_t *t);          /* push on the run queue */
+int gl_wake(gl_thread_t *t, int nargs); /* end t's wait (GL_W_OK) */
+int gl_interrupt(gl_thread_t *t);       /* cancel wait, set pending */
+void gl_finish(gl_thread_t *t);         /* mark dead, wake waiters */
+
+/* Take the first thread off the run queue, or NULL (the loop's hot path:
+   inline). */
+static inline gl_thread_t *gl_next_ready(gl_hub_t *hub) {
+  gl_thread_t *t = hub->head;
+  if (t != NULL) {
+    hub->head = t->next;
+    if (hub->head == NULL)
+      hub->tail = NULL;
+    hub->nready--;
+    t->next = NULL;
+  }
+  return t;
+}
 
 /* Waits (wait.c). */
 void gl_wait_init(gl_wait_t *w);
 void gl_wait_start(gl_thread_t *t, gl_wait_t *w, const char *what,
                    gl_wait_cb cancel, void *data); /* t suspended in w */
-int gl_wait_deadline(gl_wait_t *w, uint64_t due); /* 0 or UV_ENOMEM */
-int gl_wait_end(gl_wait_t *w, int status);    /* by its waker; 1 if ended */
-int gl_wait_cancel(gl_wait_t *w, int status); /* undo, end; 1 if ended */
+int gl_wait_deadline(gl_wait_t *w, uint64_t due);  /* 0 or UV_ENOMEM */
+int gl_wait_end(gl_wait_t *w, int status);      /* by its waker; 1 if ended */
+int gl_wait_cancel(gl_wait_t *w, int status);   /* undo, end; 1 if ended */
 void gl_wait_abandon(gl_wait_t *w, int status); /* undo, thread not queued */
 void gl_waitq_init(gl_waitq_t *q);
 int gl_waitq_empty(const gl_waitq_t *q);
@@ -222,20 +296,20 @@ gl_wait_t *gl_waitq_wake(gl_waitq_t *q, int status); /* pop, end; or NULL */
 int gl_waitq_wake_all(gl_waitq_t *q, int status);
 
 /*
-** Marks in a coroutine's extra space (LUA_EXTRASPACE bytes). A green
-** thread's coroutine holds its slot + 1; a user coroutine passing a hub
+** Marks in a coroutine's extra space (resume.c; LUA_EXTRASPACE bytes). A
+** green thread's coroutine holds its slot + 1; a user coroutine passing a hub
 ** yield on holds GL_MARK_BLOCKED; others hold 0. Lua 5.4.4 copies the main
 ** thread's extra space, which it never initialises, into each new
 ** coroutine, so a mark is trusted only once 'gl_base_of' validated it.
 */
 #define GL_MARK_BLOCKED UINTPTR_MAX
-void gl_mark_set(lua_State *co, uintptr_t mark);
-uintptr_t gl_mark_get(lua_State *co);
+void gl_mark_set(struct lua_State *co, uintptr_t mark);
+uintptr_t gl_mark_get(struct lua_State *co);
 int gl_base_attach(gl_hub_t *hub, gl_thread_t *t); /* 0 or UV_ENOMEM */
 void gl_base_detach(gl_hub_t *hub, gl_thread_t *t);
-gl_thread_t *gl_base_of(gl_hub_t *hub, lua_State *co); /* or NULL */
+gl_thread_t *gl_base_of(gl_hub_t *hub, struct lua_State *co); /* or NULL */
 
-/* Timers. */
+/* Timers (timer.c). */
 int gl_timer_start(gl_hub_t *hub, gl_timer_t *tm, uint64_t due,
                    gl_timer_cb cb); /* 0 or UV_ENOMEM */
 void gl_timer_stop(gl_hub_t *hub, gl_timer_t *tm);

@@ -1,22 +1,12 @@
 /*
-** The hub: the run queue, the loop, and the states of green threads.
-**
-** One pass over the run queue resumes the threads that were ready when
-** the pass began (threads readied during the pass wait for the next one),
-** then polls I/O without blocking and fires due timers. So 'sleep(0)'
-** lets every other ready thread and every ready socket in, and a thread
-** that keeps yielding cannot starve the poller. The hub blocks in the
-** poller only when nothing is ready.
+** The hub's state: lists, the run queue and the states of green threads,
+** the hub's creation and destruction, and signals. No Lua here: the loop
+** that resumes coroutines is loop.c.
 */
 #include <stdlib.h>
 #include <string.h>
 
 #include "gl.h"
-
-
-void (*gl_on_death)(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
-                    int status) = NULL;
-void (*gl_on_interrupt)(gl_hub_t *hub, lua_State *L) = NULL;
 
 
 /*
@@ -81,6 +71,7 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
 /* Put 't' at the tail of the run queue. */
 void gl_ready(gl_thread_t *t) {
   gl_hub_t *hub = t->hub;
+  t->since = hub->loop.time; /* uv_now() without the call: loop lag */
   t->next = NULL;
   if (hub->tail != NULL)
     hub->tail->next = t;
@@ -88,19 +79,6 @@ void gl_ready(gl_thread_t *t) {
     hub->head = t;
   hub->tail = t;
   hub->nready++;
-}
-
-
-static gl_thread_t *pop(gl_hub_t *hub) {
-  gl_thread_t *t = hub->head;
-  if (t != NULL) {
-    hub->head = t->next;
-    if (hub->head == NULL)
-      hub->tail = NULL;
-    hub->nready--;
-    t->next = NULL;
-  }
-  return t;
 }
 
 
@@ -160,80 +138,11 @@ void gl_finish(gl_thread_t *t) {
 
 /*
 ** {======================================================
-** Coroutine marks
+** Creation, destruction, signals
 ** =======================================================
 */
 
-void gl_mark_set(lua_State *co, uintptr_t mark) {
-  memcpy(lua_getextraspace(co), &mark, sizeof(mark));
-}
-
-
-uintptr_t gl_mark_get(lua_State *co) {
-  uintptr_t mark;
-  memcpy(&mark, lua_getextraspace(co), sizeof(mark));
-  return mark;
-}
-
-
-/* Give 't' (whose coroutine is 't->L') a slot and mark its coroutine. */
-int gl_base_attach(gl_hub_t *hub, gl_thread_t *t) {
-  unsigned slot;
-  if (hub->nfree > 0) {
-    slot = hub->freebases[--hub->nfree];
-  } else {
-    if (hub->nbases == hub->capbases) {
-      unsigned cap = hub->capbases ? hub->capbases * 2 : 256;
-      gl_thread_t **b = realloc(hub->bases, cap * sizeof(*b));
-      unsigned *f;
-      if (b == NULL)
-        return UV_ENOMEM;
-      hub->bases = b;
-      f = realloc(hub->freebases, cap * sizeof(*f));
-      if (f == NULL)
-        return UV_ENOMEM;
-      hub->freebases = f;
-      hub->capbases = cap;
-    }
-    slot = hub->nbases++;
-  }
-  hub->bases[slot] = t;
-  t->slot = slot + 1;
-  gl_mark_set(t->L, t->slot);
-  return 0;
-}
-
-
-void gl_base_detach(gl_hub_t *hub, gl_thread_t *t) {
-  if (t->slot == 0)
-    return;
-  hub->bases[t->slot - 1] = NULL;
-  hub->freebases[hub->nfree++] = t->slot - 1;
-  if (t->L != NULL)
-    gl_mark_set(t->L, 0);
-  t->slot = 0;
-}
-
-
-gl_thread_t *gl_base_of(gl_hub_t *hub, lua_State *co) {
-  uintptr_t mark = gl_mark_get(co);
-  gl_thread_t *t;
-  if (mark == 0 || mark > hub->nbases)
-    return NULL;
-  t = hub->bases[mark - 1];
-  return t != NULL && t->L == co ? t : NULL;
-}
-
-/* }====================================================== */
-
-
-/*
-** {======================================================
-** The loop
-** =======================================================
-*/
-
-int gl_hub_init(gl_hub_t *hub) {
+int gl_hub_init(gl_hub_t *hub, const gl_hub_hooks *hooks) {
   int r = uv_loop_init(&hub->loop);
   if (r < 0)
     return r;
@@ -244,6 +153,10 @@ int gl_hub_init(gl_hub_t *hub) {
   }
   /* The hub's timer keeps the loop alive only while the hub blocks. */
   uv_unref((uv_handle_t *)&hub->timer);
+  if (hooks != NULL)
+    hub->hooks = *hooks;
+  else
+    memset(&hub->hooks, 0, sizeof(hub->hooks));
   hub->head = hub->tail = NULL;
   hub->nready = 0;
   hub->current = NULL;
@@ -252,21 +165,18 @@ int gl_hub_init(gl_hub_t *hub) {
   hub->heap = NULL;
   hub->nheap = hub->capheap = 0;
   hub->seq = 0;
-  hub->lastid = 0;
-  hub->nalive = 0;
   gl_waitq_init(&hub->idlers);
+  memset(&hub->probe, 0, sizeof(hub->probe));
+  hub->probe.epoch = 1; /* the host's thread is running */
+  hub->probe.next_due = UINT64_MAX;
   hub->hubyield = 0;
-  memset(hub->whats, 0, sizeof(hub->whats));
-  hub->whathits = 0;
   hub->depth = 0;
-  hub->boundary_depth = 0;
-  hub->boundary_L = NULL;
+  hub->signalable = 0;
+  hub->signaled = 0;
   hub->bases = NULL;
   hub->nbases = hub->capbases = 0;
   hub->freebases = NULL;
   hub->nfree = 0;
-  hub->interrupt = 0;
-  hub->interrupt_target = NULL;
   return 0;
 }
 
@@ -280,6 +190,7 @@ static void close_any(uv_handle_t *h, void *arg) {
 
 /* Close every handle still open, run their callbacks, close the loop. */
 void gl_hub_close(gl_hub_t *hub) {
+  hub->signalable = 0;
   uv_walk(&hub->loop, close_any, NULL);
   uv_run(&hub->loop, UV_RUN_DEFAULT);
   uv_loop_close(&hub->loop);
@@ -299,146 +210,42 @@ uint64_t gl_now(void) {
 }
 
 
-void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
-  lua_State *co = t->L;
-  int nargs = t->nargs, nres, status;
-  t->nargs = 0;
-  t->state = GL_RUNNING;
-  hub->current = t;
-  status = lua_resume(co, L, nargs, &nres);
-  hub->current = NULL;
-  if (status == LUA_YIELD) {
-    if (hub->hubyield) { /* a green primitive: it set the state */
-      hub->hubyield = 0;
-      return;
-    }
-    /* A yield that did not come through a green primitive (a library
-       that cached the stock coroutine.yield): treat it as sleep(0). */
-    lua_pop(co, nres);
-    if (t->state == GL_RUNNING) {
-      t->state = GL_READY;
-      gl_ready(t);
-    }
-    return;
-  }
-  gl_on_death(hub, L, t, status);
-}
-
-
-/*
-** The hub's timer only has to end the poll. libuv runs due timers before
-** it computes the poll timeout: if the millisecond this timer was armed
-** for ticks over between 'uv_update_time' and 'uv_run''s own update, the
-** timer fires there, before the poll, and nothing else is armed; with a
-** socket open the poll would then block forever with sleeps pending.
-** 'uv_stop' makes that poll's timeout 0 (uv_backend_timeout), wherever
-** in the iteration the timer fires.
-*/
-static void deadline_cb(uv_timer_t *h) {
-  uv_stop(h->loop);
-}
-
-
 int gl_hub_idle(gl_hub_t *hub) {
   return hub->nready == 0 && hub->nheap == 0 && !uv_loop_alive(&hub->loop);
 }
 
 
+/* The loop checks 'signaled' itself: waking the poller is enough. */
+static void on_wakeup(uv_async_t *h) {
+  (void)h;
+}
+
+
+int gl_hub_signal_init(gl_hub_t *hub) {
+  int r;
+  if (hub->signalable)
+    return 0;
+  r = uv_async_init(&hub->loop, &hub->wakeup, on_wakeup);
+  if (r < 0)
+    return r;
+  uv_unref((uv_handle_t *)&hub->wakeup); /* never keeps the hub alive */
+  hub->signalable = 1;
+  return 0;
+}
+
+
 /*
-** Poll I/O and fire due timers. Without 'block', never waits, and skips
-** the poller when no handle is active (so pure switching costs no system
-** call). With 'block', waits until a handle is ready or the earliest
-** timer is due. Returns 0 if the hub is idle (nothing could ever happen).
+** Async-signal-safe: a flag and uv_async_send (a write to an eventfd).
+** The loop sees the flag between two resumes and at the end of a pass,
+** and does not go idle while it is set.
 */
-static int poll_io(gl_hub_t *hub, int block) {
-  if (!block) {
-    if (uv_loop_alive(&hub->loop))
-      uv_run(&hub->loop, UV_RUN_NOWAIT);
-  } else {
-    uint64_t due = gl_timer_next(hub);
-    if (due != UINT64_MAX) {
-      uint64_t now = gl_now();
-      if (due > now) {
-        /* Round up: a deadline 0.3 ms away waits 1 ms, never spins. */
-        uint64_t ms = (due - now + 999999) / 1000000;
-        uv_update_time(&hub->loop);
-        uv_timer_start(&hub->timer, deadline_cb, ms, 0);
-        uv_ref((uv_handle_t *)&hub->timer);
-        uv_run(&hub->loop, UV_RUN_ONCE);
-        uv_unref((uv_handle_t *)&hub->timer);
-        uv_timer_stop(&hub->timer);
-      }
-    } else if (uv_loop_alive(&hub->loop)) {
-      uv_run(&hub->loop, UV_RUN_ONCE);
-    } else if (!hub->interrupt) {
-      return 0;
-    }
-  }
-  if (hub->nheap > 0)
-    gl_timer_expire(hub, gl_now());
-  return 1;
-}
-
-
-/* Wake every thread blocked in run() until the hub idles. */
-static int wake_idlers(gl_hub_t *hub) {
-  return gl_waitq_wake_all(&hub->idlers, GL_W_OK);
-}
-
-
-static void check_interrupt(gl_hub_t *hub, lua_State *L) {
-  if (hub->interrupt && gl_on_interrupt != NULL)
-    gl_on_interrupt(hub, L);
-}
-
-
-int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
-  gl_thread_t *saved = hub->current;
-  lua_State *savedL = hub->L;
-  size_t budget = hub->nready; /* threads left in this pass */
-  int r = 0;
-  hub->depth++;
-  hub->L = L;
-  hub->current = NULL;
-  for (;;) {
-    gl_thread_t *t;
-    if (budget == 0) { /* end of a pass: let I/O and timers in */
-      check_interrupt(hub, L);
-      poll_io(hub, 0);
-      budget = hub->nready;
-    }
-    t = pop(hub);
-    if (t != NULL) {
-      budget--;
-      if (t == until) {
-        t->state = GL_RUNNING;
-        break;
-      }
-      gl_hub_resume(hub, L, t);
-      continue;
-    }
-    budget = 0;
-    check_interrupt(hub, L);
-    if (hub->nready > 0)
-      continue;
-    if (!poll_io(hub, 1) && !wake_idlers(hub)) {
-      r = until != NULL ? GL_EDEADLK : 0;
-      break;
-    }
-  }
-  hub->depth--;
-  hub->L = savedL;
-  hub->current = saved;
-  return r;
-}
-
-
-/* Run one pass (the main thread's sleep(0)). */
-int gl_hub_pass(gl_hub_t *hub, lua_State *L) {
-  gl_thread_t *self = hub->current;
-  self->state = GL_READY;
-  gl_ready(self);
-  return gl_hub_run(hub, L, self);
+int gl_hub_signal(gl_hub_t *hub) {
+  if (hub->signaled)
+    return 1;
+  hub->signaled = 1;
+  if (hub->signalable)
+    uv_async_send(&hub->wakeup);
+  return 0;
 }
 
 /* }====================================================== */

@@ -1,20 +1,22 @@
 /*
 ** greenlua: the runtime's executable. Its command line mirrors lua5.4's
-** (-e, -l, -i, -v, -E, -W, -, --, 'arg'); the script's main chunk runs
-** as a green thread, and the hub keeps running until no green thread,
-** timer or server is left. The sequencing lives in lua/green/cli.lua.
+** (-e, -l, -i, -v, -E, -W, -, --, 'arg'), plus -h/--help; the script's
+** main chunk runs as a green thread, and the hub keeps running until no
+** green thread, timer or server is left. This file parses the command
+** line (once) and installs Ctrl-C; lua/green/cli.lua runs what it asks.
+** It knows green.core only through its public header, bindings/green.h.
 */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <uv.h>
 
-#include "../bindings/lgreen.h"
+#include "../bindings/green.h"
 
 #ifndef GL_SOURCE_LUA_DIR
 #define GL_SOURCE_LUA_DIR ""
@@ -27,17 +29,11 @@
 #endif
 
 static const char *progname = "greenlua";
-static gl_hub_t *hub;
-static uv_async_t wakeup;
+static green_hub *hub; /* for the SIGINT handler */
 
 
-static void print_usage(const char *badoption) {
-  fprintf(stderr, "%s: ", progname);
-  if (badoption[1] == 'e' || badoption[1] == 'l')
-    fprintf(stderr, "'%s' needs argument\n", badoption);
-  else
-    fprintf(stderr, "unrecognized option '%s'\n", badoption);
-  fprintf(stderr,
+static void print_usage(FILE *f) {
+  fprintf(f,
           "usage: %s [options] [script [args]]\n"
           "Available options are:\n"
           "  -e stat   execute string 'stat'\n"
@@ -47,137 +43,176 @@ static void print_usage(const char *badoption) {
           "  -v        show version information\n"
           "  -E        ignore environment variables\n"
           "  -W        turn warnings on\n"
+          "  --time-slice=S  preempt Lua code that runs S seconds while\n"
+          "            other green threads wait (green.debug.time_slice)\n"
+          "  -h        show this help and exit (also --help)\n"
           "  --        stop handling options\n"
           "  -         stop handling options and execute stdin\n",
           progname);
-  fflush(stderr);
+  fflush(f);
+}
+
+
+static void bad_option(const char *option) {
+  fprintf(stderr, "%s: ", progname);
+  if (option[1] == 'e' || option[1] == 'l')
+    fprintf(stderr, "'%s' needs argument\n", option);
+  else
+    fprintf(stderr, "unrecognized option '%s'\n", option);
+  print_usage(stderr);
+}
+
+
+/*
+** Ctrl-C interrupts the main chunk, like lua5.4's (bindings/interrupt.c).
+** While one interrupt is still undelivered (the hub is stuck), another
+** ends the process as SIGINT's default action does.
+*/
+static void on_sigint(int sig) {
+  if (green_interrupt(hub)) {
+    signal(sig, SIG_DFL);
+    raise(sig); /* delivered once this handler returns */
+  }
+}
+
+
+/* Ctrl-\ prints every green thread and the program goes on (the JVM's
+   thread dump). */
+static void on_sigquit(int sig) {
+  (void)sig;
+  green_dump(hub);
 }
 
 
 /*
 ** {======================================================
-** Ctrl-C: interrupt the main chunk, like lua5.4
+** The command line, parsed once
 ** =======================================================
 */
 
-static void lstop(lua_State *L, lua_Debug *ar) {
-  gl_thread_t *t = lgreen_base(hub, L);
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  /* Raise here only in the main chunk's own code; elsewhere the hub
-     delivers it at the main chunk's blocking call. */
-  if (hub->interrupt && t != NULL && t == hub->interrupt_target) {
-    hub->interrupt = 0;
-    luaL_error(L, "interrupted!");
+/* Has option 'o' (argv[i]) nothing after its letter? Else it is bad. */
+#define ALONE(o) ((o)[2] == '\0')
+
+/*
+** Parse the command line as lua.c's collectargs does, into a table on the
+** top of L's stack for green.cli, which runs it:
+**   script       index in argv of the script, or argc if none
+**   stdin        the script is "-" (stdin), not a file of that name
+**   interactive  -i;  version: -v or -i;  execute: some -e;  noenv: -E
+**   [1], [2]...  {"e", stat}, {"l", mod}, {"W"}, in command-line order
+** Returns 0; 1 for -h or --help; -1 on a bad option (all printed).
+*/
+static int collectargs(lua_State *L, char **argv) {
+  int i, n = 0;
+  int interactive = 0, version = 0, execute = 0, noenv = 0, isstdin = 0;
+  lua_newtable(L);
+  for (i = 1; argv[i] != NULL; i++) {
+    const char *o = argv[i];
+    if (o[0] != '-')
+      break;
+    switch (o[1]) {
+    case '-':
+      if (strcmp(o, "--help") == 0) {
+        print_usage(stdout);
+        return 1;
+      }
+      if (strncmp(o, "--time-slice=", 13) == 0) {
+        char *end;
+        double s = strtod(o + 13, &end);
+        if (end == o + 13 || *end != '\0' || !(s >= 0)) {
+          fprintf(stderr, "%s: bad time slice '%s' (seconds expected)\n",
+                  progname, o + 13);
+          return -1;
+        }
+        lua_pushnumber(L, s);
+        lua_setfield(L, -2, "time_slice");
+        break;
+      }
+      if (!ALONE(o)) {
+        bad_option(o);
+        return -1;
+      }
+      i++;
+      goto done;
+    case '\0':
+      isstdin = 1;
+      goto done;
+    case 'h':
+      if (!ALONE(o)) {
+        bad_option(o);
+        return -1;
+      }
+      print_usage(stdout);
+      return 1;
+    case 'E':
+      if (!ALONE(o)) {
+        bad_option(o);
+        return -1;
+      }
+      noenv = 1;
+      break;
+    case 'W':
+      if (!ALONE(o)) {
+        bad_option(o);
+        return -1;
+      }
+      lua_createtable(L, 1, 0);
+      lua_pushliteral(L, "W");
+      lua_rawseti(L, -2, 1);
+      lua_rawseti(L, -2, ++n);
+      break;
+    case 'i':
+      interactive = 1; /* -i implies -v */
+      /* FALLTHROUGH */
+    case 'v':
+      if (!ALONE(o)) {
+        bad_option(o);
+        return -1;
+      }
+      version = 1;
+      break;
+    case 'e':
+      execute = 1;
+      /* FALLTHROUGH */
+    case 'l': {
+      const char *extra = o + 2;
+      if (*extra == '\0') {
+        extra = argv[++i];
+        if (extra == NULL || extra[0] == '-') {
+          bad_option(o);
+          return -1;
+        }
+      }
+      lua_createtable(L, 2, 0);
+      lua_pushlstring(L, o + 1, 1);
+      lua_rawseti(L, -2, 1);
+      lua_pushstring(L, extra);
+      lua_rawseti(L, -2, 2);
+      lua_rawseti(L, -2, ++n);
+      break;
+    }
+    default:
+      bad_option(o);
+      return -1;
+    }
   }
-}
-
-
-static void on_sigint(int sig) {
-  int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
-  signal(sig, SIG_DFL); /* a second Ctrl-C ends the process */
-  hub->interrupt = 1;
-  if (hub->current != NULL && hub->current->L != NULL)
-    lua_sethook(hub->current->L, lstop, flag, 1);
-  uv_async_send(&wakeup); /* async-signal-safe: wakes the poller */
-}
-
-
-static void on_wakeup(uv_async_t *h) {
-  (void)h;
-}
-
-
-/* Called by the hub (no thread running) once SIGINT was seen. */
-static void deliver_interrupt(gl_hub_t *h, lua_State *L) {
-  gl_thread_t *t = h->interrupt_target;
-  h->interrupt = 0;
-  signal(SIGINT, on_sigint);
-  if (t == NULL || t->state == GL_DEAD)
-    t = h->main; /* the main chunk has ended: stop waiting for the rest */
-  lua_pushliteral(L, "interrupted!");
-  lgreen_throw(L, t, -1, 0);
-  lua_pop(L, 1);
-}
-
-
-/* cli.lua names the thread that Ctrl-C interrupts. */
-static int l_interrupt_target(lua_State *L) {
-  hub->interrupt_target = lgreen_checkthread(L, 1);
+done:
+  lua_pushinteger(L, i);
+  lua_setfield(L, -2, "script");
+  lua_pushboolean(L, isstdin);
+  lua_setfield(L, -2, "stdin");
+  lua_pushboolean(L, interactive);
+  lua_setfield(L, -2, "interactive");
+  lua_pushboolean(L, version);
+  lua_setfield(L, -2, "version");
+  lua_pushboolean(L, execute);
+  lua_setfield(L, -2, "execute");
+  lua_pushboolean(L, noenv);
+  lua_setfield(L, -2, "noenv");
   return 0;
 }
 
 /* }====================================================== */
-
-
-/*
-** Collect the options as lua.c does. Returns the index of the script
-** (or argc), with 'flags' set; -1 on a bad option (printed).
-*/
-#define has_e 1
-#define has_i 2
-#define has_v 4
-#define has_E 8
-#define has_W 16
-
-static int collectargs(char **argv, int *flags) {
-  int i;
-  *flags = 0;
-  for (i = 1; argv[i] != NULL; i++) {
-    if (argv[i][0] != '-')
-      return i;
-    switch (argv[i][1]) {
-    case '-':
-      if (argv[i][2] != '\0') {
-        print_usage(argv[i]);
-        return -1;
-      }
-      return i + 1;
-    case '\0':
-      return i;
-    case 'E':
-      if (argv[i][2] != '\0') {
-        print_usage(argv[i]);
-        return -1;
-      }
-      *flags |= has_E;
-      break;
-    case 'W':
-      if (argv[i][2] != '\0') {
-        print_usage(argv[i]);
-        return -1;
-      }
-      *flags |= has_W;
-      break;
-    case 'i':
-      *flags |= has_i; /* -i implies -v */
-      /* FALLTHROUGH */
-    case 'v':
-      if (argv[i][2] != '\0') {
-        print_usage(argv[i]);
-        return -1;
-      }
-      *flags |= has_v;
-      break;
-    case 'e':
-      *flags |= has_e;
-      /* FALLTHROUGH */
-    case 'l':
-      if (argv[i][2] == '\0') {
-        i++;
-        if (argv[i] == NULL || argv[i][0] == '-') {
-          print_usage(argv[i - 1]);
-          return -1;
-        }
-      }
-      break;
-    default:
-      print_usage(argv[i]);
-      return -1;
-    }
-  }
-  return i;
-}
 
 
 /* Find lua/green: the source tree when run from the build tree. */
@@ -205,51 +240,59 @@ static void set_path(lua_State *L) {
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = (char **)lua_touserdata(L, 2);
-  int flags, script, i;
-  script = collectargs(argv, &flags);
-  if (script < 0)
+  int opts, script, i;
+  lua_settop(L, 0);
+  switch (collectargs(L, argv)) {
+  case 1: /* -h */
+    lua_pushinteger(L, 0);
+    return 1;
+  case -1:
     return 0;
-  if (flags & has_E) {
-    lua_pushboolean(L, 1);
+  }
+  opts = lua_gettop(L);
+  lua_getfield(L, opts, "script");
+  script = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, opts, "noenv");
+  if (lua_toboolean(L, -1)) {
+    lua_pushboolean(L, 1); /* for the libraries: ignore LUA_PATH... */
     lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
   }
+  lua_pop(L, 1);
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_green_core);
   lua_setfield(L, -2, "green.core");
   lua_pop(L, 1);
   set_path(L);
-  /* arg: script at 0, interpreter and options negative, args positive */
-  lua_createtable(L, argc, script + 1);
+  /* arg, as lua.c's: the script at 0 (the interpreter when there is no
+     script), what precedes it negative, its arguments positive */
+  if (script == argc)
+    script = 0;
+  lua_createtable(L, argc - (script + 1), script + 1);
   for (i = 0; i < argc; i++) {
     lua_pushstring(L, argv[i]);
-    lua_rawseti(L, -2, i - (script < argc ? script : argc));
+    lua_rawseti(L, -2, i - script);
   }
   lua_setglobal(L, "arg");
   luaL_requiref(L, "green.core", luaopen_green_core, 0);
-  lua_pushcfunction(L, l_interrupt_target);
-  lua_setfield(L, -2, "interrupt_target");
   lua_pop(L, 1);
-  hub = lgreen_gethub(L);
-  gl_on_interrupt = deliver_interrupt;
-  if (uv_async_init(&hub->loop, &wakeup, on_wakeup) == 0)
-    uv_unref((uv_handle_t *)&wakeup);
+  hub = green_interruptible(L);
+  if (hub == NULL)
+    return luaL_error(L, "cannot set up Ctrl-C handling");
   signal(SIGINT, on_sigint);
+  signal(SIGQUIT, on_sigquit);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "green.cli");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "main");
-  lua_newtable(L);
+  lua_createtable(L, argc, 1);
   for (i = 0; i < argc; i++) {
     lua_pushstring(L, argv[i]);
     lua_rawseti(L, -2, i);
   }
-  lua_pushinteger(L, script);
-  lua_pushboolean(L, flags & has_i);
-  lua_pushboolean(L, flags & has_v);
-  lua_pushboolean(L, flags & has_e);
-  lua_pushboolean(L, flags & has_W);
-  lua_call(L, 6, 1);
+  lua_pushvalue(L, opts);
+  lua_call(L, 2, 1);
   return 1;
 }
 
@@ -260,8 +303,7 @@ int main(int argc, char **argv) {
   if (argv[0] && argv[0][0])
     progname = argv[0];
   if (L == NULL) {
-    fprintf(stderr, "%s: cannot create state: not enough memory\n",
-            progname);
+    fprintf(stderr, "%s: cannot create state: not enough memory\n", progname);
     return EXIT_FAILURE;
   }
   lua_pushcfunction(L, pmain);
@@ -275,6 +317,7 @@ int main(int argc, char **argv) {
     code = (int)lua_tointeger(L, -1);
   }
   signal(SIGINT, SIG_DFL);
+  signal(SIGQUIT, SIG_DFL);
   lua_close(L);
   return code;
 }

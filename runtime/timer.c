@@ -24,6 +24,13 @@ static void place(gl_hub_t *hub, gl_timer_t *tm, unsigned i) {
 }
 
 
+/* Publish the earliest deadline for the watchdog (see gl_probe). */
+static void publish(gl_hub_t *hub) {
+  uint64_t due = hub->nheap > 0 ? hub->heap[0]->due : UINT64_MAX;
+  __atomic_store_n(&hub->probe.next_due, due, __ATOMIC_RELAXED);
+}
+
+
 static void sift_up(gl_hub_t *hub, unsigned i) {
   gl_timer_t *tm = hub->heap[i];
   while (i > 0) {
@@ -77,6 +84,8 @@ int gl_timer_start(gl_hub_t *hub, gl_timer_t *tm, uint64_t due,
   }
   place(hub, tm, hub->nheap++);
   sift_up(hub, hub->nheap - 1);
+  if (tm->idx == 1)
+    publish(hub);
   return 0;
 }
 
@@ -90,13 +99,15 @@ void gl_timer_stop(gl_hub_t *hub, gl_timer_t *tm) {
   i = tm->idx - 1;
   tm->idx = 0;
   last = hub->heap[--hub->nheap];
-  if (i == hub->nheap)
-    return;
-  place(hub, last, i);
-  if (i > 0 && before(last, hub->heap[(i - 1) / 2]))
-    sift_up(hub, i);
-  else
-    sift_down(hub, i);
+  if (i != hub->nheap) {
+    place(hub, last, i);
+    if (i > 0 && before(last, hub->heap[(i - 1) / 2]))
+      sift_up(hub, i);
+    else
+      sift_down(hub, i);
+  }
+  if (i == 0)
+    publish(hub);
 }
 
 

@@ -15,9 +15,9 @@
 **
 ** Whichever comes first, the deadline is stopped and the thread goes on
 ** the run queue (a timed-out or interrupted wait also leaves its queue);
-** the others then find the wait over and do nothing. 'cancel' receives the wait itself, so a
-** primitive whose record embeds a gl_wait_t finds its own state with
-** GL_CONTAINER. No Lua code runs here.
+** the others then find the wait over and do nothing. 'cancel' receives
+** the wait itself, so a primitive whose record embeds a gl_wait_t finds
+** its own state with GL_CONTAINER. No Lua code runs here.
 */
 #include "gl.h"
 
@@ -48,7 +48,7 @@ void gl_wait_start(gl_thread_t *t, gl_wait_t *w, const char *what,
   w->status = GL_W_PENDING;
   t->wait = w;
   t->state = GL_SUSPENDED;
-  t->since = uv_now(&t->hub->loop); /* the loop's cached clock: no call */
+  t->since = t->hub->loop.time; /* uv_now() without the call */
 }
 
 
@@ -161,17 +161,23 @@ gl_wait_t *gl_waitq_first(const gl_waitq_t *q) {
 
 
 /*
-** End the longest wait of 'q' with 'status' and return it (the caller may
-** then hand it something), or NULL if 'q' is empty. Every wait in a queue
-** is pending: an ended one has left it.
+** Take the longest pending wait out of 'q', end it with 'status' and
+** return it (the caller may then hand it something), or NULL if no wait
+** of 'q' is pending. A wait that its waker ended with 'gl_wait_end' but
+** left in the queue (a socket's first reader keeps its place while it
+** runs) stays where it is.
 */
 gl_wait_t *gl_waitq_wake(gl_waitq_t *q, int status) {
-  gl_wait_t *w = gl_waitq_first(q);
-  if (w != NULL) {
-    gl_link_remove(&w->link);
-    finish(w, status);
+  gl_link_t *l;
+  for (l = q->head.next; l != &q->head; l = l->next) {
+    gl_wait_t *w = GL_CONTAINER(l, gl_wait_t, link);
+    if (w->status == GL_W_PENDING) {
+      gl_link_remove(&w->link);
+      finish(w, status);
+      return w;
+    }
   }
-  return w;
+  return NULL;
 }
 
 

@@ -222,7 +222,8 @@ end
 local function cli_options()
   local _, err = h.sh(h.greenlua .. " -%")
   local opts = {}
-  for opt in err:gmatch("\n  (%-%-?%a?)") do opts[opt] = true end
+  -- "-e", "--", "-", and long options such as "--time-slice"
+  for opt in err:gmatch("\n  (%-%-?[%a%-]*)") do opts[opt] = true end
   assert(opts["-e"] and opts["--"],
          "could not read greenlua's usage message:\n" .. err)
   return opts
@@ -261,7 +262,7 @@ local function read_entries(path)
                    or line:match("^|%s*`([^`]+)`")
       if code then
         if code:match("^%-") then
-          entries[#entries + 1] = { name = code:match("^%-%-?%a?"),
+          entries[#entries + 1] = { name = code:match("^%-%-?[%a%-]*"),
                                     line = n, option = true }
         else
           local name = leading_name(code)

@@ -172,6 +172,213 @@ describe("greenlua options", function()
   end)
 end)
 
+describe("greenlua -h", function()
+  it("prints the usage on stdout and exits 0, running nothing", function()
+    for _, opt in ipairs({ "-h", "--help" }) do
+      local out, err, code = run("-e \"print('ran')\" " .. opt
+                                 .. " -e \"print('ran too')\"",
+                                 "print('stdin ran')")
+      assert.are.equal(0, code, err)
+      assert.are.equal("", err)
+      assert.matches("^usage: .* %[options%] %[script %[args%]%]\n", out)
+      assert.matches("\n  %-e stat ", out)
+      assert.matches("\n  %-h ", out)
+      assert.not_matches("ran", out)
+    end
+  end)
+
+  it("is a bad option with anything after it, and the script's own "
+     .. "argument after the script", function()
+    for _, opt in ipairs({ "-hx", "--helpx", "--h" }) do
+      local out, err, code = run(opt)
+      assert.are.equal(1, code)
+      assert.are.equal("", out)
+      assert.matches("unrecognized option '" .. opt:gsub("%-", "%%-")
+                     .. "'", err)
+    end
+    local out, err, code = run("- -h", "print(...)")
+    assert.are.equal(0, code, err)
+    assert.are.equal("-h\n", out)
+  end)
+
+  it("does not stop a bad option before it from failing", function()
+    local out, err, code = run("-z -h")
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.matches("unrecognized option '%-z'", err)
+  end)
+end)
+
+-- The same command lines under lua5.4 and greenlua: the same exit code,
+-- stdout, error message and traceback or not (tracebacks differ: the main
+-- chunk is a green thread). The command line is parsed once, in
+-- runtime/main.c; green.cli runs what it parsed, in lua.c's order.
+describe("greenlua's command line is lua5.4's", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir " .. dir))
+  local function put(name, text)
+    local f = assert(io.open(dir .. "/" .. name, "w"))
+    f:write(text)
+    f:close()
+    return dir .. "/" .. name
+  end
+  local script = put("script.lua", [[
+    print(select("#", ...), ..., #arg, arg[0], arg[-1] ~= nil, arg[-2],
+          arg[-3])
+  ]])
+  local init = put("init.lua", "x = 'from init file'\n")
+  put("mod.lua", "return { name = 'mod' }\n")
+  -- { args, env = "VAR=value ...", stdin = text }
+  local cases = {
+    { [[-e "print(#arg, arg[1], arg[2], arg[0] ~= nil, arg[-1])"]] },
+    { "SCRIPT a b" },
+    { [[-e "x = 1" SCRIPT a]] },
+    { "-- SCRIPT -e" },
+    { "-- -" },
+    { "- a b", stdin = "print(..., arg[0], #arg)" },
+    { [[-e "print(1)" -]], stdin = "print(2)" },
+    { "", stdin = "print('stdin', ...)" },
+    { [[-e "print(1)"]], stdin = "print('not run')" },
+    { [[-l mod -e "print(mod.name)"]], stdin = "print('not run')" },
+    { [[-W -e "warn('w')"]] },
+    { [[-e "warn('a')" -W -e "warn('b')"]] },
+    { [[-l m=mod -e "print(m.name, mod)"]] },
+    { [[-lmod -e "print(mod.name)"]] },
+    { [[-l =mod -e "print(_G[''].name)"]] },
+    { "-l nonexistent_module" },
+    { [[-e "error('boom')"]] },
+    { [[-e "error(42)"]] },
+    { [[-e "error({})"]] },
+    { [[-e "error(setmetatable({}, {__tostring = function() ]]
+      .. [[return 'custom' end}))"]] },
+    { [[-e "error()"]] },
+    { [[-e "x = "]] },
+    { [[-e "print('first')" -e "error('second')" -e "print('third')"]] },
+    { [[-e "os.exit(3)"]] },
+    { [[-e "os.exit(false)"]] },
+    { dir .. "/missing.lua" },
+    { "-z" }, { "-e" }, { "-l" }, { "-e -x" }, { "-vx" }, { "--x" },
+    { "-Ex" }, { "-Wx" }, { "-ix" },
+    { [[-e "print(x)"]], env = "LUA_INIT='x = 5'" },
+    { [[-e "print(x)"]], env = "LUA_INIT='x = 5' LUA_INIT_5_4='x = 6'" },
+    { [[-e "print(x)"]], env = "LUA_INIT=@" .. init },
+    { [[-e "print(1)"]], env = "LUA_INIT='error(\"bad init\")'" },
+    { [[-E -e "print(x)"]], env = "LUA_INIT='x = 5'" },
+    { [[-W -e "warn('w')"]], env = "LUA_INIT='warn(\"from init\")'" },
+    { [[-e "print(package.path:find('NOWHERE', 1, true) ~= nil)"]],
+      env = "LUA_PATH='/NOWHERE/?.lua;;'" },
+    { [[-E -e "print(package.path:find('NOWHERE', 1, true) ~= nil)"]],
+      env = "LUA_PATH='/NOWHERE/?.lua;;'" },
+  }
+
+  local function unprog(s, prog)
+    return (s:gsub(prog:gsub("%p", "%%%0"), "PROG"))
+  end
+
+  -- stderr's message, and whether it has a traceback.
+  local function message(err)
+    return err:match("^[^\n]*"), err:find("stack traceback:", 1, true) ~= nil
+  end
+
+  local function under(prog, case)
+    local args = case[1]:gsub("SCRIPT", script)
+    local stdin = ""
+    if case.stdin then
+      stdin = " < " .. put("stdin.lua", case.stdin)
+    end
+    return h.sh(string.format(
+      "env -u LUA_INIT -u LUA_INIT_5_4 LUA_PATH='%s/?.lua;;' %s %s %s%s",
+      dir, case.env or "", prog, args, stdin))
+  end
+
+  for _, case in ipairs(cases) do
+    local what = case[1]:gsub(dir, "DIR")
+    if case.env then what = case.env:gsub(dir, "DIR") .. " " .. what end
+    it(what, function()
+      local lout, lerr, lcode = under("lua5.4", case)
+      local gout, gerr, gcode = under(h.greenlua, case)
+      lout, lerr = unprog(lout, "lua5.4"), unprog(lerr, "lua5.4")
+      gout, gerr = unprog(gout, h.greenlua), unprog(gerr, h.greenlua)
+      local lmsg, ltb = message(lerr)
+      local gmsg, gtb = message(gerr)
+      assert.are.equal(lcode, gcode, gerr)
+      assert.are.equal(lout, gout)
+      assert.are.equal(lmsg, gmsg)
+      assert.are.equal(ltb, gtb, gerr)
+      if lerr:find("\nusage:") then
+        assert.matches("\nusage: PROG %[options%]", gerr)
+      end
+    end)
+  end
+
+  teardown(function()
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
+describe("Ctrl-C at the prompt", function()
+  it("interrupts each line, running or blocked, and the prompt goes on",
+     function()
+    local input = os.tmpname()
+    local f = assert(io.open(input, "w"))
+    f:write("print('ready1') io.stdout:flush() ",
+            "local x = 0 while true do x = x + 1 end\n",
+            "print('ready2') io.stdout:flush() require('green').sleep(60)\n",
+            "print('ready3') io.stdout:flush() ",
+            "local x = 0 while true do x = x + 1 end\n",
+            "print('after')\n")
+    f:close()
+    -- each "readyN" is followed by one SIGINT
+    local out, err, code = h.sh(string.format([[
+out=$(mktemp)
+%s -i <%s >"$out" & pid=$!
+for r in ready1 ready2 ready3; do
+  n=0
+  until grep -q "$r" "$out"; do
+    n=$((n+1)); [ $n -gt 3000 ] && break
+    sleep 0.01
+  done
+  kill -INT $pid
+done
+wait $pid; code=$?
+cat "$out"; rm -f "$out"; exit $code]], h.greenlua, input))
+    os.remove(input)
+    assert.are.equal(0, code, err)
+    assert.matches("ready1\n.*ready2\n.*ready3\n.*after\n", out)
+    local n = select(2, err:gsub("interrupted!", ""))
+    assert.are.equal(3, n, err)
+  end)
+end)
+
+describe("Ctrl-C while the hub is stuck", function()
+  it("a second one ends the process, as SIGINT's default action", function()
+    -- another thread never yields: the first interrupt cannot be
+    -- delivered to the main chunk, blocked in sleep
+    local out, err, code = h.sh(string.format([[
+out=$(mktemp)
+%s -e "local g = require('green') g.spawn(function() print('ready') ]]
+  .. [[io.stdout:flush() while true do end end) g.sleep(60)" >"$out" &
+pid=$!
+n=0
+until grep -q ready "$out"; do
+  n=$((n+1)); [ $n -gt 3000 ] && break
+  sleep 0.01
+done
+n=0
+while kill -INT $pid 2>/dev/null; do
+  n=$((n+1)); [ $n -gt 200 ] && break
+  sleep 0.05
+done
+kill -KILL $pid 2>/dev/null # still alive: the spec fails (137)
+wait $pid; code=$?
+cat "$out"; rm -f "$out"; exit $code]], h.greenlua))
+    assert.are.equal(130, code, err) -- killed by SIGINT (128 + 2)
+    assert.are.equal("ready\n", out)
+    assert.not_matches("interrupted", err)
+  end)
+end)
+
 describe("Ctrl-C after the main chunk has ended", function()
   it("stops waiting for the remaining green threads", function()
     -- threads spawned by the main chunk start once it has ended

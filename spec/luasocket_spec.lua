@@ -424,9 +424,46 @@ describe("green.socket (LuaSocket compatible)", function()
         assert.are.equal(real.dns.gethostname(), socket.dns.gethostname())
       end)
     end)
+
+    it("reads literal addresses as LuaSocket does (the C resolver's parsing)",
+       function()
+      green_run(function()
+        -- in their usual form; toip and tohostname are IPv4 only
+        assert.are.same(real.dns.getaddrinfo("0:0::1"),
+                        socket.dns.getaddrinfo("0:0::1"))
+        assert.are.same({ real.dns.toip("::1") }, { socket.dns.toip("::1") })
+        assert.are.same({ real.dns.tohostname("::1") },
+                        { socket.dns.tohostname("::1") })
+      end)
+    end)
   end)
 
   describe("udp (on green.udp)", function()
+    it("words an unknown host as LuaSocket", function()
+      green_run(function()
+        local u, r = assert(socket.udp()), real.udp()
+        assert.are.same({ r:setsockname("no-such-host.invalid", 0) },
+                        { u:setsockname("no-such-host.invalid", 0) })
+        assert.are.same({ r:setpeername("no-such-host.invalid", 9) },
+                        { u:setpeername("no-such-host.invalid", 9) })
+        u:close()
+        r:close()
+      end)
+    end)
+
+    it("words other errors with the C library's message, as LuaSocket",
+       function()
+      green_run(function()
+        local u, r = assert(socket.udp()), real.udp()
+        local big = string.rep("x", 70000) -- more than a datagram holds
+        local want = { r:sendto(big, "127.0.0.1", 9) }
+        assert.are.same({ nil, "Message too long" }, want)
+        assert.are.same(want, { u:sendto(big, "127.0.0.1", 9) })
+        u:close()
+        r:close()
+      end)
+    end)
+
     it("sends and receives datagrams, connected and not", function()
       green_run(function()
         local a = assert(socket.udp())

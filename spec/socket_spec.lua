@@ -635,6 +635,31 @@ describe("green sockets", function()
   end)
 
   describe("fairness and load", function()
+    it("an operation that yields for fairness runs again as itself",
+       function()
+      green_run(function()
+        -- 200 in a row that complete without blocking: every 64th yields
+        -- first and then runs again; run as another method it would
+        -- return that method's results.
+        local c, s = pair()
+        for _ = 1, 200 do assert.are.equal(3, c:send("abc")) end
+        for _ = 1, 200 do assert.is_true(c:sendall("def")) end
+        for _ = 1, 200 do assert.are.equal("abc", s:receive(3)) end
+        for _ = 1, 200 do assert.are.equal("def", s:receive(3)) end
+        c:close(); s:close()
+        local a, b = assert(green.udp()), assert(green.udp())
+        assert(a:setsockname("127.0.0.1", 0))
+        local _, port = a:getsockname()
+        for i = 1, 200 do assert(b:sendto(tostring(i), "127.0.0.1", port)) end
+        a:settimeout(0) -- never waits: each takes one from the kernel
+        for i = 1, 200 do
+          local data, ip = a:receivefrom()
+          assert.are.same({ tostring(i), "127.0.0.1" }, { data, ip })
+        end
+        a:close(); b:close()
+      end)
+    end)
+
     it("a reader that never blocks still lets other threads run", function()
       green_run(function()
         local c, s = pair()

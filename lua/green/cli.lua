@@ -14,19 +14,20 @@ local function message(msg)
   io.stderr:flush()
 end
 
--- As lua.c's msghandler: a traceback for strings and __tostring objects.
+-- As lua.c's msghandler: a traceback for strings and numbers; an object
+-- with __tostring becomes its string, others "(error object is a ...)".
 local function msghandler(msg)
-  if type(msg) ~= "string" then
-    local mt = getmetatable(msg)
-    local s = mt and mt.__tostring and tostring(msg)
-    if type(s) ~= "string" then
-      return string.format("(error object is a %s value)", type(msg))
+  if type(msg) ~= "string" and type(msg) ~= "number" then
+    local mt = debug.getmetatable(msg)
+    if mt and mt.__tostring then
+      local s = mt.__tostring(msg)
+      if type(s) == "string" then return s end
     end
-    msg = s
+    msg = string.format("(error object is a %s value)", type(msg))
   end
   -- The frames below the chunk are this driver's: hide them, as lua.c
   -- has none to show.
-  local tb = debug.traceback(msg, 2)
+  local tb = debug.traceback(tostring(msg), 2)
   return (tb:gsub("\n%s*%[C%]: in function 'xpcall'.*$", ""))
 end
 
@@ -53,14 +54,17 @@ local function version()
   io.stdout:flush()
 end
 
+-- -l [g=]mod, as lua.c: require is called from C there, so an error
+-- names no position in this driver.
 local function dolibrary(spec)
-  local name, mod = spec:match("^([^=]+)=(.+)$")
-  if not name then
-    name, mod = spec, spec
+  local name, mod = spec, spec
+  local eq = spec:find("=", 1, true)
+  if eq then
+    name, mod = spec:sub(1, eq - 1), spec:sub(eq + 1)
   end
-  return docall(function()
-    _G[name] = require(mod)
-  end)
+  local ok, r = docall(require, mod)
+  if ok then _G[name] = r[2] end
+  return ok
 end
 
 -- One line of the prompt; an interrupted read just shows a new prompt.
@@ -109,15 +113,12 @@ local function repl()
 end
 
 -- The main chunk: everything lua.c's pmain does after option parsing.
-local function run(argv, script, interactive, showversion, has_e, warnings)
+-- `opts` is the command line as runtime/main.c parsed it (see cli.main).
+local function run(argv, opts)
   local argc = #argv + 1
-  if warnings then warn("@on") end
-  if showversion then version() end
-  local noenv = false
-  for i = 1, script - 1 do
-    if argv[i] == "-E" then noenv = true end
-  end
-  if not noenv then
+  local script = opts.script
+  if opts.version then version() end
+  if not opts.noenv then
     local init = os.getenv("LUA_INIT_5_4") or os.getenv("LUA_INIT")
     if init then
       local ok
@@ -129,16 +130,11 @@ local function run(argv, script, interactive, showversion, has_e, warnings)
       if not ok then return 1 end
     end
   end
-  local i = 1
-  while i < script do
-    local opt = argv[i]
-    local o = opt:sub(2, 2)
-    if o == "e" or o == "l" then
-      local extra = opt:sub(3)
-      if extra == "" then
-        i = i + 1
-        extra = argv[i]
-      end
+  for _, action in ipairs(opts) do
+    local o, extra = action[1], action[2]
+    if o == "W" then
+      warn("@on")
+    else
       local ok
       if o == "e" then
         ok = dochunk(load(extra, "=(command line)"))
@@ -147,11 +143,10 @@ local function run(argv, script, interactive, showversion, has_e, warnings)
       end
       if not ok then return 1 end
     end
-    i = i + 1
   end
   if script < argc then
     local fname = argv[script]
-    if fname == "-" and argv[script - 1] ~= "--" then fname = nil end
+    if opts.stdin then fname = nil end
     local chunk, err = loadfile(fname)
     if not chunk then
       message(err)
@@ -161,9 +156,9 @@ local function run(argv, script, interactive, showversion, has_e, warnings)
       return 1
     end
   end
-  if interactive then
+  if opts.interactive then
     repl()
-  elseif script == argc and not has_e and not showversion then
+  elseif script == argc and not opts.execute and not opts.version then
     if core.isatty(0) then
       version()
       repl()
@@ -175,11 +170,17 @@ local function run(argv, script, interactive, showversion, has_e, warnings)
 end
 
 --- Entry point: run the command line, then the hub until it is idle.
+-- @tparam table argv the command line, argv[0] being the program
+-- @tparam table opts the command line parsed once, by runtime/main.c:
+--   `script` (index in argv of the script, argc if none), `stdin` (the
+--   script is "-"), `interactive` (-i), `version` (-v or -i), `execute`
+--   (some -e), `noenv` (-E), and in the array part the options to run in
+--   order: `{"e", stat}`, `{"l", "g=mod"}`, `{"W"}`
 -- @treturn integer the process exit status
-function cli.main(argv, script, interactive, showversion, has_e, warnings)
+function cli.main(argv, opts)
   progname = argv[0] or progname
-  local main = green.spawn(run, argv, script, interactive, showversion,
-                           has_e, warnings)
+  if opts.time_slice then green.debug.time_slice(opts.time_slice) end
+  local main = green.spawn(run, argv, opts)
   main.name = "main"
   core.observe(main)
   core.interrupt_target(main)

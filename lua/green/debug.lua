@@ -6,7 +6,8 @@
 local core = require "green.core"
 
 local format, concat, gsub = string.format, table.concat, string.gsub
-local tostring, type, error = tostring, type, error
+local tostring, type, error, setmetatable =
+  tostring, type, error, setmetatable
 
 local M = {}
 
@@ -61,5 +62,99 @@ function M.dump(file)
   if file.flush then file:flush() end
   return file
 end
+
+-- {======================================================================
+-- Blocking detection and the time slice (bindings/watchdog.c)
+
+local function describe_thread(gt)
+  local s = format("GreenThread %d", gt.id)
+  if gt.name then s = s .. format(" '%s'", tostring(gt.name)) end
+  local site = core.site(gt)
+  if site then s = s .. " (spawned at " .. site .. ")" end
+  return s
+end
+
+--- The default report of a blocking episode: one block on stderr.
+local function default_on_blocking(gt, seconds, where)
+  io.stderr:write(format("green: blocking detected: %s kept the hub for "
+                         .. "%.2f s while other work waited to run; %s\n",
+                         describe_thread(gt), seconds, where))
+  io.stderr:flush()
+end
+
+local reporter = default_on_blocking
+
+local function install(fn)
+  reporter = fn
+  debug.getregistry()["green.on_blocking"] = fn
+end
+install(default_on_blocking)
+
+--- Replace the reporter of blocking episodes. `fn(gt, seconds, where)`
+-- runs inside the offending thread, at its next Lua instruction (or when
+-- the C function it was stuck in returns); `where` is a traceback. It
+-- must not block. nil restores the default, which writes to stderr.
+-- Returns the previous reporter.
+function M.on_blocking(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    error("bad argument #1 to 'on_blocking' (function or nil expected)", 2)
+  end
+  local old = reporter
+  install(fn or default_on_blocking)
+  core.watchdog{ custom = fn ~= nil and fn ~= default_on_blocking }
+  return old
+end
+
+--- eventlet's `hub_blocking_detection(state, resolution)`: with `on`,
+-- report (or, with `mode = "raise"`, raise `green.BlockingError` in) a
+-- green thread that keeps the hub longer than `seconds` (default 1) while
+-- something else waits to run. On by default, in report mode.
+-- @tparam boolean on
+-- @tparam[opt=1] number seconds
+-- @tparam[opt="report"] string mode "report" or "raise"
+function M.hub_blocking_detection(on, seconds, mode)
+  if seconds ~= nil and (type(seconds) ~= "number" or seconds ~= seconds
+                         or seconds <= 0) then
+    error("bad argument #2 to 'hub_blocking_detection' (positive number "
+          .. "expected)", 2)
+  end
+  if mode ~= nil and mode ~= "report" and mode ~= "raise" then
+    error("bad argument #3 to 'hub_blocking_detection' (\"report\" or "
+          .. "\"raise\" expected)", 2)
+  end
+  core.watchdog{ threshold = on and (seconds or 1) or 0,
+                 raise = mode == "raise" }
+end
+
+--- The preemptive time slice: Lua code that runs longer than `seconds`
+-- while other work waits yields at its next instruction, as if it had
+-- called sleep(0) -- never inside C functions, greenlua's own modules or
+-- `green.atomic`. nil or 0 turns it off (the default). Returns the
+-- previous slice (0 when off).
+-- @tparam[opt] number seconds
+function M.time_slice(seconds)
+  if seconds ~= nil and (type(seconds) ~= "number" or seconds ~= seconds
+                         or seconds < 0) then
+    error("bad argument #1 to 'time_slice' (non-negative number or nil "
+          .. "expected)", 2)
+  end
+  local old = core.watchdog().slice
+  core.watchdog{ slice = seconds or 0 }
+  return old
+end
+
+--- Run `fn(...)` with no preemption by the time slice (it may still
+-- block, letting other threads run). Returns fn's results.
+function M.atomic(fn, ...)
+  local ex = core.extras(core.getcurrent())
+  local prev = ex.atomic
+  ex.atomic = true
+  local _ <close> = setmetatable({}, { __close = function()
+    ex.atomic = prev
+  end })
+  return fn(...)
+end
+
+-- }======================================================================
 
 return M

@@ -276,6 +276,11 @@ do
   -- resolver; green.resolver.stats() counts its queries (bindings/dns.c).
   green.resolver = { setup = core.resolver_setup,
                      stats = core.resolver_stats }
+  --- green.backdoor{host =, port =} or {path =}: a Lua prompt into this
+  -- process over a socket (lua/green/backdoor.lua).
+  function green.backdoor(...)
+    return require("green.backdoor").backdoor(...)
+  end
   green.debug = green.debug or {}
   green.debug.hub_prevent_multiple_readers = core.hub_prevent_multiple_readers
 end
@@ -284,9 +289,26 @@ end
 -- {=== introspection: lua/green/debug.lua, bindings/debug.c
 do
   local gdebug = require "green.debug"
+  --- green.backdoor{host =, port =} or {path =}: a Lua prompt into this
+  -- process over a socket (lua/green/backdoor.lua).
+  function green.backdoor(...)
+    return require("green.backdoor").backdoor(...)
+  end
   green.debug = green.debug or {}
   green.debug.threads = gdebug.threads
   green.debug.dump = gdebug.dump
+  green.debug.stats = core.debug_stats
+  green.debug.hub_blocking_detection = gdebug.hub_blocking_detection
+  green.debug.on_blocking = gdebug.on_blocking
+  green.debug.time_slice = gdebug.time_slice
+  green.BlockingError = core.BlockingError
+  green.atomic = gdebug.atomic
+  -- Blocking detection is on by default (report mode, 1 s); the time
+  -- slice is off. The watchdog leaves greenlua's own modules alone.
+  core.watchdog{
+    libdir = debug.getinfo(1, "S").source:match("^@(.*/)init%.lua$"),
+    threshold = 1,
+  }
 end
 -- }===
 

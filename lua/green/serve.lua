@@ -1,6 +1,6 @@
 --- `green.serve` and `green.StopServe`: the accept loop over green
--- sockets. The sockets themselves are C (bindings/socket.c,
--- bindings/tcp.c) and reach users as `green.connect` and `green.listen`;
+-- sockets. The sockets themselves are C (bindings/lsocket.h lists the
+-- files) and reach users as `green.connect` and `green.listen`;
 -- the LuaSocket-compatible module is lua/green/socket.lua.
 -- @module green.serve
 

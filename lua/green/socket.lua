@@ -9,7 +9,7 @@
 -- call suspends only the calling green thread. `green.patch()` installs
 -- this module as `socket` and `socket.core` (lua/green/patch.lua).
 --
--- The objects are Lua tables wrapping a green socket (bindings/socket.c),
+-- The objects are Lua tables wrapping a green socket (bindings/lsocket.h),
 -- with LuaSocket's class names ("tcp{master}", "tcp{client}",
 -- "tcp{server}", "udp{unconnected}", "udp{connected}") in `__name`,
 -- `tostring` and `getmetatable(s).__index.class`. Results and error
@@ -52,7 +52,7 @@ local error, type, tostring, setmetatable, getmetatable, select, pcall,
       rawequal, ipairs, pairs, tonumber =
   error, type, tostring, setmetatable, getmetatable, select, pcall,
   rawequal, ipairs, pairs, tonumber
-local format, find = string.format, string.find
+local format = string.format
 local min, max = math.min, math.max
 local pack, unpack = table.pack, table.unpack
 
@@ -64,30 +64,12 @@ M._SETSIZE = 1024
 M._DATAGRAMSIZE = 8192
 M._SOCKETINVALID = -1
 
--- Green sockets' messages that LuaSocket words differently.
-local ERRORS = {
-  ["connection reset by peer"] = "closed",
-  ["broken pipe"] = "closed",
-  ["connection aborted"] = "closed",
-  ["software caused connection abort"] = "closed",
-  ["network is unreachable"] = "Network is unreachable",
-  ["host is unreachable"] = "No route to host",
-  ["address not available"] = "Cannot assign requested address",
-  ["too many open files"] = "Too many open files",
-  ["invalid argument"] = "Invalid argument",
-  ["operation not permitted"] = "Operation not permitted",
-}
--- From connect and bind (getaddrinfo's failures), LuaSocket 3.1 says:
-local NONAME = "host or service not provided, or not known"
-
-local function lserr(err)
-  return ERRORS[err] or err
-end
-
-local function gaierr(err)
-  if err == "host not found" then return NONAME end
-  return lserr(err)
-end
+-- LuaSocket's wording of a green socket's error message where it differs
+-- ("closed" for a connection reset by the peer, "host or service not
+-- provided, or not known" for a name that does not resolve, the C
+-- library's messages for the rest): the socket error strings are in C,
+-- in one place (bindings/socket.c).
+local lserr = core.luasocket_error
 
 --- Numeric LuaSocket results are floats (lua_pushnumber).
 local function fl(n)
@@ -216,7 +198,7 @@ local function start_connect(self, host, port)
       if s then s:close() end
       return
     end
-    pend.s, pend.err = s, err and gaierr(err)
+    pend.s, pend.err = s, err and lserr(err)
     waiters.wake_all(pend.q)
     for q in pairs(pend.watch) do waiters.wake_all(q) end
   end)
@@ -305,7 +287,7 @@ local function do_listen(self, host, port, backlog, class)
     reuseport = self.opts.reuseport or nil,
     ipv6only = self.opts["ipv6-v6only"] or nil,
   })
-  if not s then return nil, gaierr(err) end
+  if not s then return nil, lserr(err) end
   adopt(self, s, class)
   return 1
 end
@@ -852,19 +834,10 @@ M.gettime = core.gettime
 local dns = {}
 M.dns = dns
 
-local function isip(host)
-  return find(host, "^%d+%.%d+%.%d+%.%d+$") ~= nil
-      or (find(host, ":", 1, true) ~= nil and find(host, "^[%x:%.]+$") ~= nil)
-end
-
 -- { {family = "inet"|"inet6", addr = ip}, ... } or nil, err ("host not
--- found"), through the green resolver.
+-- found"), through the green resolver; a literal address is itself (in
+-- its usual form), without the resolver.
 local function resolve(host, family)
-  if isip(host) then
-    local fam = host:find(":", 1, true) and "inet6" or "inet"
-    if family and family ~= fam then return nil, "host not found" end
-    return { { family = fam, addr = host } }
-  end
   return core.getaddrinfo(host, { family = family })
 end
 
@@ -874,7 +847,7 @@ function dns.getaddrinfo(host)
     error("bad argument #1 to 'getaddrinfo' (string expected)", 2)
   end
   local list, err = resolve(host, nil)
-  if not list then return nil, gaierr(err) end
+  if not list then return nil, lserr(err) end
   return list
 end
 
@@ -903,12 +876,8 @@ function dns.tohostname(addr)
   if type(addr) ~= "string" then
     error("bad argument #1 to 'tohostname' (string expected)", 2)
   end
-  local ip = addr
-  if not isip(addr) then
-    local err
-    ip, err = dns.toip(addr)
-    if not ip then return nil, err end
-  end
+  local ip, err = dns.toip(addr) -- IPv4, as LuaSocket: a literal is itself
+  if not ip then return nil, err end
   local names = reverse(ip)
   if not names or not names[1] then return nil, "host not found" end
   local alias = {}
@@ -920,12 +889,9 @@ end
 function dns.getnameinfo(host, port)
   local names
   if host ~= nil then
-    local ip = host
-    if not isip(host) then
-      local list, err = resolve(host, nil)
-      if not list then return nil, gaierr(err) end
-      ip = list[1].addr
-    end
+    local list, err = resolve(host, nil)
+    if not list then return nil, lserr(err) end
+    local ip = list[1].addr
     names = reverse(ip)
     if not names then names = { ip } end
   end

@@ -1,0 +1,258 @@
+/*
+** The loop: one pass over the run queue resumes the threads that were
+** ready when the pass began (threads readied during the pass wait for the
+** next one), then polls I/O without blocking and fires due timers. So
+** 'sleep(0)' lets every other ready thread and every ready socket in, and
+** a thread that keeps yielding cannot starve the poller. The hub blocks
+** in the poller only when nothing is ready.
+**
+** The runtime's only Lua calls are here: resuming a green thread's
+** coroutine, and the marks in a coroutine's extra space.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include <lua.h>
+
+#include "gl.h"
+
+
+/*
+** {======================================================
+** Coroutine marks
+** =======================================================
+*/
+
+void gl_mark_set(lua_State *co, uintptr_t mark) {
+  memcpy(lua_getextraspace(co), &mark, sizeof(mark));
+}
+
+
+uintptr_t gl_mark_get(lua_State *co) {
+  uintptr_t mark;
+  memcpy(&mark, lua_getextraspace(co), sizeof(mark));
+  return mark;
+}
+
+
+/* Give 't' (whose coroutine is 't->L') a slot and mark its coroutine. */
+int gl_base_attach(gl_hub_t *hub, gl_thread_t *t) {
+  unsigned slot;
+  if (hub->nfree > 0) {
+    slot = hub->freebases[--hub->nfree];
+  } else {
+    if (hub->nbases == hub->capbases) {
+      unsigned cap = hub->capbases ? hub->capbases * 2 : 256;
+      gl_thread_t **b = realloc(hub->bases, cap * sizeof(*b));
+      unsigned *f;
+      if (b == NULL)
+        return UV_ENOMEM;
+      hub->bases = b;
+      f = realloc(hub->freebases, cap * sizeof(*f));
+      if (f == NULL)
+        return UV_ENOMEM;
+      hub->freebases = f;
+      hub->capbases = cap;
+    }
+    slot = hub->nbases++;
+  }
+  hub->bases[slot] = t;
+  t->slot = slot + 1;
+  gl_mark_set(t->L, t->slot);
+  return 0;
+}
+
+
+void gl_base_detach(gl_hub_t *hub, gl_thread_t *t) {
+  if (t->slot == 0)
+    return;
+  hub->bases[t->slot - 1] = NULL;
+  hub->freebases[hub->nfree++] = t->slot - 1;
+  if (t->L != NULL)
+    gl_mark_set(t->L, 0);
+  t->slot = 0;
+}
+
+
+gl_thread_t *gl_base_of(gl_hub_t *hub, lua_State *co) {
+  uintptr_t mark = gl_mark_get(co);
+  gl_thread_t *t;
+  if (mark == 0 || mark > hub->nbases)
+    return NULL;
+  t = hub->bases[mark - 1];
+  return t != NULL && t->L == co ? t : NULL;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** The loop
+** =======================================================
+*/
+
+void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
+  lua_State *co = t->L;
+  int nargs = t->nargs, nres, status;
+  gl_probe *p = &hub->probe;
+  uint64_t now = hub->loop.time, lag = now > t->since ? now - t->since : 0;
+  t->nargs = 0;
+  t->state = GL_RUNNING;
+  hub->current = t;
+  p->switches++;
+  if (lag > p->lag_max)
+    p->lag_max = lag;
+  p->lag_sum += lag;
+  p->lag_n++;
+  /* For the watchdog: 'running' before the odd epoch, cleared after the
+     even one (it may read them in any order: both are checked). */
+  __atomic_store_n(&p->running, co, __ATOMIC_RELAXED);
+  __atomic_store_n(&p->epoch, p->epoch + 1, __ATOMIC_RELEASE);
+  status = lua_resume(co, L, nargs, &nres);
+  __atomic_store_n(&p->epoch, p->epoch + 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&p->running, NULL, __ATOMIC_RELAXED);
+  hub->current = NULL;
+  if (status == LUA_YIELD) {
+    if (hub->hubyield) { /* a green primitive: it set the state */
+      hub->hubyield = 0;
+      return;
+    }
+    /* A yield that did not come through a green primitive (a library
+       that cached the stock coroutine.yield): treat it as sleep(0). */
+    lua_pop(co, nres);
+    if (t->state == GL_RUNNING) {
+      t->state = GL_READY;
+      gl_ready(t);
+    }
+    return;
+  }
+  hub->hooks.death(hub, L, t, status);
+}
+
+
+/*
+** The hub's timer only has to end the poll. libuv runs due timers before
+** it computes the poll timeout: if the millisecond this timer was armed
+** for ticks over between 'uv_update_time' and 'uv_run''s own update, the
+** timer fires there, before the poll, and nothing else is armed; with a
+** socket open the poll would then block forever with sleeps pending.
+** 'uv_stop' makes that poll's timeout 0 (uv_backend_timeout), wherever
+** in the iteration the timer fires.
+*/
+static void deadline_cb(uv_timer_t *h) {
+  uv_stop(h->loop);
+}
+
+
+/*
+** Poll I/O and fire due timers. Without 'block', never waits, and skips
+** the poller when no handle is active (so pure switching costs no system
+** call). With 'block', waits until a handle is ready or the earliest
+** timer is due. Returns 0 if the hub is idle (nothing could ever happen).
+*/
+static int poll_io(gl_hub_t *hub, int block) {
+  if (!block) {
+    if (uv_loop_alive(&hub->loop))
+      uv_run(&hub->loop, UV_RUN_NOWAIT);
+  } else {
+    uint64_t due = gl_timer_next(hub);
+    if (due != UINT64_MAX) {
+      uint64_t now = gl_now();
+      if (due > now) {
+        /* Round up: a deadline 0.3 ms away waits 1 ms, never spins. */
+        uint64_t ms = (due - now + 999999) / 1000000;
+        uv_update_time(&hub->loop);
+        uv_timer_start(&hub->timer, deadline_cb, ms, 0);
+        uv_ref((uv_handle_t *)&hub->timer);
+        uv_run(&hub->loop, UV_RUN_ONCE);
+        uv_unref((uv_handle_t *)&hub->timer);
+        uv_timer_stop(&hub->timer);
+      }
+    } else if (uv_loop_alive(&hub->loop)) {
+      uv_run(&hub->loop, UV_RUN_ONCE);
+    } else if (!hub->signaled) {
+      return 0;
+    }
+  }
+  if (hub->nheap > 0)
+    gl_timer_expire(hub, gl_now());
+  return 1;
+}
+
+
+/* Wake every thread blocked in run() until the hub idles. */
+static int wake_idlers(gl_hub_t *hub) {
+  return gl_waitq_wake_all(&hub->idlers, GL_W_OK);
+}
+
+
+/* Act on a 'gl_hub_signal'. */
+static void check_signal(gl_hub_t *hub, lua_State *L) {
+  if (hub->signaled) {
+    hub->signaled = 0;
+    if (hub->hooks.signal != NULL)
+      hub->hooks.signal(hub, L);
+  }
+}
+
+
+int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
+  gl_thread_t *saved = hub->current;
+  lua_State *savedL = hub->L;
+  size_t budget = hub->nready; /* threads left in this pass */
+  int r = 0;
+  if (hub->depth++ == 0) { /* the host's thread stops running Lua */
+    __atomic_store_n(&hub->probe.epoch, hub->probe.epoch + 1,
+                     __ATOMIC_RELEASE);
+    __atomic_store_n(&hub->probe.running, NULL, __ATOMIC_RELAXED);
+  }
+  hub->L = L;
+  hub->current = NULL;
+  for (;;) {
+    gl_thread_t *t;
+    if (budget == 0) { /* end of a pass: let I/O and timers in */
+      check_signal(hub, L);
+      poll_io(hub, 0);
+      budget = hub->nready;
+      hub->probe.turns++;
+    }
+    t = gl_next_ready(hub);
+    if (t != NULL) {
+      budget--;
+      if (t == until) {
+        t->state = GL_RUNNING;
+        break;
+      }
+      gl_hub_resume(hub, L, t);
+      continue;
+    }
+    budget = 0;
+    check_signal(hub, L);
+    if (hub->nready > 0)
+      continue;
+    if (!poll_io(hub, 1) && !wake_idlers(hub)) {
+      r = until != NULL ? GL_EDEADLK : 0;
+      break;
+    }
+  }
+  if (--hub->depth == 0) { /* the host's thread runs Lua again */
+    __atomic_store_n(&hub->probe.running, L, __ATOMIC_RELAXED);
+    __atomic_store_n(&hub->probe.epoch, hub->probe.epoch + 1,
+                     __ATOMIC_RELEASE);
+  }
+  hub->L = savedL;
+  hub->current = saved;
+  return r;
+}
+
+
+/* Run one pass (the main thread's sleep(0)). */
+int gl_hub_pass(gl_hub_t *hub, lua_State *L) {
+  gl_thread_t *self = hub->current;
+  self->state = GL_READY;
+  gl_ready(self);
+  return gl_hub_run(hub, L, self);
+}
+
+/* }====================================================== */

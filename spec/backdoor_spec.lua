@@ -1,0 +1,141 @@
+-- green.backdoor: a Lua prompt into a running greenlua process, driven by
+-- a real client (socat) from outside (issue 9).
+local green = require "green"
+local helper = require "helper"
+
+-- A greenlua process with a backdoor and a ticking thread; it prints the
+-- backdoor's port (or path), then runs until a session sets `stop`.
+local SERVER = [[
+  local green = require "green"
+  local where = ...
+  local server
+  if where == "tcp" then
+    server = assert(green.backdoor{ port = 0 })
+    local _, port = server:getsockname()
+    print(port)
+  else
+    server = assert(green.backdoor{ path = where })
+    print(where)
+  end
+  io.stdout:flush()
+  ticks = 0
+  while not stop do
+    ticks = ticks + 1
+    green.sleep(0.005)
+  end
+  server:close()
+]]
+
+-- Run the server, feed `input` to one session through socat, return the
+-- session's output and the server's own output and exit code.
+local function session(where, input)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -m 700 " .. dir))
+  local script = dir .. "/server.lua"
+  local f = assert(io.open(script, "w"))
+  f:write(SERVER)
+  f:close()
+  f = assert(io.open(dir .. "/input", "w"))
+  f:write(input)
+  f:close()
+  if where ~= "tcp" then where = dir .. "/" .. where end
+  local target = where == "tcp" and "TCP:127.0.0.1:$(head -1 out)"
+                 or "UNIX-CONNECT:" .. where
+  local out, err, code = helper.sh(table.concat({
+    "bin=$(realpath " .. helper.greenlua .. ")",
+    "cd " .. dir,
+    "$bin server.lua " .. where .. " > out 2> err &",
+    "pid=$!",
+    -- wait (bounded) for the backdoor to listen
+    "for i in $(seq 1 500); do [ -s out ] && break; sleep 0.01; done",
+    "socat -t 5 - " .. target .. " < input > session",
+    "wait $pid; rc=$?",
+    where ~= "tcp" and "stat -c %a " .. where .. " 2>/dev/null > mode; true"
+      or "true",
+    "cat session; echo \"== rc $rc\"; cat err",
+  }, "\n"), 60)
+  os.execute("rm -rf " .. dir)
+  return out, err, code
+end
+
+describe("green.backdoor", function()
+  it("runs lines as greenlua -i does, over TCP, with socat", function()
+    local out, err, code = session("tcp", table.concat({
+      "1 + 1",
+      "function f(x)",
+      "  return x * 21",
+      "end",
+      "f(2)",
+      "print('hi', 3)",
+      "before = ticks",
+      "green.sleep(0.05) return 'slept'",
+      "ticks > before", -- the other thread ran during the sleep
+      "error('boom')",
+      "'still here'",
+      "stop = true -- a session global: the server does not see it",
+      "_G.stop = true",
+    }, "\n") .. "\n")
+    assert.are.equal(0, code, err)
+    assert.matches("^greenlua [%d.]+ backdoor", out)
+    assert.matches("\n?> 2\n", out)
+    assert.matches(">> >> > 42\n", out)
+    assert.matches("> hi\t3\n", out)
+    assert.matches("> slept\n", out)
+    assert.matches("> true\n", out)
+    assert.matches("> backdoor:1: boom\nstack traceback:", out)
+    assert.matches("> still here\n", out)
+    assert.matches("== rc 0\n", out) -- the process ended normally
+  end)
+
+  it("serves a Unix socket that only its owner can use", function()
+    local out, err, code = session("bd.sock", "2 ^ 10\n_G.stop = true\n")
+    assert.are.equal(0, code, err)
+    assert.matches("> 1024.0\n", out)
+    assert.matches("== rc 0\n", out)
+  end)
+
+  it("creates the Unix socket with mode 0600", function()
+    green_run(function()
+      local path = os.tmpname()
+      os.remove(path)
+      local server = assert(green.backdoor{ path = path })
+      local p = io.popen("stat -c %a " .. path)
+      local mode = p:read("l")
+      p:close()
+      assert.are.equal("600", mode)
+      server:close()
+    end)
+  end)
+
+  it("refuses an address that is not loopback, before binding",
+     function()
+    green_run(function()
+      local ok, err = pcall(green.backdoor, { host = "0.0.0.0", port = 0 })
+      assert.is_false(ok)
+      assert.matches("0%.0%.0%.0 %(0%.0%.0%.0%) is not a loopback address; "
+                     .. "pass allow_remote = true", err)
+      ok, err = pcall(green.backdoor, { bogus = 1 })
+      assert.is_false(ok)
+      assert.matches("unknown option 'bogus'", err)
+      ok, err = pcall(green.backdoor, { path = "/x", port = 1 })
+      assert.is_false(ok)
+      assert.matches("path, or host and port", err)
+    end)
+  end)
+
+  it("serves localhost and ::1 without allow_remote", function()
+    green_run(function()
+      local server = assert(green.backdoor{ host = "localhost" })
+      local ip, port = server:getsockname()
+      assert.is_truthy(ip == "127.0.0.1" or ip == "::1", ip)
+      local c = assert(green.connect(ip, port))
+      assert.matches("backdoor", c:receive("*l"))
+      assert.are.equal("> ", c:receive(2))
+      c:send("6 * 7\n")
+      assert.are.equal("42", c:receive("*l"))
+      c:close()
+      server:close()
+    end)
+  end)
+end)
