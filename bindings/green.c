@@ -650,6 +650,7 @@ int luaopen_green_core(lua_State *L) {
     return 1;
   }
   g = (lgreen_state_t *)lua_newuserdatauv(L, sizeof(*g), 0);
+  memset(g, 0, sizeof(*g)); /* every field starts empty, the new ones too */
   hub = &g->hub;
   /* The hooks are installed by the files that define them
      (lgreen_open_thread, lgreen_open_interrupt). */
@@ -663,6 +664,8 @@ int luaopen_green_core(lua_State *L) {
   memset(g->whats, 0, sizeof(g->whats));
   g->whathits = 0;
   g->interrupt_target = NULL;
+  g->interrupted = 0;
+  g->dump = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   gl_mark_set(lua_tothread(L, -1), 0); /* copied into new coroutines */
   hub->probe.running = lua_tothread(L, -1); /* the host runs it (watchdog) */
