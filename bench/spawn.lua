@@ -1,16 +1,23 @@
---- bench/spawn.lua: spawn and park 100,000 green threads (each runs until
--- it blocks for good in green.core.suspend()) against a floor measured in
--- the same process: coroutine.create plus a first resume (to a
--- coroutine.yield) of 100,000 coroutines kept alive in a table. Also the
--- memory each parked thread (and each floor coroutine) holds, from
--- collectgarbage("count") after a full collection.
+--- bench/spawn.lua: spawn and park 100,000 green threads on an Event (each
+-- runs until it blocks in `ev:wait()`), against a floor measured in the
+-- same run: coroutine.create plus a first resume (to a coroutine.yield) of
+-- 100,000 coroutines kept alive in a table. Threads parked in the bare
+-- green.core.suspend() are measured too, for reference (the cost of the
+-- runtime alone, without a primitive).
 --
--- Two figures: warm (rounds in one process after a warm-up round, so the
--- allocator reuses memory it already has: the runtime's own cost) and
--- cold (one round in a fresh process each: dominated by page faults and
--- malloc growing the heap, as a server's first burst would be).
+-- Two kinds of figures:
+--   cold: one round in a fresh process of the same interpreter for each
+--     side (re-run through arg[-1]): dominated by page faults and malloc
+--     growing the heap, as a server's first burst would be. The target
+--     ratio is this one; the sides run interleaved, best of COLD runs.
+--     Each cold run also reports its VmRSS growth per thread (RSS delta
+--     over the process before the burst, divided by N): the target
+--     memory figure.
+--   warm: rounds in one process after a warm-up round, so the allocator
+--     reuses memory it already has (the runtime's own cost), and bytes
+--     per thread from collectgarbage("count") after a full collection.
 --
--- Usage: greenlua bench/spawn.lua [threads] [rounds]
+-- Usage: greenlua bench/spawn.lua [threads] [warm rounds] [cold runs]
 
 local stock = {
   create = coroutine.create,
@@ -23,7 +30,8 @@ local green = require "green"
 
 local N = math.tointeger(tonumber(arg and arg[1])) or 100000
 local ROUNDS = math.tointeger(tonumber(arg and arg[2])) or 5
-local MODE = arg and arg[3] -- internal: "cold-floor" or "cold-green"
+local COLD = math.tointeger(tonumber(arg and arg[3])) or 3
+local MODE = arg and arg[4] -- internal: "cold-floor|event|suspend"
 local clock = os.clock
 local core = green.core
 local spawn, suspend, wake = green.spawn, core.suspend, core.wake
@@ -51,12 +59,24 @@ local function full_gc()
   return collectgarbage("count")
 end
 
+--- VmRSS in bytes.
+local function rss()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)")) * 1024
+end
+
+-- Each round returns: CPU seconds for the burst, Lua heap bytes per
+-- thread after a full collection, VmRSS growth per thread before it.
+
 -- Floor: n coroutines created and resumed to their first yield.
 local function floor_round(n)
   local create, resume, yield = stock.create, stock.resume, stock.yield
   local function body() yield() end
   local cos = {}
   local base = full_gc()
+  local rss0 = rss()
   local t0 = clock()
   for i = 1, n do
     local co = create(body)
@@ -64,31 +84,57 @@ local function floor_round(n)
     cos[i] = co
   end
   local dt = clock() - t0
+  local rbytes = (rss() - rss0) / n
   local bytes = (full_gc() - base) * 1024 / n
   -- Let them finish, so the next round starts clean.
   for i = 1, n do resume(cos[i]) end
-  return dt, bytes
+  return dt, bytes, rbytes
 end
 
--- greenlua: n threads spawned, each run until it parks in suspend().
-local function green_round(n)
+-- greenlua: n threads spawned, each run until it parks in ev:wait().
+local function event_round(n)
+  local ev = green.Event()
+  local function body() ev:wait() end
+  local before = core.stats().threads
+  local base = full_gc()
+  local rss0 = rss()
+  local t0 = clock()
+  -- Nothing but the hub holds the threads (no table of them here).
+  for _ = 1, n do spawn(body) end
+  green.sleep(0) -- one hub pass: every new thread runs and parks
+  local dt = clock() - t0
+  local rbytes = (rss() - rss0) / n
+  assert(ev:waiting() == n, "a thread did not park")
+  local bytes = (full_gc() - base) * 1024 / n
+  ev:send() -- wakes them all: each returns from wait() and ends
+  green.sleep(0)
+  assert(core.stats().threads == before, "threads left alive")
+  return dt, bytes, rbytes
+end
+
+-- For reference: n threads parked in the bare core.suspend().
+local function suspend_round(n)
   local function body() suspend() end
   local gts = {}
   local before = core.stats().threads
   local base = full_gc()
+  local rss0 = rss()
   local t0 = clock()
   for i = 1, n do gts[i] = spawn(body) end
-  green.sleep(0) -- one hub pass: every new thread runs and parks
+  green.sleep(0)
   local dt = clock() - t0
+  local rbytes = (rss() - rss0) / n
   assert(core.stats().threads == before + n)
   local bytes = (full_gc() - base) * 1024 / n
-  -- Wake them all: each returns from suspend() and ends. wake() is true
-  -- only for a thread parked in suspend(): this checks they all parked.
+  -- wake() is true only for a thread parked in suspend().
   for i = 1, n do assert(wake(gts[i]), "a thread did not park") end
   green.sleep(0)
   assert(core.stats().threads == before, "threads left alive")
-  return dt, bytes
+  return dt, bytes, rbytes
 end
+
+local rounds = { floor = floor_round, event = event_round,
+                 suspend = suspend_round }
 
 local function median(xs)
   local s = table.move(xs, 1, #xs, 1, {})
@@ -100,53 +146,73 @@ local function best(xs)
   return math.min(table.unpack(xs))
 end
 
-if MODE == "cold-floor" or MODE == "cold-green" then
-  local dt = (MODE == "cold-floor" and floor_round or green_round)(N)
-  print(string.format("%.6f", dt))
+if MODE and MODE:match("^cold%-") then
+  local dt, _, rbytes = rounds[MODE:sub(6)](N)
+  print(string.format("%.6f %.1f", dt, rbytes))
   os.exit(0)
 end
 
--- One round in a fresh process of the same interpreter.
-local function cold(mode)
+-- One round in a fresh process of the same interpreter: seconds, RSS
+-- bytes per thread.
+local function cold(kind)
   local argv0 = arg and arg[-1]
   if not argv0 or not arg[0] then return nil end
-  local p = io.popen(string.format("%q %q %d 1 %s", argv0, arg[0], N, mode))
+  local p = io.popen(string.format("%q %q %d 1 1 cold-%s", argv0, arg[0], N,
+                                   kind))
   local out = p and p:read("a")
   if p then p:close() end
-  return tonumber(out and out:match("^%s*([%d.]+)"))
+  local dt, rb = (out or ""):match("^%s*([%d.]+) ([%d.-]+)")
+  return tonumber(dt), tonumber(rb)
 end
 
--- Warm up with full rounds: the heap grows to its final size (cold figures
--- are measured separately, above).
-green_round(N)
-floor_round(N)
-green_round(N)
+-- Cold first (fresh processes; this one has not grown its heap yet).
+local cold_t, cold_rss = { floor = {}, event = {}, suspend = {} },
+                         { floor = {}, event = {}, suspend = {} }
+for r = 1, COLD do
+  for _, kind in ipairs { "floor", "event", "suspend" } do
+    cold_t[kind][r], cold_rss[kind][r] = cold(kind)
+  end
+end
 
-local ft, fb, gt, gb = {}, {}, {}, {}
+-- Warm up with full rounds: the heap grows to its final size.
+event_round(N)
+suspend_round(N)
+floor_round(N)
+
+local ft, fb, et, eb, st, sb = {}, {}, {}, {}, {}, {}
 for r = 1, ROUNDS do
   ft[r], fb[r] = floor_round(N)
-  gt[r], gb[r] = green_round(N)
+  et[r], eb[r] = event_round(N)
+  st[r], sb[r] = suspend_round(N)
 end
 
-local frate, grate = N / best(ft), N / best(gt)
-local fbytes, gbytes = median(fb), median(gb)
-print(string.format("spawn: %d rounds of %d, CPU time (os.clock); floor " ..
-                    "uses stock coroutines (%s)", ROUNDS, N, stock_from))
-print(string.format("spawn: floor create+resume %.0f/s, median %.0f/s, " ..
-                    "%.0f bytes per coroutine", frate, N / median(ft), fbytes))
-print(string.format("spawn: greenlua spawn+park %.0f/s, median %.0f/s",
-                    grate, N / median(gt)))
-local cf, cg = cold("cold-floor"), cold("cold-green")
-if cf and cg then
-  print(string.format(
-    "spawn: cold (fresh process each): greenlua %.0f/s, floor %.0f/s, " ..
-    "ratio %.2f", N / cg, N / cf, cf / cg))
+local frate, erate, srate = N / best(ft), N / best(et), N / best(st)
+print(string.format("spawn: %d threads; CPU time (os.clock); floor uses " ..
+                    "stock coroutines (%s)", N, stock_from))
+print(string.format("spawn: warm, best of %d: floor create+resume %.0f/s " ..
+                    "(%.0f B/coroutine), park on an Event %.0f/s (ratio " ..
+                    "%.2f, %.0f B/thread), park in core.suspend %.0f/s " ..
+                    "(ratio %.2f, %.0f B/thread)", ROUNDS, frate, median(fb),
+                    erate, erate / frate, median(eb), srate, srate / frate,
+                    median(sb)))
+if #cold_t.floor == COLD and #cold_t.event == COLD then
+  local cf, ce, cs = best(cold_t.floor), best(cold_t.event),
+                     best(cold_t.suspend)
+  local re, rs, rf = median(cold_rss.event), median(cold_rss.suspend),
+                     median(cold_rss.floor)
+  print(string.format("spawn: cold, best of %d fresh processes: floor " ..
+                      "%.0f/s, core.suspend park %.0f/s (ratio %.2f); " ..
+                      "VmRSS per coroutine %.0f B, per thread in " ..
+                      "core.suspend %.0f B", COLD, N / cf, N / cs, cf / cs,
+                      rf, rs))
+  print(string.format("spawn: greenlua park on an Event, cold %.0f/s, " ..
+                      "floor %.0f/s, ratio %.2f (target >= 0.6) %s",
+                      N / ce, N / cf, cf / ce,
+                      cf / ce >= 0.6 and "MET" or "MISSED"))
+  print(string.format("spawn: greenlua %.0f B VmRSS per thread parked on " ..
+                      "an Event (cold, median), floor %.0f B per " ..
+                      "coroutine (target <= 1536 B) %s", re, rf,
+                      re <= 1536 and "MET" or "MISSED"))
+else
+  print("spawn: cold runs unavailable (no arg[-1]); warm figures only")
 end
-local ratio = grate / frate
-print(string.format(
-  "spawn: greenlua %.0f/s, floor %.0f/s, ratio %.2f (target >= 0.8) %s",
-  grate, frate, ratio, ratio >= 0.8 and "MET" or "MISSED"))
-print(string.format(
-  "spawn: greenlua %.0f bytes per parked thread, floor %.0f bytes per " ..
-  "coroutine, ratio %.2f (target <= 1536 bytes) %s", gbytes, fbytes,
-  gbytes / fbytes, gbytes <= 1536 and "MET" or "MISSED"))

@@ -48,11 +48,8 @@ local CLASS_TABLE = {
 -- Members that are implementation hooks, not API.
 local PRIVATE_MEMBER = {
   Queue = {
-    _init = "storage hook of the queue classes (deque, stack, heap)",
-    _len = "storage hook of the queue classes",
-    _push = "storage hook of the queue classes",
-    _pop = "storage hook of the queue classes",
-    _unpop = "storage hook (GreenPile puts a thread back with it)",
+    _unpop = "gives an item back to the front (GreenPile puts a thread "
+      .. "back with it)",
   },
 }
 

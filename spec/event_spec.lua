@@ -161,4 +161,68 @@ describe("green.Event", function()
     end)
     assert.are.same({ "cons1", "prod", "cons2" }, results)
   end)
+
+  it("hands every value, nils included, to waiters inside user "
+     .. "coroutines too", function()
+    green_run(function()
+      local ev = green.Event()
+      local plain = spawn(function() return ev:wait() end)
+      local nested = spawn(function()
+        return coroutine.wrap(function() return "co", ev:wait() end)()
+      end)
+      sleep(0)
+      assert.are.equal(2, ev:waiting())
+      ev:send(nil, 2, nil)
+      assert.are.same({ n = 3, nil, 2, nil }, table.pack(plain:wait()))
+      assert.are.same({ n = 4, "co", nil, 2, nil },
+                      table.pack(nested:wait()))
+      assert.are.same({ n = 3, nil, 2, nil }, table.pack(ev:wait()))
+    end)
+  end)
+
+  it("send() with no value wakes waiters with none", function()
+    green_run(function()
+      local ev = green.Event()
+      local t = spawn(function() return select("#", ev:wait()) end)
+      sleep(0)
+      ev:send()
+      assert.are.equal(0, t:wait())
+      assert.are.equal(0, select("#", ev:wait()))
+    end)
+  end)
+
+  it("send_exception refuses nil; a timeout refuses a string", function()
+    green_run(function()
+      local ev = green.Event()
+      local ok, err = pcall(ev.send_exception, ev)
+      assert.is_false(ok)
+      assert.matches("error value expected", err)
+      assert.is_false(ev:ready())
+      ok, err = pcall(function() return ev:wait("1") end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'wait' %(number or nil expected, "
+                     .. "got string%)", err)
+    end)
+  end)
+
+  it("wakes thousands of waiters in wait order, without switching",
+     function()
+    local order = {}
+    green_run(function()
+      local ev = green.Event()
+      for i = 1, 5000 do
+        spawn(function()
+          ev:wait()
+          order[#order + 1] = i
+        end)
+      end
+      sleep(0)
+      assert.are.equal(5000, ev:waiting())
+      ev:send(true)
+      assert.are.equal(0, ev:waiting())
+      assert.are.equal(0, #order)
+    end)
+    assert.are.equal(5000, #order)
+    for i = 1, 5000 do assert.are.equal(i, order[i]) end
+  end)
 end)

@@ -319,4 +319,23 @@ describe("green.pools.Pool", function()
       end
     end)
   end)
+
+  it("a waiter handed a slot and killed before it runs leaves the slot "
+     .. "to the next get", function()
+    green_run(function()
+      local pool = intpool({ max_size = 1 })
+      local one = pool:get()
+      local t = spawn(function() return pool:get() end)
+      sleep(0)
+      assert.are.same({ "suspended", "Pool:get" }, { t:status() })
+      assert.are.equal(0, pool:free())
+      pool:resize(2) -- t is handed a slot to create in
+      t:kill()       -- and dies before it runs: nobody else waits
+      assert.are.equal(1, pool:free())
+      assert.are.equal(2, pool:get()) -- the slot: a new item
+      assert.are.equal(0, pool:free())
+      pool:put(one)
+      assert.are.equal(1, pool:get())
+    end)
+  end)
 end)

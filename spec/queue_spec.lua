@@ -1,4 +1,5 @@
 local green = require "green"
+local h = require "helper"
 
 local spawn, sleep = green.spawn, green.sleep
 
@@ -359,5 +360,205 @@ describe("green.PriorityQueue", function()
       a:kill()
       assert.are.same({ 9, 5 }, { q:get(), q:get() })
     end)
+  end)
+end)
+
+describe("queue storage and hand-offs (bindings/queue.c)", function()
+  -- A fixed pseudo-random sequence: the spec is repeatable.
+  local function rng(seed)
+    return function(n)
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return seed % n
+    end
+  end
+
+  it("keeps FIFO and LIFO order through growth, wrap-around and "
+     .. "give-backs (against a model)", function()
+    green_run(function()
+      for _, lifo in ipairs { false, true } do
+        local rand = rng(lifo and 7 or 3)
+        local q = lifo and green.LifoQueue() or green.LightQueue()
+        local model = {} -- model[1] comes out next
+        for step = 1, 20000 do
+          local r = rand(10)
+          if r < 5 or #model == 0 then -- bursts grow the ring past 4, 8, ...
+            for _ = 1, rand(40) + 1 do
+              local v = { step }
+              assert.is_true(q:put(v))
+              if lifo then
+                table.insert(model, 1, v)
+              else
+                model[#model + 1] = v
+              end
+            end
+          elseif r < 9 then
+            for _ = 1, rand(#model) + 1 do
+              assert.are.equal(table.remove(model, 1), q:get_nowait())
+            end
+          else -- an item given back comes out next
+            local v = q:get_nowait()
+            assert.are.equal(table.remove(model, 1), v)
+            q:_unpop(v)
+            table.insert(model, 1, v)
+          end
+          assert.are.equal(#model, q:qsize())
+        end
+        while #model > 0 do
+          assert.are.equal(table.remove(model, 1), q:get_nowait())
+        end
+        assert.is_true(q:empty())
+        assert.are.same({ nil, "empty" }, { q:get_nowait() })
+      end
+    end)
+  end)
+
+  it("starts over after a big queue was drained", function()
+    green_run(function()
+      local q = green.Queue()
+      for i = 1, 5000 do q:put(i) end
+      for i = 1, 5000 do assert.are.equal(i, q:get()) end
+      assert.is_true(q:empty())
+      for i = 1, 10 do q:put(-i) end
+      for i = 1, 10 do assert.are.equal(-i, q:get()) end
+      assert.are.equal(5010, q:unfinished_tasks()) -- nothing marked done
+    end)
+  end)
+
+  it("keeps stored and in-flight items alive through full collections",
+     function()
+    green_run(function()
+      local q, ch, q2 = green.Queue(), green.Queue(0), green.Queue()
+      for i = 1, 100 do q:put({ n = i }) end
+      -- A channel putter's item lives only on the putter's stack, and an
+      -- item handed to a getter that has not run yet on the getter's.
+      local putter = spawn(function() ch:put({ n = "put" }) end)
+      local getter = spawn(function() return q2:get() end)
+      sleep(0)
+      q2:put({ n = "handed" })
+      collectgarbage()
+      collectgarbage()
+      assert.are.equal("handed", getter:wait().n)
+      for i = 1, 100 do assert.are.equal(i, q:get().n) end
+      assert.are.equal("put", ch:get().n)
+      putter:wait()
+    end)
+  end)
+
+  it("hands items to and takes them from threads blocked inside user "
+     .. "coroutines", function()
+    green_run(function()
+      local q, ch = green.Queue(), green.Queue(0)
+      local getter = spawn(function()
+        return coroutine.wrap(function() return "got", q:get() end)()
+      end)
+      local putter = spawn(function()
+        local co = coroutine.create(function() return ch:put("from co") end)
+        return coroutine.resume(co)
+      end)
+      sleep(0)
+      assert.are.equal(1, q:getting())
+      assert.are.equal(1, ch:putting())
+      q:put("item")
+      assert.are.equal("from co", ch:get())
+      assert.are.same({ "got", "item" }, { getter:wait() })
+      assert.are.same({ true, true }, { putter:wait() })
+    end)
+  end)
+
+  it("gives an item back to a waiting getter first (_unpop)", function()
+    green_run(function()
+      local q = green.LightQueue()
+      local t = spawn(function() return q:get() end)
+      sleep(0)
+      q:_unpop("back")
+      assert.is_true(q:empty())
+      assert.are.equal("back", t:wait())
+    end)
+  end)
+
+  it("refuses a method call on anything but its own class", function()
+    green_run(function()
+      local q = green.Queue()
+      local ev = green.Event()
+      local ok, err = pcall(q.get, ev)
+      assert.is_false(ok)
+      assert.matches("green.Queue expected, got green.Event", err)
+      ok, err = pcall(q.put, setmetatable({}, getmetatable(q)), 1)
+      assert.is_false(ok)
+      assert.matches("green.Queue expected", err)
+      -- LightQueue has its own methods: they refuse a Queue
+      ok = pcall(green.LightQueue().qsize, q)
+      assert.is_false(ok)
+      assert.are.equal(0, q:qsize())
+    end)
+  end)
+
+  it("a full PriorityQueue's get lets the longest putter in first, so "
+     .. "the lowest of all comes out", function()
+    green_run(function()
+      local q = green.PriorityQueue(2)
+      q:put(5)
+      q:put(6)
+      local t = spawn(function() return q:put(1) end)
+      sleep(0)
+      assert.are.equal(1, q:putting())
+      assert.are.equal(1, q:get())
+      assert.is_true(t:wait())
+      assert.are.same({ 5, 6 }, { q:get(), q:get() })
+    end)
+  end)
+
+  it("a full PriorityQueue's get whose comparison fails loses nothing",
+     function()
+    green_run(function()
+      local q = green.PriorityQueue(1)
+      q:put(3)
+      local t = spawn(function() return q:put("x") end) -- cannot compare
+      sleep(0)
+      local ok, err = pcall(q.get, q)
+      assert.is_false(ok)
+      assert.matches("compare", err)
+      assert.are.equal(1, q:qsize())
+      assert.are.equal(1, q:putting()) -- still waiting with its item
+      t:kill()
+      assert.are.equal(3, q:get())
+    end)
+  end)
+end)
+
+describe("toolkit waits from the host's main thread (stock lua5.4)",
+         function()
+  it("run the hub until a green thread hands over, and report deadlocks",
+     function()
+    local out, err, code = h.lua54_run([[
+      local green = require "green"
+      local q, ev, sem = green.Queue(), green.Event(), green.Semaphore(0)
+      green.spawn(function() q:put("item") end)
+      print(q:get())
+      local ch = green.Queue(0)
+      local t = green.spawn(function() return ch:get() end)
+      print(ch:put("to t"), t:wait())
+      green.spawn(function() ev:send("a", nil, "c") end)
+      print(ev:wait())
+      green.spawn(function() sem:release() end)
+      print(sem:acquire(), sem:balance())
+      print(q:get(true, 0.01))
+      local ok, e = pcall(q.get, q)
+      print(ok, e, q:getting())
+      ok, e = pcall(ch.put, ch, "none")
+      print(ok, e, ch:putting())
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal(table.concat({
+      "item",
+      "true\tto t",
+      "a\tnil\tc",
+      "true\t0",
+      "nil\ttimeout",
+      "false\tdeadlock: the main thread is blocked in Queue:get and no "
+        .. "green thread, timer or I/O is left to wake it\t0",
+      "false\tdeadlock: the main thread is blocked in Queue:put and no "
+        .. "green thread, timer or I/O is left to wake it\t0",
+    }, "\n") .. "\n", out)
   end)
 end)

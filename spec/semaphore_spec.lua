@@ -239,4 +239,54 @@ describe("green.CappedSemaphore", function()
       assert.is_true(sem:release(false))
     end)
   end)
+
+  it("a unit handed to a waiter killed before it ran goes to the next "
+     .. "waiter, or back to the count", function()
+    green_run(function()
+      local sem = green.Semaphore(0)
+      local a = spawn(function() sem:acquire() end)
+      local got_b = false
+      local b = spawn(function() sem:acquire(); got_b = true end)
+      sleep(0)
+      sem:release() -- handed to a
+      a:kill()      -- a passes it to b
+      b:wait()
+      assert.is_true(got_b)
+      local c = spawn(function() sem:acquire() end)
+      sleep(0)
+      sem:release() -- handed to c
+      c:kill()      -- nobody waits: back to the count
+      assert.are.equal(1, sem:balance())
+      assert.is_true(sem:acquire(false))
+    end)
+  end)
+
+  it("a BoundedSemaphore at its bound refuses release even with waiters",
+     function()
+    green_run(function()
+      local sem = green.BoundedSemaphore(0)
+      local t = spawn(function() return sem:acquire(true, 0.01) end)
+      sleep(0)
+      local ok, err = pcall(sem.release, sem)
+      assert.is_false(ok)
+      assert.matches("Semaphore released too many times", err)
+      assert.is_false(t:wait())
+      assert.are.equal(0, sem:waiting())
+    end)
+  end)
+
+  it("hold is a method of both classes", function()
+    green_run(function()
+      for _, sem in ipairs { green.Semaphore(1), green.BoundedSemaphore(1) } do
+        do
+          local _ <close> = sem:hold()
+          assert.is_true(sem:locked())
+        end
+        assert.is_false(sem:locked())
+      end
+      local ok, err = pcall(green.Semaphore().acquire, green.Event())
+      assert.is_false(ok)
+      assert.matches("green.Semaphore expected", err)
+    end)
+  end)
 end)

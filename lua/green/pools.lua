@@ -13,14 +13,21 @@
 -- item out of the pool is handed to one thread only: a waiter killed
 -- after it was handed an item passes it on, and putting back an item
 -- that is not out raises.
+--
+-- The free items and the waiters are one C queue (bindings/queue.c, a
+-- LightQueue, or a LifoQueue for `order_as_stack`): `get` takes from it
+-- and blocks in it, `put` puts into it, which hands the item straight to
+-- the longest waiter. A slot to create an item in travels through the
+-- queue as a token, so a waiter killed after it was handed an item or a
+-- slot passes it on as the queue does for any item.
 -- @module green.pools
 
-local waiters = require "green.waiters"
+local core = require "green.core"
 
 local setmetatable, error, type, pcall, rawget, rawset, mtype =
   setmetatable, error, type, pcall, rawget, rawset, math.type
-local newq, count, block, wake_first =
-  waiters.new, waiters.count, waiters.block, waiters.wake_first
+local newqueue, poolget = core.queue.new, core.queue.poolget
+local LIGHTQUEUE <const>, LIFOQUEUE <const> = 1, 3 -- bindings/queue.c
 
 local M = {}
 
@@ -37,43 +44,11 @@ local function checksize(n, what, fname)
 end
 
 -- What a waiter is handed instead of an item: a slot to create one in.
+-- Found among the free items, it is one too (a get creates in it).
 local SLOT = setmetatable({}, { __name = "green.pools.slot" })
 
 local function no_create()
   error("green.pools.Pool: no create function was given", 2)
-end
-
--- Free items: a deque; `order_as_stack` reuses the most recent first.
-local function push_free(self, item)
-  local f = self.free_items
-  if self.order_as_stack then
-    local h = f.head - 1
-    f.head = h
-    f[h] = item
-  else
-    local t = f.tail + 1
-    f.tail = t
-    f[t] = item
-  end
-end
-
-local function pop_free(self)
-  local f = self.free_items
-  local h = f.head
-  if h > f.tail then return nil end
-  local item = f[h]
-  f[h] = nil
-  if h == f.tail then
-    f.head, f.tail = 1, 0
-  else
-    f.head = h + 1
-  end
-  return item
-end
-
-local function nfree(self)
-  local f = self.free_items
-  return f.tail - f.head + 1
 end
 
 local function mark_out(self, item)
@@ -111,16 +86,17 @@ function M.Pool(opts)
     error(("bad argument #1 to 'Pool' (min_size %d is larger than max_size "
            .. "%d)"):format(min_size, max_size), 2)
   end
+  local stack = opts.order_as_stack == true
   local self = setmetatable({ create = create, max_size = max_size,
-                              order_as_stack = opts.order_as_stack == true,
-                              current_size = 0, waiters = newq(),
-                              free_items = { head = 1, tail = 0 },
+                              order_as_stack = stack, current_size = 0,
+                              freeq = newqueue(stack and LIFOQUEUE
+                                              or LIGHTQUEUE),
                               out = {} }, Pool)
   for _ = 1, min_size do
     local item = create()
     if item == nil then error("green.pools.Pool: create returned nil", 2) end
     self.current_size = self.current_size + 1
-    push_free(self, item)
+    self.freeq:put(item)
   end
   return self
 end
@@ -128,12 +104,9 @@ end
 -- A slot is free (an item was destroyed or never created): let the
 -- longest waiter create one.
 local function pass_slot(self)
-  if self.current_size < self.max_size then
-    local w = wake_first(self.waiters)
-    if w then
-      w.item = SLOT
-      self.current_size = self.current_size + 1
-    end
+  if self.current_size < self.max_size and self.freeq:getting() > 0 then
+    self.current_size = self.current_size + 1
+    self.freeq:put(SLOT) -- handed to the waiter
   end
 end
 
@@ -151,31 +124,22 @@ local function create_item(self)
   return mark_out(self, item)
 end
 
--- A waiter canceled after it was handed an item or a slot gives it back.
-local function giveback(self, item)
-  if item == SLOT then
-    self.current_size = self.current_size - 1
-    pass_slot(self)
-  else
-    self:put(item)
-  end
-end
-
 --- Take an item: a free one, else a new one while fewer than `max_size`
 -- exist, else wait for one to be put back.
 -- @return the item
 -- @raise create's error; a kill or Timeout (nothing is taken then)
 function Pool:get()
-  local item = pop_free(self)
-  if item ~= nil then return mark_out(self, item) end
-  if self.current_size < self.max_size then
-    self.current_size = self.current_size + 1
-    return create_item(self)
+  local free = self.freeq
+  local item = free:get_nowait()
+  if item == nil then
+    if self.current_size < self.max_size then
+      self.current_size = self.current_size + 1
+      return create_item(self)
+    end
+    item = poolget(free) -- blocks; a kill hands what it got to the next
   end
-  local _
-  _, item = block(self.waiters, nil, "Pool:get", giveback, self)
   if item == SLOT then return create_item(self) end
-  return item
+  return mark_out(self, item)
 end
 
 --- Give back an item taken with `get`. Never switches threads.
@@ -191,38 +155,32 @@ function Pool:put(item)
     self.current_size = self.current_size - 1
     return
   end
-  local w = wake_first(self.waiters)
-  if w then
-    w.item = mark_out(self, item)
-  else
-    push_free(self, item)
-  end
+  self.freeq:put(item) -- to the longest waiter, else with the free items
 end
 
 --- Number of items a `get` could take without blocking: free items plus
 -- items not created yet.
 function Pool:free()
-  local f = nfree(self) + self.max_size - self.current_size
+  local f = self.freeq:qsize() + self.max_size - self.current_size
   return f > 0 and f or 0
 end
 
 --- Number of threads blocked in `get`.
 function Pool:waiting()
-  return count(self.waiters)
+  return self.freeq:getting()
 end
 
 --- Change `max_size`. Growing lets waiters create items at once;
 -- shrinking discards free items now and others as they are put back.
 function Pool:resize(n)
   self.max_size = checksize(n, "size", "resize")
-  while self.current_size > n and nfree(self) > 0 do
-    pop_free(self)
+  local free = self.freeq
+  while self.current_size > n and free:qsize() > 0 do
+    free:get_nowait()
     self.current_size = self.current_size - 1
   end
-  while self.current_size < n and count(self.waiters) > 0 do
-    local before = self.current_size
+  while self.current_size < n and free:getting() > 0 do
     pass_slot(self)
-    if self.current_size == before then break end
   end
 end
 

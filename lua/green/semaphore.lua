@@ -1,6 +1,11 @@
 --- Counting semaphores for green threads, after eventlet's
 -- `eventlet.semaphore`: `Semaphore`, `BoundedSemaphore` and
--- `CappedSemaphore`. Pure Lua on `green.core`.
+-- `CappedSemaphore`.
+--
+-- `Semaphore` and `BoundedSemaphore` are in C (bindings/semaphore.c:
+-- `acquire`, `release`, `locked`, `balance`, `waiting`); this module
+-- checks the constructors' arguments and adds `hold`. `CappedSemaphore`
+-- is two of them.
 --
 -- A release hands its unit straight to the longest waiter (FIFO), so a
 -- thread that calls `acquire` later cannot overtake it, and `release`
@@ -8,18 +13,17 @@
 -- was handed a unit passes the unit on.
 -- @module green.semaphore
 
-local waiters = require "green.waiters"
+local core = require "green.core"
 
 local setmetatable, error, mtype = setmetatable, error, math.type
-local newq, count, block, wake_first, checktimeout =
-  waiters.new, waiters.count, waiters.block, waiters.wake_first,
-  waiters.checktimeout
+local new = core.semaphore.new
 
 local M = {}
 
+local Semaphore_mt = core.semaphore.Semaphore_mt
+local BoundedSemaphore_mt = core.semaphore.BoundedSemaphore_mt
 --- @type Semaphore
-local Semaphore = { __name = "green.Semaphore" }
-Semaphore.__index = Semaphore
+local Semaphore = {} -- the methods added here, to both classes
 
 local function checkcount(n, argn, fname, default)
   if n == nil then return default end
@@ -34,63 +38,7 @@ end
 -- @tparam[opt=1] integer value initial count, at least 0
 -- @treturn Semaphore
 function M.Semaphore(value)
-  value = checkcount(value, 1, "Semaphore", 1)
-  return setmetatable({ counter = value, waiters = newq() }, Semaphore)
-end
-
--- A canceled waiter that had been handed a unit gives it back.
-local function giveback(self)
-  self:release()
-end
-
---- Take one unit. Blocks while none is free, unless `blocking` is false.
--- @tparam[opt=true] boolean blocking
--- @tparam[opt] number timeout seconds to wait at most (blocking only)
--- @treturn boolean true if a unit was taken, false if not (non-blocking
---   and none free, or the timeout expired)
--- @raise the kill error or a foreign Timeout, with no unit held
-function Semaphore:acquire(blocking, timeout)
-  if timeout ~= nil then
-    checktimeout(timeout, 2, "acquire")
-    if blocking == false then
-      error("bad argument #2 to 'acquire' (timeout given for a "
-            .. "non-blocking acquire)", 2)
-    end
-  end
-  local c = self.counter
-  if c > 0 then -- fast path, no switch; a free unit means no waiters
-    self.counter = c - 1
-    return true
-  end
-  if blocking == false then return false end
-  local ok = block(self.waiters, timeout, "Semaphore:acquire", giveback,
-                   self)
-  return ok
-end
-
---- Give one unit back; the longest waiter gets it. Never switches.
--- @treturn boolean true
-function Semaphore:release()
-  local q = self.waiters
-  if q.head > q.tail or not wake_first(q) then
-    self.counter = self.counter + 1
-  end
-  return true
-end
-
---- True when an `acquire` would block.
-function Semaphore:locked()
-  return self.counter <= 0
-end
-
---- The count minus the number of waiters (negative when threads wait).
-function Semaphore:balance()
-  return self.counter - count(self.waiters)
-end
-
---- Number of threads blocked in `acquire`.
-function Semaphore:waiting()
-  return count(self.waiters)
+  return new(checkcount(value, 1, "Semaphore", 1))
 end
 
 local Hold = { __name = "green.Semaphore.hold" }
@@ -112,26 +60,17 @@ function Semaphore:hold(timeout)
   return setmetatable({ sem = self }, Hold)
 end
 
---- @type BoundedSemaphore
-local BoundedSemaphore = setmetatable({ __name = "green.BoundedSemaphore" },
-                                      { __index = Semaphore })
-BoundedSemaphore.__index = BoundedSemaphore
+for name, f in pairs(Semaphore) do
+  Semaphore_mt.__index[name] = f
+  BoundedSemaphore_mt.__index[name] = f
+end
 
---- A semaphore that refuses to be released above its initial value.
+--- A semaphore that refuses to be released above its initial value
+-- (`release` raises "Semaphore released too many times").
 -- @tparam[opt=1] integer value initial and highest count
 function M.BoundedSemaphore(value)
   value = checkcount(value, 1, "BoundedSemaphore", 1)
-  return setmetatable({ counter = value, original = value,
-                        waiters = newq() }, BoundedSemaphore)
-end
-
---- Like `Semaphore:release`, but over-release is an error.
--- @raise "Semaphore released too many times"
-function BoundedSemaphore:release()
-  if self.counter >= self.original then
-    error("Semaphore released too many times", 2)
-  end
-  return Semaphore.release(self)
+  return new(value, value)
 end
 
 --- @type CappedSemaphore
@@ -191,6 +130,6 @@ end
 CappedSemaphore.hold = Semaphore.hold
 
 M.Semaphore_mt, M.BoundedSemaphore_mt, M.CappedSemaphore_mt =
-  Semaphore, BoundedSemaphore, CappedSemaphore
+  Semaphore_mt, BoundedSemaphore_mt, CappedSemaphore
 
 return M

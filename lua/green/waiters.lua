@@ -1,6 +1,7 @@
---- FIFO queues of suspended green threads: the one waiting mechanism the
--- toolkit's primitives (semaphores, events, queues, pools) share.
--- Internal module; its API may change.
+--- FIFO queues of suspended green threads, for primitives written in Lua
+-- (GreenPool, the socket module's connect and select waits). Events,
+-- semaphores, queues and pools wait in C instead (bindings/waitq.c),
+-- with no record per wait. Internal module; its API may change.
 --
 -- A wait is a record `w = {thread = gt, state = ..., item = ...}` in a
 -- queue (`w.state` is QUEUED while it is). A waker pops the first record
