@@ -128,6 +128,8 @@ void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub);
 int lgreen_funcname(lua_State *L, int fidx); /* [-0, +(0|1), m] */
+void lgreen_newsingleton(lua_State *L, const char *name, const char *field,
+                         lua_CFunction tostr); /* [-0, +0, m] */
 void lgreen_open_socket(lua_State *L, gl_hub_t *hub); /* sockets: the core, */
 void lgreen_open_stream(lua_State *L, gl_hub_t *hub); /* then each kind */
 void lgreen_open_conn(lua_State *L, gl_hub_t *hub);

@@ -22,18 +22,6 @@ void lgreen_pushexit(lua_State *L) {
 }
 
 
-/* [-0, +1, m] push the extras table of the thread at 'idx'. */
-void lgreen_pushextras(lua_State *L, int idx) {
-  idx = lua_absindex(L, idx);
-  if (lua_getiuservalue(L, idx, LGREEN_UV_EXTRAS) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 2);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, idx, LGREEN_UV_EXTRAS);
-  }
-}
-
-
 /*
 ** {======================================================
 ** The trampoline and death
@@ -616,16 +604,7 @@ void lgreen_open_thread(lua_State *L, gl_hub_t *hub) {
   gl_thread_t *main;
   hub->hooks.death = on_death;
   /* GreenletExit: a unique value, printed as "GreenletExit". */
-  lua_newtable(L);
-  lua_createtable(L, 0, 2);
-  lua_pushliteral(L, "green.GreenletExit");
-  lua_setfield(L, -2, "__name");
-  lua_pushcfunction(L, exit_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, EXIT_KEY);
-  lua_setfield(L, -2, "GreenletExit");
+  lgreen_newsingleton(L, EXIT_KEY, "GreenletExit", exit_tostring);
 
   luaL_newmetatable(L, LGREEN_THREAD);
   lua_pushlightuserdata(L, hub);

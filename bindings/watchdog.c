@@ -526,17 +526,8 @@ void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub) {
   lua_pushlightuserdata(L, hub);
   lua_insert(L, -2);
   luaL_setfuncs(L, funcs, 2);
-  /* green.BlockingError: a unique value, printed as its name */
-  lua_newtable(L);
-  lua_createtable(L, 0, 2);
-  lua_pushliteral(L, "green.BlockingError");
-  lua_setfield(L, -2, "__name");
-  lua_pushcfunction(L, blocking_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, BLOCKING_ERROR_KEY);
-  lua_setfield(L, -2, "BlockingError");
+  lgreen_newsingleton(L, BLOCKING_ERROR_KEY, "BlockingError",
+                      blocking_tostring);
 }
 
 /* }====================================================== */
