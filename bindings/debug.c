@@ -66,11 +66,10 @@ static void push_info(lua_State *L, gl_hub_t *hub, gl_thread_t *t,
   if (t->state == GL_SUSPENDED) {
     lua_pushstring(L, t->wait->what != NULL ? t->wait->what : "a wait");
     lua_setfield(L, -3, "waiting_in");
-    lua_pushnumber(L, now > t->since ? (lua_Number)(now - t->since) / 1e3
-                                     : 0.0);
+    lua_pushnumber(L, (lua_Number)((uint32_t)now - t->since) / 1e3);
     lua_setfield(L, -3, "waiting_for");
   }
-  if (lua_getiuservalue(L, ud, LGREEN_UV_SITE) == LUA_TFUNCTION &&
+  if (lgreen_pushsite(L, ud) &&
       lua_getinfo(L, ">S", &ar)) {
     lua_pushfstring(L, "%s:%d", ar.short_src, t->line);
     lua_setfield(L, -3, "site");
@@ -101,7 +100,7 @@ static int l_threads(lua_State *L) {
   if (hub->main != NULL)
     list[n++] = hub->main;
   for (i = 0; i < hub->nbases; i++)
-    if (hub->bases[i] != NULL)
+    if (gl_base_at(hub, i) != NULL)
       list[n++] = hub->bases[i];
   qsort(list, n, sizeof(*list), by_id);
   uv_update_time(&hub->loop); /* the clock 'gl_suspend' stamps with */

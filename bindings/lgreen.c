@@ -10,12 +10,24 @@
 #include "lgreen.h"
 
 
+/* [-0, +1, -] Push the function that spawned the thread at 'idx' (see
+   LGREEN_UV_SITE); returns 1, or pushes nil and returns 0. */
+int lgreen_pushsite(lua_State *L, int idx) {
+  if (lua_getiuservalue(L, idx, LGREEN_UV_SITE) == LUA_TTABLE) {
+    lua_getfield(L, -1, "site");
+    lua_remove(L, -2);
+  }
+  return lua_type(L, -1) == LUA_TFUNCTION;
+}
+
+
 /* [-0, +1, m] push the extras table of the thread at 'idx'. */
 void lgreen_pushextras(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   if (lua_getiuservalue(L, idx, LGREEN_UV_EXTRAS) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3); /* the site function (or nil) moves in */
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "site");
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, idx, LGREEN_UV_EXTRAS);
   }
@@ -34,7 +46,7 @@ void lgreen_pushthread(lua_State *L, gl_thread_t *t) {
     lua_rawgeti(L, -1, t->slot);
     lua_remove(L, -2);
   } else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->anchor); /* main */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lgreen_state(t->hub)->main_anchor);
   }
 }
 

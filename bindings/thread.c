@@ -524,7 +524,7 @@ static int gt_tostring(lua_State *L) {
   } else {
     lua_pushfstring(L, " (%s)", state_names[t->state]);
   }
-  if (lua_getiuservalue(L, 1, LGREEN_UV_SITE) == LUA_TFUNCTION &&
+  if (lgreen_pushsite(L, 1) &&
       lua_getinfo(L, ">S", &ar))
     lua_pushfstring(L, " spawned at %s:%d", ar.short_src, t->line);
   else {
@@ -557,7 +557,7 @@ static int l_outcome(lua_State *L) {
 static int l_site(lua_State *L) {
   gl_thread_t *t = lgreen_checkthread(L, 1);
   lua_Debug ar;
-  if (lua_getiuservalue(L, 1, LGREEN_UV_SITE) != LUA_TFUNCTION ||
+  if (!lgreen_pushsite(L, 1) ||
       !lua_getinfo(L, ">S", &ar))
     return 0;
   lua_pushfstring(L, "%s:%d", ar.short_src, t->line);
@@ -649,7 +649,7 @@ void lgreen_open_thread(lua_State *L, gl_hub_t *hub) {
   lua_pushliteral(L, "main");
   lua_setfield(L, -2, "name");
   lua_pop(L, 1);
-  main->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  lgreen_state(hub)->main_anchor = luaL_ref(L, LUA_REGISTRYINDEX);
   hub->main = main;
   hub->current = main;
   lua_pop(L, 1); /* metatable */

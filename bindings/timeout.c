@@ -14,7 +14,7 @@
 
 typedef struct timeout {
   gl_timer_t timer;
-  gl_link_t link;       /* in the owner's 'timeouts' while armed */
+  struct timeout *next; /* in the owner's list ('timeouts') while armed */
   gl_thread_t *thread;  /* owner */
   gl_hub_t *hub;
   lua_Number seconds;
@@ -28,9 +28,18 @@ static timeout *totimeout(lua_State *L) {
 }
 
 
+/* Disarm 'to' (armed: it holds an anchor); harmless if it is not. The
+   owner's list is singly linked: a thread arms a handful at most. */
 static void disarm(lua_State *L, timeout *to) {
+  timeout **p = (timeout **)&to->thread->timeouts;
   gl_timer_stop(to->hub, &to->timer);
-  gl_link_remove(&to->link);
+  if (to->anchor == LUA_NOREF)
+    return;
+  while (*p != NULL && *p != to)
+    p = &(*p)->next;
+  if (*p == to)
+    *p = to->next;
+  to->next = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, to->anchor);
   to->anchor = LUA_NOREF;
 }
@@ -63,7 +72,7 @@ static int l_timeout(lua_State *L) {
     return luaL_error(L, "green.Timeout: no green thread is running");
   to = (timeout *)lua_newuserdatauv(L, sizeof(*to), 1);
   to->timer.idx = 0;
-  gl_link_init(&to->link);
+  to->next = NULL;
   to->thread = hub->current;
   to->hub = hub;
   to->seconds = s;
@@ -77,7 +86,8 @@ static int l_timeout(lua_State *L) {
       return luaL_error(L, "not enough memory");
     lua_pushvalue(L, -1);
     to->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
-    gl_link_push(&to->thread->timeouts, &to->link);
+    to->next = (timeout *)to->thread->timeouts;
+    to->thread->timeouts = to;
   }
   return 1;
 }
@@ -132,10 +142,8 @@ static int l_is_timeout(lua_State *L) {
 
 /* The owner died: its armed Timeouts can never fire. */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t) {
-  while (!gl_link_empty(&t->timeouts)) {
-    timeout *to = GL_CONTAINER(t->timeouts.next, timeout, link);
-    disarm(L, to);
-  }
+  while (t->timeouts != NULL)
+    disarm(L, (timeout *)t->timeouts);
 }
 
 

@@ -57,8 +57,9 @@ struct gl_link {
 /* A deadline in the hub's timer heap. */
 struct gl_timer {
   uint64_t due;   /* uv_hrtime() nanoseconds */
-  uint64_t seq;   /* insertion order: equal deadlines fire FIFO */
   gl_timer_cb cb; /* run by the hub once due */
+  uint32_t seq;   /* insertion order (wrapping: compared as a serial
+                     number): equal deadlines fire FIFO */
   unsigned idx;   /* position in the heap + 1; 0 when not armed */
 };
 
@@ -125,22 +126,23 @@ enum gl_state {
 struct gl_thread {
   gl_hub_t *hub;
   struct lua_State *L; /* the coroutine; NULL once dead (and for main) */
-  gl_thread_t *next;   /* run queue link */
-  gl_wait_t *wait;     /* the wait it is suspended in (GL_SUSPENDED) */
+  union {              /* a thread is on the run queue or suspended */
+    gl_thread_t *next; /* run queue link (GL_NEW, GL_READY) */
+    gl_wait_t *wait;   /* the wait it is suspended in (GL_SUSPENDED) */
+  };
   gl_wait_t w;         /* its own wait record (its timer: spawn_after) */
   gl_waitq_t waiters;  /* threads blocked in wait()/kill() on this one */
-  gl_link_t timeouts;  /* Timeouts armed by this thread */
+  void *timeouts;      /* the bindings' Timeouts armed by this thread */
   long long id;        /* 1, 2, ... in spawn order (main is 0); a
                           lua_Integer in Lua's default build */
-  int state;           /* enum gl_state */
-  int flags;           /* GL_F_* */
+  uint32_t since;      /* the loop's clock (ms, wrapping) when it was last
+                          suspended or put on the run queue */
+  unsigned slot;       /* index in the hub's 'bases' + 1; 0 if none */
   int nargs;           /* values on L's stack to pass at the next resume */
-  int anchor;          /* registry reference of main (others use 'slot') */
   int nres;            /* number of results once dead */
   int line;            /* spawn site line, or -1 */
-  uint64_t since;      /* the loop's clock (ms) when it was last suspended
-                          or put on the run queue */
-  unsigned slot;       /* index in the hub's 'bases' + 1; 0 if none */
+  uint8_t state;       /* enum gl_state */
+  uint8_t flags;       /* GL_F_* */
 };
 
 
@@ -203,7 +205,7 @@ struct gl_hub {
   gl_timer_t **heap;    /* min-heap of armed timers */
   unsigned nheap;
   unsigned capheap;
-  uint64_t seq;
+  uint32_t seq;         /* the next timer's insertion number */
   gl_waitq_t idlers; /* threads blocked in run() until the hub idles */
   gl_probe probe;    /* published for the watchdog and stats */
   int hubyield;      /* the pending yield is a hub yield (not a user's) */
@@ -213,8 +215,7 @@ struct gl_hub {
   gl_thread_t **bases;            /* live threads by slot, to validate marks */
   unsigned nbases;                /* slots in use or freed (high-water mark) */
   unsigned capbases;
-  unsigned *freebases; /* stack of free slot indexes */
-  unsigned nfree;
+  unsigned freehead;   /* first free slot + 1, 0 if none (loop.c) */
 };
 
 
@@ -307,6 +308,7 @@ void gl_mark_set(struct lua_State *co, uintptr_t mark);
 uintptr_t gl_mark_get(struct lua_State *co);
 int gl_base_attach(gl_hub_t *hub, gl_thread_t *t); /* 0 or UV_ENOMEM */
 void gl_base_detach(gl_hub_t *hub, gl_thread_t *t);
+gl_thread_t *gl_base_at(gl_hub_t *hub, unsigned i); /* or NULL if free */
 gl_thread_t *gl_base_of(gl_hub_t *hub, struct lua_State *co); /* or NULL */
 
 /* Timers (timer.c). */

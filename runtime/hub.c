@@ -56,12 +56,11 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
   gl_wait_init(&t->w);
   t->w.thread = t;
   gl_waitq_init(&t->waiters);
-  gl_link_init(&t->timeouts);
+  t->timeouts = NULL;
   t->id = 0;
   t->state = GL_NEW;
   t->flags = 0;
   t->nargs = 0;
-  t->anchor = -2; /* LUA_NOREF */
   t->nres = 0;
   t->line = -1;
   t->slot = 0;
@@ -71,7 +70,7 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
 /* Put 't' at the tail of the run queue. */
 void gl_ready(gl_thread_t *t) {
   gl_hub_t *hub = t->hub;
-  t->since = hub->loop.time; /* uv_now() without the call: loop lag */
+  t->since = (uint32_t)hub->loop.time; /* uv_now() without the call */
   t->next = NULL;
   if (hub->tail != NULL)
     hub->tail->next = t;
@@ -175,8 +174,7 @@ int gl_hub_init(gl_hub_t *hub, const gl_hub_hooks *hooks) {
   hub->signaled = 0;
   hub->bases = NULL;
   hub->nbases = hub->capbases = 0;
-  hub->freebases = NULL;
-  hub->nfree = 0;
+  hub->freehead = 0;
   return 0;
 }
 
@@ -198,10 +196,8 @@ void gl_hub_close(gl_hub_t *hub) {
   hub->heap = NULL;
   hub->nheap = hub->capheap = 0;
   free(hub->bases);
-  free(hub->freebases);
   hub->bases = NULL;
-  hub->freebases = NULL;
-  hub->nbases = hub->capbases = hub->nfree = 0;
+  hub->nbases = hub->capbases = hub->freehead = 0;
 }
 
 

@@ -36,22 +36,28 @@ uintptr_t gl_mark_get(lua_State *co) {
 
 
 /* Give 't' (whose coroutine is 't->L') a slot and mark its coroutine. */
+/*
+** A free slot of 'bases' holds the next free slot + 1 (0: none), shifted
+** left and tagged with 1: a thread pointer is never odd, so the free list
+** costs no memory of its own.
+*/
+#define FREE_SLOT(next1) ((gl_thread_t *)(((uintptr_t)(next1) << 1) | 1))
+#define IS_FREE(p) (((uintptr_t)(p)&1) != 0)
+#define NEXT_FREE(p) ((unsigned)((uintptr_t)(p) >> 1))
+
+
 int gl_base_attach(gl_hub_t *hub, gl_thread_t *t) {
   unsigned slot;
-  if (hub->nfree > 0) {
-    slot = hub->freebases[--hub->nfree];
+  if (hub->freehead != 0) {
+    slot = hub->freehead - 1;
+    hub->freehead = NEXT_FREE(hub->bases[slot]);
   } else {
     if (hub->nbases == hub->capbases) {
       unsigned cap = hub->capbases ? hub->capbases * 2 : 256;
       gl_thread_t **b = realloc(hub->bases, cap * sizeof(*b));
-      unsigned *f;
       if (b == NULL)
         return UV_ENOMEM;
       hub->bases = b;
-      f = realloc(hub->freebases, cap * sizeof(*f));
-      if (f == NULL)
-        return UV_ENOMEM;
-      hub->freebases = f;
       hub->capbases = cap;
     }
     slot = hub->nbases++;
@@ -66,8 +72,8 @@ int gl_base_attach(gl_hub_t *hub, gl_thread_t *t) {
 void gl_base_detach(gl_hub_t *hub, gl_thread_t *t) {
   if (t->slot == 0)
     return;
-  hub->bases[t->slot - 1] = NULL;
-  hub->freebases[hub->nfree++] = t->slot - 1;
+  hub->bases[t->slot - 1] = FREE_SLOT(hub->freehead);
+  hub->freehead = t->slot;
   if (t->L != NULL)
     gl_mark_set(t->L, 0);
   t->slot = 0;
@@ -80,7 +86,14 @@ gl_thread_t *gl_base_of(gl_hub_t *hub, lua_State *co) {
   if (mark == 0 || mark > hub->nbases)
     return NULL;
   t = hub->bases[mark - 1];
-  return t != NULL && t->L == co ? t : NULL;
+  return !IS_FREE(t) && t->L == co ? t : NULL;
+}
+
+
+/* The live thread in slot 'i' (0-based, below 'nbases'), or NULL. */
+gl_thread_t *gl_base_at(gl_hub_t *hub, unsigned i) {
+  gl_thread_t *t = hub->bases[i];
+  return IS_FREE(t) ? NULL : t;
 }
 
 /* }====================================================== */
@@ -96,7 +109,7 @@ void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
   lua_State *co = t->L;
   int nargs = t->nargs, nres, status;
   gl_probe *p = &hub->probe;
-  uint64_t now = hub->loop.time, lag = now > t->since ? now - t->since : 0;
+  uint32_t lag = (uint32_t)hub->loop.time - t->since; /* mod 2^32 ms */
   t->nargs = 0;
   t->state = GL_RUNNING;
   hub->current = t;

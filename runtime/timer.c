@@ -14,7 +14,10 @@
 
 
 static int before(const gl_timer_t *a, const gl_timer_t *b) {
-  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+  /* seq wraps after 2^32 timers: compared as a serial number (RFC 1982),
+     right while equal deadlines were armed within 2^31 of each other */
+  return a->due < b->due ||
+         (a->due == b->due && (int32_t)(a->seq - b->seq) < 0);
 }
 
 
@@ -118,10 +121,10 @@ void gl_timer_stop(gl_hub_t *hub, gl_timer_t *tm) {
 */
 int gl_timer_expire(gl_hub_t *hub, uint64_t now) {
   int n = 0;
-  uint64_t limit = hub->seq;
+  uint32_t limit = hub->seq;
   while (hub->nheap > 0) {
     gl_timer_t *tm = hub->heap[0];
-    if (tm->due > now || tm->seq >= limit)
+    if (tm->due > now || (int32_t)(tm->seq - limit) >= 0) /* armed since */
       break;
     gl_timer_stop(hub, tm);
     tm->cb(tm);

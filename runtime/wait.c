@@ -48,7 +48,7 @@ void gl_wait_start(gl_thread_t *t, gl_wait_t *w, const char *what,
   w->status = GL_W_PENDING;
   t->wait = w;
   t->state = GL_SUSPENDED;
-  t->since = t->hub->loop.time; /* uv_now() without the call */
+  t->since = (uint32_t)t->hub->loop.time; /* uv_now() without the call */
 }
 
 
