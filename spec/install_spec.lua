@@ -18,6 +18,14 @@ local function sh_ok(cmd, limit)
   return out
 end
 
+-- Run a tool (coreutils, cmake, luarocks...) with `sh_ok`, without the
+-- sanitizer runtime that the ASan run of the suite preloads into
+-- everything (.ci/run): under it, tools report their own leaks and fail.
+-- What they install is run with it still in place.
+local function tool(cmd, limit)
+  return sh_ok("unset LD_PRELOAD; " .. cmd, limit)
+end
+
 local function lines(s)
   local t = {}
   for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
@@ -34,7 +42,7 @@ end
 
 -- The canonical path of `path` (it must exist).
 local function real(path)
-  return (sh_ok("realpath " .. quote(path)):gsub("\n$", ""))
+  return (tool("realpath " .. quote(path)):gsub("\n$", ""))
 end
 
 local root = real(".")
@@ -42,9 +50,7 @@ local build = os.getenv("GREENLUA_BUILD") or "./build"
 build = real(build:sub(1, 1) == "/" and build or root .. "/" .. build)
 local hello = root .. "/examples/hello.lua"
 
--- The build tools run without the sanitizer runtime that the ASan run of
--- the suite preloads into everything (.ci/run): it would report the
--- compilers' leaks. What they build is checked with it still in place.
+-- For what LuaRocks builds: it is not instrumented.
 local plain = "env -u LD_PRELOAD "
 -- Only what a command is given: no module path from the environment.
 local nopaths = "env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 "
@@ -52,15 +58,18 @@ local nopaths = "env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 "
 
 -- A fresh temporary directory, removed when the running `it` ends.
 local function tmpdir()
-  local dir = real((sh_ok("mktemp -d"):gsub("\n$", "")))
-  assert(dir:match("^/.+/tmp%.[%w]+$"), dir) -- what rm -rf gets
-  finally(function() h.sh("rm -rf " .. quote(dir)) end)
-  return dir
+  local out, err, code = h.sh("unset LD_PRELOAD; mktemp -d")
+  local dir = out:match("^(/[^\n]*/tmp%.%w+)\n$") -- what rm -rf gets
+  if dir then
+    finally(function() h.sh("unset LD_PRELOAD; rm -rf " .. quote(dir)) end)
+  end
+  assert(code == 0 and dir, "mktemp -d: " .. out .. err)
+  return real(dir)
 end
 
 -- Every file and symlink under `dir`, sorted.
 local function files_under(dir)
-  return lines(sh_ok("find " .. quote(dir) .. " ! -type d"))
+  return lines(tool("find " .. quote(dir) .. " ! -type d"))
 end
 
 -- hello.lua ran: the sleeps overlapped, the results came in spawn order.
@@ -94,8 +103,7 @@ describe("cmake --install", function()
      .. "elsewhere, with greenlua and with lua5.4", function()
     local tmp = tmpdir()
     local prefix = tmp .. "/prefix"
-    sh_ok(plain .. "cmake --install " .. quote(build) .. " --prefix "
-          .. quote(prefix))
+    tool("cmake --install " .. quote(build) .. " --prefix " .. quote(prefix))
     local manifest = lines(read(build .. "/install_manifest.txt"))
     local bin, lmod, cmod
     for _, f in ipairs(manifest) do
@@ -120,10 +128,10 @@ describe("cmake --install", function()
     -- Moved, the tree still works: nothing in it points at where it was
     -- installed, and nothing on the paths points into the build tree.
     local moved = tmp .. "/elsewhere/tree"
-    sh_ok("mkdir " .. quote(tmp .. "/elsewhere") .. " && mv "
-          .. quote(prefix) .. " " .. quote(moved))
+    tool("mkdir " .. quote(tmp .. "/elsewhere") .. " && mv "
+         .. quote(prefix) .. " " .. quote(moved))
     local empty = tmp .. "/cwd"
-    sh_ok("mkdir " .. quote(empty))
+    tool("mkdir " .. quote(empty))
 
     local greenlua = quote(moved .. "/bin/greenlua")
     local lua, _, out = run_hello(empty, nopaths .. greenlua)
@@ -147,7 +155,7 @@ describe("cmake --install", function()
 
     -- greenlua copied alone, away from its modules, finds them through
     -- LUA_PATH.
-    sh_ok("cp " .. quote(moved .. "/bin/greenlua") .. " " .. quote(empty))
+    tool("cp " .. quote(moved .. "/bin/greenlua") .. " " .. quote(empty))
     lua, _, out = run_hello(empty, nopaths .. paths .. "./greenlua")
     assert.are.equal(moved .. "/share/lua/5.4/green/init.lua", lua)
     assert_hello(out)
@@ -160,8 +168,7 @@ describe("cmake --install", function()
   it("DESTDIR=D: every file goes under D, below the configured prefix",
      function()
     local dest = tmpdir() .. "/stage"
-    sh_ok(plain .. "DESTDIR=" .. quote(dest) .. " cmake --install "
-          .. quote(build))
+    tool("DESTDIR=" .. quote(dest) .. " cmake --install " .. quote(build))
     local prefix = read(build .. "/CMakeCache.txt")
       :match("\nCMAKE_INSTALL_PREFIX:[%w]+=([^\n]*)")
     assert(prefix and prefix:sub(1, 1) == "/", prefix)
@@ -193,25 +200,24 @@ describe("luarocks make", function()
     local tmp = tmpdir()
     local src, tree = tmp .. "/src", tmp .. "/tree"
     -- A clean checkout: what git tracks plus new files it does not ignore.
-    sh_ok("mkdir " .. quote(src) .. " && cd " .. quote(root)
-          .. " && git ls-files -co --exclude-standard -z"
-          .. " | tar --null --ignore-failed-read -T - -cf - 2>/dev/null"
-          .. " | tar -xf - -C " .. quote(src))
+    tool("mkdir " .. quote(src) .. " && cd " .. quote(root)
+         .. " && git ls-files -co --exclude-standard -z"
+         .. " | tar --null --ignore-failed-read -T - -cf - 2>/dev/null"
+         .. " | tar -xf - -C " .. quote(src))
     assert.is_not_nil(read(src .. "/greenlua-scm-1.rockspec"))
     -- HOME: no user configuration or cache of the machine's takes part.
     local home = "HOME=" .. quote(tmp) .. " "
-    sh_ok("cd " .. quote(src) .. " && " .. plain .. home
-          .. "CMAKE_BUILD_PARALLEL_LEVEL=2 luarocks --lua-version 5.4 --tree "
-          .. quote(tree) .. " make greenlua-scm-1.rockspec", 170)
+    tool("cd " .. quote(src) .. " && " .. home
+         .. "CMAKE_BUILD_PARALLEL_LEVEL=2 luarocks --lua-version 5.4 --tree "
+         .. quote(tree) .. " make greenlua-scm-1.rockspec", 170)
     for _, f in ipairs({ "bin/greenlua", "share/lua/5.4/green/init.lua",
                          "share/lua/5.4/green/cli.lua",
                          "lib/lua/5.4/green/core.so" }) do
-      assert.are.equal(0, select(3, h.sh("test -f " .. quote(tree .. "/"
-                                                            .. f))), f)
+      tool("test -f " .. quote(tree .. "/" .. f))
     end
 
     local empty = tmp .. "/cwd"
-    sh_ok("mkdir " .. quote(empty))
+    tool("mkdir " .. quote(empty))
     -- Only the paths `luarocks path` gives.
     local env = "unset LUA_PATH LUA_CPATH LUA_PATH_5_4 LUA_CPATH_5_4 "
                 .. "GREENLUA_BUILD LD_PRELOAD && export " .. home .. "&& "
