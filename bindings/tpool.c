@@ -830,8 +830,9 @@ static int tp_setup(lua_State *L) {
                             : luaL_typename(L, -1));
   }
   if (lua_getfield(L, 1, "threads") != LUA_TNIL) {
-    int ok;
-    n = lua_tointegerx(L, -1, &ok);
+    int ok = 0;
+    if (lua_type(L, -1) == LUA_TNUMBER)
+      n = lua_tointegerx(L, -1, &ok);
     if (!ok || n < 1 || n > MAX_THREADS)
       return luaL_error(L, "green.tpool.setup: threads must be an integer "
                            "from 1 to %d",
