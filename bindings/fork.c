@@ -32,12 +32,24 @@
 #define HOOKS_KEY "green.on_fork" /* registry: the list of Lua hooks */
 
 
-void lgreen_on_fork(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
+static void add_reset(gl_hub_t *hub, lgreen_forkfn fn, void *ud,
+                      int early) {
   lgreen_state_t *g = lgreen_state(hub);
   if (g->nforks < LGREEN_MAXFORKS) {
     g->forks[g->nforks].fn = fn;
+    g->forks[g->nforks].early = early;
     g->forks[g->nforks++].ud = ud;
   }
+}
+
+
+void lgreen_on_fork(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
+  add_reset(hub, fn, ud, 0);
+}
+
+
+void lgreen_on_fork_early(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
+  add_reset(hub, fn, ud, 1);
 }
 
 
@@ -151,9 +163,13 @@ static int l_fork(lua_State *L) {
             uv_strerror(r));
     _exit(127);
   }
+  for (i = 0; i < g->nforks; i++)
+    if (g->forks[i].early)
+      g->forks[i].fn(L, hub, g->forks[i].ud);
   discard_threads(L, hub, self);
   for (i = 0; i < g->nforks; i++)
-    g->forks[i].fn(L, hub, g->forks[i].ud);
+    if (!g->forks[i].early)
+      g->forks[i].fn(L, hub, g->forks[i].ud);
   run_hooks(L);
   lua_pushinteger(L, 0);
   return 1;

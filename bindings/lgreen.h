@@ -65,6 +65,7 @@ struct lgreen_state {
   struct {                      /* what each part resets in the child */
     lgreen_forkfn fn;           /* of green.fork (fork.c) */
     void *ud;
+    int early;                  /* runs before the threads are buried */
   } forks[LGREEN_MAXFORKS];
   int nforks;
   int orphaned;        /* a child of green.fork whose main thread is gone */
@@ -150,6 +151,9 @@ void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub);
 void lgreen_open_fork(lua_State *L, gl_hub_t *hub);
 void lgreen_on_fork(gl_hub_t *hub, lgreen_forkfn fn, void *ud);
+/* A reset that must run before the parent's waits are undone (it makes
+   locks that a vanished OS thread may hold usable again); no Lua. */
+void lgreen_on_fork_early(gl_hub_t *hub, lgreen_forkfn fn, void *ud);
 void lgreen_fork_exit(gl_hub_t *hub); /* a child whose main is gone ends */
 void lgreen_thread_bury(lua_State *L, gl_hub_t *hub, gl_thread_t *t);
 int lgreen_funcname(lua_State *L, int fidx); /* [-0, +(0|1), m] */
@@ -167,6 +171,7 @@ void lgreen_open_debug(lua_State *L, gl_hub_t *hub);
 void lgreen_open_event(lua_State *L, gl_hub_t *hub);     /* event.c */
 void lgreen_open_semaphore(lua_State *L, gl_hub_t *hub); /* semaphore.c */
 void lgreen_open_queue(lua_State *L, gl_hub_t *hub);     /* queue.c */
+void lgreen_open_tpool(lua_State *L, gl_hub_t *hub);     /* tpool.c */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
 /* The hub of a state where green.core is open, or NULL. */

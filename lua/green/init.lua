@@ -314,4 +314,11 @@ do
 end
 -- }===
 
+-- {=== off the hub: the thread pool, bindings/tpool.c
+--- green.tpool.execute(fn, ...) runs fn(...) on a worker OS thread in its
+-- own Lua state; green.tpool.setup{threads = n}; green.tpool.stats().
+green.tpool = { execute = core.tpool_execute, setup = core.tpool_setup,
+                stats = core.tpool_stats }
+-- }===
+
 return green
