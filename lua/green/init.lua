@@ -32,6 +32,7 @@ local green = {
   kill = core.kill,
   now = core.now,
   fork = core.fork,
+  worker_id = require("green.prefork").worker_id,
   on_fork = core.on_fork,
   GreenletExit = core.GreenletExit,
   Timeout = core.Timeout,
