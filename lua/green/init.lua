@@ -312,4 +312,8 @@ do
 end
 -- }===
 
+-- {=== files off the hub: lua/green/fs.lua, bindings/fs.c, fspath.c
+green.fs = require "green.fs"
+-- }===
+
 return green
