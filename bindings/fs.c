@@ -309,12 +309,15 @@ static void file_cb(uv_fs_t *req) {
       close_end(f);
     return;
   }
+  /* The threads that waited for this request run before its owner, so
+     threads sharing a file take turns (the first to run takes what is
+     buffered); each tries again. */
+  gl_waitq_wake_all(&f->queue, GL_W_OK);
   if (f->owner != NULL) {
     gl_wait_t *w = f->owner;
     f->owner = NULL;
     gl_wait_end(w, GL_W_OK);
   }
-  gl_waitq_wake_all(&f->queue, GL_W_OK); /* they try again */
 }
 
 
@@ -1325,7 +1328,8 @@ static int open_start(lua_State *L, int flags, int mode, lua_KContext ctx) {
 /* The standard function this one stands in for (io.open, io.lines when
    green.patch{fs = true} installed it), for callers that cannot wait. */
 static int fallback(lua_State *L) {
-  if (lua_isnil(L, lua_upvalueindex(3)) || lgreen_canblock(L, lgreen_hub(L)))
+  if (lua_isnoneornil(L, lua_upvalueindex(3)) ||
+      lgreen_canblock(L, lgreen_hub(L)))
     return -1;
   lua_pushvalue(L, lua_upvalueindex(3));
   lua_insert(L, 1);
@@ -1351,7 +1355,7 @@ static int l_open(lua_State *L) {
 /* lines(filename, ...) -> iterator, nil, nil, file (io.lines) */
 static int l_lines(lua_State *L) {
   int n;
-  if (lua_isnoneornil(L, 1) && !lua_isnil(L, lua_upvalueindex(3))) {
+  if (lua_isnoneornil(L, 1) && !lua_isnoneornil(L, lua_upvalueindex(3))) {
     lua_pushvalue(L, lua_upvalueindex(3)); /* io.lines(): default input */
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
