@@ -1399,20 +1399,57 @@ static int l_stats(lua_State *L) {
 }
 
 
-/* io_functions(io_open, io_lines) -> open, lines standing in for them:
-   callers that cannot wait get the standard ones (green.patch). */
+/* io.close standing in for upvalue 3: green files too. */
+static int io_close(lua_State *L) {
+  luaL_Stream *p;
+  if (luaL_testudata(L, 1, FS_FILE) != NULL)
+    return f_close(L);
+  if (!lua_isnone(L, 1)) { /* liolib's checks, with its words */
+    p = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    if (p->closef == NULL)
+      return luaL_error(L, "attempt to use a closed file");
+  }
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+
+/* io.type that knows green files. */
+static int io_type(lua_State *L) {
+  luaL_Stream *p;
+  luaL_checkany(L, 1);
+  if (luaL_testudata(L, 1, FS_FILE) != NULL)
+    return l_type(L);
+  p = (luaL_Stream *)luaL_testudata(L, 1, LUA_FILEHANDLE);
+  if (p == NULL)
+    luaL_pushfail(L);
+  else if (p->closef == NULL)
+    lua_pushliteral(L, "closed file");
+  else
+    lua_pushliteral(L, "file");
+  return 1;
+}
+
+
+/* io_functions(io.open, io.lines, io.close) -> open, lines, close, type
+   standing in for io's (green.patch{fs = true}): open and lines give the
+   standard ones' results to callers that cannot wait, close and type
+   accept green files too. */
 static int l_io_functions(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushvalue(L, lua_upvalueindex(2));
-  lua_pushvalue(L, 1);
-  lua_pushcclosure(L, l_open, 3);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushvalue(L, lua_upvalueindex(2));
-  lua_pushvalue(L, 2);
-  lua_pushcclosure(L, l_lines, 3);
-  return 2;
+  static const lua_CFunction f[] = {l_open, l_lines, io_close, io_type};
+  int i;
+  for (i = 1; i <= 3; i++)
+    luaL_checktype(L, i, LUA_TFUNCTION);
+  lua_pushnil(L);
+  for (i = 1; i <= 4; i++) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushvalue(L, i);
+    lua_pushcclosure(L, f[i - 1], 3);
+  }
+  return 4;
 }
 
 /* }====================================================== */

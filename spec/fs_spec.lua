@@ -350,10 +350,11 @@ describe("green.fs.open", function()
       local p = arg and arg[1] or os.getenv("FS_SPEC_FILE")
       green.run(function()
         print(select(2, io.open(p, "r")), select(3, io.open(p, "r")))
-        print(select(2, green.fs.open(p, "r")), select(3, green.fs.open(p, "r")))
-        print(select(2, green.fs.open(p, "w")), select(3, green.fs.open(p, "w")))
-        print(select(2, green.fs.readfile(p)))
-        print(select(2, green.fs.writefile(p, "x")))
+        local fs = green.fs
+        print(select(2, fs.open(p, "r")), select(3, fs.open(p, "r")))
+        print(select(2, fs.open(p, "w")), select(3, fs.open(p, "w")))
+        print(select(2, fs.readfile(p)))
+        print(select(2, fs.writefile(p, "x")))
       end)
     ]]
     local p = tmp("secret")
@@ -617,15 +618,15 @@ describe("green.fs files", function()
       local sum = 0
       for x, y in fs.lines(p, "n", "n") do sum = sum + x * y end
       assert.equal(14, sum)
-      -- a loop left early closes the file through <close>
-      local file
-      for l, _, _, f in fs.lines(p, "l") do
-        file = file or select(4, fs.lines(p))
-        assert.equal("1 2", l)
-        _ = f
-        break
+      -- a loop left early closes the file (its fourth value)
+      local iter, s, c, file = fs.lines(p, "l")
+      local first
+      for l in iter, s, c, file do
+        first = first or l
+        if first then break end
       end
-      file:close()
+      assert.equal("1 2", first)
+      assert.equal("closed file", fs.type(file))
       assert.equal(select(2, pcall(io.lines, dir .. "/nope")),
                    select(2, pcall(fs.lines, dir .. "/nope")))
       assert.equal(
@@ -773,5 +774,283 @@ describe("green.fs files", function()
       assert.equal("x", f:read("a")) -- nothing was consumed
       f:close()
     end)
+  end)
+end)
+
+describe("green.fs kills and Timeouts", function()
+  -- Both ends of a new FIFO: each open waits (in the pool) for the other.
+  local function fifo_pair()
+    local p = mkfifo()
+    local w
+    local t = green.spawn(function() w = assert(fs.open(p, "w")) end)
+    local r = assert(fs.open(p, "r"))
+    t:wait()
+    return r, w
+  end
+
+  local function settled()
+    h.eventually(function() return fs.stats().inflight == 0 end,
+                 "no request in flight")
+  end
+
+  it("a reader killed mid-read loses nothing: the next read gets it", function()
+    green_run(function()
+      local r, w = fifo_pair()
+      local reader = green.spawn(function() return r:read("l") end)
+      h.until_suspended(reader, "file:read") -- its request waits for bytes
+      assert.equal(1, fs.stats().inflight)
+      reader:kill()
+      assert.equal(green.GreenletExit, reader:wait())
+      w:write("hello\nworld\n"):flush() -- the killed read gets these
+      assert.equal("hello", r:read("l"))
+      assert.equal("world", r:read("l"))
+      w:close()
+      assert.is_nil(r:read("l"))
+      r:close()
+      settled()
+    end)
+  end)
+
+  it("a read of several formats killed half-way consumes nothing", function()
+    green_run(function()
+      local r, w = fifo_pair()
+      local reader = green.spawn(function() return r:read("l", "l") end)
+      h.until_suspended(reader, "file:read")
+      local r0 = fs.stats().requests
+      w:write("one\n"):flush()
+      -- the first line is in; the read asks for more
+      h.eventually(function()
+        return fs.stats().requests > r0 + 1 and h.suspended(reader)
+      end, "the second refill")
+      reader:kill()
+      w:write("two\n"):flush()
+      assert.same({ "one", "two" }, { r:read("l", "l") })
+      w:close()
+      r:close()
+      settled()
+    end)
+  end)
+
+  it("a Timeout mid-read raises; the bytes wait for the next read", function()
+    green_run(function()
+      local r, w = fifo_pair()
+      local ok, err = pcall(function()
+        local _ <close> = green.Timeout(0.05)
+        return r:read("a")
+      end)
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+      w:write("late\n"):flush()
+      assert.equal("late", r:read("l"))
+      -- the same with a count and a timeout error of one's own
+      ok, err = pcall(green.with_timeout, 0.05, r.read, r, 10)
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+      w:write("0123456789tail"):close()
+      assert.equal("0123456789", r:read(10))
+      assert.equal("tail", r:read("a"))
+      r:close()
+      settled()
+    end)
+  end)
+
+  it("a thread killed while it waits for its turn leaves the file usable",
+     function()
+    green_run(function()
+      local r, w = fifo_pair()
+      local a = green.spawn(function() return r:read("l") end)
+      h.until_suspended(a, "file:read")
+      local b = green.spawn(function() return r:read("l") end)
+      h.until_suspended(b, "file:read") -- queued behind a's request
+      b:kill()
+      w:write("x\ny\n"):flush()
+      assert.equal("x", a:wait())
+      assert.equal("y", r:read("l"))
+      w:close()
+      r:close()
+      settled()
+    end)
+  end)
+
+  it("a writer killed mid-write: its bytes still go, in order", function()
+    green_run(function()
+      local r, w = fifo_pair()
+      local big = ("0123456789abcdef"):rep(65536) -- 1 MiB: more than a pipe
+      local writer = green.spawn(function() w:write("start:", big) end)
+      h.until_suspended(writer, "file:write") -- the pipe is full
+      writer:kill()
+      assert.equal(green.GreenletExit, writer:wait())
+      local closer = green.spawn(function()
+        w:write(":end") -- after the killed write
+        assert(w:close()) -- waits for both
+      end)
+      local got = r:read("a") -- until the write end is closed
+      closer:wait()
+      assert.equal(#("start:" .. big .. ":end"), #got)
+      assert.is_true(got == "start:" .. big .. ":end")
+      r:close()
+      settled()
+    end)
+  end)
+
+  it("a Timeout mid-write raises; the write still completes", function()
+    green_run(function()
+      local r, w = fifo_pair()
+      local big = ("x"):rep(1 << 20)
+      local ok, err = pcall(green.with_timeout, 0.05, w.write, w, big)
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+      local reader = green.spawn(function() return r:read("a") end)
+      assert.is_true(w:close())
+      assert.equal(1 << 20, #reader:wait())
+      r:close()
+      settled()
+    end)
+  end)
+
+  it("an open killed while it waits closes what it opens", function()
+    green_run(function()
+      collectgarbage()
+      collectgarbage()
+      settled()
+      local p = mkfifo()
+      local base, fds = fs.stats().files, nfds()
+      local opener = green.spawn(function() return fs.open(p, "r") end)
+      h.until_suspended(opener, "green.fs.open")
+      opener:kill()
+      assert.equal(base + 1, fs.stats().files) -- the open still waits
+      local w = assert(fs.open(p, "w")) -- the killed open completes now
+      h.eventually(function() return fs.stats().files == base + 1 end,
+                   "the orphaned read end closed")
+      w:close()
+      settled()
+      assert.equal(base, fs.stats().files)
+      assert.equal(fds, nfds())
+    end)
+  end)
+
+  it("a killed thread's <close> file is closed in the background", function()
+    green_run(function()
+      collectgarbage()
+      settled()
+      local p = tmp()
+      local base = fs.stats().files
+      local ev = green.Event()
+      local t = green.spawn(function()
+        local f <close> = assert(fs.open(p, "w"))
+        f:write("kept")
+        ev:wait()
+      end)
+      h.until_suspended(t, "Event:wait")
+      t:kill()
+      h.eventually(function() return fs.stats().files == base end,
+                   "the file closed")
+      assert.equal("kept", get(p))
+      -- an explicit close in a killed thread's cleanup closes it too
+      local f
+      t = green.spawn(function()
+        f = assert(fs.open(p, "a"))
+        f:write(" too")
+        local _, e = pcall(ev.wait, ev)
+        assert.is_true(f:close()) -- cannot wait: in the background
+        error(e, 0)
+      end)
+      h.until_suspended(t, "Event:wait")
+      t:kill()
+      assert.equal("closed file", fs.type(f))
+      settled()
+      assert.equal("kept too", get(p))
+    end)
+  end)
+
+  it("a heartbeat keeps running while a 64 MB file is read", function()
+    green_run(function()
+      local p = tmp("big")
+      local f = assert(io.open(p, "wb"))
+      local block = (("y"):rep(1023) .. "\n"):rep(1024)
+      for _ = 1, 64 do f:write(block) end
+      f:close()
+      local beats, reading = 0, true
+      local hb = green.spawn(function()
+        while reading do
+          beats = beats + 1
+          green.sleep(0)
+        end
+      end)
+      local g = assert(fs.open(p, "rb"))
+      local n, r0 = 0, fs.stats().requests
+      local start = beats
+      while true do
+        local s = g:read(1 << 20)
+        if not s then break end
+        n = n + #s
+      end
+      local refills = fs.stats().requests - r0
+      local during = beats - start
+      reading = false
+      hb:wait()
+      g:close()
+      os.remove(p)
+      assert.equal(64 << 20, n)
+      -- every wait for the pool let the heartbeat run
+      assert.is_true(refills >= 64, refills .. " refills")
+      assert.is_true(during >= refills, during .. " beats, " .. refills
+                     .. " refills")
+    end)
+  end)
+end)
+
+describe("green.patch{fs = true}", function()
+  it("routes io.open, io.lines, io.close and io.type through green.fs",
+     function()
+    local out, err, code = h.lua54_run([[
+      local green = require "green"
+      local std_open, std_lines = io.open, io.lines
+      green.patch()
+      print(io.open == std_open, io.lines == std_lines)
+      green.patch{ fs = true }
+      print(io.open == std_open, io.lines == std_lines)
+      local p = os.tmpname()
+      green.run(function()
+        local f = assert(io.open(p, "w"))
+        print(green.fs.type(f), io.type(f))
+        f:write("a\nb\n")
+        print(io.close(f), io.type(f))
+        for l in io.lines(p) do io.write(l, ";") end
+        print()
+        print(select("#", io.lines(p)), green.fs.type(select(4, io.lines(p))))
+        print(pcall(io.open, p, "rw"))
+        print(io.open("/nonexistent"))
+        print(pcall(io.lines, "/nonexistent"))
+        print(pcall(io.close, f))
+        print(pcall(io.type))
+        print(pcall(io.close, 42))
+        -- where a green thread cannot wait: the standard functions
+        table.sort({ 1, 2 }, function(a, b)
+          local g = io.open(p)
+          print(io.type(g), green.fs.type(g), g:read("l"))
+          g:close()
+          for l in io.lines(p) do io.write(l, "+") end
+          print()
+          return a < b
+        end)
+        io.input(p) -- io.lines() reads the default input
+        for l in io.lines() do io.write(l, ",") end
+        print()
+        print(io.type(io.stdout), io.type(42))
+      end)
+      os.remove(p)
+    ]])
+    assert.equal(0, code, err)
+    assert.equal(table.concat({
+      "true\ttrue", "false\tfalse", "file\tfile", "true\tclosed file",
+      "a;b;", "4\tfile",
+      "false\tbad argument #2 to 'io.open' (invalid mode)",
+      "nil\t/nonexistent: No such file or directory\t2",
+      "false\tcannot open file '/nonexistent' (No such file or directory)",
+      "false\tattempt to use a closed file",
+      "false\tbad argument #1 to 'io.type' (value expected)",
+      "false\tbad argument #1 to 'io.close' (FILE* expected, got number)",
+      "file\tnil\ta", "a+b+", "a,b,", "file\tnil", "" }, "\n"), out)
   end)
 end)
