@@ -37,6 +37,7 @@
 #define FS_MAXARGLINE 250            /* formats of lines(), as liolib */
 #define FS_MAXLENNUM 200             /* longest numeral read("n") takes */
 #define FS_SPANS 16                  /* formats matched without a userdata */
+#define FS_LOST UV_ECANCELED /* result of a request lost at a fork */
 
 enum { OP_NONE, OP_OPEN, OP_OPENSTAT, OP_READ, OP_WRITE, OP_FSTAT, OP_CLOSE };
 enum { VB_NO, VB_FULL, VB_LINE };
@@ -53,6 +54,7 @@ typedef struct gfile {
   gl_waitq_t queue; /* threads waiting for the request to end */
   int fd;           /* -1 before open and once closed */
   int mode;         /* M_* */
+  lgfs_track track; /* on the state's 'pending' while 'busy' */
   int busy;         /* the OP_* in flight, or OP_NONE */
   int closing;      /* the Lua side is gone: flush, close, free */
   int result;       /* outcome of open or fstat, for its owner */
@@ -115,10 +117,22 @@ static void file_free(gfile *f) {
 }
 
 
+void lgfs_submitted(lgfs_state *st, lgfs_track *t) {
+  st->requests++;
+  st->inflight++;
+  gl_link_push(&st->pending, &t->link);
+}
+
+
+void lgfs_done(lgfs_state *st, lgfs_track *t) {
+  st->inflight--;
+  gl_link_remove(&t->link);
+}
+
+
 static void submitted(gfile *f, int op) {
   f->busy = op;
-  f->st->requests++;
-  f->st->inflight++;
+  lgfs_submitted(f->st, &f->track);
 }
 
 
@@ -248,7 +262,7 @@ static void file_cb(uv_fs_t *req) {
   ssize_t r = req->result;
   int op = f->busy;
   f->busy = OP_NONE;
-  f->st->inflight--;
+  lgfs_done(f->st, &f->track);
   if ((op == OP_FSTAT || op == OP_OPENSTAT) && r >= 0)
     f->size = (int64_t)req->statbuf.st_size;
   uv_fs_req_cleanup(req);
@@ -268,6 +282,8 @@ static void file_cb(uv_fs_t *req) {
       lseek(f->fd, (off_t)f->size, SEEK_SET); /* no I/O */
     break;
   case OP_READ:
+    if (r == FS_LOST) /* nothing read here: the parent's read */
+      break;
     if (r > 0) {
       f->rend += (size_t)r;
       f->eof = 0;
@@ -278,6 +294,10 @@ static void file_cb(uv_fs_t *req) {
     }
     break;
   case OP_WRITE:
+    if (r == FS_LOST) { /* the parent writes these bytes */
+      f->wlen = f->wdone = 0;
+      break;
+    }
     if (r > 0) {
       f->wdone += (size_t)r;
       if (f->wdone < f->wlen) { /* a short write: the rest */
@@ -299,6 +319,10 @@ static void file_cb(uv_fs_t *req) {
     f->result = r < 0 ? (int)r : 0;
     break;
   case OP_CLOSE:
+    if (r == FS_LOST) { /* the parent closes its descriptor; this one */
+      close(f->fd);
+      r = 0;
+    }
     f->fd = -1;
     if (r < 0 && f->cerr == 0)
       f->cerr = (int)r;
@@ -1291,6 +1315,8 @@ static gfile *file_new(gl_hub_t *hub, lgfs_state *st, int mode) {
   f->vsize = FS_DEFBUF;
   f->ra = FS_DEFBUF;
   gl_waitq_init(&f->queue);
+  gl_link_init(&f->track.link);
+  f->track.req = &f->req;
   f->req.data = f;
   st->files++;
   return f;
@@ -1488,12 +1514,81 @@ static void setfuncs(lua_State *L, gl_hub_t *hub, int st,
 }
 
 
+/*
+** {======================================================
+** green.fork: the parent's requests, in the child
+** =======================================================
+*/
+
+/* Is 'node' on the libuv queue 'head' (void *[2]: next, prev)? */
+static int on_queue(void **head, void **node) {
+  void **q;
+  for (q = (void **)head[0]; q != head; q = (void **)q[0])
+    if (q == node)
+      return 1;
+  return 0;
+}
+
+
+/*
+** In the child of green.fork. The thread pool's workers are not copied:
+** a request that was queued or running in the parent never completes
+** here (it is the parent's, which finishes it), yet the loop would count
+** it alive forever (an orphaned child would never exit) and its file
+** would stay busy (the child's next read would wait forever). Each such
+** request is ended as libuv's cancel does, with FS_LOST: put on the
+** loop's queue of completed work, its callback runs on the child's next
+** turn of the loop, where nobody waits for it (the parent's threads are
+** gone) -- a read leaves the buffer as it was, a write's bytes are the
+** parent's to write, a close closes the child's copy of the descriptor.
+** Requests already completed in the parent are on that queue and are
+** delivered as they are. libuv (1.44) does not reset the completion
+** signal's 'pending' flag or the queue's mutex across fork: a worker
+** caught in the middle of posting a completion would leave either set
+** and the child's requests would never be delivered; both are reset.
+** libuv re-creates the pool in the child on the next request (its own
+** pthread_atfork handler).
+*/
+static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
+  lgfs_state *st = (lgfs_state *)ud;
+  uv_loop_t *loop = &hub->loop;
+  void **head = loop->wq;
+  gl_link_t *l;
+  (void)L;
+  if (gl_link_empty(&st->pending))
+    return;
+  if (uv_mutex_trylock(&loop->wq_mutex) == 0)
+    uv_mutex_unlock(&loop->wq_mutex);
+  else /* held by a worker of the parent: nobody here */
+    uv_mutex_init(&loop->wq_mutex);
+  for (l = st->pending.next; l != &st->pending; l = l->next) {
+    uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
+    void **q = req->work_req.wq;
+    if (on_queue(head, q))
+      continue;
+    req->result = FS_LOST;
+    req->work_req.work = NULL; /* done */
+    q[0] = head;               /* insert at the tail */
+    q[1] = head[1];
+    ((void **)head[1])[0] = q;
+    head[1] = q;
+  }
+  loop->wq_async.pending = 0;
+  uv_async_send(&loop->wq_async);
+}
+
+/* }====================================================== */
+
+
 /* core.fs: the functions green.fs is made of (lua/green/fs.lua). */
 void lgreen_open_fs(lua_State *L, gl_hub_t *hub) {
+  lgfs_state *state;
   int st;
   lua_createtable(L, 0, 16);
-  memset(lua_newuserdatauv(L, sizeof(lgfs_state), 0), 0,
-         sizeof(lgfs_state));
+  state = (lgfs_state *)lua_newuserdatauv(L, sizeof(lgfs_state), 0);
+  memset(state, 0, sizeof(lgfs_state));
+  gl_link_init(&state->pending);
+  lgreen_on_fork(hub, fs_forked, state);
   st = lua_gettop(L);
   luaL_newmetatable(L, FS_FILE);
   setfuncs(L, hub, st, file_meta);

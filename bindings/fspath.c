@@ -21,6 +21,7 @@ enum { PK_STAT, PK_LSTAT, PK_RENAME, PK_UNLINK, PK_MKDIR, PK_RMDIR,
 
 typedef struct fsreq {
   uv_fs_t req;  /* first member */
+  lgfs_track track;
   gl_wait_t *w; /* the waiting thread's wait, NULL once it left */
   lgfs_state *st;
 } fsreq;
@@ -34,7 +35,7 @@ static void req_free(fsreq *q) {
 
 static void req_cb(uv_fs_t *req) {
   fsreq *q = (fsreq *)req;
-  q->st->inflight--;
+  lgfs_done(q->st, &q->track);
   if (q->w != NULL) { /* the continuation reads and frees it */
     gl_wait_t *w = q->w;
     q->w = NULL;
@@ -210,6 +211,7 @@ static int path_call(lua_State *L, int kind, const char *what) {
   if (q == NULL)
     return luaL_error(L, "not enough memory");
   q->st = st;
+  q->track.req = &q->req;
   switch (kind) {
   case PK_STAT:
     r = uv_fs_stat(loop, &q->req, path, req_cb);
@@ -240,8 +242,7 @@ static int path_call(lua_State *L, int kind, const char *what) {
     req_free(q);
     return lgfs_fail(L, r, path);
   }
-  st->requests++;
-  st->inflight++;
+  lgfs_submitted(st, &q->track);
   q->w = &t->w;
   gl_wait_start(t, &t->w, what, req_cancel, q);
   return lgreen_block(L, t, path_k, kind);

@@ -19,7 +19,19 @@ typedef struct lgfs_state {
   lua_Integer requests; /* requests submitted to the thread pool */
   lua_Integer inflight; /* of those, not yet called back */
   lua_Integer files;    /* file records alive (open or closing) */
+  gl_link_t pending;    /* the requests in flight ('lgfs_track'), for fork */
 } lgfs_state;
+
+/* A request in flight, on 'pending' from its submission to its callback:
+   in the child of green.fork, the parent's are ended (fs.c, fs_forked). */
+typedef struct lgfs_track {
+  gl_link_t link;
+  uv_fs_t *req;
+} lgfs_track;
+
+/* [-0, +0, -] A request was submitted / called back. */
+void lgfs_submitted(lgfs_state *st, lgfs_track *t);
+void lgfs_done(lgfs_state *st, lgfs_track *t);
 
 #define lgfs_state_of(L) ((lgfs_state *)lua_touserdata(L, lua_upvalueindex(2)))
 

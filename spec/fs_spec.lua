@@ -1054,3 +1054,83 @@ describe("green.patch{fs = true}", function()
       "file\tnil\ta", "a+b+", "a,b,", "file\tnil", "" }, "\n"), out)
   end)
 end)
+
+describe("green.fs across green.fork", function()
+  -- The parent has a read and a write in the thread pool (FIFOs nobody
+  -- else feeds or drains) when a green thread forks. The pool's workers
+  -- are not copied: in the child those requests are the parent's. The
+  -- child must not wait for them -- its files work, the files they were
+  -- on close, and it exits once its threads are done (an orphaned child:
+  -- a request counted alive forever would keep it running) -- and the
+  -- parent's requests complete in the parent, their bytes read and
+  -- written once.
+  it("the child's requests run; the parent's stay the parent's", function()
+    local out, err, code = h.greenlua_run([[
+      local green = require "green"
+      local fs = green.fs
+      local dir = ...
+      local function expect(cond, what)
+        if not cond then
+          io.stderr:write("FAILED: ", what, "\n")
+          os.exit(3)
+        end
+      end
+      local function within(cond, what) -- a bounded poll
+        local deadline = green.now() + 20
+        while not cond() do
+          expect(green.now() < deadline, what)
+          green.sleep(0.005)
+        end
+      end
+      local function pair(p)
+        assert(os.execute("mkfifo " .. p))
+        local w
+        local t = green.spawn(function() w = assert(fs.open(p, "w")) end)
+        local r = assert(fs.open(p, "r"))
+        t:wait()
+        return r, w
+      end
+      local r1, w1 = pair(dir .. "/fork-fifo1")
+      local r2, w2 = pair(dir .. "/fork-fifo2")
+      local big = ("W"):rep(1 << 20) -- more than a pipe holds
+      local reader = green.spawn(function() return r1:read("l") end)
+      local writer = green.spawn(function() return w2:write(big) end)
+      within(function() return fs.stats().inflight == 2 end, "in flight")
+      local status = dir .. "/fork-status"
+      local forked = green.Event()
+      green.spawn(function()
+        local pid = green.fork()
+        if pid ~= 0 then forked:send(pid) return end
+        -- the child: its own requests, and the parent's files close
+        local s = { fs.stats().inflight }
+        assert(fs.writefile(dir .. "/fork-child", "child's"))
+        s[#s + 1] = assert(fs.readfile(dir .. "/fork-child"))
+        s[#s + 1] = tostring(r1:close()) -- its read was the parent's
+        s[#s + 1] = tostring(w2:close()) -- its write too: not written again
+        s[#s + 1] = fs.stats().inflight
+        assert(fs.writefile(status .. ".tmp", table.concat(s, " ")))
+        assert(fs.rename(status .. ".tmp", status))
+      end)
+      local pid = forked:wait()
+      within(function() return fs.stat(status) end, "the child's report")
+      print(fs.readfile(status))
+      -- the child exits: its threads are done, nothing left in flight
+      within(function()
+        local st = fs.readfile("/proc/" .. pid .. "/stat")
+        return not st or st:match("^%d+ %b() (%a)") == "Z"
+      end, "the child's exit")
+      -- the parent's requests complete here, once
+      w1:write("parent's line\n"):flush()
+      print(reader:wait())
+      local got = r2:read(#big)
+      print(writer:wait() == w2, got == big)
+      w2:close()
+      print(r2:read("a") == "", fs.stats().inflight)
+      r1:close(); w1:close(); r2:close()
+    ]], dir, 60)
+    assert.equal(0, code, err)
+    assert.equal("", err)
+    assert.equal("2 child's true true 0\nparent's line\ntrue\ttrue\ntrue\t0\n",
+                 out)
+  end)
+end)
