@@ -1075,6 +1075,8 @@ static int seek_run(lua_State *L, lua_KContext ctx) {
   if (cur < 0)
     return lgfs_fail(L, -errno, NULL);
   cur = cur - (off_t)(f->rend - f->rpos) + (off_t)f->wlen;
+  if (cur < 0) /* a device whose offset stays 0 (/dev/zero), read ahead */
+    cur = 0;
   if (tell) {
     lua_pushinteger(L, (lua_Integer)cur);
     return 1;

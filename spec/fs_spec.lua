@@ -793,6 +793,32 @@ describe("green.fs kills and Timeouts", function()
                  "no request in flight")
   end
 
+  -- Occupy every worker of libuv's pool with an open of a FIFO (which
+  -- waits for a writer), so that the next request waits in the pool's
+  -- queue. release() opens the write ends with io.open (a reader is
+  -- there: it does not block) and closes both ends.
+  local function hold_pool()
+    local n = tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4
+    local base = fs.stats().inflight
+    local fifos, openers = {}, {}
+    for i = 1, n do
+      fifos[i] = mkfifo("hold")
+      openers[i] = green.spawn(function()
+        return assert(fs.open(fifos[i], "r"))
+      end)
+    end
+    h.eventually(function() return fs.stats().inflight == base + n end,
+                 "the pool held")
+    return function()
+      local ws = {}
+      for i = 1, n do ws[i] = assert(io.open(fifos[i], "w")) end
+      for i = 1, n do
+        assert(openers[i]:wait():close())
+        ws[i]:close()
+      end
+    end
+  end
+
   it("a reader killed mid-read loses nothing: the next read gets it", function()
     green_run(function()
       local r, w = fifo_pair()
@@ -996,6 +1022,105 @@ describe("green.fs kills and Timeouts", function()
       assert.is_true(refills >= 64, refills .. " refills")
       assert.is_true(during >= refills, during .. " beats, " .. refills
                      .. " refills")
+    end)
+  end)
+  it("a reader of a regular file killed mid-request consumes nothing",
+     function()
+    green_run(function()
+      local p = tmp("killed")
+      local data = {}
+      for i = 1, 20000 do data[i] = ("%07d\n"):format(i) end
+      put(p, table.concat(data))
+      local f = assert(fs.open(p, "rb"))
+      assert.equal("0000001", f:read("l"))
+      local release = hold_pool()
+      local reader = green.spawn(function() return f:read(1 << 20) end)
+      h.until_suspended(reader, "file:read") -- the refill is in the pool
+      reader:kill()
+      release()
+      assert.equal(8, f:seek("cur")) -- waits for the request; nothing taken
+      assert.equal("0000002", f:read("l"))
+      assert.equal(20000 * 8 - 16, #f:read("a"))
+      assert.is_true(f:close())
+      settled()
+    end)
+  end)
+
+  it("a close while another thread reads waits for the request", function()
+    green_run(function()
+      local r, w = fifo_pair()
+      local base = fs.stats().files
+      local reader = green.spawn(function() return pcall(r.read, r, "l") end)
+      h.until_suspended(reader, "file:read")
+      local closer = green.spawn(function() return r:close() end)
+      h.until_suspended(closer, "file:close") -- its turn comes after it
+      assert.equal("file", fs.type(r))
+      w:write("x\n"):flush()
+      -- the closer ran first: the reader finds the file closed
+      assert.is_true(closer:wait())
+      local ok, err = reader:wait()
+      assert.is_false(ok)
+      assert.matches("attempt to use a closed file", err)
+      assert.equal("closed file", fs.type(r))
+      assert.equal(base - 1, fs.stats().files)
+      w:close()
+      settled()
+    end)
+  end)
+
+  it("__gc of a file with a read in flight frees it after the request",
+     function()
+    green_run(function()
+      collectgarbage()
+      settled()
+      local r, w = fifo_pair()
+      local base, fds = fs.stats().files, nfds()
+      local reader = green.spawn(function() return r:read("l") end)
+      h.until_suspended(reader, "file:read")
+      reader:kill()
+      reader, r = nil, nil -- luacheck: ignore
+      collectgarbage()
+      collectgarbage()
+      -- collected, but the pool still reads into its buffer
+      assert.equal(base, fs.stats().files)
+      assert.equal(1, fs.stats().inflight)
+      w:write("lost with the file\n"):flush()
+      h.eventually(function() return fs.stats().files == base - 1 end,
+                   "the record freed")
+      assert.equal(fds - 1, nfds())
+      w:close()
+      settled()
+    end)
+  end)
+
+  it("huge counts read what there is; an endless 'a' can be killed",
+     function()
+    green_run(function()
+      local p = tmp("small")
+      put(p, "small")
+      local f = assert(fs.open(p))
+      assert.equal("small", f:read(math.maxinteger)) -- io raises here
+      assert.is_nil(f:read(1 << 40))
+      f:seek("set", 2)
+      assert.same({ "all", n = 1 }, table.pack(f:read(1 << 40)))
+      f:close()
+      -- /dev/zero never ends: read("a") grows until memory runs out (as
+      -- io's does). Each refill is one request, so the reader can be
+      -- killed (or a Timeout ends it); the file stays usable.
+      local z = assert(fs.open("/dev/zero", "rb"))
+      local r0 = fs.stats().requests
+      local t = green.spawn(function() return z:read("a") end)
+      while fs.stats().requests < r0 + 4 do green.sleep(0) end
+      t:kill()
+      assert.equal(green.GreenletExit, t:wait())
+      assert.equal(("\0"):rep(1000), z:read(1000))
+      assert.equal(0, z:seek("cur")) -- not negative
+      local ok, err = pcall(green.with_timeout, 0.05, z.read, z, "a")
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+      assert.equal(("\0"):rep(3), z:read(3))
+      assert.is_true(z:close())
+      settled()
     end)
   end)
 end)
