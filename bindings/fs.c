@@ -727,12 +727,13 @@ static size_t refill_size(gfile *f, size_t want) {
 }
 
 
-/* Raise the error of argument 'bad' of a read, as g_read does. */
+/* Raise the error of argument 'bad' of a read, as g_read does (but for
+   a negative count). */
 static int read_bad(lua_State *L, int bad) {
   if (lua_type(L, bad) == LUA_TNUMBER) {
     luaL_checkinteger(L, bad);
-    lua_pushliteral(L, "not enough memory"); /* a negative count */
-    return lua_error(L);
+    /* io's read takes it as a huge size and fails to allocate it */
+    return luaL_argerror(L, bad, "negative count");
   }
   luaL_checkstring(L, bad);
   return luaL_argerror(L, bad, "invalid format");
