@@ -1276,3 +1276,32 @@ describe("green.fs across green.fork", function()
                  out)
   end)
 end)
+
+describe("examples/fs_copy.lua", function()
+  it("copies a file while the heartbeat beats", function()
+    local out, err, code = h.greenlua_run(
+      assert(io.open("examples/fs_copy.lua")):read("a"))
+    assert.equal(0, code, err)
+    local bytes, pieces, beats = out:match(
+      "^copied (%d+) bytes in (%d+) pieces; the heartbeat beat (%d+) times")
+    assert.equal("33554432", bytes, out)
+    assert.equal("32", pieces)
+    -- each piece waited for a read and a write: the heartbeat ran then
+    assert.is_true(tonumber(beats) >= 2 * 32, out)
+    -- a given file of an odd size, under stock lua5.4
+    local src, dst = os.tmpname(), os.tmpname()
+    local data = {}
+    for i = 1, 100000 do data[i] = ("%05d\n"):format(i % 99991) end
+    data = table.concat(data) .. "tail"
+    put(src, data)
+    out, err, code = h.sh(
+      "LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='"
+      .. (os.getenv("GREENLUA_BUILD") or "./build") .. "/?.so;;' "
+      .. "lua5.4 examples/fs_copy.lua " .. src .. " " .. dst)
+    assert.equal(0, code, err)
+    assert.matches("^copied " .. #data .. " bytes in 1 pieces", out)
+    assert.is_true(get(dst) == data)
+    os.remove(src)
+    os.remove(dst)
+  end)
+end)
