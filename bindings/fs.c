@@ -1544,8 +1544,10 @@ static int on_queue(void **head, void **node) {
 ** turn of the loop, where nobody waits for it (the parent's threads are
 ** gone) -- a read leaves the buffer as it was, a write's bytes are the
 ** parent's to write, a close closes the child's copy of the descriptor.
-** Requests already completed in the parent are on that queue and are
-** delivered as they are. libuv (1.44) does not reset the completion
+** Requests that completed but were not yet called back are on that
+** queue already; they are the parent's too (it delivers them: a read's
+** bytes must not reach both processes), so they end with FS_LOST as well,
+** and a completed open's descriptor is closed in the child. libuv (1.44) does not reset the completion
 ** signal's 'pending' flag or the queue's mutex across fork: a worker
 ** caught in the middle of posting a completion would leave either set
 ** and the child's requests would never be delivered; both are reset.
@@ -1567,8 +1569,12 @@ static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
   for (l = st->pending.next; l != &st->pending; l = l->next) {
     uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
     void **q = req->work_req.wq;
-    if (on_queue(head, q))
+    if (on_queue(head, q)) { /* completed for the parent */
+      if (req->fs_type == UV_FS_OPEN && req->result >= 0)
+        close((int)req->result); /* the child's copy */
+      req->result = FS_LOST;
       continue;
+    }
     req->result = FS_LOST;
     req->work_req.work = NULL; /* done */
     q[0] = head;               /* insert at the tail */

@@ -1277,6 +1277,75 @@ describe("green.fs across green.fork", function()
   end)
 end)
 
+describe("green.fs across green.fork: a completed read", function()
+  -- The fork comes after a worker completed a read but before the hub
+  -- called it back: the parent delivers those bytes, so the child must
+  -- not see them too. Made deterministic by holding all workers but one:
+  -- the free one does the read, then takes a queued FIFO open, which the
+  -- forking thread completes with a blocking io.open -- by then the read
+  -- is posted, and the hub has not turned.
+  it("is the parent's: the child does not see its bytes", function()
+    local out, err, code = h.greenlua_run([[
+      local green = require "green"
+      local fs = green.fs
+      local dir = ...
+      local n = tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4
+      local seq = 0
+      local function fifo()
+        seq = seq + 1
+        local p = dir .. "/cfork-" .. seq
+        assert(os.execute("mkfifo " .. p))
+        return p
+      end
+      local p1 = fifo()
+      local w1
+      local t = green.spawn(function() w1 = assert(fs.open(p1, "w")) end)
+      local r1 = assert(fs.open(p1, "r"))
+      t:wait()
+      local holds, held = {}, {}
+      for i = 1, n - 1 do
+        holds[i] = fifo()
+        held[i] = green.spawn(function() return fs.open(holds[i], "r") end)
+      end
+      while fs.stats().inflight < n - 1 do green.sleep(0.001) end
+      local reader = green.spawn(function() return r1:read("l") end)
+      local p2 = fifo()
+      local opener = green.spawn(function() return fs.open(p2, "r") end)
+      green.sleep(0) -- both submitted: the read runs, the open waits
+      assert(fs.stats().inflight == n + 1)
+      local feed = assert(io.open(p1, "w"))
+      feed:write("parent's\n")
+      feed:flush()
+      local w2 = assert(io.open(p2, "w")) -- the worker is past the read
+      local pid = green.fork()
+      if pid == 0 then
+        w1:write("child's\n"):flush()
+        io.stdout:write("child read ", tostring(r1:read("l")), "\n")
+        io.stdout:flush()
+        return
+      end
+      print("parent read " .. reader:wait())
+      local ws = {}
+      for i = 1, n - 1 do ws[i] = assert(io.open(holds[i], "w")) end
+      for i = 1, n - 1 do assert(held[i]:wait()):close(); ws[i]:close() end
+      assert(opener:wait()):close()
+      w2:close(); feed:close(); w1:close(); r1:close()
+      local deadline = green.now() + 20
+      while true do -- the child's exit
+        local st = fs.readfile("/proc/" .. pid .. "/stat")
+        if not st or st:match("^%d+ %b() (%a)") == "Z" then break end
+        assert(green.now() < deadline, "the child did not exit")
+        green.sleep(0.005)
+      end
+    ]], dir, 60)
+    assert.equal(0, code, err)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    table.sort(lines)
+    assert.same({ "child read child's", "parent read parent's" }, lines)
+  end)
+end)
+
 describe("examples/fs_copy.lua", function()
   it("copies a file while the heartbeat beats", function()
     local out, err, code = h.greenlua_run(
