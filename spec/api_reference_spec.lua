@@ -110,6 +110,7 @@ local function make_instances()
   I.unconnected = closing(assert(socket.udp()))
   I.connected = closing(assert(socket.udp()))
   assert(I.connected:setpeername("127.0.0.1", lport))
+  I.file = closing(assert(green.fs.open("/dev/null", "r")))
   main_gt:wait()
   return I, function()
     I.hold:release()
@@ -144,6 +145,7 @@ local function class_groups(I)
       objs = { I.master, I.lclient, I.lserver } },
     { prefixes = { "unconnected", "connected" },
       objs = { I.unconnected, I.connected } },
+    { prefixes = { "file" }, objs = { I.file } },
   }
 end
 

@@ -320,6 +320,9 @@ end
 -- own Lua state; green.tpool.setup{threads = n}; green.tpool.stats().
 green.tpool = { execute = core.tpool_execute, setup = core.tpool_setup,
                 stats = core.tpool_stats }
+
+-- {=== files off the hub: lua/green/fs.lua, bindings/fs.c, fspath.c
+green.fs = require "green.fs"
 -- }===
 
 return green

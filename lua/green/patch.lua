@@ -59,9 +59,36 @@ local function late_warning(names)
     .. "`greenlua -e 'require(\"green\").patch()' script.lua`).\n"
 end
 
+-- {=== green.patch{fs = true}: io's files through green.fs (opt-in)
+--
+-- io.open and io.lines(filename) become green.fs.open and green.fs.lines
+-- (C closures of their own, so errors name io.open and io.lines as the
+-- standard ones do); io.close and io.type also accept green files. Where
+-- a green thread cannot wait (a C-call boundary such as a module's main
+-- chunk under require, a finalizer), io.open and io.lines fall back to
+-- the standard ones, which block the hub as they always did. io.read,
+-- io.write, io.input, io.output, io.lines() (the default input) and the
+-- standard files stay io's: they are the process's stdin and stdout,
+-- whose reads libuv's thread pool could not take back from a killed
+-- reader. Not undone by a later green.patch() (which leaves io alone).
+local io_std -- io's own functions, once replaced
+
+local function patch_io()
+  if io_std then return end
+  local core = require "green.core"
+  io_std = { open = io.open, lines = io.lines, close = io.close,
+             type = io.type }
+  -- luacheck: push ignore 122
+  io.open, io.lines, io.close, io.type =
+    core.fs.io_functions(io_std.open, io_std.lines, io_std.close)
+  -- luacheck: pop
+end
+-- }===
+
 --- Install green.socket as `socket` and `socket.core`; returns it.
 -- Warns on stderr if LuaSocket was loaded already (see the caveats).
-function M.patch()
+-- `opts.fs = true` also routes io's files through green.fs (above).
+function M.patch(opts)
   local gsocket = require "green.socket"
   local loaded = package.loaded
   local old = loaded.socket
@@ -85,6 +112,7 @@ function M.patch()
   end
   loaded.socket = gsocket
   loaded["socket.core"] = gsocket
+  if opts and opts.fs then patch_io() end
   return gsocket
 end
 
