@@ -312,4 +312,10 @@ do
 end
 -- }===
 
+-- {=== processes and signals: lua/green/process.lua, lua/green/signal.lua,
+-- bindings/process.c, bindings/signal.c
+green.process = require "green.process"
+green.signal = require "green.signal"
+-- }===
+
 return green

@@ -1,0 +1,906 @@
+/*
+** process.c: child processes. green.process.spawn (uv_spawn), a Process's
+** wait and kill, and green.process.wait(pid) for any child of this
+** process. lua/green/process.lua adds communicate, run, popen and the
+** green os.execute on these.
+**
+** A Process is a 'green.Process' userdata holding a pointer to a malloc'd
+** record (luv style) whose uv_process_t libuv reaps: when the child exits,
+** libuv's SIGCHLD watcher calls waitpid for it and then 'on_child_exit'. The
+** record therefore outlives its userdata when the child is still running
+** as the userdata is collected: it stays, unreferenced (it does not keep
+** the hub alive), until 'on_child_exit' has reaped the child, then closes. So a
+** Process nobody waited for leaves no zombie. A Process's handle keeps
+** the hub alive only while a thread waits for it.
+**
+** The pipe ends are green stream sockets (pipe.c's kind, over uv_pipe_t):
+** the pipes are made here with pipe2(O_CLOEXEC), so no other child ever
+** inherits an end; the child's ends become its 0, 1, 2 (libuv dup2s them,
+** which clears close-on-exec on those) and are closed here after the
+** spawn. Writing to a child that exited gets EPIPE ("closed"), not
+** SIGPIPE: green.core ignores SIGPIPE (socket.c).
+**
+** Children started some other way (a fork) are reaped by waitpid(pid,
+** WNOHANG) for exactly the pids somebody waits for, from a SIGCHLD
+** watcher of our own that runs only while such a wait is pending. libuv
+** waits for its own children by pid too (src/unix/process.c,
+** uv__wait_children), never with -1, so neither takes the other's exit
+** status: a pid that belongs to a Process is waited for through its
+** record, never with waitpid. Both watchers get every SIGCHLD (libuv
+** dispatches a signal to each of its watchers), and each looks at its own
+** pids.
+*/
+#define _GNU_SOURCE /* pipe2 */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lsignal.h"
+#include "lsocket.h"
+
+#define LGREEN_PROCESS "green.Process"
+#define STATE_KEY "green.process.state"
+
+extern char **environ;
+
+typedef struct pstate pstate;
+
+/* A child started by spawn. */
+typedef struct proc {
+  uv_process_t h;     /* first member: its 'data' is the record */
+  gl_link_t link;     /* in st->procs until the record is freed */
+  struct proc **ud;   /* the userdata's slot; NULL once collected */
+  pstate *st;
+  gl_waitq_t waiters; /* pidwaits (Process:wait, green.process.wait) */
+  int pid;
+  int exited;   /* reaped ('on_child_exit' ran) */
+  int signaled; /* killed by signal 'code' (else exited with 'code') */
+  int code;
+} proc;
+
+
+/* Per hub: the live records and the waits for other children. */
+struct pstate {
+  gl_hub_t *hub;
+  gl_link_t procs;
+  gl_waitq_t foreign;  /* pidwaits for children libuv does not know */
+  uv_signal_t *reaper; /* SIGCHLD, started while 'foreign' is not empty */
+  int reaping;
+};
+
+
+/* A thread waiting for a child: a userdata on its stack. The waker copies
+   the outcome in, since the record may be gone when the thread runs. */
+typedef struct pidwait {
+  gl_wait_t base; /* first member */
+  proc *p;        /* the Process's record, or NULL (a foreign child) */
+  pstate *st;
+  int pid;
+  int signaled, code;
+} pidwait;
+
+
+static void on_close(uv_handle_t *h) {
+  free(h->data);
+}
+
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+
+/*
+** {======================================================
+** libuv side (no Lua)
+** =======================================================
+*/
+
+/* A record keeps the hub alive while somebody waits for its child. */
+static void proc_reref(proc *p) {
+  if (!p->exited && !gl_waitq_empty(&p->waiters))
+    uv_ref((uv_handle_t *)&p->h);
+  else
+    uv_unref((uv_handle_t *)&p->h);
+}
+
+
+/* Close the handle; the record is freed in the close callback. */
+static void proc_release(proc *p) {
+  gl_link_remove(&p->link);
+  uv_close((uv_handle_t *)&p->h, on_close);
+}
+
+
+/* End pidwait 'pw' with an outcome ('err' 0) or an error. */
+static void deliver(pidwait *pw, int signaled, int code, int err) {
+  pw->signaled = signaled;
+  pw->code = code;
+  gl_link_remove(&pw->base.link);
+  gl_wait_end(&pw->base, err != 0 ? err : GL_W_OK);
+}
+
+
+static void on_child_exit(uv_process_t *h, int64_t status, int termsig) {
+  proc *p = (proc *)h->data;
+  p->exited = 1;
+  p->signaled = termsig != 0;
+  p->code = termsig != 0 ? termsig : (int)status;
+  while (!gl_waitq_empty(&p->waiters))
+    deliver((pidwait *)gl_waitq_first(&p->waiters), p->signaled, p->code,
+            0);
+  proc_reref(p);
+  if (p->ud == NULL) /* collected before its child ended */
+    proc_release(p);
+}
+
+
+static void reaper_update(pstate *st) {
+  if (st->reaping && gl_waitq_empty(&st->foreign)) {
+    lgreen_signal_stop(st->reaper);
+    st->reaping = 0;
+  }
+}
+
+
+/* Deliver the outcome of child 'pid' to every wait for it. */
+static void deliver_all(pstate *st, int pid, int status, int err) {
+  gl_link_t *l = st->foreign.head.next;
+  int sig = err == 0 && WIFSIGNALED(status);
+  int code = err != 0 ? 0 : sig ? WTERMSIG(status) : WEXITSTATUS(status);
+  while (l != &st->foreign.head) {
+    pidwait *pw = (pidwait *)GL_CONTAINER(l, gl_wait_t, link);
+    l = l->next;
+    if (pw->pid == pid)
+      deliver(pw, sig, code, err);
+  }
+}
+
+
+/* Reap what can be reaped among the children waited for. */
+static void reap(pstate *st) {
+  gl_link_t *l = st->foreign.head.next;
+  while (l != &st->foreign.head) {
+    pidwait *pw = (pidwait *)GL_CONTAINER(l, gl_wait_t, link);
+    int status = 0;
+    pid_t r;
+    do
+      r = waitpid(pw->pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {
+      l = l->next;
+      continue;
+    }
+    deliver_all(st, pw->pid, status, r < 0 ? uv_translate_sys_error(errno) : 0);
+    l = st->foreign.head.next; /* the list changed: from the start */
+  }
+  reaper_update(st);
+}
+
+
+static void on_sigchld(uv_signal_t *h, int signum) {
+  (void)signum;
+  reap((pstate *)h->data);
+}
+
+
+/* A wait leaves (timeout, kill). */
+static void pidwait_cancel(gl_wait_t *w) {
+  pidwait *pw = (pidwait *)w;
+  gl_link_remove(&w->link);
+  if (pw->p != NULL)
+    proc_reref(pw->p);
+  else
+    reaper_update(pw->st);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Waiting
+** =======================================================
+*/
+
+/* [-0, +2, -] "exit", code or "signal", signum. */
+static int push_outcome(lua_State *L, int signaled, int code) {
+  if (signaled)
+    lua_pushliteral(L, "signal");
+  else
+    lua_pushliteral(L, "exit");
+  lua_pushinteger(L, code);
+  return 2;
+}
+
+
+static int push_fail(lua_State *L, int err) {
+  luaL_pushfail(L);
+  if (err == UV_ETIMEDOUT)
+    lua_pushliteral(L, "timeout");
+  else if (err == -ECHILD) /* libuv has no name for it */
+    lua_pushliteral(L, "no child processes");
+  else
+    lua_pushstring(L, uv_strerror(err));
+  return 2;
+}
+
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  pidwait *pw = (pidwait *)ctx;
+  int st = lgreen_waited(L, &pw->base, NULL);
+  (void)status;
+  if (st != GL_W_OK)
+    return push_fail(L, st);
+  return push_outcome(L, pw->signaled, pw->code);
+}
+
+
+/* [-0, +1, m] A pidwait on the stack. */
+static pidwait *newpidwait(lua_State *L, pstate *st, int pid) {
+  pidwait *pw = (pidwait *)lua_newuserdatauv(L, sizeof(*pw), 0);
+  gl_wait_init(&pw->base);
+  pw->p = NULL;
+  pw->st = st;
+  pw->pid = pid;
+  pw->signaled = pw->code = 0;
+  return pw;
+}
+
+
+/* The deadline of a wait of 'timeout' seconds (negative: none). */
+static uint64_t deadline(double timeout) {
+  return timeout < 0 ? 0 : gl_now() + lgreen_ns(timeout) + 1;
+}
+
+
+/* Wait for running 'p' with 'pw'; 'pw' is on the top of the stack. */
+static int wait_proc(lua_State *L, proc *p, pidwait *pw, uint64_t due) {
+  gl_thread_t *t = lgreen_begin(L, lgreen_hub(L), "process:wait");
+  pw->p = p;
+  gl_wait_start(t, &pw->base, "process:wait", pidwait_cancel, p);
+  gl_waitq_push(&p->waiters, &pw->base);
+  proc_reref(p);
+  if (due != 0)
+    lgreen_deadline(L, &pw->base, due);
+  return lgreen_block(L, t, wait_k, (lua_KContext)pw);
+}
+
+
+#define checkud(L) ((proc **)luaL_checkudata(L, 1, LGREEN_PROCESS))
+
+static proc *checkproc(lua_State *L) {
+  proc *p = *checkud(L);
+  if (p == NULL)
+    luaL_error(L, "attempt to use a released Process");
+  return p;
+}
+
+
+/***
+** p:wait([timeout]): "exit", code or "signal", signum once the child has
+** ended (at once if it has); nil, "timeout" after 'timeout' seconds (0:
+** never waits). Any number of threads may wait.
+*/
+static int proc_wait(lua_State *L) {
+  proc *p = checkproc(L);
+  double timeout = lgreen_optseconds(L, 2, -1);
+  pidwait *pw;
+  lua_settop(L, 2);
+  if (p->exited)
+    return push_outcome(L, p->signaled, p->code);
+  if (timeout == 0)
+    return push_fail(L, UV_ETIMEDOUT);
+  pw = newpidwait(L, p->st, p->pid);
+  return wait_proc(L, p, pw, deadline(timeout));
+}
+
+
+/* The live record of child 'pid', or NULL. */
+static proc *findproc(pstate *st, int pid) {
+  gl_link_t *l;
+  for (l = st->procs.next; l != &st->procs; l = l->next) {
+    proc *p = GL_CONTAINER(l, proc, link);
+    if (p->pid == pid)
+      return p;
+  }
+  return NULL;
+}
+
+
+/* waitpid(pid, WNOHANG): 1 with the outcome pushed, or 0. */
+static int try_reap(lua_State *L, int pid, int *ret) {
+  int status = 0;
+  pid_t r;
+  do
+    r = waitpid(pid, &status, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == 0)
+    return 0;
+  if (r < 0)
+    *ret = push_fail(L, uv_translate_sys_error(errno));
+  else if (WIFSIGNALED(status))
+    *ret = push_outcome(L, 1, WTERMSIG(status));
+  else
+    *ret = push_outcome(L, 0, WEXITSTATUS(status));
+  return 1;
+}
+
+
+/***
+** green.process.wait(pid, [timeout]): wait for child 'pid' of this process
+** (spawned, or forked) to end: "exit", code or "signal", signum; nil,
+** "timeout"; nil, "no child processes" if 'pid' is not a child, or was
+** reaped already. A green wait: the hub runs meanwhile.
+*/
+static int l_waitpid(lua_State *L) {
+  pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  double timeout = lgreen_optseconds(L, 2, -1);
+  pidwait *pw;
+  proc *p;
+  gl_thread_t *t;
+  int ret;
+  luaL_argcheck(L, pid > 0 && pid <= 0x7fffffff, 1,
+                "a positive process id expected");
+  lua_settop(L, 2);
+  pw = newpidwait(L, st, (int)pid); /* allocation first */
+  if ((p = findproc(st, (int)pid)) != NULL) {
+    if (p->exited)
+      return push_outcome(L, p->signaled, p->code);
+    if (timeout == 0)
+      return push_fail(L, UV_ETIMEDOUT);
+    return wait_proc(L, p, pw, deadline(timeout));
+  }
+  if (try_reap(L, (int)pid, &ret))
+    return ret;
+  if (timeout == 0)
+    return push_fail(L, UV_ETIMEDOUT);
+  t = lgreen_begin(L, lgreen_hub(L), "green.process.wait");
+  if (!st->reaping) {
+    int r = lgreen_signal_start(st->reaper, on_sigchld, SIGCHLD);
+    if (r < 0)
+      return luaL_error(L, "green.process.wait: %s", uv_strerror(r));
+    st->reaping = 1;
+  }
+  /* It may have ended before the watcher started. */
+  if (try_reap(L, (int)pid, &ret)) {
+    reaper_update(st);
+    return ret;
+  }
+  gl_wait_start(t, &pw->base, "green.process.wait", pidwait_cancel, NULL);
+  gl_waitq_push(&st->foreign, &pw->base);
+  if (timeout > 0)
+    lgreen_deadline(L, &pw->base, deadline(timeout));
+  return lgreen_block(L, t, wait_k, (lua_KContext)pw);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Kill, close, fields
+** =======================================================
+*/
+
+/***
+** p:kill([sig="TERM"]): send signal 'sig' (a name such as "KILL" or a
+** number; 0 only checks) to the child. true, or nil, err: "no such
+** process" once it has been reaped (its pid may belong to another
+** process by then, so nothing is sent).
+*/
+static int proc_kill(lua_State *L) {
+  proc *p = checkproc(L);
+  int signum = lua_isnoneornil(L, 2) ? SIGTERM : lgreen_signum(L, 2, 1);
+  int r = p->exited ? UV_ESRCH : uv_process_kill(&p->h, signum);
+  if (r < 0)
+    return push_fail(L, r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+
+/*
+** __close: close the pipe ends, SIGKILL a child still running and wait
+** for it. Where the caller cannot block (a kill or an error unwinding,
+** a C-call boundary) it does not wait: libuv reaps the child as it ends.
+*/
+static int proc_close(lua_State *L) {
+  proc *p = *checkud(L);
+  gl_hub_t *hub = lgreen_hub(L);
+  int i;
+  lua_settop(L, 1);
+  for (i = 1; i <= 3; i++) {
+    if (lua_getiuservalue(L, 1, i) == LUA_TUSERDATA) {
+      lsock *s = *(lsock **)lua_touserdata(L, -1);
+      if (s != NULL)
+        lgreen_sock_shut(s);
+    }
+    lua_pop(L, 1);
+  }
+  if (p == NULL || p->exited)
+    return 0;
+  uv_process_kill(&p->h, SIGKILL);
+  if (!lgreen_canblock(L, hub) || (hub->current->flags & GL_F_KILLED))
+    return 0;
+  return wait_proc(L, p, newpidwait(L, p->st, p->pid), 0);
+}
+
+
+/* __gc: never waits nor kills. A child still running keeps its record
+   (unreferenced) until libuv has reaped it. */
+static int proc_gc(lua_State *L) {
+  proc **ud = checkud(L);
+  proc *p = *ud;
+  if (p == NULL)
+    return 0;
+  *ud = NULL;
+  p->ud = NULL;
+  if (p->exited)
+    proc_release(p);
+  else
+    proc_reref(p);
+  return 0;
+}
+
+
+static int proc_tostring(lua_State *L) {
+  proc *p = *checkud(L);
+  if (p == NULL)
+    lua_pushliteral(L, "green.Process (released)");
+  else if (!p->exited)
+    lua_pushfstring(L, "green.Process (pid %d, running)", p->pid);
+  else
+    lua_pushfstring(L, "green.Process (pid %d, %s %d)", p->pid,
+                    p->signaled ? "signal" : "exit", p->code);
+  return 1;
+}
+
+
+/* p.pid, p.stdin, p.stdout, p.stderr, and the methods (upvalue 2). */
+static int proc_index(lua_State *L) {
+  static const char *const fields[] = {"stdin", "stdout", "stderr", NULL};
+  proc *p = *checkud(L);
+  const char *k = lua_tostring(L, 2);
+  int i;
+  if (k != NULL && lua_type(L, 2) == LUA_TSTRING) {
+    if (strcmp(k, "pid") == 0) {
+      if (p == NULL)
+        return 0;
+      lua_pushinteger(L, p->pid);
+      return 1;
+    }
+    for (i = 0; fields[i] != NULL; i++)
+      if (strcmp(k, fields[i]) == 0) {
+        lua_getiuservalue(L, 1, i + 1);
+        return 1;
+      }
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(2));
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Spawn
+** =======================================================
+*/
+
+#define IO_INHERIT 0
+#define IO_PIPE 1
+#define IO_NULL 2
+#define IO_STDOUT 3 /* stderr only: wherever stdout goes */
+
+static const char *const stdio_names[] = {"stdin", "stdout", "stderr"};
+
+
+/* [-0, +0, v] The mode in field 'stdio_names[i]' of the options. */
+static int stdio_mode(lua_State *L, int i) {
+  static const char *const modes[] = {"inherit", "pipe", "null", "stdout",
+                                      NULL};
+  const char *m;
+  int j;
+  if (lua_getfield(L, 1, stdio_names[i]) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return IO_INHERIT;
+  }
+  m = lua_tostring(L, -1);
+  for (j = 0; m != NULL && modes[j] != NULL; j++)
+    if (strcmp(m, modes[j]) == 0 && (j != IO_STDOUT || i == 2)) {
+      lua_pop(L, 1);
+      return j;
+    }
+  return luaL_error(L,
+                    "green.process.spawn: %s must be \"pipe\", \"inherit\" "
+                    "or \"null\"%s",
+                    stdio_names[i], i == 2 ? " or \"stdout\"" : "");
+}
+
+
+/* [-0, +0, v] The string at 'idx' (a number is converted in place, so
+   the table or stack slot anchors the string). 'what' names it. */
+static const char *checkarg(lua_State *L, int idx, const char *what,
+                            int i) {
+  size_t len;
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
+    luaL_error(L, "green.process.spawn: %s %d is a %s (a string expected)",
+               what, i, luaL_typename(L, idx));
+  s = lua_tolstring(L, idx, &len);
+  if (strlen(s) != len)
+    luaL_error(L, "green.process.spawn: %s %d contains a zero byte", what,
+               i);
+  return s;
+}
+
+
+/*
+** [-0, +1, m] The command's argv (a NULL-terminated array in a userdata
+** on the top); its strings are anchored in the options table (numbers
+** are converted there).
+*/
+static char **build_argv(lua_State *L) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1), i;
+  char **argv;
+  if (n < 1)
+    luaL_error(L, "green.process.spawn: no command (the table's array "
+                  "part holds the program and its arguments)");
+  for (i = 1; i <= n; i++) { /* convert and check first: rawset may grow */
+    lua_rawgeti(L, 1, i);
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      checkarg(L, -1, "argument", (int)i);
+      lua_rawseti(L, 1, i);
+    } else {
+      checkarg(L, -1, "argument", (int)i);
+      lua_pop(L, 1);
+    }
+  }
+  argv = (char **)lua_newuserdatauv(L, (size_t)(n + 1) * sizeof(char *), 0);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    argv[i - 1] = (char *)lua_tostring(L, -1); /* anchored by the table */
+    lua_pop(L, 1);
+  }
+  argv[n] = NULL;
+  if (argv[0][0] == '\0')
+    luaL_error(L, "green.process.spawn: empty program name");
+  return argv;
+}
+
+
+/*
+** [-0, +2, m] The child's environment: this process's, changed by the
+** table in field "env" (name = string sets, name = false unsets). Pushes
+** a table anchoring the new strings and the array (a userdata), and
+** returns the array; pushes two nils and returns NULL without "env".
+*/
+static char **build_env(lua_State *L) {
+  int env, anchor, n = 0, count = 0, i;
+  char **arr;
+  if (lua_getfield(L, 1, "env") == LUA_TNIL) {
+    lua_pushnil(L);
+    return NULL;
+  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "green.process.spawn: env must be a table");
+  env = lua_gettop(L);
+  lua_newtable(L);
+  anchor = env + 1;
+  lua_pushnil(L);
+  while (lua_next(L, env)) { /* check, and make "name=value" strings */
+    size_t len;
+    const char *k;
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_error(L, "green.process.spawn: env keys must be names");
+    k = lua_tolstring(L, -2, &len);
+    if (len == 0 || strchr(k, '=') != NULL || strlen(k) != len)
+      luaL_error(L, "green.process.spawn: bad environment variable name "
+                    "'%s'", k);
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+      const char *v = checkarg(L, -1, "env value", 0);
+      lua_pushfstring(L, "%s=%s", k, v);
+      lua_rawseti(L, anchor, ++n);
+    } else if (!(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+      luaL_error(L, "green.process.spawn: env.%s must be a string or false",
+                 k);
+    }
+    lua_pop(L, 1);
+  }
+  for (i = 0; environ[i] != NULL; i++)
+    count++;
+  arr = (char **)lua_newuserdatauv(L, (size_t)(count + n + 1) *
+                                          sizeof(char *), 0);
+  count = 0;
+  for (i = 0; environ[i] != NULL; i++) { /* kept unless the table names it */
+    const char *eq = strchr(environ[i], '=');
+    int named;
+    if (eq == NULL)
+      continue;
+    lua_pushlstring(L, environ[i], (size_t)(eq - environ[i]));
+    named = lua_rawget(L, env) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!named)
+      arr[count++] = environ[i];
+  }
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, anchor, i);
+    arr[count++] = (char *)lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  arr[count] = NULL;
+  lua_replace(L, env); /* [arr, anchor] */
+  return arr;
+}
+
+
+/* Check the options table's keys: a misspelt option must not pass. */
+static void check_keys(lua_State *L) {
+  static const char *const known[] = {"cwd", "env", "stdin", "stdout",
+                                      "stderr", NULL};
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int ok = 0, i;
+    lua_pop(L, 1);
+    if (lua_isinteger(L, -1)) {
+      lua_Integer k = lua_tointeger(L, -1);
+      ok = k >= 1 && k <= n;
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+      for (i = 0; known[i] != NULL; i++)
+        ok |= strcmp(lua_tostring(L, -1), known[i]) == 0;
+    }
+    if (!ok) {
+      lua_pushvalue(L, -1);
+      luaL_error(L, "green.process.spawn: unknown option '%s'",
+                 luaL_tolstring(L, -1, NULL));
+    }
+  }
+}
+
+
+/* nil, "<what>: <message>", errno: as io.open fails. */
+static int fail_errno(lua_State *L, const char *what, int err) {
+  luaL_pushfail(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(-err));
+  lua_pushinteger(L, -err);
+  return 3;
+}
+
+
+static void close_fds(int fds[3][2]) {
+  int i, j;
+  for (i = 0; i < 3; i++)
+    for (j = 0; j < 2; j++)
+      if (fds[i][j] >= 0) {
+        close(fds[i][j]);
+        fds[i][j] = -1;
+      }
+}
+
+
+/* Shut the pipe sockets that are user values of the Process at 'ud'. */
+static void shut_pipes(lua_State *L, int ud) {
+  int i;
+  for (i = 1; i <= 3; i++) {
+    if (lua_getiuservalue(L, ud, i) == LUA_TUSERDATA) {
+      lsock *s = *(lsock **)lua_touserdata(L, -1);
+      if (s != NULL)
+        lgreen_sock_shut(s);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+
+/***
+** green.process.spawn{ "cmd", "arg", ..., cwd =, env =, stdin =, stdout =,
+** stderr = }: start a child; a Process, or nil, message, errno when it
+** cannot start ("cmd: No such file or directory", 2). Each stdio field is
+** "inherit" (the default), "pipe" (a green socket p.stdin/p.stdout/
+** p.stderr) or "null" (/dev/null); stderr may also be "stdout".
+*/
+static int l_spawn(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
+  int mode[3], fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  uv_stdio_container_t io[3];
+  uv_process_options_t o;
+  const char *cwd = NULL;
+  char **argv, **env;
+  proc **ud, *p;
+  int i, r, top;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  check_keys(L);
+  for (i = 0; i < 3; i++)
+    mode[i] = stdio_mode(L, i);
+  if (lua_getfield(L, 1, "cwd") != LUA_TNIL) { /* [opts, cwd] */
+    struct stat sb;
+    if (lua_type(L, 2) != LUA_TSTRING)
+      return luaL_error(L, "green.process.spawn: cwd must be a string");
+    cwd = lua_tostring(L, 2);
+    if (stat(cwd, &sb) < 0)
+      return fail_errno(L, cwd, uv_translate_sys_error(errno));
+    if (!S_ISDIR(sb.st_mode))
+      return fail_errno(L, cwd, UV_ENOTDIR);
+  }
+  argv = build_argv(L);  /* 3 */
+  env = build_env(L);    /* 4, 5 */
+  ud = (proc **)lua_newuserdatauv(L, sizeof(proc *), 3); /* 6 */
+  *ud = NULL;
+  top = lua_gettop(L);
+  luaL_setmetatable(L, LGREEN_PROCESS);
+  for (i = 0; i < 3; i++) {
+    if (mode[i] != IO_PIPE)
+      continue;
+    if (lgreen_pipe_new(L) == NULL) { /* nil, err */
+      shut_pipes(L, top);
+      return 2;
+    }
+    lua_setiuservalue(L, top, i + 1);
+  }
+  p = (proc *)calloc(1, sizeof(*p));
+  if (p == NULL) {
+    shut_pipes(L, top);
+    return luaL_error(L, "not enough memory");
+  }
+  /* From here on nothing allocates in Lua: no finalizer can run while
+     descriptors are open here. */
+  p->h.data = p;
+  p->st = st;
+  gl_link_init(&p->link);
+  gl_waitq_init(&p->waiters);
+  for (i = 0; i < 3; i++) {
+    io[i].flags = UV_INHERIT_FD;
+    io[i].data.fd = i;
+    if (mode[i] == IO_PIPE) {
+      int pp[2];
+      if (pipe2(pp, O_CLOEXEC) < 0) {
+        r = uv_translate_sys_error(errno);
+        close_fds(fds);
+        shut_pipes(L, top);
+        free(p);
+        return fail_errno(L, argv[0], r);
+      }
+      fds[i][0] = i == 0 ? pp[1] : pp[0]; /* ours */
+      fds[i][1] = i == 0 ? pp[0] : pp[1]; /* the child's */
+      io[i].data.fd = fds[i][1];
+    } else if (mode[i] == IO_NULL ||
+               (mode[i] == IO_INHERIT && fcntl(i, F_GETFD) < 0)) {
+      io[i].flags = UV_IGNORE; /* libuv opens /dev/null in the child */
+    } else if (mode[i] == IO_STDOUT) {
+      io[i] = io[1];
+    }
+  }
+  memset(&o, 0, sizeof(o));
+  o.exit_cb = on_child_exit;
+  o.file = argv[0];
+  o.args = argv;
+  o.env = env;
+  o.cwd = cwd;
+  o.stdio_count = 3;
+  o.stdio = io;
+  r = uv_spawn(&hub->loop, &p->h, &o);
+  for (i = 0; i < 3; i++) { /* the child's ends are the child's now */
+    if (fds[i][1] >= 0)
+      close(fds[i][1]);
+    fds[i][1] = -1;
+  }
+  if (r < 0) {
+    close_fds(fds);
+    shut_pipes(L, top);
+    uv_close((uv_handle_t *)&p->h, on_close); /* uv_spawn initialised it */
+    return fail_errno(L, argv[0], r);
+  }
+  p->pid = p->h.pid;
+  p->ud = ud;
+  *ud = p;
+  gl_link_push(&st->procs, &p->link);
+  proc_reref(p);
+  for (i = 0; i < 3; i++) {
+    lsock *s;
+    if (fds[i][0] < 0)
+      continue;
+    lua_getiuservalue(L, top, i + 1);
+    s = *(lsock **)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (uv_pipe_open(&LSTREAM(s)->h.pipe, fds[i][0]) < 0) {
+      close(fds[i][0]); /* cannot happen to a fresh pipe: reads closed */
+      lgreen_sock_shut(s);
+    } else {
+      LSTREAM(s)->limit = SIZE_MAX; /* the child is no remote peer */
+      lgreen_stream_started(LSTREAM(s));
+    }
+    fds[i][0] = -1;
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/* At lua_close, after every Process's __gc: what still runs is left to
+   the system (the handles close; init reaps what outlives us). */
+static int state_gc(lua_State *L) {
+  pstate *st = (pstate *)lua_touserdata(L, 1);
+  while (!gl_link_empty(&st->procs)) {
+    proc *p = GL_CONTAINER(st->procs.next, proc, link);
+    if (p->ud != NULL)
+      *p->ud = NULL;
+    proc_release(p);
+  }
+  if (st->reaper != NULL) {
+    lgreen_signal_stop(st->reaper);
+    uv_close((uv_handle_t *)st->reaper, free_handle);
+    st->reaper = NULL;
+  }
+  return 0;
+}
+
+
+static const luaL_Reg proc_meth[] = {
+    {"wait", proc_wait},
+    {"kill", proc_kill},
+    {NULL, NULL},
+};
+
+static const luaL_Reg proc_meta[] = {
+    {"__close", proc_close},
+    {"__gc", proc_gc},
+    {"__tostring", proc_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg funcs[] = {
+    {"process_spawn", l_spawn},
+    {"process_wait", l_waitpid},
+    {NULL, NULL},
+};
+
+
+/* [-0, +0, m] core.process_spawn, core.process_wait and core.Process (the
+   methods table, for lua/green/process.lua to add to). */
+void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
+  pstate *st;
+  uv_signal_t *reaper = (uv_signal_t *)malloc(sizeof(*reaper));
+  if (reaper == NULL || uv_signal_init(&hub->loop, reaper) < 0) {
+    free(reaper);
+    luaL_error(L, "green.core: cannot set up child processes");
+  }
+  st = (pstate *)lua_newuserdatauv(L, sizeof(*st), 0);
+  st->hub = hub;
+  gl_link_init(&st->procs);
+  gl_waitq_init(&st->foreign);
+  st->reaper = reaper; /* active (and referenced) while it reaps */
+  st->reaping = 0;
+  reaper->data = st;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  lgreen_sock_pushstate(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  lgreen_register(L, funcs, 2); /* hub, socket state, state */
+  luaL_newmetatable(L, LGREEN_PROCESS);
+  lgreen_register(L, proc_meta, 0);
+  lua_newtable(L); /* the methods */
+  lgreen_register(L, proc_meth, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "Process"); /* core.Process */
+  lua_pushlightuserdata(L, hub);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, proc_index, 2); /* hub, methods */
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
