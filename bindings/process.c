@@ -1,38 +1,46 @@
 /*
-** process.c: child processes. green.process.spawn (uv_spawn), a Process's
-** wait and kill, and green.process.wait(pid) for any child of this
-** process. lua/green/process.lua adds communicate, run, popen and the
-** green os.execute on these.
+** process.c: child processes. green.process.spawn, a Process's wait and
+** kill, and green.process.wait(pid) for any child of this process.
+** lua/green/process.lua adds communicate, run, popen and the green
+** os.execute on these.
+**
+** Starting. posix_spawn(3), not uv_spawn: libuv 1.44 forks, which copies
+** the parent's page tables and makes the parent take a copy-on-write
+** fault for each page it touches until the child has exec'd; glibc's
+** posix_spawn clones with CLONE_VM | CLONE_VFORK (what system(3) does).
+** Measured on the 2-core machine (bench/process.lua): uv_spawn of "true"
+** plus its wait ran at 0.5x os.execute("true"); posix_spawn is what lets
+** green.process.run keep up with os.execute. The child gets every signal
+** at its default and an empty mask, its stdin, stdout and stderr as asked,
+** and no other descriptor of ours: the pipes are made with O_CLOEXEC, and
+** every descriptor above 2 is closed in the child (closefrom, as Python's
+** close_fds), so a descriptor this process opened without close-on-exec
+** (io.open does) does not leak into children either. Exec failures
+** (ENOENT, EACCES) come back from posix_spawn itself.
+**
+** Reaping. One SIGCHLD watcher per hub (a uv_signal_t) runs while a child
+** of ours is unreaped or a thread waits for another child, and calls
+** waitpid(pid, WNOHANG) for exactly those pids, never waitpid(-1): libuv
+** reaps its own uv_spawn children the same way (src/unix/process.c,
+** uv__wait_children, from its own SIGCHLD watcher; libuv hands a signal
+** to every watcher of it), so neither takes the other's exit status; and
+** green.process.wait(pid) refuses a pid that belongs to a uv_process_t of
+** the loop. A child is reaped as soon as it exits even if nobody waits
+** (a Process collected unwaited leaves no zombie: its record outlives the
+** userdata until then). The watcher keeps the hub alive only while a
+** thread waits; a hub that never polls reaps at its next poll.
 **
 ** A Process is a 'green.Process' userdata holding a pointer to a malloc'd
-** record (luv style) whose uv_process_t libuv reaps: when the child exits,
-** libuv's SIGCHLD watcher calls waitpid for it and then 'on_child_exit'. The
-** record therefore outlives its userdata when the child is still running
-** as the userdata is collected: it stays, unreferenced (it does not keep
-** the hub alive), until 'on_child_exit' has reaped the child, then closes. So a
-** Process nobody waited for leaves no zombie. A Process's handle keeps
-** the hub alive only while a thread waits for it.
-**
-** The pipe ends are green stream sockets (pipe.c's kind, over uv_pipe_t):
-** the pipes are made here with pipe2(O_CLOEXEC), so no other child ever
-** inherits an end; the child's ends become its 0, 1, 2 (libuv dup2s them,
-** which clears close-on-exec on those) and are closed here after the
-** spawn. Writing to a child that exited gets EPIPE ("closed"), not
-** SIGPIPE: green.core ignores SIGPIPE (socket.c).
-**
-** Children started some other way (a fork) are reaped by waitpid(pid,
-** WNOHANG) for exactly the pids somebody waits for, from a SIGCHLD
-** watcher of our own that runs only while such a wait is pending. libuv
-** waits for its own children by pid too (src/unix/process.c,
-** uv__wait_children), never with -1, so neither takes the other's exit
-** status: a pid that belongs to a Process is waited for through its
-** record, never with waitpid. Both watchers get every SIGCHLD (libuv
-** dispatches a signal to each of its watchers), and each looks at its own
-** pids.
+** record (luv style). The pipe ends are green stream sockets (pipe.c's
+** kind, over uv_pipe_t, opened on our end of each pipe). Writing to a
+** child that exited gets EPIPE ("closed"), not SIGPIPE: green.core ignores
+** SIGPIPE (socket.c); the child has it at its default.
 */
-#define _GNU_SOURCE /* pipe2 */
+#define _GNU_SOURCE /* pipe2, posix_spawn_file_actions_add*_np */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -51,25 +59,26 @@ typedef struct pstate pstate;
 
 /* A child started by spawn. */
 typedef struct proc {
-  uv_process_t h;     /* first member: its 'data' is the record */
   gl_link_t link;     /* in st->procs until the record is freed */
   struct proc **ud;   /* the userdata's slot; NULL once collected */
   pstate *st;
   gl_waitq_t waiters; /* pidwaits (Process:wait, green.process.wait) */
   int pid;
-  int exited;   /* reaped ('on_child_exit' ran) */
+  int exited;   /* reaped */
   int signaled; /* killed by signal 'code' (else exited with 'code') */
   int code;
 } proc;
 
 
-/* Per hub: the live records and the waits for other children. */
+/* Per hub: the records, the waits for other children, the watcher. */
 struct pstate {
   gl_hub_t *hub;
-  gl_link_t procs;
-  gl_waitq_t foreign;  /* pidwaits for children libuv does not know */
-  uv_signal_t *reaper; /* SIGCHLD, started while 'foreign' is not empty */
-  int reaping;
+  gl_link_t procs;     /* every record (running children first to go) */
+  gl_waitq_t foreign;  /* pidwaits for children spawn did not start */
+  uv_signal_t *reaper; /* SIGCHLD; NULL once the state is closed */
+  unsigned running;    /* children of 'procs' not reaped yet */
+  unsigned nwaits;     /* pidwaits pending: the watcher keeps the hub */
+  int reaping;         /* the watcher is started */
 };
 
 
@@ -84,11 +93,6 @@ typedef struct pidwait {
 } pidwait;
 
 
-static void on_close(uv_handle_t *h) {
-  free(h->data);
-}
-
-
 static void free_handle(uv_handle_t *h) {
   free(h);
 }
@@ -96,23 +100,32 @@ static void free_handle(uv_handle_t *h) {
 
 /*
 ** {======================================================
-** libuv side (no Lua)
+** Reaping (no Lua)
 ** =======================================================
 */
 
-/* A record keeps the hub alive while somebody waits for its child. */
-static void proc_reref(proc *p) {
-  if (!p->exited && !gl_waitq_empty(&p->waiters))
-    uv_ref((uv_handle_t *)&p->h);
+static void on_sigchld(uv_signal_t *h, int signum);
+
+/* The watcher runs while there is something to reap, and keeps the hub
+   alive while somebody waits. 0 or a UV_E* code (starting it). */
+static int reaper_update(pstate *st) {
+  int want = st->running > 0 || !gl_waitq_empty(&st->foreign);
+  if (st->reaper == NULL)
+    return 0;
+  if (want && !st->reaping) {
+    int r = lgreen_signal_start(st->reaper, on_sigchld, SIGCHLD);
+    if (r < 0)
+      return r;
+    st->reaping = 1;
+  } else if (!want && st->reaping) {
+    lgreen_signal_stop(st->reaper);
+    st->reaping = 0;
+  }
+  if (st->nwaits > 0)
+    uv_ref((uv_handle_t *)st->reaper);
   else
-    uv_unref((uv_handle_t *)&p->h);
-}
-
-
-/* Close the handle; the record is freed in the close callback. */
-static void proc_release(proc *p) {
-  gl_link_remove(&p->link);
-  uv_close((uv_handle_t *)&p->h, on_close);
+    uv_unref((uv_handle_t *)st->reaper);
+  return 0;
 }
 
 
@@ -120,62 +133,81 @@ static void proc_release(proc *p) {
 static void deliver(pidwait *pw, int signaled, int code, int err) {
   pw->signaled = signaled;
   pw->code = code;
+  pw->st->nwaits--;
   gl_link_remove(&pw->base.link);
   gl_wait_end(&pw->base, err != 0 ? err : GL_W_OK);
 }
 
 
-static void on_child_exit(uv_process_t *h, int64_t status, int termsig) {
-  proc *p = (proc *)h->data;
+static void proc_free(proc *p) {
+  gl_link_remove(&p->link);
+  free(p);
+}
+
+
+/* waitpid(pid, WNOHANG): 0 (still running), 1 (reaped: '*status'), or a
+   negative UV_E* code. */
+static int reap_pid(int pid, int *status) {
+  pid_t r;
+  do
+    r = waitpid(pid, status, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return uv_translate_sys_error(errno);
+  return r > 0;
+}
+
+
+/* Child 'p' ended with 'status' (or vanished: 'err'): record, wake. */
+static void proc_ended(proc *p, int status, int err) {
   p->exited = 1;
-  p->signaled = termsig != 0;
-  p->code = termsig != 0 ? termsig : (int)status;
+  p->st->running--;
+  if (err != 0) { /* reaped by someone else: the outcome is lost */
+    p->signaled = 0;
+    p->code = -1;
+  } else {
+    p->signaled = WIFSIGNALED(status);
+    p->code = p->signaled ? WTERMSIG(status) : WEXITSTATUS(status);
+  }
   while (!gl_waitq_empty(&p->waiters))
     deliver((pidwait *)gl_waitq_first(&p->waiters), p->signaled, p->code,
-            0);
-  proc_reref(p);
+            err);
   if (p->ud == NULL) /* collected before its child ended */
-    proc_release(p);
+    proc_free(p);
 }
 
 
-static void reaper_update(pstate *st) {
-  if (st->reaping && gl_waitq_empty(&st->foreign)) {
-    lgreen_signal_stop(st->reaper);
-    st->reaping = 0;
-  }
-}
-
-
-/* Deliver the outcome of child 'pid' to every wait for it. */
-static void deliver_all(pstate *st, int pid, int status, int err) {
-  gl_link_t *l = st->foreign.head.next;
-  int sig = err == 0 && WIFSIGNALED(status);
-  int code = err != 0 ? 0 : sig ? WTERMSIG(status) : WEXITSTATUS(status);
-  while (l != &st->foreign.head) {
-    pidwait *pw = (pidwait *)GL_CONTAINER(l, gl_wait_t, link);
-    l = l->next;
-    if (pw->pid == pid)
-      deliver(pw, sig, code, err);
-  }
-}
-
-
-/* Reap what can be reaped among the children waited for. */
 static void reap(pstate *st) {
-  gl_link_t *l = st->foreign.head.next;
+  gl_link_t *l = st->procs.next;
+  while (l != &st->procs) {
+    proc *p = GL_CONTAINER(l, proc, link);
+    int status = 0, r;
+    l = l->next; /* 'p' may be freed */
+    if (p->exited || (r = reap_pid(p->pid, &status)) == 0)
+      continue;
+    proc_ended(p, status, r < 0 ? r : 0);
+  }
+  l = st->foreign.head.next;
   while (l != &st->foreign.head) {
     pidwait *pw = (pidwait *)GL_CONTAINER(l, gl_wait_t, link);
-    int status = 0;
-    pid_t r;
-    do
-      r = waitpid(pw->pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
+    int status = 0, r = reap_pid(pw->pid, &status), pid = pw->pid;
+    gl_link_t *m;
     if (r == 0) {
       l = l->next;
       continue;
     }
-    deliver_all(st, pw->pid, status, r < 0 ? uv_translate_sys_error(errno) : 0);
+    for (m = st->foreign.head.next; m != &st->foreign.head;) {
+      pidwait *w = (pidwait *)GL_CONTAINER(m, gl_wait_t, link);
+      m = m->next;
+      if (w->pid != pid)
+        continue;
+      if (r < 0)
+        deliver(w, 0, 0, r);
+      else
+        deliver(w, WIFSIGNALED(status),
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+                0);
+    }
     l = st->foreign.head.next; /* the list changed: from the start */
   }
   reaper_update(st);
@@ -192,10 +224,8 @@ static void on_sigchld(uv_signal_t *h, int signum) {
 static void pidwait_cancel(gl_wait_t *w) {
   pidwait *pw = (pidwait *)w;
   gl_link_remove(&w->link);
-  if (pw->p != NULL)
-    proc_reref(pw->p);
-  else
-    reaper_update(pw->st);
+  pw->st->nwaits--;
+  reaper_update(pw->st);
 }
 
 /* }====================================================== */
@@ -230,6 +260,14 @@ static int push_fail(lua_State *L, int err) {
 }
 
 
+/* A Process's outcome; a child somebody else reaped has none. */
+static int push_proc(lua_State *L, proc *p) {
+  if (p->code < 0)
+    return push_fail(L, -ECHILD);
+  return push_outcome(L, p->signaled, p->code);
+}
+
+
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   pidwait *pw = (pidwait *)ctx;
   int st = lgreen_waited(L, &pw->base, NULL);
@@ -258,13 +296,14 @@ static uint64_t deadline(double timeout) {
 }
 
 
-/* Wait for running 'p' with 'pw'; 'pw' is on the top of the stack. */
-static int wait_proc(lua_State *L, proc *p, pidwait *pw, uint64_t due) {
-  gl_thread_t *t = lgreen_begin(L, lgreen_hub(L), "process:wait");
-  pw->p = p;
-  gl_wait_start(t, &pw->base, "process:wait", pidwait_cancel, p);
-  gl_waitq_push(&p->waiters, &pw->base);
-  proc_reref(p);
+/* Block the caller in 'pw' (on the top of the stack), queued in 'q'. */
+static int wait_in(lua_State *L, pidwait *pw, gl_waitq_t *q, uint64_t due,
+                   const char *what) {
+  gl_thread_t *t = lgreen_begin(L, lgreen_hub(L), what);
+  gl_wait_start(t, &pw->base, what, pidwait_cancel, NULL);
+  gl_waitq_push(q, &pw->base);
+  pw->st->nwaits++;
+  reaper_update(pw->st); /* refs the watcher: running already */
   if (due != 0)
     lgreen_deadline(L, &pw->base, due);
   return lgreen_block(L, t, wait_k, (lua_KContext)pw);
@@ -292,15 +331,16 @@ static int proc_wait(lua_State *L) {
   pidwait *pw;
   lua_settop(L, 2);
   if (p->exited)
-    return push_outcome(L, p->signaled, p->code);
+    return push_proc(L, p);
   if (timeout == 0)
     return push_fail(L, UV_ETIMEDOUT);
   pw = newpidwait(L, p->st, p->pid);
-  return wait_proc(L, p, pw, deadline(timeout));
+  pw->p = p;
+  return wait_in(L, pw, &p->waiters, deadline(timeout), "process:wait");
 }
 
 
-/* The live record of child 'pid', or NULL. */
+/* The record of child 'pid', or NULL. */
 static proc *findproc(pstate *st, int pid) {
   gl_link_t *l;
   for (l = st->procs.next; l != &st->procs; l = l->next) {
@@ -312,22 +352,11 @@ static proc *findproc(pstate *st, int pid) {
 }
 
 
-/* waitpid(pid, WNOHANG): 1 with the outcome pushed, or 0. */
-static int try_reap(lua_State *L, int pid, int *ret) {
-  int status = 0;
-  pid_t r;
-  do
-    r = waitpid(pid, &status, WNOHANG);
-  while (r < 0 && errno == EINTR);
-  if (r == 0)
-    return 0;
-  if (r < 0)
-    *ret = push_fail(L, uv_translate_sys_error(errno));
-  else if (WIFSIGNALED(status))
-    *ret = push_outcome(L, 1, WTERMSIG(status));
-  else
-    *ret = push_outcome(L, 0, WEXITSTATUS(status));
-  return 1;
+/* uv_walk: is 'h' a process handle of pid '*arg'? */
+static void find_uv_child(uv_handle_t *h, void *arg) {
+  int *pid = (int *)arg;
+  if (h->type == UV_PROCESS && ((uv_process_t *)h)->pid == *pid)
+    *pid = -1;
 }
 
 
@@ -341,42 +370,52 @@ static int l_waitpid(lua_State *L) {
   pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
   lua_Integer pid = luaL_checkinteger(L, 1);
   double timeout = lgreen_optseconds(L, 2, -1);
+  int upid, status = 0, r;
   pidwait *pw;
   proc *p;
-  gl_thread_t *t;
-  int ret;
   luaL_argcheck(L, pid > 0 && pid <= 0x7fffffff, 1,
                 "a positive process id expected");
   lua_settop(L, 2);
   pw = newpidwait(L, st, (int)pid); /* allocation first */
   if ((p = findproc(st, (int)pid)) != NULL) {
     if (p->exited)
-      return push_outcome(L, p->signaled, p->code);
+      return push_proc(L, p);
     if (timeout == 0)
       return push_fail(L, UV_ETIMEDOUT);
-    return wait_proc(L, p, pw, deadline(timeout));
+    pw->p = p;
+    return wait_in(L, pw, &p->waiters, deadline(timeout), "process:wait");
   }
-  if (try_reap(L, (int)pid, &ret))
-    return ret;
+  upid = (int)pid;
+  uv_walk(&lgreen_hub(L)->loop, find_uv_child, &upid);
+  if (upid < 0) /* libuv reaps it: waiting here would steal its status */
+    return luaL_error(L, "green.process.wait: process %d belongs to a libuv "
+                         "process handle (uv_spawn): wait through it",
+                      (int)pid);
+  if ((r = reap_pid((int)pid, &status)) < 0)
+    return push_fail(L, r);
+  if (r > 0)
+    return WIFSIGNALED(status) ? push_outcome(L, 1, WTERMSIG(status))
+                               : push_outcome(L, 0, WEXITSTATUS(status));
   if (timeout == 0)
     return push_fail(L, UV_ETIMEDOUT);
-  t = lgreen_begin(L, lgreen_hub(L), "green.process.wait");
-  if (!st->reaping) {
-    int r = lgreen_signal_start(st->reaper, on_sigchld, SIGCHLD);
-    if (r < 0)
-      return luaL_error(L, "green.process.wait: %s", uv_strerror(r));
-    st->reaping = 1;
+  lgreen_begin(L, lgreen_hub(L), "green.process.wait"); /* raises first */
+  gl_waitq_push(&st->foreign, &pw->base); /* so the watcher starts */
+  r = reaper_update(st);
+  gl_link_remove(&pw->base.link);
+  if (r < 0) {
+    reaper_update(st);
+    return luaL_error(L, "green.process.wait: %s", uv_strerror(r));
   }
   /* It may have ended before the watcher started. */
-  if (try_reap(L, (int)pid, &ret)) {
+  if ((r = reap_pid((int)pid, &status)) != 0) {
     reaper_update(st);
-    return ret;
+    if (r < 0)
+      return push_fail(L, r);
+    return WIFSIGNALED(status) ? push_outcome(L, 1, WTERMSIG(status))
+                               : push_outcome(L, 0, WEXITSTATUS(status));
   }
-  gl_wait_start(t, &pw->base, "green.process.wait", pidwait_cancel, NULL);
-  gl_waitq_push(&st->foreign, &pw->base);
-  if (timeout > 0)
-    lgreen_deadline(L, &pw->base, deadline(timeout));
-  return lgreen_block(L, t, wait_k, (lua_KContext)pw);
+  return wait_in(L, pw, &st->foreign, deadline(timeout),
+                 "green.process.wait");
 }
 
 /* }====================================================== */
@@ -397,7 +436,7 @@ static int l_waitpid(lua_State *L) {
 static int proc_kill(lua_State *L) {
   proc *p = checkproc(L);
   int signum = lua_isnoneornil(L, 2) ? SIGTERM : lgreen_signum(L, 2, 1);
-  int r = p->exited ? UV_ESRCH : uv_process_kill(&p->h, signum);
+  int r = p->exited ? UV_ESRCH : uv_kill(p->pid, signum);
   if (r < 0)
     return push_fail(L, r);
   lua_pushboolean(L, 1);
@@ -405,35 +444,45 @@ static int proc_kill(lua_State *L) {
 }
 
 
-/*
-** __close: close the pipe ends, SIGKILL a child still running and wait
-** for it. Where the caller cannot block (a kill or an error unwinding,
-** a C-call boundary) it does not wait: libuv reaps the child as it ends.
-*/
-static int proc_close(lua_State *L) {
-  proc *p = *checkud(L);
-  gl_hub_t *hub = lgreen_hub(L);
+/* Shut the pipe sockets that are user values of the Process at 'ud'. */
+static void shut_pipes(lua_State *L, int ud) {
   int i;
-  lua_settop(L, 1);
   for (i = 1; i <= 3; i++) {
-    if (lua_getiuservalue(L, 1, i) == LUA_TUSERDATA) {
+    if (lua_getiuservalue(L, ud, i) == LUA_TUSERDATA) {
       lsock *s = *(lsock **)lua_touserdata(L, -1);
       if (s != NULL)
         lgreen_sock_shut(s);
     }
     lua_pop(L, 1);
   }
+}
+
+
+/*
+** __close: close the pipe ends, SIGKILL a child still running and wait
+** for it. Where the caller cannot block (a kill or an error unwinding,
+** a C-call boundary) it does not wait: the hub reaps the child as it
+** ends.
+*/
+static int proc_close(lua_State *L) {
+  proc *p = *checkud(L);
+  gl_hub_t *hub = lgreen_hub(L);
+  pidwait *pw;
+  lua_settop(L, 1);
+  shut_pipes(L, 1);
   if (p == NULL || p->exited)
     return 0;
-  uv_process_kill(&p->h, SIGKILL);
+  kill(p->pid, SIGKILL);
   if (!lgreen_canblock(L, hub) || (hub->current->flags & GL_F_KILLED))
     return 0;
-  return wait_proc(L, p, newpidwait(L, p->st, p->pid), 0);
+  pw = newpidwait(L, p->st, p->pid);
+  pw->p = p;
+  return wait_in(L, pw, &p->waiters, 0, "process:close");
 }
 
 
 /* __gc: never waits nor kills. A child still running keeps its record
-   (unreferenced) until libuv has reaped it. */
+   until it is reaped. */
 static int proc_gc(lua_State *L) {
   proc **ud = checkud(L);
   proc *p = *ud;
@@ -442,9 +491,7 @@ static int proc_gc(lua_State *L) {
   *ud = NULL;
   p->ud = NULL;
   if (p->exited)
-    proc_release(p);
-  else
-    proc_reref(p);
+    proc_free(p);
   return 0;
 }
 
@@ -466,9 +513,9 @@ static int proc_tostring(lua_State *L) {
 static int proc_index(lua_State *L) {
   static const char *const fields[] = {"stdin", "stdout", "stderr", NULL};
   proc *p = *checkud(L);
-  const char *k = lua_tostring(L, 2);
   int i;
-  if (k != NULL && lua_type(L, 2) == LUA_TSTRING) {
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
     if (strcmp(k, "pid") == 0) {
       if (p == NULL)
         return 0;
@@ -581,11 +628,13 @@ static char **build_argv(lua_State *L) {
 ** [-0, +2, m] The child's environment: this process's, changed by the
 ** table in field "env" (name = string sets, name = false unsets). Pushes
 ** a table anchoring the new strings and the array (a userdata), and
-** returns the array; pushes two nils and returns NULL without "env".
+** returns the array ('*path': the table sets or unsets PATH); pushes two
+** nils and returns NULL without "env".
 */
-static char **build_env(lua_State *L) {
+static char **build_env(lua_State *L, int *path) {
   int env, anchor, n = 0, count = 0, i;
   char **arr;
+  *path = 0;
   if (lua_getfield(L, 1, "env") == LUA_TNIL) {
     lua_pushnil(L);
     return NULL;
@@ -615,6 +664,8 @@ static char **build_env(lua_State *L) {
     }
     lua_pop(L, 1);
   }
+  *path = lua_getfield(L, env, "PATH") != LUA_TNIL;
+  lua_pop(L, 1);
   for (i = 0; environ[i] != NULL; i++)
     count++;
   arr = (char **)lua_newuserdatauv(L, (size_t)(count + n + 1) *
@@ -687,17 +738,98 @@ static void close_fds(int fds[3][2]) {
 }
 
 
-/* Shut the pipe sockets that are user values of the Process at 'ud'. */
-static void shut_pipes(lua_State *L, int ud) {
-  int i;
-  for (i = 1; i <= 3; i++) {
-    if (lua_getiuservalue(L, ud, i) == LUA_TUSERDATA) {
-      lsock *s = *(lsock **)lua_touserdata(L, -1);
-      if (s != NULL)
-        lgreen_sock_shut(s);
+
+/*
+** The program 'file' looked up in the PATH of environment 'env' (the
+** child's: posix_spawnp would search ours), into 'buf'. 0, or ENOENT or
+** EACCES as execvp reports them.
+*/
+static int search_path(const char *file, char **env, char *buf,
+                       size_t size) {
+  const char *path = "/bin:/usr/bin", *p, *end;
+  int err = ENOENT, i;
+  for (i = 0; env[i] != NULL; i++)
+    if (strncmp(env[i], "PATH=", 5) == 0)
+      path = env[i] + 5;
+  for (p = path;; p = end + 1) {
+    size_t n;
+    end = strchr(p, ':');
+    if (end == NULL)
+      end = p + strlen(p);
+    n = (size_t)(end - p);
+    if (n + strlen(file) + 2 <= size) {
+      if (n == 0) /* an empty element is the current directory */
+        snprintf(buf, size, "%s", file);
+      else
+        snprintf(buf, size, "%.*s/%s", (int)n, p, file);
+      if (access(buf, X_OK) == 0)
+        return 0;
+      if (errno == EACCES)
+        err = EACCES;
     }
-    lua_pop(L, 1);
+    if (*end == '\0')
+      return err;
   }
+}
+
+
+/*
+** Start 'argv' with the descriptors of 'mode' ('childfd': the child's end
+** of each pipe, all above 2; 'closed': the stdio descriptors this process
+** does not have). Returns 0 with '*pid', or an errno value. No Lua.
+*/
+static int start(const char *cwd, char **argv, char **env, int usepath,
+                 const int mode[3], const int childfd[3],
+                 const int closed[3], pid_t *pid) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t all, none;
+  char buf[4096];
+  const char *file = argv[0];
+  int i, err;
+  if ((err = posix_spawn_file_actions_init(&fa)) != 0)
+    return err;
+  if ((err = posix_spawnattr_init(&attr)) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    return err;
+  }
+  sigfillset(&all);
+  sigemptyset(&none);
+  err = posix_spawnattr_setsigdefault(&attr, &all);
+  if (err == 0)
+    err = posix_spawnattr_setsigmask(&attr, &none);
+  if (err == 0)
+    err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF |
+                                              POSIX_SPAWN_SETSIGMASK);
+  if (err == 0 && cwd != NULL)
+    err = posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  for (i = 0; i < 3 && err == 0; i++) {
+    if (mode[i] == IO_PIPE)
+      err = posix_spawn_file_actions_adddup2(&fa, childfd[i], i);
+    else if (mode[i] == IO_STDOUT)
+      err = posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    else if (mode[i] == IO_NULL || closed[i])
+      err = posix_spawn_file_actions_addopen(&fa, i, "/dev/null",
+                                             i == 0 ? O_RDONLY : O_WRONLY,
+                                             0);
+    else /* inherit: dup2 onto itself clears close-on-exec (glibc 2.29) */
+      err = posix_spawn_file_actions_adddup2(&fa, i, i);
+  }
+  if (err == 0)
+    err = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  if (err == 0) {
+    if (env == NULL)
+      env = environ;
+    if (strchr(file, '/') != NULL)
+      err = posix_spawn(pid, file, &fa, &attr, argv, env);
+    else if (!usepath)
+      err = posix_spawnp(pid, file, &fa, &attr, argv, env);
+    else if ((err = search_path(file, env, buf, sizeof(buf))) == 0)
+      err = posix_spawn(pid, buf, &fa, &attr, argv, env);
+  }
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&fa);
+  return err;
 }
 
 
@@ -706,18 +838,19 @@ static void shut_pipes(lua_State *L, int ud) {
 ** stderr = }: start a child; a Process, or nil, message, errno when it
 ** cannot start ("cmd: No such file or directory", 2). Each stdio field is
 ** "inherit" (the default), "pipe" (a green socket p.stdin/p.stdout/
-** p.stderr) or "null" (/dev/null); stderr may also be "stdout".
+** p.stderr) or "null" (/dev/null); stderr may also be "stdout". env
+** changes the inherited environment (name = string, name = false
+** removes); a program without "/" is looked up in the child's PATH.
 */
 static int l_spawn(lua_State *L) {
-  gl_hub_t *hub = lgreen_hub(L);
   pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
-  int mode[3], fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
-  uv_stdio_container_t io[3];
-  uv_process_options_t o;
+  int mode[3], closed[3], childfd[3] = {-1, -1, -1};
+  int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
   const char *cwd = NULL;
   char **argv, **env;
   proc **ud, *p;
-  int i, r, top;
+  int i, err, top, usepath;
+  pid_t pid;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   check_keys(L);
@@ -733,8 +866,8 @@ static int l_spawn(lua_State *L) {
     if (!S_ISDIR(sb.st_mode))
       return fail_errno(L, cwd, UV_ENOTDIR);
   }
-  argv = build_argv(L);  /* 3 */
-  env = build_env(L);    /* 4, 5 */
+  argv = build_argv(L);        /* 3 */
+  env = build_env(L, &usepath); /* 4, 5 */
   ud = (proc **)lua_newuserdatauv(L, sizeof(proc *), 3); /* 6 */
   *ud = NULL;
   top = lua_gettop(L);
@@ -755,57 +888,50 @@ static int l_spawn(lua_State *L) {
   }
   /* From here on nothing allocates in Lua: no finalizer can run while
      descriptors are open here. */
-  p->h.data = p;
-  p->st = st;
-  gl_link_init(&p->link);
-  gl_waitq_init(&p->waiters);
-  for (i = 0; i < 3; i++) {
-    io[i].flags = UV_INHERIT_FD;
-    io[i].data.fd = i;
-    if (mode[i] == IO_PIPE) {
-      int pp[2];
-      if (pipe2(pp, O_CLOEXEC) < 0) {
-        r = uv_translate_sys_error(errno);
-        close_fds(fds);
-        shut_pipes(L, top);
-        free(p);
-        return fail_errno(L, argv[0], r);
-      }
-      fds[i][0] = i == 0 ? pp[1] : pp[0]; /* ours */
-      fds[i][1] = i == 0 ? pp[0] : pp[1]; /* the child's */
-      io[i].data.fd = fds[i][1];
-    } else if (mode[i] == IO_NULL ||
-               (mode[i] == IO_INHERIT && fcntl(i, F_GETFD) < 0)) {
-      io[i].flags = UV_IGNORE; /* libuv opens /dev/null in the child */
-    } else if (mode[i] == IO_STDOUT) {
-      io[i] = io[1];
+  for (i = 0; i < 3; i++) /* before a pipe can take a free number */
+    closed[i] = fcntl(i, F_GETFD) < 0;
+  err = 0;
+  for (i = 0; i < 3 && err == 0; i++) {
+    int pp[2];
+    if (mode[i] != IO_PIPE)
+      continue;
+    if (pipe2(pp, O_CLOEXEC) < 0) {
+      err = errno;
+      break;
     }
+    fds[i][0] = i == 0 ? pp[1] : pp[0]; /* ours */
+    fds[i][1] = i == 0 ? pp[0] : pp[1]; /* the child's */
+    if (fds[i][1] < 3) { /* would be overwritten by another dup2 */
+      int d = fcntl(fds[i][1], F_DUPFD_CLOEXEC, 3);
+      if (d < 0)
+        err = errno;
+      close(fds[i][1]);
+      fds[i][1] = d;
+    }
+    childfd[i] = fds[i][1];
   }
-  memset(&o, 0, sizeof(o));
-  o.exit_cb = on_child_exit;
-  o.file = argv[0];
-  o.args = argv;
-  o.env = env;
-  o.cwd = cwd;
-  o.stdio_count = 3;
-  o.stdio = io;
-  r = uv_spawn(&hub->loop, &p->h, &o);
+  st->running++; /* the watcher first: no SIGCHLD is missed */
+  if (err == 0 && (err = -reaper_update(st)) == 0)
+    err = start(cwd, argv, env, usepath, mode, childfd, closed, &pid);
   for (i = 0; i < 3; i++) { /* the child's ends are the child's now */
     if (fds[i][1] >= 0)
       close(fds[i][1]);
     fds[i][1] = -1;
   }
-  if (r < 0) {
+  if (err != 0) {
+    st->running--;
+    reaper_update(st);
     close_fds(fds);
     shut_pipes(L, top);
-    uv_close((uv_handle_t *)&p->h, on_close); /* uv_spawn initialised it */
-    return fail_errno(L, argv[0], r);
+    free(p);
+    return fail_errno(L, argv[0], -err);
   }
-  p->pid = p->h.pid;
+  p->pid = (int)pid;
+  p->st = st;
   p->ud = ud;
-  *ud = p;
+  gl_waitq_init(&p->waiters);
   gl_link_push(&st->procs, &p->link);
-  proc_reref(p);
+  *ud = p;
   for (i = 0; i < 3; i++) {
     lsock *s;
     if (fds[i][0] < 0)
@@ -814,7 +940,7 @@ static int l_spawn(lua_State *L) {
     s = *(lsock **)lua_touserdata(L, -1);
     lua_pop(L, 1);
     if (uv_pipe_open(&LSTREAM(s)->h.pipe, fds[i][0]) < 0) {
-      close(fds[i][0]); /* cannot happen to a fresh pipe: reads closed */
+      close(fds[i][0]); /* a fresh pipe: cannot happen; reads "closed" */
       lgreen_sock_shut(s);
     } else {
       LSTREAM(s)->limit = SIZE_MAX; /* the child is no remote peer */
@@ -829,18 +955,19 @@ static int l_spawn(lua_State *L) {
 /* }====================================================== */
 
 
-/* At lua_close, after every Process's __gc: what still runs is left to
-   the system (the handles close; init reaps what outlives us). */
+/* At lua_close, after every Process's __gc: children still running are
+   left to the system (init reaps what outlives this process). */
 static int state_gc(lua_State *L) {
   pstate *st = (pstate *)lua_touserdata(L, 1);
   while (!gl_link_empty(&st->procs)) {
     proc *p = GL_CONTAINER(st->procs.next, proc, link);
     if (p->ud != NULL)
       *p->ud = NULL;
-    proc_release(p);
+    proc_free(p);
   }
   if (st->reaper != NULL) {
-    lgreen_signal_stop(st->reaper);
+    if (st->reaping)
+      lgreen_signal_stop(st->reaper);
     uv_close((uv_handle_t *)st->reaper, free_handle);
     st->reaper = NULL;
   }
@@ -881,7 +1008,8 @@ void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
   st->hub = hub;
   gl_link_init(&st->procs);
   gl_waitq_init(&st->foreign);
-  st->reaper = reaper; /* active (and referenced) while it reaps */
+  st->reaper = reaper;
+  st->running = st->nwaits = 0;
   st->reaping = 0;
   reaper->data = st;
   lua_createtable(L, 0, 1);
