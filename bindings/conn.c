@@ -4,7 +4,9 @@
 ** it), and a listening socket's accept. See lsocket.h; the rest of a
 ** stream socket is stream.c.
 */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include "lsocket.h"
 
@@ -82,19 +84,25 @@ int lgreen_stream_connected(lua_State *L, int *err) {
 ** =======================================================
 */
 
-/* A connection waits in the listening socket (libuv stops watching the
-   socket until it is accepted), or accept() failed (EMFILE, ...). */
-static void on_connection(uv_stream_t *server, int status) {
-  lstream *x = (lstream *)server->data;
-  x->pending = status < 0 ? status : 1;
-  lgreen_sock_kick_readers(&x->base);
-}
-
-
-/* Listen on bound socket 's'; 0 or a UV error. */
+/*
+** Listen on bound socket 's'; 0 or a UV error. The kernel queues
+** connections from now on, but libuv watches for them only from the first
+** accept or select (lgreen_stream_watched): once it watches, it takes a
+** connection from the kernel's queue as soon as one comes and holds it
+** until accepted, and a process that never accepts -- a prefork master, a
+** child of green.fork that does not serve -- must not hold one back from
+** the processes that do.
+*/
 int lgreen_stream_listen(lsock *s, int backlog) {
-  int r = uv_listen(&LSTREAM(s)->h.stream, backlog, on_connection);
+  lstream *x = LSTREAM(s);
+  uv_os_fd_t fd;
+  int r = uv_fileno(s->h, &fd);
+  if (r == 0 && s->h->type == UV_TCP)
+    r = x->h.stream.delayed_error; /* bind's EADDRINUSE, as uv_listen says */
+  if (r == 0 && listen(fd, backlog) < 0)
+    r = uv_translate_sys_error(errno);
   if (r == 0) {
+    x->backlog = backlog;
     s->flags |= LSOCK_LISTENING;
     lgreen_sock_reref(s);
   }
@@ -168,6 +176,7 @@ static int sock_accept(lua_State *L) {
     return lgreen_sock_fail(L, UV_EOF);
   if (!(x->base.flags & LSOCK_LISTENING))
     return luaL_error(L, "accept: the socket is not listening");
+  lgreen_stream_watched(&x->base); /* libuv watches from now on */
   if (lgreen_sock_first(L, &x->base, &x->base.readers, "read")) {
     if (lgreen_sock_unfair(L, &x->base))
       return lgreen_sock_yield(L, sock_accept);

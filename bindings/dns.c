@@ -906,12 +906,8 @@ static int l_stats(lua_State *L) {
 }
 
 
-/* At lua_close, before the hub's finalizer closes the loop. */
-static int resolver_gc(lua_State *L) {
-  resolver *r = (resolver *)lua_touserdata(L, 1);
-  if (r->closed)
-    return 0;
-  r->closed = 1;
+/* Destroy every channel; the next lookup makes a new one. */
+static void drop_channels(resolver *r) {
   if (r->cur != NULL) {
     rchan *c = r->cur;
     r->cur = NULL;
@@ -919,7 +915,27 @@ static int resolver_gc(lua_State *L) {
   }
   while (!gl_link_empty(&r->retired))
     chan_free(GL_CONTAINER(r->retired.next, rchan, link));
+}
+
+
+/* At lua_close, before the hub's finalizer closes the loop. */
+static int resolver_gc(lua_State *L) {
+  resolver *r = (resolver *)lua_touserdata(L, 1);
+  if (r->closed)
+    return 0;
+  r->closed = 1;
+  drop_channels(r);
   return 0;
+}
+
+
+/* In the child of green.fork: the parent's channels (their sockets, their
+   queries, abandoned by now) are the parent's; c-ares closes the child's
+   copies of the sockets. */
+static void resolver_forked(lua_State *L, gl_hub_t *hub, void *ud) {
+  (void)L;
+  (void)hub;
+  drop_channels((resolver *)ud);
 }
 
 /* }====================================================== */
@@ -946,4 +962,5 @@ void lgreen_open_dns(lua_State *L, gl_hub_t *hub) {
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RESOLVER_KEY);
   lgreen_register(L, dns_funcs, 1);
+  lgreen_on_fork(hub, resolver_forked, r);
 }

@@ -204,6 +204,8 @@ int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
     t->L = L; /* Lua-level wake values for main land on L */
     r = gl_hub_run(hub, L, t);
     t->L = saved;
+    if (r == GL_EDEADLK && lgreen_state(hub)->orphaned)
+      lgreen_fork_exit(hub); /* a child of green.fork: its threads ended */
     if (r == GL_EDEADLK) {
       gl_wait_t *w = t->wait;
       const char *what = w->what ? w->what : "a wait";

@@ -37,6 +37,11 @@
 #define LGREEN_UV_EXTRAS 3
 #define LGREEN_NUV 3
 
+/* A part of green.core's reset in the child of green.fork (fork.c): it
+   forgets what belongs to the parent ('ud' is what the part registered). */
+typedef void (*lgreen_forkfn)(lua_State *L, gl_hub_t *hub, void *ud);
+#define LGREEN_MAXFORKS 8
+
 /*
 ** The bindings' per-hub state: what the runtime does not need. The hub
 ** userdata is this record; the runtime's hub is its first member, so the
@@ -58,6 +63,14 @@ struct lgreen_state {
   volatile sig_atomic_t interrupted; /* a Ctrl-C waits to be delivered */
   volatile sig_atomic_t dump;        /* a thread dump was asked for */
   void *signals; /* signal.c's per-hub state (hooks.blocking), or NULL */
+  struct {                      /* what each part resets in the child */
+    lgreen_forkfn fn;           /* of green.fork (fork.c) */
+    void *ud;
+  } forks[LGREEN_MAXFORKS];
+  int nforks;
+  int orphaned;        /* a child of green.fork whose main thread is gone */
+  int forkstatus;      /* its exit status: 1 if 'forker' died of an error */
+  gl_thread_t *forker; /* the thread that forked it, until it dies */
 };
 typedef struct lgreen_state lgreen_state_t;
 
@@ -136,6 +149,10 @@ void lgreen_open_coro(lua_State *L, gl_hub_t *hub);
 void lgreen_open_timeout(lua_State *L, gl_hub_t *hub);
 void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub);
+void lgreen_open_fork(lua_State *L, gl_hub_t *hub);
+void lgreen_on_fork(gl_hub_t *hub, lgreen_forkfn fn, void *ud);
+void lgreen_fork_exit(gl_hub_t *hub); /* a child whose main is gone ends */
+void lgreen_thread_bury(lua_State *L, gl_hub_t *hub, gl_thread_t *t);
 int lgreen_funcname(lua_State *L, int fidx); /* [-0, +(0|1), m] */
 void lgreen_newsingleton(lua_State *L, const char *name, const char *field,
                          lua_CFunction tostr); /* [-0, +0, m] */

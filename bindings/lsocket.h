@@ -51,6 +51,7 @@
 #define LSOCK_SHUT_WR 0x08   /* shutdown("send") done or under way */
 #define LSOCK_CLOSED 0x10    /* closed from Lua (handle closing/lingering) */
 #define LSOCK_LINGER 0x20    /* the user set SO_LINGER (see socket.c) */
+#define LSOCK_POLLING 0x40   /* listening: libuv watches for connections */
 
 typedef struct lsock_state lsock_state;
 typedef struct lsock lsock;
@@ -82,6 +83,8 @@ struct lsock_state {
 */
 struct lsock_ops {
   const char *tag; /* in __tostring: "unix, " or "" */
+  size_t size;     /* the kind's record */
+  size_t hoff;     /* the offset of its handle in the record */
   /* Would the reader at the head of 'readers' complete now? */
   int (*readable)(lsock *s);
   /* Would a receive return at once? Would a send not wait? (select) */
@@ -94,6 +97,8 @@ struct lsock_ops {
   void (*close)(lsock *s);
   /* Make the handle of new socket 's' of this kind (accept). */
   int (*init)(uv_loop_t *loop, lsock *s);
+  /* Open the handle 'init' made on descriptor 'fd' (green.fork's child). */
+  int (*open)(lsock *s, uv_os_fd_t fd);
   /* [-0, +n, m] getsockname()/getpeername() results, or nil, err. */
   int (*address)(lua_State *L, lsock *s, int peer);
   /* [-0, +1, m] The peer as accept's second result. */
@@ -194,11 +199,11 @@ struct lsock_dns {
 void lgreen_sock_pushstate(lua_State *L); /* [-0, +1, -] */
 void lgreen_sock_register(lua_State *L, const luaL_Reg *funcs);
 
-/* [-0, +1, m] A new socket userdata (metatable 'tname') whose zeroed
-   record of 'size' bytes has its handle at offset 'hoff'; the caller
-   initialises the handle, or gives the record up with 'discard'. */
+/* [-0, +1, m] A new socket userdata (metatable 'tname') with a zeroed
+   record of kind 'ops'; the caller initialises the handle, or gives the
+   record up with 'discard'. */
 lsock *lgreen_sock_new(lua_State *L, lsock_state *st, const lsock_ops *ops,
-                       const char *tname, size_t size, size_t hoff);
+                       const char *tname);
 void lgreen_sock_discard(lsock *s); /* the userdata reads closed */
 lsock **lgreen_sock_checkud(lua_State *L, int idx); /* any kind */
 lsock *lgreen_sock_check(lua_State *L, int idx);    /* NULL if closed */
@@ -291,6 +296,7 @@ typedef struct lstream {
   int rerr;       /* 0, UV_EOF or a read error; seen after 'buf' */
   int werr;       /* 0, or the first write (or connect) error */
   int pending;    /* listening: 1 a connection waits, < 0 an error */
+  int backlog;    /* listening: listen()'s */
 } lstream;
 
 #define LSTREAM(s) ((lstream *)(s))
@@ -321,6 +327,7 @@ int lgreen_stream_listen(lsock *s, int backlog); /* 0 or a UV error */
 
 /* The members of a stream kind's ops table that stream.c provides. */
 #define LSOCK_STREAM_OPS                                                  \
+  .size = sizeof(lstream), .hoff = offsetof(lstream, h),                  \
   .readable = lgreen_stream_readable, .can_read = lgreen_stream_can_read, \
   .can_write = lgreen_stream_can_write, .watched = lgreen_stream_watched, \
   .close = lgreen_stream_close, .queued = lgreen_stream_queued,           \

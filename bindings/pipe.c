@@ -59,8 +59,15 @@ static void pipe_pushpeer(lua_State *L, lsock *s) {
 }
 
 
+static int pipe_open(lsock *s, uv_os_fd_t fd) {
+  LSTREAM(s)->pending = 0; /* a connection libuv held is the parent's */
+  return uv_pipe_open((uv_pipe_t *)s->h, fd);
+}
+
+
 static const lsock_ops pipe_ops = {LSOCK_STREAM_OPS, .tag = "unix, ",
-                                   .init = pipe_init, .address = pipe_address,
+                                   .init = pipe_init, .open = pipe_open,
+                                   .address = pipe_address,
                                    .pushpeer = pipe_pushpeer};
 
 /* }====================================================== */

@@ -16,9 +16,11 @@
 ** selects and then receives is an ordinary single reader. A socket's
 ** handle keeps the hub alive (uv_ref) only while some thread waits on it.
 */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -97,15 +99,15 @@ void lgreen_sock_register(lua_State *L, const luaL_Reg *funcs) {
 
 
 lsock *lgreen_sock_new(lua_State *L, lsock_state *st, const lsock_ops *ops,
-                       const char *tname, size_t size, size_t hoff) {
+                       const char *tname) {
   lsock **pp = (lsock **)lua_newuserdatauv(L, sizeof(lsock *), 0);
   lsock *s;
   *pp = NULL;
   luaL_setmetatable(L, tname);
-  s = (lsock *)calloc(1, size);
+  s = (lsock *)calloc(1, ops->size);
   if (s == NULL)
     luaL_error(L, "not enough memory");
-  s->h = (uv_handle_t *)((char *)s + hoff);
+  s->h = (uv_handle_t *)((char *)s + ops->hoff);
   s->h->data = s;
   s->ops = ops;
   s->st = st;
@@ -598,6 +600,95 @@ int lgreen_sock_close(lua_State *L) {
 
 /*
 ** {======================================================
+** fork
+** =======================================================
+*/
+
+/*
+** The child of green.fork (fork.c) shares every socket's descriptor with
+** its parent, but none of the parent's threads. What the parent's loop had
+** under way on a socket stays the parent's: reading ahead (the child would
+** take bytes meant for the parent), writes queued in libuv (the child's
+** loop would send them a second time), a connection libuv took from a
+** listening socket and holds. So in the child each socket gets a new
+** record and handle on a duplicate of its descriptor, and the old handle
+** closes -- the child's copies only: no FIN, no RST reaches a peer while
+** the parent holds the socket. The new one is idle until a thread of the
+** child uses it; its settings and the bytes read already come along. A
+** lingering socket (closed, flushing its writes) just closes.
+*/
+
+/* Every TCP, pipe and UDP handle on the hub's loop is a socket's, its data
+   the socket's record (the resolver watches its own with uv_poll). */
+static lsock *sockof(uv_handle_t *h, lsock_state *st) {
+  lsock *s;
+  if (h->type != UV_TCP && h->type != UV_NAMED_PIPE && h->type != UV_UDP)
+    return NULL;
+  s = (lsock *)h->data;
+  return (s != NULL && s->h == h && s->st == st) ? s : NULL;
+}
+
+
+static void refork(uv_handle_t *h, void *arg) {
+  lsock *s = sockof(h, (lsock_state *)arg), *n = NULL;
+  uv_os_fd_t fd;
+  int r;
+  if (s == NULL || uv_is_closing(h))
+    return;
+  if (s->flags & LSOCK_CLOSED) { /* lingering */
+    close_now(s);
+    return;
+  }
+  if (uv_fileno(h, &fd) < 0)
+    return; /* no descriptor yet: nothing under way */
+  fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0 && (n = (lsock *)malloc(s->ops->size)) != NULL) {
+    memcpy(n, s, s->ops->size); /* the kind's part: its 'open' sees to it */
+    n->h = (uv_handle_t *)((char *)n + s->ops->hoff);
+    if ((r = s->ops->init(h->loop, n)) == 0) {
+      n->h->data = n;
+      if ((r = s->ops->open(n, fd)) < 0)
+        uv_close(n->h, on_close); /* ('fd' is not its yet) */
+      else
+        fd = -1;
+    } else {
+      free(n);
+    }
+    if (r < 0)
+      n = NULL;
+  }
+  if (fd >= 0)
+    close(fd);
+  if (n == NULL) { /* no memory, no descriptor: it reads closed */
+    s->flags &= ~LSOCK_CONNECTED; /* and sends nothing more */
+    lgreen_sock_shut(s);
+    return;
+  }
+  gl_link_init(&n->readers); /* (the child's waits are undone: all empty) */
+  gl_link_init(&n->writers);
+  gl_link_init(&n->watchers);
+  n->nwatchr = 0;
+  n->flags &= ~(LSOCK_READING | LSOCK_POLLING);
+  *n->ud = n;
+  s->ud = NULL;
+  s->flags |= LSOCK_CLOSED;
+  uv_close(h, on_close); /* what it holds is 'n''s now */
+  lgreen_sock_reref(n);
+}
+
+
+static void sock_forked(lua_State *L, gl_hub_t *hub, void *ud) {
+  lsock_state *st = (lsock_state *)ud;
+  (void)L;
+  uv_walk(&hub->loop, refork, st);
+  linger_arm(st); /* none lingers now: the timer stops */
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
 ** Errors, addresses, states
 ** =======================================================
 */
@@ -833,4 +924,5 @@ void lgreen_open_socket(lua_State *L, gl_hub_t *hub) {
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
   lgreen_sock_register(L, mod_funcs);
+  lgreen_on_fork(hub, sock_forked, st);
 }

@@ -63,8 +63,7 @@
 /* [-0, +1, m] A new stream socket of kind 'ops' (see 'lgreen_sock_new'). */
 lsock *lgreen_stream_new(lua_State *L, lsock_state *st,
                          const lsock_ops *ops) {
-  lsock *s = lgreen_sock_new(L, st, ops, LGREEN_SOCKET, sizeof(lstream),
-                             offsetof(lstream, h));
+  lsock *s = lgreen_sock_new(L, st, ops, LGREEN_SOCKET);
   LSTREAM(s)->limit = LIMIT_DEFAULT;
   return s;
 }
@@ -118,10 +117,35 @@ static void consume(lstream *x, size_t n) {
 
 static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b);
 
-/* Start or stop reading ahead (see the header comment). */
+
+/* A connection waits in the listening socket (libuv stops watching the
+   socket until it is accepted), or accept() failed (EMFILE, ...). */
+static void on_connection(uv_stream_t *server, int status) {
+  lstream *x = (lstream *)server->data;
+  x->pending = status < 0 ? status : 1;
+  lgreen_sock_kick_readers(&x->base);
+}
+
+
+/* Start or stop reading ahead (see the header comment). A listening
+   socket: libuv watches it from the first call that wants a connection
+   (see lgreen_stream_listen) and for good; if it cannot, the next accept
+   fails with the error (as when libuv's accept fails), and the one after
+   tries again. */
 void lgreen_stream_watched(lsock *s) {
   lstream *x = LSTREAM(s);
-  int want = (s->flags & LSOCK_CONNECTED) && !(s->flags & LSOCK_CLOSED) &&
+  int want;
+  if (s->flags & LSOCK_LISTENING) {
+    if (!(s->flags & (LSOCK_POLLING | LSOCK_CLOSED)) && x->pending == 0) {
+      int r = uv_listen(&x->h.stream, x->backlog, on_connection);
+      if (r < 0)
+        x->pending = r;
+      else
+        s->flags |= LSOCK_POLLING;
+    }
+    return;
+  }
+  want = (s->flags & LSOCK_CONNECTED) && !(s->flags & LSOCK_CLOSED) &&
              x->rerr == 0 &&
              (!gl_link_empty(&s->readers) || x->len < READ_HIGH);
   if (want && !(s->flags & LSOCK_READING)) {

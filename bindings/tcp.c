@@ -69,8 +69,15 @@ static void tcp_pushpeer(lua_State *L, lsock *s) {
 }
 
 
+static int tcp_open(lsock *s, uv_os_fd_t fd) {
+  LSTREAM(s)->pending = 0; /* a connection libuv held is the parent's */
+  return uv_tcp_open((uv_tcp_t *)s->h, fd);
+}
+
+
 static const lsock_ops tcp_ops = {LSOCK_STREAM_OPS, .tag = "",
-                                  .init = tcp_init, .address = tcp_address,
+                                  .init = tcp_init, .open = tcp_open,
+                                  .address = tcp_address,
                                   .pushpeer = tcp_pushpeer};
 
 /* }====================================================== */

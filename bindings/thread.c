@@ -158,6 +158,26 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
     report_raw(L, t, ud);
     lua_resetthread(co); /* close its pending to-be-closed variables */
   }
+  lua_settop(L, ud - 1);
+  if (t == lgreen_state(hub)->forker) { /* see fork.c */
+    lgreen_state(hub)->forkstatus = (t->flags & GL_F_ERROR) ? 1 : 0;
+    lgreen_state(hub)->forker = NULL;
+  }
+  lgreen_thread_bury(L, hub, t);
+}
+
+
+/*
+** [-0, +0, m] The C part of a thread's death: drop its Timeouts, links
+** and locals, un-anchor it and its coroutine, free its slot, wake the
+** threads in wait() on it. Its outcome is stored already. (fork.c buries
+** the parent's threads in a child this way, none of their code running.)
+*/
+void lgreen_thread_bury(lua_State *L, gl_hub_t *hub, gl_thread_t *t) {
+  int ud;
+  lua_checkstack(L, 8);
+  lgreen_pushthread(L, t);
+  ud = lua_gettop(L);
   lgreen_timeouts_drop(L, t);
   if (lua_getiuservalue(L, ud, LGREEN_UV_EXTRAS) == LUA_TTABLE) {
     lua_pushnil(L);

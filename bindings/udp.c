@@ -233,8 +233,22 @@ static size_t udp_buffered(lsock *s) {
 }
 
 
+static int udp_init(uv_loop_t *loop, lsock *s) {
+  return uv_udp_init(loop, &LUDP(s)->h);
+}
+
+
+static int udp_open(lsock *s, uv_os_fd_t fd) {
+  return uv_udp_open(&LUDP(s)->h, fd);
+}
+
+
 static const lsock_ops udp_ops = {
     .tag = "",
+    .size = sizeof(ludp),
+    .hoff = offsetof(ludp, h),
+    .init = udp_init,
+    .open = udp_open,
     .readable = udp_readable,
     .can_read = udp_readable,
     .can_write = udp_can_write,
@@ -511,8 +525,7 @@ static int l_udp(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
   family = lgreen_sock_optfamily(L, 1, AF_INET, "green.udp");
   lua_settop(L, 1);
-  s = lgreen_sock_new(L, lgreen_sock_state(L), &udp_ops, LGREEN_UDP,
-                      sizeof(ludp), offsetof(ludp, h));
+  s = lgreen_sock_new(L, lgreen_sock_state(L), &udp_ops, LGREEN_UDP);
   r = uv_udp_init_ex(&lgreen_hub(L)->loop, &LUDP(s)->h, (unsigned)family);
   if (r < 0) {
     lgreen_sock_discard(s);

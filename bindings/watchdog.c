@@ -494,6 +494,31 @@ static int l_debug_stats(lua_State *L) {
 }
 
 
+/*
+** In the child of green.fork, which has only the thread that called fork:
+** the watchdog thread is not there, and its mutex may have been held by
+** it at the fork. Start again from nothing, with the same settings.
+*/
+static void wd_forked(lua_State *L, gl_hub_t *hub, void *ud) {
+  watchdog *wd = (watchdog *)ud;
+  (void)hub;
+  pthread_mutex_init(&wd->mu, NULL);
+  pthread_cond_init(&wd->cv, NULL);
+  wd->started = wd->stop = 0;
+  wd->seen = wd->since = wd->reported = 0;
+  wd->stuck = 0;
+  wd->request = 0;
+  wd->episode = wd->start = wd->acked = 0;
+  if (active == wd)
+    active = NULL;
+  if ((wd->threshold != 0 || wd->slice != 0) && start(wd) != NULL) {
+    fprintf(stderr, "green.fork: the child runs without the watchdog\n");
+    wd->threshold = wd->slice = 0;
+  }
+  (void)L;
+}
+
+
 static int wd_gc(lua_State *L) {
   stop((watchdog *)lua_touserdata(L, 1));
   return 0;
@@ -528,6 +553,7 @@ void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub) {
   luaL_setfuncs(L, funcs, 2);
   lgreen_newsingleton(L, BLOCKING_ERROR_KEY, "BlockingError",
                       blocking_tostring);
+  lgreen_on_fork(hub, wd_forked, wd);
 }
 
 /* }====================================================== */

@@ -6,10 +6,12 @@
 ** line (once) and installs Ctrl-C; lua/green/cli.lua runs what it asks.
 ** It knows green.core only through its public header, bindings/green.h.
 */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -24,8 +26,17 @@
 #ifndef GL_BUILD_DIR
 #define GL_BUILD_DIR ""
 #endif
-#ifndef GL_INSTALL_LUA_DIR
+#ifndef GL_EXE_LUA_DIR /* from the executable's directory */
+#define GL_EXE_LUA_DIR "../share/lua/5.4"
+#endif
+#ifndef GL_EXE_CMOD_DIR
+#define GL_EXE_CMOD_DIR "../lib/lua/5.4"
+#endif
+#ifndef GL_INSTALL_LUA_DIR /* where the build installs, as configured */
 #define GL_INSTALL_LUA_DIR "/usr/local/share/lua/5.4"
+#endif
+#ifndef GL_INSTALL_CMOD_DIR
+#define GL_INSTALL_CMOD_DIR "/usr/local/lib/lua/5.4"
 #endif
 
 static const char *progname = "greenlua";
@@ -215,26 +226,90 @@ done:
 /* }====================================================== */
 
 
-/* Find lua/green: the source tree when run from the build tree. */
+/*
+** {======================================================
+** Where greenlua's own Lua modules are
+** =======================================================
+*/
+
+/* The canonical path of 'dir' (taken relative to 'base' unless absolute
+   or 'base' is NULL) into 'out' (PATH_MAX bytes); 0 if it does not
+   exist. */
+static int resolve(char *out, const char *base, const char *dir) {
+  char joined[2 * PATH_MAX];
+  int n;
+  if (base == NULL || dir[0] == '/')
+    n = snprintf(joined, sizeof(joined), "%s", dir);
+  else
+    n = snprintf(joined, sizeof(joined), "%s/%s", base, dir);
+  return n > 0 && (size_t)n < sizeof(joined) && realpath(joined, out) != NULL;
+}
+
+
+/* Does 'dir' hold green's Lua modules? */
+static int has_green(const char *dir) {
+  char init[PATH_MAX + 32];
+  int n = snprintf(init, sizeof(init), "%s/green/init.lua", dir);
+  return n > 0 && (size_t)n < sizeof(init) && access(init, R_OK) == 0;
+}
+
+
+/* package[field] = the string on the top .. package[field], popping that
+   string; package is just below it. */
+static void prepend(lua_State *L, const char *field) {
+  lua_getfield(L, -2, field);
+  lua_concat(L, 2);
+  lua_setfield(L, -2, field);
+}
+
+
+/*
+** Put green's Lua modules first on package.path. They are, first found:
+**   1. the source tree's lua/, when this is the build tree's executable
+**      (the specs run it there);
+**   2. GL_EXE_LUA_DIR from the executable's own directory: an install,
+**      where it was installed or moved to since, or a LuaRocks tree;
+**   3. GL_INSTALL_LUA_DIR, where the build was configured to install
+**      (the executable copied elsewhere alone).
+** In cases 2 and 3 the C module directory beside it goes first on
+** package.cpath too, so C modules installed in the same tree load. When
+** none holds green/init.lua, the paths stay as LUA_PATH and LUA_CPATH (or
+** the defaults) made them.
+*/
 static void set_path(lua_State *L) {
-  char exe[4096], dir[4096];
+  char exe[PATH_MAX], dir[PATH_MAX], lua[PATH_MAX], cmod[PATH_MAX];
   size_t n = sizeof(exe);
-  const char *luadir = GL_INSTALL_LUA_DIR;
-  if (uv_exepath(exe, &n) == 0) {
-    char *slash = strrchr(exe, '/');
-    if (slash != NULL) {
-      *slash = '\0';
-      if (realpath(exe, dir) != NULL && strcmp(dir, GL_BUILD_DIR) == 0)
-        luadir = GL_SOURCE_LUA_DIR;
+  char *slash;
+  int found = 0, hascmod = 0;
+  if (uv_exepath(exe, &n) == 0 && (slash = strrchr(exe, '/')) != NULL) {
+    *slash = '\0';
+    if (realpath(exe, dir) != NULL) {
+      if (strcmp(dir, GL_BUILD_DIR) == 0) {
+        snprintf(lua, sizeof(lua), "%s", GL_SOURCE_LUA_DIR);
+        found = 1;
+      } else if (resolve(lua, dir, GL_EXE_LUA_DIR) && has_green(lua)) {
+        found = 1;
+        hascmod = resolve(cmod, dir, GL_EXE_CMOD_DIR);
+      }
     }
   }
+  if (!found && resolve(lua, NULL, GL_INSTALL_LUA_DIR) && has_green(lua)) {
+    found = 1;
+    hascmod = resolve(cmod, NULL, GL_INSTALL_CMOD_DIR);
+  }
+  if (!found)
+    return;
   lua_getglobal(L, "package");
-  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", luadir, luadir);
-  lua_getfield(L, -2, "path");
-  lua_concat(L, 2);
-  lua_setfield(L, -2, "path");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", lua, lua);
+  prepend(L, "path");
+  if (hascmod) {
+    lua_pushfstring(L, "%s/?.so;", cmod);
+    prepend(L, "cpath");
+  }
   lua_pop(L, 1);
 }
+
+/* }====================================================== */
 
 
 static int pmain(lua_State *L) {

@@ -1,0 +1,357 @@
+-- green.fork (issue 11, bindings/fork.c): in the child only the thread that
+-- forked goes on; the parent's threads, timers and waits are gone; the
+-- sockets stay open but what the parent's loop had under way on them
+-- stays the parent's; the resolver, the watchdog and the on_fork hooks
+-- work in the child. Each case runs in its own greenlua (or lua5.4)
+-- process, so a child that went wrong cannot run the spec runner's code;
+-- the child reports to the parent over a socket, and every wait in the
+-- scripts has a deadline.
+local helper = require "helper"
+
+-- Shared by the scripts: `report` connects the child back to the parent
+-- (the parent's `collect` accepts and reads one line), and `expect` fails
+-- loudly so the spec sees the reason on stderr.
+local PRELUDE = [[
+local green = require "green"
+local function expect(cond, what)
+  if not cond then
+    io.stderr:write("FAILED: ", what, "\n")
+    io.stderr:flush()
+    os.exit(3)
+  end
+end
+local back = assert(green.listen("127.0.0.1", 0))
+back:settimeout(20)
+local _, backport = back:getsockname()
+local function report(line)
+  local c = assert(green.connect("127.0.0.1", backport))
+  assert(c:sendall(line .. "\n"))
+  c:close()
+end
+local function collect()
+  local c = assert(back:accept())
+  c:settimeout(20)
+  local line = assert(c:receive("*l"))
+  c:close()
+  return line
+end
+]]
+
+local function run(src, lua54)
+  if lua54 then return helper.lua54_run(PRELUDE .. src) end
+  return helper.greenlua_run(PRELUDE .. src)
+end
+
+-- Run the script; it must exit 0 and print exactly `want`.
+local function check(src, want, lua54, allow)
+  local out, err, code = run(src, lua54)
+  if allow then assert.matches(allow, err) else
+    assert.are.equal("", err, "stderr: " .. err)
+  end
+  assert.are.equal(0, code, "exit code " .. code .. "; stderr: " .. err)
+  assert.are.equal(want, out)
+end
+
+
+describe("green.fork", function()
+  it("returns the child's pid in the parent and 0 in the child", function()
+    check([[
+local pid = green.fork()
+if pid == 0 then report("child"); os.exit(0) end
+expect(math.type(pid) == "integer" and pid > 0, "pid " .. tostring(pid))
+print(collect())
+]], "child\n")
+  end)
+
+  -- Seed 003, problem 1: after fork the child ran the parent's listening
+  -- loop. A thread that loops on a timer and one blocked on a socket read
+  -- in the parent never run in the child; the parent's keep running.
+  it("the child does not run the parent's loops or wake its waiters",
+     function()
+    check([[
+local ticks, got = 0, {}
+local ticker = green.spawn(function()
+  while true do ticks = ticks + 1; green.sleep(0.001) end
+end)
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local feed = assert(green.connect("127.0.0.1", port))
+local peer = assert(srv:accept())
+local listener = green.spawn(function()  -- the "redis listening thread"
+  while true do
+    local line = peer:receive("*l")
+    if not line then return end
+    got[#got + 1] = line
+  end
+end)
+local ev = green.Event()
+local waiter = green.spawn(function() ev:wait(); got[#got + 1] = "woken" end)
+green.sleep(0.01)
+local pid = green.fork()
+if pid == 0 then
+  local t0, g0 = ticks, #got
+  -- wait for the parent's go-ahead: meanwhile the hub of the child runs
+  local go = assert(green.connect("127.0.0.1", backport))
+  go:settimeout(20)
+  assert(go:sendall("ready\n"))
+  local msg = go:receive("*l")
+  ev:send(1)
+  green.sleep(0.02)
+  report(table.concat({msg, tostring(ticks == t0), tostring(#got == g0),
+                       tostring(ticker:dead()), tostring(listener:dead()),
+                       tostring(waiter:dead())}, " "))
+  os.exit(0)
+end
+local go = assert(back:accept())
+go:settimeout(20)
+expect(go:receive("*l") == "ready", "ready")
+-- lines sent now reach the parent's listener only: the child has no
+-- reader, and its loop must not read ahead on the parent's socket
+for i = 1, 50 do assert(feed:sendall("line " .. i .. "\n")) end
+local deadline = green.now() + 20
+while #got < 50 and green.now() < deadline do green.sleep(0.001) end
+expect(#got == 50, "parent got " .. #got .. " of 50 lines")
+expect(got[50] == "line 50", "in order")
+local t0 = ticks
+assert(go:sendall("go\n"))
+print(collect())
+expect(not waiter:dead(), "the parent's waiter is still waiting")
+expect(ticks > t0, "the parent's ticker ticks")
+ev:send(1)
+waiter:wait()
+print(got[51])
+os.exit(0)
+]], "go true true true true true\nwoken\n")
+  end)
+
+  it("buries the parent's threads as killed, without running their cleanup",
+     function()
+    check([[
+local ev = green.Event()
+local cleaned = false
+local t = green.spawn(function()
+  local _ <close> = setmetatable({}, {
+    __close = function() cleaned = true end })
+  ev:wait()
+end)
+green.sleep(0)
+if green.fork() == 0 then
+  report(table.concat({tostring(t:dead()), tostring(cleaned),
+    tostring(t:wait() == green.GreenletExit)}, " "))
+  os.exit(0)
+end
+print(collect())
+ev:send(1); t:wait()
+print(cleaned)
+os.exit(0)
+]], "true false true\ntrue\n")
+  end)
+
+  it("leaves no timer of the parent's in the child", function()
+    check([[
+local fired = false
+green.spawn_after(0.05, function() fired = true end)
+local inner = green.spawn(function()
+  pcall(green.with_timeout, 0.05, function() green.sleep(10) end)
+end)
+green.sleep(0)
+if green.fork() == 0 then
+  local s = green.core.stats()
+  green.sleep(0.2) -- well past both deadlines: nothing fires
+  report(tostring(fired) .. " " .. tostring(inner:dead()) .. " " .. s.timers)
+  os.exit(0)
+end
+print(collect())
+os.exit(0)
+]], "false true 0\n")
+  end)
+
+  it("runs on_fork hooks in the child only, in order, a failing one reported",
+     function()
+    local out, err, code = run([[
+local seen = {}
+green.on_fork(function() seen[#seen + 1] = "a" end)
+green.on_fork(function() error("hook b fails") end)
+green.on_fork(function() seen[#seen + 1] = "c" end)
+if green.fork() == 0 then report(table.concat(seen, ",")); os.exit(0) end
+print(collect())
+print(#seen)
+os.exit(0)
+]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("a,c\n0\n", out)
+    assert.matches("on_fork hook failed: [^\n]*hook b fails", err)
+    assert.has_error(function() require("green").on_fork(42) end)
+  end)
+
+  it("gives the child working sockets, pools, resolver and listener",
+     function()
+    check([[
+-- The parent listens but never accepts: only the child does. The
+-- parent's hub runs all along (it waits for the child's report), and
+-- must not take a connection from the listening socket itself.
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+green.getaddrinfo("localhost") -- the resolver has a channel now
+local pid = green.fork()
+if pid == 0 then
+  local pool = green.GreenPool(4)
+  local served = 0
+  for _ = 1, 20 do
+    local c = assert(srv:accept())
+    pool:spawn(function()
+      c:settimeout(20)
+      local l = c:receive("*l")
+      c:send(l:upper() .. "\n")
+      c:close()
+      served = served + 1
+    end)
+  end
+  pool:waitall()
+  local addrs = green.getaddrinfo("localhost")
+  report(served .. " " .. tostring(#addrs > 0))
+  os.exit(0)
+end
+local answers = {}
+local pile = green.GreenPile(5)
+for i = 1, 20 do
+  pile:spawn(function()
+    local c = assert(green.connect("127.0.0.1", port))
+    c:settimeout(20)
+    assert(c:send("hi " .. i .. "\n"))
+    return c:receive("*l")
+  end)
+end
+for a in pile:results() do answers[#answers + 1] = a end
+table.sort(answers)
+print(#answers, answers[1])
+print(collect())
+os.exit(0)
+]], "20\tHI 1\n20 true\n")
+  end)
+
+  -- A sendall suspended with bytes queued in libuv at the fork: the
+  -- child's loop must not send them a second time (the stream would
+  -- carry them twice).
+  it("does not send the parent's queued writes again", function()
+    check([[
+local N = 4 * 1024 * 1024
+local parts = {}
+for i = 1, N // 16 do parts[i] = string.format("%015d\n", i) end
+local data = table.concat(parts)
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local out = assert(green.connect("127.0.0.1", port))
+local inp = assert(srv:accept())
+local sender = green.spawn(function() assert(out:sendall(data)) end)
+helper_until = function(c) local d = green.now() + 20
+  while not c() and green.now() < d do green.sleep(0.001) end end
+helper_until(function() return select(2, sender:status()) ~= nil end)
+local pid = green.fork()
+if pid == 0 then
+  -- run the child's loop while the peer drains, until told to stop
+  local ctl = assert(green.connect("127.0.0.1", backport))
+  ctl:settimeout(30)
+  assert(ctl:sendall("ready\n"))
+  ctl:receive("*l")
+  os.exit(0)
+end
+local ctl = assert(back:accept())
+ctl:settimeout(20)
+expect(ctl:receive("*l") == "ready", "ready")
+inp:settimeout(20)
+inp:setlimit(2 * N)
+local got = assert(inp:receive(N))
+sender:wait()
+inp:settimeout(0.2)
+local extra = inp:receive(1)
+ctl:sendall("stop\n")
+print(#got == N, got == data, extra == nil)
+os.exit(0)
+]], "true\ttrue\ttrue\n")
+  end)
+
+  it("restarts blocking detection in the child", function()
+    check([[
+green.debug.hub_blocking_detection(true, 0.05)
+if green.fork() == 0 then
+  local reports = 0
+  green.debug.on_blocking(function() reports = reports + 1 end)
+  local other = green.spawn(function() green.sleep(0) end)
+  local t0 = os.clock()
+  while reports == 0 and os.clock() - t0 < 10 do end
+  other:wait()
+  report("reports " .. tostring(reports > 0))
+  os.exit(0)
+end
+print(collect())
+os.exit(0)
+]], "reports true\n")
+  end)
+
+  it("from a green thread: the child ends once its threads are done",
+     function()
+    -- The main chunk waits in the parent; in the child, the main thread
+    -- is gone: the child exits 0 when the forking thread (and what it
+    -- spawned) ends, 1 if the forking thread died of an error.
+    check([[
+local function child_of(body)
+  local done = green.Event()
+  green.spawn(function()
+    local pid = green.fork()
+    if pid == 0 then body(); return end
+    done:send(pid)
+  end)
+  return done:wait()
+end
+local pid = child_of(function()
+  green.spawn(function() green.sleep(0.01); report("spawned ran") end)
+end)
+print(collect())
+-- the child holds a connection to the parent until it exits, so the
+-- parent knows when its error report is written
+KEEP = {}
+pid = child_of(function()
+  KEEP[1] = assert(green.connect("127.0.0.1", backport))
+  assert(KEEP[1]:sendall("about to fail\n"))
+  error("boom")
+end)
+local lifeline = assert(back:accept())
+lifeline:settimeout(20)
+print(lifeline:receive("*l"))
+local _, err = lifeline:receive("*a")
+expect(err == "closed", "the child's exit closes it: " .. tostring(err))
+print("main goes on in the parent only")
+os.exit(0)
+]], "spawned ran\nabout to fail\nmain goes on in the parent only\n", false,
+       "^green: GreenThread %d+ %(spawned at [^\n]*%) died of an error:\n"
+       .. "[^\n]*: boom\n")
+  end)
+
+  it("from the main thread under stock lua5.4", function()
+    check([[
+local t = green.spawn(function() green.sleep(30) end)
+green.sleep(0)
+local pid = green.fork()
+if pid == 0 then
+  report("child " .. tostring(t:dead()))
+  os.exit(0)
+end
+print(collect())
+t:kill()
+]], "child true\n", true)
+  end)
+
+  it("refuses to fork from a finalizer", function()
+    check([[
+local msg
+setmetatable({}, { __gc = function()
+  msg = select(2, pcall(green.fork))
+end })
+collectgarbage()
+collectgarbage()
+print(msg and msg:match("finalizer") ~= nil)
+os.exit(0)
+]], "true\n")
+  end)
+end)
