@@ -502,6 +502,8 @@ static int proc_tostring(lua_State *L) {
     lua_pushliteral(L, "green.Process (released)");
   else if (!p->exited)
     lua_pushfstring(L, "green.Process (pid %d, running)", p->pid);
+  else if (p->code < 0)
+    lua_pushfstring(L, "green.Process (pid %d, no status)", p->pid);
   else
     lua_pushfstring(L, "green.Process (pid %d, %s %d)", p->pid,
                     p->signaled ? "signal" : "exit", p->code);
@@ -955,6 +957,46 @@ static int l_spawn(lua_State *L) {
 /* }====================================================== */
 
 
+/*
+** In a child of green.fork: the parent's children are not the child's
+** (waitpid would say ECHILD, and <close> or kill must not touch them).
+** Each record of a child still running leaves the list (so neither the
+** reaper nor green.process.wait(pid) looks at it, even if the pid comes
+** back as one of the child's own children) and reads as reaped elsewhere:
+** wait answers nil, "no child processes", kill nil, "no such process",
+** <close> kills nothing. Records of children already reaped keep their
+** outcome. The waits were the parent's threads' (fork.c undid them), and
+** the watcher stops until the child spawns or waits for its own.
+*/
+static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
+  pstate *st = (pstate *)ud;
+  gl_link_t *l = st->procs.next;
+  (void)L;
+  (void)hub;
+  while (l != &st->procs) {
+    proc *p = GL_CONTAINER(l, proc, link);
+    l = l->next;
+    if (p->exited)
+      continue;
+    p->exited = 1;
+    p->signaled = 0;
+    p->code = -1;
+    while (!gl_waitq_empty(&p->waiters)) /* none: the threads are gone */
+      deliver((pidwait *)gl_waitq_first(&p->waiters), 0, 0, -ECHILD);
+    if (p->ud == NULL)
+      proc_free(p);
+    else
+      gl_link_remove(&p->link); /* self-linked: proc_free's remove is a
+                                   no-op */
+  }
+  while (!gl_waitq_empty(&st->foreign))
+    deliver((pidwait *)gl_waitq_first(&st->foreign), 0, 0, -ECHILD);
+  st->running = 0;
+  st->nwaits = 0;
+  reaper_update(st);
+}
+
+
 /* At lua_close, after every Process's __gc: children still running are
    left to the system (init reaps what outlives this process). */
 static int state_gc(lua_State *L) {
@@ -1012,6 +1054,7 @@ void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
   st->running = st->nwaits = 0;
   st->reaping = 0;
   reaper->data = st;
+  lgreen_on_fork(hub, proc_forked, st);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");

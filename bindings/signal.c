@@ -181,7 +181,7 @@ typedef struct watch {
   uv_signal_t h;
   struct watch **ud;  /* the userdata's slot; NULL once cancelled */
   sigstate *st;
-  gl_link_t link;     /* in st->daemons (daemons only) */
+  gl_link_t link;     /* in st->watches */
   gl_waitq_t waiters; /* threads in signal_next */
   unsigned pending;   /* deliveries nobody took yet */
   int signum;
@@ -189,12 +189,17 @@ typedef struct watch {
 } watch;
 
 
-/* Per hub: its daemons, and the check handle that refs them again. */
+/* Per hub: its watches (daemons and waits), and the check handle that
+   refs the daemons again. */
 struct sigstate {
   gl_hub_t *hub;
-  gl_link_t daemons;
+  gl_link_t watches;
+  unsigned ndaemons;
   uv_check_t *check; /* malloc'd on first use; freed by its close */
 };
+
+
+#define WATCH(l) GL_CONTAINER(l, watch, link)
 
 
 static void on_close(uv_handle_t *h) {
@@ -218,8 +223,10 @@ static int others_blocked(sigstate *st) {
     n++;
   for (l = hub->idlers.head.next; l != &hub->idlers.head; l = l->next)
     n--; /* in green.run(): waiting for the hub to idle, not for us */
-  for (l = st->daemons.next; l != &st->daemons; l = l->next) {
-    gl_link_t *q = &GL_CONTAINER(l, watch, link)->waiters.head, *m;
+  for (l = st->watches.next; l != &st->watches; l = l->next) {
+    gl_link_t *q = &WATCH(l)->waiters.head, *m;
+    if (!WATCH(l)->daemon)
+      continue;
     for (m = q->next; m != q; m = m->next)
       n--; /* a dispatcher */
   }
@@ -229,8 +236,10 @@ static int others_blocked(sigstate *st) {
 
 static void ref_daemons(sigstate *st, int on) {
   gl_link_t *l;
-  for (l = st->daemons.next; l != &st->daemons; l = l->next) {
-    uv_handle_t *h = (uv_handle_t *)&GL_CONTAINER(l, watch, link)->h;
+  for (l = st->watches.next; l != &st->watches; l = l->next) {
+    uv_handle_t *h = (uv_handle_t *)&WATCH(l)->h;
+    if (!WATCH(l)->daemon)
+      continue;
     if (on)
       uv_ref(h);
     else
@@ -242,7 +251,7 @@ static void ref_daemons(sigstate *st, int on) {
 /* hooks.blocking: the hub is about to block in the poller. */
 static void on_blocking(gl_hub_t *hub) {
   sigstate *st = (sigstate *)lgreen_state(hub)->signals;
-  if (st != NULL && !gl_link_empty(&st->daemons))
+  if (st != NULL && st->ndaemons > 0)
     ref_daemons(st, others_blocked(st));
 }
 
@@ -282,11 +291,9 @@ static void shut(watch *w) {
     *w->ud = NULL;
     w->ud = NULL;
   }
-  if (w->daemon) {
-    gl_link_remove(&w->link);
-    if (gl_link_empty(&st->daemons) && st->check != NULL)
-      uv_check_stop(st->check);
-  }
+  gl_link_remove(&w->link);
+  if (w->daemon && --st->ndaemons == 0 && st->check != NULL)
+    uv_check_stop(st->check);
   gl_waitq_wake_all(&w->waiters, W_CANCELLED);
   lgreen_signal_stop(&w->h);
   uv_close((uv_handle_t *)&w->h, on_close);
@@ -360,10 +367,10 @@ static int l_signal_watch(lua_State *L) {
   }
   w->ud = ud;
   *ud = w;
+  gl_link_push(&st->watches, &w->link);
   if (daemon) {
-    if (gl_link_empty(&st->daemons))
+    if (st->ndaemons++ == 0)
       uv_check_start(st->check, on_check);
-    gl_link_push(&st->daemons, &w->link);
   } else {
     reref(w);
   }
@@ -494,12 +501,29 @@ static int sig_tostring(lua_State *L) {
 }
 
 
+/*
+** In a child of green.fork: the parent's handlers and waits are gone. The
+** dispatcher threads and the waiters were the parent's (fork.c buried
+** them), so a watch left started would catch its signal and nobody would
+** run anything: every watch is cancelled, as handle:cancel() does (the
+** handles read cancelled, each signal gets back the disposition it had
+** before green.signal), and the child registers its own.
+*/
+static void sig_forked(lua_State *L, gl_hub_t *hub, void *ud) {
+  sigstate *st = (sigstate *)ud;
+  (void)L;
+  (void)hub;
+  while (!gl_link_empty(&st->watches))
+    shut(WATCH(st->watches.next));
+}
+
+
 /* At lua_close, after every handle's __gc (newer finalizers run first). */
 static int state_gc(lua_State *L) {
   sigstate *st = (sigstate *)lua_touserdata(L, 1);
   lgreen_state(st->hub)->signals = NULL;
-  while (!gl_link_empty(&st->daemons))
-    shut(GL_CONTAINER(st->daemons.next, watch, link));
+  while (!gl_link_empty(&st->watches))
+    shut(WATCH(st->watches.next));
   if (st->check != NULL) {
     uv_close((uv_handle_t *)st->check, free_handle);
     st->check = NULL;
@@ -529,7 +553,8 @@ static const luaL_Reg funcs[] = {
 void lgreen_open_signal(lua_State *L, gl_hub_t *hub) {
   sigstate *st = (sigstate *)lua_newuserdatauv(L, sizeof(*st), 0);
   st->hub = hub;
-  gl_link_init(&st->daemons);
+  gl_link_init(&st->watches);
+  st->ndaemons = 0;
   st->check = NULL;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
@@ -539,6 +564,7 @@ void lgreen_open_signal(lua_State *L, gl_hub_t *hub) {
   lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
   lgreen_state(hub)->signals = st;
   hub->hooks.blocking = on_blocking;
+  lgreen_on_fork(hub, sig_forked, st);
   lgreen_register(L, funcs, 1); /* pops the state: upvalue 2 */
   luaL_newmetatable(L, LGREEN_SIGNAL);
   lua_pushvalue(L, -1);

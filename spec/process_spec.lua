@@ -549,6 +549,153 @@ describe("green.process.wait(pid)", function()
   end)
 end)
 
+-- Children of green.fork (issue 11). Each case runs in its own greenlua
+-- process (a forked child must not run the spec runner's code); the child
+-- and the parent talk over a socket, and every wait has a deadline.
+local FORK_PRELUDE = [[
+local green = require "green"
+local process = green.process
+local function expect(cond, what)
+  if not cond then
+    io.stderr:write("FAILED: ", what, "\n")
+    io.stderr:flush()
+    os.exit(9)
+  end
+end
+local function show(...)
+  local t = table.pack(...)
+  for i = 1, t.n do t[i] = tostring(t[i]) end
+  return table.concat(t, " ", 1, t.n)
+end
+local back = assert(green.listen("127.0.0.1", 0))
+back:settimeout(20)
+local _, backport = back:getsockname()
+-- the child's end: connect to the parent
+local function dial()
+  local c = assert(green.connect("127.0.0.1", backport))
+  c:settimeout(20)
+  return c
+end
+-- the parent's end: the child's connection
+local function answer()
+  local c = assert(back:accept())
+  c:settimeout(20)
+  return c
+end
+]]
+
+-- Run `src` in greenlua: it must exit 0, print `want`, write no stderr.
+local function forked(src, want)
+  local out, err, code = h.greenlua_run(FORK_PRELUDE .. src, nil, 60)
+  assert.are.equal("", err, "stderr: " .. err)
+  assert.are.equal(0, code, "exit code " .. code)
+  assert.are.equal(want, out)
+end
+
+describe("green.process.wait(pid) with green.fork", function()
+  it("reaps a forked child that calls os.exit(3), green: the parent's "
+     .. "hub runs meanwhile", function()
+    forked([[
+local pid = green.fork()
+if pid == 0 then
+  local c = dial()
+  local go = c:receive("*l") -- the parent writes it while it waits
+  os.exit(go == "go" and 3 or 4)
+end
+local c = answer()
+local ticks = 0
+-- if wait blocked the hub, this thread would never run and the child
+-- would never get its "go"
+green.spawn(function()
+  while ticks < 5 do ticks = ticks + 1; green.sleep(0.001) end
+  assert(c:sendall("go\n"))
+end)
+print(show(process.wait(pid, 30)))
+print(show(process.wait(pid, 0)))
+expect(ticks == 5, "ticks " .. ticks)
+]], "exit 3\nnil no child processes\n")
+  end)
+
+  it("a child killed by a signal: \"signal\", 9", function()
+    forked([[
+local pid = green.fork()
+if pid == 0 then
+  local c = dial()
+  c:receive("*l") -- never comes: the parent kills us
+  os.exit(0)
+end
+local c = answer()
+assert(process.run { "kill", "-KILL", tostring(pid) })
+print(show(process.wait(pid, 30)))
+c:close()
+]], "signal 9\n")
+  end)
+
+  it("wait(pid, timeout) times out with nil, \"timeout\" and can be "
+     .. "retried; several threads wait at once", function()
+    forked([[
+local pid = green.fork()
+if pid == 0 then
+  local c = dial()
+  local line = c:receive("*l")
+  os.exit(line == "go" and 0 or 4)
+end
+local c = answer()
+print(show(process.wait(pid, 0)))
+print(show(process.wait(pid, 0.05)))
+print(show(process.wait(pid, 0.05)))
+local got = {}
+local waiters = {}
+for i = 1, 2 do
+  waiters[i] = green.spawn(function() got[i] = show(process.wait(pid, 30)) end)
+end
+local doomed = green.spawn(process.wait, pid)
+green.sleep(0) -- the three are waiting (they run before us)
+doomed:kill()
+assert(c:sendall("go\n"))
+for i = 1, 2 do waiters[i]:wait() end
+print(got[1], got[2], doomed:wait() == green.GreenletExit)
+]], "nil timeout\nnil timeout\nnil timeout\nexit 0\texit 0\ttrue\n")
+  end)
+
+  it("in the child: process.run, spawn and wait work; the parent's "
+     .. "children are not the child's", function()
+    forked([[
+local mine = assert(process.spawn { "cat", stdin = "pipe", stdout = "pipe" })
+local pid = green.fork()
+if pid == 0 then
+  local c = dial()
+  local r = {}
+  -- the parent's child: neither waited for, nor killed, here
+  r[2] = show(mine:wait(0))
+  r[3] = show(mine:kill("KILL"))
+  r[4] = show(process.wait(mine.pid, 0))
+  r[5] = tostring(mine):gsub("%d+", "N")
+  r[1] = show(process.run { "sh", "-c", "echo hi; echo err >&2; exit 4" })
+  -- its own children, and a grandchild it forks
+  local p = assert(process.spawn { "sh", "-c", "exit 6" })
+  r[6] = show(p:wait(30))
+  local g = green.fork()
+  if g == 0 then os.exit(7) end
+  r[7] = show(process.wait(g, 30))
+  do local _ <close> = mine end -- kills nothing
+  assert(c:sendall(table.concat(r, "|"):gsub("\n", "/") .. "\n"))
+  os.exit(0)
+end
+local c = answer()
+print(c:receive("*l"))
+print(show(process.wait(pid, 30)))
+-- the parent's child is still running: it still echoes
+assert(mine.stdin:sendall("still here\n"))
+print(mine.stdout:receive("*l"))
+mine.stdin:close()
+print(show(mine:wait(30)))
+]], "false hi/ err/ exit 4|nil no child processes|nil no such process|"
+    .. "nil no child processes|green.Process (pid N, no status)|exit 6|"
+    .. "exit 7\nexit 0\nstill here\nexit 0\n")
+  end)
+end)
+
 describe("green.process.run", function()
   it("runs shell strings and argv tables", function()
     green_run(function()
