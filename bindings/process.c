@@ -10,8 +10,10 @@
 ** posix_spawn clones with CLONE_VM | CLONE_VFORK (what system(3) does).
 ** Measured on the 2-core machine (bench/process.lua): uv_spawn of "true"
 ** plus its wait ran at 0.5x os.execute("true"); posix_spawn is what lets
-** green.process.run keep up with os.execute. The child gets every signal
-** at its default and an empty mask, its stdin, stdout and stderr as asked,
+** green.process.run keep up with os.execute. The child gets an empty
+** signal mask, SIGPIPE and SIGXFSZ at their defaults (green.core ignores
+** SIGPIPE for itself; the rest of what this process ignores stays
+** ignored across exec, as with system(3)), its stdin, stdout and stderr as asked,
 ** and no other descriptor of ours: the pipes are made with O_CLOEXEC, and
 ** every descriptor above 2 is closed in the child (closefrom, as Python's
 ** close_fds), so a descriptor this process opened without close-on-exec
@@ -28,7 +30,12 @@
 ** the loop. A child is reaped as soon as it exits even if nobody waits
 ** (a Process collected unwaited leaves no zombie: its record outlives the
 ** userdata until then). The watcher keeps the hub alive only while a
-** thread waits; a hub that never polls reaps at its next poll.
+** thread waits; a hub that never polls reaps at its next poll. (Leaving
+** it started between children would save a dozen system calls per child,
+** ~2% of a process.run("true"), but then a stock os.execute's child, its
+** SIGCHLD taken by the watchdog's thread while system() blocks it in the
+** hub's, leaves I/O ready under a hub kept by a blocking call: a
+** blocking report for a program that merely used green.process once.)
 **
 ** A Process is a 'green.Process' userdata holding a pointer to a malloc'd
 ** record (luv style). The pipe ends are green stream sockets (pipe.c's
@@ -785,7 +792,7 @@ static int start(const char *cwd, char **argv, char **env, int usepath,
                  const int closed[3], pid_t *pid) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
-  sigset_t all, none;
+  sigset_t dfl, none;
   char buf[4096];
   const char *file = argv[0];
   int i, err;
@@ -795,9 +802,16 @@ static int start(const char *cwd, char **argv, char **env, int usepath,
     posix_spawn_file_actions_destroy(&fa);
     return err;
   }
-  sigfillset(&all);
+  /* exec resets every caught signal; an ignored one stays ignored, which
+     is right for what our own caller ignored (nohup's SIGHUP) but not
+     for what green.core ignores for itself (SIGPIPE, socket.c), nor
+     SIGXFSZ (Python's restore_signals). A full set would cost the child
+     a sigaction per signal (glibc's __spawni_child): ~5% of a spawn. */
+  sigemptyset(&dfl);
+  sigaddset(&dfl, SIGPIPE);
+  sigaddset(&dfl, SIGXFSZ);
   sigemptyset(&none);
-  err = posix_spawnattr_setsigdefault(&attr, &all);
+  err = posix_spawnattr_setsigdefault(&attr, &dfl);
   if (err == 0)
     err = posix_spawnattr_setsigmask(&attr, &none);
   if (err == 0)
@@ -891,7 +905,7 @@ static int l_spawn(lua_State *L) {
   /* From here on nothing allocates in Lua: no finalizer can run while
      descriptors are open here. */
   for (i = 0; i < 3; i++) /* before a pipe can take a free number */
-    closed[i] = fcntl(i, F_GETFD) < 0;
+    closed[i] = mode[i] == IO_INHERIT && fcntl(i, F_GETFD) < 0;
   err = 0;
   for (i = 0; i < 3 && err == 0; i++) {
     int pp[2];

@@ -211,6 +211,47 @@ describe("green.process.spawn", function()
   end)
 end)
 
+describe("the child's signals", function()
+  -- The bit of signal `sig` in field `field` of a /proc status text.
+  local function bit(status, field, sig)
+    local mask = tonumber(status:match(field .. ":%s*(%x+)"), 16)
+    return (mask >> (sig - 1)) & 1 == 1
+  end
+
+  it("none blocked, none caught, SIGPIPE at its default (green ignores it)",
+     function()
+    green_run(function()
+      local handle = green.signal("USR1", function() end) -- caught here
+      local ok, status = process.run { "cat", "/proc/self/status" }
+      handle:cancel()
+      assert.is_true(ok)
+      assert.are.equal("0000000000000000", status:match("SigBlk:%s*(%x+)"))
+      assert.are.equal("0000000000000000", status:match("SigCgt:%s*(%x+)"))
+      assert.is_false(bit(status, "SigIgn", 13)) -- PIPE
+    end)
+  end)
+
+  it("a signal our own caller ignored stays ignored (nohup's SIGHUP)",
+     function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local ok, status = require("green").process.run {
+        "cat", "/proc/self/status" }
+      assert(ok)
+      io.write(status)
+    ]])
+    f:close()
+    local out, err, code = h.sh("trap '' HUP; exec " .. h.greenlua .. " "
+                                .. script, 30)
+    os.remove(script)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.is_true(bit(out, "SigIgn", 1)) -- HUP
+    assert.is_false(bit(out, "SigIgn", 13)) -- PIPE
+  end)
+end)
+
 describe("Process:wait and Process:kill", function()
   it("waits with a timeout for a child that never exits, then kills it",
      function()

@@ -287,7 +287,9 @@ describe("signals and the hub's lifetime", function()
       green.process.spawn { "sh", "-c", "sleep 0.2; kill -USR1 " .. pid }
       print("event", ev:wait())
       handle:cancel()
-      green.process.spawn { "sh", "-c", "sleep 0.2; kill -USR2 " .. pid }
+      -- sent by a thread that runs once the main thread blocks in wait
+      -- (which catches USR2 from its call on)
+      green.spawn(green.process.run, { "kill", "-USR2", tostring(pid) })
       print("waited", green.signal.wait("USR2"))
     ]], 20)
     assert.are.equal("", err)
