@@ -664,7 +664,12 @@ static char **build_env(lua_State *L, int *path) {
       luaL_error(L, "green.process.spawn: bad environment variable name "
                     "'%s'", k);
     if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-      const char *v = checkarg(L, -1, "env value", 0);
+      size_t vlen;
+      /* a number value is converted on the stack: lua_next needs only
+         the key as it was */
+      const char *v = lua_tolstring(L, -1, &vlen);
+      if (strlen(v) != vlen)
+        luaL_error(L, "green.process.spawn: env.%s contains a zero byte", k);
       lua_pushfstring(L, "%s=%s", k, v);
       lua_rawseti(L, anchor, ++n);
     } else if (!(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {

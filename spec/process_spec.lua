@@ -183,6 +183,18 @@ describe("green.process.spawn", function()
       assert.matches("env.X must be a string or false",
                      err({ "ls", env = { X = true } }))
       assert.matches("cwd must be a string", err({ "ls", cwd = 1 }))
+      assert.matches("env.A contains a zero byte",
+                     err({ "ls", env = { A = "x\0y" } }))
+      assert.matches("env keys must be names",
+                     err({ "ls", env = { [1.5] = "x" } }))
+      assert.matches("argument 1 is a boolean", err({ true }))
+      -- what the kernel refuses is a failure to start, not an error
+      local env = {}
+      for i = 1, 30000 do env["V" .. i] = ("x"):rep(100) end
+      assert.are.same({ nil, "true: Argument list too long", 7 },
+                      { process.spawn { "true", env = env } })
+      assert.are.same({ nil, "true: Argument list too long", 7 },
+                      { process.spawn { "true", ("y"):rep(200000) } })
       -- numbers are arguments too
       local ok, out = process.run { "echo", 1, 2.5 }
       assert.is_true(ok)
@@ -508,6 +520,43 @@ describe("no zombies", function()
                    "the child reaped, no zombie")
       assert.are.same({ nil, "no child processes" },
                       { process.wait(pid, 0) })
+    end)
+  end)
+
+  it("killed readers and collected Processes and files leak no "
+     .. "descriptor", function()
+    green_run(function()
+      local _, n0 = fds()
+      local pids = {}
+      for _ = 1, 10 do
+        local p = assert(process.spawn { "sleep", "100", stdin = "pipe",
+                                         stdout = "pipe", stderr = "pipe" })
+        local f = assert(process.popen("exec sleep 100"))
+        local readers = {
+          green.spawn(function() return p:communicate("x") end),
+          green.spawn(function() return p:wait() end),
+          green.spawn(function() return f:read("a") end),
+        }
+        for _, gt in ipairs(readers) do
+          h.until_suspended(gt)
+          gt:kill()
+        end
+        pids[#pids + 1] = p.pid
+        pids[#pids + 1] = f.proc.pid
+        assert(p:kill("KILL"))
+        assert(f.proc:kill("KILL"))
+      end
+      collectgarbage()
+      collectgarbage()
+      h.eventually(function()
+        for _, pid in ipairs(pids) do
+          if alive(pid) then return false end
+        end
+        return true
+      end, "every child reaped")
+      collectgarbage()
+      h.eventually(function() return select(2, fds()) == n0 end,
+                   "descriptors back to " .. n0)
     end)
   end)
 
