@@ -62,6 +62,7 @@ struct lgreen_state {
   int main_anchor; /* registry reference of the main thread's GreenThread */
   volatile sig_atomic_t interrupted; /* a Ctrl-C waits to be delivered */
   volatile sig_atomic_t dump;        /* a thread dump was asked for */
+  void *signals; /* signal.c's per-hub state (hooks.blocking), or NULL */
   struct {                      /* what each part resets in the child */
     lgreen_forkfn fn;           /* of green.fork (fork.c) */
     void *ud;
@@ -173,6 +174,8 @@ void lgreen_open_semaphore(lua_State *L, gl_hub_t *hub); /* semaphore.c */
 void lgreen_open_queue(lua_State *L, gl_hub_t *hub);     /* queue.c */
 void lgreen_open_tpool(lua_State *L, gl_hub_t *hub);     /* tpool.c */
 void lgreen_open_fs(lua_State *L, gl_hub_t *hub);        /* fs.c */
+void lgreen_open_signal(lua_State *L, gl_hub_t *hub);   /* signal.c */
+void lgreen_open_process(lua_State *L, gl_hub_t *hub);  /* process.c */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
 /* The hub of a state where green.core is open, or NULL. */

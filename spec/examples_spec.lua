@@ -19,6 +19,20 @@ describe("examples", function()
     assert.are.same({ "RED", "GREEN", "BLUE" }, results)
   end)
 
+  it("subprocess.lua: commands at once, a timeout, pipes, popen, SIGTERM",
+     function()
+    assert.are.equal(table.concat({
+      "true slept 3", "true slept 1", "true slept 2",
+      "the heartbeat beat while they ran:\ttrue",
+      "sleep 60:\tfalse\ttimeout",
+      "tr returned\t120000\tbytes:\tGREEN GREEN ",
+      "from the child:\tline 1", "from the child:\tline 2",
+      "from the child:\tline 3", "child ended:\texit\t0",
+      "popen line:\ta", "popen line:\tb", "popen close:\ttrue\texit\t0",
+      "got signal\t15\t- stopping", "" }, "\n"),
+      example("subprocess.lua"))
+  end)
+
   it("starved_heartbeat.lua (seed 001): detection names the burst, the "
      .. "time slice keeps the heartbeat on time", function()
     local out = example("starved_heartbeat.lua", "1.5")

@@ -323,6 +323,11 @@ green.tpool = { execute = core.tpool_execute, setup = core.tpool_setup,
 
 -- {=== files off the hub: lua/green/fs.lua, bindings/fs.c, fspath.c
 green.fs = require "green.fs"
+
+-- {=== processes and signals: lua/green/process.lua, lua/green/signal.lua,
+-- bindings/process.c, bindings/signal.c
+green.process = require "green.process"
+green.signal = require "green.signal"
 -- }===
 
 return green

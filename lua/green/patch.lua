@@ -1,5 +1,9 @@
 --- green.patch(): make unmodified LuaSocket-based code run green.
 --
+-- Also installs green `io.popen` and `os.execute` (lua/green/process.lua;
+-- `green.patch{process = false}` leaves them alone), so a patched program's
+-- subprocesses stop freezing the hub.
+--
 -- Installs green.socket (lua/green/socket.lua) as `package.loaded.socket`
 -- and `package.loaded["socket.core"]` (one table, as in LuaSocket), so
 -- that every later `require "socket"` gets it. LuaSocket's pure-Lua
@@ -85,10 +89,43 @@ local function patch_io()
 end
 -- }===
 
+-- {=== processes (issue 10): green io.popen and os.execute. Where the
+-- caller cannot block (inside a C-call boundary such as a `require`d
+-- module's main chunk, or a finalizer) they fall back to the stock
+-- functions, which block the hub but work.
+local stock_popen, stock_execute = io.popen, os.execute
+
+local function green_popen(prog, mode)
+  if require("green.core").cansuspend() then
+    return require("green.process").popen(prog, mode)
+  end
+  return stock_popen(prog, mode)
+end
+
+local function green_execute(cmd)
+  if require("green.core").cansuspend() then
+    return require("green.process").execute(cmd)
+  end
+  return stock_execute(cmd)
+end
+
+local function patch_process()
+  io.popen = green_popen -- luacheck: ignore 122
+  os.execute = green_execute -- luacheck: ignore 122
+end
+-- }===
+
 --- Install green.socket as `socket` and `socket.core`; returns it.
 -- Warns on stderr if LuaSocket was loaded already (see the caveats).
 -- `opts.fs = true` also routes io's files through green.fs (above).
+-- Also installs green `io.popen` and `os.execute` (green.process) unless
+-- `opts.process` is false.
 function M.patch(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'patch' (table expected, got " .. type(opts)
+          .. ")", 2)
+  end
+  if not (opts and opts.process == false) then patch_process() end
   local gsocket = require "green.socket"
   local loaded = package.loaded
   local old = loaded.socket
