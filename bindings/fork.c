@@ -39,11 +39,15 @@
 static void add_reset(gl_hub_t *hub, lgreen_forkfn fn, void *ud,
                       int early) {
   lgreen_state_t *g = lgreen_state(hub);
-  if (g->nforks < LGREEN_MAXFORKS) {
-    g->forks[g->nforks].fn = fn;
-    g->forks[g->nforks].early = early;
-    g->forks[g->nforks++].ud = ud;
+  /* A fixed table: the parts of green.core register once each when the
+     module opens. Outgrowing it is a bug of ours, never silently. */
+  if (g->nforks >= LGREEN_MAXFORKS) {
+    fprintf(stderr, "green: too many fork resets (raise LGREEN_MAXFORKS)\n");
+    abort();
   }
+  g->forks[g->nforks].fn = fn;
+  g->forks[g->nforks].early = early;
+  g->forks[g->nforks++].ud = ud;
 }
 
 

@@ -40,7 +40,7 @@
 /* A part of green.core's reset in the child of green.fork (fork.c): it
    forgets what belongs to the parent ('ud' is what the part registered). */
 typedef void (*lgreen_forkfn)(lua_State *L, gl_hub_t *hub, void *ud);
-#define LGREEN_MAXFORKS 8
+#define LGREEN_MAXFORKS 16 /* the parts of green.core register 8 */
 
 /*
 ** The bindings' per-hub state: what the runtime does not need. The hub
