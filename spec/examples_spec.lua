@@ -50,6 +50,27 @@ describe("examples", function()
     assert.is_true(tonumber(kept) < tonumber(starved) / 2, out)
   end)
 
+  it("prefork_chat.lua (seed 003): workers share messages through Redis",
+     function()
+    local out = example("prefork_chat.lua", "0 demo")
+    assert.matches("started redis%-server on 127%.0%.0%.1:%d+", out)
+    local n = 0
+    for i, w, got, all, lines in out:gmatch(
+        "client (%d) %(worker (%d)%) got (%d)/(%d): ([^\n]*)") do
+      n = n + 1
+      assert.are.equal("4", got, out)
+      assert.are.equal("4", all, out)
+      assert.are.equal(tonumber(i) <= 2 and "1" or "2", w)
+      -- every client has the lines posted on both workers
+      for c = 1, 4 do
+        assert.matches("%[worker " .. (c <= 2 and 1 or 2)
+                       .. "%] hello from client " .. c, lines)
+      end
+    end
+    assert.are.equal(4, n, out)
+    assert.matches("redis-server stopped", out, 1, true)
+  end)
+
   it("two_loops.lua (seed 003): two loops that never sleep both run",
      function()
     local out = example("two_loops.lua")
