@@ -4,9 +4,11 @@
 # responder whose handler spends ~2 ms of Lua CPU per request), measured
 # in the same run, alternating 1 and 2 workers round by round. The target
 # on a 2-core machine is >= 1.7x. wrk (-t1 -c32) shares the cores; at a
-# few thousand requests/s it takes a few per cent of one. Also prints
-# each master's and workers' resident memory (VmRSS, from /proc) once
-# serving.
+# few hundred requests/s it takes a few per cent of one. Also prints the
+# memory of the master and of each worker once serving: VmRSS, and the
+# memory private to the process (Private_Clean + Private_Dirty from
+# /proc/PID/smaps_rollup), what an extra worker really costs (the rest
+# is shared with the master, copy-on-write).
 #
 #   bench/prefork.sh [-v] [seconds] [rounds]     defaults: 5 s, 3 rounds
 #
@@ -32,7 +34,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+mem_of() {
+  rss=$(awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null)
+  priv=$(awk '/^Private_(Clean|Dirty):/{s += $2} END {print s}' \
+         "/proc/$1/smaps_rollup" 2>/dev/null)
+  echo "VmRSS ${rss:-?} kB, private ${priv:-?} kB"
+}
 
 # round N: start the server with N workers, run wrk, print requests/s.
 round() {
@@ -51,10 +58,10 @@ round() {
   kids=$(pgrep -P $pid | tr '\n' ' ')
   rps=$(wrk -t1 -c32 -d"${dur}s" "http://127.0.0.1:$port/" |
         awk '/^Requests\/sec:/{print $2}')
-  mem="master $(rss_kb $pid) kB"
-  for k in $kids; do mem="$mem, worker $(rss_kb "$k") kB"; done
+  mem="master: $(mem_of $pid)"
+  for k in $kids; do mem="$mem; worker: $(mem_of "$k")"; done
   kill $pid; wait $pid 2>/dev/null || true; pid=""
-  [ $verbose = 1 ] && echo "workers $1: $rps req/s; VmRSS $mem" >&2
+  [ $verbose = 1 ] && echo "workers $1: $rps req/s; $mem" >&2
   echo "$rps"
 }
 

@@ -14,13 +14,18 @@
 ** to run -- the forking thread and whatever it spawned are done -- the
 ** child exits, with status 1 if the forking thread died of an error, 0
 ** otherwise, without closing the Lua state (as os.exit does: the
-** parent's finalizers do not run in the child either). Then libuv's loop
-** is re-initialised
-** (uv_loop_fork) and each part of green.core forgets what belongs to the
-** parent (its reset, registered with 'lgreen_on_fork': the resolver's
-** channels, the watchdog's thread, the sockets' watchers, the thread
-** pool's workers), and the green.on_fork hooks run, in the caller's
-** thread, before fork() returns 0.
+** parent's finalizers do not run in the child either).
+**
+** The order in the child: libuv's loop is re-initialised (uv_loop_fork);
+** the early resets run ('lgreen_on_fork_early': locks that an OS thread
+** of the parent, absent here, may have held are made usable -- the
+** thread pool's -- before anything takes them); the threads are buried
+** (their cancels run then); each part of green.core forgets what belongs
+** to the parent (its reset, registered with 'lgreen_on_fork': the
+** resolver's channels, the watchdog's thread, the sockets' watchers, the
+** thread pool's and libuv's pool's requests, signal watches, children);
+** and the green.on_fork hooks run, in the caller's thread, before fork()
+** returns 0.
 */
 #include <stdio.h>
 #include <stdlib.h>
