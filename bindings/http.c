@@ -161,12 +161,16 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
 }
 
 
-/* The end of a head: pause, so the body is read only when asked for. */
+/* The end of a head: pause, so the body is read only when asked for. A
+   request without a body goes on to its end (on_message_complete), so
+   that one run of the parser takes the whole message. */
 static int on_headers_complete(http_parser *p) {
   hparser *hp = hp_of(p);
   hp->keepalive = http_should_keep_alive(p);
   hp->phase = PH_BODY;
-  http_parser_pause(p, 1);
+  if (p->type != HTTP_REQUEST || (p->flags & F_CHUNKED) ||
+      (p->content_length > 0 && p->content_length != ULLONG_MAX))
+    http_parser_pause(p, 1);
   return hp->skipbody ? 1 : 0;
 }
 
@@ -250,8 +254,16 @@ static void next_message(hparser *hp) {
 ** =======================================================
 */
 
+/* The parser at 'idx', checked against the metatable in upvalue 3 (by
+   address: no lookup by name per call). */
 static hparser *check_parser(lua_State *L, int idx) {
-  return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
+  void *u = lua_touserdata(L, idx);
+  if (u == NULL || !lua_getmetatable(L, idx))
+    return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
+  if (!lua_rawequal(L, -1, lua_upvalueindex(3)))
+    return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
+  lua_pop(L, 1);
+  return (hparser *)u;
 }
 
 
@@ -294,7 +306,7 @@ static int l_http_parser(lua_State *L) {
 
 
 static int parser_gc(lua_State *L) {
-  hparser *hp = check_parser(L, 1);
+  hparser *hp = (hparser *)luaL_checkudata(L, 1, LGREEN_HTTP_PARSER);
   if (hp->h != hp->inl)
     free(hp->h);
   hp->h = hp->inl;
@@ -536,7 +548,7 @@ static int feed_head(hparser *hp, lstream *x, size_t *n) {
     hp->fed += run(hp, b, b + hp->fed, x->len - hp->fed);
     if (hp->phase == PH_ERROR)
       return -1;
-    if (hp->phase == PH_BODY) { /* paused at the end of the head */
+    if (hp->phase != PH_HEAD) { /* paused at the end of head or message */
       if (hp->fed > hp->max_head) {
         hp->phase = PH_ERROR;
         hp->status = 431;
@@ -578,7 +590,8 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
     if (r > 0) {
       body_kind(hp);
       push_message(L, hp, x, n);
-      if (hp->bodykind == BK_NONE) { /* the head's last LF: complete */
+      if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
+        /* paused before the head's last LF: that completes it */
         const char *b = x->buf + x->off;
         lgreen_stream_consume(x, run(hp, b, b, x->len));
       }
@@ -804,6 +817,299 @@ static int l_http_setmaxbody(lua_State *L) {
 /* }====================================================== */
 
 
+/*
+** {======================================================
+** Response heads (the server's writer; the Lua layer sends them)
+** =======================================================
+*/
+
+/* Token characters (RFC 9110), for header names. */
+static int is_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || (c != 0 && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+
+static int ieq(const char *a, size_t n, const char *lit) {
+  size_t i;
+  if (strlen(lit) != n)
+    return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)a[i];
+    if (c >= 'A' && c <= 'Z')
+      c = (unsigned char)(c + ('a' - 'A'));
+    if (c != (unsigned char)lit[i])
+      return 0;
+  }
+  return 1;
+}
+
+
+/* Is "close" one of the comma-separated tokens of 'v'? */
+static int has_close(const char *v, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    size_t j = i, a, b;
+    while (j < n && v[j] != ',')
+      j++;
+    a = i;
+    b = j;
+    while (a < b && (v[a] == ' ' || v[a] == '\t'))
+      a++;
+    while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+      b--;
+    if (ieq(v + a, b - a, "close"))
+      return 1;
+    i = j + 1;
+  }
+  return 0;
+}
+
+
+/* Where 'build' writes: nowhere (p NULL: it counts), or p[0, cap). */
+typedef struct rout {
+  char *p;
+  size_t cap;
+  int check; /* check the values (the first pass over them) */
+} rout;
+
+
+/* Copy 'n' bytes to p[at] (or only count them); returns the new end.
+   Never past 'cap': a second pass that finds more to write than the
+   first counted (a finalizer changed the headers between) is caught by
+   the caller. */
+static size_t put(rout *o, size_t at, const char *v, size_t n) {
+  if (o->p != NULL && at + n <= o->cap)
+    memcpy(o->p + at, v, n);
+  return at + n;
+}
+
+
+/* What 'build' found out. */
+typedef struct rinfo {
+  int keep;
+  int mode;           /* 0 all in the string, 1 chunked, 2 length, 3 eof */
+  lua_Integer clen;   /* the handler's Content-Length, or -1 */
+} rinfo;
+
+
+/* "name: value\r\n" for the value at the top (popped), at p[at]. The
+   first pass checks it: a value holding CR, LF or NUL could split the
+   response. */
+static size_t put_line(lua_State *L, rout *p, size_t at, const char *k,
+                       size_t kn, rinfo *ri) {
+  size_t vn;
+  const char *v;
+  if (!lua_isstring(L, -1))
+    luaL_error(L, "green.http: header %s: string or number expected, "
+               "got %s", k, luaL_typename(L, -1));
+  v = lua_tolstring(L, -1, &vn);
+  if (p->check && (memchr(v, '\r', vn) || memchr(v, '\n', vn) ||
+                    memchr(v, '\0', vn)))
+    luaL_error(L, "green.http: header %s: value holds CR, LF or NUL", k);
+  if (ieq(k, kn, "connection") && has_close(v, vn))
+    ri->keep = 0;
+  at = put(p, at, k, kn);
+  at = put(p, at, ": ", 2);
+  at = put(p, at, v, vn);
+  at = put(p, at, "\r\n", 2);
+  lua_pop(L, 1);
+  return at;
+}
+
+
+#define PUTS(lit) (at = put(p, at, (lit), sizeof(lit) - 1))
+
+
+/* Decimal digits of 'v' at the end of buf[0, 24); returns their start
+   (snprintf costs more than the rest of a small response's head). */
+static char *digits(char *end, unsigned long long v) {
+  do {
+    *--end = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  return end;
+}
+
+
+/* "Content-Length: <v>\r\n" at p[at]. */
+static size_t put_length(rout *p, size_t at, unsigned long long v) {
+  char num[24], *d = digits(num + sizeof(num), v);
+  PUTS("Content-Length: ");
+  at = put(p, at, d, (size_t)(num + sizeof(num) - d));
+  return PUTS("\r\n");
+}
+
+/*
+** Lay out the response (see l_http_response) at 'p', or, with 'p->p' NULL,
+** check it and count its bytes. Stack: the arguments 1-7.
+*/
+static size_t build(lua_State *L, rout *p, rinfo *ri) {
+  lua_Integer status = lua_tointeger(L, 1);
+  int bt = lua_type(L, 3);
+  int head_only = lua_toboolean(L, 4);
+  size_t vlen, dlen, at = 0;
+  const char *version = lua_tolstring(L, 5, &vlen);
+  const char *date = lua_tolstring(L, 7, &dlen);
+  int http10 = vlen == 3 && memcmp(version, "1.0", 3) == 0;
+  int nobody = status < 200 || status == 204 || status == 304;
+  int conn_given = 0;
+  const char *reason = http_status_str((enum http_status)status);
+  char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
+  ri->keep = lua_toboolean(L, 6);
+  ri->mode = 0;
+  ri->clen = -1;
+  if (strcmp(reason, "<unknown>") == 0)
+    reason = "Unknown";
+  else if (status == 413)
+    reason = "Content Too Large"; /* RFC 9110's name */
+  PUTS("HTTP/1.1 ");
+  at = put(p, at, d, (size_t)(num + sizeof(num) - d));
+  PUTS(" ");
+  at = put(p, at, reason, strlen(reason));
+  PUTS("\r\n");
+  at = put(p, at, date, dlen);
+  if (lua_istable(L, 2)) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      size_t kn, i;
+      const char *k;
+      if (lua_type(L, -2) != LUA_TSTRING)
+        luaL_error(L, "green.http: header names must be strings");
+      k = lua_tolstring(L, -2, &kn);
+      for (i = 0; i < kn && is_tchar((unsigned char)k[i]); i++)
+        ;
+      if (kn == 0 || i < kn)
+        luaL_error(L, "green.http: bad header name \"%s\"", k);
+      if (ieq(k, kn, "connection"))
+        conn_given = 1;
+      if (ieq(k, kn, "content-length")) {
+        int isnum;
+        ri->clen = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || ri->clen < 0)
+          luaL_error(L, "green.http: bad Content-Length");
+        lua_pop(L, 1);
+      } else if (ieq(k, kn, "transfer-encoding")) {
+        lua_pop(L, 1); /* the writer chooses */
+      } else if (lua_istable(L, -1)) {
+        lua_Integer j, n = (lua_Integer)lua_rawlen(L, -1);
+        for (j = 1; j <= n; j++) {
+          lua_rawgeti(L, -1, j);
+          at = put_line(L, p, at, k, kn, ri);
+        }
+        lua_pop(L, 1);
+      } else {
+        at = put_line(L, p, at, k, kn, ri);
+      }
+    }
+  }
+  if (bt == LUA_TSTRING) {
+    if (!nobody)
+      at = put_length(p, at, (unsigned long long)lua_rawlen(L, 3));
+  } else if (bt == LUA_TFUNCTION) {
+    if (ri->clen >= 0) {
+      at = put_length(p, at, (unsigned long long)ri->clen);
+      ri->mode = 2;
+    } else if (!nobody && !head_only) {
+      if (!http10) {
+        PUTS("Transfer-Encoding: chunked\r\n");
+        ri->mode = 1;
+      } else {
+        ri->keep = 0;
+        ri->mode = 3;
+      }
+    }
+    if (nobody || head_only)
+      ri->mode = 0;
+  } else if (!nobody) {
+    PUTS("Content-Length: 0\r\n");
+  }
+  if (!conn_given) {
+    if (!ri->keep)
+      PUTS("Connection: close\r\n");
+    else if (http10)
+      PUTS("Connection: keep-alive\r\n");
+  }
+  PUTS("\r\n");
+  if (bt == LUA_TSTRING && !nobody && !head_only)
+    at = put(p, at, lua_tostring(L, 3), lua_rawlen(L, 3));
+  return at;
+}
+
+
+/* A response up to this size is laid out on the C stack in one pass. */
+#define SMALL_RESPONSE 2048
+
+
+/* The results after the string: keep, mode, length. */
+static int response_results(lua_State *L, rinfo *ri) {
+  lua_pushboolean(L, ri->keep);
+  if (ri->mode == 0) {
+    lua_pushnil(L);
+    return 3;
+  }
+  lua_pushstring(L, ri->mode == 1 ? "chunked" : ri->mode == 2 ? "length"
+                                                              : "eof");
+  lua_pushinteger(L, ri->clen);
+  return 4;
+}
+
+
+/*
+** http_response(status, headers, body, head_only, version, keep, date):
+** the response's head (and a string body) as one string, and how the
+** body goes on: returns data, keep, mode, length where mode is nil (all
+** in data), "chunked", "length" (the handler's Content-Length, 'length'
+** bytes from a function body) or "eof" (HTTP/1.0: the connection's end
+** ends the body; keep is false then). 'headers' maps names to a value or
+** a list of values; the handler's Transfer-Encoding is dropped (the
+** writer chooses), its Content-Length is used only for a function body,
+** a Connection header with "close" makes keep false. 'date' is the Date
+** line. Misuse raises. A small response is laid out on the C stack;
+** a larger one in two passes (check and count, then copy into the
+** string, allocated once at its size).
+*/
+static int l_http_response(lua_State *L) {
+  lua_Integer status = lua_tointeger(L, 1);
+  int bt = lua_type(L, 3);
+  luaL_Buffer b;
+  rinfo ri;
+  rout o = {NULL, 0, 1};
+  size_t n;
+  luaL_checkstring(L, 5);
+  luaL_checkstring(L, 7);
+  if (!lua_isinteger(L, 1) || status < 100 || status > 999)
+    return luaL_error(L, "green.http: the handler returned status %s (an "
+                      "integer 100-999 expected)", luaL_tolstring(L, 1, NULL));
+  if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2))
+    return luaL_error(L, "green.http: the handler's headers must be a "
+                      "table, not a %s", luaL_typename(L, 2));
+  if (bt != LUA_TSTRING && bt != LUA_TFUNCTION && bt > LUA_TNIL)
+    return luaL_error(L, "green.http: the handler's body must be a string, "
+                      "a function or nil, not a %s", luaL_typename(L, 3));
+  lua_settop(L, 7);
+  { /* most responses fit here: one pass, one copy */
+    char small[SMALL_RESPONSE];
+    o.p = small;
+    o.cap = sizeof(small);
+    n = build(L, &o, &ri);
+    if (n <= sizeof(small)) {
+      lua_pushlstring(L, small, n);
+      return response_results(L, &ri);
+    }
+  }
+  o.p = luaL_buffinitsize(L, &b, n);
+  o.cap = n;
+  o.check = 0;
+  if (build(L, &o, &ri) != n) /* balanced: the stack as the buffer left it */
+    return luaL_error(L, "green.http: the headers changed while written");
+  luaL_pushresultsize(&b, n);
+  return response_results(L, &ri);
+}
+
+/* }====================================================== */
+
+
 static const luaL_Reg parser_meta[] = {
     {"__gc", parser_gc},
     {"__close", parser_gc},
@@ -817,14 +1123,15 @@ static const luaL_Reg funcs[] = {
     {"http_body", l_http_body},
     {"http_state", l_http_state},
     {"http_setmaxbody", l_http_setmaxbody},
+    {"http_response", l_http_response},
     {NULL, NULL},
 };
 
 
 void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   (void)hub;
+  lgreen_sock_pushstate(L); /* upvalues: the hub, this, the metatable */
   luaL_newmetatable(L, LGREEN_HTTP_PARSER);
   luaL_setfuncs(L, parser_meta, 0);
-  lua_pop(L, 1);
-  lgreen_sock_register(L, funcs);
+  lgreen_register(L, funcs, 2);
 }

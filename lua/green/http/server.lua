@@ -10,13 +10,11 @@ local core = require "green.core"
 local common = require "green.http.common"
 local serve_mod = require "green.serve"
 
-local http_parser, http_head, http_body, http_state, http_setmaxbody =
-  core.http_parser, core.http_head, core.http_body, core.http_state,
-  core.http_setmaxbody
+local http_parser, http_head, http_body, http_state, http_setmaxbody,
+      http_response = core.http_parser, core.http_head, core.http_body,
+  core.http_state, core.http_setmaxbody, core.http_response
 local getcurrent = core.getcurrent
-local status_line, date_line, check_header, lower_name, has_token =
-  common.status_line, common.date_line, common.check_header, common.lower,
-  common.has_token
+local status_line, date_line = common.status_line, common.date_line
 local Headers = common.Headers
 local StopServe = serve_mod.StopServe
 
@@ -175,104 +173,14 @@ end
 
 -- {=== responses
 
--- The response headers of `hs` (name -> value or list of values) into
--- t[n+1 ...]; returns n and what the writer must know: the handler's
--- Content-Length and Connection. Transfer-Encoding is the writer's
--- choice: the handler's is dropped.
-local function put_headers(t, n, hs)
-  local clen, conn
-  for k, v in pairs(hs) do
-    local lk = lower_name(k)
-    if lk == "content-length" then
-      clen = tostring(v)
-    elseif lk ~= "transfer-encoding" then
-      if lk == "connection" then conn = v end
-      if type(v) == "table" then
-        for i = 1, #v do
-          local vi = tostring(v[i])
-          check_header(k, vi)
-          t[n + 1], t[n + 2], t[n + 3], t[n + 4] = k, ": ", vi, "\r\n"
-          n = n + 4
-        end
-      else
-        v = tostring(v)
-        check_header(k, v)
-        t[n + 1], t[n + 2], t[n + 3], t[n + 4] = k, ": ", v, "\r\n"
-        n = n + 4
-      end
-    end
-  end
-  return n, clen, conn
-end
-
-local NO_BODY = { [204] = true, [304] = true }
-
--- Write the handler's response. Returns keep (the connection goes on)
--- or false, and an error if the connection broke.
+-- Write the handler's response (its head laid out in C, with a string
+-- body in the same string: bindings/http.c, http_response). Returns keep
+-- (the connection goes on) or false.
 local function respond(c, req, status, hs, body, keep)
-  local t = c.parts
-  local head_only = req.method == "HEAD"
-  t[1] = status_line(status)
-  t[2] = date_line()
-  local n, clen, conn = 2, nil, nil
-  if hs ~= nil then
-    if type(hs) ~= "table" then
-      error("green.http: the handler's headers must be a table", 0)
-    end
-    n, clen, conn = put_headers(t, n, hs)
-  end
-  if conn and has_token(conn, "close") then keep = false end
-  local bt = type(body)
-  local nobody = NO_BODY[status] or status < 200
-  local stream = false
-  if bt == "string" then
-    if not nobody then
-      t[n + 1], t[n + 2], t[n + 3] = "Content-Length: ", #body, "\r\n"
-      n = n + 3
-    end
-  elseif bt == "function" then
-    if nobody or head_only then
-      if clen then
-        t[n + 1], t[n + 2], t[n + 3] = "Content-Length: ", clen, "\r\n"
-        n = n + 3
-      end
-    elseif clen then
-      t[n + 1], t[n + 2], t[n + 3] = "Content-Length: ", clen, "\r\n"
-      n = n + 3
-      stream = "length"
-    elseif req.version == "1.1" then
-      t[n + 1] = "Transfer-Encoding: chunked\r\n"
-      n = n + 1
-      stream = "chunked"
-    else -- HTTP/1.0: the end of the connection ends the body
-      keep = false
-      stream = "eof"
-    end
-  elseif body == nil then
-    if not nobody then
-      t[n + 1] = "Content-Length: 0\r\n"
-      n = n + 1
-    end
-  else
-    error("green.http: the handler's body must be a string, a function "
-          .. "or nil, not a " .. bt, 0)
-  end
-  if not keep then
-    t[n + 1] = "Connection: close\r\n"
-    n = n + 1
-  elseif req.version == "1.0" then
-    t[n + 1] = "Connection: keep-alive\r\n"
-    n = n + 1
-  end
-  t[n + 1] = "\r\n"
-  n = n + 1
-  if bt == "string" and not (nobody or head_only) then
-    t[n + 1] = body
-    n = n + 1
-  end
-  local data = concat(t, "", 1, n)
-  for i = 1, n do t[i] = nil end
-  if not stream or head_only or nobody then
+  local data, stream, clen
+  data, keep, stream, clen = http_response(status, hs, body,
+    req.method == "HEAD", req.version, keep, date_line())
+  if not stream then
     if not queue(c, data) then return false end
     return keep
   end
@@ -283,7 +191,7 @@ local function respond(c, req, status, hs, body, keep)
   local sock = c.sock
   local ok, err = sock:sendall(data)
   if not ok then c.broken = err return false end
-  local want = stream == "length" and math.tointeger(tonumber(clen)) or nil
+  local want = stream == "length" and clen or nil
   local sent = 0
   while true do
     local chunk = body()
@@ -414,22 +322,14 @@ local function connection(srv, sock, addr)
       keep = false
       queue(c, simple(status, false))
     else
-      if math_type(status) ~= "integer" then
-        core.report(getcurrent(), format(
-          "green.http: the handler returned status %s (an integer "
-          .. "expected)", tostring(status)), nil, "http")
-        status, keep = 500, false
-        queue(c, simple(500, false))
+      local rok, r = pcall(respond, c, req, status, hs, body, keep)
+      if rok then
+        keep = r
       else
-        local rok, r = pcall(respond, c, req, status, hs, body, keep)
-        if rok then
-          keep = r
-        else
-          core.report(getcurrent(), r, nil, "http")
-          keep = false
-          if c.nout == 0 and not c.broken then
-            queue(c, simple(500, false))
-          end
+        core.report(getcurrent(), r, nil, "http")
+        status, keep = 500, false
+        if c.nout == 0 and not c.broken then
+          queue(c, simple(500, false))
         end
       end
     end
