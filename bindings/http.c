@@ -44,6 +44,8 @@
 
 #define LGREEN_HTTP_PARSER "green.http.parser"
 
+static int is_tchar(unsigned char c);
+
 /* Header lines recorded without an allocation; more grow a malloc'd
    array (up to 'max_headers'). */
 #define NINLINE 12
@@ -449,22 +451,13 @@ static void body_kind(hparser *hp) {
 
 /*
 ** [-0, +1, m] The message table of the head that ends at byte 'n' of the
-** buffer, which is copied (the names lowercased in place first) into one
+** buffer (its names lowercased by 'check_names'), which is copied into one
 ** Lua string before anything else allocates, then consumed.
 */
 static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
   char *b = x->buf + x->off;
   const char *h;
   uint32_t i;
-  for (i = 0; i < hp->nh; i++) { /* lowercase the names in place */
-    hspan f = hp->h[2 * i];
-    uint32_t j;
-    for (j = 0; j < f.len; j++) {
-      unsigned char c = (unsigned char)b[f.off + j];
-      if (c >= 'A' && c <= 'Z')
-        b[f.off + j] = (char)(c + ('a' - 'A'));
-    }
-  }
   lua_pushlstring(L, b, n); /* the copy; the buffer may go from here on */
   h = lua_tostring(L, -1);
   lgreen_stream_consume(x, n);
@@ -537,32 +530,62 @@ static void push_bodykind(lua_State *L, hparser *hp) {
 }
 
 
+/* The head is beyond 'max_head': 414 if its request line is (or it is
+   still in its request line), else 431. */
+static int too_large(hparser *hp) {
+  hp->phase = PH_ERROR;
+  hp->status = hp->p.type == HTTP_REQUEST &&
+                       (hp->nh == 0 ||
+                        hp->url.off + hp->url.len > hp->max_head)
+                   ? 414
+                   : 431;
+  return -1;
+}
+
+
+/* Header names must be tokens: libhttp-parser (built without its strict
+   mode) lets a space into a name, and "Transfer-Encoding : chunked" is a
+   classic of request smuggling. Lowercases them in place (the bytes are
+   the head's, about to be taken). Returns 1, or -1 (400). */
+static int check_names(hparser *hp, char *b) {
+  uint32_t i, j;
+  for (i = 0; i < hp->nh; i++) {
+    hspan f = hp->h[2 * i];
+    for (j = 0; j < f.len; j++) {
+      unsigned char c = (unsigned char)b[f.off + j];
+      if (!is_tchar(c)) {
+        hp->phase = PH_ERROR;
+        hp->status = 400;
+        return -1;
+      }
+      if (c >= 'A' && c <= 'Z')
+        b[f.off + j] = (char)(c + ('a' - 'A'));
+    }
+  }
+  return 1;
+}
+
+
 /*
 ** Feed what was not fed yet. Returns 1 when the head is complete (its
 ** length in '*n'), 0 when it needs more bytes, -1 on an error
 ** ('hp->status' says which).
 */
 static int feed_head(hparser *hp, lstream *x, size_t *n) {
-  const char *b = x->buf + x->off;
+  char *b = x->buf + x->off;
   if (hp->fed < x->len) {
     hp->fed += run(hp, b, b + hp->fed, x->len - hp->fed);
     if (hp->phase == PH_ERROR)
       return -1;
     if (hp->phase != PH_HEAD) { /* paused at the end of head or message */
-      if (hp->fed > hp->max_head) {
-        hp->phase = PH_ERROR;
-        hp->status = 431;
-        return -1;
-      }
+      if (hp->fed > hp->max_head)
+        return too_large(hp);
       *n = hp->fed;
-      return 1;
+      return check_names(hp, b);
     }
   }
-  if (hp->fed > hp->max_head) { /* 414 while still in the request line */
-    hp->phase = PH_ERROR;
-    hp->status = hp->p.type == HTTP_REQUEST && hp->nh == 0 ? 414 : 431;
-    return -1;
-  }
+  if (hp->fed > hp->max_head)
+    return too_large(hp);
   return 0;
 }
 

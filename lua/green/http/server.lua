@@ -189,6 +189,7 @@ local function respond(c, req, status, hs, body, keep)
   -- a truncated body: the status is out already).
   if not flush(c) then return false end
   local sock = c.sock
+  c.started = true -- from here on, an error can only cut the body short
   local ok, err = sock:sendall(data)
   if not ok then c.broken = err return false end
   local want = stream == "length" and clen or nil
@@ -254,7 +255,7 @@ local function connection(srv, sock, addr)
   local c = {
     sock = sock, parser = parser, o = o, out = {}, nout = 0, outbytes = 0,
     parts = {}, bodykind = 0, expect = false, req = false, failed = false,
-    broken = false, bodytext = false, idle = false,
+    broken = false, bodytext = false, idle = false, started = false,
     thread = getcurrent(),
   }
   srv.conns[c] = true
@@ -283,6 +284,7 @@ local function connection(srv, sock, addr)
     req.remote_addr = addr
     req.conn = c
     c.req, c.bodykind, c.failed, c.bodytext = req, kind, false, false
+    c.started = false
     local version = req.version
     c.expect = false
     local expect = rawget(req.headers, "expect")
@@ -322,13 +324,14 @@ local function connection(srv, sock, addr)
       keep = false
       queue(c, simple(status, false))
     else
+      if srv.stopping then keep = false end -- stopped while it ran
       local rok, r = pcall(respond, c, req, status, hs, body, keep)
       if rok then
         keep = r
       else
         core.report(getcurrent(), r, nil, "http")
         status, keep = 500, false
-        if c.nout == 0 and not c.broken then
+        if not c.started and not c.broken then
           queue(c, simple(500, false))
         end
       end
