@@ -1133,6 +1133,36 @@ static int l_http_response(lua_State *L) {
 /* }====================================================== */
 
 
+/* http_parse_url(url): libhttp-parser's split of an absolute URL into a
+   table (scheme, host, port (a number, if given), path, query, fragment,
+   userinfo), or nil, "invalid URL". */
+static int l_http_parse_url(lua_State *L) {
+  static const char *const names[UF_MAX] = {
+      "scheme", "host", "port", "path", "query", "fragment", "userinfo"};
+  size_t n;
+  const char *url = luaL_checklstring(L, 1, &n);
+  struct http_parser_url u;
+  int i;
+  http_parser_url_init(&u);
+  if (n > 65535 || http_parser_parse_url(url, n, 0, &u) != 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "invalid URL");
+    return 2;
+  }
+  lua_createtable(L, 0, UF_MAX);
+  for (i = 0; i < UF_MAX; i++) {
+    if (!(u.field_set & (1 << i)))
+      continue;
+    if (i == UF_PORT)
+      lua_pushinteger(L, u.port);
+    else
+      lua_pushlstring(L, url + u.field_data[i].off, u.field_data[i].len);
+    lua_setfield(L, -2, names[i]);
+  }
+  return 1;
+}
+
+
 static const luaL_Reg parser_meta[] = {
     {"__gc", parser_gc},
     {"__close", parser_gc},
@@ -1147,6 +1177,7 @@ static const luaL_Reg funcs[] = {
     {"http_state", l_http_state},
     {"http_setmaxbody", l_http_setmaxbody},
     {"http_response", l_http_response},
+    {"http_parse_url", l_http_parse_url},
     {NULL, NULL},
 };
 
