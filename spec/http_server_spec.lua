@@ -503,7 +503,9 @@ describe("green.http.serve", function()
       local srv = listen()
       assert.has_error(function() green.http.serve(srv, 1) end,
         "bad argument #2 to 'serve' (function expected)")
-      assert.has_error(function() green.http.serve(srv, hello, { bogus = 1 }) end,
+      assert.has_error(function()
+        green.http.serve(srv, hello, { bogus = 1 })
+      end,
         "bad argument #3 to 'serve' (unknown option 'bogus')")
       assert.has_error(function()
         green.http.serve(srv, hello, { max_body_size = -1 })
@@ -691,7 +693,8 @@ print(s.get("http://127.0.0.1:%d/chunks", timeout=20).text)
     it("socket.http under green.patch()", function()
       green_run(function()
         local port, stop = start(function(req)
-          return 200, { ["X-Seen"] = req.headers["user-agent"] and "ua" or "" },
+          local ua = req.headers["user-agent"]
+          return 200, { ["X-Seen"] = ua and "ua" or "" },
             "patched " .. req.method .. " " .. req:body()
         end)
         local socket = green.patch()
