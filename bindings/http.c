@@ -40,7 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lsocket.h"
+#include "http.h"
 
 #define LGREEN_HTTP_PARSER "green.http.parser"
 
@@ -328,7 +328,7 @@ static int parser_gc(lua_State *L) {
 
 /* A waiter leaves (done or given up): if it headed the queue, the next
    one says what it wants (as stream.c's readers do). */
-static void http_leave(gl_wait_t *w) {
+void lgreen_http_leave(gl_wait_t *w) {
   lsock *s = (lsock *)w->data;
   if (s != NULL && s->readers.next == &w->link)
     LSTREAM(s)->mode = 0;
@@ -339,15 +339,15 @@ static void http_leave(gl_wait_t *w) {
 /* Wait until more than 'have' bytes are buffered (or an error, the end of
    the stream, or 'due'), then continue with 'k'. Nothing allocates
    between the caller's checks of 'x' and the wait. */
-static int wait_more(lua_State *L, lstream *x, size_t have, uint64_t due,
+int lgreen_http_wait(lua_State *L, lstream *x, size_t have, uint64_t due,
                      const char *what, lua_KFunction k) {
   if (gl_link_empty(&x->base.readers) ||
       x->base.readers.next == &lgreen_sock_self(L)->link) {
     x->mode = LSTREAM_MODE_COUNT;
     x->count = have + 1;
   }
-  return lgreen_sock_wait(L, &x->base, &x->base.readers, what, http_leave,
-                          due, k, (lua_KContext)due);
+  return lgreen_sock_wait(L, &x->base, &x->base.readers, what,
+                          lgreen_http_leave, due, k, (lua_KContext)due);
 }
 
 
@@ -607,7 +607,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
   r = feed_head(hp, x, &n);
   if (r != 0 || x->rerr != 0 || !lua_toboolean(L, 3)) {
     if (queued)
-      http_leave(lgreen_sock_self(L)); /* before pushing (may raise) */
+      lgreen_http_leave(lgreen_sock_self(L)); /* before pushing (may raise) */
     if (r < 0)
       return fail_status(L, hp->status);
     if (r > 0) {
@@ -637,7 +637,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
   }
   if (x->len + 1 > x->limit) { /* the socket's own receive limit */
     if (queued)
-      http_leave(lgreen_sock_self(L));
+      lgreen_http_leave(lgreen_sock_self(L));
     hp->phase = PH_ERROR;
     hp->status = 431;
     return fail_status(L, 431);
@@ -645,7 +645,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
   if (x->len > 0 && hp->due <= 1) /* the head began: its own deadline */
     hp->due = lua_isnil(L, 5) ? 1
                               : lgreen_sock_deadline(lua_tonumber(L, 5));
-  return wait_more(L, x, x->len,
+  return lgreen_http_wait(L, x, x->len,
                    x->len > 0 ? (hp->due > 1 ? hp->due : 0)
                    : lua_isnil(L, 4)
                        ? 0
@@ -656,14 +656,14 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
 
 static int head_k(lua_State *L, int status, lua_KContext ctx) {
   lsock *s;
-  int outcome = lgreen_sock_resumed(L, http_leave, &s);
+  int outcome = lgreen_sock_resumed(L, lgreen_http_leave, &s);
   hparser *hp = (hparser *)lua_touserdata(L, 2);
   (void)status;
   (void)ctx;
   if (outcome == LSOCK_W_CLOSED)
     return fail(L, "closed");
   if (outcome == GL_W_TIMEOUT) {
-    http_leave(lgreen_sock_self(L));
+    lgreen_http_leave(lgreen_sock_self(L));
     luaL_pushfail(L);
     lua_pushliteral(L, "timeout");
     lua_pushboolean(L, LSTREAM(s)->len > 0);
@@ -742,7 +742,7 @@ static int body_step(lua_State *L, lstream *x, hparser *hp, int queued,
       r = fail_status(L, hp->status);
     } else if (hp->nout > 0) {
       if (queued)
-        http_leave(lgreen_sock_self(L));
+        lgreen_http_leave(lgreen_sock_self(L));
       queued = 0;
       lua_pushlstring(L, b, hp->nout); /* before the buffer may go */
       lgreen_stream_consume(x, took);
@@ -766,22 +766,22 @@ static int body_step(lua_State *L, lstream *x, hparser *hp, int queued,
   }
   if (r > 0) {
     if (queued)
-      http_leave(lgreen_sock_self(L));
+      lgreen_http_leave(lgreen_sock_self(L));
     lgreen_stream_watched(&x->base);
     return r;
   }
-  return wait_more(L, x, x->len, due, "http: reading a body", body_k);
+  return lgreen_http_wait(L, x, x->len, due, "http: reading a body", body_k);
 }
 
 
 static int body_k(lua_State *L, int status, lua_KContext ctx) {
   lsock *s;
-  int outcome = lgreen_sock_resumed(L, http_leave, &s);
+  int outcome = lgreen_sock_resumed(L, lgreen_http_leave, &s);
   (void)status;
   if (outcome == LSOCK_W_CLOSED)
     return fail(L, "closed");
   if (outcome == GL_W_TIMEOUT) {
-    http_leave(lgreen_sock_self(L));
+    lgreen_http_leave(lgreen_sock_self(L));
     return fail(L, "timeout");
   }
   return body_step(L, LSTREAM(s), (hparser *)lua_touserdata(L, 2), 1,

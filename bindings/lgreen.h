@@ -168,6 +168,7 @@ void lgreen_open_event(lua_State *L, gl_hub_t *hub);     /* event.c */
 void lgreen_open_semaphore(lua_State *L, gl_hub_t *hub); /* semaphore.c */
 void lgreen_open_queue(lua_State *L, gl_hub_t *hub);     /* queue.c */
 void lgreen_open_http(lua_State *L, gl_hub_t *hub);      /* http.c */
+void lgreen_open_ws(lua_State *L, gl_hub_t *hub);        /* ws.c */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
 /* The hub of a state where green.core is open, or NULL. */

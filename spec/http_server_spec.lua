@@ -619,7 +619,8 @@ describe("green.http.serve", function()
         local f = assert(io.open(file, "w"))
         f:write(("0123456789"):rep(5000))
         f:close()
-        local out, err, rc = bg(("curl -sS -v %s/one %s/two"):format(url, url))()
+        local out, err, rc =
+          bg(("curl -sS -v %s/one %s/two"):format(url, url))()
         assert.are.equal(0, rc, err)
         assert.are.equal("GET /one 0 \nGET /two 0 \n", out)
         assert.matches("Re%-using existing connection", err)
@@ -645,8 +646,9 @@ describe("green.http.serve", function()
     end)
 
     it("Python http.client and requests", function()
-      if not tool("python3") or not os.execute(
-          "env -u LD_PRELOAD python3 -c 'import requests' 2>/dev/null") then
+      if not tool("/usr/bin/python3") or not os.execute(
+          "env -u LD_PRELOAD /usr/bin/python3 -c 'import requests' "
+          .. "2>/dev/null") then
         pending("python3-requests is not installed")
         return
       end
@@ -678,7 +680,7 @@ for i in range(2):
     print(r.status_code, r.json()["len"])
 print(s.get("http://127.0.0.1:%d/chunks", timeout=20).text)
 ]]):format(port, port, port)
-        local out, err, rc = bg("python3 -c " .. quote(py))()
+        local out, err, rc = bg("/usr/bin/python3 -c " .. quote(py))()
         assert.are.equal(0, rc, err)
         assert.are.equal(table.concat({
           '200 {"method":"POST","len":0}',
