@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run every benchmark under ./build/greenlua (building first if needed)
 # and print each one's result line (the line with the ratio and target).
-#   bench/run.sh          full sizes (about 30 s on 2 cores)
+#   bench/run.sh          full sizes (about 45 s on 2 cores)
 #   bench/run.sh -v       every line each benchmark prints
 #   bench/run.sh --short  reduced sizes (a quick smoke run, a few seconds)
 #   bench/run.sh --net    also the socket benchmarks: bench/http.sh (wrk,
@@ -38,11 +38,13 @@ if [ $short = 1 ]; then
   run bench/spawn.lua 20000 3
   run bench/million.lua 100000
   run bench/churn.lua 200000
+  run bench/process.lua 50 3
 else
   run bench/switch.lua
   run bench/spawn.lua
   run bench/million.lua
   run bench/churn.lua
+  run bench/process.lua
 fi
 if [ $net = 1 ]; then
   # http.sh prints its own summary (two lines); -v adds every round.

@@ -14,17 +14,26 @@
 ** to run -- the forking thread and whatever it spawned are done -- the
 ** child exits, with status 1 if the forking thread died of an error, 0
 ** otherwise, without closing the Lua state (as os.exit does: the
-** parent's finalizers do not run in the child either). Then libuv's loop
-** is re-initialised
-** (uv_loop_fork) and each part of green.core forgets what belongs to the
-** parent (its reset, registered with 'lgreen_on_fork': the resolver's
-** channels, the watchdog's thread, the sockets' watchers, the thread
-** pool's workers), and the green.on_fork hooks run, in the caller's
-** thread, before fork() returns 0.
+** parent's finalizers do not run in the child either).
+**
+** The order in the child: libuv's loop is re-initialised (uv_loop_fork);
+** the early resets run ('lgreen_on_fork_early': locks that an OS thread
+** of the parent, absent here, may have held are made usable -- the
+** thread pool's -- before anything takes them); the threads are buried
+** (their cancels run then); each part of green.core forgets what belongs
+** to the parent (its reset, registered with 'lgreen_on_fork': the
+** resolver's channels, the watchdog's thread, the sockets' watchers, the
+** thread pool's and libuv's pool's requests, signal watches, children);
+** and the green.on_fork hooks run, in the caller's thread, before fork()
+** returns 0.
 */
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "lgreen.h"
@@ -32,12 +41,28 @@
 #define HOOKS_KEY "green.on_fork" /* registry: the list of Lua hooks */
 
 
-void lgreen_on_fork(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
+static void add_reset(gl_hub_t *hub, lgreen_forkfn fn, void *ud,
+                      int early) {
   lgreen_state_t *g = lgreen_state(hub);
-  if (g->nforks < LGREEN_MAXFORKS) {
-    g->forks[g->nforks].fn = fn;
-    g->forks[g->nforks++].ud = ud;
+  /* A fixed table: the parts of green.core register once each when the
+     module opens. Outgrowing it is a bug of ours, never silently. */
+  if (g->nforks >= LGREEN_MAXFORKS) {
+    fprintf(stderr, "green: too many fork resets (raise LGREEN_MAXFORKS)\n");
+    abort();
   }
+  g->forks[g->nforks].fn = fn;
+  g->forks[g->nforks].early = early;
+  g->forks[g->nforks++].ud = ud;
+}
+
+
+void lgreen_on_fork(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
+  add_reset(hub, fn, ud, 0);
+}
+
+
+void lgreen_on_fork_early(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
+  add_reset(hub, fn, ud, 1);
 }
 
 
@@ -151,9 +176,13 @@ static int l_fork(lua_State *L) {
             uv_strerror(r));
     _exit(127);
   }
+  for (i = 0; i < g->nforks; i++)
+    if (g->forks[i].early)
+      g->forks[i].fn(L, hub, g->forks[i].ud);
   discard_threads(L, hub, self);
   for (i = 0; i < g->nforks; i++)
-    g->forks[i].fn(L, hub, g->forks[i].ud);
+    if (!g->forks[i].early)
+      g->forks[i].fn(L, hub, g->forks[i].ud);
   run_hooks(L);
   lua_pushinteger(L, 0);
   return 1;
@@ -176,12 +205,129 @@ static int l_on_fork(lua_State *L) {
 }
 
 
+/*
+** {======================================================
+** Stamps: clocks shared with the children (the prefork master's view of
+** its workers' hubs, lua/green/prefork.lua)
+** =======================================================
+*/
+
+#define STAMPS "green.stamps"
+
+typedef struct stamps {
+  uint64_t *v; /* n words in a shared anonymous mapping; NULL once freed */
+  size_t n;
+} stamps;
+
+
+static stamps *checkstamps(lua_State *L, size_t *i) {
+  stamps *s = (stamps *)luaL_checkudata(L, 1, STAMPS);
+  lua_Integer k = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, s->v != NULL, 1, "stamps freed");
+  luaL_argcheck(L, k >= 1 && (lua_Unsigned)k <= s->n, 2, "index out of range");
+  *i = (size_t)k - 1;
+  return s;
+}
+
+
+/* stamps:set(i): stamp i is now (gl_now(): CLOCK_MONOTONIC, which every
+   process of the machine shares). */
+static int stamps_set(lua_State *L) {
+  size_t i;
+  stamps *s = checkstamps(L, &i);
+  uint64_t now = gl_now();
+  __atomic_store_n(&s->v[i], now != 0 ? now : 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+
+/* stamps:clear(i): stamp i was never set. */
+static int stamps_clear(lua_State *L) {
+  size_t i;
+  stamps *s = checkstamps(L, &i);
+  __atomic_store_n(&s->v[i], 0, __ATOMIC_RELEASE);
+  return 0;
+}
+
+
+/* stamps:age(i): seconds since stamp i was set, or nil if it never was. */
+static int stamps_age(lua_State *L) {
+  size_t i;
+  stamps *s = checkstamps(L, &i);
+  uint64_t t = __atomic_load_n(&s->v[i], __ATOMIC_ACQUIRE), now = gl_now();
+  if (t == 0)
+    return 0;
+  lua_pushnumber(L, now > t ? (lua_Number)(now - t) / 1e9 : 0.0);
+  return 1;
+}
+
+
+static int stamps_gc(lua_State *L) {
+  stamps *s = (stamps *)luaL_checkudata(L, 1, STAMPS);
+  if (s->v != NULL) {
+    munmap(s->v, s->n * sizeof(uint64_t));
+    s->v = NULL;
+  }
+  return 0;
+}
+
+
+/* core.stamps(n): n clocks (all never set) in memory shared with every
+   child forked later; nil, message on failure. */
+static int l_stamps(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  stamps *s;
+  void *p;
+  luaL_argcheck(L, n >= 1 && n <= 65536, 1, "1 to 65536 expected");
+  s = (stamps *)lua_newuserdatauv(L, sizeof(*s), 0);
+  s->v = NULL;
+  s->n = (size_t)n;
+  luaL_setmetatable(L, STAMPS);
+  p = mmap(NULL, s->n * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return luaL_fileresult(L, 0, "green.stamps");
+  s->v = (uint64_t *)p; /* zeroed: never set */
+  return 1;
+}
+
+
+/***
+** core.kill_pid(pid, signum): send a signal to a process; true, or nil,
+** message, errno.
+*/
+static int l_kill(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  lua_Integer sig = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, pid > 0 && pid <= INT32_MAX, 1, "a process id expected");
+  luaL_argcheck(L, sig >= 0 && sig < 65, 2, "a signal number expected");
+  return luaL_fileresult(L, kill((pid_t)pid, (int)sig) == 0, NULL);
+}
+
+/* }====================================================== */
+
+
 void lgreen_open_fork(lua_State *L, gl_hub_t *hub) {
   static const luaL_Reg funcs[] = {
       {"fork", l_fork},
       {"on_fork", l_on_fork},
+      {"stamps", l_stamps},
+      {"kill_pid", l_kill},
+      {NULL, NULL},
+  };
+  static const luaL_Reg meth[] = {
+      {"set", stamps_set},
+      {"clear", stamps_clear},
+      {"age", stamps_age},
+      {"__gc", stamps_gc},
       {NULL, NULL},
   };
   (void)hub;
+  if (luaL_newmetatable(L, STAMPS)) {
+    luaL_setfuncs(L, meth, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   lgreen_register(L, funcs, 0);
 }

@@ -294,7 +294,11 @@ int luaopen_green_core(lua_State *L) {
   lgreen_open_event(L, hub);
   lgreen_open_semaphore(L, hub);
   lgreen_open_queue(L, hub);
+  lgreen_open_signal(L, hub);
+  lgreen_open_process(L, hub);
   lgreen_open_fork(L, hub);
+  lgreen_open_tpool(L, hub);
+  lgreen_open_fs(L, hub);
   lgreen_open_http(L, hub);
   lgreen_open_ws(L, hub);
   lua_pushliteral(L, GL_VERSION);

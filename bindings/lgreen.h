@@ -40,7 +40,7 @@
 /* A part of green.core's reset in the child of green.fork (fork.c): it
    forgets what belongs to the parent ('ud' is what the part registered). */
 typedef void (*lgreen_forkfn)(lua_State *L, gl_hub_t *hub, void *ud);
-#define LGREEN_MAXFORKS 8
+#define LGREEN_MAXFORKS 16 /* the parts of green.core register 8 */
 
 /*
 ** The bindings' per-hub state: what the runtime does not need. The hub
@@ -62,9 +62,11 @@ struct lgreen_state {
   int main_anchor; /* registry reference of the main thread's GreenThread */
   volatile sig_atomic_t interrupted; /* a Ctrl-C waits to be delivered */
   volatile sig_atomic_t dump;        /* a thread dump was asked for */
+  void *signals; /* signal.c's per-hub state (hooks.blocking), or NULL */
   struct {                      /* what each part resets in the child */
     lgreen_forkfn fn;           /* of green.fork (fork.c) */
     void *ud;
+    int early;                  /* runs before the threads are buried */
   } forks[LGREEN_MAXFORKS];
   int nforks;
   int orphaned;        /* a child of green.fork whose main thread is gone */
@@ -150,6 +152,9 @@ void lgreen_open_stdio(lua_State *L, gl_hub_t *hub);
 void lgreen_open_watchdog(lua_State *L, gl_hub_t *hub);
 void lgreen_open_fork(lua_State *L, gl_hub_t *hub);
 void lgreen_on_fork(gl_hub_t *hub, lgreen_forkfn fn, void *ud);
+/* A reset that must run before the parent's waits are undone (it makes
+   locks that a vanished OS thread may hold usable again); no Lua. */
+void lgreen_on_fork_early(gl_hub_t *hub, lgreen_forkfn fn, void *ud);
 void lgreen_fork_exit(gl_hub_t *hub); /* a child whose main is gone ends */
 void lgreen_thread_bury(lua_State *L, gl_hub_t *hub, gl_thread_t *t);
 int lgreen_funcname(lua_State *L, int fidx); /* [-0, +(0|1), m] */
@@ -167,6 +172,10 @@ void lgreen_open_debug(lua_State *L, gl_hub_t *hub);
 void lgreen_open_event(lua_State *L, gl_hub_t *hub);     /* event.c */
 void lgreen_open_semaphore(lua_State *L, gl_hub_t *hub); /* semaphore.c */
 void lgreen_open_queue(lua_State *L, gl_hub_t *hub);     /* queue.c */
+void lgreen_open_tpool(lua_State *L, gl_hub_t *hub);     /* tpool.c */
+void lgreen_open_fs(lua_State *L, gl_hub_t *hub);        /* fs.c */
+void lgreen_open_signal(lua_State *L, gl_hub_t *hub);   /* signal.c */
+void lgreen_open_process(lua_State *L, gl_hub_t *hub);  /* process.c */
 void lgreen_open_http(lua_State *L, gl_hub_t *hub);      /* http.c */
 void lgreen_open_ws(lua_State *L, gl_hub_t *hub);        /* ws.c */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */

@@ -319,6 +319,10 @@ void lgreen_stream_close(lsock *s);
 size_t lgreen_stream_queued(lsock *s);
 size_t lgreen_stream_buffered(lsock *s);
 
+/* pipe.c: a new Unix-kind socket, its uv_pipe_t initialised (the
+   socket functions' upvalue 2 is the socket state). */
+lsock *lgreen_pipe_new(lua_State *L); /* [-0, +1, m] */
+
 /* conn.c: connect's wait, listen (and accept, a method). */
 void lgreen_stream_on_connect(uv_connect_t *req, int status);
 int lgreen_stream_connecting(lua_State *L, lsock *s, const char *what,

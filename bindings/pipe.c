@@ -98,8 +98,10 @@ static const char *checkargs(lua_State *L, const char *field) {
 }
 
 
-/* [-0, +1, m] A new Unix socket, or NULL having pushed nil, err. */
-static lsock *newpipe(lua_State *L) {
+/* [-0, +1, m] A new Unix socket, or NULL having pushed nil, err. Also
+   process.c's pipe ends: it opens a descriptor in the handle
+   (uv_pipe_open), then calls 'lgreen_stream_started'. */
+lsock *lgreen_pipe_new(lua_State *L) {
   lsock *s = lgreen_stream_new(L, lgreen_sock_state(L), &pipe_ops);
   int r = pipe_init(&lgreen_hub(L)->loop, s);
   if (r < 0) {
@@ -141,7 +143,7 @@ static int l_connect_unix(lua_State *L) {
     timeout = lgreen_notnan(L, luaL_checknumber(L, 3), "timeout");
   lua_settop(L, 2);
   lgreen_begin(L, lgreen_hub(L), "green.connect_unix");
-  if ((s = newpipe(L)) == NULL)
+  if ((s = lgreen_pipe_new(L)) == NULL)
     return 2;
   req = (uv_connect_t *)malloc(sizeof(*req));
   if (req == NULL) {
@@ -176,7 +178,7 @@ static int l_listen_unix(lua_State *L) {
     mode = (int)m;
   }
   lua_settop(L, 2);
-  if ((s = newpipe(L)) == NULL)
+  if ((s = lgreen_pipe_new(L)) == NULL)
     return 2;
   lgreen_sock_reref(s);
   if (mode >= 0) {

@@ -53,6 +53,7 @@ typedef struct watchdog {
   pthread_mutex_t mu;       /* guards the settings and 'cv' */
   pthread_cond_t cv;
   int started, stop;
+  int running;              /* the thread is up (start waits for it) */
   /* Settings (hub thread writes under 'mu'). */
   uint64_t threshold;       /* blocking detection, ns; 0: off */
   uint64_t slice;           /* time slice, ns; 0: off */
@@ -162,6 +163,8 @@ static void *run(void *arg) {
   sigfillset(&all); /* signals are the hub thread's business */
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   pthread_mutex_lock(&wd->mu);
+  wd->running = 1;
+  pthread_cond_broadcast(&wd->cv);
   while (!wd->stop) {
     uint64_t period = UINT64_MAX;
     struct timespec ts;
@@ -378,10 +381,18 @@ static const char *start(watchdog *wd) {
   wd->hub_thread = pthread_self();
   wd->stop = 0;
   active = wd;
+  wd->running = 0;
   if (pthread_create(&wd->thread, NULL, run, wd) != 0) {
     active = NULL;
     return "cannot start the watchdog thread";
   }
+  /* Wait until the thread is in its loop: a fork (green.fork) must not
+     catch it starting up, inside the C library or a sanitizer's
+     allocator with a lock that the child would inherit held. */
+  pthread_mutex_lock(&wd->mu);
+  while (!wd->running)
+    pthread_cond_wait(&wd->cv, &wd->mu);
+  pthread_mutex_unlock(&wd->mu);
   wd->started = 1;
   return NULL;
 }

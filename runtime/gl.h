@@ -158,6 +158,10 @@ struct gl_hub_hooks {
   /* 'gl_hub_signal' was called (from a signal handler): act on it now,
      between two resumes. Optional: without it the request is dropped. */
   void (*signal)(gl_hub_t *hub, struct lua_State *L);
+  /* The hub is about to block in the poller (nothing is ready): the host
+     may change which of its handles keep the loop alive (uv_ref,
+     uv_unref) before the hub decides whether it is idle. Optional. */
+  void (*blocking)(gl_hub_t *hub);
 };
 
 

@@ -169,7 +169,10 @@ static int poll_io(gl_hub_t *hub, int block) {
     if (uv_loop_alive(&hub->loop))
       uv_run(&hub->loop, UV_RUN_NOWAIT);
   } else {
-    uint64_t due = gl_timer_next(hub);
+    uint64_t due;
+    if (hub->hooks.blocking != NULL)
+      hub->hooks.blocking(hub);
+    due = gl_timer_next(hub);
     if (due != UINT64_MAX) {
       uint64_t now = gl_now();
       if (due > now) {

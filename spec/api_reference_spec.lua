@@ -37,6 +37,11 @@ local PRIVATE = {
     .. "may change, and what users need is re-exported on green",
 }
 
+-- Module tables with a metatable (callable) that are walked all the same.
+local CALLABLE_MODULE = {
+  ["green.signal"] = "green.signal(sig, handler) and green.signal.wait",
+}
+
 -- Tables reached from the module that are classes' method tables: each
 -- needs its own entry, and its methods are documented (and checked) as
 -- the class's (see CLASSES), not as fields of the table.
@@ -110,8 +115,16 @@ local function make_instances()
   I.unconnected = closing(assert(socket.udp()))
   I.connected = closing(assert(socket.udp()))
   assert(I.connected:setpeername("127.0.0.1", lport))
+  I.gfile = closing(assert(green.fs.open("/dev/null", "r")))
+  I.proc = assert(green.process.spawn { "cat", stdin = "pipe",
+                                        stdout = "pipe", stderr = "pipe" })
+  I.file = assert(green.process.popen("cat", "w"))
+  I.sighandle = green.signal("USR1", noop)
   main_gt:wait()
   return I, function()
+    I.sighandle:cancel()
+    I.file:close()
+    getmetatable(I.proc).__close(I.proc)
     I.hold:release()
     getmetatable(I.item).__close(I.item)
     for i = #closers, 1, -1 do
@@ -140,10 +153,14 @@ local function class_groups(I)
       objs = { I.lc, I.dlc } },
     { prefixes = { "sock" }, objs = { I.listener, I.client, I.accepted } },
     { prefixes = { "udp" }, objs = { I.udp } },
+    { prefixes = { "Process" }, objs = { I.proc } },
+    { prefixes = { "pfile" }, objs = { I.file } },
+    { prefixes = { "SignalHandle" }, objs = { I.sighandle } },
     { prefixes = { "master", "client", "server" },
       objs = { I.master, I.lclient, I.lserver } },
     { prefixes = { "unconnected", "connected" },
       objs = { I.unconnected, I.connected } },
+    { prefixes = { "file" }, objs = { I.gfile } },
   }
 end
 
@@ -170,7 +187,8 @@ local function walk(t, path, out, seen)
     local name = qualify(path, k)
     if not PRIVATE[name] then
       out[name] = true
-      if type(v) == "table" and getmetatable(v) == nil
+      if type(v) == "table"
+         and (getmetatable(v) == nil or CALLABLE_MODULE[name])
          and rawget(v, "__index") == nil and not CLASS_TABLE[name] then
         walk(v, name, out, seen)
       end

@@ -19,6 +19,20 @@ describe("examples", function()
     assert.are.same({ "RED", "GREEN", "BLUE" }, results)
   end)
 
+  it("subprocess.lua: commands at once, a timeout, pipes, popen, SIGTERM",
+     function()
+    assert.are.equal(table.concat({
+      "true slept 3", "true slept 1", "true slept 2",
+      "the heartbeat beat while they ran:\ttrue",
+      "sleep 60:\tfalse\ttimeout",
+      "tr returned\t120000\tbytes:\tGREEN GREEN ",
+      "from the child:\tline 1", "from the child:\tline 2",
+      "from the child:\tline 3", "child ended:\texit\t0",
+      "popen line:\ta", "popen line:\tb", "popen close:\ttrue\texit\t0",
+      "got signal\t15\t- stopping", "" }, "\n"),
+      example("subprocess.lua"))
+  end)
+
   it("starved_heartbeat.lua (seed 001): detection names the burst, the "
      .. "time slice keeps the heartbeat on time", function()
     local out = example("starved_heartbeat.lua", "1.5")
@@ -34,6 +48,27 @@ describe("examples", function()
     -- the heartbeat kept beating through the same burst.
     assert.is_true(tonumber(starved) >= 1.0, out)
     assert.is_true(tonumber(kept) < tonumber(starved) / 2, out)
+  end)
+
+  it("prefork_chat.lua (seed 003): workers share messages through Redis",
+     function()
+    local out = example("prefork_chat.lua", "0 demo")
+    assert.matches("started redis%-server on 127%.0%.0%.1:%d+", out)
+    local n = 0
+    for i, w, got, all, lines in out:gmatch(
+        "client (%d) %(worker (%d)%) got (%d)/(%d): ([^\n]*)") do
+      n = n + 1
+      assert.are.equal("4", got, out)
+      assert.are.equal("4", all, out)
+      assert.are.equal(tonumber(i) <= 2 and "1" or "2", w)
+      -- every client has the lines posted on both workers
+      for c = 1, 4 do
+        assert.matches("%[worker " .. (c <= 2 and 1 or 2)
+                       .. "%] hello from client " .. c, lines)
+      end
+    end
+    assert.are.equal(4, n, out)
+    assert.matches("redis-server stopped", out, 1, true)
   end)
 
   it("two_loops.lua (seed 003): two loops that never sleep both run",

@@ -230,6 +230,45 @@ os.exit(0)
 ]], "20\tHI 1\n20 true\n")
   end)
 
+  -- A task runs on a worker at the fork: the worker is not in the child;
+  -- the caller there is buried with the others, and the child's pool
+  -- starts workers of its own. The parent's task finishes in the parent.
+  it("gives the child its own thread pool while the parent's task runs",
+     function()
+    check([[
+local flag = os.tmpname()
+os.remove(flag)
+local function slow(path)
+  local t0 = os.time()
+  while os.time() - t0 < 20 do
+    local f = io.open(path)
+    if f then f:close(); return "parent task" end
+  end
+  return "gave up"
+end
+local caller = green.spawn(green.tpool.execute, slow, flag)
+local t0 = green.now()
+while green.tpool.stats().busy < 1 and green.now() - t0 < 20 do
+  green.sleep(0.001)
+end
+expect(green.tpool.stats().busy == 1, "the task runs")
+local pid = green.fork()
+if pid == 0 then
+  local ok, sum = pcall(green.tpool.execute,
+                        function(a, b) return a + b end, 2, 3)
+  local st = green.tpool.stats()
+  report(tostring(ok) .. " " .. tostring(sum) .. " busy " .. st.busy
+         .. " queued " .. st.queued .. " caller " .. caller:status())
+  os.exit(0)
+end
+print(collect())
+assert(io.open(flag, "w")):close()
+print(caller:wait())
+os.remove(flag)
+os.exit(0)
+]], "true 5 busy 0 queued 0 caller dead\nparent task\n")
+  end)
+
   -- A sendall suspended with bytes queued in libuv at the fork: the
   -- child's loop must not send them a second time (the stream would
   -- carry them twice).

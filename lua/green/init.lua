@@ -32,6 +32,7 @@ local green = {
   kill = core.kill,
   now = core.now,
   fork = core.fork,
+  worker_id = require("green.prefork").worker_id,
   on_fork = core.on_fork,
   GreenletExit = core.GreenletExit,
   Timeout = core.Timeout,
@@ -322,6 +323,21 @@ do
     threshold = 1,
   }
 end
+-- }===
+
+-- {=== off the hub: the thread pool, bindings/tpool.c
+--- green.tpool.execute(fn, ...) runs fn(...) on a worker OS thread in its
+-- own Lua state; green.tpool.setup{threads = n}; green.tpool.stats().
+green.tpool = { execute = core.tpool_execute, setup = core.tpool_setup,
+                stats = core.tpool_stats }
+
+-- {=== files off the hub: lua/green/fs.lua, bindings/fs.c, fspath.c
+green.fs = require "green.fs"
+
+-- {=== processes and signals: lua/green/process.lua, lua/green/signal.lua,
+-- bindings/process.c, bindings/signal.c
+green.process = require "green.process"
+green.signal = require "green.signal"
 -- }===
 
 return green

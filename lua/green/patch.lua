@@ -1,5 +1,9 @@
 --- green.patch(): make unmodified LuaSocket-based code run green.
 --
+-- Also installs green `io.popen` and `os.execute` (lua/green/process.lua;
+-- `green.patch{process = false}` leaves them alone), so a patched program's
+-- subprocesses stop freezing the hub.
+--
 -- Installs green.socket (lua/green/socket.lua) as `package.loaded.socket`
 -- and `package.loaded["socket.core"]` (one table, as in LuaSocket), so
 -- that every later `require "socket"` gets it. LuaSocket's pure-Lua
@@ -59,9 +63,69 @@ local function late_warning(names)
     .. "`greenlua -e 'require(\"green\").patch()' script.lua`).\n"
 end
 
+-- {=== green.patch{fs = true}: io's files through green.fs (opt-in)
+--
+-- io.open and io.lines(filename) become green.fs.open and green.fs.lines
+-- (C closures of their own, so errors name io.open and io.lines as the
+-- standard ones do); io.close and io.type also accept green files. Where
+-- a green thread cannot wait (a C-call boundary such as a module's main
+-- chunk under require, a finalizer), io.open and io.lines fall back to
+-- the standard ones, which block the hub as they always did. io.read,
+-- io.write, io.input, io.output, io.lines() (the default input) and the
+-- standard files stay io's: they are the process's stdin and stdout,
+-- whose reads libuv's thread pool could not take back from a killed
+-- reader. Not undone by a later green.patch() (which leaves io alone).
+local io_std -- io's own functions, once replaced
+
+local function patch_io()
+  if io_std then return end
+  local core = require "green.core"
+  io_std = { open = io.open, lines = io.lines, close = io.close,
+             type = io.type }
+  -- luacheck: push ignore 122
+  io.open, io.lines, io.close, io.type =
+    core.fs.io_functions(io_std.open, io_std.lines, io_std.close)
+  -- luacheck: pop
+end
+-- }===
+
+-- {=== processes (issue 10): green io.popen and os.execute. Where the
+-- caller cannot block (inside a C-call boundary such as a `require`d
+-- module's main chunk, or a finalizer) they fall back to the stock
+-- functions, which block the hub but work.
+local stock_popen, stock_execute = io.popen, os.execute
+
+local function green_popen(prog, mode)
+  if require("green.core").cansuspend() then
+    return require("green.process").popen(prog, mode)
+  end
+  return stock_popen(prog, mode)
+end
+
+local function green_execute(cmd)
+  if require("green.core").cansuspend() then
+    return require("green.process").execute(cmd)
+  end
+  return stock_execute(cmd)
+end
+
+local function patch_process()
+  io.popen = green_popen -- luacheck: ignore 122
+  os.execute = green_execute -- luacheck: ignore 122
+end
+-- }===
+
 --- Install green.socket as `socket` and `socket.core`; returns it.
 -- Warns on stderr if LuaSocket was loaded already (see the caveats).
-function M.patch()
+-- `opts.fs = true` also routes io's files through green.fs (above).
+-- Also installs green `io.popen` and `os.execute` (green.process) unless
+-- `opts.process` is false.
+function M.patch(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'patch' (table expected, got " .. type(opts)
+          .. ")", 2)
+  end
+  if not (opts and opts.process == false) then patch_process() end
   local gsocket = require "green.socket"
   local loaded = package.loaded
   local old = loaded.socket
@@ -85,6 +149,7 @@ function M.patch()
   end
   loaded.socket = gsocket
   loaded["socket.core"] = gsocket
+  if opts and opts.fs then patch_io() end
   return gsocket
 end
 

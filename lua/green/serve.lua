@@ -5,11 +5,13 @@
 -- @module green.serve
 
 local core = require "green.core"
+local prefork = require "green.prefork"
 
 local spawn, getcurrent, suspend, wake, sleep =
   core.spawn, core.getcurrent, core.suspend, core.wake, core.sleep
 local observe = core.observe
-local error, type, pcall, setmetatable = error, type, pcall, setmetatable
+local error, type, pcall, setmetatable, pairs =
+  error, type, pcall, setmetatable, pairs
 local min = math.min
 
 local M = {}
@@ -26,35 +28,22 @@ local StopServe = M.StopServe
 -- maximum, rather than spinning on a listening socket that stays ready.
 local BACKOFF_MIN, BACKOFF_MAX = 0.01, 1.0
 
---- Accept connections on `server` and run `handler(client, addr)` for each
--- in its own green thread, at most `concurrency` at once: while that many
--- handlers run, no connection is accepted (the kernel's backlog holds
--- them). The client is closed when its handler ends. An error in a handler
--- is reported like any thread's error and does not stop the server;
--- `error(green.StopServe)` in a handler ends `serve`, which returns
--- (handlers still running keep running). Returns nil, "closed" if the
--- server socket is closed.
--- @param server a listening socket (`green.listen`)
--- @tparam function handler called as `handler(client, addr)`
--- @tparam[opt=1000] integer concurrency most handlers running at once
-function M.serve(server, handler, concurrency)
-  local state = core.sockstate(server)
-  if state ~= "listening" and state ~= "closed"
-     and not (type(server) == "table" and type(server.accept) == "function")
-  then -- green.socket's server objects are tables with accept
-    error(("bad argument #1 to 'serve' (listening socket expected, got %s)")
-          :format(state and state .. " socket" or type(server)), 2)
-  end
-  if type(handler) ~= "function" then
-    error("bad argument #2 to 'serve' (function expected)", 2)
-  end
-  concurrency = concurrency or 1000
-  if math.type(concurrency) ~= "integer" or concurrency < 1 then
-    error("bad argument #3 to 'serve' (positive integer expected)", 2)
-  end
+-- At a graceful stop, the most connections taken from the listening
+-- socket after the accept loop ended (what libuv holds, and what the
+-- kernel has queued for this process right then).
+local DRAIN_MAX = 64
+
+-- Serve `server` until StopServe, a closed server, or `control.stop`;
+-- see M.serve. `control` (prefork workers) gets a `stop(grace)` that
+-- stops accepting, lets the handlers running finish for up to `grace`
+-- seconds, kills the rest, and makes this return true.
+local function serve_loop(server, handler, concurrency, control)
   local caller = getcurrent()
   local running = 0
+  local handlers = {} -- thread -> true while it runs a handler
   local acceptor
+  local stopping = false
+  local drained     -- woken when the last handler ends while stopping
   local outcome -- nil while serving; then { ok, err }
 
   local function finish(...)
@@ -69,17 +58,21 @@ function M.serve(server, handler, concurrency)
   local slot_mt = {
     __close = function(slot, err)
       running = running - 1
+      handlers[slot.thread] = nil
       slot.client:close()
       if err == StopServe then
         observe(getcurrent()) -- ending serve is not an error to report
         finish(true)
       end
+      if stopping and running == 0 and drained then wake(drained, true) end
       wake(acceptor) -- if it waits for room; false (harmless) otherwise
     end,
   }
 
   local function handle(client, addr)
-    local _ <close> = setmetatable({ client = client }, slot_mt)
+    local me = getcurrent()
+    handlers[me] = true
+    local _ <close> = setmetatable({ client = client, thread = me }, slot_mt)
     return handler(client, addr)
   end
 
@@ -105,9 +98,39 @@ function M.serve(server, handler, concurrency)
         end
       end
     end)
-    if not ok then finish(false, err) end
+    if not ok and not stopping then finish(false, err) end
   end)
   acceptor.name = "green.serve accept loop"
+
+  if control then
+    function control.stop(grace)
+      if stopping or outcome then return end
+      stopping = true
+      acceptor:kill() -- its accept takes nothing: nothing is lost
+      -- What this process took from the kernel is served here.
+      server:settimeout(0)
+      for _ = 1, DRAIN_MAX do
+        local client, addr = server:accept()
+        if not client then break end
+        running = running + 1
+        spawn(handle, client, addr)
+      end
+      server:close() -- this process's copy: the others go on accepting
+      if running > 0 then
+        drained = getcurrent()
+        local timer = spawn(function()
+          sleep(grace)
+          wake(drained, false)
+        end)
+        suspend("green.serve (draining)")
+        drained = nil
+        timer:kill()
+        for t in pairs(handlers) do t:kill() end
+      end
+      finish(true)
+    end
+    if control.stopping then spawn(control.stop, control.grace or 0) end
+  end
 
   local ok, err = suspend("green.serve")
   if not ok then -- the caller was killed or timed out
@@ -117,6 +140,50 @@ function M.serve(server, handler, concurrency)
   if not acceptor:dead() then acceptor:kill() end
   if outcome[1] == false then error(outcome[2], 0) end
   if outcome[1] == nil then return nil, outcome[2] end
+  return true
+end
+
+--- Accept connections on `server` and run `handler(client, addr)` for each
+-- in its own green thread, at most `concurrency` at once: while that many
+-- handlers run, no connection is accepted (the kernel's backlog holds
+-- them). The client is closed when its handler ends. An error in a handler
+-- is reported like any thread's error and does not stop the server;
+-- `error(green.StopServe)` in a handler ends `serve`, which returns
+-- (handlers still running keep running). Returns nil, "closed" if the
+-- server socket is closed.
+--
+-- The third argument is `concurrency` or an options table: `concurrency`
+-- (default 1000), and for prefork serving `workers` (see
+-- lua/green/prefork.lua and docs/api.md), `graceful_timeout`,
+-- `worker_timeout`, `on_worker_start`, `on_worker_exit`.
+-- @param server a listening socket (`green.listen`)
+-- @tparam function handler called as `handler(client, addr)`
+-- @param[opt=1000] opts most handlers running at once, or options
+function M.serve(server, handler, opts)
+  local state = core.sockstate(server)
+  if state ~= "listening" and state ~= "closed"
+     and not (type(server) == "table" and type(server.accept) == "function")
+  then -- green.socket's server objects are tables with accept
+    error(("bad argument #1 to 'serve' (listening socket expected, got %s)")
+          :format(state and state .. " socket" or type(server)), 2)
+  end
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'serve' (function expected)", 2)
+  end
+  local concurrency = opts
+  if type(opts) == "table" then concurrency = opts.concurrency end
+  concurrency = concurrency or 1000
+  if math.type(concurrency) ~= "integer" or concurrency < 1 then
+    error("bad argument #3 to 'serve' (positive integer expected)", 2)
+  end
+  if type(opts) == "table" and opts.workers ~= nil then
+    local o = prefork.options(opts, 2)
+    return prefork.master(o, function(control)
+      return serve_loop(server, handler, concurrency, control)
+    end)
+  end
+  local ok, err = serve_loop(server, handler, concurrency)
+  if ok == nil then return nil, err end
 end
 
 return M

@@ -37,6 +37,10 @@ local DEFAULTS = {
   graceful_timeout = 30,
 }
 
+-- Options passed through to green.serve's prefork master.
+local PREFORK = { workers = true, worker_timeout = true,
+                  on_worker_start = true, on_worker_exit = true }
+
 -- Responses batched for pipelined requests are sent once they reach this
 -- many bytes, or when no further request is buffered.
 local FLUSH_AT = 64 * 1024
@@ -359,7 +363,7 @@ function M.serve(server, handler, opts)
   local o = {}
   for k, v in pairs(DEFAULTS) do o[k] = v end
   for k, v in pairs(opts or {}) do
-    if DEFAULTS[k] == nil and k ~= "log" and k ~= "workers" then
+    if DEFAULTS[k] == nil and k ~= "log" and not PREFORK[k] then
       error(format("bad argument #3 to 'serve' (unknown option '%s')",
                    tostring(k)), 2)
     end
@@ -387,12 +391,10 @@ function M.serve(server, handler, opts)
   -- green.serve's accept loop; with opts.workers, its prefork machinery
   -- takes the same options table.
   local accept_opts = o.concurrency
-  if o.workers then
-    accept_opts = {}
-    for k, v in pairs(opts) do
-      if k ~= "log" and DEFAULTS[k] == nil or k == "concurrency"
-         or k == "graceful_timeout" then accept_opts[k] = v end
-    end
+  if o.workers ~= nil then
+    accept_opts = { concurrency = o.concurrency,
+                    graceful_timeout = o.graceful_timeout }
+    for k in pairs(PREFORK) do accept_opts[k] = o[k] end
   end
   local ok, r1, r2 = pcall(serve_mod.serve, server, conn, accept_opts)
   -- Graceful stop: no more accepting; idle keep-alive connections close

@@ -1,0 +1,50 @@
+/*
+** green.fs: files and file-system calls done off the hub, on libuv's
+** thread pool (uv_fs_*). fs.c is the file object (green.fs.open) and
+** opens the module table; fspath.c the calls on paths (stat, rename,
+** scandir, ...). See docs/internals.md, "Files".
+*/
+#ifndef LGFS_H
+#define LGFS_H
+
+#include "lgreen.h"
+
+/*
+** Per-hub counters (green.fs.stats), the userdata that is upvalue 2 of
+** every function of green.fs. Requests and file records keep a pointer to
+** it: it lives as long as green.core, and the hub's own finalizer (which
+** runs the last callbacks) runs before any object is freed.
+*/
+typedef struct lgfs_state {
+  lua_Integer requests; /* requests submitted to the thread pool */
+  lua_Integer inflight; /* of those, not yet called back */
+  lua_Integer files;    /* file records alive (open or closing) */
+  gl_link_t pending;    /* the requests in flight ('lgfs_track'), for fork */
+} lgfs_state;
+
+/* A request in flight, on 'pending' from its submission to its callback:
+   in the child of green.fork, the parent's are ended (fs.c, fs_forked). */
+typedef struct lgfs_track {
+  gl_link_t link;
+  uv_fs_t *req;
+} lgfs_track;
+
+/* [-0, +0, -] A request was submitted / called back. */
+void lgfs_submitted(lgfs_state *st, lgfs_track *t);
+void lgfs_done(lgfs_state *st, lgfs_track *t);
+
+#define lgfs_state_of(L) ((lgfs_state *)lua_touserdata(L, lua_upvalueindex(2)))
+
+/* [-0, +3, m] nil, "path: message" (or "message" if path is NULL),
+   errno, as io.open's failures; 'err' is a negative errno. Returns 3. */
+int lgfs_fail(lua_State *L, int err, const char *path);
+
+/* Can the calling thread wait now: a green thread (or the host's main
+   thread) that is not killed, outside C-call boundaries and finalizers? */
+int lgfs_canwait(lua_State *L, gl_hub_t *hub);
+
+/* Add the calls on paths to the table on the top (fspath.c); the hub
+   and the state userdata are pushed as their upvalues. */
+void lgfs_open_paths(lua_State *L, int state_idx);
+
+#endif

@@ -1,0 +1,1096 @@
+/*
+** process.c: child processes. green.process.spawn, a Process's wait and
+** kill, and green.process.wait(pid) for any child of this process.
+** lua/green/process.lua adds communicate, run, popen and the green
+** os.execute on these.
+**
+** Starting. posix_spawn(3), not uv_spawn: libuv 1.44 forks, which copies
+** the parent's page tables and makes the parent take a copy-on-write
+** fault for each page it touches until the child has exec'd; glibc's
+** posix_spawn clones with CLONE_VM | CLONE_VFORK (what system(3) does).
+** Measured on the 2-core machine (bench/process.lua): uv_spawn of "true"
+** plus its wait ran at 0.5x os.execute("true"); posix_spawn is what lets
+** green.process.run keep up with os.execute. The child gets an empty
+** signal mask, SIGPIPE and SIGXFSZ at their defaults (green.core ignores
+** SIGPIPE for itself; the rest of what this process ignores stays
+** ignored across exec, as with system(3)), its stdin, stdout and stderr as asked,
+** and no other descriptor of ours: the pipes are made with O_CLOEXEC, and
+** every descriptor above 2 is closed in the child (closefrom, as Python's
+** close_fds), so a descriptor this process opened without close-on-exec
+** (io.open does) does not leak into children either. Exec failures
+** (ENOENT, EACCES) come back from posix_spawn itself.
+**
+** Reaping. One SIGCHLD watcher per hub (a uv_signal_t) runs while a child
+** of ours is unreaped or a thread waits for another child, and calls
+** waitpid(pid, WNOHANG) for exactly those pids, never waitpid(-1): libuv
+** reaps its own uv_spawn children the same way (src/unix/process.c,
+** uv__wait_children, from its own SIGCHLD watcher; libuv hands a signal
+** to every watcher of it), so neither takes the other's exit status; and
+** green.process.wait(pid) refuses a pid that belongs to a uv_process_t of
+** the loop. A child is reaped as soon as it exits even if nobody waits
+** (a Process collected unwaited leaves no zombie: its record outlives the
+** userdata until then). The watcher keeps the hub alive only while a
+** thread waits; a hub that never polls reaps at its next poll. (Leaving
+** it started between children would save a dozen system calls per child,
+** ~2% of a process.run("true"), but then a stock os.execute's child, its
+** SIGCHLD taken by the watchdog's thread while system() blocks it in the
+** hub's, leaves I/O ready under a hub kept by a blocking call: a
+** blocking report for a program that merely used green.process once.)
+**
+** A Process is a 'green.Process' userdata holding a pointer to a malloc'd
+** record (luv style). The pipe ends are green stream sockets (pipe.c's
+** kind, over uv_pipe_t, opened on our end of each pipe). Writing to a
+** child that exited gets EPIPE ("closed"), not SIGPIPE: green.core ignores
+** SIGPIPE (socket.c); the child has it at its default.
+*/
+#define _GNU_SOURCE /* pipe2, posix_spawn_file_actions_add*_np */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lsignal.h"
+#include "lsocket.h"
+
+#define LGREEN_PROCESS "green.Process"
+#define STATE_KEY "green.process.state"
+
+extern char **environ;
+
+typedef struct pstate pstate;
+
+/* A child started by spawn. */
+typedef struct proc {
+  gl_link_t link;     /* in st->procs until the record is freed */
+  struct proc **ud;   /* the userdata's slot; NULL once collected */
+  pstate *st;
+  gl_waitq_t waiters; /* pidwaits (Process:wait, green.process.wait) */
+  int pid;
+  int exited;   /* reaped */
+  int signaled; /* killed by signal 'code' (else exited with 'code') */
+  int code;
+} proc;
+
+
+/* Per hub: the records, the waits for other children, the watcher. */
+struct pstate {
+  gl_hub_t *hub;
+  gl_link_t procs;     /* every record (running children first to go) */
+  gl_waitq_t foreign;  /* pidwaits for children spawn did not start */
+  uv_signal_t *reaper; /* SIGCHLD; NULL once the state is closed */
+  unsigned running;    /* children of 'procs' not reaped yet */
+  unsigned nwaits;     /* pidwaits pending: the watcher keeps the hub */
+  int reaping;         /* the watcher is started */
+};
+
+
+/* A thread waiting for a child: a userdata on its stack. The waker copies
+   the outcome in, since the record may be gone when the thread runs. */
+typedef struct pidwait {
+  gl_wait_t base; /* first member */
+  proc *p;        /* the Process's record, or NULL (a foreign child) */
+  pstate *st;
+  int pid;
+  int signaled, code;
+} pidwait;
+
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+
+/*
+** {======================================================
+** Reaping (no Lua)
+** =======================================================
+*/
+
+static void on_sigchld(uv_signal_t *h, int signum);
+
+/* The watcher runs while there is something to reap, and keeps the hub
+   alive while somebody waits. 0 or a UV_E* code (starting it). */
+static int reaper_update(pstate *st) {
+  int want = st->running > 0 || !gl_waitq_empty(&st->foreign);
+  if (st->reaper == NULL)
+    return 0;
+  if (want && !st->reaping) {
+    int r = lgreen_signal_start(st->reaper, on_sigchld, SIGCHLD);
+    if (r < 0)
+      return r;
+    st->reaping = 1;
+  } else if (!want && st->reaping) {
+    lgreen_signal_stop(st->reaper);
+    st->reaping = 0;
+  }
+  if (st->nwaits > 0)
+    uv_ref((uv_handle_t *)st->reaper);
+  else
+    uv_unref((uv_handle_t *)st->reaper);
+  return 0;
+}
+
+
+/* End pidwait 'pw' with an outcome ('err' 0) or an error. */
+static void deliver(pidwait *pw, int signaled, int code, int err) {
+  pw->signaled = signaled;
+  pw->code = code;
+  pw->st->nwaits--;
+  gl_link_remove(&pw->base.link);
+  gl_wait_end(&pw->base, err != 0 ? err : GL_W_OK);
+}
+
+
+static void proc_free(proc *p) {
+  gl_link_remove(&p->link);
+  free(p);
+}
+
+
+/* waitpid(pid, WNOHANG): 0 (still running), 1 (reaped: '*status'), or a
+   negative UV_E* code. */
+static int reap_pid(int pid, int *status) {
+  pid_t r;
+  do
+    r = waitpid(pid, status, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return uv_translate_sys_error(errno);
+  return r > 0;
+}
+
+
+/* Child 'p' ended with 'status' (or vanished: 'err'): record, wake. */
+static void proc_ended(proc *p, int status, int err) {
+  p->exited = 1;
+  p->st->running--;
+  if (err != 0) { /* reaped by someone else: the outcome is lost */
+    p->signaled = 0;
+    p->code = -1;
+  } else {
+    p->signaled = WIFSIGNALED(status);
+    p->code = p->signaled ? WTERMSIG(status) : WEXITSTATUS(status);
+  }
+  while (!gl_waitq_empty(&p->waiters))
+    deliver((pidwait *)gl_waitq_first(&p->waiters), p->signaled, p->code,
+            err);
+  if (p->ud == NULL) /* collected before its child ended */
+    proc_free(p);
+}
+
+
+static void reap(pstate *st) {
+  gl_link_t *l = st->procs.next;
+  while (l != &st->procs) {
+    proc *p = GL_CONTAINER(l, proc, link);
+    int status = 0, r;
+    l = l->next; /* 'p' may be freed */
+    if (p->exited || (r = reap_pid(p->pid, &status)) == 0)
+      continue;
+    proc_ended(p, status, r < 0 ? r : 0);
+  }
+  l = st->foreign.head.next;
+  while (l != &st->foreign.head) {
+    pidwait *pw = (pidwait *)GL_CONTAINER(l, gl_wait_t, link);
+    int status = 0, r = reap_pid(pw->pid, &status), pid = pw->pid;
+    gl_link_t *m;
+    if (r == 0) {
+      l = l->next;
+      continue;
+    }
+    for (m = st->foreign.head.next; m != &st->foreign.head;) {
+      pidwait *w = (pidwait *)GL_CONTAINER(m, gl_wait_t, link);
+      m = m->next;
+      if (w->pid != pid)
+        continue;
+      if (r < 0)
+        deliver(w, 0, 0, r);
+      else
+        deliver(w, WIFSIGNALED(status),
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+                0);
+    }
+    l = st->foreign.head.next; /* the list changed: from the start */
+  }
+  reaper_update(st);
+}
+
+
+static void on_sigchld(uv_signal_t *h, int signum) {
+  (void)signum;
+  reap((pstate *)h->data);
+}
+
+
+/* A wait leaves (timeout, kill). */
+static void pidwait_cancel(gl_wait_t *w) {
+  pidwait *pw = (pidwait *)w;
+  gl_link_remove(&w->link);
+  pw->st->nwaits--;
+  reaper_update(pw->st);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Waiting
+** =======================================================
+*/
+
+/* [-0, +2, -] "exit", code or "signal", signum. */
+static int push_outcome(lua_State *L, int signaled, int code) {
+  if (signaled)
+    lua_pushliteral(L, "signal");
+  else
+    lua_pushliteral(L, "exit");
+  lua_pushinteger(L, code);
+  return 2;
+}
+
+
+static int push_fail(lua_State *L, int err) {
+  luaL_pushfail(L);
+  if (err == UV_ETIMEDOUT)
+    lua_pushliteral(L, "timeout");
+  else if (err == -ECHILD) /* libuv has no name for it */
+    lua_pushliteral(L, "no child processes");
+  else
+    lua_pushstring(L, uv_strerror(err));
+  return 2;
+}
+
+
+/* A Process's outcome; a child somebody else reaped has none. */
+static int push_proc(lua_State *L, proc *p) {
+  if (p->code < 0)
+    return push_fail(L, -ECHILD);
+  return push_outcome(L, p->signaled, p->code);
+}
+
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  pidwait *pw = (pidwait *)ctx;
+  int st = lgreen_waited(L, &pw->base, NULL);
+  (void)status;
+  if (st != GL_W_OK)
+    return push_fail(L, st);
+  return push_outcome(L, pw->signaled, pw->code);
+}
+
+
+/* [-0, +1, m] A pidwait on the stack. */
+static pidwait *newpidwait(lua_State *L, pstate *st, int pid) {
+  pidwait *pw = (pidwait *)lua_newuserdatauv(L, sizeof(*pw), 0);
+  gl_wait_init(&pw->base);
+  pw->p = NULL;
+  pw->st = st;
+  pw->pid = pid;
+  pw->signaled = pw->code = 0;
+  return pw;
+}
+
+
+/* The deadline of a wait of 'timeout' seconds (negative: none). */
+static uint64_t deadline(double timeout) {
+  return timeout < 0 ? 0 : gl_now() + lgreen_ns(timeout) + 1;
+}
+
+
+/* Block the caller in 'pw' (on the top of the stack), queued in 'q'. */
+static int wait_in(lua_State *L, pidwait *pw, gl_waitq_t *q, uint64_t due,
+                   const char *what) {
+  gl_thread_t *t = lgreen_begin(L, lgreen_hub(L), what);
+  gl_wait_start(t, &pw->base, what, pidwait_cancel, NULL);
+  gl_waitq_push(q, &pw->base);
+  pw->st->nwaits++;
+  reaper_update(pw->st); /* refs the watcher: running already */
+  if (due != 0)
+    lgreen_deadline(L, &pw->base, due);
+  return lgreen_block(L, t, wait_k, (lua_KContext)pw);
+}
+
+
+#define checkud(L) ((proc **)luaL_checkudata(L, 1, LGREEN_PROCESS))
+
+static proc *checkproc(lua_State *L) {
+  proc *p = *checkud(L);
+  if (p == NULL)
+    luaL_error(L, "attempt to use a released Process");
+  return p;
+}
+
+
+/***
+** p:wait([timeout]): "exit", code or "signal", signum once the child has
+** ended (at once if it has); nil, "timeout" after 'timeout' seconds (0:
+** never waits). Any number of threads may wait.
+*/
+static int proc_wait(lua_State *L) {
+  proc *p = checkproc(L);
+  double timeout = lgreen_optseconds(L, 2, -1);
+  pidwait *pw;
+  lua_settop(L, 2);
+  if (p->exited)
+    return push_proc(L, p);
+  if (timeout == 0)
+    return push_fail(L, UV_ETIMEDOUT);
+  pw = newpidwait(L, p->st, p->pid);
+  pw->p = p;
+  return wait_in(L, pw, &p->waiters, deadline(timeout), "process:wait");
+}
+
+
+/* The record of child 'pid', or NULL. */
+static proc *findproc(pstate *st, int pid) {
+  gl_link_t *l;
+  for (l = st->procs.next; l != &st->procs; l = l->next) {
+    proc *p = GL_CONTAINER(l, proc, link);
+    if (p->pid == pid)
+      return p;
+  }
+  return NULL;
+}
+
+
+/* uv_walk: is 'h' a process handle of pid '*arg'? */
+static void find_uv_child(uv_handle_t *h, void *arg) {
+  int *pid = (int *)arg;
+  if (h->type == UV_PROCESS && ((uv_process_t *)h)->pid == *pid)
+    *pid = -1;
+}
+
+
+/***
+** green.process.wait(pid, [timeout]): wait for child 'pid' of this process
+** (spawned, or forked) to end: "exit", code or "signal", signum; nil,
+** "timeout"; nil, "no child processes" if 'pid' is not a child, or was
+** reaped already. A green wait: the hub runs meanwhile.
+*/
+static int l_waitpid(lua_State *L) {
+  pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  double timeout = lgreen_optseconds(L, 2, -1);
+  int upid, status = 0, r;
+  pidwait *pw;
+  proc *p;
+  luaL_argcheck(L, pid > 0 && pid <= 0x7fffffff, 1,
+                "a positive process id expected");
+  lua_settop(L, 2);
+  pw = newpidwait(L, st, (int)pid); /* allocation first */
+  if ((p = findproc(st, (int)pid)) != NULL) {
+    if (p->exited)
+      return push_proc(L, p);
+    if (timeout == 0)
+      return push_fail(L, UV_ETIMEDOUT);
+    pw->p = p;
+    return wait_in(L, pw, &p->waiters, deadline(timeout), "process:wait");
+  }
+  upid = (int)pid;
+  uv_walk(&lgreen_hub(L)->loop, find_uv_child, &upid);
+  if (upid < 0) /* libuv reaps it: waiting here would steal its status */
+    return luaL_error(L, "green.process.wait: process %d belongs to a libuv "
+                         "process handle (uv_spawn): wait through it",
+                      (int)pid);
+  if ((r = reap_pid((int)pid, &status)) < 0)
+    return push_fail(L, r);
+  if (r > 0)
+    return WIFSIGNALED(status) ? push_outcome(L, 1, WTERMSIG(status))
+                               : push_outcome(L, 0, WEXITSTATUS(status));
+  if (timeout == 0)
+    return push_fail(L, UV_ETIMEDOUT);
+  lgreen_begin(L, lgreen_hub(L), "green.process.wait"); /* raises first */
+  gl_waitq_push(&st->foreign, &pw->base); /* so the watcher starts */
+  r = reaper_update(st);
+  gl_link_remove(&pw->base.link);
+  if (r < 0) {
+    reaper_update(st);
+    return luaL_error(L, "green.process.wait: %s", uv_strerror(r));
+  }
+  /* It may have ended before the watcher started. */
+  if ((r = reap_pid((int)pid, &status)) != 0) {
+    reaper_update(st);
+    if (r < 0)
+      return push_fail(L, r);
+    return WIFSIGNALED(status) ? push_outcome(L, 1, WTERMSIG(status))
+                               : push_outcome(L, 0, WEXITSTATUS(status));
+  }
+  return wait_in(L, pw, &st->foreign, deadline(timeout),
+                 "green.process.wait");
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Kill, close, fields
+** =======================================================
+*/
+
+/***
+** p:kill([sig="TERM"]): send signal 'sig' (a name such as "KILL" or a
+** number; 0 only checks) to the child. true, or nil, err: "no such
+** process" once it has been reaped (its pid may belong to another
+** process by then, so nothing is sent).
+*/
+static int proc_kill(lua_State *L) {
+  proc *p = checkproc(L);
+  int signum = lua_isnoneornil(L, 2) ? SIGTERM : lgreen_signum(L, 2, 1);
+  int r = p->exited ? UV_ESRCH : uv_kill(p->pid, signum);
+  if (r < 0)
+    return push_fail(L, r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+
+/* Shut the pipe sockets that are user values of the Process at 'ud'. */
+static void shut_pipes(lua_State *L, int ud) {
+  int i;
+  for (i = 1; i <= 3; i++) {
+    if (lua_getiuservalue(L, ud, i) == LUA_TUSERDATA) {
+      lsock *s = *(lsock **)lua_touserdata(L, -1);
+      if (s != NULL)
+        lgreen_sock_shut(s);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+
+/*
+** __close: close the pipe ends, SIGKILL a child still running and wait
+** for it. Where the caller cannot block (a kill or an error unwinding,
+** a C-call boundary) it does not wait: the hub reaps the child as it
+** ends.
+*/
+static int proc_close(lua_State *L) {
+  proc *p = *checkud(L);
+  gl_hub_t *hub = lgreen_hub(L);
+  pidwait *pw;
+  lua_settop(L, 1);
+  shut_pipes(L, 1);
+  if (p == NULL || p->exited)
+    return 0;
+  kill(p->pid, SIGKILL);
+  if (!lgreen_canblock(L, hub) || (hub->current->flags & GL_F_KILLED))
+    return 0;
+  pw = newpidwait(L, p->st, p->pid);
+  pw->p = p;
+  return wait_in(L, pw, &p->waiters, 0, "process:close");
+}
+
+
+/* __gc: never waits nor kills. A child still running keeps its record
+   until it is reaped. */
+static int proc_gc(lua_State *L) {
+  proc **ud = checkud(L);
+  proc *p = *ud;
+  if (p == NULL)
+    return 0;
+  *ud = NULL;
+  p->ud = NULL;
+  if (p->exited)
+    proc_free(p);
+  return 0;
+}
+
+
+static int proc_tostring(lua_State *L) {
+  proc *p = *checkud(L);
+  if (p == NULL)
+    lua_pushliteral(L, "green.Process (released)");
+  else if (!p->exited)
+    lua_pushfstring(L, "green.Process (pid %d, running)", p->pid);
+  else if (p->code < 0)
+    lua_pushfstring(L, "green.Process (pid %d, no status)", p->pid);
+  else
+    lua_pushfstring(L, "green.Process (pid %d, %s %d)", p->pid,
+                    p->signaled ? "signal" : "exit", p->code);
+  return 1;
+}
+
+
+/* p.pid, p.stdin, p.stdout, p.stderr, and the methods (upvalue 2). */
+static int proc_index(lua_State *L) {
+  static const char *const fields[] = {"stdin", "stdout", "stderr", NULL};
+  proc *p = *checkud(L);
+  int i;
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    if (strcmp(k, "pid") == 0) {
+      if (p == NULL)
+        return 0;
+      lua_pushinteger(L, p->pid);
+      return 1;
+    }
+    for (i = 0; fields[i] != NULL; i++)
+      if (strcmp(k, fields[i]) == 0) {
+        lua_getiuservalue(L, 1, i + 1);
+        return 1;
+      }
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(2));
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Spawn
+** =======================================================
+*/
+
+#define IO_INHERIT 0
+#define IO_PIPE 1
+#define IO_NULL 2
+#define IO_STDOUT 3 /* stderr only: wherever stdout goes */
+
+static const char *const stdio_names[] = {"stdin", "stdout", "stderr"};
+
+
+/* [-0, +0, v] The mode in field 'stdio_names[i]' of the options. */
+static int stdio_mode(lua_State *L, int i) {
+  static const char *const modes[] = {"inherit", "pipe", "null", "stdout",
+                                      NULL};
+  const char *m;
+  int j;
+  if (lua_getfield(L, 1, stdio_names[i]) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return IO_INHERIT;
+  }
+  m = lua_tostring(L, -1);
+  for (j = 0; m != NULL && modes[j] != NULL; j++)
+    if (strcmp(m, modes[j]) == 0 && (j != IO_STDOUT || i == 2)) {
+      lua_pop(L, 1);
+      return j;
+    }
+  return luaL_error(L,
+                    "green.process.spawn: %s must be \"pipe\", \"inherit\" "
+                    "or \"null\"%s",
+                    stdio_names[i], i == 2 ? " or \"stdout\"" : "");
+}
+
+
+/* [-0, +0, v] The string at 'idx' (a number is converted in place, so
+   the table or stack slot anchors the string). 'what' names it. */
+static const char *checkarg(lua_State *L, int idx, const char *what,
+                            int i) {
+  size_t len;
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
+    luaL_error(L, "green.process.spawn: %s %d is a %s (a string expected)",
+               what, i, luaL_typename(L, idx));
+  s = lua_tolstring(L, idx, &len);
+  if (strlen(s) != len)
+    luaL_error(L, "green.process.spawn: %s %d contains a zero byte", what,
+               i);
+  return s;
+}
+
+
+/*
+** [-0, +1, m] The command's argv (a NULL-terminated array in a userdata
+** on the top); its strings are anchored in the options table (numbers
+** are converted there).
+*/
+static char **build_argv(lua_State *L) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1), i;
+  char **argv;
+  if (n < 1)
+    luaL_error(L, "green.process.spawn: no command (the table's array "
+                  "part holds the program and its arguments)");
+  for (i = 1; i <= n; i++) { /* convert and check first: rawset may grow */
+    lua_rawgeti(L, 1, i);
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      checkarg(L, -1, "argument", (int)i);
+      lua_rawseti(L, 1, i);
+    } else {
+      checkarg(L, -1, "argument", (int)i);
+      lua_pop(L, 1);
+    }
+  }
+  argv = (char **)lua_newuserdatauv(L, (size_t)(n + 1) * sizeof(char *), 0);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    argv[i - 1] = (char *)lua_tostring(L, -1); /* anchored by the table */
+    lua_pop(L, 1);
+  }
+  argv[n] = NULL;
+  if (argv[0][0] == '\0')
+    luaL_error(L, "green.process.spawn: empty program name");
+  return argv;
+}
+
+
+/*
+** [-0, +2, m] The child's environment: this process's, changed by the
+** table in field "env" (name = string sets, name = false unsets). Pushes
+** a table anchoring the new strings and the array (a userdata), and
+** returns the array ('*path': the table sets or unsets PATH); pushes two
+** nils and returns NULL without "env".
+*/
+static char **build_env(lua_State *L, int *path) {
+  int env, anchor, n = 0, count = 0, i;
+  char **arr;
+  *path = 0;
+  if (lua_getfield(L, 1, "env") == LUA_TNIL) {
+    lua_pushnil(L);
+    return NULL;
+  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "green.process.spawn: env must be a table");
+  env = lua_gettop(L);
+  lua_newtable(L);
+  anchor = env + 1;
+  lua_pushnil(L);
+  while (lua_next(L, env)) { /* check, and make "name=value" strings */
+    size_t len;
+    const char *k;
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_error(L, "green.process.spawn: env keys must be names");
+    k = lua_tolstring(L, -2, &len);
+    if (len == 0 || strchr(k, '=') != NULL || strlen(k) != len)
+      luaL_error(L, "green.process.spawn: bad environment variable name "
+                    "'%s'", k);
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+      size_t vlen;
+      /* a number value is converted on the stack: lua_next needs only
+         the key as it was */
+      const char *v = lua_tolstring(L, -1, &vlen);
+      if (strlen(v) != vlen)
+        luaL_error(L, "green.process.spawn: env.%s contains a zero byte", k);
+      lua_pushfstring(L, "%s=%s", k, v);
+      lua_rawseti(L, anchor, ++n);
+    } else if (!(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+      luaL_error(L, "green.process.spawn: env.%s must be a string or false",
+                 k);
+    }
+    lua_pop(L, 1);
+  }
+  *path = lua_getfield(L, env, "PATH") != LUA_TNIL;
+  lua_pop(L, 1);
+  for (i = 0; environ[i] != NULL; i++)
+    count++;
+  arr = (char **)lua_newuserdatauv(L, (size_t)(count + n + 1) *
+                                          sizeof(char *), 0);
+  count = 0;
+  for (i = 0; environ[i] != NULL; i++) { /* kept unless the table names it */
+    const char *eq = strchr(environ[i], '=');
+    int named;
+    if (eq == NULL)
+      continue;
+    lua_pushlstring(L, environ[i], (size_t)(eq - environ[i]));
+    named = lua_rawget(L, env) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!named)
+      arr[count++] = environ[i];
+  }
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, anchor, i);
+    arr[count++] = (char *)lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  arr[count] = NULL;
+  lua_replace(L, env); /* [arr, anchor] */
+  return arr;
+}
+
+
+/* Check the options table's keys: a misspelt option must not pass. */
+static void check_keys(lua_State *L) {
+  static const char *const known[] = {"cwd", "env", "stdin", "stdout",
+                                      "stderr", NULL};
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int ok = 0, i;
+    lua_pop(L, 1);
+    if (lua_isinteger(L, -1)) {
+      lua_Integer k = lua_tointeger(L, -1);
+      ok = k >= 1 && k <= n;
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+      for (i = 0; known[i] != NULL; i++)
+        ok |= strcmp(lua_tostring(L, -1), known[i]) == 0;
+    }
+    if (!ok) {
+      lua_pushvalue(L, -1);
+      luaL_error(L, "green.process.spawn: unknown option '%s'",
+                 luaL_tolstring(L, -1, NULL));
+    }
+  }
+}
+
+
+/* nil, "<what>: <message>", errno: as io.open fails. */
+static int fail_errno(lua_State *L, const char *what, int err) {
+  luaL_pushfail(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(-err));
+  lua_pushinteger(L, -err);
+  return 3;
+}
+
+
+static void close_fds(int fds[3][2]) {
+  int i, j;
+  for (i = 0; i < 3; i++)
+    for (j = 0; j < 2; j++)
+      if (fds[i][j] >= 0) {
+        close(fds[i][j]);
+        fds[i][j] = -1;
+      }
+}
+
+
+
+/*
+** The program 'file' looked up in the PATH of environment 'env' (the
+** child's: posix_spawnp would search ours), into 'buf'. 0, or ENOENT or
+** EACCES as execvp reports them.
+*/
+static int search_path(const char *file, char **env, char *buf,
+                       size_t size) {
+  const char *path = "/bin:/usr/bin", *p, *end;
+  int err = ENOENT, i;
+  for (i = 0; env[i] != NULL; i++)
+    if (strncmp(env[i], "PATH=", 5) == 0)
+      path = env[i] + 5;
+  for (p = path;; p = end + 1) {
+    size_t n;
+    end = strchr(p, ':');
+    if (end == NULL)
+      end = p + strlen(p);
+    n = (size_t)(end - p);
+    if (n + strlen(file) + 2 <= size) {
+      if (n == 0) /* an empty element is the current directory */
+        snprintf(buf, size, "%s", file);
+      else
+        snprintf(buf, size, "%.*s/%s", (int)n, p, file);
+      if (access(buf, X_OK) == 0)
+        return 0;
+      if (errno == EACCES)
+        err = EACCES;
+    }
+    if (*end == '\0')
+      return err;
+  }
+}
+
+
+/*
+** Start 'argv' with the descriptors of 'mode' ('childfd': the child's end
+** of each pipe, all above 2; 'closed': the stdio descriptors this process
+** does not have). Returns 0 with '*pid', or an errno value. No Lua.
+*/
+static int start(const char *cwd, char **argv, char **env, int usepath,
+                 const int mode[3], const int childfd[3],
+                 const int closed[3], pid_t *pid) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t dfl, none;
+  char buf[4096];
+  const char *file = argv[0];
+  int i, err;
+  if ((err = posix_spawn_file_actions_init(&fa)) != 0)
+    return err;
+  if ((err = posix_spawnattr_init(&attr)) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    return err;
+  }
+  /* exec resets every caught signal; an ignored one stays ignored, which
+     is right for what our own caller ignored (nohup's SIGHUP) but not
+     for what green.core ignores for itself (SIGPIPE, socket.c), nor
+     SIGXFSZ (Python's restore_signals). A full set would cost the child
+     a sigaction per signal (glibc's __spawni_child): ~5% of a spawn. */
+  sigemptyset(&dfl);
+  sigaddset(&dfl, SIGPIPE);
+  sigaddset(&dfl, SIGXFSZ);
+  sigemptyset(&none);
+  err = posix_spawnattr_setsigdefault(&attr, &dfl);
+  if (err == 0)
+    err = posix_spawnattr_setsigmask(&attr, &none);
+  if (err == 0)
+    err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF |
+                                              POSIX_SPAWN_SETSIGMASK);
+  if (err == 0 && cwd != NULL)
+    err = posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  for (i = 0; i < 3 && err == 0; i++) {
+    if (mode[i] == IO_PIPE)
+      err = posix_spawn_file_actions_adddup2(&fa, childfd[i], i);
+    else if (mode[i] == IO_STDOUT)
+      err = posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    else if (mode[i] == IO_NULL || closed[i])
+      err = posix_spawn_file_actions_addopen(&fa, i, "/dev/null",
+                                             i == 0 ? O_RDONLY : O_WRONLY,
+                                             0);
+    else /* inherit: dup2 onto itself clears close-on-exec (glibc 2.29) */
+      err = posix_spawn_file_actions_adddup2(&fa, i, i);
+  }
+  if (err == 0)
+    err = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  if (err == 0) {
+    if (env == NULL)
+      env = environ;
+    if (strchr(file, '/') != NULL)
+      err = posix_spawn(pid, file, &fa, &attr, argv, env);
+    else if (!usepath)
+      err = posix_spawnp(pid, file, &fa, &attr, argv, env);
+    else if ((err = search_path(file, env, buf, sizeof(buf))) == 0)
+      err = posix_spawn(pid, buf, &fa, &attr, argv, env);
+  }
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&fa);
+  return err;
+}
+
+
+/***
+** green.process.spawn{ "cmd", "arg", ..., cwd =, env =, stdin =, stdout =,
+** stderr = }: start a child; a Process, or nil, message, errno when it
+** cannot start ("cmd: No such file or directory", 2). Each stdio field is
+** "inherit" (the default), "pipe" (a green socket p.stdin/p.stdout/
+** p.stderr) or "null" (/dev/null); stderr may also be "stdout". env
+** changes the inherited environment (name = string, name = false
+** removes); a program without "/" is looked up in the child's PATH.
+*/
+static int l_spawn(lua_State *L) {
+  pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
+  int mode[3], closed[3], childfd[3] = {-1, -1, -1};
+  int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  const char *cwd = NULL;
+  char **argv, **env;
+  proc **ud, *p;
+  int i, err, top, usepath;
+  pid_t pid;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  check_keys(L);
+  for (i = 0; i < 3; i++)
+    mode[i] = stdio_mode(L, i);
+  if (lua_getfield(L, 1, "cwd") != LUA_TNIL) { /* [opts, cwd] */
+    struct stat sb;
+    if (lua_type(L, 2) != LUA_TSTRING)
+      return luaL_error(L, "green.process.spawn: cwd must be a string");
+    cwd = lua_tostring(L, 2);
+    if (stat(cwd, &sb) < 0)
+      return fail_errno(L, cwd, uv_translate_sys_error(errno));
+    if (!S_ISDIR(sb.st_mode))
+      return fail_errno(L, cwd, UV_ENOTDIR);
+  }
+  argv = build_argv(L);        /* 3 */
+  env = build_env(L, &usepath); /* 4, 5 */
+  ud = (proc **)lua_newuserdatauv(L, sizeof(proc *), 3); /* 6 */
+  *ud = NULL;
+  top = lua_gettop(L);
+  luaL_setmetatable(L, LGREEN_PROCESS);
+  for (i = 0; i < 3; i++) {
+    if (mode[i] != IO_PIPE)
+      continue;
+    if (lgreen_pipe_new(L) == NULL) { /* nil, err */
+      shut_pipes(L, top);
+      return 2;
+    }
+    lua_setiuservalue(L, top, i + 1);
+  }
+  p = (proc *)calloc(1, sizeof(*p));
+  if (p == NULL) {
+    shut_pipes(L, top);
+    return luaL_error(L, "not enough memory");
+  }
+  /* From here on nothing allocates in Lua: no finalizer can run while
+     descriptors are open here. */
+  for (i = 0; i < 3; i++) /* before a pipe can take a free number */
+    closed[i] = mode[i] == IO_INHERIT && fcntl(i, F_GETFD) < 0;
+  err = 0;
+  for (i = 0; i < 3 && err == 0; i++) {
+    int pp[2];
+    if (mode[i] != IO_PIPE)
+      continue;
+    if (pipe2(pp, O_CLOEXEC) < 0) {
+      err = errno;
+      break;
+    }
+    fds[i][0] = i == 0 ? pp[1] : pp[0]; /* ours */
+    fds[i][1] = i == 0 ? pp[0] : pp[1]; /* the child's */
+    if (fds[i][1] < 3) { /* would be overwritten by another dup2 */
+      int d = fcntl(fds[i][1], F_DUPFD_CLOEXEC, 3);
+      if (d < 0)
+        err = errno;
+      close(fds[i][1]);
+      fds[i][1] = d;
+    }
+    childfd[i] = fds[i][1];
+  }
+  st->running++; /* the watcher first: no SIGCHLD is missed */
+  if (err == 0 && (err = -reaper_update(st)) == 0)
+    err = start(cwd, argv, env, usepath, mode, childfd, closed, &pid);
+  for (i = 0; i < 3; i++) { /* the child's ends are the child's now */
+    if (fds[i][1] >= 0)
+      close(fds[i][1]);
+    fds[i][1] = -1;
+  }
+  if (err != 0) {
+    st->running--;
+    reaper_update(st);
+    close_fds(fds);
+    shut_pipes(L, top);
+    free(p);
+    return fail_errno(L, argv[0], -err);
+  }
+  p->pid = (int)pid;
+  p->st = st;
+  p->ud = ud;
+  gl_waitq_init(&p->waiters);
+  gl_link_push(&st->procs, &p->link);
+  *ud = p;
+  for (i = 0; i < 3; i++) {
+    lsock *s;
+    if (fds[i][0] < 0)
+      continue;
+    lua_getiuservalue(L, top, i + 1);
+    s = *(lsock **)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (uv_pipe_open(&LSTREAM(s)->h.pipe, fds[i][0]) < 0) {
+      close(fds[i][0]); /* a fresh pipe: cannot happen; reads "closed" */
+      lgreen_sock_shut(s);
+    } else {
+      LSTREAM(s)->limit = SIZE_MAX; /* the child is no remote peer */
+      lgreen_stream_started(LSTREAM(s));
+    }
+    fds[i][0] = -1;
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/*
+** In a child of green.fork: the parent's children are not the child's
+** (waitpid would say ECHILD, and <close> or kill must not touch them).
+** Each record of a child still running leaves the list (so neither the
+** reaper nor green.process.wait(pid) looks at it, even if the pid comes
+** back as one of the child's own children) and reads as reaped elsewhere:
+** wait answers nil, "no child processes", kill nil, "no such process",
+** <close> kills nothing. Records of children already reaped keep their
+** outcome. The waits were the parent's threads' (fork.c undid them), and
+** the watcher stops until the child spawns or waits for its own.
+*/
+static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
+  pstate *st = (pstate *)ud;
+  gl_link_t *l = st->procs.next;
+  (void)L;
+  (void)hub;
+  while (l != &st->procs) {
+    proc *p = GL_CONTAINER(l, proc, link);
+    l = l->next;
+    if (p->exited)
+      continue;
+    p->exited = 1;
+    p->signaled = 0;
+    p->code = -1;
+    while (!gl_waitq_empty(&p->waiters)) /* none: the threads are gone */
+      deliver((pidwait *)gl_waitq_first(&p->waiters), 0, 0, -ECHILD);
+    if (p->ud == NULL)
+      proc_free(p);
+    else
+      gl_link_remove(&p->link); /* self-linked: proc_free's remove is a
+                                   no-op */
+  }
+  while (!gl_waitq_empty(&st->foreign))
+    deliver((pidwait *)gl_waitq_first(&st->foreign), 0, 0, -ECHILD);
+  st->running = 0;
+  st->nwaits = 0;
+  reaper_update(st);
+}
+
+
+/* At lua_close, after every Process's __gc: children still running are
+   left to the system (init reaps what outlives this process). */
+static int state_gc(lua_State *L) {
+  pstate *st = (pstate *)lua_touserdata(L, 1);
+  while (!gl_link_empty(&st->procs)) {
+    proc *p = GL_CONTAINER(st->procs.next, proc, link);
+    if (p->ud != NULL)
+      *p->ud = NULL;
+    proc_free(p);
+  }
+  if (st->reaper != NULL) {
+    if (st->reaping)
+      lgreen_signal_stop(st->reaper);
+    uv_close((uv_handle_t *)st->reaper, free_handle);
+    st->reaper = NULL;
+  }
+  return 0;
+}
+
+
+static const luaL_Reg proc_meth[] = {
+    {"wait", proc_wait},
+    {"kill", proc_kill},
+    {NULL, NULL},
+};
+
+static const luaL_Reg proc_meta[] = {
+    {"__close", proc_close},
+    {"__gc", proc_gc},
+    {"__tostring", proc_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg funcs[] = {
+    {"process_spawn", l_spawn},
+    {"process_wait", l_waitpid},
+    {NULL, NULL},
+};
+
+
+/* [-0, +0, m] core.process_spawn, core.process_wait and core.Process (the
+   methods table, for lua/green/process.lua to add to). */
+void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
+  pstate *st;
+  uv_signal_t *reaper = (uv_signal_t *)malloc(sizeof(*reaper));
+  if (reaper == NULL || uv_signal_init(&hub->loop, reaper) < 0) {
+    free(reaper);
+    luaL_error(L, "green.core: cannot set up child processes");
+  }
+  st = (pstate *)lua_newuserdatauv(L, sizeof(*st), 0);
+  st->hub = hub;
+  gl_link_init(&st->procs);
+  gl_waitq_init(&st->foreign);
+  st->reaper = reaper;
+  st->running = st->nwaits = 0;
+  st->reaping = 0;
+  reaper->data = st;
+  lgreen_on_fork(hub, proc_forked, st);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  lgreen_sock_pushstate(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  lgreen_register(L, funcs, 2); /* hub, socket state, state */
+  luaL_newmetatable(L, LGREEN_PROCESS);
+  lgreen_register(L, proc_meta, 0);
+  lua_newtable(L); /* the methods */
+  lgreen_register(L, proc_meth, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "Process"); /* core.Process */
+  lua_pushlightuserdata(L, hub);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, proc_index, 2); /* hub, methods */
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,295 @@
+-- Prefork serving (issue 11): green.serve(server, handler, { workers = N })
+-- forks N workers that accept on one listening socket; the master
+-- restarts the dead (with a backoff for those that die at start), kills a
+-- worker whose hub stops turning, drains on SIGTERM and rolls on SIGHUP.
+-- Each case runs a master in its own greenlua process (started with
+-- green.process) and talks to its workers over TCP; every wait is bounded.
+local green = require "green"
+local h = require "helper"
+local process = green.process
+
+-- The master. OPTS is replaced by the case's options. A connection sends
+-- commands, one per line:
+--   who    -> "<worker id> <pid>"
+--   hold   -> "held"; then "term" once this worker got SIGTERM; then,
+--             after the client's "go", "done"
+--   block  -> "blocking", and the worker's hub never turns again
+local MASTER = [[
+local green = require "green"
+local server = assert(green.listen("127.0.0.1", 0))
+local _, port = server:getsockname()
+local function mypid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("n")
+  f:close()
+  return math.tointeger(pid)
+end
+local opts = OPTS
+if os.getenv("CRASH_AT_START") then
+  opts.on_worker_start = function(id) error("worker " .. id .. " crashes") end
+end
+io.stdout:write("port ", port, " ", mypid(), "\n")
+io.stdout:flush()
+green.serve(server, function(c)
+  c:settimeout(30)
+  while true do
+    local l = c:receive("*l")
+    if not l then return end
+    if l == "who" then
+      c:send(green.worker_id() .. " " .. mypid() .. "\n")
+    elseif l == "hold" then
+      local term = green.Event()
+      local handle = green.signal("TERM", function() term:send() end)
+      c:send("held\n")
+      term:wait()
+      handle:cancel()
+      c:send("term\n")
+      if c:receive("*l") == "go" then c:send("done\n") end
+    elseif l == "block" then
+      c:send("blocking\n")
+      while true do end
+    end
+  end
+end, opts)
+io.stdout:write("master returned\n")
+io.stdout:flush()
+]]
+
+local function alive(pid) -- running or a zombie
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- Start a master with `opts` (Lua source of a table); returns the
+-- Process, the port, and a table of the master's stderr lines (filled in
+-- by a green thread as they come).
+local function master(opts, env)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write((MASTER:gsub("OPTS", opts)))
+  f:close()
+  local p = assert(process.spawn { h.greenlua, path, stdout = "pipe",
+                                   stderr = "pipe", env = env })
+  p.stdout:settimeout(30)
+  local line = p.stdout:receive("*l")
+  os.remove(path)
+  local errs = {}
+  green.spawn(function()
+    p.stderr:settimeout(60)
+    while true do
+      local l = p.stderr:receive("*l")
+      if not l then return end
+      errs[#errs + 1] = l
+    end
+  end)
+  assert(line, "the master did not start: " .. table.concat(errs, "\n"))
+  local port = assert(math.tointeger(tonumber(line:match("^port (%d+)"))))
+  return p, port, errs
+end
+
+local function grep(lines, pattern)
+  for _, l in ipairs(lines) do
+    if l:find(pattern) then return l end
+  end
+end
+
+-- One command on a new connection: the reply line, or nil, err.
+local function ask(port, cmd)
+  local c, err = green.connect("127.0.0.1", port)
+  if not c then return nil, err end
+  c:settimeout(20)
+  local ok, serr = c:send(cmd .. "\n")
+  if not ok then c:close(); return nil, serr end
+  local reply, rerr = c:receive("*l")
+  c:close()
+  return reply, rerr
+end
+
+local function who(port)
+  local reply, err = ask(port, "who")
+  assert(reply, "no answer: " .. tostring(err))
+  local id, pid = reply:match("^(%d+) (%d+)$")
+  return tonumber(id), tonumber(pid)
+end
+
+-- Ask `who` until `want(id, pid)` holds (at most `n` times); every
+-- connection must be answered.
+local function until_who(port, want, n, what)
+  for _ = 1, n or 2000 do
+    local id, pid = who(port)
+    if want(id, pid) then return id, pid end
+  end
+  error("never answered as wanted: " .. (what or "?"))
+end
+
+local function stop(p)
+  assert(p:kill("TERM"))
+  local how, code = p:wait(60)
+  return how, code
+end
+
+describe("green.serve with workers", function()
+  it("forks N workers that all serve the one listening socket", function()
+    green_run({ deadline = 120 }, function()
+      local p, port, errs = master("{ workers = 2 }")
+      local pids = {}
+      until_who(port, function(id, pid)
+        pids[id] = pid
+        return pids[1] and pids[2]
+      end, 2000, "both workers")
+      assert.are_not.equal(pids[1], pids[2])
+      assert.are_not.equal(p.pid, pids[1])
+      assert.are_not.equal(p.pid, pids[2])
+      assert.are.same({ "exit", 0 }, { stop(p) })
+      assert.are.equal("master returned", p.stdout:receive("*l"))
+      assert.is_nil(grep(errs, "worker"), table.concat(errs, "\n"))
+      -- the workers are gone with the master
+      assert.is_false(alive(pids[1]))
+      assert.is_false(alive(pids[2]))
+    end)
+  end)
+
+  it("replaces a killed worker, and no connection goes unanswered",
+     function()
+    green_run({ deadline = 120 }, function()
+      local p, port, errs = master("{ workers = 2 }")
+      local _, old = until_who(port, function(id) return id == 1 end)
+      assert(process.run { "kill", "-KILL", tostring(old) })
+      local _, new = until_who(port, function(id, pid)
+        return id == 1 and pid ~= old
+      end, 5000, "a new worker 1")
+      assert.are_not.equal(old, new)
+      h.eventually(function() return grep(errs, "killed by signal 9") end,
+                   30, "the master's report")
+      assert.matches("worker 1 %(pid " .. old .. "%) was killed by signal 9",
+                     grep(errs, "killed by signal"))
+      assert.are.same({ "exit", 0 }, { stop(p) })
+    end)
+  end)
+
+  it("on SIGTERM lets a request in flight finish, then exits 0",
+     function()
+    green_run({ deadline = 120 }, function()
+      local p, port, errs = master("{ workers = 1, graceful_timeout = 30 }")
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(30)
+      assert(c:send("hold\n"))
+      assert.are.equal("held", c:receive("*l"))
+      assert(p:kill("TERM"))
+      assert.are.equal("term", c:receive("*l")) -- the worker has it
+      assert(c:send("go\n"))
+      assert.are.equal("done", c:receive("*l"))
+      local line, err = c:receive("*l")
+      assert.are.same({ nil, "closed" }, { line, err })
+      c:close()
+      assert.are.same({ "exit", 0 }, { p:wait(60) })
+      assert.is_nil(grep(errs, "killed"), table.concat(errs, "\n"))
+    end)
+  end)
+
+  it("on SIGTERM kills what is still running after graceful_timeout",
+     function()
+    green_run({ deadline = 120 }, function()
+      local p, port = master("{ workers = 1, graceful_timeout = 0.2 }")
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(30)
+      assert(c:send("hold\n"))
+      assert.are.equal("held", c:receive("*l"))
+      assert(p:kill("TERM"))
+      assert.are.equal("term", c:receive("*l"))
+      -- never "go": the handler is killed, its connection closed
+      local line, err = c:receive("*l")
+      assert.are.same({ nil, "closed" }, { line, err })
+      c:close()
+      assert.are.same({ "exit", 0 }, { p:wait(60) })
+    end)
+  end)
+
+  it("on SIGHUP replaces every worker without missing a connection",
+     function()
+    green_run({ deadline = 120 }, function()
+      local p, port = master("{ workers = 2, graceful_timeout = 5 }")
+      local old = {}
+      until_who(port, function(id, pid)
+        old[id] = pid
+        return old[1] and old[2]
+      end)
+      assert(p:kill("HUP"))
+      local new = {}
+      until_who(port, function(id, pid)
+        if pid ~= old[1] and pid ~= old[2] then new[id] = pid end
+        return new[1] and new[2]
+      end, 20000, "two new workers")
+      h.eventually(function()
+        return not alive(old[1]) and not alive(old[2])
+      end, 30, "the old workers to exit")
+      assert.are.same({ "exit", 0 }, { stop(p) })
+    end)
+  end)
+
+  it("kills and replaces a worker whose hub stops turning", function()
+    green_run({ deadline = 120 }, function()
+      local p, port, errs = master("{ workers = 1, worker_timeout = 2 }")
+      local _, old = who(port)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(60)
+      assert(c:send("block\n"))
+      assert.are.equal("blocking", c:receive("*l"))
+      local _, err = c:receive("*l") -- the worker dies under it
+      assert.is_true(err == "closed" or err == "connection reset by peer",
+                     tostring(err))
+      c:close()
+      local _, new = until_who(port, function(_, pid) return pid ~= old end)
+      assert.are_not.equal(old, new)
+      assert.matches("worker 1 %(pid " .. old .. "%) did not turn its hub",
+                     grep(errs, "did not turn its hub"))
+      assert.are.same({ "exit", 0 }, { stop(p) })
+    end)
+  end)
+
+  it("backs off restarting a worker that dies at start", function()
+    green_run({ deadline = 120 }, function()
+      local p, _, errs = master("{ workers = 1 }",
+                                { CRASH_AT_START = "1" })
+      local function delays()
+        local list = {}
+        for _, l in ipairs(errs) do
+          local d = l:match("restarting in ([%d.]+) s")
+          if d then list[#list + 1] = d end
+        end
+        return list
+      end
+      h.eventually(function() return #delays() >= 3 end, 60,
+                   "three restarts")
+      assert.are.same({ "0.1", "0.2", "0.4" },
+                      { table.unpack(delays(), 1, 3) })
+      assert.truthy(grep(errs, "on_worker_start failed: .*worker 1 crashes"))
+      assert.are.same({ "exit", 0 }, { stop(p) })
+    end)
+  end)
+
+  it("refuses bad options before forking anything", function()
+    green_run(function()
+      local server = assert(green.listen("127.0.0.1", 0))
+      local function f() end
+      for _, case in ipairs {
+        { { workers = 0 }, "bad option 'workers'" },
+        { { workers = 1.5 }, "bad option 'workers'" },
+        { { workers = 2, graceful_timeout = "x" },
+          "bad option 'graceful_timeout'" },
+        { { workers = 2, worker_timeout = -1 },
+          "bad option 'worker_timeout'" },
+        { { workers = 2, on_worker_start = 3 },
+          "bad option 'on_worker_start'" },
+        { { workers = 2, concurrency = 0 }, "bad argument #3" },
+      } do
+        local ok, err = pcall(green.serve, server, f, case[1])
+        assert.is_false(ok)
+        assert.matches(case[2], err, 1, true)
+      end
+      server:close()
+      assert.is_nil(green.worker_id()) -- not a worker
+    end)
+  end)
+end)
