@@ -269,6 +269,51 @@ describe("green.serve with workers", function()
     end)
   end)
 
+  -- green.http.serve takes the same options; a worker told to stop
+  -- closes its idle keep-alive connections at once (serve's on_stop), so
+  -- it exits long before graceful_timeout.
+  it("green.http.serve: SIGTERM closes idle keep-alive connections at once",
+     function()
+    green_run({ deadline = 120 }, function()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write([=[
+local green = require "green"
+local server = assert(green.listen("127.0.0.1", 0))
+local _, port = server:getsockname()
+io.stdout:write("port ", port, "\n")
+io.stdout:flush()
+green.http.serve(server, function()
+  return 200, { ["content-type"] = "text/plain" }, "hi " .. green.worker_id()
+end, { workers = 1, graceful_timeout = 600 })
+]=])
+      f:close()
+      local p = assert(process.spawn { h.greenlua, path, stdout = "pipe",
+                                       stderr = "pipe" })
+      p.stdout:settimeout(30)
+      local port = tonumber(assert(p.stdout:receive("*l")):match("%d+"))
+      os.remove(path)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(30)
+      assert(c:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+      assert.are.equal("HTTP/1.1 200 OK", c:receive("*l"))
+      local len
+      while true do
+        local l = assert(c:receive("*l"))
+        if l == "" then break end
+        len = len or tonumber(l:lower():match("^content%-length: (%d+)"))
+      end
+      assert.are.equal("hi 1", c:receive(len))
+      -- idle on a keep-alive connection now
+      assert(p:kill("TERM"))
+      local line, err = c:receive("*l")
+      assert.are.same({ nil, "closed" }, { line, err })
+      c:close()
+      -- far less than graceful_timeout (600 s)
+      assert.are.same({ "exit", 0 }, { p:wait(60) })
+    end)
+  end)
+
   it("refuses bad options before forking anything", function()
     green_run(function()
       local server = assert(green.listen("127.0.0.1", 0))

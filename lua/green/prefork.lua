@@ -67,7 +67,7 @@ function M.options(opts, level)
   positive("workers", 1, true)
   positive("graceful_timeout", 30)
   positive("worker_timeout", 30)
-  for _, name in pairs({ "on_worker_start", "on_worker_exit" }) do
+  for _, name in pairs({ "on_worker_start", "on_worker_exit", "on_stop" }) do
     if o[name] ~= nil and type(o[name]) ~= "function" then
       error(format("bad option '%s' to 'serve' (function expected, got %s)",
                    name, type(o[name])), level + 1)
@@ -84,7 +84,8 @@ end
 local function worker_main(id, slot, stamps, o, serve_one)
   worker_id = id
   local signal = require "green.signal"
-  local control = { stopping = false, grace = o.graceful_timeout }
+  local control = { stopping = false, grace = o.graceful_timeout,
+                    on_stop = o.on_stop }
   local function stop()
     if control.stopping then return end
     control.stopping = true

@@ -116,6 +116,12 @@ local function serve_loop(server, handler, concurrency, control)
         spawn(handle, client, addr)
       end
       server:close() -- this process's copy: the others go on accepting
+      if control.on_stop then -- e.g. green.http closes idle keep-alives
+        local ok, err = pcall(control.on_stop)
+        if not ok then
+          io.stderr:write("green.serve: on_stop failed: ", tostring(err), "\n")
+        end
+      end
       if running > 0 then
         drained = getcurrent()
         local timer = spawn(function()
@@ -155,7 +161,7 @@ end
 -- The third argument is `concurrency` or an options table: `concurrency`
 -- (default 1000), and for prefork serving `workers` (see
 -- lua/green/prefork.lua and docs/api.md), `graceful_timeout`,
--- `worker_timeout`, `on_worker_start`, `on_worker_exit`.
+-- `worker_timeout`, `on_worker_start`, `on_worker_exit`, `on_stop`.
 -- @param server a listening socket (`green.listen`)
 -- @tparam function handler called as `handler(client, addr)`
 -- @param[opt=1000] opts most handlers running at once, or options

@@ -395,6 +395,14 @@ function M.serve(server, handler, opts)
     accept_opts = { concurrency = o.concurrency,
                     graceful_timeout = o.graceful_timeout }
     for k in pairs(PREFORK) do accept_opts[k] = o[k] end
+    -- a worker told to stop closes its idle keep-alive connections at
+    -- once rather than after graceful_timeout
+    accept_opts.on_stop = function()
+      srv.stopping = true
+      for c in pairs(srv.conns) do
+        if c.idle then c.sock:close() end
+      end
+    end
   end
   local ok, r1, r2 = pcall(serve_mod.serve, server, conn, accept_opts)
   -- Graceful stop: no more accepting; idle keep-alive connections close
