@@ -34,6 +34,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "lgreen.h"
@@ -304,6 +305,32 @@ static int l_kill(lua_State *L) {
   return luaL_fileresult(L, kill((pid_t)pid, (int)sig) == 0, NULL);
 }
 
+/*** core.getpid(): this process's id. */
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+
+/***
+** core.on_parent_death(signum, ppid): have the kernel send 'signum' to
+** this process when its parent ends (a prefork worker whose master was
+** killed drains and exits instead of serving on as an orphan). If the
+** parent is no longer 'ppid' -- it ended before the call -- the signal
+** is sent at once. true, or nil, message, errno.
+*/
+static int l_on_parent_death(lua_State *L) {
+  lua_Integer sig = luaL_checkinteger(L, 1);
+  lua_Integer ppid = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, sig > 0 && sig < 65, 1, "a signal number expected");
+  if (prctl(PR_SET_PDEATHSIG, (unsigned long)sig) < 0)
+    return luaL_fileresult(L, 0, NULL);
+  if ((lua_Integer)getppid() != ppid)
+    kill(getpid(), (int)sig);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* }====================================================== */
 
 
@@ -313,6 +340,8 @@ void lgreen_open_fork(lua_State *L, gl_hub_t *hub) {
       {"on_fork", l_on_fork},
       {"stamps", l_stamps},
       {"kill_pid", l_kill},
+      {"getpid", l_getpid},
+      {"on_parent_death", l_on_parent_death},
       {NULL, NULL},
   };
   static const luaL_Reg meth[] = {

@@ -61,6 +61,14 @@ local function alive(pid) -- running or a zombie
   return f ~= nil
 end
 
+local function running(pid) -- alive and not a zombie
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local st = f:read("a"):match("^%d+ %b() (%u)")
+  f:close()
+  return st ~= "Z"
+end
+
 -- Start a master with `opts` (Lua source of a table); returns the
 -- Process, the port, and a table of the master's stderr lines (filled in
 -- by a green thread as they come).
@@ -225,6 +233,22 @@ describe("green.serve with workers", function()
         return not alive(old[1]) and not alive(old[2])
       end, 30, "the old workers to exit")
       assert.are.same({ "exit", 0 }, { stop(p) })
+    end)
+  end)
+
+  it("leaves no worker serving on when the master is killed", function()
+    green_run({ deadline = 120 }, function()
+      local p, port = master("{ workers = 2, graceful_timeout = 5 }")
+      local pids = {}
+      until_who(port, function(id, pid)
+        pids[id] = pid
+        return pids[1] and pids[2]
+      end)
+      assert(p:kill("KILL"))
+      assert.are.same({ "signal", 9 }, { p:wait(60) })
+      h.eventually(function()
+        return not running(pids[1]) and not running(pids[2])
+      end, 60, "the orphaned workers to exit")
     end)
   end)
 

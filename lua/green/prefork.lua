@@ -81,7 +81,7 @@ end
 
 -- Runs in the child; never returns. `serve_one(control)` serves until
 -- control.stop is called (then it returns once drained).
-local function worker_main(id, slot, stamps, o, serve_one)
+local function worker_main(id, slot, stamps, o, serve_one, master_pid)
   worker_id = id
   local signal = require "green.signal"
   local control = { stopping = false, grace = o.graceful_timeout,
@@ -92,6 +92,9 @@ local function worker_main(id, slot, stamps, o, serve_one)
     if control.stop then control.stop(o.graceful_timeout) end
   end
   local term = signal("TERM", stop)
+  -- A master that dies (even by SIGKILL) leaves no orphan serving on:
+  -- the kernel sends its workers SIGTERM, and they drain.
+  core.on_parent_death(SIGTERM, master_pid)
   local int = signal("INT", stop)
   local hup = signal("HUP", function() end) -- the master's business
   if o.on_worker_start then
@@ -139,6 +142,7 @@ function M.master(o, serve_one)
   local signal = require "green.signal"
   local process = require "green.process"
   local n = o.workers
+  local me = core.getpid()
   local stamps = assert(core.stamps(2 * n)) -- a slot per live worker
   local free = {}
   for i = 2 * n, 1, -1 do free[#free + 1] = i end
@@ -203,7 +207,7 @@ function M.master(o, serve_one)
     stamps:clear(slot)
     local pid, err = fork()
     if pid == 0 then
-      worker_main(id, slot, stamps, o, serve_one) -- never returns
+      worker_main(id, slot, stamps, o, serve_one, me) -- never returns
     end
     if not pid then
       free[#free + 1] = slot
