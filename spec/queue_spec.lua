@@ -379,7 +379,7 @@ describe("queue storage and hand-offs (bindings/queue.c)", function()
         local rand = rng(lifo and 7 or 3)
         local q = lifo and green.LifoQueue() or green.LightQueue()
         local model = {} -- model[1] comes out next
-        for step = 1, 20000 do
+        for step = 1, 5000 do
           local r = rand(10)
           if r < 5 or #model == 0 then -- bursts grow the ring past 4, 8, ...
             for _ = 1, rand(40) + 1 do
