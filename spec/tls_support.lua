@@ -133,4 +133,25 @@ function S.read_until(proc, pattern, secs)
   end
 end
 
+--- A connected pair of green TLS sockets over 127.0.0.1 with the
+-- handshake done: client (verifying against dir's CA), server (leaf).
+-- `copts`/`sopts` add TLS options to either side.
+function S.pair(dir, copts, sopts)
+  local so = { certificate = dir .. "/leaf.pem", key = dir .. "/leaf.key" }
+  for k, v in pairs(sopts or {}) do so[k] = v end
+  local srv = assert(green.listen("127.0.0.1", 0, { tls = so }))
+  local _, port = srv:getsockname()
+  local co = { cafile = dir .. "/ca.pem", server_name = "localhost" }
+  for k, v in pairs(copts or {}) do co[k] = v end
+  local accepted
+  local acceptor = green.spawn(function()
+    accepted = assert(srv:accept())
+    assert(accepted:handshake())
+  end)
+  local c = assert(green.connect("127.0.0.1", port, { tls = co }))
+  acceptor:wait()
+  srv:close()
+  return c, accepted
+end
+
 return S

@@ -636,8 +636,9 @@ function M.listen(host, port, opts)
   local o = { mode = "server" }
   for k, v in pairs(topts) do o[k] = v end
   o.mode = "server"
-  local ctx, err = topts.context, nil
+  local ctx = topts.context
   if not ctx then
+    local err
     ctx, err = make_context(checkopts(o, "green.listen"), "green.listen")
     if not ctx then return nil, err end
   end
@@ -645,8 +646,7 @@ function M.listen(host, port, opts)
   for k, v in pairs(opts) do
     if k ~= "tls" then lopts[k] = v end
   end
-  local sock
-  sock, err = core.listen(host, port, lopts)
+  local sock, err = core.listen(host, port, lopts)
   if not sock then return nil, err end
   local ht = topts.handshake_timeout
   if ht == nil then ht = HANDSHAKE_TIMEOUT end
