@@ -235,7 +235,8 @@ describe("green.tls server", function()
         c:close()
       end)
       local ok, out, err = green.process.run({ "curl", "-sS", "--cacert",
-        p("ca.pem"), "https://localhost:" .. port .. "/" }, { timeout = 30 })
+        p("ca.pem"), "https://localhost:" .. port .. "/" },
+        { timeout = 30, env = S.env })
       assert.is_true(ok, err)
       assert.are.equal("hello over tls\n", out)
       ok, out, err = green.process.run({ "python3", "-c", [[
@@ -246,7 +247,7 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as raw:
         s.sendall(b"ping\n")
         print(s.recv(100).decode(), end="")
         print(s.version())
-]], tostring(port), p("ca.pem") }, { timeout = 30 })
+]], tostring(port), p("ca.pem") }, { timeout = 30, env = S.env })
       assert.is_true(ok, err)
       assert.matches("^echo:ping\nTLSv1%.[23]\n$", out)
       eventually(function() return served == 2 end, "both served")
@@ -266,7 +267,8 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as raw:
       end)
       local ok, out, err = green.process.run({ "openssl", "s_client",
         "-connect", "127.0.0.1:" .. port, "-tls1", "-cipher",
-        "DEFAULT:@SECLEVEL=0" }, { input = "", timeout = 30 })
+        "DEFAULT:@SECLEVEL=0" },
+        { input = "", timeout = 30, env = S.env })
       assert.is_false(ok)
       assert.is_string(out)
       assert.matches("protocol", served:wait())

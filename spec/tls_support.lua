@@ -7,8 +7,12 @@ local h = require "helper"
 
 local S = {}
 
+--- The peers' environment: not the sanitizer this process may run under
+-- (LD_PRELOAD of libasan would report the peers' own leaks).
+S.env = { LD_PRELOAD = false }
+
 local function sh(cmd)
-  local out, err, code = h.sh(cmd)
+  local out, err, code = h.sh("unset LD_PRELOAD; " .. cmd)
   if code ~= 0 then
     error("command failed: " .. cmd .. "\n" .. out .. err)
   end
@@ -113,6 +117,7 @@ function S.spawn(argv)
   argv.stdin = argv.stdin or "pipe"
   argv.stdout = argv.stdout or "pipe"
   argv.stderr = argv.stderr or "stdout"
+  argv.env = argv.env or S.env
   return assert(green.process.spawn(argv))
 end
 
