@@ -35,7 +35,8 @@ function Context.__tostring(c)
 end
 
 local OPTS = {
-  mode = "string", server_name = "string", verify = "boolean",
+  mode = "string", server_name = { string = true, boolean = true },
+  verify = "boolean",
   cafile = "string", capath = "string", ca = "string",
   certificate = "string", key = "string", alpn = "table",
   min_protocol = "string", max_protocol = "string", ciphers = "string",
@@ -53,7 +54,12 @@ local function checkopts(opts, fname)
     if want == nil then
       error(("%s: unknown TLS option '%s'"):format(fname, tostring(k)), 3)
     end
-    if type(v) ~= want then
+    if type(want) == "table" then
+      if not want[type(v)] or v == true then
+        error(("%s: bad TLS option '%s' (string or false expected, got %s)")
+              :format(fname, k, tostring(v)), 3)
+      end
+    elseif type(v) ~= want then
       error(("%s: bad TLS option '%s' (%s expected, got %s)")
             :format(fname, k, want, type(v)), 3)
     end
@@ -548,17 +554,19 @@ function M.wrap(sock, opts)
   if opts.mode ~= nil and (opts.mode == "server") ~= server then
     error(fname .. ": 'mode' disagrees with the context's", 2)
   end
-  local name = opts.server_name
-  if name == nil and not server then
+  local name, check = opts.server_name, ctx.verify and not server
+  if name == false then -- no SNI, the chain checked without a name
+    name, check = nil, false
+  elseif name == nil and not server then
     name = sock.getpeername and sock:getpeername() or nil
     if type(name) ~= "string" then name = nil end
-  end
-  if not server and ctx.verify and name == nil then
-    error(fname .. ": verification needs 'server_name' (or verify = false)",
-          2)
+    if check and name == nil then
+      error(fname .. ": verification needs 'server_name' (or verify = "
+            .. "false)", 2)
+    end
   end
   local conn
-  conn, err = ctx.ctx:conn(name, ctx.verify and not server)
+  conn, err = ctx.ctx:conn(name, check)
   if not conn then return nil, err end
   local timeout = sock.gettimeout and sock:gettimeout() or nil
   if timeout ~= nil and timeout < 0 then timeout = nil end
