@@ -143,6 +143,7 @@ end)
       "12", "to lua", "1",
       "true\tnil\tinvalid mode",
       "false\tssl.newcontext: 'password' is not supported by green.ssl",
-      "" }, "\n"), out:gsub("\tfalse\t[^\n]*ssl.newcontext", "\tfalse\tssl.newcontext"))
+      "" }, "\n"),
+      (out:gsub("\tfalse\t[^\n]*ssl.newcontext", "\tfalse\tssl.newcontext")))
   end)
 end)
