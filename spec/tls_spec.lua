@@ -555,3 +555,20 @@ describe("green.tls streams", function()
     end)
   end)
 end)
+
+describe("examples/tls_client.lua", function()
+  it("fetches twice at once from s_server, verified, then is refused"
+     .. " with the system's CAs", function()
+    local out, err, code = h.sh(h.greenlua
+                                .. " examples/tls_client.lua")
+    assert.are.equal(0, code, err)
+    assert.are.equal(table.concat({
+      "fetch 1: HTTP/1.0 200 ok; TLSv1.3 via http/1.1; server CN=localhost;"
+        .. " status page received",
+      "fetch 2: HTTP/1.0 200 ok; TLSv1.3 via http/1.1; server CN=localhost;"
+        .. " status page received",
+      "heartbeat kept beating:\ttrue",
+      "with the system's CAs instead:\tcertificate verify failed: "
+        .. "self-signed certificate", "" }, "\n"), out)
+  end)
+end)
