@@ -632,8 +632,10 @@ static int ready(tls_conn *t, int mode, size_t count, size_t *n,
 
 
 /*
-** conn:receive(mode, count, [giveup]): mode "l" (a line), "a" (to the
-** end), "n" (count bytes), "s" (1 to count bytes). Returns the data; or
+** conn:receive(mode, count, [giveup], [limit]): mode "l" (a line), "a"
+** (to the end), "n" (count bytes), "s" (1 to count bytes). With 'limit'
+** (bytes, 0 none), a receive that would gather more fails with nil,
+** "too long", the first 'limit' bytes, as a plain socket's does. Returns the data; or
 ** false if it needs more input (first send the output); or nil, err,
 ** partial (the partial consumed) at the end of the stream, on an error,
 ** or when 'giveup' is the error to end with ("timeout"). An unclean end
@@ -644,6 +646,7 @@ static int conn_receive(lua_State *L) {
   const char *m = luaL_checkstring(L, 2);
   size_t count = (size_t)luaL_optinteger(L, 3, 0);
   const char *giveup = luaL_optstring(L, 4, NULL);
+  size_t limit = (size_t)luaL_optinteger(L, 5, 0);
   int mode = m[0], e = 0;
   size_t n, skip;
   if (ready(t, mode, count, &n, &skip)) {
@@ -655,6 +658,12 @@ static int conn_receive(lua_State *L) {
     if (ready(t, mode, count, &n, &skip)) {
       take(L, t, n, skip, mode == 'l');
       return 1;
+    }
+    if (mode != 's' && limit > 0 && t->len >= limit) { /* as stream.c */
+      luaL_pushfail(L);
+      lua_pushliteral(L, "too long");
+      take(L, t, limit, limit, mode == 'l');
+      return 3;
     }
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
       lua_pushboolean(L, 0);

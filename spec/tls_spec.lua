@@ -373,6 +373,7 @@ describe("green.tls streams", function()
         end
       end)
       local writer = green.spawn(function() return c:sendall(blob) end)
+      c:setlimit(nil) -- one receive of 8 MB: past the 1 MiB default
       local back = assert(c:receive(size))
       assert.is_true(writer:wait())
       echo:wait()
@@ -468,6 +469,23 @@ describe("green.tls streams", function()
       accepted:send("ok\n")
       assert.are.equal("ok", client:wait())
       t:close(); accepted:close(); srv:close()
+    end)
+  end)
+
+  it("keeps the socket's receive limit: a line that never ends is 'too"
+     .. " long'", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      assert.are.equal(1024 * 1024, s:getlimit()) -- the socket's default
+      s:setlimit(100)
+      c:send(string.rep("x", 250))
+      local r = { s:receive() }
+      assert.are.same({ nil, "too long", string.rep("x", 100) }, r)
+      c:send("\n")
+      assert.are.equal(string.rep("x", 100), s:receive(100))
+      s:setlimit(nil)
+      assert.are.equal(string.rep("x", 50), s:receive())
+      c:close(); s:close()
     end)
   end)
 

@@ -331,7 +331,7 @@ local function read(self, mode, count, prefix)
       if mode == "s" then return nil, "closed" end
       return nil, "closed", prefix or ""
     end
-    local data, err, partial = conn:receive(mode, count)
+    local data, err, partial = conn:receive(mode, count, nil, self.limit)
     if data then return cat(prefix, data) end
     if data == nil then return nil, err, cat(prefix, partial) end
     -- what reading produced (a key update's answer) goes out
@@ -510,6 +510,19 @@ function TLS:dirty()
   return n > 0 or more or self.sock:dirty()
 end
 
+--- tls:setlimit([bytes]), tls:getlimit(): the receive limit, as a
+-- plain socket's (it starts as the socket's).
+function TLS:setlimit(n)
+  if n == math.huge then n = nil end
+  if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
+    error("bad argument #1 to 'setlimit' (non-negative integer expected)", 2)
+  end
+  self.limit = n
+  return 1
+end
+
+function TLS:getlimit() return self.limit end
+
 --- tls:getsocket(): the green socket underneath.
 function TLS:getsocket() return self.sock end
 
@@ -573,6 +586,7 @@ function M.wrap(sock, opts)
   return setmetatable({
     sock = sock, conn = conn, server = server, ctxref = ctx,
     timeout = timeout, hs_timeout = opts.handshake_timeout,
+    limit = sock.getlimit and sock:getlimit() or nil,
   }, TLS)
 end
 
@@ -617,7 +631,7 @@ function Listener:accept()
   if not c then return nil, a end
   local t = setmetatable({
     sock = c, server = true, ctxref = self.ctx,
-    hs_timeout = self.hs_timeout,
+    hs_timeout = self.hs_timeout, limit = c:getlimit(),
   }, TLS)
   local conn, err = self.ctx.ctx:conn()
   if not conn then c:close(); return nil, err end
