@@ -299,6 +299,8 @@ int luaopen_green_core(lua_State *L) {
   lgreen_open_fork(L, hub);
   lgreen_open_tpool(L, hub);
   lgreen_open_fs(L, hub);
+  lgreen_open_http(L, hub);
+  lgreen_open_ws(L, hub);
   lgreen_open_tls(L, hub);
   lua_pushliteral(L, GL_VERSION);
   lua_setfield(L, -2, "version");

@@ -177,6 +177,8 @@ void lgreen_open_fs(lua_State *L, gl_hub_t *hub);        /* fs.c */
 void lgreen_open_tls(lua_State *L, gl_hub_t *hub);       /* tls.c */
 void lgreen_open_signal(lua_State *L, gl_hub_t *hub);   /* signal.c */
 void lgreen_open_process(lua_State *L, gl_hub_t *hub);  /* process.c */
+void lgreen_open_http(lua_State *L, gl_hub_t *hub);      /* http.c */
+void lgreen_open_ws(lua_State *L, gl_hub_t *hub);        /* ws.c */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
 /* The hub of a state where green.core is open, or NULL. */

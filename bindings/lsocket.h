@@ -301,11 +301,17 @@ typedef struct lstream {
 
 #define LSTREAM(s) ((lstream *)(s))
 
+/* A head reader's mode that wakes it once 'count' bytes are buffered (or
+   on an error): stream.c's receive(n), used by http.c to wait for more
+   bytes than it has parsed. */
+#define LSTREAM_MODE_COUNT 2
+
 /* stream.c: what the stream kinds (tcp.c, pipe.c) and conn.c build on. */
 lsock *lgreen_stream_new(lua_State *L, lsock_state *st,
                          const lsock_ops *ops); /* [-0, +1, m] */
 void lgreen_stream_started(lstream *x); /* connected: reads from now on */
 int lgreen_stream_readable(lsock *s);
+void lgreen_stream_consume(lstream *x, size_t n); /* drop n bytes read */
 int lgreen_stream_can_read(lsock *s);
 int lgreen_stream_can_write(lsock *s);
 void lgreen_stream_watched(lsock *s);

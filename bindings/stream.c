@@ -115,6 +115,11 @@ static void consume(lstream *x, size_t n) {
 }
 
 
+void lgreen_stream_consume(lstream *x, size_t n) {
+  consume(x, n);
+}
+
+
 static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b);
 
 

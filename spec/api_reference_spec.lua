@@ -133,8 +133,25 @@ local function make_instances()
                                         stdout = "pipe", stderr = "pipe" })
   I.file = assert(green.process.popen("cat", "w"))
   I.sighandle = green.signal("USR1", noop)
+  -- green.http: a request, a response, a WebSocket, a Client
+  local hsrv = closing(assert(green.listen("127.0.0.1", 0)))
+  local hbase = "127.0.0.1:" .. select(2, hsrv:getsockname())
+  green.spawn(green.http.serve, hsrv, function(req)
+    if req.path == "/ws" then
+      local ws = assert(req:upgrade_websocket())
+      ws:receive()
+      return
+    end
+    I.req = req
+    return 200, nil, "x"
+  end)
+  I.hclient = green.http.Client()
+  I.resp = assert(I.hclient:get("http://" .. hbase .. "/"))
+  I.ws = assert(green.http.websocket("ws://" .. hbase .. "/ws"))
   main_gt:wait()
   return I, function()
+    I.ws:close()
+    I.hclient:close()
     I.sighandle:cancel()
     I.file:close()
     getmetatable(I.proc).__close(I.proc)
@@ -177,6 +194,10 @@ local function class_groups(I)
     { prefixes = { "unconnected", "connected" },
       objs = { I.unconnected, I.connected } },
     { prefixes = { "file" }, objs = { I.gfile } },
+    { prefixes = { "req" }, objs = { I.req } },
+    { prefixes = { "resp" }, objs = { I.resp } },
+    { prefixes = { "ws" }, objs = { I.ws } },
+    { prefixes = { "Client" }, objs = { I.hclient } },
   }
 end
 

@@ -9,6 +9,13 @@ local gdebug = require "green.debug"
 
 local helper = {}
 
+--- The standard library's own functions, as they were before any spec
+-- ran: busted runs every spec file in one process, and a spec that calls
+-- green.patch() replaces io.popen and os.execute for the specs after it.
+-- A spec about the stock (blocking) functions uses these.
+helper.stock = { popen = io.popen, execute = os.execute, open = io.open,
+                 lines = io.lines }
+
 --- Seconds a `green_run` may take before it fails: the environment
 -- variable GREENLUA_SPEC_DEADLINE, or 60. One call can ask for more (or
 -- less) with `green_run({ deadline = seconds }, fn, ...)`.

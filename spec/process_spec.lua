@@ -602,7 +602,8 @@ describe("green.process.wait(pid)", function()
       os.remove(fifo)
       assert(process.run { "mkfifo", fifo })
       -- The shell prints its pid, then becomes `cat fifo` (same pid).
-      local f = assert(io.popen("echo $$; exec cat " .. fifo .. " >/dev/null"))
+      local f = assert(h.stock.popen("echo $$; exec cat " .. fifo
+                                     .. " >/dev/null"))
       local pid = math.tointeger(f:read("n"))
       local ticks = 0
       local beat = green.spawn(function()
@@ -637,7 +638,7 @@ describe("green.process.wait(pid)", function()
 
   it("a signal's outcome, and a pid that is not our child", function()
     green_run(function()
-      local f = assert(io.popen("echo $$; exec sleep 1000"))
+      local f = assert(h.stock.popen("echo $$; exec sleep 1000"))
       local pid = math.tointeger(f:read("n"))
       assert(process.run { "kill", "-TERM", tostring(pid) })
       assert.are.same({ "signal", 15 }, { process.wait(pid) })
@@ -881,7 +882,7 @@ describe("green.process.popen", function()
       }
       for _, fmts in ipairs(scripts) do
         local g = assert(process.popen(CMD))
-        local s = assert(io.popen(CMD))
+        local s = assert(h.stock.popen(CMD))
         for _, fmt in ipairs(fmts) do
           assert.are.same({ s:read(fmt) }, { g:read(fmt) },
                           "format " .. tostring(fmt))
@@ -890,7 +891,7 @@ describe("green.process.popen", function()
       end
       -- several formats in one call stop at the first failure
       local g = assert(process.popen(CMD))
-      local s = assert(io.popen(CMD))
+      local s = assert(h.stock.popen(CMD))
       assert.are.same(table.pack(s:read("l", "l", "n", "l", "n", "n")),
                       table.pack(g:read("l", "l", "n", "l", "n", "n")))
       s:close()

@@ -70,6 +70,9 @@ local function default_reporter(gt, err, tb, what)
   if what == "link" then
     io.stderr:write(format("green: a link callback of %s failed:\n%s\n",
                            describe(gt), safe_tostring(err)))
+  elseif what == "http" then -- the thread goes on (lua/green/http/)
+    io.stderr:write(format("green: an HTTP handler in %s failed:\n%s\n%s\n",
+                           describe(gt), safe_tostring(err), tb or ""))
   else
     io.stderr:write(format("green: %s died of an error:\n%s\n%s\n",
                            describe(gt), safe_tostring(err), tb or ""))
@@ -104,6 +107,10 @@ local function report(gt, err, tb, what)
                     safe_tostring(herr), "\n")
   end
 end
+
+--- Internal: report an error through the reporter, as a thread's own
+-- (green.http reports a handler's error so and goes on).
+core.report = report
 
 local END_LISTS = { "hooks", "links" } -- toolkit hooks run first
 
@@ -301,6 +308,9 @@ do
   end
   green.debug = green.debug or {}
   green.debug.hub_prevent_multiple_readers = core.hub_prevent_multiple_readers
+  --- green.http: HTTP/1.1 server and client, WebSocket (lua/green/http.lua
+  -- loads its parts on first use).
+  green.http = require "green.http"
 end
 -- }===
 

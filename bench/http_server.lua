@@ -1,0 +1,174 @@
+--- bench/http_server.lua: green.http hello world under wrk, server CPU
+-- per request against bench/c_responder.c (the raw C libuv responder,
+-- the same floor as bench/http.sh), measured in the same run, rounds
+-- interleaved (C, green.http, C, green.http, ...), without and with
+-- pipelining.
+--
+--   lua5.4 bench/http_server.lua [-v] [seconds=5] [rounds=3] [depth=16]
+--   ./build/greenlua bench/http_server.lua serve [port]   (the server)
+--
+-- The driver (plain lua5.4, no green) builds c_responder, starts both
+-- servers pinned to core 0 and runs `taskset -c 1 wrk -t1 -c50`
+-- against each; server CPU is utime + stime from /proc/PID/stat around
+-- each run, divided by the requests wrk completed. Pipelined runs use a
+-- wrk script that sends `depth` requests per write. Each side's best
+-- round is compared; the median of the per-round ratios is printed too.
+-- The handler is what a user would write:
+--   return 200, { ["Content-Type"] = "text/plain" }, "Hello, world!"
+-- (green.http adds a Date header; the C responder sends none.)
+
+if arg[1] == "serve" then
+  local green = require "green"
+  local server = assert(green.listen("127.0.0.1",
+                                     math.tointeger(tonumber(arg[2])) or 0,
+                                     { backlog = 1024 }))
+  local _, p = server:getsockname()
+  io.stdout:write("port ", p, "\n")
+  io.stdout:flush()
+  local headers = { ["Content-Type"] = "text/plain" }
+  green.http.serve(server, function()
+    return 200, headers, "Hello, world!"
+  end, { concurrency = 10000 })
+  return
+end
+
+local verbose = false
+if arg[1] == "-v" then
+  verbose = true
+  table.remove(arg, 1)
+end
+local dur = tonumber(arg[1]) or 5
+local rounds = math.tointeger(tonumber(arg[2])) or 3
+local depth = math.tointeger(tonumber(arg[3])) or 16
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  if not ok then error("failed: " .. cmd) end
+end
+
+local function readfile(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+for _, tool in ipairs { "wrk", "taskset", "cc", "pkg-config" } do
+  if not os.execute("command -v " .. tool .. " >/dev/null") then
+    io.stderr:write("http_server.lua: ", tool, " not found\n")
+    os.exit(2)
+  end
+end
+if not io.open("build/greenlua") then
+  sh("cmake -S . -B build >/dev/null && cmake --build build >/dev/null")
+end
+sh("cc -O2 -Wall -o build/c_responder bench/c_responder.c "
+   .. "$(pkg-config --cflags --libs libuv)")
+
+local tmp = io.popen("mktemp -d"):read("l")
+local pids = {}
+local function cleanup()
+  for _, p in ipairs(pids) do os.execute("kill " .. p .. " 2>/dev/null") end
+  os.execute("rm -rf " .. tmp)
+end
+
+-- Start a server on core 0 and wait for its "port N" line.
+local function start(name, cmd)
+  local out = tmp .. "/" .. name .. ".out"
+  local pid = io.popen(("taskset -c 0 %s >%s 2>%s.err & echo $!")
+                       :format(cmd, out, out)):read("l")
+  pids[#pids + 1] = pid
+  for _ = 1, 200 do
+    local s = readfile(out)
+    local port = s and s:match("port (%d+)")
+    if port then return { pid = pid, port = port, name = name } end
+    os.execute("sleep 0.05")
+  end
+  cleanup()
+  error(name .. " did not start: " .. (readfile(out .. ".err") or ""))
+end
+
+local hz = tonumber(io.popen("getconf CLK_TCK"):read("l"))
+
+local function ticks(pid)
+  local s = readfile("/proc/" .. pid .. "/stat"):gsub("^.*%) ", "")
+  local f = {}
+  for w in s:gmatch("%S+") do f[#f + 1] = w end
+  return tonumber(f[12]) + tonumber(f[13]), tonumber(f[12])
+end
+
+local pipeline = tmp .. "/pipeline.lua"
+do
+  local f = assert(io.open(pipeline, "w"))
+  f:write(([[
+init = function()
+  local r = {}
+  for i = 1, %d do r[i] = wrk.format(nil, "/") end
+  req = table.concat(r)
+end
+request = function() return req end
+]]):format(depth))
+  f:close()
+end
+
+-- One wrk run: microseconds of server CPU per request (and user only).
+local function measure(srv, d, piped)
+  local t0, u0 = ticks(srv.pid)
+  local cmd = ("taskset -c 1 wrk -t1 -c50 -d%ss %s http://127.0.0.1:%s/ 2>&1")
+    :format(d, piped and ("-s " .. pipeline) or "", srv.port)
+  local out = io.popen(cmd):read("a")
+  local t1, u1 = ticks(srv.pid)
+  local n = tonumber(out:match("(%d+) requests in"))
+  if not n or n == 0 then
+    cleanup()
+    error("no requests completed against " .. srv.name .. ":\n" .. out)
+  end
+  if out:find("Non%-2xx") or out:find("Socket errors") then
+    io.stderr:write("wrk reported errors against ", srv.name, ":\n", out)
+  end
+  return (t1 - t0) / hz * 1e6 / n, (u1 - u0) / hz * 1e6 / n, n
+end
+
+local ok, err = pcall(function()
+  local c = start("c", "build/c_responder 0")
+  local g = start("green", "./build/greenlua bench/http_server.lua serve 0")
+  for _, piped in ipairs { false, true } do
+    measure(c, 1, piped) -- warm up
+    measure(g, 1, piped)
+    local res = { c = {}, green = {} }
+    for r = 1, rounds do
+      for _, srv in ipairs { c, g } do
+        local us, user, n = measure(srv, dur, piped)
+        table.insert(res[srv.name], { us = us, user = user })
+        if verbose then
+          print(("round %d %-5s %s %.2f us/req (user %.2f)  %d requests")
+            :format(r, srv.name, piped and "pipelined" or "", us, user, n))
+        end
+      end
+    end
+    local function best(list, k)
+      local b = math.huge
+      for _, x in ipairs(list) do b = math.min(b, x[k]) end
+      return b
+    end
+    local ratios = {}
+    for i = 1, rounds do
+      ratios[i] = res.green[i].us / res.c[i].us
+    end
+    table.sort(ratios)
+    local med = rounds % 2 == 1 and ratios[(rounds + 1) // 2]
+      or (ratios[rounds // 2] + ratios[rounds // 2 + 1]) / 2
+    local gb, cb = best(res.green, "us"), best(res.c, "us")
+    local ratio = gb / cb
+    print(("http_server%s: greenlua %.2f us/req, C %.2f us/req, ratio %.2f "
+           .. "(target <= 1.5) %s"):format(
+      piped and (" pipelined x" .. depth) or "", gb, cb, ratio,
+      ratio <= 1.5 and "MET" or "MISSED"))
+    print(("  best of %d rounds of %s s; median ratio %.2f; user time "
+           .. "alone: greenlua %.2f, C %.2f us/req"):format(
+      rounds, dur, med, best(res.green, "user"), best(res.c, "user")))
+  end
+end)
+cleanup()
+if not ok then error(err, 0) end

@@ -1,0 +1,1191 @@
+/*
+** http.c: HTTP/1.x messages parsed by libhttp-parser (Debian's
+** libhttp-parser, Node's former parser) straight from a green stream
+** socket's read buffer, for lua/green/http.lua. Nothing here writes: the
+** Lua layer builds responses and requests and sends them.
+**
+** A parser userdata ('green.http.parser') belongs to one connection and
+** parses one message after another from it, in two phases:
+**
+**   head  'http_head(sock, parser, ...)' feeds the buffered bytes that it
+**         has not fed yet to http_parser_execute, and waits for more until
+**         the parser reports the end of the head. The buffer is not
+**         consumed meanwhile, so the callbacks record where the URL, the
+**         status text and each header name and value are as offsets from
+**         the buffer's start ('hspan'): no copy while the head comes in,
+**         however it is split across reads, and no parse twice. A complete
+**         head is copied into one Lua string at once (before any other
+**         allocation: a finalizer that runs during one could close the
+**         socket and free its buffer), consumed, and the message table is
+**         built from that string.
+**   body  'http_body(sock, parser, ...)' runs the parser over whatever is
+**         buffered; 'on_body' moves each piece of body down to the front
+**         of the buffer (the parser never looks back at bytes it has
+**         passed), so a run yields the decoded body (chunk framing
+**         removed) as one contiguous piece, returned as one string.
+**
+** The parser pauses itself at the end of a head and at the end of a
+** message, so the bytes of a pipelined request (or of a WebSocket after
+** an upgrade) stay in the socket's buffer for their owner.
+**
+** Limits (the server's statuses; the client uses the same checks): a
+** head longer than 'max_head' is 431 (414 while still in the URL), more
+** than 'max_headers' header lines 431, a body beyond 'max_body' 413, any
+** parse error 400 (libhttp-parser refuses a Content-Length beside
+** Transfer-Encoding, repeated or malformed Content-Length, chunk sizes
+** that overflow, and bytes a header may not contain).
+*/
+#include <http_parser.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+#define LGREEN_HTTP_PARSER "green.http.parser"
+
+static int is_tchar(unsigned char c);
+
+/* Header lines recorded without an allocation; more grow a malloc'd
+   array (up to 'max_headers'). */
+#define NINLINE 12
+
+/* Phases. */
+#define PH_HEAD 0  /* reading a head */
+#define PH_BODY 1  /* the head is done; the body is being read */
+#define PH_DONE 2  /* the message is complete */
+#define PH_ERROR 3 /* a parse error: the connection is unusable */
+
+/* A run of bytes, as an offset from the start of the message's head. */
+typedef struct hspan {
+  uint32_t off, len;
+} hspan;
+
+typedef struct hparser {
+  http_parser p;
+  int phase;
+  int status;        /* PH_ERROR: the HTTP status to answer (400, ...) */
+  int last;          /* the last head callback: 0, 'f' field, 'v' value */
+  int skipbody;      /* a response to HEAD (or 204/304): no body */
+  int upgrade;       /* the message switches protocols after its head */
+  int keepalive;     /* http_should_keep_alive at the end of the head */
+  int bodykind;      /* see 'push_bodykind' */
+  uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
+  const char *base;  /* the buffer's start during an execute */
+  size_t fed;        /* head: buffered bytes already given to the parser */
+  uint64_t due;      /* head: its deadline, from its first byte (ns) */
+  uint32_t max_head, max_headers;
+  uint64_t max_body, nbody; /* the body's limit, and bytes so far */
+  char *out;         /* body: where the next piece goes */
+  size_t nout;       /* body: bytes of decoded body at 'out' so far */
+  hspan url, reason;
+  uint32_t nh, caph; /* header lines; room in 'h' */
+  hspan *h;          /* 2 spans per line: name, value */
+  hspan inl[2 * NINLINE];
+} hparser;
+
+/* Body kinds. */
+#define BK_NONE 0   /* no body */
+#define BK_LENGTH 1 /* Content-Length bytes */
+#define BK_CHUNKED 2
+#define BK_EOF 3    /* until the connection ends (responses) */
+
+
+/*
+** {======================================================
+** libhttp-parser callbacks (no Lua code; they record and return)
+** =======================================================
+*/
+
+static hparser *hp_of(http_parser *p) {
+  return (hparser *)p;
+}
+
+
+/* Extend 'sp' by the bytes [at, at + n): the pieces of one element come
+   in order and adjacent, since the buffer is not consumed meanwhile. */
+static void span_add(hparser *hp, hspan *sp, const char *at, size_t n) {
+  if (sp->len == 0)
+    sp->off = (uint32_t)(at - hp->base);
+  sp->len += (uint32_t)n;
+}
+
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  span_add(hp_of(p), &hp_of(p)->url, at, n);
+  return 0;
+}
+
+
+static int on_status(http_parser *p, const char *at, size_t n) {
+  span_add(hp_of(p), &hp_of(p)->reason, at, n);
+  return 0;
+}
+
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+  hparser *hp = hp_of(p);
+  if (hp->last != 'f') { /* a new line */
+    if (hp->nh >= hp->max_headers) {
+      hp->status = 431;
+      return -1;
+    }
+    if (hp->nh == hp->caph) {
+      uint32_t cap = hp->caph * 2;
+      hspan *nh;
+      if (cap > hp->max_headers)
+        cap = hp->max_headers;
+      nh = (hspan *)malloc(2 * cap * sizeof(hspan));
+      if (nh == NULL) {
+        hp->status = 503;
+        return -1;
+      }
+      memcpy(nh, hp->h, 2 * hp->nh * sizeof(hspan));
+      if (hp->h != hp->inl)
+        free(hp->h);
+      hp->h = nh;
+      hp->caph = cap;
+    }
+    memset(&hp->h[2 * hp->nh], 0, 2 * sizeof(hspan));
+    hp->nh++;
+    hp->last = 'f';
+  }
+  span_add(hp, &hp->h[2 * (hp->nh - 1)], at, n);
+  return 0;
+}
+
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+  hparser *hp = hp_of(p);
+  hp->last = 'v';
+  span_add(hp, &hp->h[2 * (hp->nh - 1) + 1], at, n);
+  return 0;
+}
+
+
+/* The end of a head: pause, so the body is read only when asked for. A
+   request without a body goes on to its end (on_message_complete), so
+   that one run of the parser takes the whole message. */
+static int on_headers_complete(http_parser *p) {
+  hparser *hp = hp_of(p);
+  hp->keepalive = http_should_keep_alive(p);
+  hp->phase = PH_BODY;
+  if (p->type != HTTP_REQUEST || (p->flags & F_CHUNKED) ||
+      (p->content_length > 0 && p->content_length != ULLONG_MAX))
+    http_parser_pause(p, 1);
+  return hp->skipbody ? 1 : 0;
+}
+
+
+/* Move the piece down to 'out' (never past it: the parser is ahead). */
+static int on_body(http_parser *p, const char *at, size_t n) {
+  hparser *hp = hp_of(p);
+  hp->nbody += n;
+  if (hp->nbody > hp->max_body) {
+    hp->status = 413;
+    return -1;
+  }
+  memmove(hp->out + hp->nout, at, n);
+  hp->nout += n;
+  return 0;
+}
+
+
+/* The end of a message: pause, so the next one stays buffered. */
+static int on_message_complete(http_parser *p) {
+  hp_of(p)->phase = PH_DONE;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+
+static const http_parser_settings settings = {
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+
+/*
+** Run the parser over [data, data + n), the buffer starting at 'base';
+** returns the bytes it took. A pause is not an error; a parse error
+** moves to PH_ERROR with the status to answer.
+*/
+static size_t run(hparser *hp, const char *base, const char *data, size_t n) {
+  size_t took;
+  enum http_errno e;
+  hp->base = base;
+  took = http_parser_execute(&hp->p, &settings, data, n);
+  e = HTTP_PARSER_ERRNO(&hp->p);
+  if (e == HPE_PAUSED) {
+    http_parser_pause(&hp->p, 0);
+  } else if (e != HPE_OK) {
+    hp->phase = PH_ERROR;
+    if (hp->status == 0)
+      hp->status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+  }
+  return took;
+}
+
+
+/* Ready for the next message's head (the parser state goes on: it is
+   at the start of a message after a complete one). */
+static void next_message(hparser *hp) {
+  hp->phase = PH_HEAD;
+  hp->last = 0;
+  hp->fed = 0;
+  hp->due = 0;
+  hp->upgrade = hp->keepalive = 0;
+  hp->bodykind = BK_NONE;
+  hp->length = hp->nbody = 0;
+  hp->nout = 0;
+  hp->url.off = hp->url.len = hp->reason.off = hp->reason.len = 0;
+  hp->nh = 0;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** The parser userdata
+** =======================================================
+*/
+
+/* The parser at 'idx', checked against the metatable in upvalue 3 (by
+   address: no lookup by name per call). */
+static hparser *check_parser(lua_State *L, int idx) {
+  void *u = lua_touserdata(L, idx);
+  if (u == NULL || !lua_getmetatable(L, idx))
+    return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
+  if (!lua_rawequal(L, -1, lua_upvalueindex(3)))
+    return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
+  lua_pop(L, 1);
+  return (hparser *)u;
+}
+
+
+/*
+** http_parser(kind, max_head, max_headers, max_body, msg_mt, headers_mt):
+** a parser of requests (kind "request") or responses ("response"); the
+** messages it returns get metatable 'msg_mt', their headers tables
+** 'headers_mt'.
+*/
+static int l_http_parser(lua_State *L) {
+  static const char *const kinds[] = {"request", "response", NULL};
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  lua_Integer max_head = luaL_checkinteger(L, 2);
+  lua_Integer max_headers = luaL_checkinteger(L, 3);
+  lua_Number max_body = luaL_checknumber(L, 4);
+  hparser *hp;
+  luaL_argcheck(L, max_head > 0 && max_head < (1 << 30), 2,
+                "positive size expected");
+  luaL_argcheck(L, max_headers > 0 && max_headers < (1 << 20), 3,
+                "positive count expected");
+  luaL_argcheck(L, max_body >= 0, 4, "non-negative size expected");
+  luaL_checktype(L, 5, LUA_TTABLE);
+  luaL_checktype(L, 6, LUA_TTABLE);
+  hp = (hparser *)lua_newuserdatauv(L, sizeof(*hp), 2);
+  memset(hp, 0, sizeof(*hp));
+  http_parser_init(&hp->p, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE);
+  hp->max_head = (uint32_t)max_head;
+  hp->max_headers = (uint32_t)max_headers;
+  hp->max_body = max_body >= 1.8e19 ? UINT64_MAX : (uint64_t)max_body;
+  hp->h = hp->inl;
+  hp->caph = NINLINE;
+  next_message(hp);
+  luaL_setmetatable(L, LGREEN_HTTP_PARSER);
+  lua_pushvalue(L, 5);
+  lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, 6);
+  lua_setiuservalue(L, -2, 2);
+  return 1;
+}
+
+
+static int parser_gc(lua_State *L) {
+  hparser *hp = (hparser *)luaL_checkudata(L, 1, LGREEN_HTTP_PARSER);
+  if (hp->h != hp->inl)
+    free(hp->h);
+  hp->h = hp->inl;
+  hp->caph = NINLINE;
+  hp->nh = 0;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Waiting for bytes (socket.c's protocol, as stream.c's receive)
+** =======================================================
+*/
+
+/* A waiter leaves (done or given up): if it headed the queue, the next
+   one says what it wants (as stream.c's readers do). */
+void lgreen_http_leave(gl_wait_t *w) {
+  lsock *s = (lsock *)w->data;
+  if (s != NULL && s->readers.next == &w->link)
+    LSTREAM(s)->mode = 0;
+  lgreen_sock_leave(w);
+}
+
+
+/* Wait until more than 'have' bytes are buffered (or an error, the end of
+   the stream, or 'due'), then continue with 'k'. Nothing allocates
+   between the caller's checks of 'x' and the wait. */
+int lgreen_http_wait(lua_State *L, lstream *x, size_t have, uint64_t due,
+                     const char *what, lua_KFunction k) {
+  if (gl_link_empty(&x->base.readers) ||
+      x->base.readers.next == &lgreen_sock_self(L)->link) {
+    x->mode = LSTREAM_MODE_COUNT;
+    x->count = have + 1;
+  }
+  return lgreen_sock_wait(L, &x->base, &x->base.readers, what,
+                          lgreen_http_leave, due, k, (lua_KContext)due);
+}
+
+
+/* The socket at index 1 (a stream socket) and the parser at index 2. */
+static lstream *check_args(lua_State *L, hparser **php) {
+  lsock **pp = lgreen_sock_checkstream(L);
+  *php = check_parser(L, 2);
+  if (*pp != NULL && ((*pp)->flags & LSOCK_LISTENING))
+    luaL_error(L, "cannot read HTTP from a listening socket");
+  return *pp == NULL ? NULL : LSTREAM(*pp);
+}
+
+
+static int fail(lua_State *L, const char *err) {
+  luaL_pushfail(L);
+  lua_pushstring(L, err);
+  return 2;
+}
+
+
+static int fail_status(lua_State *L, int status) {
+  luaL_pushfail(L);
+  lua_pushinteger(L, status);
+  return 2;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Heads
+** =======================================================
+*/
+
+/* Push the bytes of 'sp' in head string 'h'. [-0, +1, m] */
+static void push_span(lua_State *L, const char *h, hspan sp) {
+  lua_pushlstring(L, h + sp.off, sp.len);
+}
+
+
+/* Set t[name] = value, or make repeated headers a list. Stack: the
+   headers table at -3, name at -2, value at -1. [-2, +0, m] */
+static void add_header(lua_State *L) {
+  lua_pushvalue(L, -2);
+  switch (lua_rawget(L, -4)) {
+  case LUA_TNIL:
+    lua_pop(L, 1);
+    lua_rawset(L, -3);
+    break;
+  case LUA_TSTRING: /* the second: {first, second} */
+    lua_createtable(L, 2, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 2);
+    lua_rawset(L, -3);
+    break;
+  default: /* a list already */
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 2);
+    break;
+  }
+}
+
+
+/* Strip the optional whitespace around a header value (the parser keeps
+   the trailing part). */
+static hspan trim(const char *h, hspan sp) {
+  while (sp.len > 0 && (h[sp.off] == ' ' || h[sp.off] == '\t')) {
+    sp.off++;
+    sp.len--;
+  }
+  while (sp.len > 0 &&
+         (h[sp.off + sp.len - 1] == ' ' || h[sp.off + sp.len - 1] == '\t'))
+    sp.len--;
+  return sp;
+}
+
+
+/* What follows the head: BK_* and the length. */
+static void body_kind(hparser *hp) {
+  http_parser *p = &hp->p;
+  hp->upgrade = p->upgrade;
+  if (hp->upgrade || (p->flags & F_SKIPBODY))
+    hp->bodykind = BK_NONE;
+  else if (p->flags & F_CHUNKED)
+    hp->bodykind = BK_CHUNKED;
+  else if (p->content_length > 0 && p->content_length != ULLONG_MAX) {
+    hp->bodykind = BK_LENGTH;
+    hp->length = p->content_length;
+  } else if (p->type == HTTP_RESPONSE && p->content_length == ULLONG_MAX &&
+             !(p->status_code / 100 == 1 || p->status_code == 204 ||
+               p->status_code == 304))
+    hp->bodykind = BK_EOF;
+  else
+    hp->bodykind = BK_NONE;
+}
+
+
+/*
+** [-0, +1, m] The message table of the head that ends at byte 'n' of the
+** buffer (its names lowercased by 'check_names'), which is copied into one
+** Lua string before anything else allocates, then consumed.
+*/
+static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
+  char *b = x->buf + x->off;
+  const char *h;
+  uint32_t i;
+  lua_pushlstring(L, b, n); /* the copy; the buffer may go from here on */
+  h = lua_tostring(L, -1);
+  lgreen_stream_consume(x, n);
+  lua_createtable(L, 0, 8);
+  lua_getiuservalue(L, 2, 1);
+  lua_setmetatable(L, -2);
+  if (hp->p.type == HTTP_REQUEST) {
+    struct http_parser_url u;
+    int connect = hp->p.method == HTTP_CONNECT;
+    lua_pushstring(L, http_method_str((enum http_method)hp->p.method));
+    lua_setfield(L, -2, "method");
+    http_parser_url_init(&u);
+    if (hp->url.len > 0 &&
+        http_parser_parse_url(h + hp->url.off, hp->url.len, connect, &u) ==
+            0 &&
+        !connect && (u.field_set & (1 << UF_PATH))) {
+      const char *ub = h + hp->url.off;
+      lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
+                      u.field_data[UF_PATH].len);
+      lua_setfield(L, -2, "path");
+      if (u.field_set & (1 << UF_QUERY)) {
+        lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
+                        u.field_data[UF_QUERY].len);
+        lua_setfield(L, -2, "query");
+      }
+    } else { /* "*", an authority (CONNECT): the target as sent */
+      push_span(L, h, hp->url);
+      lua_setfield(L, -2, "path");
+    }
+  } else {
+    lua_pushinteger(L, hp->p.status_code);
+    lua_setfield(L, -2, "status");
+    push_span(L, h, hp->reason);
+    lua_setfield(L, -2, "reason");
+  }
+  lua_pushstring(L, hp->p.http_minor == 0 && hp->p.http_major == 1 ? "1.0"
+                    : hp->p.http_major == 1                         ? "1.1"
+                    : hp->p.http_major == 0                         ? "0.9"
+                                                                    : "2");
+  lua_setfield(L, -2, "version");
+  lua_createtable(L, 0, hp->nh < 4 ? 4 : (int)hp->nh);
+  lua_getiuservalue(L, 2, 2);
+  lua_setmetatable(L, -2);
+  for (i = 0; i < hp->nh; i++) {
+    push_span(L, h, hp->h[2 * i]);
+    push_span(L, h, trim(h, hp->h[2 * i + 1]));
+    add_header(L);
+  }
+  lua_setfield(L, -2, "headers");
+  lua_remove(L, -2); /* the head string */
+}
+
+
+/* Push the body kind: 0 none, the length, -1 chunked, -2 until EOF. */
+static void push_bodykind(lua_State *L, hparser *hp) {
+  switch (hp->bodykind) {
+  case BK_LENGTH:
+    lua_pushinteger(L, (lua_Integer)hp->length);
+    break;
+  case BK_CHUNKED:
+    lua_pushinteger(L, -1);
+    break;
+  case BK_EOF:
+    lua_pushinteger(L, -2);
+    break;
+  default:
+    lua_pushinteger(L, 0);
+    break;
+  }
+}
+
+
+/* The head is beyond 'max_head': 414 if its request line is (or it is
+   still in its request line), else 431. */
+static int too_large(hparser *hp) {
+  hp->phase = PH_ERROR;
+  hp->status = hp->p.type == HTTP_REQUEST &&
+                       (hp->nh == 0 ||
+                        hp->url.off + hp->url.len > hp->max_head)
+                   ? 414
+                   : 431;
+  return -1;
+}
+
+
+/* Header names must be tokens: libhttp-parser (built without its strict
+   mode) lets a space into a name, and "Transfer-Encoding : chunked" is a
+   classic of request smuggling. Lowercases them in place (the bytes are
+   the head's, about to be taken). Returns 1, or -1 (400). */
+static int check_names(hparser *hp, char *b) {
+  uint32_t i, j;
+  for (i = 0; i < hp->nh; i++) {
+    hspan f = hp->h[2 * i];
+    for (j = 0; j < f.len; j++) {
+      unsigned char c = (unsigned char)b[f.off + j];
+      if (!is_tchar(c)) {
+        hp->phase = PH_ERROR;
+        hp->status = 400;
+        return -1;
+      }
+      if (c >= 'A' && c <= 'Z')
+        b[f.off + j] = (char)(c + ('a' - 'A'));
+    }
+  }
+  return 1;
+}
+
+
+/*
+** Feed what was not fed yet. Returns 1 when the head is complete (its
+** length in '*n'), 0 when it needs more bytes, -1 on an error
+** ('hp->status' says which).
+*/
+static int feed_head(hparser *hp, lstream *x, size_t *n) {
+  char *b = x->buf + x->off;
+  if (hp->fed < x->len) {
+    hp->fed += run(hp, b, b + hp->fed, x->len - hp->fed);
+    if (hp->phase == PH_ERROR)
+      return -1;
+    if (hp->phase != PH_HEAD) { /* paused at the end of head or message */
+      if (hp->fed > hp->max_head)
+        return too_large(hp);
+      *n = hp->fed;
+      return check_names(hp, b);
+    }
+  }
+  if (hp->fed > hp->max_head)
+    return too_large(hp);
+  return 0;
+}
+
+
+static int head_k(lua_State *L, int status, lua_KContext ctx);
+
+
+/*
+** Stack: [sock, parser, wait, idle_timeout, head_timeout, skipbody]. One
+** step of http_head: complete the head from the buffer, or fail, or
+** (when 'wait') wait for more bytes; 'queued' says the caller already
+** waits at the head of the socket's readers.
+*/
+static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
+  size_t n = 0;
+  int r;
+  if (x->base.flags & LSOCK_CLOSED)
+    return fail(L, "closed");
+  r = feed_head(hp, x, &n);
+  if (r != 0 || x->rerr != 0 || !lua_toboolean(L, 3)) {
+    if (queued)
+      lgreen_http_leave(lgreen_sock_self(L)); /* before pushing (may raise) */
+    if (r < 0)
+      return fail_status(L, hp->status);
+    if (r > 0) {
+      body_kind(hp);
+      push_message(L, hp, x, n);
+      if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
+        /* paused before the head's last LF: that completes it */
+        const char *b = x->buf + x->off;
+        lgreen_stream_consume(x, run(hp, b, b, x->len));
+      }
+      if (hp->phase == PH_ERROR)
+        return fail_status(L, hp->status);
+      push_bodykind(L, hp);
+      lua_pushboolean(L, hp->keepalive);
+      lua_pushboolean(L, hp->upgrade);
+      lgreen_stream_watched(&x->base);
+      return 4;
+    }
+    if (x->rerr != 0) { /* "closed" (and true if a head had begun) */
+      luaL_pushfail(L);
+      lua_pushstring(L, lgreen_sock_strerror(x->rerr));
+      lua_pushboolean(L, x->len > 0);
+      return 3;
+    }
+    lua_pushboolean(L, 0); /* would wait */
+    return 1;
+  }
+  if (x->len + 1 > x->limit) { /* the socket's own receive limit */
+    if (queued)
+      lgreen_http_leave(lgreen_sock_self(L));
+    hp->phase = PH_ERROR;
+    hp->status = 431;
+    return fail_status(L, 431);
+  }
+  if (x->len > 0 && hp->due <= 1) /* the head began: its own deadline */
+    hp->due = lua_isnil(L, 5) ? 1
+                              : lgreen_sock_deadline(lua_tonumber(L, 5));
+  return lgreen_http_wait(L, x, x->len,
+                   x->len > 0 ? (hp->due > 1 ? hp->due : 0)
+                   : lua_isnil(L, 4)
+                       ? 0
+                       : lgreen_sock_deadline(lua_tonumber(L, 4)),
+                   "http: reading a head", head_k);
+}
+
+
+static int head_k(lua_State *L, int status, lua_KContext ctx) {
+  lsock *s;
+  int outcome = lgreen_sock_resumed(L, lgreen_http_leave, &s);
+  hparser *hp = (hparser *)lua_touserdata(L, 2);
+  (void)status;
+  (void)ctx;
+  if (outcome == LSOCK_W_CLOSED)
+    return fail(L, "closed");
+  if (outcome == GL_W_TIMEOUT) {
+    lgreen_http_leave(lgreen_sock_self(L));
+    luaL_pushfail(L);
+    lua_pushliteral(L, "timeout");
+    lua_pushboolean(L, LSTREAM(s)->len > 0);
+    return 3;
+  }
+  return head_step(L, LSTREAM(s), hp, 1);
+}
+
+
+/***
+** http_head(sock, parser, wait, [idle_timeout], [head_timeout],
+** [skipbody]): the next message's head from 'sock'. Returns the message
+** table, its body kind (0 none, the length, -1 chunked, -2 until the end
+** of the stream), keep-alive and upgrade booleans; or false if 'wait' is
+** false and the head is not all buffered; or nil, err, [partial] where
+** err is "closed", "timeout" (partial: some of a head had come) or
+** another socket error, or nil, status (400, 414, 431, ...) for a bad
+** head (the connection is unusable then). 'idle_timeout' bounds the
+** wait for the first byte, 'head_timeout' the whole head from its first
+** byte; nil is none. 'skipbody': the response to a HEAD request.
+*/
+static int l_http_head(lua_State *L) {
+  hparser *hp;
+  lstream *x = check_args(L, &hp);
+  if (!lua_isnoneornil(L, 4))
+    lgreen_notnan(L, luaL_checknumber(L, 4), "timeout");
+  if (!lua_isnoneornil(L, 5))
+    lgreen_notnan(L, luaL_checknumber(L, 5), "timeout");
+  lua_settop(L, 6);
+  if (x == NULL)
+    return fail(L, "closed");
+  if (hp->phase == PH_ERROR)
+    return fail_status(L, hp->status);
+  if (hp->phase == PH_BODY)
+    return luaL_error(L, "http: the previous message's body is unread");
+  if (hp->phase == PH_DONE)
+    next_message(hp);
+  hp->skipbody = lua_toboolean(L, 6);
+  if (lua_toboolean(L, 3)) {
+    lgreen_sock_first(L, &x->base, &x->base.readers, "read");
+    if (lgreen_sock_unfair(L, &x->base))
+      return lgreen_sock_yield(L, l_http_head);
+    x->base.streak++;
+  }
+  return head_step(L, x, hp, 0);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Bodies
+** =======================================================
+*/
+
+static int body_k(lua_State *L, int status, lua_KContext ctx);
+
+
+/* Stack: [sock, parser, timeout]. One step of http_body. */
+static int body_step(lua_State *L, lstream *x, hparser *hp, int queued,
+                     uint64_t due) {
+  int r = 0; /* results pushed, 0 to wait */
+  if (x->base.flags & LSOCK_CLOSED) {
+    r = fail(L, "closed");
+  } else if (hp->phase == PH_DONE) {
+    lua_pushboolean(L, 0);
+    r = 1;
+  } else if (x->len > 0) {
+    char *b = x->buf + x->off;
+    size_t took;
+    hp->out = b;
+    hp->nout = 0;
+    took = run(hp, b, b, x->len);
+    if (hp->phase == PH_ERROR) {
+      r = fail_status(L, hp->status);
+    } else if (hp->nout > 0) {
+      if (queued)
+        lgreen_http_leave(lgreen_sock_self(L));
+      queued = 0;
+      lua_pushlstring(L, b, hp->nout); /* before the buffer may go */
+      lgreen_stream_consume(x, took);
+      r = 1;
+    } else {
+      lgreen_stream_consume(x, took); /* framing only */
+      if (hp->phase == PH_DONE) {
+        lua_pushboolean(L, 0);
+        r = 1;
+      }
+    }
+  }
+  if (r == 0 && x->rerr != 0) {
+    if (x->rerr == UV_EOF && hp->bodykind == BK_EOF) {
+      run(hp, NULL, NULL, 0); /* the end of the stream ends the body */
+      lua_pushboolean(L, 0);
+      r = 1;
+    } else {
+      r = fail(L, lgreen_sock_strerror(x->rerr));
+    }
+  }
+  if (r > 0) {
+    if (queued)
+      lgreen_http_leave(lgreen_sock_self(L));
+    lgreen_stream_watched(&x->base);
+    return r;
+  }
+  return lgreen_http_wait(L, x, x->len, due, "http: reading a body", body_k);
+}
+
+
+static int body_k(lua_State *L, int status, lua_KContext ctx) {
+  lsock *s;
+  int outcome = lgreen_sock_resumed(L, lgreen_http_leave, &s);
+  (void)status;
+  if (outcome == LSOCK_W_CLOSED)
+    return fail(L, "closed");
+  if (outcome == GL_W_TIMEOUT) {
+    lgreen_http_leave(lgreen_sock_self(L));
+    return fail(L, "timeout");
+  }
+  return body_step(L, LSTREAM(s), (hparser *)lua_touserdata(L, 2), 1,
+                   (uint64_t)ctx);
+}
+
+
+/***
+** http_body(sock, parser, [timeout]): the next piece of the current
+** message's body (chunk framing removed), false at its end, or nil, err
+** ("closed", "timeout", ...) or nil, status (400 malformed, 413 beyond
+** the parser's body limit).
+*/
+static int l_http_body(lua_State *L) {
+  hparser *hp;
+  lstream *x = check_args(L, &hp);
+  double timeout = -1;
+  if (!lua_isnoneornil(L, 3))
+    timeout = lgreen_notnan(L, luaL_checknumber(L, 3), "timeout");
+  lua_settop(L, 3);
+  if (x == NULL)
+    return fail(L, "closed");
+  if (hp->phase == PH_ERROR)
+    return fail_status(L, hp->status);
+  if (hp->phase == PH_HEAD)
+    return luaL_error(L, "http: no message head was read");
+  lgreen_sock_first(L, &x->base, &x->base.readers, "read");
+  if (lgreen_sock_unfair(L, &x->base))
+    return lgreen_sock_yield(L, l_http_body);
+  x->base.streak++;
+  return body_step(L, x, hp, 0, lgreen_sock_deadline(timeout));
+}
+
+
+/* http_state(parser): "head", "body", "done" or "error", and the bytes
+   of body read so far. */
+static int l_http_state(lua_State *L) {
+  static const char *const names[] = {"head", "body", "done", "error"};
+  hparser *hp = check_parser(L, 1);
+  lua_pushstring(L, names[hp->phase]);
+  lua_pushinteger(L, (lua_Integer)hp->nbody);
+  return 2;
+}
+
+
+/* http_setmaxbody(parser, n): the body limit of the current message
+   (a handler's req:body(max) may lower or raise it). */
+static int l_http_setmaxbody(lua_State *L) {
+  hparser *hp = check_parser(L, 1);
+  lua_Number n = luaL_checknumber(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "non-negative size expected");
+  hp->max_body = n >= 1.8e19 ? UINT64_MAX : (uint64_t)n;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Response heads (the server's writer; the Lua layer sends them)
+** =======================================================
+*/
+
+/* Token characters (RFC 9110), for header names. */
+static int is_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || (c != 0 && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+
+static int ieq(const char *a, size_t n, const char *lit) {
+  size_t i;
+  if (strlen(lit) != n)
+    return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)a[i];
+    if (c >= 'A' && c <= 'Z')
+      c = (unsigned char)(c + ('a' - 'A'));
+    if (c != (unsigned char)lit[i])
+      return 0;
+  }
+  return 1;
+}
+
+
+/* Is "close" one of the comma-separated tokens of 'v'? */
+static int has_close(const char *v, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    size_t j = i, a, b;
+    while (j < n && v[j] != ',')
+      j++;
+    a = i;
+    b = j;
+    while (a < b && (v[a] == ' ' || v[a] == '\t'))
+      a++;
+    while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+      b--;
+    if (ieq(v + a, b - a, "close"))
+      return 1;
+    i = j + 1;
+  }
+  return 0;
+}
+
+
+/* Where 'build' writes: nowhere (p NULL: it counts), or p[0, cap). */
+typedef struct rout {
+  char *p;
+  size_t cap;
+  int check; /* check the values (the first pass over them) */
+} rout;
+
+
+/* Copy 'n' bytes to p[at] (or only count them); returns the new end.
+   Never past 'cap': a second pass that finds more to write than the
+   first counted (a finalizer changed the headers between) is caught by
+   the caller. */
+static size_t put(rout *o, size_t at, const char *v, size_t n) {
+  if (o->p != NULL && at + n <= o->cap)
+    memcpy(o->p + at, v, n);
+  return at + n;
+}
+
+
+/* What 'build' found out. */
+typedef struct rinfo {
+  int keep;
+  int mode;           /* 0 all in the string, 1 chunked, 2 length, 3 eof */
+  lua_Integer clen;   /* the handler's Content-Length, or -1 */
+} rinfo;
+
+
+/* "name: value\r\n" for the value at the top (popped), at p[at]. The
+   first pass checks it: a value holding CR, LF or NUL could split the
+   response. */
+static size_t put_line(lua_State *L, rout *p, size_t at, const char *k,
+                       size_t kn, rinfo *ri) {
+  size_t vn;
+  const char *v;
+  if (!lua_isstring(L, -1))
+    luaL_error(L, "green.http: header %s: string or number expected, "
+               "got %s", k, luaL_typename(L, -1));
+  v = lua_tolstring(L, -1, &vn);
+  if (p->check && (memchr(v, '\r', vn) || memchr(v, '\n', vn) ||
+                    memchr(v, '\0', vn)))
+    luaL_error(L, "green.http: header %s: value holds CR, LF or NUL", k);
+  if (ieq(k, kn, "connection") && has_close(v, vn))
+    ri->keep = 0;
+  at = put(p, at, k, kn);
+  at = put(p, at, ": ", 2);
+  at = put(p, at, v, vn);
+  at = put(p, at, "\r\n", 2);
+  lua_pop(L, 1);
+  return at;
+}
+
+
+#define PUTS(lit) (at = put(p, at, (lit), sizeof(lit) - 1))
+
+
+/* Decimal digits of 'v' at the end of buf[0, 24); returns their start
+   (snprintf costs more than the rest of a small response's head). */
+static char *digits(char *end, unsigned long long v) {
+  do {
+    *--end = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  return end;
+}
+
+
+/* "Content-Length: <v>\r\n" at p[at]. */
+static size_t put_length(rout *p, size_t at, unsigned long long v) {
+  char num[24], *d = digits(num + sizeof(num), v);
+  PUTS("Content-Length: ");
+  at = put(p, at, d, (size_t)(num + sizeof(num) - d));
+  return PUTS("\r\n");
+}
+
+/*
+** Lay out the response (see l_http_response) at 'p', or, with 'p->p' NULL,
+** check it and count its bytes. Stack: the arguments 1-7.
+*/
+static size_t build(lua_State *L, rout *p, rinfo *ri) {
+  lua_Integer status = lua_tointeger(L, 1);
+  int bt = lua_type(L, 3);
+  int head_only = lua_toboolean(L, 4);
+  size_t vlen, dlen, at = 0;
+  const char *version = lua_tolstring(L, 5, &vlen);
+  const char *date = lua_tolstring(L, 7, &dlen);
+  int http10 = vlen == 3 && memcmp(version, "1.0", 3) == 0;
+  int nobody = status < 200 || status == 204 || status == 304;
+  int conn_given = 0;
+  const char *reason = http_status_str((enum http_status)status);
+  char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
+  ri->keep = lua_toboolean(L, 6);
+  ri->mode = 0;
+  ri->clen = -1;
+  if (strcmp(reason, "<unknown>") == 0)
+    reason = "Unknown";
+  else if (status == 413)
+    reason = "Content Too Large"; /* RFC 9110's name */
+  PUTS("HTTP/1.1 ");
+  at = put(p, at, d, (size_t)(num + sizeof(num) - d));
+  PUTS(" ");
+  at = put(p, at, reason, strlen(reason));
+  PUTS("\r\n");
+  at = put(p, at, date, dlen);
+  if (lua_istable(L, 2)) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      size_t kn, i;
+      const char *k;
+      if (lua_type(L, -2) != LUA_TSTRING)
+        luaL_error(L, "green.http: header names must be strings");
+      k = lua_tolstring(L, -2, &kn);
+      for (i = 0; i < kn && is_tchar((unsigned char)k[i]); i++)
+        ;
+      if (kn == 0 || i < kn)
+        luaL_error(L, "green.http: bad header name \"%s\"", k);
+      if (ieq(k, kn, "connection"))
+        conn_given = 1;
+      if (ieq(k, kn, "content-length")) {
+        int isnum;
+        ri->clen = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || ri->clen < 0)
+          luaL_error(L, "green.http: bad Content-Length");
+        lua_pop(L, 1);
+      } else if (ieq(k, kn, "transfer-encoding")) {
+        lua_pop(L, 1); /* the writer chooses */
+      } else if (lua_istable(L, -1)) {
+        lua_Integer j, n = (lua_Integer)lua_rawlen(L, -1);
+        for (j = 1; j <= n; j++) {
+          lua_rawgeti(L, -1, j);
+          at = put_line(L, p, at, k, kn, ri);
+        }
+        lua_pop(L, 1);
+      } else {
+        at = put_line(L, p, at, k, kn, ri);
+      }
+    }
+  }
+  if (bt == LUA_TSTRING) {
+    if (!nobody)
+      at = put_length(p, at, (unsigned long long)lua_rawlen(L, 3));
+  } else if (bt == LUA_TFUNCTION) {
+    if (ri->clen >= 0) {
+      at = put_length(p, at, (unsigned long long)ri->clen);
+      ri->mode = 2;
+    } else if (!nobody && !head_only) {
+      if (!http10) {
+        PUTS("Transfer-Encoding: chunked\r\n");
+        ri->mode = 1;
+      } else {
+        ri->keep = 0;
+        ri->mode = 3;
+      }
+    }
+    if (nobody || head_only)
+      ri->mode = 0;
+  } else if (!nobody) {
+    PUTS("Content-Length: 0\r\n");
+  }
+  if (!conn_given) {
+    if (!ri->keep)
+      PUTS("Connection: close\r\n");
+    else if (http10)
+      PUTS("Connection: keep-alive\r\n");
+  }
+  PUTS("\r\n");
+  if (bt == LUA_TSTRING && !nobody && !head_only)
+    at = put(p, at, lua_tostring(L, 3), lua_rawlen(L, 3));
+  return at;
+}
+
+
+/* A response up to this size is laid out on the C stack in one pass. */
+#define SMALL_RESPONSE 2048
+
+
+/* The results after the string: keep, mode, length. */
+static int response_results(lua_State *L, rinfo *ri) {
+  lua_pushboolean(L, ri->keep);
+  if (ri->mode == 0) {
+    lua_pushnil(L);
+    return 3;
+  }
+  lua_pushstring(L, ri->mode == 1 ? "chunked" : ri->mode == 2 ? "length"
+                                                              : "eof");
+  lua_pushinteger(L, ri->clen);
+  return 4;
+}
+
+
+/*
+** http_response(status, headers, body, head_only, version, keep, date):
+** the response's head (and a string body) as one string, and how the
+** body goes on: returns data, keep, mode, length where mode is nil (all
+** in data), "chunked", "length" (the handler's Content-Length, 'length'
+** bytes from a function body) or "eof" (HTTP/1.0: the connection's end
+** ends the body; keep is false then). 'headers' maps names to a value or
+** a list of values; the handler's Transfer-Encoding is dropped (the
+** writer chooses), its Content-Length is used only for a function body,
+** a Connection header with "close" makes keep false. 'date' is the Date
+** line. Misuse raises. A small response is laid out on the C stack;
+** a larger one in two passes (check and count, then copy into the
+** string, allocated once at its size).
+*/
+static int l_http_response(lua_State *L) {
+  lua_Integer status = lua_tointeger(L, 1);
+  int bt = lua_type(L, 3);
+  luaL_Buffer b;
+  rinfo ri;
+  rout o = {NULL, 0, 1};
+  size_t n;
+  luaL_checkstring(L, 5);
+  luaL_checkstring(L, 7);
+  if (!lua_isinteger(L, 1) || status < 100 || status > 999)
+    return luaL_error(L, "green.http: the handler returned status %s (an "
+                      "integer 100-999 expected)", luaL_tolstring(L, 1, NULL));
+  if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2))
+    return luaL_error(L, "green.http: the handler's headers must be a "
+                      "table, not a %s", luaL_typename(L, 2));
+  if (bt != LUA_TSTRING && bt != LUA_TFUNCTION && bt > LUA_TNIL)
+    return luaL_error(L, "green.http: the handler's body must be a string, "
+                      "a function or nil, not a %s", luaL_typename(L, 3));
+  lua_settop(L, 7);
+  { /* most responses fit here: one pass, one copy */
+    char small[SMALL_RESPONSE];
+    o.p = small;
+    o.cap = sizeof(small);
+    n = build(L, &o, &ri);
+    if (n <= sizeof(small)) {
+      lua_pushlstring(L, small, n);
+      return response_results(L, &ri);
+    }
+  }
+  o.p = luaL_buffinitsize(L, &b, n);
+  o.cap = n;
+  o.check = 0;
+  if (build(L, &o, &ri) != n) /* balanced: the stack as the buffer left it */
+    return luaL_error(L, "green.http: the headers changed while written");
+  luaL_pushresultsize(&b, n);
+  return response_results(L, &ri);
+}
+
+/* }====================================================== */
+
+
+/* http_parse_url(url): libhttp-parser's split of an absolute URL into a
+   table (scheme, host, port (a number, if given), path, query, fragment,
+   userinfo), or nil, "invalid URL". */
+static int l_http_parse_url(lua_State *L) {
+  static const char *const names[UF_MAX] = {
+      "scheme", "host", "port", "path", "query", "fragment", "userinfo"};
+  size_t n;
+  const char *url = luaL_checklstring(L, 1, &n);
+  struct http_parser_url u;
+  int i;
+  http_parser_url_init(&u);
+  if (n > 65535 || http_parser_parse_url(url, n, 0, &u) != 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "invalid URL");
+    return 2;
+  }
+  lua_createtable(L, 0, UF_MAX);
+  for (i = 0; i < UF_MAX; i++) {
+    if (!(u.field_set & (1 << i)))
+      continue;
+    if (i == UF_PORT)
+      lua_pushinteger(L, u.port);
+    else
+      lua_pushlstring(L, url + u.field_data[i].off, u.field_data[i].len);
+    lua_setfield(L, -2, names[i]);
+  }
+  return 1;
+}
+
+
+static const luaL_Reg parser_meta[] = {
+    {"__gc", parser_gc},
+    {"__close", parser_gc},
+    {NULL, NULL},
+};
+
+
+static const luaL_Reg funcs[] = {
+    {"http_parser", l_http_parser},
+    {"http_head", l_http_head},
+    {"http_body", l_http_body},
+    {"http_state", l_http_state},
+    {"http_setmaxbody", l_http_setmaxbody},
+    {"http_response", l_http_response},
+    {"http_parse_url", l_http_parse_url},
+    {NULL, NULL},
+};
+
+
+void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
+  (void)hub;
+  lgreen_sock_pushstate(L); /* upvalues: the hub, this, the metatable */
+  luaL_newmetatable(L, LGREEN_HTTP_PARSER);
+  luaL_setfuncs(L, parser_meta, 0);
+  lgreen_register(L, funcs, 2);
+}

@@ -1,0 +1,22 @@
+/*
+** http.h: what bindings/http.c shares with bindings/ws.c: waiting for
+** more bytes in a stream socket's read buffer, in the socket's readers
+** queue (socket.c's protocol, as stream.c's receive waits).
+*/
+#ifndef LGREEN_HTTP_H
+#define LGREEN_HTTP_H
+
+#include "lsocket.h"
+
+/* A waiter of 'lgreen_http_wait' leaves its socket's readers (done or
+   given up); its cancel function. */
+void lgreen_http_leave(gl_wait_t *w);
+
+/* Wait until more than 'have' bytes are buffered in 'x' (or an error, the
+   end of the stream, or deadline 'due', 0 for none), then continue with
+   'k' (context: 'due'). Nothing may allocate between the caller's checks
+   of 'x' and this. */
+int lgreen_http_wait(lua_State *L, lstream *x, size_t have, uint64_t due,
+                     const char *what, lua_KFunction k);
+
+#endif

@@ -1,0 +1,419 @@
+--- green.http's client: request, get, post, and Client, a bounded pool
+-- of keep-alive connections per host and port. Responses are parsed in C
+-- by libhttp-parser from the socket's read buffer (bindings/http.c), URLs
+-- by libhttp-parser's URL parser.
+-- @module green.http.client
+
+local core = require "green.core"
+local common = require "green.http.common"
+local semaphore = require "green.semaphore"
+
+local http_parser, http_head, http_body, http_parse_url =
+  core.http_parser, core.http_head, core.http_body, core.http_parse_url
+local Headers = common.Headers
+local check_header, lower_name = common.check_header, common.lower
+local now = core.now
+
+local type, pairs, tostring, error, format, concat, setmetatable,
+      getmetatable = type, pairs, tostring, error, string.format,
+  table.concat, setmetatable, getmetatable
+local upper = string.upper
+
+local M = {}
+
+local MAX_HEAD = 64 * 1024 -- a response head beyond this is refused
+local MAX_HEADERS = 256
+
+local Response = {}
+Response.__index = Response
+Response.__name = "green.http.Response"
+
+-- {=== connections and their pools
+
+local Client = {}
+Client.__index = Client
+Client.__name = "green.http.Client"
+
+-- The pool of one host:port: a semaphore bounds the connections (in use
+-- and idle), idle ones wait on a stack (the most recent first).
+local function pool_of(client, key)
+  local p = client.pools[key]
+  if not p then
+    p = { sem = semaphore.Semaphore(client.max_per_host), idle = {} }
+    client.pools[key] = p
+  end
+  return p
+end
+
+-- A connection fit to reuse: open, idle for less than idle_timeout, and
+-- with nothing unexpected to read (a byte or the end of the stream the
+-- server sent while it sat idle).
+local function reusable(client, conn)
+  if now() - conn.since > client.idle_timeout then return false end
+  local r = core.select({ conn.sock }, nil, 0)
+  return r[1] == nil
+end
+
+-- Take a connection to `key` (host, port): an idle one, or a new one;
+-- waits while max_per_host are in use.
+local function take(client, u, timeout)
+  local p = pool_of(client, u.key)
+  if not p.sem:acquire(true, timeout) then return nil, "timeout" end
+  while #p.idle > 0 do
+    local conn = p.idle[#p.idle]
+    p.idle[#p.idle] = nil
+    if reusable(client, conn) then
+      conn.reused = true
+      return conn
+    end
+    conn.sock:close()
+  end
+  local sock, err = core.connect(u.host, u.port, { timeout = timeout })
+  if not sock then
+    p.sem:release()
+    return nil, err
+  end
+  return { sock = sock, pool = p, reused = false,
+           parser = http_parser("response", MAX_HEAD, MAX_HEADERS,
+                                math.huge, Response, Headers) }
+end
+
+-- Done with a connection: back to its pool's idle stack, or closed.
+local function give(conn, keep)
+  if conn.given then return end
+  conn.given = true
+  local p = conn.pool
+  if keep then
+    conn.since = now()
+    conn.given = false
+    p.idle[#p.idle + 1] = conn
+  else
+    conn.sock:close()
+  end
+  p.sem:release()
+end
+
+-- }===
+
+-- {=== requests
+
+local function parse_url(url)
+  if type(url) ~= "string" then return nil, "bad URL" end
+  local u = http_parse_url(url)
+  if not u or not u.host then return nil, "invalid URL: " .. url end
+  local scheme = (u.scheme or "http"):lower()
+  if scheme == "https" then
+    return nil, "https is not supported yet (needs green.tls)"
+  end
+  if scheme ~= "http" then
+    return nil, "unsupported URL scheme: " .. scheme
+  end
+  local host = u.host
+  local port = u.port or 80
+  local target = (u.path or "/") .. (u.query and ("?" .. u.query) or "")
+  local hosthdr = host:find(":", 1, true) and ("[" .. host .. "]") or host
+  if port ~= 80 then hosthdr = hosthdr .. ":" .. port end
+  return { host = host, port = port, target = target, hostheader = hosthdr,
+           key = host .. "\0" .. port }
+end
+
+-- The request head and how the body goes: "length" (a string), "chunked"
+-- (a function yielding pieces) or nil.
+local function request_head(method, u, headers, body)
+  local t = { method, " ", u.target, " HTTP/1.1\r\n" }
+  local n = #t
+  local has = {}
+  if headers then
+    for k, v in pairs(headers) do
+      local lk = lower_name(k)
+      has[lk] = true
+      local vs = type(v) == "table" and v or { v }
+      for i = 1, #vs do
+        local vi = tostring(vs[i])
+        check_header(k, vi)
+        t[n + 1], t[n + 2], t[n + 3], t[n + 4] = k, ": ", vi, "\r\n"
+        n = n + 4
+      end
+    end
+  end
+  if not has.host then
+    t[n + 1] = "Host: " .. u.hostheader .. "\r\n"
+    n = n + 1
+  end
+  if not has["user-agent"] then
+    t[n + 1] = "User-Agent: greenlua/" .. core.version .. "\r\n"
+    n = n + 1
+  end
+  local how
+  if type(body) == "string" then
+    if not has["content-length"] then
+      t[n + 1] = "Content-Length: " .. #body .. "\r\n"
+      n = n + 1
+    end
+    how = "length"
+  elseif type(body) == "function" then
+    if not has["content-length"] then
+      t[n + 1] = "Transfer-Encoding: chunked\r\n"
+      n = n + 1
+      how = "chunked"
+    else
+      how = "raw"
+    end
+  elseif body ~= nil then
+    error("green.http: body must be a string, a function or nil", 0)
+  end
+  t[n + 1] = "\r\n"
+  return concat(t, "", 1, n + 1), how
+end
+
+-- Send the request on `conn`; nil, err on failure.
+local function send_request(conn, head, how, body)
+  local sock = conn.sock
+  local ok, err
+  if how == "length" then
+    ok, err = sock:sendall(head .. body)
+    if not ok then return nil, err end
+    return true
+  end
+  ok, err = sock:sendall(head)
+  if not ok then return nil, err end
+  if how then
+    while true do
+      local piece = body()
+      if piece == nil then break end
+      if type(piece) ~= "string" then
+        error("green.http: the body function must yield strings", 0)
+      end
+      if #piece > 0 then
+        if how == "chunked" then
+          piece = format("%x\r\n", #piece) .. piece .. "\r\n"
+        end
+        ok, err = sock:sendall(piece)
+        if not ok then return nil, err end
+      end
+    end
+    if how == "chunked" then
+      ok, err = sock:sendall("0\r\n\r\n")
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+local BODY_ERRORS = { [400] = "bad response", [413] = "too large" }
+
+-- The next piece of a streamed body; nil at its end (the connection goes
+-- back to the pool), nil, err on failure (it is closed).
+local function next_piece(resp)
+  local conn = resp._conn
+  if not conn then return nil end
+  local piece, err = http_body(conn.sock, conn.parser, resp._timeout)
+  if piece then
+    resp._got = resp._got + #piece
+    if resp._got > resp._max then
+      resp._conn = nil
+      give(conn, false)
+      return nil, "too large"
+    end
+    return piece
+  end
+  resp._conn = nil
+  if piece == false then
+    give(conn, resp._keep)
+    return nil
+  end
+  give(conn, false)
+  return nil, BODY_ERRORS[err] or err
+end
+
+--- resp:body_reader(): an iterator over the pieces of a streamed body.
+function Response:body_reader()
+  return next_piece, self
+end
+
+--- resp:close(): give up the rest of a streamed body (closes the
+-- connection rather than reading it).
+function Response:close()
+  local conn = self._conn
+  if conn then
+    self._conn = nil
+    give(conn, false)
+  end
+end
+
+local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true,
+                   [308] = true }
+
+-- One exchange on one connection (no redirects). Returns resp, or nil,
+-- err, retry (retry: a reused connection failed before any byte of
+-- response: the request may be sent again on a new one).
+local function exchange(client, o, u, method, head, how)
+  local timeout = o.timeout
+  local conn, err = take(client, u, timeout)
+  if not conn then return nil, err end
+  conn.sock:settimeout(timeout)
+  local ok
+  ok, err = send_request(conn, head, how, o.body)
+  if not ok then
+    give(conn, false)
+    return nil, err, conn.reused
+  end
+  local resp, kind, keep
+  repeat -- 1xx responses (100 Continue) come before the real one
+    resp, kind, keep = http_head(conn.sock, conn.parser, true, timeout,
+                                 timeout, method == "HEAD")
+    if resp and resp.status >= 100 and resp.status < 200
+       and resp.status ~= 101 then
+      resp = true
+    end
+  until resp ~= true
+  if not resp then
+    give(conn, false)
+    if type(kind) == "number" then
+      return nil, BODY_ERRORS[kind] or ("bad response (" .. kind .. ")")
+    end
+    return nil, kind, conn.reused and kind == "closed" and not keep
+  end
+  resp._conn, resp._keep, resp._timeout = conn, keep, timeout
+  resp._got, resp._max = 0, o.max_body_size or math.huge
+  if kind == 0 then
+    resp._conn = nil
+    give(conn, keep)
+    if not o.stream then resp.body = "" end
+    return resp
+  end
+  if o.stream then return resp end
+  local parts, n = {}, 0
+  while true do
+    local piece, perr = next_piece(resp)
+    if not piece then
+      if perr then return nil, perr end
+      break
+    end
+    n = n + 1
+    parts[n] = piece
+  end
+  resp.body = concat(parts, "", 1, n)
+  return resp
+end
+
+local REQUEST_OPTS = { method = true, url = true, headers = true,
+                       body = true, timeout = true, max_body_size = true,
+                       redirects = true, stream = true }
+
+--- client:request{method, url, headers, body, timeout, max_body_size,
+-- redirects = 5, stream = false} → resp, or nil, err.
+function Client:request(o)
+  if getmetatable(self) ~= Client then
+    error("bad argument #1 to 'request' (green.http.Client expected)", 2)
+  end
+  if type(o) ~= "table" then
+    error("bad argument #2 to 'request' (table expected)", 2)
+  end
+  for k in pairs(o) do
+    if not REQUEST_OPTS[k] then
+      error(format("bad argument #2 to 'request' (unknown option '%s')",
+                   tostring(k)), 2)
+    end
+  end
+  if o.timeout ~= nil and (type(o.timeout) ~= "number" or o.timeout < 0) then
+    error("bad argument #2 to 'request' (timeout: non-negative number "
+          .. "expected)", 2)
+  end
+  local method = upper(o.method or (o.body ~= nil and "POST" or "GET"))
+  local url = o.url
+  local redirects = o.redirects or 5
+  while true do
+    local u, err = parse_url(url)
+    if not u then return nil, err end
+    local head, how = request_head(method, u, o.headers, o.body)
+    local resp, retry
+    resp, err, retry = exchange(self, o, u, method, head, how)
+    if not resp and retry and how ~= "chunked" and how ~= "raw" then
+      resp, err = exchange(self, o, u, method, head, how) -- a fresh one
+    end
+    if not resp then return nil, err end
+    local loc = resp.headers.location
+    if not (REDIRECT[resp.status] and loc and redirects > 0) then
+      return resp
+    end
+    resp:close()
+    redirects = redirects - 1
+    if type(loc) == "table" then loc = loc[1] end
+    if loc:sub(1, 1) == "/" then
+      loc = "http://" .. u.hostheader .. loc
+    elseif not loc:match("^%a[%w+.-]*://") then
+      loc = "http://" .. u.hostheader .. u.target:gsub("[^/]*$", "") .. loc
+    end
+    url = loc
+    if resp.status == 303 or ((resp.status == 301 or resp.status == 302)
+                              and method == "POST") then
+      method = "GET"
+      local copy = {}
+      for k, v in pairs(o) do copy[k] = v end
+      copy.body = nil
+      o = copy
+    end
+  end
+end
+
+--- client:get(url, [headers]) → resp, or nil, err.
+function Client:get(url, headers)
+  return self:request { url = url, headers = headers }
+end
+
+--- client:post(url, body, [headers]) → resp, or nil, err.
+function Client:post(url, body, headers)
+  return self:request { method = "POST", url = url, body = body,
+                        headers = headers }
+end
+
+--- client:close(): close the idle connections.
+function Client:close()
+  for _, p in pairs(self.pools) do
+    for i = #p.idle, 1, -1 do
+      p.idle[i].sock:close()
+      p.idle[i] = nil
+    end
+  end
+end
+
+--- green.http.Client{max_per_host = 10, idle_timeout = 60}.
+function M.Client(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'Client' (table expected)", 2)
+  end
+  opts = opts or {}
+  local mph = opts.max_per_host or 10
+  local idle = opts.idle_timeout or 60
+  if math.type(mph) ~= "integer" or mph < 1 then
+    error("bad argument #1 to 'Client' (max_per_host: positive integer "
+          .. "expected)", 2)
+  end
+  if type(idle) ~= "number" or idle < 0 then
+    error("bad argument #1 to 'Client' (idle_timeout: non-negative "
+          .. "number expected)", 2)
+  end
+  return setmetatable({ max_per_host = mph, idle_timeout = idle,
+                        pools = {} }, Client)
+end
+
+local default
+local function default_client()
+  default = default or M.Client()
+  return default
+end
+
+function M.request(o)
+  return default_client():request(o)
+end
+
+function M.get(url, headers)
+  return default_client():get(url, headers)
+end
+
+function M.post(url, body, headers)
+  return default_client():post(url, body, headers)
+end
+
+return M

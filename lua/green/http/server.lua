@@ -1,0 +1,427 @@
+--- green.http.serve: an HTTP/1.1 server over green sockets. The heads and
+-- bodies are parsed in C by libhttp-parser straight from the socket's
+-- read buffer (bindings/http.c); this file is the protocol logic: one
+-- green thread per connection (green.serve's accept model), keep-alive,
+-- pipelining, request bodies, 100-continue, responses, limits, graceful
+-- stop. See docs/internals.md ("green.http").
+-- @module green.http.server
+
+local core = require "green.core"
+local common = require "green.http.common"
+local serve_mod = require "green.serve"
+
+local http_parser, http_head, http_body, http_state, http_setmaxbody,
+      http_response = core.http_parser, core.http_head, core.http_body,
+  core.http_state, core.http_setmaxbody, core.http_response
+local getcurrent = core.getcurrent
+local status_line, date_line = common.status_line, common.date_line
+local Headers = common.Headers
+local StopServe = serve_mod.StopServe
+
+local concat, type, pairs, tostring, error, xpcall, pcall, rawget =
+  table.concat, type, pairs, tostring, error, xpcall, pcall, rawget
+local traceback, format, lower = debug.traceback, string.format, string.lower
+local math_type = math.type
+
+local M = {}
+
+local DEFAULTS = {
+  concurrency = 1000,
+  max_header_size = 8192,
+  max_headers = 100,
+  max_body_size = 1 << 20,
+  header_timeout = 10,
+  keepalive_timeout = 60,
+  body_timeout = 60,
+  send_timeout = 60,
+  graceful_timeout = 30,
+}
+
+-- Options passed through to green.serve's prefork master.
+local PREFORK = { workers = true, worker_timeout = true,
+                  on_worker_start = true, on_worker_exit = true }
+
+-- Responses batched for pipelined requests are sent once they reach this
+-- many bytes, or when no further request is buffered.
+local FLUSH_AT = 64 * 1024
+-- A request body the handler left unread is read and dropped, up to
+-- this much; beyond it the connection is closed instead.
+local DRAIN_MAX = 64 * 1024
+
+local Request = {}
+Request.__index = Request
+Request.__name = "green.http.Request"
+
+--- Error bodies the server writes itself.
+local function simple(status, keep)
+  local body = status .. " " .. (common.REASONS[status] or "Error") .. "\n"
+  return concat {
+    status_line(status), date_line(),
+    "Content-Type: text/plain\r\nContent-Length: ", #body, "\r\n",
+    keep and "" or "Connection: close\r\n", "\r\n", body }
+end
+
+-- Send what pipelined responses wait in conn.out.
+local function flush(c)
+  local n = c.nout
+  if n == 0 then return true end
+  local data = n == 1 and c.out[1] or concat(c.out, "", 1, n)
+  c.nout, c.outbytes = 0, 0
+  for i = 1, n do c.out[i] = nil end
+  local ok, err = c.sock:sendall(data)
+  if not ok then c.broken = err return false end
+  return true
+end
+
+local function queue(c, data)
+  local n = c.nout + 1
+  c.out[n] = data
+  c.nout = n
+  c.outbytes = c.outbytes + #data
+  if c.outbytes >= FLUSH_AT then return flush(c) end
+  return true
+end
+
+-- {=== request bodies
+
+-- Before the first read of a body that the client announced with
+-- "Expect: 100-continue", tell it to go on.
+local function continue(c)
+  if c.expect then
+    c.expect = false
+    if not flush(c) then return false end
+    local ok, err = c.sock:sendall("HTTP/1.1 100 Continue\r\n\r\n")
+    if not ok then c.broken = err return false end
+  end
+  return true
+end
+
+-- A failed body read: remember what the request deserves (the response
+-- becomes that status) and translate it for the handler.
+local BODY_ERRORS = { [400] = "bad request", [413] = "too large" }
+local function body_failed(c, err)
+  if type(err) == "number" then
+    c.failed = err
+    return nil, BODY_ERRORS[err] or "bad request"
+  end
+  if err == "timeout" then c.failed = 408 end
+  c.broken = c.broken or err
+  return nil, err
+end
+
+--- The next piece of the request body, or nil at its end, or nil, err.
+local function next_piece(req)
+  local c = req.conn
+  if c.req ~= req then
+    error("green.http: this request's connection has moved on", 3)
+  end
+  if c.bodykind == 0 then return nil end
+  if not continue(c) then return nil, c.broken end
+  local piece, err = http_body(c.sock, c.parser, c.o.body_timeout)
+  if piece then return piece end
+  if piece == false then
+    c.bodykind = 0
+    return nil
+  end
+  return body_failed(c, err)
+end
+
+--- req:body([max]): the whole request body (chunked decoded) as a
+-- string ("" if none), or nil, err ("too large" beyond max, which
+-- defaults to the server's max_body_size; "bad request", "timeout",
+-- "closed").
+function Request:body(max)
+  local c = self.conn
+  if c.bodytext and c.req == self then return c.bodytext end
+  if max ~= nil then
+    if type(max) ~= "number" or max < 0 then
+      error("bad argument #1 to 'body' (non-negative number expected)", 2)
+    end
+    if c.bodykind > max then
+      c.failed = 413
+      return nil, "too large"
+    end
+    local _, sofar = http_state(c.parser)
+    if sofar > max then return nil, "too large" end
+    http_setmaxbody(c.parser, max)
+  end
+  local parts, n = {}, 0
+  while true do
+    local piece, err = next_piece(self)
+    if not piece then
+      if err then return nil, err end
+      break
+    end
+    n = n + 1
+    parts[n] = piece
+  end
+  local text = n == 1 and parts[1] or concat(parts, "", 1, n)
+  c.bodytext = text
+  return text
+end
+
+--- req:body_reader(): an iterator over the pieces of the request body,
+-- as they come (for piece in req:body_reader() do ... end); it returns
+-- nil, err on failure.
+function Request:body_reader()
+  return next_piece, self
+end
+
+--- req:upgrade_websocket([protocols], [opts]): switch this connection to
+-- the WebSocket protocol (see green.http.websocket).
+function Request:upgrade_websocket(protocols, opts)
+  return require("green.http.ws").accept(self, protocols, opts)
+end
+
+-- }===
+
+-- {=== responses
+
+-- Write the handler's response (its head laid out in C, with a string
+-- body in the same string: bindings/http.c, http_response). Returns keep
+-- (the connection goes on) or false.
+local function respond(c, req, status, hs, body, keep)
+  local data, stream, clen
+  data, keep, stream, clen = http_response(status, hs, body,
+    req.method == "HEAD", req.version, keep, date_line())
+  if not stream then
+    if not queue(c, data) then return false end
+    return keep
+  end
+  -- Streamed: flush what waits, then the head and each chunk as it
+  -- comes. An error in the iterator ends the connection (the client sees
+  -- a truncated body: the status is out already).
+  if not flush(c) then return false end
+  local sock = c.sock
+  c.started = true -- from here on, an error can only cut the body short
+  local ok, err = sock:sendall(data)
+  if not ok then c.broken = err return false end
+  local want = stream == "length" and clen or nil
+  local sent = 0
+  while true do
+    local chunk = body()
+    if chunk == nil then break end
+    if type(chunk) ~= "string" then
+      error("green.http: the body iterator must yield strings, not "
+            .. type(chunk), 0)
+    end
+    if #chunk > 0 then
+      sent = sent + #chunk
+      if want and sent > want then
+        error("green.http: the body iterator gave more than its "
+              .. "Content-Length", 0)
+      end
+      if stream == "chunked" then
+        ok, err = sock:sendall(format("%x\r\n", #chunk) .. chunk .. "\r\n")
+      else
+        ok, err = sock:sendall(chunk)
+      end
+      if not ok then c.broken = err return false end
+    end
+  end
+  if want and sent ~= want then
+    error("green.http: the body iterator gave less than its "
+          .. "Content-Length", 0)
+  end
+  if stream == "chunked" then
+    ok, err = sock:sendall("0\r\n\r\n")
+    if not ok then c.broken = err return false end
+  end
+  return keep
+end
+
+-- }===
+
+-- The handler's error, with its traceback for the report.
+local function catch(err)
+  if err == StopServe or err == core.GreenletExit then return err end
+  return { err = err, traceback = traceback("", 2) }
+end
+
+-- Read and drop the rest of a body the handler did not read; false if
+-- the connection cannot go on.
+local function drain(c, req)
+  if c.bodykind == 0 then return true end
+  if c.expect then return false end -- never told to send it
+  if c.bodykind > DRAIN_MAX then return false end
+  http_setmaxbody(c.parser, DRAIN_MAX)
+  while true do
+    local piece = next_piece(req)
+    if not piece then return c.bodykind == 0 end
+  end
+end
+
+-- One connection: requests until it closes, fails, or the server stops.
+local function connection(srv, sock, addr)
+  local o, handler = srv.o, srv.handler
+  local parser = http_parser("request", o.max_header_size, o.max_headers,
+                             o.max_body_size, Request, Headers)
+  local c = {
+    sock = sock, parser = parser, o = o, out = {}, nout = 0, outbytes = 0,
+    parts = {}, bodykind = 0, expect = false, req = false, failed = false,
+    broken = false, bodytext = false, idle = false, started = false,
+    thread = getcurrent(),
+  }
+  srv.conns[c] = true
+  sock:settimeout(o.send_timeout)
+  local log = o.log
+  while true do
+    local req, kind, keep = http_head(sock, parser, false)
+    if req == false then
+      if not flush(c) then break end
+      if srv.stopping then break end
+      c.idle = true
+      req, kind, keep = http_head(sock, parser, true, o.keepalive_timeout,
+                                  o.header_timeout)
+      c.idle = false
+    end
+    if not req then
+      if math_type(kind) == "integer" then
+        queue(c, simple(kind, false))
+        if log then log({ remote_addr = addr }, kind) end
+      elseif kind == "timeout" and keep then -- a head had begun
+        queue(c, simple(408, false))
+        if log then log({ remote_addr = addr }, 408) end
+      end
+      break
+    end
+    req.remote_addr = addr
+    req.conn = c
+    c.req, c.bodykind, c.failed, c.bodytext = req, kind, false, false
+    c.started = false
+    local version = req.version
+    c.expect = false
+    local expect = rawget(req.headers, "expect")
+    local status, hs, body
+    if version ~= "1.1" and version ~= "1.0" then
+      status, keep = 505, false
+    elseif kind > o.max_body_size then
+      status, keep = 413, false
+    elseif expect then
+      if version == "1.1" and type(expect) == "string"
+         and lower(expect) == "100-continue" then
+        c.expect = true
+      else
+        status, keep = 417, false
+      end
+    end
+    if status then
+      queue(c, simple(status, false))
+      if log then log(req, status) end
+      break
+    end
+    if srv.stopping then keep = false end
+    local ok
+    ok, status, hs, body = xpcall(handler, catch, req)
+    if c.upgraded then break end -- a WebSocket owns the socket now
+    if not ok then
+      local e = status
+      if e == StopServe or e == core.GreenletExit then
+        flush(c)
+        error(e, 0)
+      end
+      core.report(getcurrent(), e.err, e.traceback, "http")
+      status, keep = 500, false
+      queue(c, simple(500, false))
+    elseif c.failed then -- the request was at fault (body too large, ...)
+      status = c.failed
+      keep = false
+      queue(c, simple(status, false))
+    else
+      if srv.stopping then keep = false end -- stopped while it ran
+      local rok, r = pcall(respond, c, req, status, hs, body, keep)
+      if rok then
+        keep = r
+      else
+        core.report(getcurrent(), r, nil, "http")
+        status, keep = 500, false
+        if not c.started and not c.broken then
+          queue(c, simple(500, false))
+        end
+      end
+    end
+    if log then log(req, status) end
+    if keep and (srv.stopping or not drain(c, req)) then keep = false end
+    if not keep or c.broken then break end
+    c.req = false
+  end
+  flush(c)
+  srv.conns[c] = nil
+  if srv.stopping and next(srv.conns) == nil and srv.drained then
+    core.wake(srv.drained)
+  end
+end
+
+--- green.http.serve(server, handler, [opts]): see docs/api.md.
+function M.serve(server, handler, opts)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'serve' (function expected)", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'serve' (table expected)", 2)
+  end
+  local o = {}
+  for k, v in pairs(DEFAULTS) do o[k] = v end
+  for k, v in pairs(opts or {}) do
+    if DEFAULTS[k] == nil and k ~= "log" and not PREFORK[k] then
+      error(format("bad argument #3 to 'serve' (unknown option '%s')",
+                   tostring(k)), 2)
+    end
+    o[k] = v
+  end
+  if o.log ~= nil and type(o.log) ~= "function" then
+    error("bad argument #3 to 'serve' (opts.log: function expected)", 2)
+  end
+  for k in pairs(DEFAULTS) do
+    if type(o[k]) ~= "number" or o[k] ~= o[k] or o[k] <= 0 then
+      error(format("bad argument #3 to 'serve' (opts.%s: positive number "
+                   .. "expected)", k), 2)
+    end
+  end
+  for _, k in ipairs { "concurrency", "max_header_size", "max_headers" } do
+    if math_type(o[k]) ~= "integer" then
+      error(format("bad argument #3 to 'serve' (opts.%s: integer "
+                   .. "expected)", k), 2)
+    end
+  end
+  local srv = { o = o, handler = handler, conns = {}, stopping = false }
+  local function conn(sock, addr)
+    return connection(srv, sock, addr)
+  end
+  -- green.serve's accept loop; with opts.workers, its prefork machinery
+  -- takes the same options table.
+  local accept_opts = o.concurrency
+  if o.workers ~= nil then
+    accept_opts = { concurrency = o.concurrency,
+                    graceful_timeout = o.graceful_timeout }
+    for k in pairs(PREFORK) do accept_opts[k] = o[k] end
+  end
+  local ok, r1, r2 = pcall(serve_mod.serve, server, conn, accept_opts)
+  -- Graceful stop: no more accepting; idle keep-alive connections close
+  -- now, busy ones after their current response; those still running
+  -- after graceful_timeout are killed.
+  srv.stopping = true
+  for c in pairs(srv.conns) do
+    if c.idle then c.sock:close() end
+  end
+  if next(srv.conns) ~= nil then
+    srv.drained = getcurrent()
+    local t = core.Timeout(o.graceful_timeout)
+    local waited, err = pcall(core.suspend, "green.http.serve (draining)")
+    t:cancel()
+    srv.drained = nil
+    if not waited then -- graceful_timeout, or the caller was killed
+      for c in pairs(srv.conns) do
+        if not c.thread:dead() then c.thread:kill() end
+      end
+      if err ~= t then error(err, 0) end
+    end
+  end
+  if not ok then error(r1, 0) end
+  return r1, r2
+end
+
+M.Request = Request
+M.DEFAULTS = DEFAULTS
+
+return M

@@ -1,0 +1,729 @@
+-- green.http.serve (issue 12): the server against real clients (curl,
+-- Python's http.client and requests, socket.http under green.patch(),
+-- wrk) and against hostile input (limits, smuggling, slowloris, fuzz).
+local green = require "green"
+local h = require "helper"
+
+local function listen()
+  local srv = assert(green.listen("127.0.0.1", 0))
+  local _, port = srv:getsockname()
+  return srv, port
+end
+
+local function quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function slurp(p)
+  local f = io.open(p, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Run a shell command in the background (the hub goes on serving) and
+-- return a function that waits for it: stdout, stderr, exit code. Runs
+-- without the ASan preload (the tools are not sanitized) and under
+-- `timeout`.
+local function bg(cmd, limit)
+  limit = limit or 60
+  local base = os.tmpname()
+  os.execute(("(env -u LD_PRELOAD timeout -k 5 %d sh -c %s >%s.out "
+              .. "2>%s.err </dev/null; echo $? >%s.rc) >/dev/null 2>&1 &")
+             :format(limit, quote(cmd), base, base, base))
+  return function()
+    local rc = h.eventually(function()
+      local s = slurp(base .. ".rc")
+      return s and s:match("%d+")
+    end, limit + 15, cmd)
+    local out, err = slurp(base .. ".out"), slurp(base .. ".err")
+    for _, x in ipairs { "", ".out", ".err", ".rc" } do os.remove(base .. x) end
+    return out, err, tonumber(rc)
+  end
+end
+
+local function tool(name)
+  return os.execute("command -v " .. name .. " >/dev/null 2>&1")
+end
+
+-- A raw exchange: send `data`, read until the server closes (or `n`
+-- bytes); the server's answer.
+local function raw(port, data, opts)
+  opts = opts or {}
+  local c = assert(green.connect("127.0.0.1", port))
+  c:settimeout(opts.timeout or 20)
+  if data then assert(c:send(data)) end
+  local got, err, partial = c:receive(opts.n or "*a")
+  c:close()
+  return got or partial, err
+end
+
+local function status_of(resp)
+  return tonumber(resp:match("^HTTP/1%.1 (%d%d%d) "))
+end
+
+-- Serve `handler` in a thread; returns the port, a stop function (which
+-- closes the listener and waits for serve to return) and the thread.
+local function start(handler, opts)
+  local srv, port = listen()
+  local gt = green.spawn(green.http.serve, srv, handler, opts)
+  return port, function()
+    srv:close()
+    return gt:wait()
+  end, gt
+end
+
+local function hello(req)
+  return 200, { ["Content-Type"] = "text/plain" },
+    "hello " .. req.method .. " " .. req.path
+end
+
+-- Capture what the error reporter receives while `fn` runs.
+local function reported(fn)
+  local seen = {}
+  local old = green.on_error(function(gt, err, tb, what)
+    seen[#seen + 1] = { gt = gt, err = err, tb = tb, what = what }
+  end)
+  local ok, e = pcall(fn, seen)
+  green.on_error(old)
+  if not ok then error(e, 0) end
+  return seen
+end
+
+describe("green.http.serve", function()
+  it("parses the request and answers with the handler's response",
+     function()
+    green_run(function()
+      local port, stop = start(function(req)
+        assert.are.equal("GET", req.method)
+        assert.are.equal("/a/b", req.path)
+        assert.are.equal("x=1&y=2", req.query)
+        assert.are.equal("1.1", req.version)
+        assert.are.equal("v1", req.headers["X-Thing"])
+        assert.are.equal("v1", req.headers["x-thing"])
+        assert.are.same({ "a", "b" }, req.headers["x-rep"])
+        assert.matches("^127%.0%.0%.1:%d+$", req.remote_addr)
+        assert.are.equal("", req:body())
+        return 201, { ["X-Out"] = { "1", "2" }, ["Content-Type"] = "t/p" },
+          "made"
+      end)
+      local r = raw(port, "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: h\r\n"
+        .. "X-Thing: v1\r\nX-Rep: a\r\nx-rep: b\r\nConnection: close\r\n\r\n")
+      assert.are.equal(201, status_of(r))
+      assert.matches("\r\nX%-Out: 1\r\nX%-Out: 2\r\n", r)
+      assert.matches("\r\nDate: %a%a%a, %d%d %a%a%a %d%d%d%d "
+                     .. "%d%d:%d%d:%d%d GMT\r\n", r)
+      assert.matches("\r\nContent%-Length: 4\r\n", r)
+      assert.matches("\r\nConnection: close\r\n", r)
+      assert.matches("\r\n\r\nmade$", r)
+      stop()
+    end)
+  end)
+
+  it("keeps connections alive and answers pipelined requests in order",
+     function()
+    green_run(function()
+      local port, stop = start(hello)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(20)
+      local reqs = {}
+      for i = 1, 3 do
+        reqs[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: h\r\n\r\n"
+      end
+      assert(c:send(table.concat(reqs)))
+      for i = 1, 3 do
+        assert.are.equal("HTTP/1.1 200 OK", c:receive())
+        repeat local l = assert(c:receive()) until l == ""
+        assert.are.equal("hello GET /" .. i, c:receive(#("hello GET /" .. i)))
+      end
+      -- HTTP/1.0 without keep-alive closes after the answer
+      assert(c:send("GET /x HTTP/1.0\r\n\r\n"))
+      local rest = c:receive("*a")
+      assert.matches("Connection: close", rest)
+      assert.matches("hello GET /x$", rest)
+      c:close()
+      stop()
+    end)
+  end)
+
+  it("answers 10,000 pipelined requests sent in one write, in order",
+     function()
+    green_run(function()
+      local n = 10000
+      local port, stop = start(function(req)
+        return 200, nil, req.path
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(30)
+      local reqs = {}
+      for i = 1, n do reqs[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      local writer = green.spawn(c.send, c, table.concat(reqs))
+      local seen = 0
+      for i = 1, n do
+        assert.are.equal("HTTP/1.1 200 OK", c:receive())
+        local len
+        repeat
+          local l = assert(c:receive())
+          len = len or tonumber(l:match("^Content%-Length: (%d+)"))
+        until l == ""
+        assert.are.equal("/" .. i, c:receive(len))
+        seen = i
+      end
+      assert.are.equal(n, seen)
+      writer:wait()
+      c:close()
+      stop()
+    end)
+  end)
+
+  it("serves HEAD without a body and 204 without a length", function()
+    green_run(function()
+      local port, stop = start(function(req)
+        if req.path == "/none" then return 204, nil, nil end
+        return 200, nil, "twelve bytes"
+      end)
+      local r = raw(port, "HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      assert.matches("Content%-Length: 12\r\n", r)
+      assert.matches("\r\n\r\n$", r)
+      r = raw(port, "GET /none HTTP/1.1\r\nConnection: close\r\n\r\n")
+      assert.are.equal(204, status_of(r))
+      assert.is_nil(r:match("Content%-Length"))
+      stop()
+    end)
+  end)
+
+  it("streams an iterator body chunked (and until close on HTTP/1.0)",
+     function()
+    green_run(function()
+      local port, stop = start(function()
+        local i = 0
+        return 200, nil, function()
+          i = i + 1
+          if i <= 3 then return ("part%d;"):format(i) end
+        end
+      end)
+      local r = raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      assert.matches("Transfer%-Encoding: chunked\r\n", r)
+      assert.matches("\r\n\r\n6\r\npart1;\r\n6\r\npart2;\r\n6\r\npart3;\r\n"
+                     .. "0\r\n\r\n$", r)
+      r = raw(port, "GET / HTTP/1.0\r\n\r\n")
+      assert.is_nil(r:match("chunked"))
+      assert.matches("\r\n\r\npart1;part2;part3;$", r)
+      stop()
+    end)
+  end)
+
+  it("reads chunked and length request bodies, whole or as a stream",
+     function()
+    green_run(function()
+      local port, stop = start(function(req)
+        if req.path == "/stream" then
+          local parts = {}
+          for piece in req:body_reader() do parts[#parts + 1] = piece end
+          return 200, nil, table.concat(parts)
+        end
+        return 200, nil, "[" .. req:body() .. "]"
+      end)
+      local r = raw(port, "POST / HTTP/1.1\r\nContent-Length: 5\r\n"
+        .. "Connection: close\r\n\r\nhello")
+      assert.matches("\r\n\r\n%[hello%]$", r)
+      r = raw(port, "POST /stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+        .. "Connection: close\r\n\r\n3\r\nabc\r\n10\r\n0123456789abcdef\r\n"
+        .. "0\r\n\r\n")
+      assert.matches("\r\n\r\nabc0123456789abcdef$", r)
+      stop()
+    end)
+  end)
+
+  it("drains a body the handler did not read before the next request",
+     function()
+    green_run(function()
+      local port, stop = start(hello)
+      local r = raw(port, "POST /1 HTTP/1.1\r\nContent-Length: 4\r\n\r\nxxxx"
+        .. "GET /2 HTTP/1.1\r\nConnection: close\r\n\r\n")
+      assert.matches("hello POST /1.*hello GET /2$", r)
+      stop()
+    end)
+  end)
+
+  describe("limits", function()
+    local function check(opts, request, want, handler)
+      green_run(function()
+        local called = false
+        local port, stop = start(handler or function(req)
+          called = true
+          local _, err = req:body()
+          return 200, nil, tostring(err)
+        end, opts)
+        local r = raw(port, request)
+        assert.are.equal(want, status_of(r), r)
+        assert.matches("Connection: close", r)
+        if want ~= 413 then assert.is_false(called) end
+        stop()
+      end)
+    end
+
+    it("431 for a head larger than max_header_size", function()
+      check({ max_header_size = 1024 }, "GET / HTTP/1.1\r\nX: "
+            .. ("a"):rep(2000) .. "\r\n\r\n", 431)
+    end)
+    it("414 for a request line larger than max_header_size", function()
+      check({ max_header_size = 1024 }, "GET /" .. ("a"):rep(3000)
+            .. " HTTP/1.1\r\n\r\n", 414)
+    end)
+    it("431 for too many header lines", function()
+      check({ max_headers = 10 },
+            "GET / HTTP/1.1\r\n" .. ("X: y\r\n"):rep(11) .. "\r\n", 431)
+    end)
+    it("413 for a Content-Length beyond max_body_size, unread", function()
+      check({ max_body_size = 100 }, "POST / HTTP/1.1\r\nContent-Length: "
+            .. "101\r\n\r\n", 413)
+    end)
+    it("413 for a chunked body that grows beyond max_body_size", function()
+      check({ max_body_size = 100 }, "POST / HTTP/1.1\r\nTransfer-Encoding: "
+            .. "chunked\r\n\r\n" .. ("32\r\n" .. ("z"):rep(50) .. "\r\n"):rep(3)
+            .. "0\r\n\r\n", 413)
+    end)
+    it("400 for malformed requests and smuggling attempts", function()
+      for _, bad in ipairs {
+        "GARBAGE\r\n\r\n",
+        "GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked"
+          .. "\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+          .. "abcd",
+        "POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+          .. "fffffffffffffffffffff\r\nx\r\n",
+        "GET / HTTP/1.1\r\nX-A: a\0b\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        "GET /\0 HTTP/1.1\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+      } do
+        green_run(function()
+          local port, stop = start(function(req)
+            local b, err = req:body()
+            return 200, nil, tostring(b or err)
+          end)
+          local r = raw(port, bad)
+          assert.are.equal(400, status_of(r), bad)
+          stop()
+        end)
+      end
+    end)
+
+    it("408 for a client that sends its head too slowly (slowloris)",
+       function()
+      green_run(function()
+        local port, stop = start(hello, { header_timeout = 0.2 })
+        local c = assert(green.connect("127.0.0.1", port))
+        c:settimeout(20)
+        assert(c:send("GET / HTTP/1.1\r\n"))
+        for _ = 1, 3 do -- a header line now and then: still 408 in time
+          green.sleep(0.1)
+          c:send("X: y\r\n")
+        end
+        local r = c:receive("*a")
+        assert.are.equal(408, status_of(r))
+        c:close()
+        stop()
+      end)
+    end)
+
+    it("closes an idle keep-alive connection without a response", function()
+      green_run(function()
+        local port, stop = start(hello, { keepalive_timeout = 0.1 })
+        local c = assert(green.connect("127.0.0.1", port))
+        c:settimeout(20)
+        assert.are.same({ nil, "closed", "" }, { c:receive("*a") })
+        c:close()
+        stop()
+      end)
+    end)
+
+    it("times out a stalled body read (408) and a stalled reader", function()
+      green_run(function()
+        local port, stop = start(function(req)
+          local b, err = req:body()
+          return 200, nil, b or err
+        end, { body_timeout = 0.1 })
+        local r = raw(port, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n"
+                      .. "abc")
+        assert.are.equal(408, status_of(r))
+        stop()
+      end)
+      green_run(function()
+        local ended = green.Event()
+        local big = ("x"):rep(8 << 20)
+        local port, stop = start(function() return 200, nil, big end,
+          { send_timeout = 0.2, log = function(_, status)
+              ended:send(status) end })
+        local c = assert(green.connect("127.0.0.1", port))
+        c:send("GET / HTTP/1.1\r\n\r\n") -- and never read
+        assert.are.equal(200, ended:wait(20))
+        c:close()
+        stop()
+      end)
+    end)
+  end)
+
+  it("answers 100 Continue before reading an expected body", function()
+    green_run(function()
+      local port, stop = start(function(req)
+        return 200, nil, "got " .. req:body()
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(20)
+      c:send("POST / HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue"
+             .. "\r\nConnection: close\r\n\r\n")
+      assert.are.equal("HTTP/1.1 100 Continue", c:receive())
+      assert.are.equal("", c:receive())
+      c:send("data")
+      local r = c:receive("*a")
+      assert.matches("^HTTP/1%.1 200 OK.*got data$", r)
+      c:close()
+      -- an expectation we do not know: 417
+      r = raw(port, "POST / HTTP/1.1\r\nExpect: teapot\r\nContent-Length: 1"
+              .. "\r\n\r\nx")
+      assert.are.equal(417, status_of(r))
+      stop()
+    end)
+  end)
+
+  it("answers 500 for a handler error, reported, and goes on serving",
+     function()
+    green_run(function()
+      local seen = reported(function()
+        local port, stop = start(function(req)
+          if req.path == "/boom" then error("kaboom") end
+          if req.path == "/mid" then
+            local n = 0
+            return 200, nil, function()
+              n = n + 1
+              if n == 1 then return "first;" end
+              error("broke mid-stream")
+            end
+          end
+          return 200, nil, "fine"
+        end)
+        local r = raw(port, "GET /boom HTTP/1.1\r\n\r\n")
+        assert.are.equal(500, status_of(r))
+        assert.is_nil(r:find("kaboom")) -- no traceback to the client
+        r = raw(port, "GET /mid HTTP/1.1\r\n\r\n")
+        assert.are.equal(200, status_of(r))
+        assert.matches("first;\r\n$", r) -- truncated: no last chunk
+        r = raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert.matches("fine$", r)
+        stop()
+      end)
+      assert.are.equal(2, #seen)
+      assert.matches("kaboom", tostring(seen[1].err))
+      assert.matches("stack traceback", seen[1].tb)
+      assert.are.equal("http", seen[1].what)
+      assert.matches("broke mid%-stream", tostring(seen[2].err))
+    end)
+  end)
+
+  it("survives a client that disconnects mid-response", function()
+    green_run(function()
+      local done = green.Event()
+      local port, stop = start(function(req)
+        if req.path == "/big" then
+          local n = 0
+          return 200, nil, function()
+            n = n + 1
+            if n > 2000 then done:send(n) return nil end
+            return ("y"):rep(16384)
+          end
+        end
+        return 200, nil, "still here"
+      end, { log = function(req, status)
+        if req.path == "/big" and not done:ready() then done:send(status) end
+      end })
+      local c = assert(green.connect("127.0.0.1", port))
+      c:send("GET /big HTTP/1.1\r\n\r\n")
+      assert(c:receive(100000))
+      c:close()
+      done:wait(30)
+      local r = raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      assert.matches("still here$", r)
+      stop()
+    end)
+  end)
+
+  it("stops gracefully: idle connections close, in-flight ones finish",
+     function()
+    green_run(function()
+      local entered, release = green.Event(), green.Event()
+      local port, stop, gt = start(function(req)
+        if req.path == "/slow" then
+          entered:send()
+          release:wait()
+        end
+        return 200, nil, "done " .. req.path
+      end)
+      local idle = assert(green.connect("127.0.0.1", port))
+      idle:settimeout(20)
+      idle:send("GET /1 HTTP/1.1\r\n\r\n")
+      assert.are.equal("HTTP/1.1 200 OK", idle:receive())
+      repeat local l = idle:receive() until l == ""
+      idle:receive(#"done /1")
+      local busy = assert(green.connect("127.0.0.1", port))
+      busy:settimeout(20)
+      busy:send("GET /slow HTTP/1.1\r\n\r\n")
+      entered:wait()
+      local stopper = green.spawn(stop)
+      -- the idle keep-alive connection is closed at once
+      assert.are.same({ nil, "closed", "" }, { idle:receive("*a") })
+      assert.is_false(gt:dead())
+      release:send()
+      local r = busy:receive("*a")
+      assert.matches("Connection: close.*done /slow$", r)
+      assert.are.same({ nil, "closed" }, { stopper:wait() })
+      idle:close()
+      busy:close()
+    end)
+  end)
+
+  it("calls opts.log for each request", function()
+    green_run(function()
+      local log = {}
+      local port, stop = start(hello, { log = function(req, status)
+        log[#log + 1] = req.method .. " " .. req.path .. " " .. status
+      end })
+      raw(port, "GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 0"
+          .. "\r\nConnection: close\r\n\r\n")
+      assert.are.same({ "GET /a 200", "POST /b 200" }, log)
+      stop()
+    end)
+  end)
+
+  it("refuses bad arguments and options", function()
+    green_run(function()
+      local srv = listen()
+      assert.has_error(function() green.http.serve(srv, 1) end,
+        "bad argument #2 to 'serve' (function expected)")
+      assert.has_error(function()
+        green.http.serve(srv, hello, { bogus = 1 })
+      end,
+        "bad argument #3 to 'serve' (unknown option 'bogus')")
+      assert.has_error(function()
+        green.http.serve(srv, hello, { max_body_size = -1 })
+      end, "bad argument #3 to 'serve' (opts.max_body_size: positive "
+           .. "number expected)")
+      srv:close()
+    end)
+  end)
+
+  it("answers 500 (reported) for a bad response from the handler",
+     function()
+    green_run(function()
+      local seen = reported(function()
+        local port, stop = start(function(req)
+          if req.path == "/split" then
+            return 200, { ["X-Evil"] = "a\r\nSet-Cookie: pwned" }, "x"
+          elseif req.path == "/status" then
+            return "200", nil, "x"
+          end
+          return 200, nil, {}
+        end)
+        for _, path in ipairs { "/split", "/status", "/body" } do
+          local r = raw(port, "GET " .. path .. " HTTP/1.1\r\n\r\n")
+          assert.are.equal(500, status_of(r))
+          assert.is_nil(r:find("pwned"))
+        end
+        stop()
+      end)
+      assert.are.equal(3, #seen)
+      assert.matches("CR, LF or NUL", tostring(seen[1].err))
+      assert.matches("status", tostring(seen[2].err))
+      assert.matches("body must be", tostring(seen[3].err))
+    end)
+  end)
+
+  it("never crashes on random and mutated requests (bounded fuzz)",
+     function()
+    green_run(function()
+      local port, stop = start(function(req)
+        local b = req:body()
+        return 200, nil, b
+      end, { max_header_size = 2048, max_body_size = 4096,
+             header_timeout = 0.5, body_timeout = 0.5,
+             keepalive_timeout = 0.5 })
+      local seeds = {
+        "GET /a?b=c HTTP/1.1\r\nHost: x\r\nX: y\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+          .. "0\r\n\r\n",
+      }
+      local alphabet = "\0\r\n :;/?#%-0123456789abcdefABCDEF\t\255GETPOST"
+      math.randomseed(12)
+      local allowed = { [200] = true, [400] = true, [413] = true,
+                        [414] = true, [431] = true, [408] = true,
+                        [505] = true, [417] = true }
+      for i = 1, 300 do
+        local s
+        if i % 3 == 0 then -- random bytes
+          local t = {}
+          for k = 1, math.random(1, 200) do
+            local j = math.random(#alphabet)
+            t[k] = alphabet:sub(j, j)
+          end
+          s = table.concat(t)
+        else -- a valid request with a few bytes changed, cut or repeated
+          s = seeds[math.random(#seeds)]
+          for _ = 1, math.random(1, 4) do
+            local p = math.random(#s)
+            local j = math.random(#alphabet)
+            local op = math.random(3)
+            if op == 1 then
+              s = s:sub(1, p - 1) .. alphabet:sub(j, j) .. s:sub(p + 1)
+            elseif op == 2 then
+              s = s:sub(1, p) .. s:sub(p, p):rep(math.random(1, 50))
+                .. s:sub(p + 1)
+            else
+              s = s:sub(1, p)
+            end
+          end
+        end
+        local r = raw(port, s)
+        if r ~= "" then
+          for st in r:gmatch("HTTP/1%.1 (%d%d%d) ") do
+            assert.is_true(allowed[tonumber(st)] or false,
+                           ("status %s for %q"):format(st, s))
+          end
+          assert.matches("^HTTP/1%.1 %d%d%d ", r, nil, s)
+        end
+      end
+      -- still serving
+      assert.matches("hello$", raw(port, "POST / HTTP/1.1\r\nContent-Length:"
+                                    .. " 5\r\nConnection: close\r\n\r\nhello"))
+      stop()
+    end)
+  end)
+
+  describe("with real clients", function()
+    it("curl: keep-alive, chunked upload, Expect: 100-continue, HEAD",
+       function()
+      if not tool("curl") then pending("curl is not installed") return end
+      green_run(function()
+        local conns = {}
+        local port, stop = start(function(req)
+          local body = req:body()
+          return 200, { ["Content-Type"] = "text/plain" },
+            ("%s %s %d %s\n"):format(req.method, req.path, #body,
+                                     body:sub(1, 8))
+        end, { log = function(req) conns[req.remote_addr] = true end })
+        local url = "http://127.0.0.1:" .. port
+        local file = os.tmpname()
+        local f = assert(io.open(file, "w"))
+        f:write(("0123456789"):rep(5000))
+        f:close()
+        local out, err, rc =
+          bg(("curl -sS -v %s/one %s/two"):format(url, url))()
+        assert.are.equal(0, rc, err)
+        assert.are.equal("GET /one 0 \nGET /two 0 \n", out)
+        assert.matches("Re%-using existing connection", err)
+        local n = 0
+        for _ in pairs(conns) do n = n + 1 end
+        assert.are.equal(1, n)
+        out, err, rc = bg(("curl -sS -v -H 'Transfer-Encoding: chunked' "
+          .. "--data-binary @%s %s/up"):format(file, url))()
+        assert.are.equal(0, rc, err)
+        assert.are.equal("POST /up 50000 01234567\n", out)
+        out, err, rc = bg(("curl -sS -v -H 'Expect: 100-continue' "
+          .. "--data-binary @%s %s/exp"):format(file, url))()
+        assert.are.equal(0, rc, err)
+        assert.matches("HTTP/1.1 100 Continue", err)
+        assert.are.equal("POST /exp 50000 01234567\n", out)
+        out, err, rc = bg(("curl -sS -I %s/head"):format(url))()
+        assert.are.equal(0, rc, err)
+        assert.matches("^HTTP/1.1 200 OK\r\n", out)
+        assert.matches("Content%-Length: " .. #"HEAD /head 0 \n" .. "\r\n", out)
+        os.remove(file)
+        stop()
+      end)
+    end)
+
+    it("Python http.client and requests", function()
+      if not tool("/usr/bin/python3") or not os.execute(
+          "env -u LD_PRELOAD /usr/bin/python3 -c 'import requests' "
+          .. "2>/dev/null") then
+        pending("python3-requests is not installed")
+        return
+      end
+      green_run(function()
+        local port, stop = start(function(req)
+          if req.path == "/chunks" then
+            local i = 0
+            return 200, { ["Content-Type"] = "text/plain" }, function()
+              i = i + 1
+              if i <= 5 then return tostring(i) end
+            end
+          end
+          return 200, { ["Content-Type"] = "application/json" },
+            ('{"method":"%s","len":%d}'):format(req.method, #req:body())
+        end)
+        local py = ([[
+import http.client, requests
+c = http.client.HTTPConnection("127.0.0.1", %d, timeout=20)
+for i in range(3):
+    c.request("POST", "/x", body="abc" * i)
+    r = c.getresponse()
+    print(r.status, r.read().decode())
+c.request("GET", "/chunks")
+r = c.getresponse()
+print(r.status, r.getheader("Transfer-Encoding"), r.read().decode())
+s = requests.Session()
+for i in range(2):
+    r = s.post("http://127.0.0.1:%d/y", data=b"z" * 1000, timeout=20)
+    print(r.status_code, r.json()["len"])
+print(s.get("http://127.0.0.1:%d/chunks", timeout=20).text)
+]]):format(port, port, port)
+        local out, err, rc = bg("/usr/bin/python3 -c " .. quote(py))()
+        assert.are.equal(0, rc, err)
+        assert.are.equal(table.concat({
+          '200 {"method":"POST","len":0}',
+          '200 {"method":"POST","len":3}',
+          '200 {"method":"POST","len":6}',
+          "200 chunked 12345",
+          "200 1000", "200 1000", "12345", "" }, "\n"), out)
+        stop()
+      end)
+    end)
+
+    it("socket.http under green.patch()", function()
+      green_run(function()
+        local port, stop = start(function(req)
+          local ua = req.headers["user-agent"]
+          return 200, { ["X-Seen"] = ua and "ua" or "" },
+            "patched " .. req.method .. " " .. req:body()
+        end)
+        local socket = green.patch()
+        assert(socket)
+        local http = require "socket.http"
+        local body, code, headers = http.request(
+          ("http://127.0.0.1:%d/p"):format(port), "data")
+        assert.are.equal(200, code)
+        assert.are.equal("patched POST data", body)
+        assert.are.equal("ua", headers["x-seen"])
+        stop()
+      end)
+    end)
+
+    it("wrk: a short load with no errors", function()
+      if not tool("wrk") then pending("wrk is not installed") return end
+      green_run(function()
+        local port, stop = start(hello)
+        local out, err, rc = bg(("wrk -t1 -c10 -d1s http://127.0.0.1:%d/")
+                                :format(port))()
+        assert.are.equal(0, rc, err)
+        local n = tonumber(out:match("(%d+) requests in"))
+        assert.is_true(n > 0, out)
+        assert.is_nil(out:match("Non%-2xx"), out)
+        assert.is_nil(out:match("Socket errors"), out)
+        stop()
+      end)
+    end)
+  end)
+end)
