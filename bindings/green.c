@@ -301,6 +301,7 @@ int luaopen_green_core(lua_State *L) {
   lgreen_open_fs(L, hub);
   lgreen_open_http(L, hub);
   lgreen_open_ws(L, hub);
+  lgreen_open_tls(L, hub);
   lua_pushliteral(L, GL_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushvalue(L, -1);

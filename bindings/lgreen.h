@@ -174,6 +174,7 @@ void lgreen_open_semaphore(lua_State *L, gl_hub_t *hub); /* semaphore.c */
 void lgreen_open_queue(lua_State *L, gl_hub_t *hub);     /* queue.c */
 void lgreen_open_tpool(lua_State *L, gl_hub_t *hub);     /* tpool.c */
 void lgreen_open_fs(lua_State *L, gl_hub_t *hub);        /* fs.c */
+void lgreen_open_tls(lua_State *L, gl_hub_t *hub);       /* tls.c */
 void lgreen_open_signal(lua_State *L, gl_hub_t *hub);   /* signal.c */
 void lgreen_open_process(lua_State *L, gl_hub_t *hub);  /* process.c */
 void lgreen_open_http(lua_State *L, gl_hub_t *hub);      /* http.c */

@@ -107,6 +107,19 @@ local function make_instances()
   I.client = closing(assert(green.connect("127.0.0.1", port)))
   I.accepted = closing(assert(srv:accept()))
   I.udp = closing(assert(green.udp()))
+  local tc, ts = h.pair()
+  closing(ts)
+  I.tls = closing(assert(green.tls.wrap(tc, { verify = false })))
+  I.tlsctx = assert(green.tls.context { verify = false })
+  local pem = os.tmpname()
+  local _, err, code = h.sh("unset LD_PRELOAD; openssl req -batch -nodes "
+    .. "-x509 -days 1 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+    .. "-subj /CN=localhost -keyout " .. pem .. " -out " .. pem .. ".crt")
+  assert(code == 0, err)
+  I.tlslistener = closing(assert(green.listen("127.0.0.1", 0, { tls = {
+    certificate = pem .. ".crt", key = pem } })))
+  os.remove(pem)
+  os.remove(pem .. ".crt")
   local socket = require "green.socket"
   I.master = closing(socket.tcp())
   I.lserver = closing(assert(socket.bind("127.0.0.1", 0)))
@@ -170,6 +183,9 @@ local function class_groups(I)
       objs = { I.lc, I.dlc } },
     { prefixes = { "sock" }, objs = { I.listener, I.client, I.accepted } },
     { prefixes = { "udp" }, objs = { I.udp } },
+    { prefixes = { "tls" }, objs = { I.tls } },
+    { prefixes = { "Context" }, objs = { I.tlsctx } },
+    { prefixes = { "tlslistener" }, objs = { I.tlslistener } },
     { prefixes = { "Process" }, objs = { I.proc } },
     { prefixes = { "pfile" }, objs = { I.file } },
     { prefixes = { "SignalHandle" }, objs = { I.sighandle } },

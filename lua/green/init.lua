@@ -267,8 +267,23 @@ end
 -- bindings/socket*.c
 do
   local serve = require "green.serve"
-  green.connect = core.connect
-  green.listen = core.listen
+  local tls = require "green.tls"
+  local cconnect, clisten = core.connect, core.listen
+  -- opts.tls makes a TLS socket (lua/green/tls.lua); without it these
+  -- are the C functions' calls.
+  function green.connect(host, port, opts)
+    if type(opts) == "table" and opts.tls then
+      return tls.connect(host, port, opts)
+    end
+    return cconnect(host, port, opts)
+  end
+  function green.listen(host, port, opts)
+    if type(opts) == "table" and opts.tls then
+      return tls.listen(host, port, opts)
+    end
+    return clisten(host, port, opts)
+  end
+  green.tls = tls
   green.connect_unix = core.connect_unix
   green.listen_unix = core.listen_unix
   green.udp = core.udp

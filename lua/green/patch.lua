@@ -23,7 +23,10 @@
 --   against the real socket (they load again, green, on the next
 --   require), but tables already held by their callers stay as they were.
 -- * `socket.unix` and `socket.serial` are not provided by green.socket;
---   `ssl` (LuaSec) works on raw descriptors and cannot run green.
+--   LuaSec's C module works on raw descriptors and cannot run green, so
+--   patch() installs green.ssl (lua/green/ssl.lua, LuaSec's API on
+--   green.tls) as `package.loaded.ssl`; Debian's `ssl.https` then loads
+--   against it. `green.patch{ssl = false}` leaves `ssl` alone.
 -- * The objects are tables, not userdata (see green.socket).
 -- @module green.patch
 
@@ -149,6 +152,13 @@ function M.patch(opts)
   end
   loaded.socket = gsocket
   loaded["socket.core"] = gsocket
+  if not (opts and opts.ssl == false) then
+    local gssl = require "green.ssl"
+    if loaded.ssl ~= nil and loaded.ssl ~= gssl then
+      loaded["ssl.https"] = nil -- loaded against the real one: load again
+    end
+    loaded.ssl = gssl
+  end
   if opts and opts.fs then patch_io() end
   return gsocket
 end

@@ -1,0 +1,954 @@
+/*
+** TLS on OpenSSL through memory BIOs: core.tls, what lua/green/tls.lua
+** builds green.tls on.
+**
+** Nothing here touches a descriptor or blocks. A connection ('conn') is
+** an SSL object between two memory BIOs: ciphertext read from the green
+** socket (by the Lua layer, through the socket's own receive, so every
+** wait is the socket's wait on its gl_wait_t) is appended to the input
+** BIO with 'feed'; what OpenSSL wants sent collects in the output BIO and
+** leaves with 'output' for the socket's send. Decrypted bytes go into the
+** conn's own plaintext buffer, from which 'receive' takes LuaSocket's
+** patterns: a thread killed or timed out while it waits for more
+** ciphertext leaves them there, as a plain socket keeps its read buffer.
+**
+** Every object that owns an OpenSSL resource is a userdata made before
+** the resource, so an allocation error or a luaL_error on any path leaves
+** it to the finalizer (no leak). OpenSSL's error queue is per OS thread
+** and shared by every connection: it is cleared before each call whose
+** errors are read.
+*/
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "lgreen.h"
+
+#define TLS_CTX "green.tls.context"
+#define TLS_CONN "green.tls.conn"
+
+
+typedef struct tls_ctx {
+  SSL_CTX *ctx;
+  unsigned char *alpn; /* wire format (server: what it accepts) */
+  size_t alpnlen;
+  int server;
+} tls_ctx;
+
+typedef struct tls_conn {
+  SSL *ssl;     /* owns both BIOs */
+  BIO *rbio;    /* ciphertext in */
+  BIO *wbio;    /* ciphertext out */
+  char *buf;    /* plaintext: bytes [off, off + len) */
+  size_t off, len, cap;
+  int eof;      /* 1 close_notify seen, 2 the transport ended without */
+  int err;      /* a fatal error happened (message in the user value) */
+  int done;     /* handshake complete */
+} tls_conn;
+
+
+/* "nil, message" with OpenSSL's queued reason, or 'what'. */
+static int ssl_fail(lua_State *L, const char *what) {
+  unsigned long e = ERR_peek_last_error();
+  const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+  ERR_clear_error();
+  luaL_pushfail(L);
+  if (reason != NULL)
+    lua_pushfstring(L, "%s: %s", what, reason);
+  else
+    lua_pushstring(L, what);
+  return 2;
+}
+
+
+/*
+** {======================================================
+** Contexts
+** =======================================================
+*/
+
+static tls_ctx *checkctx(lua_State *L, int idx) {
+  tls_ctx *c = (tls_ctx *)luaL_checkudata(L, idx, TLS_CTX);
+  if (c->ctx == NULL)
+    luaL_error(L, "TLS context is freed");
+  return c;
+}
+
+
+static int ctx_gc(lua_State *L) {
+  tls_ctx *c = (tls_ctx *)luaL_checkudata(L, 1, TLS_CTX);
+  SSL_CTX_free(c->ctx); /* SSL objects hold their own reference */
+  c->ctx = NULL;
+  free(c->alpn);
+  c->alpn = NULL;
+  return 0;
+}
+
+
+static int version_of(const char *name) {
+  if (strcmp(name, "tls1.3") == 0 || strcmp(name, "TLSv1.3") == 0)
+    return TLS1_3_VERSION;
+  if (strcmp(name, "tls1.2") == 0 || strcmp(name, "TLSv1.2") == 0)
+    return TLS1_2_VERSION;
+  if (strcmp(name, "tls1.1") == 0 || strcmp(name, "TLSv1.1") == 0)
+    return TLS1_1_VERSION;
+  if (strcmp(name, "tls1") == 0 || strcmp(name, "tls1.0") == 0 ||
+      strcmp(name, "TLSv1") == 0)
+    return TLS1_VERSION;
+  return -1;
+}
+
+
+static int is_pem(const char *s) { return strstr(s, "-----BEGIN ") != NULL; }
+
+
+/* The certificate chain from PEM text: the leaf, then the rest. */
+static int use_chain_pem(SSL_CTX *ctx, const char *pem, size_t len) {
+  BIO *b = BIO_new_mem_buf(pem, (int)len);
+  X509 *x;
+  int ok = 0;
+  if (b == NULL)
+    return 0;
+  x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+  if (x != NULL && SSL_CTX_use_certificate(ctx, x) == 1) {
+    X509 *ca;
+    ok = 1;
+    while ((ca = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+      if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
+        X509_free(ca);
+        ok = 0;
+        break;
+      }
+    }
+    if (ok)
+      ERR_clear_error(); /* the end of the PEM text */
+  }
+  X509_free(x);
+  BIO_free(b);
+  return ok;
+}
+
+
+static int use_key_pem(SSL_CTX *ctx, const char *pem, size_t len) {
+  BIO *b = BIO_new_mem_buf(pem, (int)len);
+  EVP_PKEY *k;
+  int ok = 0;
+  if (b == NULL)
+    return 0;
+  k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+  if (k != NULL)
+    ok = SSL_CTX_use_PrivateKey(ctx, k) == 1;
+  EVP_PKEY_free(k);
+  BIO_free(b);
+  return ok;
+}
+
+
+/* PEM text given in a string: trust every certificate in it. */
+static int load_ca_pem(SSL_CTX *ctx, const char *pem, size_t len) {
+  X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+  BIO *b = BIO_new_mem_buf(pem, (int)len);
+  X509 *x;
+  int n = 0;
+  if (b == NULL)
+    return 0;
+  while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+    if (X509_STORE_add_cert(store, x) == 1)
+      n++;
+    X509_free(x);
+  }
+  BIO_free(b);
+  ERR_clear_error();
+  return n > 0;
+}
+
+
+/* Server side: pick the first of the client's protocols we accept. */
+static int alpn_select(SSL *ssl, const unsigned char **out,
+                       unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg) {
+  tls_ctx *c = (tls_ctx *)arg;
+  unsigned char *sel;
+  (void)ssl;
+  if (SSL_select_next_proto(&sel, outlen, c->alpn, (unsigned int)c->alpnlen,
+                            in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK; /* no common protocol: go on without */
+  *out = sel;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+
+/* Option 'k' of the table at 1 as a string, or NULL (raises if it is
+   another type). */
+static const char *optstr(lua_State *L, const char *k, size_t *len) {
+  const char *s = NULL;
+  lua_getfield(L, 1, k);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "bad TLS option '%s' (string expected, got %s)", k,
+                 luaL_typename(L, -1));
+    s = lua_tolstring(L, -1, len);
+  }
+  lua_pop(L, 1); /* the option table keeps the string alive */
+  return s;
+}
+
+
+/*
+** core.tls.context{server=, verify=, cafile=, capath=, ca=,
+** certificate=, key=, alpn=, min_protocol=, max_protocol=, ciphers=}:
+** a context, or nil, message. The Lua layer has checked the types of
+** the booleans and the alpn list.
+*/
+static int ctx_new(lua_State *L) {
+  tls_ctx *c;
+  const char *s, *cafile, *capath, *cert, *key;
+  size_t len, certlen = 0, keylen = 0;
+  int server, verify, v;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  c = (tls_ctx *)lua_newuserdatauv(L, sizeof(*c), 0);
+  memset(c, 0, sizeof(*c));
+  luaL_setmetatable(L, TLS_CTX);
+  lua_getfield(L, 1, "server");
+  server = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "verify");
+  verify = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  c->server = server;
+  ERR_clear_error();
+  c->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  if (c->ctx == NULL)
+    return ssl_fail(L, "cannot make a TLS context");
+  SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION |
+                                  SSL_OP_NO_COMPRESSION |
+                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+  /* The output BIO takes every record whole: never a partial write. */
+  SSL_CTX_set_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
+  s = optstr(L, "min_protocol", &len);
+  v = version_of(s != NULL ? s : "tls1.2");
+  if (v < 0)
+    return luaL_error(L, "bad TLS option 'min_protocol' (unknown "
+                         "protocol '%s')", s);
+  SSL_CTX_set_min_proto_version(c->ctx, v);
+  s = optstr(L, "max_protocol", &len);
+  if (s != NULL) {
+    v = version_of(s);
+    if (v < 0)
+      return luaL_error(L, "bad TLS option 'max_protocol' (unknown "
+                           "protocol '%s')", s);
+    SSL_CTX_set_max_proto_version(c->ctx, v);
+  }
+  s = optstr(L, "ciphers", &len);
+  if (s != NULL && SSL_CTX_set_cipher_list(c->ctx, s) != 1)
+    return ssl_fail(L, "bad cipher list");
+  /* Trust: a CA file or directory, PEM text, or the system's store. */
+  cafile = optstr(L, "cafile", &len);
+  capath = optstr(L, "capath", &len);
+  s = optstr(L, "ca", &len);
+  if (s != NULL && !load_ca_pem(c->ctx, s, len))
+    return ssl_fail(L, "no certificate in 'ca'");
+  if (cafile != NULL || capath != NULL) {
+    if (SSL_CTX_load_verify_locations(c->ctx, cafile, capath) != 1)
+      return ssl_fail(L, lua_pushfstring(L, "cannot load CA from %s",
+                                         cafile ? cafile : capath));
+  } else if (s == NULL && verify && !server) {
+    if (SSL_CTX_set_default_verify_paths(c->ctx) != 1)
+      return ssl_fail(L, "cannot load the system's CA store");
+  }
+  if (verify)
+    SSL_CTX_set_verify(c->ctx,
+                       SSL_VERIFY_PEER |
+                           (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                       NULL);
+  else
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
+  /* Our certificate and key: files, or PEM text. */
+  cert = optstr(L, "certificate", &certlen);
+  key = optstr(L, "key", &keylen);
+  if (cert != NULL) {
+    int ok = is_pem(cert)
+                 ? use_chain_pem(c->ctx, cert, certlen)
+                 : SSL_CTX_use_certificate_chain_file(c->ctx, cert) == 1;
+    if (!ok)
+      return ssl_fail(L, is_pem(cert) ? "cannot load the certificate"
+                                      : lua_pushfstring(L, "cannot load "
+                                                        "the certificate %s",
+                                                        cert));
+    if (key == NULL)
+      key = cert, keylen = certlen; /* both in one file */
+    ok = is_pem(key) ? use_key_pem(c->ctx, key, keylen)
+                     : SSL_CTX_use_PrivateKey_file(c->ctx, key,
+                                                   SSL_FILETYPE_PEM) == 1;
+    if (!ok)
+      return ssl_fail(L, is_pem(key) ? "cannot load the key"
+                                     : lua_pushfstring(L, "cannot load the "
+                                                       "key %s", key));
+    if (SSL_CTX_check_private_key(c->ctx) != 1)
+      return ssl_fail(L, "the key does not match the certificate");
+  } else if (key != NULL) {
+    return luaL_error(L, "bad TLS option 'key' (no 'certificate')");
+  }
+  /* ALPN: the list in wire format (the Lua layer checked the names). */
+  s = optstr(L, "alpn", &len);
+  if (s != NULL && len > 0) {
+    c->alpn = (unsigned char *)malloc(len);
+    if (c->alpn == NULL)
+      return luaL_error(L, "not enough memory");
+    memcpy(c->alpn, s, len);
+    c->alpnlen = len;
+    if (server)
+      SSL_CTX_set_alpn_select_cb(c->ctx, alpn_select, c);
+    else if (SSL_CTX_set_alpn_protos(c->ctx, c->alpn, (unsigned)len) != 0)
+      return ssl_fail(L, "bad ALPN list");
+  }
+  if (server) {
+    static const unsigned char sid[] = "greenlua";
+    SSL_CTX_set_session_id_context(c->ctx, sid, sizeof(sid) - 1);
+  }
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Connections
+** =======================================================
+*/
+
+static tls_conn *checkconn(lua_State *L) {
+  tls_conn *t = (tls_conn *)luaL_checkudata(L, 1, TLS_CONN);
+  if (t->ssl == NULL)
+    luaL_error(L, "TLS connection is freed");
+  return t;
+}
+
+
+static void conn_free(tls_conn *t) {
+  SSL_free(t->ssl); /* and its BIOs */
+  t->ssl = NULL;
+  t->rbio = t->wbio = NULL;
+  free(t->buf);
+  t->buf = NULL;
+  t->off = t->len = t->cap = 0;
+}
+
+
+static int conn_gc(lua_State *L) {
+  conn_free((tls_conn *)luaL_checkudata(L, 1, TLS_CONN));
+  return 0;
+}
+
+
+/* conn:free(): give everything back now (close). */
+static int conn_freeit(lua_State *L) {
+  return conn_gc(L);
+}
+
+
+/*
+** ctx:conn([server_name], [check_host]): a connection in the context's
+** mode. A client sends 'server_name' as SNI (not an IP literal) and, if
+** 'check_host', verifies the certificate against it (name or address).
+*/
+static int conn_new(lua_State *L) {
+  tls_ctx *c = checkctx(L, 1);
+  const char *name = luaL_optstring(L, 2, NULL);
+  int check = lua_toboolean(L, 3);
+  tls_conn *t = (tls_conn *)lua_newuserdatauv(L, sizeof(*t), 2);
+  unsigned char ip[16];
+  int isip;
+  memset(t, 0, sizeof(*t));
+  luaL_setmetatable(L, TLS_CONN);
+  lua_pushvalue(L, 1); /* the context outlives us (ALPN's data) */
+  lua_setiuservalue(L, -2, 1);
+  ERR_clear_error();
+  t->ssl = SSL_new(c->ctx);
+  if (t->ssl == NULL)
+    return ssl_fail(L, "cannot make a TLS connection");
+  t->rbio = BIO_new(BIO_s_mem());
+  t->wbio = BIO_new(BIO_s_mem());
+  if (t->rbio == NULL || t->wbio == NULL) {
+    BIO_free(t->rbio);
+    BIO_free(t->wbio);
+    t->rbio = t->wbio = NULL;
+    return ssl_fail(L, "cannot make a TLS connection");
+  }
+  BIO_set_mem_eof_return(t->rbio, -1); /* empty: retry, not EOF */
+  SSL_set_bio(t->ssl, t->rbio, t->wbio);
+  if (c->server) {
+    SSL_set_accept_state(t->ssl);
+    return 1;
+  }
+  SSL_set_connect_state(t->ssl);
+  if (name == NULL)
+    return 1;
+  isip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+  if (!isip && SSL_set_tlsext_host_name(t->ssl, name) != 1)
+    return ssl_fail(L, "bad server name");
+  if (check) {
+    X509_VERIFY_PARAM *p = SSL_get0_param(t->ssl);
+    X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if ((isip ? X509_VERIFY_PARAM_set1_ip_asc(p, name)
+              : X509_VERIFY_PARAM_set1_host(p, name, 0)) != 1)
+      return ssl_fail(L, "bad server name");
+  }
+  return 1;
+}
+
+
+/* conn:feed(ciphertext): what the socket received. */
+static int conn_feed(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  if (len > 0 && BIO_write(t->rbio, s, (int)len) != (int)len)
+    return luaL_error(L, "not enough memory");
+  return 0;
+}
+
+
+/* conn:feed_eof(): the transport ended: reads past what was fed fail. */
+static int conn_feed_eof(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  BIO_set_mem_eof_return(t->rbio, 0);
+  return 0;
+}
+
+
+/* conn:output(): the ciphertext waiting to be sent (drained), or nil. */
+static int conn_output(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  char *p;
+  long n = BIO_get_mem_data(t->wbio, &p);
+  if (n <= 0)
+    return 0;
+  lua_pushlstring(L, p, (size_t)n); /* may raise: the bytes stay */
+  (void)BIO_reset(t->wbio);
+  return 1;
+}
+
+
+/* The message of a failed call with SSL_get_error 'e', pushed. */
+static const char *push_error(lua_State *L, tls_conn *t, int e) {
+  unsigned long code = ERR_peek_last_error();
+  long vr = SSL_get_verify_result(t->ssl);
+  if (e == SSL_ERROR_ZERO_RETURN)
+    return lua_pushliteral(L, "closed");
+  if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && vr != X509_V_OK)
+    return lua_pushfstring(L, "certificate verify failed: %s",
+                           X509_verify_cert_error_string(vr));
+  if (ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING ||
+      (code == 0 && e == SSL_ERROR_SYSCALL))
+    return lua_pushliteral(L, "closed");
+  if (code != 0 && ERR_reason_error_string(code) != NULL)
+    return lua_pushstring(L, ERR_reason_error_string(code));
+  return lua_pushfstring(L, "TLS error %d", e);
+}
+
+
+/* Record a fatal error: later calls return it again. */
+static int fatal(lua_State *L, tls_conn *t, int e) {
+  push_error(L, t, e);
+  ERR_clear_error();
+  t->err = 1;
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, 2);
+  luaL_pushfail(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+
+static int push_fatal(lua_State *L) {
+  luaL_pushfail(L);
+  lua_getiuservalue(L, 1, 2);
+  return 2;
+}
+
+
+/*
+** conn:handshake(): true once complete, false if it needs more input
+** (first send the output), or nil, message.
+*/
+static int conn_handshake(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  int r, e;
+  if (t->err)
+    return push_fatal(L);
+  if (t->done) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  ERR_clear_error();
+  r = SSL_do_handshake(t->ssl);
+  if (r == 1) {
+    t->done = 1;
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  e = SSL_get_error(t->ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (e == SSL_ERROR_ZERO_RETURN) /* close_notify during the handshake */
+    e = SSL_ERROR_SYSCALL;
+  return fatal(L, t, e);
+}
+
+
+/*
+** conn:write(data, i, j): encrypt data:sub(i, j) into the output (a
+** memory BIO takes it all). Returns true, or nil, message.
+*/
+static int conn_write(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  size_t len, i, j;
+  const char *s = luaL_checklstring(L, 2, &len);
+  i = (size_t)luaL_checkinteger(L, 3);
+  j = (size_t)luaL_checkinteger(L, 4);
+  luaL_argcheck(L, i >= 1 && j <= len && i <= j + 1, 3, "bad range");
+  if (t->err)
+    return push_fatal(L);
+  while (i <= j) {
+    size_t n = j - i + 1;
+    int r;
+    if (n > INT32_MAX)
+      n = INT32_MAX;
+    ERR_clear_error();
+    r = SSL_write(t->ssl, s + i - 1, (int)n);
+    if (r <= 0)
+      return fatal(L, t, SSL_get_error(t->ssl, r));
+    i += (size_t)r;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+
+/* conn:close_notify(): queue our close_notify (once). */
+static int conn_close_notify(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  if (t->done && !t->err && !(SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN)) {
+    ERR_clear_error();
+    (void)SSL_shutdown(t->ssl);
+    ERR_clear_error();
+  }
+  return 0;
+}
+
+
+/* Decrypt everything the input holds into the plaintext buffer (no more
+   than was fed). Returns the SSL_get_error of the read that ended it
+   (WANT_READ: more input needed). */
+static int decrypt(lua_State *L, tls_conn *t) {
+  for (;;) {
+    int r, e;
+    size_t room;
+    if (t->off > 0 && t->off + t->len == t->cap) { /* compact */
+      memmove(t->buf, t->buf + t->off, t->len);
+      t->off = 0;
+    }
+    room = t->cap - t->off - t->len;
+    if (room < 16384) {
+      size_t cap = t->cap < 32768 ? 32768 : t->cap * 2;
+      char *nb = (char *)realloc(t->buf, cap);
+      if (nb == NULL)
+        return luaL_error(L, "not enough memory");
+      t->buf = nb;
+      t->cap = cap;
+      room = t->cap - t->off - t->len;
+    }
+    ERR_clear_error();
+    r = SSL_read(t->ssl, t->buf + t->off + t->len,
+                 (int)(room > INT32_MAX ? INT32_MAX : room));
+    if (r <= 0) {
+      e = SSL_get_error(t->ssl, r);
+      return e;
+    }
+    t->len += (size_t)r;
+  }
+}
+
+
+/* Push 'n' buffered bytes (CRs dropped for a line), consume 'skip'. */
+static void take(lua_State *L, tls_conn *t, size_t n, size_t skip,
+                 int line) {
+  char *p = t->buf + t->off;
+  if (n == 0) {
+    lua_pushliteral(L, "");
+  } else {
+    if (line && memchr(p, '\r', n) != NULL) {
+      size_t i, m = 0;
+      for (i = 0; i < n; i++)
+        if (p[i] != '\r')
+          p[m++] = p[i];
+      n = m;
+    }
+    lua_pushlstring(L, p, n);
+  }
+  t->off += skip;
+  t->len -= skip;
+  if (t->len == 0)
+    t->off = 0;
+}
+
+
+/* Can the pattern complete from the buffer? Sets the bytes to return and
+   to consume. */
+static int ready(tls_conn *t, int mode, size_t count, size_t *n,
+                 size_t *skip) {
+  const char *p = t->buf + t->off;
+  if (mode == 'l') {
+    const char *nl = t->len > 0 ? memchr(p, '\n', t->len) : NULL;
+    if (nl == NULL)
+      return 0;
+    *n = (size_t)(nl - p);
+    *skip = *n + 1;
+    return 1;
+  }
+  if (mode == 'n') {
+    if (t->len < count)
+      return 0;
+    *n = *skip = count;
+    return 1;
+  }
+  if (mode == 's') {
+    if (t->len == 0)
+      return 0;
+    *n = *skip = t->len < count ? t->len : count;
+    return 1;
+  }
+  return 0; /* 'a': only at the end */
+}
+
+
+/*
+** conn:receive(mode, count, [giveup], [limit]): mode "l" (a line), "a"
+** (to the end), "n" (count bytes), "s" (1 to count bytes). With 'limit'
+** (bytes, 0 none), a receive that would gather more fails with nil,
+** "too long", the first 'limit' bytes, as a plain socket's does. Returns the data; or
+** false if it needs more input (first send the output); or nil, err,
+** partial (the partial consumed) at the end of the stream, on an error,
+** or when 'giveup' is the error to end with ("timeout"). An unclean end
+** (no close_notify) completes no "a" receive: that could be truncation.
+*/
+static int conn_receive(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  const char *m = luaL_checkstring(L, 2);
+  size_t count = (size_t)luaL_optinteger(L, 3, 0);
+  const char *giveup = luaL_optstring(L, 4, NULL);
+  size_t limit = (size_t)luaL_optinteger(L, 5, 0);
+  int mode = m[0], e = 0;
+  size_t n, skip;
+  if (ready(t, mode, count, &n, &skip)) {
+    take(L, t, n, skip, mode == 'l');
+    return 1;
+  }
+  if (!t->eof && !t->err && giveup == NULL) {
+    e = decrypt(L, t);
+    if (ready(t, mode, count, &n, &skip)) {
+      take(L, t, n, skip, mode == 'l');
+      return 1;
+    }
+    if (mode != 's' && limit > 0 && t->len >= limit) { /* as stream.c */
+      luaL_pushfail(L);
+      lua_pushliteral(L, "too long");
+      take(L, t, limit, limit, mode == 'l');
+      return 3;
+    }
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      t->eof = 1;
+    } else {
+      unsigned long code = ERR_peek_last_error();
+      if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
+          ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        t->eof = 2;
+        ERR_clear_error();
+      } else {
+        (void)fatal(L, t, e);
+        lua_pop(L, 2);
+      }
+    }
+  }
+  if (mode == 'a' && t->eof == 1 && giveup == NULL) {
+    take(L, t, t->len, t->len, 0);
+    return 1;
+  }
+  luaL_pushfail(L);
+  if (giveup != NULL)
+    lua_pushstring(L, giveup);
+  else if (t->err)
+    lua_getiuservalue(L, 1, 2);
+  else
+    lua_pushliteral(L, "closed");
+  if (mode == 's')
+    return 2;
+  take(L, t, t->len, t->len, mode == 'l');
+  return 3;
+}
+
+
+/* conn:buffered(): decrypted bytes waiting, and whether the input holds
+   ciphertext not yet decrypted. */
+static int conn_buffered(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  lua_pushinteger(L, (lua_Integer)(t->len + (size_t)SSL_pending(t->ssl)));
+  lua_pushboolean(L, BIO_ctrl_pending(t->rbio) > 0);
+  return 2;
+}
+
+
+/* conn:outlen(): ciphertext bytes waiting to be sent. */
+static int conn_outlen(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  lua_pushinteger(L, (lua_Integer)BIO_ctrl_pending(t->wbio));
+  return 1;
+}
+
+
+/* conn:state(): "handshake", "open", "closed" (close_notify seen),
+   "truncated" (the transport ended without) or "failed". */
+static int conn_state(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  lua_pushstring(L, t->err ? "failed"
+                    : t->eof == 1 ? "closed"
+                    : t->eof == 2 ? "truncated"
+                    : t->done ? "open" : "handshake");
+  return 1;
+}
+
+
+/* conn:alpn(): the protocol negotiated, or nil. */
+static int conn_alpn(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  const unsigned char *p;
+  unsigned int n;
+  SSL_get0_alpn_selected(t->ssl, &p, &n);
+  if (n == 0)
+    return 0;
+  lua_pushlstring(L, (const char *)p, n);
+  return 1;
+}
+
+
+/* conn:info(): {protocol=, cipher=, bits=, server_name=, alpn=,
+   resumed=}, or nil before the handshake. */
+static int conn_info(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  const SSL_CIPHER *c;
+  const char *sn;
+  int bits = 0;
+  if (!t->done)
+    return 0;
+  c = SSL_get_current_cipher(t->ssl);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, SSL_get_version(t->ssl));
+  lua_setfield(L, -2, "protocol");
+  if (c != NULL) {
+    lua_pushstring(L, SSL_CIPHER_get_name(c));
+    lua_setfield(L, -2, "cipher");
+    SSL_CIPHER_get_bits(c, &bits);
+    lua_pushinteger(L, bits);
+    lua_setfield(L, -2, "bits");
+  }
+  sn = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+  if (sn != NULL) {
+    lua_pushstring(L, sn);
+    lua_setfield(L, -2, "server_name");
+  }
+  if (conn_alpn(L) == 1)
+    lua_setfield(L, -2, "alpn");
+  lua_pushboolean(L, SSL_session_reused(t->ssl));
+  lua_setfield(L, -2, "resumed");
+  return 1;
+}
+
+
+/* Push the one-line form of an X509 name ("CN=x, O=y"). */
+static void push_name(lua_State *L, const X509_NAME *name) {
+  char text[2048]; /* copied out first: nothing held while Lua allocates */
+  int n = 0;
+  BIO *b = BIO_new(BIO_s_mem());
+  if (b != NULL) {
+    X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253);
+    n = BIO_read(b, text, sizeof(text));
+    BIO_free(b);
+  }
+  lua_pushlstring(L, text, n > 0 ? (size_t)n : 0);
+}
+
+
+static void push_time(lua_State *L, const ASN1_TIME *tm) {
+  struct tm out;
+  char buf[32];
+  if (ASN1_TIME_to_tm(tm, &out) != 1) {
+    lua_pushnil(L);
+    return;
+  }
+  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &out);
+  lua_pushstring(L, buf);
+}
+
+
+/* One subject alternative name as "DNS:x", "IP:a.b.c.d", "email:x" into
+   'out' (NUL-terminated, possibly empty). */
+static void san_text(const GENERAL_NAME *g, char *out, size_t size) {
+  const unsigned char *d;
+  int dl;
+  out[0] = '\0';
+  if (g->type == GEN_DNS || g->type == GEN_EMAIL) {
+    const ASN1_IA5STRING *a = g->type == GEN_DNS ? g->d.dNSName
+                                                 : g->d.rfc822Name;
+    d = ASN1_STRING_get0_data(a);
+    dl = ASN1_STRING_length(a);
+    snprintf(out, size, "%s:%.*s", g->type == GEN_DNS ? "DNS" : "email",
+             dl, (const char *)d);
+  } else if (g->type == GEN_IPADD) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    d = ASN1_STRING_get0_data(g->d.iPAddress);
+    dl = ASN1_STRING_length(g->d.iPAddress);
+    if (dl == 4)
+      inet_ntop(AF_INET, d, ip, sizeof(ip));
+    else if (dl == 16)
+      inet_ntop(AF_INET6, d, ip, sizeof(ip));
+    snprintf(out, size, "IP:%s", ip);
+  }
+}
+
+#define SAN_MAX 256 /* bytes per name kept */
+
+/*
+** conn:peercert(): {subject=, issuer=, san={"DNS:x", "IP:y", ...},
+** not_before=, not_after= (ISO 8601, UTC), fingerprint= (SHA-256, hex
+** pairs), serial= (hex)}, or nil. The certificate is borrowed from the
+** SSL (no reference taken); the SAN list is copied into a scratch
+** userdata, allocated before the list is decoded, so that no Lua
+** allocation happens while OpenSSL memory is held.
+*/
+static int conn_peercert(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  X509 *x = SSL_get0_peer_certificate(t->ssl);
+  GENERAL_NAMES *sans;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0, i;
+  char hex[EVP_MAX_MD_SIZE * 3 + 1];
+  char *scratch;
+  int k, n = 0;
+  if (x == NULL)
+    return 0;
+  lua_createtable(L, 0, 8);
+  push_name(L, X509_get_subject_name(x));
+  lua_setfield(L, -2, "subject");
+  push_name(L, X509_get_issuer_name(x));
+  lua_setfield(L, -2, "issuer");
+  push_time(L, X509_get0_notBefore(x));
+  lua_setfield(L, -2, "not_before");
+  push_time(L, X509_get0_notAfter(x));
+  lua_setfield(L, -2, "not_after");
+  if (X509_digest(x, EVP_sha256(), md, &mdlen) == 1 && mdlen > 0) {
+    for (i = 0; i < mdlen; i++)
+      snprintf(hex + 3 * i, 4, "%02X:", md[i]);
+    hex[3 * mdlen - 1] = '\0';
+    lua_pushstring(L, hex);
+    lua_setfield(L, -2, "fingerprint");
+  }
+  {
+    const ASN1_INTEGER *sn = X509_get0_serialNumber(x);
+    BIGNUM *bn = ASN1_INTEGER_to_BN(sn, NULL);
+    char *h = bn != NULL ? BN_bn2hex(bn) : NULL;
+    char buf[128] = "";
+    if (h != NULL)
+      snprintf(buf, sizeof(buf), "%s", h);
+    OPENSSL_free(h);
+    BN_free(bn);
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "serial");
+  }
+  sans = (GENERAL_NAMES *)X509_get_ext_d2i(x, NID_subject_alt_name, NULL,
+                                           NULL);
+  if (sans != NULL) {
+    n = sk_GENERAL_NAME_num(sans);
+    GENERAL_NAMES_free(sans);
+  }
+  scratch = (char *)lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * SAN_MAX,
+                                      0);
+  if (n > 0) {
+    sans = (GENERAL_NAMES *)X509_get_ext_d2i(x, NID_subject_alt_name, NULL,
+                                             NULL);
+    for (k = 0; k < n; k++)
+      if (sans != NULL && k < sk_GENERAL_NAME_num(sans))
+        san_text(sk_GENERAL_NAME_value(sans, k), scratch + k * SAN_MAX,
+                 SAN_MAX);
+      else
+        scratch[k * SAN_MAX] = '\0';
+    GENERAL_NAMES_free(sans);
+  }
+  lua_createtable(L, n, 0);
+  for (k = 0, i = 0; k < n; k++) {
+    if (scratch[k * SAN_MAX] == '\0')
+      continue;
+    lua_pushstring(L, scratch + k * SAN_MAX);
+    lua_rawseti(L, -2, (lua_Integer)++i);
+  }
+  lua_setfield(L, -3, "san");
+  lua_pop(L, 1); /* the scratch */
+  return 1;
+}
+
+
+static const luaL_Reg ctx_meta[] = {
+    {"__gc", ctx_gc}, {"conn", conn_new}, {"free", ctx_gc}, {NULL, NULL}};
+
+static const luaL_Reg conn_meta[] = {{"__gc", conn_gc},
+                                     {"free", conn_freeit},
+                                     {"feed", conn_feed},
+                                     {"feed_eof", conn_feed_eof},
+                                     {"output", conn_output},
+                                     {"handshake", conn_handshake},
+                                     {"write", conn_write},
+                                     {"close_notify", conn_close_notify},
+                                     {"receive", conn_receive},
+                                     {"buffered", conn_buffered},
+                                     {"outlen", conn_outlen},
+                                     {"state", conn_state},
+                                     {"alpn", conn_alpn},
+                                     {"info", conn_info},
+                                     {"peercert", conn_peercert},
+                                     {NULL, NULL}};
+
+static const luaL_Reg tls_funcs[] = {{"context", ctx_new}, {NULL, NULL}};
+
+
+static void newmeta(lua_State *L, const char *name, const luaL_Reg *m) {
+  luaL_newmetatable(L, name);
+  luaL_setfuncs(L, m, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+
+/* core.tls = {context = ..., version = "OpenSSL 3.0.x ..."}. */
+void lgreen_open_tls(lua_State *L, gl_hub_t *hub) {
+  int core = lua_gettop(L);
+  (void)hub;
+  newmeta(L, TLS_CTX, ctx_meta);
+  newmeta(L, TLS_CONN, conn_meta);
+  luaL_newlib(L, tls_funcs);
+  lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
+  lua_setfield(L, -2, "version");
+  lua_setfield(L, core, "tls");
+}
