@@ -469,6 +469,28 @@ static void body_kind(hparser *hp) {
 }
 
 
+/* The message tables' keys, interned once (upvalue 4 of the functions:
+   a list of them, in this order); set with 'set_key'. */
+static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", "query", "status", "reason", "version", "headers", NULL};
+#define K_CONN 1
+#define K_REMOTE_ADDR 2
+#define K_METHOD 3
+#define K_PATH 4
+#define K_QUERY 5
+#define K_STATUS 6
+#define K_REASON 7
+#define K_VERSION 8
+#define K_HEADERS 9
+
+/* t[key] = v: the table at -2, the value at -1 (popped); a raw set with the
+   key from the list (no lookup of the name, no metamethod). [-1, +0, m] */
+static void set_key(lua_State *L, int key) {
+  lua_rawgeti(L, lua_upvalueindex(4), key);
+  lua_insert(L, -2);
+  lua_rawset(L, -3);
+}
+
+
 /*
 ** [-0, +1, m] The message table of the head that ends at byte 'n' of the
 ** buffer (its names lowercased by 'check_names'), which is copied into one
@@ -501,18 +523,18 @@ static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
   lua_getiuservalue(L, 2, 1);
   lua_setmetatable(L, -2);
   if (lua_getiuservalue(L, 2, 3) != LUA_TNIL)
-    lua_setfield(L, -2, "conn");
+    set_key(L, K_CONN);
   else
     lua_pop(L, 1);
   if (lua_getiuservalue(L, 2, 4) != LUA_TNIL)
-    lua_setfield(L, -2, "remote_addr");
+    set_key(L, K_REMOTE_ADDR);
   else
     lua_pop(L, 1);
   if (hp->p.type == HTTP_REQUEST) {
     struct http_parser_url u;
     int connect = hp->p.method == HTTP_CONNECT;
     lua_pushstring(L, http_method_str((enum http_method)hp->p.method));
-    lua_setfield(L, -2, "method");
+    set_key(L, K_METHOD);
     http_parser_url_init(&u);
     if (hp->url.len > 0 &&
         http_parser_parse_url(h + hp->url.off, hp->url.len, connect, &u) ==
@@ -521,27 +543,27 @@ static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
       const char *ub = h + hp->url.off;
       lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
                       u.field_data[UF_PATH].len);
-      lua_setfield(L, -2, "path");
+      set_key(L, K_PATH);
       if (u.field_set & (1 << UF_QUERY)) {
         lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
                         u.field_data[UF_QUERY].len);
-        lua_setfield(L, -2, "query");
+        set_key(L, K_QUERY);
       }
     } else { /* "*", an authority (CONNECT): the target as sent */
       push_span(L, h, hp->url);
-      lua_setfield(L, -2, "path");
+      set_key(L, K_PATH);
     }
   } else {
     lua_pushinteger(L, hp->p.status_code);
-    lua_setfield(L, -2, "status");
+    set_key(L, K_STATUS);
     push_span(L, h, hp->reason);
-    lua_setfield(L, -2, "reason");
+    set_key(L, K_REASON);
   }
   lua_pushstring(L, hp->p.http_minor == 0 && hp->p.http_major == 1 ? "1.0"
                     : hp->p.http_major == 1                         ? "1.1"
                     : hp->p.http_major == 0                         ? "0.9"
                                                                     : "2");
-  lua_setfield(L, -2, "version");
+  set_key(L, K_VERSION);
   lua_createtable(L, 0, hp->nh < 4 ? 4 : (int)hp->nh);
   lua_getiuservalue(L, 2, 2);
   lua_setmetatable(L, -2);
@@ -550,7 +572,7 @@ static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
     push_span(L, h, trim(h, hp->h[2 * i + 1]));
     add_header(L);
   }
-  lua_setfield(L, -2, "headers");
+  set_key(L, K_HEADERS);
   if (onstack)
     lua_remove(L, -2); /* the head string */
 }
@@ -1369,8 +1391,17 @@ static const luaL_Reg funcs[] = {
 
 void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   (void)hub;
-  lgreen_sock_pushstate(L); /* upvalues: the hub, this, the metatable */
+  /* upvalues: the hub, the socket state, the metatable, the keys */
+  lgreen_sock_pushstate(L);
   luaL_newmetatable(L, LGREEN_HTTP_PARSER);
   luaL_setfuncs(L, parser_meta, 0);
-  lgreen_register(L, funcs, 2);
+  {
+    int i;
+    lua_createtable(L, (int)(sizeof(msg_keys) / sizeof(msg_keys[0])), 0);
+    for (i = 0; msg_keys[i] != NULL; i++) {
+      lua_pushstring(L, msg_keys[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+  }
+  lgreen_register(L, funcs, 3);
 }
