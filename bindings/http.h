@@ -19,4 +19,12 @@ void lgreen_http_leave(gl_wait_t *w);
 int lgreen_http_wait(lua_State *L, lstream *x, size_t have, uint64_t due,
                      const char *what, lua_KFunction k);
 
+/* A TLS connection's plaintext buffer (bindings/tls.c), which the parser
+   reads in place as it reads a stream socket's: the conn userdata at
+   'idx' (raises if it is not one, or freed); its buffered bytes ('*eof':
+   the stream ended or failed, nothing more will come); drop 'n' of them. */
+void *lgreen_tls_checkconn(lua_State *L, int idx);
+char *lgreen_tls_plain(void *conn, size_t *len, int *eof);
+void lgreen_tls_consume(void *conn, size_t n);
+
 #endif
