@@ -125,7 +125,9 @@ local function tls_key(t)
   if not t then return "" end
   local ks = {}
   for k, v in pairs(t) do
-    if type(v) ~= "table" then ks[#ks + 1] = tostring(k) .. "=" .. tostring(v) end
+    if type(v) ~= "table" then
+      ks[#ks + 1] = tostring(k) .. "=" .. tostring(v)
+    end
   end
   table.sort(ks)
   return "\0" .. concat(ks, "\0")
@@ -436,7 +438,9 @@ function M.Client(opts)
     error("bad argument #1 to 'Client' (idle_timeout: non-negative "
           .. "number expected)", 2)
   end
-  if opts.tls ~= nil then check_tls(opts.tls, "bad argument #1 to 'Client'") end
+  if opts.tls ~= nil then
+    check_tls(opts.tls, "bad argument #1 to 'Client'")
+  end
   return setmetatable({ max_per_host = mph, idle_timeout = idle,
                         tls = opts.tls, pools = {} }, Client)
 end

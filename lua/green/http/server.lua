@@ -282,15 +282,15 @@ local function connection(srv, sock, addr)
   srv.conns[c] = true
   sock:settimeout(o.send_timeout)
   local log = o.log
-  local http_head = c.tls and tls_head or http_head
+  local head = c.tls and tls_head or http_head
   while true do
-    local req, kind, keep = http_head(sock, parser, false)
+    local req, kind, keep = head(sock, parser, false)
     if req == false then
       if not flush(c) then break end
       if srv.stopping then break end
       c.idle = true
-      req, kind, keep = http_head(sock, parser, true, o.keepalive_timeout,
-                                  o.header_timeout)
+      req, kind, keep = head(sock, parser, true, o.keepalive_timeout,
+                             o.header_timeout)
       c.idle = false
     end
     if not req then
