@@ -147,6 +147,7 @@ describe("green.http over TLS", function()
       assert.are.equal(0, rc, err)
       assert.are.equal("POST /up 50000 01234567\n", out)
       -- without the CA curl refuses the server
+      local _
       _, err, rc = bg(("curl -sS %s/x"):format(url))()
       assert.are_not.equal(0, rc)
       assert.matches("certificate", err)
