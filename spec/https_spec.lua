@@ -338,6 +338,63 @@ http {
     end)
   end)
 
+  it("WebSocket over TLS: the green client (wss://) and python3"
+     .. " websockets against the green server", function()
+    green_run(function()
+      local ended = {}
+      local port, stop = start(function(req)
+        local ws = assert(req:upgrade_websocket())
+        while true do
+          local m, kind, code, reason = ws:receive()
+          if not m then
+            ended[#ended + 1] = { kind, code, reason }
+            return
+          end
+          assert(ws:send(m:upper(), kind))
+        end
+      end)
+      local url = "wss://localhost:" .. port .. "/"
+      local ws = assert(green.http.websocket(url, { timeout = 20,
+        tls = { cafile = p("ca.pem") } }))
+      assert(ws:send("hello"))
+      assert.are.same({ "HELLO", "text" }, { ws:receive() })
+      local big = ("abc"):rep(100000)
+      assert(ws:send(big, "binary"))
+      assert.are.same({ big:upper(), "binary" }, { ws:receive() })
+      assert(ws:ping("p"))
+      assert(ws:send("after ping"))
+      assert.are.same({ "AFTER PING", "text" }, { ws:receive() })
+      ws:close(4000, "bye")
+      h.eventually(function() return #ended == 1 end, 20, "server end")
+      assert.are.same({ "closed", 4000, "bye" }, ended[1])
+      -- unverified: refused, clearly
+      local w2, err = green.http.websocket(url)
+      assert.is_nil(w2)
+      assert.matches("^wss://localhost:%d+: certificate verify failed", err)
+      if os.execute("env -u LD_PRELOAD /usr/bin/python3 -c "
+                    .. "'import websockets' >/dev/null 2>&1") then
+        local py = ([[
+import asyncio, ssl, websockets
+async def main():
+    ctx = ssl.create_default_context(cafile=%q)
+    async with websockets.connect("wss://localhost:%d/", ssl=ctx) as ws:
+        await ws.send("hi")
+        print(await ws.recv())
+        await ws.send(["frag1-", "frag2"])
+        print(await ws.recv())
+        await ws.close(code=4001, reason="py done")
+asyncio.run(main())
+]]):format(p("ca.pem"), port)
+        local out, perr, rc = bg("/usr/bin/python3 -c " .. quote(py))()
+        assert.are.equal(0, rc, perr)
+        assert.are.equal("HI\nFRAG1-FRAG2\n", out)
+        h.eventually(function() return #ended == 2 end, 20, "server end")
+        assert.are.same({ "closed", 4001, "py done" }, ended[2])
+      end
+      stop()
+    end)
+  end)
+
   it("serves HTTPS with prefork workers", function()
     if not tool("curl") then pending("curl is not installed") return end
     green_run(function()
