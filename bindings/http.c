@@ -985,8 +985,10 @@ static int l_http_body_tls(lua_State *L) {
     }
   }
   if (eof) {
-    if (hp->bodykind == BK_EOF) {
-      run(hp, NULL, NULL, 0); /* the end of the stream ends the body */
+    /* the end of the stream ends the body, if it was TLS's clean end:
+       without close_notify it could be a truncation */
+    if (hp->bodykind == BK_EOF && eof == 1) {
+      run(hp, NULL, NULL, 0);
       lua_pushboolean(L, 0);
       return 1;
     }

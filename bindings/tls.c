@@ -754,7 +754,7 @@ void *lgreen_tls_checkconn(lua_State *L, int idx) {
 char *lgreen_tls_plain(void *conn, size_t *len, int *eof) {
   tls_conn *t = (tls_conn *)conn;
   *len = t->len;
-  *eof = t->eof != 0 || t->err;
+  *eof = t->err ? 2 : t->eof;
   return t->buf == NULL ? NULL : t->buf + t->off;
 }
 

@@ -250,6 +250,38 @@ except requests.exceptions.SSLError:
     end)
   end)
 
+  it("a body that ends with the stream: complete at close_notify, an error"
+     .. " without it (truncation)", function()
+    green_run(function()
+      local srv = assert(green.listen("127.0.0.1", 0, { tls = {
+        certificate = p("leaf.pem"), key = p("leaf.key") } }))
+      local _, port = srv:getsockname()
+      local acceptor = green.spawn(function()
+        for _, clean in ipairs { true, false } do
+          local c = assert(srv:accept())
+          c:settimeout(20)
+          repeat local l = assert(c:receive("*l")) until l == ""
+          assert(c:send("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+                        .. ("body "):rep(1000)))
+          if clean then
+            c:close() -- close_notify, then the socket
+          else
+            c:getsocket():close() -- the TCP connection only
+          end
+        end
+      end)
+      local url = "https://localhost:" .. port .. "/"
+      local tls = { cafile = p("ca.pem") }
+      local r = assert(green.http.request { url = url, tls = tls })
+      assert.are.equal(("body "):rep(1000), r.body)
+      local r2, err = green.http.request { url = url, tls = tls }
+      assert.is_nil(r2)
+      assert.are.equal("closed", err)
+      acceptor:wait()
+      srv:close()
+    end)
+  end)
+
   it("the server answers a plain-HTTP request on its TLS port by closing",
      function()
     green_run(function()
