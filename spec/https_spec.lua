@@ -214,6 +214,16 @@ except requests.exceptions.SSLError:
       end, "bad argument #2 to 'request' (tls: table expected, got string)")
       assert.has_error(function() green.http.Client { tls = 1 } end,
         "bad argument #1 to 'Client' (tls: table expected, got number)")
+      -- a bad TLS option raises too, and leaves the pool usable
+      local c1 = green.http.Client { max_per_host = 1,
+                                     tls = { verify = false } }
+      for _ = 1, 2 do
+        assert.has_error(function()
+          c1:request { url = url, tls = { cafile = 42 } }
+        end)
+      end
+      assert.are.equal("GET / 0 \n", assert(c1:get(url)).body)
+      c1:close()
       stop()
     end)
   end)

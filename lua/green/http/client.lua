@@ -78,8 +78,11 @@ local function take(client, u, timeout, topts)
   if u.tls then
     local ok
     ok, sock, err = pcall(require("green.tls").connect, u.host, u.port,
-                          { timeout = timeout, tls = topts })
-    if not ok then sock, err = nil, tostring(sock) end
+                          { timeout = timeout, tls = topts or {} })
+    if not ok then -- misuse (a bad TLS option): raised, the unit given back
+      p.sem:release()
+      error(sock, 0)
+    end
     if not sock then err = "https://" .. u.hostheader .. ": " .. err end
   else
     sock, err = core.connect(u.host, u.port, { timeout = timeout })
