@@ -900,8 +900,9 @@ static int l_http_body(lua_State *L) {
 /***
 ** http_head_tls(conn, parser, [skipbody]): as http_head with 'wait'
 ** false, from TLS connection 'conn''s plaintext: the message table, body
-** kind, keep-alive, upgrade; or false if the head is not all buffered
-** (and the stream goes on); or nil, "closed", partial; or nil, status.
+** kind, keep-alive, upgrade; or false, begun if the head is not all
+** buffered (and the stream goes on; begun: some of it is); or nil,
+** "closed", partial; or nil, status.
 */
 static int l_http_head_tls(lua_State *L) {
   void *t = lgreen_tls_checkconn(L, 1);
@@ -942,7 +943,8 @@ static int l_http_head_tls(lua_State *L) {
     return 3;
   }
   lua_pushboolean(L, 0);
-  return 1;
+  lua_pushboolean(L, len > 0); /* a head has begun */
+  return 2;
 }
 
 

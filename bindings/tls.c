@@ -704,7 +704,8 @@ static int conn_receive(lua_State *L) {
 
 /* conn:pull(): decrypt what the input holds into the plaintext buffer
    (green.http reads from it in place). Returns true if bytes were
-   added, false if more input is needed (first send the output), or nil,
+   added, false and the output's length if more input is needed (first
+   send the output), or nil,
    err: "closed" at the end of the stream (clean or not), or the fatal
    error. */
 static int conn_pull(lua_State *L) {
@@ -721,7 +722,8 @@ static int conn_pull(lua_State *L) {
     }
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
       lua_pushboolean(L, 0);
-      return 1;
+      lua_pushinteger(L, (lua_Integer)BIO_ctrl_pending(t->wbio));
+      return 2;
     }
     if (e == SSL_ERROR_ZERO_RETURN) {
       t->eof = 1;

@@ -443,10 +443,10 @@ local function fill(self, due)
   while true do
     local conn = self.conn
     if not conn then return nil, "closed" end
-    local r, err = conn:pull()
+    local r, err = conn:pull() -- err: the output's length when false
     if r then return true end
     if r == nil then return nil, err end
-    if self.wbuf or conn:outlen() > 0 then flush(self, due, true) end
+    if self.wbuf or err > 0 then flush(self, due, true) end
     local chunk, rerr = recv_raw(self, due)
     if conn ~= self.conn then return nil, "closed" end
     if chunk then

@@ -147,8 +147,9 @@ function M.tls_head(sock, parser, wait, idle_timeout, head_timeout,
   local head_due, closed
   while true do
     local r, a, b, c = http_head_tls(conn, parser, skipbody)
-    if r ~= false or not wait then return r, a, b, c end
-    local began = conn:buffered() > 0
+    if r ~= false then return r, a, b, c end
+    if not wait then return false end
+    local began = a
     if closed then return nil, closed, began end
     local due = idle_due
     if began then
