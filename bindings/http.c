@@ -496,8 +496,14 @@ static void set_key(lua_State *L, int key) {
 ** buffer (its names lowercased by 'check_names'), which is copied into one
 ** Lua string before anything else allocates, then consumed.
 */
-static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
-  char *b = x->buf + x->off;
+typedef void (*consume_fn)(void *src, size_t n);
+
+static void consume_stream(void *src, size_t n) {
+  lgreen_stream_consume((lstream *)src, n);
+}
+
+static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
+                         consume_fn consume, void *src) {
   const char *h;
   uint32_t i;
   int onstack = 0; /* the copy is a Lua string (no room for one in C) */
@@ -518,7 +524,7 @@ static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
     h = lua_tostring(L, -1);
     onstack = 1;
   }
-  lgreen_stream_consume(x, n);
+  consume(src, n);
   lua_createtable(L, 0, 8);
   lua_getiuservalue(L, 2, 1);
   lua_setmetatable(L, -2);
@@ -638,10 +644,9 @@ static int check_names(hparser *hp, char *b) {
 ** length in '*n'), 0 when it needs more bytes, -1 on an error
 ** ('hp->status' says which).
 */
-static int feed_head(hparser *hp, lstream *x, size_t *n) {
-  char *b = x->buf + x->off;
-  if (hp->fed < x->len) {
-    hp->fed += run(hp, b, b + hp->fed, x->len - hp->fed);
+static int feed_head(hparser *hp, char *b, size_t len, size_t *n) {
+  if (hp->fed < len) {
+    hp->fed += run(hp, b, b + hp->fed, len - hp->fed);
     if (hp->phase == PH_ERROR)
       return -1;
     if (hp->phase != PH_HEAD) { /* paused at the end of head or message */
@@ -671,7 +676,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
   int r;
   if (x->base.flags & LSOCK_CLOSED)
     return fail(L, "closed");
-  r = feed_head(hp, x, &n);
+  r = feed_head(hp, x->buf + x->off, x->len, &n);
   if (r != 0 || x->rerr != 0 || !lua_toboolean(L, 3)) {
     if (queued)
       lgreen_http_leave(lgreen_sock_self(L)); /* before pushing (may raise) */
@@ -679,7 +684,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
       return fail_status(L, hp->status);
     if (r > 0) {
       body_kind(hp);
-      push_message(L, hp, x, n);
+      push_message(L, hp, x->buf + x->off, n, consume_stream, x);
       if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
         /* paused before the head's last LF: that completes it */
         const char *b = x->buf + x->off;
@@ -881,6 +886,121 @@ static int l_http_body(lua_State *L) {
   x->base.streak++;
   return body_step(L, x, hp, 0, lgreen_sock_deadline(timeout));
 }
+
+
+/*
+** {======================================================
+** Over TLS: the same parser on a TLS connection's plaintext buffer
+** (bindings/tls.c), with no wait: lua/green/http/common.lua fills the
+** buffer through the TLS socket (whose waits are its green socket's)
+** and runs these again.
+** =======================================================
+*/
+
+/***
+** http_head_tls(conn, parser, [skipbody]): as http_head with 'wait'
+** false, from TLS connection 'conn''s plaintext: the message table, body
+** kind, keep-alive, upgrade; or false, begun if the head is not all
+** buffered (and the stream goes on; begun: some of it is); or nil,
+** "closed", partial; or nil, status.
+*/
+static int l_http_head_tls(lua_State *L) {
+  void *t = lgreen_tls_checkconn(L, 1);
+  hparser *hp = check_parser(L, 2);
+  size_t len, n = 0;
+  int eof, r;
+  char *b;
+  lua_settop(L, 3);
+  if (hp->phase == PH_ERROR)
+    return fail_status(L, hp->status);
+  if (hp->phase == PH_BODY)
+    return luaL_error(L, "http: the previous message's body is unread");
+  if (hp->phase == PH_DONE)
+    next_message(hp);
+  hp->skipbody = lua_toboolean(L, 3);
+  b = lgreen_tls_plain(t, &len, &eof);
+  r = feed_head(hp, b, len, &n);
+  if (r < 0)
+    return fail_status(L, hp->status);
+  if (r > 0) {
+    body_kind(hp);
+    push_message(L, hp, b, n, lgreen_tls_consume, t);
+    if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
+      b = lgreen_tls_plain(t, &len, &eof);
+      lgreen_tls_consume(t, run(hp, b, b, len));
+    }
+    if (hp->phase == PH_ERROR)
+      return fail_status(L, hp->status);
+    push_bodykind(L, hp);
+    lua_pushboolean(L, hp->keepalive);
+    lua_pushboolean(L, hp->upgrade);
+    return 4;
+  }
+  if (eof) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    lua_pushboolean(L, len > 0);
+    return 3;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushboolean(L, len > 0); /* a head has begun */
+  return 2;
+}
+
+
+/***
+** http_body_tls(conn, parser): as http_body from TLS connection 'conn''s
+** plaintext, with no wait: the next piece, false at the body's end, true
+** if more must be buffered first, or nil, err / nil, status.
+*/
+static int l_http_body_tls(lua_State *L) {
+  void *t = lgreen_tls_checkconn(L, 1);
+  hparser *hp = check_parser(L, 2);
+  size_t len;
+  int eof;
+  char *b;
+  if (hp->phase == PH_ERROR)
+    return fail_status(L, hp->status);
+  if (hp->phase == PH_HEAD)
+    return luaL_error(L, "http: no message head was read");
+  if (hp->phase == PH_DONE) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  b = lgreen_tls_plain(t, &len, &eof);
+  if (len > 0) {
+    size_t took;
+    hp->out = b;
+    hp->nout = 0;
+    took = run(hp, b, b, len);
+    if (hp->phase == PH_ERROR)
+      return fail_status(L, hp->status);
+    if (hp->nout > 0) {
+      lua_pushlstring(L, b, hp->nout);
+      lgreen_tls_consume(t, took);
+      return 1;
+    }
+    lgreen_tls_consume(t, took); /* framing only */
+    if (hp->phase == PH_DONE) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+  }
+  if (eof) {
+    /* the end of the stream ends the body, if it was TLS's clean end:
+       without close_notify it could be a truncation */
+    if (hp->bodykind == BK_EOF && eof == 1) {
+      run(hp, NULL, NULL, 0);
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    return fail(L, "closed");
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* }====================================================== */
 
 
 /* http_state(parser): "head", "body", "done" or "error", and the bytes
@@ -1380,6 +1500,8 @@ static const luaL_Reg funcs[] = {
     {"http_parser", l_http_parser},
     {"http_head", l_http_head},
     {"http_body", l_http_body},
+    {"http_head_tls", l_http_head_tls},
+    {"http_body_tls", l_http_body_tls},
     {"http_state", l_http_state},
     {"http_setmaxbody", l_http_setmaxbody},
     {"http_response", l_http_response},

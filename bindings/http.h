@@ -19,4 +19,13 @@ void lgreen_http_leave(gl_wait_t *w);
 int lgreen_http_wait(lua_State *L, lstream *x, size_t have, uint64_t due,
                      const char *what, lua_KFunction k);
 
+/* A TLS connection's plaintext buffer (bindings/tls.c), which the parser
+   reads in place as it reads a stream socket's: the conn userdata at
+   'idx' (raises if it is not one, or freed); its buffered bytes ('*eof':
+   0 more may come, 1 the peer's close_notify ended the stream, 2 it ended
+   without one or failed); drop 'n' of them. */
+void *lgreen_tls_checkconn(lua_State *L, int idx);
+char *lgreen_tls_plain(void *conn, size_t *len, int *eof);
+void lgreen_tls_consume(void *conn, size_t n);
+
 #endif

@@ -27,6 +27,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "http.h"
 #include "lgreen.h"
 
 #define TLS_CTX "green.tls.context"
@@ -701,6 +702,76 @@ static int conn_receive(lua_State *L) {
 }
 
 
+/* conn:pull(): decrypt what the input holds into the plaintext buffer
+   (green.http reads from it in place). Returns true if bytes were
+   added, false and the output's length if more input is needed (first
+   send the output), or nil,
+   err: "closed" at the end of the stream (clean or not), or the fatal
+   error. */
+static int conn_pull(lua_State *L) {
+  tls_conn *t = checkconn(L);
+  size_t before = t->len;
+  int e;
+  if (t->err)
+    return push_fatal(L);
+  if (!t->eof) {
+    e = decrypt(L, t);
+    if (t->len > before) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      lua_pushboolean(L, 0);
+      lua_pushinteger(L, (lua_Integer)BIO_ctrl_pending(t->wbio));
+      return 2;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      t->eof = 1;
+    } else {
+      unsigned long code = ERR_peek_last_error();
+      if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
+          ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        t->eof = 2;
+        ERR_clear_error();
+      } else {
+        return fatal(L, t, e);
+      }
+    }
+  }
+  luaL_pushfail(L);
+  lua_pushliteral(L, "closed");
+  return 2;
+}
+
+
+/* What green.http's parser reads in place (bindings/http.h). */
+void *lgreen_tls_checkconn(lua_State *L, int idx) {
+  tls_conn *t = (tls_conn *)luaL_checkudata(L, idx, TLS_CONN);
+  if (t->ssl == NULL)
+    luaL_error(L, "TLS connection is freed");
+  return t;
+}
+
+
+char *lgreen_tls_plain(void *conn, size_t *len, int *eof) {
+  tls_conn *t = (tls_conn *)conn;
+  *len = t->len;
+  *eof = t->err ? 2 : t->eof;
+  return t->buf == NULL ? NULL : t->buf + t->off;
+}
+
+
+void lgreen_tls_consume(void *conn, size_t n) {
+  tls_conn *t = (tls_conn *)conn;
+  if (n > t->len)
+    n = t->len;
+  t->off += n;
+  t->len -= n;
+  if (t->len == 0)
+    t->off = 0;
+}
+
+
 /* conn:buffered(): decrypted bytes waiting, and whether the input holds
    ciphertext not yet decrypted. */
 static int conn_buffered(lua_State *L) {
@@ -922,6 +993,7 @@ static const luaL_Reg conn_meta[] = {{"__gc", conn_gc},
                                      {"close_notify", conn_close_notify},
                                      {"receive", conn_receive},
                                      {"buffered", conn_buffered},
+                                     {"pull", conn_pull},
                                      {"outlen", conn_outlen},
                                      {"state", conn_state},
                                      {"alpn", conn_alpn},

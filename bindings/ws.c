@@ -34,6 +34,7 @@ typedef struct wsmsg {
 typedef struct ws {
   wslay_event_context_ptr ctx;
   lstream *x;        /* during a wslay_event_recv: the socket read */
+  void *t;           /* or the TLS conn whose plaintext is read */
   wsmsg *head, *tail; /* received messages not taken yet */
   char *out;         /* framed bytes to send */
   size_t nout, capout;
@@ -53,6 +54,19 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf,
   lstream *x = w->x;
   size_t n;
   (void)flags;
+  if (w->t != NULL) { /* over TLS: the conn's plaintext buffer */
+    size_t have;
+    int eof;
+    char *b = lgreen_tls_plain(w->t, &have, &eof);
+    if (have == 0) {
+      wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+      return -1;
+    }
+    n = have < len ? have : len;
+    memcpy(buf, b, n);
+    lgreen_tls_consume(w->t, n);
+    return (ssize_t)n;
+  }
   if (x == NULL || x->len == 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
@@ -200,6 +214,7 @@ static int frame(ws *w) {
 
 
 static int receive_k(lua_State *L, int status, lua_KContext ctx);
+static int receive_result(lua_State *L, ws *w);
 
 
 /*
@@ -229,6 +244,13 @@ static int receive_step(lua_State *L, lstream *x, ws *w, int queued,
     lgreen_http_leave(lgreen_sock_self(L)); /* before pushing */
   if (x != NULL && !(x->base.flags & LSOCK_CLOSED))
     lgreen_stream_watched(&x->base);
+  return receive_result(L, w);
+}
+
+
+/* What ws_receive returns once it does not wait: output to send first,
+   then a message, then the end. */
+static int receive_result(lua_State *L, ws *w) {
   if (w->nout > 0) { /* pongs, close replies: before anything else */
     lua_pushboolean(L, 0);
     push_out(L, w);
@@ -304,6 +326,33 @@ static int l_ws_receive(lua_State *L) {
     x->base.streak++;
   }
   return receive_step(L, x, w, 0, lgreen_sock_deadline(timeout));
+}
+
+
+/***
+** ws_receive_tls(conn, ws): as ws_receive over TLS connection 'conn''s
+** plaintext buffer, with no wait: true if more bytes must be buffered
+** first (lua/green/http/ws.lua fills it through the TLS socket).
+*/
+static int l_ws_receive_tls(lua_State *L) {
+  void *t = lgreen_tls_checkconn(L, 1);
+  ws *w = check_ws(L, 2);
+  size_t len;
+  int eof;
+  (void)lgreen_tls_plain(t, &len, &eof);
+  if (len > 0 && wslay_event_get_read_enabled(w->ctx)) {
+    w->t = t;
+    if (wslay_event_recv(w->ctx) != 0)
+      w->failed = 1;
+    w->t = NULL;
+  }
+  frame(w);
+  if (w->nout == 0 && !w->head && !w->failed &&
+      wslay_event_get_read_enabled(w->ctx) && !eof) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  return receive_result(L, w);
 }
 
 
@@ -408,7 +457,8 @@ static const luaL_Reg funcs[] = {
     {"ws_new", l_ws_new},           {"ws_receive", l_ws_receive},
     {"ws_send", l_ws_send},         {"ws_close", l_ws_close},
     {"ws_state", l_ws_state},       {"ws_accept_key", l_ws_accept_key},
-    {"ws_key", l_ws_key},           {NULL, NULL},
+    {"ws_key", l_ws_key},           {"ws_receive_tls", l_ws_receive_tls},
+    {NULL, NULL},
 };
 
 

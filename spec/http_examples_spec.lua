@@ -47,6 +47,30 @@ describe("green.http examples", function()
     end)
   end)
 
+  it("https_hello.lua serves HTTPS, its client verifies, and it stops on"
+     .. " /stop", function()
+    green_run(function()
+      local port, done = run("https_hello.lua", "0",
+                             "listening on https://127%.0%.0%.1:(%d+)")
+      local base = "https://localhost:" .. port
+      local r, err = green.http.get(base .. "/")
+      assert.is_nil(r) -- a certificate no system store knows
+      assert.matches("certificate verify failed", err)
+      r = assert(green.http.request { url = base .. "/?green",
+                                      tls = { verify = false } })
+      assert.are.equal("Hello, green!\n", r.body)
+      assert.are.equal(200, assert(green.http.request {
+        url = base .. "/stop", tls = { verify = false } }).status)
+      local out, errs, rc = done()
+      assert.are.equal(0, rc, errs)
+      local cert = out:match("certificate: (%S+)%)")
+      assert.is_string(cert)
+      assert.matches("client got 200: Hello, world!\n", out, 1, true)
+      assert.matches("client got 200: Hello, TLS!\n", out, 1, true)
+      assert.is_nil(io.open(cert)) -- its temp certificate is gone
+    end)
+  end)
+
   it("http_proxy.lua forwards to a backend over a bounded pool", function()
     green_run(function()
       local srv = assert(green.listen("127.0.0.1", 0))

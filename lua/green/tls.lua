@@ -432,6 +432,45 @@ function TLS:sendall(data)
   return write(self, data, 1, #data, true)
 end
 
+-- Decrypt more of the stream into the conn's plaintext buffer (reading
+-- ciphertext from the socket when none waits). true, or nil, err.
+local function fill(self, due)
+  if not self.conn then return nil, "closed" end
+  if not self.ready then
+    local ok, err = handshake(self, due)
+    if not ok then return nil, err end
+  end
+  while true do
+    local conn = self.conn
+    if not conn then return nil, "closed" end
+    local r, err = conn:pull() -- err: the output's length when false
+    if r then return true end
+    if r == nil then return nil, err end
+    if self.wbuf or err > 0 then flush(self, due, true) end
+    local chunk, rerr = recv_raw(self, due)
+    if conn ~= self.conn then return nil, "closed" end
+    if chunk then
+      conn:feed(chunk)
+    elseif rerr == "closed" then
+      conn:feed_eof()
+    else
+      return nil, rerr
+    end
+  end
+end
+
+--- tls:fill([timeout]): decrypt more of the stream into the TLS socket's
+-- plaintext buffer (what green.http's parser reads in place), waiting
+-- for ciphertext if none is buffered. true, or nil, err.
+function TLS:fill(timeout)
+  if timeout ~= nil and type(timeout) ~= "number" then
+    error("bad argument #1 to 'fill' (number expected, got "
+          .. type(timeout) .. ")", 2)
+  end
+  if timeout == nil then timeout = self.timeout end
+  return fill(self, deadline(timeout))
+end
+
 --- tls:handshake([timeout]): run the handshake now.
 function TLS:handshake(timeout)
   if timeout ~= nil and type(timeout) ~= "number" then

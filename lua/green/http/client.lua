@@ -11,6 +11,7 @@ local semaphore = require "green.semaphore"
 local http_parser, http_head, http_body, http_parse_url =
   core.http_parser, core.http_head, core.http_body, core.http_parse_url
 local Headers = common.Headers
+local tls_head, tls_body = common.tls_head, common.tls_body
 local check_header, lower_name = common.check_header, common.lower
 local now = core.now
 
@@ -50,13 +51,18 @@ end
 -- server sent while it sat idle).
 local function reusable(client, conn)
   if now() - conn.since > client.idle_timeout then return false end
-  local r = core.select({ conn.sock }, nil, 0)
+  local sock = conn.sock
+  if conn.tls then
+    if not sock.conn or sock.conn:buffered() > 0 then return false end
+    sock = sock:getsocket()
+  end
+  local r = core.select({ sock }, nil, 0)
   return r[1] == nil
 end
 
 -- Take a connection to `key` (host, port): an idle one, or a new one;
 -- waits while max_per_host are in use.
-local function take(client, u, timeout)
+local function take(client, u, timeout, topts)
   local p = pool_of(client, u.key)
   if not p.sem:acquire(true, timeout) then return nil, "timeout" end
   while #p.idle > 0 do
@@ -68,12 +74,24 @@ local function take(client, u, timeout)
     end
     conn.sock:close()
   end
-  local sock, err = core.connect(u.host, u.port, { timeout = timeout })
+  local sock, err
+  if u.tls then
+    local ok
+    ok, sock, err = pcall(require("green.tls").connect, u.host, u.port,
+                          { timeout = timeout, tls = topts or {} })
+    if not ok then -- misuse (a bad TLS option): raised, the unit given back
+      p.sem:release()
+      error(sock, 0)
+    end
+    if not sock then err = "https://" .. u.hostheader .. ": " .. err end
+  else
+    sock, err = core.connect(u.host, u.port, { timeout = timeout })
+  end
   if not sock then
     p.sem:release()
     return nil, err
   end
-  return { sock = sock, pool = p, reused = false,
+  return { sock = sock, pool = p, reused = false, tls = u.tls,
            parser = http_parser("response", MAX_HEAD, MAX_HEADERS,
                                 math.huge, Response, Headers) }
 end
@@ -97,24 +115,45 @@ end
 
 -- {=== requests
 
+-- The `tls` option: green.tls options (cafile, capath, ca, verify,
+-- certificate, key, ...); checked when a connection is made.
+local function check_tls(t, what)
+  if type(t) ~= "table" then
+    error(what .. " (tls: table expected, got " .. type(t) .. ")", 3)
+  end
+end
+
+-- Connections made with different TLS options are pooled apart.
+local function tls_key(t)
+  if not t then return "" end
+  local ks = {}
+  for k, v in pairs(t) do
+    if type(v) ~= "table" then
+      ks[#ks + 1] = tostring(k) .. "=" .. tostring(v)
+    end
+  end
+  table.sort(ks)
+  return "\0" .. concat(ks, "\0")
+end
+
 local function parse_url(url)
   if type(url) ~= "string" then return nil, "bad URL" end
   local u = http_parse_url(url)
   if not u or not u.host then return nil, "invalid URL: " .. url end
   local scheme = (u.scheme or "http"):lower()
-  if scheme == "https" then
-    return nil, "https is not supported yet (needs green.tls)"
-  end
-  if scheme ~= "http" then
+  if scheme ~= "http" and scheme ~= "https" then
     return nil, "unsupported URL scheme: " .. scheme
   end
+  local tls = scheme == "https"
   local host = u.host
-  local port = u.port or 80
+  local defport = tls and 443 or 80
+  local port = u.port or defport
   local target = (u.path or "/") .. (u.query and ("?" .. u.query) or "")
   local hosthdr = host:find(":", 1, true) and ("[" .. host .. "]") or host
-  if port ~= 80 then hosthdr = hosthdr .. ":" .. port end
+  if port ~= defport then hosthdr = hosthdr .. ":" .. port end
   return { host = host, port = port, target = target, hostheader = hosthdr,
-           key = host .. "\0" .. port }
+           scheme = scheme, tls = tls,
+           key = scheme .. "\0" .. host .. "\0" .. port }
 end
 
 -- The request head and how the body goes: "length" (a string), "chunked"
@@ -207,7 +246,12 @@ local BODY_ERRORS = { [400] = "bad response", [413] = "too large" }
 local function next_piece(resp)
   local conn = resp._conn
   if not conn then return nil end
-  local piece, err = http_body(conn.sock, conn.parser, resp._timeout)
+  local piece, err
+  if conn.tls then
+    piece, err = tls_body(conn.sock, conn.parser, resp._timeout)
+  else
+    piece, err = http_body(conn.sock, conn.parser, resp._timeout)
+  end
   if piece then
     resp._got = resp._got + #piece
     if resp._got > resp._max then
@@ -249,7 +293,7 @@ local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true,
 -- response: the request may be sent again on a new one).
 local function exchange(client, o, u, method, head, how)
   local timeout = o.timeout
-  local conn, err = take(client, u, timeout)
+  local conn, err = take(client, u, timeout, o.tls or client.tls)
   if not conn then return nil, err end
   conn.sock:settimeout(timeout)
   local ok
@@ -260,8 +304,8 @@ local function exchange(client, o, u, method, head, how)
   end
   local resp, kind, keep
   repeat -- 1xx responses (100 Continue) come before the real one
-    resp, kind, keep = http_head(conn.sock, conn.parser, true, timeout,
-                                 timeout, method == "HEAD")
+    resp, kind, keep = (conn.tls and tls_head or http_head)(
+      conn.sock, conn.parser, true, timeout, timeout, method == "HEAD")
     if resp and resp.status >= 100 and resp.status < 200
        and resp.status ~= 101 then
       resp = true
@@ -299,7 +343,7 @@ end
 
 local REQUEST_OPTS = { method = true, url = true, headers = true,
                        body = true, timeout = true, max_body_size = true,
-                       redirects = true, stream = true }
+                       redirects = true, stream = true, tls = true }
 
 --- client:request{method, url, headers, body, timeout, max_body_size,
 -- redirects = 5, stream = false} → resp, or nil, err.
@@ -320,12 +364,14 @@ function Client:request(o)
     error("bad argument #2 to 'request' (timeout: non-negative number "
           .. "expected)", 2)
   end
+  if o.tls ~= nil then check_tls(o.tls, "bad argument #2 to 'request'") end
   local method = upper(o.method or (o.body ~= nil and "POST" or "GET"))
   local url = o.url
   local redirects = o.redirects or 5
   while true do
     local u, err = parse_url(url)
     if not u then return nil, err end
+    if u.tls then u.key = u.key .. tls_key(o.tls or self.tls) end
     local head, how = request_head(method, u, o.headers, o.body)
     local resp, retry
     resp, err, retry = exchange(self, o, u, method, head, how)
@@ -341,9 +387,10 @@ function Client:request(o)
     redirects = redirects - 1
     if type(loc) == "table" then loc = loc[1] end
     if loc:sub(1, 1) == "/" then
-      loc = "http://" .. u.hostheader .. loc
+      loc = u.scheme .. "://" .. u.hostheader .. loc
     elseif not loc:match("^%a[%w+.-]*://") then
-      loc = "http://" .. u.hostheader .. u.target:gsub("[^/]*$", "") .. loc
+      loc = u.scheme .. "://" .. u.hostheader
+            .. u.target:gsub("[^/]*$", "") .. loc
     end
     url = loc
     if resp.status == 303 or ((resp.status == 301 or resp.status == 302)
@@ -394,8 +441,11 @@ function M.Client(opts)
     error("bad argument #1 to 'Client' (idle_timeout: non-negative "
           .. "number expected)", 2)
   end
+  if opts.tls ~= nil then
+    check_tls(opts.tls, "bad argument #1 to 'Client'")
+  end
   return setmetatable({ max_per_host = mph, idle_timeout = idle,
-                        pools = {} }, Client)
+                        tls = opts.tls, pools = {} }, Client)
 end
 
 local default

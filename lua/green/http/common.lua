@@ -120,4 +120,70 @@ function M.has_token(v, token)
   return false
 end
 
+-- {=== over TLS: the parser reads a TLS socket's plaintext buffer in
+-- place (core.http_head_tls, core.http_body_tls never wait); these fill
+-- it through the TLS socket, whose waits are its green socket's.
+
+local http_head_tls, http_body_tls = core.http_head_tls, core.http_body_tls
+
+--- Is `sock` a green.tls socket (a table with its conn)?
+function M.is_tls(sock)
+  return type(sock) == "table" and sock.fill ~= nil
+end
+
+local function left(due)
+  if not due then return nil end
+  local l = due - now()
+  return l > 0 and l or 0
+end
+
+--- As core.http_head(sock, parser, wait, idle_timeout, head_timeout,
+-- skipbody) for a TLS socket.
+function M.tls_head(sock, parser, wait, idle_timeout, head_timeout,
+                    skipbody)
+  local conn = sock.conn
+  if not conn then return nil, "closed" end
+  local idle_due = idle_timeout and now() + idle_timeout
+  local head_due, closed
+  while true do
+    local r, a, b, c = http_head_tls(conn, parser, skipbody)
+    if r ~= false then return r, a, b, c end
+    if not wait then return false end
+    local began = a
+    if closed then return nil, closed, began end
+    local due = idle_due
+    if began then
+      head_due = head_due or (head_timeout and now() + head_timeout)
+      due = head_due
+    end
+    local ok, err = sock:fill(left(due) or -1)
+    if sock.conn ~= conn then return nil, "closed", began end
+    if not ok then
+      if err ~= "closed" then return nil, err, began end
+      closed = err -- once more: the parser sees the end of the stream
+    end
+  end
+end
+
+--- As core.http_body(sock, parser, timeout) for a TLS socket.
+function M.tls_body(sock, parser, timeout)
+  local conn = sock.conn
+  if not conn then return nil, "closed" end
+  local due = timeout and timeout >= 0 and now() + timeout or nil
+  local closed
+  while true do
+    local r, err = http_body_tls(conn, parser)
+    if r ~= true then return r, err end
+    if closed then return nil, closed end
+    local ok, ferr = sock:fill(left(due) or -1)
+    if sock.conn ~= conn then return nil, "closed" end
+    if not ok then
+      if ferr ~= "closed" then return nil, ferr end
+      closed = ferr
+    end
+  end
+end
+
+-- }===
+
 return M

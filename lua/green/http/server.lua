@@ -17,6 +17,8 @@ local http_parser, http_head, http_body, http_state, http_setmaxbody,
 local getcurrent = core.getcurrent
 local status_line, date_line = common.status_line, common.date_line
 local Headers = common.Headers
+local is_tls, tls_head, tls_body = common.is_tls, common.tls_head,
+  common.tls_body
 local StopServe = serve_mod.StopServe
 
 local concat, type, pairs, tostring, error, xpcall, rawget =
@@ -112,7 +114,12 @@ local function next_piece(req)
   end
   if c.bodykind == 0 then return nil end
   if not continue(c) then return nil, c.broken end
-  local piece, err = http_body(c.sock, c.parser, c.o.body_timeout)
+  local piece, err
+  if c.tls then
+    piece, err = tls_body(c.sock, c.parser, c.o.body_timeout)
+  else
+    piece, err = http_body(c.sock, c.parser, c.o.body_timeout)
+  end
   if piece then return piece end
   if piece == false then
     c.bodykind = 0
@@ -267,7 +274,7 @@ local function connection(srv, sock, addr)
     sock = sock, parser = false, o = o, srv = srv, handler = srv.handler,
     bodykind = 0, expect = false, req = false, failed = false,
     broken = false, bodytext = false, idle = false, started = false,
-    thread = getcurrent(),
+    thread = getcurrent(), tls = is_tls(sock),
   }
   local parser = http_parser("request", o.max_header_size, o.max_headers,
                              o.max_body_size, Request, Headers, c, addr)
@@ -275,14 +282,15 @@ local function connection(srv, sock, addr)
   srv.conns[c] = true
   sock:settimeout(o.send_timeout)
   local log = o.log
+  local head = c.tls and tls_head or http_head
   while true do
-    local req, kind, keep = http_head(sock, parser, false)
+    local req, kind, keep = head(sock, parser, false)
     if req == false then
       if not flush(c) then break end
       if srv.stopping then break end
       c.idle = true
-      req, kind, keep = http_head(sock, parser, true, o.keepalive_timeout,
-                                  o.header_timeout)
+      req, kind, keep = head(sock, parser, true, o.keepalive_timeout,
+                             o.header_timeout)
       c.idle = false
     end
     if not req then

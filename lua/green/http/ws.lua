@@ -11,6 +11,7 @@ local ws_new, ws_receive, ws_send, ws_close, ws_state, ws_accept_key,
       ws_key = core.ws_new, core.ws_receive, core.ws_send, core.ws_close,
   core.ws_state, core.ws_accept_key, core.ws_key
 local has_token = common.has_token
+local ws_receive_tls, is_tls = core.ws_receive_tls, common.is_tls
 
 local type, error, concat, setmetatable, tostring, format =
   type, error, table.concat, setmetatable, tostring, string.format
@@ -29,7 +30,31 @@ local function new(sock, server, opts)
     error("bad option max_message_size (positive number expected)", 3)
   end
   return setmetatable({ sock = sock, ctx = ws_new(server, max),
-                        timeout = opts and opts.timeout }, WebSocket)
+                        timeout = opts and opts.timeout,
+                        tls = is_tls(sock) }, WebSocket)
+end
+
+local CLOSED = 1006
+
+-- As ws_receive over a TLS socket: the parser reads its plaintext buffer
+-- in place and never waits; filling it is the TLS socket's wait.
+local function receive_tls(sock, ctx, timeout)
+  local conn = sock.conn
+  if not conn then return nil, "closed", CLOSED, "" end
+  local due = timeout and timeout >= 0 and core.now() + timeout or nil
+  local closed
+  while true do
+    local a, b, c, d = ws_receive_tls(conn, ctx)
+    if a ~= true then return a, b, c, d end
+    if closed then return nil, "closed", CLOSED, closed end
+    local left = due and due - core.now()
+    local ok, err = sock:fill(left and (left > 0 and left or 0) or -1)
+    if sock.conn ~= conn then return nil, "closed", CLOSED, "" end
+    if not ok then
+      if err == "timeout" then return nil, "timeout" end
+      closed = err -- once more: the end of the stream ends it
+    end
+  end
 end
 
 --- ws:receive() → message, "text"|"binary"; or nil, "closed", code,
@@ -37,7 +62,12 @@ end
 function WebSocket:receive()
   local sock, ctx = self.sock, self.ctx
   while true do
-    local a, b, c, d = ws_receive(sock, ctx, self.timeout)
+    local a, b, c, d
+    if self.tls then
+      a, b, c, d = receive_tls(sock, ctx, self.timeout)
+    else
+      a, b, c, d = ws_receive(sock, ctx, self.timeout)
+    end
     if a ~= false then
       if a == nil and b == "closed" then
         self.closed = true
@@ -165,20 +195,32 @@ function M.connect(url, opts)
   local u = core.http_parse_url(url)
   if not u or not u.host then return nil, "invalid URL: " .. url end
   local scheme = (u.scheme or ""):lower()
-  if scheme == "wss" or scheme == "https" then
-    return nil, "wss is not supported yet (needs green.tls)"
-  end
-  if scheme ~= "ws" and scheme ~= "http" then
+  local tls = scheme == "wss" or scheme == "https"
+  if not tls and scheme ~= "ws" and scheme ~= "http" then
     return nil, "unsupported URL scheme: " .. scheme
   end
-  local port = u.port or 80
-  local sock, err = core.connect(u.host, port, { timeout = opts.timeout })
-  if not sock then return nil, err end
+  if opts.tls ~= nil and type(opts.tls) ~= "table" then
+    error("bad argument #2 to 'websocket' (tls: table expected, got "
+          .. type(opts.tls) .. ")", 2)
+  end
+  local defport = tls and 443 or 80
+  local port = u.port or defport
+  local sock, err
+  if tls then
+    sock, err = require("green.tls").connect(u.host, port,
+      { timeout = opts.timeout, tls = opts.tls or {} })
+    if not sock then
+      return nil, "wss://" .. u.host .. ":" .. port .. ": " .. err
+    end
+  else
+    sock, err = core.connect(u.host, port, { timeout = opts.timeout })
+    if not sock then return nil, err end
+  end
   sock:settimeout(opts.timeout)
   local key = ws_key()
   local t = {
     "GET ", (u.path or "/"), u.query and ("?" .. u.query) or "",
-    " HTTP/1.1\r\nHost: ", u.host, port ~= 80 and (":" .. port) or "",
+    " HTTP/1.1\r\nHost: ", u.host, port ~= defport and (":" .. port) or "",
     "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     "Sec-WebSocket-Key: ", key, "\r\nSec-WebSocket-Version: 13\r\n" }
   if opts.protocols then
@@ -195,8 +237,8 @@ function M.connect(url, opts)
   if not ok then sock:close() return nil, err end
   local parser = core.http_parser("response", 64 * 1024, 256, 0,
                                   {}, common.Headers)
-  local resp, kind = core.http_head(sock, parser, true, opts.timeout,
-                                    opts.timeout)
+  local resp, kind = (tls and common.tls_head or core.http_head)(
+    sock, parser, true, opts.timeout, opts.timeout)
   if not resp then
     sock:close()
     return nil, type(kind) == "number" and "bad response" or kind
