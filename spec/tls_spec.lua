@@ -215,6 +215,34 @@ describe("green.tls server", function()
     end)
   end)
 
+  -- Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): a TLS 1.2 client
+  -- asking for it (s_client's "R" command) gets the no_renegotiation
+  -- alert and gives up the connection; the server's read reports the
+  -- failure as an error, it does not renegotiate or crash.
+  it("refuses a client's renegotiation", function()
+    green_run(function()
+      local srv, port = tls_listener()
+      local proc = S.spawn { "openssl", "s_client", "-connect",
+                             "127.0.0.1:" .. port, "-CAfile", p("ca.pem"),
+                             "-servername", "localhost", "-tls1_2" }
+      local c = assert(srv:accept())
+      c:settimeout(20)
+      assert(c:send("before\n"))
+      assert.matches("before\n", S.read_until(proc, "before\n", 20))
+      proc.stdin:send("R\n") -- s_client: renegotiate
+      local line, err = c:receive()
+      assert.is_nil(line)
+      assert.matches("handshake failure", err)
+      assert.matches("no renegotiation",
+                     S.read_until(proc, "no renegotiation", 20))
+      c:close()
+      proc:kill()
+      proc:wait(20)
+      proc.stdout:close()
+      srv:close()
+    end)
+  end)
+
   it("serves python3's ssl client and curl --cacert through green.serve",
      function()
     green_run(function()
