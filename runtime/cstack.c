@@ -3,8 +3,8 @@
 **
 ** The picture (the stack grows down):
 **
-**   base  +-----------------+  the top of gl_cs_call's frame (its CFA)
-**         | gl_cs_call      |
+**   base  +-----------------+  the top of the entering frame (its CFA)
+**         | gl_hub_resume   |
 **         | fn ... lua code |  the segment: copied out when parking,
 **         | gl_cs_park      |  back to the same addresses to continue
 **   lo    +-----------------+
@@ -131,36 +131,59 @@ static void finish_return(gl_cstack_t *cs, void *arg) {
 }
 
 
+void gl_cs_return(gl_cstack_t *cs, int r) {
+  /* A continued segment ended: back to the continuer, whose bytes may
+     lie where the caller's frame is. */
+  cs->result = r;
+  run_below(continuer_lo(cs, cur_sp() - REDZONE), finish_return, cs, NULL);
+  abort(); /* not reached */
+}
+
+
+/* The call of 'gl_cs_call': its frame is the base. */
+static NOINLINE int call_inner(gl_cstack_t *cs, int (*fn)(void *),
+                               void *arg) {
+  int r;
+  gl_cs_enter(cs, GL_CS_BASE());
+  r = fn(arg);
+  gl_cs_leave(cs, r);
+  return r;
+}
+
+
 int NOINLINE gl_cs_call(gl_cstack_t *cs, int (*fn)(void *), void *arg) {
+  jmp_buf land;
+  jmp_buf *outer = cs->land;
   int r;
   if (cs->base != NULL)
     return fn(arg);
-  cs->base = (char *)__builtin_frame_address(0) + 2 * sizeof(void *);
-  if (_setjmp(cs->ret) != 0)
-    return cs->result; /* parked (a first call: there is no continuer) */
-  r = fn(arg);
-  cs->base = NULL;
-  if (cs->continued) { /* a continued segment ended: back to the continuer,
-                          whose bytes may lie where this frame is */
-    cs->result = r;
-    run_below(continuer_lo(cs, cur_sp() - REDZONE), finish_return, cs, NULL);
+  cs->land = &land;
+  if (_setjmp(land) != 0) {
+    cs->land = outer;
+    return GL_CS_PARKED;
   }
+  r = call_inner(cs, fn, arg);
+  cs->land = outer;
   return r;
 }
 
 
 int gl_cs_can_park(const gl_cstack_t *cs) {
-  return cs->base != NULL && !FAKE_STACK();
+  return cs->base != NULL && (cs->continued || cs->land != NULL) &&
+         !FAKE_STACK();
 }
 
 
 static void finish_park(gl_cstack_t *cs, void *arg) {
   gl_cseg_t *seg = arg;
   rawcopy(seg->data, seg->lo, seg->size);
-  restore_continuer(cs);
   cs->base = NULL;
   cs->result = GL_CS_PARKED;
-  _longjmp(cs->ret, 1);
+  if (cs->continued) {
+    restore_continuer(cs);
+    _longjmp(cs->ret, 1);
+  }
+  _longjmp(*cs->land, 1);
 }
 
 
@@ -241,6 +264,13 @@ int NOINLINE gl_cs_continue(gl_cstack_t *cs, gl_cseg_t *seg) {
 }
 
 #else /* !GL_CS_SUPPORTED */
+
+void gl_cs_return(gl_cstack_t *cs, int r) {
+  (void)cs;
+  (void)r;
+  abort(); /* nothing is ever continued */
+}
+
 
 int gl_cs_call(gl_cstack_t *cs, int (*fn)(void *), void *arg) {
   (void)cs;

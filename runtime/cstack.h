@@ -2,31 +2,33 @@
 ** Native stacks by copying (greenlet's technique), for green threads that
 ** block inside a C-call boundary.
 **
-** Every call that may park runs through 'gl_cs_call', on the caller's own
-** stack: the common path costs a _setjmp and nothing else. Code running
-** inside it, at any depth, may 'gl_cs_park': the stack between the park
-** point and the base of the call (the segment) is copied to the heap and
-** control returns from 'gl_cs_call' with GL_CS_PARKED. 'gl_cs_continue'
-** later copies the segment back to the same addresses -- after saving
-** whatever of the continuer's own stack lies there -- and jumps into it:
-** 'gl_cs_park' returns 0 and the code goes on where it was. When that code
-** parks again, or when the function of the original 'gl_cs_call' returns,
-** the continuer's bytes are put back and 'gl_cs_continue' returns
-** GL_CS_PARKED or the function's value.
+** A call that may park runs between 'gl_cs_enter' and 'gl_cs_leave' in
+** one frame, on the caller's own stack; an outer frame holds a landing
+** (a jmp_buf in 'cs->land', set once for many calls). The common path
+** costs a store and a test. Code running inside the call, at any depth,
+** may 'gl_cs_park': the stack between the park point and the base of the
+** call (the top of the entering frame: the segment) is copied to the heap
+** and control goes to the landing. 'gl_cs_continue' later copies the
+** segment back to the same addresses -- after saving whatever of the
+** continuer's own stack lies below the base -- and jumps into it:
+** 'gl_cs_park' returns 0 and the code goes on where it was. When that
+** code parks again, or when the call reaches 'gl_cs_leave', the
+** continuer's bytes are put back and 'gl_cs_continue' returns
+** GL_CS_PARKED or the value given to 'gl_cs_leave'.
 **
-** The copies run on stack below both regions (alloca), so nothing copies
-** over its own frame; every jump is a _longjmp up the stack. Under
-** AddressSanitizer the copies bypass its checks (the stack holds its
-** redzones) and the restored region is unpoisoned; ASan's fake stacks
-** (detect_stack_use_after_return) keep locals off the stack, so parking
-** is refused while they are on.
+** The copies run on stack below every region they write (alloca), so
+** nothing copies over its own frame; every jump is a _longjmp up the
+** stack. Under AddressSanitizer the copies bypass its checks (the stack
+** holds its redzones) and the restored region is unpoisoned; ASan's fake
+** stacks (detect_stack_use_after_return) keep locals off the stack, so
+** parking is refused while they are on.
 **
 ** Pointers into a segment stay valid while it is parked as long as nobody
 ** dereferences them: the memory at those addresses belongs to whoever
 ** runs meanwhile. Lua keeps none outside the coroutine's own state.
 **
 ** x86-64 Linux only ('GL_CS_SUPPORTED'); elsewhere 'gl_cs_park' returns
-** UV_ENOTSUP and 'gl_cs_call' is a plain call. Lua-free.
+** UV_ENOTSUP. Lua-free.
 */
 #ifndef GL_CSTACK_H
 #define GL_CSTACK_H
@@ -49,11 +51,12 @@
 typedef struct gl_cseg gl_cseg_t; /* a parked segment (heap) */
 
 typedef struct gl_cstack {
-  jmp_buf ret;     /* where a park, or a continued call's end, lands */
+  jmp_buf ret;     /* where a continued call's park or end lands */
+  jmp_buf *land;   /* where a first park lands (an outer frame's), or NULL */
   char *base;      /* the running call's base (its frame's top), or NULL */
   int continued;   /* the running call is a continued segment */
   int result;      /* what 'gl_cs_continue' returns */
-  char *save_lo;   /* the continuer's bytes under the segment: */
+  char *save_lo;   /* the continuer's bytes under the base: */
   size_t save_len; /* [save_lo, save_lo + save_len), kept in 'save' */
   char *save;
   size_t save_cap; /* >= the size of every parked segment */
@@ -68,15 +71,39 @@ void gl_cs_init(gl_cstack_t *cs);
 void gl_cs_close(gl_cstack_t *cs); /* frees the buffer (not segments) */
 
 /*
-** Call fn(arg), whose value must be >= 0. Returns it, or GL_CS_PARKED
-** when code inside parked. Called while a call runs, a plain call.
+** Start a call that may park, whose base is the top of the calling frame
+** (GL_CS_BASE() there: it gives the function a frame pointer). A park
+** before 'gl_cs_leave' lands on '*cs->land' (with 'cs->result' =
+** GL_CS_PARKED), which an outer frame set up with _setjmp.
+*/
+#define GL_CS_BASE() ((char *)__builtin_frame_address(0) + 2 * sizeof(void *))
+static inline void gl_cs_enter(gl_cstack_t *cs, char *base) {
+  cs->base = base;
+}
+
+/*
+** End the call with value 'r' (>= 0). In a continued segment, never
+** returns: the continuer's 'gl_cs_continue' returns 'r'.
+*/
+void gl_cs_return(gl_cstack_t *cs, int r) __attribute__((noreturn));
+static inline void gl_cs_leave(gl_cstack_t *cs, int r) {
+  cs->base = NULL;
+  if (cs->continued)
+    gl_cs_return(cs, r);
+}
+
+/*
+** Call fn(arg) (its value must be >= 0) as a call that may park, with
+** its own landing: returns fn's value, or GL_CS_PARKED. Nested in a
+** running call, a plain call.
 */
 int gl_cs_call(gl_cstack_t *cs, int (*fn)(void *), void *arg);
 
 /*
-** From inside a 'gl_cs_call': park, storing the segment in '*slot'.
-** Returns 0 once continued; UV_ENOTSUP outside a call (or unsupported
-** here), UV_E2BIG over the limit, UV_ENOMEM: not parked, nothing changed.
+** From inside a call: park, storing the segment in '*slot'. Returns 0
+** once continued; UV_ENOTSUP outside a call, without a landing or not
+** supported here, UV_E2BIG over the limit, UV_ENOMEM: not parked,
+** nothing changed.
 */
 int gl_cs_park(gl_cstack_t *cs, gl_cseg_t **slot);
 
@@ -84,11 +111,10 @@ int gl_cs_park(gl_cstack_t *cs, gl_cseg_t **slot);
 int gl_cs_can_park(const gl_cstack_t *cs);
 
 /*
-** Continue a parked segment (it is freed). Returns the value of the
-** function of the 'gl_cs_call' it belongs to once that returns, or
-** GL_CS_PARKED if it parked again. UV_EBUSY while a call runs, UV_ENOMEM
-** (a continuer far below the segment's base found no memory to save its
-** own stack): not continued, nothing changed.
+** Continue a parked segment (it is freed). Returns the value its call
+** gives 'gl_cs_leave', or GL_CS_PARKED if it parked again. UV_EBUSY while
+** a call runs, UV_ENOMEM (a continuer far below the segment's base found
+** no memory to save its own stack): not continued, nothing changed.
 */
 int gl_cs_continue(gl_cstack_t *cs, gl_cseg_t *seg);
 
