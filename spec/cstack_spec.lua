@@ -7,6 +7,9 @@ local green = require "green"
 local helper = require "spec.helper"
 
 local spawn, sleep = green.spawn, green.sleep
+-- A real C library's callback: Debian's lua-lpeg (.ci/setup installs it)
+-- ships a 5.4 build; its match-time captures call Lua from lpeg's C matcher.
+local lpeg = require "lpeg"
 
 -- Each boundary, as a function that blocks once through `block` inside it
 -- and returns what the C function made of the callback's result.
@@ -64,6 +67,17 @@ local boundaries = {
     if not fn then error(err, 0) end -- load returns the reader's error
     return tostring(fn())
   end,
+  ["an lpeg match-time capture (lpeg.Cmt)"] = function(block)
+    -- A word followed by digits; the Cmt function runs inside lpeg.match's
+    -- C matcher, blocks, then accepts the match and returns a capture.
+    local word = lpeg.C(lpeg.R("az") ^ 1)
+    local p = lpeg.Cmt(word, function(_, pos, w)
+      block()
+      return pos, w:upper()
+    end) * lpeg.C(lpeg.R("09") ^ 1)
+    local w, n = p:match("abc123")
+    return w .. ":" .. n
+  end,
 }
 
 local expected = {
@@ -73,6 +87,7 @@ local expected = {
   ["__lt reached from table.sort"] = "1,2",
   ["a require'd module's main chunk"] = "true",
   ["a load reader"] = "42",
+  ["an lpeg match-time capture (lpeg.Cmt)"] = "ABC:123",
 }
 
 local names = {}
