@@ -7,6 +7,10 @@
 --   lua5.4 bench/http_server.lua [-v] [seconds=5] [rounds=3] [depth=16]
 --   ./build/greenlua bench/http_server.lua serve [port]   (the server)
 --
+-- With GREENLUA_BASE=<dir> (another checkout, built in <dir>/build), its
+-- server is measured in the same rounds too ("base"): before/after
+-- figures of a change from one run.
+--
 -- The driver (plain lua5.4, no green) builds c_responder, starts both
 -- servers pinned to core 0 and runs `taskset -c 1 wrk -t1 -c50`
 -- against each; server CPU is utime + stime from /proc/PID/stat around
@@ -133,12 +137,21 @@ end
 local ok, err = pcall(function()
   local c = start("c", "build/c_responder 0")
   local g = start("green", "./build/greenlua bench/http_server.lua serve 0")
+  local servers = { c, g }
+  local base = os.getenv("GREENLUA_BASE")
+  if base and base ~= "" then
+    servers[3] = start("base", ("sh -c 'cd %s && exec ./build/greenlua "
+                                .. "bench/http_server.lua serve 0'")
+                               :format(base))
+  end
   for _, piped in ipairs { false, true } do
-    measure(c, 1, piped) -- warm up
-    measure(g, 1, piped)
-    local res = { c = {}, green = {} }
+    local res = {}
+    for _, srv in ipairs(servers) do
+      measure(srv, 1, piped) -- warm up
+      res[srv.name] = {}
+    end
     for r = 1, rounds do
-      for _, srv in ipairs { c, g } do
+      for _, srv in ipairs(servers) do
         local us, user, n = measure(srv, dur, piped)
         table.insert(res[srv.name], { us = us, user = user })
         if verbose then
@@ -168,6 +181,11 @@ local ok, err = pcall(function()
     print(("  best of %d rounds of %s s; median ratio %.2f; user time "
            .. "alone: greenlua %.2f, C %.2f us/req"):format(
       rounds, dur, med, best(res.green, "user"), best(res.c, "user")))
+    if res.base then
+      local bb = best(res.base, "us")
+      print(("  base (%s): %.2f us/req, ratio %.2f; user %.2f us/req")
+        :format(base, bb, bb / cb, best(res.base, "user")))
+    end
   end
 end)
 cleanup()

@@ -39,6 +39,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "http.h"
 
@@ -82,6 +83,13 @@ typedef struct hparser {
   uint32_t nh, caph; /* header lines; room in 'h' */
   hspan *h;          /* 2 spans per line: name, value */
   hspan inl[2 * NINLINE];
+  char *hb;          /* the last head's copy (reused; malloc'd) */
+  size_t hcap;       /* room in 'hb' */
+  char *ob;          /* responses laid out, not sent yet (malloc'd) */
+  size_t olen, ocap; /* bytes in 'ob'; room */
+  time_t datesec;    /* the second 'date' was made for */
+  size_t datelen;
+  char date[48];     /* "Date: ...\r\n" */
 } hparser;
 
 /* Body kinds. */
@@ -270,10 +278,11 @@ static hparser *check_parser(lua_State *L, int idx) {
 
 
 /*
-** http_parser(kind, max_head, max_headers, max_body, msg_mt, headers_mt):
-** a parser of requests (kind "request") or responses ("response"); the
-** messages it returns get metatable 'msg_mt', their headers tables
-** 'headers_mt'.
+** http_parser(kind, max_head, max_headers, max_body, msg_mt, headers_mt,
+** [conn], [remote_addr]): a parser of requests (kind "request") or
+** responses ("response"); the messages it returns get metatable 'msg_mt',
+** their headers tables 'headers_mt', and fields 'conn' and 'remote_addr'
+** set to the last two arguments (if not nil).
 */
 static int l_http_parser(lua_State *L) {
   static const char *const kinds[] = {"request", "response", NULL};
@@ -289,7 +298,8 @@ static int l_http_parser(lua_State *L) {
   luaL_argcheck(L, max_body >= 0, 4, "non-negative size expected");
   luaL_checktype(L, 5, LUA_TTABLE);
   luaL_checktype(L, 6, LUA_TTABLE);
-  hp = (hparser *)lua_newuserdatauv(L, sizeof(*hp), 2);
+  lua_settop(L, 8);
+  hp = (hparser *)lua_newuserdatauv(L, sizeof(*hp), 4);
   memset(hp, 0, sizeof(*hp));
   http_parser_init(&hp->p, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE);
   hp->max_head = (uint32_t)max_head;
@@ -303,6 +313,10 @@ static int l_http_parser(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, 6);
   lua_setiuservalue(L, -2, 2);
+  lua_pushvalue(L, 7);
+  lua_setiuservalue(L, -2, 3);
+  lua_pushvalue(L, 8);
+  lua_setiuservalue(L, -2, 4);
   return 1;
 }
 
@@ -314,6 +328,12 @@ static int parser_gc(lua_State *L) {
   hp->h = hp->inl;
   hp->caph = NINLINE;
   hp->nh = 0;
+  free(hp->hb);
+  hp->hb = NULL;
+  hp->hcap = 0;
+  free(hp->ob);
+  hp->ob = NULL;
+  hp->olen = hp->ocap = 0;
   return 0;
 }
 
@@ -449,6 +469,28 @@ static void body_kind(hparser *hp) {
 }
 
 
+/* The message tables' keys, interned once (upvalue 4 of the functions:
+   a list of them, in this order); set with 'set_key'. */
+static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", "query", "status", "reason", "version", "headers", NULL};
+#define K_CONN 1
+#define K_REMOTE_ADDR 2
+#define K_METHOD 3
+#define K_PATH 4
+#define K_QUERY 5
+#define K_STATUS 6
+#define K_REASON 7
+#define K_VERSION 8
+#define K_HEADERS 9
+
+/* t[key] = v: the table at -2, the value at -1 (popped); a raw set with the
+   key from the list (no lookup of the name, no metamethod). [-1, +0, m] */
+static void set_key(lua_State *L, int key) {
+  lua_rawgeti(L, lua_upvalueindex(4), key);
+  lua_insert(L, -2);
+  lua_rawset(L, -3);
+}
+
+
 /*
 ** [-0, +1, m] The message table of the head that ends at byte 'n' of the
 ** buffer (its names lowercased by 'check_names'), which is copied into one
@@ -458,17 +500,41 @@ static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
   char *b = x->buf + x->off;
   const char *h;
   uint32_t i;
-  lua_pushlstring(L, b, n); /* the copy; the buffer may go from here on */
-  h = lua_tostring(L, -1);
+  int onstack = 0; /* the copy is a Lua string (no room for one in C) */
+  if (n > hp->hcap) {
+    char *nb = (char *)realloc(hp->hb, n < 512 ? 512 : n);
+    if (nb != NULL) {
+      hp->hb = nb;
+      hp->hcap = n < 512 ? 512 : n;
+    }
+  }
+  /* the copy (the parser's, which the stack keeps); the buffer may go
+     from here on */
+  if (n <= hp->hcap) {
+    memcpy(hp->hb, b, n);
+    h = hp->hb;
+  } else {
+    lua_pushlstring(L, b, n);
+    h = lua_tostring(L, -1);
+    onstack = 1;
+  }
   lgreen_stream_consume(x, n);
   lua_createtable(L, 0, 8);
   lua_getiuservalue(L, 2, 1);
   lua_setmetatable(L, -2);
+  if (lua_getiuservalue(L, 2, 3) != LUA_TNIL)
+    set_key(L, K_CONN);
+  else
+    lua_pop(L, 1);
+  if (lua_getiuservalue(L, 2, 4) != LUA_TNIL)
+    set_key(L, K_REMOTE_ADDR);
+  else
+    lua_pop(L, 1);
   if (hp->p.type == HTTP_REQUEST) {
     struct http_parser_url u;
     int connect = hp->p.method == HTTP_CONNECT;
     lua_pushstring(L, http_method_str((enum http_method)hp->p.method));
-    lua_setfield(L, -2, "method");
+    set_key(L, K_METHOD);
     http_parser_url_init(&u);
     if (hp->url.len > 0 &&
         http_parser_parse_url(h + hp->url.off, hp->url.len, connect, &u) ==
@@ -477,27 +543,27 @@ static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
       const char *ub = h + hp->url.off;
       lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
                       u.field_data[UF_PATH].len);
-      lua_setfield(L, -2, "path");
+      set_key(L, K_PATH);
       if (u.field_set & (1 << UF_QUERY)) {
         lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
                         u.field_data[UF_QUERY].len);
-        lua_setfield(L, -2, "query");
+        set_key(L, K_QUERY);
       }
     } else { /* "*", an authority (CONNECT): the target as sent */
       push_span(L, h, hp->url);
-      lua_setfield(L, -2, "path");
+      set_key(L, K_PATH);
     }
   } else {
     lua_pushinteger(L, hp->p.status_code);
-    lua_setfield(L, -2, "status");
+    set_key(L, K_STATUS);
     push_span(L, h, hp->reason);
-    lua_setfield(L, -2, "reason");
+    set_key(L, K_REASON);
   }
   lua_pushstring(L, hp->p.http_minor == 0 && hp->p.http_major == 1 ? "1.0"
                     : hp->p.http_major == 1                         ? "1.1"
                     : hp->p.http_major == 0                         ? "0.9"
                                                                     : "2");
-  lua_setfield(L, -2, "version");
+  set_key(L, K_VERSION);
   lua_createtable(L, 0, hp->nh < 4 ? 4 : (int)hp->nh);
   lua_getiuservalue(L, 2, 2);
   lua_setmetatable(L, -2);
@@ -506,8 +572,9 @@ static void push_message(lua_State *L, hparser *hp, lstream *x, size_t n) {
     push_span(L, h, trim(h, hp->h[2 * i + 1]));
     add_header(L);
   }
-  lua_setfield(L, -2, "headers");
-  lua_remove(L, -2); /* the head string */
+  set_key(L, K_HEADERS);
+  if (onstack)
+    lua_remove(L, -2); /* the head string */
 }
 
 
@@ -920,7 +987,7 @@ typedef struct rinfo {
    first pass checks it: a value holding CR, LF or NUL could split the
    response. */
 static size_t put_line(lua_State *L, rout *p, size_t at, const char *k,
-                       size_t kn, rinfo *ri) {
+                       size_t kn, int special, rinfo *ri) {
   size_t vn;
   const char *v;
   if (!lua_isstring(L, -1))
@@ -930,7 +997,7 @@ static size_t put_line(lua_State *L, rout *p, size_t at, const char *k,
   if (p->check && (memchr(v, '\r', vn) || memchr(v, '\n', vn) ||
                     memchr(v, '\0', vn)))
     luaL_error(L, "green.http: header %s: value holds CR, LF or NUL", k);
-  if (ieq(k, kn, "connection") && has_close(v, vn))
+  if (special == 'c' && has_close(v, vn))
     ri->keep = 0;
   at = put(p, at, k, kn);
   at = put(p, at, ": ", 2);
@@ -963,26 +1030,110 @@ static size_t put_length(rout *p, size_t at, unsigned long long v) {
   return PUTS("\r\n");
 }
 
+/* Argument positions of http_response. */
+#define A_STATUS 2
+#define A_HEADERS 3
+#define A_BODY 4
+#define A_HEADONLY 5
+#define A_VERSION 6
+#define A_KEEP 7
+
+/* A string body longer than this is not copied into the output: the Lua
+   layer sends it after the head (mode "body"). */
+#define BIG_BODY (16 * 1024)
+
+/* Output beyond this is freed once sent, rather than kept for reuse. */
+#define KEEP_OUTPUT (64 * 1024)
+
+
+/* The Date line, remade when the wall clock's second changes (a coarse
+   clock read per response; gmtime and the formatting once a second). */
+static void update_date(hparser *hp) {
+  static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
+                                  "Thu", "Fri", "Sat"};
+  static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr",
+                                     "May", "Jun", "Jul", "Aug",
+                                     "Sep", "Oct", "Nov", "Dec"};
+  struct timespec ts;
+  struct tm tm;
+  char *d = hp->date;
+#ifdef CLOCK_REALTIME_COARSE
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+#else
+  clock_gettime(CLOCK_REALTIME, &ts);
+#endif
+  if (hp->datelen > 0 && ts.tv_sec == hp->datesec)
+    return;
+  hp->datesec = ts.tv_sec;
+  gmtime_r(&ts.tv_sec, &tm);
+  memcpy(d, "Date: ", 6);
+  memcpy(d + 6, days[tm.tm_wday % 7], 3);
+  d[9] = ',';
+  d[10] = ' ';
+  d[11] = (char)('0' + tm.tm_mday / 10);
+  d[12] = (char)('0' + tm.tm_mday % 10);
+  d[13] = ' ';
+  memcpy(d + 14, months[tm.tm_mon % 12], 3);
+  d[17] = ' ';
+  {
+    int y = tm.tm_year + 1900, k;
+    for (k = 21; k >= 18; k--) {
+      d[k] = (char)('0' + y % 10);
+      y /= 10;
+    }
+  }
+  d[22] = ' ';
+  d[23] = (char)('0' + tm.tm_hour / 10);
+  d[24] = (char)('0' + tm.tm_hour % 10);
+  d[25] = ':';
+  d[26] = (char)('0' + tm.tm_min / 10);
+  d[27] = (char)('0' + tm.tm_min % 10);
+  d[28] = ':';
+  d[29] = (char)('0' + tm.tm_sec / 10);
+  d[30] = (char)('0' + tm.tm_sec % 10);
+  memcpy(d + 31, " GMT\r\n", 6);
+  hp->datelen = 37;
+}
+
+
+/* Header names the writer treats itself, by their first letter (most
+   names are none of them: one comparison). */
+static int special_name(const char *k, size_t kn) {
+  switch (k[0] | 0x20) {
+  case 'c':
+    if (ieq(k, kn, "connection"))
+      return 'c';
+    if (ieq(k, kn, "content-length"))
+      return 'l';
+    return 0;
+  case 't':
+    return ieq(k, kn, "transfer-encoding") ? 't' : 0;
+  default:
+    return 0;
+  }
+}
+
+
 /*
 ** Lay out the response (see l_http_response) at 'p', or, with 'p->p' NULL,
 ** check it and count its bytes. Stack: the arguments 1-7.
 */
-static size_t build(lua_State *L, rout *p, rinfo *ri) {
-  lua_Integer status = lua_tointeger(L, 1);
-  int bt = lua_type(L, 3);
-  int head_only = lua_toboolean(L, 4);
-  size_t vlen, dlen, at = 0;
-  const char *version = lua_tolstring(L, 5, &vlen);
-  const char *date = lua_tolstring(L, 7, &dlen);
+static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
+  lua_Integer status = lua_tointeger(L, A_STATUS);
+  int bt = lua_type(L, A_BODY);
+  int head_only = lua_toboolean(L, A_HEADONLY);
+  size_t vlen, at = 0;
+  const char *version = lua_tolstring(L, A_VERSION, &vlen);
   int http10 = vlen == 3 && memcmp(version, "1.0", 3) == 0;
   int nobody = status < 200 || status == 204 || status == 304;
   int conn_given = 0;
+  int big = bt == LUA_TSTRING && lua_rawlen(L, A_BODY) > BIG_BODY;
   const char *reason = http_status_str((enum http_status)status);
   char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
-  ri->keep = lua_toboolean(L, 6);
+  ri->keep = lua_toboolean(L, A_KEEP);
   ri->mode = 0;
   ri->clen = -1;
-  if (strcmp(reason, "<unknown>") == 0)
+  if (reason[0] == '<') /* "<unknown>" */
     reason = "Unknown";
   else if (status == 413)
     reason = "Content Too Large"; /* RFC 9110's name */
@@ -991,12 +1142,13 @@ static size_t build(lua_State *L, rout *p, rinfo *ri) {
   PUTS(" ");
   at = put(p, at, reason, strlen(reason));
   PUTS("\r\n");
-  at = put(p, at, date, dlen);
-  if (lua_istable(L, 2)) {
+  at = put(p, at, hp->date, hp->datelen);
+  if (lua_istable(L, A_HEADERS)) {
     lua_pushnil(L);
-    while (lua_next(L, 2)) {
+    while (lua_next(L, A_HEADERS)) {
       size_t kn, i;
       const char *k;
+      int special;
       if (lua_type(L, -2) != LUA_TSTRING)
         luaL_error(L, "green.http: header names must be strings");
       k = lua_tolstring(L, -2, &kn);
@@ -1004,31 +1156,34 @@ static size_t build(lua_State *L, rout *p, rinfo *ri) {
         ;
       if (kn == 0 || i < kn)
         luaL_error(L, "green.http: bad header name \"%s\"", k);
-      if (ieq(k, kn, "connection"))
+      special = special_name(k, kn);
+      if (special == 'c')
         conn_given = 1;
-      if (ieq(k, kn, "content-length")) {
+      if (special == 'l') {
         int isnum;
         ri->clen = lua_tointegerx(L, -1, &isnum);
         if (!isnum || ri->clen < 0)
           luaL_error(L, "green.http: bad Content-Length");
         lua_pop(L, 1);
-      } else if (ieq(k, kn, "transfer-encoding")) {
+      } else if (special == 't') {
         lua_pop(L, 1); /* the writer chooses */
       } else if (lua_istable(L, -1)) {
         lua_Integer j, n = (lua_Integer)lua_rawlen(L, -1);
         for (j = 1; j <= n; j++) {
           lua_rawgeti(L, -1, j);
-          at = put_line(L, p, at, k, kn, ri);
+          at = put_line(L, p, at, k, kn, special, ri);
         }
         lua_pop(L, 1);
       } else {
-        at = put_line(L, p, at, k, kn, ri);
+        at = put_line(L, p, at, k, kn, special, ri);
       }
     }
   }
   if (bt == LUA_TSTRING) {
     if (!nobody)
-      at = put_length(p, at, (unsigned long long)lua_rawlen(L, 3));
+      at = put_length(p, at, (unsigned long long)lua_rawlen(L, A_BODY));
+    if (big && !nobody && !head_only)
+      ri->mode = 4;
   } else if (bt == LUA_TFUNCTION) {
     if (ri->clen >= 0) {
       at = put_length(p, at, (unsigned long long)ri->clen);
@@ -1054,80 +1209,131 @@ static size_t build(lua_State *L, rout *p, rinfo *ri) {
       PUTS("Connection: keep-alive\r\n");
   }
   PUTS("\r\n");
-  if (bt == LUA_TSTRING && !nobody && !head_only)
-    at = put(p, at, lua_tostring(L, 3), lua_rawlen(L, 3));
+  if (bt == LUA_TSTRING && !nobody && !head_only && !big)
+    at = put(p, at, lua_tostring(L, A_BODY), lua_rawlen(L, A_BODY));
   return at;
 }
 
 
-/* A response up to this size is laid out on the C stack in one pass. */
-#define SMALL_RESPONSE 2048
-
-
-/* The results after the string: keep, mode, length. */
-static int response_results(lua_State *L, rinfo *ri) {
-  lua_pushboolean(L, ri->keep);
-  if (ri->mode == 0) {
-    lua_pushnil(L);
-    return 3;
+/* Room for 'n' more bytes in the output; 0 if none can be had. */
+static int out_reserve(hparser *hp, size_t n) {
+  size_t cap;
+  char *nb;
+  if (hp->ocap - hp->olen >= n)
+    return 1;
+  cap = hp->ocap < 4096 ? 4096 : hp->ocap;
+  while (cap - hp->olen < n) {
+    if (cap > SIZE_MAX / 2)
+      return 0;
+    cap *= 2;
   }
-  lua_pushstring(L, ri->mode == 1 ? "chunked" : ri->mode == 2 ? "length"
-                                                              : "eof");
+  nb = (char *)realloc(hp->ob, cap);
+  if (nb == NULL)
+    return 0;
+  hp->ob = nb;
+  hp->ocap = cap;
+  return 1;
+}
+
+
+/* The results: keep, pending output, mode, length. */
+static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
+  static const char *const modes[] = {NULL, "chunked", "length", "eof",
+                                      "body"};
+  lua_pushboolean(L, ri->keep);
+  lua_pushinteger(L, (lua_Integer)hp->olen);
+  if (ri->mode == 0)
+    return 2;
+  lua_pushstring(L, modes[ri->mode]);
   lua_pushinteger(L, ri->clen);
   return 4;
 }
 
 
 /*
-** http_response(status, headers, body, head_only, version, keep, date):
-** the response's head (and a string body) as one string, and how the
-** body goes on: returns data, keep, mode, length where mode is nil (all
-** in data), "chunked", "length" (the handler's Content-Length, 'length'
-** bytes from a function body) or "eof" (HTTP/1.0: the connection's end
-** ends the body; keep is false then). 'headers' maps names to a value or
-** a list of values; the handler's Transfer-Encoding is dropped (the
-** writer chooses), its Content-Length is used only for a function body,
-** a Connection header with "close" makes keep false. 'date' is the Date
-** line. Misuse raises. A small response is laid out on the C stack;
-** a larger one in two passes (check and count, then copy into the
-** string, allocated once at its size).
+** http_response(parser, status, headers, body, head_only, version, keep):
+** lay out the response's head (and a string body) at the end of the
+** parser's output (see http_output), and say how the body goes on:
+** returns keep, pending, mode, length where pending is the bytes of
+** output now waiting and mode is nil (all in the output), "chunked",
+** "length" (the handler's Content-Length, 'length' bytes from a function
+** body), "eof" (HTTP/1.0: the connection's end ends the body; keep is
+** false then) or "body" (a string body too long to copy: the caller
+** sends it after the output). 'headers' maps names to a value or a list
+** of values; the handler's Transfer-Encoding is dropped (the writer
+** chooses), its Content-Length is used only for a function body, a
+** Connection header with "close" makes keep false. The Date line is the
+** parser's (remade once a second). Misuse raises and leaves the output
+** as it was. One pass when the output has room, else a counting pass,
+** then the copy into the output grown to fit.
 */
 static int l_http_response(lua_State *L) {
-  lua_Integer status = lua_tointeger(L, 1);
-  int bt = lua_type(L, 3);
-  luaL_Buffer b;
+  hparser *hp = check_parser(L, 1);
+  lua_Integer status = lua_tointeger(L, A_STATUS);
+  int bt = lua_type(L, A_BODY);
   rinfo ri;
-  rout o = {NULL, 0, 1};
+  rout o;
   size_t n;
-  luaL_checkstring(L, 5);
-  luaL_checkstring(L, 7);
-  if (!lua_isinteger(L, 1) || status < 100 || status > 999)
+  luaL_checkstring(L, A_VERSION);
+  if (!lua_isinteger(L, A_STATUS) || status < 100 || status > 999)
     return luaL_error(L, "green.http: the handler returned status %s (an "
-                      "integer 100-999 expected)", luaL_tolstring(L, 1, NULL));
-  if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2))
+                      "integer 100-999 expected)",
+                      luaL_tolstring(L, A_STATUS, NULL));
+  if (!lua_isnoneornil(L, A_HEADERS) && !lua_istable(L, A_HEADERS))
     return luaL_error(L, "green.http: the handler's headers must be a "
-                      "table, not a %s", luaL_typename(L, 2));
+                      "table, not a %s", luaL_typename(L, A_HEADERS));
   if (bt != LUA_TSTRING && bt != LUA_TFUNCTION && bt > LUA_TNIL)
     return luaL_error(L, "green.http: the handler's body must be a string, "
-                      "a function or nil, not a %s", luaL_typename(L, 3));
-  lua_settop(L, 7);
-  { /* most responses fit here: one pass, one copy */
-    char small[SMALL_RESPONSE];
-    o.p = small;
-    o.cap = sizeof(small);
-    n = build(L, &o, &ri);
-    if (n <= sizeof(small)) {
-      lua_pushlstring(L, small, n);
-      return response_results(L, &ri);
-    }
+                      "a function or nil, not a %s", luaL_typename(L, A_BODY));
+  lua_settop(L, A_KEEP);
+  update_date(hp);
+  o.p = hp->ob == NULL ? NULL : hp->ob + hp->olen;
+  o.cap = hp->ocap - hp->olen;
+  o.check = 1;
+  n = build(L, hp, &o, &ri);
+  if (n > o.cap) { /* counted only: grow the output, then copy */
+    if (!out_reserve(hp, n))
+      return luaL_error(L, "not enough memory");
+    o.p = hp->ob + hp->olen;
+    o.cap = n;
+    o.check = 0;
+    if (build(L, hp, &o, &ri) != n)
+      return luaL_error(L, "green.http: the headers changed while written");
   }
-  o.p = luaL_buffinitsize(L, &b, n);
-  o.cap = n;
-  o.check = 0;
-  if (build(L, &o, &ri) != n) /* balanced: the stack as the buffer left it */
-    return luaL_error(L, "green.http: the headers changed while written");
-  luaL_pushresultsize(&b, n);
-  return response_results(L, &ri);
+  hp->olen += n;
+  return response_results(L, hp, &ri);
+}
+
+
+/*
+** http_output(parser, [data]): with 'data' (a string), append it to the
+** parser's output and return the bytes waiting; without, take the output:
+** a string of what waits (nil if nothing), leaving the output empty.
+*/
+static int l_http_output(lua_State *L) {
+  hparser *hp = check_parser(L, 1);
+  if (!lua_isnoneornil(L, 2)) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    if (!out_reserve(hp, n))
+      return luaL_error(L, "not enough memory");
+    memcpy(hp->ob + hp->olen, s, n);
+    hp->olen += n;
+    lua_pushinteger(L, (lua_Integer)hp->olen);
+    return 1;
+  }
+  if (hp->olen == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushlstring(L, hp->ob, hp->olen);
+  hp->olen = 0;
+  if (hp->ocap > KEEP_OUTPUT) {
+    free(hp->ob);
+    hp->ob = NULL;
+    hp->ocap = 0;
+  }
+  return 1;
 }
 
 /* }====================================================== */
@@ -1177,6 +1383,7 @@ static const luaL_Reg funcs[] = {
     {"http_state", l_http_state},
     {"http_setmaxbody", l_http_setmaxbody},
     {"http_response", l_http_response},
+    {"http_output", l_http_output},
     {"http_parse_url", l_http_parse_url},
     {NULL, NULL},
 };
@@ -1184,8 +1391,17 @@ static const luaL_Reg funcs[] = {
 
 void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   (void)hub;
-  lgreen_sock_pushstate(L); /* upvalues: the hub, this, the metatable */
+  /* upvalues: the hub, the socket state, the metatable, the keys */
+  lgreen_sock_pushstate(L);
   luaL_newmetatable(L, LGREEN_HTTP_PARSER);
   luaL_setfuncs(L, parser_meta, 0);
-  lgreen_register(L, funcs, 2);
+  {
+    int i;
+    lua_createtable(L, (int)(sizeof(msg_keys) / sizeof(msg_keys[0])), 0);
+    for (i = 0; msg_keys[i] != NULL; i++) {
+      lua_pushstring(L, msg_keys[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+  }
+  lgreen_register(L, funcs, 3);
 }

@@ -140,10 +140,7 @@ if demo then
     local ok, err = pcall(run_demo)
     if not ok then print("demo failed: " .. tostring(err)) end
     -- as Ctrl-C would: the master drains its workers, serve returns
-    local f = assert(io.open("/proc/self/stat"))
-    local me = math.tointeger(f:read("n"))
-    f:close()
-    green.process.run { "kill", "-TERM", tostring(me) }
+    green.process.run { "kill", "-TERM", tostring(green.process.getpid()) }
   end)
 end
 

@@ -5,6 +5,8 @@
 --   ./build/greenlua examples/ws_chat.lua [port]    (8082; 0: any free)
 --   python3 -m websockets ws://127.0.0.1:8082/    (Debian's
 --   python3-websockets), in two terminals
+-- examples/ws_prefork_chat.lua is the same chat across prefork workers
+-- that share their messages through Redis (seed 003).
 local green = require "green"
 
 local server = assert(green.listen("127.0.0.1", tonumber(arg[1] or 8082)))

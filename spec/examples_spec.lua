@@ -50,6 +50,17 @@ describe("examples", function()
     assert.is_true(tonumber(kept) < tonumber(starved) / 2, out)
   end)
 
+  it("fork_threads.lua (seed 003): the child does not run the parent's "
+     .. "loop", function()
+    local out = example("fork_threads.lua")
+    assert.are.equal(table.concat({
+      "child: on_fork hook runs (open the child's own clients here)",
+      "child: listen_redis is gone, its rounds in the child: 0",
+      "parent: the child ended (exit 0); listen_redis is running, 3 or "
+        .. "more rounds here",
+    }, "\n") .. "\n", out)
+  end)
+
   it("prefork_chat.lua (seed 003): workers share messages through Redis",
      function()
     local out = example("prefork_chat.lua", "0 demo")

@@ -115,4 +115,33 @@ describe("green.http examples", function()
       assert.are.equal(0, rc, err)
     end)
   end)
+
+  it("ws_prefork_chat.lua (seed 003): WebSocket members of two workers "
+     .. "see each other's messages through Redis", function()
+    if not os.execute("command -v redis-server >/dev/null") then
+      pending("redis-server is not installed")
+      return
+    end
+    local out, err, code = h.sh(h.greenlua
+                                .. " examples/ws_prefork_chat.lua 0 demo")
+    assert.are.equal(0, code, err)
+    assert.matches("started redis%-server on 127%.0%.0%.1:%d+", out)
+    assert.is_nil(out:find("demo failed", 1, true), out)
+    local n = 0
+    for i, w, got, all, lines in out:gmatch(
+        "client (%d) %(worker (%d)%) got (%d)/(%d): ([^\n]*)") do
+      n = n + 1
+      assert.are.equal("4", got, out)
+      assert.are.equal("4", all, out)
+      assert.are.equal(tonumber(i) <= 2 and "1" or "2", w)
+      -- every client has the lines sent to both workers, each tagged
+      -- with the worker that published it
+      for c = 1, 4 do
+        assert.matches("%[worker " .. (c <= 2 and 1 or 2)
+                       .. "%] hello from client " .. c, lines)
+      end
+    end
+    assert.are.equal(4, n, out)
+    assert.matches("redis-server stopped", out, 1, true)
+  end)
 end)

@@ -177,6 +177,64 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("sends long string bodies in order among pipelined short ones",
+     function()
+    green_run(function()
+      local long = ("0123456789abcdef"):rep(20000) -- 320,000 bytes
+      local port, stop = start(function(req)
+        if req.path:match("^/long") then return 200, nil, long .. req.path end
+        return 200, nil, req.path
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(30)
+      local paths = { "/a", "/long1", "/b", "/c", "/long2", "/long3", "/d" }
+      local reqs = {}
+      for i, p in ipairs(paths) do
+        reqs[i] = "GET " .. p .. " HTTP/1.1\r\n\r\n"
+      end
+      reqs[#reqs + 1] = "HEAD /long4 HTTP/1.1\r\n\r\n"
+      assert(c:send(table.concat(reqs)))
+      local function response()
+        assert.are.equal("HTTP/1.1 200 OK", c:receive())
+        local len
+        repeat
+          local l = assert(c:receive())
+          len = len or tonumber(l:match("^Content%-Length: (%d+)"))
+        until l == ""
+        return len
+      end
+      for _, p in ipairs(paths) do
+        local len = response()
+        local want = p:match("^/long") and long .. p or p
+        assert.are.equal(#want, len)
+        assert.is_true(assert(c:receive(len)) == want, p)
+      end
+      -- HEAD: the length of the body it would have, and no body
+      assert.are.equal(#long + #"/long4", response())
+      assert(c:send("GET /e HTTP/1.1\r\nConnection: close\r\n\r\n"))
+      response()
+      assert.are.equal("/e", c:receive("*a"))
+      c:close()
+      stop()
+    end)
+  end)
+
+  it("sends the Date header of the current second", function()
+    green_run(function()
+      local port, stop = start(hello)
+      local before = os.time()
+      local r = raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local after = os.time()
+      local date = r:match("\r\nDate: ([^\r]+)\r\n")
+      local ok = false
+      for t = before, after do
+        ok = ok or date == os.date("!%a, %d %b %Y %H:%M:%S GMT", t)
+      end
+      assert.is_true(ok, date)
+      stop()
+    end)
+  end)
+
   it("serves HEAD without a body and 204 without a length", function()
     green_run(function()
       local port, stop = start(function(req)

@@ -18,12 +18,7 @@ local MASTER = [[
 local green = require "green"
 local server = assert(green.listen("127.0.0.1", 0))
 local _, port = server:getsockname()
-local function mypid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("n")
-  f:close()
-  return math.tointeger(pid)
-end
+local mypid = green.process.getpid
 local opts = OPTS
 if os.getenv("CRASH_AT_START") then
   opts.on_worker_start = function(id) error("worker " .. id .. " crashes") end

@@ -5,12 +5,7 @@ local green = require "green"
 local h = require "helper"
 local process = green.process
 
-local function mypid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("n")
-  f:close()
-  return math.tointeger(pid)
-end
+local mypid = process.getpid
 
 -- The descriptors open in this process, as a set of numbers, listed by a
 -- child (ls of /proc/<pid>/fd). The listing's own pipe is open while it
@@ -577,6 +572,20 @@ describe("no zombies", function()
                      return "children left: "
                        .. table.concat(children(), " ")
                    end)
+    end)
+  end)
+end)
+
+describe("green.process.getpid", function()
+  it("is this process's id, and the child's in a forked child", function()
+    green_run(function()
+      local f = assert(io.open("/proc/self/stat"))
+      local pid = math.tointeger(f:read("n"))
+      f:close()
+      assert.are.equal(pid, process.getpid())
+      local child = green.fork()
+      if child == 0 then os.exit(process.getpid() ~= pid and 7 or 8) end
+      assert.are.same({ "exit", 7 }, { process.wait(child, 30) })
     end)
   end)
 end)

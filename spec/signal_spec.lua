@@ -6,12 +6,7 @@ local green = require "green"
 local h = require "helper"
 local process = green.process
 
-local function mypid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("n")
-  f:close()
-  return math.tointeger(pid)
-end
+local mypid = process.getpid
 
 -- Is signal number `sig` caught (or, with `field` "SigIgn", ignored) by
 -- this process?

@@ -27,6 +27,9 @@ M.spawn = core.process_spawn
 --- Wait for any child of this process by pid (spawned or forked).
 M.wait = core.process_wait
 
+--- green.process.getpid(): this process's id (os.getpid in Python).
+M.getpid = core.getpid
+
 local CHUNK = 65536
 
 -- {=== communicate

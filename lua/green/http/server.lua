@@ -11,15 +11,16 @@ local common = require "green.http.common"
 local serve_mod = require "green.serve"
 
 local http_parser, http_head, http_body, http_state, http_setmaxbody,
-      http_response = core.http_parser, core.http_head, core.http_body,
-  core.http_state, core.http_setmaxbody, core.http_response
+      http_response, http_output = core.http_parser, core.http_head,
+  core.http_body, core.http_state, core.http_setmaxbody, core.http_response,
+  core.http_output
 local getcurrent = core.getcurrent
 local status_line, date_line = common.status_line, common.date_line
 local Headers = common.Headers
 local StopServe = serve_mod.StopServe
 
-local concat, type, pairs, tostring, error, xpcall, pcall, rawget =
-  table.concat, type, pairs, tostring, error, xpcall, pcall, rawget
+local concat, type, pairs, tostring, error, xpcall, rawget =
+  table.concat, type, pairs, tostring, error, xpcall, rawget
 local traceback, format, lower = debug.traceback, string.format, string.lower
 local math_type = math.type
 
@@ -61,24 +62,18 @@ local function simple(status, keep)
     keep and "" or "Connection: close\r\n", "\r\n", body }
 end
 
--- Send what pipelined responses wait in conn.out.
+-- Send the responses that wait in the parser's output (laid out there by
+-- http_response, for pipelined requests).
 local function flush(c)
-  local n = c.nout
-  if n == 0 then return true end
-  local data = n == 1 and c.out[1] or concat(c.out, "", 1, n)
-  c.nout, c.outbytes = 0, 0
-  for i = 1, n do c.out[i] = nil end
+  local data = http_output(c.parser)
+  if not data then return true end
   local ok, err = c.sock:sendall(data)
   if not ok then c.broken = err return false end
   return true
 end
 
 local function queue(c, data)
-  local n = c.nout + 1
-  c.out[n] = data
-  c.nout = n
-  c.outbytes = c.outbytes + #data
-  if c.outbytes >= FLUSH_AT then return flush(c) end
+  if http_output(c.parser, data) >= FLUSH_AT then return flush(c) end
   return true
 end
 
@@ -177,27 +172,31 @@ end
 
 -- {=== responses
 
--- Write the handler's response (its head laid out in C, with a string
--- body in the same string: bindings/http.c, http_response). Returns keep
--- (the connection goes on) or false.
+-- Write the handler's response: its head (and a string body) is laid out
+-- in C at the end of the parser's output (bindings/http.c,
+-- http_response), sent when no further request is buffered or FLUSH_AT
+-- bytes wait. Returns keep (the connection goes on) or false.
 local function respond(c, req, status, hs, body, keep)
-  local data, stream, clen
-  data, keep, stream, clen = http_response(status, hs, body,
-    req.method == "HEAD", req.version, keep, date_line())
+  local pending, stream, clen
+  keep, pending, stream, clen = http_response(c.parser, status, hs, body,
+    req.method == "HEAD", req.version, keep)
   if not stream then
-    if not queue(c, data) then return false end
+    if pending >= FLUSH_AT and not flush(c) then return false end
     return keep
   end
-  -- Streamed: flush what waits, then the head and each chunk as it
-  -- comes. An error in the iterator ends the connection (the client sees
-  -- a truncated body: the status is out already).
   if not flush(c) then return false end
   local sock = c.sock
+  if stream == "body" then -- a long string body, sent as it is
+    local ok, err = sock:sendall(body)
+    if not ok then c.broken = err return false end
+    return keep
+  end
+  -- Streamed: the head is out; each chunk as it comes. An error in the
+  -- iterator ends the connection (the client sees a truncated body: the
+  -- status is out already).
   c.started = true -- from here on, an error can only cut the body short
-  local ok, err = sock:sendall(data)
-  if not ok then c.broken = err return false end
   local want = stream == "length" and clen or nil
-  local sent = 0
+  local sent, ok, err = 0
   while true do
     local chunk = body()
     if chunk == nil then break end
@@ -230,6 +229,16 @@ local function respond(c, req, status, hs, body, keep)
   return keep
 end
 
+-- One request, under xpcall: the handler, then its response (unless the
+-- request failed meanwhile, or a WebSocket took the connection). Returns
+-- the status and keep.
+local function handle(c, req, keep)
+  local status, hs, body = c.handler(req)
+  if c.upgraded or c.failed then return status, false end
+  if c.srv.stopping then keep = false end -- stopped while it ran
+  return status, respond(c, req, status, hs, body, keep)
+end
+
 -- }===
 
 -- The handler's error, with its traceback for the report.
@@ -253,15 +262,16 @@ end
 
 -- One connection: requests until it closes, fails, or the server stops.
 local function connection(srv, sock, addr)
-  local o, handler = srv.o, srv.handler
-  local parser = http_parser("request", o.max_header_size, o.max_headers,
-                             o.max_body_size, Request, Headers)
+  local o = srv.o
   local c = {
-    sock = sock, parser = parser, o = o, out = {}, nout = 0, outbytes = 0,
-    parts = {}, bodykind = 0, expect = false, req = false, failed = false,
+    sock = sock, parser = false, o = o, srv = srv, handler = srv.handler,
+    bodykind = 0, expect = false, req = false, failed = false,
     broken = false, bodytext = false, idle = false, started = false,
     thread = getcurrent(),
   }
+  local parser = http_parser("request", o.max_header_size, o.max_headers,
+                             o.max_body_size, Request, Headers, c, addr)
+  c.parser = parser
   srv.conns[c] = true
   sock:settimeout(o.send_timeout)
   local log = o.log
@@ -285,14 +295,12 @@ local function connection(srv, sock, addr)
       end
       break
     end
-    req.remote_addr = addr
-    req.conn = c
     c.req, c.bodykind, c.failed, c.bodytext = req, kind, false, false
     c.started = false
     local version = req.version
     c.expect = false
     local expect = rawget(req.headers, "expect")
-    local status, hs, body
+    local status
     if version ~= "1.1" and version ~= "1.0" then
       status, keep = 505, false
     elseif kind > o.max_body_size then
@@ -312,7 +320,7 @@ local function connection(srv, sock, addr)
     end
     if srv.stopping then keep = false end
     local ok
-    ok, status, hs, body = xpcall(handler, catch, req)
+    ok, status, keep = xpcall(handle, catch, c, req, keep)
     if c.upgraded then break end -- a WebSocket owns the socket now
     if not ok then
       local e = status
@@ -322,26 +330,16 @@ local function connection(srv, sock, addr)
       end
       core.report(getcurrent(), e.err, e.traceback, "http")
       status, keep = 500, false
-      queue(c, simple(500, false))
+      if not c.started and not c.broken then queue(c, simple(500, false)) end
     elseif c.failed then -- the request was at fault (body too large, ...)
       status = c.failed
       keep = false
       queue(c, simple(status, false))
-    else
-      if srv.stopping then keep = false end -- stopped while it ran
-      local rok, r = pcall(respond, c, req, status, hs, body, keep)
-      if rok then
-        keep = r
-      else
-        core.report(getcurrent(), r, nil, "http")
-        status, keep = 500, false
-        if not c.started and not c.broken then
-          queue(c, simple(500, false))
-        end
-      end
     end
     if log then log(req, status) end
-    if keep and (srv.stopping or not drain(c, req)) then keep = false end
+    if keep and (srv.stopping or c.bodykind ~= 0 and not drain(c, req)) then
+      keep = false
+    end
     if not keep or c.broken then break end
     c.req = false
   end

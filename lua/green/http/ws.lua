@@ -143,11 +143,8 @@ function M.accept(req, protocols, opts)
     .. "\r\n" .. (proto and ("Sec-WebSocket-Protocol: " .. proto .. "\r\n")
                   or "") .. "\r\n"
   c.upgraded = true
-  if c.nout > 0 then -- pipelined responses first
-    resp = concat(c.out, "", 1, c.nout) .. resp
-    for i = 1, c.nout do c.out[i] = nil end
-    c.nout, c.outbytes = 0, 0
-  end
+  local pending = core.http_output(c.parser) -- pipelined responses first
+  if pending then resp = pending .. resp end
   local ok, err = c.sock:sendall(resp)
   if not ok then return nil, err end
   local ws = new(c.sock, true, opts)
