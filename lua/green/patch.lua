@@ -93,9 +93,9 @@ end
 -- }===
 
 -- {=== processes (issue 10): green io.popen and os.execute. Where the
--- caller cannot block (inside a C-call boundary such as a `require`d
--- module's main chunk, or a finalizer) they fall back to the stock
--- functions, which block the hub but work.
+-- caller cannot block (a finalizer, a hub callback; inside a C-call
+-- boundary a green thread parks its C stack and waits) they fall back to
+-- the stock functions, which block the hub but work.
 local stock_popen, stock_execute = io.popen, os.execute
 
 local function green_popen(prog, mode)
