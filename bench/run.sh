@@ -39,12 +39,14 @@ if [ $short = 1 ]; then
   run bench/million.lua 100000
   run bench/churn.lua 200000
   run bench/process.lua 50 3
+  run bench/cstack.lua 2000 20000 2
 else
   run bench/switch.lua
   run bench/spawn.lua
   run bench/million.lua
   run bench/churn.lua
   run bench/process.lua
+  run bench/cstack.lua
 fi
 if [ $net = 1 ]; then
   # http.sh prints its own summary (two lines); -v adds every round.

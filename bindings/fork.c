@@ -14,7 +14,9 @@
 ** to run -- the forking thread and whatever it spawned are done -- the
 ** child exits, with status 1 if the forking thread died of an error, 0
 ** otherwise, without closing the Lua state (as os.exit does: the
-** parent's finalizers do not run in the child either).
+** parent's finalizers do not run in the child either). Any exit() of the
+** child flushes stdio and ends the process without the parent's exit
+** handlers and library destructors (child_exit).
 **
 ** The order in the child: libuv's loop is re-initialised (uv_loop_fork);
 ** the early resets run ('lgreen_on_fork_early': locks that an OS thread
@@ -64,6 +66,18 @@ void lgreen_on_fork(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
 
 void lgreen_on_fork_early(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
   add_reset(hub, fn, ud, 1);
+}
+
+
+/* Every exit() of a child ends here, before the exit handlers and library
+   destructors the parent registered: they are the parent's, and libuv's
+   (1.44: uv_library_shutdown) joins the parent's thread-pool workers,
+   which do not exist in the child (it crashed the child whose parent had
+   used the pool). stdio is flushed, as exit() would. */
+static void child_exit(int status, void *ud) {
+  (void)ud;
+  fflush(NULL);
+  _exit(status);
 }
 
 
@@ -175,6 +189,10 @@ static int l_fork(lua_State *L) {
   if ((r = uv_loop_fork(&hub->loop)) < 0) {
     fprintf(stderr, "green.fork: the child cannot use the event loop: %s\n",
             uv_strerror(r));
+    _exit(127);
+  }
+  if (on_exit(child_exit, NULL) != 0) {
+    fprintf(stderr, "green.fork: the child cannot register its exit\n");
     _exit(127);
   }
   for (i = 0; i < g->nforks; i++)

@@ -203,6 +203,37 @@ static int l_stats(lua_State *L) {
 }
 
 
+/*
+** cstack([limit]): native stacks' figures (runtime/cstack.c): supported,
+** parked (threads parked inside C-call boundaries now), bytes (their C
+** stacks), parks, continues, limit (the deepest C stack that may park,
+** in bytes). With 'limit' (at least 4096), sets it first.
+*/
+static int l_cstack(lua_State *L) {
+  gl_hub_t *hub = lgreen_hub(L);
+  gl_cstack_t *cs = &hub->cs;
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 4096, 1, "at least 4096 bytes expected");
+    cs->limit = (size_t)n;
+  }
+  lua_createtable(L, 0, 6);
+  lua_pushboolean(L, GL_CS_SUPPORTED);
+  lua_setfield(L, -2, "supported");
+  lua_pushinteger(L, (lua_Integer)cs->nparked);
+  lua_setfield(L, -2, "parked");
+  lua_pushinteger(L, (lua_Integer)cs->bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, (lua_Integer)cs->parks);
+  lua_setfield(L, -2, "parks");
+  lua_pushinteger(L, (lua_Integer)cs->continues);
+  lua_setfield(L, -2, "continues");
+  lua_pushinteger(L, (lua_Integer)cs->limit);
+  lua_setfield(L, -2, "limit");
+  return 1;
+}
+
+
 static int l_isyieldable(lua_State *L) {
   /* Can the caller block? (a green thread outside C-call boundaries, or
      the main thread when the hub is not running; not in a finalizer) */
@@ -232,6 +263,7 @@ static const luaL_Reg core_funcs[] = {
     {"run", l_run},
     {"stats", l_stats},
     {"cansuspend", l_isyieldable},
+    {"cstack", l_cstack},
     {NULL, NULL}};
 
 

@@ -119,7 +119,8 @@ int lgreen_canblock(lua_State *L, gl_hub_t *hub) {
   gl_thread_t *t = hub->current;
   if (t == NULL || lgreen_in_finalizer(L))
     return 0;
-  return (t->flags & GL_F_MAIN) || lgreen_yieldable(L, hub);
+  return (t->flags & GL_F_MAIN) || lgreen_yieldable(L, hub) ||
+         gl_cs_can_park(&hub->cs);
 }
 
 
@@ -141,8 +142,12 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                what);
   if (t->flags & GL_F_KILLED)
     raise_value(L, t);
-  if (!(t->flags & GL_F_MAIN) && !lgreen_yieldable(L, hub))
-    lgreen_boundary_error(L, hub, what);
+  if (!(t->flags & GL_F_MAIN) && !lgreen_yieldable(L, hub)) {
+    /* Inside a C-call boundary: lgreen_block parks the C stack. */
+    if (!gl_cs_can_park(&hub->cs))
+      lgreen_boundary_error(L, hub, what);
+    t->parking = 1;
+  }
   return t;
 }
 
@@ -194,6 +199,57 @@ lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def) {
 /* }====================================================== */
 
 
+/*
+** Block inside a C-call boundary: park the C stack (runtime/cstack.c)
+** until the wait is over, then run 'k' here. The boundary counter of the
+** green coroutine.resume is this thread's: others run with it at zero.
+** If the stack cannot park, undo the wait and raise.
+*/
+static int park(lua_State *L, gl_thread_t *t, lua_KFunction k,
+                lua_KContext ctx) {
+  gl_hub_t *hub = t->hub;
+  lgreen_state_t *g = lgreen_state(hub);
+  int depth = g->boundary_depth, r, n;
+  lua_State *outer = g->boundary_L;
+  g->boundary_depth = 0;
+  g->boundary_L = NULL;
+  r = gl_park(t);
+  g->boundary_depth = depth;
+  g->boundary_L = outer;
+  if (r < 0) {
+    const char *what = t->state == GL_SUSPENDED && t->wait->what != NULL
+                           ? t->wait->what
+                           : "green.sleep";
+    if (t->state == GL_SUSPENDED)
+      gl_wait_abandon(t->wait, r);
+    else if (t->state == GL_READY)
+      gl_unready(t);
+    t->state = GL_RUNNING;
+    if (r == UV_E2BIG)
+      return luaL_error(L,
+                        "cannot block here: the C stack inside this C-call "
+                        "boundary is deeper than %d KB (too much recursion "
+                        "below the blocking call)",
+                        (int)(hub->cs.limit / 1024));
+    if (r == UV_ENOMEM)
+      return luaL_error(L, "not enough memory");
+    return lgreen_boundary_error(L, hub, what);
+  }
+  /* Continued by the hub: this coroutine runs (for the watchdog), and
+     values given by a Lua-level waker are on the thread's base coroutine. */
+  __atomic_store_n(&hub->probe.running, L, __ATOMIC_RELAXED);
+  n = hub->ra.nargs;
+  if (n > 0 && L != t->L) {
+    if (!lua_checkstack(L, n)) {
+      lua_pop(t->L, n);
+      return luaL_error(L, "not enough memory");
+    }
+    lua_xmove(t->L, L, n);
+  }
+  return k(L, LUA_YIELD, ctx);
+}
+
+
 /* Hand control to the hub until the wait of 't' is over, then run 'k'. */
 int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
                  lua_KContext ctx) {
@@ -226,6 +282,11 @@ int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,
                         what);
     }
     return k(L, LUA_YIELD, ctx);
+  }
+  if (t->parking) {
+    t->parking = 0;
+    if (!lgreen_yieldable(L, t->hub))
+      return park(L, t, k, ctx);
   }
   /* A hub yield carries no values: the hub's flag tells it (and any green
      coroutine.resume in between) from a user's yield. */

@@ -23,6 +23,8 @@
 
 #include <uv.h>
 
+#include "cstack.h"
+
 /* Lua's state, declared here so that this header needs no lua.h. */
 struct lua_State;
 
@@ -143,6 +145,9 @@ struct gl_thread {
   int line;            /* spawn site line, or -1 */
   uint8_t state;       /* enum gl_state */
   uint8_t flags;       /* GL_F_* */
+  uint8_t parking;     /* its blocking call must park its C stack (it is
+                          inside a C-call boundary): set by the bindings'
+                          lgreen_begin, cleared by lgreen_block */
 };
 
 
@@ -220,6 +225,14 @@ struct gl_hub {
   unsigned nbases;                /* slots in use or freed (high-water mark) */
   unsigned capbases;
   unsigned freehead;   /* first free slot + 1, 0 if none (loop.c) */
+  /* Native stacks (cstack.h): threads parked inside C-call boundaries. */
+  gl_cstack_t cs;
+  gl_cseg_t **segs; /* parked segments by slot (as 'bases'), or NULL */
+  unsigned capsegs;
+  struct {          /* the resume in progress (stable while it parks) */
+    struct lua_State *co, *from;
+    int nargs, nres;
+  } ra;
 };
 
 
@@ -267,6 +280,7 @@ void gl_hub_resume(gl_hub_t *hub, struct lua_State *L, gl_thread_t *t);
 /* Threads and the run queue (hub.c). */
 void gl_thread_init(gl_thread_t *t, gl_hub_t *hub);
 void gl_ready(gl_thread_t *t);          /* push on the run queue */
+void gl_unready(gl_thread_t *t);        /* take it off again (O(n)) */
 int gl_wake(gl_thread_t *t, int nargs); /* end t's wait (GL_W_OK) */
 int gl_interrupt(gl_thread_t *t);       /* cancel wait, set pending */
 void gl_finish(gl_thread_t *t);         /* mark dead, wake waiters */
@@ -314,6 +328,19 @@ int gl_base_attach(gl_hub_t *hub, gl_thread_t *t); /* 0 or UV_ENOMEM */
 void gl_base_detach(gl_hub_t *hub, gl_thread_t *t);
 gl_thread_t *gl_base_at(gl_hub_t *hub, unsigned i); /* or NULL if free */
 gl_thread_t *gl_base_of(gl_hub_t *hub, struct lua_State *co); /* or NULL */
+
+/*
+** Native stacks (hub.c): the running thread 't', inside a C-call boundary,
+** has started its wait (or queued itself); park its C stack. Returns 0
+** once the hub continued it ('gl_hub_resume', after the wait ended), with
+** 'hub->ra.nargs' values given on its coroutine; or a UV_E* code
+** (UV_ENOTSUP, UV_E2BIG, UV_ENOMEM) without parking. 'gl_parked' is the
+** segment 't' is parked in, or NULL; 'gl_unpark' drops it (a thread
+** buried without running again).
+*/
+int gl_park(gl_thread_t *t);
+gl_cseg_t *gl_parked(gl_thread_t *t);
+void gl_unpark(gl_thread_t *t);
 
 /* Timers (timer.c). */
 int gl_timer_start(gl_hub_t *hub, gl_timer_t *tm, uint64_t due,

@@ -64,6 +64,7 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
   t->nres = 0;
   t->line = -1;
   t->slot = 0;
+  t->parking = 0;
 }
 
 
@@ -78,6 +79,27 @@ void gl_ready(gl_thread_t *t) {
     hub->head = t;
   hub->tail = t;
   hub->nready++;
+}
+
+
+/* Take 't' (GL_READY or GL_NEW) off the run queue: a walk, for the rare
+   blocking call that queued itself and then could not block. */
+void gl_unready(gl_thread_t *t) {
+  gl_hub_t *hub = t->hub;
+  gl_thread_t *p = NULL, *q;
+  for (q = hub->head; q != NULL; p = q, q = q->next) {
+    if (q != t)
+      continue;
+    if (p != NULL)
+      p->next = t->next;
+    else
+      hub->head = t->next;
+    if (hub->tail == t)
+      hub->tail = p;
+    hub->nready--;
+    t->next = NULL;
+    return;
+  }
 }
 
 
@@ -137,6 +159,57 @@ void gl_finish(gl_thread_t *t) {
 
 /*
 ** {======================================================
+** Native stacks: threads parked inside C-call boundaries
+** =======================================================
+*/
+
+/* The slot 't' parks in ('segs' grows with 'bases', only once used). */
+static gl_cseg_t **seg_slot(gl_thread_t *t) {
+  gl_hub_t *hub = t->hub;
+  if (t->slot == 0)
+    return NULL;
+  if (t->slot > hub->capsegs) {
+    unsigned cap = hub->capbases > t->slot ? hub->capbases : t->slot;
+    gl_cseg_t **s = realloc(hub->segs, cap * sizeof(*s));
+    if (s == NULL)
+      return NULL;
+    memset(s + hub->capsegs, 0, (cap - hub->capsegs) * sizeof(*s));
+    hub->segs = s;
+    hub->capsegs = cap;
+  }
+  return &hub->segs[t->slot - 1];
+}
+
+
+int gl_park(gl_thread_t *t) {
+  gl_cseg_t **slot = seg_slot(t);
+  if (slot == NULL)
+    return t->slot == 0 ? UV_ENOTSUP : UV_ENOMEM;
+  return gl_cs_park(&t->hub->cs, slot);
+}
+
+
+gl_cseg_t *gl_parked(gl_thread_t *t) {
+  gl_hub_t *hub = t->hub;
+  if (hub->cs.nparked == 0 || t->slot == 0 || t->slot > hub->capsegs)
+    return NULL;
+  return hub->segs[t->slot - 1];
+}
+
+
+void gl_unpark(gl_thread_t *t) {
+  gl_cseg_t *seg = gl_parked(t);
+  if (seg != NULL) {
+    t->hub->segs[t->slot - 1] = NULL;
+    gl_cs_drop(&t->hub->cs, seg);
+  }
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
 ** Creation, destruction, signals
 ** =======================================================
 */
@@ -175,6 +248,10 @@ int gl_hub_init(gl_hub_t *hub, const gl_hub_hooks *hooks) {
   hub->bases = NULL;
   hub->nbases = hub->capbases = 0;
   hub->freehead = 0;
+  gl_cs_init(&hub->cs);
+  hub->segs = NULL;
+  hub->capsegs = 0;
+  memset(&hub->ra, 0, sizeof(hub->ra));
   return 0;
 }
 
@@ -188,6 +265,7 @@ static void close_any(uv_handle_t *h, void *arg) {
 
 /* Close every handle still open, run their callbacks, close the loop. */
 void gl_hub_close(gl_hub_t *hub) {
+  unsigned i;
   hub->signalable = 0;
   uv_walk(&hub->loop, close_any, NULL);
   uv_run(&hub->loop, UV_RUN_DEFAULT);
@@ -197,6 +275,13 @@ void gl_hub_close(gl_hub_t *hub) {
   hub->nheap = hub->capheap = 0;
   free(hub->bases);
   hub->bases = NULL;
+  for (i = 0; i < hub->capsegs; i++) /* threads parked for good */
+    if (hub->segs[i] != NULL)
+      gl_cs_drop(&hub->cs, hub->segs[i]);
+  free(hub->segs);
+  hub->segs = NULL;
+  hub->capsegs = 0;
+  gl_cs_close(&hub->cs);
   hub->nbases = hub->capbases = hub->freehead = 0;
 }
 

@@ -9,6 +9,7 @@
 ** The runtime's only Lua calls are here: resuming a green thread's
 ** coroutine, and the marks in a coroutine's extra space.
 */
+#include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,6 +73,7 @@ int gl_base_attach(gl_hub_t *hub, gl_thread_t *t) {
 void gl_base_detach(gl_hub_t *hub, gl_thread_t *t) {
   if (t->slot == 0)
     return;
+  gl_unpark(t); /* buried while parked (fork): its C frames go */
   hub->bases[t->slot - 1] = FREE_SLOT(hub->freehead);
   hub->freehead = t->slot;
   if (t->L != NULL)
@@ -105,11 +107,21 @@ gl_thread_t *gl_base_at(gl_hub_t *hub, unsigned i) {
 ** =======================================================
 */
 
-void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
+/*
+** Resume 't' once. This function's frame is the base of the C stack a
+** thread parks inside a C-call boundary (cstack.h): a first park lands in
+** 'gl_hub_run' (which does the rest of what follows the resume), a later
+** one in the 'gl_cs_continue' below. A continued thread whose resume
+** returns hands its status to the continuer at 'gl_cs_leave', and the
+** continuer goes on from there.
+*/
+void __attribute__((noinline)) gl_hub_resume(gl_hub_t *hub, lua_State *L,
+                                              gl_thread_t *t) {
   lua_State *co = t->L;
   int nargs = t->nargs, nres, status;
   gl_probe *p = &hub->probe;
   uint32_t lag = (uint32_t)hub->loop.time - t->since; /* mod 2^32 ms */
+  gl_cseg_t *seg = hub->cs.nparked != 0 ? gl_parked(t) : NULL;
   t->nargs = 0;
   t->state = GL_RUNNING;
   hub->current = t;
@@ -118,14 +130,33 @@ void gl_hub_resume(gl_hub_t *hub, lua_State *L, gl_thread_t *t) {
     p->lag_max = lag;
   p->lag_sum += lag;
   p->lag_n++;
+  hub->ra.nargs = nargs;
   /* For the watchdog: 'running' before the odd epoch, cleared after the
      even one (it may read them in any order: both are checked). */
   __atomic_store_n(&p->running, co, __ATOMIC_RELAXED);
   __atomic_store_n(&p->epoch, p->epoch + 1, __ATOMIC_RELEASE);
-  status = lua_resume(co, L, nargs, &nres);
+  if (seg == NULL) {
+    gl_cs_enter(&hub->cs, GL_CS_BASE());
+    status = lua_resume(co, L, nargs, &nres);
+    hub->ra.nres = nres;
+    gl_cs_leave(&hub->cs, status);
+  } else { /* parked inside a C-call boundary: the wait ends there */
+    hub->segs[t->slot - 1] = NULL;
+    status = gl_cs_continue(&hub->cs, seg);
+    nres = hub->ra.nres;
+    if (status == UV_ENOMEM) { /* no memory to save the hub's stack */
+      hub->segs[t->slot - 1] = seg;
+      t->nargs = nargs;
+      status = GL_CS_PARKED;
+      t->state = GL_READY;
+      gl_ready(t); /* try again on the next pass */
+    }
+  }
   __atomic_store_n(&p->epoch, p->epoch + 1, __ATOMIC_RELEASE);
   __atomic_store_n(&p->running, NULL, __ATOMIC_RELAXED);
   hub->current = NULL;
+  if (status == GL_CS_PARKED) /* by a green primitive: it set the state */
+    return;
   if (status == LUA_YIELD) {
     if (hub->hubyield) { /* a green primitive: it set the state */
       hub->hubyield = 0;
@@ -213,11 +244,47 @@ static void check_signal(gl_hub_t *hub, lua_State *L) {
 }
 
 
+/*
+** The loop of 'gl_hub_run'. What must survive a thread parking (which
+** lands in gl_hub_run, leaving this frame) is in '*budget', in memory.
+*/
+static int __attribute__((noinline)) run_loop(gl_hub_t *hub, lua_State *L,
+                                              gl_thread_t *until,
+                                              size_t *budget) {
+  for (;;) {
+    gl_thread_t *t;
+    if (*budget == 0) { /* end of a pass: let I/O and timers in */
+      check_signal(hub, L);
+      poll_io(hub, 0);
+      *budget = hub->nready;
+      hub->probe.turns++;
+    }
+    t = gl_next_ready(hub);
+    if (t != NULL) {
+      (*budget)--;
+      if (t == until) {
+        t->state = GL_RUNNING;
+        return 0;
+      }
+      gl_hub_resume(hub, L, t);
+      continue;
+    }
+    *budget = 0;
+    check_signal(hub, L);
+    if (hub->nready > 0)
+      continue;
+    if (!poll_io(hub, 1) && !wake_idlers(hub))
+      return until != NULL ? GL_EDEADLK : 0;
+  }
+}
+
+
 int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
   gl_thread_t *saved = hub->current;
   lua_State *savedL = hub->L;
   size_t budget = hub->nready; /* threads left in this pass */
-  int r = 0;
+  jmp_buf land, *outer = hub->cs.land;
+  int r;
   if (hub->depth++ == 0) { /* the host's thread stops running Lua */
     __atomic_store_n(&hub->probe.epoch, hub->probe.epoch + 1,
                      __ATOMIC_RELEASE);
@@ -225,33 +292,17 @@ int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
   }
   hub->L = L;
   hub->current = NULL;
-  for (;;) {
-    gl_thread_t *t;
-    if (budget == 0) { /* end of a pass: let I/O and timers in */
-      check_signal(hub, L);
-      poll_io(hub, 0);
-      budget = hub->nready;
-      hub->probe.turns++;
-    }
-    t = gl_next_ready(hub);
-    if (t != NULL) {
-      budget--;
-      if (t == until) {
-        t->state = GL_RUNNING;
-        break;
-      }
-      gl_hub_resume(hub, L, t);
-      continue;
-    }
-    budget = 0;
-    check_signal(hub, L);
-    if (hub->nready > 0)
-      continue;
-    if (!poll_io(hub, 1) && !wake_idlers(hub)) {
-      r = until != NULL ? GL_EDEADLK : 0;
-      break;
-    }
+  /* A thread parking inside a C-call boundary for the first time lands
+     here, out of its gl_hub_resume: finish that resume as a hub yield. */
+  hub->cs.land = &land;
+  if (_setjmp(land) != 0) {
+    __atomic_store_n(&hub->probe.epoch, hub->probe.epoch + 1,
+                     __ATOMIC_RELEASE);
+    __atomic_store_n(&hub->probe.running, NULL, __ATOMIC_RELAXED);
+    hub->current = NULL;
   }
+  r = run_loop(hub, L, until, &budget);
+  hub->cs.land = outer;
   if (--hub->depth == 0) { /* the host's thread runs Lua again */
     __atomic_store_n(&hub->probe.running, L, __ATOMIC_RELAXED);
     __atomic_store_n(&hub->probe.epoch, hub->probe.epoch + 1,

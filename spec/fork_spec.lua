@@ -63,6 +63,24 @@ print(collect())
 ]], "child\n")
   end)
 
+  -- libuv's library destructor joins its thread pool's workers at exit();
+  -- in a child those are the parent's, absent: the child crashed (SIGSEGV)
+  -- at os.exit once the parent had used the pool (green.fs does).
+  it("lets a child exit after the parent used libuv's thread pool",
+     function()
+    local path = os.tmpname()
+    check(([[
+local f = assert(green.fs.open(%q, "w"))
+assert(f:write("x"))
+assert(f:close())
+local pid = green.fork()
+if pid == 0 then io.write("child's buffered line\n"); os.exit(5) end
+print(green.process.wait(pid, 30))
+os.exit(0)
+]]):format(path), "child's buffered line\nexit\t5\n")
+    os.remove(path)
+  end)
+
   -- Seed 003, problem 1: after fork the child ran the parent's listening
   -- loop. A thread that loops on a timer and one blocked on a socket read
   -- in the parent never run in the child; the parent's keep running.

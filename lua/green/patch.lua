@@ -71,8 +71,8 @@ end
 -- io.open and io.lines(filename) become green.fs.open and green.fs.lines
 -- (C closures of their own, so errors name io.open and io.lines as the
 -- standard ones do); io.close and io.type also accept green files. Where
--- a green thread cannot wait (a C-call boundary such as a module's main
--- chunk under require, a finalizer), io.open and io.lines fall back to
+-- a green thread cannot wait (a finalizer, a hub callback; inside a C-call
+-- boundary it parks its C stack and waits), io.open and io.lines fall back to
 -- the standard ones, which block the hub as they always did. io.read,
 -- io.write, io.input, io.output, io.lines() (the default input) and the
 -- standard files stay io's: they are the process's stdin and stdout,
@@ -93,9 +93,9 @@ end
 -- }===
 
 -- {=== processes (issue 10): green io.popen and os.execute. Where the
--- caller cannot block (inside a C-call boundary such as a `require`d
--- module's main chunk, or a finalizer) they fall back to the stock
--- functions, which block the hub but work.
+-- caller cannot block (a finalizer, a hub callback; inside a C-call
+-- boundary a green thread parks its C stack and waits) they fall back to
+-- the stock functions, which block the hub but work.
 local stock_popen, stock_execute = io.popen, os.execute
 
 local function green_popen(prog, mode)
