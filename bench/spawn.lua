@@ -27,6 +27,9 @@ local stock = {
 local stock_from = "saved before require"
 
 local green = require "green"
+-- Spawning 100,000 threads in one loop keeps the hub while they wait to
+-- run: that is the measurement, not a fault to report.
+green.debug.hub_blocking_detection(false)
 
 local N = math.tointeger(tonumber(arg and arg[1])) or 100000
 local ROUNDS = math.tointeger(tonumber(arg and arg[2])) or 5

@@ -1026,8 +1026,8 @@ describe("green.patch() and subprocesses", function()
                      .. "true\texit\t0\n", out)
   end)
 
-  it("{process = false} leaves them alone; inside a C-call boundary the "
-     .. "stock functions run", function()
+  it("{process = false} leaves them alone; they work inside a C-call "
+     .. "boundary, and in a finalizer the stock functions run", function()
     local out, err, code = h.greenlua_run([[
       local green = require "green"
       local popen, execute = io.popen, os.execute
@@ -1035,7 +1035,8 @@ describe("green.patch() and subprocesses", function()
       print(io.popen == popen, os.execute == execute)
       green.patch()
       print(io.popen == popen, os.execute == execute)
-      -- a comparator of table.sort cannot yield: the stock os.execute
+      -- inside a table.sort comparator (a C-call boundary: the thread
+      -- parks its C stack there) the green ones work
       local t = { 2, 1 }
       table.sort(t, function(a, b)
         assert(os.execute("true"))
@@ -1045,11 +1046,21 @@ describe("green.patch() and subprocesses", function()
         return a < b
       end)
       print(t[1], t[2])
+      -- a finalizer cannot block: there they fall back to the stock ones
+      local in_gc
+      setmetatable({}, { __gc = function()
+        local f = io.popen("echo in-gc")
+        in_gc = os.execute("true") and f:read("l")
+        f:close()
+      end })
+      collectgarbage()
+      collectgarbage()
+      print(in_gc)
       print(pcall(green.patch, "x"))
     ]])
     assert.are.equal("", err)
     assert.are.equal(0, code)
-    assert.are.equal("true\ttrue\nfalse\tfalse\n1\t2\nfalse\t"
+    assert.are.equal("true\ttrue\nfalse\tfalse\n1\t2\nin-gc\nfalse\t"
                      .. "bad argument #1 to 'patch' (table expected, got "
                      .. "string)\n", out:gsub("\tfalse\t[^\n]*:%d+: ",
                                               "\tfalse\t"))
