@@ -215,6 +215,54 @@ describe("green.tls server", function()
     end)
   end)
 
+  -- A server with verify = true asks for a client certificate and checks
+  -- it against its cafile: a client that shows one signed by that CA is
+  -- let in (the server sees who it is); one without is refused.
+  it("verifies client certificates when the server says verify = true",
+     function()
+    green_run(function()
+      local c, s = S.pair(dir, { certificate = p("client.pem"),
+                                 key = p("client.key") },
+                          { verify = true, cafile = p("ca.pem") })
+      local cert = s:getpeercertificate()
+      assert.are.equal("CN=greenlua-client", cert.subject)
+      assert.are.equal("CN=greenlua-test-CA", cert.issuer)
+      assert(c:send("hi\n"))
+      assert.are.equal("hi", s:receive())
+      c:close()
+      s:close()
+
+      -- no client certificate: the server's handshake fails, and so
+      -- does the client's first read (TLS 1.3 tells it only then)
+      local srv = assert(green.listen("127.0.0.1", 0, { tls = {
+        certificate = p("leaf.pem"), key = p("leaf.key"), verify = true,
+        cafile = p("ca.pem") } }))
+      local _, port = srv:getsockname()
+      local server_err
+      local acceptor = green.spawn(function()
+        local a = assert(srv:accept())
+        a:settimeout(20)
+        local ok, err = a:handshake()
+        server_err = not ok and err
+        a:close()
+      end)
+      local t, cerr = green.connect("127.0.0.1", port, { tls = {
+        cafile = p("ca.pem"), server_name = "localhost" } })
+      if t then
+        t:settimeout(20)
+        local line, rerr = t:receive()
+        assert.is_nil(line)
+        assert.is_string(rerr)
+        t:close()
+      else
+        assert.is_string(cerr)
+      end
+      acceptor:wait()
+      assert.matches("certificate", server_err)
+      srv:close()
+    end)
+  end)
+
   -- Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): a TLS 1.2 client
   -- asking for it (s_client's "R" command) gets the no_renegotiation
   -- alert and gives up the connection; the server's read reports the
