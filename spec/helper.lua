@@ -233,8 +233,47 @@ end
 local build = os.getenv("GREENLUA_BUILD") or "./build"
 helper.greenlua = build .. "/greenlua"
 
-local function quote(s)
+--- `s` quoted for the shell (single quotes).
+function helper.quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+local quote = helper.quote
+
+--- The contents of file `path`, or nil if it cannot be read.
+function helper.slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+local slurp = helper.slurp
+
+--- Is command `name` on the PATH?
+function helper.has_tool(name)
+  return os.execute("command -v " .. name .. " >/dev/null 2>&1") == true
+end
+
+--- Run shell command `cmd` in the background, so the hub goes on
+-- (serving what the command talks to), without the sanitizer's preload
+-- (the tools are not sanitized) and under `timeout` (`limit` seconds,
+-- default 60). Returns a function that waits for it (a bounded wait) and
+-- returns its stdout, stderr and exit code.
+function helper.bg(cmd, limit)
+  limit = limit or 60
+  local base = os.tmpname()
+  os.execute(("(env -u LD_PRELOAD timeout -k 5 %d sh -c %s >%s.out "
+              .. "2>%s.err </dev/null; echo $? >%s.rc) >/dev/null 2>&1 &")
+             :format(limit, quote(cmd), base, base, base))
+  return function()
+    local rc = helper.eventually(function()
+      local s = slurp(base .. ".rc")
+      return s and s:match("%d+")
+    end, limit + 15, cmd)
+    local out, err = slurp(base .. ".out"), slurp(base .. ".err")
+    for _, x in ipairs { "", ".out", ".err", ".rc" } do os.remove(base .. x) end
+    return out, err, tonumber(rc)
+  end
 end
 
 --- Run a shell command; return its stdout, stderr and exit code. It runs
@@ -247,14 +286,9 @@ function helper.sh(cmd, limit)
   local ok, _, code = os.execute(string.format(
     "timeout -k 5 %g sh -c %s </dev/null >%s 2>%s", limit, quote(cmd),
     out, errf))
-  local function slurp(p)
-    local f = assert(io.open(p, "rb"))
-    local s = f:read("a")
-    f:close()
-    os.remove(p)
-    return s
-  end
-  local o, e = slurp(out), slurp(errf)
+  local o, e = assert(slurp(out)), assert(slurp(errf))
+  os.remove(out)
+  os.remove(errf)
   -- LeakSanitizer's note in a process forked (green.fork) while other OS
   -- threads (the watchdog, the thread pool) ran: its registry still lists
   -- the parent's threads, which do not exist in the child. A note about

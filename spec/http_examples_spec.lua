@@ -2,14 +2,8 @@
 -- driven with green.http's client and WebSocket.
 local green = require "green"
 local h = require "helper"
+local slurp = h.slurp
 
-local function slurp(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 -- Start `greenlua examples/<name> args` in the background; returns the
 -- port from its first line, and a function that waits for its exit and

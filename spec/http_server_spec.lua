@@ -3,6 +3,9 @@
 -- wrk) and against hostile input (limits, smuggling, slowloris, fuzz).
 local green = require "green"
 local h = require "helper"
+local quote = h.quote
+local bg = h.bg
+local tool = h.has_tool
 
 local function listen()
   local srv = assert(green.listen("127.0.0.1", 0))
@@ -10,42 +13,9 @@ local function listen()
   return srv, port
 end
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
 
-local function slurp(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
--- Run a shell command in the background (the hub goes on serving) and
--- return a function that waits for it: stdout, stderr, exit code. Runs
--- without the ASan preload (the tools are not sanitized) and under
--- `timeout`.
-local function bg(cmd, limit)
-  limit = limit or 60
-  local base = os.tmpname()
-  os.execute(("(env -u LD_PRELOAD timeout -k 5 %d sh -c %s >%s.out "
-              .. "2>%s.err </dev/null; echo $? >%s.rc) >/dev/null 2>&1 &")
-             :format(limit, quote(cmd), base, base, base))
-  return function()
-    local rc = h.eventually(function()
-      local s = slurp(base .. ".rc")
-      return s and s:match("%d+")
-    end, limit + 15, cmd)
-    local out, err = slurp(base .. ".out"), slurp(base .. ".err")
-    for _, x in ipairs { "", ".out", ".err", ".rc" } do os.remove(base .. x) end
-    return out, err, tonumber(rc)
-  end
-end
 
-local function tool(name)
-  return os.execute("command -v " .. name .. " >/dev/null 2>&1")
-end
 
 -- A raw exchange: send `data`, read until the server closes (or `n`
 -- bytes); the server's answer.

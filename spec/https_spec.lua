@@ -5,6 +5,9 @@
 -- (spec/tls_support).
 local green = require "green"
 local h = require "helper"
+local quote = h.quote
+local bg = h.bg
+local tool = h.has_tool
 local S = require "tls_support"
 
 local dir
@@ -14,41 +17,9 @@ local function p(name) return dir .. "/" .. name end
 setup(function() dir = S.certs() end)
 teardown(function() S.cleanup(dir) end)
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
--- A shell command in the background (the hub goes on serving), without
--- the ASan preload, under `timeout`; returns a function that waits for
--- it: stdout, stderr, exit code.
-local function bg(cmd, limit)
-  limit = limit or 60
-  local base = os.tmpname()
-  os.execute(("(env -u LD_PRELOAD timeout -k 5 %d sh -c %s >%s.out "
-              .. "2>%s.err </dev/null; echo $? >%s.rc) >/dev/null 2>&1 &")
-             :format(limit, quote(cmd), base, base, base))
-  return function()
-    local rc = h.eventually(function()
-      local s = slurp(base .. ".rc")
-      return s and s:match("%d+")
-    end, limit + 15, cmd)
-    local out, err = slurp(base .. ".out"), slurp(base .. ".err")
-    for _, x in ipairs { "", ".out", ".err", ".rc" } do os.remove(base .. x) end
-    return out, err, tonumber(rc)
-  end
-end
 
-local function tool(name)
-  return os.execute("command -v " .. name .. " >/dev/null 2>&1")
-end
 
 local function count(t)
   local n = 0

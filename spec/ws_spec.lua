@@ -3,36 +3,11 @@
 -- websockets (python3-websockets).
 local green = require "green"
 local h = require "helper"
+local quote = h.quote
+local bg = h.bg
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
 
-local function slurp(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
--- A command in the background (the hub goes on); returns its waiter.
-local function bg(cmd, limit)
-  limit = limit or 60
-  local base = os.tmpname()
-  os.execute(("(env -u LD_PRELOAD timeout -k 5 %d sh -c %s >%s.out "
-              .. "2>%s.err </dev/null; echo $? >%s.rc) >/dev/null 2>&1 &")
-             :format(limit, quote(cmd), base, base, base))
-  return function()
-    local rc = h.eventually(function()
-      local s = slurp(base .. ".rc")
-      return s and s:match("%d+")
-    end, limit + 15, cmd)
-    local out, err = slurp(base .. ".out"), slurp(base .. ".err")
-    for _, x in ipairs { "", ".out", ".err", ".rc" } do os.remove(base .. x) end
-    return out, err, tonumber(rc)
-  end
-end
 
 -- An echo server; `seen` collects how each session ended.
 local function echo_server(opts)
