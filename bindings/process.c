@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +75,9 @@ typedef struct proc {
   gl_waitq_t waiters; /* pidwaits (Process:wait, green.process.wait) */
   int pid;
   int watched;  /* counted in st->running: the watcher reaps it */
+  uv_poll_t *exitpoll; /* run's: on a pidfd, reaps at the exit, or NULL */
+  int keep[2];  /* run's: our copies of the child's stdout and stderr
+                   ends, closed once it is reaped (else -1) */
   int exited;   /* reaped */
   int signaled; /* killed by signal 'code' (else exited with 'code') */
   int code;
@@ -176,8 +180,30 @@ static int reap_pid(int pid, int *status) {
 }
 
 
+static void pidfd_closed(uv_handle_t *h) {
+  close(((uv_poll_t *)h)->io_watcher.fd);
+  free(h);
+}
+
+
+/* Stop watching 'p''s pidfd and let its pipes reach end of file. */
+static void unkeep(proc *p) {
+  int i;
+  if (p->exitpoll != NULL) {
+    uv_close((uv_handle_t *)p->exitpoll, pidfd_closed);
+    p->exitpoll = NULL;
+  }
+  for (i = 0; i < 2; i++)
+    if (p->keep[i] >= 0) {
+      close(p->keep[i]);
+      p->keep[i] = -1;
+    }
+}
+
+
 /* Child 'p' ended with 'status' (or vanished: 'err'): record, wake. */
 static void proc_ended(proc *p, int status, int err) {
+  unkeep(p);
   p->exited = 1;
   if (p->watched)
     p->st->running--;
@@ -257,6 +283,57 @@ static int watch(proc *p) {
     reaper_update(st);
   }
   return 0;
+}
+
+
+/* run's child has exited (its pidfd is readable): reap it. */
+static void on_pidfd(uv_poll_t *h, int status, int events) {
+  proc *p = (proc *)h->data;
+  int st = 0, r;
+  (void)status;
+  (void)events;
+  if ((r = reap_pid(p->pid, &st)) != 0) {
+    pstate *ps = p->st;
+    proc_ended(p, st, r < 0 ? r : 0);
+    reaper_update(ps);
+  }
+}
+
+
+/*
+** run's child 'p' (pid 'pid'): keep our copies of its stdout and stderr
+** ends, so that their end of file comes only once it has been reaped,
+** and reap it when its pidfd says it has exited. A child ending then
+** wakes the hub once, as system(3)'s caller wakes once: end of file on
+** each pipe comes at a different moment of the child's exit (the kernel
+** releases its files one after the other, then makes it a zombie), and
+** on a loaded machine the woken parent preempts the exiting child at
+** each. A grandchild holding a pipe still delays its end of file, as
+** before. Without pidfd_open (Linux < 5.3) nothing is kept. Takes the
+** child's ends of stdout and stderr out of 'fds' when it keeps them.
+*/
+static void exit_watch(gl_hub_t *hub, proc *p, int fds[3][2]) {
+  int fd = (int)syscall(SYS_pidfd_open, p->pid, 0), i;
+  uv_poll_t *h;
+  if (fd < 0)
+    return;
+  h = (uv_poll_t *)malloc(sizeof(*h));
+  if (h == NULL || uv_poll_init(&hub->loop, h, fd) < 0) {
+    free(h);
+    close(fd);
+    return;
+  }
+  h->data = p;
+  if (uv_poll_start(h, UV_READABLE, on_pidfd) < 0) {
+    uv_close((uv_handle_t *)h, pidfd_closed);
+    return;
+  }
+  uv_unref((uv_handle_t *)h); /* the readers keep the hub, not this */
+  p->exitpoll = h;
+  for (i = 1; i < 3; i++) {
+    p->keep[i - 1] = fds[i][1];
+    fds[i][1] = -1;
+  }
 }
 
 
@@ -1044,6 +1121,7 @@ static int spawn(lua_State *L, int watched) {
     shut_pipes(L, top);
     return luaL_error(L, "not enough memory");
   }
+  p->keep[0] = p->keep[1] = -1;
   /* From here on nothing allocates in Lua: no finalizer can run while
      descriptors are open here. */
   for (i = 0; i < 3; i++) { /* before a pipe can take a free number */
@@ -1076,6 +1154,10 @@ static int spawn(lua_State *L, int watched) {
     st->running++; /* the watcher first: no SIGCHLD is missed */
   if (err == 0 && (err = -reaper_update(st)) == 0)
     err = start(st, cwd, argv, env, usepath, mode, childfd, closed, &pid);
+  if (err == 0 && !watched && (fds[1][1] >= 0 || fds[2][1] >= 0)) {
+    p->pid = (int)pid;
+    exit_watch(st->hub, p, fds);
+  }
   for (i = 0; i < 3; i++) { /* the child's ends are the child's now */
     if (fds[i][1] >= 0)
       close(fds[i][1]);
@@ -1157,6 +1239,7 @@ static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
     l = l->next;
     if (p->exited)
       continue;
+    unkeep(p);
     p->exited = 1;
     p->signaled = 0;
     p->code = -1;
@@ -1187,6 +1270,7 @@ static int state_gc(lua_State *L) {
       proc *p = GL_CONTAINER(head->next, proc, link);
       if (p->ud != NULL)
         *p->ud = NULL;
+      unkeep(p);
       proc_free(p);
     }
   if (st->reaper != NULL) {

@@ -874,6 +874,16 @@ describe("green.process.run", function()
     end)
   end)
 
+  it("reads to the end what a grandchild writes after the child exits",
+     function()
+    green_run(function()
+      -- the child exits at once; its background child holds both pipes
+      assert.are.same({ true, "early\nlate\n", "late err\n", "exit", 0 },
+        { process.run("(sleep 0.3; echo late; echo late err >&2) & "
+                      .. "echo early") })
+    end)
+  end)
+
   it("a killed run kills and reaps its child: no zombie", function()
     green_run(function()
       local d = tmpdir()
