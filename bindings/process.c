@@ -286,6 +286,17 @@ static int watch(proc *p) {
 }
 
 
+/* Somebody must block for 'p': make sure something reaps it, and keeps
+   the hub alive meanwhile (its pidfd's poll, else the watcher). */
+static int need(proc *p) {
+  if (p->exitpoll != NULL) {
+    uv_ref((uv_handle_t *)p->exitpoll);
+    return 0;
+  }
+  return watch(p);
+}
+
+
 /* run's child has exited (its pidfd is readable): reap it. */
 static void on_pidfd(uv_poll_t *h, int status, int events) {
   proc *p = (proc *)h->data;
@@ -301,9 +312,9 @@ static void on_pidfd(uv_poll_t *h, int status, int events) {
 
 
 /*
-** run's child 'p' (pid 'pid'): keep our copies of its stdout and stderr
-** ends, so that their end of file comes only once it has been reaped,
-** and reap it when its pidfd says it has exited. A child ending then
+** run's (and execute's) child 'p': reap it when its pidfd says it has
+** exited, and keep our copies of its stdout and stderr ends (if pipes)
+** so that their end of file comes only once it has been reaped. A child ending then
 ** wakes the hub once, as system(3)'s caller wakes once: end of file on
 ** each pipe comes at a different moment of the child's exit (the kernel
 ** releases its files one after the other, then makes it a zombie), and
@@ -347,6 +358,9 @@ static void on_sigchld(uv_signal_t *h, int signum) {
 static void pidwait_cancel(gl_wait_t *w) {
   pidwait *pw = (pidwait *)w;
   gl_link_remove(&w->link);
+  if (pw->p != NULL && pw->p->exitpoll != NULL &&
+      gl_waitq_empty(&pw->p->waiters)) /* the last waiter left */
+    uv_unref((uv_handle_t *)pw->p->exitpoll);
   pw->st->nwaits--;
   reaper_update(pw->st);
 }
@@ -466,7 +480,7 @@ static int proc_wait(lua_State *L) {
   if (timeout == 0)
     return push_fail(L, UV_ETIMEDOUT);
   pw = newpidwait(L, p->st, p->pid);
-  if ((r = watch(p)) < 0)
+  if ((r = need(p)) < 0)
     return luaL_error(L, "process:wait: %s", uv_strerror(r));
   if (p->exited) /* its SIGCHLD came before the watcher */
     return push_proc(L, p);
@@ -552,7 +566,7 @@ static int l_waitpid(lua_State *L) {
       return push_proc(L, p);
     if (timeout == 0)
       return push_fail(L, UV_ETIMEDOUT);
-    if ((r = watch(p)) < 0)
+    if ((r = need(p)) < 0)
       return luaL_error(L, "green.process.wait: %s", uv_strerror(r));
     if (p->exited)
       return push_proc(L, p);
@@ -647,13 +661,15 @@ static int proc_close(lua_State *L) {
   if (p == NULL || p->exited)
     return 0;
   kill(p->pid, SIGKILL);
-  watch(p); /* the hub reaps it, whoever waits */
+  if (p->exitpoll == NULL) /* else its pidfd's poll reaps it */
+    watch(p); /* the hub reaps it, whoever waits */
   if (p->exited || !lgreen_canblock(L, hub) ||
       (hub->current->flags & GL_F_KILLED))
     return 0;
   pw = newpidwait(L, p->st, p->pid);
   if (p->exited) /* reaped by a finalizer's wait during the allocation */
     return 0;
+  need(p); /* its poll keeps the hub while we wait */
   pw->p = p;
   return wait_in(L, pw, &p->waiters, 0, "process:close");
 }
@@ -670,7 +686,7 @@ static int proc_gc(lua_State *L) {
   p->ud = NULL;
   if (p->exited)
     proc_free(p);
-  else
+  else if (p->exitpoll == NULL) /* else its pidfd's poll reaps it */
     watch(p); /* may free it */
   return 0;
 }
@@ -1154,7 +1170,7 @@ static int spawn(lua_State *L, int watched) {
     st->running++; /* the watcher first: no SIGCHLD is missed */
   if (err == 0 && (err = -reaper_update(st)) == 0)
     err = start(st, cwd, argv, env, usepath, mode, childfd, closed, &pid);
-  if (err == 0 && !watched && (fds[1][1] >= 0 || fds[2][1] >= 0)) {
+  if (err == 0 && !watched) {
     p->pid = (int)pid;
     exit_watch(st->hub, p, fds);
   }

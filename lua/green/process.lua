@@ -495,7 +495,7 @@ function M.execute(cmd)
     error("bad argument #1 to 'execute' (string expected, got "
           .. type(cmd) .. ")", 2)
   end
-  local p = M.spawn { "/bin/sh", "-c", tostring(cmd) }
+  local p = spawn_run { "/bin/sh", "-c", tostring(cmd) }
   if not p then return nil, "exit", 127 end -- as system() when sh fails
   local proc <close> = p
   local how, code = proc:wait()
