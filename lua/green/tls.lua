@@ -542,7 +542,12 @@ function TLS:close()
   local conn, sock = self.conn, self.sock
   if not conn then return 1 end
   self.conn = nil
-  if self.ready then
+  if self.ready and self.fast then
+    conn:close_notify()
+    -- handed over without waiting (kernel or write queue, which the
+    -- socket's close flushes), past any writer waiting in the queue
+    cflush(sock, conn, 0)
+  elseif self.ready then
     conn:close_notify()
     local out = conn:output()
     local pending = self.wbuf and self.wbuf:sub(self.wpos + 1)
