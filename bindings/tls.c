@@ -1218,8 +1218,10 @@ static int pump_go(lua_State *L, uint64_t due, int waited) {
         }
         return closed(L);
       }
-      if (t->olen > 0) /* what reading produced (a key update's answer) */
-        (void)opush(t, x); /* without waiting: failures are a writer's */
+      /* what reading produced (the alert refusing a renegotiation) goes
+         now, without waiting: failures are a writer's to report */
+      if (t->olen > 0)
+        (void)opush(t, x);
       if (t->ieof) /* cannot happen: the end makes SSL_read fail */
         return closed(L);
     }
