@@ -712,6 +712,37 @@ describe("green.tls streams", function()
     end)
   end)
 
+  it("two writers on one TLS socket: each send arrives whole and in its"
+     .. " writer's order, while the queue is full", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local n, size = 300, 20000 -- together past the socket's buffers
+      local function writer(tag)
+        return green.spawn(function()
+          for i = 1, n do
+            local head = tag .. i .. ":"
+            assert(c:send(head .. string.rep(tag, size - #head - 1) .. "\n"))
+          end
+          return true
+        end)
+      end
+      local a, b = writer("a"), writer("b")
+      h.until_suspended(a, "socket:send") -- the peer does not read yet
+      local next_of = { a = 1, b = 1 }
+      for _ = 1, 2 * n do
+        local line = assert(s:receive())
+        local tag, i = line:match("^(%a)(%d+):")
+        assert.are.equal(next_of[tag], tonumber(i))
+        next_of[tag] = next_of[tag] + 1
+        assert.are.equal(size - 1, #line)
+        assert.is_nil(line:find("[^" .. tag .. "]", #tag + #i + 2))
+      end
+      assert.is_true(a:wait())
+      assert.is_true(b:wait())
+      c:close(); s:close()
+    end)
+  end)
+
   it("closed and unclosed sockets: later calls say closed, finalizers"
      .. " free everything", function()
     green_run(function()
