@@ -373,13 +373,18 @@ static void odrop(tls_conn *t, size_t n) {
   t->osent += n;
   t->olen -= n;
   t->ooff += n;
-  if (t->olen == 0) {
+  if (t->olen == 0)
     t->ooff = 0;
-    if (t->ocap > OBUF_KEEP) {
-      free(t->obuf);
-      t->obuf = NULL;
-      t->ocap = 0;
-    }
+}
+
+
+/* At the end of a call: an empty output buffer bigger than OBUF_KEEP is
+   given back (a bulk send keeps its buffer from chunk to chunk). */
+static void otrim(tls_conn *t) {
+  if (t->olen == 0 && t->ocap > OBUF_KEEP) {
+    free(t->obuf);
+    t->obuf = NULL;
+    t->ocap = 0;
   }
 }
 
@@ -572,6 +577,7 @@ static int conn_output(lua_State *L) {
     return 0;
   lua_pushlstring(L, t->obuf + t->ooff, t->olen); /* may raise: kept */
   odrop(t, t->olen);
+  otrim(t);
   return 1;
 }
 
@@ -984,6 +990,9 @@ static void tls_leave(gl_wait_t *w) {
    or nil, err, the last index encrypted (its output goes next). */
 static int send_done(lua_State *L, int waited, const char *err,
                      size_t pos) {
+  tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+  if (t->ssl != NULL)
+    otrim(t);
   if (waited)
     lgreen_sock_leave(lgreen_sock_self(L));
   if (err == NULL) {
@@ -1033,6 +1042,9 @@ static int send_go(lua_State *L, uint64_t due, int waited) {
         return 3;
       }
       n = j - pos < TLS_CHUNK ? j - pos : TLS_CHUNK;
+      /* room for the records at once (no growing by doubling), if it
+         can be had: else the BIO grows it or fails the write */
+      (void)oreserve(t, n + n / 64 + 512);
       e = encrypt(t, data + pos, n);
       if (e != 0) {
         if (waited)
@@ -1128,6 +1140,7 @@ static int flush_go(lua_State *L, uint64_t due, int waited) {
       }
       if (waited)
         lgreen_sock_leave(lgreen_sock_self(L));
+      otrim(t);
       if (t->osent >= target) {
         lua_pushboolean(L, 1);
         return 1;
@@ -1228,10 +1241,13 @@ static int pump_go(lua_State *L, uint64_t due, int waited) {
     if (!gl_link_empty(&s->readers)) {
       (void)lgreen_sock_first(L, s, &s->readers, "read"); /* raises */
     } else if (x->len > 0) { /* ciphertext: into the connection */
-      if (BIO_write(t->rbio, x->buf + x->off, (int)x->len) != (int)x->len)
+      /* 64 KB at a time: a socket buffer emptied is freed, and one that
+         piled up is big (mmap'd), so it is left to serve the next few */
+      int n = (int)(x->len < TLS_CHUNK ? x->len : TLS_CHUNK);
+      if (BIO_write(t->rbio, x->buf + x->off, n) != n)
         return luaL_error(L, "not enough memory");
       t->starved = 0;
-      lgreen_stream_consume(x, x->len);
+      lgreen_stream_consume(x, (size_t)n);
       lgreen_stream_watched(s); /* room to read ahead again */
       if (input) {
         if (!waited)
