@@ -418,6 +418,14 @@ static void write_some(lstream *x, const char *data, size_t *pos,
 }
 
 
+/* write_some for green.tls (tls.c), which sends its ciphertext from its
+   own buffer: what it could not hand over stays there. */
+void lgreen_stream_write(lstream *x, const char *data, size_t *pos,
+                         size_t end) {
+  write_some(x, data, pos, end);
+}
+
+
 /* Connected (client or accepted): read ahead from now on. */
 void lgreen_stream_started(lstream *x) {
   x->base.flags |= LSOCK_CONNECTED;
