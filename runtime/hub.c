@@ -3,8 +3,11 @@
 ** the hub's creation and destruction, and signals. No Lua here: the loop
 ** that resumes coroutines is loop.c.
 */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gl.h"
 
@@ -214,8 +217,29 @@ void gl_unpark(gl_thread_t *t) {
 ** =======================================================
 */
 
+/*
+** A process started with stdin, stdout or stderr closed (`prog <&-`) gets
+** /dev/null there, as node does: else the loop's epoll descriptor (or a
+** socket, a child's pipe) takes the number, libuv aborts when it closes
+** a descriptor below 3 (uv__close's assertion: every greenlua program
+** with stdin closed died at exit), and a child that inherits "stdin"
+** would get it.
+*/
+static void stdio_guard(void) {
+  int fd;
+  for (fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+      int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+      if (n > 2) /* another thread took 'fd' meanwhile */
+        close(n);
+    }
+}
+
+
 int gl_hub_init(gl_hub_t *hub, const gl_hub_hooks *hooks) {
-  int r = uv_loop_init(&hub->loop);
+  int r;
+  stdio_guard();
+  r = uv_loop_init(&hub->loop);
   if (r < 0)
     return r;
   r = uv_timer_init(&hub->loop, &hub->timer);

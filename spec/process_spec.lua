@@ -1148,3 +1148,37 @@ describe("green.patch() and subprocesses", function()
     assert.are.equal("true\texit\t0\ttrue\n", out)
   end)
 end)
+
+describe("green.process under attack", function()
+  it("a program started with stdin, stdout or stderr closed: its children "
+     .. "inherit /dev/null there, and it ends cleanly", function()
+    -- libuv's epoll descriptor used to take the free number: a child
+    -- inheriting "stdin" got it, and libuv aborted closing it at exit
+    local src = [[
+      local green = require "green"
+      local process = green.process
+      green.run(function()
+        local f = assert(io.open(arg[1], "w"))
+        for fd = 0, 2 do
+          local ok, out = process.run({ "readlink", "/proc/self/fd/" .. fd },
+                                      { stdout = "pipe", stderr = "null",
+                                        stdin = "inherit" })
+          f:write(fd, "=", tostring(ok and out:gsub("\n", "")), "\n")
+        end
+        f:close()
+      end)
+    ]]
+    for _, redir in ipairs { "<&-", ">&-", "2>&-" } do
+      local out = os.tmpname()
+      local _, err, code = h.greenlua_run(src, out .. " " .. redir)
+      assert.are.equal("", err, redir)
+      assert.are.equal(0, code, redir)
+      local f = assert(io.open(out))
+      local got = f:read("a")
+      f:close()
+      os.remove(out)
+      local n = tonumber(redir:match("^%d") or "0")
+      assert.truthy(got:find(n .. "=/dev/null\n", 1, true), redir .. ": " .. got)
+    end
+  end)
+end)
