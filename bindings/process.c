@@ -606,6 +606,54 @@ static int l_waitpid(lua_State *L) {
                  "green.process.wait");
 }
 
+/*
+** core.process_drain(sock): wait until what 'sock' (a child's stdin) has
+** queued in the hub is written. true; nil, "closed" when the child no
+** longer reads (EPIPE) or the socket is closed. communicate and popen's
+** close call it before they close a child's stdin: close lets queued
+** bytes linger only while they make progress (2 s, socket.c), and a
+** child that starts reading later would lose the rest and see its input
+** end early.
+*/
+static int drain_k(lua_State *L, int status, lua_KContext ctx);
+
+static int drain_wait(lua_State *L, lsock *s) {
+  return lgreen_sock_wait(L, s, &s->writers, "process:drain",
+                          lgreen_sock_leave, 0, drain_k, 0);
+}
+
+static int drain_done(lua_State *L, lsock *s) {
+  int err = LSTREAM(s)->werr;
+  if (err != 0)
+    return lgreen_sock_fail(L, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int drain_k(lua_State *L, int status, lua_KContext ctx) {
+  lsock *s;
+  int outcome = lgreen_sock_resumed(L, lgreen_sock_leave, &s);
+  (void)status;
+  (void)ctx;
+  if (outcome != GL_W_OK)
+    return lgreen_sock_fail(L, outcome);
+  if (LSTREAM(s)->werr != 0 || s->ops->queued(s) == 0) {
+    lgreen_sock_leave(lgreen_sock_self(L));
+    return drain_done(L, s);
+  }
+  return drain_wait(L, s); /* woken below half the queue: again */
+}
+
+static int l_drain(lua_State *L) {
+  lsock *s = *lgreen_sock_checkstream(L);
+  lua_settop(L, 1);
+  if (s == NULL)
+    return lgreen_sock_fail(L, LSOCK_W_CLOSED);
+  if (LSTREAM(s)->werr != 0 || s->ops->queued(s) == 0)
+    return drain_done(L, s);
+  return drain_wait(L, s);
+}
+
 /* }====================================================== */
 
 
@@ -1322,6 +1370,7 @@ static const luaL_Reg funcs[] = {
     {"process_wait", l_waitpid},
     {"process_settle", l_settle},
     {"process_spawn_run", l_spawn_run},
+    {"process_drain", l_drain},
     {NULL, NULL},
 };
 

@@ -1178,7 +1178,41 @@ describe("green.process under attack", function()
       f:close()
       os.remove(out)
       local n = tonumber(redir:match("^%d") or "0")
-      assert.truthy(got:find(n .. "=/dev/null\n", 1, true), redir .. ": " .. got)
+      assert.truthy(got:find(n .. "=/dev/null\n", 1, true),
+                    redir .. ": " .. got)
     end
+  end)
+
+  it("input the child reads late is not lost: run's and popen's close "
+     .. "write all of it first", function()
+    -- more than the pipe holds, so some is queued in the hub when the
+    -- writer closes; the child reads nothing for longer than a closed
+    -- socket lingers without progress (2 s), which dropped the rest
+    green_run(function()
+      local input = ("0123456789abcdef"):rep(70000 // 16)
+      local out = os.tmpname()
+      local results = {}
+      local a = green.spawn(function()
+        results.run = { process.run("sleep 4; cat", { input = input }) }
+      end)
+      local b = green.spawn(function()
+        local f = assert(process.popen("sleep 4; cat > " .. out, "w"))
+        assert(f:write(input))
+        results.popen = { f:close() }
+      end)
+      a:wait()
+      b:wait()
+      local ok, got_out, got_err, how, code = table.unpack(results.run)
+      assert.are.same({ true, #input, "", "exit", 0 },
+                      { ok, #got_out, got_err, how, code })
+      assert.are.equal(input, got_out)
+      assert.are.same({ true, "exit", 0 }, results.popen)
+      local f = assert(io.open(out))
+      local got = f:read("a")
+      f:close()
+      os.remove(out)
+      assert.are.equal(#input, #got)
+      assert.are.equal(input, got)
+    end)
   end)
 end)

@@ -19,6 +19,7 @@ local concat, unpack, pack = table.concat, table.unpack, table.pack
 local format, mtype = string.format, math.type
 local spawn_thread, Timeout = core.spawn, core.Timeout
 local settle, spawn_run = core.process_settle, core.process_spawn_run
+local flush_queue = core.process_drain
 local select_sockets = core.select
 
 local M = {}
@@ -75,11 +76,13 @@ local function drain_both(a, abuf, b, bbuf)
 end
 
 -- Write `input` to the child's stdin, then close it: the child sees the
--- end of its input. A child that exits without reading it all makes the
--- write fail ("closed": EPIPE); the rest is dropped, as Python's
--- communicate drops it.
+-- end of its input. All of it is written before the close (flush_queue): a
+-- closed socket's queued bytes linger only while they make progress, and
+-- a child that reads late would lose them. A child that exits without
+-- reading it all makes the write fail ("closed": EPIPE); the rest is
+-- dropped, as Python's communicate drops it.
 local function feed(sock, input)
-  if input and #input > 0 then sock:sendall(input) end
+  if input and #input > 0 and sock:sendall(input) then flush_queue(sock) end
   sock:close()
 end
 
@@ -415,11 +418,13 @@ function File.write(f, ...)
   return f
 end
 
---- f:close(): close the pipe and wait for the command; os.execute's
--- results: true, "exit", 0, or nil, "exit"|"signal", code.
+--- f:close(): close the pipe (once what was written is, as pclose
+-- flushes) and wait for the command; os.execute's results: true,
+-- "exit", 0, or nil, "exit"|"signal", code.
 function File.close(f)
   checkfile(f, "close")
   f.closed = true
+  if f.mode == "w" then flush_queue(f.sock) end
   f.sock:close()
   local how, code = f.proc:wait()
   if how == "exit" and code == 0 then return true, "exit", 0 end
