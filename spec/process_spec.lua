@@ -1215,4 +1215,33 @@ describe("green.process under attack", function()
       assert.are.equal(input, got)
     end)
   end)
+
+  it("a popen file's close killed while the command has not read all: "
+     .. "the pipe is closed all the same", function()
+    green_run(function()
+      local d = tmpdir()
+      -- reads nothing until the flag is there, then to the end of input
+      local f = assert(process.popen(
+        "i=0; while [ ! -e " .. d .. "/flag ] && [ $i -lt 3000 ]; do "
+        .. "sleep 0.01; i=$((i+1)); done; wc -c > " .. d .. "/n; "
+        .. "echo > " .. d .. "/done", "w"))
+      assert(f:write(("z"):rep(100000))) -- more than the pipe holds
+      local closer = green.spawn(f.close, f)
+      h.until_suspended(closer, "process:drain")
+      closer:kill()
+      assert.are.equal(green.GreenletExit, closer:wait())
+      assert(io.open(d .. "/flag", "w")):close()
+      -- f is still referenced: no collection closes its pipe
+      h.eventually(function()
+        local g = io.open(d .. "/done")
+        if g then g:close() end
+        return g ~= nil
+      end, "the command saw the end of its input")
+      assert.has_error(function() f:close() end,
+                       "attempt to use a closed file")
+      h.eventually(function() return not alive(f.proc.pid) end,
+                   "the command reaped")
+      assert(process.run { "rm", "-r", d })
+    end)
+  end)
 end)

@@ -424,7 +424,13 @@ end
 function File.close(f)
   checkfile(f, "close")
   f.closed = true
-  if f.mode == "w" then flush_queue(f.sock) end
+  if f.mode == "w" then
+    local ok, e = pcall(flush_queue, f.sock)
+    if not ok then -- a kill, a Timeout: the pipe is closed all the same
+      f.sock:close()
+      error(e, 0)
+    end
+  end
   f.sock:close()
   local how, code = f.proc:wait()
   if how == "exit" and code == 0 then return true, "exit", 0 end
