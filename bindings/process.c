@@ -62,6 +62,7 @@
 
 #define LGREEN_PROCESS "green.Process"
 #define STATE_KEY "green.process.state"
+#define PIPED_KEY "green.process.piped" /* weak set of Processes with pipes */
 
 extern char **environ;
 
@@ -79,6 +80,7 @@ typedef struct proc {
   int keep[2];  /* run's: our copies of the child's stdout and stderr
                    ends, closed once it is reaped (else -1) */
   int exited;   /* reaped */
+  int disowned; /* in a child of green.fork: the parent's child */
   int signaled; /* killed by signal 'code' (else exited with 'code') */
   int code;
 } proc;
@@ -1171,6 +1173,13 @@ static int spawn(lua_State *L, int watched) {
   *ud = NULL;
   top = lua_gettop(L);
   luaL_setmetatable(L, LGREEN_PROCESS);
+  if (mode[0] == IO_PIPE || mode[1] == IO_PIPE || mode[2] == IO_PIPE) {
+    lua_getfield(L, LUA_REGISTRYINDEX, PIPED_KEY); /* for proc_forked */
+    lua_pushvalue(L, top);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
   for (i = 0; i < 3; i++) {
     if (mode[i] != IO_PIPE)
       continue;
@@ -1296,7 +1305,6 @@ static int l_spawn_run(lua_State *L) {
 static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
   pstate *st = (pstate *)ud;
   gl_link_t *l = st->procs.next;
-  (void)L;
   (void)hub;
   while (l != &st->procs) {
     proc *p = GL_CONTAINER(l, proc, link);
@@ -1305,6 +1313,7 @@ static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
       continue;
     unkeep(p);
     p->exited = 1;
+    p->disowned = 1;
     p->signaled = 0;
     p->code = -1;
     while (!gl_waitq_empty(&p->waiters)) /* none: the threads are gone */
@@ -1320,6 +1329,20 @@ static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
   st->running = 0;
   st->nwaits = 0;
   reaper_update(st);
+  /* Their pipes are closed here: a copy of a stdin's end held by this
+     process would keep the parent's child from ever seeing the end of
+     its input (the parent's run hung as long as this process lived);
+     nobody here reads or writes them (run's threads are gone, and a
+     child that is not ours is nobody's business here). */
+  lua_getfield(L, LUA_REGISTRYINDEX, PIPED_KEY);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    proc *q = *(proc **)lua_touserdata(L, -2);
+    lua_pop(L, 1);
+    if (q != NULL && q->disowned)
+      shut_pipes(L, lua_gettop(L));
+  }
+  lua_pop(L, 1);
 }
 
 
@@ -1395,6 +1418,12 @@ void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
   st->plan = 0;
   reaper->data = st;
   lgreen_on_fork(hub, proc_forked, st);
+  lua_newtable(L); /* PIPED_KEY: weak keys */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, PIPED_KEY);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");

@@ -813,6 +813,46 @@ print(show(mine:wait(30)))
   end)
 end)
 
+describe("green.process.run and green.fork", function()
+  it("a run in flight in another thread completes while a child forked "
+     .. "meanwhile lives on (the child closes its copies of the pipes)",
+     function()
+    forked([[
+local flag = os.tmpname()
+os.remove(flag)
+local input = ("q"):rep(300000) -- more than the pipe and the queue hold
+local res
+local gt = green.spawn(function()
+  -- reads its input only once the flag is there
+  res = table.pack(process.run("i=0; while [ ! -e " .. flag .. " ] && "
+    .. "[ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; exec cat",
+    { input = input }))
+end)
+for _ = 1, 2000 do
+  if gt:status() == "suspended" then break end
+  green.sleep(0.001)
+end
+expect(gt:status() == "suspended", "the run started")
+local pid = green.fork()
+if pid == 0 then
+  local c = dial()
+  c:receive("*l") -- lives until the parent has its run's result
+  os.exit(0)
+end
+local c = answer()
+assert(io.open(flag, "w")):close()
+local t = green.Timeout(20)
+pcall(gt.wait, gt)
+t:cancel()
+os.remove(flag)
+print(res and show(res[1], #res[2] == #input, res[3], res[4], res[5]))
+print(show(process.wait(pid, 0))) -- the forked child is still there
+assert(c:send("bye\n"))
+print(show(process.wait(pid, 30)))
+]], "true true  exit 0\nnil timeout\nexit 0\n")
+  end)
+end)
+
 describe("green.process.run", function()
   it("runs shell strings and argv tables", function()
     green_run(function()
