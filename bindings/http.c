@@ -70,6 +70,10 @@ typedef struct hparser {
   int skipbody;      /* a response to HEAD (or 204/304): no body */
   int upgrade;       /* the message switches protocols after its head */
   int keepalive;     /* http_should_keep_alive at the end of the head */
+  int expect;        /* requests: Expect: 0 none, 1 100-continue, 2 other */
+  int ctl;           /* requests: see 'push_results' */
+  int head_only;     /* the request is a HEAD (its response has no body) */
+  int http10;        /* the message is HTTP/1.0 */
   int bodykind;      /* see 'push_bodykind' */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
   const char *base;  /* the buffer's start during an execute */
@@ -77,6 +81,7 @@ typedef struct hparser {
   uint64_t due;      /* head: its deadline, from its first byte (ns) */
   uint32_t max_head, max_headers;
   uint64_t max_body, nbody; /* the body's limit, and bytes so far */
+  uint64_t max_body0; /* the limit each message starts with */
   char *out;         /* body: where the next piece goes */
   size_t nout;       /* body: bytes of decoded body at 'out' so far */
   hspan url, reason;
@@ -250,6 +255,8 @@ static void next_message(hparser *hp) {
   hp->upgrade = hp->keepalive = 0;
   hp->bodykind = BK_NONE;
   hp->length = hp->nbody = 0;
+  hp->max_body = hp->max_body0; /* a req:body(max) was for its message */
+  hp->expect = hp->ctl = hp->head_only = hp->http10 = 0;
   hp->nout = 0;
   hp->url.off = hp->url.len = hp->reason.off = hp->reason.len = 0;
   hp->nh = 0;
@@ -304,7 +311,7 @@ static int l_http_parser(lua_State *L) {
   http_parser_init(&hp->p, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE);
   hp->max_head = (uint32_t)max_head;
   hp->max_headers = (uint32_t)max_headers;
-  hp->max_body = max_body >= 1.8e19 ? UINT64_MAX : (uint64_t)max_body;
+  hp->max_body0 = max_body >= 1.8e19 ? UINT64_MAX : (uint64_t)max_body;
   hp->h = hp->inl;
   hp->caph = NINLINE;
   next_message(hp);
@@ -466,6 +473,18 @@ static void body_kind(hparser *hp) {
     hp->bodykind = BK_EOF;
   else
     hp->bodykind = BK_NONE;
+  hp->http10 = p->http_major == 1 && p->http_minor == 0;
+  if (p->type == HTTP_REQUEST) {
+    hp->head_only = p->method == HTTP_HEAD;
+    if (p->http_major != 1) /* as its version string says: "0.9", "2" */
+      hp->ctl = 505;
+    else if (hp->bodykind == BK_LENGTH && hp->length > hp->max_body)
+      hp->ctl = 413;
+    else if (hp->expect == 1 && !hp->http10)
+      hp->ctl = 1;
+    else if (hp->expect != 0)
+      hp->ctl = 417;
+  }
 }
 
 
@@ -603,6 +622,25 @@ static void push_bodykind(lua_State *L, hparser *hp) {
 }
 
 
+/*
+** After the message table: its body kind, keep-alive, and for a request
+** what the server must do before its handler: false nothing, true send
+** "100 Continue" before reading the body (one "Expect: 100-continue" on
+** HTTP/1.1), or the status to refuse it with (505 not HTTP/1.x, 413 a
+** Content-Length beyond the parser's body limit, 417 another Expect).
+** Responses: false. [-0, +3, -]
+*/
+static int push_results(lua_State *L, hparser *hp) {
+  push_bodykind(L, hp);
+  lua_pushboolean(L, hp->keepalive);
+  if (hp->ctl > 1)
+    lua_pushinteger(L, hp->ctl);
+  else
+    lua_pushboolean(L, hp->ctl);
+  return 4;
+}
+
+
 /* The head is beyond 'max_head': 414 if its request line is (or it is
    still in its request line), else 431. */
 static int too_large(hparser *hp) {
@@ -616,10 +654,15 @@ static int too_large(hparser *hp) {
 }
 
 
+static int ieq(const char *a, size_t n, const char *lit);
+
+
 /* Header names must be tokens: libhttp-parser (built without its strict
    mode) lets a space into a name, and "Transfer-Encoding : chunked" is a
    classic of request smuggling. Lowercases them in place (the bytes are
-   the head's, about to be taken). Returns 1, or -1 (400). */
+   the head's, about to be taken), and notes a request's Expect ('expect':
+   1 for one "100-continue", 2 for anything else). Returns 1, or -1
+   (400). */
 static int check_names(hparser *hp, char *b) {
   uint32_t i, j;
   for (i = 0; i < hp->nh; i++) {
@@ -633,6 +676,13 @@ static int check_names(hparser *hp, char *b) {
       }
       if (c >= 'A' && c <= 'Z')
         b[f.off + j] = (char)(c + ('a' - 'A'));
+    }
+    if (f.len == 6 && memcmp(b + f.off, "expect", 6) == 0 &&
+        hp->p.type == HTTP_REQUEST) {
+      hspan v = trim(b, hp->h[2 * i + 1]);
+      hp->expect = hp->expect == 0 && ieq(b + v.off, v.len, "100-continue")
+                       ? 1
+                       : 2;
     }
   }
   return 1;
@@ -692,11 +742,8 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
       }
       if (hp->phase == PH_ERROR)
         return fail_status(L, hp->status);
-      push_bodykind(L, hp);
-      lua_pushboolean(L, hp->keepalive);
-      lua_pushboolean(L, hp->upgrade);
       lgreen_stream_watched(&x->base);
-      return 4;
+      return push_results(L, hp);
     }
     if (x->rerr != 0) { /* "closed" (and true if a head had begun) */
       luaL_pushfail(L);
@@ -749,7 +796,8 @@ static int head_k(lua_State *L, int status, lua_KContext ctx) {
 ** http_head(sock, parser, wait, [idle_timeout], [head_timeout],
 ** [skipbody]): the next message's head from 'sock'. Returns the message
 ** table, its body kind (0 none, the length, -1 chunked, -2 until the end
-** of the stream), keep-alive and upgrade booleans; or false if 'wait' is
+** of the stream), keep-alive and the request's control (see
+** 'push_results'); or false if 'wait' is
 ** false and the head is not all buffered; or nil, err, [partial] where
 ** err is "closed", "timeout" (partial: some of a head had come) or
 ** another socket error, or nil, status (400, 414, 431, ...) for a bad
@@ -900,7 +948,7 @@ static int l_http_body(lua_State *L) {
 /***
 ** http_head_tls(conn, parser, [skipbody]): as http_head with 'wait'
 ** false, from TLS connection 'conn''s plaintext: the message table, body
-** kind, keep-alive, upgrade; or false, begun if the head is not all
+** kind, keep-alive, control; or false, begun if the head is not all
 ** buffered (and the stream goes on; begun: some of it is); or nil,
 ** "closed", partial; or nil, status.
 */
@@ -931,10 +979,7 @@ static int l_http_head_tls(lua_State *L) {
     }
     if (hp->phase == PH_ERROR)
       return fail_status(L, hp->status);
-    push_bodykind(L, hp);
-    lua_pushboolean(L, hp->keepalive);
-    lua_pushboolean(L, hp->upgrade);
-    return 4;
+    return push_results(L, hp);
   }
   if (eof) {
     luaL_pushfail(L);
@@ -1154,9 +1199,7 @@ static size_t put_length(rout *p, size_t at, unsigned long long v) {
 #define A_STATUS 2
 #define A_HEADERS 3
 #define A_BODY 4
-#define A_HEADONLY 5
-#define A_VERSION 6
-#define A_KEEP 7
+#define A_KEEP 5
 
 /* A string body longer than this is not copied into the output: the Lua
    layer sends it after the head (mode "body"). */
@@ -1236,15 +1279,15 @@ static int special_name(const char *k, size_t kn) {
 
 /*
 ** Lay out the response (see l_http_response) at 'p', or, with 'p->p' NULL,
-** check it and count its bytes. Stack: the arguments 1-7.
+** check it and count its bytes. Stack: the arguments 1-5. The request
+** is the parser's last head (HEAD? HTTP/1.0?).
 */
 static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
   lua_Integer status = lua_tointeger(L, A_STATUS);
   int bt = lua_type(L, A_BODY);
-  int head_only = lua_toboolean(L, A_HEADONLY);
-  size_t vlen, at = 0;
-  const char *version = lua_tolstring(L, A_VERSION, &vlen);
-  int http10 = vlen == 3 && memcmp(version, "1.0", 3) == 0;
+  int head_only = hp->head_only;
+  size_t at = 0;
+  int http10 = hp->http10;
   int nobody = status < 200 || status == 204 || status == 304;
   int conn_given = 0;
   int big = bt == LUA_TSTRING && lua_rawlen(L, A_BODY) > BIG_BODY;
@@ -1371,9 +1414,11 @@ static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
 
 
 /*
-** http_response(parser, status, headers, body, head_only, version, keep):
-** lay out the response's head (and a string body) at the end of the
-** parser's output (see http_output), and say how the body goes on:
+** http_response(parser, status, headers, body, keep): lay out the
+** response to the parser's last request head (without a body if it was
+** a HEAD; HTTP/1.0's framing if it was 1.0) and its string body at the
+** end of the parser's output (see http_output), and say how the body
+** goes on:
 ** returns keep, pending, mode, length where pending is the bytes of
 ** output now waiting and mode is nil (all in the output), "chunked",
 ** "length" (the handler's Content-Length, 'length' bytes from a function
@@ -1394,7 +1439,8 @@ static int l_http_response(lua_State *L) {
   rinfo ri;
   rout o;
   size_t n;
-  luaL_checkstring(L, A_VERSION);
+  if (hp->p.type != HTTP_REQUEST || hp->phase == PH_HEAD)
+    return luaL_error(L, "http: no request head to answer");
   if (!lua_isinteger(L, A_STATUS) || status < 100 || status > 999)
     return luaL_error(L, "green.http: the handler returned status %s (an "
                       "integer 100-999 expected)",

@@ -275,6 +275,72 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("applies a body limit set by req:body(max) or a drain to its own "
+     .. "request only", function()
+    green_run(function()
+      local port, stop = start(function(req)
+        if req.path == "/small" then
+          return 200, nil, "[" .. assert(req:body(5)) .. "]"
+        end
+        if req.path == "/unread" then return 200, nil, "unread" end
+        local body, err = req:body()
+        return 200, nil, body and ("#" .. #body) or err
+      end)
+      -- each next chunked body (100 and 100,000 bytes) is within the
+      -- server's max_body_size, beyond the 5 bytes and the 64 KB drain
+      -- limit the request before it had
+      local function chunked(n)
+        return "POST /big HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+          .. ("%x\r\n"):format(n) .. ("z"):rep(n) .. "\r\n0\r\n\r\n"
+      end
+      local r = raw(port, "POST /small HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
+        .. "abc" .. chunked(100) .. "POST /unread HTTP/1.1\r\nContent-Length: "
+        .. "10\r\n\r\n0123456789" .. chunked(100000)
+        .. "GET /end HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local bodies = {}
+      for b in r:gmatch("\r\n\r\n([^H]*)") do
+        bodies[#bodies + 1] = b
+      end
+      assert.are.same({ "[abc]", "#100", "unread", "#100000", "#0" }, bodies)
+      stop()
+    end)
+  end)
+
+  it("reports an error of opts.log and closes that connection only",
+     function()
+    green_run(function()
+      local seen = reported(function()
+        local port, stop = start(hello, { log = function(req)
+          if req.path == "/bad" then error("log failed") end
+        end })
+        local r = raw(port, "GET /bad HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
+        -- answered (the log runs after the response), then closed
+        assert.matches("^HTTP/1%.1 200 OK.*hello GET /bad$", r)
+        r = raw(port, "GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert.matches("hello GET /ok$", r)
+        assert.are.same({ nil, "closed" }, { stop() })
+      end)
+      assert.are.equal(1, #seen)
+      assert.matches("log failed", tostring(seen[1].err))
+      assert.are.equal("http", seen[1].what)
+    end)
+  end)
+
+  it("stops at once when a handler raises green.StopServe", function()
+    green_run(function()
+      local srv, port = listen()
+      local gt = green.spawn(green.http.serve, srv, function(req)
+        if req.path == "/stop" then error(green.StopServe) end
+        return 200, nil, "ok"
+      end, { graceful_timeout = 60 })
+      raw(port, "GET /stop HTTP/1.1\r\n\r\n")
+      -- no graceful wait (60 s) for the connection that raised it
+      h.eventually(function() return gt:dead() end, 20, "serve returned")
+      gt:wait()
+      srv:close()
+    end)
+  end)
+
   describe("limits", function()
     local function check(opts, request, want, handler)
       green_run(function()
