@@ -500,6 +500,15 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define K_REASON 7
 #define K_VERSION 8
 #define K_HEADERS 9
+/* Also in that list: the raw heads' metatable, the version strings
+   (K_VERSIONS + 0..3: "1.0", "1.1", "0.9", "2") and the method names
+   (K_METHODS + the method's number), each made at its first use. */
+#define K_RAWMT 10
+#define K_VERSIONS 11
+#define K_METHODS 16
+
+/* A request's private field (a light userdata key): its raw head. */
+static const char rawkey = 'r';
 
 /* t[key] = v: the table at -2, the value at -1 (popped); a raw set with the
    key from the list (no lookup of the name, no metamethod). [-1, +0, m] */
@@ -520,6 +529,9 @@ typedef void (*consume_fn)(void *src, size_t n);
 static void consume_stream(void *src, size_t n) {
   lgreen_stream_consume((lstream *)src, n);
 }
+
+static void push_request(lua_State *L, hparser *hp, const char *h,
+                         size_t n);
 
 static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
                          consume_fn consume, void *src) {
@@ -544,6 +556,12 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
     onstack = 1;
   }
   consume(src, n);
+  if (hp->p.type == HTTP_REQUEST) {
+    push_request(L, hp, h, n);
+    if (onstack)
+      lua_remove(L, -2); /* the head string */
+    return;
+  }
   lua_createtable(L, 0, 8);
   lua_getiuservalue(L, 2, 1);
   lua_setmetatable(L, -2);
@@ -600,6 +618,159 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
   set_key(L, K_HEADERS);
   if (onstack)
     lua_remove(L, -2); /* the head string */
+}
+
+
+/*
+** Requests: the table holds method, path, query (if any) and version, and
+** under a private key its raw head: a userdata (metatable K_RAWMT,
+** uservalue: the parser, which holds conn and remote_addr) with the
+** head's bytes and its header spans. 'headers', 'conn' and
+** 'remote_addr' come from there through the metatable's __index
+** ('req_index'); 'headers' is made at its first use and then set in the
+** table. Most handlers never look at most headers: no table and no
+** strings for them per request.
+*/
+typedef struct rawhead {
+  uint32_t n, nh; /* head bytes; header lines */
+  /* then hspan[2 * nh] (name, untrimmed value), then the n bytes */
+} rawhead;
+
+#define RAW_SPANS(r) ((hspan *)((r) + 1))
+#define RAW_BYTES(r) ((const char *)(RAW_SPANS(r) + 2 * (r)->nh))
+
+
+/* Push cached string K_* 'k' of the keys list, made from 's' the first
+   time. [-0, +1, m] */
+static void push_cached(lua_State *L, int k, const char *s) {
+  if (lua_rawgeti(L, lua_upvalueindex(4), k) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushstring(L, s);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, lua_upvalueindex(4), k);
+  }
+}
+
+
+/* The request table for head 'h' (n bytes, names lowercased), whose
+   spans are the parser's. [-0, +1, m] */
+static void push_request(lua_State *L, hparser *hp, const char *h,
+                         size_t n) {
+  struct http_parser_url u;
+  int connect = hp->p.method == HTTP_CONNECT, query = 0, v;
+  int url_ok;
+  rawhead *r;
+  http_parser_url_init(&u);
+  url_ok = hp->url.len > 0 &&
+           http_parser_parse_url(h + hp->url.off, hp->url.len, connect,
+                                 &u) == 0 &&
+           !connect && (u.field_set & (1 << UF_PATH));
+  query = url_ok && (u.field_set & (1 << UF_QUERY));
+  lua_createtable(L, 0, 4 + query);
+  lua_getiuservalue(L, 2, 1);
+  lua_setmetatable(L, -2);
+  push_cached(L, K_METHODS + (int)hp->p.method,
+              http_method_str((enum http_method)hp->p.method));
+  set_key(L, K_METHOD);
+  if (url_ok) {
+    const char *ub = h + hp->url.off;
+    lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
+                    u.field_data[UF_PATH].len);
+    set_key(L, K_PATH);
+    if (query) {
+      lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
+                      u.field_data[UF_QUERY].len);
+      set_key(L, K_QUERY);
+    }
+  } else { /* "*", an authority (CONNECT): the target as sent */
+    push_span(L, h, hp->url);
+    set_key(L, K_PATH);
+  }
+  v = hp->p.http_major == 1 ? (hp->p.http_minor == 0 ? 0 : 1)
+      : hp->p.http_major == 0 ? 2 : 3;
+  push_cached(L, K_VERSIONS + v, v == 0 ? "1.0" : v == 1 ? "1.1"
+                                 : v == 2 ? "0.9" : "2");
+  set_key(L, K_VERSION);
+  r = (rawhead *)lua_newuserdatauv(
+      L, sizeof(rawhead) + 2 * hp->nh * sizeof(hspan) + n, 1);
+  r->n = (uint32_t)n;
+  r->nh = hp->nh;
+  memcpy(RAW_SPANS(r), hp->h, 2 * hp->nh * sizeof(hspan));
+  memcpy((char *)RAW_BYTES(r), h, n);
+  lua_rawgeti(L, lua_upvalueindex(4), K_RAWMT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, 2); /* the parser */
+  lua_setiuservalue(L, -2, 1);
+  lua_rawsetp(L, -2, &rawkey);
+}
+
+
+/*
+** __index of the requests' metatable (made by http_request_index, with
+** upvalues: the methods table, the headers tables' metatable, the raw
+** heads' metatable): 'headers' (made now, then set in the request),
+** 'conn', 'remote_addr', else the method of that name.
+*/
+static int req_index(lua_State *L) {
+  size_t kn = 0;
+  const char *k = NULL;
+  rawhead *r = NULL;
+  if (lua_type(L, 2) == LUA_TSTRING)
+    k = lua_tolstring(L, 2, &kn);
+  if ((kn == 7 || kn == 4 || kn == 11) && lua_istable(L, 1)) {
+    /* the raw head, if it is one */
+    lua_rawgetp(L, 1, &rawkey);
+    if (lua_getmetatable(L, 3) && lua_rawequal(L, -1, lua_upvalueindex(3)))
+      r = (rawhead *)lua_touserdata(L, 3);
+    lua_settop(L, 3);
+  }
+  if (r == NULL) { /* a method */
+    lua_settop(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+  }
+  if (kn == 7 && memcmp(k, "headers", 7) == 0) {
+    const char *h = RAW_BYTES(r);
+    const hspan *sp = RAW_SPANS(r);
+    uint32_t i;
+    lua_createtable(L, 0, r->nh < 4 ? 4 : (int)r->nh);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_setmetatable(L, -2);
+    for (i = 0; i < r->nh; i++) {
+      push_span(L, h, sp[2 * i]);
+      push_span(L, h, trim(h, sp[2 * i + 1]));
+      add_header(L);
+    }
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+  }
+  if (kn == 4 && memcmp(k, "conn", 4) == 0) {
+    lua_getiuservalue(L, 3, 1);
+    lua_getiuservalue(L, -1, 3);
+    return 1;
+  }
+  if (kn == 11 && memcmp(k, "remote_addr", 11) == 0) {
+    lua_getiuservalue(L, 3, 1);
+    lua_getiuservalue(L, -1, 4);
+    return 1;
+  }
+  lua_settop(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+
+/* http_request_index(methods, headers_mt): the __index function for the
+   metatable of the request tables (see req_index). */
+static int l_http_request_index(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_rawgeti(L, lua_upvalueindex(4), K_RAWMT);
+  lua_pushcclosure(L, req_index, 3);
+  return 1;
 }
 
 
@@ -1553,6 +1724,7 @@ static const luaL_Reg funcs[] = {
     {"http_response", l_http_response},
     {"http_output", l_http_output},
     {"http_parse_url", l_http_parse_url},
+    {"http_request_index", l_http_request_index},
     {NULL, NULL},
 };
 
@@ -1570,6 +1742,10 @@ void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
       lua_pushstring(L, msg_keys[i]);
       lua_rawseti(L, -2, i + 1);
     }
+    lua_newtable(L); /* the raw heads' metatable */
+    lua_pushliteral(L, "green.http.rawhead");
+    lua_setfield(L, -2, "__name");
+    lua_rawseti(L, -2, K_RAWMT);
   }
   lgreen_register(L, funcs, 3);
 }

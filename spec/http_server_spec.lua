@@ -91,6 +91,52 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("keeps each request's fields for a handler that looks at them later",
+     function()
+    green_run(function()
+      local kept = {}
+      local port, stop = start(function(req)
+        kept[#kept + 1] = req -- nothing read yet
+        return 200, nil, "ok"
+      end)
+      local r = raw(port, "GET /1?q=1 HTTP/1.1\r\nX-N: one\r\nX-Rep: a\r\n"
+        .. "x-rep: b\r\n\r\nPOST /2 HTTP/1.1\r\nX-N:  two \r\n"
+        .. "Content-Length: 2\r\n\r\nhiGET /3 HTTP/1.0\r\n\r\n")
+      assert.matches("ok$", r)
+      assert.are.equal(3, #kept)
+      -- the connection has moved on (and closed): each request still has
+      -- its own head
+      local a, b, c = kept[1], kept[2], kept[3]
+      assert.are.same({ "GET", "/1", "q=1", "1.1" },
+                      { a.method, a.path, a.query, a.version })
+      assert.are.equal("one", a.headers["X-N"])
+      assert.are.same({ "a", "b" }, a.headers["x-rep"])
+      assert.are.equal(a.headers, a.headers) -- made once
+      assert.are.same({ "POST", "/2", "two", "2" },
+        { b.method, b.path, b.headers["x-n"], b.headers["Content-Length"] })
+      assert.are.same({}, c.headers)
+      assert.are.same({ "GET", "/3", "1.0" }, { c.method, c.path, c.version })
+      for _, req in ipairs(kept) do
+        assert.matches("^127%.0%.0%.1:%d+$", req.remote_addr)
+        assert.are.equal("function", type(req.body))
+      end
+      local n = 0
+      for k, v in pairs(a.headers) do
+        assert.are.equal("string", type(k))
+        assert.is_not_nil(v)
+        n = n + 1
+      end
+      assert.are.equal(2, n)
+      -- a private field overwritten by the handler breaks nothing
+      for k in pairs(c) do
+        if type(k) == "userdata" then c[k] = io.stdout end
+      end
+      c.headers = nil
+      assert.is_nil(c.headers)
+      stop()
+    end)
+  end)
+
   it("keeps connections alive and answers pipelined requests in order",
      function()
     green_run(function()

@@ -51,8 +51,9 @@ local FLUSH_AT = 64 * 1024
 -- this much; beyond it the connection is closed instead.
 local DRAIN_MAX = 64 * 1024
 
+-- The requests' metatable: its methods, and (bindings/http.c) `headers`
+-- made from the raw head at its first use, `conn` and `remote_addr`.
 local Request = {}
-Request.__index = Request
 Request.__name = "green.http.Request"
 
 --- Error bodies the server writes itself.
@@ -418,6 +419,8 @@ function M.serve(server, handler, opts)
   if not ok then error(r1, 0) end
   return r1, r2
 end
+
+Request.__index = core.http_request_index(Request, Headers)
 
 M.Request = Request
 M.DEFAULTS = DEFAULTS
