@@ -1673,6 +1673,47 @@ static int l_http_output(lua_State *L) {
   return 1;
 }
 
+
+/*
+** http_flush(sock, parser): send the parser's output on stream socket
+** 'sock' as far as that goes without waiting (into the kernel, then the
+** socket's write queue up to its bound), straight from the output
+** buffer: no Lua string for it. Returns true when all of it went, else
+** the rest as a string for the caller's sendall (when the socket's
+** writers wait, or the kernel and the queue are full), or nil, err if
+** the socket failed. The output is empty after it.
+*/
+static int l_http_flush(lua_State *L) {
+  hparser *hp;
+  lstream *x = check_args(L, &hp);
+  size_t pos = 0;
+  if (hp->olen == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (x == NULL || (x->base.flags & LSOCK_SHUT_WR)) {
+    hp->olen = 0;
+    return lgreen_sock_fail(L, UV_EOF);
+  }
+  if (gl_link_empty(&x->base.writers))
+    lgreen_stream_write(x, hp->ob, &pos, hp->olen);
+  if (x->werr != 0) {
+    hp->olen = 0;
+    return lgreen_sock_fail(L, x->werr);
+  }
+  if (pos < hp->olen)
+    lua_pushlstring(L, hp->ob + pos, hp->olen - pos);
+  else
+    lua_pushboolean(L, 1);
+  hp->olen = 0;
+  if (hp->ocap > KEEP_OUTPUT) {
+    free(hp->ob);
+    hp->ob = NULL;
+    hp->ocap = 0;
+  }
+  return 1;
+}
+
 /* }====================================================== */
 
 
@@ -1723,6 +1764,7 @@ static const luaL_Reg funcs[] = {
     {"http_setmaxbody", l_http_setmaxbody},
     {"http_response", l_http_response},
     {"http_output", l_http_output},
+    {"http_flush", l_http_flush},
     {"http_parse_url", l_http_parse_url},
     {"http_request_index", l_http_request_index},
     {NULL, NULL},

@@ -312,6 +312,8 @@ lsock *lgreen_stream_new(lua_State *L, lsock_state *st,
 void lgreen_stream_started(lstream *x); /* connected: reads from now on */
 int lgreen_stream_readable(lsock *s);
 void lgreen_stream_consume(lstream *x, size_t n); /* drop n bytes read */
+void lgreen_stream_write(lstream *x, const char *data, size_t *pos,
+                         size_t end); /* no wait: what can go now */
 int lgreen_stream_can_read(lsock *s);
 int lgreen_stream_can_write(lsock *s);
 void lgreen_stream_watched(lsock *s);

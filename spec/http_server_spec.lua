@@ -193,6 +193,36 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("keeps pipelined responses in order past what the socket takes at "
+     .. "once", function()
+    green_run(function()
+      local n, size = 5000, 4000 -- 20 MB of responses, none read at first
+      local conn_thread
+      local port, stop = start(function(req)
+        conn_thread = green.getcurrent()
+        local i = req.path:sub(2)
+        return 200, nil, i .. ("."):rep(size - #i)
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(30)
+      local reqs = {}
+      for i = 1, n do reqs[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      assert(c:send(table.concat(reqs)))
+      -- the kernel and the socket's queue are full: the server's flush
+      -- gave the rest to sendall, which waits for this reader
+      h.eventually(function() return conn_thread end, "a request")
+      h.until_suspended(conn_thread, "socket:sendall")
+      for i = 1, n do
+        assert.are.equal("HTTP/1.1 200 OK", c:receive())
+        repeat local l = assert(c:receive()) until l == ""
+        local body = assert(c:receive(size))
+        assert.are.equal(tostring(i), body:match("^%d+"))
+      end
+      c:close()
+      stop()
+    end)
+  end)
+
   it("sends long string bodies in order among pipelined short ones",
      function()
     green_run(function()

@@ -11,9 +11,9 @@ local common = require "green.http.common"
 local serve_mod = require "green.serve"
 
 local http_parser, http_head, http_body, http_state, http_setmaxbody,
-      http_response, http_output = core.http_parser, core.http_head,
-  core.http_body, core.http_state, core.http_setmaxbody, core.http_response,
-  core.http_output
+      http_response, http_output, http_flush = core.http_parser,
+  core.http_head, core.http_body, core.http_state, core.http_setmaxbody,
+  core.http_response, core.http_output, core.http_flush
 local getcurrent = core.getcurrent
 local status_line, date_line = common.status_line, common.date_line
 local Headers = common.Headers
@@ -66,13 +66,23 @@ local function simple(status, keep)
 end
 
 -- Send the responses that wait in the parser's output (laid out there by
--- http_response, for pipelined requests).
+-- http_response, for pipelined requests): on a plain socket straight
+-- from the output (http_flush), sendall only for what cannot go at once.
 local function flush(c)
-  local data = http_output(c.parser)
-  if not data then return true end
-  local ok, err = c.sock:sendall(data)
-  if not ok then c.broken = err return false end
-  return true
+  local data, err
+  if c.tls then
+    data = http_output(c.parser)
+    if not data then return true end
+  else
+    data, err = http_flush(c.sock, c.parser)
+    if data == true then return true end
+  end
+  if data then
+    data, err = c.sock:sendall(data)
+    if data then return true end
+  end
+  c.broken = err
+  return false
 end
 
 local function queue(c, data)
