@@ -275,12 +275,13 @@ static void next_message(hparser *hp) {
    address: no lookup by name per call). */
 static hparser *check_parser(lua_State *L, int idx) {
   void *u = lua_touserdata(L, idx);
-  if (u == NULL || !lua_getmetatable(L, idx))
-    return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
-  if (!lua_rawequal(L, -1, lua_upvalueindex(3)))
-    return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
-  lua_pop(L, 1);
-  return (hparser *)u;
+  if (u != NULL && lua_getmetatable(L, idx)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == lua_topointer(L, lua_upvalueindex(3)))
+      return (hparser *)u;
+  }
+  return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
 }
 
 
@@ -500,12 +501,22 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define K_REASON 7
 #define K_VERSION 8
 #define K_HEADERS 9
-/* Also in that list: the raw heads' metatable, the version strings
-   (K_VERSIONS + 0..3: "1.0", "1.1", "0.9", "2") and the method names
-   (K_METHODS + the method's number), each made at its first use. */
-#define K_RAWMT 10
+/* Also in that list: the version strings (K_VERSIONS + 0, 2, 3: "1.0",
+   "0.9", "2") and the method names (K_METHODS + the method's number),
+   each made at its first use. */
 #define K_VERSIONS 11
 #define K_METHODS 16
+
+/* More upvalues of the functions: the request tables' keys, the most
+   common method and version strings, the raw heads' metatable. */
+#define UV_METHOD lua_upvalueindex(5)
+#define UV_PATH lua_upvalueindex(6)
+#define UV_QUERY lua_upvalueindex(7)
+#define UV_VERSION lua_upvalueindex(8)
+#define UV_GET lua_upvalueindex(9)
+#define UV_V11 lua_upvalueindex(10)
+#define UV_RAWMT lua_upvalueindex(11)
+#define NUPVALUES 11
 
 /* A request's private field (a light userdata key): its raw head. */
 static const char rawkey = 'r';
@@ -669,35 +680,44 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   lua_createtable(L, 0, 4 + query);
   lua_getiuservalue(L, 2, 1);
   lua_setmetatable(L, -2);
-  push_cached(L, K_METHODS + (int)hp->p.method,
-              http_method_str((enum http_method)hp->p.method));
-  set_key(L, K_METHOD);
+  lua_pushvalue(L, UV_METHOD);
+  if (hp->p.method == HTTP_GET)
+    lua_pushvalue(L, UV_GET);
+  else
+    push_cached(L, K_METHODS + (int)hp->p.method,
+                http_method_str((enum http_method)hp->p.method));
+  lua_rawset(L, -3);
+  lua_pushvalue(L, UV_PATH);
   if (url_ok) {
     const char *ub = h + hp->url.off;
     lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
                     u.field_data[UF_PATH].len);
-    set_key(L, K_PATH);
+    lua_rawset(L, -3);
     if (query) {
+      lua_pushvalue(L, UV_QUERY);
       lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
                       u.field_data[UF_QUERY].len);
-      set_key(L, K_QUERY);
+      lua_rawset(L, -3);
     }
   } else { /* "*", an authority (CONNECT): the target as sent */
     push_span(L, h, hp->url);
-    set_key(L, K_PATH);
+    lua_rawset(L, -3);
   }
+  lua_pushvalue(L, UV_VERSION);
   v = hp->p.http_major == 1 ? (hp->p.http_minor == 0 ? 0 : 1)
       : hp->p.http_major == 0 ? 2 : 3;
-  push_cached(L, K_VERSIONS + v, v == 0 ? "1.0" : v == 1 ? "1.1"
-                                 : v == 2 ? "0.9" : "2");
-  set_key(L, K_VERSION);
+  if (v == 1)
+    lua_pushvalue(L, UV_V11);
+  else
+    push_cached(L, K_VERSIONS + v, v == 0 ? "1.0" : v == 2 ? "0.9" : "2");
+  lua_rawset(L, -3);
   r = (rawhead *)lua_newuserdatauv(
       L, sizeof(rawhead) + 2 * hp->nh * sizeof(hspan) + n, 1);
   r->n = (uint32_t)n;
   r->nh = hp->nh;
   memcpy(RAW_SPANS(r), hp->h, 2 * hp->nh * sizeof(hspan));
   memcpy((char *)RAW_BYTES(r), h, n);
-  lua_rawgeti(L, lua_upvalueindex(4), K_RAWMT);
+  lua_pushvalue(L, UV_RAWMT);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, 2); /* the parser */
   lua_setiuservalue(L, -2, 1);
@@ -768,7 +788,7 @@ static int l_http_request_index(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  lua_rawgeti(L, lua_upvalueindex(4), K_RAWMT);
+  lua_pushvalue(L, UV_RAWMT);
   lua_pushcclosure(L, req_index, 3);
   return 1;
 }
@@ -1773,7 +1793,8 @@ static const luaL_Reg funcs[] = {
 
 void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   (void)hub;
-  /* upvalues: the hub, the socket state, the metatable, the keys */
+  /* upvalues: the hub, the socket state, the metatable, the keys, then
+     the UV_* ones */
   lgreen_sock_pushstate(L);
   luaL_newmetatable(L, LGREEN_HTTP_PARSER);
   luaL_setfuncs(L, parser_meta, 0);
@@ -1784,10 +1805,15 @@ void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
       lua_pushstring(L, msg_keys[i]);
       lua_rawseti(L, -2, i + 1);
     }
-    lua_newtable(L); /* the raw heads' metatable */
-    lua_pushliteral(L, "green.http.rawhead");
-    lua_setfield(L, -2, "__name");
-    lua_rawseti(L, -2, K_RAWMT);
   }
-  lgreen_register(L, funcs, 3);
+  lua_pushliteral(L, "method");
+  lua_pushliteral(L, "path");
+  lua_pushliteral(L, "query");
+  lua_pushliteral(L, "version");
+  lua_pushliteral(L, "GET");
+  lua_pushliteral(L, "1.1");
+  lua_newtable(L); /* the raw heads' metatable */
+  lua_pushliteral(L, "green.http.rawhead");
+  lua_setfield(L, -2, "__name");
+  lgreen_register(L, funcs, NUPVALUES - 1);
 }
