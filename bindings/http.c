@@ -1269,10 +1269,34 @@ static int l_http_setmaxbody(lua_State *L) {
 ** =======================================================
 */
 
-/* Token characters (RFC 9110), for header names. */
+/* Token characters (RFC 9110), for header names: a table, made once. */
+static unsigned char tchars[256];
+
+static void init_tchars(void) {
+  const char *extra = "!#$%&'*+-.^_`|~";
+  int c;
+  for (c = 0; c < 256; c++)
+    tchars[c] = (unsigned char)((c >= 'a' && c <= 'z') ||
+                                (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9'));
+  for (; *extra; extra++)
+    tchars[(unsigned char)*extra] = 1;
+}
+
 static int is_tchar(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || (c != 0 && strchr("!#$%&'*+-.^_`|~", c));
+  return tchars[c];
+}
+
+
+/* Does v[0, n) hold a CR, LF or NUL (which could split a response)? */
+static int has_ctl(const char *v, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (c <= '\r' && (c == '\r' || c == '\n' || c == 0))
+      return 1;
+  }
+  return 0;
 }
 
 
@@ -1350,8 +1374,7 @@ static size_t put_line(lua_State *L, rout *p, size_t at, const char *k,
     luaL_error(L, "green.http: header %s: string or number expected, "
                "got %s", k, luaL_typename(L, -1));
   v = lua_tolstring(L, -1, &vn);
-  if (p->check && (memchr(v, '\r', vn) || memchr(v, '\n', vn) ||
-                    memchr(v, '\0', vn)))
+  if (p->check && has_ctl(v, vn))
     luaL_error(L, "green.http: header %s: value holds CR, LF or NUL", k);
   if (special == 'c' && has_close(v, vn))
     ri->keep = 0;
@@ -1481,7 +1504,9 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
   int http10 = hp->http10;
   int nobody = status < 200 || status == 204 || status == 304;
   int conn_given = 0;
-  int big = bt == LUA_TSTRING && lua_rawlen(L, A_BODY) > BIG_BODY;
+  size_t bl = 0;
+  const char *bs = bt == LUA_TSTRING ? lua_tolstring(L, A_BODY, &bl) : NULL;
+  int big = bl > BIG_BODY;
   const char *reason = http_status_str((enum http_status)status);
   char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
   ri->keep = lua_toboolean(L, A_KEEP);
@@ -1535,7 +1560,7 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
   }
   if (bt == LUA_TSTRING) {
     if (!nobody)
-      at = put_length(p, at, (unsigned long long)lua_rawlen(L, A_BODY));
+      at = put_length(p, at, (unsigned long long)bl);
     if (big && !nobody && !head_only)
       ri->mode = 4;
   } else if (bt == LUA_TFUNCTION) {
@@ -1564,7 +1589,7 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
   }
   PUTS("\r\n");
   if (bt == LUA_TSTRING && !nobody && !head_only && !big)
-    at = put(p, at, lua_tostring(L, A_BODY), lua_rawlen(L, A_BODY));
+    at = put(p, at, bs, bl);
   return at;
 }
 
@@ -1793,6 +1818,7 @@ static const luaL_Reg funcs[] = {
 
 void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   (void)hub;
+  init_tchars();
   /* upvalues: the hub, the socket state, the metatable, the keys, then
      the UV_* ones */
   lgreen_sock_pushstate(L);
