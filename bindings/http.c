@@ -88,6 +88,7 @@ typedef struct hparser {
   uint32_t nh, caph; /* header lines; room in 'h' */
   hspan *h;          /* 2 spans per line: name, value */
   hspan inl[2 * NINLINE];
+  struct arena *arena; /* where raw heads go (uservalue 5), or NULL */
   char *hb;          /* the last head's copy (reused; malloc'd) */
   size_t hcap;       /* room in 'hb' */
   char *ob;          /* responses laid out, not sent yet (malloc'd) */
@@ -307,7 +308,7 @@ static int l_http_parser(lua_State *L) {
   luaL_checktype(L, 5, LUA_TTABLE);
   luaL_checktype(L, 6, LUA_TTABLE);
   lua_settop(L, 8);
-  hp = (hparser *)lua_newuserdatauv(L, sizeof(*hp), 4);
+  hp = (hparser *)lua_newuserdatauv(L, sizeof(*hp), 5);
   memset(hp, 0, sizeof(*hp));
   http_parser_init(&hp->p, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE);
   hp->max_head = (uint32_t)max_head;
@@ -518,8 +519,6 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define UV_RAWMT lua_upvalueindex(11)
 #define NUPVALUES 11
 
-/* A request's private field (a light userdata key): its raw head. */
-static const char rawkey = 'r';
 
 /* t[key] = v: the table at -2, the value at -1 (popped); a raw set with the
    key from the list (no lookup of the name, no metamethod). [-1, +0, m] */
@@ -542,10 +541,10 @@ static void consume_stream(void *src, size_t n) {
 }
 
 static void push_request(lua_State *L, hparser *hp, const char *h,
-                         size_t n);
+                         size_t n, size_t rest);
 
 static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
-                         consume_fn consume, void *src) {
+                         size_t rest, consume_fn consume, void *src) {
   const char *h;
   uint32_t i;
   int onstack = 0; /* the copy is a Lua string (no room for one in C) */
@@ -568,7 +567,7 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
   }
   consume(src, n);
   if (hp->p.type == HTTP_REQUEST) {
-    push_request(L, hp, h, n);
+    push_request(L, hp, h, n, rest);
     if (onstack)
       lua_remove(L, -2); /* the head string */
     return;
@@ -634,13 +633,15 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
 
 /*
 ** Requests: the table holds method, path, query (if any) and version, and
-** under a private key its raw head: a userdata (metatable K_RAWMT,
-** uservalue: the parser, which holds conn and remote_addr) with the
-** head's bytes and its header spans. 'headers', 'conn' and
-** 'remote_addr' come from there through the metatable's __index
-** ('req_index'); 'headers' is made at its first use and then set in the
-** table. Most handlers never look at most headers: no table and no
-** strings for them per request.
+** its raw head: the head's bytes and its header spans, a record in an
+** arena (a userdata, metatable UV_RAWMT, uservalue: the parser, which
+** holds conn and remote_addr), as the field arena = offset. The heads of
+** the requests buffered together (pipelined) share one arena: one
+** allocation for all of them, sized from the bytes buffered. 'headers',
+** 'conn' and 'remote_addr' come from there through the metatable's
+** __index ('req_index'); 'headers' is made at its first use and then set
+** in the table. Most handlers never look at most headers: no table and
+** no strings for them per request.
 */
 typedef struct rawhead {
   uint32_t n, nh; /* head bytes; header lines */
@@ -649,6 +650,63 @@ typedef struct rawhead {
 
 #define RAW_SPANS(r) ((hspan *)((r) + 1))
 #define RAW_BYTES(r) ((const char *)(RAW_SPANS(r) + 2 * (r)->nh))
+/* A record's room, a multiple of 8 (the next one stays aligned). */
+#define RAW_SIZE(nh, n) \
+  ((sizeof(rawhead) + 2 * (uint64_t)(nh) * sizeof(hspan) + (n) + 7) & \
+   ~(uint64_t)7)
+
+typedef struct arena {
+  uint32_t cap, used; /* bytes of room for records; taken */
+  uint64_t align;     /* the records start 8-aligned */
+  /* then the records */
+} arena;
+
+#define ARENA_DATA(a) ((char *)((a) + 1))
+/* An arena has room for about twice the bytes buffered behind its
+   first head (their heads and spans), up to this. */
+#define ARENA_MAX (16 * 1024)
+
+
+/* The parser's arena is let go (it stays alive as long as requests
+   refer to it): before waiting for more bytes, so an idle connection
+   keeps none. Stack: the parser at 2. [-0, +0, -] */
+static void drop_arena(lua_State *L, hparser *hp) {
+  if (hp->arena != NULL) {
+    hp->arena = NULL;
+    lua_pushnil(L);
+    lua_setiuservalue(L, 2, 5);
+  }
+}
+
+
+/* Push the arena for a record of 'need' bytes, with 'rest' bytes
+   buffered behind it; its offset in '*off'. [-0, +1, m] */
+static arena *push_arena(lua_State *L, hparser *hp, uint64_t need,
+                         size_t rest, uint32_t *off) {
+  arena *a = hp->arena;
+  if (a == NULL || a->cap - a->used < need) {
+    uint64_t cap = need + 2 * (uint64_t)(rest < ARENA_MAX ? rest : ARENA_MAX);
+    a = (arena *)lua_newuserdatauv(L, sizeof(arena) + (size_t)cap, 1);
+    a->cap = (uint32_t)cap;
+    a->used = 0;
+    lua_pushvalue(L, UV_RAWMT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 2); /* the parser */
+    lua_setiuservalue(L, -2, 1);
+    if (cap - need >= 64) { /* room for more: the next heads' */
+      hp->arena = a;
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, 2, 5);
+    } else {
+      drop_arena(L, hp);
+    }
+  } else {
+    lua_getiuservalue(L, 2, 5);
+  }
+  *off = a->used;
+  a->used += (uint32_t)need;
+  return a;
+}
 
 
 /* Push cached string K_* 'k' of the keys list, made from 's' the first
@@ -666,11 +724,13 @@ static void push_cached(lua_State *L, int k, const char *s) {
 /* The request table for head 'h' (n bytes, names lowercased), whose
    spans are the parser's. [-0, +1, m] */
 static void push_request(lua_State *L, hparser *hp, const char *h,
-                         size_t n) {
+                         size_t n, size_t rest) {
   struct http_parser_url u;
   int connect = hp->p.method == HTTP_CONNECT, query = 0, v;
   int url_ok;
   rawhead *r;
+  arena *a;
+  uint32_t off;
   http_parser_url_init(&u);
   url_ok = hp->url.len > 0 &&
            http_parser_parse_url(h + hp->url.off, hp->url.len, connect,
@@ -711,24 +771,57 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   else
     push_cached(L, K_VERSIONS + v, v == 0 ? "1.0" : v == 2 ? "0.9" : "2");
   lua_rawset(L, -3);
-  r = (rawhead *)lua_newuserdatauv(
-      L, sizeof(rawhead) + 2 * hp->nh * sizeof(hspan) + n, 1);
+  a = push_arena(L, hp, RAW_SIZE(hp->nh, n), rest, &off);
+  r = (rawhead *)(ARENA_DATA(a) + off);
   r->n = (uint32_t)n;
   r->nh = hp->nh;
   memcpy(RAW_SPANS(r), hp->h, 2 * hp->nh * sizeof(hspan));
   memcpy((char *)RAW_BYTES(r), h, n);
-  lua_pushvalue(L, UV_RAWMT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, 2); /* the parser */
-  lua_setiuservalue(L, -2, 1);
-  lua_rawsetp(L, -2, &rawkey);
+  lua_pushinteger(L, off);
+  lua_rawset(L, -3);
+}
+
+
+/*
+** The raw head of request table 1: its arena entry (the first key that
+** is an arena, with the metatable at upvalue 3), whose offset must be a
+** whole record within the arena (whatever a handler put there). Leaves
+** the arena at 3. [-0, +1, -]
+*/
+static rawhead *find_raw(lua_State *L) {
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    if (lua_type(L, -2) == LUA_TUSERDATA && lua_getmetatable(L, -2)) {
+      int ours = lua_rawequal(L, -1, lua_upvalueindex(3));
+      lua_pop(L, 1);
+      if (ours) {
+        arena *a = (arena *)lua_touserdata(L, -2);
+        int isnum;
+        lua_Integer off = lua_tointegerx(L, -1, &isnum);
+        rawhead *r;
+        lua_pop(L, 1);
+        lua_replace(L, 3); /* the arena */
+        lua_settop(L, 3);
+        if (!isnum || off < 0 || off % 8 != 0 ||
+            (uint64_t)off + sizeof(rawhead) > a->used)
+          return NULL;
+        r = (rawhead *)(ARENA_DATA(a) + off);
+        if ((uint64_t)off + RAW_SIZE(r->nh, r->n) > a->used)
+          return NULL;
+        return r;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 3);
+  return NULL;
 }
 
 
 /*
 ** __index of the requests' metatable (made by http_request_index, with
-** upvalues: the methods table, the headers tables' metatable, the raw
-** heads' metatable): 'headers' (made now, then set in the request),
+** upvalues: the methods table, the headers tables' metatable, the
+** arenas' metatable): 'headers' (made now, then set in the request),
 ** 'conn', 'remote_addr', else the method of that name.
 */
 static int req_index(lua_State *L) {
@@ -738,11 +831,8 @@ static int req_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING)
     k = lua_tolstring(L, 2, &kn);
   if ((kn == 7 || kn == 4 || kn == 11) && lua_istable(L, 1)) {
-    /* the raw head, if it is one */
-    lua_rawgetp(L, 1, &rawkey);
-    if (lua_getmetatable(L, 3) && lua_rawequal(L, -1, lua_upvalueindex(3)))
-      r = (rawhead *)lua_touserdata(L, 3);
-    lua_settop(L, 3);
+    lua_settop(L, 2);
+    r = find_raw(L);
   }
   if (r == NULL) { /* a method */
     lua_settop(L, 2);
@@ -757,8 +847,11 @@ static int req_index(lua_State *L) {
     lua_pushvalue(L, lua_upvalueindex(2));
     lua_setmetatable(L, -2);
     for (i = 0; i < r->nh; i++) {
-      push_span(L, h, sp[2 * i]);
-      push_span(L, h, trim(h, sp[2 * i + 1]));
+      hspan f = sp[2 * i], v = sp[2 * i + 1];
+      if ((uint64_t)f.off + f.len > r->n || (uint64_t)v.off + v.len > r->n)
+        break; /* not a record this parser wrote */
+      push_span(L, h, f);
+      push_span(L, h, trim(h, v));
       add_header(L);
     }
     lua_pushvalue(L, 2);
@@ -925,7 +1018,8 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
       return fail_status(L, hp->status);
     if (r > 0) {
       body_kind(hp);
-      push_message(L, hp, x->buf + x->off, n, consume_stream, x);
+      push_message(L, hp, x->buf + x->off, n, x->len - n, consume_stream,
+                   x);
       if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
         /* paused before the head's last LF: that completes it */
         const char *b = x->buf + x->off;
@@ -942,6 +1036,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
       lua_pushboolean(L, x->len > 0);
       return 3;
     }
+    drop_arena(L, hp);
     lua_pushboolean(L, 0); /* would wait */
     return 1;
   }
@@ -952,6 +1047,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
     hp->status = 431;
     return fail_status(L, 431);
   }
+  drop_arena(L, hp);
   if (x->len > 0 && hp->due <= 1) /* the head began: its own deadline */
     hp->due = lua_isnil(L, 5) ? 1
                               : lgreen_sock_deadline(lua_tonumber(L, 5));
@@ -1163,7 +1259,7 @@ static int l_http_head_tls(lua_State *L) {
     return fail_status(L, hp->status);
   if (r > 0) {
     body_kind(hp);
-    push_message(L, hp, b, n, lgreen_tls_consume, t);
+    push_message(L, hp, b, n, len - n, lgreen_tls_consume, t);
     if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
       b = lgreen_tls_plain(t, &len, &eof);
       lgreen_tls_consume(t, run(hp, b, b, len));
@@ -1178,6 +1274,7 @@ static int l_http_head_tls(lua_State *L) {
     lua_pushboolean(L, len > 0);
     return 3;
   }
+  drop_arena(L, hp);
   lua_pushboolean(L, 0);
   lua_pushboolean(L, len > 0); /* a head has begun */
   return 2;

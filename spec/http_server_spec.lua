@@ -127,12 +127,24 @@ describe("green.http.serve", function()
         n = n + 1
       end
       assert.are.equal(2, n)
-      -- a private field overwritten by the handler breaks nothing
+      -- a private field (the raw head's place: a userdata key, an offset)
+      -- overwritten by the handler breaks nothing
+      local key
       for k in pairs(c) do
-        if type(k) == "userdata" then c[k] = io.stdout end
+        if type(k) == "userdata" then key = k end
       end
+      assert.is_not_nil(key)
+      for _, bad in ipairs { io.stdout, -8, 3, 8, 1 << 40, math.mininteger,
+                             1.5, "8" } do
+        c[key] = bad
+        c.headers = nil
+        local hs = c.headers -- nil, or whatever record is there: no crash
+        assert.is_true(hs == nil or type(hs) == "table")
+      end
+      c[key] = nil
       c.headers = nil
       assert.is_nil(c.headers)
+      assert.is_nil(c.remote_addr)
       stop()
     end)
   end)
@@ -168,12 +180,15 @@ describe("green.http.serve", function()
     green_run(function()
       local n = 10000
       local port, stop = start(function(req)
-        return 200, nil, req.path
+        return 200, nil, req.path .. "=" .. req.headers["X-I"]
       end)
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(30)
       local reqs = {}
-      for i = 1, n do reqs[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      -- (their raw heads share arenas: each still has its own)
+      for i = 1, n do
+        reqs[i] = "GET /" .. i .. " HTTP/1.1\r\nX-I: " .. i .. "\r\n\r\n"
+      end
       local writer = green.spawn(c.send, c, table.concat(reqs))
       local seen = 0
       for i = 1, n do
@@ -183,7 +198,7 @@ describe("green.http.serve", function()
           local l = assert(c:receive())
           len = len or tonumber(l:match("^Content%-Length: (%d+)"))
         until l == ""
-        assert.are.equal("/" .. i, c:receive(len))
+        assert.are.equal("/" .. i .. "=" .. i, c:receive(len))
         seen = i
       end
       assert.are.equal(n, seen)
