@@ -404,7 +404,8 @@ describe("green.http.serve", function()
         local port, stop = start(hello, { log = function(req)
           if req.path == "/bad" then error("log failed") end
         end })
-        local r = raw(port, "GET /bad HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
+        local r = raw(port, "GET /bad HTTP/1.1\r\n\r\n"
+                            .. "GET /next HTTP/1.1\r\n\r\n")
         -- answered (the log runs after the response), then closed
         assert.matches("^HTTP/1%.1 200 OK.*hello GET /bad$", r)
         r = raw(port, "GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n")
