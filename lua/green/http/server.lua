@@ -293,14 +293,13 @@ local function requests(c)
     end
     c.req, c.bodykind, c.expect = req, kind, ctl
     c.failed, c.bodytext, c.started = false, false, false
-    if srv.stopping then keep = false end
     local status, hs, body = handler(req)
     if c.upgraded then return end -- a WebSocket owns the socket now
     if c.failed then -- the request was at fault (body too large, ...)
       status, keep = c.failed, false
       queue(c, simple(status, false))
     else
-      if srv.stopping then keep = false end -- stopped while it ran
+      if srv.stopping then keep = false end -- a stop: its last response
       local pending, stream, clen
       keep, pending, stream, clen = http_response(parser, status, hs, body,
                                                   keep)
