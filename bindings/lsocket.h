@@ -312,8 +312,11 @@ lsock *lgreen_stream_new(lua_State *L, lsock_state *st,
 void lgreen_stream_started(lstream *x); /* connected: reads from now on */
 int lgreen_stream_readable(lsock *s);
 void lgreen_stream_consume(lstream *x, size_t n); /* drop n bytes read */
+/* Hand data[*pos, end) to the kernel (uv_try_write) or the write queue,
+   as far as its bound allows (not past it: then wait in 'writers' for
+   the queue to drain); advances '*pos'; sets 'werr' on failure. */
 void lgreen_stream_write(lstream *x, const char *data, size_t *pos,
-                         size_t end); /* no wait: what can go now */
+                         size_t end);
 int lgreen_stream_can_read(lsock *s);
 int lgreen_stream_can_write(lsock *s);
 void lgreen_stream_watched(lsock *s);

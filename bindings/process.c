@@ -20,8 +20,10 @@
 ** (io.open does) does not leak into children either. Exec failures
 ** (ENOENT, EACCES) come back from posix_spawn itself.
 **
-** Reaping. One SIGCHLD watcher per hub (a uv_signal_t) runs while a child
-** of ours is unreaped or a thread waits for another child, and calls
+** Reaping. One SIGCHLD watcher per hub (a uv_signal_t) runs while a
+** watched child of ours is unreaped or a thread waits for another child
+** (run's children are watched only once somebody must block for them:
+** see l_spawn_run and l_settle), and calls
 ** waitpid(pid, WNOHANG) for exactly those pids, never waitpid(-1): libuv
 ** reaps its own uv_spawn children the same way (src/unix/process.c,
 ** uv__wait_children, from its own SIGCHLD watcher; libuv hands a signal
@@ -51,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,11 +69,15 @@ typedef struct pstate pstate;
 
 /* A child started by spawn. */
 typedef struct proc {
-  gl_link_t link;     /* in st->procs until the record is freed */
+  gl_link_t link;     /* in st->procs, then st->done once reaped */
   struct proc **ud;   /* the userdata's slot; NULL once collected */
   pstate *st;
   gl_waitq_t waiters; /* pidwaits (Process:wait, green.process.wait) */
   int pid;
+  int watched;  /* counted in st->running: the watcher reaps it */
+  uv_poll_t *exitpoll; /* run's: on a pidfd, reaps at the exit, or NULL */
+  int keep[2];  /* run's: our copies of the child's stdout and stderr
+                   ends, closed once it is reaped (else -1) */
   int exited;   /* reaped */
   int signaled; /* killed by signal 'code' (else exited with 'code') */
   int code;
@@ -80,12 +87,20 @@ typedef struct proc {
 /* Per hub: the records, the waits for other children, the watcher. */
 struct pstate {
   gl_hub_t *hub;
-  gl_link_t procs;     /* every record (running children first to go) */
+  gl_link_t procs;     /* records of children not reaped yet */
+  gl_link_t done;      /* records of reaped children, until collected */
   gl_waitq_t foreign;  /* pidwaits for children spawn did not start */
   uv_signal_t *reaper; /* SIGCHLD; NULL once the state is closed */
-  unsigned running;    /* children of 'procs' not reaped yet */
+  unsigned running;    /* watched children of 'procs' */
   unsigned nwaits;     /* pidwaits pending: the watcher keeps the hub */
   int reaping;         /* the watcher is started */
+  /* The last spawn's attributes and file actions (without cwd), for the
+     next spawn with the same descriptors: building them costs glibc two
+     getrlimit calls per action. */
+  int plan;            /* 'attr' set up; 'fa' valid for 'key' */
+  int key[9];          /* mode, childfd, closed */
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_t fa;
 };
 
 
@@ -165,10 +180,35 @@ static int reap_pid(int pid, int *status) {
 }
 
 
+static void pidfd_closed(uv_handle_t *h) {
+  close(((uv_poll_t *)h)->io_watcher.fd);
+  free(h);
+}
+
+
+/* Stop watching 'p''s pidfd and let its pipes reach end of file. */
+static void unkeep(proc *p) {
+  int i;
+  if (p->exitpoll != NULL) {
+    uv_close((uv_handle_t *)p->exitpoll, pidfd_closed);
+    p->exitpoll = NULL;
+  }
+  for (i = 0; i < 2; i++)
+    if (p->keep[i] >= 0) {
+      close(p->keep[i]);
+      p->keep[i] = -1;
+    }
+}
+
+
 /* Child 'p' ended with 'status' (or vanished: 'err'): record, wake. */
 static void proc_ended(proc *p, int status, int err) {
+  unkeep(p);
   p->exited = 1;
-  p->st->running--;
+  if (p->watched)
+    p->st->running--;
+  gl_link_remove(&p->link);
+  gl_link_push(&p->st->done, &p->link);
   if (err != 0) { /* reaped by someone else: the outcome is lost */
     p->signaled = 0;
     p->code = -1;
@@ -221,6 +261,93 @@ static void reap(pstate *st) {
 }
 
 
+/* Let the watcher reap 'p' and the hub wait for it: a child of run (not
+   watched while nobody has to wait for it) that somebody now waits for,
+   or whose Process is closed or collected. Its SIGCHLD may have come
+   before the watcher started: ask once after. 0 or a UV_E* code. 'p' may
+   be freed (reaped, and collected already). */
+static int watch(proc *p) {
+  pstate *st = p->st;
+  int status = 0, r;
+  if (p->watched || p->exited)
+    return 0;
+  p->watched = 1;
+  st->running++;
+  if ((r = reaper_update(st)) < 0) {
+    p->watched = 0;
+    st->running--;
+    return r;
+  }
+  if ((r = reap_pid(p->pid, &status)) != 0) {
+    proc_ended(p, status, r < 0 ? r : 0);
+    reaper_update(st);
+  }
+  return 0;
+}
+
+
+/* Somebody must block for 'p': make sure something reaps it, and keeps
+   the hub alive meanwhile (its pidfd's poll, else the watcher). */
+static int need(proc *p) {
+  if (p->exitpoll != NULL) {
+    uv_ref((uv_handle_t *)p->exitpoll);
+    return 0;
+  }
+  return watch(p);
+}
+
+
+/* run's child has exited (its pidfd is readable): reap it. */
+static void on_pidfd(uv_poll_t *h, int status, int events) {
+  proc *p = (proc *)h->data;
+  int st = 0, r;
+  (void)status;
+  (void)events;
+  if ((r = reap_pid(p->pid, &st)) != 0) {
+    pstate *ps = p->st;
+    proc_ended(p, st, r < 0 ? r : 0);
+    reaper_update(ps);
+  }
+}
+
+
+/*
+** run's (and execute's) child 'p': reap it when its pidfd says it has
+** exited, and keep our copies of its stdout and stderr ends (if pipes)
+** so that their end of file comes only once it has been reaped. A child ending then
+** wakes the hub once, as system(3)'s caller wakes once: end of file on
+** each pipe comes at a different moment of the child's exit (the kernel
+** releases its files one after the other, then makes it a zombie), and
+** on a loaded machine the woken parent preempts the exiting child at
+** each. A grandchild holding a pipe still delays its end of file, as
+** before. Without pidfd_open (Linux < 5.3) nothing is kept. Takes the
+** child's ends of stdout and stderr out of 'fds' when it keeps them.
+*/
+static void exit_watch(gl_hub_t *hub, proc *p, int fds[3][2]) {
+  int fd = (int)syscall(SYS_pidfd_open, p->pid, 0), i;
+  uv_poll_t *h;
+  if (fd < 0)
+    return;
+  h = (uv_poll_t *)malloc(sizeof(*h));
+  if (h == NULL || uv_poll_init(&hub->loop, h, fd) < 0) {
+    free(h);
+    close(fd);
+    return;
+  }
+  h->data = p;
+  if (uv_poll_start(h, UV_READABLE, on_pidfd) < 0) {
+    uv_close((uv_handle_t *)h, pidfd_closed);
+    return;
+  }
+  uv_unref((uv_handle_t *)h); /* the readers keep the hub, not this */
+  p->exitpoll = h;
+  for (i = 1; i < 3; i++) {
+    p->keep[i - 1] = fds[i][1];
+    fds[i][1] = -1;
+  }
+}
+
+
 static void on_sigchld(uv_signal_t *h, int signum) {
   (void)signum;
   reap((pstate *)h->data);
@@ -231,6 +358,9 @@ static void on_sigchld(uv_signal_t *h, int signum) {
 static void pidwait_cancel(gl_wait_t *w) {
   pidwait *pw = (pidwait *)w;
   gl_link_remove(&w->link);
+  if (pw->p != NULL && pw->p->exitpoll != NULL &&
+      gl_waitq_empty(&pw->p->waiters)) /* the last waiter left */
+    uv_unref((uv_handle_t *)pw->p->exitpoll);
   pw->st->nwaits--;
   reaper_update(pw->st);
 }
@@ -336,25 +466,72 @@ static int proc_wait(lua_State *L) {
   proc *p = checkproc(L);
   double timeout = lgreen_optseconds(L, 2, -1);
   pidwait *pw;
+  int status = 0, r;
   lua_settop(L, 2);
+  /* Ask first: a child that closed its pipes (what communicate waited
+     for) has usually ended by now, and waiting for its SIGCHLD would
+     cost a second wakeup of the hub. */
+  if (!p->exited && (r = reap_pid(p->pid, &status)) != 0) {
+    proc_ended(p, status, r < 0 ? r : 0);
+    reaper_update(p->st);
+  }
   if (p->exited)
     return push_proc(L, p);
   if (timeout == 0)
     return push_fail(L, UV_ETIMEDOUT);
   pw = newpidwait(L, p->st, p->pid);
+  if ((r = need(p)) < 0)
+    return luaL_error(L, "process:wait: %s", uv_strerror(r));
+  if (p->exited) /* its SIGCHLD came before the watcher */
+    return push_proc(L, p);
   pw->p = p;
   return wait_in(L, pw, &p->waiters, deadline(timeout), "process:wait");
 }
 
 
+/*
+** core.process_settle(p): p's child has just closed every pipe we read
+** (communicate saw end of file on all): it is exiting, and its exit
+** status follows within microseconds (the kernel closes a dying
+** process's descriptors a little before it makes it a zombie). Ask for
+** it for up to SETTLE_NS, so that the wait that follows finds it reaped
+** instead of sleeping until SIGCHLD: one wakeup of the hub fewer per
+** child, which on a loaded machine is a time slice (bench/process.lua).
+** True if reaped. A child that closed its output and lives on costs the
+** hub at most SETTLE_NS, once.
+*/
+#define SETTLE_NS 50000
+
+static int l_settle(lua_State *L) {
+  proc *p = checkproc(L);
+  uint64_t t0 = 0;
+  int status = 0, r = 0;
+  while (!p->exited) {
+    if ((r = reap_pid(p->pid, &status)) != 0) {
+      proc_ended(p, status, r < 0 ? r : 0);
+      reaper_update(p->st);
+      break;
+    }
+    if (t0 == 0)
+      t0 = uv_hrtime();
+    else if (uv_hrtime() - t0 > SETTLE_NS)
+      break;
+  }
+  lua_pushboolean(L, p->exited);
+  return 1;
+}
+
+
 /* The record of child 'pid', or NULL. */
 static proc *findproc(pstate *st, int pid) {
-  gl_link_t *l;
-  for (l = st->procs.next; l != &st->procs; l = l->next) {
-    proc *p = GL_CONTAINER(l, proc, link);
-    if (p->pid == pid)
-      return p;
-  }
+  gl_link_t *head, *l;
+  for (head = &st->procs; head != NULL;
+       head = head == &st->procs ? &st->done : NULL)
+    for (l = head->next; l != head; l = l->next) {
+      proc *p = GL_CONTAINER(l, proc, link);
+      if (p->pid == pid)
+        return p;
+    }
   return NULL;
 }
 
@@ -389,6 +566,10 @@ static int l_waitpid(lua_State *L) {
       return push_proc(L, p);
     if (timeout == 0)
       return push_fail(L, UV_ETIMEDOUT);
+    if ((r = need(p)) < 0)
+      return luaL_error(L, "green.process.wait: %s", uv_strerror(r));
+    if (p->exited)
+      return push_proc(L, p);
     pw->p = p;
     return wait_in(L, pw, &p->waiters, deadline(timeout), "process:wait");
   }
@@ -480,16 +661,22 @@ static int proc_close(lua_State *L) {
   if (p == NULL || p->exited)
     return 0;
   kill(p->pid, SIGKILL);
-  if (!lgreen_canblock(L, hub) || (hub->current->flags & GL_F_KILLED))
+  if (p->exitpoll == NULL) /* else its pidfd's poll reaps it */
+    watch(p); /* the hub reaps it, whoever waits */
+  if (p->exited || !lgreen_canblock(L, hub) ||
+      (hub->current->flags & GL_F_KILLED))
     return 0;
   pw = newpidwait(L, p->st, p->pid);
+  if (p->exited) /* reaped by a finalizer's wait during the allocation */
+    return 0;
+  need(p); /* its poll keeps the hub while we wait */
   pw->p = p;
   return wait_in(L, pw, &p->waiters, 0, "process:close");
 }
 
 
 /* __gc: never waits nor kills. A child still running keeps its record
-   until it is reaped. */
+   until it is reaped (the watcher watches it from now on). */
 static int proc_gc(lua_State *L) {
   proc **ud = checkud(L);
   proc *p = *ud;
@@ -499,6 +686,8 @@ static int proc_gc(lua_State *L) {
   p->ud = NULL;
   if (p->exited)
     proc_free(p);
+  else if (p->exitpoll == NULL) /* else its pidfd's poll reaps it */
+    watch(p); /* may free it */
   return 0;
 }
 
@@ -789,24 +978,17 @@ static int search_path(const char *file, char **env, char *buf,
 
 /*
 ** Start 'argv' with the descriptors of 'mode' ('childfd': the child's end
-** of each pipe, all above 2; 'closed': the stdio descriptors this process
-** does not have). Returns 0 with '*pid', or an errno value. No Lua.
+** of each pipe, all above 2; 'closed': per inherited stdio descriptor,
+** 1 if this process does not have it, -1 if it is close-on-exec here, 0
+** if the child inherits it as it is). Returns 0 with '*pid', or an errno
+** value. No Lua.
 */
-static int start(const char *cwd, char **argv, char **env, int usepath,
-                 const int mode[3], const int childfd[3],
-                 const int closed[3], pid_t *pid) {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
+/* The spawn attributes, the same for every child: 0 or an errno. */
+static int plan_attr(posix_spawnattr_t *attr) {
   sigset_t dfl, none;
-  char buf[4096];
-  const char *file = argv[0];
-  int i, err;
-  if ((err = posix_spawn_file_actions_init(&fa)) != 0)
+  int err;
+  if ((err = posix_spawnattr_init(attr)) != 0)
     return err;
-  if ((err = posix_spawnattr_init(&attr)) != 0) {
-    posix_spawn_file_actions_destroy(&fa);
-    return err;
-  }
   /* exec resets every caught signal; an ignored one stays ignored, which
      is right for what our own caller ignored (nohup's SIGHUP) but not
      for what green.core ignores for itself (SIGPIPE, socket.c), nor
@@ -816,40 +998,88 @@ static int start(const char *cwd, char **argv, char **env, int usepath,
   sigaddset(&dfl, SIGPIPE);
   sigaddset(&dfl, SIGXFSZ);
   sigemptyset(&none);
-  err = posix_spawnattr_setsigdefault(&attr, &dfl);
+  err = posix_spawnattr_setsigdefault(attr, &dfl);
   if (err == 0)
-    err = posix_spawnattr_setsigmask(&attr, &none);
+    err = posix_spawnattr_setsigmask(attr, &none);
   if (err == 0)
-    err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF |
-                                              POSIX_SPAWN_SETSIGMASK);
-  if (err == 0 && cwd != NULL)
-    err = posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    err = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGDEF |
+                                             POSIX_SPAWN_SETSIGMASK);
+  if (err != 0)
+    posix_spawnattr_destroy(attr);
+  return err;
+}
+
+
+static int plan_files(posix_spawn_file_actions_t *fa, const char *cwd,
+                      const int mode[3], const int childfd[3],
+                      const int closed[3]) {
+  int i, err;
+  if ((err = posix_spawn_file_actions_init(fa)) != 0)
+    return err;
+  if (cwd != NULL)
+    err = posix_spawn_file_actions_addchdir_np(fa, cwd);
   for (i = 0; i < 3 && err == 0; i++) {
     if (mode[i] == IO_PIPE)
-      err = posix_spawn_file_actions_adddup2(&fa, childfd[i], i);
+      err = posix_spawn_file_actions_adddup2(fa, childfd[i], i);
     else if (mode[i] == IO_STDOUT)
-      err = posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    else if (mode[i] == IO_NULL || closed[i])
-      err = posix_spawn_file_actions_addopen(&fa, i, "/dev/null",
+      err = posix_spawn_file_actions_adddup2(fa, 1, 2);
+    else if (mode[i] == IO_NULL || closed[i] > 0)
+      err = posix_spawn_file_actions_addopen(fa, i, "/dev/null",
                                              i == 0 ? O_RDONLY : O_WRONLY,
                                              0);
-    else /* inherit: dup2 onto itself clears close-on-exec (glibc 2.29) */
-      err = posix_spawn_file_actions_adddup2(&fa, i, i);
+    else if (closed[i] < 0) /* inherit: dup2 onto itself clears
+                               close-on-exec (glibc 2.29) */
+      err = posix_spawn_file_actions_adddup2(fa, i, i);
   }
   if (err == 0)
-    err = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  if (err == 0) {
-    if (env == NULL)
-      env = environ;
-    if (strchr(file, '/') != NULL)
-      err = posix_spawn(pid, file, &fa, &attr, argv, env);
-    else if (!usepath)
-      err = posix_spawnp(pid, file, &fa, &attr, argv, env);
-    else if ((err = search_path(file, env, buf, sizeof(buf))) == 0)
-      err = posix_spawn(pid, buf, &fa, &attr, argv, env);
+    err = posix_spawn_file_actions_addclosefrom_np(fa, 3);
+  if (err != 0)
+    posix_spawn_file_actions_destroy(fa);
+  return err;
+}
+
+
+static int start(pstate *st, const char *cwd, char **argv, char **env,
+                 int usepath, const int mode[3], const int childfd[3],
+                 const int closed[3], pid_t *pid) {
+  posix_spawn_file_actions_t own, *fa = &st->fa;
+  char buf[4096];
+  const char *file = argv[0];
+  int key[9], i, err;
+  for (i = 0; i < 3; i++) {
+    key[i] = mode[i];
+    key[3 + i] = childfd[i];
+    key[6 + i] = closed[i];
   }
-  posix_spawnattr_destroy(&attr);
-  posix_spawn_file_actions_destroy(&fa);
+  if (st->plan == 0) {
+    if ((err = plan_attr(&st->attr)) != 0)
+      return err;
+    st->plan = 1;
+  }
+  if (cwd != NULL || st->plan != 2 || memcmp(key, st->key, sizeof(key))) {
+    fa = &own;
+    if ((err = plan_files(fa, cwd, mode, childfd, closed)) != 0)
+      return err;
+  }
+  if (env == NULL)
+    env = environ;
+  if (strchr(file, '/') != NULL)
+    err = posix_spawn(pid, file, fa, &st->attr, argv, env);
+  else if (!usepath)
+    err = posix_spawnp(pid, file, fa, &st->attr, argv, env);
+  else if ((err = search_path(file, env, buf, sizeof(buf))) == 0)
+    err = posix_spawn(pid, buf, fa, &st->attr, argv, env);
+  if (fa == &own) {
+    if (cwd != NULL) {
+      posix_spawn_file_actions_destroy(fa);
+    } else { /* the plan for the next spawn like this one */
+      if (st->plan == 2)
+        posix_spawn_file_actions_destroy(&st->fa);
+      st->fa = own;
+      memcpy(st->key, key, sizeof(key));
+      st->plan = 2;
+    }
+  }
   return err;
 }
 
@@ -863,7 +1093,7 @@ static int start(const char *cwd, char **argv, char **env, int usepath,
 ** changes the inherited environment (name = string, name = false
 ** removes); a program without "/" is looked up in the child's PATH.
 */
-static int l_spawn(lua_State *L) {
+static int spawn(lua_State *L, int watched) {
   pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
   int mode[3], closed[3], childfd[3] = {-1, -1, -1};
   int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
@@ -907,10 +1137,15 @@ static int l_spawn(lua_State *L) {
     shut_pipes(L, top);
     return luaL_error(L, "not enough memory");
   }
+  p->keep[0] = p->keep[1] = -1;
   /* From here on nothing allocates in Lua: no finalizer can run while
      descriptors are open here. */
-  for (i = 0; i < 3; i++) /* before a pipe can take a free number */
-    closed[i] = mode[i] == IO_INHERIT && fcntl(i, F_GETFD) < 0;
+  for (i = 0; i < 3; i++) { /* before a pipe can take a free number */
+    int fl = mode[i] == IO_INHERIT ? fcntl(i, F_GETFD) : 0;
+    /* 1: not open here; -1: open but close-on-exec; 0: inherited as is
+       (each file action costs glibc two getrlimit calls) */
+    closed[i] = fl < 0 ? 1 : (fl & FD_CLOEXEC) ? -1 : 0;
+  }
   err = 0;
   for (i = 0; i < 3 && err == 0; i++) {
     int pp[2];
@@ -931,16 +1166,22 @@ static int l_spawn(lua_State *L) {
     }
     childfd[i] = fds[i][1];
   }
-  st->running++; /* the watcher first: no SIGCHLD is missed */
+  if (watched)
+    st->running++; /* the watcher first: no SIGCHLD is missed */
   if (err == 0 && (err = -reaper_update(st)) == 0)
-    err = start(cwd, argv, env, usepath, mode, childfd, closed, &pid);
+    err = start(st, cwd, argv, env, usepath, mode, childfd, closed, &pid);
+  if (err == 0 && !watched) {
+    p->pid = (int)pid;
+    exit_watch(st->hub, p, fds);
+  }
   for (i = 0; i < 3; i++) { /* the child's ends are the child's now */
     if (fds[i][1] >= 0)
       close(fds[i][1]);
     fds[i][1] = -1;
   }
   if (err != 0) {
-    st->running--;
+    if (watched)
+      st->running--;
     reaper_update(st);
     close_fds(fds);
     shut_pipes(L, top);
@@ -950,6 +1191,7 @@ static int l_spawn(lua_State *L) {
   p->pid = (int)pid;
   p->st = st;
   p->ud = ud;
+  p->watched = watched;
   gl_waitq_init(&p->waiters);
   gl_link_push(&st->procs, &p->link);
   *ud = p;
@@ -971,6 +1213,22 @@ static int l_spawn(lua_State *L) {
   }
   lua_settop(L, top);
   return 1;
+}
+
+static int l_spawn(lua_State *L) {
+  return spawn(L, 1);
+}
+
+
+/*
+** core.process_spawn_run: spawn for run, whose caller always waits for
+** (or kills and closes) the child. It is not watched until somebody has
+** to wait for it: a child that has ended by the time run asks for it
+** (process_settle) costs no SIGCHLD watcher start and stop (libuv's
+** signal lock: eight system calls) and no signal handling.
+*/
+static int l_spawn_run(lua_State *L) {
+  return spawn(L, 0);
 }
 
 /* }====================================================== */
@@ -997,6 +1255,7 @@ static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
     l = l->next;
     if (p->exited)
       continue;
+    unkeep(p);
     p->exited = 1;
     p->signaled = 0;
     p->code = -1;
@@ -1020,18 +1279,27 @@ static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
    left to the system (init reaps what outlives this process). */
 static int state_gc(lua_State *L) {
   pstate *st = (pstate *)lua_touserdata(L, 1);
-  while (!gl_link_empty(&st->procs)) {
-    proc *p = GL_CONTAINER(st->procs.next, proc, link);
-    if (p->ud != NULL)
-      *p->ud = NULL;
-    proc_free(p);
-  }
+  gl_link_t *head;
+  for (head = &st->procs; head != NULL;
+       head = head == &st->procs ? &st->done : NULL)
+    while (!gl_link_empty(head)) {
+      proc *p = GL_CONTAINER(head->next, proc, link);
+      if (p->ud != NULL)
+        *p->ud = NULL;
+      unkeep(p);
+      proc_free(p);
+    }
   if (st->reaper != NULL) {
     if (st->reaping)
       lgreen_signal_stop(st->reaper);
     uv_close((uv_handle_t *)st->reaper, free_handle);
     st->reaper = NULL;
   }
+  if (st->plan == 2)
+    posix_spawn_file_actions_destroy(&st->fa);
+  if (st->plan > 0)
+    posix_spawnattr_destroy(&st->attr);
+  st->plan = 0;
   return 0;
 }
 
@@ -1052,6 +1320,8 @@ static const luaL_Reg proc_meta[] = {
 static const luaL_Reg funcs[] = {
     {"process_spawn", l_spawn},
     {"process_wait", l_waitpid},
+    {"process_settle", l_settle},
+    {"process_spawn_run", l_spawn_run},
     {NULL, NULL},
 };
 
@@ -1068,10 +1338,12 @@ void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
   st = (pstate *)lua_newuserdatauv(L, sizeof(*st), 0);
   st->hub = hub;
   gl_link_init(&st->procs);
+  gl_link_init(&st->done);
   gl_waitq_init(&st->foreign);
   st->reaper = reaper;
   st->running = st->nwaits = 0;
   st->reaping = 0;
+  st->plan = 0;
   reaper->data = st;
   lgreen_on_fork(hub, proc_forked, st);
   lua_createtable(L, 0, 1);

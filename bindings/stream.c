@@ -371,10 +371,9 @@ static void on_write(uv_write_t *req, int status) {
 /*
 ** Hand data[*pos, end) to the kernel or the write queue, as far as the
 ** WRITE_HIGH bound allows; advances '*pos'. Sets 'x->werr' on failure.
-** Never waits (http.c's http_flush sends through it too).
 */
-void lgreen_stream_write(lstream *x, const char *data, size_t *pos,
-                         size_t end) {
+static void write_some(lstream *x, const char *data, size_t *pos,
+                       size_t end) {
   uv_stream_t *st = &x->h.stream;
   while (*pos < end && x->werr == 0) {
     size_t q = uv_stream_get_write_queue_size(st);
@@ -416,6 +415,15 @@ void lgreen_stream_write(lstream *x, const char *data, size_t *pos,
     *pos += n;
     x->base.nsent += (uint64_t)n;
   }
+}
+
+
+/* write_some for green.tls (tls.c), which sends its ciphertext from its
+   own buffer: what it could not hand over stays there; and for http.c's
+   http_flush, which sends the parser's output buffer. */
+void lgreen_stream_write(lstream *x, const char *data, size_t *pos,
+                         size_t end) {
+  write_some(x, data, pos, end);
 }
 
 
@@ -727,7 +735,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (outcome != GL_W_OK) /* "closed", "timeout" */
     return send_done(L, all, outcome, pos);
-  lgreen_stream_write(x, lua_tostring(L, 2), &pos, end);
+  write_some(x, lua_tostring(L, 2), &pos, end);
   if (pos == end || x->werr != 0) {
     lgreen_sock_leave(lgreen_sock_self(L));
     return send_done(L, all, pos == end ? 0 : x->werr, pos);
@@ -759,7 +767,7 @@ static int send_start(lua_State *L, size_t pos, size_t end, int all,
   if (lgreen_sock_first(L, &x->base, &x->base.writers, "write")) {
     if (lgreen_sock_unfair(L, &x->base))
       return lgreen_sock_yield(L, again);
-    lgreen_stream_write(x, data, &pos, end);
+    write_some(x, data, &pos, end);
     if (pos < end && x->werr == 0 && x->base.timeout == 0 &&
         lgreen_stream_queued(&x->base) > 0) {
       /* Never waits, but what earlier calls queued goes first, and only
@@ -769,7 +777,7 @@ static int send_start(lua_State *L, size_t pos, size_t end, int all,
       lgreen_sock_poll(&x->base);
       if (*(lsock **)lua_touserdata(L, 1) != &x->base)
         return send_done(L, all, UV_EOF, pos);
-      lgreen_stream_write(x, data, &pos, end);
+      write_some(x, data, &pos, end);
     }
     if (pos == end || x->werr != 0 || x->base.timeout == 0) {
       x->base.streak++; /* a polling loop yields now and then too */

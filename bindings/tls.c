@@ -29,13 +29,16 @@
 
 #include "http.h"
 #include "lgreen.h"
+#include "lsocket.h"
 
 #define TLS_CTX "green.tls.context"
 #define TLS_CONN "green.tls.conn"
+#define TLS_BIOMETH "green.tls.biometh" /* registry: see biometh_new */
 
 
 typedef struct tls_ctx {
   SSL_CTX *ctx;
+  BIO_METHOD *obio; /* the output BIO's method (user value 1 holds it) */
   unsigned char *alpn; /* wire format (server: what it accepts) */
   size_t alpnlen;
   int server;
@@ -44,9 +47,14 @@ typedef struct tls_ctx {
 typedef struct tls_conn {
   SSL *ssl;     /* owns both BIOs */
   BIO *rbio;    /* ciphertext in */
-  BIO *wbio;    /* ciphertext out */
+  BIO *wbio;    /* ciphertext out: appends to 'obuf' */
   char *buf;    /* plaintext: bytes [off, off + len) */
   size_t off, len, cap;
+  char *obuf;   /* ciphertext not sent yet: bytes [ooff, ooff + olen) */
+  size_t ooff, olen, ocap;
+  uint64_t osent; /* ciphertext bytes handed to the socket, ever */
+  int ieof;     /* the end of the transport was fed to 'rbio' */
+  int starved;  /* the last decrypt wanted input and none came since */
   int eof;      /* 1 close_notify seen, 2 the transport ended without */
   int err;      /* a fatal error happened (message in the user value) */
   int done;     /* handshake complete */
@@ -213,9 +221,12 @@ static int ctx_new(lua_State *L) {
   int server, verify, v;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  c = (tls_ctx *)lua_newuserdatauv(L, sizeof(*c), 0);
+  c = (tls_ctx *)lua_newuserdatauv(L, sizeof(*c), 1);
   memset(c, 0, sizeof(*c));
   luaL_setmetatable(L, TLS_CTX);
+  lua_getfield(L, LUA_REGISTRYINDEX, TLS_BIOMETH);
+  c->obio = *(BIO_METHOD **)lua_touserdata(L, -1);
+  lua_setiuservalue(L, -2, 1);
   lua_getfield(L, 1, "server");
   server = lua_toboolean(L, -1);
   lua_getfield(L, 1, "verify");
@@ -324,6 +335,133 @@ static int ctx_new(lua_State *L) {
 ** =======================================================
 */
 
+/*
+** The output BIO: OpenSSL's records are appended to the conn's 'obuf',
+** from which the socket functions below hand them to the socket (or
+** 'output' to the Lua layer). It always takes everything (or fails:
+** no memory), never retries.
+*/
+#define OBUF_KEEP 4096 /* an emptied output buffer up to this is kept */
+
+
+
+/* Room for 'n' more bytes of output; 0, or -1 (no memory). */
+static int oreserve(tls_conn *t, size_t n) {
+  if (t->ooff + t->olen + n <= t->ocap)
+    return 0;
+  if (t->ooff > 0) {
+    memmove(t->obuf, t->obuf + t->ooff, t->olen);
+    t->ooff = 0;
+  }
+  if (t->olen + n > t->ocap) {
+    size_t cap = t->ocap ? t->ocap : 1024;
+    char *nb;
+    while (cap < t->olen + n)
+      cap *= 2;
+    nb = (char *)realloc(t->obuf, cap);
+    if (nb == NULL)
+      return -1;
+    t->obuf = nb;
+    t->ocap = cap;
+  }
+  return 0;
+}
+
+
+/* 'n' bytes of output are gone (sent, or taken by 'output'). */
+static void odrop(tls_conn *t, size_t n) {
+  t->osent += n;
+  t->olen -= n;
+  t->ooff += n;
+  if (t->olen == 0)
+    t->ooff = 0;
+}
+
+
+/* At the end of a call: an empty output buffer bigger than OBUF_KEEP is
+   given back (a bulk send keeps its buffer from chunk to chunk). */
+static void otrim(tls_conn *t) {
+  if (t->olen == 0 && t->ocap > OBUF_KEEP) {
+    free(t->obuf);
+    t->obuf = NULL;
+    t->ocap = 0;
+  }
+}
+
+
+static int obio_write(BIO *b, const char *data, int n) {
+  tls_conn *t = (tls_conn *)BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (t == NULL || n < 0 || oreserve(t, (size_t)n) < 0)
+    return -1;
+  memcpy(t->obuf + t->ooff + t->olen, data, (size_t)n);
+  t->olen += (size_t)n;
+  return n;
+}
+
+
+static long obio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  tls_conn *t = (tls_conn *)BIO_get_data(b);
+  (void)num;
+  (void)ptr;
+  switch (cmd) {
+  case BIO_CTRL_FLUSH:
+    return 1;
+  case BIO_CTRL_PENDING:
+  case BIO_CTRL_WPENDING:
+    return t != NULL ? (long)t->olen : 0;
+  default:
+    return 0;
+  }
+}
+
+
+static int obio_create(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+
+static int obio_destroy(BIO *b) {
+  BIO_set_data(b, NULL);
+  return 1;
+}
+
+
+/* The method, one per Lua state, in a userdata (its holder) that every
+   context refers to (and every connection to its context), so no BIO
+   outlives it; at lua_close the holder, made first, is finalized last.
+   Nothing global: green.core may be unloaded with its state. */
+static int biometh_gc(lua_State *L) {
+  BIO_METHOD **pm = (BIO_METHOD **)lua_touserdata(L, 1);
+  BIO_meth_free(*pm);
+  *pm = NULL;
+  return 0;
+}
+
+
+static void biometh_new(lua_State *L) {
+  BIO_METHOD **pm = (BIO_METHOD **)lua_newuserdatauv(L, sizeof(*pm), 0);
+  BIO_METHOD *m;
+  *pm = NULL;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, biometh_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                   "green.tls output");
+  if (m == NULL)
+    luaL_error(L, "green.tls: cannot make the output BIO method");
+  *pm = m;
+  if (BIO_meth_set_write(m, obio_write) != 1 ||
+      BIO_meth_set_ctrl(m, obio_ctrl) != 1 ||
+      BIO_meth_set_create(m, obio_create) != 1 ||
+      BIO_meth_set_destroy(m, obio_destroy) != 1)
+    luaL_error(L, "green.tls: cannot make the output BIO method");
+  lua_setfield(L, LUA_REGISTRYINDEX, TLS_BIOMETH);
+}
+
+
 static tls_conn *checkconn(lua_State *L) {
   tls_conn *t = (tls_conn *)luaL_checkudata(L, 1, TLS_CONN);
   if (t->ssl == NULL)
@@ -339,6 +477,9 @@ static void conn_free(tls_conn *t) {
   free(t->buf);
   t->buf = NULL;
   t->off = t->len = t->cap = 0;
+  free(t->obuf);
+  t->obuf = NULL;
+  t->ooff = t->olen = t->ocap = 0;
 }
 
 
@@ -375,7 +516,9 @@ static int conn_new(lua_State *L) {
   if (t->ssl == NULL)
     return ssl_fail(L, "cannot make a TLS connection");
   t->rbio = BIO_new(BIO_s_mem());
-  t->wbio = BIO_new(BIO_s_mem());
+  t->wbio = BIO_new(c->obio);
+  if (t->wbio != NULL)
+    BIO_set_data(t->wbio, t); /* a userdata: it never moves */
   if (t->rbio == NULL || t->wbio == NULL) {
     BIO_free(t->rbio);
     BIO_free(t->wbio);
@@ -412,6 +555,7 @@ static int conn_feed(lua_State *L) {
   const char *s = luaL_checklstring(L, 2, &len);
   if (len > 0 && BIO_write(t->rbio, s, (int)len) != (int)len)
     return luaL_error(L, "not enough memory");
+  t->starved = 0;
   return 0;
 }
 
@@ -420,6 +564,8 @@ static int conn_feed(lua_State *L) {
 static int conn_feed_eof(lua_State *L) {
   tls_conn *t = checkconn(L);
   BIO_set_mem_eof_return(t->rbio, 0);
+  t->ieof = 1;
+  t->starved = 0;
   return 0;
 }
 
@@ -427,12 +573,11 @@ static int conn_feed_eof(lua_State *L) {
 /* conn:output(): the ciphertext waiting to be sent (drained), or nil. */
 static int conn_output(lua_State *L) {
   tls_conn *t = checkconn(L);
-  char *p;
-  long n = BIO_get_mem_data(t->wbio, &p);
-  if (n <= 0)
+  if (t->olen == 0)
     return 0;
-  lua_pushlstring(L, p, (size_t)n); /* may raise: the bytes stay */
-  (void)BIO_reset(t->wbio);
+  lua_pushlstring(L, t->obuf + t->ooff, t->olen); /* may raise: kept */
+  odrop(t, t->olen);
+  otrim(t);
   return 1;
 }
 
@@ -456,21 +601,21 @@ static const char *push_error(lua_State *L, tls_conn *t, int e) {
 
 
 /* Record a fatal error: later calls return it again. */
-static int fatal(lua_State *L, tls_conn *t, int e) {
+static int fatal(lua_State *L, int ci, tls_conn *t, int e) {
   push_error(L, t, e);
   ERR_clear_error();
   t->err = 1;
   lua_pushvalue(L, -1);
-  lua_setiuservalue(L, 1, 2);
+  lua_setiuservalue(L, ci, 2);
   luaL_pushfail(L);
   lua_insert(L, -2);
   return 2;
 }
 
 
-static int push_fatal(lua_State *L) {
+static int push_fatal(lua_State *L, int ci) {
   luaL_pushfail(L);
-  lua_getiuservalue(L, 1, 2);
+  lua_getiuservalue(L, ci, 2);
   return 2;
 }
 
@@ -483,7 +628,7 @@ static int conn_handshake(lua_State *L) {
   tls_conn *t = checkconn(L);
   int r, e;
   if (t->err)
-    return push_fatal(L);
+    return push_fatal(L, 1);
   if (t->done) {
     lua_pushboolean(L, 1);
     return 1;
@@ -502,7 +647,7 @@ static int conn_handshake(lua_State *L) {
   }
   if (e == SSL_ERROR_ZERO_RETURN) /* close_notify during the handshake */
     e = SSL_ERROR_SYSCALL;
-  return fatal(L, t, e);
+  return fatal(L, 1, t, e);
 }
 
 
@@ -518,7 +663,7 @@ static int conn_write(lua_State *L) {
   j = (size_t)luaL_checkinteger(L, 4);
   luaL_argcheck(L, i >= 1 && j <= len && i <= j + 1, 3, "bad range");
   if (t->err)
-    return push_fatal(L);
+    return push_fatal(L, 1);
   while (i <= j) {
     size_t n = j - i + 1;
     int r;
@@ -527,7 +672,7 @@ static int conn_write(lua_State *L) {
     ERR_clear_error();
     r = SSL_write(t->ssl, s + i - 1, (int)n);
     if (r <= 0)
-      return fatal(L, t, SSL_get_error(t->ssl, r));
+      return fatal(L, 1, t, SSL_get_error(t->ssl, r));
     i += (size_t)r;
   }
   lua_pushboolean(L, 1);
@@ -573,6 +718,7 @@ static int decrypt(lua_State *L, tls_conn *t) {
                  (int)(room > INT32_MAX ? INT32_MAX : room));
     if (r <= 0) {
       e = SSL_get_error(t->ssl, r);
+      t->starved = e == SSL_ERROR_WANT_READ;
       return e;
     }
     t->len += (size_t)r;
@@ -679,7 +825,7 @@ static int conn_receive(lua_State *L) {
         t->eof = 2;
         ERR_clear_error();
       } else {
-        (void)fatal(L, t, e);
+        (void)fatal(L, 1, t, e);
         lua_pop(L, 2);
       }
     }
@@ -713,7 +859,7 @@ static int conn_pull(lua_State *L) {
   size_t before = t->len;
   int e;
   if (t->err)
-    return push_fatal(L);
+    return push_fatal(L, 1);
   if (!t->eof) {
     e = decrypt(L, t);
     if (t->len > before) {
@@ -722,7 +868,7 @@ static int conn_pull(lua_State *L) {
     }
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
       lua_pushboolean(L, 0);
-      lua_pushinteger(L, (lua_Integer)BIO_ctrl_pending(t->wbio));
+      lua_pushinteger(L, (lua_Integer)t->olen);
       return 2;
     }
     if (e == SSL_ERROR_ZERO_RETURN) {
@@ -734,7 +880,7 @@ static int conn_pull(lua_State *L) {
         t->eof = 2;
         ERR_clear_error();
       } else {
-        return fatal(L, t, e);
+        return fatal(L, 1, t, e);
       }
     }
   }
@@ -742,6 +888,446 @@ static int conn_pull(lua_State *L) {
   lua_pushliteral(L, "closed");
   return 2;
 }
+
+
+/*
+** {======================================================
+** Over a green stream socket, from C
+** =======================================================
+*/
+
+/*
+** What green.tls does over a green stream socket (lua/green/tls.lua
+** falls back to 'feed' and 'output' with the socket's own methods over
+** anything else): 'send' encrypts into the output buffer and hands it
+** to the socket as stream.c's send does (uv_try_write, then the write
+** queue), 'flush' sends the output, 'fill' decrypts more of the stream
+** and 'input' takes ciphertext for the handshake, each moving the
+** ciphertext between the socket's read buffer and the connection with
+** no Lua string in between and waiting, when it must, in the socket's
+** own queues (as "socket:receive", "socket:send"). Everything received
+** stays in the connection or the socket's buffer and everything
+** encrypted in the output buffer until the socket has it, so a kill or
+** a timeout in any wait loses nothing. Each call's state is on its
+** stack; a wait is left before anything that can raise.
+*/
+
+#define TLS_CHUNK (64 * 1024) /* plaintext encrypted per step of a send */
+
+
+/* Deadline 'idx' (core.now() seconds, or nil) as gl_now() nanoseconds,
+   0 for none. One that has passed means: do not wait. */
+static uint64_t due_at(lua_State *L, int idx) {
+  lua_Number d;
+  if (lua_isnoneornil(L, idx))
+    return 0;
+  d = lgreen_notnan(L, luaL_checknumber(L, idx), "deadline");
+  if (d <= 0)
+    return 1;
+  return d >= 1e9 ? (uint64_t)1e18 : (uint64_t)(d * 1e9);
+}
+
+
+static int due_passed(uint64_t due) {
+  return due != 0 && due <= gl_now();
+}
+
+
+/* The socket at 1 (NULL once closed) and the conn at 2 (its 'ssl' NULL
+   once freed). */
+static lsock *sock_arg(lua_State *L, tls_conn **pt) {
+  lsock **pp = lgreen_sock_checkstream(L);
+  *pt = (tls_conn *)luaL_checkudata(L, 2, TLS_CONN);
+  if (*pp != NULL && ((*pp)->flags & LSOCK_LISTENING))
+    luaL_error(L, "TLS over a listening socket");
+  return *pp;
+}
+
+
+/* Hand the output to the socket as far as it takes it now. Returns 0 or
+   the socket's write error. */
+static int opush(tls_conn *t, lstream *x) {
+  if (x->base.flags & LSOCK_SHUT_WR)
+    return UV_EOF;
+  if (t->olen > 0 && x->werr == 0) {
+    size_t pos = t->ooff;
+    lgreen_stream_write(x, t->obuf, &pos, t->ooff + t->olen);
+    odrop(t, pos - t->ooff);
+  }
+  return x->werr;
+}
+
+
+/* Encrypt 'n' bytes into the output: 0, or SSL_get_error's code. */
+static int encrypt(tls_conn *t, const char *p, size_t n) {
+  while (n > 0) {
+    int r;
+    ERR_clear_error();
+    r = SSL_write(t->ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (r <= 0)
+      return SSL_get_error(t->ssl, r);
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+
+/* A reader of the socket leaves its queue: as stream.c's. */
+static void tls_leave(gl_wait_t *w) {
+  lsock *s = (lsock *)w->data;
+  if (s != NULL && s->readers.next == &w->link)
+    LSTREAM(s)->mode = 0;
+  lgreen_sock_leave(w);
+}
+
+
+/* {------ send, flush */
+
+/* Stack: [sock, conn, data, i, j, all, due, pos, target]: plaintext
+   bytes [pos, j) are still to encrypt; output up to 'target' (counted in
+   'osent') is still to hand over. send: the last index, sendall: true;
+   or nil, err, the last index encrypted (its output goes next). */
+static int send_done(lua_State *L, int waited, const char *err,
+                     size_t pos) {
+  tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+  if (t->ssl != NULL)
+    otrim(t);
+  if (waited)
+    lgreen_sock_leave(lgreen_sock_self(L));
+  if (err == NULL) {
+    if (lua_toboolean(L, 6))
+      lua_pushboolean(L, 1);
+    else
+      lua_pushinteger(L, (lua_Integer)pos);
+    return 1;
+  }
+  luaL_pushfail(L);
+  lua_pushstring(L, err);
+  lua_pushinteger(L, (lua_Integer)pos);
+  return 3;
+}
+
+
+static int send_k(lua_State *L, int status, lua_KContext ctx);
+
+
+static int send_go(lua_State *L, uint64_t due, int waited) {
+  size_t len;
+  const char *data = lua_tolstring(L, 3, &len);
+  size_t j = (size_t)lua_tointeger(L, 5);
+  size_t pos = (size_t)lua_tointeger(L, 8);
+  uint64_t target = (uint64_t)lua_tointeger(L, 9);
+  int polled = 0;
+  for (;;) {
+    lsock *s = *(lsock **)lua_touserdata(L, 1);
+    tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+    int err;
+    if (s == NULL || t->ssl == NULL)
+      return send_done(L, waited, "closed", pos);
+    err = opush(t, LSTREAM(s));
+    if (t->osent >= target) { /* this step's output is out */
+      size_t n;
+      int e;
+      if (pos >= j) {
+        if (!waited)
+          s->streak++; /* as stream.c's send */
+        return send_done(L, waited, NULL, pos);
+      }
+      if (t->err) {
+        if (waited)
+          lgreen_sock_leave(lgreen_sock_self(L));
+        push_fatal(L, 2);
+        lua_pushinteger(L, (lua_Integer)pos);
+        return 3;
+      }
+      n = j - pos < TLS_CHUNK ? j - pos : TLS_CHUNK;
+      /* room for the records at once (no growing by doubling), if it
+         can be had: else the BIO grows it or fails the write */
+      (void)oreserve(t, n + n / 64 + 512);
+      e = encrypt(t, data + pos, n);
+      if (e != 0) {
+        if (waited)
+          lgreen_sock_leave(lgreen_sock_self(L));
+        fatal(L, 2, t, e);
+        lua_pushinteger(L, (lua_Integer)pos);
+        return 3;
+      }
+      pos += n;
+      target = t->osent + t->olen;
+      continue;
+    }
+    if (err != 0)
+      return send_done(L, waited, lgreen_sock_strerror(err), pos);
+    if (due_passed(due)) {
+      if (!polled && lgreen_stream_queued(s) > 0) {
+        polled = 1; /* as stream.c's send with timeout 0 */
+        lgreen_sock_poll(s);
+        continue;
+      }
+      return send_done(L, waited, "timeout", pos);
+    }
+    lua_pushinteger(L, (lua_Integer)pos);
+    lua_replace(L, 8);
+    lua_pushinteger(L, (lua_Integer)target);
+    lua_replace(L, 9);
+    return lgreen_sock_wait(L, s, &s->writers,
+                            lua_toboolean(L, 6) ? "socket:sendall"
+                                                : "socket:send",
+                            lgreen_sock_leave, due, send_k,
+                            (lua_KContext)due);
+  }
+}
+
+
+static int send_k(lua_State *L, int status, lua_KContext ctx) {
+  int outcome = lgreen_waited(L, lgreen_sock_self(L), lgreen_sock_leave);
+  (void)status;
+  if (outcome == GL_W_TIMEOUT)
+    return send_done(L, 1, "timeout", (size_t)lua_tointeger(L, 8));
+  return send_go(L, (uint64_t)ctx, 1);
+}
+
+
+/*
+** tls.send(sock, conn, data, i, j, all, [due]): encrypt data:sub(i, j)
+** (1 <= i <= j + 1 <= #data + 1) and send it, after whatever output
+** waits; 'due' the deadline (core.now() seconds). As a socket's send
+** (all: sendall), except that a failure's index is the last byte
+** encrypted: its records go out before anything sent later.
+*/
+static int l_send(lua_State *L) {
+  tls_conn *t;
+  lsock *s = sock_arg(L, &t);
+  size_t len, i, j;
+  uint64_t due;
+  luaL_checklstring(L, 3, &len);
+  i = (size_t)luaL_checkinteger(L, 4);
+  j = (size_t)luaL_checkinteger(L, 5);
+  luaL_argcheck(L, i >= 1 && j <= len && i <= j + 1, 4, "bad range");
+  due = due_at(L, 7);
+  lua_settop(L, 7);
+  if (s != NULL && lgreen_sock_unfair(L, s))
+    return lgreen_sock_yield(L, l_send);
+  lua_pushinteger(L, (lua_Integer)(i - 1));
+  lua_pushinteger(L, 0); /* nothing of ours to hand over yet */
+  return send_go(L, due, 0);
+}
+
+
+/* Stack: [sock, conn, due, target]. */
+static int flush_k(lua_State *L, int status, lua_KContext ctx);
+
+static int flush_go(lua_State *L, uint64_t due, int waited) {
+  uint64_t target = (uint64_t)lua_tointeger(L, 4);
+  int polled = 0;
+  for (;;) {
+    lsock *s = *(lsock **)lua_touserdata(L, 1);
+    tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+    int err;
+    if (s == NULL || t->ssl == NULL) {
+      if (waited)
+        lgreen_sock_leave(lgreen_sock_self(L));
+      return lgreen_sock_fail(L, UV_EOF);
+    }
+    err = opush(t, LSTREAM(s));
+    if (t->osent >= target || err != 0 || due_passed(due)) {
+      if (t->osent < target && err == 0 && !polled &&
+          lgreen_stream_queued(s) > 0) {
+        polled = 1;
+        lgreen_sock_poll(s);
+        continue;
+      }
+      if (waited)
+        lgreen_sock_leave(lgreen_sock_self(L));
+      otrim(t);
+      if (t->osent >= target) {
+        lua_pushboolean(L, 1);
+        return 1;
+      }
+      return lgreen_sock_fail(L, err != 0 ? err : UV_ETIMEDOUT);
+    }
+    return lgreen_sock_wait(L, s, &s->writers, "socket:send",
+                            lgreen_sock_leave, due, flush_k,
+                            (lua_KContext)due);
+  }
+}
+
+
+static int flush_k(lua_State *L, int status, lua_KContext ctx) {
+  int outcome = lgreen_waited(L, lgreen_sock_self(L), lgreen_sock_leave);
+  (void)status;
+  if (outcome == GL_W_TIMEOUT) {
+    lgreen_sock_leave(lgreen_sock_self(L));
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  }
+  return flush_go(L, (uint64_t)ctx, 1);
+}
+
+
+/* tls.flush(sock, conn, [due]): send the output waiting (the handshake's,
+   close_notify). true, or nil, err. */
+static int l_flush(lua_State *L) {
+  tls_conn *t;
+  lsock *s = sock_arg(L, &t);
+  uint64_t due = due_at(L, 3);
+  lua_settop(L, 3);
+  if (s == NULL || t->ssl == NULL)
+    return lgreen_sock_fail(L, UV_EOF);
+  lua_pushinteger(L, (lua_Integer)(t->osent + t->olen));
+  return flush_go(L, due, 0);
+}
+
+/* }------ */
+
+
+/* {------ fill, input */
+
+static int closed(lua_State *L) {
+  luaL_pushfail(L);
+  lua_pushliteral(L, "closed");
+  return 2;
+}
+
+
+static int pump_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Stack: [sock, conn, due, input]. Not in the socket's readers here. */
+static int pump_go(lua_State *L, uint64_t due, int waited) {
+  int input = lua_toboolean(L, 4), polled = 0;
+  for (;;) {
+    lsock *s = *(lsock **)lua_touserdata(L, 1);
+    tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+    lstream *x;
+    if (s == NULL || t->ssl == NULL)
+      return closed(L);
+    x = LSTREAM(s);
+    if (!input) {
+      size_t before = t->len;
+      int e = SSL_ERROR_WANT_READ;
+      if (t->err)
+        return push_fatal(L, 2);
+      if (t->eof)
+        return closed(L);
+      if (!t->starved)
+        e = decrypt(L, t);
+      if (t->len > before) {
+        if (!waited)
+          s->streak++;
+        lua_pushboolean(L, 1);
+        return 1;
+      }
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        unsigned long code = ERR_peek_last_error();
+        if (e == SSL_ERROR_ZERO_RETURN) {
+          t->eof = 1;
+        } else if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
+                   ERR_GET_REASON(code) ==
+                       SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+          t->eof = 2;
+          ERR_clear_error();
+        } else {
+          return fatal(L, 2, t, e);
+        }
+        return closed(L);
+      }
+      /* what reading produced (the alert refusing a renegotiation) goes
+         now, without waiting: failures are a writer's to report */
+      if (t->olen > 0)
+        (void)opush(t, x);
+      if (t->ieof) /* cannot happen: the end makes SSL_read fail */
+        return closed(L);
+    }
+    if (!gl_link_empty(&s->readers)) {
+      (void)lgreen_sock_first(L, s, &s->readers, "read"); /* raises */
+    } else if (x->len > 0) { /* ciphertext: into the connection */
+      /* 64 KB at a time: a socket buffer emptied is freed, and one that
+         piled up is big (mmap'd), so it is left to serve the next few */
+      int n = (int)(x->len < TLS_CHUNK ? x->len : TLS_CHUNK);
+      if (BIO_write(t->rbio, x->buf + x->off, n) != n)
+        return luaL_error(L, "not enough memory");
+      t->starved = 0;
+      lgreen_stream_consume(x, (size_t)n);
+      lgreen_stream_watched(s); /* room to read ahead again */
+      if (input) {
+        if (!waited)
+          s->streak++;
+        lua_pushboolean(L, 1);
+        return 1;
+      }
+      continue;
+    } else if (x->rerr != 0) {
+      if (x->rerr != UV_EOF)
+        return lgreen_sock_fail(L, x->rerr);
+      BIO_set_mem_eof_return(t->rbio, 0);
+      t->ieof = 1;
+      t->starved = 0;
+      if (input)
+        return closed(L);
+      continue;
+    }
+    if (due_passed(due)) {
+      if (!polled) { /* timeout 0: what the kernel has now */
+        polled = 1;
+        lgreen_sock_poll(s);
+        continue;
+      }
+      return lgreen_sock_fail(L, UV_ETIMEDOUT);
+    }
+    if (gl_link_empty(&s->readers)) { /* wake when anything is there */
+      x->mode = LSTREAM_MODE_COUNT;
+      x->count = 1;
+    }
+    return lgreen_sock_wait(L, s, &s->readers, "socket:receive", tls_leave,
+                            due, pump_k, (lua_KContext)due);
+  }
+}
+
+
+static int pump_k(lua_State *L, int status, lua_KContext ctx) {
+  int outcome = lgreen_waited(L, lgreen_sock_self(L), tls_leave);
+  (void)status;
+  tls_leave(lgreen_sock_self(L)); /* before anything that may raise */
+  if (outcome == GL_W_TIMEOUT)
+    return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  return pump_go(L, (uint64_t)ctx, 1);
+}
+
+
+static int pump(lua_State *L, int input, lua_CFunction again) {
+  tls_conn *t;
+  lsock *s = sock_arg(L, &t);
+  uint64_t due = due_at(L, 3);
+  lua_settop(L, 3);
+  if (s != NULL && lgreen_sock_unfair(L, s))
+    return lgreen_sock_yield(L, again);
+  lua_pushboolean(L, input);
+  return pump_go(L, due, 0);
+}
+
+
+/*
+** tls.fill(sock, conn, [due]): decrypt more of the stream into the
+** plaintext buffer, waiting for ciphertext if none is there (and sending
+** what reading produced). true; or nil, err: "closed" at the end of the
+** stream (clean or not; the connection says which) or when the socket
+** was closed, the fatal error, "timeout", or the socket's read error.
+*/
+static int l_fill(lua_State *L) {
+  return pump(L, 0, l_fill);
+}
+
+
+/* tls.input(sock, conn, [due]): move the ciphertext the socket has
+   (waiting for some) into the connection, for the handshake. true, or
+   nil, err ("closed" at the end of the stream: fed as such). */
+static int l_input(lua_State *L) {
+  return pump(L, 1, l_input);
+}
+
+/* }------ */
+
+/* }====================================================== */
 
 
 /* What green.http's parser reads in place (bindings/http.h). */
@@ -785,7 +1371,7 @@ static int conn_buffered(lua_State *L) {
 /* conn:outlen(): ciphertext bytes waiting to be sent. */
 static int conn_outlen(lua_State *L) {
   tls_conn *t = checkconn(L);
-  lua_pushinteger(L, (lua_Integer)BIO_ctrl_pending(t->wbio));
+  lua_pushinteger(L, (lua_Integer)t->olen);
   return 1;
 }
 
@@ -1003,6 +1589,13 @@ static const luaL_Reg conn_meta[] = {{"__gc", conn_gc},
 
 static const luaL_Reg tls_funcs[] = {{"context", ctx_new}, {NULL, NULL}};
 
+/* With the hub and the socket state as upvalues. */
+static const luaL_Reg tls_sock_funcs[] = {{"send", l_send},
+                                          {"flush", l_flush},
+                                          {"fill", l_fill},
+                                          {"input", l_input},
+                                          {NULL, NULL}};
+
 
 static void newmeta(lua_State *L, const char *name, const luaL_Reg *m) {
   luaL_newmetatable(L, name);
@@ -1019,7 +1612,9 @@ void lgreen_open_tls(lua_State *L, gl_hub_t *hub) {
   (void)hub;
   newmeta(L, TLS_CTX, ctx_meta);
   newmeta(L, TLS_CONN, conn_meta);
+  biometh_new(L);
   luaL_newlib(L, tls_funcs);
+  lgreen_sock_register(L, tls_sock_funcs);
   lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
   lua_setfield(L, -2, "version");
   lua_setfield(L, core, "tls");

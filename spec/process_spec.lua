@@ -843,6 +843,70 @@ describe("green.process.run", function()
     end)
   end)
 
+  it("one spawn's descriptors are not the next one's (the spawn plan)",
+     function()
+    green_run(function()
+      -- the same pipe numbers come back run after run; the modes change
+      local cmd = "echo out; echo err >&2"
+      for _ = 1, 3 do
+        assert.are.same({ true, "out\n", "err\n", "exit", 0 },
+                        { process.run(cmd) })
+        assert.are.same({ true, nil, "err\n", "exit", 0 },
+                        { process.run(cmd, { stdout = "null" }) })
+        assert.are.same({ true, "out\nerr\n", nil, "exit", 0 },
+                        { process.run(cmd, { stderr = "stdout" }) })
+        assert.are.same({ true, "out\n", nil, "exit", 0 },
+                        { process.run(cmd, { stderr = "null" }) })
+        local d = tmpdir()
+        assert.are.same({ true, d .. "\n", "", "exit", 0 },
+                        { process.run("pwd", { cwd = d }) })
+        assert(process.run { "rmdir", d })
+      end
+    end)
+  end)
+
+  it("a child that closes its output and lives on is waited for",
+     function()
+    green_run(function()
+      -- end of file on both pipes long before the exit status
+      assert.are.same({ false, "x\n", "", "exit", 3 },
+        { process.run("echo x; exec >&- 2>&-; sleep 0.3; exit 3") })
+    end)
+  end)
+
+  it("reads to the end what a grandchild writes after the child exits",
+     function()
+    green_run(function()
+      -- the child exits at once; its background child holds both pipes
+      assert.are.same({ true, "early\nlate\n", "late err\n", "exit", 0 },
+        { process.run("(sleep 0.3; echo late; echo late err >&2) & "
+                      .. "echo early") })
+    end)
+  end)
+
+  it("a killed run kills and reaps its child: no zombie", function()
+    green_run(function()
+      local d = tmpdir()
+      local pidfile = d .. "/pid"
+      local gt = green.spawn(function()
+        return process.run("echo $$ > " .. pidfile .. "; exec sleep 100")
+      end)
+      local pid
+      h.eventually(function()
+        local f = io.open(pidfile)
+        pid = f and tonumber(f:read("a"))
+        if f then f:close() end
+        return pid ~= nil
+      end, "the child started")
+      h.until_suspended(gt)
+      gt:kill()
+      assert.are.equal(green.GreenletExit, gt:wait())
+      h.eventually(function() return not alive(pid) end,
+                   "the child killed and reaped")
+      assert(process.run { "rm", "-r", d })
+    end)
+  end)
+
   it("a command that cannot start: nil, message, errno", function()
     green_run(function()
       assert.are.same({ nil, "green-nope: No such file or directory", 2 },

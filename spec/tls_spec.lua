@@ -523,6 +523,120 @@ describe("green.tls streams", function()
     end)
   end)
 
+  it("a socket timeout mid-send returns the last byte encrypted, and"
+     .. " exactly those bytes go out before the next send", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local a = string.rep("0123456789abcdef", 1024 * 1024) -- 16 MB
+      c:settimeout(0.05) -- the peer does not read yet: the send times out
+      local r, err, pos = c:send(a)
+      assert.is_nil(r)
+      assert.are.equal("timeout", err)
+      assert.is_true(pos > 0 and pos < #a, "some, not all: " .. pos)
+      -- timeout 0 never waits, and neither loses nor cuts a record
+      c:settimeout(0)
+      local r0, err0, pos0 = c:send(a, pos + 1)
+      assert.is_nil(r0)
+      assert.are.equal("timeout", err0)
+      assert.is_true(pos0 >= pos and pos0 < #a)
+      c:settimeout(nil)
+      local writer = green.spawn(function() return c:send("BBBB") end)
+      local got, tail = {}, ""
+      while tail ~= "BBBB" do
+        local d = assert(s:recv())
+        got[#got + 1] = d
+        tail = (tail .. d):sub(-4)
+      end
+      assert.are.equal(4, writer:wait())
+      local all = table.concat(got)
+      assert.are.equal(pos0 + 4, #all)
+      assert.is_true(all == a:sub(1, pos0) .. "BBBB", "the stream differs")
+      c:close(); s:close()
+    end)
+  end)
+
+  it("with timeout 0 a receive polls: 'timeout' and the partial until the"
+     .. " data is there", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      s:settimeout(0)
+      assert.are.same({ nil, "timeout", "" }, { s:receive() })
+      assert.are.same({ nil, "timeout" }, { s:recv() })
+      c:send("polled\n")
+      local line
+      eventually(function()
+        local l, err, partial = s:receive("*l")
+        assert(l or err == "timeout", err)
+        line = l or (partial ~= "" and partial) or line
+        return l ~= nil
+      end, "the line, by polling")
+      assert.are.equal("polled", line)
+      c:close(); s:close()
+    end)
+  end)
+
+  it("closing a TLS socket while other threads wait in its receive and"
+     .. " its send: both say closed", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local reader = green.spawn(function() return s:receive() end)
+      h.until_suspended(reader, "socket:receive")
+      local a = string.rep("x", 16 * 1024 * 1024)
+      local writer = green.spawn(function() return s:send(a) end)
+      h.until_suspended(writer, "socket:send")
+      s:close()
+      assert.are.same({ nil, "closed", "" }, { reader:wait() })
+      local r, err, pos = writer:wait()
+      assert.is_nil(r)
+      assert.are.equal("closed", err)
+      assert.is_true(pos > 0 and pos < #a)
+      c:close()
+    end)
+  end)
+
+  it("runs over any object with recv and send (a proxy table), through"
+     .. " its methods", function()
+    green_run(function()
+      local function proxy(raw, calls)
+        return setmetatable({}, { __index = function(_, k)
+          local v = raw[k]
+          if type(v) ~= "function" then return v end
+          return function(_, ...)
+            calls[k] = (calls[k] or 0) + 1
+            return v(raw, ...)
+          end
+        end })
+      end
+      local rc, rs = h.pair()
+      local ccalls, scalls = {}, {}
+      local c = assert(green.tls.wrap(proxy(rc, ccalls), {
+        cafile = p("ca.pem"), server_name = "localhost" }))
+      local s = assert(green.tls.wrap(proxy(rs, scalls), {
+        mode = "server", certificate = p("leaf.pem"), key = p("leaf.key") }))
+      local server = green.spawn(function()
+        local line = assert(s:receive())
+        assert(s:send(line:upper() .. "\n"))
+        local big = assert(s:receive(1024 * 1024))
+        assert(s:sendall(big))
+        return s:close()
+      end)
+      assert(c:send("hello\n"))
+      assert.are.equal("HELLO", c:receive())
+      local big = string.rep("0123456789", 1024 * 1024 // 10 + 1)
+      big = big:sub(1, 1024 * 1024)
+      local writer = green.spawn(function() return c:sendall(big) end)
+      local back = assert(c:receive(#big))
+      assert.is_true(writer:wait())
+      assert.is_true(back == big, "the echo differs")
+      assert.are.equal(1, server:wait())
+      assert.are.same({ nil, "closed" }, { c:recv() }) -- close_notify
+      c:close()
+      for _, calls in ipairs { ccalls, scalls } do
+        assert.is_true((calls.recv or 0) > 0 and (calls.send or 0) > 0)
+      end
+    end)
+  end)
+
   it("a kill or timeout mid-handshake leaves a usable or closed socket",
      function()
     green_run(function()
@@ -594,6 +708,37 @@ describe("green.tls streams", function()
         assert(s:send("s" .. i .. "\n"))
       end
       reader:wait(); writer:wait()
+      c:close(); s:close()
+    end)
+  end)
+
+  it("two writers on one TLS socket: each send arrives whole and in its"
+     .. " writer's order, while the queue is full", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local n, size = 300, 20000 -- together past the socket's buffers
+      local function writer(tag)
+        return green.spawn(function()
+          for i = 1, n do
+            local head = tag .. i .. ":"
+            assert(c:send(head .. string.rep(tag, size - #head - 1) .. "\n"))
+          end
+          return true
+        end)
+      end
+      local a, b = writer("a"), writer("b")
+      h.until_suspended(a, "socket:send") -- the peer does not read yet
+      local next_of = { a = 1, b = 1 }
+      for _ = 1, 2 * n do
+        local line = assert(s:receive())
+        local tag, i = line:match("^(%a)(%d+):")
+        assert.are.equal(next_of[tag], tonumber(i))
+        next_of[tag] = next_of[tag] + 1
+        assert.are.equal(size - 1, #line)
+        assert.is_nil(line:find("[^" .. tag .. "]", #tag + #i + 2))
+      end
+      assert.is_true(a:wait())
+      assert.is_true(b:wait())
       c:close(); s:close()
     end)
   end)

@@ -18,6 +18,8 @@ local pairs, ipairs, pcall = pairs, ipairs, pcall
 local concat, unpack, pack = table.concat, table.unpack, table.pack
 local format, mtype = string.format, math.type
 local spawn_thread, Timeout = core.spawn, core.Timeout
+local settle, spawn_run = core.process_settle, core.process_spawn_run
+local select_sockets = core.select
 
 local M = {}
 local Process = core.Process
@@ -41,6 +43,34 @@ local function drain(sock, buf)
     local data = sock:recv(CHUNK)
     if not data then return end
     buf[#buf + 1] = data
+  end
+end
+
+-- Read both `a` and `b` to their ends, into `abuf` and `bbuf`, as
+-- their data comes (a child that fills one pipe while we wait on the
+-- other would wait forever): one thread, one wait on both.
+local function drain_both(a, abuf, b, bbuf)
+  local socks, bufs = { a, b }, { [a] = abuf, [b] = bbuf }
+  local open = 2
+  while open > 0 do
+    local ready = select_sockets(socks)
+    for i = 1, #ready do
+      local s = ready[i]
+      local data = s:recv(CHUNK)
+      if data then
+        local buf = bufs[s]
+        buf[#buf + 1] = data
+      else
+        for j = 1, open do
+          if socks[j] == s then
+            socks[j] = socks[open]
+            socks[open] = nil
+            open = open - 1
+            break
+          end
+        end
+      end
+    end
   end
 end
 
@@ -95,13 +125,15 @@ function Process.communicate(self, input, timeout)
       gt.name = "communicate: stdin"
       helpers[#helpers + 1] = gt
     end
-    if stderr then
-      local gt = spawn_thread(drain, stderr, err)
-      gt.name = "communicate: stderr"
-      helpers[#helpers + 1] = gt
+    if stdout and stderr then
+      drain_both(stdout, out, stderr, err)
+    elseif stderr then
+      drain(stderr, err)
+    elseif stdout then
+      drain(stdout, out)
     end
-    if stdout then drain(stdout, out) end
     for _, gt in ipairs(helpers) do gt:wait() end
+    if (stdout or stderr) and not stdin then settle(self) end
     return self:wait()
   end)
   if t then t:cancel() end
@@ -162,7 +194,7 @@ function M.run(cmd, opts)
   argv.stdin = opts.stdin or (opts.input and "pipe" or "inherit")
   argv.stdout = opts.stdout or "pipe"
   argv.stderr = opts.stderr or "pipe"
-  local p, msg, errno = M.spawn(argv)
+  local p, msg, errno = spawn_run(argv) -- spawn, reaped when waited for
   if not p then return nil, msg, errno end
   local proc <close> = p -- a kill or error: the child is killed
   local out, err, how, code = proc:communicate(opts.input, opts.timeout)
@@ -463,7 +495,7 @@ function M.execute(cmd)
     error("bad argument #1 to 'execute' (string expected, got "
           .. type(cmd) .. ")", 2)
   end
-  local p = M.spawn { "/bin/sh", "-c", tostring(cmd) }
+  local p = spawn_run { "/bin/sh", "-c", tostring(cmd) }
   if not p then return nil, "exit", 127 end -- as system() when sh fails
   local proc <close> = p
   local how, code = proc:wait()

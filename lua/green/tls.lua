@@ -1,20 +1,25 @@
 --- green.tls: TLS over green sockets (OpenSSL through memory BIOs).
 --
--- The C side (bindings/tls.c) never touches a descriptor and never
--- blocks: this module moves ciphertext between the connection's memory
--- BIOs and the green socket with the socket's own `recv` and `send`, so
--- every wait is a green socket's wait (a kill or a Timeout interrupts it
--- as it interrupts a plain receive). Decrypted bytes stay in the C
--- connection's buffer until a receive takes them, so a thread killed or
--- timed out mid-read loses none of them; ciphertext not yet handed to the
--- socket stays in the TLS socket (`wbuf`) and goes first on the next
--- send, so a killed writer does not cut a record in half.
+-- OpenSSL (bindings/tls.c) never touches a descriptor and never blocks.
+-- Over a green stream socket (the common case, `fast`), core.tls's
+-- send, flush, fill and input move the ciphertext between the socket's
+-- buffers and the connection in C and wait in the socket's own queues,
+-- so every wait is a green socket's wait (a kill or a Timeout interrupts
+-- it as it interrupts a plain receive). Over anything else with `recv`
+-- and `send`, this module moves it with those methods (`feed`,
+-- `output`). Decrypted bytes stay in the C connection's buffer until a
+-- receive takes them, so a thread killed or timed out mid-read loses
+-- none of them; ciphertext not yet handed to the socket stays in the
+-- connection (or, over another socket, in `wbuf`) and goes first on the
+-- next send, so a killed writer does not cut a record in half.
 --
 -- See docs/api.md "TLS" and docs/internals.md "TLS".
 local core = require "green.core"
 local semaphore = require "green.semaphore"
 
 local ctls = core.tls
+local csend, cflush, cfill, cinput = ctls.send, ctls.flush, ctls.fill,
+  ctls.input
 local now = core.now
 local type, tostring, error, pcall = type, tostring, error, pcall
 local setmetatable, pairs, ipairs = setmetatable, pairs, ipairs
@@ -179,6 +184,11 @@ end
 -- time (the flush lock); 'nowait' (a reader passing by) leaves the output
 -- to the thread flushing. Returns true, or nil, err.
 local function flush(self, due, nowait)
+  if self.fast then
+    if nowait then return true end -- fill sends as it reads
+    if not self.conn then return nil, "closed" end
+    return cflush(self.sock, self.conn, due)
+  end
   local wl = lock(self, "wlock")
   if not wl:acquire(false) then
     if nowait then return true end
@@ -251,13 +261,18 @@ local function run_handshake(self, due)
       return nil, err
     end
     if not fok then return nil, ferr end
-    local chunk, rerr = recv_raw(self, due)
-    if chunk then
-      conn:feed(chunk)
-    elseif rerr == "closed" then
-      self.hserr = "closed"
-      return nil, "closed"
+    local chunk, rerr
+    if self.fast then
+      chunk, rerr = cinput(self.sock, conn, due)
     else
+      chunk, rerr = recv_raw(self, due)
+      if chunk then conn:feed(chunk) end
+    end
+    if not chunk then
+      if rerr == "closed" then
+        self.hserr = "closed"
+        return nil, "closed"
+      end
       return nil, rerr -- "timeout": a later call takes it up again
     end
   end
@@ -326,6 +341,25 @@ local function read(self, mode, count, prefix)
     end
   end
   local conn = self.conn
+  if self.fast then
+    local sock, limit, ferr = self.sock, self.limit, nil
+    while true do
+      if conn ~= self.conn then -- closed meanwhile
+        if mode == "s" then return nil, "closed" end
+        return nil, "closed", prefix or ""
+      end
+      local data, err, partial = conn:receive(mode, count, nil, limit)
+      if data then return cat(prefix, data) end
+      if data == nil then return nil, err, cat(prefix, partial) end
+      if ferr then -- the stream goes on, but the fill failed: the partial
+        local _, e, p = conn:receive(mode, count, ferr)
+        return nil, e, cat(prefix, p)
+      end
+      local ok
+      ok, ferr = cfill(sock, conn, due)
+      if ok then ferr = nil end
+    end
+  end
   while true do
     if not conn or conn ~= self.conn then -- closed meanwhile
       if mode == "s" then return nil, "closed" end
@@ -385,6 +419,10 @@ local function write(self, data, i, j, all)
     local ok, err = flush(self, due)
     if not ok then return nil, err, i - 1 end
   end
+  if self.fast then
+    if not self.conn then return nil, "closed", i - 1 end
+    return csend(self.sock, self.conn, data, i, j, all, due)
+  end
   local pos = i - 1
   while pos < j do
     local conn = self.conn
@@ -439,6 +477,10 @@ local function fill(self, due)
   if not self.ready then
     local ok, err = handshake(self, due)
     if not ok then return nil, err end
+  end
+  if self.fast then
+    if not self.conn then return nil, "closed" end
+    return cfill(self.sock, self.conn, due)
   end
   while true do
     local conn = self.conn
@@ -500,7 +542,12 @@ function TLS:close()
   local conn, sock = self.conn, self.sock
   if not conn then return 1 end
   self.conn = nil
-  if self.ready then
+  if self.ready and self.fast then
+    conn:close_notify()
+    -- handed over without waiting (kernel or write queue, which the
+    -- socket's close flushes), past any writer waiting in the queue
+    cflush(sock, conn, 0)
+  elseif self.ready then
     conn:close_notify()
     local out = conn:output()
     local pending = self.wbuf and self.wbuf:sub(self.wpos + 1)
@@ -622,8 +669,11 @@ function M.wrap(sock, opts)
   if not conn then return nil, err end
   local timeout = sock.gettimeout and sock:gettimeout() or nil
   if timeout ~= nil and timeout < 0 then timeout = nil end
+  local mt = getmetatable(sock)
   return setmetatable({
     sock = sock, conn = conn, server = server, ctxref = ctx,
+    fast = st == "userdata" and type(mt) == "table"
+      and mt.__name == "green.socket",
     timeout = timeout, hs_timeout = opts.handshake_timeout,
     limit = sock.getlimit and sock:getlimit() or nil,
   }, TLS)
@@ -669,7 +719,7 @@ function Listener:accept()
   local c, a, b = self.sock:accept()
   if not c then return nil, a end
   local t = setmetatable({
-    sock = c, server = true, ctxref = self.ctx,
+    sock = c, server = true, ctxref = self.ctx, fast = true,
     hs_timeout = self.hs_timeout, limit = c:getlimit(),
   }, TLS)
   local conn, err = self.ctx.ctx:conn()
