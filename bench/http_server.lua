@@ -2,7 +2,10 @@
 -- per request against bench/c_responder.c (the raw C libuv responder,
 -- the same floor as bench/http.sh), measured in the same run, rounds
 -- interleaved (C, green.http, C, green.http, ...), without and with
--- pipelining.
+-- pipelining. Debian's nginx (one process: master_process off, access
+-- log off, keep-alive, `return 200 "Hello, world!"`) is measured in the
+-- same rounds as a reference: what a real C HTTP server, with a real
+-- parser, costs against the scanning floor.
 --
 --   lua5.4 bench/http_server.lua [-v] [seconds=5] [rounds=3] [depth=16]
 --   ./build/greenlua bench/http_server.lua serve [port]   (the server)
@@ -16,7 +19,8 @@
 -- against each; server CPU is utime + stime from /proc/PID/stat around
 -- each run, divided by the requests wrk completed. Pipelined runs use a
 -- wrk script that sends `depth` requests per write. Each side's best
--- round is compared; the median of the per-round ratios is printed too.
+-- round is compared; the median and range of the per-round ratios (each
+-- round's server against that round's C responder) are printed too.
 -- The handler is what a user would write:
 --   return 200, { ["Content-Type"] = "text/plain" }, "Hello, world!"
 -- (green.http adds a Date header; the C responder sends none.)
@@ -58,7 +62,8 @@ local function readfile(path)
   return s
 end
 
-for _, tool in ipairs { "wrk", "taskset", "cc", "pkg-config" } do
+for _, tool in ipairs { "wrk", "taskset", "cc", "pkg-config", "nginx",
+                        "python3" } do
   if not os.execute("command -v " .. tool .. " >/dev/null") then
     io.stderr:write("http_server.lua: ", tool, " not found\n")
     os.exit(2)
@@ -134,13 +139,49 @@ local function measure(srv, d, piped)
   return (t1 - t0) / hz * 1e6 / n, (u1 - u0) / hz * 1e6 / n, n
 end
 
+-- nginx's configuration: one process, on a free loopback port (bound,
+-- noted, released).
+local function nginx_conf()
+  local nport = tonumber(io.popen("python3 -c 'import socket; s = "
+    .. "socket.socket(); s.bind((\"127.0.0.1\", 0)); "
+    .. "print(s.getsockname()[1])'"):read("l"))
+  local f = assert(io.open(tmp .. "/nginx.conf", "w"))
+  f:write(([[
+daemon off;
+master_process off;
+worker_processes 1;
+pid %s/nginx.pid;
+error_log %s/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %s;
+  proxy_temp_path %s;
+  fastcgi_temp_path %s;
+  uwsgi_temp_path %s;
+  scgi_temp_path %s;
+  keepalive_requests 100000000;
+  keepalive_timeout 60;
+  server {
+    listen 127.0.0.1:%d;
+    location / { default_type text/plain; return 200 "Hello, world!"; }
+  }
+}
+]]):format(tmp, tmp, tmp, tmp, tmp, tmp, tmp, nport))
+  f:close()
+  return nport
+end
+
 local ok, err = pcall(function()
   local c = start("c", "build/c_responder 0")
   local g = start("green", "./build/greenlua bench/http_server.lua serve 0")
-  local servers = { c, g }
+  local nport = nginx_conf()
+  local ng = start("nginx", ("sh -c 'echo port %d; exec nginx -c "
+    .. "%s/nginx.conf -p %s -e %s/error.log'"):format(nport, tmp, tmp, tmp))
+  local servers = { c, g, ng }
   local base = os.getenv("GREENLUA_BASE")
   if base and base ~= "" then
-    servers[3] = start("base", ("sh -c 'cd %s && exec ./build/greenlua "
+    servers[4] = start("base", ("sh -c 'cd %s && exec ./build/greenlua "
                                 .. "bench/http_server.lua serve 0'")
                                :format(base))
   end
@@ -165,26 +206,40 @@ local ok, err = pcall(function()
       for _, x in ipairs(list) do b = math.min(b, x[k]) end
       return b
     end
-    local ratios = {}
-    for i = 1, rounds do
-      ratios[i] = res.green[i].us / res.c[i].us
+    -- the per-round ratios of a server to the C responder: median,
+    -- lowest, highest
+    local function spread(name)
+      local ratios = {}
+      for i = 1, rounds do
+        ratios[i] = res[name][i].us / res.c[i].us
+      end
+      table.sort(ratios)
+      local med = rounds % 2 == 1 and ratios[(rounds + 1) // 2]
+        or (ratios[rounds // 2] + ratios[rounds // 2 + 1]) / 2
+      return med, ratios[1], ratios[rounds]
     end
-    table.sort(ratios)
-    local med = rounds % 2 == 1 and ratios[(rounds + 1) // 2]
-      or (ratios[rounds // 2] + ratios[rounds // 2 + 1]) / 2
     local gb, cb = best(res.green, "us"), best(res.c, "us")
     local ratio = gb / cb
     print(("http_server%s: greenlua %.2f us/req, C %.2f us/req, ratio %.2f "
            .. "(target <= 1.5) %s"):format(
       piped and (" pipelined x" .. depth) or "", gb, cb, ratio,
       ratio <= 1.5 and "MET" or "MISSED"))
-    print(("  best of %d rounds of %s s; median ratio %.2f; user time "
-           .. "alone: greenlua %.2f, C %.2f us/req"):format(
-      rounds, dur, med, best(res.green, "user"), best(res.c, "user")))
+    local med, lo, hi = spread("green")
+    print(("  best of %d rounds of %s s; per-round ratio median %.2f "
+           .. "(%.2f-%.2f); user time alone: greenlua %.2f, C %.2f us/req")
+      :format(rounds, dur, med, lo, hi, best(res.green, "user"),
+              best(res.c, "user")))
+    local nb = best(res.nginx, "us")
+    med, lo, hi = spread("nginx")
+    print(("  nginx (reference): %.2f us/req, ratio %.2f; per-round median "
+           .. "%.2f (%.2f-%.2f); user %.2f us/req")
+      :format(nb, nb / cb, med, lo, hi, best(res.nginx, "user")))
     if res.base then
       local bb = best(res.base, "us")
-      print(("  base (%s): %.2f us/req, ratio %.2f; user %.2f us/req")
-        :format(base, bb, bb / cb, best(res.base, "user")))
+      med, lo, hi = spread("base")
+      print(("  base (%s): %.2f us/req, ratio %.2f; per-round median %.2f "
+             .. "(%.2f-%.2f); user %.2f us/req")
+        :format(base, bb, bb / cb, med, lo, hi, best(res.base, "user")))
     end
   end
 end)

@@ -70,6 +70,10 @@ typedef struct hparser {
   int skipbody;      /* a response to HEAD (or 204/304): no body */
   int upgrade;       /* the message switches protocols after its head */
   int keepalive;     /* http_should_keep_alive at the end of the head */
+  int expect;        /* requests: Expect: 0 none, 1 100-continue, 2 other */
+  int ctl;           /* requests: see 'push_results' */
+  int head_only;     /* the request is a HEAD (its response has no body) */
+  int http10;        /* the message is HTTP/1.0 */
   int bodykind;      /* see 'push_bodykind' */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
   const char *base;  /* the buffer's start during an execute */
@@ -77,12 +81,14 @@ typedef struct hparser {
   uint64_t due;      /* head: its deadline, from its first byte (ns) */
   uint32_t max_head, max_headers;
   uint64_t max_body, nbody; /* the body's limit, and bytes so far */
+  uint64_t max_body0; /* the limit each message starts with */
   char *out;         /* body: where the next piece goes */
   size_t nout;       /* body: bytes of decoded body at 'out' so far */
   hspan url, reason;
   uint32_t nh, caph; /* header lines; room in 'h' */
   hspan *h;          /* 2 spans per line: name, value */
   hspan inl[2 * NINLINE];
+  struct arena *arena; /* where raw heads go (uservalue 5), or NULL */
   char *hb;          /* the last head's copy (reused; malloc'd) */
   size_t hcap;       /* room in 'hb' */
   char *ob;          /* responses laid out, not sent yet (malloc'd) */
@@ -250,6 +256,8 @@ static void next_message(hparser *hp) {
   hp->upgrade = hp->keepalive = 0;
   hp->bodykind = BK_NONE;
   hp->length = hp->nbody = 0;
+  hp->max_body = hp->max_body0; /* a req:body(max) was for its message */
+  hp->expect = hp->ctl = hp->head_only = hp->http10 = 0;
   hp->nout = 0;
   hp->url.off = hp->url.len = hp->reason.off = hp->reason.len = 0;
   hp->nh = 0;
@@ -268,12 +276,13 @@ static void next_message(hparser *hp) {
    address: no lookup by name per call). */
 static hparser *check_parser(lua_State *L, int idx) {
   void *u = lua_touserdata(L, idx);
-  if (u == NULL || !lua_getmetatable(L, idx))
-    return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
-  if (!lua_rawequal(L, -1, lua_upvalueindex(3)))
-    return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
-  lua_pop(L, 1);
-  return (hparser *)u;
+  if (u != NULL && lua_getmetatable(L, idx)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == lua_topointer(L, lua_upvalueindex(3)))
+      return (hparser *)u;
+  }
+  return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
 }
 
 
@@ -299,12 +308,12 @@ static int l_http_parser(lua_State *L) {
   luaL_checktype(L, 5, LUA_TTABLE);
   luaL_checktype(L, 6, LUA_TTABLE);
   lua_settop(L, 8);
-  hp = (hparser *)lua_newuserdatauv(L, sizeof(*hp), 4);
+  hp = (hparser *)lua_newuserdatauv(L, sizeof(*hp), 5);
   memset(hp, 0, sizeof(*hp));
   http_parser_init(&hp->p, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE);
   hp->max_head = (uint32_t)max_head;
   hp->max_headers = (uint32_t)max_headers;
-  hp->max_body = max_body >= 1.8e19 ? UINT64_MAX : (uint64_t)max_body;
+  hp->max_body0 = max_body >= 1.8e19 ? UINT64_MAX : (uint64_t)max_body;
   hp->h = hp->inl;
   hp->caph = NINLINE;
   next_message(hp);
@@ -466,6 +475,18 @@ static void body_kind(hparser *hp) {
     hp->bodykind = BK_EOF;
   else
     hp->bodykind = BK_NONE;
+  hp->http10 = p->http_major == 1 && p->http_minor == 0;
+  if (p->type == HTTP_REQUEST) {
+    hp->head_only = p->method == HTTP_HEAD;
+    if (p->http_major != 1) /* as its version string says: "0.9", "2" */
+      hp->ctl = 505;
+    else if (hp->bodykind == BK_LENGTH && hp->length > hp->max_body)
+      hp->ctl = 413;
+    else if (hp->expect == 1 && !hp->http10)
+      hp->ctl = 1;
+    else if (hp->expect != 0)
+      hp->ctl = 417;
+  }
 }
 
 
@@ -481,6 +502,23 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define K_REASON 7
 #define K_VERSION 8
 #define K_HEADERS 9
+/* Also in that list: the version strings (K_VERSIONS + 0, 2, 3: "1.0",
+   "0.9", "2") and the method names (K_METHODS + the method's number),
+   each made at its first use. */
+#define K_VERSIONS 11
+#define K_METHODS 16
+
+/* More upvalues of the functions: the request tables' keys, the most
+   common method and version strings, the raw heads' metatable. */
+#define UV_METHOD lua_upvalueindex(5)
+#define UV_PATH lua_upvalueindex(6)
+#define UV_QUERY lua_upvalueindex(7)
+#define UV_VERSION lua_upvalueindex(8)
+#define UV_GET lua_upvalueindex(9)
+#define UV_V11 lua_upvalueindex(10)
+#define UV_RAWMT lua_upvalueindex(11)
+#define NUPVALUES 11
+
 
 /* t[key] = v: the table at -2, the value at -1 (popped); a raw set with the
    key from the list (no lookup of the name, no metamethod). [-1, +0, m] */
@@ -502,8 +540,11 @@ static void consume_stream(void *src, size_t n) {
   lgreen_stream_consume((lstream *)src, n);
 }
 
+static void push_request(lua_State *L, hparser *hp, const char *h,
+                         size_t n, size_t rest);
+
 static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
-                         consume_fn consume, void *src) {
+                         size_t rest, consume_fn consume, void *src) {
   const char *h;
   uint32_t i;
   int onstack = 0; /* the copy is a Lua string (no room for one in C) */
@@ -525,6 +566,12 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
     onstack = 1;
   }
   consume(src, n);
+  if (hp->p.type == HTTP_REQUEST) {
+    push_request(L, hp, h, n, rest);
+    if (onstack)
+      lua_remove(L, -2); /* the head string */
+    return;
+  }
   lua_createtable(L, 0, 8);
   lua_getiuservalue(L, 2, 1);
   lua_setmetatable(L, -2);
@@ -584,6 +631,262 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
 }
 
 
+/*
+** Requests: the table holds method, path, query (if any) and version, and
+** its raw head: the head's bytes and its header spans, a record in an
+** arena (a userdata, metatable UV_RAWMT, uservalue: the parser, which
+** holds conn and remote_addr), as the field arena = offset. The heads of
+** the requests buffered together (pipelined) share one arena: one
+** allocation for all of them, sized from the bytes buffered. 'headers',
+** 'conn' and 'remote_addr' come from there through the metatable's
+** __index ('req_index'); 'headers' is made at its first use and then set
+** in the table. Most handlers never look at most headers: no table and
+** no strings for them per request.
+*/
+typedef struct rawhead {
+  uint32_t n, nh; /* head bytes; header lines */
+  /* then hspan[2 * nh] (name, untrimmed value), then the n bytes */
+} rawhead;
+
+#define RAW_SPANS(r) ((hspan *)((r) + 1))
+#define RAW_BYTES(r) ((const char *)(RAW_SPANS(r) + 2 * (r)->nh))
+/* A record's room, a multiple of 8 (the next one stays aligned). */
+#define RAW_SIZE(nh, n) \
+  ((sizeof(rawhead) + 2 * (uint64_t)(nh) * sizeof(hspan) + (n) + 7) & \
+   ~(uint64_t)7)
+
+typedef struct arena {
+  uint32_t cap, used; /* bytes of room for records; taken */
+  uint64_t align;     /* the records start 8-aligned */
+  /* then the records */
+} arena;
+
+#define ARENA_DATA(a) ((char *)((a) + 1))
+/* An arena has room for about twice the bytes buffered behind its
+   first head (their heads and spans), up to this. */
+#define ARENA_MAX (16 * 1024)
+
+
+/* The parser's arena is let go (it stays alive as long as requests
+   refer to it): before waiting for more bytes, so an idle connection
+   keeps none. Stack: the parser at 2. [-0, +0, -] */
+static void drop_arena(lua_State *L, hparser *hp) {
+  if (hp->arena != NULL) {
+    hp->arena = NULL;
+    lua_pushnil(L);
+    lua_setiuservalue(L, 2, 5);
+  }
+}
+
+
+/* Push the arena for a record of 'need' bytes, with 'rest' bytes
+   buffered behind it; its offset in '*off'. [-0, +1, m] */
+static arena *push_arena(lua_State *L, hparser *hp, uint64_t need,
+                         size_t rest, uint32_t *off) {
+  arena *a = hp->arena;
+  if (a == NULL || a->cap - a->used < need) {
+    uint64_t cap = need + 2 * (uint64_t)(rest < ARENA_MAX ? rest : ARENA_MAX);
+    a = (arena *)lua_newuserdatauv(L, sizeof(arena) + (size_t)cap, 1);
+    a->cap = (uint32_t)cap;
+    a->used = 0;
+    lua_pushvalue(L, UV_RAWMT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 2); /* the parser */
+    lua_setiuservalue(L, -2, 1);
+    if (cap - need >= 64) { /* room for more: the next heads' */
+      hp->arena = a;
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, 2, 5);
+    } else {
+      drop_arena(L, hp);
+    }
+  } else {
+    lua_getiuservalue(L, 2, 5);
+  }
+  *off = a->used;
+  a->used += (uint32_t)need;
+  return a;
+}
+
+
+/* Push cached string K_* 'k' of the keys list, made from 's' the first
+   time. [-0, +1, m] */
+static void push_cached(lua_State *L, int k, const char *s) {
+  if (lua_rawgeti(L, lua_upvalueindex(4), k) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushstring(L, s);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, lua_upvalueindex(4), k);
+  }
+}
+
+
+/* The request table for head 'h' (n bytes, names lowercased), whose
+   spans are the parser's. [-0, +1, m] */
+static void push_request(lua_State *L, hparser *hp, const char *h,
+                         size_t n, size_t rest) {
+  struct http_parser_url u;
+  int connect = hp->p.method == HTTP_CONNECT, query = 0, v;
+  int url_ok;
+  rawhead *r;
+  arena *a;
+  uint32_t off;
+  http_parser_url_init(&u);
+  url_ok = hp->url.len > 0 &&
+           http_parser_parse_url(h + hp->url.off, hp->url.len, connect,
+                                 &u) == 0 &&
+           !connect && (u.field_set & (1 << UF_PATH));
+  query = url_ok && (u.field_set & (1 << UF_QUERY));
+  lua_createtable(L, 0, 4 + query);
+  lua_getiuservalue(L, 2, 1);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, UV_METHOD);
+  if (hp->p.method == HTTP_GET)
+    lua_pushvalue(L, UV_GET);
+  else
+    push_cached(L, K_METHODS + (int)hp->p.method,
+                http_method_str((enum http_method)hp->p.method));
+  lua_rawset(L, -3);
+  lua_pushvalue(L, UV_PATH);
+  if (url_ok) {
+    const char *ub = h + hp->url.off;
+    lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
+                    u.field_data[UF_PATH].len);
+    lua_rawset(L, -3);
+    if (query) {
+      lua_pushvalue(L, UV_QUERY);
+      lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
+                      u.field_data[UF_QUERY].len);
+      lua_rawset(L, -3);
+    }
+  } else { /* "*", an authority (CONNECT): the target as sent */
+    push_span(L, h, hp->url);
+    lua_rawset(L, -3);
+  }
+  lua_pushvalue(L, UV_VERSION);
+  v = hp->p.http_major == 1 ? (hp->p.http_minor == 0 ? 0 : 1)
+      : hp->p.http_major == 0 ? 2 : 3;
+  if (v == 1)
+    lua_pushvalue(L, UV_V11);
+  else
+    push_cached(L, K_VERSIONS + v, v == 0 ? "1.0" : v == 2 ? "0.9" : "2");
+  lua_rawset(L, -3);
+  a = push_arena(L, hp, RAW_SIZE(hp->nh, n), rest, &off);
+  r = (rawhead *)(ARENA_DATA(a) + off);
+  r->n = (uint32_t)n;
+  r->nh = hp->nh;
+  memcpy(RAW_SPANS(r), hp->h, 2 * hp->nh * sizeof(hspan));
+  memcpy((char *)RAW_BYTES(r), h, n);
+  lua_pushinteger(L, off);
+  lua_rawset(L, -3);
+}
+
+
+/*
+** The raw head of request table 1: its arena entry (the first key that
+** is an arena, with the metatable at upvalue 3), whose offset must be a
+** whole record within the arena (whatever a handler put there). Leaves
+** the arena at 3. [-0, +1, -]
+*/
+static rawhead *find_raw(lua_State *L) {
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    if (lua_type(L, -2) == LUA_TUSERDATA && lua_getmetatable(L, -2)) {
+      int ours = lua_rawequal(L, -1, lua_upvalueindex(3));
+      lua_pop(L, 1);
+      if (ours) {
+        arena *a = (arena *)lua_touserdata(L, -2);
+        int isnum;
+        lua_Integer off = lua_tointegerx(L, -1, &isnum);
+        rawhead *r;
+        lua_pop(L, 1);
+        lua_replace(L, 3); /* the arena */
+        lua_settop(L, 3);
+        if (!isnum || off < 0 || off % 8 != 0 ||
+            (uint64_t)off + sizeof(rawhead) > a->used)
+          return NULL;
+        r = (rawhead *)(ARENA_DATA(a) + off);
+        if ((uint64_t)off + RAW_SIZE(r->nh, r->n) > a->used)
+          return NULL;
+        return r;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 3);
+  return NULL;
+}
+
+
+/*
+** __index of the requests' metatable (made by http_request_index, with
+** upvalues: the methods table, the headers tables' metatable, the
+** arenas' metatable): 'headers' (made now, then set in the request),
+** 'conn', 'remote_addr', else the method of that name.
+*/
+static int req_index(lua_State *L) {
+  size_t kn = 0;
+  const char *k = NULL;
+  rawhead *r = NULL;
+  if (lua_type(L, 2) == LUA_TSTRING)
+    k = lua_tolstring(L, 2, &kn);
+  if ((kn == 7 || kn == 4 || kn == 11) && lua_istable(L, 1)) {
+    lua_settop(L, 2);
+    r = find_raw(L);
+  }
+  if (r == NULL) { /* a method */
+    lua_settop(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+  }
+  if (kn == 7 && memcmp(k, "headers", 7) == 0) {
+    const char *h = RAW_BYTES(r);
+    const hspan *sp = RAW_SPANS(r);
+    uint32_t i;
+    lua_createtable(L, 0, r->nh < 4 ? 4 : (int)r->nh);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_setmetatable(L, -2);
+    for (i = 0; i < r->nh; i++) {
+      hspan f = sp[2 * i], v = sp[2 * i + 1];
+      if ((uint64_t)f.off + f.len > r->n || (uint64_t)v.off + v.len > r->n)
+        break; /* not a record this parser wrote */
+      push_span(L, h, f);
+      push_span(L, h, trim(h, v));
+      add_header(L);
+    }
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+  }
+  if (kn == 4 && memcmp(k, "conn", 4) == 0) {
+    lua_getiuservalue(L, 3, 1);
+    lua_getiuservalue(L, -1, 3);
+    return 1;
+  }
+  if (kn == 11 && memcmp(k, "remote_addr", 11) == 0) {
+    lua_getiuservalue(L, 3, 1);
+    lua_getiuservalue(L, -1, 4);
+    return 1;
+  }
+  lua_settop(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+
+/* http_request_index(methods, headers_mt): the __index function for the
+   metatable of the request tables (see req_index). */
+static int l_http_request_index(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_pushvalue(L, UV_RAWMT);
+  lua_pushcclosure(L, req_index, 3);
+  return 1;
+}
+
+
 /* Push the body kind: 0 none, the length, -1 chunked, -2 until EOF. */
 static void push_bodykind(lua_State *L, hparser *hp) {
   switch (hp->bodykind) {
@@ -603,6 +906,25 @@ static void push_bodykind(lua_State *L, hparser *hp) {
 }
 
 
+/*
+** After the message table: its body kind, keep-alive, and for a request
+** what the server must do before its handler: false nothing, true send
+** "100 Continue" before reading the body (one "Expect: 100-continue" on
+** HTTP/1.1), or the status to refuse it with (505 not HTTP/1.x, 413 a
+** Content-Length beyond the parser's body limit, 417 another Expect).
+** Responses: false. [-0, +3, -]
+*/
+static int push_results(lua_State *L, hparser *hp) {
+  push_bodykind(L, hp);
+  lua_pushboolean(L, hp->keepalive);
+  if (hp->ctl > 1)
+    lua_pushinteger(L, hp->ctl);
+  else
+    lua_pushboolean(L, hp->ctl);
+  return 4;
+}
+
+
 /* The head is beyond 'max_head': 414 if its request line is (or it is
    still in its request line), else 431. */
 static int too_large(hparser *hp) {
@@ -616,10 +938,15 @@ static int too_large(hparser *hp) {
 }
 
 
+static int ieq(const char *a, size_t n, const char *lit);
+
+
 /* Header names must be tokens: libhttp-parser (built without its strict
    mode) lets a space into a name, and "Transfer-Encoding : chunked" is a
    classic of request smuggling. Lowercases them in place (the bytes are
-   the head's, about to be taken). Returns 1, or -1 (400). */
+   the head's, about to be taken), and notes a request's Expect ('expect':
+   1 for one "100-continue", 2 for anything else). Returns 1, or -1
+   (400). */
 static int check_names(hparser *hp, char *b) {
   uint32_t i, j;
   for (i = 0; i < hp->nh; i++) {
@@ -633,6 +960,13 @@ static int check_names(hparser *hp, char *b) {
       }
       if (c >= 'A' && c <= 'Z')
         b[f.off + j] = (char)(c + ('a' - 'A'));
+    }
+    if (f.len == 6 && memcmp(b + f.off, "expect", 6) == 0 &&
+        hp->p.type == HTTP_REQUEST) {
+      hspan v = trim(b, hp->h[2 * i + 1]);
+      hp->expect = hp->expect == 0 && ieq(b + v.off, v.len, "100-continue")
+                       ? 1
+                       : 2;
     }
   }
   return 1;
@@ -684,7 +1018,8 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
       return fail_status(L, hp->status);
     if (r > 0) {
       body_kind(hp);
-      push_message(L, hp, x->buf + x->off, n, consume_stream, x);
+      push_message(L, hp, x->buf + x->off, n, x->len - n, consume_stream,
+                   x);
       if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
         /* paused before the head's last LF: that completes it */
         const char *b = x->buf + x->off;
@@ -692,11 +1027,8 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
       }
       if (hp->phase == PH_ERROR)
         return fail_status(L, hp->status);
-      push_bodykind(L, hp);
-      lua_pushboolean(L, hp->keepalive);
-      lua_pushboolean(L, hp->upgrade);
       lgreen_stream_watched(&x->base);
-      return 4;
+      return push_results(L, hp);
     }
     if (x->rerr != 0) { /* "closed" (and true if a head had begun) */
       luaL_pushfail(L);
@@ -704,6 +1036,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
       lua_pushboolean(L, x->len > 0);
       return 3;
     }
+    drop_arena(L, hp);
     lua_pushboolean(L, 0); /* would wait */
     return 1;
   }
@@ -714,6 +1047,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
     hp->status = 431;
     return fail_status(L, 431);
   }
+  drop_arena(L, hp);
   if (x->len > 0 && hp->due <= 1) /* the head began: its own deadline */
     hp->due = lua_isnil(L, 5) ? 1
                               : lgreen_sock_deadline(lua_tonumber(L, 5));
@@ -749,7 +1083,8 @@ static int head_k(lua_State *L, int status, lua_KContext ctx) {
 ** http_head(sock, parser, wait, [idle_timeout], [head_timeout],
 ** [skipbody]): the next message's head from 'sock'. Returns the message
 ** table, its body kind (0 none, the length, -1 chunked, -2 until the end
-** of the stream), keep-alive and upgrade booleans; or false if 'wait' is
+** of the stream), keep-alive and the request's control (see
+** 'push_results'); or false if 'wait' is
 ** false and the head is not all buffered; or nil, err, [partial] where
 ** err is "closed", "timeout" (partial: some of a head had come) or
 ** another socket error, or nil, status (400, 414, 431, ...) for a bad
@@ -900,7 +1235,7 @@ static int l_http_body(lua_State *L) {
 /***
 ** http_head_tls(conn, parser, [skipbody]): as http_head with 'wait'
 ** false, from TLS connection 'conn''s plaintext: the message table, body
-** kind, keep-alive, upgrade; or false, begun if the head is not all
+** kind, keep-alive, control; or false, begun if the head is not all
 ** buffered (and the stream goes on; begun: some of it is); or nil,
 ** "closed", partial; or nil, status.
 */
@@ -924,17 +1259,14 @@ static int l_http_head_tls(lua_State *L) {
     return fail_status(L, hp->status);
   if (r > 0) {
     body_kind(hp);
-    push_message(L, hp, b, n, lgreen_tls_consume, t);
+    push_message(L, hp, b, n, len - n, lgreen_tls_consume, t);
     if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
       b = lgreen_tls_plain(t, &len, &eof);
       lgreen_tls_consume(t, run(hp, b, b, len));
     }
     if (hp->phase == PH_ERROR)
       return fail_status(L, hp->status);
-    push_bodykind(L, hp);
-    lua_pushboolean(L, hp->keepalive);
-    lua_pushboolean(L, hp->upgrade);
-    return 4;
+    return push_results(L, hp);
   }
   if (eof) {
     luaL_pushfail(L);
@@ -942,6 +1274,7 @@ static int l_http_head_tls(lua_State *L) {
     lua_pushboolean(L, len > 0);
     return 3;
   }
+  drop_arena(L, hp);
   lua_pushboolean(L, 0);
   lua_pushboolean(L, len > 0); /* a head has begun */
   return 2;
@@ -1033,10 +1366,34 @@ static int l_http_setmaxbody(lua_State *L) {
 ** =======================================================
 */
 
-/* Token characters (RFC 9110), for header names. */
+/* Token characters (RFC 9110), for header names: a table, made once. */
+static unsigned char tchars[256];
+
+static void init_tchars(void) {
+  const char *extra = "!#$%&'*+-.^_`|~";
+  int c;
+  for (c = 0; c < 256; c++)
+    tchars[c] = (unsigned char)((c >= 'a' && c <= 'z') ||
+                                (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9'));
+  for (; *extra; extra++)
+    tchars[(unsigned char)*extra] = 1;
+}
+
 static int is_tchar(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || (c != 0 && strchr("!#$%&'*+-.^_`|~", c));
+  return tchars[c];
+}
+
+
+/* Does v[0, n) hold a CR, LF or NUL (which could split a response)? */
+static int has_ctl(const char *v, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (c <= '\r' && (c == '\r' || c == '\n' || c == 0))
+      return 1;
+  }
+  return 0;
 }
 
 
@@ -1114,8 +1471,7 @@ static size_t put_line(lua_State *L, rout *p, size_t at, const char *k,
     luaL_error(L, "green.http: header %s: string or number expected, "
                "got %s", k, luaL_typename(L, -1));
   v = lua_tolstring(L, -1, &vn);
-  if (p->check && (memchr(v, '\r', vn) || memchr(v, '\n', vn) ||
-                    memchr(v, '\0', vn)))
+  if (p->check && has_ctl(v, vn))
     luaL_error(L, "green.http: header %s: value holds CR, LF or NUL", k);
   if (special == 'c' && has_close(v, vn))
     ri->keep = 0;
@@ -1154,9 +1510,7 @@ static size_t put_length(rout *p, size_t at, unsigned long long v) {
 #define A_STATUS 2
 #define A_HEADERS 3
 #define A_BODY 4
-#define A_HEADONLY 5
-#define A_VERSION 6
-#define A_KEEP 7
+#define A_KEEP 5
 
 /* A string body longer than this is not copied into the output: the Lua
    layer sends it after the head (mode "body"). */
@@ -1236,18 +1590,20 @@ static int special_name(const char *k, size_t kn) {
 
 /*
 ** Lay out the response (see l_http_response) at 'p', or, with 'p->p' NULL,
-** check it and count its bytes. Stack: the arguments 1-7.
+** check it and count its bytes. Stack: the arguments 1-5. The request
+** is the parser's last head (HEAD? HTTP/1.0?).
 */
 static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
   lua_Integer status = lua_tointeger(L, A_STATUS);
   int bt = lua_type(L, A_BODY);
-  int head_only = lua_toboolean(L, A_HEADONLY);
-  size_t vlen, at = 0;
-  const char *version = lua_tolstring(L, A_VERSION, &vlen);
-  int http10 = vlen == 3 && memcmp(version, "1.0", 3) == 0;
+  int head_only = hp->head_only;
+  size_t at = 0;
+  int http10 = hp->http10;
   int nobody = status < 200 || status == 204 || status == 304;
   int conn_given = 0;
-  int big = bt == LUA_TSTRING && lua_rawlen(L, A_BODY) > BIG_BODY;
+  size_t bl = 0;
+  const char *bs = bt == LUA_TSTRING ? lua_tolstring(L, A_BODY, &bl) : NULL;
+  int big = bl > BIG_BODY;
   const char *reason = http_status_str((enum http_status)status);
   char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
   ri->keep = lua_toboolean(L, A_KEEP);
@@ -1301,7 +1657,7 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
   }
   if (bt == LUA_TSTRING) {
     if (!nobody)
-      at = put_length(p, at, (unsigned long long)lua_rawlen(L, A_BODY));
+      at = put_length(p, at, (unsigned long long)bl);
     if (big && !nobody && !head_only)
       ri->mode = 4;
   } else if (bt == LUA_TFUNCTION) {
@@ -1330,7 +1686,7 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
   }
   PUTS("\r\n");
   if (bt == LUA_TSTRING && !nobody && !head_only && !big)
-    at = put(p, at, lua_tostring(L, A_BODY), lua_rawlen(L, A_BODY));
+    at = put(p, at, bs, bl);
   return at;
 }
 
@@ -1371,9 +1727,11 @@ static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
 
 
 /*
-** http_response(parser, status, headers, body, head_only, version, keep):
-** lay out the response's head (and a string body) at the end of the
-** parser's output (see http_output), and say how the body goes on:
+** http_response(parser, status, headers, body, keep): lay out the
+** response to the parser's last request head (without a body if it was
+** a HEAD; HTTP/1.0's framing if it was 1.0) and its string body at the
+** end of the parser's output (see http_output), and say how the body
+** goes on:
 ** returns keep, pending, mode, length where pending is the bytes of
 ** output now waiting and mode is nil (all in the output), "chunked",
 ** "length" (the handler's Content-Length, 'length' bytes from a function
@@ -1394,7 +1752,8 @@ static int l_http_response(lua_State *L) {
   rinfo ri;
   rout o;
   size_t n;
-  luaL_checkstring(L, A_VERSION);
+  if (hp->p.type != HTTP_REQUEST || hp->phase == PH_HEAD)
+    return luaL_error(L, "http: no request head to answer");
   if (!lua_isinteger(L, A_STATUS) || status < 100 || status > 999)
     return luaL_error(L, "green.http: the handler returned status %s (an "
                       "integer 100-999 expected)",
@@ -1456,6 +1815,47 @@ static int l_http_output(lua_State *L) {
   return 1;
 }
 
+
+/*
+** http_flush(sock, parser): send the parser's output on stream socket
+** 'sock' as far as that goes without waiting (into the kernel, then the
+** socket's write queue up to its bound), straight from the output
+** buffer: no Lua string for it. Returns true when all of it went, else
+** the rest as a string for the caller's sendall (when the socket's
+** writers wait, or the kernel and the queue are full), or nil, err if
+** the socket failed. The output is empty after it.
+*/
+static int l_http_flush(lua_State *L) {
+  hparser *hp;
+  lstream *x = check_args(L, &hp);
+  size_t pos = 0;
+  if (hp->olen == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (x == NULL || (x->base.flags & LSOCK_SHUT_WR)) {
+    hp->olen = 0;
+    return lgreen_sock_fail(L, UV_EOF);
+  }
+  if (gl_link_empty(&x->base.writers))
+    lgreen_stream_write(x, hp->ob, &pos, hp->olen);
+  if (x->werr != 0) {
+    hp->olen = 0;
+    return lgreen_sock_fail(L, x->werr);
+  }
+  if (pos < hp->olen)
+    lua_pushlstring(L, hp->ob + pos, hp->olen - pos);
+  else
+    lua_pushboolean(L, 1);
+  hp->olen = 0;
+  if (hp->ocap > KEEP_OUTPUT) {
+    free(hp->ob);
+    hp->ob = NULL;
+    hp->ocap = 0;
+  }
+  return 1;
+}
+
 /* }====================================================== */
 
 
@@ -1506,14 +1906,18 @@ static const luaL_Reg funcs[] = {
     {"http_setmaxbody", l_http_setmaxbody},
     {"http_response", l_http_response},
     {"http_output", l_http_output},
+    {"http_flush", l_http_flush},
     {"http_parse_url", l_http_parse_url},
+    {"http_request_index", l_http_request_index},
     {NULL, NULL},
 };
 
 
 void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   (void)hub;
-  /* upvalues: the hub, the socket state, the metatable, the keys */
+  init_tchars();
+  /* upvalues: the hub, the socket state, the metatable, the keys, then
+     the UV_* ones */
   lgreen_sock_pushstate(L);
   luaL_newmetatable(L, LGREEN_HTTP_PARSER);
   luaL_setfuncs(L, parser_meta, 0);
@@ -1525,5 +1929,14 @@ void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
       lua_rawseti(L, -2, i + 1);
     }
   }
-  lgreen_register(L, funcs, 3);
+  lua_pushliteral(L, "method");
+  lua_pushliteral(L, "path");
+  lua_pushliteral(L, "query");
+  lua_pushliteral(L, "version");
+  lua_pushliteral(L, "GET");
+  lua_pushliteral(L, "1.1");
+  lua_newtable(L); /* the raw heads' metatable */
+  lua_pushliteral(L, "green.http.rawhead");
+  lua_setfield(L, -2, "__name");
+  lgreen_register(L, funcs, NUPVALUES - 1);
 }

@@ -419,7 +419,8 @@ static void write_some(lstream *x, const char *data, size_t *pos,
 
 
 /* write_some for green.tls (tls.c), which sends its ciphertext from its
-   own buffer: what it could not hand over stays there. */
+   own buffer: what it could not hand over stays there; and for http.c's
+   http_flush, which sends the parser's output buffer. */
 void lgreen_stream_write(lstream *x, const char *data, size_t *pos,
                          size_t end) {
   write_some(x, data, pos, end);

@@ -91,6 +91,64 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("keeps each request's fields for a handler that looks at them later",
+     function()
+    green_run(function()
+      local kept = {}
+      local port, stop = start(function(req)
+        kept[#kept + 1] = req -- nothing read yet
+        return 200, nil, "ok"
+      end)
+      local r = raw(port, "GET /1?q=1 HTTP/1.1\r\nX-N: one\r\nX-Rep: a\r\n"
+        .. "x-rep: b\r\n\r\nPOST /2 HTTP/1.1\r\nX-N:  two \r\n"
+        .. "Content-Length: 2\r\n\r\nhiGET /3 HTTP/1.0\r\n\r\n")
+      assert.matches("ok$", r)
+      assert.are.equal(3, #kept)
+      -- the connection has moved on (and closed): each request still has
+      -- its own head
+      local a, b, c = kept[1], kept[2], kept[3]
+      assert.are.same({ "GET", "/1", "q=1", "1.1" },
+                      { a.method, a.path, a.query, a.version })
+      assert.are.equal("one", a.headers["X-N"])
+      assert.are.same({ "a", "b" }, a.headers["x-rep"])
+      assert.are.equal(a.headers, a.headers) -- made once
+      assert.are.same({ "POST", "/2", "two", "2" },
+        { b.method, b.path, b.headers["x-n"], b.headers["Content-Length"] })
+      assert.are.same({}, c.headers)
+      assert.are.same({ "GET", "/3", "1.0" }, { c.method, c.path, c.version })
+      for _, req in ipairs(kept) do
+        assert.matches("^127%.0%.0%.1:%d+$", req.remote_addr)
+        assert.are.equal("function", type(req.body))
+      end
+      local n = 0
+      for k, v in pairs(a.headers) do
+        assert.are.equal("string", type(k))
+        assert.is_not_nil(v)
+        n = n + 1
+      end
+      assert.are.equal(2, n)
+      -- a private field (the raw head's place: a userdata key, an offset)
+      -- overwritten by the handler breaks nothing
+      local key
+      for k in pairs(c) do
+        if type(k) == "userdata" then key = k end
+      end
+      assert.is_not_nil(key)
+      for _, bad in ipairs { io.stdout, -8, 3, 8, 1 << 40, math.mininteger,
+                             1.5, "8" } do
+        c[key] = bad
+        c.headers = nil
+        local hs = c.headers -- nil, or whatever record is there: no crash
+        assert.is_true(hs == nil or type(hs) == "table")
+      end
+      c[key] = nil
+      c.headers = nil
+      assert.is_nil(c.headers)
+      assert.is_nil(c.remote_addr)
+      stop()
+    end)
+  end)
+
   it("keeps connections alive and answers pipelined requests in order",
      function()
     green_run(function()
@@ -122,12 +180,15 @@ describe("green.http.serve", function()
     green_run(function()
       local n = 10000
       local port, stop = start(function(req)
-        return 200, nil, req.path
+        return 200, nil, req.path .. "=" .. req.headers["X-I"]
       end)
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(30)
       local reqs = {}
-      for i = 1, n do reqs[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      -- (their raw heads share arenas: each still has its own)
+      for i = 1, n do
+        reqs[i] = "GET /" .. i .. " HTTP/1.1\r\nX-I: " .. i .. "\r\n\r\n"
+      end
       local writer = green.spawn(c.send, c, table.concat(reqs))
       local seen = 0
       for i = 1, n do
@@ -137,11 +198,41 @@ describe("green.http.serve", function()
           local l = assert(c:receive())
           len = len or tonumber(l:match("^Content%-Length: (%d+)"))
         until l == ""
-        assert.are.equal("/" .. i, c:receive(len))
+        assert.are.equal("/" .. i .. "=" .. i, c:receive(len))
         seen = i
       end
       assert.are.equal(n, seen)
       writer:wait()
+      c:close()
+      stop()
+    end)
+  end)
+
+  it("keeps pipelined responses in order past what the socket takes at "
+     .. "once", function()
+    green_run(function()
+      local n, size = 5000, 4000 -- 20 MB of responses, none read at first
+      local conn_thread
+      local port, stop = start(function(req)
+        conn_thread = green.getcurrent()
+        local i = req.path:sub(2)
+        return 200, nil, i .. ("."):rep(size - #i)
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(30)
+      local reqs = {}
+      for i = 1, n do reqs[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      assert(c:send(table.concat(reqs)))
+      -- the kernel and the socket's queue are full: the server's flush
+      -- gave the rest to sendall, which waits for this reader
+      h.eventually(function() return conn_thread end, "a request")
+      h.until_suspended(conn_thread, "socket:sendall")
+      for i = 1, n do
+        assert.are.equal("HTTP/1.1 200 OK", c:receive())
+        repeat local l = assert(c:receive()) until l == ""
+        local body = assert(c:receive(size))
+        assert.are.equal(tostring(i), body:match("^%d+"))
+      end
       c:close()
       stop()
     end)
@@ -272,6 +363,73 @@ describe("green.http.serve", function()
         .. "GET /2 HTTP/1.1\r\nConnection: close\r\n\r\n")
       assert.matches("hello POST /1.*hello GET /2$", r)
       stop()
+    end)
+  end)
+
+  it("applies a body limit set by req:body(max) or a drain to its own "
+     .. "request only", function()
+    green_run(function()
+      local port, stop = start(function(req)
+        if req.path == "/small" then
+          return 200, nil, "[" .. assert(req:body(5)) .. "]"
+        end
+        if req.path == "/unread" then return 200, nil, "unread" end
+        local body, err = req:body()
+        return 200, nil, body and ("#" .. #body) or err
+      end)
+      -- each next chunked body (100 and 100,000 bytes) is within the
+      -- server's max_body_size, beyond the 5 bytes and the 64 KB drain
+      -- limit the request before it had
+      local function chunked(n)
+        return "POST /big HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+          .. ("%x\r\n"):format(n) .. ("z"):rep(n) .. "\r\n0\r\n\r\n"
+      end
+      local r = raw(port, "POST /small HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
+        .. "abc" .. chunked(100) .. "POST /unread HTTP/1.1\r\nContent-Length: "
+        .. "10\r\n\r\n0123456789" .. chunked(100000)
+        .. "GET /end HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local bodies = {}
+      for b in r:gmatch("\r\n\r\n([^H]*)") do
+        bodies[#bodies + 1] = b
+      end
+      assert.are.same({ "[abc]", "#100", "unread", "#100000", "#0" }, bodies)
+      stop()
+    end)
+  end)
+
+  it("reports an error of opts.log and closes that connection only",
+     function()
+    green_run(function()
+      local seen = reported(function()
+        local port, stop = start(hello, { log = function(req)
+          if req.path == "/bad" then error("log failed") end
+        end })
+        local r = raw(port, "GET /bad HTTP/1.1\r\n\r\n"
+                            .. "GET /next HTTP/1.1\r\n\r\n")
+        -- answered (the log runs after the response), then closed
+        assert.matches("^HTTP/1%.1 200 OK.*hello GET /bad$", r)
+        r = raw(port, "GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert.matches("hello GET /ok$", r)
+        assert.are.same({ nil, "closed" }, { stop() })
+      end)
+      assert.are.equal(1, #seen)
+      assert.matches("log failed", tostring(seen[1].err))
+      assert.are.equal("http", seen[1].what)
+    end)
+  end)
+
+  it("stops at once when a handler raises green.StopServe", function()
+    green_run(function()
+      local srv, port = listen()
+      local gt = green.spawn(green.http.serve, srv, function(req)
+        if req.path == "/stop" then error(green.StopServe) end
+        return 200, nil, "ok"
+      end, { graceful_timeout = 60 })
+      raw(port, "GET /stop HTTP/1.1\r\n\r\n")
+      -- no graceful wait (60 s) for the connection that raised it
+      h.eventually(function() return gt:dead() end, 20, "serve returned")
+      gt:wait()
+      srv:close()
     end)
   end)
 

@@ -11,9 +11,9 @@ local common = require "green.http.common"
 local serve_mod = require "green.serve"
 
 local http_parser, http_head, http_body, http_state, http_setmaxbody,
-      http_response, http_output = core.http_parser, core.http_head,
-  core.http_body, core.http_state, core.http_setmaxbody, core.http_response,
-  core.http_output
+      http_response, http_output, http_flush = core.http_parser,
+  core.http_head, core.http_body, core.http_state, core.http_setmaxbody,
+  core.http_response, core.http_output, core.http_flush
 local getcurrent = core.getcurrent
 local status_line, date_line = common.status_line, common.date_line
 local Headers = common.Headers
@@ -21,9 +21,9 @@ local is_tls, tls_head, tls_body = common.is_tls, common.tls_head,
   common.tls_body
 local StopServe = serve_mod.StopServe
 
-local concat, type, pairs, tostring, error, xpcall, rawget =
-  table.concat, type, pairs, tostring, error, xpcall, rawget
-local traceback, format, lower = debug.traceback, string.format, string.lower
+local concat, type, pairs, tostring, error, xpcall =
+  table.concat, type, pairs, tostring, error, xpcall
+local traceback, format = debug.traceback, string.format
 local math_type = math.type
 
 local M = {}
@@ -51,8 +51,9 @@ local FLUSH_AT = 64 * 1024
 -- this much; beyond it the connection is closed instead.
 local DRAIN_MAX = 64 * 1024
 
+-- The requests' metatable: its methods, and (bindings/http.c) `headers`
+-- made from the raw head at its first use, `conn` and `remote_addr`.
 local Request = {}
-Request.__index = Request
 Request.__name = "green.http.Request"
 
 --- Error bodies the server writes itself.
@@ -65,13 +66,23 @@ local function simple(status, keep)
 end
 
 -- Send the responses that wait in the parser's output (laid out there by
--- http_response, for pipelined requests).
+-- http_response, for pipelined requests): on a plain socket straight
+-- from the output (http_flush), sendall only for what cannot go at once.
 local function flush(c)
-  local data = http_output(c.parser)
-  if not data then return true end
-  local ok, err = c.sock:sendall(data)
-  if not ok then c.broken = err return false end
-  return true
+  local data, err
+  if c.tls then
+    data = http_output(c.parser)
+    if not data then return true end
+  else
+    data, err = http_flush(c.sock, c.parser)
+    if data == true then return true end
+  end
+  if data then
+    data, err = c.sock:sendall(data)
+    if data then return true end
+  end
+  c.broken = err
+  return false
 end
 
 local function queue(c, data)
@@ -179,18 +190,10 @@ end
 
 -- {=== responses
 
--- Write the handler's response: its head (and a string body) is laid out
--- in C at the end of the parser's output (bindings/http.c,
--- http_response), sent when no further request is buffered or FLUSH_AT
--- bytes wait. Returns keep (the connection goes on) or false.
-local function respond(c, req, status, hs, body, keep)
-  local pending, stream, clen
-  keep, pending, stream, clen = http_response(c.parser, status, hs, body,
-    req.method == "HEAD", req.version, keep)
-  if not stream then
-    if pending >= FLUSH_AT and not flush(c) then return false end
-    return keep
-  end
+-- The rest of a response whose head http_response laid out: a long
+-- string body, sent as it is, or a function body streamed. Returns keep
+-- or false.
+local function send_body(c, body, stream, clen, keep)
   if not flush(c) then return false end
   local sock = c.sock
   if stream == "body" then -- a long string body, sent as it is
@@ -236,16 +239,6 @@ local function respond(c, req, status, hs, body, keep)
   return keep
 end
 
--- One request, under xpcall: the handler, then its response (unless the
--- request failed meanwhile, or a WebSocket took the connection). Returns
--- the status and keep.
-local function handle(c, req, keep)
-  local status, hs, body = c.handler(req)
-  if c.upgraded or c.failed then return status, false end
-  if c.srv.stopping then keep = false end -- stopped while it ran
-  return status, respond(c, req, status, hs, body, keep)
-end
-
 -- }===
 
 -- The handler's error, with its traceback for the report.
@@ -267,89 +260,90 @@ local function drain(c, req)
   end
 end
 
--- One connection: requests until it closes, fails, or the server stops.
+-- The requests of one connection until it closes, fails, or the server
+-- stops; under one xpcall (see connection). While a request's handler
+-- runs and its response is written, c.req is that request: an error
+-- then is that request's 500.
+local function requests(c)
+  local sock, parser, srv, o = c.sock, c.parser, c.srv, c.o
+  local handler, log = c.handler, o.log
+  local head = c.tls and tls_head or http_head
+  while true do
+    local req, kind, keep, ctl = head(sock, parser, false)
+    if req == false then
+      if not flush(c) or srv.stopping then return end
+      c.idle = true
+      req, kind, keep, ctl = head(sock, parser, true, o.keepalive_timeout,
+                                  o.header_timeout)
+      c.idle = false
+    end
+    if not req then
+      local status = math_type(kind) == "integer" and kind
+        or kind == "timeout" and keep and 408 -- a head had begun
+      if status then
+        queue(c, simple(status, false))
+        if log then log({ remote_addr = c.addr }, status) end
+      end
+      return
+    end
+    if ctl and ctl ~= true then -- refused before the handler (505, 413, 417)
+      queue(c, simple(ctl, false))
+      if log then log(req, ctl) end
+      return
+    end
+    c.req, c.bodykind, c.expect = req, kind, ctl
+    c.failed, c.bodytext, c.started = false, false, false
+    local status, hs, body = handler(req)
+    if c.upgraded then return end -- a WebSocket owns the socket now
+    if c.failed then -- the request was at fault (body too large, ...)
+      status, keep = c.failed, false
+      queue(c, simple(status, false))
+    else
+      if srv.stopping then keep = false end -- a stop: its last response
+      local pending, stream, clen
+      keep, pending, stream, clen = http_response(parser, status, hs, body,
+                                                  keep)
+      if stream then
+        keep = send_body(c, body, stream, clen, keep)
+      elseif pending >= FLUSH_AT and not flush(c) then
+        keep = false
+      end
+    end
+    if keep and (srv.stopping or kind ~= 0 and not drain(c, req)) then
+      keep = false
+    end
+    c.req = false
+    if log then log(req, status) end
+    if not keep or c.broken then return end
+  end
+end
+
+-- One connection: its requests (see requests), then the end.
 local function connection(srv, sock, addr)
   local o = srv.o
   local c = {
     sock = sock, parser = false, o = o, srv = srv, handler = srv.handler,
-    bodykind = 0, expect = false, req = false, failed = false,
+    addr = addr, bodykind = 0, expect = false, req = false, failed = false,
     broken = false, bodytext = false, idle = false, started = false,
     thread = getcurrent(), tls = is_tls(sock),
   }
-  local parser = http_parser("request", o.max_header_size, o.max_headers,
-                             o.max_body_size, Request, Headers, c, addr)
-  c.parser = parser
+  c.parser = http_parser("request", o.max_header_size, o.max_headers,
+                         o.max_body_size, Request, Headers, c, addr)
   srv.conns[c] = true
   sock:settimeout(o.send_timeout)
-  local log = o.log
-  local head = c.tls and tls_head or http_head
-  while true do
-    local req, kind, keep = head(sock, parser, false)
-    if req == false then
-      if not flush(c) then break end
-      if srv.stopping then break end
-      c.idle = true
-      req, kind, keep = head(sock, parser, true, o.keepalive_timeout,
-                             o.header_timeout)
-      c.idle = false
+  local ok, e = xpcall(requests, catch, c)
+  if not ok then
+    if e == StopServe or e == core.GreenletExit then
+      flush(c)
+      srv.conns[c] = nil
+      error(e, 0)
     end
-    if not req then
-      if math_type(kind) == "integer" then
-        queue(c, simple(kind, false))
-        if log then log({ remote_addr = addr }, kind) end
-      elseif kind == "timeout" and keep then -- a head had begun
-        queue(c, simple(408, false))
-        if log then log({ remote_addr = addr }, 408) end
-      end
-      break
-    end
-    c.req, c.bodykind, c.failed, c.bodytext = req, kind, false, false
-    c.started = false
-    local version = req.version
-    c.expect = false
-    local expect = rawget(req.headers, "expect")
-    local status
-    if version ~= "1.1" and version ~= "1.0" then
-      status, keep = 505, false
-    elseif kind > o.max_body_size then
-      status, keep = 413, false
-    elseif expect then
-      if version == "1.1" and type(expect) == "string"
-         and lower(expect) == "100-continue" then
-        c.expect = true
-      else
-        status, keep = 417, false
-      end
-    end
-    if status then
-      queue(c, simple(status, false))
-      if log then log(req, status) end
-      break
-    end
-    if srv.stopping then keep = false end
-    local ok
-    ok, status, keep = xpcall(handle, catch, c, req, keep)
-    if c.upgraded then break end -- a WebSocket owns the socket now
-    if not ok then
-      local e = status
-      if e == StopServe or e == core.GreenletExit then
-        flush(c)
-        error(e, 0)
-      end
-      core.report(getcurrent(), e.err, e.traceback, "http")
-      status, keep = 500, false
+    core.report(getcurrent(), e.err, e.traceback, "http")
+    local req = c.req
+    if req then -- its handler or response failed: a 500
       if not c.started and not c.broken then queue(c, simple(500, false)) end
-    elseif c.failed then -- the request was at fault (body too large, ...)
-      status = c.failed
-      keep = false
-      queue(c, simple(status, false))
+      if o.log then o.log(req, 500) end
     end
-    if log then log(req, status) end
-    if keep and (srv.stopping or c.bodykind ~= 0 and not drain(c, req)) then
-      keep = false
-    end
-    if not keep or c.broken then break end
-    c.req = false
   end
   flush(c)
   srv.conns[c] = nil
@@ -434,6 +428,8 @@ function M.serve(server, handler, opts)
   if not ok then error(r1, 0) end
   return r1, r2
 end
+
+Request.__index = core.http_request_index(Request, Headers)
 
 M.Request = Request
 M.DEFAULTS = DEFAULTS
