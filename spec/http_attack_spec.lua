@@ -323,3 +323,34 @@ describe("green.http.serve under attack", function()
     end)
   end)
 end)
+
+describe("green.http.serve's drain", function()
+  it("fails without a second response when another thread reads the body",
+     function()
+    green_run(function()
+      local reader, seen
+      local old = green.on_error(function(_, e) seen = tostring(e) end)
+      local srv = assert(green.listen("127.0.0.1", 0))
+      local _, port = srv:getsockname()
+      local gt = green.spawn(green.http.serve, srv, function(req)
+        -- a thread of the handler's reads the body the handler left: the
+        -- server's drain of it is a second reader
+        reader = green.spawn(function() return req:body() end)
+        h.until_suspended(reader, "http: reading a body")
+        return 200, nil, "a"
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(10)
+      assert(c:send("POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n"))
+      local r = c:receive("*a")
+      c:close()
+      srv:close()
+      gt:wait()
+      green.on_error(old)
+      -- the one response, then the connection's end: no 500 after it
+      assert.matches("^HTTP/1%.1 200 OK\r\n.-\r\n\r\na$", r)
+      assert.matches("Second simultaneous read", seen)
+      assert.are.same({ nil, "closed" }, { reader:wait() })
+    end)
+  end)
+end)

@@ -309,6 +309,9 @@ local function requests(c)
         keep = false
       end
     end
+    -- the response is laid out: an error from here on (in drain) must
+    -- not add a 500 after it
+    c.started = true
     if keep and (srv.stopping or kind ~= 0 and not drain(c, req)) then
       keep = false
     end
