@@ -259,7 +259,8 @@ describe("green.http.serve under attack", function()
       assert.matches("POST/4%[xy%]", r)
       assert.matches("GET/5%[%]$", r)
       assert.is_nil(r:find("HEAD/1", 1, true)) -- no body for HEAD
-      assert.matches("^HTTP/1%.1 200 OK\r\n[^\r]*\r\nContent%-Length: 8\r\n\r\nHTTP", r)
+      assert.matches(
+        "^HTTP/1%.1 200 OK\r\n[^\r]*\r\nContent%-Length: 8\r\n\r\nHTTP", r)
       alive(port)
       stop()
     end)
