@@ -1026,7 +1026,12 @@ static int send_go(lua_State *L, uint64_t due, int waited) {
     if (s == NULL || t->ssl == NULL)
       return send_done(L, waited, "closed", pos);
     err = opush(t, LSTREAM(s));
-    if (t->osent >= target) { /* this step's output is out */
+    /* Other writers wait (one of them maybe mid-send): this send
+       encrypts nothing before it heads the queue (it is woken there), so
+       each send's records go out whole, as a plain socket's writers
+       queue. */
+    if (t->osent >= target && (waited || gl_link_empty(&s->writers))) {
+      /* this step's output is out */
       size_t n;
       int e;
       if (pos >= j) {
@@ -1325,6 +1330,18 @@ static int l_input(lua_State *L) {
   return pump(L, 1, l_input);
 }
 
+
+/* tls.reading(sock): a receive's check before it takes plaintext already
+   decrypted: eventlet's "Second simultaneous read" error if another
+   thread waits to read 'sock' (it would take bytes that thread waits
+   on), as a plain socket's receive raises. */
+static int l_reading(lua_State *L) {
+  lsock **pp = lgreen_sock_checkstream(L);
+  if (*pp != NULL)
+    (void)lgreen_sock_first(L, *pp, &(*pp)->readers, "read");
+  return 0;
+}
+
 /* }------ */
 
 /* }====================================================== */
@@ -1594,6 +1611,7 @@ static const luaL_Reg tls_sock_funcs[] = {{"send", l_send},
                                           {"flush", l_flush},
                                           {"fill", l_fill},
                                           {"input", l_input},
+                                          {"reading", l_reading},
                                           {NULL, NULL}};
 
 

@@ -18,8 +18,8 @@ local core = require "green.core"
 local semaphore = require "green.semaphore"
 
 local ctls = core.tls
-local csend, cflush, cfill, cinput = ctls.send, ctls.flush, ctls.fill,
-  ctls.input
+local csend, cflush, cfill, cinput, creading = ctls.send, ctls.flush,
+  ctls.fill, ctls.input, ctls.reading
 local now = core.now
 local type, tostring, error, pcall = type, tostring, error, pcall
 local setmetatable, pairs, ipairs = setmetatable, pairs, ipairs
@@ -343,6 +343,7 @@ local function read(self, mode, count, prefix)
   local conn = self.conn
   if self.fast then
     local sock, limit, ferr = self.sock, self.limit, nil
+    creading(sock) -- another thread waits in a fill: refused
     while true do
       if conn ~= self.conn then -- closed meanwhile
         if mode == "s" then return nil, "closed" end

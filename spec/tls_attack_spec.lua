@@ -1,0 +1,286 @@
+-- green.tls's C path (core.tls send/flush/fill/input) under attack:
+-- kills, timeouts and closes at every wait, resets mid-record, readers
+-- and writers that collide, finalizers that close the socket. Every case
+-- must end without a memory error (the suite runs under ASan), lose or
+-- mix no byte, and leave the hub empty.
+local green = require "green"
+local h = require "helper"
+local S = require "tls_support"
+
+local dir
+setup(function() dir = S.certs() end)
+teardown(function() S.cleanup(dir) end)
+
+-- Read n bytes from s (bounded by its timeout).
+local function take(s, n)
+  s:settimeout(20)
+  return assert(s:receive(n))
+end
+
+describe("green.tls under attack", function()
+  it("a send bigger than one record run arrives whole, before a later "
+     .. "writer's", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local big = ("a"):rep(30000000)
+      local a = green.spawn(function() return c:sendall(big) end)
+      h.until_suspended(a, "socket:sendall") -- the peer does not read yet
+      local b = green.spawn(function() return c:sendall("BBBB") end)
+      s:setlimit(nil)
+      local got = take(s, #big + 4)
+      assert.is_true(a:wait())
+      assert.is_true(b:wait())
+      assert.are.equal(#big, got:find("B", 1, true) - 1)
+      assert.are.equal(big .. "BBBB", got)
+      c:close(); s:close()
+    end)
+  end)
+
+  it("a later writer that times out behind a big send sends nothing",
+     function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local big = ("a"):rep(30000000)
+      local a = green.spawn(function() return c:sendall(big) end)
+      h.until_suspended(a, "socket:sendall")
+      c:settimeout(0.05)
+      assert.are.same({ nil, "timeout", 0 }, { c:sendall("BBBB") })
+      c:settimeout(nil)
+      s:setlimit(nil)
+      local got = take(s, #big)
+      assert.is_true(a:wait())
+      assert.are.equal(big, got)
+      c:send("end\n")
+      assert.are.equal("end", s:receive())
+      c:close(); s:close()
+    end)
+  end)
+
+  it("refuses a second reader even when some plaintext is buffered",
+     function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local r1 = green.spawn(function() return s:receive("*l") end)
+      c:send("abc") -- part of r1's line: r1 goes on waiting
+      h.eventually(function()
+        local n = s.conn:buffered()
+        return n == 3 and h.suspended(r1, "socket:receive")
+      end, 10, "r1 waiting with abc buffered")
+      local ok, err = pcall(s.receive, s, 1)
+      assert.is_false(ok)
+      assert.matches("Second simultaneous read", err)
+      c:send("def\n")
+      assert.are.equal("abcdef", r1:wait())
+      c:close(); s:close()
+    end)
+  end)
+
+  it("kills a reader and a writer at each of their waits; nothing is lost"
+     .. " or mixed", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local sent, got = {}, {}
+      local writer_runs, reader_runs = 0, 0
+      local n = 0
+      for round = 1, 20 do
+        -- a writer of big lines, killed wherever it waits
+        local w = green.spawn(function()
+          for i = 1, 5 do
+            local line = ("w%d.%d:"):format(round, i)
+              .. ("x"):rep(100000) .. "\n"
+            local ok, err, last = c:sendall(line)
+            assert(ok, err)
+            sent[#sent + 1] = line
+            assert(last == nil)
+          end
+          writer_runs = writer_runs + 1
+        end)
+        -- a reader that takes some, and is killed in its wait
+        local r = green.spawn(function()
+          while true do
+            local line = s:receive("*l")
+            if not line then return end
+            got[#got + 1] = line .. "\n"
+          end
+        end)
+        for _ = 1, round do green.sleep(0) end
+        if not w:dead() then w:kill() end
+        if not r:dead() then r:kill() end
+        n = n + 1
+        reader_runs = reader_runs + 1
+      end
+      assert.are.equal(20, n)
+      -- all the sends that returned are whole and in order; whatever a
+      -- killed writer encrypted goes out first with the next send
+      assert(c:sendall("end\n"))
+      s:settimeout(30)
+      while true do
+        local line = assert(s:receive("*l"))
+        if line == "end" then break end
+        got[#got + 1] = line .. "\n"
+      end
+      local i = 1
+      for _, line in ipairs(got) do
+        assert.matches("^w%d+%.%d+:x+\n$", line)
+        assert.are.equal(100000, #line:match(":(x+)"))
+        if sent[i] == line then i = i + 1 end
+      end
+      assert.are.equal(#sent + 1, i) -- every completed send arrived
+      assert(writer_runs >= 0 and reader_runs == 20)
+      c:close(); s:close()
+    end)
+  end)
+
+  it("times out a reader and a writer at each wait, then carries on",
+     function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local big = ("q"):rep(3000000)
+      c:settimeout(0.01)
+      local pos, tries = 0, 0
+      local reader = green.spawn(function()
+        local parts = {}
+        s:settimeout(0.01)
+        local total = 0
+        while total < #big do
+          local data, err, partial = s:receive(#big - total)
+          data = data or partial
+          if data ~= "" then
+            parts[#parts + 1] = data
+            total = total + #data
+          end
+          assert(data or err == "timeout", err)
+        end
+        return table.concat(parts)
+      end)
+      while pos < #big and tries < 100000 do
+        tries = tries + 1
+        local r, err, last = c:send(big, pos + 1)
+        if r then pos = r else
+          assert.are.equal("timeout", err)
+          pos = last
+        end
+      end
+      assert.are.equal(#big, pos)
+      assert.are.equal(big, reader:wait())
+      c:close(); s:close()
+    end)
+  end)
+
+  it("closes the socket while a reader and a writer both wait", function()
+    green_run(function()
+      for _ = 1, 5 do
+        local c, s = S.pair(dir)
+        local w = green.spawn(function()
+          return c:sendall(("z"):rep(5000000))
+        end)
+        local r = green.spawn(function() return c:receive("*l") end)
+        h.until_suspended(w, "socket:sendall")
+        h.until_suspended(r, "socket:receive")
+        c:close()
+        local ok, err = w:wait()
+        assert.is_nil(ok)
+        assert.are.equal("closed", err)
+        assert.are.same({ nil, "closed", "" }, { r:wait() })
+        s:close()
+      end
+    end)
+  end)
+
+  it("the peer resets mid-record: readers and writers get an error",
+     function()
+    green_run(function()
+      local srv = assert(green.listen("127.0.0.1", 0))
+      local _, port = srv:getsockname()
+      local peer = green.spawn(function()
+        local a = assert(srv:accept())
+        -- a TLS client hello's first bytes, then a reset
+        a:settimeout(10)
+        a:receive(5)
+        a:setoption("linger", { on = true, timeout = 0 })
+        a:close()
+      end)
+      local c, err = green.connect("127.0.0.1", port, {
+        tls = { cafile = dir .. "/ca.pem", server_name = "localhost" } })
+      local ok = nil
+      if c then
+        c:settimeout(10)
+        ok, err = c:handshake()
+        c:close()
+      end
+      peer:wait()
+      assert.is_nil(ok)
+      assert.is_string(err)
+      srv:close()
+      -- mid-record in an established connection: half a record, reset
+      local c2, s2 = S.pair(dir)
+      local raw = s2.sock
+      assert(c2:send(("r"):rep(10000)))
+      local r = green.spawn(function() return s2:receive(20000) end)
+      h.until_suspended(r, "socket:receive")
+      c2.sock:setoption("linger", { on = true, timeout = 0 })
+      c2.sock:send("\23\3\3\1\0" .. ("j"):rep(100)) -- half a record
+      c2.sock:close()
+      local d, e, partial = r:wait()
+      assert.is_nil(d)
+      assert.is_string(e)
+      assert.are.equal(("r"):rep(10000), partial)
+      local w = { s2:sendall(("x"):rep(5000000)) }
+      assert.is_nil(w[1])
+      assert(raw)
+      c2:close(); s2:close()
+    end)
+  end)
+
+  it("a huge send, then a kill: the next send and close lose nothing "
+     .. "sent before", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      local w = green.spawn(function()
+        return c:sendall(("h"):rep(20 * 1024 * 1024))
+      end)
+      h.until_suspended(w, "socket:sendall")
+      w:kill()
+      local n = 0
+      local reader = green.spawn(function()
+        s:settimeout(30)
+        s:setlimit(nil)
+        while true do
+          local line = assert(s:receive("*l"))
+          if line == "after" then break end
+          assert.is_nil(line:find("[^h]"))
+          n = n + #line
+        end
+      end)
+      assert(c:sendall("\nafter\n"))
+      reader:wait()
+      assert(n > 0 and n <= 20 * 1024 * 1024)
+      c:close(); s:close()
+    end)
+  end)
+
+  it("a finalizer that closes the socket while a send waits", function()
+    green_run(function()
+      for round = 1, 10 do
+        local c, s = S.pair(dir)
+        local w = green.spawn(function()
+          return c:sendall(("f"):rep(30000000))
+        end)
+        h.until_suspended(w, "socket:sendall")
+        setmetatable({}, { __gc = function() c:close() end })
+        if round % 2 == 0 then collectgarbage() end
+        -- the peer reads: the writer wakes, maybe into the finalizer
+        s:settimeout(10)
+        for _ = 1, 400 do
+          local got = s:receive(100000)
+          if not got then break end
+          for i = 1, 200 do got = { i, got } end -- garbage: GC steps
+        end
+        collectgarbage()
+        local ok, err = w:wait()
+        assert(ok or err == "closed", err)
+        c:close(); s:close()
+      end
+    end)
+  end)
+end)
