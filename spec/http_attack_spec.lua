@@ -313,7 +313,8 @@ describe("green.http.serve under attack", function()
         end)
         for _ = 1, 30 do
           raw(port, pipelined(30) .. "POST /p HTTP/1.1\r\nContent-Length: 4"
-            .. "\r\n\r\nabcd" .. pipelined(30))
+            .. "\r\n\r\nabcd" .. pipelined(30)
+            .. "GET /last HTTP/1.1\r\nConnection: close\r\n\r\n")
         end
       end)
       collectgarbage("incremental", 200, 100)
