@@ -284,3 +284,65 @@ describe("green.tls under attack", function()
     end)
   end)
 end)
+
+describe("green.http.serve over TLS under attack", function()
+  it("pipelined requests kept past their connection, tampered, reset",
+     function()
+    green_run(function()
+      local srv = assert(green.listen("127.0.0.1", 0, { tls = {
+        certificate = dir .. "/leaf.pem", key = dir .. "/leaf.key" } }))
+      local _, port = srv:getsockname()
+      local kept, readers = {}, {}
+      local gt = green.spawn(green.http.serve, srv, function(req)
+        kept[#kept + 1] = req
+        readers[#readers + 1] = green.spawn(function()
+          green.sleep(0)
+          return req.headers["x-n"], req.path
+        end)
+        if req.headers["x-tamper"] then
+          for k, v in next, req do
+            if type(k) == "userdata" then req[k] = v + 8 end
+          end
+          -- memory-safe, whatever it then reads there
+          for k in pairs(req.headers) do assert(type(k) == "string") end
+        end
+        return 200, nil, req.path
+      end)
+      local co = { cafile = dir .. "/ca.pem", server_name = "localhost" }
+      for round = 1, 4 do
+        local c = assert(green.connect("127.0.0.1", port, { tls = co }))
+        c:settimeout(20)
+        local t = {}
+        for i = 1, 200 do
+          t[i] = "GET /" .. i .. " HTTP/1.1\r\nX-N: " .. i .. "\r\n"
+            .. (i % 7 == 0 and "X-Tamper: 1\r\n" or "") .. "\r\n"
+        end
+        assert(c:sendall(table.concat(t)))
+        if round % 2 == 0 then -- reset mid-batch
+          c:receive(100)
+          c.sock:setoption("linger", { on = true, timeout = 0 })
+          c.sock:close()
+          c:close()
+        else
+          assert(c:sendall("GET /end HTTP/1.1\r\nConnection: close\r\n\r\n"))
+          local r = c:receive("*a")
+          assert.matches("/end$", r)
+          c:close()
+        end
+        collectgarbage()
+      end
+      for _, r in ipairs(readers) do
+        local n, path = r:wait()
+        if n then assert.are.equal("/" .. n, path) end
+      end
+      for _, req in ipairs(kept) do
+        if req.path ~= "/end" and not req.headers["x-tamper"]
+           and next(req.headers) then
+          assert.are.equal("/" .. req.headers["x-n"], req.path)
+        end
+      end
+      srv:close()
+      gt:wait()
+    end)
+  end)
+end)
