@@ -778,6 +778,27 @@ static int ready(tls_conn *t, int mode, size_t count, size_t *n,
 }
 
 
+/* Decryption stopped with 'e', neither data nor a want: the end of the
+   stream ('t->eof' 1 after close_notify, 2 without), 0; or a fatal
+   error, recorded in the connection (at stack index 1) and pushed as
+   nil, message: 2. */
+static int read_end(lua_State *L, tls_conn *t, int e) {
+  unsigned long code;
+  if (e == SSL_ERROR_ZERO_RETURN) {
+    t->eof = 1;
+    return 0;
+  }
+  code = ERR_peek_last_error();
+  if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
+      ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+    t->eof = 2;
+    ERR_clear_error();
+    return 0;
+  }
+  return fatal(L, 1, t, e);
+}
+
+
 /*
 ** conn:receive(mode, count, [giveup], [limit]): mode "l" (a line), "a"
 ** (to the end), "n" (count bytes), "s" (1 to count bytes). With 'limit'
@@ -816,19 +837,8 @@ static int conn_receive(lua_State *L) {
       lua_pushboolean(L, 0);
       return 1;
     }
-    if (e == SSL_ERROR_ZERO_RETURN) {
-      t->eof = 1;
-    } else {
-      unsigned long code = ERR_peek_last_error();
-      if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
-          ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-        t->eof = 2;
-        ERR_clear_error();
-      } else {
-        (void)fatal(L, 1, t, e);
-        lua_pop(L, 2);
-      }
-    }
+    if (read_end(L, t, e) > 0)
+      lua_pop(L, 2); /* the error is recorded: pushed again below */
   }
   if (mode == 'a' && t->eof == 1 && giveup == NULL) {
     take(L, t, t->len, t->len, 0);
@@ -857,7 +867,7 @@ static int conn_receive(lua_State *L) {
 static int conn_pull(lua_State *L) {
   tls_conn *t = checkconn(L);
   size_t before = t->len;
-  int e;
+  int e, n;
   if (t->err)
     return push_fatal(L, 1);
   if (!t->eof) {
@@ -871,18 +881,8 @@ static int conn_pull(lua_State *L) {
       lua_pushinteger(L, (lua_Integer)t->olen);
       return 2;
     }
-    if (e == SSL_ERROR_ZERO_RETURN) {
-      t->eof = 1;
-    } else {
-      unsigned long code = ERR_peek_last_error();
-      if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
-          ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-        t->eof = 2;
-        ERR_clear_error();
-      } else {
-        return fatal(L, 1, t, e);
-      }
-    }
+    if ((n = read_end(L, t, e)) > 0)
+      return n;
   }
   luaL_pushfail(L);
   lua_pushliteral(L, "closed");
