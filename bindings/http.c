@@ -1664,7 +1664,7 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
     if (ri->clen >= 0) {
       at = put_length(p, at, (unsigned long long)ri->clen);
       ri->mode = 2;
-    } else if (!nobody && !head_only) {
+    } else if (!nobody) { /* HEAD: the GET's framing headers too */
       if (!http10) {
         PUTS("Transfer-Encoding: chunked\r\n");
         ri->mode = 1;

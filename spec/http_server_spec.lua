@@ -312,6 +312,43 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("gives HEAD of a streamed body the GET's headers, without the body",
+     function()
+    green_run(function()
+      local called = 0
+      local port, stop = start(function()
+        local i = 0
+        return 200, { ["Content-Type"] = "text/plain" }, function()
+          called = called + 1
+          i = i + 1
+          if i <= 2 then return "piece" end
+        end
+      end)
+      -- HTTP/1.1: chunked, as the GET says, and no chunk at all; the
+      -- connection stays usable (a GET after it on the same write)
+      local r = raw(port, "HEAD / HTTP/1.1\r\n\r\n"
+                    .. "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local head, get = r:match("^(.-\r\n\r\n)(HTTP/1%.1 .*)$")
+      assert.is_not_nil(head)
+      assert.are.equal(200, status_of(head))
+      assert.matches("\r\nTransfer%-Encoding: chunked\r\n", head)
+      assert.is_nil(head:match("Content%-Length"))
+      assert.is_nil(head:match("Connection: close"))
+      assert.matches("\r\nTransfer%-Encoding: chunked\r\n", get)
+      assert.matches("\r\n\r\n5\r\npiece\r\n5\r\npiece\r\n0\r\n\r\n$", get)
+      assert.are.equal(3, called) -- the GET's iterator only
+      -- HTTP/1.0: as the GET, no length and the connection's end
+      r = raw(port, "HEAD / HTTP/1.0\r\n\r\n")
+      assert.are.equal(200, status_of(r))
+      assert.is_nil(r:match("Content%-Length"))
+      assert.is_nil(r:match("chunked"))
+      assert.matches("\r\nConnection: close\r\n", r)
+      assert.matches("\r\n\r\n$", r)
+      assert.are.equal(3, called)
+      stop()
+    end)
+  end)
+
   it("streams an iterator body chunked (and until close on HTTP/1.0)",
      function()
     green_run(function()
