@@ -330,7 +330,7 @@ describe("green.http.serve's drain", function()
   it("fails without a second response when another thread reads the body",
      function()
     green_run(function()
-      local reader, seen
+      local reader, seen, logged
       local old = green.on_error(function(_, e) seen = tostring(e) end)
       local srv = assert(green.listen("127.0.0.1", 0))
       local _, port = srv:getsockname()
@@ -340,7 +340,7 @@ describe("green.http.serve's drain", function()
         reader = green.spawn(function() return req:body() end)
         h.until_suspended(reader, "http: reading a body")
         return 200, nil, "a"
-      end)
+      end, { log = function(_, status) logged = status end })
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(10)
       assert(c:send("POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n"))
@@ -352,6 +352,7 @@ describe("green.http.serve's drain", function()
       -- the one response, then the connection's end: no 500 after it
       assert.matches("^HTTP/1%.1 200 OK\r\n.-\r\n\r\na$", r)
       assert.matches("Second simultaneous read", seen)
+      assert.are.equal(200, logged) -- the status the client got
       assert.are.same({ nil, "closed" }, { reader:wait() })
     end)
   end)

@@ -721,6 +721,34 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("logs the status sent for a request whose response failed after its "
+     .. "head went out, 500 for one that failed before", function()
+    green_run(function()
+      local log = {}
+      local seen = reported(function()
+        local port, stop = start(function(req)
+          if req.path == "/boom" then error("before the response") end
+          local n = 0
+          return 201, nil, function()
+            n = n + 1
+            if n == 1 then return "first;" end
+            error("broke mid-stream")
+          end
+        end, { log = function(req, status)
+          log[#log + 1] = req.path .. " " .. status
+        end })
+        local r = raw(port, "GET /mid HTTP/1.1\r\n\r\n")
+        assert.are.equal(201, status_of(r)) -- what the client got
+        assert.matches("first;\r\n$", r)
+        r = raw(port, "GET /boom HTTP/1.1\r\n\r\n")
+        assert.are.equal(500, status_of(r))
+        stop()
+      end)
+      assert.are.equal(2, #seen)
+      assert.are.same({ "/mid 201", "/boom 500" }, log)
+    end)
+  end)
+
   it("refuses bad arguments and options", function()
     green_run(function()
       local srv = listen()

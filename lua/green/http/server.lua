@@ -193,7 +193,7 @@ end
 -- The rest of a response whose head http_response laid out: a long
 -- string body, sent as it is, or a function body streamed. Returns keep
 -- or false.
-local function send_body(c, body, stream, clen, keep)
+local function send_body(c, status, body, stream, clen, keep)
   if not flush(c) then return false end
   local sock = c.sock
   if stream == "body" then -- a long string body, sent as it is
@@ -204,7 +204,7 @@ local function send_body(c, body, stream, clen, keep)
   -- Streamed: the head is out; each chunk as it comes. An error in the
   -- iterator ends the connection (the client sees a truncated body: the
   -- status is out already).
-  c.started = true -- from here on, an error can only cut the body short
+  c.sent = status -- from here on, an error can only cut the body short
   local want = stream == "length" and clen or nil
   local sent, ok, err = 0
   while true do
@@ -292,7 +292,7 @@ local function requests(c)
       return
     end
     c.req, c.bodykind, c.expect = req, kind, ctl
-    c.failed, c.bodytext, c.started = false, false, false
+    c.failed, c.bodytext, c.sent = false, false, false
     local status, hs, body = handler(req)
     if c.upgraded then return end -- a WebSocket owns the socket now
     if c.failed then -- the request was at fault (body too large, ...)
@@ -304,14 +304,14 @@ local function requests(c)
       keep, pending, stream, clen = http_response(parser, status, hs, body,
                                                   keep)
       if stream then
-        keep = send_body(c, body, stream, clen, keep)
+        keep = send_body(c, status, body, stream, clen, keep)
       elseif pending >= FLUSH_AT and not flush(c) then
         keep = false
       end
     end
     -- the response is laid out: an error from here on (in drain) must
-    -- not add a 500 after it
-    c.started = true
+    -- not add a 500 after it, and the log gets this status
+    c.sent = status
     if keep and (srv.stopping or kind ~= 0 and not drain(c, req)) then
       keep = false
     end
@@ -327,7 +327,7 @@ local function connection(srv, sock, addr)
   local c = {
     sock = sock, parser = false, o = o, srv = srv, handler = srv.handler,
     addr = addr, bodykind = 0, expect = false, req = false, failed = false,
-    broken = false, bodytext = false, idle = false, started = false,
+    broken = false, bodytext = false, idle = false, sent = false,
     thread = getcurrent(), tls = is_tls(sock),
   }
   c.parser = http_parser("request", o.max_header_size, o.max_headers,
@@ -343,9 +343,11 @@ local function connection(srv, sock, addr)
     end
     core.report(getcurrent(), e.err, e.traceback, "http")
     local req = c.req
-    if req then -- its handler or response failed: a 500
-      if not c.started and not c.broken then queue(c, simple(500, false)) end
-      if o.log then o.log(req, 500) end
+    if req then -- its handler or response failed: a 500, unless its
+      -- response had gone out (then the connection's end cuts it short)
+      local sent = c.sent
+      if not sent and not c.broken then queue(c, simple(500, false)) end
+      if o.log then o.log(req, sent or 500) end
     end
   end
   flush(c)
