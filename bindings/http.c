@@ -635,18 +635,28 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
 ** Requests: the table holds method, path, query (if any) and version, and
 ** its raw head: the head's bytes and its header spans, a record in an
 ** arena (a userdata, metatable UV_RAWMT, uservalue: the parser, which
-** holds conn and remote_addr), as the field arena = offset. The heads of
-** the requests buffered together (pipelined) share one arena: one
-** allocation for all of them, sized from the bytes buffered. 'headers',
+** holds conn and remote_addr), as the field RAW_KEY = arena (a light
+** userdata key: found in one lookup, however many keys a handler adds).
+** The heads of the requests buffered together (pipelined) share one
+** arena: one allocation for all of them, sized from the bytes buffered;
+** a record names the table it belongs to, and the records are chained
+** from the newest back, so a request finds its own at once while it is
+** its batch's newest (as it is while its handler runs). 'headers',
 ** 'conn' and 'remote_addr' come from there through the metatable's
 ** __index ('req_index'); 'headers' is made at its first use and then set
 ** in the table. Most handlers never look at most headers: no table and
 ** no strings for them per request.
 */
 typedef struct rawhead {
-  uint32_t n, nh; /* head bytes; header lines */
+  uint32_t n, nh;    /* head bytes; header lines */
+  uint32_t prev, u;  /* the previous record's offset + 1 (0: none) */
+  const void *owner; /* the request table (lua_topointer) */
   /* then hspan[2 * nh] (name, untrimmed value), then the n bytes */
 } rawhead;
+
+/* The requests' key of their arena (its address). */
+static const char raw_key = 0;
+#define RAW_KEY ((void *)&raw_key)
 
 #define RAW_SPANS(r) ((hspan *)((r) + 1))
 #define RAW_BYTES(r) ((const char *)(RAW_SPANS(r) + 2 * (r)->nh))
@@ -657,8 +667,8 @@ typedef struct rawhead {
 
 typedef struct arena {
   uint32_t cap, used; /* bytes of room for records; taken */
-  uint64_t align;     /* the records start 8-aligned */
-  /* then the records */
+  uint32_t last, u;   /* the newest record's offset + 1 (0: none) */
+  /* then the records (8-aligned) */
 } arena;
 
 #define ARENA_DATA(a) ((char *)((a) + 1))
@@ -689,6 +699,7 @@ static arena *push_arena(lua_State *L, hparser *hp, uint64_t need,
     a = (arena *)lua_newuserdatauv(L, sizeof(arena) + (size_t)cap, 1);
     a->cap = (uint32_t)cap;
     a->used = 0;
+    a->last = 0;
     lua_pushvalue(L, UV_RAWMT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, 2); /* the parser */
@@ -706,6 +717,7 @@ static arena *push_arena(lua_State *L, hparser *hp, uint64_t need,
   *off = a->used;
   a->used += (uint32_t)need;
   return a;
+  /* (the caller chains the record: 'last') */
 }
 
 
@@ -731,6 +743,7 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   rawhead *r;
   arena *a;
   uint32_t off;
+  const void *owner;
   http_parser_url_init(&u);
   url_ok = hp->url.len > 0 &&
            http_parser_parse_url(h + hp->url.off, hp->url.len, connect,
@@ -738,6 +751,7 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
            !connect && (u.field_set & (1 << UF_PATH));
   query = url_ok && (u.field_set & (1 << UF_QUERY));
   lua_createtable(L, 0, 4 + query);
+  owner = lua_topointer(L, -1);
   lua_getiuservalue(L, 2, 1);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, UV_METHOD);
@@ -775,45 +789,44 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   r = (rawhead *)(ARENA_DATA(a) + off);
   r->n = (uint32_t)n;
   r->nh = hp->nh;
+  r->prev = a->last;
+  r->owner = owner;
+  a->last = off + 1;
   memcpy(RAW_SPANS(r), hp->h, 2 * hp->nh * sizeof(hspan));
   memcpy((char *)RAW_BYTES(r), h, n);
-  lua_pushinteger(L, off);
-  lua_rawset(L, -3);
+  lua_rawsetp(L, -2, RAW_KEY);
 }
 
 
 /*
-** The raw head of request table 1: its arena entry (the first key that
-** is an arena, with the metatable at upvalue 3), whose offset must be a
-** whole record within the arena (whatever a handler put there). Leaves
-** the arena at 3. [-0, +1, -]
+** The arena of request table 1 (its RAW_KEY field, if that is an arena:
+** the metatable at upvalue 3, whatever a handler put there), left at 3.
+** [-0, +1, -]
 */
-static rawhead *find_raw(lua_State *L) {
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    if (lua_type(L, -2) == LUA_TUSERDATA && lua_getmetatable(L, -2)) {
-      int ours = lua_rawequal(L, -1, lua_upvalueindex(3));
-      lua_pop(L, 1);
-      if (ours) {
-        arena *a = (arena *)lua_touserdata(L, -2);
-        int isnum;
-        lua_Integer off = lua_tointegerx(L, -1, &isnum);
-        rawhead *r;
-        lua_pop(L, 1);
-        lua_replace(L, 3); /* the arena */
-        lua_settop(L, 3);
-        if (!isnum || off < 0 || off % 8 != 0 ||
-            (uint64_t)off + sizeof(rawhead) > a->used)
-          return NULL;
-        r = (rawhead *)(ARENA_DATA(a) + off);
-        if ((uint64_t)off + RAW_SIZE(r->nh, r->n) > a->used)
-          return NULL;
-        return r;
-      }
-    }
+static arena *find_arena(lua_State *L) {
+  lua_settop(L, 2);
+  if (lua_rawgetp(L, 1, RAW_KEY) == LUA_TUSERDATA &&
+      lua_getmetatable(L, 3)) {
+    int ours = lua_rawequal(L, -1, lua_upvalueindex(3));
     lua_pop(L, 1);
+    if (ours)
+      return (arena *)lua_touserdata(L, 3);
   }
-  lua_settop(L, 3);
+  return NULL;
+}
+
+
+/* The raw head of request table 1 in arena 'a': the record that names
+   it, from the newest back. */
+static rawhead *find_raw(lua_State *L, arena *a) {
+  const void *self = lua_topointer(L, 1);
+  uint32_t at = a->last;
+  while (at != 0) {
+    rawhead *r = (rawhead *)(ARENA_DATA(a) + at - 1);
+    if (r->owner == self)
+      return r;
+    at = r->prev;
+  }
   return NULL;
 }
 
@@ -822,36 +835,50 @@ static rawhead *find_raw(lua_State *L) {
 ** __index of the requests' metatable (made by http_request_index, with
 ** upvalues: the methods table, the headers tables' metatable, the
 ** arenas' metatable): 'headers' (made now, then set in the request),
-** 'conn', 'remote_addr', else the method of that name.
+** 'conn', 'remote_addr', else the method of that name. Each in one
+** lookup of the request's arena.
 */
 static int req_index(lua_State *L) {
   size_t kn = 0;
   const char *k = NULL;
-  rawhead *r = NULL;
-  if (lua_type(L, 2) == LUA_TSTRING)
+  arena *a;
+  int which = 0;
+  if (lua_type(L, 2) == LUA_TSTRING && lua_istable(L, 1)) {
     k = lua_tolstring(L, 2, &kn);
-  if ((kn == 7 || kn == 4 || kn == 11) && lua_istable(L, 1)) {
-    lua_settop(L, 2);
-    r = find_raw(L);
+    if (kn == 7 && memcmp(k, "headers", 7) == 0)
+      which = 'h';
+    else if (kn == 4 && memcmp(k, "conn", 4) == 0)
+      which = 'c';
+    else if (kn == 11 && memcmp(k, "remote_addr", 11) == 0)
+      which = 'r';
   }
-  if (r == NULL) { /* a method */
+  if (which == 0) { /* a method */
     lua_settop(L, 2);
     lua_rawget(L, lua_upvalueindex(1));
     return 1;
   }
-  if (kn == 7 && memcmp(k, "headers", 7) == 0) {
-    const char *h = RAW_BYTES(r);
-    const hspan *sp = RAW_SPANS(r);
+  a = find_arena(L);
+  if (a == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (which == 'h') {
+    rawhead *r = find_raw(L, a);
+    const char *h;
+    const hspan *sp;
     uint32_t i;
+    if (r == NULL) {
+      lua_pushnil(L);
+      return 1;
+    }
+    h = RAW_BYTES(r);
+    sp = RAW_SPANS(r);
     lua_createtable(L, 0, r->nh < 4 ? 4 : (int)r->nh);
     lua_pushvalue(L, lua_upvalueindex(2));
     lua_setmetatable(L, -2);
     for (i = 0; i < r->nh; i++) {
-      hspan f = sp[2 * i], v = sp[2 * i + 1];
-      if ((uint64_t)f.off + f.len > r->n || (uint64_t)v.off + v.len > r->n)
-        break; /* not a record this parser wrote */
-      push_span(L, h, f);
-      push_span(L, h, trim(h, v));
+      push_span(L, h, sp[2 * i]);
+      push_span(L, h, trim(h, sp[2 * i + 1]));
       add_header(L);
     }
     lua_pushvalue(L, 2);
@@ -859,18 +886,8 @@ static int req_index(lua_State *L) {
     lua_rawset(L, 1);
     return 1;
   }
-  if (kn == 4 && memcmp(k, "conn", 4) == 0) {
-    lua_getiuservalue(L, 3, 1);
-    lua_getiuservalue(L, -1, 3);
-    return 1;
-  }
-  if (kn == 11 && memcmp(k, "remote_addr", 11) == 0) {
-    lua_getiuservalue(L, 3, 1);
-    lua_getiuservalue(L, -1, 4);
-    return 1;
-  }
-  lua_settop(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
+  lua_getiuservalue(L, 3, 1); /* the parser */
+  lua_getiuservalue(L, -1, which == 'c' ? 3 : 4);
   return 1;
 }
 

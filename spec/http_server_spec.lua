@@ -127,15 +127,15 @@ describe("green.http.serve", function()
         n = n + 1
       end
       assert.are.equal(2, n)
-      -- a private field (the raw head's place: a userdata key, an offset)
-      -- overwritten by the handler breaks nothing
+      -- a private field (the raw head's place: a light userdata key, its
+      -- arena) overwritten by the handler breaks nothing
       local key
       for k in pairs(c) do
         if type(k) == "userdata" then key = k end
       end
       assert.is_not_nil(key)
       for _, bad in ipairs { io.stdout, -8, 3, 8, 1 << 40, math.mininteger,
-                             1.5, "8" } do
+                             1.5, "8", a[key], kept } do
         c[key] = bad
         c.headers = nil
         local hs = c.headers -- nil, or whatever record is there: no crash
@@ -145,6 +145,42 @@ describe("green.http.serve", function()
       c.headers = nil
       assert.is_nil(c.headers)
       assert.is_nil(c.remote_addr)
+      stop()
+    end)
+  end)
+
+  it("finds conn, remote_addr and headers in one lookup however many keys "
+     .. "the handler adds to the request", function()
+    green_run(function()
+      local times, got = {}, {}
+      local N = 1000 -- lookups of each; 100,000 keys scanned each would
+                     -- be 3e8 steps, seconds even without ASan
+      local function lookups(req)
+        local t0 = os.clock()
+        for _ = 1, N do
+          got.conn, got.addr = req.conn, req.remote_addr
+          req.headers = nil -- the next use makes it again (a first use)
+          got.hs = req.headers
+        end
+        return os.clock() - t0
+      end
+      local port, stop = start(function(req)
+        times[1] = lookups(req)
+        for i = 1, 100000 do req["k" .. i] = i end
+        times[2] = lookups(req)
+        return 200, nil, "ok"
+      end)
+      local r = raw(port, "GET / HTTP/1.1\r\nX-A: b\r\nConnection: close"
+                    .. "\r\n\r\n")
+      assert.matches("ok$", r)
+      assert.are.equal("table", type(got.conn))
+      assert.matches("^127%.0%.0%.1:%d+$", got.addr)
+      assert.are.equal("b", got.hs["x-a"])
+      -- generous: the lookups cost about the same with the keys as
+      -- without (scanning them made it thousands of times more)
+      assert.is_true(times[2] < 20 * times[1] + 0.5,
+                     ("%.4f s with the keys, %.4f s without")
+                       :format(times[2], times[1]))
       stop()
     end)
   end)
