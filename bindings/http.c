@@ -73,6 +73,7 @@ typedef struct hparser {
   int expect;        /* requests: Expect: 0 none, 1 100-continue, 2 other */
   int ctl;           /* requests: see 'push_results' */
   int head_only;     /* the request is a HEAD (its response has no body) */
+  int answered;      /* requests: the status laid out for it, or 0 */
   int http10;        /* the message is HTTP/1.0 */
   int bodykind;      /* see 'push_bodykind' */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
@@ -258,6 +259,7 @@ static void next_message(hparser *hp) {
   hp->length = hp->nbody = 0;
   hp->max_body = hp->max_body0; /* a req:body(max) was for its message */
   hp->expect = hp->ctl = hp->head_only = hp->http10 = 0;
+  hp->answered = 0;
   hp->nout = 0;
   hp->url.off = hp->url.len = hp->reason.off = hp->reason.len = 0;
   hp->nh = 0;
@@ -1016,6 +1018,24 @@ static int feed_head(hparser *hp, char *b, size_t len, size_t *n) {
 static int head_k(lua_State *L, int status, lua_KContext ctx);
 
 
+/* A complete head of 'n' bytes in the buffer of 'x': push its message
+   table and results (see push_results), or fail with its status. Stack:
+   the parser at 2. */
+static int take_head(lua_State *L, lstream *x, hparser *hp, size_t n) {
+  body_kind(hp);
+  push_message(L, hp, x->buf + x->off, n, x->len - n, consume_stream, x);
+  if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
+    /* paused before the head's last LF: that completes it */
+    const char *b = x->buf + x->off;
+    lgreen_stream_consume(x, run(hp, b, b, x->len));
+  }
+  if (hp->phase == PH_ERROR)
+    return fail_status(L, hp->status);
+  lgreen_stream_watched(&x->base);
+  return push_results(L, hp);
+}
+
+
 /*
 ** Stack: [sock, parser, wait, idle_timeout, head_timeout, skipbody]. One
 ** step of http_head: complete the head from the buffer, or fail, or
@@ -1033,20 +1053,8 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
       lgreen_http_leave(lgreen_sock_self(L)); /* before pushing (may raise) */
     if (r < 0)
       return fail_status(L, hp->status);
-    if (r > 0) {
-      body_kind(hp);
-      push_message(L, hp, x->buf + x->off, n, x->len - n, consume_stream,
-                   x);
-      if (hp->bodykind == BK_NONE && hp->phase == PH_BODY) {
-        /* paused before the head's last LF: that completes it */
-        const char *b = x->buf + x->off;
-        lgreen_stream_consume(x, run(hp, b, b, x->len));
-      }
-      if (hp->phase == PH_ERROR)
-        return fail_status(L, hp->status);
-      lgreen_stream_watched(&x->base);
-      return push_results(L, hp);
-    }
+    if (r > 0)
+      return take_head(L, x, hp, n);
     if (x->rerr != 0) { /* "closed" (and true if a head had begun) */
       luaL_pushfail(L);
       lua_pushstring(L, lgreen_sock_strerror(x->rerr));
@@ -1353,14 +1361,19 @@ static int l_http_body_tls(lua_State *L) {
 /* }====================================================== */
 
 
-/* http_state(parser): "head", "body", "done" or "error", and the bytes
-   of body read so far. */
+/* http_state(parser): "head", "body", "done" or "error", the bytes of
+   body read so far, and the status of the response http_response laid
+   out for the current request (false if none). */
 static int l_http_state(lua_State *L) {
   static const char *const names[] = {"head", "body", "done", "error"};
   hparser *hp = check_parser(L, 1);
   lua_pushstring(L, names[hp->phase]);
   lua_pushinteger(L, (lua_Integer)hp->nbody);
-  return 2;
+  if (hp->answered)
+    lua_pushinteger(L, hp->answered);
+  else
+    lua_pushboolean(L, 0);
+  return 3;
 }
 
 
@@ -1528,6 +1541,7 @@ static size_t put_length(rout *p, size_t at, unsigned long long v) {
 #define A_HEADERS 3
 #define A_BODY 4
 #define A_KEEP 5
+#define A_SOCK 6
 
 /* A string body longer than this is not copied into the output: the Lua
    layer sends it after the head (mode "body"). */
@@ -1744,7 +1758,42 @@ static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
 
 
 /*
-** http_response(parser, status, headers, body, keep): lay out the
+** After a response laid out whole, with the connection kept: the next
+** request's head, if all of it is buffered on stream socket A_SOCK
+** (what http_head(sock, parser, false) would return), after the
+** response's results (keep, pending, nil, nil); else those alone (and
+** http_head says what comes: a wait, a partial head, a bad one).
+*/
+static int respond_next(lua_State *L, hparser *hp, rinfo *ri) {
+  lsock **pp = lgreen_sock_checkmt(L, A_SOCK, lgreen_sock_state(L)->mt_stream,
+                                   LGREEN_SOCKET);
+  lstream *x;
+  size_t n = 0;
+  int top;
+  if (*pp == NULL || ((*pp)->flags & (LSOCK_LISTENING | LSOCK_CLOSED)))
+    return response_results(L, hp, ri);
+  x = LSTREAM(*pp);
+  if (x->len == 0)
+    return response_results(L, hp, ri);
+  next_message(hp);
+  if (feed_head(hp, x->buf + x->off, x->len, &n) <= 0)
+    return response_results(L, hp, ri); /* http_head goes on from there */
+  lua_pushvalue(L, 1);
+  lua_replace(L, 2); /* the parser at 2, as take_head wants it */
+  lua_pushboolean(L, ri->keep);
+  lua_pushinteger(L, (lua_Integer)hp->olen);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  top = lua_gettop(L);
+  if (take_head(L, x, hp, n) == 4)
+    return 8;
+  lua_settop(L, top); /* a bad head: http_head reports it */
+  return 4;
+}
+
+
+/*
+** http_response(parser, status, headers, body, keep, [sock]): lay out the
 ** response to the parser's last request head (without a body if it was
 ** a HEAD; HTTP/1.0's framing if it was 1.0) and its string body at the
 ** end of the parser's output (see http_output), and say how the body
@@ -1761,6 +1810,11 @@ static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
 ** parser's (remade once a second). Misuse raises and leaves the output
 ** as it was. One pass when the output has room, else a counting pass,
 ** then the copy into the output grown to fit.
+** With 'sock' (the request's stream socket) and a response laid out whole
+** on a connection kept (mode nil) whose request is complete, also the
+** next request's head if it is all buffered: keep, pending, nil, nil,
+** then http_head's four results (one call per pipelined request instead
+** of two; see respond_next).
 */
 static int l_http_response(lua_State *L) {
   hparser *hp = check_parser(L, 1);
@@ -1781,7 +1835,7 @@ static int l_http_response(lua_State *L) {
   if (bt != LUA_TSTRING && bt != LUA_TFUNCTION && bt > LUA_TNIL)
     return luaL_error(L, "green.http: the handler's body must be a string, "
                       "a function or nil, not a %s", luaL_typename(L, A_BODY));
-  lua_settop(L, A_KEEP);
+  lua_settop(L, A_SOCK);
   update_date(hp);
   o.p = hp->ob == NULL ? NULL : hp->ob + hp->olen;
   o.cap = hp->ocap - hp->olen;
@@ -1797,6 +1851,10 @@ static int l_http_response(lua_State *L) {
       return luaL_error(L, "green.http: the headers changed while written");
   }
   hp->olen += n;
+  hp->answered = (int)status;
+  if (ri.mode == 0 && ri.keep && hp->phase == PH_DONE &&
+      hp->olen < KEEP_OUTPUT && !lua_isnil(L, A_SOCK))
+    return respond_next(L, hp, &ri);
   return response_results(L, hp, &ri);
 }
 

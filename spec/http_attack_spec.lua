@@ -48,7 +48,8 @@ local function pipelined(n, extra)
   return table.concat(t)
 end
 
--- The private key of a request (the arena userdata) and its offset.
+-- The private key of a request (a light userdata) and its value (the
+-- arena of its raw head).
 local function private(req)
   for k, v in next, req do
     if type(k) == "userdata" then return k, v end
@@ -106,9 +107,10 @@ describe("green.http.serve under attack", function()
         function(req) local k = private(req) req[k] = math.mininteger end,
         function(req) local k = private(req) req[k] = "8" end,
         function(req) local k = private(req) req[k] = 1 << 31 end,
-        function(req) local k, v = private(req) req[k] = v + 8 end,
-        function(req) local k, v = private(req) req[k] = v + 16 end,
-        function(req) local k, v = private(req) req[k] = v + 24 end,
+        function(req) local k = private(req) req[k] = io.stdout end,
+        function(req) local k = private(req) req[k] = req.conn.parser end,
+        function(req) local k = private(req) req[k] = req.conn.sock end,
+        function(req) local k = private(req) req[k] = {} end,
         function(req)
           local k, v = private(req)
           req[k] = nil
@@ -119,7 +121,7 @@ describe("green.http.serve under attack", function()
           req[k] = nil
           rawset(req, req.conn and req.conn.sock or io.stderr, 0)
         end,
-        function(req) -- another request's arena and offset
+        function(req) -- another request's arena (another batch's)
           local k, v = private(req)
           if other_key then
             req[k] = nil

@@ -145,7 +145,11 @@ end
 -- "closed").
 function Request:body(max)
   local c = self.conn
-  if c.bodytext and c.req == self then return c.bodytext end
+  if c.req ~= self then
+    error("green.http: this request's connection has moved on", 2)
+  end
+  if c.bodytext then return c.bodytext end
+  if c.bodykind == 0 then return "" end -- none (or all read already)
   if max ~= nil then
     if type(max) ~= "number" or max < 0 then
       error("bad argument #1 to 'body' (non-negative number expected)", 2)
@@ -193,7 +197,7 @@ end
 -- The rest of a response whose head http_response laid out: a long
 -- string body, sent as it is, or a function body streamed. Returns keep
 -- or false.
-local function send_body(c, status, body, stream, clen, keep)
+local function send_body(c, body, stream, clen, keep)
   if not flush(c) then return false end
   local sock = c.sock
   if stream == "body" then -- a long string body, sent as it is
@@ -204,7 +208,7 @@ local function send_body(c, status, body, stream, clen, keep)
   -- Streamed: the head is out; each chunk as it comes. An error in the
   -- iterator ends the connection (the client sees a truncated body: the
   -- status is out already).
-  c.sent = status -- from here on, an error can only cut the body short
+  -- from here on, an error can only cut the body short
   local want = stream == "length" and clen or nil
   local sent, ok, err = 0
   while true do
@@ -263,13 +267,18 @@ end
 -- The requests of one connection until it closes, fails, or the server
 -- stops; under one xpcall (see connection). While a request's handler
 -- runs and its response is written, c.req is that request: an error
--- then is that request's 500.
+-- then is that request's 500 (or, once http_response has laid out its
+-- response, the end of the connection). Per request the state gets only
+-- c.req, c.bodykind and c.expect: c.failed ends the connection, and
+-- c.bodytext is set only for a request with a body and cleared after it.
 local function requests(c)
   local sock, parser, srv, o = c.sock, c.parser, c.srv, c.o
   local handler, log = c.handler, o.log
   local head = c.tls and tls_head or http_head
+  -- http_response parses the next buffered head too on a plain socket
+  local rsock = not c.tls and sock or nil
+  local req, kind, keep, ctl = head(sock, parser, false)
   while true do
-    local req, kind, keep, ctl = head(sock, parser, false)
     if req == false then
       if not flush(c) or srv.stopping then return end
       c.idle = true
@@ -292,32 +301,42 @@ local function requests(c)
       return
     end
     c.req, c.bodykind, c.expect = req, kind, ctl
-    c.failed, c.bodytext, c.sent = false, false, false
     local status, hs, body = handler(req)
     if c.upgraded then return end -- a WebSocket owns the socket now
+    local nreq, nkind, nkeep, nctl -- the next request, if http_response
     if c.failed then -- the request was at fault (body too large, ...)
       status, keep = c.failed, false
+      c.sent = status
       queue(c, simple(status, false))
     else
       if srv.stopping then keep = false end -- a stop: its last response
       local pending, stream, clen
-      keep, pending, stream, clen = http_response(parser, status, hs, body,
-                                                  keep)
+      -- laid out: an error from here on (in drain, in a streamed body)
+      -- must not add a 500 after it, and the log gets this status
+      -- (http_state's third result)
+      keep, pending, stream, clen, nreq, nkind, nkeep, nctl =
+        http_response(parser, status, hs, body, keep, kind == 0 and rsock
+                      or nil)
       if stream then
-        keep = send_body(c, status, body, stream, clen, keep)
+        keep = send_body(c, body, stream, clen, keep)
       elseif pending >= FLUSH_AT and not flush(c) then
         keep = false
       end
     end
-    -- the response is laid out: an error from here on (in drain) must
-    -- not add a 500 after it, and the log gets this status
-    c.sent = status
-    if keep and (srv.stopping or kind ~= 0 and not drain(c, req)) then
+    if kind ~= 0 then
+      if keep and (srv.stopping or not drain(c, req)) then keep = false end
+      c.bodytext = false
+    elseif srv.stopping then
       keep = false
     end
     c.req = false
     if log then log(req, status) end
     if not keep or c.broken then return end
+    if nreq then
+      req, kind, keep, ctl = nreq, nkind, nkeep, nctl
+    else
+      req, kind, keep, ctl = head(sock, parser, false)
+    end
   end
 end
 
@@ -345,7 +364,8 @@ local function connection(srv, sock, addr)
     local req = c.req
     if req then -- its handler or response failed: a 500, unless its
       -- response had gone out (then the connection's end cuts it short)
-      local sent = c.sent
+      local _, _, sent = http_state(c.parser)
+      sent = c.sent or sent
       if not sent and not c.broken then queue(c, simple(500, false)) end
       if o.log then o.log(req, sent or 500) end
     end
