@@ -185,6 +185,31 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("refuses req:body() of a request whose connection has moved on, "
+     .. "leaving the current request alone", function()
+    green_run(function()
+      local first, err
+      local port, stop = start(function(req)
+        if req.path == "/1" then
+          first = req
+          return 200, nil, "one"
+        end
+        -- the first request's body, read during the second's (which has
+        -- a body beyond the limit asked for)
+        local ok, e = pcall(first.body, first, 5)
+        err = not ok and e
+        return 200, nil, req:body()
+      end)
+      local r = raw(port, "GET /1 HTTP/1.1\r\n\r\n"
+                    .. "POST /2 HTTP/1.1\r\nContent-Length: 10\r\n"
+                    .. "Connection: close\r\n\r\n0123456789")
+      assert.matches("moved on", tostring(err))
+      assert.matches("^HTTP/1%.1 200 OK\r\n.-one" .. "HTTP/1%.1 200 OK\r\n"
+                     .. ".-\r\n\r\n0123456789$", r)
+      stop()
+    end)
+  end)
+
   it("keeps connections alive and answers pipelined requests in order",
      function()
     green_run(function()
