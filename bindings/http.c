@@ -94,6 +94,9 @@ typedef struct hparser {
   size_t hcap;       /* room in 'hb' */
   char *ob;          /* responses laid out, not sent yet (malloc'd) */
   size_t olen, ocap; /* bytes in 'ob'; room */
+  int stcode;        /* the status 'stline' was made for (0: none) */
+  size_t stlen;
+  char stline[48];   /* "HTTP/1.1 200 OK\r\n" */
   time_t datesec;    /* the second 'date' was made for */
   size_t datelen;
   char date[48];     /* "Date: ...\r\n" */
@@ -279,9 +282,9 @@ static void next_message(hparser *hp) {
 static hparser *check_parser(lua_State *L, int idx) {
   void *u = lua_touserdata(L, idx);
   if (u != NULL && lua_getmetatable(L, idx)) {
-    const void *mt = lua_topointer(L, -1);
+    int ours = lua_rawequal(L, -1, lua_upvalueindex(3));
     lua_pop(L, 1);
-    if (mt == lua_topointer(L, lua_upvalueindex(3)))
+    if (ours)
       return (hparser *)u;
   }
   return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
@@ -1601,6 +1604,28 @@ static void update_date(hparser *hp) {
 }
 
 
+/* The status line for 'status' (100-999), kept for the next response. */
+static void status_line(hparser *hp, int status) {
+  const char *reason = http_status_str((enum http_status)status);
+  char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
+  size_t dn = (size_t)(num + sizeof(num) - d), rn;
+  if (reason[0] == '<') /* "<unknown>" */
+    reason = "Unknown";
+  else if (status == 413)
+    reason = "Content Too Large"; /* RFC 9110's name */
+  rn = strlen(reason);
+  if (9 + dn + 1 + rn + 2 > sizeof(hp->stline))
+    reason = "Unknown", rn = 7; /* (none is that long) */
+  memcpy(hp->stline, "HTTP/1.1 ", 9);
+  memcpy(hp->stline + 9, d, dn);
+  hp->stline[9 + dn] = ' ';
+  memcpy(hp->stline + 10 + dn, reason, rn);
+  memcpy(hp->stline + 10 + dn + rn, "\r\n", 2);
+  hp->stlen = 12 + dn + rn;
+  hp->stcode = status;
+}
+
+
 /* Header names the writer treats itself, by their first letter (most
    names are none of them: one comparison). */
 static int special_name(const char *k, size_t kn) {
@@ -1635,20 +1660,12 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
   size_t bl = 0;
   const char *bs = bt == LUA_TSTRING ? lua_tolstring(L, A_BODY, &bl) : NULL;
   int big = bl > BIG_BODY;
-  const char *reason = http_status_str((enum http_status)status);
-  char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
   ri->keep = lua_toboolean(L, A_KEEP);
   ri->mode = 0;
   ri->clen = -1;
-  if (reason[0] == '<') /* "<unknown>" */
-    reason = "Unknown";
-  else if (status == 413)
-    reason = "Content Too Large"; /* RFC 9110's name */
-  PUTS("HTTP/1.1 ");
-  at = put(p, at, d, (size_t)(num + sizeof(num) - d));
-  PUTS(" ");
-  at = put(p, at, reason, strlen(reason));
-  PUTS("\r\n");
+  if (status != hp->stcode)
+    status_line(hp, (int)status);
+  at = put(p, at, hp->stline, hp->stlen);
   at = put(p, at, hp->date, hp->datelen);
   if (lua_istable(L, A_HEADERS)) {
     lua_pushnil(L);

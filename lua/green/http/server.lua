@@ -268,9 +268,9 @@ end
 -- stops; under one xpcall (see connection). While a request's handler
 -- runs and its response is written, c.req is that request: an error
 -- then is that request's 500 (or, once http_response has laid out its
--- response, the end of the connection). Per request the state gets only
--- c.req, c.bodykind and c.expect: c.failed ends the connection, and
--- c.bodytext is set only for a request with a body and cleared after it.
+-- response, the end of the connection). Per request without a body the
+-- state gets only c.req: c.bodykind, c.expect and c.bodytext are set for
+-- a request with a body and reset after it, c.failed ends the connection.
 local function requests(c)
   local sock, parser, srv, o = c.sock, c.parser, c.srv, c.o
   local handler, log = c.handler, o.log
@@ -300,38 +300,37 @@ local function requests(c)
       if log then log(req, ctl) end
       return
     end
-    c.req, c.bodykind, c.expect = req, kind, ctl
+    c.req = req
+    if kind ~= 0 then c.bodykind, c.expect = kind, ctl end
     local status, hs, body = handler(req)
     if c.upgraded then return end -- a WebSocket owns the socket now
-    local nreq, nkind, nkeep, nctl -- the next request, if http_response
     if c.failed then -- the request was at fault (body too large, ...)
-      status, keep = c.failed, false
+      status = c.failed
       c.sent = status
       queue(c, simple(status, false))
-    else
-      if srv.stopping then keep = false end -- a stop: its last response
-      local pending, stream, clen
-      -- laid out: an error from here on (in drain, in a streamed body)
-      -- must not add a 500 after it, and the log gets this status
-      -- (http_state's third result)
-      keep, pending, stream, clen, nreq, nkind, nkeep, nctl =
-        http_response(parser, status, hs, body, keep, kind == 0 and rsock
-                      or nil)
-      if stream then
-        keep = send_body(c, body, stream, clen, keep)
-      elseif pending >= FLUSH_AT and not flush(c) then
-        keep = false
-      end
+      c.req = false
+      if log then log(req, status) end
+      return
+    end
+    if srv.stopping then keep = false end -- a stop: its last response
+    -- laid out: an error from here on (in drain, in a streamed body) must
+    -- not add a 500 after it, and the log gets this status (http_state's
+    -- third result); with the next request if all of it is buffered
+    local kept, pending, stream, clen, nreq, nkind, nkeep, nctl =
+      http_response(parser, status, hs, body, keep, kind == 0 and rsock
+                    or nil)
+    if stream then
+      kept = send_body(c, body, stream, clen, kept) and not srv.stopping
+    elseif pending >= FLUSH_AT and (not flush(c) or srv.stopping) then
+      kept = false
     end
     if kind ~= 0 then
-      if keep and (srv.stopping or not drain(c, req)) then keep = false end
-      c.bodytext = false
-    elseif srv.stopping then
-      keep = false
+      if kept and (srv.stopping or not drain(c, req)) then kept = false end
+      c.bodykind, c.expect, c.bodytext = 0, false, false
     end
     c.req = false
     if log then log(req, status) end
-    if not keep or c.broken then return end
+    if not kept or c.broken then return end
     if nreq then
       req, kind, keep, ctl = nreq, nkind, nkeep, nctl
     else
