@@ -279,21 +279,23 @@ local function requests(c)
   local rsock = not c.tls and sock or nil
   local req, kind, keep, ctl = head(sock, parser, false)
   while true do
-    if req == false then
-      if not flush(c) or srv.stopping then return end
-      c.idle = true
-      req, kind, keep, ctl = head(sock, parser, true, o.keepalive_timeout,
-                                  o.header_timeout)
-      c.idle = false
-    end
-    if not req then
-      local status = math_type(kind) == "integer" and kind
-        or kind == "timeout" and keep and 408 -- a head had begun
-      if status then
-        queue(c, simple(status, false))
-        if log then log({ remote_addr = c.addr }, status) end
+    if not req then -- (a table on the way that does not wait)
+      if req == false then
+        if not flush(c) or srv.stopping then return end
+        c.idle = true
+        req, kind, keep, ctl = head(sock, parser, true, o.keepalive_timeout,
+                                    o.header_timeout)
+        c.idle = false
       end
-      return
+      if not req then
+        local status = math_type(kind) == "integer" and kind
+          or kind == "timeout" and keep and 408 -- a head had begun
+        if status then
+          queue(c, simple(status, false))
+          if log then log({ remote_addr = c.addr }, status) end
+        end
+        return
+      end
     end
     if ctl and ctl ~= true then -- refused before the handler (505, 413, 417)
       queue(c, simple(ctl, false))
