@@ -497,7 +497,7 @@ static void body_kind(hparser *hp) {
 
 /* The message tables' keys, interned once (upvalue 4 of the functions:
    a list of them, in this order); set with 'set_key'. */
-static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", "query", "status", "reason", "version", "headers", NULL};
+static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", "query", "status", "reason", "version", "headers", "req", "upgraded", "stopping", NULL};
 #define K_CONN 1
 #define K_REMOTE_ADDR 2
 #define K_METHOD 3
@@ -507,11 +507,15 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define K_REASON 7
 #define K_VERSION 8
 #define K_HEADERS 9
+/* (fields of the server's state tables: see http_run) */
+#define K_REQ 10
+#define K_UPGRADED 11
+#define K_STOPPING 12
 /* Also in that list: the version strings (K_VERSIONS + 0, 2, 3: "1.0",
    "0.9", "2") and the method names (K_METHODS + the method's number),
    each made at its first use. */
-#define K_VERSIONS 11
-#define K_METHODS 16
+#define K_VERSIONS 14
+#define K_METHODS 19
 
 /* More upvalues of the functions: the request tables' keys, the most
    common method and version strings, the raw heads' metatable. */
@@ -1539,10 +1543,11 @@ static size_t put_length(rout *p, size_t at, unsigned long long v) {
   return PUTS("\r\n");
 }
 
-/* Argument positions of http_response. */
-#define A_STATUS 2
-#define A_HEADERS 3
-#define A_BODY 4
+/* The handler's results, from the index of the status (http_response's
+   arguments 2-4); then http_response's keep and sock. */
+#define A_STATUS 0
+#define A_HEADERS 1
+#define A_BODY 2
 #define A_KEEP 5
 #define A_SOCK 6
 
@@ -1646,30 +1651,33 @@ static int special_name(const char *k, size_t kn) {
 
 /*
 ** Lay out the response (see l_http_response) at 'p', or, with 'p->p' NULL,
-** check it and count its bytes. Stack: the arguments 1-5. The request
-** is the parser's last head (HEAD? HTTP/1.0?).
+** check it and count its bytes. Stack: status, headers, body at 'a',
+** a + 1, a + 2 ('A_*' offsets). The request is the parser's last head
+** (HEAD? HTTP/1.0?).
 */
-static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri) {
-  lua_Integer status = lua_tointeger(L, A_STATUS);
-  int bt = lua_type(L, A_BODY);
+static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri, int a,
+                    int keep) {
+  lua_Integer status = lua_tointeger(L, a + A_STATUS);
+  int bt = lua_type(L, a + A_BODY);
   int head_only = hp->head_only;
   size_t at = 0;
   int http10 = hp->http10;
   int nobody = status < 200 || status == 204 || status == 304;
   int conn_given = 0;
   size_t bl = 0;
-  const char *bs = bt == LUA_TSTRING ? lua_tolstring(L, A_BODY, &bl) : NULL;
+  const char *bs = bt == LUA_TSTRING ? lua_tolstring(L, a + A_BODY, &bl)
+                                      : NULL;
   int big = bl > BIG_BODY;
-  ri->keep = lua_toboolean(L, A_KEEP);
+  ri->keep = keep;
   ri->mode = 0;
   ri->clen = -1;
   if (status != hp->stcode)
     status_line(hp, (int)status);
   at = put(p, at, hp->stline, hp->stlen);
   at = put(p, at, hp->date, hp->datelen);
-  if (lua_istable(L, A_HEADERS)) {
+  if (lua_istable(L, a + A_HEADERS)) {
     lua_pushnil(L);
-    while (lua_next(L, A_HEADERS)) {
+    while (lua_next(L, a + A_HEADERS)) {
       size_t kn, i;
       const char *k;
       int special;
@@ -1775,37 +1783,67 @@ static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
 
 
 /*
-** After a response laid out whole, with the connection kept: the next
-** request's head, if all of it is buffered on stream socket A_SOCK
-** (what http_head(sock, parser, false) would return), after the
-** response's results (keep, pending, nil, nil); else those alone (and
-** http_head says what comes: a wait, a partial head, a bad one).
+** Lay out the response whose status, headers and body are at 'a', a + 1,
+** a + 2 (checked: misuse raises and leaves the output as it was) at the
+** end of the parser's output; its framing in 'ri'. The status laid out
+** is kept as the message's ('answered').
 */
-static int respond_next(lua_State *L, hparser *hp, rinfo *ri) {
-  lsock **pp = lgreen_sock_checkmt(L, A_SOCK, lgreen_sock_state(L)->mt_stream,
-                                   LGREEN_SOCKET);
+static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
+  lua_Integer status = lua_tointeger(L, a + A_STATUS);
+  int bt = lua_type(L, a + A_BODY);
+  rout o;
+  size_t n;
+  if (hp->p.type != HTTP_REQUEST || hp->phase == PH_HEAD)
+    luaL_error(L, "http: no request head to answer");
+  if (!lua_isinteger(L, a + A_STATUS) || status < 100 || status > 999)
+    luaL_error(L, "green.http: the handler returned status %s (an "
+               "integer 100-999 expected)",
+               luaL_tolstring(L, a + A_STATUS, NULL));
+  if (!lua_isnoneornil(L, a + A_HEADERS) && !lua_istable(L, a + A_HEADERS))
+    luaL_error(L, "green.http: the handler's headers must be a table, not "
+               "a %s", luaL_typename(L, a + A_HEADERS));
+  if (bt != LUA_TSTRING && bt != LUA_TFUNCTION && bt > LUA_TNIL)
+    luaL_error(L, "green.http: the handler's body must be a string, a "
+               "function or nil, not a %s", luaL_typename(L, a + A_BODY));
+  update_date(hp);
+  o.p = hp->ob == NULL ? NULL : hp->ob + hp->olen;
+  o.cap = hp->ocap - hp->olen;
+  o.check = 1;
+  n = build(L, hp, &o, ri, a, keep);
+  if (n > o.cap) { /* counted only: grow the output, then copy */
+    if (!out_reserve(hp, n))
+      luaL_error(L, "not enough memory");
+    o.p = hp->ob + hp->olen;
+    o.cap = n;
+    o.check = 0;
+    if (build(L, hp, &o, ri, a, keep) != n)
+      luaL_error(L, "green.http: the headers changed while written");
+  }
+  hp->olen += n;
+  hp->answered = (int)status;
+}
+
+
+/*
+** After a response laid out whole on a connection kept, to a request
+** that is complete: the stream of socket 'pp' if the next request's head
+** is all buffered there (fed to the parser: take_head makes it), else
+** NULL (and http_head says what comes: a wait, a partial head, a bad
+** one; the parser goes on from what it was fed).
+*/
+static lstream *next_head(hparser *hp, lsock **pp) {
   lstream *x;
   size_t n = 0;
-  int top;
-  if (*pp == NULL || ((*pp)->flags & (LSOCK_LISTENING | LSOCK_CLOSED)))
-    return response_results(L, hp, ri);
+  if (hp->phase != PH_DONE || hp->olen >= KEEP_OUTPUT || *pp == NULL ||
+      ((*pp)->flags & (LSOCK_LISTENING | LSOCK_CLOSED)))
+    return NULL;
   x = LSTREAM(*pp);
   if (x->len == 0)
-    return response_results(L, hp, ri);
+    return NULL;
   next_message(hp);
   if (feed_head(hp, x->buf + x->off, x->len, &n) <= 0)
-    return response_results(L, hp, ri); /* http_head goes on from there */
-  lua_pushvalue(L, 1);
-  lua_replace(L, 2); /* the parser at 2, as take_head wants it */
-  lua_pushboolean(L, ri->keep);
-  lua_pushinteger(L, (lua_Integer)hp->olen);
-  lua_pushnil(L);
-  lua_pushnil(L);
-  top = lua_gettop(L);
-  if (take_head(L, x, hp, n) == 4)
-    return 8;
-  lua_settop(L, top); /* a bad head: http_head reports it */
-  return 4;
+    return NULL;
+  return x; /* (the head is hp->fed bytes) */
 }
 
 
@@ -1831,49 +1869,144 @@ static int respond_next(lua_State *L, hparser *hp, rinfo *ri) {
 ** on a connection kept (mode nil) whose request is complete, also the
 ** next request's head if it is all buffered: keep, pending, nil, nil,
 ** then http_head's four results (one call per pipelined request instead
-** of two; see respond_next).
+** of two).
 */
 static int l_http_response(lua_State *L) {
   hparser *hp = check_parser(L, 1);
-  lua_Integer status = lua_tointeger(L, A_STATUS);
-  int bt = lua_type(L, A_BODY);
   rinfo ri;
-  rout o;
-  size_t n;
-  if (hp->p.type != HTTP_REQUEST || hp->phase == PH_HEAD)
-    return luaL_error(L, "http: no request head to answer");
-  if (!lua_isinteger(L, A_STATUS) || status < 100 || status > 999)
-    return luaL_error(L, "green.http: the handler returned status %s (an "
-                      "integer 100-999 expected)",
-                      luaL_tolstring(L, A_STATUS, NULL));
-  if (!lua_isnoneornil(L, A_HEADERS) && !lua_istable(L, A_HEADERS))
-    return luaL_error(L, "green.http: the handler's headers must be a "
-                      "table, not a %s", luaL_typename(L, A_HEADERS));
-  if (bt != LUA_TSTRING && bt != LUA_TFUNCTION && bt > LUA_TNIL)
-    return luaL_error(L, "green.http: the handler's body must be a string, "
-                      "a function or nil, not a %s", luaL_typename(L, A_BODY));
+  lstream *x;
+  int top;
   lua_settop(L, A_SOCK);
-  update_date(hp);
-  o.p = hp->ob == NULL ? NULL : hp->ob + hp->olen;
-  o.cap = hp->ocap - hp->olen;
-  o.check = 1;
-  n = build(L, hp, &o, &ri);
-  if (n > o.cap) { /* counted only: grow the output, then copy */
-    if (!out_reserve(hp, n))
-      return luaL_error(L, "not enough memory");
-    o.p = hp->ob + hp->olen;
-    o.cap = n;
-    o.check = 0;
-    if (build(L, hp, &o, &ri) != n)
-      return luaL_error(L, "green.http: the headers changed while written");
-  }
-  hp->olen += n;
-  hp->answered = (int)status;
-  if (ri.mode == 0 && ri.keep && hp->phase == PH_DONE &&
-      hp->olen < KEEP_OUTPUT && !lua_isnil(L, A_SOCK))
-    return respond_next(L, hp, &ri);
-  return response_results(L, hp, &ri);
+  lay_out(L, hp, 2, lua_toboolean(L, A_KEEP), &ri);
+  if (ri.mode != 0 || !ri.keep || lua_isnil(L, A_SOCK))
+    return response_results(L, hp, &ri);
+  x = next_head(hp, lgreen_sock_checkmt(L, A_SOCK,
+                                        lgreen_sock_state(L)->mt_stream,
+                                        LGREEN_SOCKET));
+  if (x == NULL)
+    return response_results(L, hp, &ri);
+  lua_pushvalue(L, 1);
+  lua_replace(L, 2); /* the parser at 2, as take_head wants it */
+  lua_pushboolean(L, ri.keep);
+  lua_pushinteger(L, (lua_Integer)hp->olen);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  top = lua_gettop(L);
+  if (take_head(L, x, hp, hp->fed) == 4)
+    return 8;
+  lua_settop(L, top); /* a bad head: http_head reports it */
+  return 4;
 }
+
+
+/*
+** {======================================================
+** The server's loop for pipelined requests (lua/green/http/server.lua)
+** =======================================================
+*/
+
+/* http_run's stack. */
+#define R_SOCK 1
+#define R_PARSER 2 /* (where take_head wants it) */
+#define R_HANDLER 3
+#define R_CONN 4   /* the connection's state table */
+#define R_SRV 5    /* the server's */
+#define R_REQ 6    /* the request whose handler runs */
+#define R_KEEP 7   /* its keep-alive */
+#define R_RES 8    /* the handler's status, headers, body */
+#define R_TOP 10
+
+
+/* Is field K_* 'k' of the table at 'idx' true? (a raw get) [-0, +1, -] */
+static int raw_field(lua_State *L, int idx, int k) {
+  lua_rawgeti(L, lua_upvalueindex(4), k);
+  lua_rawget(L, idx);
+  return lua_toboolean(L, -1);
+}
+
+
+/*
+** The handler's results are at R_RES: lay out the response; go on with
+** the next request if it is all buffered, has no body and needs nothing
+** before its handler; else return what the server's loop needs after an
+** http_response (see l_http_run).
+*/
+static int run_k(lua_State *L, int status, lua_KContext ctx) {
+  hparser *hp = (hparser *)lua_touserdata(L, R_PARSER);
+  (void)status;
+  (void)ctx;
+  for (;;) {
+    rinfo ri;
+    lstream *x = NULL;
+    int keep = lua_toboolean(L, R_KEEP);
+    lua_settop(L, R_TOP);
+    if (raw_field(L, R_CONN, K_UPGRADED)) { /* a WebSocket has the socket */
+      lua_pushvalue(L, R_REQ);
+      return 1;
+    }
+    if (keep && raw_field(L, R_SRV, K_STOPPING))
+      keep = 0; /* a stop: its last response */
+    lua_settop(L, R_TOP);
+    lay_out(L, hp, R_RES, keep, &ri);
+    if (ri.mode == 0 && ri.keep)
+      x = next_head(hp, (lsock **)lua_touserdata(L, R_SOCK));
+    lua_pushvalue(L, R_REQ);
+    lua_pushvalue(L, R_RES + A_STATUS);
+    response_results(L, hp, &ri);
+    lua_settop(L, R_TOP + 6); /* (mode and length nil if not given) */
+    if (x == NULL || take_head(L, x, hp, hp->fed) != 4) {
+      lua_settop(L, R_TOP + 6); /* no next request (or a bad head: */
+      lua_settop(L, R_TOP + 10); /* http_head reports it) */
+      lua_pushvalue(L, R_RES + A_BODY);
+      return 11;
+    }
+    if (lua_tointeger(L, R_TOP + 8) != 0 ||
+        lua_type(L, R_TOP + 10) != LUA_TBOOLEAN) {
+      lua_pushvalue(L, R_RES + A_BODY); /* a body, or refused: the loop's */
+      return 11;
+    }
+    /* the next request's handler, here */
+    lua_copy(L, R_TOP + 7, R_REQ);
+    lua_copy(L, R_TOP + 9, R_KEEP);
+    lua_rawgeti(L, lua_upvalueindex(4), K_REQ);
+    lua_pushvalue(L, R_REQ);
+    lua_rawset(L, R_CONN);
+    lua_settop(L, R_RES - 1);
+    lua_pushvalue(L, R_HANDLER);
+    lua_pushvalue(L, R_REQ);
+    lua_callk(L, 1, 3, 0, run_k);
+  }
+}
+
+
+/*
+** http_run(sock, parser, handler, conn, srv, req, keep): the server's
+** loop (lua/green/http/server.lua) for a request without a body on a
+** plain socket, with no log hook: with conn.req = req, call
+** handler(req), lay out its response (keep false if srv.stopping), and
+** while the next request is all buffered, has no body and nothing to do
+** before its handler, set conn.req to it and go on with it; the handler
+** may yield. Returns for the last request whose handler ran: req, status,
+** keep, pending, mode, length, then the next request's http_head results
+** (or nils), and the handler's body; or req alone if conn.upgraded (a
+** WebSocket took the socket). An error (the handler's, a bad response)
+** propagates with conn.req the request it belongs to.
+*/
+static int l_http_run(lua_State *L) {
+  lgreen_sock_checkmt(L, R_SOCK, lgreen_sock_state(L)->mt_stream,
+                      LGREEN_SOCKET);
+  check_parser(L, R_PARSER);
+  luaL_checktype(L, R_HANDLER, LUA_TFUNCTION);
+  luaL_checktype(L, R_CONN, LUA_TTABLE);
+  luaL_checktype(L, R_SRV, LUA_TTABLE);
+  lua_settop(L, R_RES - 1);
+  lua_pushvalue(L, R_HANDLER);
+  lua_pushvalue(L, R_REQ);
+  lua_callk(L, 1, 3, 0, run_k);
+  return run_k(L, LUA_OK, 0);
+}
+
+/* }====================================================== */
 
 
 /*
@@ -1997,6 +2130,7 @@ static const luaL_Reg funcs[] = {
     {"http_state", l_http_state},
     {"http_setmaxbody", l_http_setmaxbody},
     {"http_response", l_http_response},
+    {"http_run", l_http_run},
     {"http_output", l_http_output},
     {"http_flush", l_http_flush},
     {"http_parse_url", l_http_parse_url},

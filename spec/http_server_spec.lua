@@ -236,6 +236,113 @@ describe("green.http.serve", function()
     end)
   end)
 
+  -- (the bodyless requests buffered together run in C's loop, http_run:
+  -- handlers that wait, fail, upgrade or stop the server amid them)
+  it("answers pipelined requests whose handlers wait, in order", function()
+    green_run(function()
+      local order = {}
+      local port, stop = start(function(req)
+        local i = tonumber(req.path:sub(2))
+        if i % 3 == 0 then green.sleep(0) end -- the handler yields
+        if i % 5 == 0 then green.sleep(0.001) end
+        order[#order + 1] = i
+        return 200, { ["X-I"] = tostring(i) }, req.path
+      end)
+      local t = {}
+      for i = 1, 60 do t[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      local r = raw(port, table.concat(t)
+                    .. "GET /61 HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local got = {}
+      for i, body in r:gmatch("X%-I: (%d+)\r\n.-\r\n\r\n/(%d+)") do
+        assert.are.equal(i, body)
+        got[#got + 1] = tonumber(i)
+      end
+      local want = {}
+      for i = 1, 61 do want[i] = i end
+      assert.are.same(want, got)
+      assert.are.same(want, order)
+      stop()
+    end)
+  end)
+
+  it("answers 500 for a pipelined request whose handler fails, after the "
+     .. "responses before it", function()
+    green_run(function()
+      local seen = reported(function()
+        local port, stop = start(function(req)
+          if req.path == "/4" then green.sleep(0) error("fourth fails") end
+          if req.path == "/5" then error("never called") end
+          return 200, nil, req.path
+        end)
+        local t = {}
+        for i = 1, 5 do t[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+        local r = raw(port, table.concat(t))
+        local statuses, bodies = {}, {}
+        for st in r:gmatch("HTTP/1%.1 (%d+) ") do
+          statuses[#statuses + 1] = tonumber(st)
+        end
+        for b in r:gmatch("\r\n\r\n(/%d)") do bodies[#bodies + 1] = b end
+        assert.are.same({ 200, 200, 200, 500 }, statuses)
+        assert.are.same({ "/1", "/2", "/3" }, bodies)
+        assert.matches("Connection: close\r\n.*500 Internal Server Error\n$",
+                       r)
+        stop()
+      end)
+      assert.are.equal(1, #seen)
+      assert.matches("fourth fails", tostring(seen[1].err))
+    end)
+  end)
+
+  it("ends pipelined requests at a stop: the one in flight says "
+     .. "Connection: close", function()
+    green_run(function()
+      local srv, port = listen()
+      local called = {}
+      local gt
+      gt = green.spawn(green.http.serve, srv, function(req)
+        called[#called + 1] = req.path
+        if req.path == "/3" then
+          srv:close() -- the server stops: wait until serve is draining
+          h.until_suspended(gt, "green.http.serve (draining)")
+        end
+        return 200, nil, req.path
+      end)
+      local t = {}
+      for i = 1, 6 do t[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      local r = raw(port, table.concat(t))
+      assert.are.same({ "/1", "/2", "/3" }, called)
+      local _, n = r:gsub("HTTP/1%.1 200 OK", "")
+      assert.are.equal(3, n)
+      assert.matches("Connection: close\r\n\r\n/3$", r)
+      assert.is_nil(r:sub(1, -20):find("Connection: close"))
+      assert.are.same({ nil, "closed" }, { gt:wait() })
+    end)
+  end)
+
+  it("hands the socket to a WebSocket upgraded amid pipelined requests",
+     function()
+    green_run(function()
+      local port, stop = start(function(req)
+        if req.path == "/ws" then
+          local ws = assert(req:upgrade_websocket())
+          assert(ws:send("hi"))
+          ws:close()
+          return
+        end
+        return 200, nil, req.path
+      end)
+      local r = raw(port, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"
+        .. "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade"
+        .. "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        .. "Sec-WebSocket-Version: 13\r\n\r\nGET /never HTTP/1.1\r\n\r\n")
+      assert.matches("^HTTP/1%.1 200 OK\r\n.-\r\n\r\n/aHTTP/1%.1 200 OK\r\n"
+        .. ".-\r\n\r\n/bHTTP/1%.1 101 Switching Protocols\r\n.-\r\n\r\n"
+        .. "\129\2hi\136", r)
+      assert.is_nil(r:find("/never", 1, true))
+      stop()
+    end)
+  end)
+
   it("answers 10,000 pipelined requests sent in one write, in order",
      function()
     green_run(function()

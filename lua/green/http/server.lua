@@ -11,9 +11,9 @@ local common = require "green.http.common"
 local serve_mod = require "green.serve"
 
 local http_parser, http_head, http_body, http_state, http_setmaxbody,
-      http_response, http_output, http_flush = core.http_parser,
+      http_response, http_run, http_output, http_flush = core.http_parser,
   core.http_head, core.http_body, core.http_state, core.http_setmaxbody,
-  core.http_response, core.http_output, core.http_flush
+  core.http_response, core.http_run, core.http_output, core.http_flush
 local getcurrent = core.getcurrent
 local status_line, date_line = common.status_line, common.date_line
 local Headers = common.Headers
@@ -275,8 +275,10 @@ local function requests(c)
   local sock, parser, srv, o = c.sock, c.parser, c.srv, c.o
   local handler, log = c.handler, o.log
   local head = c.tls and tls_head or http_head
-  -- http_response parses the next buffered head too on a plain socket
+  -- http_response parses the next buffered head too on a plain socket,
+  -- and without a log hook http_run runs the bodyless requests' loop
   local rsock = not c.tls and sock or nil
+  local run = rsock and not log and http_run
   local req, kind, keep, ctl = head(sock, parser, false)
   while true do
     if not req then -- (a table on the way that does not wait)
@@ -303,24 +305,37 @@ local function requests(c)
       return
     end
     c.req = req
-    if kind ~= 0 then c.bodykind, c.expect = kind, ctl end
-    local status, hs, body = handler(req)
-    if c.upgraded then return end -- a WebSocket owns the socket now
-    if c.failed then -- the request was at fault (body too large, ...)
-      status = c.failed
-      c.sent = status
-      queue(c, simple(status, false))
-      c.req = false
-      if log then log(req, status) end
-      return
+    local status, kept, pending, stream, clen, nreq, nkind, nkeep, nctl,
+          body
+    if run and kind == 0 then
+      -- this handler and those of the bodyless requests buffered behind
+      -- it, each with its response, in C (http_run, the same steps as
+      -- below); req is the last one
+      req, status, kept, pending, stream, clen, nreq, nkind, nkeep, nctl,
+        body = run(sock, parser, handler, c, srv, req, keep)
+      if c.upgraded then return end -- a WebSocket owns the socket now
+    else
+      if kind ~= 0 then c.bodykind, c.expect = kind, ctl end
+      local hs
+      status, hs, body = handler(req)
+      if c.upgraded then return end
+      if c.failed then -- the request was at fault (body too large, ...)
+        status = c.failed
+        c.sent = status
+        queue(c, simple(status, false))
+        c.req = false
+        if log then log(req, status) end
+        return
+      end
+      if srv.stopping then keep = false end -- a stop: its last response
+      -- laid out: an error from here on (in drain, in a streamed body)
+      -- must not add a 500 after it, and the log gets this status
+      -- (http_state's third result); with the next request if all of it
+      -- is buffered
+      kept, pending, stream, clen, nreq, nkind, nkeep, nctl =
+        http_response(parser, status, hs, body, keep, kind == 0 and rsock
+                      or nil)
     end
-    if srv.stopping then keep = false end -- a stop: its last response
-    -- laid out: an error from here on (in drain, in a streamed body) must
-    -- not add a 500 after it, and the log gets this status (http_state's
-    -- third result); with the next request if all of it is buffered
-    local kept, pending, stream, clen, nreq, nkind, nkeep, nctl =
-      http_response(parser, status, hs, body, keep, kind == 0 and rsock
-                    or nil)
     if stream then
       kept = send_body(c, body, stream, clen, kept) and not srv.stopping
     elseif pending >= FLUSH_AT and (not flush(c) or srv.stopping) then
