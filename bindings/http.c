@@ -1913,8 +1913,14 @@ static int l_http_response(lua_State *L) {
 #define R_SRV 5    /* the server's */
 #define R_REQ 6    /* the request whose handler runs */
 #define R_KEEP 7   /* its keep-alive */
-#define R_RES 8    /* the handler's status, headers, body */
-#define R_TOP 10
+#define R_LOG 8    /* the log hook, or nil */
+#define R_RES 9    /* the handler's status, headers, body */
+#define R_TOP 11
+#define R_NEXT (R_TOP + 7) /* the next request's http_head results */
+
+/* What run_k continues after. */
+#define RUN_HANDLER 0
+#define RUN_LOG 1
 
 
 /* Is field K_* 'k' of the table at 'idx' true? (a raw get) [-0, +1, -] */
@@ -1926,71 +1932,101 @@ static int raw_field(lua_State *L, int idx, int k) {
 
 
 /*
-** The handler's results are at R_RES: lay out the response; go on with
-** the next request if it is all buffered, has no body and needs nothing
-** before its handler; else return what the server's loop needs after an
-** http_response (see l_http_run).
+** The handler's results are at R_RES: lay out the response. Returns -1
+** when the next request is all buffered, has no body and needs nothing
+** before its handler (its http_head results at R_NEXT), else pushes what
+** the server's loop needs after an http_response (see l_http_run) and
+** returns their number.
+*/
+static int run_respond(lua_State *L, hparser *hp) {
+  rinfo ri;
+  lstream *x = NULL;
+  int keep = lua_toboolean(L, R_KEEP);
+  lua_settop(L, R_TOP);
+  if (raw_field(L, R_CONN, K_UPGRADED)) { /* a WebSocket has the socket */
+    lua_pushvalue(L, R_REQ);
+    return 1;
+  }
+  if (keep && raw_field(L, R_SRV, K_STOPPING))
+    keep = 0; /* a stop: its last response */
+  lua_settop(L, R_TOP);
+  lay_out(L, hp, R_RES, keep, &ri);
+  if (ri.mode == 0 && ri.keep)
+    x = next_head(hp, (lsock **)lua_touserdata(L, R_SOCK));
+  lua_pushvalue(L, R_REQ);
+  lua_pushvalue(L, R_RES + A_STATUS);
+  response_results(L, hp, &ri);
+  lua_settop(L, R_TOP + 6); /* (mode and length nil if not given) */
+  if (x == NULL || take_head(L, x, hp, hp->fed) != 4) {
+    lua_settop(L, R_TOP + 6); /* no next request (or a bad head: */
+    lua_settop(L, R_TOP + 10); /* http_head reports it) */
+    lua_pushvalue(L, R_RES + A_BODY);
+    return 11;
+  }
+  if (lua_tointeger(L, R_NEXT + 1) != 0 ||
+      lua_type(L, R_NEXT + 3) != LUA_TBOOLEAN) {
+    lua_pushvalue(L, R_RES + A_BODY); /* a body, or refused: the loop's */
+    return 11;
+  }
+  return -1;
+}
+
+
+/*
+** The loop: after the handler (RUN_HANDLER: its results at R_RES), the
+** response; then, if the next request goes on here, the log hook for
+** this one (with conn.req false, as the Lua loop calls it), and
+** (RUN_LOG) the next request's handler, with conn.req set to it. The
+** handler and the log hook may yield: this is their continuation.
 */
 static int run_k(lua_State *L, int status, lua_KContext ctx) {
   hparser *hp = (hparser *)lua_touserdata(L, R_PARSER);
   (void)status;
-  (void)ctx;
   for (;;) {
-    rinfo ri;
-    lstream *x = NULL;
-    int keep = lua_toboolean(L, R_KEEP);
-    lua_settop(L, R_TOP);
-    if (raw_field(L, R_CONN, K_UPGRADED)) { /* a WebSocket has the socket */
-      lua_pushvalue(L, R_REQ);
-      return 1;
-    }
-    if (keep && raw_field(L, R_SRV, K_STOPPING))
-      keep = 0; /* a stop: its last response */
-    lua_settop(L, R_TOP);
-    lay_out(L, hp, R_RES, keep, &ri);
-    if (ri.mode == 0 && ri.keep)
-      x = next_head(hp, (lsock **)lua_touserdata(L, R_SOCK));
-    lua_pushvalue(L, R_REQ);
-    lua_pushvalue(L, R_RES + A_STATUS);
-    response_results(L, hp, &ri);
-    lua_settop(L, R_TOP + 6); /* (mode and length nil if not given) */
-    if (x == NULL || take_head(L, x, hp, hp->fed) != 4) {
-      lua_settop(L, R_TOP + 6); /* no next request (or a bad head: */
-      lua_settop(L, R_TOP + 10); /* http_head reports it) */
-      lua_pushvalue(L, R_RES + A_BODY);
-      return 11;
-    }
-    if (lua_tointeger(L, R_TOP + 8) != 0 ||
-        lua_type(L, R_TOP + 10) != LUA_TBOOLEAN) {
-      lua_pushvalue(L, R_RES + A_BODY); /* a body, or refused: the loop's */
-      return 11;
+    if (ctx == RUN_HANDLER) {
+      int n = run_respond(L, hp);
+      if (n >= 0)
+        return n;
+      if (!lua_isnil(L, R_LOG)) {
+        lua_rawgeti(L, lua_upvalueindex(4), K_REQ);
+        lua_pushboolean(L, 0);
+        lua_rawset(L, R_CONN);
+        lua_pushvalue(L, R_LOG);
+        lua_pushvalue(L, R_REQ);
+        lua_pushvalue(L, R_RES + A_STATUS);
+        lua_callk(L, 2, 0, RUN_LOG, run_k);
+      }
     }
     /* the next request's handler, here */
-    lua_copy(L, R_TOP + 7, R_REQ);
-    lua_copy(L, R_TOP + 9, R_KEEP);
+    ctx = RUN_HANDLER;
+    lua_settop(L, R_NEXT + 3);
+    lua_copy(L, R_NEXT, R_REQ);
+    lua_copy(L, R_NEXT + 2, R_KEEP);
     lua_rawgeti(L, lua_upvalueindex(4), K_REQ);
     lua_pushvalue(L, R_REQ);
     lua_rawset(L, R_CONN);
     lua_settop(L, R_RES - 1);
     lua_pushvalue(L, R_HANDLER);
     lua_pushvalue(L, R_REQ);
-    lua_callk(L, 1, 3, 0, run_k);
+    lua_callk(L, 1, 3, RUN_HANDLER, run_k);
   }
 }
 
 
 /*
-** http_run(sock, parser, handler, conn, srv, req, keep): the server's
-** loop (lua/green/http/server.lua) for a request without a body on a
-** plain socket, with no log hook: with conn.req = req, call
-** handler(req), lay out its response (keep false if srv.stopping), and
-** while the next request is all buffered, has no body and nothing to do
-** before its handler, set conn.req to it and go on with it; the handler
-** may yield. Returns for the last request whose handler ran: req, status,
-** keep, pending, mode, length, then the next request's http_head results
-** (or nils), and the handler's body; or req alone if conn.upgraded (a
-** WebSocket took the socket). An error (the handler's, a bad response)
-** propagates with conn.req the request it belongs to.
+** http_run(sock, parser, handler, conn, srv, req, keep, [log]): the
+** server's loop (lua/green/http/server.lua) for a request without a body
+** on a plain socket: with conn.req = req, call handler(req), lay out its
+** response (keep false if srv.stopping), and while the next request is
+** all buffered, has no body and nothing to do before its handler, call
+** log(req, status) if given (conn.req false meanwhile), set conn.req to
+** the next request and go on with it; the handler and the log hook may
+** yield. Returns for the last request whose handler ran (its log is the
+** caller's): req, status, keep, pending, mode, length, then the next
+** request's http_head results (or nils), and the handler's body; or req
+** alone if conn.upgraded (a WebSocket took the socket). An error (the
+** handler's, a bad response, the log hook's) propagates with conn.req
+** the request it belongs to (false for the log hook's).
 */
 static int l_http_run(lua_State *L) {
   lgreen_sock_checkmt(L, R_SOCK, lgreen_sock_state(L)->mt_stream,
@@ -1999,11 +2035,13 @@ static int l_http_run(lua_State *L) {
   luaL_checktype(L, R_HANDLER, LUA_TFUNCTION);
   luaL_checktype(L, R_CONN, LUA_TTABLE);
   luaL_checktype(L, R_SRV, LUA_TTABLE);
+  if (!lua_isnoneornil(L, R_LOG))
+    luaL_checktype(L, R_LOG, LUA_TFUNCTION);
   lua_settop(L, R_RES - 1);
   lua_pushvalue(L, R_HANDLER);
   lua_pushvalue(L, R_REQ);
-  lua_callk(L, 1, 3, 0, run_k);
-  return run_k(L, LUA_OK, 0);
+  lua_callk(L, 1, 3, RUN_HANDLER, run_k);
+  return run_k(L, LUA_OK, RUN_HANDLER);
 }
 
 /* }====================================================== */

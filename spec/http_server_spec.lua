@@ -265,6 +265,30 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("logs each pipelined request in order, with a log hook that waits",
+     function()
+    green_run(function()
+      local log, during = {}, {}
+      local port, stop = start(function(req)
+        during[#during + 1] = #log -- the requests before it are logged
+        return req.path == "/3" and 404 or 200, nil, req.path
+      end, { log = function(req, status)
+        if status == 404 then green.sleep(0) end -- the hook yields
+        log[#log + 1] = req.path .. " " .. status
+      end })
+      local t = {}
+      for i = 1, 6 do t[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      local r = raw(port, table.concat(t)
+                    .. "GET /7 HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local _, n = r:gsub("HTTP/1%.1 %d+ ", "")
+      assert.are.equal(7, n)
+      assert.are.same({ "/1 200", "/2 200", "/3 404", "/4 200", "/5 200",
+                        "/6 200", "/7 200" }, log)
+      assert.are.same({ 0, 1, 2, 3, 4, 5, 6 }, during)
+      stop()
+    end)
+  end)
+
   it("answers 500 for a pipelined request whose handler fails, after the "
      .. "responses before it", function()
     green_run(function()

@@ -275,10 +275,10 @@ local function requests(c)
   local sock, parser, srv, o = c.sock, c.parser, c.srv, c.o
   local handler, log = c.handler, o.log
   local head = c.tls and tls_head or http_head
-  -- http_response parses the next buffered head too on a plain socket,
-  -- and without a log hook http_run runs the bodyless requests' loop
+  -- on a plain socket http_response parses the next buffered head too,
+  -- and http_run runs the loop of the bodyless requests
   local rsock = not c.tls and sock or nil
-  local run = rsock and not log and http_run
+  local run = rsock and http_run
   local req, kind, keep, ctl = head(sock, parser, false)
   while true do
     if not req then -- (a table on the way that does not wait)
@@ -309,10 +309,10 @@ local function requests(c)
           body
     if run and kind == 0 then
       -- this handler and those of the bodyless requests buffered behind
-      -- it, each with its response, in C (http_run, the same steps as
-      -- below); req is the last one
+      -- it, each with its response (and the log of all but the last), in
+      -- C (http_run, the same steps as below); req is the last one
       req, status, kept, pending, stream, clen, nreq, nkind, nkeep, nctl,
-        body = run(sock, parser, handler, c, srv, req, keep)
+        body = run(sock, parser, handler, c, srv, req, keep, log)
       if c.upgraded then return end -- a WebSocket owns the socket now
     else
       if kind ~= 0 then c.bodykind, c.expect = kind, ctl end
