@@ -1171,8 +1171,12 @@ static NOSAN int child_stdio(childplan *c, int i) {
   if (m == IO_STDOUT)
     return child_dup(1, 2);
   if (m == IO_NULL || c->closed[i] > 0) {
-    long fd = RAW(SYS_openat, AT_FDCWD, "/dev/null",
-                  i == 0 ? O_RDONLY : O_WRONLY);
+    long fd;
+    /* 'i' first, as posix_spawn's open action: the open takes its
+       number even with no other descriptor left (0 to i-1 are open) */
+    RAW(SYS_close, i);
+    fd = RAW(SYS_openat, AT_FDCWD, "/dev/null",
+             i == 0 ? O_RDONLY : O_WRONLY);
     if (fd < 0)
       return errno;
     if (fd != i) {
@@ -1330,6 +1334,13 @@ static int clone_start(pstate *st, const char *cwd, const char *file,
   ca.stack = (uint64_t)(uintptr_t)st->cstack;
   ca.stack_size = CSTACK_SIZE;
   r = clone3_call(&ca, child_main, c);
+  if (r < 0 && pidfd != NULL && (errno == EMFILE || errno == ENFILE)) {
+    /* no descriptor for the pidfd: start it without, as posix_spawn
+       would (exit_watch does without one) */
+    ca.flags &= ~(uint64_t)CLONE_PIDFD;
+    ca.pidfd = 0;
+    r = clone3_call(&ca, child_main, c);
+  }
   if (r < 0) {
     err = errno;
     errno = saved;

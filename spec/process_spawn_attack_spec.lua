@@ -1,0 +1,90 @@
+-- green.process's own clone3 spawner under attack (bindings/process.c):
+-- each case runs a greenlua script twice, with the spawner this kernel
+-- gives (clone3 here, posix_spawn where clone3 cannot) and with
+-- GREENLUA_SPAWN=posix_spawn, and wants the same observable outcome from
+-- both: what posix_spawn does is the contract.
+local h = require "helper"
+
+-- Run Lua `src` under greenlua with shell `prefix` (ulimit ...) once per
+-- spawner; the outputs, after checking each run succeeded.
+local function both(src, prefix)
+  local p = os.tmpname()
+  local f = assert(io.open(p, "w"))
+  f:write(src)
+  f:close()
+  local outs = {}
+  for _, which in ipairs { "default", "posix_spawn" } do
+    local out, err, code = h.sh((prefix or "") .. " GREENLUA_SPAWN=" .. which
+                                .. " exec " .. h.greenlua .. " " .. p, 60)
+    assert.are.equal("", err, which)
+    assert.are.equal(0, code, which)
+    outs[#outs + 1] = out
+  end
+  os.remove(p)
+  return outs[1], outs[2]
+end
+
+-- The prelude of every script: green, process, and `fill()`, which opens
+-- /dev/null until no descriptor is left and returns a function that
+-- closes them again.
+local PRELUDE = [[
+local green = require "green"
+local process = green.process
+local function nfds()
+  local n = 0
+  local d = io.popen("ls /proc/" .. process.getpid() .. "/fd")
+  for _ in d:lines() do n = n + 1 end
+  d:close()
+  return n
+end
+local function children()
+  local pid = process.getpid()
+  local f = assert(io.open("/proc/" .. pid .. "/task/" .. pid .. "/children"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+local function fill()
+  local files = {}
+  for _ = 1, 100000 do
+    local f = io.open("/dev/null")
+    if not f then break end
+    files[#files + 1] = f
+  end
+  assert(#files > 0 and not io.open("/dev/null"))
+  return function()
+    for _, f in ipairs(files) do f:close() end
+  end
+end
+local function show(...)
+  local t = table.pack(...)
+  for i = 1, t.n do t[i] = tostring(t[i]) end
+  io.write(table.concat(t, " "), "\n")
+end
+]]
+
+describe("the clone3 spawner", function()
+  it("starts children with no descriptor left, as posix_spawn: no pidfd "
+     .. "for run and execute, /dev/null on the child's own number",
+     function()
+    local a, b = both(PRELUDE .. [[
+green.run(function()
+  assert(process.run { "true" }) -- the child stack, pipes: warmed up
+  local before = nfds()
+  local unfill = fill()
+  show(process.execute("exit 5"))
+  local ok, _, _, how, code = process.run({ "sh", "-c", "exit 6" },
+    { stdout = "null", stderr = "null" })
+  show(ok, how, code)
+  local p, msg = process.spawn { "sh", "-c", "exit 7", stdin = "null",
+                                 stdout = "null" }
+  if p then show(msg, p:wait()) else show(msg) end
+  unfill()
+  show("descriptors", nfds() - before, "children", children())
+end)
+]], "ulimit -n 64;")
+    assert.are.equal("nil exit 5\nfalse exit 6\nnil exit 7\n"
+                     .. "descriptors 0 children \n", b)
+    assert.are.equal(b, a)
+  end)
+end)
