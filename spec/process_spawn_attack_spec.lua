@@ -88,3 +88,55 @@ end)
     assert.are.equal(b, a)
   end)
 end)
+
+describe("the clone3 spawner refused", function()
+  -- greenlua's clone3 calls: the first is pthread_create's (the
+  -- watchdog), the second the first spawn's.
+  local SRC = [[
+local green = require "green"
+green.run(function()
+  local p, msg, errno = green.process.spawn { "true" }
+  if p then msg, errno = p:wait() end
+  print(msg, errno, green.core.process_spawner())
+  local ok, _, _, how, code = green.process.run { "sh", "-c", "exit 3" }
+  print(ok, how, code, green.core.process_spawner())
+end)
+]]
+
+  it("falls back to posix_spawn for good where clone3 cannot "
+     .. "(ENOSYS, EPERM, EINVAL, E2BIG); other failures are the spawn's",
+     function()
+    if not h.has_tool("strace") then
+      pending("no strace here")
+      return
+    end
+    local p = os.tmpname()
+    local f = assert(io.open(p, "w"))
+    f:write(SRC)
+    f:close()
+    local function under(errname)
+      local inject = errname and "-e inject=clone3:error=" .. errname
+                     .. ":when=2 " or ""
+      local out, err, code = h.sh("env -u LD_PRELOAD strace -o /dev/null "
+        .. "-e trace=clone3 " .. inject .. h.greenlua .. " " .. p, 60)
+      assert.are.equal("", err, errname)
+      assert.are.equal(0, code, errname)
+      return out
+    end
+    local plain = under(nil) -- no failure injected
+    if not plain:match("clone3\n$") then
+      os.remove(p)
+      pending("no clone3 spawner on this kernel")
+      return
+    end
+    for _, e in ipairs { "ENOSYS", "EPERM", "EINVAL", "E2BIG" } do
+      assert.are.equal("exit\t0\tposix_spawn\nfalse\texit\t3\tposix_spawn\n",
+                       under(e))
+    end
+    assert.are.equal("true: Resource temporarily unavailable\t11\tclone3\n"
+                     .. "false\texit\t3\tclone3\n", under("EAGAIN"))
+    assert.are.equal("true: Cannot allocate memory\t12\tclone3\n"
+                     .. "false\texit\t3\tclone3\n", under("ENOMEM"))
+    os.remove(p)
+  end)
+end)
