@@ -5,9 +5,10 @@
 -- both: what posix_spawn does is the contract.
 local h = require "helper"
 
--- Run Lua `src` under greenlua with shell `prefix` (ulimit ...) once per
--- spawner; the outputs, after checking each run succeeded.
-local function both(src, prefix)
+-- Run Lua `src` under greenlua with shell `prefix` (ulimit ...) and
+-- command `wrap` (setsid) once per spawner; the outputs, after checking
+-- each run succeeded.
+local function both(src, prefix, wrap)
   local p = os.tmpname()
   local f = assert(io.open(p, "w"))
   f:write(src)
@@ -15,7 +16,8 @@ local function both(src, prefix)
   local outs = {}
   for _, which in ipairs { "default", "posix_spawn" } do
     local out, err, code = h.sh((prefix or "") .. " GREENLUA_SPAWN=" .. which
-                                .. " exec " .. h.greenlua .. " " .. p, 60)
+                                .. " exec " .. (wrap or "") .. h.greenlua
+                                .. " " .. p, 60)
     assert.are.equal("", err, which)
     assert.are.equal(0, code, which)
     outs[#outs + 1] = out
@@ -138,5 +140,60 @@ end)
     assert.are.equal("true: Cannot allocate memory\t12\tclone3\n"
                      .. "false\texit\t3\tclone3\n", under("ENOMEM"))
     os.remove(p)
+  end)
+end)
+
+describe("the clone3 spawner under signals", function()
+  it("starts hundreds of children from four threads while the process "
+     .. "group takes SIGUSR1 and SIGUSR2 in a tight loop, with green "
+     .. "handlers: each child exits or dies by one, all are reaped",
+     function()
+    local a, b = both(PRELUDE .. [[
+local N = 400
+green.run(function()
+  local got = 0
+  local h1 = green.signal("USR1", function() got = got + 1 end)
+  local h2 = green.signal("USR2", function() got = got + 1 end)
+  local me = process.getpid()
+  assert(process.run { "true" }) -- libuv's spare descriptor: opened once
+  local before = nfds()
+  local killer = assert(process.spawn { "sh", "-c", "trap '' USR1 USR2; "
+    .. "while kill -0 " .. me .. " 2>/dev/null; do kill -USR1 -" .. me
+    .. "; kill -USR2 -" .. me .. "; done" })
+  local seen, done, bad = 0, 0, {}
+  for t = 1, 4 do
+    green.spawn(function()
+      for i = 1, N // 4 do
+        local how, code
+        if (i + t) % 2 == 0 then
+          local _, _, _, hw, c = process.run { "true" }
+          how, code = hw, c
+        else
+          local p = assert(process.spawn { "true", stdout = "null" })
+          how, code = p:wait()
+        end
+        seen = seen + 1
+        if not (how == "exit" and code == 0 or how == "signal"
+                and (code == 10 or code == 12)) then
+          bad[#bad + 1] = tostring(how) .. " " .. tostring(code)
+        end
+      end
+      done = done + 1
+    end)
+  end
+  for _ = 1, 4000 do -- 40 s at most
+    if done == 4 and got > 0 then break end
+    green.sleep(0.01)
+  end
+  killer:kill("KILL")
+  killer:wait()
+  h1:cancel()
+  h2:cancel()
+  show(seen, #bad, table.concat(bad, ","), got > 0,
+       "descriptors", nfds() - before, "children", children())
+end)
+]], nil, "setsid ")
+    assert.are.equal("400 0  true descriptors 0 children \n", a)
+    assert.are.equal(a, b)
   end)
 end)
