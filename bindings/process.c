@@ -1309,10 +1309,13 @@ static int clone_start(pstate *st, const char *cwd, const char *file,
   childplan *c;
   long r;
   int saved = errno, err;
-  if (st->cstack == NULL &&
-      (st->cstack = (char *)malloc(CSTACK_SIZE + sizeof(childplan))) ==
-          NULL)
-    return ENOMEM;
+  if (st->cstack == NULL) {
+    if ((st->cstack = (char *)malloc(CSTACK_SIZE + sizeof(childplan))) ==
+        NULL)
+      return ENOMEM;
+    /* bind syscall() here, not in the first child (lazy binding) */
+    (void)syscall(SYS_getppid);
+  }
   c = (childplan *)(st->cstack + CSTACK_SIZE); /* above the stack */
   c->file = file;
   c->path = path;
@@ -1734,6 +1737,17 @@ void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
   st->running = st->nwaits = 0;
   st->reaping = 0;
   st->plan = 0;
+  { /* SIGCHLD ignored by whoever started us (env --ignore-signal=CHLD):
+       the kernel would reap our children itself, and every wait would
+       say "no child processes". Children are ours to reap. */
+    struct sigaction sa;
+    if (sigaction(SIGCHLD, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN) {
+      sa.sa_handler = SIG_DFL;
+      sa.sa_flags = 0;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGCHLD, &sa, NULL);
+    }
+  }
   { /* GREENLUA_SPAWN=posix_spawn: glibc's spawner, always */
     const char *e = getenv("GREENLUA_SPAWN");
     st->noclone3 = e != NULL && strcmp(e, "posix_spawn") == 0;

@@ -294,6 +294,23 @@ describe("starting a child", function()
 end)
 
 
+describe("SIGCHLD ignored by whoever started us", function()
+  it("children are still ours to reap: run, execute, popen, wait",
+     function()
+    local out, err, code = h.sh("env --ignore-signal=CHLD " .. h.greenlua
+      .. " -e 'local p = require(\"green\").process; "
+      .. "print(p.execute(\"exit 5\")); "
+      .. "print(p.run(\"echo hi; exit 3\")); "
+      .. "local f = p.popen(\"echo x\"); print(f:read(\"l\"), f:close()); "
+      .. "print(p.spawn{\"true\"}:wait())'", 30)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("nil\texit\t5\nfalse\thi\n\t\texit\t3\n"
+                     .. "x\ttrue\texit\t0\nexit\t0\n", out)
+  end)
+end)
+
+
 describe("the child's signals", function()
   -- The bit of signal `sig` in field `field` of a /proc status text.
   local function bit(status, field, sig)
