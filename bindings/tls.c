@@ -749,32 +749,43 @@ static void take(lua_State *L, tls_conn *t, size_t n, size_t skip,
 }
 
 
-/* Can the pattern complete from the buffer? Sets the bytes to return and
-   to consume. */
-static int ready(tls_conn *t, int mode, size_t count, size_t *n,
-                 size_t *skip) {
+/* What a receive can do with the buffer now (as stream.c's plan_read):
+   R_DATA complete, R_LONG fail with "too long" (past the receive limit
+   'limit', SIZE_MAX for none), R_WAIT more is needed. Sets the bytes to
+   return and to consume. */
+enum { R_WAIT, R_DATA, R_LONG };
+
+static int plan(tls_conn *t, int mode, size_t count, size_t limit, size_t *n,
+                size_t *skip) {
   const char *p = t->buf + t->off;
   if (mode == 'l') {
     const char *nl = t->len > 0 ? memchr(p, '\n', t->len) : NULL;
-    if (nl == NULL)
-      return 0;
-    *n = (size_t)(nl - p);
-    *skip = *n + 1;
-    return 1;
-  }
-  if (mode == 'n') {
-    if (t->len < count)
-      return 0;
-    *n = *skip = count;
-    return 1;
-  }
-  if (mode == 's') {
+    if (nl != NULL && (size_t)(nl - p) <= limit) {
+      *n = (size_t)(nl - p);
+      *skip = *n + 1;
+      return R_DATA;
+    }
+  } else if (mode == 'n') {
+    if (count > limit) { /* refused at once, taking nothing */
+      *n = *skip = 0;
+      return R_LONG;
+    }
+    if (t->len >= count) {
+      *n = *skip = count;
+      return R_DATA;
+    }
+    return R_WAIT;
+  } else if (mode == 's') {
     if (t->len == 0)
-      return 0;
+      return R_WAIT;
     *n = *skip = t->len < count ? t->len : count;
-    return 1;
+    return R_DATA;
+  } /* 'a': only the end completes it */
+  if (t->len > limit) { /* a line or "a" past the limit */
+    *n = *skip = limit;
+    return R_LONG;
   }
-  return 0; /* 'a': only at the end */
+  return R_WAIT;
 }
 
 
@@ -802,46 +813,50 @@ static int read_end(lua_State *L, tls_conn *t, int e) {
 /*
 ** conn:receive(mode, count, [giveup], [limit]): mode "l" (a line), "a"
 ** (to the end), "n" (count bytes), "s" (1 to count bytes). With 'limit'
-** (bytes, 0 none), a receive that would gather more fails with nil,
-** "too long", the first 'limit' bytes, as a plain socket's does. Returns the data; or
+** (bytes; nil none), a line or "a" that would gather more fails with
+** nil, "too long", the first 'limit' bytes, and a count above it with
+** nil, "too long", "", as a plain socket's does. Returns the data; or
 ** false if it needs more input (first send the output); or nil, err,
 ** partial (the partial consumed) at the end of the stream, on an error,
-** or when 'giveup' is the error to end with ("timeout"). An unclean end
-** (no close_notify) completes no "a" receive: that could be truncation.
+** or when 'giveup' is the error to end with ("timeout"). An "a" receive
+** at the end with nothing left fails with "closed", as LuaSocket's
+** recvall (and a plain socket's receive) does. An unclean end (no
+** close_notify) completes no "a" receive: that could be truncation.
 */
 static int conn_receive(lua_State *L) {
   tls_conn *t = checkconn(L);
   const char *m = luaL_checkstring(L, 2);
   size_t count = (size_t)luaL_optinteger(L, 3, 0);
   const char *giveup = luaL_optstring(L, 4, NULL);
-  size_t limit = (size_t)luaL_optinteger(L, 5, 0);
-  int mode = m[0], e = 0;
-  size_t n, skip;
-  if (ready(t, mode, count, &n, &skip)) {
+  size_t limit = lua_isnoneornil(L, 5) ? SIZE_MAX
+                                       : (size_t)luaL_checkinteger(L, 5);
+  int mode = m[0], e = 0, r;
+  size_t n = 0, skip = 0;
+  r = plan(t, mode, count, limit, &n, &skip);
+  if (r == R_WAIT && !t->eof && !t->err && giveup == NULL) {
+    e = decrypt(L, t);
+    r = plan(t, mode, count, limit, &n, &skip);
+    if (r == R_WAIT) {
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        lua_pushboolean(L, 0);
+        return 1;
+      }
+      if (read_end(L, t, e) > 0)
+        lua_pop(L, 2); /* the error is recorded: pushed again below */
+    }
+  }
+  if (r == R_DATA) {
     take(L, t, n, skip, mode == 'l');
     return 1;
   }
-  if (!t->eof && !t->err && giveup == NULL) {
-    e = decrypt(L, t);
-    if (ready(t, mode, count, &n, &skip)) {
-      take(L, t, n, skip, mode == 'l');
-      return 1;
-    }
-    if (mode != 's' && limit > 0 && t->len >= limit) { /* as stream.c */
-      luaL_pushfail(L);
-      lua_pushliteral(L, "too long");
-      take(L, t, limit, limit, mode == 'l');
-      return 3;
-    }
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-    if (read_end(L, t, e) > 0)
-      lua_pop(L, 2); /* the error is recorded: pushed again below */
+  if (r == R_LONG) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "too long");
+    take(L, t, n, skip, mode == 'l');
+    return 3;
   }
-  if (mode == 'a' && t->eof == 1 && giveup == NULL) {
-    take(L, t, t->len, t->len, 0);
+  if (mode == 'a' && t->eof == 1 && t->len > 0 && giveup == NULL) {
+    take(L, t, t->len, t->len, 0); /* nothing left is "closed" (recvall) */
     return 1;
   }
   luaL_pushfail(L);
