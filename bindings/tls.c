@@ -692,10 +692,15 @@ static int conn_close_notify(lua_State *L) {
 }
 
 
+static void read_end(lua_State *L, int ci, tls_conn *t, int e);
+
 /* Decrypt everything the input holds into the plaintext buffer (no more
    than was fed). Returns the SSL_get_error of the read that ended it
-   (WANT_READ: more input needed). */
-static int decrypt(lua_State *L, tls_conn *t) {
+   (WANT_READ: more input needed); any other is recorded in the
+   connection (at stack index 'ci') at once (read_end), even when the
+   same call decrypted bytes before it: a fatal error must not be read
+   again later, when OpenSSL no longer says what it was. */
+static int decrypt(lua_State *L, int ci, tls_conn *t) {
   for (;;) {
     int r, e;
     size_t room;
@@ -719,6 +724,8 @@ static int decrypt(lua_State *L, tls_conn *t) {
     if (r <= 0) {
       e = SSL_get_error(t->ssl, r);
       t->starved = e == SSL_ERROR_WANT_READ;
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+        read_end(L, ci, t, e);
       return e;
     }
     t->len += (size_t)r;
@@ -789,24 +796,25 @@ static int plan(tls_conn *t, int mode, size_t count, size_t limit, size_t *n,
 }
 
 
-/* Decryption stopped with 'e', neither data nor a want: the end of the
-   stream ('t->eof' 1 after close_notify, 2 without), 0; or a fatal
-   error, recorded in the connection (at stack index 1) and pushed as
-   nil, message: 2. */
-static int read_end(lua_State *L, tls_conn *t, int e) {
+/* Decryption stopped with 'e', neither data nor a want: record the end
+   of the stream ('t->eof' 1 after close_notify, 2 without) or the fatal
+   error (t->err, its message in the user value of the connection at
+   stack index 'ci'). Pushes nothing. */
+static void read_end(lua_State *L, int ci, tls_conn *t, int e) {
   unsigned long code;
   if (e == SSL_ERROR_ZERO_RETURN) {
     t->eof = 1;
-    return 0;
+    return;
   }
   code = ERR_peek_last_error();
   if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
       ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
     t->eof = 2;
     ERR_clear_error();
-    return 0;
+    return;
   }
-  return fatal(L, 1, t, e);
+  fatal(L, ci, t, e);
+  lua_pop(L, 2);
 }
 
 
@@ -830,19 +838,16 @@ static int conn_receive(lua_State *L) {
   const char *giveup = luaL_optstring(L, 4, NULL);
   size_t limit = lua_isnoneornil(L, 5) ? SIZE_MAX
                                        : (size_t)luaL_checkinteger(L, 5);
-  int mode = m[0], e = 0, r;
+  int mode = m[0], e, r;
   size_t n = 0, skip = 0;
   r = plan(t, mode, count, limit, &n, &skip);
   if (r == R_WAIT && !t->eof && !t->err && giveup == NULL) {
-    e = decrypt(L, t);
+    e = decrypt(L, 1, t); /* an end it met is recorded */
     r = plan(t, mode, count, limit, &n, &skip);
-    if (r == R_WAIT) {
-      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        lua_pushboolean(L, 0);
-        return 1;
-      }
-      if (read_end(L, t, e) > 0)
-        lua_pop(L, 2); /* the error is recorded: pushed again below */
+    if (r == R_WAIT &&
+        (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)) {
+      lua_pushboolean(L, 0);
+      return 1;
     }
   }
   if (r == R_DATA) {
@@ -882,11 +887,8 @@ static int conn_receive(lua_State *L) {
 static int conn_pull(lua_State *L) {
   tls_conn *t = checkconn(L);
   size_t before = t->len;
-  int e, n;
-  if (t->err)
-    return push_fatal(L, 1);
-  if (!t->eof) {
-    e = decrypt(L, t);
+  if (!t->eof && !t->err) {
+    int e = decrypt(L, 1, t); /* an end it met is recorded */
     if (t->len > before) {
       lua_pushboolean(L, 1);
       return 1;
@@ -896,9 +898,9 @@ static int conn_pull(lua_State *L) {
       lua_pushinteger(L, (lua_Integer)t->olen);
       return 2;
     }
-    if ((n = read_end(L, t, e)) > 0)
-      return n;
   }
+  if (t->err)
+    return push_fatal(L, 1);
   luaL_pushfail(L);
   lua_pushliteral(L, "closed");
   return 2;
@@ -1224,33 +1226,18 @@ static int pump_go(lua_State *L, uint64_t due, int waited) {
     x = LSTREAM(s);
     if (!input) {
       size_t before = t->len;
-      int e = SSL_ERROR_WANT_READ;
-      if (t->err)
-        return push_fatal(L, 2);
-      if (t->eof)
-        return closed(L);
-      if (!t->starved)
-        e = decrypt(L, t);
+      if (!t->err && !t->eof && !t->starved)
+        (void)decrypt(L, 2, t); /* an end it met is recorded */
       if (t->len > before) {
         if (!waited)
           s->streak++;
         lua_pushboolean(L, 1);
         return 1;
       }
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-        unsigned long code = ERR_peek_last_error();
-        if (e == SSL_ERROR_ZERO_RETURN) {
-          t->eof = 1;
-        } else if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
-                   ERR_GET_REASON(code) ==
-                       SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-          t->eof = 2;
-          ERR_clear_error();
-        } else {
-          return fatal(L, 2, t, e);
-        }
+      if (t->err)
+        return push_fatal(L, 2);
+      if (t->eof)
         return closed(L);
-      }
       /* what reading produced (the alert refusing a renegotiation) goes
          now, without waiting: failures are a writer's to report */
       if (t->olen > 0)

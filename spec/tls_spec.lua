@@ -436,28 +436,10 @@ describe("green.tls streams", function()
      .. " socket's does, over a green socket and over a proxy table",
      function()
     green_run(function()
-      -- the TLS path over any object with recv and send, not core.tls's
-      local function proxy(raw)
-        return setmetatable({}, { __index = function(_, k)
-          local v = raw[k]
-          if type(v) ~= "function" then return v end
-          return function(_, ...) return v(raw, ...) end
-        end })
-      end
       local pairs_of = {
         plain = h.pair,
         fast = function() return S.pair(dir) end,
-        lua = function()
-          local rc, rs = h.pair()
-          local c = assert(green.tls.wrap(proxy(rc), {
-            cafile = p("ca.pem"), server_name = "localhost" }))
-          local s = assert(green.tls.wrap(proxy(rs), { mode = "server",
-            certificate = p("leaf.pem"), key = p("leaf.key") }))
-          local hs = green.spawn(function() return s:handshake() end)
-          assert(c:handshake())
-          assert(hs:wait())
-          return c, s
-        end,
+        lua = function() return S.proxy_pair(dir) end,
       }
       local function pack(...) return table.pack(...) end
       -- two receives after the peer sent `pending` and closed (with
