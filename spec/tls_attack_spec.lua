@@ -304,14 +304,18 @@ describe("green.tls receive paths under a hostile peer", function()
   end
   local function pack(...) return table.pack(...) end
   local KINDS = { fast = S.pair, lua = S.proxy_pair }
+  local function open(make) -- a pair whose client gives up in time
+    local c, s = make(dir)
+    c:settimeout(20)
+    return c, s
+  end
 
   it("a forged record after good data: the data, then the record's error"
      .. " every time, on both paths (receive, recv, fill)", function()
     green_run(function()
       for kind, make in pairs(KINDS) do
         for _, how in ipairs { "*a", "*l", "fill" } do
-          local c, s = make(dir)
-          c:settimeout(20)
+          local c, s = open(make)
           local good = records(s, "abc\n") -- sequence numbers: first
           local forged = records(s, "zzzzzzzz")
           forged = forged:sub(1, 5) .. ("\1"):rep(#forged - 5)
@@ -342,8 +346,7 @@ describe("green.tls receive paths under a hostile peer", function()
      .. " is 'closed' with what came before it", function()
     green_run(function()
       for kind, make in pairs(KINDS) do
-        local c, s = make(dir)
-        c:settimeout(20)
+        local c, s = open(make)
         local abc = records(s, "abc")
         -- a reader already waiting for its line when they come
         local r = green.spawn(function() return pack(c:receive("*l")) end)
@@ -355,8 +358,7 @@ describe("green.tls receive paths under a hostile peer", function()
         assert.are.same({ n = 2, nil, "closed" }, pack(c:recv()))
         c:close(); s:close()
         -- half a record, then the end of the transport
-        c, s = make(dir)
-        c:settimeout(20)
+        c, s = open(make)
         local x = records(s, "line1\nabc") .. records(s, "cut short")
         assert(s:getsocket():send(x:sub(1, #x - 5)))
         s:getsocket():shutdown("send")
@@ -372,8 +374,7 @@ describe("green.tls receive paths under a hostile peer", function()
      .. " then close_notify: every byte once, in order", function()
     green_run(function()
       for kind, make in pairs(KINDS) do
-        local c, s = make(dir)
-        c:settimeout(20)
+        local c, s = open(make)
         local text = "first line\n" .. ("y"):rep(3000) .. "\nlast"
         local x = records(s, text) .. close_notify(s)
         local raw = s:getsocket()
