@@ -358,8 +358,9 @@ function helper.nginx(opts)
     -- daemonized, the master leads its own session and process group
     -- (the worker in it): TERM the group, poll (bounded) until nothing in
     -- the session but zombies is left (whoever reaps orphans may be
-    -- slow), then KILL what is left
-    helper.sh(("pid=$(cat %s/nginx.pid 2>/dev/null) && {"
+    -- slow), then KILL what is left. Without the sanitizer's preload:
+    -- ps hangs under it.
+    helper.sh(("unset LD_PRELOAD; pid=$(cat %s/nginx.pid 2>/dev/null) && {"
                .. " kill -TERM -$pid 2>/dev/null; i=0;"
                .. " while ps -o stat= -s $pid | grep -qv '^Z'"
                .. " && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done;"
