@@ -413,6 +413,34 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as raw:
 end)
 
 describe("green.tls streams", function()
+  it("turn Nagle off on TCP (a small record must not wait for the peer's "
+     .. "delayed ACK); a Unix socket is wrapped all the same", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      assert.is_true(c:getoption("tcp-nodelay"))
+      assert.is_true(s:getoption("tcp-nodelay"))
+      c:close()
+      s:close()
+      -- wrapping a plain green TCP socket sets it too
+      local a, b = h.pair()
+      assert.is_false(a:getoption("tcp-nodelay"))
+      local t = assert(green.tls.wrap(a, { cafile = p("ca.pem"),
+                                           server_name = "localhost" }))
+      assert.is_true(a:getoption("tcp-nodelay"))
+      t:close()
+      b:close()
+      -- a Unix socket has no such option: wrap does not mind
+      local path = os.tmpname()
+      os.remove(path)
+      local us = assert(green.listen_unix(path))
+      local uc = assert(green.connect_unix(path))
+      local u = assert(green.tls.wrap(uc, { verify = false }))
+      u:close()
+      us:close()
+      os.remove(path)
+    end)
+  end)
+
   it("close_notify ends '*a'; a transport end without it does not",
      function()
     green_run(function()

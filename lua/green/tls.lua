@@ -667,10 +667,16 @@ function M.wrap(sock, opts)
   local timeout = sock.gettimeout and sock:gettimeout() or nil
   if timeout ~= nil and timeout < 0 then timeout = nil end
   local mt = getmetatable(sock)
+  local fast = st == "userdata" and type(mt) == "table"
+    and mt.__name == "green.socket"
+  -- TLS writes records: with Nagle's algorithm a small one waits behind
+  -- one not yet acknowledged (a server's session tickets, the previous
+  -- response's last record) for the peer's delayed ACK, 40 ms. As nginx
+  -- and Go, no Nagle under TLS (a Unix socket refuses it: no matter).
+  if fast then sock:setoption("tcp-nodelay", true) end
   return setmetatable({
     sock = sock, conn = conn, server = server, ctxref = ctx,
-    fast = st == "userdata" and type(mt) == "table"
-      and mt.__name == "green.socket",
+    fast = fast,
     timeout = timeout, hs_timeout = opts.handshake_timeout,
     limit = sock.getlimit and sock:getlimit() or nil,
   }, TLS)
@@ -756,6 +762,8 @@ function M.listen(host, port, opts)
   end
   local sock, err = core.listen(host, port, lopts)
   if not sock then return nil, err end
+  -- no Nagle (see wrap): Linux's accepted sockets inherit it from here
+  sock:setoption("tcp-nodelay", true)
   local ht = topts.handshake_timeout
   if ht == nil then ht = HANDSHAKE_TIMEOUT end
   return setmetatable({ sock = sock, ctx = ctx, hs_timeout = ht }, Listener)
