@@ -5,7 +5,9 @@
 -- pipelining. Debian's nginx (one process: master_process off, access
 -- log off, keep-alive, `return 200 "Hello, world!"`) is measured in the
 -- same rounds as a reference: what a real C HTTP server, with a real
--- parser, costs against the scanning floor.
+-- parser, costs against the scanning floor; and so is OpenResty's
+-- lua-nginx-module (Debian's libnginx-mod-http-lua, when installed), the
+-- mark issue 12 names: the same nginx answering from content_by_lua_block.
 --
 --   lua5.4 bench/http_server.lua [-v] [seconds=5] [rounds=3] [depth=16]
 --   ./build/greenlua bench/http_server.lua serve [port]   (the server)
@@ -80,11 +82,12 @@ local ok, err = pcall(function()
   local g = h:start("green",
                     "./build/greenlua bench/http_server.lua serve 0")
   local servers = { c, g, h:nginx() }
+  servers[#servers + 1] = h:openresty() -- if its module is installed
   local base = os.getenv("GREENLUA_BASE")
   if base and base ~= "" then
-    servers[4] = h:start("base", ("sh -c 'cd %s && exec ./build/greenlua "
-                                .. "bench/http_server.lua serve 0'")
-                               :format(base))
+    servers[#servers + 1] = h:start("base",
+      ("sh -c 'cd %s && exec ./build/greenlua bench/http_server.lua serve "
+       .. "0'"):format(base))
   end
   for _, piped in ipairs { false, true } do
     local res = {}
@@ -121,6 +124,15 @@ local ok, err = pcall(function()
     print(("  nginx (reference): %.2f us/req, ratio %.2f; per-round median "
            .. "%.2f (%.2f-%.2f); user %.2f us/req")
       :format(nb, nb / cb, med, lo, hi, best(res.nginx, "user")))
+    if res.openresty then
+      local ob = best(res.openresty, "us")
+      med, lo, hi = spread("openresty")
+      print(("  OpenResty content_by_lua (reference): %.2f us/req, ratio "
+             .. "%.2f; per-round median %.2f (%.2f-%.2f); user %.2f us/req; "
+             .. "greenlua/OpenResty %.2f")
+        :format(ob, ob / cb, med, lo, hi, best(res.openresty, "user"),
+                gb / ob))
+    end
     if res.base then
       local bb = best(res.base, "us")
       med, lo, hi = spread("base")

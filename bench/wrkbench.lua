@@ -101,19 +101,25 @@ end
 --- Start Debian's nginx (one process, access log off, keep-alive)
 -- answering 200 "Hello, world!" on a free loopback port (bound, noted,
 -- released); 'listen' is what follows the port in its listen directive
--- ("ssl"), 'extra' more server directives.
-function H:nginx(listen, extra)
-  local tmp = self.tmp
+-- ("ssl"), 'extra' more server directives. 'o' (optional): 'name' (the
+-- server's name in the results, "nginx"), 'main' (directives before
+-- the others: load_module), 'content' (the location's content directive,
+-- else nginx's own `return 200 "Hello, world!"`).
+function H:nginx(listen, extra, o)
+  o = o or {}
+  local tmp, name = self.tmp, o.name or "nginx"
   local nport = tonumber(io.popen("python3 -c 'import socket; s = "
     .. "socket.socket(); s.bind((\"127.0.0.1\", 0)); "
     .. "print(s.getsockname()[1])'"):read("l"))
-  local f = assert(io.open(tmp .. "/nginx.conf", "w"))
+  local conf = ("%s/%s.conf"):format(tmp, name)
+  local f = assert(io.open(conf, "w"))
   f:write(([[
+%s
 daemon off;
 master_process off;
 worker_processes 1;
-pid %s/nginx.pid;
-error_log %s/error.log;
+pid %s/%s.pid;
+error_log %s/%s-error.log;
 events { worker_connections 1024; }
 http {
   access_log off;
@@ -127,14 +133,31 @@ http {
   server {
     listen 127.0.0.1:%d %s;
     %s
-    location / { default_type text/plain; return 200 "Hello, world!"; }
+    location / { default_type text/plain; %s }
   }
 }
-]]):format(tmp, tmp, tmp, tmp, tmp, tmp, tmp, nport, listen or "",
-           extra or ""))
+]]):format(o.main or "", tmp, name, tmp, name, tmp, tmp, tmp, tmp, tmp,
+           nport, listen or "", extra or "",
+           o.content or 'return 200 "Hello, world!";'))
   f:close()
-  return self:start("nginx", ("sh -c 'echo port %d; exec nginx -c "
-    .. "%s/nginx.conf -p %s -e %s/error.log'"):format(nport, tmp, tmp, tmp))
+  return self:start(name, ("sh -c 'echo port %d; exec nginx -c "
+    .. "%s -p %s -e %s/%s-error.log'"):format(nport, conf, tmp, tmp, name))
+end
+
+--- OpenResty's lua-nginx-module as Debian ships it (libnginx-mod-http-lua)
+-- in the same nginx: the hello world a user of OpenResty writes, in
+-- content_by_lua_block (with the length set, as green.http sends it, so
+-- that the response is not chunked). Nil when the module is not installed.
+function H:openresty(listen, extra)
+  local mods = "/usr/lib/nginx/modules/"
+  if not W.readfile(mods .. "ngx_http_lua_module.so") then return nil end
+  return self:nginx(listen, extra, {
+    name = "openresty",
+    main = ("load_module %sndk_http_module.so;\n"
+            .. "load_module %sngx_http_lua_module.so;"):format(mods, mods),
+    content = 'content_by_lua_block { ngx.header["Content-Length"] = 13; '
+              .. 'ngx.print("Hello, world!") }',
+  })
 end
 
 --- The smallest of field 'k' over a list of rounds.

@@ -4,21 +4,23 @@
 ** lua/green/process.lua adds communicate, run, popen and the green
 ** os.execute on these.
 **
-** Starting. posix_spawn(3), not uv_spawn: libuv 1.44 forks, which copies
-** the parent's page tables and makes the parent take a copy-on-write
-** fault for each page it touches until the child has exec'd; glibc's
-** posix_spawn clones with CLONE_VM | CLONE_VFORK (what system(3) does).
-** Measured on the 2-core machine (bench/process.lua): uv_spawn of "true"
-** plus its wait ran at 0.5x os.execute("true"); posix_spawn is what lets
-** green.process.run keep up with os.execute. The child gets an empty
-** signal mask, SIGPIPE and SIGXFSZ at their defaults (green.core ignores
-** SIGPIPE for itself; the rest of what this process ignores stays
+** Starting. Not uv_spawn: libuv 1.44 forks, which copies the parent's
+** page tables and makes the parent take a copy-on-write fault for each
+** page it touches until the child has exec'd (uv_spawn of "true" plus
+** its wait ran at 0.5x os.execute("true"), bench/process.lua). Children
+** share our memory until they exec (CLONE_VM | CLONE_VFORK, as glibc's
+** posix_spawn and system(3) do), started by our own clone3 spawner where
+** the kernel has CLONE_CLEAR_SIGHAND (below: it spares the child 128
+** system calls glibc's child makes for the signal handlers), else by
+** posix_spawn (GREENLUA_SPAWN=posix_spawn forces it). The child gets an
+** empty signal mask, SIGPIPE and SIGXFSZ at their defaults (green.core
+** ignores SIGPIPE for itself; the rest of what this process ignores stays
 ** ignored across exec, as with system(3)), its stdin, stdout and stderr as asked,
 ** and no other descriptor of ours: the pipes are made with O_CLOEXEC, and
 ** every descriptor above 2 is closed in the child (closefrom, as Python's
 ** close_fds), so a descriptor this process opened without close-on-exec
 ** (io.open does) does not leak into children either. Exec failures
-** (ENOENT, EACCES) come back from posix_spawn itself.
+** (ENOENT, EACCES, ENOEXEC) come back from the spawner itself.
 **
 ** Reaping. One SIGCHLD watcher per hub (a uv_signal_t) runs while a
 ** watched child of ours is unreaped or a thread waits for another child
@@ -52,6 +54,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -103,6 +106,8 @@ struct pstate {
   int key[9];          /* mode, childfd, closed */
   posix_spawnattr_t attr;
   posix_spawn_file_actions_t fa;
+  int noclone3;        /* clone3 cannot start children here */
+  char *cstack;        /* the clone3 child's stack, and its plan */
 };
 
 
@@ -325,9 +330,11 @@ static void on_pidfd(uv_poll_t *h, int status, int events) {
 ** before. Without pidfd_open (Linux < 5.3) nothing is kept. Takes the
 ** child's ends of stdout and stderr out of 'fds' when it keeps them.
 */
-static void exit_watch(gl_hub_t *hub, proc *p, int fds[3][2]) {
-  int fd = (int)syscall(SYS_pidfd_open, p->pid, 0), i;
+static void exit_watch(gl_hub_t *hub, proc *p, int fds[3][2], int fd) {
   uv_poll_t *h;
+  int i;
+  if (fd < 0) /* clone3 gave none */
+    fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
   if (fd < 0)
     return;
   h = (uv_poll_t *)malloc(sizeof(*h));
@@ -1089,13 +1096,308 @@ static int plan_files(posix_spawn_file_actions_t *fa, const char *cwd,
 }
 
 
+/*
+** {======================================================
+** Our own spawner: clone3 with CLONE_VM | CLONE_VFORK | CLONE_CLEAR_SIGHAND
+** =======================================================
+**
+** glibc's posix_spawn child (2.36) cannot know which signals have a
+** handler in the parent, so before it execs it asks for every one of the
+** 64 and resets each: 128 system calls, while the parent waits (vfork).
+** On this paravirtualized machine that was ~40% of the child's work
+** before exec and made process.run("true") lose to system(3), which
+** pays it too but has no pipes to set up. clone3's CLONE_CLEAR_SIGHAND
+** (Linux 5.5) has the kernel reset every handled signal to its default in
+** the child as it is made, so the child does only what was asked: SIGPIPE
+** and SIGXFSZ to their defaults, an empty signal mask, the stdio
+** descriptors, closefrom(3), exec. And CLONE_PIDFD hands run a pidfd
+** without a pidfd_open. Same outcome as posix_spawn with our attributes
+** and file actions (the child then has no handled signal either: exec
+** resets them), and the same errors.
+**
+** The child runs on its own stack (st->cstack) in our memory until it
+** execs; it touches only its plan and makes raw system calls (no locks,
+** no allocation, nothing a sanitizer instruments). On a kernel, seccomp
+** filter or emulator (valgrind) without clone3 or CLONE_CLEAR_SIGHAND,
+** the first spawn falls back to posix_spawn for good. x86-64 only (the
+** new-stack trampoline is six instructions of assembly); elsewhere,
+** posix_spawn.
+*/
+
+#if defined(__x86_64__) && defined(SYS_clone3)
+#define HAVE_CLONE3 1
+#include <linux/sched.h> /* struct clone_args, CLONE_CLEAR_SIGHAND */
+
+#define CSTACK_SIZE (64 * 1024)
+#if defined(__clang__)
+#define NOSAN __attribute__((no_sanitize("address", "undefined"), noinline))
+#else /* and no loop made into a call of memcpy */
+#define NOSAN                                                            \
+  __attribute__((no_sanitize("address", "undefined"), noinline,         \
+                 optimize("no-tree-loop-distribute-patterns")))
+#endif
+
+/* What the child does: read-only for it, but 'err'. */
+typedef struct childplan {
+  const char *file;   /* argv[0], or the path found for it */
+  const char *path;   /* PATH to search for 'file' (no '/'), or NULL */
+  char *const *argv, *const *env;
+  const char *cwd;
+  const int *mode, *childfd, *closed;
+  char buf[4096];     /* a candidate path */
+  int err;            /* the child's errno when it could not exec */
+} childplan;
+
+/* The kernel's struct sigaction for rt_sigaction, no restorer needed. */
+typedef struct ksigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)(void);
+  unsigned long mask;
+} ksigaction;
+
+#define RAW(...) syscall(__VA_ARGS__)
+
+/* dup3 'from' onto 'to'. 0 or an errno value. */
+static NOSAN int child_dup(int from, int to) {
+  return RAW(SYS_dup3, from, to, 0) < 0 ? errno : 0;
+}
+
+/* The child's stdio descriptor 'i' as planned. 0 or an errno value. */
+static NOSAN int child_stdio(childplan *c, int i) {
+  int m = c->mode[i];
+  if (m == IO_PIPE)
+    return child_dup(c->childfd[i], i);
+  if (m == IO_STDOUT)
+    return child_dup(1, 2);
+  if (m == IO_NULL || c->closed[i] > 0) {
+    long fd;
+    /* 'i' first, as posix_spawn's open action: the open takes its
+       number even with no other descriptor left (0 to i-1 are open) */
+    RAW(SYS_close, i);
+    fd = RAW(SYS_openat, AT_FDCWD, "/dev/null",
+             i == 0 ? O_RDONLY : O_WRONLY);
+    if (fd < 0)
+      return errno;
+    if (fd != i) {
+      int err = child_dup((int)fd, i);
+      RAW(SYS_close, fd);
+      return err;
+    }
+    return 0;
+  }
+  if (c->closed[i] < 0) /* inherited, but close-on-exec here */
+    return RAW(SYS_fcntl, i, F_SETFD, 0) < 0 ? errno : 0;
+  return 0;
+}
+
+/* execve each PATH candidate for 'file', as execvp does (without its
+   /bin/sh for a file that is no executable: posix_spawnp's choice). */
+static NOSAN int child_search(childplan *c) {
+  const char *p = c->path, *f;
+  size_t flen = 0;
+  int err = ENOENT, eacces = 0;
+  for (f = c->file; *f != '\0'; f++)
+    flen++;
+  if (flen == 0)
+    return ENOENT;
+  for (;;) {
+    const char *end = p;
+    size_t n, k;
+    while (*end != '\0' && *end != ':')
+      end++;
+    n = (size_t)(end - p);
+    if (n + flen + 2 > sizeof(c->buf))
+      err = ENAMETOOLONG;
+    else {
+      for (k = 0; k < n; k++)
+        c->buf[k] = p[k];
+      if (n > 0)
+        c->buf[n++] = '/';
+      for (k = 0; k <= flen; k++) /* with its '\0' */
+        c->buf[n + k] = c->file[k];
+      RAW(SYS_execve, c->buf, c->argv, c->env);
+      err = errno;
+      if (err == EACCES)
+        eacces = 1;
+      else if (err != ENOENT && err != ENOTDIR && err != ESTALE &&
+               err != ENODEV && err != ETIMEDOUT)
+        return err;
+    }
+    if (*end == '\0')
+      return eacces ? EACCES : err;
+    p = end + 1;
+  }
+}
+
+/* The child, on its own stack: never returns if it execs. */
+static NOSAN int child_main(void *arg) {
+  childplan *c = (childplan *)arg;
+  ksigaction dfl = {SIG_DFL, 0, NULL, 0};
+  unsigned long none = 0;
+  int i, err = 0;
+  /* handlers are reset already (CLONE_CLEAR_SIGHAND); these two may be
+     ignored here */
+  RAW(SYS_rt_sigaction, SIGPIPE, &dfl, NULL, sizeof(none));
+  RAW(SYS_rt_sigaction, SIGXFSZ, &dfl, NULL, sizeof(none));
+  if (RAW(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none)) < 0)
+    err = errno;
+  if (err == 0 && c->cwd != NULL && RAW(SYS_chdir, c->cwd) < 0)
+    err = errno;
+  for (i = 0; i < 3 && err == 0; i++)
+    err = child_stdio(c, i);
+  if (err == 0 && RAW(SYS_close_range, 3, ~0U, 0) < 0) {
+    /* before Linux 5.9: one by one */
+    struct rlimit rl;
+    long fd, max = 65536;
+    if (RAW(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 &&
+        rl.rlim_cur != RLIM_INFINITY)
+      max = (long)rl.rlim_cur;
+    for (fd = 3; fd < max; fd++)
+      RAW(SYS_close, fd);
+  }
+  if (err == 0) {
+    if (c->path == NULL) {
+      RAW(SYS_execve, c->file, c->argv, c->env);
+      err = errno;
+    } else
+      err = child_search(c);
+  }
+  c->err = err != 0 ? err : ENOEXEC;
+  RAW(SYS_exit, 127);
+  return 127;
+}
+
+/* clone3 'ca'; the child calls fn(arg) on the stack 'ca' gives and
+   exits with what it returns. The child's pid, or -1 and errno. */
+static long clone3_call(struct clone_args *ca, int (*fn)(void *),
+                        void *arg) {
+  register long rax __asm__("rax") = SYS_clone3;
+  register void *r12 __asm__("r12") = (void *)fn;
+  register void *r13 __asm__("r13") = arg;
+  __asm__ volatile("syscall\n\t"
+                   "test %%rax, %%rax\n\t"
+                   "jnz 1f\n\t"
+                   "xor %%ebp, %%ebp\n\t" /* the child: outermost frame */
+                   "mov %%r13, %%rdi\n\t"
+                   "call *%%r12\n\t"
+                   "mov %%eax, %%edi\n\t"
+                   "mov $60, %%eax\n\t" /* SYS_exit */
+                   "syscall\n\t"
+                   "hlt\n"
+                   "1:"
+                   : "+r"(rax)
+                   : "D"(ca), "S"(sizeof(*ca)), "r"(r12), "r"(r13)
+                   : "rcx", "r11", "memory");
+  if (rax < 0 && rax > -4096) {
+    errno = (int)-rax;
+    return -1;
+  }
+  return rax;
+}
+
+/*
+** Start the child with clone3: 0 with '*pid' (and '*pidfd' if not NULL),
+** an errno value, or -1 if clone3 cannot do it here (use posix_spawn).
+*/
+static int clone_start(pstate *st, const char *cwd, const char *file,
+                       char **argv, char **env, const char *path,
+                       const int mode[3],
+                       const int childfd[3], const int closed[3],
+                       pid_t *pid, int *pidfd) {
+  struct clone_args ca;
+  childplan *c;
+  long r;
+  int saved = errno, err;
+  if (st->cstack == NULL) {
+    if ((st->cstack = (char *)malloc(CSTACK_SIZE + sizeof(childplan))) ==
+        NULL)
+      return ENOMEM;
+    /* bind syscall() here, not in the first child (lazy binding) */
+    (void)syscall(SYS_getppid);
+  }
+  c = (childplan *)(st->cstack + CSTACK_SIZE); /* above the stack */
+  c->file = file;
+  c->path = path;
+  c->argv = argv;
+  c->env = env;
+  c->cwd = cwd;
+  c->mode = mode;
+  c->childfd = childfd;
+  c->closed = closed;
+  c->err = 0;
+  memset(&ca, 0, sizeof(ca));
+  ca.flags = CLONE_VM | CLONE_VFORK | CLONE_CLEAR_SIGHAND;
+  if (pidfd != NULL) {
+    *pidfd = -1;
+    ca.flags |= CLONE_PIDFD;
+    ca.pidfd = (uint64_t)(uintptr_t)pidfd;
+  }
+  ca.exit_signal = SIGCHLD;
+  ca.stack = (uint64_t)(uintptr_t)st->cstack;
+  ca.stack_size = CSTACK_SIZE;
+  r = clone3_call(&ca, child_main, c);
+  if (r < 0 && pidfd != NULL && (errno == EMFILE || errno == ENFILE)) {
+    /* no descriptor for the pidfd: start it without, as posix_spawn
+       would (exit_watch does without one) */
+    ca.flags &= ~(uint64_t)CLONE_PIDFD;
+    ca.pidfd = 0;
+    r = clone3_call(&ca, child_main, c);
+  }
+  if (r < 0) {
+    err = errno;
+    errno = saved;
+    if (err == ENOSYS || err == EINVAL || err == EPERM || err == E2BIG)
+      return -1; /* no clone3, or not these flags */
+    return err;
+  }
+  errno = saved;
+  if ((err = c->err) != 0) { /* it could not exec, and has exited */
+    while (waitpid((pid_t)r, NULL, 0) < 0 && errno == EINTR)
+      ;
+    if (pidfd != NULL && *pidfd >= 0)
+      close(*pidfd);
+    errno = saved;
+    return err;
+  }
+  *pid = (pid_t)r;
+  return 0;
+}
+#endif
+
+/* }====================================================== */
+
+
 static int start(pstate *st, const char *cwd, char **argv, char **env,
                  int usepath, const int mode[3], const int childfd[3],
-                 const int closed[3], pid_t *pid) {
+                 const int closed[3], pid_t *pid, int *pidfd) {
   posix_spawn_file_actions_t own, *fa = &st->fa;
   char buf[4096];
   const char *file = argv[0];
   int key[9], i, err;
+  if (pidfd != NULL)
+    *pidfd = -1;
+  if (env == NULL)
+    env = environ;
+#ifdef HAVE_CLONE3
+  if (st->noclone3 == 0) {
+    const char *path = NULL;
+    if (strchr(file, '/') == NULL) {
+      if (usepath) { /* the child's PATH */
+        if ((err = search_path(file, env, buf, sizeof(buf))) != 0)
+          return err;
+        file = buf;
+      } else if ((path = getenv("PATH")) == NULL)
+        path = "/bin:/usr/bin";
+    }
+    err = clone_start(st, cwd, file, argv, env, path, mode, childfd, closed,
+                      pid, pidfd);
+    if (err >= 0)
+      return err;
+    st->noclone3 = 1; /* for good: posix_spawn from now on */
+    file = argv[0];
+  }
+#endif
   for (i = 0; i < 3; i++) {
     key[i] = mode[i];
     key[3 + i] = childfd[i];
@@ -1111,8 +1413,6 @@ static int start(pstate *st, const char *cwd, char **argv, char **env,
     if ((err = plan_files(fa, cwd, mode, childfd, closed)) != 0)
       return err;
   }
-  if (env == NULL)
-    env = environ;
   if (strchr(file, '/') != NULL)
     err = posix_spawn(pid, file, fa, &st->attr, argv, env);
   else if (!usepath)
@@ -1150,7 +1450,7 @@ static int spawn(lua_State *L, int watched) {
   const char *cwd = NULL;
   char **argv, **env;
   proc **ud, *p;
-  int i, err, top, usepath;
+  int i, err, top, usepath, pidfd = -1;
   pid_t pid;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -1226,10 +1526,11 @@ static int spawn(lua_State *L, int watched) {
   if (watched)
     st->running++; /* the watcher first: no SIGCHLD is missed */
   if (err == 0 && (err = -reaper_update(st)) == 0)
-    err = start(st, cwd, argv, env, usepath, mode, childfd, closed, &pid);
+    err = start(st, cwd, argv, env, usepath, mode, childfd, closed, &pid,
+                watched ? NULL : &pidfd);
   if (err == 0 && !watched) {
     p->pid = (int)pid;
-    exit_watch(st->hub, p, fds);
+    exit_watch(st->hub, p, fds, pidfd);
   }
   for (i = 0; i < 3; i++) { /* the child's ends are the child's now */
     if (fds[i][1] >= 0)
@@ -1371,6 +1672,8 @@ static int state_gc(lua_State *L) {
   if (st->plan > 0)
     posix_spawnattr_destroy(&st->attr);
   st->plan = 0;
+  free(st->cstack);
+  st->cstack = NULL;
   return 0;
 }
 
@@ -1388,12 +1691,30 @@ static const luaL_Reg proc_meta[] = {
     {NULL, NULL},
 };
 
+/* core.process_spawner(): "clone3" or "posix_spawn", what starts the
+   next child (clone3 until it has failed here once). */
+static int l_spawner(lua_State *L) {
+  pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
+#ifdef HAVE_CLONE3
+  if (!st->noclone3) {
+    lua_pushliteral(L, "clone3");
+    return 1;
+  }
+#else
+  (void)st;
+#endif
+  lua_pushliteral(L, "posix_spawn");
+  return 1;
+}
+
+
 static const luaL_Reg funcs[] = {
     {"process_spawn", l_spawn},
     {"process_wait", l_waitpid},
     {"process_settle", l_settle},
     {"process_spawn_run", l_spawn_run},
     {"process_drain", l_drain},
+    {"process_spawner", l_spawner},
     {NULL, NULL},
 };
 
@@ -1416,6 +1737,22 @@ void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
   st->running = st->nwaits = 0;
   st->reaping = 0;
   st->plan = 0;
+  { /* SIGCHLD ignored by whoever started us (env --ignore-signal=CHLD):
+       the kernel would reap our children itself, and every wait would
+       say "no child processes". Children are ours to reap. */
+    struct sigaction sa;
+    if (sigaction(SIGCHLD, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN) {
+      sa.sa_handler = SIG_DFL;
+      sa.sa_flags = 0;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGCHLD, &sa, NULL);
+    }
+  }
+  { /* GREENLUA_SPAWN=posix_spawn: glibc's spawner, always */
+    const char *e = getenv("GREENLUA_SPAWN");
+    st->noclone3 = e != NULL && strcmp(e, "posix_spawn") == 0;
+  }
+  st->cstack = NULL;
   reaper->data = st;
   lgreen_on_fork(hub, proc_forked, st);
   lua_newtable(L); /* PIPED_KEY: weak keys */

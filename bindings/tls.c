@@ -692,10 +692,15 @@ static int conn_close_notify(lua_State *L) {
 }
 
 
+static void read_end(lua_State *L, int ci, tls_conn *t, int e);
+
 /* Decrypt everything the input holds into the plaintext buffer (no more
    than was fed). Returns the SSL_get_error of the read that ended it
-   (WANT_READ: more input needed). */
-static int decrypt(lua_State *L, tls_conn *t) {
+   (WANT_READ: more input needed); any other is recorded in the
+   connection (at stack index 'ci') at once (read_end), even when the
+   same call decrypted bytes before it: a fatal error must not be read
+   again later, when OpenSSL no longer says what it was. */
+static int decrypt(lua_State *L, int ci, tls_conn *t) {
   for (;;) {
     int r, e;
     size_t room;
@@ -719,6 +724,8 @@ static int decrypt(lua_State *L, tls_conn *t) {
     if (r <= 0) {
       e = SSL_get_error(t->ssl, r);
       t->starved = e == SSL_ERROR_WANT_READ;
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+        read_end(L, ci, t, e);
       return e;
     }
     t->len += (size_t)r;
@@ -749,99 +756,112 @@ static void take(lua_State *L, tls_conn *t, size_t n, size_t skip,
 }
 
 
-/* Can the pattern complete from the buffer? Sets the bytes to return and
-   to consume. */
-static int ready(tls_conn *t, int mode, size_t count, size_t *n,
-                 size_t *skip) {
+/* What a receive can do with the buffer now (as stream.c's plan_read):
+   R_DATA complete, R_LONG fail with "too long" (past the receive limit
+   'limit', SIZE_MAX for none), R_WAIT more is needed. Sets the bytes to
+   return and to consume. */
+enum { R_WAIT, R_DATA, R_LONG };
+
+static int plan(tls_conn *t, int mode, size_t count, size_t limit, size_t *n,
+                size_t *skip) {
   const char *p = t->buf + t->off;
   if (mode == 'l') {
     const char *nl = t->len > 0 ? memchr(p, '\n', t->len) : NULL;
-    if (nl == NULL)
-      return 0;
-    *n = (size_t)(nl - p);
-    *skip = *n + 1;
-    return 1;
-  }
-  if (mode == 'n') {
-    if (t->len < count)
-      return 0;
-    *n = *skip = count;
-    return 1;
-  }
-  if (mode == 's') {
+    if (nl != NULL && (size_t)(nl - p) <= limit) {
+      *n = (size_t)(nl - p);
+      *skip = *n + 1;
+      return R_DATA;
+    }
+  } else if (mode == 'n') {
+    if (count > limit) { /* refused at once, taking nothing */
+      *n = *skip = 0;
+      return R_LONG;
+    }
+    if (t->len >= count) {
+      *n = *skip = count;
+      return R_DATA;
+    }
+    return R_WAIT;
+  } else if (mode == 's') {
     if (t->len == 0)
-      return 0;
+      return R_WAIT;
     *n = *skip = t->len < count ? t->len : count;
-    return 1;
+    return R_DATA;
+  } /* 'a': only the end completes it */
+  if (t->len > limit) { /* a line or "a" past the limit */
+    *n = *skip = limit;
+    return R_LONG;
   }
-  return 0; /* 'a': only at the end */
+  return R_WAIT;
 }
 
 
-/* Decryption stopped with 'e', neither data nor a want: the end of the
-   stream ('t->eof' 1 after close_notify, 2 without), 0; or a fatal
-   error, recorded in the connection (at stack index 1) and pushed as
-   nil, message: 2. */
-static int read_end(lua_State *L, tls_conn *t, int e) {
+/* Decryption stopped with 'e', neither data nor a want: record the end
+   of the stream ('t->eof' 1 after close_notify, 2 without) or the fatal
+   error (t->err, its message in the user value of the connection at
+   stack index 'ci'). Pushes nothing. */
+static void read_end(lua_State *L, int ci, tls_conn *t, int e) {
   unsigned long code;
   if (e == SSL_ERROR_ZERO_RETURN) {
     t->eof = 1;
-    return 0;
+    return;
   }
   code = ERR_peek_last_error();
   if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
       ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
     t->eof = 2;
     ERR_clear_error();
-    return 0;
+    return;
   }
-  return fatal(L, 1, t, e);
+  fatal(L, ci, t, e);
+  lua_pop(L, 2);
 }
 
 
 /*
 ** conn:receive(mode, count, [giveup], [limit]): mode "l" (a line), "a"
 ** (to the end), "n" (count bytes), "s" (1 to count bytes). With 'limit'
-** (bytes, 0 none), a receive that would gather more fails with nil,
-** "too long", the first 'limit' bytes, as a plain socket's does. Returns the data; or
+** (bytes; nil none), a line or "a" that would gather more fails with
+** nil, "too long", the first 'limit' bytes, and a count above it with
+** nil, "too long", "", as a plain socket's does. Returns the data; or
 ** false if it needs more input (first send the output); or nil, err,
 ** partial (the partial consumed) at the end of the stream, on an error,
-** or when 'giveup' is the error to end with ("timeout"). An unclean end
-** (no close_notify) completes no "a" receive: that could be truncation.
+** or when 'giveup' is the error to end with ("timeout"). An "a" receive
+** at the end with nothing left fails with "closed", as LuaSocket's
+** recvall (and a plain socket's receive) does. An unclean end (no
+** close_notify) completes no "a" receive: that could be truncation.
 */
 static int conn_receive(lua_State *L) {
   tls_conn *t = checkconn(L);
   const char *m = luaL_checkstring(L, 2);
   size_t count = (size_t)luaL_optinteger(L, 3, 0);
   const char *giveup = luaL_optstring(L, 4, NULL);
-  size_t limit = (size_t)luaL_optinteger(L, 5, 0);
-  int mode = m[0], e = 0;
-  size_t n, skip;
-  if (ready(t, mode, count, &n, &skip)) {
-    take(L, t, n, skip, mode == 'l');
-    return 1;
-  }
-  if (!t->eof && !t->err && giveup == NULL) {
-    e = decrypt(L, t);
-    if (ready(t, mode, count, &n, &skip)) {
-      take(L, t, n, skip, mode == 'l');
-      return 1;
-    }
-    if (mode != 's' && limit > 0 && t->len >= limit) { /* as stream.c */
-      luaL_pushfail(L);
-      lua_pushliteral(L, "too long");
-      take(L, t, limit, limit, mode == 'l');
-      return 3;
-    }
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+  size_t limit = lua_isnoneornil(L, 5) ? SIZE_MAX
+                                       : (size_t)luaL_checkinteger(L, 5);
+  int mode = m[0], e, r;
+  size_t n = 0, skip = 0;
+  r = plan(t, mode, count, limit, &n, &skip);
+  if (r == R_WAIT && !t->eof && !t->err && giveup == NULL) {
+    e = decrypt(L, 1, t); /* an end it met is recorded */
+    r = plan(t, mode, count, limit, &n, &skip);
+    if (r == R_WAIT &&
+        (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)) {
       lua_pushboolean(L, 0);
       return 1;
     }
-    if (read_end(L, t, e) > 0)
-      lua_pop(L, 2); /* the error is recorded: pushed again below */
   }
-  if (mode == 'a' && t->eof == 1 && giveup == NULL) {
-    take(L, t, t->len, t->len, 0);
+  if (r == R_DATA) {
+    take(L, t, n, skip, mode == 'l');
+    return 1;
+  }
+  if (r == R_LONG) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "too long");
+    take(L, t, n, skip, mode == 'l');
+    return 3;
+  }
+  if (mode == 'a' && t->eof == 1 && t->len > 0 && giveup == NULL) {
+    take(L, t, t->len, t->len, 0); /* nothing left is "closed" (recvall) */
     return 1;
   }
   luaL_pushfail(L);
@@ -867,11 +887,8 @@ static int conn_receive(lua_State *L) {
 static int conn_pull(lua_State *L) {
   tls_conn *t = checkconn(L);
   size_t before = t->len;
-  int e, n;
-  if (t->err)
-    return push_fatal(L, 1);
-  if (!t->eof) {
-    e = decrypt(L, t);
+  if (!t->eof && !t->err) {
+    int e = decrypt(L, 1, t); /* an end it met is recorded */
     if (t->len > before) {
       lua_pushboolean(L, 1);
       return 1;
@@ -881,9 +898,9 @@ static int conn_pull(lua_State *L) {
       lua_pushinteger(L, (lua_Integer)t->olen);
       return 2;
     }
-    if ((n = read_end(L, t, e)) > 0)
-      return n;
   }
+  if (t->err)
+    return push_fatal(L, 1);
   luaL_pushfail(L);
   lua_pushliteral(L, "closed");
   return 2;
@@ -1209,33 +1226,18 @@ static int pump_go(lua_State *L, uint64_t due, int waited) {
     x = LSTREAM(s);
     if (!input) {
       size_t before = t->len;
-      int e = SSL_ERROR_WANT_READ;
-      if (t->err)
-        return push_fatal(L, 2);
-      if (t->eof)
-        return closed(L);
-      if (!t->starved)
-        e = decrypt(L, t);
+      if (!t->err && !t->eof && !t->starved)
+        (void)decrypt(L, 2, t); /* an end it met is recorded */
       if (t->len > before) {
         if (!waited)
           s->streak++;
         lua_pushboolean(L, 1);
         return 1;
       }
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-        unsigned long code = ERR_peek_last_error();
-        if (e == SSL_ERROR_ZERO_RETURN) {
-          t->eof = 1;
-        } else if ((code == 0 && e == SSL_ERROR_SYSCALL) ||
-                   ERR_GET_REASON(code) ==
-                       SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-          t->eof = 2;
-          ERR_clear_error();
-        } else {
-          return fatal(L, 2, t, e);
-        }
+      if (t->err)
+        return push_fatal(L, 2);
+      if (t->eof)
         return closed(L);
-      }
       /* what reading produced (the alert refusing a renegotiation) goes
          now, without waiting: failures are a writer's to report */
       if (t->olen > 0)

@@ -12,7 +12,8 @@
 --   * each worker opens its Redis connections in on_worker_start, after
 --     the fork: one subscribed to the channel, whose thread hands every
 --     message on it to the worker's members, and a pools.Pool of at most
---     4 to PUBLISH on, borrowed for one command at a time;
+--     4 to PUBLISH on, borrowed for one command at a time (see
+--     lib_redis_chat.lua, shared with prefork_chat.lua);
 --   * a member's message is PUBLISHed as "[worker N] text"; every member
 --     of every worker gets it through its worker's subscriber;
 --   * each member has a bounded outgoing queue and a writer thread, so a
@@ -22,48 +23,22 @@
 -- Run: ./build/greenlua examples/ws_prefork_chat.lua [port] [demo]
 --   Starts redis-server (Debian's) on a free loopback port, serves the
 --   chat on ws://127.0.0.1:port/ (default: any free port, printed) with
---   two workers until Ctrl-C, then stops redis-server. Talk to it with
+--   two workers until Ctrl-C, then stops redis-server (which also goes
+--   if this process is killed: see lib_redis_chat.lua). Talk to it with
 --   `python3 -m websockets ws://127.0.0.1:PORT/` in two terminals.
 --   With "demo": connects WebSocket clients until two sit on each worker,
 --   has each send a line, checks that every client got every line,
 --   prints what it saw and stops.
 local green = require "green"
+-- the helpers shared with prefork_chat.lua, beside this file
+package.path = (arg and arg[0] and arg[0]:match("^(.*/)") or "./")
+  .. "?.lua;" .. package.path
+local lib = require "lib_redis_chat"
+local port, demo, rport, stop_redis = lib.start()
 
-local port = math.tointeger(tonumber(arg and arg[1])) or 0
-local demo = arg and arg[2] == "demo"
-
--- Debian's lua-redis (LuaSocket's API, green under green.patch()) is
--- installed for Lua 5.1-5.3 only; the file works with 5.4.
-green.patch()
-package.path = "/usr/share/lua/5.3/?.lua;" .. package.path
-local redis = require "redis"
-
-local function free_port()
-  local s = assert(green.listen("127.0.0.1", 0))
-  local _, p = s:getsockname()
-  s:close()
-  return p
-end
-
--- redis-server on 127.0.0.1 only, in the foreground of a child process.
-local rport = free_port()
-local rserver = assert(green.process.spawn { "redis-server", "--port", rport,
-  "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-  stdout = "null", stderr = "null" })
-do -- wait until it accepts (bounded)
-  local deadline = green.now() + 10
-  while true do
-    local c = green.connect("127.0.0.1", rport)
-    if c then c:close(); break end
-    assert(green.now() < deadline, "redis-server did not start")
-    green.sleep(0.02)
-  end
-end
-print("started redis-server on 127.0.0.1:" .. rport)
-
--- Per worker (set in on_worker_start): the publishing connections and
--- the worker's members (ws -> its outgoing queue).
-local pub
+-- Per worker (set in on_worker_start): publish, and the worker's
+-- members (ws -> its outgoing queue).
+local publish
 local members = {}
 
 local function deliver(text)
@@ -78,22 +53,7 @@ local function deliver(text)
 end
 
 local function on_worker_start(id)
-  pub = green.pools.Pool {
-    max_size = 4,
-    create = function() return redis.connect("127.0.0.1", rport) end,
-  }
-  local sub = redis.connect("127.0.0.1", rport)
-  local subscribed = green.Event()
-  green.spawn(function()
-    for msg in sub:pubsub({ subscribe = { "chat" } }) do
-      if msg.kind == "subscribe" then
-        subscribed:send()
-      elseif msg.kind == "message" then
-        deliver(msg.payload)
-      end
-    end
-  end).name = "redis subscriber of worker " .. id
-  subscribed:wait() -- serve only once messages can reach our members
+  publish = lib.worker(rport, id, deliver)
 end
 
 local function chat(req)
@@ -101,9 +61,8 @@ local function chat(req)
   if not ws then
     return 426, { ["Content-Type"] = "text/plain" }, err .. "\n"
   end
-  local id = green.worker_id()
   local q = green.Queue(100)
-  q:put("welcome to worker " .. id)
+  q:put("welcome to worker " .. green.worker_id())
   members[ws] = q
   local writer = green.spawn(function()
     while true do
@@ -114,8 +73,7 @@ local function chat(req)
   while true do
     local text = ws:receive()
     if not text then break end
-    local r <close> = pub:item()
-    r:publish("chat", "[worker " .. id .. "] " .. text)
+    publish(text)
   end
   members[ws] = nil
   q:put(false)
@@ -128,47 +86,12 @@ print(("chat on ws://127.0.0.1:%d/ (2 workers)"):format(lport))
 io.stdout:flush()
 
 if demo then
-  -- Runs in the master process, beside the master: the workers do not
-  -- have this thread (only the serving thread goes on in a child).
-  local function run_demo()
-    local url = "ws://127.0.0.1:" .. lport .. "/"
-    local on = { {}, {} } -- worker id -> its demo clients
-    for _ = 1, 200 do
-      if #on[1] >= 2 and #on[2] >= 2 then break end
-      local ws = assert(green.http.websocket(url, { timeout = 10 }))
-      local w = tonumber(assert(ws:receive()):match("worker (%d)"))
-      if #on[w] < 2 then table.insert(on[w], ws) else ws:close() end
-    end
-    assert(#on[1] >= 2 and #on[2] >= 2, "clients did not reach both workers")
-    local all = { on[1][1], on[1][2], on[2][1], on[2][2] }
-    for i, ws in ipairs(all) do
-      assert(ws:send("hello from client " .. i))
-    end
-    for i, ws in ipairs(all) do
-      local got = {}
-      for _ = 1, #all do
-        got[#got + 1] = assert(ws:receive())
-      end
-      table.sort(got)
-      local w = i <= 2 and 1 or 2
-      print(("client %d (worker %d) got %d/%d: %s"):format(i, w, #got,
-            #all, table.concat(got, " | ")))
-      ws:close()
-    end
-  end
-  green.spawn(function()
-    local ok, err = pcall(run_demo)
-    if not ok then print("demo failed: " .. tostring(err)) end
-    -- as Ctrl-C would: the master drains its workers, serve returns
-    local f = assert(io.open("/proc/self/stat"))
-    local me = math.tointeger(f:read("n"))
-    f:close()
-    green.process.run { "kill", "-TERM", tostring(me) }
-  end)
+  local url = "ws://127.0.0.1:" .. lport .. "/"
+  lib.demo(function()
+    return assert(green.http.websocket(url, { timeout = 10 }))
+  end, "")
 end
 
 green.http.serve(server, chat, { workers = 2, graceful_timeout = 5,
                                  on_worker_start = on_worker_start })
-rserver:kill()
-rserver:wait()
-print("redis-server stopped")
+stop_redis()

@@ -82,6 +82,52 @@ describe("examples", function()
     assert.matches("redis-server stopped", out, 1, true)
   end)
 
+  it("prefork_chat.lua: SIGKILLed, it takes its redis-server with it",
+     function()
+    if not h.has_tool("redis-server") then
+      return pending("redis-server is not installed")
+    end
+    local green = require "green"
+    -- however this ends: the example, and its redis-server if it
+    -- outlived the example
+    local pid, rpid
+    finally(function()
+      if pid then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+      if rpid then os.execute("kill -KILL " .. rpid .. " 2>/dev/null") end
+    end)
+    green_run(function()
+      local proc = assert(green.process.spawn {
+        h.greenlua, "examples/prefork_chat.lua", "0",
+        stdout = "pipe", stderr = "stdout" })
+      pid = proc.pid
+      proc.stdout:settimeout(30)
+      local out, rport = {}, nil
+      local line
+      repeat
+        local err
+        line, err = proc.stdout:receive("*l")
+        out[#out + 1] = line or ("(" .. tostring(err) .. ")")
+        rport = rport or line and line:match("redis%-server on [%d.]+:(%d+)")
+      until not line or line:match("^chat on ")
+      assert(rport and line, table.concat(out, "\n"))
+      local ps = h.sh("unset LD_PRELOAD; ps -eo pid=,args=")
+      rpid = ps:match("(%d+) redis%-server 127%.0%.0%.1:" .. rport)
+      assert(rpid, ps)
+      local c = assert(green.connect("127.0.0.1", tonumber(rport)))
+      c:close()
+      proc:kill("KILL") -- no cleanup runs; its workers are TERMed
+      assert.are.equal("signal", (proc:wait(10)))
+      pid = nil
+      proc.stdout:close()
+      h.eventually(function()
+        return not os.execute("kill -0 " .. rpid .. " 2>/dev/null")
+          or h.sh("unset LD_PRELOAD; ps -o stat= -p " .. rpid):match("^Z")
+      end, 30, "redis-server " .. rpid .. " gone")
+      rpid = nil
+      assert.is_nil(green.connect("127.0.0.1", tonumber(rport)))
+    end)
+  end)
+
   it("two_loops.lua (seed 003): two loops that never sleep both run",
      function()
     local out = example("two_loops.lua")

@@ -329,5 +329,99 @@ function helper.lua54_run(src, limit)
   return out, err, code
 end
 
+--- Debian's nginx, for the specs that talk to a real server: a master
+-- and one worker on a free 127.0.0.1 port, with a temp prefix holding
+-- its configuration, pid, logs, temp paths and document root. `opts`:
+-- `files` ({ [name] = contents }: the root's files), `ssl`
+-- ({ certificate = path, key = path }: listen with TLS), `server` (more
+-- directives for the server block; `$/` in it is the prefix). Returns
+-- the port, `stop` and the prefix once it accepts connections. `stop()`
+-- (idempotent) ends nginx and its worker,
+-- waits for them and removes the prefix: hand it to busted's `finally`
+-- so it runs however the spec ends. A start that fails stops what it
+-- started and raises, with nginx's error log. Without nginx installed:
+-- nil and the reason (for `pending`). Call from the main thread or a
+-- green thread.
+function helper.nginx(opts)
+  local bin = "/usr/sbin/nginx"
+  if not os.execute("test -x " .. bin) then
+    return nil, "nginx is not installed"
+  end
+  opts = opts or {}
+  local out = helper.sh("mktemp -d /tmp/greenlua-nginx.XXXXXX")
+  local dir = assert(out:match("^(/tmp/greenlua%-nginx%.[%w]+)\n"),
+                     "mktemp failed")
+  local stopped = false
+  local function stop()
+    if stopped then return end
+    stopped = true
+    -- daemonized, the master leads its own session and process group
+    -- (the worker in it): TERM the group, poll (bounded) until nothing in
+    -- the session but zombies is left (whoever reaps orphans may be
+    -- slow), then KILL what is left. Without the sanitizer's preload:
+    -- ps hangs under it.
+    helper.sh(("unset LD_PRELOAD; pid=$(cat %s/nginx.pid 2>/dev/null) && {"
+               .. " kill -TERM -$pid 2>/dev/null; i=0;"
+               .. " while ps -o stat= -s $pid | grep -qv '^Z'"
+               .. " && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done;"
+               .. " kill -KILL -$pid 2>/dev/null; }; rm -rf %s")
+              :format(quote(dir), quote(dir)))
+  end
+  local ok, port = pcall(function()
+    -- nginx's worker may run as another user: let it read the root
+    assert(os.execute("mkdir " .. quote(dir .. "/www") .. " && chmod 755 "
+                      .. quote(dir) .. " " .. quote(dir .. "/www")))
+    for name, contents in pairs(opts.files or {}) do
+      assert(not name:find("/", 1, true), "a file name without '/'")
+      local f = assert(io.open(dir .. "/www/" .. name, "wb"))
+      f:write(contents)
+      f:close()
+      assert(os.execute("chmod 644 " .. quote(dir .. "/www/" .. name)))
+    end
+    local probe = assert(green.listen("127.0.0.1", 0)) -- a free port
+    local _, free = probe:getsockname()
+    probe:close()
+    local ssl = opts.ssl and ("ssl_certificate %s;\n    ssl_certificate_key "
+      .. "%s;"):format(opts.ssl.certificate, opts.ssl.key) or ""
+    local f = assert(io.open(dir .. "/nginx.conf", "w"))
+    f:write((table.concat({
+      "daemon on;",
+      "pid $/nginx.pid;",
+      "error_log $/error.log;",
+      "events { worker_connections 64; }",
+      "http {",
+      "  access_log off;",
+      "  client_body_temp_path $/tmp_body;",
+      "  proxy_temp_path $/tmp_proxy;",
+      "  fastcgi_temp_path $/tmp_fastcgi;",
+      "  uwsgi_temp_path $/tmp_uwsgi;",
+      "  scgi_temp_path $/tmp_scgi;",
+      "  server {",
+      "    listen 127.0.0.1:" .. free .. (opts.ssl and " ssl;" or ";"),
+      "    " .. ssl,
+      "    root $/www;",
+      "    " .. (opts.server or ""),
+      "  }",
+      "}", "" }, "\n"):gsub("%$/", function() return dir .. "/" end)))
+    f:close()
+    local _, err, code = helper.sh(("env -u LD_PRELOAD %s -c %s/nginx.conf "
+      .. "-p %s/ -e %s/error.log"):format(bin, quote(dir), quote(dir),
+                                          quote(dir)))
+    assert(code == 0, "nginx did not start: " .. err)
+    helper.eventually(function()
+      local c = green.connect("127.0.0.1", free)
+      if c then c:close() end
+      return c ~= nil
+    end, 20, "nginx accepting on port " .. free)
+    return free
+  end)
+  if not ok then
+    local log = slurp(dir .. "/error.log") or ""
+    stop()
+    error(tostring(port) .. "\nnginx's error log:\n" .. log, 2)
+  end
+  return port, stop, dir
+end
+
 package.loaded["helper"] = helper
 return helper

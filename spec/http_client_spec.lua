@@ -178,76 +178,60 @@ describe("green.http client", function()
     end)
   end)
 
-  it("talks to nginx: a static file and a chunked response", function()
-    if not os.execute("test -x /usr/sbin/nginx") then
-      pending("nginx is not installed")
-      return
-    end
+  it("spec/helper's nginx: stop ends it and removes its prefix; a start"
+     .. " that fails says why", function()
+    local port, stop, prefix = h.nginx { files = { ["a.txt"] = "a" } }
+    if not port then return pending(stop) end
+    finally(stop)
+    local pid = assert(tonumber(h.slurp(prefix .. "/nginx.pid")))
     green_run(function()
-      local dir = os.tmpname()
-      os.remove(dir)
-      assert(os.execute("mkdir -p " .. dir .. "/www"))
-      local f = assert(io.open(dir .. "/www/file.txt", "w"))
-      local content = ("static line\n"):rep(2000)
-      f:write(content)
-      f:close()
-      -- a free port: bind one, note it, let it go
-      local probe = assert(green.listen("127.0.0.1", 0))
-      local _, port = probe:getsockname()
-      probe:close()
-      f = assert(io.open(dir .. "/nginx.conf", "w"))
-      f:write(([[
-daemon on;
-pid %s/nginx.pid;
-error_log %s/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path %s;
-  proxy_temp_path %s;
-  fastcgi_temp_path %s;
-  uwsgi_temp_path %s;
-  scgi_temp_path %s;
-  server {
-    listen 127.0.0.1:%d;
-    root %s/www;
-    location /chunked {
+      local r = assert(green.http.get("http://127.0.0.1:" .. port
+                                      .. "/a.txt"))
+      assert.are.equal("a", r.body)
+    end)
+    stop()
+    stop() -- again: nothing
+    assert.is_nil(h.slurp(prefix .. "/nginx.conf"))
+    -- gone, or a zombie its reaper has not reaped yet
+    assert.are.equal("", (h.sh("unset LD_PRELOAD; ps -o stat= -p " .. pid
+                                   .. " | grep -v '^Z'")))
+    local ok, err = pcall(h.nginx, { server = "no_such_directive on;" })
+    assert.is_false(ok)
+    assert.matches("nginx did not start", err)
+    assert.matches("unknown directive \"no_such_directive\"", err)
+  end)
+
+  it("talks to nginx: a static file and a chunked response", function()
+    local content = ("static line\n"):rep(2000)
+    local port, stop = h.nginx {
+      files = { ["file.txt"] = content },
+      server = [[
+    location = /chunked {
       default_type text/plain;
       sub_filter_types *;
       sub_filter 'static' 'dynamic';
       sub_filter_once off;
-      alias %s/www/file.txt;
-    }
-  }
-}
-]]):format(dir, dir, dir, dir, dir, dir, dir, port, dir, dir))
-      f:close()
-      assert(os.execute(("env -u LD_PRELOAD /usr/sbin/nginx -c %s/nginx.conf "
-                         .. "-p %s -e %s/error.log 2>/dev/null"):format(dir,
-                         dir, dir)))
-      local ok, err = pcall(function()
-        local base = "http://127.0.0.1:" .. port
-        local client = green.http.Client()
-        local r = h.eventually(function()
-          return client:get(base .. "/file.txt")
-        end, 20, "nginx answering")
-        assert.are.equal(200, r.status)
-        assert.are.equal(tostring(#content), r.headers["content-length"])
-        assert.are.equal(content, r.body)
-        r = assert(client:get(base .. "/chunked"))
-        assert.are.equal("chunked", r.headers["transfer-encoding"])
-        assert.are.equal(content:gsub("static", "dynamic"), r.body)
-        r = assert(client:get(base .. "/missing"))
-        assert.are.equal(404, r.status)
-        r = assert(client:request { method = "HEAD",
-                                    url = base .. "/file.txt" })
-        assert.are.equal("", r.body)
-        assert.are.equal(1, count(client.pools)) -- all on one pool
-        client:close()
-      end)
-      os.execute(("kill $(cat %s/nginx.pid) 2>/dev/null; sleep 0.2; "
-                  .. "rm -rf %s"):format(dir, dir))
-      if not ok then error(err, 0) end
+      try_files /file.txt =404;
+    }]] }
+    if not port then return pending(stop) end
+    finally(stop)
+    green_run(function()
+      local base = "http://127.0.0.1:" .. port
+      local client = green.http.Client()
+      local r = assert(client:get(base .. "/file.txt"))
+      assert.are.equal(200, r.status)
+      assert.are.equal(tostring(#content), r.headers["content-length"])
+      assert.are.equal(content, r.body)
+      r = assert(client:get(base .. "/chunked"))
+      assert.are.equal("chunked", r.headers["transfer-encoding"])
+      assert.are.equal(content:gsub("static", "dynamic"), r.body)
+      r = assert(client:get(base .. "/missing"))
+      assert.are.equal(404, r.status)
+      r = assert(client:request { method = "HEAD",
+                                  url = base .. "/file.txt" })
+      assert.are.equal("", r.body)
+      assert.are.equal(1, count(client.pools)) -- all on one pool
+      client:close()
     end)
   end)
 end)

@@ -225,6 +225,92 @@ describe("green.process.spawn", function()
   end)
 end)
 
+describe("starting a child", function()
+  -- An executable file at `path` holding `text`.
+  local function script(path, text, mode)
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+    assert(process.run { "chmod", mode or "755", path })
+  end
+
+  it("through clone3 on this kernel, posix_spawn if GREENLUA_SPAWN says so",
+     function()
+    green_run(function()
+      local _, arch = assert(process.run { "uname", "-m" })
+      local _, release = assert(process.run { "uname", "-r" })
+      local major, minor = release:match("^(%d+)%.(%d+)")
+      local new = tonumber(major) * 100 + tonumber(minor) >= 505
+      arch = arch:gsub("%s+$", "")
+      local want = (os.getenv("GREENLUA_SPAWN") == "posix_spawn"
+                    or arch ~= "x86_64" or not new) and "posix_spawn"
+                   or "clone3"
+      assert.are.equal(want, green.core.process_spawner())
+    end)
+    local out, err, code = h.sh("GREENLUA_SPAWN=posix_spawn "
+      .. h.greenlua .. " -e 'local g = require(\"green\"); "
+      .. "assert(g.process.run(\"true\")); "
+      .. "io.write(g.core.process_spawner())'",
+      30)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("posix_spawn", out)
+  end)
+
+  it("searches PATH as posix_spawnp: past a directory whose file cannot "
+     .. "run, to the first that can; exec errors come back", function()
+    green_run(function()
+      local d1, d2 = tmpdir(), tmpdir()
+      script(d1 .. "/greenprog", "#!/bin/sh\necho one\n", "644") -- no x
+      script(d2 .. "/greenprog", "#!/bin/sh\necho two\n")
+      local ok, out = process.run({ "greenprog" },
+                                  { env = { PATH = d1 .. ":" .. d2 } })
+      assert.is_true(ok)
+      assert.are.equal("two\n", out)
+      -- only the one that cannot run: EACCES, not ENOENT
+      local p, msg, errno = process.spawn { "greenprog",
+        env = { PATH = "/nonexistent:" .. d1 } }
+      assert.is_nil(p)
+      assert.are.equal("greenprog: Permission denied", msg)
+      assert.are.equal(13, errno)
+      -- no "#!" and not a binary: ENOEXEC (posix_spawn runs no /bin/sh)
+      script(d1 .. "/plain", "echo plain\n")
+      p, msg, errno = process.spawn { d1 .. "/plain" }
+      assert.is_nil(p)
+      assert.are.equal(d1 .. "/plain: Exec format error", msg)
+      assert.are.equal(8, errno)
+      -- our own PATH (no env): the same search
+      local q, _, e = process.spawn { "green-no-such-command-either" }
+      assert.is_nil(q)
+      assert.are.equal(2, e)
+      -- a name longer than any path: ENAMETOOLONG from every candidate
+      p, msg, errno = process.spawn { string.rep("x", 5000) }
+      assert.is_nil(p)
+      assert.are.equal(36, errno, msg)
+      assert(process.run { "rm", "-r", d1, d2 })
+      assert.are.same({}, children()) -- every failed child reaped
+    end)
+  end)
+end)
+
+
+describe("SIGCHLD ignored by whoever started us", function()
+  it("children are still ours to reap: run, execute, popen, wait",
+     function()
+    local out, err, code = h.sh("env --ignore-signal=CHLD " .. h.greenlua
+      .. " -e 'local p = require(\"green\").process; "
+      .. "print(p.execute(\"exit 5\")); "
+      .. "print(p.run(\"echo hi; exit 3\")); "
+      .. "local f = p.popen(\"echo x\"); print(f:read(\"l\"), f:close()); "
+      .. "print(p.spawn{\"true\"}:wait())'", 30)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("nil\texit\t5\nfalse\thi\n\t\texit\t3\n"
+                     .. "x\ttrue\texit\t0\nexit\t0\n", out)
+  end)
+end)
+
+
 describe("the child's signals", function()
   -- The bit of signal `sig` in field `field` of a /proc status text.
   local function bit(status, field, sig)

@@ -146,6 +146,7 @@ describe("green.tls under attack", function()
       local reader = green.spawn(function()
         local parts = {}
         s:settimeout(0.01)
+        s:setlimit(nil) -- counts up to 3 MB: past the 1 MiB default
         local total = 0
         while total < #big do
           local data, err, partial = s:receive(#big - total)
@@ -284,6 +285,120 @@ describe("green.tls under attack", function()
         collectgarbage()
         local ok, err = w:wait()
         assert(ok or err == "closed", err)
+        c:close(); s:close()
+      end
+    end)
+  end)
+end)
+
+describe("green.tls receive paths under a hostile peer", function()
+  -- The server's records for `data`, not sent (the raw socket sends
+  -- them, cut or followed by anything).
+  local function records(s, data)
+    assert(s.conn:write(data, 1, #data))
+    return s.conn:output()
+  end
+  local function close_notify(s)
+    s.conn:close_notify()
+    return s.conn:output()
+  end
+  local function pack(...) return table.pack(...) end
+  local KINDS = { fast = S.pair, lua = S.proxy_pair }
+  local function open(make) -- a pair whose client gives up in time
+    local c, s = make(dir)
+    c:settimeout(20)
+    return c, s
+  end
+
+  it("a forged record after good data: the data, then the record's error"
+     .. " every time, on both paths (receive, recv, fill)", function()
+    green_run(function()
+      for kind, make in pairs(KINDS) do
+        for _, how in ipairs { "*a", "*l", "fill" } do
+          local c, s = open(make)
+          local good = records(s, "abc\n") -- sequence numbers: first
+          local forged = records(s, "zzzzzzzz")
+          forged = forged:sub(1, 5) .. ("\1"):rep(#forged - 5)
+          assert(s:getsocket():send(good .. forged))
+          local mac = "decryption failed or bad record mac"
+          if how == "fill" then
+            assert.is_true(c:fill())
+            assert.are.same({ n = 2, nil, mac }, pack(c:fill()), kind)
+            assert.are.equal("abc", c:receive())
+          elseif how == "*l" then
+            assert.are.equal("abc", c:receive(), kind)
+            assert.are.same({ n = 3, nil, mac, "" }, pack(c:receive()), kind)
+          else
+            assert.are.same({ n = 3, nil, mac, "abc\n" },
+                            pack(c:receive("*a")), kind)
+          end
+          -- recorded: every later call says it again
+          assert.are.same({ n = 3, nil, mac, "" }, pack(c:receive("*a")))
+          assert.are.same({ n = 2, nil, mac }, pack(c:recv()))
+          assert.are.same({ n = 2, nil, mac }, pack(c:fill()))
+          c:close(); s:close()
+        end
+      end
+    end)
+  end)
+
+  it("bytes after close_notify are never read; a record cut by the end"
+     .. " is 'closed' with what came before it", function()
+    green_run(function()
+      for kind, make in pairs(KINDS) do
+        local c, s = open(make)
+        local abc = records(s, "abc")
+        -- a reader already waiting for its line when they come
+        local r = green.spawn(function() return pack(c:receive("*l")) end)
+        h.until_suspended(r, "socket:receive")
+        assert(s:getsocket():send(abc .. close_notify(s) .. abc
+                                  .. "junk\n"))
+        assert.are.same({ n = 3, nil, "closed", "abc" }, r:wait(), kind)
+        assert.are.same({ n = 3, nil, "closed", "" }, pack(c:receive("*a")))
+        assert.are.same({ n = 2, nil, "closed" }, pack(c:recv()))
+        c:close(); s:close()
+        -- half a record, then the end of the transport
+        c, s = open(make)
+        local x = records(s, "line1\nabc") .. records(s, "cut short")
+        assert(s:getsocket():send(x:sub(1, #x - 5)))
+        s:getsocket():shutdown("send")
+        assert.are.equal("line1", c:receive(), kind)
+        assert.are.same({ n = 3, nil, "closed", "abc" }, pack(c:receive("*a")))
+        assert.are.same({ n = 3, nil, "closed", "" }, pack(c:receive()))
+        c:close(); s:close()
+      end
+    end)
+  end)
+
+  it("records arriving a byte at a time, a reader killed at every wait,"
+     .. " then close_notify: every byte once, in order", function()
+    green_run(function()
+      for kind, make in pairs(KINDS) do
+        local c, s = open(make)
+        local text = "first line\n" .. ("y"):rep(3000) .. "\nlast"
+        local x = records(s, text) .. close_notify(s)
+        local raw = s:getsocket()
+        local lines, kills = {}, 0
+        for pos = 1, #x do
+          local r = green.spawn(function() return c:receive("*l") end)
+          h.eventually(function()
+            return r:dead() or h.suspended(r, "socket:receive")
+          end, "the reader done or waiting")
+          if r:dead() then
+            lines[#lines + 1] = r:wait()
+          else
+            r:kill()
+            kills = kills + 1
+          end
+          assert(raw:send(x:sub(pos, pos)))
+        end
+        local rest = pack(c:receive("*l"))
+        -- every wait was killed, the line that completed excepted: the
+        -- bytes the killed readers waited on were all kept
+        assert.is_true(kills > #x / 2, kind)
+        assert.are.equal(text, table.concat(lines, "\n") .. "\n"
+                         .. (rest[1] or "") .. (rest[3] or ""), kind)
+        assert.are.same({ n = 3, nil, "closed", "" }, pack(c:receive("*a")))
         c:close(); s:close()
       end
     end)

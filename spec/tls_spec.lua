@@ -413,6 +413,34 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as raw:
 end)
 
 describe("green.tls streams", function()
+  it("turn Nagle off on TCP (a small record must not wait for the peer's "
+     .. "delayed ACK); a Unix socket is wrapped all the same", function()
+    green_run(function()
+      local c, s = S.pair(dir)
+      assert.is_true(c:getoption("tcp-nodelay"))
+      assert.is_true(s:getoption("tcp-nodelay"))
+      c:close()
+      s:close()
+      -- wrapping a plain green TCP socket sets it too
+      local a, b = h.pair()
+      assert.is_false(a:getoption("tcp-nodelay"))
+      local t = assert(green.tls.wrap(a, { cafile = p("ca.pem"),
+                                           server_name = "localhost" }))
+      assert.is_true(a:getoption("tcp-nodelay"))
+      t:close()
+      b:close()
+      -- a Unix socket has no such option: wrap does not mind
+      local path = os.tmpname()
+      os.remove(path)
+      local us = assert(green.listen_unix(path))
+      local uc = assert(green.connect_unix(path))
+      local u = assert(green.tls.wrap(uc, { verify = false }))
+      u:close()
+      us:close()
+      os.remove(path)
+    end)
+  end)
+
   it("close_notify ends '*a'; a transport end without it does not",
      function()
     green_run(function()
@@ -429,6 +457,78 @@ describe("green.tls streams", function()
       assert.are.same({ nil, "closed", "cut" }, { c:receive("*a") })
       c:close()
       s:close()
+    end)
+  end)
+
+  it("after the end of the stream every pattern returns what a plain"
+     .. " socket's does, over a green socket and over a proxy table",
+     function()
+    green_run(function()
+      local pairs_of = {
+        plain = h.pair,
+        fast = function() return S.pair(dir) end,
+        lua = function() return S.proxy_pair(dir) end,
+      }
+      local function pack(...) return table.pack(...) end
+      -- two receives after the peer sent `pending` and closed (with
+      -- close_notify); `limit`: the reader's receive limit
+      local function run(kind, pending, limit, pattern, prefix)
+        local c, s = pairs_of[kind]()
+        if limit then c:setlimit(limit) end
+        if #pending > 0 then assert(s:send(pending)) end
+        s:close()
+        local function one()
+          if pattern == "recv" then return pack(c:recv()) end
+          if prefix == nil then return pack(c:receive(pattern)) end
+          return pack(c:receive(pattern, prefix))
+        end
+        local r = { one(), one() }
+        c:close()
+        return r
+      end
+      local n = 0
+      for _, limit in ipairs { false, 4 } do
+        for _, pending in ipairs { "", "ab", "abcdefgh\n" } do
+          for _, prefix in ipairs { false, "pre" } do
+            prefix = prefix or nil
+            for _, pattern in ipairs { "*a", "a", "*l", 3, 10, "recv" } do
+              local want = run("plain", pending, limit, pattern, prefix)
+              for _, kind in ipairs { "fast", "lua" } do
+                assert.are.same(want,
+                  run(kind, pending, limit, pattern, prefix),
+                  ("%s: %q then the end, limit %s, receive(%s, %s)")
+                    :format(kind, pending, limit, pattern, prefix))
+                n = n + 1
+              end
+            end
+          end
+        end
+      end
+      assert.are.equal(2 * 3 * 2 * 6 * 2, n)
+      -- LuaSocket's recvall: nothing at all is "closed", the prefix kept
+      for _, kind in ipairs { "fast", "lua" } do
+        assert.are.same({ { n = 3, nil, "closed", "" },
+                          { n = 3, nil, "closed", "" } },
+                        run(kind, "", false, "*a"))
+        assert.are.same({ { n = 1, "preab" },
+                          { n = 3, nil, "closed", "pre" } },
+                        run(kind, "ab", false, "a", "pre"))
+        assert.are.same({ { n = 2, nil, "closed" }, { n = 2, nil, "closed" } },
+                        run(kind, "", false, "recv"))
+        -- the limit: a line past it, a count above it, "*a" past it
+        assert.are.same({ { n = 3, nil, "too long", "abcd" },
+                          { n = 1, "efgh" } },
+                        run(kind, "abcdefgh\n", 4, "*l"))
+        assert.are.same({ { n = 3, nil, "too long", "" },
+                          { n = 3, nil, "too long", "" } },
+                        run(kind, "ab", 4, 10))
+        assert.are.same({ { n = 3, nil, "too long", "abcd" },
+                          { n = 3, nil, "too long", "efgh" } },
+                        run(kind, "abcdefgh\n", 4, "*a"))
+        assert.are.same({ { n = 3, nil, "too long", "" },
+                          { n = 3, nil, "too long", "" } },
+                        run(kind, "ab", 0, "*a"))
+      end
     end)
   end)
 

@@ -159,4 +159,28 @@ function S.pair(dir, copts, sopts)
   return c, accepted
 end
 
+--- The same pair with the client over a proxy table (green.tls's Lua
+-- path, moving ciphertext with the socket's methods, not core.tls's C
+-- one); the server over the green socket. `calls` (optional) counts the
+-- client socket's method calls by name.
+function S.proxy_pair(dir, calls)
+  local rc, rs = h.pair()
+  local proxy = setmetatable({}, { __index = function(_, k)
+    local v = rc[k]
+    if type(v) ~= "function" then return v end
+    return function(_, ...)
+      if calls then calls[k] = (calls[k] or 0) + 1 end
+      return v(rc, ...)
+    end
+  end })
+  local c = assert(green.tls.wrap(proxy, {
+    cafile = dir .. "/ca.pem", server_name = "localhost" }))
+  local s = assert(green.tls.wrap(rs, { mode = "server",
+    certificate = dir .. "/leaf.pem", key = dir .. "/leaf.key" }))
+  local hs = green.spawn(function() return s:handshake() end)
+  assert(c:handshake())
+  assert(hs:wait())
+  return c, s
+end
+
 return S

@@ -327,18 +327,19 @@ local function parse(pattern, prefix)
   error("bad argument #1 to 'receive' (invalid receive pattern)", 3)
 end
 
+-- A failed read as a plain socket's: recv's nil, err; receive's nil,
+-- err, prefix .. partial.
+local function failed(mode, err, prefix, partial)
+  if mode == "s" then return nil, err end
+  return nil, err, cat(prefix, partial or "")
+end
+
 local function read(self, mode, count, prefix)
-  if not self.conn then
-    if mode == "s" then return nil, "closed" end
-    return nil, "closed", prefix or ""
-  end
+  if not self.conn then return failed(mode, "closed", prefix) end
   local due = deadline(self.timeout)
   if not self.ready then
     local ok, err = handshake(self, due)
-    if not ok then
-      if mode == "s" then return nil, err end
-      return nil, err, prefix or ""
-    end
+    if not ok then return failed(mode, err, prefix) end
   end
   local conn = self.conn
   if self.fast then
@@ -346,15 +347,14 @@ local function read(self, mode, count, prefix)
     creading(sock) -- another thread waits in a fill: refused
     while true do
       if conn ~= self.conn then -- closed meanwhile
-        if mode == "s" then return nil, "closed" end
-        return nil, "closed", prefix or ""
+        return failed(mode, "closed", prefix)
       end
       local data, err, partial = conn:receive(mode, count, nil, limit)
       if data then return cat(prefix, data) end
-      if data == nil then return nil, err, cat(prefix, partial) end
+      if data == nil then return failed(mode, err, prefix, partial) end
       if ferr then -- the stream goes on, but the fill failed: the partial
-        local _, e, p = conn:receive(mode, count, ferr)
-        return nil, e, cat(prefix, p)
+        local _, e, p = conn:receive(mode, count, ferr, limit)
+        return failed(mode, e, prefix, p)
       end
       local ok
       ok, ferr = cfill(sock, conn, due)
@@ -363,12 +363,11 @@ local function read(self, mode, count, prefix)
   end
   while true do
     if not conn or conn ~= self.conn then -- closed meanwhile
-      if mode == "s" then return nil, "closed" end
-      return nil, "closed", prefix or ""
+      return failed(mode, "closed", prefix)
     end
     local data, err, partial = conn:receive(mode, count, nil, self.limit)
     if data then return cat(prefix, data) end
-    if data == nil then return nil, err, cat(prefix, partial) end
+    if data == nil then return failed(mode, err, prefix, partial) end
     -- what reading produced (a key update's answer) goes out
     if self.wbuf or conn:outlen() > 0 then flush(self, due, true) end
     local chunk, rerr = recv_raw(self, due)
@@ -377,12 +376,9 @@ local function read(self, mode, count, prefix)
     elseif rerr == "closed" then
       if conn == self.conn then conn:feed_eof() end
     else
-      if conn ~= self.conn then
-        if mode == "s" then return nil, "closed" end
-        return nil, "closed", prefix or ""
-      end
-      local _, e, p = conn:receive(mode, count, rerr)
-      return nil, e, cat(prefix, p)
+      if conn ~= self.conn then return failed(mode, "closed", prefix) end
+      local _, e, p = conn:receive(mode, count, rerr, self.limit)
+      return failed(mode, e, prefix, p)
     end
   end
 end
@@ -671,10 +667,16 @@ function M.wrap(sock, opts)
   local timeout = sock.gettimeout and sock:gettimeout() or nil
   if timeout ~= nil and timeout < 0 then timeout = nil end
   local mt = getmetatable(sock)
+  local fast = st == "userdata" and type(mt) == "table"
+    and mt.__name == "green.socket"
+  -- TLS writes records: with Nagle's algorithm a small one waits behind
+  -- one not yet acknowledged (a server's session tickets, the previous
+  -- response's last record) for the peer's delayed ACK, 40 ms. As nginx
+  -- and Go, no Nagle under TLS (a Unix socket refuses it: no matter).
+  if fast then sock:setoption("tcp-nodelay", true) end
   return setmetatable({
     sock = sock, conn = conn, server = server, ctxref = ctx,
-    fast = st == "userdata" and type(mt) == "table"
-      and mt.__name == "green.socket",
+    fast = fast,
     timeout = timeout, hs_timeout = opts.handshake_timeout,
     limit = sock.getlimit and sock:getlimit() or nil,
   }, TLS)
@@ -760,6 +762,8 @@ function M.listen(host, port, opts)
   end
   local sock, err = core.listen(host, port, lopts)
   if not sock then return nil, err end
+  -- no Nagle (see wrap): Linux's accepted sockets inherit it from here
+  sock:setoption("tcp-nodelay", true)
   local ht = topts.handshake_timeout
   if ht == nil then ht = HANDSHAKE_TIMEOUT end
   return setmetatable({ sock = sock, ctx = ctx, hs_timeout = ht }, Listener)
