@@ -562,6 +562,35 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("turns Nagle off on its connections, and the client on its own "
+     .. "(a streamed chunk must not wait for a delayed ACK)", function()
+    green_run(function()
+      local srv, port = listen()
+      assert.is_false(srv:getoption("tcp-nodelay"))
+      local gt = green.spawn(green.http.serve, srv, function()
+        return 200, nil, "true"
+      end)
+      -- on the listener: Linux's accepted sockets inherit it
+      h.eventually(function() return srv:getoption("tcp-nodelay") end,
+                   nil, "serve sets tcp-nodelay")
+      local client = green.http.Client()
+      local resp = assert(client:request { url = "http://127.0.0.1:" .. port
+                                           .. "/" })
+      assert.are.equal("true", resp.body)
+      local conns = 0
+      for _, pool in pairs(client.pools) do -- the idle connection kept
+        for _, conn in ipairs(pool.idle) do
+          assert.is_true(conn.sock:getoption("tcp-nodelay"))
+          conns = conns + 1
+        end
+      end
+      assert.are.equal(1, conns)
+      client:close()
+      srv:close()
+      gt:wait()
+    end)
+  end)
+
   it("reads chunked and length request bodies, whole or as a stream",
      function()
     green_run(function()

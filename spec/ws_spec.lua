@@ -45,6 +45,8 @@ describe("WebSocket", function()
       local ws = assert(green.http.websocket(
         "ws://127.0.0.1:" .. port .. "/echo", { protocols = { "chat" } }))
       assert.are.equal("chat", ws.protocol)
+      -- no Nagle: a small frame goes out at once (ws.sock is private)
+      assert.is_true(ws.sock:getoption("tcp-nodelay"))
       assert(ws:send("hello"))
       assert.are.same({ "HELLO", "text" }, { ws:receive() })
       local big = ("\0\1\2ab"):rep(40000)

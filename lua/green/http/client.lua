@@ -86,6 +86,9 @@ local function take(client, u, timeout, topts)
     if not sock then err = "https://" .. u.hostheader .. ": " .. err end
   else
     sock, err = core.connect(u.host, u.port, { timeout = timeout })
+    -- no Nagle: a request's body or a later request written after the
+    -- head would wait for the server's delayed ACK (40 ms)
+    if sock then sock:setoption("tcp-nodelay", true) end
   end
   if not sock then
     p.sem:release()

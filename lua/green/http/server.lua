@@ -445,6 +445,12 @@ function M.serve(server, handler, opts)
       end
     end
   end
+  -- No Nagle (as nginx's tcp_nodelay): a response written in more than
+  -- one piece (a streamed body's chunks) waited for the client's delayed
+  -- ACK, 40 ms a request on a keep-alive connection. Set on the listener,
+  -- Linux's accepted sockets inherit it (a TLS listener has it already;
+  -- a Unix one has no such option).
+  if type(server) == "userdata" then server:setoption("tcp-nodelay", true) end
   local ok, r1, r2 = pcall(serve_mod.serve, server, conn, accept_opts)
   -- Graceful stop: no more accepting; idle keep-alive connections close
   -- now, busy ones after their current response; those still running

@@ -215,6 +215,7 @@ function M.connect(url, opts)
   else
     sock, err = core.connect(u.host, port, { timeout = opts.timeout })
     if not sock then return nil, err end
+    sock:setoption("tcp-nodelay", true) -- small frames go out at once
   end
   sock:settimeout(opts.timeout)
   local key = ws_key()
