@@ -365,8 +365,13 @@ local function connection(srv, sock, addr)
     broken = false, bodytext = false, idle = false, sent = false,
     thread = getcurrent(), tls = is_tls(sock),
   }
-  c.parser = http_parser("request", o.max_header_size, o.max_headers,
-                         o.max_body_size, Request, Headers, c, addr)
+  -- The parser's buffers (malloc'd) go at the connection's end however
+  -- it ends, not at its __gc: Lua skips a finalizer that a collection
+  -- step calls in a thread whose stack is at its limit (a handler that
+  -- catches a "stack overflow"), and the buffers would leak.
+  local parser <close> = http_parser("request", o.max_header_size,
+    o.max_headers, o.max_body_size, Request, Headers, c, addr)
+  c.parser = parser
   srv.conns[c] = true
   sock:settimeout(o.send_timeout)
   local ok, e = xpcall(requests, catch, c)
