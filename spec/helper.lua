@@ -229,6 +229,19 @@ function helper.pair(limit)
   return c, s
 end
 
+--- green.http.serve(handler, opts) in a thread on a free 127.0.0.1
+-- port: the port, `stop` (closes the listener and waits for serve to
+-- return: its results) and the thread. From a green thread.
+function helper.http_serve(handler, opts)
+  local srv = assert(green.listen("127.0.0.1", 0))
+  local _, port = srv:getsockname()
+  local gt = green.spawn(green.http.serve, srv, handler, opts)
+  return port, function()
+    srv:close()
+    return gt:wait()
+  end, gt
+end
+
 --- Path of the built greenlua executable.
 local build = os.getenv("GREENLUA_BUILD") or "./build"
 helper.greenlua = build .. "/greenlua"

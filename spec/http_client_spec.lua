@@ -5,13 +5,8 @@ local green = require "green"
 local h = require "helper"
 
 local function start(handler, opts)
-  local srv = assert(green.listen("127.0.0.1", 0))
-  local _, port = srv:getsockname()
-  local gt = green.spawn(green.http.serve, srv, handler, opts)
-  return "http://127.0.0.1:" .. port, function()
-    srv:close()
-    return gt:wait()
-  end
+  local port, stop = h.http_serve(handler, opts)
+  return "http://127.0.0.1:" .. port, stop
 end
 
 local function count(t)

@@ -7,15 +7,7 @@
 local green = require "green"
 local h = require "helper"
 
-local function start(handler, opts)
-  local srv = assert(green.listen("127.0.0.1", 0))
-  local _, port = srv:getsockname()
-  local gt = green.spawn(green.http.serve, srv, handler, opts)
-  return port, function()
-    srv:close()
-    return gt:wait()
-  end
-end
+local start = h.http_serve
 
 local function raw(port, data)
   local c = assert(green.connect("127.0.0.1", port))

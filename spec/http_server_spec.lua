@@ -35,14 +35,7 @@ end
 
 -- Serve `handler` in a thread; returns the port, a stop function (which
 -- closes the listener and waits for serve to return) and the thread.
-local function start(handler, opts)
-  local srv, port = listen()
-  local gt = green.spawn(green.http.serve, srv, handler, opts)
-  return port, function()
-    srv:close()
-    return gt:wait()
-  end, gt
-end
+local start = h.http_serve
 
 local function hello(req)
   return 200, { ["Content-Type"] = "text/plain" },
