@@ -2047,6 +2047,17 @@ static int l_http_run(lua_State *L) {
 /* }====================================================== */
 
 
+/* The output handed on: empty it, and give back a buffer grown past
+   KEEP_OUTPUT (a long response) rather than keep it per connection. */
+static void output_done(hparser *hp) {
+  hp->olen = 0;
+  if (hp->ocap > KEEP_OUTPUT) {
+    free(hp->ob);
+    hp->ob = NULL;
+    hp->ocap = 0;
+  }
+}
+
 /*
 ** http_output(parser, [data]): with 'data' (a string), append it to the
 ** parser's output and return the bytes waiting; without, take the output:
@@ -2069,12 +2080,7 @@ static int l_http_output(lua_State *L) {
     return 1;
   }
   lua_pushlstring(L, hp->ob, hp->olen);
-  hp->olen = 0;
-  if (hp->ocap > KEEP_OUTPUT) {
-    free(hp->ob);
-    hp->ob = NULL;
-    hp->ocap = 0;
-  }
+  output_done(hp);
   return 1;
 }
 
@@ -2110,12 +2116,7 @@ static int l_http_flush(lua_State *L) {
     lua_pushlstring(L, hp->ob + pos, hp->olen - pos);
   else
     lua_pushboolean(L, 1);
-  hp->olen = 0;
-  if (hp->ocap > KEEP_OUTPUT) {
-    free(hp->ob);
-    hp->ob = NULL;
-    hp->ocap = 0;
-  }
+  output_done(hp);
   return 1;
 }
 
