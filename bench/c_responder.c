@@ -14,7 +14,9 @@
 ** them (no TCP_NODELAY).
 **
 **   cc -O2 -o build/c_responder bench/c_responder.c $(pkg-config --cflags --libs libuv)
-**   build/c_responder [port]    port 0 (the default): any free port
+**   cc -O2 -o build/c_responder bench/c_responder.c \
+**     $(pkg-config --cflags --libs libuv) -lhttp_parser
+**   build/c_responder [-p] [port]    port 0 (the default): any free port
 ** Binds 127.0.0.1 only, prints "port N" once listening, serves until
 ** killed (SIGTERM/SIGINT end the loop).
 */
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <http_parser.h>
 #include <uv.h>
 
 static const char RESP[] =
@@ -38,7 +41,17 @@ static char scratch[64 * 1024];
 typedef struct conn {
   uv_tcp_t tcp; /* first: callbacks cast the handle back */
   int match;    /* bytes of "\r\n\r\n" matched at the end of the last read */
+  size_t reqs;  /* (-p) requests completed in this read */
+  http_parser p; /* (-p) */
 } conn;
+
+static int parse; /* -p: parse with libhttp-parser */
+static http_parser_settings settings;
+
+static int on_message_complete(http_parser *p) {
+  ((conn *)p->data)->reqs++;
+  return 0;
+}
 
 typedef struct wreq {
   uv_write_t req;
@@ -101,6 +114,18 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b) {
       uv_close((uv_handle_t *)h, on_close);
     return;
   }
+  if (parse) {
+    c->reqs = 0;
+    if (http_parser_execute(&c->p, &settings, b->base, (size_t)n) !=
+            (size_t)n ||
+        c->p.http_errno != HPE_OK) {
+      if (!uv_is_closing((uv_handle_t *)h))
+        uv_close((uv_handle_t *)h, on_close);
+      return;
+    }
+    reqs = c->reqs;
+    n = 0; /* (no scan) */
+  }
   /* 'm' bytes of "\r\n\r\n" matched so far. On a mismatch the only
      prefix that can still be under way is "\r" (when the byte is one). */
   for (i = 0; i < n; i++) {
@@ -135,6 +160,8 @@ static void on_connection(uv_stream_t *server, int status) {
   if (c == NULL)
     return;
   uv_tcp_init(server->loop, &c->tcp);
+  http_parser_init(&c->p, HTTP_REQUEST);
+  c->p.data = c;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
     uv_close((uv_handle_t *)&c->tcp, on_close);
     return;
@@ -155,7 +182,16 @@ int main(int argc, char **argv) {
   uv_signal_t sterm, sint;
   struct sockaddr_in addr;
   struct sockaddr_storage got;
-  int len = sizeof(got), port = argc > 1 ? atoi(argv[1]) : 0, r, i;
+  int len = sizeof(got), port, r, i;
+
+  if (argc > 1 && strcmp(argv[1], "-p") == 0) {
+    parse = 1;
+    argc--;
+    argv++;
+  }
+  port = argc > 1 ? atoi(argv[1]) : 0;
+  http_parser_settings_init(&settings);
+  settings.on_message_complete = on_message_complete;
 
   for (i = 0; i < BATCH; i++)
     memcpy(batch + i * RESP_LEN, RESP, RESP_LEN);

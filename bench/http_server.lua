@@ -8,6 +8,9 @@
 -- parser, costs against the scanning floor; and so is OpenResty's
 -- lua-nginx-module (Debian's libnginx-mod-http-lua, when installed), the
 -- mark issue 12 names: the same nginx answering from content_by_lua_block.
+-- And the C responder with the same parsing (`c_responder -p`: each
+-- request parsed by libhttp-parser, the parser green.http uses): what a
+-- server costs beyond its parser.
 --
 --   lua5.4 bench/http_server.lua [-v] [seconds=5] [rounds=3] [depth=16]
 --   ./build/greenlua bench/http_server.lua serve [port]   (the server)
@@ -55,7 +58,7 @@ local W = dofile("bench/wrkbench.lua")
 local h = W.new("http_server.lua", { "wrk", "taskset", "cc", "pkg-config",
                                      "nginx", "python3" })
 W.sh("cc -O2 -Wall -o build/c_responder bench/c_responder.c "
-     .. "$(pkg-config --cflags --libs libuv)")
+     .. "$(pkg-config --cflags --libs libuv) -lhttp_parser")
 
 local pipeline = h.tmp .. "/pipeline.lua"
 do
@@ -81,7 +84,9 @@ local ok, err = pcall(function()
   local c = h:start("c", "build/c_responder 0")
   local g = h:start("green",
                     "./build/greenlua bench/http_server.lua serve 0")
-  local servers = { c, g, h:nginx() }
+  -- the same responder parsing with libhttp-parser, as green.http does
+  local cp = h:start("cparse", "build/c_responder -p 0")
+  local servers = { c, g, cp, h:nginx() }
   servers[#servers + 1] = h:openresty() -- if its module is installed
   local base = os.getenv("GREENLUA_BASE")
   if base and base ~= "" then
@@ -119,6 +124,12 @@ local ok, err = pcall(function()
            .. "(%.2f-%.2f); user time alone: greenlua %.2f, C %.2f us/req")
       :format(rounds, dur, med, lo, hi, best(res.green, "user"),
               best(res.c, "user")))
+    local pb = best(res.cparse, "us")
+    med, lo, hi = spread("cparse")
+    print(("  C with libhttp-parser (same parsing): %.2f us/req, ratio %.2f; "
+           .. "per-round median %.2f (%.2f-%.2f); user %.2f us/req; "
+           .. "greenlua/it %.2f")
+      :format(pb, pb / cb, med, lo, hi, best(res.cparse, "user"), gb / pb))
     local nb = best(res.nginx, "us")
     med, lo, hi = spread("nginx")
     print(("  nginx (reference): %.2f us/req, ratio %.2f; per-round median "
