@@ -30,7 +30,7 @@ fi
 # Always rebuilt: a second, and never stale.
 # shellcheck disable=SC2046
 cc -O2 -Wall -o build/c_responder bench/c_responder.c \
-  $(pkg-config --cflags --libs libuv)
+  $(pkg-config --cflags --libs libuv) -lhttp_parser
 ncpu=$(nproc)
 if [ "$ncpu" -lt 2 ]; then
   echo "http.sh: needs 2 cores (server on core 0, wrk on core 1)" >&2
