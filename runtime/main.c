@@ -7,10 +7,14 @@
 ** It knows green.core only through its public header, bindings/green.h.
 */
 #include <limits.h>
+#include <malloc.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -47,14 +51,21 @@ static green_hub *hub; /* for the SIGINT handler */
 ** {======================================================
 ** The main state's allocator: Lua's small objects (tables, their node
 ** arrays, short strings, closures, upvalues, small userdata: up to
-** POOL_MAX bytes) come from free lists per 16-byte size class, carved
-** from 64 KB chunks; larger blocks are malloc's. Lua gives every block's
-** size back when it frees or resizes it, so a block needs no header, and
-** taking or giving one is a list operation (glibc's malloc spends some
-** hundreds of instructions per object when the collector frees in bursts
-** more than its per-thread caches hold). A block is never smaller than
-** malloc's would be (malloc rounds n + 8 up to 16, at least 32). Memory
-** freed into a class stays in that class until the state closes.
+** POOL_MAX bytes) come from 64 KB chunks, each serving one 16-byte size
+** class; larger blocks are malloc's. Lua gives every block's size back
+** when it frees or resizes it, so a block needs no header, and taking or
+** giving one is a list operation (glibc's malloc spends some hundreds of
+** instructions per object when the collector frees in bursts more than
+** its per-thread caches hold). A block is never smaller than malloc's
+** would be (malloc rounds n + 8 up to 16, at least 32).
+** Chunks are mapped aligned to their size, so a block's chunk is its
+** address rounded down; each counts its blocks in use and keeps its own
+** free list. A class takes from the chunks on its list (those with room,
+** newest first); a chunk whose last block is freed leaves its class: a
+** few are kept for any class to reuse, the rest go back to the system,
+** so memory a burst took is returned when the burst's objects die (free
+** lists per class that never gave memory back kept the sum of every
+** class's peak).
 ** Only the main state's (one OS thread: the hub's); the thread pool's
 ** states keep luaL_newstate's. Off in sanitized builds (AddressSanitizer
 ** must see every block) and with GREENLUA_POOL=0 in the environment
@@ -76,45 +87,208 @@ static green_hub *hub; /* for the SIGINT handler */
 #define POOL_STEP 16
 #define POOL_MAX 256
 #define POOL_CLASSES (POOL_MAX / POOL_STEP)
-#define POOL_CHUNK (64 * 1024)
+#define POOL_CHUNK ((size_t)64 * 1024)
+#define POOL_REGION 16 /* chunks mapped at once (1 MB) */
+#define POOL_SPARES 16 /* empty chunks always kept (1 MB) */
+#define POOL_DECAY_MS 1000 /* spares unused this long go back */
+
+typedef struct chunk {
+  struct chunk *next, *prev; /* on its class's list (it has room) */
+  void *free;                /* freed blocks, linked through them */
+  char *bump, *end;          /* the untouched part */
+  uint32_t live;             /* blocks in use */
+  uint16_t cls;
+  uint16_t listed;           /* on its class's list */
+  char pad[64 - 48];
+} chunk;
+
+/* the header is 64 bytes: blocks 16-aligned */
+typedef char chunk_header_size[sizeof(chunk) == 64 ? 1 : -1];
 
 typedef struct pool {
-  void *free[POOL_CLASSES]; /* per class: a list linked through the blocks */
-  char *next, *end;         /* the newest chunk's untouched part */
-  void *chunks;             /* every chunk, linked through its first word */
+  chunk *room[POOL_CLASSES]; /* per class: its chunks with room */
+  chunk *spare;              /* empty chunks kept (linked by 'next') */
+  size_t nspare;
+  size_t low;                /* the fewest spares since the last trim */
+  uint64_t trimmed;          /* when (ms, a coarse monotonic clock) */
+  unsigned ticks;            /* blocks given back, counted to 1024 */
+  char **given;              /* empty chunks whose pages went back */
+  size_t ngiven, givencap;
+  char *fresh, *freshend;    /* the newest region's chunks never used */
+  char **regions;            /* every region mapped, for pool_close */
+  size_t nregions, regionscap;
 } pool;
 
 static pool mainpool;
 
 #define CLASS(n) (((n) - 1) / POOL_STEP)
+#define CHUNK_OF(b) ((chunk *)((uintptr_t)(b) & ~(uintptr_t)(POOL_CHUNK - 1)))
+
+
+/* Append 'c' to the array '*a' (n, cap); 0 if there is no memory. */
+static int push_ptr(char ***a, size_t *n, size_t *cap, char *c) {
+  if (*n == *cap) {
+    size_t nc = *cap < 64 ? 64 : 2 * *cap;
+    char **na = (char **)realloc(*a, nc * sizeof(char *));
+    if (na == NULL)
+      return 0;
+    *a = na;
+    *cap = nc;
+  }
+  (*a)[(*n)++] = c;
+  return 1;
+}
+
+
+/* A region of POOL_REGION chunks, each at a multiple of its size (one
+   chunk more mapped, the ends around the aligned part unmapped); its
+   pages are touched only as blocks are taken. */
+static int map_region(pool *p) {
+  size_t size = POOL_REGION * POOL_CHUNK;
+  char *m = (char *)mmap(NULL, size + POOL_CHUNK, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *r;
+  size_t head;
+  if (m == MAP_FAILED)
+    return 0;
+  r = (char *)(((uintptr_t)m + POOL_CHUNK - 1) &
+               ~(uintptr_t)(POOL_CHUNK - 1));
+  head = (size_t)(r - m);
+  if (head > 0)
+    munmap(m, head);
+  munmap(r + size, POOL_CHUNK - head);
+  if (!push_ptr(&p->regions, &p->nregions, &p->regionscap, r)) {
+    munmap(r, size);
+    return 0;
+  }
+  p->fresh = r;
+  p->freshend = r + size;
+  return 1;
+}
+
+
+static void unlist(pool *p, chunk *c) {
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    p->room[c->cls] = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  c->listed = 0;
+}
+
+
+static void list(pool *p, chunk *c) {
+  c->prev = NULL;
+  c->next = p->room[c->cls];
+  if (c->next != NULL)
+    c->next->prev = c;
+  p->room[c->cls] = c;
+  c->listed = 1;
+}
+
+
+/* A chunk for class 'k', on the class's list: a spare, else one whose
+   pages went back, else a fresh one. */
+static chunk *chunk_new(pool *p, size_t k) {
+  chunk *c = p->spare;
+  if (c != NULL) {
+    p->spare = c->next;
+    if (--p->nspare < p->low)
+      p->low = p->nspare;
+  } else if (p->ngiven > 0) {
+    c = (chunk *)p->given[--p->ngiven];
+  } else {
+    if (p->fresh == p->freshend && !map_region(p))
+      return NULL;
+    c = (chunk *)p->fresh;
+    p->fresh += POOL_CHUNK;
+  }
+  c->free = NULL;
+  c->bump = (char *)c + sizeof(chunk);
+  c->end = (char *)c + POOL_CHUNK;
+  c->live = 0;
+  c->cls = (uint16_t)k;
+  list(p, c);
+  return c;
+}
+
+
+/* Chunk 'c' is empty: a spare, for any class. */
+static void chunk_empty(pool *p, chunk *c) {
+  if (c->listed)
+    unlist(p, c);
+  c->next = p->spare;
+  p->spare = c;
+  p->nspare++;
+}
+
+
+/*
+** Every 1024 blocks given back, and at most once per POOL_DECAY_MS: the
+** spares that stayed unused since the last time (the fewest there were
+** meanwhile), beyond POOL_SPARES, give their pages back to the system
+** (their addresses are kept for reuse). A workload whose memory goes up
+** and down keeps reusing its spares; the memory of a burst that is over
+** goes back within a second or two of its end, as long as the program
+** allocates at all.
+*/
+static void pool_trim(pool *p) {
+  struct timespec ts;
+  uint64_t now;
+  size_t n;
+#ifdef CLOCK_MONOTONIC_COARSE
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+  now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  if (now - p->trimmed < POOL_DECAY_MS)
+    return;
+  p->trimmed = now;
+  for (n = p->low > POOL_SPARES ? p->low - POOL_SPARES : 0; n > 0; n--) {
+    chunk *c = p->spare;
+    if (!push_ptr(&p->given, &p->ngiven, &p->givencap, (char *)c))
+      break; /* (kept as a spare) */
+    p->spare = c->next;
+    p->nspare--;
+    madvise(c, POOL_CHUNK, MADV_DONTNEED);
+  }
+  p->low = p->nspare;
+}
 
 
 static void *pool_take(pool *p, size_t n) {
-  size_t k = CLASS(n), size = (k + 1) * POOL_STEP;
-  void *b = p->free[k];
-  if (b != NULL) {
-    p->free[k] = *(void **)b;
-    return b;
+  size_t k = CLASS(n);
+  chunk *c = p->room[k];
+  void *b;
+  if (c == NULL && (c = chunk_new(p, k)) == NULL)
+    return NULL;
+  if (c->free != NULL) {
+    b = c->free;
+    c->free = *(void **)b;
+  } else { /* a listed chunk without free blocks has untouched room */
+    b = c->bump;
+    c->bump += (k + 1) * POOL_STEP;
   }
-  if ((size_t)(p->end - p->next) < size) {
-    char *c = (char *)malloc(POOL_CHUNK);
-    if (c == NULL)
-      return NULL;
-    *(void **)c = p->chunks;
-    p->chunks = c;
-    p->next = c + POOL_STEP; /* blocks stay 16-aligned */
-    p->end = c + POOL_CHUNK;
-  }
-  b = p->next;
-  p->next += size;
+  c->live++;
+  if (c->free == NULL &&
+      (size_t)(c->end - c->bump) < (k + 1) * POOL_STEP)
+    unlist(p, c); /* full */
   return b;
 }
 
 
-static void pool_give(pool *p, void *b, size_t n) {
-  size_t k = CLASS(n);
-  *(void **)b = p->free[k];
-  p->free[k] = b;
+static void pool_give(pool *p, void *b) {
+  chunk *c = CHUNK_OF(b);
+  *(void **)b = c->free;
+  c->free = b;
+  if (--c->live == 0)
+    chunk_empty(p, c);
+  else if (!c->listed)
+    list(p, c);
+  if ((++p->ticks & 1023) == 0)
+    pool_trim(p);
 }
 
 
@@ -126,7 +300,7 @@ static void *pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   if (nsize == 0) {
     if (ptr != NULL) {
       if (osize <= POOL_MAX)
-        pool_give(p, ptr, osize);
+        pool_give(p, ptr);
       else
         free(ptr);
     }
@@ -143,20 +317,20 @@ static void *pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL; /* the old block stays as it was */
   memcpy(nb, ptr, osize < nsize ? osize : nsize);
   if (osize <= POOL_MAX)
-    pool_give(p, ptr, osize);
+    pool_give(p, ptr);
   else
     free(ptr);
   return nb;
 }
 
 
-/* After lua_close: the chunks go back to malloc. */
+/* After lua_close (every block given back): the regions are unmapped. */
 static void pool_close(pool *p) {
-  while (p->chunks != NULL) {
-    void *c = p->chunks;
-    p->chunks = *(void **)c;
-    free(c);
-  }
+  size_t i;
+  for (i = 0; i < p->nregions; i++)
+    munmap(p->regions[i], POOL_REGION * POOL_CHUNK);
+  free(p->regions);
+  free(p->given);
   memset(p, 0, sizeof(*p));
 }
 
@@ -216,6 +390,18 @@ static lua_State *newstate(void) {
   const char *env = getenv("GREENLUA_POOL");
   if (!GL_POOL || (env != NULL && strcmp(env, "0") == 0))
     return luaL_newstate();
+#ifdef M_TRIM_THRESHOLD
+  /* What malloc still serves (blocks over POOL_MAX: thread stacks, call
+     records, arrays) rises and falls with the threads; glibc gives the
+     top of its heap back whenever 128 KB are free there, and a program
+     whose threads come and go paid a brk and the page faults after it
+     for every wave (the pool's chunks, in malloc's heap before, held it
+     up). Freed memory goes back from 8 MB at the top; blocks of 1 MB
+     and more are mapped apart (and go back when freed), as glibc's
+     threshold would have risen to anyway. */
+  mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+  mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+#endif
   L = lua_newstate(pool_alloc, &mainpool);
   if (L != NULL) {
     lua_atpanic(L, panic);

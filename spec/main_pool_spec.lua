@@ -118,7 +118,60 @@ green.run(function()
 end)
 ]]
 
+-- A burst of small objects, then their death: the chunks they filled go
+-- back to the system within a second or two while the program goes on
+-- allocating (VmRSS falls back; bounded wait), and chunks emptied by one
+-- size class serve another with every byte intact.
+local RETURN_SCRIPT = [[
+local function rss()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+local maps = assert(io.open("/proc/self/maps")):read("a")
+local sanitized = maps:find("libasan") ~= nil
+collectgarbage()
+collectgarbage()
+local base = rss()
+local peak, after, back = 0, 0, true
+for round = 1, 3 do
+  local t = {}
+  for i = 1, 150000 do -- tables of one class, strings of others
+    t[i] = { i, i + round }
+    t[150000 + i] = ("%d/%d"):format(i, round) .. ("s"):rep(i % 90)
+  end
+  for i = 1, 150000 do
+    assert(t[i][2] == i + round)
+    assert(t[150000 + i] == ("%d/%d"):format(i, round) .. ("s"):rep(i % 90))
+  end
+  peak = math.max(peak, rss())
+  t = nil -- luacheck: ignore
+  collectgarbage()
+  collectgarbage()
+  local t0 = os.time()
+  repeat -- the program goes on (a little garbage) until RSS falls
+    for _ = 1, 5000 do local _ = { round } end
+    after = rss()
+  until after - base < (peak - base) / 4 or os.time() - t0 > 20 or sanitized
+  back = back and after - base < (peak - base) / 4
+end
+print("ok", peak - base > 20000, sanitized or back, peak - base, after - base)
+]]
+
 describe("greenlua's allocator", function()
+  it("gives back the memory of a burst of small objects once they die",
+     function()
+    local p = os.tmpname()
+    local f = assert(io.open(p, "w"))
+    f:write(RETURN_SCRIPT)
+    f:close()
+    local out, err, code = h.sh(h.greenlua .. " " .. p, 240)
+    os.remove(p)
+    assert.are.equal(0, code, err)
+    assert.matches("^ok\ttrue\ttrue\t", out)
+  end)
+
   for _, env in ipairs { "", "GREENLUA_POOL=0 " } do
     it("keeps objects of every size intact and reuses freed memory"
        .. (env ~= "" and " (malloc only)" or ""), function()
