@@ -50,6 +50,7 @@
 #define _GNU_SOURCE /* pipe2, posix_spawn_file_actions_add*_np */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -883,13 +884,11 @@ static char **build_argv(lua_State *L) {
 ** [-0, +2, m] The child's environment: this process's, changed by the
 ** table in field "env" (name = string sets, name = false unsets). Pushes
 ** a table anchoring the new strings and the array (a userdata), and
-** returns the array ('*path': the table sets or unsets PATH); pushes two
-** nils and returns NULL without "env".
+** returns the array; pushes two nils and returns NULL without "env".
 */
-static char **build_env(lua_State *L, int *path) {
+static char **build_env(lua_State *L) {
   int env, anchor, n = 0, count = 0, i;
   char **arr;
-  *path = 0;
   if (lua_getfield(L, 1, "env") == LUA_TNIL) {
     lua_pushnil(L);
     return NULL;
@@ -924,8 +923,6 @@ static char **build_env(lua_State *L, int *path) {
     }
     lua_pop(L, 1);
   }
-  *path = lua_getfield(L, env, "PATH") != LUA_TNIL;
-  lua_pop(L, 1);
   for (i = 0; environ[i] != NULL; i++)
     count++;
   arr = (char **)lua_newuserdatauv(L, (size_t)(count + n + 1) *
@@ -1000,35 +997,87 @@ static void close_fds(int fds[3][2]) {
 
 
 /*
-** The program 'file' looked up in the PATH of environment 'env' (the
-** child's: posix_spawnp would search ours), into 'buf'. 0, or ENOENT or
-** EACCES as execvp reports them.
+** Searching PATH for a program name without '/', as glibc's execvp (2.36,
+** posix/execvpe.c) does, in both spawners: the child's PATH (the one its
+** environment 'env' has, as Python's subprocess searches, where
+** posix_spawnp would search ours), glibc's default "/bin:/usr/bin" if it
+** has none; an empty element is the child's working directory, and a
+** relative one is relative to it (the search runs after the chdir to
+** 'cwd'). A name longer than NAME_MAX is ENAMETOOLONG (glibc's stated rule:
+** its check of it never fires, and it then execs a name cut short). An
+** element of PATH_MAX bytes or more is skipped (glibc then also tries the
+** current directory by accident: not here). Each candidate is execve'd:
+** EACCES is remembered and reported if nothing else runs, SEARCH_ON errors
+** go on to the next element, any other (ENAMETOOLONG for a candidate over
+** PATH_MAX, ENOEXEC, ELOOP, ETXTBSY, E2BIG...) is the spawn's error; with
+** every element tried, EACCES, else the last element's error (ENOENT if
+** none was tried).
 */
-static int search_path(const char *file, char **env, char *buf,
-                       size_t size) {
-  const char *path = "/bin:/usr/bin", *p, *end;
-  int err = ENOENT, i;
+#define SEARCH_ON(e)                                                     \
+  ((e) == ENOENT || (e) == ENOTDIR || (e) == ESTALE || (e) == ENODEV ||  \
+   (e) == ETIMEDOUT)
+
+/* A candidate's buffer: an element under PATH_MAX, '/', the name, '\0'. */
+#define CANDIDATE_SIZE (PATH_MAX + NAME_MAX + 2)
+
+/* The PATH of environment 'env' as getenv finds it, or glibc's default. */
+static const char *env_path(char **env) {
+  int i;
   for (i = 0; env[i] != NULL; i++)
     if (strncmp(env[i], "PATH=", 5) == 0)
-      path = env[i] + 5;
+      return env[i] + 5;
+  return "/bin:/usr/bin"; /* confstr(_CS_PATH) */
+}
+
+
+/*
+** posix_spawn of 'file' searched in 'path' as above, from here: the
+** fallback's search (posix_spawnp would search our PATH, in glibc's way).
+** Each candidate is looked up first, where the child will look (under
+** 'cwd'), so that only one that exists costs a child; the child's execve
+** then decides as for execvp. 0 with '*pid', or an errno value.
+*/
+static int spawn_search(pid_t *pid, const char *cwd, const char *file,
+                        const char *path,
+                        const posix_spawn_file_actions_t *fa,
+                        const posix_spawnattr_t *attr, char **argv,
+                        char **env) {
+  char buf[CANDIDATE_SIZE], at[PATH_MAX + CANDIDATE_SIZE];
+  size_t flen = strlen(file), clen = cwd != NULL ? strlen(cwd) : 0;
+  const char *p, *end;
+  int err = ENOENT, eacces = 0;
   for (p = path;; p = end + 1) {
     size_t n;
-    end = strchr(p, ':');
-    if (end == NULL)
-      end = p + strlen(p);
+    end = strchrnul(p, ':');
     n = (size_t)(end - p);
-    if (n + strlen(file) + 2 <= size) {
-      if (n == 0) /* an empty element is the current directory */
-        snprintf(buf, size, "%s", file);
-      else
-        snprintf(buf, size, "%.*s/%s", (int)n, p, file);
-      if (access(buf, X_OK) == 0)
+    if (n < PATH_MAX) {
+      const char *look = buf;
+      struct stat sb;
+      memcpy(buf, p, n);
+      if (n > 0)
+        buf[n++] = '/';
+      memcpy(buf + n, file, flen + 1);
+      if (buf[0] != '/' && cwd != NULL) { /* the child's, after chdir */
+        look = NULL; /* too long to look up from here: spawn it */
+        if (clen + 1 + n + flen < sizeof(at)) {
+          memcpy(at, cwd, clen);
+          at[clen] = '/';
+          memcpy(at + clen + 1, buf, n + flen + 1);
+          look = at;
+        }
+      }
+      if (look != NULL && stat(look, &sb) < 0 &&
+          (errno == ENOENT || errno == ENOTDIR))
+        err = errno; /* as its execve would fail: no child for it */
+      else if ((err = posix_spawn(pid, buf, fa, attr, argv, env)) == 0)
         return 0;
-      if (errno == EACCES)
-        err = EACCES;
+      if (err == EACCES)
+        eacces = 1;
+      else if (!SEARCH_ON(err))
+        return err;
     }
     if (*end == '\0')
-      return err;
+      return eacces ? EACCES : err;
   }
 }
 
@@ -1139,12 +1188,12 @@ static int plan_files(posix_spawn_file_actions_t *fa, const char *cwd,
 
 /* What the child does: read-only for it, but 'err'. */
 typedef struct childplan {
-  const char *file;   /* argv[0], or the path found for it */
-  const char *path;   /* PATH to search for 'file' (no '/'), or NULL */
+  const char *file;   /* argv[0] */
+  const char *path;   /* the PATH to search for 'file' (no '/'), or NULL */
   char *const *argv, *const *env;
   const char *cwd;
   const int *mode, *childfd, *closed;
-  char buf[4096];     /* a candidate path */
+  char buf[CANDIDATE_SIZE]; /* a candidate path */
   int err;            /* the child's errno when it could not exec */
 } childplan;
 
@@ -1191,25 +1240,24 @@ static NOSAN int child_stdio(childplan *c, int i) {
   return 0;
 }
 
-/* execve each PATH candidate for 'file', as execvp does (without its
-   /bin/sh for a file that is no executable: posix_spawnp's choice). */
+/* execve each PATH candidate for 'file', as execvp does (the rules above
+   env_path; without its /bin/sh for a file that is no executable:
+   posix_spawnp's choice). */
 static NOSAN int child_search(childplan *c) {
   const char *p = c->path, *f;
   size_t flen = 0;
   int err = ENOENT, eacces = 0;
   for (f = c->file; *f != '\0'; f++)
     flen++;
-  if (flen == 0)
-    return ENOENT;
+  if (flen > NAME_MAX) /* checked by start: the buffer's bound */
+    return ENAMETOOLONG;
   for (;;) {
     const char *end = p;
     size_t n, k;
     while (*end != '\0' && *end != ':')
       end++;
     n = (size_t)(end - p);
-    if (n + flen + 2 > sizeof(c->buf))
-      err = ENAMETOOLONG;
-    else {
+    if (n < PATH_MAX) { /* a longer element is skipped */
       for (k = 0; k < n; k++)
         c->buf[k] = p[k];
       if (n > 0)
@@ -1220,8 +1268,7 @@ static NOSAN int child_search(childplan *c) {
       err = errno;
       if (err == EACCES)
         eacces = 1;
-      else if (err != ENOENT && err != ENOTDIR && err != ESTALE &&
-               err != ENODEV && err != ETIMEDOUT)
+      else if (!SEARCH_ON(err))
         return err;
     }
     if (*end == '\0')
@@ -1369,33 +1416,27 @@ static int clone_start(pstate *st, const char *cwd, const char *file,
 
 
 static int start(pstate *st, const char *cwd, char **argv, char **env,
-                 int usepath, const int mode[3], const int childfd[3],
+                 const int mode[3], const int childfd[3],
                  const int closed[3], pid_t *pid, int *pidfd) {
   posix_spawn_file_actions_t own, *fa = &st->fa;
-  char buf[4096];
-  const char *file = argv[0];
+  const char *file = argv[0], *path = NULL;
   int key[9], i, err;
   if (pidfd != NULL)
     *pidfd = -1;
   if (env == NULL)
     env = environ;
+  if (strchr(file, '/') == NULL) { /* searched, in the child's PATH */
+    if (strlen(file) > NAME_MAX)
+      return ENAMETOOLONG;
+    path = env_path(env);
+  }
 #ifdef HAVE_CLONE3
   if (st->noclone3 == 0) {
-    const char *path = NULL;
-    if (strchr(file, '/') == NULL) {
-      if (usepath) { /* the child's PATH */
-        if ((err = search_path(file, env, buf, sizeof(buf))) != 0)
-          return err;
-        file = buf;
-      } else if ((path = getenv("PATH")) == NULL)
-        path = "/bin:/usr/bin";
-    }
     err = clone_start(st, cwd, file, argv, env, path, mode, childfd, closed,
                       pid, pidfd);
     if (err >= 0)
       return err;
     st->noclone3 = 1; /* for good: posix_spawn from now on */
-    file = argv[0];
   }
 #endif
   for (i = 0; i < 3; i++) {
@@ -1413,12 +1454,10 @@ static int start(pstate *st, const char *cwd, char **argv, char **env,
     if ((err = plan_files(fa, cwd, mode, childfd, closed)) != 0)
       return err;
   }
-  if (strchr(file, '/') != NULL)
+  if (path == NULL)
     err = posix_spawn(pid, file, fa, &st->attr, argv, env);
-  else if (!usepath)
-    err = posix_spawnp(pid, file, fa, &st->attr, argv, env);
-  else if ((err = search_path(file, env, buf, sizeof(buf))) == 0)
-    err = posix_spawn(pid, buf, fa, &st->attr, argv, env);
+  else
+    err = spawn_search(pid, cwd, file, path, fa, &st->attr, argv, env);
   if (fa == &own) {
     if (cwd != NULL) {
       posix_spawn_file_actions_destroy(fa);
@@ -1441,7 +1480,8 @@ static int start(pstate *st, const char *cwd, char **argv, char **env,
 ** "inherit" (the default), "pipe" (a green socket p.stdin/p.stdout/
 ** p.stderr) or "null" (/dev/null); stderr may also be "stdout". env
 ** changes the inherited environment (name = string, name = false
-** removes); a program without "/" is looked up in the child's PATH.
+** removes); a program without "/" is looked up in the child's PATH, as
+** execvp would in the child (after the chdir to cwd).
 */
 static int spawn(lua_State *L, int watched) {
   pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
@@ -1450,7 +1490,7 @@ static int spawn(lua_State *L, int watched) {
   const char *cwd = NULL;
   char **argv, **env;
   proc **ud, *p;
-  int i, err, top, usepath, pidfd = -1;
+  int i, err, top, pidfd = -1;
   pid_t pid;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -1468,7 +1508,7 @@ static int spawn(lua_State *L, int watched) {
       return fail_errno(L, cwd, UV_ENOTDIR);
   }
   argv = build_argv(L);        /* 3 */
-  env = build_env(L, &usepath); /* 4, 5 */
+  env = build_env(L); /* 4, 5 */
   ud = (proc **)lua_newuserdatauv(L, sizeof(proc *), 3); /* 6 */
   *ud = NULL;
   top = lua_gettop(L);
@@ -1526,7 +1566,7 @@ static int spawn(lua_State *L, int watched) {
   if (watched)
     st->running++; /* the watcher first: no SIGCHLD is missed */
   if (err == 0 && (err = -reaper_update(st)) == 0)
-    err = start(st, cwd, argv, env, usepath, mode, childfd, closed, &pid,
+    err = start(st, cwd, argv, env, mode, childfd, closed, &pid,
                 watched ? NULL : &pidfd);
   if (err == 0 && !watched) {
     p->pid = (int)pid;

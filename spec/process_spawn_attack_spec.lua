@@ -199,3 +199,104 @@ end)
     assert.are.equal(a, b)
   end)
 end)
+
+describe("the clone3 spawner's child", function()
+  -- The functions the child runs (child_main and all it calls), from the
+  -- disassembly of green/core.so: the calls in each.
+  local function child_calls()
+    local so = (os.getenv("GREENLUA_BUILD") or "./build") .. "/green/core.so"
+    local out, err, code = h.sh("objdump -d --no-show-raw-insn " .. so, 60)
+    assert.are.equal(0, code, err)
+    local funcs, cur = {}, nil
+    for line in out:gmatch("[^\n]+") do
+      local name = line:match("^%x+ <([^>]+)>:$")
+      if name then
+        cur = {}
+        funcs[name] = cur
+      elseif cur and line:match("^%s+%x+:") then
+        cur[#cur + 1] = line
+      end
+    end
+    return funcs
+  end
+
+  it("makes raw system calls only: child_main and what it calls call "
+     .. "nothing but syscall, __errno_location and each other (no "
+     .. "sanitizer hook, no memcpy, no lock)", function()
+    if not h.has_tool("objdump") then
+      pending("no objdump here")
+      return
+    end
+    local funcs = child_calls()
+    if not funcs.child_main then
+      pending("no clone3 spawner (or no symbols) in this build")
+      return
+    end
+    local seen, todo, plt = { child_main = true }, { "child_main" }, {}
+    while #todo > 0 do
+      local name = table.remove(todo)
+      for _, ins in ipairs(assert(funcs[name], name)) do
+        assert.is_nil(ins:match("%scall%a*%s+%*"), name .. ": " .. ins)
+        local op, target = ins:match("^%s+%x+:%s+(%a+)%s+%x+ <([^>+]+)")
+        if target and target ~= name and (op == "call" or op == "jmp") then
+          if target:match("@plt$") then
+            plt[target] = true
+            assert.is_true(target == "syscall@plt"
+                           or target == "__errno_location@plt",
+                           name .. " calls " .. target)
+          elseif not seen[target] then
+            seen[target] = true
+            todo[#todo + 1] = target
+          end
+        end
+      end
+    end
+    assert.is_true(seen.child_search and seen.child_stdio and
+                   plt["syscall@plt"] and true or false)
+    for name in pairs(seen) do
+      assert.matches("^child_", name)
+    end
+  end)
+
+  it("searches PATH as the posix_spawn fallback does: relative elements "
+     .. "in cwd, the child's PATH, over-long elements skipped, EACCES "
+     .. "remembered, other errors final", function()
+    local w = os.tmpname()
+    os.remove(w)
+    assert(os.execute("mkdir -p " .. w .. "/bin " .. w .. "/noexec && "
+      .. "printf '#!/bin/sh\\necho w-bin\\n' >" .. w .. "/bin/gp && "
+      .. "printf '#!/bin/sh\\necho w-cwd\\n' >" .. w .. "/gp && "
+      .. ": >" .. w .. "/noexec/gp && chmod 755 " .. w .. "/bin/gp " .. w
+      .. "/gp"))
+    local a, b = both(PRELUDE .. [[
+local w = ]] .. string.format("%q", w) .. [[
+
+local LONG = "/" .. string.rep("a", 4999)
+local function try(name, path, cwd)
+  local ok, out = process.run({ name }, { cwd = cwd, env = { PATH = path },
+                                          stderr = "null" })
+  show(ok, (out:gsub("\n", "")))
+end
+green.run(function()
+  for _, c in ipairs {
+    { "gp", "bin" }, { "gp", "" }, { "gp", "noexec:bin" },
+    { "gp", "noexec:/nonexistent" }, { "gp", LONG .. ":bin" },
+    { "gp", LONG .. ":/nonexistent" }, { "gp", "/nonexistent:" .. LONG },
+    { "gp", w .. "/" .. string.rep("b", 4092 - #w) .. ":bin" },
+    { string.rep("n", 256), "bin" }, { "./gp", "/nonexistent" },
+  } do
+    try(c[1], c[2], w)
+  end
+end)
+]])
+    assert(os.execute("rm -r " .. w))
+    assert.are.equal(table.concat({
+      "true w-bin", "true w-cwd", "true w-bin",
+      "nil gp: Permission denied", "true w-bin",
+      "nil gp: No such file or directory",
+      "nil gp: No such file or directory", "nil gp: File name too long",
+      "nil " .. string.rep("n", 256) .. ": File name too long",
+      "true w-cwd", "" }, "\n"), a)
+    assert.are.equal(a, b)
+  end)
+end)

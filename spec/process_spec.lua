@@ -283,12 +283,169 @@ describe("starting a child", function()
       local q, _, e = process.spawn { "green-no-such-command-either" }
       assert.is_nil(q)
       assert.are.equal(2, e)
-      -- a name longer than any path: ENAMETOOLONG from every candidate
+      -- a name longer than NAME_MAX: ENAMETOOLONG, nothing searched
       p, msg, errno = process.spawn { string.rep("x", 5000) }
       assert.is_nil(p)
       assert.are.equal(36, errno, msg)
       assert(process.run { "rm", "-r", d1, d2 })
       assert.are.same({}, children()) -- every failed child reaped
+    end)
+  end)
+end)
+
+
+describe("the PATH search", function()
+  -- A tree to search: w/gp and w/bin/gp (scripts that say which they
+  -- are), w/dir/gp (a directory), w/noexec/gp (not executable),
+  -- w/plain/gp (executable, but no "#!": ENOEXEC), w/loop/gp (a symbolic
+  -- link to itself: ELOOP), w/file (a file where a directory should be).
+  local function tree()
+    local w = tmpdir()
+    assert(process.run { "mkdir", w .. "/bin", w .. "/dir", w .. "/dir/gp",
+                         w .. "/noexec", w .. "/plain", w .. "/loop" })
+    for _, s in ipairs { { "/gp", "w-cwd" }, { "/bin/gp", "w-bin" } } do
+      local f = assert(io.open(w .. s[1], "w"))
+      f:write("#!/bin/sh\necho " .. s[2] .. "\n")
+      f:close()
+    end
+    local f = assert(io.open(w .. "/plain/gp", "w"))
+    f:write("echo plain\n")
+    f:close()
+    assert(io.open(w .. "/noexec/gp", "w")):close()
+    assert(io.open(w .. "/file", "w")):close()
+    assert(process.run { "chmod", "755", w .. "/gp", w .. "/bin/gp",
+                         w .. "/plain/gp" })
+    assert(process.run { "ln", "-s", "gp", w .. "/loop/gp" })
+    return w
+  end
+
+  -- What starting `name` gives with PATH `path` (false: none) in `cwd`:
+  -- its output, or the error's message (strerror's words).
+  local function ours(name, path, cwd)
+    local ok, out, _, how, code = process.run({ name },
+      { cwd = cwd, env = { PATH = path }, stderr = "null" })
+    if ok == nil then
+      assert.are.equal(name .. ": ", out:sub(1, #name + 2))
+      return out:sub(#name + 3)
+    end
+    assert(ok, how .. " " .. tostring(code))
+    return out
+  end
+
+  -- The same through glibc's execvp: env(1) execs `name` in a child with
+  -- that cwd and PATH (its failure: "env: 'name': <strerror>").
+  local function glibc(name, path, cwd)
+    local ok, out, err = process.run({ "/usr/bin/env", name },
+      { cwd = cwd, env = { PATH = path, LC_ALL = "C" } })
+    assert(ok ~= nil, out)
+    if ok then return out end
+    return (assert(err:match(": ([^:]*)\n$"), err))
+  end
+
+  local LONG = "/" .. string.rep("a", 4999) -- an element over PATH_MAX
+
+  it("finds what glibc's execvp finds, and fails as it fails: EACCES "
+     .. "remembered, ENOENT and ENOTDIR passed, other errors final, "
+     .. "relative elements in the child's cwd, the child's PATH",
+     function()
+    green_run(function()
+      local w = tree()
+      local cases = {
+        -- found in a relative element, under the child's cwd (ours is
+        -- elsewhere): "bin", "" and "." (an empty element is the cwd)
+        { "bin", w, "w-bin\n" },
+        { "", w, "w-cwd\n" },
+        { ".", w, "w-cwd\n" },
+        { ":/nonexistent", w, "w-cwd\n" },
+        { "/nonexistent:", w, "w-cwd\n" },
+        { "nonexistent:./bin", w, "w-bin\n" },
+        -- past what cannot run: a directory, a file without x, a file
+        -- where a directory should be (EACCES, EACCES, ENOTDIR)
+        { "dir:noexec:file:bin", w, "w-bin\n" },
+        { w .. "/dir:" .. w .. "/bin", nil, "w-bin\n" },
+        -- nothing runs: EACCES if anything was denied, however early;
+        -- else the last element's error
+        { "noexec:/nonexistent", w, "Permission denied" },
+        { "dir", w, "Permission denied" },
+        { "/nonexistent:file", w, "Not a directory" },
+        { "file:/nonexistent", w, "No such file or directory" },
+        -- other errors end the search
+        { "loop:bin", w, "Too many levels of symbolic links" },
+        { "/" .. string.rep("n", 300) .. ":bin", w, "File name too long" },
+        -- an element under PATH_MAX whose candidate is over it: the
+        -- kernel's ENAMETOOLONG ends the search
+        { w .. "/" .. string.rep("b", 4092 - #w) .. ":" .. w .. "/bin",
+          nil, "File name too long" },
+        -- an element of PATH_MAX bytes or more is skipped
+        { LONG .. ":" .. w .. "/bin", nil, "w-bin\n" },
+        { w .. "/noexec:" .. LONG, nil, "Permission denied" },
+        { "/nonexistent:" .. LONG, nil, "No such file or directory" },
+        -- no PATH: glibc's default, /bin:/usr/bin (not the cwd)
+        { false, w, "No such file or directory" },
+      }
+      for i, c in ipairs(cases) do
+        local what = i .. ": " .. tostring(c[1]):sub(1, 40)
+        assert.are.equal(c[3], glibc("gp", c[1], c[2]), what)
+        assert.are.equal(c[3], ours("gp", c[1], c[2]), what)
+      end
+      -- the default finds what is there; a name with "/" is not searched
+      assert.are.equal(glibc("true", false, w), ours("true", false, w))
+      assert.are.equal("", ours("true", false, w))
+      for _, name in ipairs { "./gp", "bin/gp", "dir/gp" } do
+        assert.are.equal(glibc(name, "/nonexistent", w),
+                         ours(name, "/nonexistent", w), name)
+      end
+      assert.are.equal("w-bin\n", ours("bin/gp", "/nonexistent", w))
+      assert.are.equal("Permission denied", ours("dir/gp", "bin", w))
+      assert(process.run { "rm", "-r", w })
+      assert.are.same({}, children()) -- every failed child reaped
+    end)
+  end)
+
+  it("relative elements of our own PATH (no env PATH) are the child's "
+     .. "cwd's too, as posix_spawnp", function()
+    green_run(function()
+      local w = tree()
+      -- (our cwd has neither bin/gp nor dir/gp)
+      local out, err, code = h.sh("PATH=bin:dir " .. h.greenlua
+        .. " -e 'local g = require \"green\"; g.run(function() "
+        .. "local ok, out = g.process.run({ \"gp\" }, { cwd = "
+        .. "\"" .. w .. "\", env = { X = \"1\" } }); io.write(out) end)'",
+        30)
+      assert.are.equal("", err)
+      assert.are.equal(0, code)
+      assert.are.equal("w-bin\n", out)
+      assert(process.run { "rm", "-r", w })
+    end)
+  end)
+
+  it("differs from glibc where glibc misbehaves: a name longer than "
+     .. "NAME_MAX is ENAMETOOLONG, an element over PATH_MAX does not make "
+     .. "it look in the current directory; ENOEXEC is final", function()
+    green_run(function()
+      local w = tree()
+      -- glibc 2.36's NAME_MAX check never fires (it then execs the name
+      -- cut short and unterminated: ENOENT here)
+      assert.are.equal("File name too long",
+                       ours(string.rep("n", 256), "/nonexistent", w))
+      -- one of NAME_MAX bytes is searched and found
+      local long = w .. "/bin/" .. string.rep("n", 255)
+      local f = assert(io.open(long, "w"))
+      f:write("#!/bin/sh\necho long\n")
+      f:close()
+      assert(process.run { "chmod", "755", long })
+      assert.are.equal("long\n", ours(string.rep("n", 255), ":bin", w))
+      -- after skipping an element of PATH_MAX bytes or more, glibc 2.36
+      -- tries the current directory (its loop steps onto the ':' and
+      -- reads an empty element): w/gp would run
+      assert.are.equal("No such file or directory",
+                       ours("gp", LONG .. ":/nonexistent", w))
+      assert.are.equal("No such file or directory", ours("gp", LONG, w))
+      -- a file that is no executable: ENOEXEC, final (posix_spawnp's
+      -- choice; execvp would hand it to /bin/sh)
+      assert.are.equal("Exec format error", ours("gp", "plain:bin", w))
+      assert(process.run { "rm", "-r", w })
+      assert.are.same({}, children())
     end)
   end)
 end)
