@@ -542,6 +542,23 @@ describe("WebSocket server against hostile clients", function()
     end)
   end)
 
+  it("keeps its timeout when a close waiting for the peer is killed",
+     function()
+    green_run(function()
+      local port, ended, stop = ws_server({}, function(ws, _, q)
+        local closer = green.spawn(ws.close, ws)
+        h.until_suspended(closer)
+        closer:kill()
+        q:put({ ws.timeout })
+      end)
+      local c = raw_upgrade(port)
+      assert.are.same({ 1000, "", {} }, { read_close(c) })
+      assert.are.same({}, ended:get())
+      c:close()
+      stop()
+    end)
+  end)
+
   it("closes from one thread while another is blocked in receive",
      function()
     green_run(function()
@@ -602,8 +619,8 @@ local accept_key = green.core.ws_accept_key
 -- A raw WebSocket server for one connection at a time: reads the
 -- handshake, sends `answer(key, head)` (default: a right 101), then runs
 -- `script(c, n)`. Returns the URL, `st` (n: connections so far; stop()).
-local function raw_server(script, answer)
-  local srv = assert(green.listen("127.0.0.1", 0))
+local function raw_server(script, answer, host)
+  local srv = assert(green.listen(host or "127.0.0.1", 0))
   local _, port = srv:getsockname()
   local st = { n = 0, threads = {} }
   local acceptor = green.spawn(function()
@@ -638,7 +655,9 @@ local function raw_server(script, answer)
       gt:wait()
     end
   end
-  return "ws://127.0.0.1:" .. port .. "/", st
+  local h6 = (host or ""):find(":", 1, true)
+  return "ws://" .. (h6 and "[" .. host .. "]" or host or "127.0.0.1")
+    .. ":" .. port .. "/", st
 end
 
 describe("WebSocket client against hostile servers", function()
@@ -792,6 +811,49 @@ describe("WebSocket client against hostile servers", function()
       assert(ws:send("ack"))
       local m, err, code = ws:receive()
       assert.are.same({ nil, "closed", 1006 }, { m, err, code })
+      st.stop()
+    end)
+  end)
+
+  it("names an IPv6 host in brackets; closes its socket when killed in"
+     .. " the handshake", function()
+    green_run(function()
+      local heads = green.Queue()
+      local url, st = raw_server(function(c, n)
+        if n == 1 then -- answers the close
+          local code = read_close(c)
+          c:send(frame(8, close_payload(code)))
+          heads:put(code)
+        else
+          local _, err = c:receive("*a")
+          heads:put(err)
+        end
+      end, function(key, head)
+        heads:put(head)
+        if head[1]:match("/stall") then return "" end
+        return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket"
+          .. "\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+          .. accept_key(key) .. "\r\n\r\n"
+      end, "::1")
+      local port = url:match(":(%d+)/$")
+      local ws = assert(green.http.websocket(url))
+      local head = heads:get()
+      local host
+      for _, l in ipairs(head) do host = host or l:match("^Host: (.*)$") end
+      assert.are.equal("[::1]:" .. port, host)
+      ws:close()
+      assert.are.equal(1000, heads:get())
+      -- killed while it waits for the 101: its socket is closed at once,
+      -- not when collected (the collector stopped meanwhile)
+      local _ <close> = setmetatable({}, { __close = function()
+        collectgarbage("restart")
+      end })
+      collectgarbage("stop")
+      local gt = green.spawn(green.http.websocket, url .. "stall")
+      heads:get()
+      h.until_suspended(gt)
+      gt:kill()
+      assert.are.equal("closed", heads:get())
       st.stop()
     end)
   end)
