@@ -863,4 +863,33 @@ describe("green.http client against hostile servers", function()
       st.stop()
     end)
   end)
+
+  it("gives a clear error for https:// to a server that does not speak"
+     .. " TLS", function()
+    green_run(function()
+      local hold = green.Event()
+      local base, st = hostile(function(c, n)
+        if n == 1 then return end -- closes at once
+        if n == 2 then -- plain HTTP
+          c:receive(5)
+          c:send(ok_response("plain"))
+          return
+        end
+        hold:wait() -- says nothing
+      end)
+      local url = base:gsub("^http:", "https:") .. "/"
+      local client = green.http.Client()
+      for i = 1, 3 do
+        local r, err = client:request { url = url, timeout = i == 3 and 0.1
+                                        or 20 }
+        assert.is_nil(r)
+        assert.matches("^https://127%.0%.0%.1:%d+: .", err)
+        if i == 3 then assert.matches("timeout$", err) end
+      end
+      assert.are.equal(0, idle(client))
+      assert.are.equal(10, the_pool(client).sem:balance()) -- none lost
+      hold:send()
+      st.stop()
+    end)
+  end)
 end)
