@@ -7,7 +7,9 @@
 ** recv callback takes bytes straight from the socket's read buffer
 ** (consuming them), its message callback copies each complete message
 ** (fragments reassembled by wslay, up to 'max_message_size') into a C
-** queue; control frames are wslay's: a ping is answered with a pong, a
+** queue, and a message queued stops the reading until it is taken (so
+** the queue holds what one read of wslay's brings, never a flood);
+** control frames are wslay's: a ping is answered with a pong, a
 ** close with a close. Writing: wslay's send callback appends the framed
 ** (and, for a client, masked) bytes to an output buffer, which the Lua
 ** layer takes as one string and sends with sendall. So no Lua runs
@@ -57,6 +59,13 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf,
   lstream *x = w->x;
   size_t n;
   (void)flags;
+  if (w->head != NULL) {
+    /* a message waits to be taken: the rest stays in the socket's
+       buffer (bounded by its receive limit) until then, so that a peer
+       sending faster than messages are taken fills no queue here */
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
   if (w->t != NULL) { /* over TLS: the conn's plaintext buffer */
     size_t have;
     int eof;
@@ -300,7 +309,8 @@ static int receive_step(lua_State *L, lstream *x, ws *w, int queued,
   if (x == NULL || (x->base.flags & LSOCK_CLOSED)) {
     r = -1;
   } else {
-    if (x->len > 0 && wslay_event_get_read_enabled(w->ctx)) {
+    if (w->head == NULL && x->len > 0 &&
+        wslay_event_get_read_enabled(w->ctx)) {
       w->x = x;
       run_recv(w);
       w->x = NULL;
@@ -412,7 +422,8 @@ static int l_ws_receive_tls(lua_State *L) {
   size_t len;
   int eof;
   (void)lgreen_tls_plain(t, &len, &eof);
-  if (len > 0 && wslay_event_get_read_enabled(w->ctx)) {
+  if (w->head == NULL && len > 0 &&
+      wslay_event_get_read_enabled(w->ctx)) {
     w->t = t;
     run_recv(w);
     w->t = NULL;

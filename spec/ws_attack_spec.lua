@@ -363,6 +363,42 @@ describe("WebSocket server against hostile clients", function()
     end)
   end)
 
+  it("takes bytes for one message at a time from a flood", function()
+    green_run(function()
+      local n = 40000
+      local all = {}
+      for i = 1, n do all[i] = cframe(2, "m") end
+      all = table.concat(all) -- 280 KB of 1-byte messages
+      local port, ended, stop = ws_server({}, function(ws, _, q)
+        -- each receive takes the bytes of one message (and what wslay
+        -- reads ahead, 4 KB at most), never the whole buffer into a queue
+        -- of its own
+        local function consumed()
+          local received, _, _, _, buffered = ws.sock:getstats()
+          return received - buffered
+        end
+        local before = consumed() -- the upgrade's head
+        local worst = 0
+        for i = 1, n do
+          assert(ws:receive() == "m")
+          local over = consumed() - before - 7 * i
+          if over > worst then worst = over end
+        end
+        q:put(worst)
+        q:put({ ws:receive() })
+      end)
+      local c = raw_upgrade(port)
+      c:send(all)
+      local worst = ended:get()
+      assert(worst <= 4096 + 7, worst)
+      c:send(cframe(8, close_payload(1000)))
+      assert.are.same({ nil, "closed", 1000, "" }, ended:get())
+      assert.are.same({ 1000, "", {} }, { read_close(c) })
+      c:close()
+      stop()
+    end)
+  end)
+
   it("survives a client stalling mid-frame, and one resetting", function()
     green_run(function()
       local port, ended, stop = ws_server({ timeout = 0.1 }, function(ws,
