@@ -191,7 +191,15 @@ static int on_headers_complete(http_parser *p) {
   if (p->type != HTTP_REQUEST || (p->flags & F_CHUNKED) ||
       (p->content_length > 0 && p->content_length != ULLONG_MAX))
     http_parser_pause(p, 1);
-  return hp->skipbody ? 1 : 0;
+  /* no body after a HEAD, nor in a 1xx, 204 or 304 response, whatever
+     its headers say (RFC 9112 6.3): libhttp-parser would read the
+     Content-Length of a 204 */
+  return hp->skipbody ||
+                 (p->type == HTTP_RESPONSE &&
+                  (p->status_code / 100 == 1 || p->status_code == 204 ||
+                   p->status_code == 304))
+             ? 1
+             : 0;
 }
 
 

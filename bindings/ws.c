@@ -7,7 +7,9 @@
 ** recv callback takes bytes straight from the socket's read buffer
 ** (consuming them), its message callback copies each complete message
 ** (fragments reassembled by wslay, up to 'max_message_size') into a C
-** queue; control frames are wslay's: a ping is answered with a pong, a
+** queue, and a message queued stops the reading until it is taken (so
+** the queue holds what one read of wslay's brings, never a flood);
+** control frames are wslay's: a ping is answered with a pong, a
 ** close with a close. Writing: wslay's send callback appends the framed
 ** (and, for a client, masked) bytes to an output buffer, which the Lua
 ** layer takes as one string and sends with sendall. So no Lua runs
@@ -39,6 +41,9 @@ typedef struct ws {
   char *out;         /* framed bytes to send */
   size_t nout, capout;
   int failed;        /* out of memory in a callback */
+  int server;        /* the server's end (frames unmasked) */
+  int bad_close;     /* the peer's close frame was malformed */
+  int sent_code;     /* the code of a close written here, not by wslay */
   int close_code;    /* the peer's close code (0: none received) */
   size_t close_len;
   char close_reason[124];
@@ -54,6 +59,13 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf,
   lstream *x = w->x;
   size_t n;
   (void)flags;
+  if (w->head != NULL) {
+    /* a message waits to be taken: the rest stays in the socket's
+       buffer (bounded by its receive limit) until then, so that a peer
+       sending faster than messages are taken fills no queue here */
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
   if (w->t != NULL) { /* over TLS: the conn's plaintext buffer */
     size_t have;
     int eof;
@@ -113,6 +125,24 @@ static int on_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
 }
 
 
+/* A close frame's payload is empty, or a 2-byte code and a reason:
+   wslay takes a 1-byte one for no code (RFC 6455 5.5.1: a protocol
+   error). Its close goes first; wslay's reply is then no more. */
+static void
+on_frame_start(wslay_event_context_ptr ctx,
+               const struct wslay_event_on_frame_recv_start_arg *arg,
+               void *ud) {
+  ws *w = (ws *)ud;
+  if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1 &&
+      !w->bad_close) {
+    w->bad_close = 1;
+    if (wslay_event_queue_close(ctx, WSLAY_CODE_PROTOCOL_ERROR, NULL, 0) !=
+        0)
+      w->failed = 1;
+  }
+}
+
+
 static void on_msg(wslay_event_context_ptr ctx,
                    const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
   ws *w = (ws *)ud;
@@ -120,6 +150,8 @@ static void on_msg(wslay_event_context_ptr ctx,
   (void)ctx;
   if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
     size_t n = arg->msg_length > 2 ? arg->msg_length - 2 : 0;
+    if (w->bad_close)
+      return; /* closed with 1002 (on_frame_start) */
     w->close_code = arg->status_code ? arg->status_code : 1005;
     if (n > sizeof(w->close_reason))
       n = sizeof(w->close_reason);
@@ -148,7 +180,7 @@ static void on_msg(wslay_event_context_ptr ctx,
 
 
 static const struct wslay_event_callbacks callbacks = {
-    on_recv, on_send, on_genmask, NULL, NULL, NULL, on_msg};
+    on_recv, on_send, on_genmask, on_frame_start, NULL, NULL, on_msg};
 
 /* }====================================================== */
 
@@ -187,6 +219,7 @@ static int l_ws_new(lua_State *L) {
   ws *w = (ws *)lua_newuserdatauv(L, sizeof(ws), 0);
   int r;
   memset(w, 0, sizeof(*w));
+  w->server = server;
   luaL_setmetatable(L, LGREEN_WS);
   r = server ? wslay_event_context_server_init(&w->ctx, &callbacks, w)
              : wslay_event_context_client_init(&w->ctx, &callbacks, w);
@@ -213,6 +246,54 @@ static int frame(ws *w) {
 }
 
 
+/* Append a close frame with 'code' (no reason) to the output; 0, or -1
+   out of memory. */
+static int put_close(ws *w, int code) {
+  uint8_t f[8];
+  size_t n = 0;
+  f[n++] = 0x80 | WSLAY_CONNECTION_CLOSE;
+  f[n++] = (uint8_t)((w->server ? 0 : 0x80) | 2);
+  if (!w->server) { /* masked, as a client's frames are */
+    uint8_t *key = f + n;
+    if (RAND_bytes(key, 4) != 1)
+      return -1;
+    n += 4;
+    f[n] = (uint8_t)((code >> 8) ^ key[0]);
+    f[n + 1] = (uint8_t)((code & 0xff) ^ key[1]);
+  } else {
+    f[n] = (uint8_t)(code >> 8);
+    f[n + 1] = (uint8_t)(code & 0xff);
+  }
+  n += 2;
+  return on_send(w->ctx, f, n, 0, w) < 0 ? -1 : 0;
+}
+
+
+/*
+** Run wslay over the buffered bytes (the socket's, or the TLS conn's).
+** A frame wslay's framing layer refuses (a control frame over 125 bytes
+** or fragmented, a 64-bit length with its high bit set) makes it queue a
+** close without a status code and fail: that close is dropped for one
+** with 1002, as RFC 6455 7.4.1 asks.
+*/
+static void run_recv(ws *w) {
+  int sent = wslay_event_get_close_sent(w->ctx);
+  int r = wslay_event_recv(w->ctx);
+  if (r == 0)
+    return;
+  if (r == WSLAY_ERR_CALLBACK_FAILURE && !w->failed && !sent) {
+    size_t keep = w->nout;
+    frame(w); /* wslay's close without a code, dropped */
+    w->nout = keep;
+    if (!w->failed && put_close(w, WSLAY_CODE_PROTOCOL_ERROR) == 0) {
+      w->sent_code = WSLAY_CODE_PROTOCOL_ERROR;
+      return;
+    }
+  }
+  w->failed = 1;
+}
+
+
 static int receive_k(lua_State *L, int status, lua_KContext ctx);
 static int receive_result(lua_State *L, ws *w);
 
@@ -228,10 +309,10 @@ static int receive_step(lua_State *L, lstream *x, ws *w, int queued,
   if (x == NULL || (x->base.flags & LSOCK_CLOSED)) {
     r = -1;
   } else {
-    if (x->len > 0 && wslay_event_get_read_enabled(w->ctx)) {
+    if (w->head == NULL && x->len > 0 &&
+        wslay_event_get_read_enabled(w->ctx)) {
       w->x = x;
-      if (wslay_event_recv(w->ctx) != 0)
-        w->failed = 1;
+      run_recv(w);
       w->x = NULL;
     }
     frame(w);
@@ -271,9 +352,10 @@ static int receive_result(lua_State *L, ws *w) {
     int code = w->close_code;
     luaL_pushfail(L);
     lua_pushliteral(L, "closed");
-    if (code == 0) /* the peer did not close it: wslay failed it (1002,
-                      1009, ...) or the stream ended (1006) */
-      code = wslay_event_get_close_sent(w->ctx)
+    if (code == 0) /* the peer did not close it: it was failed here
+                      (1002, 1007, 1009, ...) or the stream ended (1006) */
+      code = w->sent_code ? w->sent_code
+             : wslay_event_get_close_sent(w->ctx)
                  ? wslay_event_get_status_code_sent(w->ctx)
                  : 1006;
     lua_pushinteger(L, code);
@@ -340,10 +422,10 @@ static int l_ws_receive_tls(lua_State *L) {
   size_t len;
   int eof;
   (void)lgreen_tls_plain(t, &len, &eof);
-  if (len > 0 && wslay_event_get_read_enabled(w->ctx)) {
+  if (w->head == NULL && len > 0 &&
+      wslay_event_get_read_enabled(w->ctx)) {
     w->t = t;
-    if (wslay_event_recv(w->ctx) != 0)
-      w->failed = 1;
+    run_recv(w);
     w->t = NULL;
   }
   frame(w);

@@ -60,15 +60,27 @@ local function reusable(client, conn)
   return r[1] == nil
 end
 
+-- The pool's unit of a connection being made: given back if the making
+-- fails or is interrupted (a kill or Timeout raising out of connect).
+local Unit = { __close = function(u)
+  local sem = u.sem
+  if sem then
+    u.sem = nil
+    sem:release()
+  end
+end }
+
 -- Take a connection to `key` (host, port): an idle one, or a new one;
 -- waits while max_per_host are in use.
 local function take(client, u, timeout, topts)
   local p = pool_of(client, u.key)
   if not p.sem:acquire(true, timeout) then return nil, "timeout" end
+  local unit <close> = setmetatable({ sem = p.sem }, Unit)
   while #p.idle > 0 do
     local conn = p.idle[#p.idle]
     p.idle[#p.idle] = nil
     if reusable(client, conn) then
+      unit.sem = nil
       conn.reused = true
       return conn
     end
@@ -76,13 +88,9 @@ local function take(client, u, timeout, topts)
   end
   local sock, err
   if u.tls then
-    local ok
-    ok, sock, err = pcall(require("green.tls").connect, u.host, u.port,
-                          { timeout = timeout, tls = topts or {} })
-    if not ok then -- misuse (a bad TLS option): raised, the unit given back
-      p.sem:release()
-      error(sock, 0)
-    end
+    -- misuse (a bad TLS option) raises, the unit given back
+    sock, err = require("green.tls").connect(u.host, u.port,
+      { timeout = timeout, tls = topts or {} })
     if not sock then err = "https://" .. u.hostheader .. ": " .. err end
   else
     sock, err = core.connect(u.host, u.port, { timeout = timeout })
@@ -90,21 +98,30 @@ local function take(client, u, timeout, topts)
     -- head would wait for the server's delayed ACK (40 ms)
     if sock then sock:setoption("tcp-nodelay", true) end
   end
-  if not sock then
-    p.sem:release()
-    return nil, err
-  end
+  if not sock then return nil, err end
+  unit.sem = nil
   return { sock = sock, pool = p, reused = false, tls = u.tls,
            parser = http_parser("response", MAX_HEAD, MAX_HEADERS,
                                 math.huge, Response, Headers) }
 end
 
--- Done with a connection: back to its pool's idle stack, or closed.
+-- Bytes beyond the response just read: the stream is out of step (a
+-- Content-Length that lied short, a body after HEAD, 204 or 304).
+local function leftover(conn)
+  local sock = conn.sock
+  if conn.tls then
+    return not sock.conn or sock.conn:buffered() > 0
+  end
+  return sock:dirty()
+end
+
+-- Done with a connection: back to its pool's idle stack (`keep`, and
+-- nothing beyond the response buffered), or closed.
 local function give(conn, keep)
   if conn.given then return end
   conn.given = true
   local p = conn.pool
-  if keep then
+  if keep and not leftover(conn) then
     conn.since = now()
     conn.given = false
     p.idle[#p.idle + 1] = conn
@@ -113,6 +130,21 @@ local function give(conn, keep)
   end
   p.sem:release()
 end
+
+-- A lease on a connection in use: closing it (a <close> variable left by
+-- an error, a kill or a Timeout) closes the connection and gives its unit
+-- back, unless the lease was cleared (the connection passed on). A
+-- streamed response's lease is collected too (a response dropped
+-- unread): its __gc does the same.
+local function end_lease(l)
+  local conn = l.conn
+  if conn then
+    l.conn = nil
+    give(conn, false)
+  end
+end
+local Lease = { __close = end_lease }
+local StreamLease = { __close = end_lease, __gc = end_lease }
 
 -- }===
 
@@ -244,10 +276,16 @@ end
 
 local BODY_ERRORS = { [400] = "bad response", [413] = "too large" }
 
+-- An error status of the parser as the client's error string.
+local function bad(status)
+  return BODY_ERRORS[status] or ("bad response (" .. status .. ")")
+end
+
 -- The next piece of a streamed body; nil at its end (the connection goes
 -- back to the pool), nil, err on failure (it is closed).
 local function next_piece(resp)
-  local conn = resp._conn
+  local lease = resp._lease
+  local conn = lease and lease.conn
   if not conn then return nil end
   local piece, err
   if conn.tls then
@@ -258,19 +296,19 @@ local function next_piece(resp)
   if piece then
     resp._got = resp._got + #piece
     if resp._got > resp._max then
-      resp._conn = nil
+      lease.conn = nil
       give(conn, false)
       return nil, "too large"
     end
     return piece
   end
-  resp._conn = nil
+  lease.conn = nil
   if piece == false then
     give(conn, resp._keep)
     return nil
   end
   give(conn, false)
-  return nil, BODY_ERRORS[err] or err
+  return nil, type(err) == "number" and bad(err) or err
 end
 
 --- resp:body_reader(): an iterator over the pieces of a streamed body.
@@ -281,15 +319,21 @@ end
 --- resp:close(): give up the rest of a streamed body (closes the
 -- connection rather than reading it).
 function Response:close()
-  local conn = self._conn
-  if conn then
-    self._conn = nil
-    give(conn, false)
-  end
+  local lease = self._lease
+  if lease then end_lease(lease) end
 end
 
 local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true,
                    [308] = true }
+
+-- Methods a request may be sent again with (RFC 9110 9.2.2), when a
+-- reused connection was lost before any byte of its response.
+local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, TRACE = true,
+                     PUT = true, DELETE = true }
+
+-- Interim (1xx) responses skipped before the real one, at most: a server
+-- sending them forever would hold the request forever.
+local MAX_INTERIM = 10
 
 -- One exchange on one connection (no redirects). Returns resp, or nil,
 -- err, retry (retry: a reused connection failed before any byte of
@@ -298,38 +342,49 @@ local function exchange(client, o, u, method, head, how)
   local timeout = o.timeout
   local conn, err = take(client, u, timeout, o.tls or client.tls)
   if not conn then return nil, err end
+  -- from here a kill, a Timeout or an error closes the connection
+  local lease <close> = setmetatable({ conn = conn }, Lease)
   conn.sock:settimeout(timeout)
   local ok
   ok, err = send_request(conn, head, how, o.body)
-  if not ok then
-    give(conn, false)
-    return nil, err, conn.reused
-  end
+  if not ok then return nil, err, conn.reused end
   local resp, kind, keep
-  repeat -- 1xx responses (100 Continue) come before the real one
+  local interim = 0
+  repeat -- 1xx responses (100 Continue, 103) come before the real one
     resp, kind, keep = (conn.tls and tls_head or http_head)(
       conn.sock, conn.parser, true, timeout, timeout, method == "HEAD")
     if resp and resp.status >= 100 and resp.status < 200
        and resp.status ~= 101 then
+      interim = interim + 1
+      if interim > MAX_INTERIM then
+        return nil, "bad response (too many 1xx responses)"
+      end
       resp = true
     end
   until resp ~= true
   if not resp then
-    give(conn, false)
-    if type(kind) == "number" then
-      return nil, BODY_ERRORS[kind] or ("bad response (" .. kind .. ")")
-    end
-    return nil, kind, conn.reused and kind == "closed" and not keep
+    if type(kind) == "number" then return nil, bad(kind) end
+    -- nothing of a response came: the server closed (or reset) the
+    -- connection it had kept as the request came
+    return nil, kind, conn.reused and not keep
+      and (kind == "closed" or kind == "connection reset by peer")
   end
-  resp._conn, resp._keep, resp._timeout = conn, keep, timeout
+  if resp.status < 100 then return nil, "bad response" end
+  -- 101: the connection speaks another protocol now
+  if resp.status == 101 then keep = false end
+  lease.conn = nil -- the response's now
+  local rl = setmetatable({ conn = conn }, o.stream and kind ~= 0
+                          and StreamLease or Lease)
+  resp._lease, resp._keep, resp._timeout = rl, keep, timeout
   resp._got, resp._max = 0, o.max_body_size or math.huge
   if kind == 0 then
-    resp._conn = nil
+    rl.conn = nil
     give(conn, keep)
     if not o.stream then resp.body = "" end
     return resp
   end
   if o.stream then return resp end
+  local _ <close> = rl -- a kill while the body is read closes it
   local parts, n = {}, 0
   while true do
     local piece, perr = next_piece(resp)
@@ -342,6 +397,64 @@ local function exchange(client, o, u, method, head, how)
   end
   resp.body = concat(parts, "", 1, n)
   return resp
+end
+
+-- RFC 3986 5.2.4: a path without its "." and ".." segments.
+local function remove_dots(path)
+  local out = {}
+  for seg in (path .. "/"):gmatch("([^/]*)/") do out[#out + 1] = seg end
+  local last = path:match("[^/]*$")
+  out[#out] = nil
+  out[#out + 1] = last
+  local res = {}
+  for i, seg in ipairs(out) do
+    if seg == ".." then
+      if #res > 1 then res[#res] = nil end
+      if i == #out then res[#res + 1] = "" end
+    elseif seg == "." then
+      if i == #out then res[#res + 1] = "" end
+    else
+      res[#res + 1] = seg
+    end
+  end
+  local r = concat(res, "/")
+  if r:sub(1, 1) ~= "/" then r = "/" .. r end
+  return r
+end
+
+-- A Location resolved against the URL `u` it answered (RFC 3986 5.2).
+local function resolve(u, loc)
+  loc = loc:gsub("#.*$", "")
+  if loc:match("^%a[%w+.-]*:") then return loc end
+  local origin = u.scheme .. "://" .. u.hostheader
+  if loc:sub(1, 2) == "//" then return u.scheme .. ":" .. loc end
+  local path = u.target:match("^[^?]*")
+  if loc == "" then return origin .. u.target end
+  if loc:sub(1, 1) == "?" then return origin .. path .. loc end
+  local lpath, lquery = loc:match("^([^?]*)(.*)$")
+  if lpath:sub(1, 1) ~= "/" then
+    lpath = path:gsub("[^/]*$", "") .. lpath
+  end
+  return origin .. remove_dots(lpath) .. lquery
+end
+
+-- Headers a redirect to another origin (scheme, host or port) drops:
+-- credentials stay with the server they were meant for, and the Host
+-- named the old one.
+local ORIGIN_BOUND = { authorization = true, cookie = true,
+                       ["proxy-authorization"] = true, host = true }
+-- Headers that describe a body, dropped with it (303, and 301/302 after
+-- a POST).
+local BODY_HEADERS = { ["content-length"] = true, ["content-type"] = true,
+                       ["transfer-encoding"] = true }
+
+local function without(headers, drop)
+  if not headers then return nil end
+  local t = {}
+  for k, v in pairs(headers) do
+    if not (type(k) == "string" and drop[lower_name(k)]) then t[k] = v end
+  end
+  return t
 end
 
 local REQUEST_OPTS = { method = true, url = true, headers = true,
@@ -371,6 +484,15 @@ function Client:request(o)
   local method = upper(o.method or (o.body ~= nil and "POST" or "GET"))
   local url = o.url
   local redirects = o.redirects or 5
+  local copied = false
+  local function set(k, v) -- o, copied once: the caller's stays as it is
+    if not copied then
+      local copy = {}
+      for ck, cv in pairs(o) do copy[ck] = cv end
+      o, copied = copy, true
+    end
+    o[k] = v
+  end
   while true do
     local u, err = parse_url(url)
     if not u then return nil, err end
@@ -378,31 +500,33 @@ function Client:request(o)
     local head, how = request_head(method, u, o.headers, o.body)
     local resp, retry
     resp, err, retry = exchange(self, o, u, method, head, how)
-    if not resp and retry and how ~= "chunked" and how ~= "raw" then
+    if not resp and retry and how ~= "chunked" and how ~= "raw"
+       and IDEMPOTENT[method] then
       resp, err = exchange(self, o, u, method, head, how) -- a fresh one
     end
     if not resp then return nil, err end
     local loc = resp.headers.location
+    if type(loc) == "table" then loc = loc[1] end
     if not (REDIRECT[resp.status] and loc and redirects > 0) then
       return resp
     end
+    local to_get = resp.status == 303 and method ~= "HEAD"
+      or ((resp.status == 301 or resp.status == 302) and method == "POST")
+    -- a body read from a function cannot be sent again: the redirect
+    -- is the answer
+    if not to_get and type(o.body) == "function" then return resp end
     resp:close()
     redirects = redirects - 1
-    if type(loc) == "table" then loc = loc[1] end
-    if loc:sub(1, 1) == "/" then
-      loc = u.scheme .. "://" .. u.hostheader .. loc
-    elseif not loc:match("^%a[%w+.-]*://") then
-      loc = u.scheme .. "://" .. u.hostheader
-            .. u.target:gsub("[^/]*$", "") .. loc
+    url = resolve(u, loc)
+    local nu = parse_url(url)
+    if nu and (nu.scheme ~= u.scheme or nu.host ~= u.host
+               or nu.port ~= u.port) then
+      set("headers", without(o.headers, ORIGIN_BOUND))
     end
-    url = loc
-    if resp.status == 303 or ((resp.status == 301 or resp.status == 302)
-                              and method == "POST") then
+    if to_get then
       method = "GET"
-      local copy = {}
-      for k, v in pairs(o) do copy[k] = v end
-      copy.body = nil
-      o = copy
+      set("body", nil)
+      set("headers", without(o.headers, BODY_HEADERS))
     end
   end
 end

@@ -6,15 +6,19 @@
 
 local core = require "green.core"
 local common = require "green.http.common"
+local Semaphore = require("green.semaphore").Semaphore
+local Event = require("green.event").Event
 
 local ws_new, ws_receive, ws_send, ws_close, ws_state, ws_accept_key,
       ws_key = core.ws_new, core.ws_receive, core.ws_send, core.ws_close,
   core.ws_state, core.ws_accept_key, core.ws_key
 local has_token = common.has_token
 local ws_receive_tls, is_tls = core.ws_receive_tls, common.is_tls
+local now = core.now
 
-local type, error, concat, setmetatable, tostring, format =
-  type, error, table.concat, setmetatable, tostring, string.format
+local type, error, concat, setmetatable, tostring, format, ipairs, pairs =
+  type, error, table.concat, setmetatable, tostring, string.format, ipairs,
+  pairs
 
 local M = {}
 
@@ -24,14 +28,68 @@ local WebSocket = {}
 WebSocket.__index = WebSocket
 WebSocket.__name = "green.http.WebSocket"
 
+-- The end of the connection: closed for good, and whoever waits for it
+-- (a close() while another thread reads) is told.
+local function finish(self)
+  self.closed = true
+  self.sock:close()
+  local ev = self.ended
+  if ev and not ev:ready() then ev:send() end
+end
+
+-- Writes are one at a time (a reader's pong or close reply, a writer's
+-- message, a close), so that frames are never spliced into each other; a
+-- write that stops partway (a kill or a Timeout raising out of sendall,
+-- or a failure after some of it went out) leaves the stream mid-frame,
+-- so it ends the connection: the peer sees the end of the stream, never
+-- a broken frame followed by another. Closing `wguard` (a <close>
+-- variable; made once per WebSocket) releases the lock.
+local WriteGuard = { __close = function(g)
+  local self = g.ws
+  if g.busy then -- left sendall by an error, a kill or a Timeout
+    g.busy = false
+    finish(self)
+  end
+  self.wlock:release()
+end }
+
+-- Reads in progress (so that close() does not read beside them); the
+-- guard's close ends one, however it ends.
+local ReadGuard = { __close = function(g)
+  g.ws.reading = g.ws.reading - 1
+end }
+
 local function new(sock, server, opts)
   local max = opts and opts.max_message_size or DEFAULT_MAX
   if type(max) ~= "number" or max <= 0 then
     error("bad option max_message_size (positive number expected)", 3)
   end
-  return setmetatable({ sock = sock, ctx = ws_new(server, max),
-                        timeout = opts and opts.timeout,
-                        tls = is_tls(sock) }, WebSocket)
+  local self = setmetatable({ sock = sock, ctx = ws_new(server, max),
+                              timeout = opts and opts.timeout,
+                              tls = is_tls(sock), wlock = Semaphore(1),
+                              reading = 0 }, WebSocket)
+  self.wguard = setmetatable({ ws = self, busy = false }, WriteGuard)
+  self.rguard = setmetatable({ ws = self }, ReadGuard)
+  return self
+end
+
+-- Send framed bytes: true, or nil, err.
+local function write(self, data)
+  if not data then return nil, "closed" end
+  if self.closed then return nil, "closed" end
+  if not self.wlock:acquire(true, self.timeout) then
+    return nil, "timeout"
+  end
+  local g <close> = self.wguard
+  if self.closed then return nil, "closed" end
+  g.busy = true
+  local ok, err, last = self.sock:sendall(data)
+  g.busy = false
+  if ok then return true end
+  -- nothing of it went out (a timeout before the first byte): the
+  -- stream is whole and the WebSocket usable
+  if err ~= "timeout" or last ~= 0 then finish(self) end
+  return nil, err
 end
 
 local CLOSED = 1006
@@ -41,13 +99,13 @@ local CLOSED = 1006
 local function receive_tls(sock, ctx, timeout)
   local conn = sock.conn
   if not conn then return nil, "closed", CLOSED, "" end
-  local due = timeout and timeout >= 0 and core.now() + timeout or nil
+  local due = timeout and timeout >= 0 and now() + timeout or nil
   local closed
   while true do
     local a, b, c, d = ws_receive_tls(conn, ctx)
     if a ~= true then return a, b, c, d end
     if closed then return nil, "closed", CLOSED, closed end
-    local left = due and due - core.now()
+    local left = due and due - now()
     local ok, err = sock:fill(left and (left > 0 and left or 0) or -1)
     if sock.conn ~= conn then return nil, "closed", CLOSED, "" end
     if not ok then
@@ -57,38 +115,40 @@ local function receive_tls(sock, ctx, timeout)
   end
 end
 
---- ws:receive() → message, "text"|"binary"; or nil, "closed", code,
--- reason; or nil, "timeout". Pings are answered on the way.
-function WebSocket:receive()
+-- The next message within `timeout` seconds (nil: none), the pongs and
+-- close replies sent on the way; the timeout bounds the whole call, so
+-- a peer that sends pings (or empty fragments) forever cannot hold it.
+local function recv(self, timeout)
   local sock, ctx = self.sock, self.ctx
+  local due = timeout and now() + timeout
+  self.reading = self.reading + 1
+  local _ <close> = self.rguard
   while true do
+    local left = due and due - now()
+    if left and left < 0 then left = 0 end
     local a, b, c, d
     if self.tls then
-      a, b, c, d = receive_tls(sock, ctx, self.timeout)
+      a, b, c, d = receive_tls(sock, ctx, left)
     else
-      a, b, c, d = ws_receive(sock, ctx, self.timeout)
+      a, b, c, d = ws_receive(sock, ctx, left)
     end
     if a ~= false then
-      if a == nil and b == "closed" then
-        self.closed = true
-        sock:close()
-      end
+      if a == nil and b == "closed" then finish(self) end
       return a, b, c, d
     end
-    local ok, err = sock:sendall(b) -- a pong, a close reply
+    local ok, err = write(self, b) -- a pong, a close reply
     if not ok then
-      self.closed = true
-      sock:close()
-      return nil, "closed", 1006, err
+      finish(self)
+      return nil, "closed", CLOSED, err
     end
+    if due and now() >= due then return nil, "timeout" end
   end
 end
 
-local function send_raw(self, data)
-  if not data then return nil, "closed" end
-  local ok, err = self.sock:sendall(data)
-  if not ok then return nil, err end
-  return true
+--- ws:receive() → message, "text"|"binary"; or nil, "closed", code,
+-- reason; or nil, "timeout". Pings are answered on the way.
+function WebSocket:receive()
+  return recv(self, self.timeout)
 end
 
 --- ws:send(data, ["text"|"binary"]) → true, or nil, err.
@@ -101,13 +161,13 @@ function WebSocket:send(data, kind)
     error("bad argument #2 to 'send' ('text' or 'binary' expected)", 2)
   end
   if self.closed then return nil, "closed" end
-  return send_raw(self, ws_send(self.ctx, kind, data))
+  return write(self, ws_send(self.ctx, kind, data))
 end
 
 --- ws:ping([data]) → true, or nil, err (the pong is not returned).
 function WebSocket:ping(data)
   if self.closed then return nil, "closed" end
-  return send_raw(self, ws_send(self.ctx, "ping", data or ""))
+  return write(self, ws_send(self.ctx, "ping", data or ""))
 end
 
 --- ws:close([code=1000], [reason]): send a close frame, wait (up to the
@@ -116,18 +176,24 @@ end
 function WebSocket:close(code, reason)
   if self.closed then return true end
   local data = ws_close(self.ctx, code, reason)
-  if #data > 0 then self.sock:sendall(data) end
-  local received = ws_state(self.ctx)
-  if not received then
-    local t = self.timeout
-    if t == nil then self.timeout = 5 end
-    repeat
-      local m, err = self:receive()
-    until not m and err ~= nil
-    self.timeout = t
+  if #data > 0 then write(self, data) end
+  if self.closed then return true end
+  if not ws_state(self.ctx) then -- the peer's close is still to come
+    local t = self.timeout or 5
+    if self.reading > 0 then
+      -- another thread reads: it sees the peer's close, or the end
+      local ev = self.ended or Event()
+      self.ended = ev
+      ev:wait(t)
+    else
+      local due = now() + t
+      repeat
+        local left = due - now()
+        local m, err = recv(self, left > 0 and left or 0)
+      until not m and err ~= nil
+    end
   end
-  self.closed = true
-  self.sock:close()
+  finish(self)
   return true
 end
 
@@ -138,12 +204,28 @@ function WebSocket:settimeout(t)
   return 1
 end
 
+-- A list of subprotocols (a string or a list of them), each checked to
+-- be a token (RFC 6455 4.1): misuse raises.
+local function protocol_list(protocols, what)
+  local list = type(protocols) == "table" and protocols or { protocols }
+  for _, p in ipairs(list) do
+    if type(p) ~= "string" or p == ""
+       or p:find("[^%w!#$%%&'*+%-.^_`|~]") then
+      error(format("%s (protocols: bad subprotocol %q)", what,
+                   tostring(p)), 3)
+    end
+  end
+  return list
+end
+
 -- Choose the subprotocol: the first of ours the client offered.
 local function choose(protocols, offered)
-  if not protocols or not offered then return nil end
+  if not protocols then return nil end
+  local list = protocol_list(protocols, "bad argument #1 to "
+                             .. "'upgrade_websocket'")
+  if not offered then return nil end
   if type(offered) == "table" then offered = concat(offered, ",") end
-  for _, p in ipairs(type(protocols) == "table" and protocols
-                     or { protocols }) do
+  for _, p in ipairs(list) do
     if has_token(offered, p:lower()) then return p end
   end
   return nil
@@ -158,6 +240,11 @@ function M.accept(req, protocols, opts)
      or not has_token(hs.upgrade, "websocket")
      or not has_token(hs.connection, "upgrade") then
     return nil, "not a WebSocket upgrade request"
+  end
+  -- a body would be read as frames after the switch
+  if (hs["content-length"] and hs["content-length"] ~= "0")
+     or hs["transfer-encoding"] then
+    return nil, "a WebSocket upgrade request with a body"
   end
   local key = hs["sec-websocket-key"]
   if hs["sec-websocket-version"] ~= "13" then
@@ -182,6 +269,39 @@ function M.accept(req, protocols, opts)
   return ws
 end
 
+-- A socket closed when the variable holding this goes out of scope,
+-- unless taken (sock set to nil).
+local Owned = { __close = function(o)
+  if o.sock then o.sock:close() end
+end }
+
+-- What is wrong with a server's 101 (RFC 6455 4.1, the client's checks):
+-- nil if nothing.
+local function bad_101(hs, key, offered)
+  if not has_token(hs.upgrade, "websocket") then
+    return "no Upgrade: websocket"
+  elseif not has_token(hs.connection, "upgrade") then
+    return "no Connection: Upgrade"
+  elseif hs["sec-websocket-accept"] ~= ws_accept_key(key) then
+    return "wrong Sec-WebSocket-Accept"
+  elseif hs["sec-websocket-extensions"] ~= nil then
+    return "an extension was not offered" -- none is
+  end
+  local proto = hs["sec-websocket-protocol"]
+  if proto ~= nil then
+    local found = false
+    for _, p in ipairs(offered or {}) do
+      if p == proto then found = true end
+    end
+    if not found then
+      return "subprotocol " .. format("%q", tostring(
+        type(proto) == "table" and concat(proto, ", ") or proto))
+        .. " was not offered"
+    end
+  end
+  return nil
+end
+
 --- green.http.websocket(url, [opts]) → ws, or nil, err. opts: headers,
 -- protocols, timeout, max_message_size.
 function M.connect(url, opts)
@@ -203,6 +323,8 @@ function M.connect(url, opts)
     error("bad argument #2 to 'websocket' (tls: table expected, got "
           .. type(opts.tls) .. ")", 2)
   end
+  local offered = opts.protocols and protocol_list(opts.protocols,
+    "bad argument #2 to 'websocket'")
   local defport = tls and 443 or 80
   local port = u.port or defport
   local sock, err
@@ -217,16 +339,21 @@ function M.connect(url, opts)
     if not sock then return nil, err end
     sock:setoption("tcp-nodelay", true) -- small frames go out at once
   end
+  -- until it is handed to the WebSocket: closed on any way out (an
+  -- error, a kill, a Timeout)
+  local owned <close> = setmetatable({ sock = sock }, Owned)
   sock:settimeout(opts.timeout)
   local key = ws_key()
+  local host = u.host:find(":", 1, true) and ("[" .. u.host .. "]")
+    or u.host
   local t = {
     "GET ", (u.path or "/"), u.query and ("?" .. u.query) or "",
-    " HTTP/1.1\r\nHost: ", u.host, port ~= defport and (":" .. port) or "",
+    " HTTP/1.1\r\nHost: ", host, port ~= defport and (":" .. port) or "",
     "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     "Sec-WebSocket-Key: ", key, "\r\nSec-WebSocket-Version: 13\r\n" }
-  if opts.protocols then
-    t[#t + 1] = "Sec-WebSocket-Protocol: " .. (type(opts.protocols) ==
-      "table" and concat(opts.protocols, ", ") or opts.protocols) .. "\r\n"
+  if offered then
+    t[#t + 1] = "Sec-WebSocket-Protocol: " .. concat(offered, ", ")
+      .. "\r\n"
   end
   for k, v in pairs(opts.headers or {}) do
     common.check_header(k, tostring(v))
@@ -235,24 +362,23 @@ function M.connect(url, opts)
   t[#t + 1] = "\r\n"
   local ok
   ok, err = sock:sendall(concat(t))
-  if not ok then sock:close() return nil, err end
+  if not ok then return nil, err end
   local parser = core.http_parser("response", 64 * 1024, 256, 0,
                                   {}, common.Headers)
   local resp, kind = (tls and common.tls_head or core.http_head)(
     sock, parser, true, opts.timeout, opts.timeout)
   if not resp then
-    sock:close()
     return nil, type(kind) == "number" and "bad response" or kind
   end
-  local hs = resp.headers
-  if resp.status ~= 101 or not has_token(hs.upgrade, "websocket")
-     or hs["sec-websocket-accept"] ~= ws_accept_key(key) then
-    sock:close()
+  if resp.status ~= 101 then
     return nil, format("WebSocket handshake refused (%d %s)",
                        resp.status, tostring(resp.reason))
   end
+  local why = bad_101(resp.headers, key, offered)
+  if why then return nil, "bad WebSocket handshake: " .. why end
   local ws = new(sock, false, opts)
-  ws.protocol = hs["sec-websocket-protocol"]
+  owned.sock = nil
+  ws.protocol = resp.headers["sec-websocket-protocol"]
   return ws
 end
 
