@@ -206,6 +206,10 @@ static int on_headers_complete(http_parser *p) {
 /* Move the piece down to 'out' (never past it: the parser is ahead). */
 static int on_body(http_parser *p, const char *at, size_t n) {
   hparser *hp = hp_of(p);
+  if (hp->out == NULL) { /* a body where none is read: never moved */
+    hp->status = 400;
+    return -1;
+  }
   hp->nbody += n;
   if (hp->nbody > hp->max_body) {
     hp->status = 413;
@@ -474,6 +478,12 @@ static hspan trim(const char *h, hspan sp) {
 /* What follows the head: BK_* and the length. */
 static void body_kind(hparser *hp) {
   http_parser *p = &hp->p;
+  if (p->upgrade && p->type == HTTP_REQUEST && p->method != HTTP_CONNECT &&
+      ((p->flags & F_CHUNKED) ||
+       (p->content_length > 0 && p->content_length != ULLONG_MAX)))
+    p->upgrade = 0; /* Upgrade with a body: an ordinary request (RFC 9110
+                       7.8 lets a server ignore Upgrade); libhttp-parser
+                       reads its body either way, and would stop after it */
   hp->upgrade = p->upgrade;
   if (hp->upgrade || (p->flags & F_SKIPBODY))
     hp->bodykind = BK_NONE;
@@ -1185,6 +1195,7 @@ static int body_step(lua_State *L, lstream *x, hparser *hp, int queued,
     hp->out = b;
     hp->nout = 0;
     took = run(hp, b, b, x->len);
+    hp->out = NULL;
     if (hp->phase == PH_ERROR) {
       r = fail_status(L, hp->status);
     } else if (hp->nout > 0) {
@@ -1346,6 +1357,7 @@ static int l_http_body_tls(lua_State *L) {
     hp->out = b;
     hp->nout = 0;
     took = run(hp, b, b, len);
+    hp->out = NULL;
     if (hp->phase == PH_ERROR)
       return fail_status(L, hp->status);
     if (hp->nout > 0) {

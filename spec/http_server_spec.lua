@@ -360,6 +360,56 @@ describe("green.http.serve", function()
     end)
   end)
 
+  it("answers an Upgrade request with a body as an ordinary request, and "
+     .. "the requests after it", function()
+    green_run(function()
+      local seen = reported(function()
+        local port, stop = start(function(req)
+          return 200, nil, req.path .. "=" .. req:body()
+        end)
+        local up = "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        local r = raw(port, "POST /a HTTP/1.1\r\n" .. up
+          .. "Content-Length: 8\r\n\r\n12345678"
+          .. "POST /b HTTP/1.1\r\n" .. up
+          .. "Transfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
+          .. "GET /c HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert.matches("^HTTP/1%.1 200 OK\r\n.-\r\n\r\n/a=12345678"
+          .. "HTTP/1%.1 200 OK\r\n.-\r\n\r\n/b=xyz"
+          .. "HTTP/1%.1 200 OK\r\n.-\r\n\r\n/c=$", r)
+        -- and one the handler does not read: drained, the next answered
+        r = raw(port, "GET /d HTTP/1.1\r\n" .. up
+          .. "Content-Length: 4\r\n\r\nabcd"
+          .. "GET /e HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert.matches("/d=abcdHTTP/1%.1 200 OK\r\n.-\r\n\r\n/e=$", r)
+        stop()
+      end)
+      assert.are.same({}, seen)
+    end)
+  end)
+
+  it("reports a handler's error after its WebSocket upgrade without "
+     .. "writing an HTTP response into the WebSocket", function()
+    green_run(function()
+      local seen = reported(function()
+        local port, stop = start(function(req)
+          local ws = assert(req:upgrade_websocket())
+          assert(ws:send("hi"))
+          error("after the upgrade")
+        end)
+        local r = raw(port, "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n"
+          .. "Connection: Upgrade\r\n"
+          .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+          .. "Sec-WebSocket-Version: 13\r\n\r\n")
+        assert.matches("^HTTP/1%.1 101 Switching Protocols\r\n.-\r\n\r\n"
+          .. "\129\2hi", r)
+        assert.is_nil(r:find("HTTP/1.1 500", 1, true))
+        stop()
+      end)
+      assert.are.equal(1, #seen)
+      assert.matches("after the upgrade", tostring(seen[1].err))
+    end)
+  end)
+
   it("answers 10,000 pipelined requests sent in one write, in order",
      function()
     green_run(function()
@@ -1014,16 +1064,29 @@ describe("green.http.serve", function()
         return 200, nil, b
       end, { max_header_size = 2048, max_body_size = 4096,
              header_timeout = 0.5, body_timeout = 0.5,
-             keepalive_timeout = 0.5 })
+             keepalive_timeout = 0.1 }) -- (most requests end idle)
       local seeds = {
         "GET /a?b=c HTTP/1.1\r\nHost: x\r\nX: y\r\n\r\n",
         "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
           .. "0\r\n\r\n",
+        -- the heads whose headers steer the parser: Upgrade (with and
+        -- without a body), CONNECT, HEAD, Expect, pipelined bodies
+        "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          .. "Content-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\n\r\n",
+        "POST / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
+          .. "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+          .. "\129\2hi",
+        "CONNECT a:1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
+        "HEAD / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+          .. "\r\nab",
+        "GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 1\r\n"
+          .. "\r\nxGET /3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
       }
       local alphabet = "\0\r\n :;/?#%-0123456789abcdefABCDEF\t\255GETPOST"
       math.randomseed(12)
-      local allowed = { [200] = true, [400] = true, [413] = true,
+      local allowed = { [100] = true, [200] = true, [400] = true, [413] = true,
                         [414] = true, [431] = true, [408] = true,
                         [505] = true, [417] = true }
       for i = 1, 300 do

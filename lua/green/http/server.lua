@@ -383,8 +383,10 @@ local function connection(srv, sock, addr)
     end
     core.report(getcurrent(), e.err, e.traceback, "http")
     local req = c.req
-    if req then -- its handler or response failed: a 500, unless its
-      -- response had gone out (then the connection's end cuts it short)
+    if req and not c.upgraded then -- its handler or response failed: a
+      -- 500, unless its response had gone out (then the connection's end
+      -- cuts it short) or a WebSocket took the connection (a 101 went
+      -- out; its frames follow: the WebSocket's end closes it)
       local _, _, sent = http_state(c.parser)
       sent = c.sent or sent
       if not sent and not c.broken then queue(c, simple(500, false)) end
