@@ -1037,7 +1037,7 @@ static int send_go(lua_State *L, uint64_t due, int waited) {
   uint64_t target = (uint64_t)lua_tointeger(L, 9);
   int polled = 0;
   for (;;) {
-    lsock *s = *(lsock **)lua_touserdata(L, 1);
+    lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
     tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
     int err;
     if (s == NULL || t->ssl == NULL)
@@ -1144,7 +1144,7 @@ static int flush_go(lua_State *L, uint64_t due, int waited) {
   uint64_t target = (uint64_t)lua_tointeger(L, 4);
   int polled = 0;
   for (;;) {
-    lsock *s = *(lsock **)lua_touserdata(L, 1);
+    lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
     tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
     int err;
     if (s == NULL || t->ssl == NULL) {
@@ -1218,7 +1218,7 @@ static int pump_k(lua_State *L, int status, lua_KContext ctx);
 static int pump_go(lua_State *L, uint64_t due, int waited) {
   int input = lua_toboolean(L, 4), polled = 0;
   for (;;) {
-    lsock *s = *(lsock **)lua_touserdata(L, 1);
+    lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
     tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
     lstream *x;
     if (s == NULL || t->ssl == NULL)
