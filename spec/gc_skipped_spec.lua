@@ -456,6 +456,40 @@ end)
 
 
 -- {==================================================================
+-- Prefork's heartbeat stamps (a shared mapping).
+
+local STAMPS = [[
+local function mappings() -- shared anonymous mappings
+  local n = 0
+  for l in io.lines("/proc/self/maps") do
+    if l:find("/dev/zero (deleted)", 1, true) then n = n + 1 end
+  end
+  return n
+end
+local n0 = mappings()
+skip_gc(function() assert(core.stamps(64)) end)
+assert(mappings() == n0 + 1)
+if MODE == "sweep" then
+  sweep()
+  assert(mappings() == n0, "unmapped")
+end
+print("ok")
+]]
+
+describe("prefork's stamps whose __gc Lua skipped", function()
+  it("are unmapped at the end", function()
+    check(STAMPS, "end", 1)
+  end)
+
+  it("are unmapped by the sweep (they stayed mapped before)", function()
+    check(STAMPS, "sweep", 1)
+  end)
+end)
+
+-- }==================================================================
+
+
+-- {==================================================================
 -- What has no record of its own behind a finalizer (thread pool jobs,
 -- the resolver's queries, Timeouts, the watchdog): dropped around
 -- skipped finalizers, they go on working.
