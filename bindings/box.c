@@ -28,9 +28,10 @@
 ** orphan. The sweep marks the record of every box in the table, then
 ** hands each owned record left unmarked to its kind's 'orphan' (no Lua:
 ** it does what the finalizer would have done). It runs when a box is
-** made, once as many boxes were made since the last sweep as records
-** were owned then (at least LGREEN_SWEEP_MIN): amortized O(1) per box,
-** and orphans never outnumber what was live at the last sweep. Nothing
+** made, once as many boxes were made since the last sweep as the table
+** held then (at least LGREEN_SWEEP_MIN; the table also holds boxes that
+** are garbage not collected yet): amortized O(1) per box. An orphan is
+** given back within that many boxes made after it lost its box. Nothing
 ** runs between the table's traversal and the orphans' release that could
 ** run the collector.
 */
@@ -45,7 +46,7 @@
 static void sweep(lua_State *L, lgreen_state_t *g) {
   gl_link_t orphans, *l;
   unsigned mark = ++g->boxmark;
-  size_t owned = 0;
+  size_t boxes = 0;
   if (!lua_checkstack(L, 3))
     return; /* (a thread at its stack limit: the next box tries again) */
   g->nboxes = 0;
@@ -57,6 +58,7 @@ static void sweep(lua_State *L, lgreen_state_t *g) {
     if (rec != NULL)
       ((lgreen_owned *)(rec + k->off))->mark = mark;
     lua_pop(L, 1);
+    boxes++;
   }
   lua_pop(L, 1);
   gl_link_init(&orphans);
@@ -64,14 +66,12 @@ static void sweep(lua_State *L, lgreen_state_t *g) {
   while (l != &g->owned) {
     lgreen_owned *o = GL_CONTAINER(l, lgreen_owned, link);
     l = l->next;
-    if (o->mark == mark) {
-      owned++;
+    if (o->mark == mark)
       continue;
-    }
     gl_link_remove(&o->link);
     gl_link_push(&orphans, &o->link);
   }
-  g->sweepat = owned > LGREEN_SWEEP_MIN ? owned : LGREEN_SWEEP_MIN;
+  g->sweepat = boxes > LGREEN_SWEEP_MIN ? boxes : LGREEN_SWEEP_MIN;
   while (!gl_link_empty(&orphans)) { /* a release may free the others' */
     lgreen_owned *o = GL_CONTAINER(orphans.next, lgreen_owned, link);
     gl_link_remove(&o->link);
