@@ -182,7 +182,7 @@ static int sock_accept(lua_State *L) {
       return lgreen_sock_yield(L, sock_accept);
     if (x->pending == 0 && x->base.timeout == 0) {
       lgreen_sock_poll(&x->base); /* never waits: can libuv accept one? */
-      if (*(lsock **)lua_touserdata(L, 1) != &x->base)
+      if (lgreen_sock_get((lsock **)lua_touserdata(L, 1)) != &x->base)
         return lgreen_sock_fail(L, UV_EOF);
     }
     if (x->pending != 0 || x->base.timeout == 0) {

@@ -233,16 +233,19 @@ static int l_on_fork(lua_State *L) {
 
 #define STAMPS "green.stamps"
 
+/* A box (box.c): the userdata holds a pointer to this record, whose
+   mapping is unmapped even if Lua frees the userdata without its __gc. */
 typedef struct stamps {
+  lgreen_owned own;
   uint64_t *v; /* n words in a shared anonymous mapping; NULL once freed */
   size_t n;
 } stamps;
 
 
 static stamps *checkstamps(lua_State *L, size_t *i) {
-  stamps *s = (stamps *)luaL_checkudata(L, 1, STAMPS);
+  stamps *s = *(stamps **)luaL_checkudata(L, 1, STAMPS);
   lua_Integer k = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, s->v != NULL, 1, "stamps freed");
+  luaL_argcheck(L, s != NULL && s->v != NULL, 1, "stamps freed");
   luaL_argcheck(L, k >= 1 && (lua_Unsigned)k <= s->n, 2, "index out of range");
   *i = (size_t)k - 1;
   return s;
@@ -281,27 +284,49 @@ static int stamps_age(lua_State *L) {
 }
 
 
-static int stamps_gc(lua_State *L) {
-  stamps *s = (stamps *)luaL_checkudata(L, 1, STAMPS);
-  if (s->v != NULL) {
+static void stamps_free(stamps *s) {
+  if (s->v != NULL)
     munmap(s->v, s->n * sizeof(uint64_t));
-    s->v = NULL;
+  free(s);
+}
+
+
+static int stamps_gc(lua_State *L) {
+  stamps **ps = (stamps **)luaL_checkudata(L, 1, STAMPS);
+  stamps *s = *ps;
+  if (s != NULL) {
+    *ps = NULL;
+    lgreen_disown(&s->own);
+    stamps_free(s);
   }
   return 0;
 }
+
+
+/* Its userdata is gone and its __gc never ran (box.c). */
+static void stamps_orphan(lgreen_owned *o) {
+  stamps_free(GL_CONTAINER(o, stamps, own));
+}
+
+static const lgreen_boxkind stamps_box = {offsetof(stamps, own),
+                                          stamps_orphan};
 
 
 /* core.stamps(n): n clocks (all never set) in memory shared with every
    child forked later; nil, message on failure. */
 static int l_stamps(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
+  void **box;
   stamps *s;
   void *p;
   luaL_argcheck(L, n >= 1 && n <= 65536, 1, "1 to 65536 expected");
-  s = (stamps *)lua_newuserdatauv(L, sizeof(*s), 0);
-  s->v = NULL;
-  s->n = (size_t)n;
+  box = lgreen_newbox(L, lgreen_hub(L), 0, &stamps_box);
   luaL_setmetatable(L, STAMPS);
+  if ((s = (stamps *)calloc(1, sizeof(*s))) == NULL)
+    return luaL_error(L, "not enough memory");
+  s->n = (size_t)n;
+  *box = s;
+  lgreen_own(lgreen_hub(L), &s->own, &stamps_box);
   p = mmap(NULL, s->n * sizeof(uint64_t), PROT_READ | PROT_WRITE,
            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)

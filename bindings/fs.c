@@ -55,6 +55,7 @@ typedef struct gfile {
   int fd;           /* -1 before open and once closed */
   int mode;         /* M_* */
   lgfs_track track; /* on the state's 'pending' while 'busy' */
+  lgreen_owned own; /* while its userdata points to it (box.c) */
   int busy;         /* the OP_* in flight, or OP_NONE */
   int closing;      /* the Lua side is gone: flush, close, free */
   int result;       /* outcome of open or fstat, for its owner */
@@ -110,6 +111,7 @@ static void file_cb(uv_fs_t *req);
 
 
 static void file_free(gfile *f) {
+  lgreen_disown(&f->own);
   f->st->files--;
   free(f->rbuf);
   free(f->wbuf);
@@ -255,6 +257,15 @@ static void start_closing(gfile *f) {
   if (!close_step(f))
     close_end(f);
 }
+
+
+/* Its userdata is gone and its __gc never ran (box.c): close it as the
+   __gc would have (its buffered writes flushed first). */
+static void file_orphan(lgreen_owned *o) {
+  start_closing(GL_CONTAINER(o, gfile, own));
+}
+
+static const lgreen_boxkind file_box = {offsetof(gfile, own), file_orphan};
 
 
 static void file_cb(uv_fs_t *req) {
@@ -693,6 +704,7 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
 static void close_background(gfile **pp) {
   gfile *f = *pp;
   *pp = NULL;
+  lgreen_disown(&f->own);
   start_closing(f);
 }
 
@@ -1183,6 +1195,7 @@ static int close_run(lua_State *L, lua_KContext ctx) {
     return wait_turn(L, f, "file:close", close_turn_k, ctx);
   t = lgreen_begin(L, hub, "file:close");
   *pp = NULL;
+  lgreen_disown(&f->own);
   f->closing = 1;
   f->gen++;
   if (!close_step(f)) { /* nothing to do (not for an open file) */
@@ -1294,6 +1307,7 @@ static int open_k(lua_State *L, int status, lua_KContext ctx) {
     return lgfs_fail(L, err, lua_tostring(L, 1));
   }
   *(gfile **)lua_touserdata(L, -1) = f;
+  lgreen_own(lgreen_hub(L), &f->own, &file_box);
   if (ctx & OK_LINES) { /* stack: filename, formats..., file */
     lua_rotate(L, 2, 1); /* filename, file, formats... */
     push_lines(L, 2, 3, 1);
@@ -1319,6 +1333,7 @@ static gfile *file_new(gl_hub_t *hub, lgfs_state *st, int mode) {
   f->ra = FS_DEFBUF;
   gl_waitq_init(&f->queue);
   gl_link_init(&f->track.link);
+  gl_link_init(&f->own.link);
   f->track.req = &f->req;
   f->req.data = f;
   st->files++;
@@ -1331,10 +1346,9 @@ static int open_start(lua_State *L, int flags, int mode, lua_KContext ctx) {
   gl_hub_t *hub = lgreen_hub(L);
   const char *path = lua_tostring(L, 1);
   gl_thread_t *t = lgreen_begin(L, hub, "green.fs.open");
-  gfile **pp = (gfile **)lua_newuserdatauv(L, sizeof(gfile *), 0);
   gfile *f;
   int r;
-  *pp = NULL;
+  lgreen_newbox(L, hub, 0, &file_box);
   luaL_setmetatable(L, FS_FILE);
   f = file_new(hub, lgfs_state_of(L), mode);
   if (f == NULL)

@@ -334,6 +334,7 @@ int luaopen_green_core(lua_State *L) {
   lgreen_open_http(L, hub);
   lgreen_open_ws(L, hub);
   lgreen_open_tls(L, hub);
+  lgreen_open_box(L, hub); /* last: its state is finalized first */
   lua_pushliteral(L, GL_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushvalue(L, -1);

@@ -72,6 +72,12 @@ struct lgreen_state {
   int orphaned;        /* a child of green.fork whose main thread is gone */
   int forkstatus;      /* its exit status: 1 if 'forker' died of an error */
   gl_thread_t *forker; /* the thread that forked it, until it dies */
+  gl_link_t owned;     /* records their boxes hold (box.c) */
+  int boxes;           /* registry ref: box -> its kind, weak keys */
+  size_t nboxes;       /* boxes made since the last sweep */
+  size_t sweepat;      /* ... that make the next one sweep */
+  unsigned boxmark;    /* the last sweep's mark */
+  size_t orphans;      /* records given back without their box's __gc */
 };
 typedef struct lgreen_state lgreen_state_t;
 
@@ -143,6 +149,36 @@ void lgreen_pushpending(lua_State *L, gl_thread_t *t); /* [-0, +1, m] */
    top, each with the hub and those values (popped) as upvalues. */
 void lgreen_register(lua_State *L, const luaL_Reg *funcs, int nup);
 
+/*
+** Boxes (box.c; docs/internals.md, "When Lua skips a finalizer"): a
+** userdata whose first word points to a C record (malloc'd), or is NULL.
+** Lua may free a box without running its __gc, so no record points back
+** into its box, and each record a box holds is "owned": on the hub's
+** list, with its kind's 'orphan' to give it back if its box is freed
+** without its finalizer (found by a sweep, or at lua_close).
+*/
+typedef struct lgreen_owned lgreen_owned;
+typedef struct lgreen_boxkind {
+  size_t off; /* where the record keeps its 'lgreen_owned' */
+  /* Its box is gone and its __gc never ran: do what the __gc would have
+     done (the record is off the list already). No Lua. */
+  void (*orphan)(lgreen_owned *o);
+} lgreen_boxkind;
+struct lgreen_owned {
+  gl_link_t link; /* in the hub's 'owned' while a box holds the record */
+  const lgreen_boxkind *kind;
+  unsigned mark;
+};
+/* [-0, +1, m] A new box of kind 'k' (first word NULL) with 'nuv' user
+   values; may first give back orphans of any kind (no Lua runs). */
+void **lgreen_newbox(lua_State *L, gl_hub_t *hub, int nuv,
+                     const lgreen_boxkind *k);
+/* The box now points to the record holding 'o' (no allocation). */
+void lgreen_own(gl_hub_t *hub, lgreen_owned *o, const lgreen_boxkind *k);
+void lgreen_disown(lgreen_owned *o); /* its box let go of it; idempotent */
+/* The box of 'old' now points to the record of 'o' instead. */
+void lgreen_own_replace(lgreen_owned *old, lgreen_owned *o);
+
 /* Parts of green.core defined in their own files. */
 void lgreen_open_thread(lua_State *L, gl_hub_t *hub);
 void lgreen_open_interrupt(lua_State *L, gl_hub_t *hub);
@@ -179,6 +215,7 @@ void lgreen_open_signal(lua_State *L, gl_hub_t *hub);   /* signal.c */
 void lgreen_open_process(lua_State *L, gl_hub_t *hub);  /* process.c */
 void lgreen_open_http(lua_State *L, gl_hub_t *hub);      /* http.c */
 void lgreen_open_ws(lua_State *L, gl_hub_t *hub);        /* ws.c */
+void lgreen_open_box(lua_State *L, gl_hub_t *hub);       /* box.c, last */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
 /* The hub of a state where green.core is open, or NULL. */

@@ -21,9 +21,14 @@
 **   udp.c     UDP: green.udp, its methods, its ops
 **
 ** A socket is a 'green.socket' (TCP, Unix) or 'green.udp' userdata holding
-** a pointer to a malloc'd record (luv style) that starts with an 'lsock':
-** the pointer is set to NULL on close and the memory is freed only in the
-** uv close callback. Every socket gets its own uv handle that is never
+** a pointer to a malloc'd record (luv style) that starts with an 'lsock'
+** (a box, box.c: no pointer leads back from the record to its userdata,
+** which Lua may free without running its __gc). Closed from Lua, the
+** pointer is set to NULL; closed by C (a connect given up; in green.fork's
+** child, a record replaced by a new one, 'fwd'), the record is marked
+** LSOCK_CLOSED and lives on until the userdata is looked through again
+** ('lgreen_sock_get') or collected. The memory is freed once the uv close
+** callback has run and no userdata points to it. Every socket gets its own uv handle that is never
 ** reused after close, so a descriptor number the kernel hands out again
 ** can never deliver events or wake-ups meant for the old socket: libuv
 ** stops watching the old handle's descriptor when it closes it, and our
@@ -52,6 +57,10 @@
 #define LSOCK_CLOSED 0x10    /* closed from Lua (handle closing/lingering) */
 #define LSOCK_LINGER 0x20    /* the user set SO_LINGER (see socket.c) */
 #define LSOCK_POLLING 0x40   /* listening: libuv watches for connections */
+#define LSOCK_BOXED 0x80     /* a userdata points to the record */
+#define LSOCK_HCLOSED 0x100  /* the handle's close callback has run (or
+                                it never had a handle): freed once no
+                                userdata points to it */
 
 typedef struct lsock_state lsock_state;
 typedef struct lsock lsock;
@@ -122,7 +131,9 @@ struct lsock {
   uv_handle_t *h;       /* the kind's handle, in the kind's record */
   const lsock_ops *ops;
   lsock_state *st;
-  lsock **ud;           /* the userdata's pointer slot, NULL once closed */
+  lgreen_owned own;     /* while LSOCK_BOXED (box.c) */
+  lsock *fwd;           /* closed in green.fork's child: the record that
+                           replaces it in its userdata */
   gl_link_t readers;
   gl_link_t writers;
   gl_link_t watchers;   /* green.select's (lsock_watch) */
@@ -207,6 +218,17 @@ lsock *lgreen_sock_new(lua_State *L, lsock_state *st, const lsock_ops *ops,
 void lgreen_sock_discard(lsock *s); /* the userdata reads closed */
 lsock **lgreen_sock_checkud(lua_State *L, int idx); /* any kind */
 lsock *lgreen_sock_check(lua_State *L, int idx);    /* NULL if closed */
+lsock *lgreen_sock_settle(lsock **pp);
+/* The open record the socket userdata 'pp' points to, or NULL: a record
+   closed by C is let go of here (or, replaced in a child of green.fork,
+   replaced). Every look through a socket userdata goes through this (the
+   checkers below do). */
+static inline lsock *lgreen_sock_get(lsock **pp) {
+  lsock *s = *pp;
+  if (s != NULL && (s->flags & LSOCK_CLOSED))
+    s = lgreen_sock_settle(pp);
+  return s;
+}
 /* The userdata at 'idx' of metatable 'mt' (cached in lsock_state), else
    luaL_checkudata's error naming 'tname'. In every socket method. */
 lsock **lgreen_sock_checkmt(lua_State *L, int idx, const void *mt,

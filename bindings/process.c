@@ -75,7 +75,8 @@ typedef struct pstate pstate;
 /* A child started by spawn. */
 typedef struct proc {
   gl_link_t link;     /* in st->procs, then st->done once reaped */
-  struct proc **ud;   /* the userdata's slot; NULL once collected */
+  lgreen_owned own;   /* while 'boxed' (box.c) */
+  int boxed;          /* its userdata points to it (until collected) */
   pstate *st;
   gl_waitq_t waiters; /* pidwaits (Process:wait, green.process.wait) */
   int pid;
@@ -171,6 +172,7 @@ static void deliver(pidwait *pw, int signaled, int code, int err) {
 
 static void proc_free(proc *p) {
   gl_link_remove(&p->link);
+  lgreen_disown(&p->own);
   free(p);
 }
 
@@ -227,7 +229,7 @@ static void proc_ended(proc *p, int status, int err) {
   while (!gl_waitq_empty(&p->waiters))
     deliver((pidwait *)gl_waitq_first(&p->waiters), p->signaled, p->code,
             err);
-  if (p->ud == NULL) /* collected before its child ended */
+  if (!p->boxed) /* collected before its child ended */
     proc_free(p);
 }
 
@@ -695,7 +697,7 @@ static void shut_pipes(lua_State *L, int ud) {
   int i;
   for (i = 1; i <= 3; i++) {
     if (lua_getiuservalue(L, ud, i) == LUA_TUSERDATA) {
-      lsock *s = *(lsock **)lua_touserdata(L, -1);
+      lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, -1));
       if (s != NULL)
         lgreen_sock_shut(s);
     }
@@ -733,21 +735,36 @@ static int proc_close(lua_State *L) {
 }
 
 
-/* __gc: never waits nor kills. A child still running keeps its record
+/* The record's userdata is gone: a child still running keeps its record
    until it is reaped (the watcher watches it from now on). */
+static void unbox(proc *p) {
+  p->boxed = 0;
+  lgreen_disown(&p->own);
+  if (p->exited)
+    proc_free(p);
+  else if (p->exitpoll == NULL) /* else its pidfd's poll reaps it */
+    watch(p); /* may free it */
+}
+
+
+/* __gc: never waits nor kills. */
 static int proc_gc(lua_State *L) {
   proc **ud = checkud(L);
   proc *p = *ud;
   if (p == NULL)
     return 0;
   *ud = NULL;
-  p->ud = NULL;
-  if (p->exited)
-    proc_free(p);
-  else if (p->exitpoll == NULL) /* else its pidfd's poll reaps it */
-    watch(p); /* may free it */
+  unbox(p);
   return 0;
 }
+
+
+/* Its userdata is gone and its __gc never ran (box.c). */
+static void proc_orphan(lgreen_owned *o) {
+  unbox(GL_CONTAINER(o, proc, own));
+}
+
+static const lgreen_boxkind proc_box = {offsetof(proc, own), proc_orphan};
 
 
 static int proc_tostring(lua_State *L) {
@@ -1509,8 +1526,7 @@ static int spawn(lua_State *L, int watched) {
   }
   argv = build_argv(L);        /* 3 */
   env = build_env(L); /* 4, 5 */
-  ud = (proc **)lua_newuserdatauv(L, sizeof(proc *), 3); /* 6 */
-  *ud = NULL;
+  ud = (proc **)lgreen_newbox(L, st->hub, 3, &proc_box); /* 6 */
   top = lua_gettop(L);
   luaL_setmetatable(L, LGREEN_PROCESS);
   if (mode[0] == IO_PIPE || mode[1] == IO_PIPE || mode[2] == IO_PIPE) {
@@ -1535,6 +1551,7 @@ static int spawn(lua_State *L, int watched) {
     return luaL_error(L, "not enough memory");
   }
   p->keep[0] = p->keep[1] = -1;
+  gl_link_init(&p->own.link);
   /* From here on nothing allocates in Lua: no finalizer can run while
      descriptors are open here. */
   for (i = 0; i < 3; i++) { /* before a pipe can take a free number */
@@ -1588,17 +1605,18 @@ static int spawn(lua_State *L, int watched) {
   }
   p->pid = (int)pid;
   p->st = st;
-  p->ud = ud;
+  p->boxed = 1;
   p->watched = watched;
   gl_waitq_init(&p->waiters);
   gl_link_push(&st->procs, &p->link);
   *ud = p;
+  lgreen_own(st->hub, &p->own, &proc_box);
   for (i = 0; i < 3; i++) {
     lsock *s;
     if (fds[i][0] < 0)
       continue;
     lua_getiuservalue(L, top, i + 1);
-    s = *(lsock **)lua_touserdata(L, -1);
+    s = lgreen_sock_get((lsock **)lua_touserdata(L, -1));
     lua_pop(L, 1);
     if (uv_pipe_open(&LSTREAM(s)->h.pipe, fds[i][0]) < 0) {
       close(fds[i][0]); /* a fresh pipe: cannot happen; reads "closed" */
@@ -1659,7 +1677,7 @@ static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
     p->code = -1;
     while (!gl_waitq_empty(&p->waiters)) /* none: the threads are gone */
       deliver((pidwait *)gl_waitq_first(&p->waiters), 0, 0, -ECHILD);
-    if (p->ud == NULL)
+    if (!p->boxed)
       proc_free(p);
     else
       gl_link_remove(&p->link); /* self-linked: proc_free's remove is a
@@ -1687,8 +1705,9 @@ static void proc_forked(lua_State *L, gl_hub_t *hub, void *ud) {
 }
 
 
-/* At lua_close, after every Process's __gc: children still running are
-   left to the system (init reaps what outlives this process). */
+/* At lua_close, after every Process's __gc (and box.c's, for those
+   collected without it): children still running are left to the system
+   (init reaps what outlives this process). */
 static int state_gc(lua_State *L) {
   pstate *st = (pstate *)lua_touserdata(L, 1);
   gl_link_t *head;
@@ -1696,8 +1715,6 @@ static int state_gc(lua_State *L) {
        head = head == &st->procs ? &st->done : NULL)
     while (!gl_link_empty(head)) {
       proc *p = GL_CONTAINER(head->next, proc, link);
-      if (p->ud != NULL)
-        *p->ud = NULL;
       unkeep(p);
       proc_free(p);
     }

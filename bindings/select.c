@@ -133,7 +133,7 @@ static int kernel_ready(lua_State *L, int tab, int out, int total) {
       L, (size_t)total * (sizeof(*fds) + sizeof(*idx)), 0);
   idx = (lua_Integer *)(fds + total);
   for (i = 1; lua_rawgeti(L, tab, i) != LUA_TNIL; i++) {
-    lsock *s = *(lsock **)lua_touserdata(L, -1);
+    lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, -1));
     uv_os_fd_t fd;
     lua_pop(L, 1);
     if (n < total && s != NULL && !s->ops->can_read(s) &&
@@ -163,7 +163,7 @@ static int watch_list(lua_State *L, selwait *sel, int tab, int write) {
   if (lua_isnil(L, tab))
     return 0;
   for (i = 1; lua_rawgeti(L, tab, i) != LUA_TNIL; i++) {
-    lsock *s = *(lsock **)lua_touserdata(L, -1);
+    lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, -1));
     lua_pop(L, 1);
     if (s != NULL)
       lgreen_sock_watch(s, &sel->ents[sel->n++], &sel->base, write);

@@ -179,7 +179,10 @@ typedef struct sigstate sigstate;
 
 typedef struct watch {
   uv_signal_t h;
-  struct watch **ud;  /* the userdata's slot; NULL once cancelled */
+  lgreen_owned own;   /* while 'boxed' (box.c) */
+  int boxed;          /* its userdata points to it */
+  int shut;           /* cancelled (by its handle, or by C: green.fork) */
+  int closed;         /* its handle's close callback has run */
   sigstate *st;
   gl_link_t link;     /* in st->watches */
   gl_waitq_t waiters; /* threads in signal_next */
@@ -202,8 +205,12 @@ struct sigstate {
 #define WATCH(l) GL_CONTAINER(l, watch, link)
 
 
+/* Freed once its handle is closed and no userdata points to it. */
 static void on_close(uv_handle_t *h) {
-  free(h->data);
+  watch *w = (watch *)h->data;
+  w->closed = 1;
+  if (!w->boxed)
+    free(w);
 }
 
 
@@ -287,10 +294,9 @@ static void on_signal(uv_signal_t *h, int signum) {
    with "cancelled", the disposition comes back. No Lua. */
 static void shut(watch *w) {
   sigstate *st = w->st;
-  if (w->ud != NULL) {
-    *w->ud = NULL;
-    w->ud = NULL;
-  }
+  if (w->shut)
+    return;
+  w->shut = 1;
   gl_link_remove(&w->link);
   if (w->daemon && --st->ndaemons == 0 && st->check != NULL)
     uv_check_stop(st->check);
@@ -300,7 +306,37 @@ static void shut(watch *w) {
 }
 
 
+/* Its userdata lets go of it (cancelled, or collected). */
+static void unbox(watch *w) {
+  w->boxed = 0;
+  lgreen_disown(&w->own);
+  if (!w->shut)
+    shut(w); /* its close callback frees it */
+  else if (w->closed)
+    free(w);
+}
+
+
+/* Its userdata is gone and its __gc never ran (box.c). */
+static void watch_orphan(lgreen_owned *o) {
+  unbox(GL_CONTAINER(o, watch, own));
+}
+
+static const lgreen_boxkind watch_box = {offsetof(watch, own), watch_orphan};
+
+
 #define toslot(L) ((watch **)luaL_checkudata(L, 1, LGREEN_SIGNAL))
+
+/* The watch of the handle at 1, or NULL once cancelled. */
+static watch *towatch(lua_State *L) {
+  watch **ud = toslot(L);
+  if (*ud != NULL && (*ud)->shut) { /* cancelled by C: let go of it */
+    watch *w = *ud;
+    *ud = NULL;
+    unbox(w);
+  }
+  return *ud;
+}
 
 /* }====================================================== */
 
@@ -344,8 +380,7 @@ static int l_signal_watch(lua_State *L) {
     uv_unref((uv_handle_t *)c);
     st->check = c;
   }
-  ud = (watch **)lua_newuserdatauv(L, sizeof(watch *), 0);
-  *ud = NULL;
+  ud = (watch **)lgreen_newbox(L, hub, 0, &watch_box);
   luaL_setmetatable(L, LGREEN_SIGNAL);
   w = (watch *)calloc(1, sizeof(*w));
   if (w == NULL)
@@ -359,14 +394,16 @@ static int l_signal_watch(lua_State *L) {
   w->signum = signum;
   w->daemon = daemon;
   gl_link_init(&w->link);
+  gl_link_init(&w->own.link);
   gl_waitq_init(&w->waiters);
   if ((r = lgreen_signal_start(&w->h, on_signal, signum)) < 0) {
     uv_close((uv_handle_t *)&w->h, on_close);
     return luaL_error(L, "green.signal: cannot catch signal %d: %s", signum,
                       uv_strerror(r));
   }
-  w->ud = ud;
+  w->boxed = 1;
   *ud = w;
+  lgreen_own(hub, &w->own, &watch_box);
   gl_link_push(&st->watches, &w->link);
   if (daemon) {
     if (st->ndaemons++ == 0)
@@ -393,7 +430,7 @@ static int next_wait(lua_State *L, watch *w, uint64_t due);
 static int next_k(lua_State *L, int status, lua_KContext ctx) {
   gl_thread_t *t = lgreen_hub(L)->current;
   int st = lgreen_waited(L, &t->w, NULL);
-  watch *w = *toslot(L);
+  watch *w = towatch(L);
   (void)status;
   if (w == NULL || st == W_CANCELLED) {
     lua_pushnil(L);
@@ -432,7 +469,7 @@ static int next_wait(lua_State *L, watch *w, uint64_t due) {
 */
 static int l_signal_next(lua_State *L) {
   double timeout = lgreen_optseconds(L, 2, -1);
-  watch *w = *toslot(L);
+  watch *w = towatch(L);
   uint64_t due = timeout < 0 ? 0 : gl_now() + lgreen_ns(timeout) + 1;
   lua_settop(L, 2);
   if (w == NULL) {
@@ -479,14 +516,17 @@ static int l_signum(lua_State *L) {
 ** blocks. Also its __close and __gc. */
 static int sig_cancel(lua_State *L) {
   watch **ud = toslot(L);
-  if (*ud != NULL)
-    shut(*ud);
+  watch *w = *ud;
+  if (w != NULL) {
+    *ud = NULL;
+    unbox(w);
+  }
   return 0;
 }
 
 
 static int sig_tostring(lua_State *L) {
-  watch *w = *toslot(L);
+  watch *w = towatch(L);
   const char *name;
   if (w == NULL) {
     lua_pushliteral(L, "green.SignalHandle (cancelled)");
@@ -518,7 +558,8 @@ static void sig_forked(lua_State *L, gl_hub_t *hub, void *ud) {
 }
 
 
-/* At lua_close, after every handle's __gc (newer finalizers run first). */
+/* At lua_close, after every handle's __gc (newer finalizers run first),
+   and box.c's for those collected without it. */
 static int state_gc(lua_State *L) {
   sigstate *st = (sigstate *)lua_touserdata(L, 1);
   lgreen_state(st->hub)->signals = NULL;

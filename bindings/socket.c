@@ -53,10 +53,11 @@ static const void *metaof(lua_State *L, int idx) {
 */
 lsock **lgreen_sock_checkmt(lua_State *L, int idx, const void *mt,
                             const char *tname) {
-  void *p = lua_touserdata(L, idx);
-  if (p != NULL && mt != NULL && metaof(L, idx) == mt)
-    return (lsock **)p;
-  return (lsock **)luaL_checkudata(L, idx, tname);
+  lsock **pp = (lsock **)lua_touserdata(L, idx);
+  if (pp == NULL || mt == NULL || metaof(L, idx) != mt)
+    pp = (lsock **)luaL_checkudata(L, idx, tname);
+  lgreen_sock_get(pp);
+  return pp;
 }
 
 
@@ -67,6 +68,7 @@ static lsock **testud(lua_State *L, int idx) {
   const void *mt = p != NULL ? metaof(L, idx) : NULL;
   if (mt == NULL || (mt != st->mt_stream && mt != st->mt_udp))
     return NULL;
+  lgreen_sock_get((lsock **)p);
   return (lsock **)p;
 }
 
@@ -98,11 +100,14 @@ void lgreen_sock_register(lua_State *L, const luaL_Reg *funcs) {
 }
 
 
+static void sock_orphan(lgreen_owned *o);
+static const lgreen_boxkind sock_box = {offsetof(lsock, own), sock_orphan};
+
+
 lsock *lgreen_sock_new(lua_State *L, lsock_state *st, const lsock_ops *ops,
                        const char *tname) {
-  lsock **pp = (lsock **)lua_newuserdatauv(L, sizeof(lsock *), 0);
+  lsock **pp = (lsock **)lgreen_newbox(L, st->hub, 0, &sock_box);
   lsock *s;
-  *pp = NULL;
   luaL_setmetatable(L, tname);
   s = (lsock *)calloc(1, ops->size);
   if (s == NULL)
@@ -111,20 +116,75 @@ lsock *lgreen_sock_new(lua_State *L, lsock_state *st, const lsock_ops *ops,
   s->h->data = s;
   s->ops = ops;
   s->st = st;
-  s->ud = pp;
   gl_link_init(&s->readers);
   gl_link_init(&s->writers);
   gl_link_init(&s->watchers);
   s->timeout = -1;
   s->born = gl_now();
+  s->flags = LSOCK_BOXED;
   *pp = s;
+  lgreen_own(st->hub, &s->own, &sock_box);
   return s;
 }
 
 
+/* A record that never got its handle: its userdata reads closed, and
+   lets go of it (the record is freed then). */
 void lgreen_sock_discard(lsock *s) {
-  *s->ud = NULL;
-  free(s);
+  s->flags |= LSOCK_CLOSED | LSOCK_HCLOSED;
+}
+
+
+/* Record 's' has no userdata any more: free it once its handle is
+   closed. */
+static void unbox(lsock *s) {
+  lgreen_disown(&s->own);
+  s->flags &= ~LSOCK_BOXED;
+  if (s->flags & LSOCK_HCLOSED)
+    free(s);
+}
+
+
+/*
+** The slow path of 'lgreen_sock_get': the record 'pp' points to was
+** closed by C. Replaced in green.fork's child ('fwd'): the userdata points
+** to the new record from now on. Else it reads closed (NULL).
+*/
+lsock *lgreen_sock_settle(lsock **pp) {
+  lsock *s = *pp;
+  while (s != NULL && (s->flags & LSOCK_CLOSED)) {
+    lsock *n = s->fwd;
+    if (n == NULL) {
+      *pp = NULL;
+      unbox(s);
+      return NULL;
+    }
+    s->fwd = NULL;
+    lgreen_own_replace(&s->own, &n->own);
+    s->flags &= ~LSOCK_BOXED;
+    if (s->flags & LSOCK_HCLOSED)
+      free(s);
+    *pp = n;
+    s = n;
+  }
+  return s;
+}
+
+
+/* Its userdata is gone and its __gc never ran (box.c): close it, and
+   what replaced it in a child of green.fork. */
+static void sock_orphan(lgreen_owned *o) {
+  lsock *s = GL_CONTAINER(o, lsock, own);
+  while (s != NULL) {
+    lsock *n = s->fwd;
+    s->fwd = NULL;
+    s->flags &= ~LSOCK_BOXED;
+    if (s->flags & LSOCK_HCLOSED)
+      free(s);
+    else
+      lgreen_sock_shut(s); /* (closed already: its handle is closing) */
+    s = n;
+  }
 }
 
 /* }====================================================== */
@@ -278,7 +338,7 @@ int lgreen_sock_wait(lua_State *L, lsock *s, gl_link_t *q, const char *what,
 */
 int lgreen_sock_resumed(lua_State *L, gl_wait_cb undo, lsock **ps) {
   int outcome = lgreen_waited(L, lgreen_sock_self(L), undo);
-  *ps = *(lsock **)lua_touserdata(L, 1);
+  *ps = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
   return *ps == NULL ? LSOCK_W_CLOSED : outcome;
 }
 
@@ -416,18 +476,16 @@ static void wake_all(gl_link_t *q) {
 
 
 /*
-** Close 's' without running Lua: mark the userdata closed, wake every
-** waiter with "closed" and every watcher, then the kind closes its handle
-** (memory freed in on_close), after its writes are out if it lingers.
+** Close 's' without running Lua: mark it closed (its userdata, if any,
+** reads closed from now on: 'lgreen_sock_get'), wake every waiter with
+** "closed" and every watcher, then the kind closes its handle (memory
+** freed in on_close, or once no userdata points to it), after its writes
+** are out if it lingers.
 */
 void lgreen_sock_shut(lsock *s) {
   if (s->flags & LSOCK_CLOSED)
     return;
   s->flags |= LSOCK_CLOSED;
-  if (s->ud != NULL) {
-    *s->ud = NULL;
-    s->ud = NULL;
-  }
   wake_all(&s->readers);
   wake_all(&s->writers);
   while (!gl_link_empty(&s->watchers)) {
@@ -480,7 +538,11 @@ struct lsock_linger {
 
 
 static void on_close(uv_handle_t *h) {
-  free(h->data);
+  lsock *s = (lsock *)h->data;
+  if (s->flags & LSOCK_BOXED)
+    s->flags |= LSOCK_HCLOSED; /* its userdata still points to it */
+  else
+    free(s);
 }
 
 
@@ -583,8 +645,13 @@ void lgreen_sock_close_handle(lsock *s) {
 /* sock:close(): wakes every waiting thread with nil, "closed". */
 int lgreen_sock_gc(lua_State *L) {
   lsock **pp = lgreen_sock_checkud(L, 1);
-  if (*pp != NULL)
-    lgreen_sock_shut(*pp);
+  lsock *s = *pp;
+  if (s != NULL) {
+    *pp = NULL;
+    lgreen_disown(&s->own);
+    s->flags &= ~LSOCK_BOXED;
+    lgreen_sock_shut(s);
+  }
   return 0;
 }
 
@@ -614,8 +681,11 @@ int lgreen_sock_close(lua_State *L) {
 ** record and handle on a duplicate of its descriptor, and the old handle
 ** closes -- the child's copies only: no FIN, no RST reaches a peer while
 ** the parent holds the socket. The new one is idle until a thread of the
-** child uses it; its settings and the bytes read already come along. A
-** lingering socket (closed, flushing its writes) just closes.
+** child uses it; its settings and the bytes read already come along. The
+** userdata learns of it the next time it is looked through (the old
+** record forwards, 'fwd': nothing here writes into a userdata, which Lua
+** may have freed without its __gc). A lingering socket (closed, flushing
+** its writes) just closes.
 */
 
 /* Every TCP, pipe and UDP handle on the hub's loop is a socket's, its data
@@ -669,8 +739,9 @@ static void refork(uv_handle_t *h, void *arg) {
   gl_link_init(&n->watchers);
   n->nwatchr = 0;
   n->flags &= ~(LSOCK_READING | LSOCK_POLLING);
-  *n->ud = n;
-  s->ud = NULL;
+  gl_link_init(&n->own.link); /* owned once its userdata looks (settle) */
+  n->fwd = NULL;
+  s->fwd = n; /* its userdata moves to 'n' at its next use */
   s->flags |= LSOCK_CLOSED;
   uv_close(h, on_close); /* what it holds is 'n''s now */
   lgreen_sock_reref(n);

@@ -127,7 +127,8 @@ static int sock_setoption(lua_State *L) {
   } else {
     on = lua_toboolean(L, 3);
   }
-  s = *pp; /* after the arguments: an __index could have closed it */
+  s = lgreen_sock_get(pp); /* after the arguments: an __index could have
+                              closed it */
   if (s == NULL)
     return lgreen_sock_fail(L, UV_EOF);
   if ((r = uv_fileno(s->h, &fd)) < 0)

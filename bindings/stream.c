@@ -603,7 +603,7 @@ static int recv_wait(lua_State *L, lstream *x, lua_KContext ctx) {
 /* Stack: [sock, pattern-or-max, prefix-or-nil]. */
 static int recv_start(lua_State *L, int mode, size_t count,
                       lua_CFunction again) {
-  lstream *x = LSTREAM(*(lsock **)lua_touserdata(L, 1));
+  lstream *x = LSTREAM(lgreen_sock_get((lsock **)lua_touserdata(L, 1)));
   uint64_t due;
   plan p;
   if (x == NULL)
@@ -757,7 +757,7 @@ static int send_wait(lua_State *L, lstream *x, int all, lua_KContext ctx) {
    [pos, end) of data. */
 static int send_start(lua_State *L, size_t pos, size_t end, int all,
                       lua_CFunction again) {
-  lstream *x = LSTREAM(*(lsock **)lua_touserdata(L, 1));
+  lstream *x = LSTREAM(lgreen_sock_get((lsock **)lua_touserdata(L, 1)));
   const char *data = lua_tostring(L, 2);
   uint64_t due;
   if (x == NULL || (x->base.flags & LSOCK_SHUT_WR))
@@ -775,7 +775,7 @@ static int send_start(lua_State *L, size_t pos, size_t end, int all,
          polling loop (settimeout(0), retry on "timeout") progresses as
          LuaSocket's does, then take what fits behind it. */
       lgreen_sock_poll(&x->base);
-      if (*(lsock **)lua_touserdata(L, 1) != &x->base)
+      if (lgreen_sock_get((lsock **)lua_touserdata(L, 1)) != &x->base)
         return send_done(L, all, UV_EOF, pos);
       write_some(x, data, &pos, end);
     }

@@ -36,7 +36,15 @@
 #define TLS_BIOMETH "green.tls.biometh" /* registry: see biometh_new */
 
 
+/*
+** A context and a connection are boxes (box.c): the userdata holds a
+** pointer to the malloc'd record, which lives until the userdata is
+** collected ('free' gives back what the record holds, and leaves it
+** reading freed), or, if Lua frees the userdata without running its
+** __gc, until box.c finds it orphaned.
+*/
 typedef struct tls_ctx {
+  lgreen_owned own;
   SSL_CTX *ctx;
   BIO_METHOD *obio; /* the output BIO's method (user value 1 holds it) */
   unsigned char *alpn; /* wire format (server: what it accepts) */
@@ -45,6 +53,7 @@ typedef struct tls_ctx {
 } tls_ctx;
 
 typedef struct tls_conn {
+  lgreen_owned own;
   SSL *ssl;     /* owns both BIOs */
   BIO *rbio;    /* ciphertext in */
   BIO *wbio;    /* ciphertext out: appends to 'obuf' */
@@ -82,21 +91,52 @@ static int ssl_fail(lua_State *L, const char *what) {
 */
 
 static tls_ctx *checkctx(lua_State *L, int idx) {
-  tls_ctx *c = (tls_ctx *)luaL_checkudata(L, idx, TLS_CTX);
-  if (c->ctx == NULL)
+  tls_ctx *c = *(tls_ctx **)luaL_checkudata(L, idx, TLS_CTX);
+  if (c == NULL || c->ctx == NULL)
     luaL_error(L, "TLS context is freed");
   return c;
 }
 
 
-static int ctx_gc(lua_State *L) {
-  tls_ctx *c = (tls_ctx *)luaL_checkudata(L, 1, TLS_CTX);
+static void ctx_free(tls_ctx *c) {
   SSL_CTX_free(c->ctx); /* SSL objects hold their own reference */
   c->ctx = NULL;
   free(c->alpn);
   c->alpn = NULL;
+  c->alpnlen = 0;
+}
+
+
+/* ctx:free(): give back the OpenSSL context now. */
+static int ctx_freeit(lua_State *L) {
+  tls_ctx *c = *(tls_ctx **)luaL_checkudata(L, 1, TLS_CTX);
+  if (c != NULL)
+    ctx_free(c);
   return 0;
 }
+
+
+static int ctx_gc(lua_State *L) {
+  tls_ctx **pc = (tls_ctx **)luaL_checkudata(L, 1, TLS_CTX);
+  tls_ctx *c = *pc;
+  if (c != NULL) {
+    *pc = NULL;
+    lgreen_disown(&c->own);
+    ctx_free(c);
+    free(c);
+  }
+  return 0;
+}
+
+
+/* Its userdata is gone and its __gc never ran (box.c). */
+static void ctx_orphan(lgreen_owned *o) {
+  tls_ctx *c = GL_CONTAINER(o, tls_ctx, own);
+  ctx_free(c);
+  free(c);
+}
+
+static const lgreen_boxkind ctx_box = {offsetof(tls_ctx, own), ctx_orphan};
 
 
 static int version_of(const char *name) {
@@ -219,11 +259,15 @@ static int ctx_new(lua_State *L) {
   const char *s, *cafile, *capath, *cert, *key;
   size_t len, certlen = 0, keylen = 0;
   int server, verify, v;
+  void **box;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  c = (tls_ctx *)lua_newuserdatauv(L, sizeof(*c), 1);
-  memset(c, 0, sizeof(*c));
+  box = lgreen_newbox(L, lgreen_hub(L), 1, &ctx_box);
   luaL_setmetatable(L, TLS_CTX);
+  if ((c = (tls_ctx *)calloc(1, sizeof(*c))) == NULL)
+    return luaL_error(L, "not enough memory");
+  *box = c;
+  lgreen_own(lgreen_hub(L), &c->own, &ctx_box);
   lua_getfield(L, LUA_REGISTRYINDEX, TLS_BIOMETH);
   c->obio = *(BIO_METHOD **)lua_touserdata(L, -1);
   lua_setiuservalue(L, -2, 1);
@@ -463,8 +507,8 @@ static void biometh_new(lua_State *L) {
 
 
 static tls_conn *checkconn(lua_State *L) {
-  tls_conn *t = (tls_conn *)luaL_checkudata(L, 1, TLS_CONN);
-  if (t->ssl == NULL)
+  tls_conn *t = *(tls_conn **)luaL_checkudata(L, 1, TLS_CONN);
+  if (t == NULL || t->ssl == NULL)
     luaL_error(L, "TLS connection is freed");
   return t;
 }
@@ -484,15 +528,37 @@ static void conn_free(tls_conn *t) {
 
 
 static int conn_gc(lua_State *L) {
-  conn_free((tls_conn *)luaL_checkudata(L, 1, TLS_CONN));
+  tls_conn **pt = (tls_conn **)luaL_checkudata(L, 1, TLS_CONN);
+  tls_conn *t = *pt;
+  if (t != NULL) {
+    *pt = NULL;
+    lgreen_disown(&t->own);
+    conn_free(t);
+    free(t);
+  }
   return 0;
 }
 
 
-/* conn:free(): give everything back now (close). */
+/* conn:free(): give everything back now (close); the record stays (it
+   reads freed) until the userdata is collected. */
 static int conn_freeit(lua_State *L) {
-  return conn_gc(L);
+  tls_conn *t = *(tls_conn **)luaL_checkudata(L, 1, TLS_CONN);
+  if (t != NULL)
+    conn_free(t);
+  return 0;
 }
+
+
+/* Its userdata is gone and its __gc never ran (box.c). */
+static void conn_orphan(lgreen_owned *o) {
+  tls_conn *t = GL_CONTAINER(o, tls_conn, own);
+  conn_free(t);
+  free(t);
+}
+
+static const lgreen_boxkind conn_box = {offsetof(tls_conn, own),
+                                        conn_orphan};
 
 
 /*
@@ -504,11 +570,15 @@ static int conn_new(lua_State *L) {
   tls_ctx *c = checkctx(L, 1);
   const char *name = luaL_optstring(L, 2, NULL);
   int check = lua_toboolean(L, 3);
-  tls_conn *t = (tls_conn *)lua_newuserdatauv(L, sizeof(*t), 2);
+  void **box = lgreen_newbox(L, lgreen_hub(L), 2, &conn_box);
+  tls_conn *t;
   unsigned char ip[16];
   int isip;
-  memset(t, 0, sizeof(*t));
   luaL_setmetatable(L, TLS_CONN);
+  if ((t = (tls_conn *)calloc(1, sizeof(*t))) == NULL)
+    return luaL_error(L, "not enough memory");
+  *box = t;
+  lgreen_own(lgreen_hub(L), &t->own, &conn_box);
   lua_pushvalue(L, 1); /* the context outlives us (ALPN's data) */
   lua_setiuservalue(L, -2, 1);
   ERR_clear_error();
@@ -518,7 +588,7 @@ static int conn_new(lua_State *L) {
   t->rbio = BIO_new(BIO_s_mem());
   t->wbio = BIO_new(c->obio);
   if (t->wbio != NULL)
-    BIO_set_data(t->wbio, t); /* a userdata: it never moves */
+    BIO_set_data(t->wbio, t); /* the record: it never moves */
   if (t->rbio == NULL || t->wbio == NULL) {
     BIO_free(t->rbio);
     BIO_free(t->wbio);
@@ -954,7 +1024,9 @@ static int due_passed(uint64_t due) {
    once freed). */
 static lsock *sock_arg(lua_State *L, tls_conn **pt) {
   lsock **pp = lgreen_sock_checkstream(L);
-  *pt = (tls_conn *)luaL_checkudata(L, 2, TLS_CONN);
+  *pt = *(tls_conn **)luaL_checkudata(L, 2, TLS_CONN);
+  if (*pt == NULL)
+    luaL_error(L, "TLS connection is freed");
   if (*pp != NULL && ((*pp)->flags & LSOCK_LISTENING))
     luaL_error(L, "TLS over a listening socket");
   return *pp;
@@ -1007,7 +1079,7 @@ static void tls_leave(gl_wait_t *w) {
    or nil, err, the last index encrypted (its output goes next). */
 static int send_done(lua_State *L, int waited, const char *err,
                      size_t pos) {
-  tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+  tls_conn *t = *(tls_conn **)lua_touserdata(L, 2);
   if (t->ssl != NULL)
     otrim(t);
   if (waited)
@@ -1037,8 +1109,8 @@ static int send_go(lua_State *L, uint64_t due, int waited) {
   uint64_t target = (uint64_t)lua_tointeger(L, 9);
   int polled = 0;
   for (;;) {
-    lsock *s = *(lsock **)lua_touserdata(L, 1);
-    tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+    lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
+    tls_conn *t = *(tls_conn **)lua_touserdata(L, 2);
     int err;
     if (s == NULL || t->ssl == NULL)
       return send_done(L, waited, "closed", pos);
@@ -1144,8 +1216,8 @@ static int flush_go(lua_State *L, uint64_t due, int waited) {
   uint64_t target = (uint64_t)lua_tointeger(L, 4);
   int polled = 0;
   for (;;) {
-    lsock *s = *(lsock **)lua_touserdata(L, 1);
-    tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+    lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
+    tls_conn *t = *(tls_conn **)lua_touserdata(L, 2);
     int err;
     if (s == NULL || t->ssl == NULL) {
       if (waited)
@@ -1218,8 +1290,8 @@ static int pump_k(lua_State *L, int status, lua_KContext ctx);
 static int pump_go(lua_State *L, uint64_t due, int waited) {
   int input = lua_toboolean(L, 4), polled = 0;
   for (;;) {
-    lsock *s = *(lsock **)lua_touserdata(L, 1);
-    tls_conn *t = (tls_conn *)lua_touserdata(L, 2);
+    lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
+    tls_conn *t = *(tls_conn **)lua_touserdata(L, 2);
     lstream *x;
     if (s == NULL || t->ssl == NULL)
       return closed(L);
@@ -1351,8 +1423,8 @@ static int l_reading(lua_State *L) {
 
 /* What green.http's parser reads in place (bindings/http.h). */
 void *lgreen_tls_checkconn(lua_State *L, int idx) {
-  tls_conn *t = (tls_conn *)luaL_checkudata(L, idx, TLS_CONN);
-  if (t->ssl == NULL)
+  tls_conn *t = *(tls_conn **)luaL_checkudata(L, idx, TLS_CONN);
+  if (t == NULL || t->ssl == NULL)
     luaL_error(L, "TLS connection is freed");
   return t;
 }
@@ -1586,7 +1658,7 @@ static int conn_peercert(lua_State *L) {
 
 
 static const luaL_Reg ctx_meta[] = {
-    {"__gc", ctx_gc}, {"conn", conn_new}, {"free", ctx_gc}, {NULL, NULL}};
+    {"__gc", ctx_gc}, {"conn", conn_new}, {"free", ctx_freeit}, {NULL, NULL}};
 
 static const luaL_Reg conn_meta[] = {{"__gc", conn_gc},
                                      {"free", conn_freeit},
@@ -1619,7 +1691,7 @@ static const luaL_Reg tls_sock_funcs[] = {{"send", l_send},
 
 static void newmeta(lua_State *L, const char *name, const luaL_Reg *m) {
   luaL_newmetatable(L, name);
-  luaL_setfuncs(L, m, 0);
+  lgreen_register(L, m, 0);
   lua_pushvalue(L, -1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
@@ -1633,7 +1705,8 @@ void lgreen_open_tls(lua_State *L, gl_hub_t *hub) {
   newmeta(L, TLS_CTX, ctx_meta);
   newmeta(L, TLS_CONN, conn_meta);
   biometh_new(L);
-  luaL_newlib(L, tls_funcs);
+  lua_newtable(L);
+  lgreen_register(L, tls_funcs, 0);
   lgreen_sock_register(L, tls_sock_funcs);
   lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
   lua_setfield(L, -2, "version");

@@ -406,7 +406,7 @@ static int do_send(lua_State *L, ludp *u, const char *p, size_t len,
 /* Do 'c->op' with the resolved address; stack [sock, ...]. */
 static int act(lua_State *L, lsock_lookup *lk) {
   udpctx *c = (udpctx *)lk;
-  ludp *u = LUDP(*(lsock **)lua_touserdata(L, 1));
+  ludp *u = LUDP(lgreen_sock_get((lsock **)lua_touserdata(L, 1)));
   const struct sockaddr *sa = &c->d.addrs[0].sa;
   int r;
   if (u == NULL)

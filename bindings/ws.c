@@ -3,7 +3,11 @@
 ** socket, for lua/green/http/ws.lua; the handshake's SHA-1 and base64
 ** and the client's masking keys from OpenSSL's libcrypto.
 **
-** A 'green.ws' userdata holds a wslay event context. Reading: wslay's
+** A 'green.ws' userdata is a box (box.c) holding a pointer to a malloc'd
+** record with a wslay event context: the record lives until the userdata
+** is collected (its __close gives back what it holds), or, if Lua frees
+** the userdata without running its __gc, until box.c finds it orphaned.
+** Reading: wslay's
 ** recv callback takes bytes straight from the socket's read buffer
 ** (consuming them), its message callback copies each complete message
 ** (fragments reassembled by wslay, up to 'max_message_size') into a C
@@ -34,6 +38,7 @@ typedef struct wsmsg {
 } wsmsg;
 
 typedef struct ws {
+  lgreen_owned own;
   wslay_event_context_ptr ctx;
   lstream *x;        /* during a wslay_event_recv: the socket read */
   void *t;           /* or the TLS conn whose plaintext is read */
@@ -186,15 +191,15 @@ static const struct wslay_event_callbacks callbacks = {
 
 
 static ws *check_ws(lua_State *L, int idx) {
-  ws *w = (ws *)luaL_checkudata(L, idx, LGREEN_WS);
-  if (w->ctx == NULL)
+  ws *w = *(ws **)luaL_checkudata(L, idx, LGREEN_WS);
+  if (w == NULL || w->ctx == NULL)
     luaL_error(L, "green.ws: the WebSocket is gone");
   return w;
 }
 
 
-static int ws_gc(lua_State *L) {
-  ws *w = (ws *)luaL_checkudata(L, 1, LGREEN_WS);
+/* Give back what 'w' holds; the record stays. */
+static void ws_release(ws *w) {
   while (w->head) {
     wsmsg *m = w->head;
     w->head = m->next;
@@ -208,19 +213,53 @@ static int ws_gc(lua_State *L) {
     wslay_event_context_free(w->ctx);
     w->ctx = NULL;
   }
+}
+
+
+static int ws_close(lua_State *L) {
+  ws *w = *(ws **)luaL_checkudata(L, 1, LGREEN_WS);
+  if (w != NULL)
+    ws_release(w);
   return 0;
 }
+
+
+static int ws_gc(lua_State *L) {
+  ws **pw = (ws **)luaL_checkudata(L, 1, LGREEN_WS);
+  ws *w = *pw;
+  if (w != NULL) {
+    *pw = NULL;
+    lgreen_disown(&w->own);
+    ws_release(w);
+    free(w);
+  }
+  return 0;
+}
+
+
+/* Its userdata is gone and its __gc never ran (box.c). */
+static void ws_orphan(lgreen_owned *o) {
+  ws *w = GL_CONTAINER(o, ws, own);
+  ws_release(w);
+  free(w);
+}
+
+static const lgreen_boxkind ws_box = {offsetof(ws, own), ws_orphan};
 
 
 /* ws_new(server, max_message_size): a framing context for one end. */
 static int l_ws_new(lua_State *L) {
   int server = lua_toboolean(L, 1);
   lua_Number max = luaL_checknumber(L, 2);
-  ws *w = (ws *)lua_newuserdatauv(L, sizeof(ws), 0);
+  void **box = lgreen_newbox(L, lgreen_hub(L), 0, &ws_box);
+  ws *w;
   int r;
-  memset(w, 0, sizeof(*w));
-  w->server = server;
   luaL_setmetatable(L, LGREEN_WS);
+  if ((w = (ws *)calloc(1, sizeof(*w))) == NULL)
+    return luaL_error(L, "not enough memory");
+  *box = w;
+  lgreen_own(lgreen_hub(L), &w->own, &ws_box);
+  w->server = server;
   r = server ? wslay_event_context_server_init(&w->ctx, &callbacks, w)
              : wslay_event_context_client_init(&w->ctx, &callbacks, w);
   if (r != 0)
@@ -382,7 +421,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
     lua_pushliteral(L, "timeout");
     return 2;
   }
-  return receive_step(L, LSTREAM(s), (ws *)lua_touserdata(L, 2), 1,
+  return receive_step(L, LSTREAM(s), *(ws **)lua_touserdata(L, 2), 1,
                       (uint64_t)ctx);
 }
 
@@ -530,7 +569,7 @@ static int l_ws_key(lua_State *L) {
 
 static const luaL_Reg ws_meta[] = {
     {"__gc", ws_gc},
-    {"__close", ws_gc},
+    {"__close", ws_close},
     {NULL, NULL},
 };
 
