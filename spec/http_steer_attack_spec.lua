@@ -75,38 +75,53 @@ local ALLOWED = { [100] = true, [101] = true, [200] = true, [400] = true,
 local function cases()
   local list = {}
   local i = 0
+  local function add(m, version, f, conn, up, expect, handler, after)
+    i = i + 1
+    local id = "c" .. i
+    local t = {
+      m[1], " ", m[2], " HTTP/", version, "\r\nHost: h\r\n",
+      "X-Case: ", id, "\r\nX-Handler: ", handler, "\r\n", f[2],
+    }
+    if conn then t[#t + 1] = "Connection: " .. conn .. "\r\n" end
+    if up then
+      t[#t + 1] = "Upgrade: websocket\r\nSec-WebSocket-Version: 13"
+        .. "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    end
+    if expect then t[#t + 1] = "Expect: " .. expect .. "\r\n" end
+    t[#t + 1] = "\r\n"
+    t[#t + 1] = f[3]
+    t[#t + 1] = after[2]:format(id)
+    list[#list + 1] = {
+      id = id, data = table.concat(t), method = m[1],
+      version = version, framing = f[1], refused = f[4],
+      conn = conn, upgrade = up, expect = expect,
+      handler = handler, after = after[1],
+    }
+  end
   for mi, m in ipairs(METHODS) do
     for ci, conn in ipairs(CONNECTIONS) do
       for up = 0, 1 do
         for fi, f in ipairs(FRAMINGS) do
           for pass = 1, 2 do
-            i = i + 1
-            local id = "c" .. i
-            local version = VERSIONS[(i + mi) % #VERSIONS + 1]
-            local expect = EXPECTS[(i // 7 + fi) % #EXPECTS + 1]
-            local handler = HANDLERS[(i + ci + pass) % #HANDLERS + 1]
+            local n = i + 1
+            local version = VERSIONS[(n // 2 + mi + ci + fi) % #VERSIONS + 1]
+            local expect = EXPECTS[(n // 5 + up + fi + pass) % #EXPECTS + 1]
+            local handler = HANDLERS[(n + ci + pass) % #HANDLERS + 1]
             local after = pass == 1 and AFTERS[2]
-              or AFTERS[({ 1, 3, 4 })[(i // 2 + mi + fi) % 3 + 1]]
-            local t = {
-              m[1], " ", m[2], " HTTP/", version, "\r\nHost: h\r\n",
-              "X-Case: ", id, "\r\nX-Handler: ", handler, "\r\n", f[2],
-            }
-            if conn then t[#t + 1] = "Connection: " .. conn .. "\r\n" end
-            if up == 1 then
-              t[#t + 1] = "Upgrade: websocket\r\nSec-WebSocket-Version: 13"
-                .. "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            end
-            if expect then t[#t + 1] = "Expect: " .. expect .. "\r\n" end
-            t[#t + 1] = "\r\n"
-            t[#t + 1] = f[3]
-            t[#t + 1] = after[2]:format(id)
-            list[#list + 1] = {
-              id = id, data = table.concat(t), method = m[1],
-              version = version, framing = f[1], refused = f[4],
-              conn = conn, upgrade = up == 1, expect = expect,
-              handler = handler, after = after[1],
-            }
+              or AFTERS[({ 1, 3, 4 })[(n // 2 + mi + fi) % 3 + 1]]
+            add(m, version, f, conn, up == 1, expect, handler, after)
           end
+        end
+      end
+    end
+  end
+  -- and the WebSocket upgrade (which the rotation would rarely meet with
+  -- all it needs) with each framing, Expect and follower
+  for _, conn in ipairs { "upgrade", "keep-alive, Upgrade" } do
+    for _, f in ipairs(FRAMINGS) do
+      for _, expect in ipairs(EXPECTS) do
+        for _, after in ipairs(AFTERS) do
+          add(METHODS[1], "1.1", f, conn, true, expect, "websocket", after)
         end
       end
     end
@@ -217,7 +232,7 @@ end
 
 -- The invariants of one exchange: `resp` the bytes the client got, `seen`
 -- the handlers' record.
-local function check(case, resp, err, byid)
+local function check(case, resp, err, byid, tally)
   local what = describe_case(case)
   assert.are_not.equal("timeout", err, "the server never ended " .. what)
   local rs, why = parse(resp, case.method == "HEAD")
@@ -226,6 +241,7 @@ local function check(case, resp, err, byid)
   local after = byid[case.id .. "-after"]
   local finals, closed = {}, false
   for i, r in ipairs(rs) do
+    tally[r.status] = (tally[r.status] or 0) + 1
     assert.is_true(ALLOWED[r.status] or false,
                    ("status %d for %s"):format(r.status, what))
     assert.is_false(closed, "a response after a refusal or a 101 for "
@@ -268,6 +284,7 @@ local function check(case, resp, err, byid)
                    "not refused: " .. what)
   end
   if after then
+    tally.after = (tally.after or 0) + 1
     -- only behind a request that was served and answered in full, and
     -- never where its bytes were the first one's body
     assert.is_truthy(first, "the follower served alone: " .. what)
@@ -276,12 +293,19 @@ local function check(case, resp, err, byid)
                          "a body's bytes served as a request: " .. what)
     assert.are.equal(200, finals[1] and finals[1].status,
                      "a request served after a refusal: " .. what)
+    -- nor behind one that asked for the connection's end
+    assert.are_not.equal("close", case.conn,
+                         "served after Connection: close: " .. what)
+    assert.is_false(case.version == "1.0"
+                    and not (case.conn or ""):find("keep%-alive"),
+                    "served after an HTTP/1.0 request without keep-alive: "
+                    .. what)
   end
   return served
 end
 
 local function run_cases(port, list, seen, tls, width)
-  local byid = {}
+  local byid, tally = {}, {}
   local i = 0
   local failure
   while i < #list do
@@ -300,7 +324,8 @@ local function run_cases(port, list, seen, tls, width)
     -- the handlers' record of this batch, by case
     for _, s in ipairs(seen) do byid[s.id] = s end
     for k, res in ipairs(results) do
-      local ok, e = pcall(check, list[i + k], res[1], res[2], byid)
+      local ok, e = pcall(check, list[i + k], res[1], res[2], byid,
+                          tally)
       if not ok then
         failure = failure or e
         if os.getenv("STEER_ALL") then -- every failure, one line each
@@ -316,13 +341,14 @@ local function run_cases(port, list, seen, tls, width)
     i = i + #batch
   end
   if failure then error(failure, 0) end
+  return tally
 end
 
 local OPTS = { max_header_size = 4096, max_body_size = 4096,
                header_timeout = 0.3, body_timeout = 0.3,
                keepalive_timeout = 0.1 }
 
-local function sweep(list, tls_listen, tls_connect, width)
+local function sweep(list, tls_listen, tls_connect, width, expected)
   local reports = {}
   local old = green.on_error(function(_, err, _, what)
     reports[#reports + 1] = { err = tostring(err), what = what }
@@ -332,7 +358,11 @@ local function sweep(list, tls_listen, tls_connect, width)
     local srv = assert(green.listen("127.0.0.1", 0, tls_listen))
     local _, port = srv:getsockname()
     local gt = green.spawn(green.http.serve, srv, make_handler(seen), OPTS)
-    run_cases(port, list, seen, tls_connect, width)
+    local tally = run_cases(port, list, seen, tls_connect, width)
+    -- the sweep reached each outcome (not vacuous)
+    for _, st in ipairs(expected) do
+      assert.is_true((tally[st] or 0) > 0, "no " .. st .. " in the sweep")
+    end
     assert.is_nil(seen.smuggled, "a request smuggled out of a body")
     -- still serving: a clean request
     local r = exchange(port, { data = "POST /clean HTTP/1.1\r\nX-Case: "
@@ -425,7 +455,8 @@ describe("green.http.serve against a sweep of steering heads", function()
     local list = cases()
     assert.is_true(#list > 1000 and #list < 4000)
     green_run(function()
-      sweep(list, nil, nil, 24)
+      sweep(list, nil, nil, 24, { 100, 101, 200, 400, 408, 413, 417, 500,
+                                  505, "after" })
     end, 120)
   end)
 
@@ -436,7 +467,7 @@ describe("green.http.serve against a sweep of steering heads", function()
       local p = function(name) return dir .. "/" .. name end
       sweep(list, { tls = { certificate = p("leaf.pem"),
                             key = p("leaf.key") } },
-            { cafile = p("ca.pem") }, 16)
+            { cafile = p("ca.pem") }, 16, { 101, 200, 400, 500, "after" })
     end, 120)
   end)
 end)
