@@ -21,6 +21,11 @@ teardown(function() S.cleanup(dir) end)
 -- the handler must never see as one (it is smuggled if it does)
 local HIDDEN = "GET /hidden HTTP/1.1\r\nX-Case: hidden\r\n\r\n"
 local NB = #HIDDEN
+-- chunked bodies: HIDDEN as a chunk, or HIDDEN after the last chunk
+-- (where a back end that takes the chunked framing and a front end that
+-- takes another one disagree on where the request ends)
+local CHUNKED = ("%x\r\n"):format(NB) .. HIDDEN .. "\r\n0\r\n\r\n"
+local CHUNKED0 = "0\r\n\r\n" .. HIDDEN
 
 local METHODS = {
   { "GET", "/p" }, { "HEAD", "/p" }, { "POST", "/p" },
@@ -51,6 +56,23 @@ local FRAMINGS = {
   { "chunked-ext-trailer", "Transfer-Encoding: chunked\r\n",
     ("%x;ext=1;q=\"a b\"\r\n"):format(NB) .. HIDDEN
       .. "\r\n0\r\nX-Trailer: 1\r\n\r\n" },
+  -- the classic disagreements between a front and a back end
+  { "te-chunked-then-gzip", "Transfer-Encoding: chunked\r\n"
+      .. "Transfer-Encoding: gzip\r\n", CHUNKED0, true },
+  { "te-chunked-comma-gzip", "Transfer-Encoding: chunked, gzip\r\n",
+    CHUNKED0, true },
+  { "te-gzip-then-chunked", "Transfer-Encoding: gzip\r\n"
+      .. "Transfer-Encoding: chunked\r\n", CHUNKED },
+  { "te-space-colon", "Transfer-Encoding : chunked\r\n", CHUNKED0, true },
+  { "te-fold", "Transfer-Encoding: gzip,\r\n chunked\r\n", CHUNKED },
+  { "te-case-tab", "Transfer-Encoding:\tChUnKeD\r\n", CHUNKED },
+  { "te-xchunked-cl", "Content-Length: " .. #CHUNKED0 .. "\r\n"
+      .. "Transfer-Encoding: xchunked\r\n", CHUNKED0, true },
+  { "te-chunked-cl-all", "Transfer-Encoding: chunked\r\nContent-Length: "
+      .. #CHUNKED0 .. "\r\n", CHUNKED0, true },
+  { "cl-plus", "Content-Length: +" .. NB .. "\r\n", HIDDEN, true },
+  { "cl-spaced", "Content-Length: 1 " .. NB .. "\r\n", HIDDEN, true },
+  { "te-empty", "Transfer-Encoding: \r\n", HIDDEN },
 }
 local CONNECTIONS = { false, "close", "keep-alive", "upgrade",
                       "keep-alive, Upgrade" }
