@@ -182,8 +182,9 @@ local function make_handler(seen)
 end
 
 -- The responses in `s`: a list of { status, body, head } or nil, why.
--- HEAD's response has no body (but a refusal of a HEAD may: either is
--- taken if the rest then parses); parsing stops after a 101.
+-- The response to a HEAD has no body (a refusal of a head that could not
+-- be parsed may: there either is taken if the rest then parses); parsing
+-- stops after a 101.
 local function parse(s, head_first)
   local out, pos = {}, 1
   local finals = 0
@@ -223,7 +224,10 @@ local function parse(s, head_first)
         r.body = table.concat(body)
       elseif cl then
         cl = tonumber(cl)
-        if nobody and (pos > #s or s:find("^HTTP/1%.1 ", pos)) then
+        -- (a head the server could not parse may have been a HEAD's:
+        -- its refusal may have a body; any other has none)
+        if nobody and (st ~= 400 and st ~= 414 and st ~= 431
+                       or pos > #s or s:find("^HTTP/1%.1 ", pos)) then
           cl = 0
         end
         if pos + cl - 1 > #s then return nil, "a short body" end
@@ -411,6 +415,7 @@ describe("green.http.serve against a sweep of steering heads", function()
     green_run(function()
       local paths = {}
       local port, stop = h.http_serve(function(req)
+        if req.headers["x-fail"] then error("steer-boom") end
         paths[#paths + 1] = req.path or req.method
         return 200, nil, "served " .. tostring(req.path)
       end, { keepalive_timeout = 0.1, body_timeout = 0.3 })
@@ -446,6 +451,33 @@ describe("green.http.serve against a sweep of steering heads", function()
         .. "GET /after HTTP/1.1\r\nConnection: close\r\n\r\n")
       assert.matches("served /p.*served /after$", r)
       assert.are.same({ "/p", "/after" }, paths)
+    end)
+  end)
+
+  it("answers a HEAD it refuses, or whose handler fails, with a head"
+     .. " alone (its refusals had a body)", function()
+    serve_paths(function(send)
+      local reports = 0
+      local old = green.on_error(function(_, err)
+        assert.matches("steer%-boom", tostring(err))
+        reports = reports + 1
+      end)
+      for _, head in ipairs {
+        "Expect: x-other\r\n", -- 417
+        "Content-Length: 100000000\r\n", -- 413
+        "X-Fail: 1\r\n", -- the handler fails: 500
+      } do
+        local r = send("HEAD /p HTTP/1.1\r\n" .. head .. "\r\n")
+        assert.matches("^HTTP/1%.1 [45]%d%d ", r)
+        assert.matches("\r\nContent%-Length: %d+\r\n", r)
+        assert.matches("^[^\n]*\r\n.-\r\n\r\n$", r) -- nothing after
+      end
+      -- (and a GET's refusal has its body)
+      local r = send("GET /p HTTP/1.1\r\nExpect: x-other\r\n\r\n")
+      assert.matches("^HTTP/1%.1 417 .*\r\n\r\n417 Expectation Failed\n$",
+                     r)
+      green.on_error(old)
+      assert.are.equal(1, reports)
     end)
   end)
 
