@@ -188,6 +188,22 @@ static int on_headers_complete(http_parser *p) {
   hparser *hp = hp_of(p);
   hp->keepalive = http_should_keep_alive(p);
   hp->phase = PH_BODY;
+  if (p->upgrade && p->type == HTTP_REQUEST &&
+      ((p->flags & F_CHUNKED) || p->uses_transfer_encoding ||
+       (p->content_length > 0 && p->content_length != ULLONG_MAX))) {
+    /* An upgrade (or CONNECT) whose head announces a body: libhttp-parser
+       would stop after the head, leaving the body to be read as the next
+       request (smuggled), and skip its checks of the framing (a
+       Transfer-Encoding other than chunked: a 400). Upgrade with a body is
+       an ordinary request (RFC 9110 7.8 lets a server ignore Upgrade): the
+       parser goes on through its checks, then the body. A CONNECT has no
+       content (RFC 9110 9.3.6): one announced is refused. */
+    p->upgrade = 0;
+    if (p->method == HTTP_CONNECT) {
+      hp->status = 400;
+      return -1;
+    }
+  }
   if (p->type != HTTP_REQUEST || (p->flags & F_CHUNKED) ||
       (p->content_length > 0 && p->content_length != ULLONG_MAX))
     http_parser_pause(p, 1);
@@ -478,12 +494,6 @@ static hspan trim(const char *h, hspan sp) {
 /* What follows the head: BK_* and the length. */
 static void body_kind(hparser *hp) {
   http_parser *p = &hp->p;
-  if (p->upgrade && p->type == HTTP_REQUEST && p->method != HTTP_CONNECT &&
-      ((p->flags & F_CHUNKED) ||
-       (p->content_length > 0 && p->content_length != ULLONG_MAX)))
-    p->upgrade = 0; /* Upgrade with a body: an ordinary request (RFC 9110
-                       7.8 lets a server ignore Upgrade); libhttp-parser
-                       reads its body either way, and would stop after it */
   hp->upgrade = p->upgrade;
   if (hp->upgrade || (p->flags & F_SKIPBODY))
     hp->bodykind = BK_NONE;

@@ -56,13 +56,15 @@ local DRAIN_MAX = 64 * 1024
 local Request = {}
 Request.__name = "green.http.Request"
 
---- Error bodies the server writes itself.
-local function simple(status, keep)
+--- Error bodies the server writes itself; for `req` a HEAD request, the
+-- head alone (no content in a response to HEAD, RFC 9110 9.3.2).
+local function simple(status, keep, req)
   local body = status .. " " .. (common.REASONS[status] or "Error") .. "\n"
   return concat {
     status_line(status), date_line(),
     "Content-Type: text/plain\r\nContent-Length: ", #body, "\r\n",
-    keep and "" or "Connection: close\r\n", "\r\n", body }
+    keep and "" or "Connection: close\r\n", "\r\n",
+    (req and req.method == "HEAD") and "" or body }
 end
 
 -- Send the responses that wait in the parser's output (laid out there by
@@ -300,7 +302,7 @@ local function requests(c)
       end
     end
     if ctl and ctl ~= true then -- refused before the handler (505, 413, 417)
-      queue(c, simple(ctl, false))
+      queue(c, simple(ctl, false, req))
       if log then log(req, ctl) end
       return
     end
@@ -322,7 +324,7 @@ local function requests(c)
       if c.failed then -- the request was at fault (body too large, ...)
         status = c.failed
         c.sent = status
-        queue(c, simple(status, false))
+        queue(c, simple(status, false, req))
         c.req = false
         if log then log(req, status) end
         return
@@ -389,7 +391,9 @@ local function connection(srv, sock, addr)
       -- out; its frames follow: the WebSocket's end closes it)
       local _, _, sent = http_state(c.parser)
       sent = c.sent or sent
-      if not sent and not c.broken then queue(c, simple(500, false)) end
+      if not sent and not c.broken then
+        queue(c, simple(500, false, req))
+      end
       if o.log then o.log(req, sent or 500) end
     end
   end
