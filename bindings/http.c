@@ -100,6 +100,7 @@ typedef struct hparser {
   time_t datesec;    /* the second 'date' was made for */
   size_t datelen;
   char date[48];     /* "Date: ...\r\n" */
+  lgreen_owned own;  /* a box's record (box.c) */
 } hparser;
 
 /* Body kinds. */
@@ -305,17 +306,27 @@ static void next_message(hparser *hp) {
 ** =======================================================
 */
 
+static void parser_orphan(lgreen_owned *o);
+static const lgreen_boxkind parser_box = {offsetof(hparser, own),
+                                          parser_orphan};
+
+
 /* The parser at 'idx', checked against the metatable in upvalue 3 (by
    address: no lookup by name per call). */
 static hparser *check_parser(lua_State *L, int idx) {
   void *u = lua_touserdata(L, idx);
+  hparser *hp;
+  int ours = 0;
   if (u != NULL && lua_getmetatable(L, idx)) {
-    int ours = lua_rawequal(L, -1, lua_upvalueindex(3));
+    ours = lua_rawequal(L, -1, lua_upvalueindex(3));
     lua_pop(L, 1);
-    if (ours)
-      return (hparser *)u;
   }
-  return (hparser *)luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
+  if (!ours)
+    u = luaL_checkudata(L, idx, LGREEN_HTTP_PARSER);
+  hp = *(hparser **)u;
+  if (hp == NULL) /* (only a finalizer could see its own __gc's work) */
+    luaL_error(L, "http: the parser was collected");
+  return hp;
 }
 
 
@@ -333,6 +344,7 @@ static int l_http_parser(lua_State *L) {
   lua_Integer max_headers = luaL_checkinteger(L, 3);
   lua_Number max_body = luaL_checknumber(L, 4);
   hparser *hp;
+  void **box;
   luaL_argcheck(L, max_head > 0 && max_head < (1 << 30), 2,
                 "positive size expected");
   luaL_argcheck(L, max_headers > 0 && max_headers < (1 << 20), 3,
@@ -341,8 +353,12 @@ static int l_http_parser(lua_State *L) {
   luaL_checktype(L, 5, LUA_TTABLE);
   luaL_checktype(L, 6, LUA_TTABLE);
   lua_settop(L, 8);
-  hp = (hparser *)lua_newuserdatauv(L, sizeof(*hp), 5);
-  memset(hp, 0, sizeof(*hp));
+  box = lgreen_newbox(L, lgreen_hub(L), 5, &parser_box);
+  luaL_setmetatable(L, LGREEN_HTTP_PARSER);
+  if ((hp = (hparser *)calloc(1, sizeof(*hp))) == NULL)
+    return luaL_error(L, "not enough memory");
+  *box = hp;
+  lgreen_own(lgreen_hub(L), &hp->own, &parser_box);
   http_parser_init(&hp->p, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE);
   hp->max_head = (uint32_t)max_head;
   hp->max_headers = (uint32_t)max_headers;
@@ -350,7 +366,6 @@ static int l_http_parser(lua_State *L) {
   hp->h = hp->inl;
   hp->caph = NINLINE;
   next_message(hp);
-  luaL_setmetatable(L, LGREEN_HTTP_PARSER);
   lua_pushvalue(L, 5);
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, 6);
@@ -363,8 +378,8 @@ static int l_http_parser(lua_State *L) {
 }
 
 
-static int parser_gc(lua_State *L) {
-  hparser *hp = (hparser *)luaL_checkudata(L, 1, LGREEN_HTTP_PARSER);
+/* Give back the buffers of 'hp' (it stays usable: they are remade). */
+static void parser_release(hparser *hp) {
   if (hp->h != hp->inl)
     free(hp->h);
   hp->h = hp->inl;
@@ -376,7 +391,38 @@ static int parser_gc(lua_State *L) {
   free(hp->ob);
   hp->ob = NULL;
   hp->olen = hp->ocap = 0;
+}
+
+
+/* __close and http_free(parser): its buffers, now (the server's
+   connection, the client's at their end; see box.c for why not only at
+   the parser's __gc). */
+static int parser_free(lua_State *L) {
+  hparser *hp = *(hparser **)luaL_checkudata(L, 1, LGREEN_HTTP_PARSER);
+  if (hp != NULL)
+    parser_release(hp);
   return 0;
+}
+
+
+static int parser_gc(lua_State *L) {
+  hparser **box = (hparser **)luaL_checkudata(L, 1, LGREEN_HTTP_PARSER);
+  hparser *hp = *box;
+  if (hp != NULL) {
+    *box = NULL;
+    lgreen_disown(&hp->own);
+    parser_release(hp);
+    free(hp);
+  }
+  return 0;
+}
+
+
+/* Its userdata is gone and its __gc never ran (box.c). */
+static void parser_orphan(lgreen_owned *o) {
+  hparser *hp = GL_CONTAINER(o, hparser, own);
+  parser_release(hp);
+  free(hp);
 }
 
 /* }====================================================== */
@@ -1123,7 +1169,7 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
 static int head_k(lua_State *L, int status, lua_KContext ctx) {
   lsock *s;
   int outcome = lgreen_sock_resumed(L, lgreen_http_leave, &s);
-  hparser *hp = (hparser *)lua_touserdata(L, 2);
+  hparser *hp = *(hparser **)lua_touserdata(L, 2);
   (void)status;
   (void)ctx;
   if (outcome == LSOCK_W_CLOSED)
@@ -1252,7 +1298,7 @@ static int body_k(lua_State *L, int status, lua_KContext ctx) {
     lgreen_http_leave(lgreen_sock_self(L));
     return fail(L, "timeout");
   }
-  return body_step(L, LSTREAM(s), (hparser *)lua_touserdata(L, 2), 1,
+  return body_step(L, LSTREAM(s), *(hparser **)lua_touserdata(L, 2), 1,
                    (uint64_t)ctx);
 }
 
@@ -2010,7 +2056,7 @@ static int run_respond(lua_State *L, hparser *hp) {
 ** handler and the log hook may yield: this is their continuation.
 */
 static int run_k(lua_State *L, int status, lua_KContext ctx) {
-  hparser *hp = (hparser *)lua_touserdata(L, R_PARSER);
+  hparser *hp = *(hparser **)lua_touserdata(L, R_PARSER);
   (void)status;
   for (;;) {
     if (ctx == RUN_HANDLER) {
@@ -2185,13 +2231,14 @@ static int l_http_parse_url(lua_State *L) {
 
 static const luaL_Reg parser_meta[] = {
     {"__gc", parser_gc},
-    {"__close", parser_gc},
+    {"__close", parser_free},
     {NULL, NULL},
 };
 
 
 static const luaL_Reg funcs[] = {
     {"http_parser", l_http_parser},
+    {"http_free", parser_free},
     {"http_head", l_http_head},
     {"http_body", l_http_body},
     {"http_head_tls", l_http_head_tls},

@@ -456,6 +456,53 @@ end)
 
 
 -- {==================================================================
+-- HTTP parsers: a client whose kept connections are dropped with it,
+-- a WebSocket handshake, a server's connection (the server frees its
+-- parsers' buffers at the connection's end; the record is the box's).
+
+local HTTP = [[
+skip_gc(function()
+  local srv = assert(green.listen("127.0.0.1", 0))
+  local _, port = srv:getsockname()
+  local gt = green.spawn(green.http.serve, srv, function(req)
+    return 200, { ["x-long"] = ("v"):rep(600) }, req.path
+  end)
+  local client = green.http.Client()
+  for i = 1, 3 do -- each keeps its connection (and its parser) idle
+    local r = assert(client:request { url = "http://127.0.0.1:" .. port
+                                        .. "/" .. i })
+    assert(r.status == 200 and r.body == "/" .. i)
+  end
+  srv:close()
+  gt:wait()
+  -- the client and its idle connections are dropped unclosed
+end)
+if MODE == "sweep" then
+  local before = core.boxes().orphans
+  sweep()
+  assert(core.boxes().orphans - before >= 3, "orphans given back")
+end
+print("ok")
+]]
+
+describe("HTTP parsers whose __gc Lua skipped", function()
+  it("are freed at the end (LeakSanitizer before)", function()
+    check(HTTP, "end", 3)
+  end)
+
+  it("are freed at lua_close under stock lua5.4", function()
+    check(HTTP, "end", 3, true)
+  end)
+
+  it("are freed by the sweep", function()
+    check(HTTP, "sweep", 3)
+  end)
+end)
+
+-- }==================================================================
+
+
+-- {==================================================================
 -- Prefork's heartbeat stamps (a shared mapping).
 
 local STAMPS = [[

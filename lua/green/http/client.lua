@@ -8,8 +8,9 @@ local core = require "green.core"
 local common = require "green.http.common"
 local semaphore = require "green.semaphore"
 
-local http_parser, http_head, http_body, http_parse_url =
-  core.http_parser, core.http_head, core.http_body, core.http_parse_url
+local http_parser, http_head, http_body, http_parse_url, http_free =
+  core.http_parser, core.http_head, core.http_body, core.http_parse_url,
+  core.http_free
 local Headers = common.Headers
 local tls_head, tls_body = common.tls_head, common.tls_body
 local check_header, lower_name = common.check_header, common.lower
@@ -70,6 +71,14 @@ local Unit = { __close = function(u)
   end
 end }
 
+-- The end of a connection: its socket closed and its parser's buffers
+-- freed now (a parser's __gc is skipped when Lua collects it in a thread
+-- at its stack limit; the parser stays usable, its buffers remade).
+local function close_conn(conn)
+  conn.sock:close()
+  http_free(conn.parser)
+end
+
 -- Take a connection to `key` (host, port): an idle one, or a new one;
 -- waits while max_per_host are in use.
 local function take(client, u, timeout, topts)
@@ -84,7 +93,7 @@ local function take(client, u, timeout, topts)
       conn.reused = true
       return conn
     end
-    conn.sock:close()
+    close_conn(conn)
   end
   local sock, err
   if u.tls then
@@ -126,7 +135,7 @@ local function give(conn, keep)
     conn.given = false
     p.idle[#p.idle + 1] = conn
   else
-    conn.sock:close()
+    close_conn(conn)
   end
   p.sem:release()
 end
@@ -546,7 +555,7 @@ end
 function Client:close()
   for _, p in pairs(self.pools) do
     for i = #p.idle, 1, -1 do
-      p.idle[i].sock:close()
+      close_conn(p.idle[i])
       p.idle[i] = nil
     end
   end

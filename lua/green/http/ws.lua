@@ -363,8 +363,10 @@ function M.connect(url, opts)
   local ok
   ok, err = sock:sendall(concat(t))
   if not ok then return nil, err end
-  local parser = core.http_parser("response", 64 * 1024, 256, 0,
-                                  {}, common.Headers)
+  -- (its buffers freed when the handshake is done, not at its __gc,
+  -- which Lua skips in a thread at its stack limit)
+  local parser <close> = core.http_parser("response", 64 * 1024, 256, 0,
+                                          {}, common.Headers)
   local resp, kind = (tls and common.tls_head or core.http_head)(
     sock, parser, true, opts.timeout, opts.timeout)
   if not resp then
