@@ -242,6 +242,41 @@ function helper.http_serve(handler, opts)
   end, gt
 end
 
+--- A raw test server (a peer that may misbehave) on a free port of
+-- `host` (default 127.0.0.1): `script(c, n, st)` runs in a thread of its
+-- own for each connection accepted (n: 1 for the first, ...; the socket's
+-- timeout 20 s), and the socket is closed when it returns or fails.
+-- Returns the port and `st`: `n` (connections accepted so far),
+-- `stop()` (closes the listener, kills the scripts still running, waits
+-- for them). From a green thread.
+function helper.raw_server(script, host)
+  local srv = assert(green.listen(host or "127.0.0.1", 0))
+  local _, port = srv:getsockname()
+  local st = { n = 0, threads = {} }
+  local acceptor = green.spawn(function()
+    while true do
+      local c = srv:accept()
+      if not c then return end
+      st.n = st.n + 1
+      st.threads[#st.threads + 1] = green.spawn(function(k)
+        c:settimeout(20)
+        local ok, err = pcall(script, c, k, st)
+        c:close()
+        if not ok then error(err, 0) end
+      end, st.n)
+    end
+  end)
+  function st.stop()
+    srv:close()
+    acceptor:wait()
+    for _, gt in ipairs(st.threads) do
+      if not gt:dead() then gt:kill() end
+      gt:wait()
+    end
+  end
+  return port, st
+end
+
 --- Path of the built greenlua executable.
 local build = os.getenv("GREENLUA_BUILD") or "./build"
 helper.greenlua = build .. "/greenlua"

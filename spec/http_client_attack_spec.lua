@@ -14,30 +14,7 @@ local h = require "helper"
 -- scripts still running, waits for them).
 local function hostile(script, host)
   host = host or "127.0.0.1"
-  local srv = assert(green.listen(host, 0))
-  local _, port = srv:getsockname()
-  local st = { n = 0, threads = {} }
-  local acceptor = green.spawn(function()
-    while true do
-      local c = srv:accept()
-      if not c then return end
-      st.n = st.n + 1
-      st.threads[#st.threads + 1] = green.spawn(function(k)
-        c:settimeout(20)
-        local ok, err = pcall(script, c, k, st)
-        c:close()
-        if not ok then error(err, 0) end
-      end, st.n)
-    end
-  end)
-  function st.stop()
-    srv:close()
-    acceptor:wait()
-    for _, gt in ipairs(st.threads) do
-      if not gt:dead() then gt:kill() end
-      gt:wait()
-    end
-  end
+  local port, st = h.raw_server(script, host)
   return "http://" .. host .. ":" .. port, st
 end
 

@@ -656,41 +656,21 @@ local accept_key = green.core.ws_accept_key
 -- handshake, sends `answer(key, head)` (default: a right 101), then runs
 -- `script(c, n)`. Returns the URL, `st` (n: connections so far; stop()).
 local function raw_server(script, answer, host)
-  local srv = assert(green.listen(host or "127.0.0.1", 0))
-  local _, port = srv:getsockname()
-  local st = { n = 0, threads = {} }
-  local acceptor = green.spawn(function()
+  local port, st = h.raw_server(function(c, n)
+    c:setlimit(nil)
+    local head, key = {}, nil
     while true do
-      local c = srv:accept()
-      if not c then return end
-      st.n = st.n + 1
-      st.threads[#st.threads + 1] = green.spawn(function(n)
-        c:settimeout(20)
-        c:setlimit(nil)
-        local head, key = {}, nil
-        while true do
-          local l = c:receive("*l")
-          if not l or l == "" then break end
-          head[#head + 1] = l
-          key = key or l:match("^[Ss]ec%-[Ww]eb[Ss]ocket%-[Kk]ey:%s*(%S+)")
-        end
-        c:send(answer and answer(key, head, n) or
-          ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-           .. "Connection: Upgrade\r\nSec-WebSocket-Accept: "
-           .. accept_key(key) .. "\r\n\r\n"))
-        if script then script(c, n) end
-        c:close()
-      end, st.n)
+      local l = c:receive("*l")
+      if not l or l == "" then break end
+      head[#head + 1] = l
+      key = key or l:match("^[Ss]ec%-[Ww]eb[Ss]ocket%-[Kk]ey:%s*(%S+)")
     end
-  end)
-  function st.stop()
-    srv:close()
-    acceptor:wait()
-    for _, gt in ipairs(st.threads) do
-      if not gt:dead() then gt:kill() end
-      gt:wait()
-    end
-  end
+    c:send(answer and answer(key, head, n) or
+      ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+       .. "Connection: Upgrade\r\nSec-WebSocket-Accept: "
+       .. accept_key(key) .. "\r\n\r\n"))
+    if script then script(c, n) end
+  end, host)
   local h6 = (host or ""):find(":", 1, true)
   return "ws://" .. (h6 and "[" .. host .. "]" or host or "127.0.0.1")
     .. ":" .. port .. "/", st
