@@ -914,6 +914,21 @@ static void drop_readahead(gfile *f) {
 }
 
 
+/* Write out the file's buffer for the calling thread ('what' its wait),
+   and wait for it ('k' continues with WK_FLUSHED); a failed submission
+   drops the buffer and fails. */
+static int write_out(lua_State *L, gl_hub_t *hub, gfile *f,
+                     const char *what, lua_KFunction k) {
+  gl_thread_t *t = lgreen_begin(L, hub, what);
+  int r = submit_write(f);
+  if (r < 0) {
+    f->wlen = f->wdone = 0;
+    return lgfs_fail(L, r, NULL);
+  }
+  return wait_request(L, t, f, what, k, WK_FLUSHED);
+}
+
+
 static int write_run(lua_State *L, lua_KContext ctx);
 
 static int write_k(lua_State *L, int status, lua_KContext ctx) {
@@ -927,7 +942,6 @@ static int write_run(lua_State *L, lua_KContext ctx) {
   gl_hub_t *hub = lgreen_hub(L);
   gfile *f = *(gfile **)lua_touserdata(L, 1);
   int top = lua_gettop(L), arg, nl = 0, r;
-  gl_thread_t *t;
   if (ctx & WK_FLUSHED) {
     if (f != NULL && f->werr != 0) {
       r = f->werr;
@@ -980,13 +994,7 @@ static int write_run(lua_State *L, lua_KContext ctx) {
   if (f->wlen == 0 || (!lgfs_canwait(L, hub) &&
                        !(hub->current && (hub->current->flags & GL_F_KILLED))))
     return lua_settop(L, 1), 1; /* flushed by the next operation */
-  t = lgreen_begin(L, hub, "file:write");
-  r = submit_write(f);
-  if (r < 0) {
-    f->wlen = f->wdone = 0;
-    return lgfs_fail(L, r, NULL);
-  }
-  return wait_request(L, t, f, "file:write", write_k, WK_FLUSHED);
+  return write_out(L, hub, f, "file:write", write_k);
 }
 
 
@@ -1008,7 +1016,6 @@ static int flush_k(lua_State *L, int status, lua_KContext ctx) {
 static int flush_run(lua_State *L, lua_KContext ctx) {
   gl_hub_t *hub = lgreen_hub(L);
   gfile *f = *(gfile **)lua_touserdata(L, 1);
-  gl_thread_t *t;
   int r;
   if (f == NULL && (ctx & WK_FLUSHED))
     return lua_pushboolean(L, 1), 1;
@@ -1023,13 +1030,7 @@ static int flush_run(lua_State *L, lua_KContext ctx) {
   }
   if (f->wlen == 0)
     return lua_pushboolean(L, 1), 1;
-  t = lgreen_begin(L, hub, "file:flush");
-  r = submit_write(f);
-  if (r < 0) {
-    f->wlen = f->wdone = 0;
-    return lgfs_fail(L, r, NULL);
-  }
-  return wait_request(L, t, f, "file:flush", flush_k, WK_FLUSHED);
+  return write_out(L, hub, f, "file:flush", flush_k);
 }
 
 
