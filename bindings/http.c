@@ -1183,18 +1183,21 @@ static int feed_head(hparser *hp, char *b, size_t len, size_t *n) {
   int r = 0;
   if (hp->fed < len) {
     hp->fed += run(hp, b, b + hp->fed, len - hp->fed);
-    if (hp->phase == PH_ERROR) {
+    if (hp->phase == PH_ERROR)
       r = -1;
-    } else if (hp->phase != PH_HEAD) { /* paused at the end of a head */
+    else if (hp->phase != PH_HEAD) { /* paused at the end of a head */
       if (hp->fed > hp->max_head)
-        return too_large(hp);
-      *n = hp->fed;
-      if (hp->p.type == HTTP_RESPONSE && check_response(hp, b, hp->fed,
-                                                        len) < 0)
+        r = too_large(hp);
+      else if (hp->p.type == HTTP_RESPONSE &&
+               check_response(hp, b, hp->fed, len) < 0)
         return -1;
-      if (hp->folded)
-        unfold(hp, b);
-      return check_names(hp, b);
+      else {
+        *n = hp->fed;
+        if (hp->folded)
+          unfold(hp, b);
+        if ((r = check_names(hp, b)) > 0)
+          return r;
+      }
     }
   }
   if (r == 0 && hp->fed > hp->max_head)

@@ -183,8 +183,7 @@ end
 
 -- The responses in `s`: a list of { status, body, head } or nil, why.
 -- The response to a HEAD has no body (a refusal of a head that could not
--- be parsed may: there either is taken if the rest then parses); parsing
--- stops after a 101.
+-- be parsed too: it began "HEAD "); parsing stops after a 101.
 local function parse(s, head_first)
   local out, pos = {}, 1
   local finals = 0
@@ -224,12 +223,7 @@ local function parse(s, head_first)
         r.body = table.concat(body)
       elseif cl then
         cl = tonumber(cl)
-        -- (a head the server could not parse may have been a HEAD's:
-        -- its refusal may have a body; any other has none)
-        if nobody and (st ~= 400 and st ~= 414 and st ~= 431
-                       or pos > #s or s:find("^HTTP/1%.1 ", pos)) then
-          cl = 0
-        end
+        if nobody then cl = 0 end
         if pos + cl - 1 > #s then return nil, "a short body" end
         r.body = s:sub(pos, pos + cl - 1)
         pos = pos + cl
@@ -478,6 +472,53 @@ describe("green.http.serve against a sweep of steering heads", function()
                      r)
       green.on_error(old)
       assert.are.equal(1, reports)
+    end)
+  end)
+
+  it("answers a head it cannot parse, or that times out, with a head"
+     .. " alone if it began \"HEAD \" (its refusal had a body)", function()
+    green_run(function()
+      local port, stop = h.http_serve(function(req)
+        return 200, nil, "served " .. tostring(req.path)
+      end, { max_header_size = 1024, header_timeout = 0.2 })
+      local function send(data)
+        local c = assert(green.connect("127.0.0.1", port))
+        c:settimeout(10)
+        assert(c:send(data))
+        local got, err, partial = c:receive("*a")
+        c:close()
+        assert.are_not.equal("timeout", err, ("%q"):format(data))
+        return got or partial
+      end
+      local long = ("x"):rep(2000)
+      for _, case in ipairs {
+        { "400", " /p HTTP/1.1\r\nBad Header\r\n\r\n" },
+        { "400", " /p HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n" },
+        { "400", " /p HTTP/1.1\nTransfer-Encoding : chunked\n\n" },
+        { "414", " /" .. long .. " HTTP/1.1\r\n\r\n" },
+        { "431", " /p HTTP/1.1\r\nX: " .. long .. "\r\n\r\n" },
+        { "408", " /p HTTP/1.1\r\nX: 1\r\n" }, -- and nothing more
+      } do
+        local st, rest = case[1], case[2]
+        -- a HEAD's (after the empty lines a server skips before one)
+        for _, lead in ipairs { "HEAD", "\r\nHEAD" } do
+          local r = send(lead .. rest)
+          assert.matches("^HTTP/1%.1 " .. st .. " ", r, nil, false, rest)
+          assert.matches("\r\nContent%-Length: %d+\r\n", r)
+          assert.matches("^[^\n]*\r\n.-\r\n\r\n$", r, nil, false, rest)
+        end
+        -- not a HEAD's: the refusal has its body (GET's the same status;
+        -- HEADX and HEA are refused as bad methods)
+        local r = send("GET" .. rest)
+        assert.matches("^HTTP/1%.1 " .. st .. " .*\r\n\r\n" .. st
+                       .. " [%a ]+\n$", r, nil, false, rest)
+        for _, method in ipairs { "HEADX", "HEA" } do
+          r = send(method .. rest)
+          assert.matches("^HTTP/1%.1 400 .*\r\n\r\n400 Bad Request\n$", r,
+                         nil, false, method .. rest)
+        end
+      end
+      stop()
     end)
   end)
 
