@@ -405,11 +405,12 @@ end
 
 describe("green.http.serve against a sweep of steering heads", function()
   -- the sweep's findings, each on its own
-  local function serve_paths(fn)
+  local function serve_paths(fn, check)
     green_run(function()
       local paths = {}
       local port, stop = h.http_serve(function(req)
         if req.headers["x-fail"] then error("steer-boom") end
+        if check then check(req) end
         paths[#paths + 1] = req.path or req.method
         return 200, nil, "served " .. tostring(req.path)
       end, { keepalive_timeout = 0.1, body_timeout = 0.3 })
@@ -519,6 +520,21 @@ describe("green.http.serve against a sweep of steering heads", function()
         end
       end
       stop()
+    end)
+  end)
+
+  it("gives a handler a folded header value with its lines joined by"
+     .. " spaces (it ran into the CRLF and lost its end)", function()
+    serve_paths(function(send, paths)
+      local r = send("POST /fold HTTP/1.1\r\nTransfer-Encoding: gzip,\r\n"
+        .. " chunked\r\nX-A: a\r\n\t b \r\n  c\r\nConnection: close\r\n"
+        .. "\r\n" .. CHUNKED)
+      assert.matches("^HTTP/1%.1 200 .*served /fold$", r)
+      assert.are.same({ "/fold" }, paths)
+    end, function(req)
+      assert.matches("^gzip, +chunked$", req.headers["transfer-encoding"])
+      assert.matches("^a +b +c$", req.headers["x-a"])
+      assert.are.equal(HIDDEN, req:body())
     end)
   end)
 
