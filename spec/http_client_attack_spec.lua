@@ -67,6 +67,14 @@ local function answering(answer)
   end
 end
 
+-- A script answering each request with answers[path], or a 200 whose
+-- body is "real " .. path.
+local function by_path(answers)
+  return answering(function(req)
+    return answers[req.path] or ok_response("real " .. req.path)
+  end)
+end
+
 -- Read a streamed response to its end: the body read, and the error
 -- that ended it (nil at a clean end). Bounded: fails past `limit` bytes.
 local function drain(resp, limit)
@@ -258,18 +266,14 @@ describe("green.http client against hostile servers", function()
   it("reads a chunked body whose head has a Content-Length too by its"
      .. " chunks, and reuses not its connection", function()
     green_run(function()
-      local base, st = hostile(answering(function(req)
-        if req.path == "/both" then
-          -- the length would take the chunk framing as the body, and
-          -- leave "FAKE" as the next response
-          return "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nTransfer-Encoding"
-            .. ": chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-        elseif req.path == "/both-after" then
-          return "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n"
-            .. "Content-Length: 3\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
-        end
-        return ok_response("real " .. req.path)
-      end))
+      local base, st = hostile(by_path {
+        -- (the length would take "3\r\nabc" for the body, and the rest
+        -- for the next response)
+        ["/both"] = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n"
+          .. "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ["/both-after"] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, "
+          .. "chunked\r\nContent-Length: 3\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
+      })
       local client = green.http.Client()
       for i, p in ipairs { "/both", "/both-after" } do
         local r = assert(client:get(base .. p))
@@ -319,9 +323,7 @@ describe("green.http client against hostile servers", function()
         ["/fold"] = "HTTP/1.1 200 OK\r\nX-A: a,\r\n  b\r\nX-B: c\r\n"
           .. "\t d \r\n\te\r\nContent-Length: 2\r\n\r\nok",
       }
-      local base, st = hostile(answering(function(req)
-        return answers[req.path]
-      end))
+      local base, st = hostile(by_path(answers))
       local client = green.http.Client()
       local r = assert(client:get(base .. "/noreason"))
       assert.are.same({ 200, "", "ok" }, { r.status, r.reason, r.body })
@@ -592,19 +594,14 @@ describe("green.http client against hostile servers", function()
   it("reads a CONNECT refused (non-2xx) as any response, and ignores an"
      .. " Upgrade header outside a 101", function()
     green_run(function()
-      local base, st = hostile(answering(function(req)
-        if req.method == "CONNECT" then
-          return "HTTP/1.1 407 Proxy Authentication Required\r\n"
-            .. "Content-Length: 6\r\n\r\ndenied"
-        elseif req.path == "/upgrade" then
-          return "HTTP/1.1 200 OK\r\nUpgrade: other\r\nConnection: "
-            .. "Upgrade\r\nContent-Length: 2\r\n\r\nok"
-        elseif req.path == "/upgrade-426" then
-          return "HTTP/1.1 426 Upgrade Required\r\nUpgrade: other\r\n"
-            .. "Connection: Upgrade\r\nContent-Length: 4\r\n\r\nup!!"
-        end
-        return ok_response("real " .. req.path)
-      end))
+      local base, st = hostile(by_path {
+        ["/h"] = "HTTP/1.1 407 Proxy Authentication Required\r\n" -- CONNECT
+          .. "Content-Length: 6\r\n\r\ndenied",
+        ["/upgrade"] = "HTTP/1.1 200 OK\r\nUpgrade: other\r\nConnection: "
+          .. "Upgrade\r\nContent-Length: 2\r\n\r\nok",
+        ["/upgrade-426"] = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: "
+          .. "other\r\nConnection: Upgrade\r\nContent-Length: 4\r\n\r\nup!!",
+      })
       local client = green.http.Client()
       local r = assert(client:request { method = "CONNECT",
                                         url = base .. "/h" })

@@ -405,25 +405,26 @@ end
 
 describe("green.http.serve against a sweep of steering heads", function()
   -- the sweep's findings, each on its own
-  local function serve_paths(fn, check)
+  -- `data` sent on a new connection to `port`: all the server answers
+  -- until it closes the connection
+  local function send_to(port, data)
+    local got, err = h.raw_exchange(port, data)
+    assert.are_not.equal("timeout", err, ("%q"):format(data))
+    return got
+  end
+
+  -- fn(send, paths) with a server that records the paths it served;
+  -- `inspect(req)`, if given, runs in its handler
+  local function serve_paths(fn, inspect)
     green_run(function()
       local paths = {}
       local port, stop = h.http_serve(function(req)
         if req.headers["x-fail"] then error("steer-boom") end
-        if check then check(req) end
+        if inspect then inspect(req) end
         paths[#paths + 1] = req.path or req.method
         return 200, nil, "served " .. tostring(req.path)
       end, { keepalive_timeout = 0.1, body_timeout = 0.3 })
-      local function send(data)
-        local c = assert(green.connect("127.0.0.1", port))
-        c:settimeout(10)
-        assert(c:send(data))
-        local got, err, partial = c:receive("*a")
-        c:close()
-        assert.are_not.equal("timeout", err)
-        return got or partial
-      end
-      fn(send, paths)
+      fn(function(data) return send_to(port, data) end, paths)
       stop()
     end)
   end
@@ -482,15 +483,7 @@ describe("green.http.serve against a sweep of steering heads", function()
       local port, stop = h.http_serve(function(req)
         return 200, nil, "served " .. tostring(req.path)
       end, { max_header_size = 1024, header_timeout = 0.2 })
-      local function send(data)
-        local c = assert(green.connect("127.0.0.1", port))
-        c:settimeout(10)
-        assert(c:send(data))
-        local got, err, partial = c:receive("*a")
-        c:close()
-        assert.are_not.equal("timeout", err, ("%q"):format(data))
-        return got or partial
-      end
+      local function send(data) return send_to(port, data) end
       local long = ("x"):rep(2000)
       for _, case in ipairs {
         { "400", " /p HTTP/1.1\r\nBad Header\r\n\r\n" },
