@@ -189,7 +189,14 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
 
 static int on_header_value(http_parser *p, const char *at, size_t n) {
   hparser *hp = hp_of(p);
+  unsigned char c = n > 0 ? (unsigned char)at[0] : ' ';
   hp->last = 'v';
+  /* libhttp-parser checks each byte of a value but the first of a line
+     (a NUL or an ESC went through there): a control byte is a 400 */
+  if ((c < ' ' && c != '\t') || c == 127) {
+    hp->status = 400;
+    return -1;
+  }
   span_add(hp, &hp->h[2 * (hp->nh - 1) + 1], at, n);
   return 0;
 }
@@ -1162,6 +1169,28 @@ bad:
 }
 
 
+/*
+** The bytes of a complete request head that libhttp-parser, built
+** without its strict mode, takes without a look: the version's "HTTP/"
+** ("GET / HXXP/1.1" was HTTP/1.1) and the head's last byte, taken for
+** its LF whatever it is (a bare CR ended the head there, and the byte
+** after it was eaten). A few bytes per request. Returns 1, or -1 (400).
+*/
+static int check_request(hparser *hp, const char *b, size_t len) {
+  /* the last byte: where the parser paused (at the end of a head with a
+     body to come), or the one before (at the end of the message) */
+  size_t last = hp->phase == PH_DONE ? hp->fed - 1 : hp->fed;
+  size_t v = (size_t)hp->url.off + hp->url.len; /* after the target */
+  if (last < len && b[last] == '\n' &&
+      (v >= len || b[v] != ' ' || /* (none: HTTP/0.9, a 505) */
+       (len - v > 5 && memcmp(b + v + 1, "HTTP/", 5) == 0)))
+    return 1;
+  hp->phase = PH_ERROR;
+  hp->status = 400;
+  return -1;
+}
+
+
 /* Does the request head [b, b + len) begin with "HEAD " (after the empty
    lines libhttp-parser skips before a request)? */
 static int began_head(const char *b, size_t len) {
@@ -1188,9 +1217,10 @@ static int feed_head(hparser *hp, char *b, size_t len, size_t *n) {
     else if (hp->phase != PH_HEAD) { /* paused at the end of a head */
       if (hp->fed > hp->max_head)
         r = too_large(hp);
-      else if (hp->p.type == HTTP_RESPONSE &&
-               check_response(hp, b, hp->fed, len) < 0)
-        return -1;
+      else if ((hp->p.type == HTTP_RESPONSE
+                    ? check_response(hp, b, hp->fed, len)
+                    : check_request(hp, b, len)) < 0)
+        r = -1;
       else {
         *n = hp->fed;
         if (hp->folded)

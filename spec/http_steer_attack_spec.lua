@@ -516,6 +516,35 @@ describe("green.http.serve against a sweep of steering heads", function()
     end)
   end)
 
+  it("refuses the request heads libhttp-parser's lax mode took: a control"
+     .. " byte first in a value, a bare CR at the head's end, a version"
+     .. " not HTTP/", function()
+    serve_paths(function(send, paths)
+      for _, head in ipairs {
+        "GET /p HTTP/1.1\r\nX-A: \0\r\n\r\n", -- (a NUL to the handler)
+        "GET /p HTTP/1.1\r\nX-A:\27[2J\r\n\r\n",
+        "GET /p HTTP/1.1\r\nX-A: a\r\n \1\r\n\r\n", -- (folded)
+        -- the byte after the CR was taken for the LF: "X" eaten
+        "GET /p HTTP/1.1\r\nX-A: 1\r\n\rX",
+        "POST /p HTTP/1.1\r\nContent-Length: 2\r\n\rXok",
+        "GET /p HXXP/1.1\r\n\r\n", -- (served as HTTP/1.1)
+        "GET /p  HTTP/1.1\r\n\r\n",
+      } do
+        local r = send(head .. "GET /after HTTP/1.1\r\n\r\n")
+        assert.matches("^HTTP/1%.1 400 [^\n]*\r\n.-\r\n\r\n400 Bad "
+                       .. "Request\n$", r, nil, false, head)
+      end
+      assert.are.same({}, paths)
+      -- what stays taken: an empty value, bare LF line ends, HTTP/0.9
+      -- (a 505)
+      local r = send("GET /e HTTP/1.1\r\nX-A:\r\nX-B: 1\r\n\r\n"
+        .. "GET /lf HTTP/1.1\nX-A: 1\n\nGET /09\r\n\r\n")
+      assert.matches("served /e.*served /lf.*505 HTTP Version Not "
+                     .. "Supported\n$", r)
+      assert.are.same({ "/e", "/lf" }, paths)
+    end)
+  end)
+
   it("gives a handler a folded header value with its lines joined by"
      .. " spaces (it ran into the CRLF and lost its end)", function()
     serve_paths(function(send, paths)
