@@ -494,12 +494,18 @@ describe("green.http.serve against a sweep of steering heads", function()
         { "408", " /p HTTP/1.1\r\nX: 1\r\n" }, -- and nothing more
       } do
         local st, rest = case[1], case[2]
-        -- a HEAD's (after the empty lines a server skips before one)
-        for _, lead in ipairs { "HEAD", "\r\nHEAD" } do
+        -- a HEAD's (after the empty lines a server skips before one;
+        -- behind a pipelined request, whose response took the next head)
+        local served = "HTTP/1%.1 200 OK\r\n.-\r\n\r\nserved /a"
+        for _, lead in ipairs { "HEAD", "\r\nHEAD",
+                                "GET /a HTTP/1.1\r\n\r\nHEAD" } do
           local r = send(lead .. rest)
-          assert.matches("^HTTP/1%.1 " .. st .. " ", r, nil, false, rest)
+          local first = lead:find("GET", 1, true) and served or ""
+          assert.matches("^" .. first .. "HTTP/1%.1 " .. st .. " ", r, nil,
+                         false, rest)
           assert.matches("\r\nContent%-Length: %d+\r\n", r)
-          assert.matches("^[^\n]*\r\n.-\r\n\r\n$", r, nil, false, rest)
+          assert.matches("^" .. first .. "HTTP[^\n]*\r\n.-\r\n\r\n$", r,
+                         nil, false, rest)
         end
         -- not a HEAD's: the refusal has its body (GET's the same status;
         -- HEADX and HEA are refused as bad methods)
