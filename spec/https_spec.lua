@@ -267,7 +267,7 @@ except requests.exceptions.SSLError:
     end)
   end)
 
-  it("refuses over TLS the response heads it refuses in plain text",
+  it("refuses the response heads it refuses in plain text",
      function()
     green_run(function()
       local srv = assert(green.listen("127.0.0.1", 0, { tls = {
