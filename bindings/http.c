@@ -1135,16 +1135,15 @@ static int is_digit(unsigned char c) {
 
 /*
 ** A response head, [b, b + n] (n: its last LF, where the parser paused;
-** 'len' bytes buffered),
-** as strict as libhttp-parser would be in its strict mode and more:
-** built without it, the parser takes "HTTX/1.1" for "HTTP/1.1" and the
-** byte after a CR for the LF, so a bare CR could end a line here that a
-** proxy before the client does not end (a response split differently),
-** and it lets NUL and other controls into the reason and values. The
-** status line must be "HTTP/1.<digit> <3 digits>", then SP and the
-** reason, or the line's end; no empty line before it; no control byte
-** but HTAB in the head, and each CR followed by LF. Responses only: the
-** server's requests do not pay for it. Returns 1, or -1 (400).
+** 'len' bytes buffered), as strict as libhttp-parser's strict mode and
+** more: built without it, the parser takes "HTTX/1.1" for "HTTP/1.1" and
+** the byte after a CR for the LF, so a bare CR could end a line here
+** that a proxy before the client does not end (a response split
+** differently), and it lets NUL and other controls into the reason and
+** values. The status line must be "HTTP/1.<digit> <3 digits>", then SP
+** and the reason, or the line's end; no empty line before it; no control
+** byte but HTAB in the head, and each CR followed by LF. Responses only:
+** the server's requests do not pay for the scan. Returns 1, or -1 (400).
 */
 static int check_response(hparser *hp, const char *b, size_t n,
                           size_t len) {
