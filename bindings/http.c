@@ -75,6 +75,9 @@ typedef struct hparser {
   int head_only;     /* the request is a HEAD (its response has no body) */
   int answered;      /* requests: the status laid out for it, or 0 */
   int http10;        /* the message is HTTP/1.0 */
+  int folded;        /* a header value came in pieces apart (obs-fold) */
+  int began_head;    /* requests: the head read so far (or refused) is a
+                        HEAD's, for the server's own answer (http_state) */
   int bodykind;      /* see 'push_bodykind' */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
   const char *base;  /* the buffer's start during an execute */
@@ -121,12 +124,22 @@ static hparser *hp_of(http_parser *p) {
 }
 
 
-/* Extend 'sp' by the bytes [at, at + n): the pieces of one element come
-   in order and adjacent, since the buffer is not consumed meanwhile. */
+/* Extend 'sp' to the end of the bytes [at, at + n): the pieces of one
+   element come in order, since the buffer is not consumed meanwhile, and
+   adjacent, but for a header value folded over lines (obs-fold: a line
+   that starts with SP or HTAB goes on with the value of the line above),
+   whose pieces libhttp-parser gives without the CRLF between them: the
+   span covers it, and 'unfold' makes it spaces once the head is whole. */
 static void span_add(hparser *hp, hspan *sp, const char *at, size_t n) {
-  if (sp->len == 0)
-    sp->off = (uint32_t)(at - hp->base);
-  sp->len += (uint32_t)n;
+  uint32_t off = (uint32_t)(at - hp->base);
+  if (sp->len == 0) {
+    sp->off = off;
+    sp->len = (uint32_t)n;
+    return;
+  }
+  if (off != sp->off + sp->len) /* (only a value's pieces are split) */
+    hp->folded = 1;
+  sp->len = off + (uint32_t)n - sp->off;
 }
 
 
@@ -176,7 +189,14 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
 
 static int on_header_value(http_parser *p, const char *at, size_t n) {
   hparser *hp = hp_of(p);
+  unsigned char c = n > 0 ? (unsigned char)at[0] : ' ';
   hp->last = 'v';
+  /* libhttp-parser checks each byte of a value but the first of a line
+     (a NUL or an ESC went through there): a control byte is a 400 */
+  if ((c < ' ' && c != '\t') || c == 127) {
+    hp->status = 400;
+    return -1;
+  }
   span_add(hp, &hp->h[2 * (hp->nh - 1) + 1], at, n);
   return 0;
 }
@@ -189,6 +209,9 @@ static int on_headers_complete(http_parser *p) {
   hparser *hp = hp_of(p);
   hp->keepalive = http_should_keep_alive(p);
   hp->phase = PH_BODY;
+  if ((p->flags & (F_CHUNKED | F_CONTENTLENGTH)) ==
+      (F_CHUNKED | F_CONTENTLENGTH))
+    hp->keepalive = 0; /* a response's (see l_http_parser): not reused */
   if (p->upgrade && p->type == HTTP_REQUEST &&
       ((p->flags & F_CHUNKED) || p->uses_transfer_encoding ||
        (p->content_length > 0 && p->content_length != ULLONG_MAX))) {
@@ -290,7 +313,8 @@ static void next_message(hparser *hp) {
   hp->bodykind = BK_NONE;
   hp->length = hp->nbody = 0;
   hp->max_body = hp->max_body0; /* a req:body(max) was for its message */
-  hp->expect = hp->ctl = hp->head_only = hp->http10 = 0;
+  hp->expect = hp->ctl = hp->head_only = hp->http10 = hp->folded = 0;
+  hp->began_head = 0;
   hp->answered = 0;
   hp->nout = 0;
   hp->url.off = hp->url.len = hp->reason.off = hp->reason.len = 0;
@@ -360,6 +384,11 @@ static int l_http_parser(lua_State *L) {
   *box = hp;
   lgreen_own(lgreen_hub(L), &hp->own, &parser_box);
   http_parser_init(&hp->p, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE);
+  /* a response with Content-Length and Transfer-Encoding: chunked is read
+     by its chunks (RFC 9112 6.3: Transfer-Encoding wins), and its
+     connection is not reused (on_headers_complete); a request with both
+     stays refused, as another coding with Content-Length is in either */
+  hp->p.allow_chunked_length = kind == 1;
   hp->max_head = (uint32_t)max_head;
   hp->max_headers = (uint32_t)max_headers;
   hp->max_body0 = max_body >= 1.8e19 ? UINT64_MAX : (uint64_t)max_body;
@@ -1073,26 +1102,138 @@ static int check_names(hparser *hp, char *b) {
 }
 
 
+/* A folded header value (see 'span_add'): each fold (its CRLF and the
+   SP or HTAB that begin the next line) becomes spaces (RFC 9112 5.2: a
+   user agent must replace each obs-fold by SP before it interprets the
+   value; a server may). */
+static void unfold(hparser *hp, char *b) {
+  uint32_t i, j;
+  for (i = 0; i < hp->nh; i++) {
+    hspan v = hp->h[2 * i + 1];
+    int fold = 0;
+    for (j = 0; j < v.len; j++) {
+      char *c = b + v.off + j;
+      if (*c == '\r' || *c == '\n')
+        fold = 1;
+      else if (*c != ' ' && *c != '\t')
+        fold = 0;
+      if (fold)
+        *c = ' ';
+    }
+  }
+}
+
+
+/* Bytes a response head may hold beyond its line ends (see
+   'check_response'): 1 for HTAB, SP, VCHAR and obs-text; made once. */
+static unsigned char headchars[256];
+
+static int is_digit(unsigned char c) {
+  return c >= '0' && c <= '9';
+}
+
+
+/*
+** A response head, [b, b + n] (n: its last LF, where the parser paused;
+** 'len' bytes buffered), as strict as libhttp-parser's strict mode and
+** more: built without it, the parser takes "HTTX/1.1" for "HTTP/1.1" and
+** the byte after a CR for the LF, so a bare CR could end a line here
+** that a proxy before the client does not end (a response split
+** differently), and it lets NUL and other controls into the reason and
+** values. The status line must be "HTTP/1.<digit> <3 digits>", then SP
+** and the reason, or the line's end; no empty line before it; no control
+** byte but HTAB in the head, and each CR followed by LF. Responses only:
+** the server's requests do not pay for the scan. Returns 1, or -1 (400).
+*/
+static int check_response(hparser *hp, const char *b, size_t n,
+                          size_t len) {
+  const unsigned char *s = (const unsigned char *)b;
+  size_t i;
+  if (n >= len || n < 12 || memcmp(s, "HTTP/1.", 7) != 0 || !is_digit(s[7]) ||
+      s[8] != ' ' || !is_digit(s[9]) || !is_digit(s[10]) ||
+      !is_digit(s[11]) || (s[12] != ' ' && s[12] != '\r' && s[12] != '\n'))
+    goto bad;
+  for (i = 0; i <= n; i++) {
+    unsigned char c = s[i];
+    if (headchars[c] || c == '\n' || (c == '\r' && i < n && s[i + 1] == '\n'))
+      continue;
+    goto bad;
+  }
+  if (s[n] == '\n')
+    return 1;
+bad:
+  hp->phase = PH_ERROR;
+  hp->status = 400;
+  return -1;
+}
+
+
+/*
+** The bytes of a complete request head that libhttp-parser, built
+** without its strict mode, takes without a look: the version's "HTTP/"
+** ("GET / HXXP/1.1" was HTTP/1.1) and the head's last byte, taken for
+** its LF whatever it is (a bare CR ended the head there, and the byte
+** after it was eaten). A few bytes per request. Returns 1, or -1 (400).
+*/
+static int check_request(hparser *hp, const char *b, size_t len) {
+  /* the last byte: where the parser paused (at the end of a head with a
+     body to come), or the one before (at the end of the message) */
+  size_t last = hp->phase == PH_DONE ? hp->fed - 1 : hp->fed;
+  size_t v = (size_t)hp->url.off + hp->url.len; /* after the target */
+  if (last < len && b[last] == '\n' &&
+      (v >= len || b[v] != ' ' || /* (none: HTTP/0.9, a 505) */
+       (len - v > 5 && memcmp(b + v + 1, "HTTP/", 5) == 0)))
+    return 1;
+  hp->phase = PH_ERROR;
+  hp->status = 400;
+  return -1;
+}
+
+
+/* Does the request head [b, b + len) begin with "HEAD " (after the empty
+   lines libhttp-parser skips before a request)? */
+static int began_head(const char *b, size_t len) {
+  size_t i = 0;
+  while (i < len && (b[i] == '\r' || b[i] == '\n'))
+    i++;
+  return len - i >= 5 && memcmp(b + i, "HEAD ", 5) == 0;
+}
+
+
 /*
 ** Feed what was not fed yet. Returns 1 when the head is complete (its
 ** length in '*n'), 0 when it needs more bytes, -1 on an error
-** ('hp->status' says which).
+** ('hp->status' says which). A request head that is not complete notes
+** whether it is a HEAD's (libhttp-parser's method is a guess until the
+** SP after it), for the server's own answer to it.
 */
 static int feed_head(hparser *hp, char *b, size_t len, size_t *n) {
+  int r = 0;
   if (hp->fed < len) {
     hp->fed += run(hp, b, b + hp->fed, len - hp->fed);
     if (hp->phase == PH_ERROR)
-      return -1;
-    if (hp->phase != PH_HEAD) { /* paused at the end of head or message */
+      r = -1;
+    else if (hp->phase != PH_HEAD) { /* paused at the end of a head */
       if (hp->fed > hp->max_head)
-        return too_large(hp);
-      *n = hp->fed;
-      return check_names(hp, b);
+        r = too_large(hp);
+      else if ((hp->p.type == HTTP_RESPONSE
+                    ? check_response(hp, b, hp->fed, len)
+                    : check_request(hp, b, len)) < 0)
+        r = -1;
+      else {
+        *n = hp->fed;
+        if (hp->folded)
+          unfold(hp, b);
+        if ((r = check_names(hp, b)) > 0)
+          return r;
+      }
     }
   }
-  if (hp->fed > hp->max_head)
-    return too_large(hp);
-  return 0;
+  if (r == 0 && hp->fed > hp->max_head)
+    r = too_large(hp);
+  if (hp->p.type == HTTP_REQUEST && hp->p.method == HTTP_HEAD)
+    hp->began_head = began_head(b, len);
+  return r;
 }
 
 
@@ -1445,8 +1586,10 @@ static int l_http_body_tls(lua_State *L) {
 
 
 /* http_state(parser): "head", "body", "done" or "error", the bytes of
-   body read so far, and the status of the response http_response laid
-   out for the current request (false if none). */
+   body read so far, the status of the response http_response laid out
+   for the current request (false if none), and whether a request head
+   that is not complete (being read, refused, or timed out) is a HEAD's
+   (the server's own answer to it has no body). */
 static int l_http_state(lua_State *L) {
   static const char *const names[] = {"head", "body", "done", "error"};
   hparser *hp = check_parser(L, 1);
@@ -1456,7 +1599,8 @@ static int l_http_state(lua_State *L) {
     lua_pushinteger(L, hp->answered);
   else
     lua_pushboolean(L, 0);
-  return 3;
+  lua_pushboolean(L, hp->began_head);
+  return 4;
 }
 
 
@@ -1495,6 +1639,12 @@ static void init_tchars(void) {
 
 static int is_tchar(unsigned char c) {
   return tchars[c];
+}
+
+static void init_headchars(void) {
+  int c;
+  for (c = 0; c < 256; c++)
+    headchars[c] = (unsigned char)(c == '\t' || (c >= ' ' && c != 127));
 }
 
 
@@ -2258,6 +2408,7 @@ static const luaL_Reg funcs[] = {
 void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   (void)hub;
   init_tchars();
+  init_headchars();
   /* upvalues: the hub, the socket state, the metatable, the keys, then
      the UV_* ones */
   lgreen_sock_pushstate(L);

@@ -242,6 +242,19 @@ function helper.http_serve(handler, opts)
   end, gt
 end
 
+--- `data` sent on a new connection to 127.0.0.1:`port` (a raw client of
+-- a test server): all it answers until it closes the connection, and
+-- the error that ended the read ("closed", "timeout" after `timeout`
+-- seconds, default 10). From a green thread.
+function helper.raw_exchange(port, data, timeout)
+  local c = assert(green.connect("127.0.0.1", port))
+  c:settimeout(timeout or 10)
+  assert(c:send(data))
+  local got, err, partial = c:receive("*a")
+  c:close()
+  return got or partial, err
+end
+
 --- A raw test server (a peer that may misbehave) on a free port of
 -- `host` (default 127.0.0.1): `script(c, n, st)` runs in a thread of its
 -- own for each connection accepted (n: 1 for the first, ...; the socket's

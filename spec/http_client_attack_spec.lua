@@ -67,6 +67,14 @@ local function answering(answer)
   end
 end
 
+-- A script answering each request with answers[path], or a 200 whose
+-- body is "real " .. path.
+local function by_path(answers)
+  return answering(function(req)
+    return answers[req.path] or ok_response("real " .. req.path)
+  end)
+end
+
 -- Read a streamed response to its end: the body read, and the error
 -- that ended it (nil at a clean end). Bounded: fails past `limit` bytes.
 local function drain(resp, limit)
@@ -113,6 +121,33 @@ describe("green.http client against hostile servers", function()
         "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\nok",
         "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: +0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 0 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+        -- what libhttp-parser, built without its strict mode, took: a
+        -- version that is not "HTTP/1.<digit>", a status line out of
+        -- form, an empty line before it
+        "HTTX/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        "HXXX/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1  200 OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200\tOK\r\nContent-Length: 0\r\n\r\n",
+        "\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        -- a bare CR (the byte after it was taken for the LF), at the end
+        -- of the status line, of a header line, of the head
+        "HTTP/1.1 200 OK\rXContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1\rXContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\rX",
+        "HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n",
+        -- NUL and other controls in the reason and in values
+        "HTTP/1.1 200 O\0K\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 O\27K\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: \0\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A:\1\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: a\127b\r\nContent-Length: 0\r\n\r\n",
+        -- a fold with no header line above it
+        "HTTP/1.1 200 OK\r\n X-A: 1\r\nContent-Length: 0\r\n\r\n",
       }
       local base, st = hostile(answering(function(req)
         return bad[tonumber(req.path:sub(2))]
@@ -199,17 +234,20 @@ describe("green.http client against hostile servers", function()
     end)
   end)
 
-  it("refuses two Content-Lengths, and Content-Length with chunked",
+  it("refuses two Content-Lengths, and Content-Length with a coding"
+     .. " other than chunked",
      function()
     green_run(function()
       local bad = {
         "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\n"
           .. "abcde",
         "HTTP/1.1 200 OK\r\nContent-Length: 3, 5\r\n\r\nabcde",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n"
+          .. "\r\nabc",
+        -- a coding other than chunked with a length: libhttp-parser
+        -- refuses it (RFC 9112 6.3: to be handled as an error)
         "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: "
-          .. "chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: "
-          .. "3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+          .. "gzip\r\n\r\nabc",
       }
       local base, st = hostile(answering(function(req)
         return bad[tonumber(req.path:sub(2))]
@@ -221,6 +259,85 @@ describe("green.http client against hostile servers", function()
         assert.matches("^bad response", err, nil, false, bad[i])
         assert.are.equal(0, idle(client))
       end
+      st.stop()
+    end)
+  end)
+
+  it("reads a chunked body whose head has a Content-Length too by its"
+     .. " chunks, and reuses not its connection", function()
+    green_run(function()
+      local base, st = hostile(by_path {
+        -- (the length would take "3\r\nabc" for the body, and the rest
+        -- for the next response)
+        ["/both"] = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n"
+          .. "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ["/both-after"] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, "
+          .. "chunked\r\nContent-Length: 3\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
+      })
+      local client = green.http.Client()
+      for i, p in ipairs { "/both", "/both-after" } do
+        local r = assert(client:get(base .. p))
+        assert.are.equal(i == 1 and "abc" or "xyz", r.body)
+        assert.are.equal(0, idle(client), p)
+        assert.are.equal("real /x", assert(client:get(base .. "/x")).body)
+        assert.are.equal(2 * i, st.n, p)
+        client:close()
+      end
+      st.stop()
+    end)
+  end)
+
+  it("reads a body to the end of the stream when the last coding is not"
+     .. " chunked; reuses not its connection", function()
+    green_run(function()
+      local heads = {
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+          .. "Transfer-Encoding: identity\r\n\r\n",
+      }
+      local base, st = hostile(function(c, n)
+        read_request(c)
+        -- a chunk's framing, a response's head: the body, as sent
+        c:send(heads[n] .. "3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n")
+      end)
+      local client = green.http.Client()
+      for i = 1, #heads do
+        local r = assert(client:get(base .. "/" .. i))
+        assert.are.equal("3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n", r.body)
+        assert.are.equal(0, idle(client), heads[i])
+      end
+      st.stop()
+    end)
+  end)
+
+  it("takes a status line without a reason and bare LF line ends, and"
+     .. " unfolds a folded header value to spaces", function()
+    green_run(function()
+      local answers = {
+        ["/noreason"] = "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok",
+        ["/noreason-sp"] = "HTTP/1.1 204 \r\n\r\n",
+        ["/lf"] = "HTTP/1.1 200 OK\nContent-Length: 2\nX-A: 1\n\nok",
+        -- obs-fold (RFC 9112 5.2): the value's lines joined by spaces;
+        -- before, the value ran into the CRLF and lost its end
+        ["/fold"] = "HTTP/1.1 200 OK\r\nX-A: a,\r\n  b\r\nX-B: c\r\n"
+          .. "\t d \r\n\te\r\nContent-Length: 2\r\n\r\nok",
+      }
+      local base, st = hostile(by_path(answers))
+      local client = green.http.Client()
+      local r = assert(client:get(base .. "/noreason"))
+      assert.are.same({ 200, "", "ok" }, { r.status, r.reason, r.body })
+      r = assert(client:get(base .. "/noreason-sp"))
+      assert.are.same({ 204, "", "" }, { r.status, r.reason, r.body })
+      r = assert(client:get(base .. "/lf"))
+      assert.are.same({ 200, "OK", "ok", "1" },
+                      { r.status, r.reason, r.body, r.headers["x-a"] })
+      r = assert(client:get(base .. "/fold"))
+      assert.are.equal("ok", r.body)
+      assert.matches("^a, +b$", r.headers["x-a"])
+      assert.matches("^c +d +e$", r.headers["x-b"])
+      assert.are.equal(1, st.n) -- each kept, the stream in step
+      client:close()
       st.stop()
     end)
   end)
@@ -346,7 +463,9 @@ describe("green.http client against hostile servers", function()
     green_run(function()
       local base, st = hostile(answering(function(req, c)
         if req.path == "/interim" then
-          return "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints"
+          -- (a 1xx has no body, whatever its head says)
+          return "HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\n"
+            .. "HTTP/1.1 103 Early Hints"
             .. "\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 102 "
             .. "Processing\r\n\r\n" .. ok_response("final")
         elseif req.path == "/endless" then
@@ -420,26 +539,84 @@ describe("green.http client against hostile servers", function()
     end)
   end)
 
-  it("returns a 101 it did not ask for, and keeps no connection that"
-     .. " switched protocols", function()
+  it("refuses a 101 it did not ask for and a 2xx to CONNECT, returns a 101"
+     .. " it asked for; keeps no connection that switched protocols",
+     function()
     green_run(function()
       local switched = {}
       local base, st = hostile(answering(function(req, _, n)
         if switched[n] then return "\0\1other protocol" end
         if req.path == "/switch" then
           switched[n] = true
+          -- (the other protocol's first bytes in the same write)
           return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\n"
-            .. "Connection: Upgrade\r\n\r\n"
+            .. "Connection: Upgrade\r\n\r\n\0\1other"
+        elseif req.method == "CONNECT" then
+          switched[n] = true
+          -- a tunnel from here: no HTTP (nor a body) follows
+          return "HTTP/1.1 " .. req.path:sub(2) .. " Connection established"
+            .. "\r\nContent-Length: 2\r\n\r\nok tunnelled bytes"
         end
         return ok_response("real " .. req.path)
       end))
       local client = green.http.Client()
-      local r = assert(client:get(base .. "/switch"))
-      assert.are.equal(101, r.status)
-      assert.are.equal("", r.body)
+      -- unasked: the server's error, not a response
+      local r, err = client:get(base .. "/switch")
+      assert.is_nil(r)
+      assert.are.equal("bad response", err)
       assert.are.equal(0, idle(client))
       assert.are.equal("real /x", assert(client:get(base .. "/x")).body)
       assert.are.equal(2, st.n)
+      -- asked for: the answer, and the connection is not kept
+      for _, upgrade in ipairs { "Upgrade", "upgrade" } do
+        r = assert(client:request {
+          url = base .. "/switch",
+          headers = { [upgrade] = "other", Connection = "Upgrade" } })
+        assert.are.same({ 101, "" }, { r.status, r.body })
+        assert.are.equal(0, idle(client))
+      end
+      assert.are.equal(3, st.n) -- (the first on /x's kept connection)
+      -- a 2xx to CONNECT: a tunnel the client has no use for
+      for _, status in ipairs { 200, 204, 299 } do
+        r, err = client:request { method = "CONNECT",
+                                  url = base .. "/" .. status }
+        assert.is_nil(r)
+        assert.are.equal("bad response", err)
+        assert.are.equal(0, idle(client))
+      end
+      assert.are.equal("real /y", assert(client:get(base .. "/y")).body)
+      assert.are.equal(7, st.n)
+      client:close()
+      st.stop()
+    end)
+  end)
+
+  it("reads a CONNECT refused (non-2xx) as any response, and ignores an"
+     .. " Upgrade header outside a 101", function()
+    green_run(function()
+      local base, st = hostile(by_path {
+        ["/h"] = "HTTP/1.1 407 Proxy Authentication Required\r\n" -- CONNECT
+          .. "Content-Length: 6\r\n\r\ndenied",
+        ["/upgrade"] = "HTTP/1.1 200 OK\r\nUpgrade: other\r\nConnection: "
+          .. "Upgrade\r\nContent-Length: 2\r\n\r\nok",
+        ["/upgrade-426"] = "HTTP/1.1 426 Upgrade Required\r\nUpgrade: "
+          .. "other\r\nConnection: Upgrade\r\nContent-Length: 4\r\n\r\nup!!",
+      })
+      local client = green.http.Client()
+      local r = assert(client:request { method = "CONNECT",
+                                        url = base .. "/h" })
+      assert.are.same({ 407, "denied" }, { r.status, r.body })
+      assert.are.equal(1, idle(client))
+      for _, headers in ipairs { {}, { Upgrade = "other",
+                                       Connection = "Upgrade" } } do
+        r = assert(client:get(base .. "/upgrade", headers))
+        assert.are.same({ 200, "ok" }, { r.status, r.body })
+        r = assert(client:get(base .. "/upgrade-426", headers))
+        assert.are.same({ 426, "up!!" }, { r.status, r.body })
+        assert.are.equal(1, idle(client))
+      end
+      assert.are.equal("real /x", assert(client:get(base .. "/x")).body)
+      assert.are.equal(1, st.n) -- one connection, in step throughout
       client:close()
       st.stop()
     end)

@@ -183,8 +183,7 @@ end
 
 -- The responses in `s`: a list of { status, body, head } or nil, why.
 -- The response to a HEAD has no body (a refusal of a head that could not
--- be parsed may: there either is taken if the rest then parses); parsing
--- stops after a 101.
+-- be parsed too: it began "HEAD "); parsing stops after a 101.
 local function parse(s, head_first)
   local out, pos = {}, 1
   local finals = 0
@@ -224,12 +223,7 @@ local function parse(s, head_first)
         r.body = table.concat(body)
       elseif cl then
         cl = tonumber(cl)
-        -- (a head the server could not parse may have been a HEAD's:
-        -- its refusal may have a body; any other has none)
-        if nobody and (st ~= 400 and st ~= 414 and st ~= 431
-                       or pos > #s or s:find("^HTTP/1%.1 ", pos)) then
-          cl = 0
-        end
+        if nobody then cl = 0 end
         if pos + cl - 1 > #s then return nil, "a short body" end
         r.body = s:sub(pos, pos + cl - 1)
         pos = pos + cl
@@ -411,24 +405,26 @@ end
 
 describe("green.http.serve against a sweep of steering heads", function()
   -- the sweep's findings, each on its own
-  local function serve_paths(fn)
+  -- `data` sent on a new connection to `port`: all the server answers
+  -- until it closes the connection
+  local function send_to(port, data)
+    local got, err = h.raw_exchange(port, data)
+    assert.are_not.equal("timeout", err, ("%q"):format(data))
+    return got
+  end
+
+  -- fn(send, paths) with a server that records the paths it served;
+  -- `inspect(req)`, if given, runs in its handler
+  local function serve_paths(fn, inspect)
     green_run(function()
       local paths = {}
       local port, stop = h.http_serve(function(req)
         if req.headers["x-fail"] then error("steer-boom") end
+        if inspect then inspect(req) end
         paths[#paths + 1] = req.path or req.method
         return 200, nil, "served " .. tostring(req.path)
       end, { keepalive_timeout = 0.1, body_timeout = 0.3 })
-      local function send(data)
-        local c = assert(green.connect("127.0.0.1", port))
-        c:settimeout(10)
-        assert(c:send(data))
-        local got, err, partial = c:receive("*a")
-        c:close()
-        assert.are_not.equal("timeout", err)
-        return got or partial
-      end
-      fn(send, paths)
+      fn(function(data) return send_to(port, data) end, paths)
       stop()
     end)
   end
@@ -478,6 +474,95 @@ describe("green.http.serve against a sweep of steering heads", function()
                      r)
       green.on_error(old)
       assert.are.equal(1, reports)
+    end)
+  end)
+
+  it("answers a head it cannot parse, or that times out, with a head"
+     .. " alone if it began \"HEAD \" (its refusal had a body)", function()
+    green_run(function()
+      local port, stop = h.http_serve(function(req)
+        return 200, nil, "served " .. tostring(req.path)
+      end, { max_header_size = 1024, header_timeout = 0.2 })
+      local function send(data) return send_to(port, data) end
+      local long = ("x"):rep(2000)
+      for _, case in ipairs {
+        { "400", " /p HTTP/1.1\r\nBad Header\r\n\r\n" },
+        { "400", " /p HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n" },
+        { "400", " /p HTTP/1.1\nTransfer-Encoding : chunked\n\n" },
+        { "414", " /" .. long .. " HTTP/1.1\r\n\r\n" },
+        { "431", " /p HTTP/1.1\r\nX: " .. long .. "\r\n\r\n" },
+        { "408", " /p HTTP/1.1\r\nX: 1\r\n" }, -- and nothing more
+      } do
+        local st, rest = case[1], case[2]
+        -- a HEAD's (after the empty lines a server skips before one;
+        -- behind a pipelined request, whose response took the next head)
+        local served = "HTTP/1%.1 200 OK\r\n.-\r\n\r\nserved /a"
+        for _, lead in ipairs { "HEAD", "\r\nHEAD",
+                                "GET /a HTTP/1.1\r\n\r\nHEAD" } do
+          local r = send(lead .. rest)
+          local first = lead:find("GET", 1, true) and served or ""
+          assert.matches("^" .. first .. "HTTP/1%.1 " .. st .. " ", r, nil,
+                         false, rest)
+          assert.matches("\r\nContent%-Length: %d+\r\n", r)
+          assert.matches("^" .. first .. "HTTP[^\n]*\r\n.-\r\n\r\n$", r,
+                         nil, false, rest)
+        end
+        -- not a HEAD's: the refusal has its body (GET's the same status;
+        -- HEADX and HEA are refused as bad methods)
+        local r = send("GET" .. rest)
+        assert.matches("^HTTP/1%.1 " .. st .. " .*\r\n\r\n" .. st
+                       .. " [%a ]+\n$", r, nil, false, rest)
+        for _, method in ipairs { "HEADX", "HEA" } do
+          r = send(method .. rest)
+          assert.matches("^HTTP/1%.1 400 .*\r\n\r\n400 Bad Request\n$", r,
+                         nil, false, method .. rest)
+        end
+      end
+      stop()
+    end)
+  end)
+
+  it("refuses the request heads libhttp-parser's lax mode took: a control"
+     .. " byte first in a value, a bare CR at the head's end, a version"
+     .. " not HTTP/", function()
+    serve_paths(function(send, paths)
+      for _, head in ipairs {
+        "GET /p HTTP/1.1\r\nX-A: \0\r\n\r\n", -- (a NUL to the handler)
+        "GET /p HTTP/1.1\r\nX-A:\27[2J\r\n\r\n",
+        "GET /p HTTP/1.1\r\nX-A: a\r\n \1\r\n\r\n", -- (folded)
+        -- the byte after the CR was taken for the LF: "X" eaten
+        "GET /p HTTP/1.1\r\nX-A: 1\r\n\rX",
+        "POST /p HTTP/1.1\r\nContent-Length: 2\r\n\rXok",
+        "GET /p HXXP/1.1\r\n\r\n", -- (served as HTTP/1.1)
+        "GET /p  HTTP/1.1\r\n\r\n",
+      } do
+        local r = send(head .. "GET /after HTTP/1.1\r\n\r\n")
+        assert.matches("^HTTP/1%.1 400 [^\n]*\r\n.-\r\n\r\n400 Bad "
+                       .. "Request\n$", r, nil, false, head)
+      end
+      assert.are.same({}, paths)
+      -- what stays taken: an empty value, bare LF line ends, HTTP/0.9
+      -- (a 505)
+      local r = send("GET /e HTTP/1.1\r\nX-A:\r\nX-B: 1\r\n\r\n"
+        .. "GET /lf HTTP/1.1\nX-A: 1\n\nGET /09\r\n\r\n")
+      assert.matches("served /e.*served /lf.*505 HTTP Version Not "
+                     .. "Supported\n$", r)
+      assert.are.same({ "/e", "/lf" }, paths)
+    end)
+  end)
+
+  it("gives a handler a folded header value with its lines joined by"
+     .. " spaces (it ran into the CRLF and lost its end)", function()
+    serve_paths(function(send, paths)
+      local r = send("POST /fold HTTP/1.1\r\nTransfer-Encoding: gzip,\r\n"
+        .. " chunked\r\nX-A: a\r\n\t b \r\n  c\r\nConnection: close\r\n"
+        .. "\r\n" .. CHUNKED)
+      assert.matches("^HTTP/1%.1 200 .*served /fold$", r)
+      assert.are.same({ "/fold" }, paths)
+    end, function(req)
+      assert.matches("^gzip, +chunked$", req.headers["transfer-encoding"])
+      assert.matches("^a +b +c$", req.headers["x-a"])
+      assert.are.equal(HIDDEN, req:body())
     end)
   end)
 

@@ -267,6 +267,43 @@ except requests.exceptions.SSLError:
     end)
   end)
 
+  it("refuses the response heads it refuses in plain text",
+     function()
+    green_run(function()
+      local srv = assert(green.listen("127.0.0.1", 0, { tls = {
+        certificate = p("leaf.pem"), key = p("leaf.key") } }))
+      local _, port = srv:getsockname()
+      local answers = {
+        "HTTX/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\rXContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nX-A: \0\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+      }
+      local acceptor = green.spawn(function()
+        for i = 1, #answers do
+          local c = assert(srv:accept())
+          c:settimeout(20)
+          repeat local l = assert(c:receive("*l")) until l == ""
+          assert(c:send(answers[i]))
+          c:receive("*a") -- until the client closes
+          c:close()
+        end
+      end)
+      local client = green.http.Client { tls = { cafile = p("ca.pem") } }
+      local url = "https://localhost:" .. port .. "/"
+      for i = 1, #answers - 1 do
+        local r, err = client:get(url)
+        assert.is_nil(r, answers[i])
+        assert.are.equal("bad response", err)
+      end
+      local r = assert(client:get(url)) -- a folded value: unfolded
+      assert.are.same({ "ok", "a   b" }, { r.body, r.headers["x-a"] })
+      client:close()
+      acceptor:wait()
+      srv:close()
+    end)
+  end)
+
   it("the server answers a plain-HTTP request on its TLS port by closing",
      function()
     green_run(function()

@@ -200,8 +200,9 @@ local function parse_url(url)
            key = scheme .. "\0" .. host .. "\0" .. port }
 end
 
--- The request head and how the body goes: "length" (a string), "chunked"
--- (a function yielding pieces) or nil.
+-- The request head, how the body goes: "length" (a string), "chunked"
+-- (a function yielding pieces) or nil, and whether it asks for an Upgrade
+-- (an Upgrade header: a 101 answers only that).
 local function request_head(method, u, headers, body)
   local t = { method, " ", u.target, " HTTP/1.1\r\n" }
   local n = #t
@@ -246,7 +247,7 @@ local function request_head(method, u, headers, body)
     error("green.http: body must be a string, a function or nil", 0)
   end
   t[n + 1] = "\r\n"
-  return concat(t, "", 1, n + 1), how
+  return concat(t, "", 1, n + 1), how, has.upgrade
 end
 
 -- Send the request on `conn`; nil, err on failure.
@@ -347,7 +348,7 @@ local MAX_INTERIM = 10
 -- One exchange on one connection (no redirects). Returns resp, or nil,
 -- err, retry (retry: a reused connection failed before any byte of
 -- response: the request may be sent again on a new one).
-local function exchange(client, o, u, method, head, how)
+local function exchange(client, o, u, method, head, how, upgrade)
   local timeout = o.timeout
   local conn, err = take(client, u, timeout, o.tls or client.tls)
   if not conn then return nil, err end
@@ -379,7 +380,15 @@ local function exchange(client, o, u, method, head, how)
       and (kind == "closed" or kind == "connection reset by peer")
   end
   if resp.status < 100 then return nil, "bad response" end
-  -- 101: the connection speaks another protocol now
+  -- the connection speaks another protocol (or is a tunnel) from the end
+  -- of this head: unasked for, a 101 is the server's error (RFC 9110
+  -- 15.2.2), and a 2xx to CONNECT has no HTTP after it to read (RFC 9112
+  -- 6.3); either way nothing more is read from it, it is closed
+  if resp.status == 101 and not upgrade
+     or method == "CONNECT" and resp.status // 100 == 2 then
+    return nil, "bad response"
+  end
+  -- 101 asked for: the head is the answer; the connection is not reused
   if resp.status == 101 then keep = false end
   lease.conn = nil -- the response's now
   local rl = setmetatable({ conn = conn }, o.stream and kind ~= 0
@@ -506,12 +515,13 @@ function Client:request(o)
     local u, err = parse_url(url)
     if not u then return nil, err end
     if u.tls then u.key = u.key .. tls_key(o.tls or self.tls) end
-    local head, how = request_head(method, u, o.headers, o.body)
+    local head, how, upgrade = request_head(method, u, o.headers, o.body)
     local resp, retry
-    resp, err, retry = exchange(self, o, u, method, head, how)
+    resp, err, retry = exchange(self, o, u, method, head, how, upgrade)
     if not resp and retry and how ~= "chunked" and how ~= "raw"
        and IDEMPOTENT[method] then
-      resp, err = exchange(self, o, u, method, head, how) -- a fresh one
+      -- a fresh one
+      resp, err = exchange(self, o, u, method, head, how, upgrade)
     end
     if not resp then return nil, err end
     local loc = resp.headers.location

@@ -56,15 +56,16 @@ local DRAIN_MAX = 64 * 1024
 local Request = {}
 Request.__name = "green.http.Request"
 
---- Error bodies the server writes itself; for `req` a HEAD request, the
--- head alone (no content in a response to HEAD, RFC 9110 9.3.2).
+--- Error bodies the server writes itself; for `req` a HEAD request (or
+-- true: a head refused or timed out that began "HEAD "), the head alone
+-- (no content in a response to HEAD, RFC 9110 9.3.2).
 local function simple(status, keep, req)
   local body = status .. " " .. (common.REASONS[status] or "Error") .. "\n"
   return concat {
     status_line(status), date_line(),
     "Content-Type: text/plain\r\nContent-Length: ", #body, "\r\n",
     keep and "" or "Connection: close\r\n", "\r\n",
-    (req and req.method == "HEAD") and "" or body }
+    (req == true or req and req.method == "HEAD") and "" or body }
 end
 
 -- Send the responses that wait in the parser's output (laid out there by
@@ -295,7 +296,10 @@ local function requests(c)
         local status = math_type(kind) == "integer" and kind
           or kind == "timeout" and keep and 408 -- a head had begun
         if status then
-          queue(c, simple(status, false))
+          -- no request table, but the parser knows if its head was a
+          -- HEAD's as far as it was read
+          local _, _, _, was_head = http_state(parser)
+          queue(c, simple(status, false, was_head))
           if log then log({ remote_addr = c.addr }, status) end
         end
         return
