@@ -503,6 +503,65 @@ end)
 
 
 -- {==================================================================
+-- green.http's streamed responses: the lease on a connection in use gives
+-- its pool's slot (max_per_host) back in its __gc; skipped, the slot was
+-- lost for good, and a pool of one waited for it forever (or timed out).
+
+local HTTP_STREAM = [[
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local gt = green.spawn(green.http.serve, srv, function(req)
+  return 200, {}, req.path .. (":"):rep(9000)
+end)
+local url = "http://127.0.0.1:" .. port
+local client = green.http.Client { max_per_host = 1 }
+skip_gc(function()
+  -- read a piece, then dropped: its lease holds the only slot
+  local r = assert(client:request { url = url .. "/a", stream = true })
+  assert(r.status == 200 and r:body_reader()(r))
+end)
+-- The lost slot is back (this timed out before).
+local r, err = client:request { url = url .. "/b", timeout = 30 }
+assert(r and r.body == "/b" .. (":"):rep(9000), err)
+-- Once: the pool still holds one connection at most.
+r = assert(client:request { url = url .. "/c", stream = true })
+local r2
+r2, err = client:request { url = url .. "/d", timeout = 0.05 }
+assert(r2 == nil and err == "timeout", err)
+r:close()
+r = assert(client:request { url = url .. "/e", timeout = 30 })
+assert(r.body == "/e" .. (":"):rep(9000))
+if MODE == "sweep" then -- its socket and parser: orphans
+  local before = core.boxes().orphans
+  sweep()
+  assert(core.boxes().orphans - before >= 2, "orphans given back")
+end
+client:close()
+srv:close()
+gt:wait()
+print("ok")
+]]
+
+describe("green.http streamed responses whose lease's __gc Lua skipped",
+         function()
+  it("give their slot back to the pool (a request timed out before)",
+     function()
+    check(HTTP_STREAM, "end", 1)
+  end)
+
+  it("give it back under stock lua5.4", function()
+    check(HTTP_STREAM, "end", 1, true)
+  end)
+
+  it("leave their socket and parser to the sweep", function()
+    check(HTTP_STREAM, "sweep", 1)
+  end)
+end)
+
+-- }==================================================================
+
+
+-- {==================================================================
 -- Prefork's heartbeat stamps (a shared mapping).
 
 local STAMPS = [[
