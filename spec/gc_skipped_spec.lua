@@ -545,6 +545,16 @@ assert(r2 == nil and err == "timeout", err)
 r:close()
 r = assert(client:request { url = url .. "/e", timeout = 30 })
 assert(r.body == "/e" .. (":"):rep(9000))
+-- A lease collected with its __gc gives its unit back once.
+r = assert(client:request { url = url .. "/f", stream = true })
+r = nil
+collectgarbage()
+collectgarbage()
+r = assert(client:request { url = url .. "/g", stream = true,
+                            timeout = 30 })
+r2, err = client:request { url = url .. "/h", timeout = 0.05 }
+assert(r2 == nil and err == "timeout", err)
+r:close()
 if MODE == "sweep" then -- its socket and parser: orphans
   local before = orphans0
   sweep()

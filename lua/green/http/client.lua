@@ -189,8 +189,24 @@ local function end_lease(l)
   local conn = unlease(l)
   if conn then give(conn, false) end
 end
+
+-- A streamed response's lease collected. Lua may also cut a finalizer
+-- short: one that starts in the stack space Lua keeps for errors fails
+-- at its first call that needs more. So the unit goes back first, and
+-- the lease leaves the count with no call in between: either both
+-- happened, or neither did and reconcile gives the unit back.
+local function collect_lease(l)
+  local conn = l.conn
+  if not conn then return end
+  local p = conn.pool
+  p.sem:release()
+  p.streams[l] = nil
+  p.nstreams = p.nstreams - 1
+  l.conn = nil
+  close_conn(conn)
+end
 local Lease = { __close = end_lease }
-local StreamLease = { __close = end_lease, __gc = end_lease }
+local StreamLease = { __close = end_lease, __gc = collect_lease }
 
 -- A streamed response's lease on `conn`, counted by its pool.
 local function stream_lease(conn)
