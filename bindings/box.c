@@ -146,9 +146,10 @@ void lgreen_own(gl_hub_t *hub, lgreen_owned *o, const lgreen_boxkind *k) {
   o->kind = k;
   o->mark = g->boxmark;
   gl_link_push(&g->owned, &o->link);
+  /* (uv_is_active reads the handle's flags: one load per record) */
   if (!uv_is_active((uv_handle_t *)&g->sweeper) && !g->notick)
-    uv_timer_start(&g->sweeper, on_tick, LGREEN_SWEEP_EVERY,
-                   LGREEN_SWEEP_EVERY); /* (one load on the way there) */
+    uv_timer_start(
+        &g->sweeper, on_tick, LGREEN_SWEEP_EVERY, LGREEN_SWEEP_EVERY);
 }
 
 
@@ -210,8 +211,8 @@ static int l_box_timer(lua_State *L) {
   if (g->notick)
     uv_timer_stop(&g->sweeper);
   else if (!gl_link_empty(&g->owned))
-    uv_timer_start(&g->sweeper, on_tick, LGREEN_SWEEP_EVERY,
-                   LGREEN_SWEEP_EVERY);
+    uv_timer_start(
+        &g->sweeper, on_tick, LGREEN_SWEEP_EVERY, LGREEN_SWEEP_EVERY);
   return 0;
 }
 

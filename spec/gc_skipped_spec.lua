@@ -566,6 +566,43 @@ gt:wait()
 print("ok")
 ]]
 
+-- The client's other guards (the unit while a connection is made, the
+-- lease while a request runs) are to-be-closed variables: Lua calls a
+-- __close once the error's frames are gone, off the stack's limit, so
+-- none is skipped where a __gc is.
+local CLOSES = [[
+local function deep(n) if n == 0 then return 0 end return 1 + deep(n - 1) end
+local made, closed = 0, 0
+local mt = { __close = function() deep(100); closed = closed + 1 end }
+local function lua_limit(n)
+  local _ <close> = setmetatable({}, mt)
+  made = made + 1
+  local r = lua_limit(n + 1)
+  return r
+end
+local function c_limit(n)
+  local _ <close> = setmetatable({}, mt)
+  made = made + 1
+  local _, e = pcall(c_limit, n + 1)
+  error(e, 0)
+end
+green.spawn(function()
+  for _, f in ipairs { lua_limit, c_limit } do
+    made, closed = 0, 0
+    local ok, err = pcall(f, 1)
+    assert(not ok and err:find("stack overflow"), err)
+    assert(made > 100 and closed == made, closed .. " of " .. made)
+  end
+end):wait()
+print("ok")
+]]
+
+describe("to-be-closed variables at the stack's limit", function()
+  it("are all closed (the client's unit and lease rely on it)", function()
+    check(CLOSES, "end", 0)
+  end)
+end)
+
 describe("green.http streamed responses whose lease's __gc Lua skipped",
          function()
   it("give their slot back to the pool (a request timed out before)",
