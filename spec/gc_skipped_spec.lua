@@ -597,6 +597,33 @@ end):wait()
 print("ok")
 ]]
 
+-- A request that waits for the slot as its lease loses its __gc.
+local HTTP_WAITING = [[
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local gt = green.spawn(green.http.serve, srv, function(req)
+  return 200, {}, req.path .. (":"):rep(9000)
+end)
+local url = "http://127.0.0.1:" .. port
+local client = green.http.Client { max_per_host = 1 }
+local waiter
+skip_gc(function()
+  local r = assert(client:request { url = url .. "/a", stream = true })
+  assert(r.status == 200 and r:body_reader()(r))
+  waiter = green.spawn(client.request, client, { url = url .. "/b",
+                                                 timeout = 30 })
+  repeat green.sleep(0) until select(2, waiter:status())
+                              == "Semaphore:acquire"
+end)
+-- It gets the slot (it timed out before).
+local r, err = waiter:wait()
+assert(r and r.body == "/b" .. (":"):rep(9000), err)
+client:close()
+srv:close()
+gt:wait()
+print("ok")
+]]
+
 describe("to-be-closed variables at the stack's limit", function()
   it("are all closed (the client's unit and lease rely on it)", function()
     check(CLOSES, "end", 0)
@@ -616,6 +643,10 @@ describe("green.http streamed responses whose lease's __gc Lua skipped",
 
   it("leave their socket and parser to the sweep", function()
     check(HTTP_STREAM, "sweep", 1)
+  end)
+
+  it("give it to a request already waiting for it", function()
+    check(HTTP_WAITING, "end", 1)
   end)
 end)
 

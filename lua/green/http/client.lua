@@ -67,6 +67,30 @@ local function reconcile(p)
   for _ = 1, lost do p.sem:release() end
 end
 
+-- A take waits for a unit in slices of this many seconds while streamed
+-- leases are out, reconciling between them: Lua frees a lease whose __gc
+-- it skipped only at the next collection, maybe while takes wait.
+local RECONCILE_EVERY = 1
+
+-- A unit of pool `p` (true), or false once `timeout` seconds passed.
+local function acquire(p, timeout)
+  local sem = p.sem
+  if sem:acquire(false) then return true end
+  local deadline = timeout and now() + timeout
+  while true do
+    reconcile(p)
+    local left = deadline and deadline - now()
+    if left and left <= 0 then return sem:acquire(false) end
+    if p.nstreams == 0 then -- none to lose: one wait, its place kept
+      return sem:acquire(true, left)
+    end
+    if sem:acquire(true, left and left < RECONCILE_EVERY and left
+                         or RECONCILE_EVERY) then
+      return true
+    end
+  end
+end
+
 -- A connection fit to reuse: open, idle for less than idle_timeout, and
 -- with nothing unexpected to read (a byte or the end of the stream the
 -- server sent while it sat idle).
@@ -103,10 +127,7 @@ end
 -- waits while max_per_host are in use.
 local function take(client, u, timeout, topts)
   local p = pool_of(client, u.key)
-  if not p.sem:acquire(false) then
-    reconcile(p)
-    if not p.sem:acquire(true, timeout) then return nil, "timeout" end
-  end
+  if not acquire(p, timeout) then return nil, "timeout" end
   local unit <close> = setmetatable({ sem = p.sem }, Unit)
   while #p.idle > 0 do
     local conn = p.idle[#p.idle]
