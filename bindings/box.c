@@ -27,18 +27,41 @@
 ** no longer a key has lost its box without its finalizer having run: an
 ** orphan. The sweep marks the record of every box in the table, then
 ** hands each owned record left unmarked to its kind's 'orphan' (no Lua:
-** it does what the finalizer would have done). It runs when a box is
-** made, once as many boxes were made since the last sweep as the table
-** held then (at least LGREEN_SWEEP_MIN; the table also holds boxes that
-** are garbage not collected yet): amortized O(1) per box. An orphan is
-** given back within that many boxes made after it lost its box. Nothing
-** runs between the table's traversal and the orphans' release that could
-** run the collector.
+** it does what the finalizer would have done). Nothing runs between the
+** table's traversal and the orphans' release that could run the
+** collector. It runs:
+**
+**  - when a box is made, once as many boxes were made since the last
+**    sweep as the table held then (at least LGREEN_SWEEP_MIN; the table
+**    also holds boxes that are garbage not collected yet): amortized
+**    O(1) per box. An orphan is given back within that many boxes made
+**    after it lost its box;
+**  - from a timer, for a program that stops making boxes (a server
+**    whose traffic stopped would keep its orphans' descriptors): while
+**    anything is owned, 'sweeper' ticks every LGREEN_SWEEP_EVERY ms,
+**    unref'd (it never keeps the hub from going idle), and sweeps if the
+**    last sweep, of either kind, is older than LGREEN_SWEEP_EVERY ms or
+**    than LGREEN_SWEEP_PAUSE ms per box it walked, whichever is longer:
+**    a walk costs 0.03 to 0.2 us a box (measured: 27 ns a box for 1,000
+**    boxes, 141 ns for 130,000 whose records have left the caches), so
+**    the timer's sweeps take at most ~0.1 % of the hub's time however
+**    many boxes live, and an orphan is given back within max(1 s,
+**    0.2 ms x live boxes) of Lua freeing its box, if the hub polls
+**    meanwhile. A sweep needs a Lua stack: the tick sweeps only in the
+**    hub's own poll ('hub->L', no thread running), and skips a tick in
+**    the poll of a socket call with timeout 0 (lgreen_sock_poll). Nothing
+**    on the tick's path allocates but lua_checkstack, which runs no
+**    finalizer and raises no error.
 */
 #include "lgreen.h"
 
 /* Boxes made before the first sweep; the least between two sweeps. */
 #define LGREEN_SWEEP_MIN 64
+
+/* The timer's tick (ms), and the least pause between its sweeps per box
+   the last one walked (ms): see the file's header. */
+#define LGREEN_SWEEP_EVERY 1000
+#define LGREEN_SWEEP_PAUSE 0.2
 
 
 /* [-0, +0, -] Mark the record of every live box; hand the owned records
@@ -72,6 +95,8 @@ static void sweep(lua_State *L, lgreen_state_t *g) {
     gl_link_push(&orphans, &o->link);
   }
   g->sweepat = boxes > LGREEN_SWEEP_MIN ? boxes : LGREEN_SWEEP_MIN;
+  g->sweptat = uv_now(&g->hub.loop);
+  g->swept = boxes;
   while (!gl_link_empty(&orphans)) { /* a release may free the others' */
     lgreen_owned *o = GL_CONTAINER(orphans.next, lgreen_owned, link);
     gl_link_remove(&o->link);
@@ -98,10 +123,33 @@ void **lgreen_newbox(lua_State *L, gl_hub_t *hub, int nuv,
 }
 
 
+/* The timer's tick (see the file's header). */
+static void on_tick(uv_timer_t *h) {
+  lgreen_state_t *g = GL_CONTAINER(h, lgreen_state_t, sweeper);
+  gl_hub_t *hub = &g->hub;
+  double pause = (double)g->swept * LGREEN_SWEEP_PAUSE;
+  if (gl_link_empty(&g->owned)) { /* no orphan can appear: rest */
+    uv_timer_stop(h);
+    return;
+  }
+  if (hub->L == NULL || hub->current != NULL)
+    return; /* not the hub's poll: no stack to sweep on */
+  if ((double)(uv_now(h->loop) - g->sweptat) <
+      (pause > LGREEN_SWEEP_EVERY ? pause : LGREEN_SWEEP_EVERY))
+    return;
+  sweep(hub->L, g);
+}
+
+
 void lgreen_own(gl_hub_t *hub, lgreen_owned *o, const lgreen_boxkind *k) {
+  lgreen_state_t *g = lgreen_state(hub);
   o->kind = k;
-  o->mark = lgreen_state(hub)->boxmark;
-  gl_link_push(&lgreen_state(hub)->owned, &o->link);
+  o->mark = g->boxmark;
+  gl_link_push(&g->owned, &o->link);
+  /* (uv_is_active reads the handle's flags: one load per record) */
+  if (!uv_is_active((uv_handle_t *)&g->sweeper) && !g->notick)
+    uv_timer_start(
+        &g->sweeper, on_tick, LGREEN_SWEEP_EVERY, LGREEN_SWEEP_EVERY);
 }
 
 
@@ -153,12 +201,34 @@ static int l_boxes(lua_State *L) {
 }
 
 
+/* core.box_timer(on): start or stop the timer's sweeps, for the specs
+   of what happens to orphans no sweep finds (lua_close, green.fork's
+   child, a child ending, a signal). */
+static int l_box_timer(lua_State *L) {
+  lgreen_state_t *g = lgreen_state(lgreen_hub(L));
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  g->notick = !lua_toboolean(L, 1);
+  if (g->notick)
+    uv_timer_stop(&g->sweeper);
+  else if (!gl_link_empty(&g->owned))
+    uv_timer_start(
+        &g->sweeper, on_tick, LGREEN_SWEEP_EVERY, LGREEN_SWEEP_EVERY);
+  return 0;
+}
+
+
 void lgreen_open_box(lua_State *L, gl_hub_t *hub) {
-  static const luaL_Reg funcs[] = {{"boxes", l_boxes}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"boxes", l_boxes}, {"box_timer", l_box_timer}, {NULL, NULL}};
   lgreen_state_t *g = lgreen_state(hub);
   lgreen_state_t **p;
   gl_link_init(&g->owned);
   g->sweepat = LGREEN_SWEEP_MIN;
+  /* Closed with the hub's other handles (gl_hub_close); stopped by its
+     tick while nothing is owned. */
+  if (uv_timer_init(&hub->loop, &g->sweeper) < 0)
+    luaL_error(L, "green.core: cannot initialize the event loop");
+  uv_unref((uv_handle_t *)&g->sweeper);
   lua_newtable(L); /* box -> its kind, weak keys */
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");

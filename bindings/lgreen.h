@@ -78,6 +78,10 @@ struct lgreen_state {
   size_t sweepat;      /* ... that make the next one sweep */
   unsigned boxmark;    /* the last sweep's mark */
   size_t orphans;      /* records given back without their box's __gc */
+  uv_timer_t sweeper;  /* sweeps while the hub polls (box.c), unref'd */
+  uint64_t sweptat;    /* the loop's time (ms) at the last sweep */
+  size_t swept;        /* boxes the last sweep walked */
+  int notick;          /* core.box_timer(false): no timer sweeps */
 };
 typedef struct lgreen_state lgreen_state_t;
 

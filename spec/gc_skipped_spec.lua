@@ -20,6 +20,9 @@ warn("@on")
 local green = require "green"
 local core = green.core
 green.debug.hub_blocking_detection(false) -- (the deep recursion takes 1 s)
+-- The hub's timer sweeps (bindings/box.c) only in the "idle" scripts:
+-- the others check what becomes of orphans no sweep finds, or sweep.
+core.box_timer(MODE == "idle")
 
 -- Make the objects that make() makes and drops lose their finalizers:
 -- run make() with the collector stopped; recurse in a green thread until
@@ -29,7 +32,11 @@ green.debug.hub_blocking_detection(false) -- (the deep recursion takes 1 s)
 -- first step is then the one the "stack overflow" error's message makes,
 -- at the limit: every finalizer it calls fails ("error in __gc"). Then
 -- two full collections free the userdata.
+-- Orphans given back before the last skip_gc (the hub's timer may sweep
+-- as soon as it ends).
+local orphans0
 local function skip_gc(make)
+  orphans0 = core.boxes().orphans
   green.spawn(function()
     local depth = 0
     local function probe(n) depth = n; return 1 + probe(n + 1) end
@@ -141,12 +148,13 @@ skip_gc(function()
   sent = i or last
   assert(sent > 0 and sent < #big, err)
 end)
-if MODE == "sweep" then
+if MODE == "sweep" or MODE == "idle" then
   -- The sweep closes them as their __gc would have: each peer reads
-  -- the end, and the lingering one everything that send accepted.
-  local before = core.boxes().orphans
-  sweep()
-  assert(core.boxes().orphans - before == 9, "orphans given back")
+  -- the end, and the lingering one everything that send accepted. Idle:
+  -- no box is made any more (receive, sleep and core.boxes make none):
+  -- the hub's timer sweeps.
+  local before = orphans0
+  if MODE == "sweep" then sweep() end
   for _, p in ipairs(peers) do
     p:settimeout(30)
     assert(p:receive(1) == "x")
@@ -160,6 +168,7 @@ if MODE == "sweep" then
     got = got + #(d or part)
   until not d
   assert(got == sent, got .. " of " .. sent)
+  assert(core.boxes().orphans - before == 9, "orphans given back")
 elseif MODE == "fork" then
   -- The child gives every socket a new record: the parent's orphans
   -- too; then a sweep there gives those back.
@@ -202,6 +211,11 @@ describe("sockets whose __gc Lua skipped", function()
     check(SOCKETS, "sweep", 9)
   end)
 
+  it("are closed by the hub's timer when no box is made any more (they "
+     .. "stayed open before)", function()
+    check(SOCKETS, "idle", 9)
+  end)
+
   it("get their new records in green.fork's child (heap-use-after-free "
      .. "before)", function()
     check(SOCKETS, "fork", 9)
@@ -231,7 +245,7 @@ local function reaped(pid) -- not even a zombie
   return f == nil
 end
 if MODE == "sweep" then
-  local before = core.boxes().orphans
+  local before = orphans0
   sweep()
   assert(core.boxes().orphans - before >= 3, "orphans given back")
   for _, pid in ipairs(pids) do
@@ -302,7 +316,7 @@ if MODE == "signal" then
   assert(core.kill_pid(core.getpid(), 12))
   assert(t:wait() == 10)
 elseif MODE == "sweep" then
-  local before = core.boxes().orphans
+  local before = orphans0
   sweep()
   assert(core.boxes().orphans - before >= 2, "orphans given back")
   assert(not caught(10) and not caught(12), "dispositions back")
@@ -362,7 +376,7 @@ local function content(p)
 end
 assert(content(path) == "")
 if MODE == "sweep" then
-  local before = core.boxes().orphans
+  local before = orphans0
   sweep()
   assert(core.boxes().orphans - before >= 2, "orphans given back")
   eventually(function()
@@ -427,7 +441,7 @@ skip_gc(function()
   end
 end)
 if MODE == "sweep" then
-  local before = core.boxes().orphans
+  local before = orphans0
   sweep()
   assert(core.boxes().orphans - before >= 8, "orphans given back")
 end
@@ -478,7 +492,7 @@ skip_gc(function()
   -- the client and its idle connections are dropped unclosed
 end)
 if MODE == "sweep" then
-  local before = core.boxes().orphans
+  local before = orphans0
   sweep()
   assert(core.boxes().orphans - before >= 3, "orphans given back")
 end
@@ -496,6 +510,143 @@ describe("HTTP parsers whose __gc Lua skipped", function()
 
   it("are freed by the sweep", function()
     check(HTTP, "sweep", 3)
+  end)
+end)
+
+-- }==================================================================
+
+
+-- {==================================================================
+-- green.http's streamed responses: the lease on a connection in use gives
+-- its pool's slot (max_per_host) back in its __gc; skipped, the slot was
+-- lost for good, and a pool of one waited for it forever (or timed out).
+
+local HTTP_STREAM = [[
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local gt = green.spawn(green.http.serve, srv, function(req)
+  return 200, {}, req.path .. (":"):rep(9000)
+end)
+local url = "http://127.0.0.1:" .. port
+local client = green.http.Client { max_per_host = 1 }
+skip_gc(function()
+  -- read a piece, then dropped: its lease holds the only slot
+  local r = assert(client:request { url = url .. "/a", stream = true })
+  assert(r.status == 200 and r:body_reader()(r))
+end)
+-- The lost slot is back (this timed out before).
+local r, err = client:request { url = url .. "/b", timeout = 30 }
+assert(r and r.body == "/b" .. (":"):rep(9000), err)
+-- Once: the pool still holds one connection at most.
+r = assert(client:request { url = url .. "/c", stream = true })
+local r2
+r2, err = client:request { url = url .. "/d", timeout = 0.05 }
+assert(r2 == nil and err == "timeout", err)
+r:close()
+r = assert(client:request { url = url .. "/e", timeout = 30 })
+assert(r.body == "/e" .. (":"):rep(9000))
+-- A lease collected with its __gc gives its unit back once.
+r = assert(client:request { url = url .. "/f", stream = true })
+r = nil
+collectgarbage()
+collectgarbage()
+r = assert(client:request { url = url .. "/g", stream = true,
+                            timeout = 30 })
+r2, err = client:request { url = url .. "/h", timeout = 0.05 }
+assert(r2 == nil and err == "timeout", err)
+r:close()
+if MODE == "sweep" then -- its socket and parser: orphans
+  local before = orphans0
+  sweep()
+  assert(core.boxes().orphans - before >= 2, "orphans given back")
+end
+client:close()
+srv:close()
+gt:wait()
+print("ok")
+]]
+
+-- The client's other guards (the unit while a connection is made, the
+-- lease while a request runs) are to-be-closed variables: Lua calls a
+-- __close once the error's frames are gone, off the stack's limit, so
+-- none is skipped where a __gc is.
+local CLOSES = [[
+local function deep(n) if n == 0 then return 0 end return 1 + deep(n - 1) end
+local made, closed = 0, 0
+local mt = { __close = function() deep(100); closed = closed + 1 end }
+local function lua_limit(n)
+  local _ <close> = setmetatable({}, mt)
+  made = made + 1
+  local r = lua_limit(n + 1)
+  return r
+end
+local function c_limit(n)
+  local _ <close> = setmetatable({}, mt)
+  made = made + 1
+  local _, e = pcall(c_limit, n + 1)
+  error(e, 0)
+end
+green.spawn(function()
+  for _, f in ipairs { lua_limit, c_limit } do
+    made, closed = 0, 0
+    local ok, err = pcall(f, 1)
+    assert(not ok and err:find("stack overflow"), err)
+    assert(made > 100 and closed == made, closed .. " of " .. made)
+  end
+end):wait()
+print("ok")
+]]
+
+-- A request that waits for the slot as its lease loses its __gc.
+local HTTP_WAITING = [[
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local gt = green.spawn(green.http.serve, srv, function(req)
+  return 200, {}, req.path .. (":"):rep(9000)
+end)
+local url = "http://127.0.0.1:" .. port
+local client = green.http.Client { max_per_host = 1 }
+local waiter
+skip_gc(function()
+  local r = assert(client:request { url = url .. "/a", stream = true })
+  assert(r.status == 200 and r:body_reader()(r))
+  waiter = green.spawn(client.request, client, { url = url .. "/b",
+                                                 timeout = 30 })
+  repeat green.sleep(0) until select(2, waiter:status())
+                              == "Semaphore:acquire"
+end)
+-- It gets the slot (it timed out before).
+local r, err = waiter:wait()
+assert(r and r.body == "/b" .. (":"):rep(9000), err)
+client:close()
+srv:close()
+gt:wait()
+print("ok")
+]]
+
+describe("to-be-closed variables at the stack's limit", function()
+  it("are all closed (the client's unit and lease rely on it)", function()
+    check(CLOSES, "end", 0)
+  end)
+end)
+
+describe("green.http streamed responses whose lease's __gc Lua skipped",
+         function()
+  it("give their slot back to the pool (a request timed out before)",
+     function()
+    check(HTTP_STREAM, "end", 1)
+  end)
+
+  it("give it back under stock lua5.4", function()
+    check(HTTP_STREAM, "end", 1, true)
+  end)
+
+  it("leave their socket and parser to the sweep", function()
+    check(HTTP_STREAM, "sweep", 1)
+  end)
+
+  it("give it to a request already waiting for it", function()
+    check(HTTP_WAITING, "end", 1)
   end)
 end)
 

@@ -37,14 +37,58 @@ Client.__index = Client
 Client.__name = "green.http.Client"
 
 -- The pool of one host:port: a semaphore bounds the connections (in use
--- and idle), idle ones wait on a stack (the most recent first).
+-- and idle), idle ones wait on a stack (the most recent first). Streamed
+-- responses' leases are counted, and kept as weak keys (see reconcile).
+local STREAMS_MT = { __mode = "k" }
 local function pool_of(client, key)
   local p = client.pools[key]
   if not p then
-    p = { sem = semaphore.Semaphore(client.max_per_host), idle = {} }
+    p = { sem = semaphore.Semaphore(client.max_per_host), idle = {},
+          streams = setmetatable({}, STREAMS_MT), nstreams = 0 }
     client.pools[key] = p
   end
   return p
+end
+
+-- Give back the slots of streamed responses' leases that Lua freed
+-- without their __gc (docs/internals.md, "When Lua skips a finalizer":
+-- a collection step in a thread at its stack limit). A lease leaves
+-- 'streams' when it ends, its __gc included; Lua removes a weak key only
+-- when it frees the object, after its finalizer ran (a pending or
+-- resurrected one keeps its entry). So a lease counted but no longer a
+-- key is gone without its end: its slot is released here, its socket and
+-- parser (boxes) given back by the box sweep. Runs where a take would
+-- wait: O(streamed leases), never on the path of a free slot.
+local function reconcile(p)
+  local live = 0
+  for _ in pairs(p.streams) do live = live + 1 end
+  local lost = p.nstreams - live
+  p.nstreams = live
+  for _ = 1, lost do p.sem:release() end
+end
+
+-- A take waits for a unit in slices of this many seconds while streamed
+-- leases are out, reconciling between them: Lua frees a lease whose __gc
+-- it skipped only at the next collection, maybe while takes wait.
+local RECONCILE_EVERY = 1
+
+-- A unit of pool `p` (true), or false once `timeout` seconds passed.
+local function acquire(p, timeout)
+  local sem = p.sem
+  if sem:acquire(false) then return true end
+  local deadline = timeout and now() + timeout
+  while true do
+    reconcile(p)
+    local left = deadline and deadline - now()
+    if left and left <= 0 then return sem:acquire(false) end
+    if p.nstreams == 0 then -- none to lose: one wait, its place kept
+      return sem:acquire(true, left)
+    end
+    if sem:acquire(true, left and left < RECONCILE_EVERY and left
+                         or RECONCILE_EVERY) then
+      return true
+    end
+  end
 end
 
 -- A connection fit to reuse: open, idle for less than idle_timeout, and
@@ -83,7 +127,7 @@ end
 -- waits while max_per_host are in use.
 local function take(client, u, timeout, topts)
   local p = pool_of(client, u.key)
-  if not p.sem:acquire(true, timeout) then return nil, "timeout" end
+  if not acquire(p, timeout) then return nil, "timeout" end
   local unit <close> = setmetatable({ sem = p.sem }, Unit)
   while #p.idle > 0 do
     local conn = p.idle[#p.idle]
@@ -144,16 +188,55 @@ end
 -- an error, a kill or a Timeout) closes the connection and gives its unit
 -- back, unless the lease was cleared (the connection passed on). A
 -- streamed response's lease is collected too (a response dropped
--- unread): its __gc does the same.
-local function end_lease(l)
+-- unread): its __gc does the same, and if Lua skips that, the pool's
+-- reconcile gives the unit back. (A __close is not skipped: Lua calls it
+-- once the error's frames are gone, off the stack's limit.)
+
+-- The connection of lease `l`, which lets go of it (nil if it had none).
+local function unlease(l)
   local conn = l.conn
   if conn then
     l.conn = nil
-    give(conn, false)
+    if l.streamed then
+      local p = conn.pool
+      p.streams[l] = nil
+      p.nstreams = p.nstreams - 1
+    end
   end
+  return conn
+end
+
+local function end_lease(l)
+  local conn = unlease(l)
+  if conn then give(conn, false) end
+end
+
+-- A streamed response's lease collected. Lua may also cut a finalizer
+-- short: one that starts in the stack space Lua keeps for errors fails
+-- at its first call that needs more. So the unit goes back first, and
+-- the lease leaves the count with no call in between: either both
+-- happened, or neither did and reconcile gives the unit back.
+local function collect_lease(l)
+  local conn = l.conn
+  if not conn then return end
+  local p = conn.pool
+  p.sem:release()
+  p.streams[l] = nil
+  p.nstreams = p.nstreams - 1
+  l.conn = nil
+  close_conn(conn)
 end
 local Lease = { __close = end_lease }
-local StreamLease = { __close = end_lease, __gc = end_lease }
+local StreamLease = { __close = end_lease, __gc = collect_lease }
+
+-- A streamed response's lease on `conn`, counted by its pool.
+local function stream_lease(conn)
+  local l = setmetatable({ conn = conn, streamed = true }, StreamLease)
+  local p = conn.pool
+  p.streams[l] = true
+  p.nstreams = p.nstreams + 1
+  return l
+end
 
 -- }===
 
@@ -306,13 +389,12 @@ local function next_piece(resp)
   if piece then
     resp._got = resp._got + #piece
     if resp._got > resp._max then
-      lease.conn = nil
-      give(conn, false)
+      give(unlease(lease), false)
       return nil, "too large"
     end
     return piece
   end
-  lease.conn = nil
+  unlease(lease)
   if piece == false then
     give(conn, resp._keep)
     return nil
@@ -391,8 +473,8 @@ local function exchange(client, o, u, method, head, how, upgrade)
   -- 101 asked for: the head is the answer; the connection is not reused
   if resp.status == 101 then keep = false end
   lease.conn = nil -- the response's now
-  local rl = setmetatable({ conn = conn }, o.stream and kind ~= 0
-                          and StreamLease or Lease)
+  local rl = o.stream and kind ~= 0 and stream_lease(conn)
+    or setmetatable({ conn = conn }, Lease)
   resp._lease, resp._keep, resp._timeout = rl, keep, timeout
   resp._got, resp._max = 0, o.max_body_size or math.huge
   if kind == 0 then
