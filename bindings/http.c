@@ -394,6 +394,31 @@ static void parser_release(hparser *hp) {
 }
 
 
+/*
+** The parser waits for a message's first byte (an idle keep-alive
+** connection): give back the buffers a message needs, so that an idle
+** connection holds none (as nginx frees a keep-alive connection's
+** buffers). Not the output while it holds bytes not sent yet. A request
+** retakes them (glibc's per-thread cache serves those sizes: a few
+** instructions per request).
+*/
+static void parser_idle(hparser *hp) {
+  if (hp->olen != 0)
+    return;
+  if (hp->h != hp->inl)
+    free(hp->h);
+  hp->h = hp->inl;
+  hp->caph = NINLINE;
+  hp->nh = 0;
+  free(hp->hb);
+  hp->hb = NULL;
+  hp->hcap = 0;
+  free(hp->ob);
+  hp->ob = NULL;
+  hp->ocap = 0;
+}
+
+
 /* __close and http_free(parser): its buffers, now (the server's
    connection, the client's at their end; see box.c for why not only at
    the parser's __gc). */
@@ -1154,6 +1179,8 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
     return fail_status(L, 431);
   }
   drop_arena(L, hp);
+  if (x->len == 0)
+    parser_idle(hp);
   if (x->len > 0 && hp->due <= 1) /* the head began: its own deadline */
     hp->due = lua_isnil(L, 5) ? 1
                               : lgreen_sock_deadline(lua_tonumber(L, 5));
@@ -1829,7 +1856,7 @@ static int out_reserve(hparser *hp, size_t n) {
   char *nb;
   if (hp->ocap - hp->olen >= n)
     return 1;
-  cap = hp->ocap < 4096 ? 4096 : hp->ocap;
+  cap = hp->ocap < 1024 ? 1024 : hp->ocap;
   while (cap - hp->olen < n) {
     if (cap > SIZE_MAX / 2)
       return 0;
