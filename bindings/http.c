@@ -1472,8 +1472,9 @@ static int l_http_body_tls(lua_State *L) {
 
 
 /* http_state(parser): "head", "body", "done" or "error", the bytes of
-   body read so far, and the status of the response http_response laid
-   out for the current request (false if none). */
+   body read so far, the status of the response http_response laid out
+   for the current request (false if none), and the bytes of the buffers
+   the parser holds (its head copy, output, grown header array). */
 static int l_http_state(lua_State *L) {
   static const char *const names[] = {"head", "body", "done", "error"};
   hparser *hp = check_parser(L, 1);
@@ -1483,7 +1484,11 @@ static int l_http_state(lua_State *L) {
     lua_pushinteger(L, hp->answered);
   else
     lua_pushboolean(L, 0);
-  return 3;
+  lua_pushinteger(L, (lua_Integer)(hp->hcap + hp->ocap +
+                                   (hp->h != hp->inl
+                                        ? 2 * hp->caph * sizeof(hspan)
+                                        : 0)));
+  return 4;
 }
 
 
