@@ -72,7 +72,8 @@ end
 -- from the output (http_flush), sendall only for what cannot go at once.
 local function flush(c)
   local data, err
-  if c.tls then
+  local sock = c.sock
+  if type(sock) == "table" and is_tls(sock) then -- (a plain one: userdata)
     data = http_output(c.parser)
     if not data then return true end
   else
@@ -128,10 +129,10 @@ local function next_piece(req)
   if c.bodykind == 0 then return nil end
   if not continue(c) then return nil, c.broken end
   local piece, err
-  if c.tls then
-    piece, err = tls_body(c.sock, c.parser, c.o.body_timeout)
+  if is_tls(c.sock) then
+    piece, err = tls_body(c.sock, c.parser, c.srv.o.body_timeout)
   else
-    piece, err = http_body(c.sock, c.parser, c.o.body_timeout)
+    piece, err = http_body(c.sock, c.parser, c.srv.o.body_timeout)
   end
   if piece then return piece end
   if piece == false then
@@ -274,12 +275,14 @@ end
 -- state gets only c.req: c.bodykind, c.expect and c.bodytext are set for
 -- a request with a body and reset after it, c.failed ends the connection.
 local function requests(c)
-  local sock, parser, srv, o = c.sock, c.parser, c.srv, c.o
-  local handler, log = c.handler, o.log
-  local head = c.tls and tls_head or http_head
+  local sock, parser, srv = c.sock, c.parser, c.srv
+  local o = srv.o
+  local handler, log = srv.handler, o.log
+  local tls = is_tls(sock)
+  local head = tls and tls_head or http_head
   -- on a plain socket http_response parses the next buffered head too,
   -- and http_run runs the loop of the bodyless requests
-  local rsock = not c.tls and sock or nil
+  local rsock = not tls and sock or nil
   local run = rsock and http_run
   local req, kind, keep, ctl = head(sock, parser, false)
   while true do
@@ -358,14 +361,16 @@ local function requests(c)
   end
 end
 
--- One connection: its requests (see requests), then the end.
+-- One connection: its requests (see requests), then the end. Its state
+-- `c` is made with the 8 fields every connection writes (a hash of 8
+-- nodes: an idle connection's memory, bench/idle.lua); expect, failed,
+-- broken, bodytext, sent and upgraded are nil until a request sets them
+-- (a body, an error, a WebSocket).
 local function connection(srv, sock, addr)
   local o = srv.o
   local c = {
-    sock = sock, parser = false, o = o, srv = srv, handler = srv.handler,
-    addr = addr, bodykind = 0, expect = false, req = false, failed = false,
-    broken = false, bodytext = false, idle = false, sent = false,
-    thread = getcurrent(), tls = is_tls(sock),
+    sock = sock, parser = false, srv = srv, addr = addr, bodykind = 0,
+    req = false, idle = false, thread = getcurrent(),
   }
   -- The parser's buffers (malloc'd) go at the connection's end however
   -- it ends, not at its __gc: Lua skips a finalizer that a collection
