@@ -72,8 +72,7 @@ end
 -- from the output (http_flush), sendall only for what cannot go at once.
 local function flush(c)
   local data, err
-  local sock = c.sock
-  if type(sock) == "table" and is_tls(sock) then -- (a plain one: userdata)
+  if c.tls then
     data = http_output(c.parser)
     if not data then return true end
   else
@@ -126,10 +125,11 @@ local function next_piece(req)
   if c.req ~= req then
     error("green.http: this request's connection has moved on", 3)
   end
-  if c.bodykind == 0 then return nil end
+  local kind = c.bodykind
+  if not kind or kind == 0 then return nil end
   if not continue(c) then return nil, c.broken end
   local piece, err
-  if is_tls(c.sock) then
+  if c.tls then
     piece, err = tls_body(c.sock, c.parser, c.srv.o.body_timeout)
   else
     piece, err = http_body(c.sock, c.parser, c.srv.o.body_timeout)
@@ -152,7 +152,9 @@ function Request:body(max)
     error("green.http: this request's connection has moved on", 2)
   end
   if c.bodytext then return c.bodytext end
-  if c.bodykind == 0 then return "" end -- none (or all read already)
+  if not c.bodykind or c.bodykind == 0 then
+    return "" -- none (or all read already)
+  end
   if max ~= nil then
     if type(max) ~= "number" or max < 0 then
       error("bad argument #1 to 'body' (non-negative number expected)", 2)
@@ -257,7 +259,7 @@ end
 -- Read and drop the rest of a body the handler did not read; false if
 -- the connection cannot go on.
 local function drain(c, req)
-  if c.bodykind == 0 then return true end
+  if not c.bodykind or c.bodykind == 0 then return true end
   if c.expect then return false end -- never told to send it
   if c.bodykind > DRAIN_MAX then return false end
   http_setmaxbody(c.parser, DRAIN_MAX)
@@ -278,7 +280,7 @@ local function requests(c)
   local sock, parser, srv = c.sock, c.parser, c.srv
   local o = srv.o
   local handler, log = srv.handler, o.log
-  local tls = is_tls(sock)
+  local tls = c.tls
   local head = tls and tls_head or http_head
   -- on a plain socket http_response parses the next buffered head too,
   -- and http_run runs the loop of the bodyless requests
@@ -299,7 +301,7 @@ local function requests(c)
           or kind == "timeout" and keep and 408 -- a head had begun
         if status then
           queue(c, simple(status, false))
-          if log then log({ remote_addr = c.addr }, status) end
+          if log then log({ remote_addr = srv.conns[c] or nil }, status) end
         end
         return
       end
@@ -362,15 +364,16 @@ local function requests(c)
 end
 
 -- One connection: its requests (see requests), then the end. Its state
--- `c` is made with the 8 fields every connection writes (a hash of 8
--- nodes: an idle connection's memory, bench/idle.lua); expect, failed,
--- broken, bodytext, sent and upgraded are nil until a request sets them
--- (a body, an error, a WebSocket).
+-- `c` is made with 8 fields: those every request reads or writes (a
+-- hash of 8 nodes: an idle connection's memory, bench/idle.lua; a key
+-- read absent costs more than one present); bodykind, expect, failed,
+-- bodytext, sent and upgraded are nil until a request sets them (a
+-- body, an error, a WebSocket). The peer's address is srv.conns[c].
 local function connection(srv, sock, addr)
   local o = srv.o
   local c = {
-    sock = sock, parser = false, srv = srv, addr = addr, bodykind = 0,
-    req = false, idle = false, thread = getcurrent(),
+    sock = sock, parser = false, srv = srv, req = false, idle = false,
+    broken = false, tls = is_tls(sock), thread = getcurrent(),
   }
   -- The parser's buffers (malloc'd) go at the connection's end however
   -- it ends, not at its __gc: Lua skips a finalizer that a collection
@@ -379,7 +382,7 @@ local function connection(srv, sock, addr)
   local parser <close> = http_parser("request", o.max_header_size,
     o.max_headers, o.max_body_size, Request, Headers, c, addr)
   c.parser = parser
-  srv.conns[c] = true
+  srv.conns[c] = addr or false
   sock:settimeout(o.send_timeout)
   local ok, e = xpcall(requests, catch, c)
   if not ok then
