@@ -400,16 +400,8 @@ static void parser_release(hparser *hp) {
 ** which glibc's per-thread cache serves: ~150 instructions).
 */
 static void parser_idle(hparser *hp) {
-  if (hp->olen != 0)
-    return;
-  if (hp->h != hp->inl)
-    free(hp->h);
-  hp->h = hp->inl;
-  hp->caph = NINLINE;
-  hp->nh = 0;
-  free(hp->ob);
-  hp->ob = NULL;
-  hp->ocap = 0;
+  if (hp->olen == 0)
+    parser_release(hp);
 }
 
 
