@@ -93,9 +93,9 @@ typedef struct hparser {
   hspan *h;          /* 2 spans per line: name, value */
   hspan inl[2 * NINLINE];
   struct arena *arena; /* where raw heads go (uservalue 5), or NULL */
-  char *hb;          /* the last head's copy (reused; malloc'd) */
-  size_t hcap;       /* room in 'hb' */
-  char *ob;          /* responses laid out, not sent yet (malloc'd) */
+  char *ob;          /* responses laid out, not sent yet (malloc'd); its
+                        room past them holds a head's copy while the
+                        head's message is made ('push_message') */
   size_t olen, ocap; /* bytes in 'ob'; room */
   int stcode;        /* the status 'stline' was made for (0: none) */
   size_t stlen;
@@ -414,12 +414,23 @@ static void parser_release(hparser *hp) {
   hp->h = hp->inl;
   hp->caph = NINLINE;
   hp->nh = 0;
-  free(hp->hb);
-  hp->hb = NULL;
-  hp->hcap = 0;
   free(hp->ob);
   hp->ob = NULL;
   hp->olen = hp->ocap = 0;
+}
+
+
+/*
+** The parser waits for a message's first byte (an idle keep-alive
+** connection): give back the buffers a message needs, so that an idle
+** connection holds none (as nginx frees a keep-alive connection's
+** buffers). Not the output while it holds bytes not sent yet. A request
+** retakes it (one malloc and free of 1 KB per request that waited,
+** which glibc's per-thread cache serves: ~150 instructions).
+*/
+static void parser_idle(hparser *hp) {
+  if (hp->olen == 0)
+    parser_release(hp);
 }
 
 
@@ -654,24 +665,19 @@ static void consume_stream(void *src, size_t n) {
 
 static void push_request(lua_State *L, hparser *hp, const char *h,
                          size_t n, size_t rest);
+static int out_reserve(hparser *hp, size_t n);
 
 static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
                          size_t rest, consume_fn consume, void *src) {
   const char *h;
   uint32_t i;
   int onstack = 0; /* the copy is a Lua string (no room for one in C) */
-  if (n > hp->hcap) {
-    char *nb = (char *)realloc(hp->hb, n < 512 ? 512 : n);
-    if (nb != NULL) {
-      hp->hb = nb;
-      hp->hcap = n < 512 ? 512 : n;
-    }
-  }
-  /* the copy (the parser's, which the stack keeps); the buffer may go
-     from here on */
-  if (n <= hp->hcap) {
-    memcpy(hp->hb, b, n);
-    h = hp->hb;
+  /* the copy, in the output's room past its bytes (nothing is laid out
+     while the message is made: one buffer per parser, not two); the
+     buffer may go from here on */
+  if (out_reserve(hp, n)) {
+    memcpy(hp->ob + hp->olen, b, n);
+    h = hp->ob + hp->olen;
   } else {
     lua_pushlstring(L, b, n);
     h = lua_tostring(L, -1);
@@ -1295,6 +1301,8 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
     return fail_status(L, 431);
   }
   drop_arena(L, hp);
+  if (x->len == 0)
+    parser_idle(hp);
   if (x->len > 0 && hp->due <= 1) /* the head began: its own deadline */
     hp->due = lua_isnil(L, 5) ? 1
                               : lgreen_sock_deadline(lua_tonumber(L, 5));
@@ -1587,9 +1595,10 @@ static int l_http_body_tls(lua_State *L) {
 
 /* http_state(parser): "head", "body", "done" or "error", the bytes of
    body read so far, the status of the response http_response laid out
-   for the current request (false if none), and whether a request head
-   that is not complete (being read, refused, or timed out) is a HEAD's
-   (the server's own answer to it has no body). */
+   for the current request (false if none), whether a request head that
+   is not complete (being read, refused, or timed out) is a HEAD's (the
+   server's own answer to it has no body), and the bytes of the buffers
+   the parser holds (its head copy, output, grown header array). */
 static int l_http_state(lua_State *L) {
   static const char *const names[] = {"head", "body", "done", "error"};
   hparser *hp = check_parser(L, 1);
@@ -1600,7 +1609,11 @@ static int l_http_state(lua_State *L) {
   else
     lua_pushboolean(L, 0);
   lua_pushboolean(L, hp->began_head);
-  return 4;
+  lua_pushinteger(L, (lua_Integer)(hp->ocap +
+                                   (hp->h != hp->inl
+                                        ? 2 * hp->caph * sizeof(hspan)
+                                        : 0)));
+  return 5;
 }
 
 
@@ -1979,7 +1992,7 @@ static int out_reserve(hparser *hp, size_t n) {
   char *nb;
   if (hp->ocap - hp->olen >= n)
     return 1;
-  cap = hp->ocap < 4096 ? 4096 : hp->ocap;
+  cap = hp->ocap < 1024 ? 1024 : hp->ocap;
   while (cap - hp->olen < n) {
     if (cap > SIZE_MAX / 2)
       return 0;
@@ -2032,7 +2045,11 @@ static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
     luaL_error(L, "green.http: the handler's body must be a string, a "
                "function or nil, not a %s", luaL_typename(L, a + A_BODY));
   update_date(hp);
-  o.p = hp->ob == NULL ? NULL : hp->ob + hp->olen;
+  /* an idle connection gave its output back (parser_idle): retake it
+     first, rather than count the response and build it again */
+  if (hp->ob == NULL && !out_reserve(hp, 1))
+    luaL_error(L, "not enough memory");
+  o.p = hp->ob + hp->olen;
   o.cap = hp->ocap - hp->olen;
   o.check = 1;
   n = build(L, hp, &o, ri, a, keep);

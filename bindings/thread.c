@@ -142,6 +142,62 @@ static int trampoline(lua_State *L) {
 }
 
 
+/*
+** spawn_closing's threads: 'closer(arg, err)' runs in the thread once its
+** function has ended, however it ended (return: err nil; error or kill:
+** err the error; killed before it started: the kill's error), as a
+** to-be-closed variable's __close would, and before the outcome is
+** stored (an error of the closer's is the thread's outcome). What
+** green.serve needs per connection, with no Lua frame, table or closure
+** per connection: the closer and its argument stay in the trampoline's
+** frame. Stack: [ud, closer, arg, msgh, results...] or [..., error].
+*/
+static int closed_k(lua_State *L, int status, lua_KContext ctx);
+
+static int closing_k(lua_State *L, int status, lua_KContext ctx) {
+  int ok = status == LUA_OK || status == LUA_YIELD;
+  lua_pushvalue(L, 2); /* the closer */
+  lua_pushvalue(L, 3); /* its argument */
+  if (ok)
+    lua_pushnil(L);
+  else
+    lua_pushvalue(L, -3); /* the error */
+  lua_pushboolean(L, ok); /* the function's status, for closed_k */
+  lua_replace(L, 2);
+  return closed_k(L, lua_pcallk(L, 2, 0, 4, ctx, closed_k), ctx);
+}
+
+static int closed_k(lua_State *L, int status, lua_KContext ctx) {
+  int ok = lua_toboolean(L, 2);
+  if (status != LUA_OK && status != LUA_YIELD) { /* the closer failed */
+    lua_copy(L, -1, 5); /* its error replaces the outcome */
+    lua_settop(L, 5);
+    ok = 0;
+  }
+  lua_remove(L, 2);
+  lua_remove(L, 2); /* [ud, msgh, results...] */
+  return trampoline_k(L, ok ? LUA_OK : LUA_ERRRUN, ctx);
+}
+
+
+/* Stack: [ud, closer, arg, fn, args...]. */
+static int trampoline_closing(lua_State *L) {
+  gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 1);
+  int n = lua_gettop(L) - 4;
+  lua_pushcfunction(L, msgh);
+  lua_insert(L, 4);
+  if (t->flags & GL_F_KILLED) { /* killed before it started */
+    t->flags &= ~GL_F_PENDING;
+    lua_settop(L, 4);
+    lua_getiuservalue(L, 1, LGREEN_UV_VALUE);
+    return closing_k(L, LUA_ERRRUN, (lua_KContext)t);
+  }
+  return closing_k(L, lua_pcallk(L, n, LUA_MULTRET, 4, (lua_KContext)t,
+                                 closing_k),
+                   (lua_KContext)t);
+}
+
+
 /* Called by the hub when a thread's coroutine has returned (or failed). */
 static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
                      int status) {
@@ -252,9 +308,12 @@ static int l_internal(lua_State *L) {
 
 /*
 ** [-0, +1, m] Create a thread that will run the callable at 'first' with
-** the values above it, and push its GreenThread. Not yet queued.
+** the values above it, and push its GreenThread. Not yet queued. Its
+** coroutine starts in 'tramp' with [ud, the 'pre' values below 'first',
+** fn, args...].
 */
-static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
+static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
+                              lua_CFunction tramp, int pre) {
   gl_thread_t *t;
   lua_State *co;
   int n;
@@ -263,7 +322,7 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
       luaL_typeerror(L, first, "function");
     lua_pop(L, 1);
   }
-  n = lua_gettop(L) - first; /* arguments */
+  n = lua_gettop(L) - first + pre; /* arguments, and the 'pre' values */
   t = (gl_thread_t *)lua_newuserdatauv(L, sizeof(*t), LGREEN_NUV);
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_setmetatable(L, -2);
@@ -271,13 +330,15 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
   co = lua_newthread(L);
   lua_setiuservalue(L, -2, LGREEN_UV_CO);
   record_site(L, t);
-  /* [.. fn args ud] -> [.. ud ud fn args]; move [ud fn args] to co */
+  /* [.. pre fn args ud] -> [.. ud ud pre fn args]; move [ud pre fn args]
+     to co */
+  first -= pre;
   lua_insert(L, first);
   lua_pushvalue(L, first);
   lua_insert(L, first);
   if (!lua_checkstack(co, n + 3))
     luaL_error(L, "too many arguments to spawn");
-  lua_pushcfunction(co, trampoline);
+  lua_pushcfunction(co, tramp);
   lua_xmove(L, co, n + 2);
   t->L = co;
   t->nargs = n + 2;
@@ -295,16 +356,32 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first) {
 
 /* spawn(fn, ...): the thread starts on a later hub turn, never inside. */
 static int l_spawn(lua_State *L) {
-  gl_thread_t *t = newthread(L, lgreen_hub(L), 1);
+  gl_thread_t *t = newthread(L, lgreen_hub(L), 1, trampoline, 0);
   gl_ready(t);
   return 1;
 }
 
 
 static int l_spawn_n(lua_State *L) {
-  gl_thread_t *t = newthread(L, lgreen_hub(L), 1);
+  gl_thread_t *t = newthread(L, lgreen_hub(L), 1, trampoline, 0);
   gl_ready(t);
   return 0;
+}
+
+
+/*
+** spawn_closing(closer, arg, fn, ...): spawn(fn, ...), and 'closer(arg,
+** err)' runs in the thread when fn ends (see trampoline_closing).
+** green.serve's per-connection slot; internal (green.core only).
+*/
+static int l_spawn_closing(lua_State *L) {
+  gl_thread_t *t;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checkany(L, 2);
+  luaL_checkany(L, 3);
+  t = newthread(L, lgreen_hub(L), 3, trampoline_closing, 2);
+  gl_ready(t);
+  return 1;
 }
 
 
@@ -319,7 +396,7 @@ static void delayed_start(gl_timer_t *tm) {
 static int l_spawn_after(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
   uint64_t ns = lgreen_ns(lgreen_checkseconds(L, 1));
-  gl_thread_t *t = newthread(L, hub, 2);
+  gl_thread_t *t = newthread(L, hub, 2, trampoline, 0);
   t->state = GL_DELAYED;
   if (gl_timer_start(hub, &t->w.timer, gl_now() + ns, delayed_start) < 0)
     return luaL_error(L, "not enough memory");
@@ -600,6 +677,7 @@ static const luaL_Reg gt_methods[] = {
 
 static const luaL_Reg spawn_funcs[] = {{"spawn", l_spawn},
                                        {"spawn_n", l_spawn_n},
+                                       {"spawn_closing", l_spawn_closing},
                                        {"spawn_after", l_spawn_after},
                                        {NULL, NULL}};
 

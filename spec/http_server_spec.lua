@@ -229,6 +229,38 @@ describe("green.http.serve", function()
     end)
   end)
 
+
+  it("holds no parser buffers on an idle keep-alive connection, and "
+     .. "retakes them for its next request", function()
+    green_run(function()
+      local conn
+      local port, stop = start(function(req)
+        conn = req.conn
+        local hs = { ["Content-Type"] = "text/plain" }
+        for i = 1, 20 do hs["X-H" .. i] = "v" end -- a grown header array
+        return 200, hs, "hello " .. req.path
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(20)
+      local many = {}
+      for i = 1, 20 do many[i] = "X-" .. i .. ": v\r\n" end
+      for round = 1, 2 do
+        assert(c:send("GET /" .. round .. " HTTP/1.1\r\nHost: h\r\n"
+                      .. table.concat(many) .. "\r\n"))
+        assert.are.equal("HTTP/1.1 200 OK", c:receive())
+        repeat local l = assert(c:receive()) until l == ""
+        assert.are.equal("hello /" .. round, c:receive(#"hello /1"))
+        -- the connection waits for its next head: nothing held
+        h.eventually(function()
+          return conn.idle and h.suspended(conn.thread)
+        end, "the connection parked idle")
+        local _, _, _, _, held = green.core.http_state(conn.parser)
+        assert.are.equal(0, held)
+      end
+      c:close()
+      stop()
+    end)
+  end)
   -- (the bodyless requests buffered together run in C's loop, http_run:
   -- handlers that wait, fail, upgrade or stop the server amid them)
   it("answers pipelined requests whose handlers wait, in order", function()

@@ -1,4 +1,5 @@
 local green = require "green"
+local helper = require "helper"
 
 local spawn, sleep = green.spawn, green.sleep
 
@@ -609,6 +610,75 @@ describe("green.now", function()
       sleep(0.002)
       local b = green.now()
       assert.is_true(b > a)
+    end)
+  end)
+end)
+
+describe("green.core.spawn_closing (green.serve's per-connection slot)",
+         function()
+  local core = green.core
+
+  it("runs closer(arg, err) in the thread however its function ends",
+     function()
+    green_run(function()
+      local log = {}
+      local function closer(arg, err)
+        log[#log + 1] = { arg = arg, err = err,
+                          me = green.getcurrent() }
+      end
+      -- a return: err nil, the results are the thread's
+      local t = core.spawn_closing(closer, "a", function(x, y)
+        return x + y, "r"
+      end, 1, 2)
+      assert.are.same({ 3, "r" }, { t:wait() })
+      assert.are.equal("a", log[1].arg)
+      assert.is_nil(log[1].err)
+      assert.are.equal(t, log[1].me)
+      -- an error: err is the error, which stays the outcome
+      t = core.spawn_closing(closer, "b", function() error("boom", 0) end)
+      local ok, e = pcall(t.wait, t)
+      assert.is_false(ok)
+      assert.matches("^boom", e)
+      assert.are.same({ "b", "boom" }, { log[2].arg, log[2].err })
+      -- a kill while parked
+      t = core.spawn_closing(closer, "c", function() sleep(60) end)
+      sleep(0)
+      t:kill()
+      assert.are.equal(green.GreenletExit, t:wait())
+      assert.are.same({ "c", green.GreenletExit }, { log[3].arg, log[3].err })
+      -- a kill before it started: the function never runs, the closer does
+      local ran = false
+      t = core.spawn_closing(closer, "d", function() ran = true end)
+      t:kill()
+      assert.are.equal(green.GreenletExit, t:wait())
+      assert.is_false(ran)
+      assert.are.same({ "d", green.GreenletExit }, { log[4].arg, log[4].err })
+      assert.are.equal(t, log[4].me)
+    end)
+  end)
+
+  it("lets the closer block, and makes its error the thread's outcome",
+     function()
+    green_run(function()
+      local ev = green.Event()
+      local t = core.spawn_closing(function(arg)
+        assert.are.equal("x", ev:wait()) -- the closer waits
+        error("closer failed: " .. arg, 0)
+      end, "arg", function() return "fine" end)
+      helper.until_suspended(t)
+      ev:send("x")
+      local ok, e = pcall(t.wait, t)
+      assert.is_false(ok)
+      assert.matches("^closer failed: arg", e)
+    end)
+  end)
+
+  it("refuses a closer that is not a function", function()
+    green_run(function()
+      assert.has_error(function()
+        core.spawn_closing(nil, 1, function() end)
+      end)
+      assert.has_error(function() core.spawn_closing(print, 1) end)
     end)
   end)
 end)

@@ -7,8 +7,9 @@
 local core = require "green.core"
 local prefork = require "green.prefork"
 
-local spawn, getcurrent, suspend, wake, sleep =
-  core.spawn, core.getcurrent, core.suspend, core.wake, core.sleep
+local spawn, spawn_closing, getcurrent, suspend, wake, sleep =
+  core.spawn, core.spawn_closing, core.getcurrent, core.suspend, core.wake,
+  core.sleep
 local observe = core.observe
 local error, type, pcall, setmetatable, pairs =
   error, type, pcall, setmetatable, pairs
@@ -53,27 +54,26 @@ local function serve_loop(server, handler, concurrency, control)
     end
   end
 
-  -- Runs when a handler's thread leaves its function in any way (return,
-  -- error, kill): frees the slot and closes the client.
-  local slot_mt = {
-    __close = function(slot, err)
-      running = running - 1
-      handlers[slot.thread] = nil
-      slot.client:close()
-      if err == StopServe then
-        observe(getcurrent()) -- ending serve is not an error to report
-        finish(true)
-      end
-      if stopping and running == 0 and drained then wake(drained, true) end
-      wake(acceptor) -- if it waits for room; false (harmless) otherwise
-    end,
-  }
+  -- Runs in a handler's thread when it leaves its function in any way
+  -- (return, error, kill, even a kill before it started): frees the slot
+  -- and closes the client. spawn_closing keeps it and the client in the
+  -- thread's first frame: no Lua frame, table or closure per connection
+  -- (an idle connection's memory, bench/idle.lua).
+  local function close_slot(client, err)
+    running = running - 1
+    handlers[getcurrent()] = nil
+    client:close()
+    if err == StopServe then
+      observe(getcurrent()) -- ending serve is not an error to report
+      finish(true)
+    end
+    if stopping and running == 0 and drained then wake(drained, true) end
+    wake(acceptor) -- if it waits for room; false (harmless) otherwise
+  end
 
   local function handle(client, addr)
-    local me = getcurrent()
-    handlers[me] = true
-    local _ <close> = setmetatable({ client = client, thread = me }, slot_mt)
-    return handler(client, addr)
+    running = running + 1
+    handlers[spawn_closing(close_slot, client, handler, client, addr)] = true
   end
 
   acceptor = spawn(function()
@@ -88,8 +88,7 @@ local function serve_loop(server, handler, concurrency, control)
         local client, addr = server:accept()
         if client then
           backoff = BACKOFF_MIN
-          running = running + 1
-          spawn(handle, client, addr)
+          handle(client, addr)
         elseif addr == "closed" then
           finish(nil, "closed")
         elseif addr ~= "timeout" then
@@ -112,8 +111,7 @@ local function serve_loop(server, handler, concurrency, control)
       for _ = 1, DRAIN_MAX do
         local client, addr = server:accept()
         if not client then break end
-        running = running + 1
-        spawn(handle, client, addr)
+        handle(client, addr)
       end
       server:close() -- this process's copy: the others go on accepting
       if control.on_stop then -- e.g. green.http closes idle keep-alives

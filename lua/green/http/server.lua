@@ -126,13 +126,14 @@ local function next_piece(req)
   if c.req ~= req then
     error("green.http: this request's connection has moved on", 3)
   end
-  if c.bodykind == 0 then return nil end
+  local kind = c.bodykind
+  if not kind or kind == 0 then return nil end
   if not continue(c) then return nil, c.broken end
   local piece, err
   if c.tls then
-    piece, err = tls_body(c.sock, c.parser, c.o.body_timeout)
+    piece, err = tls_body(c.sock, c.parser, c.srv.o.body_timeout)
   else
-    piece, err = http_body(c.sock, c.parser, c.o.body_timeout)
+    piece, err = http_body(c.sock, c.parser, c.srv.o.body_timeout)
   end
   if piece then return piece end
   if piece == false then
@@ -152,7 +153,9 @@ function Request:body(max)
     error("green.http: this request's connection has moved on", 2)
   end
   if c.bodytext then return c.bodytext end
-  if c.bodykind == 0 then return "" end -- none (or all read already)
+  if not c.bodykind or c.bodykind == 0 then
+    return "" -- none (or all read already)
+  end
   if max ~= nil then
     if type(max) ~= "number" or max < 0 then
       error("bad argument #1 to 'body' (non-negative number expected)", 2)
@@ -257,7 +260,7 @@ end
 -- Read and drop the rest of a body the handler did not read; false if
 -- the connection cannot go on.
 local function drain(c, req)
-  if c.bodykind == 0 then return true end
+  if not c.bodykind or c.bodykind == 0 then return true end
   if c.expect then return false end -- never told to send it
   if c.bodykind > DRAIN_MAX then return false end
   http_setmaxbody(c.parser, DRAIN_MAX)
@@ -275,12 +278,14 @@ end
 -- state gets only c.req: c.bodykind, c.expect and c.bodytext are set for
 -- a request with a body and reset after it, c.failed ends the connection.
 local function requests(c)
-  local sock, parser, srv, o = c.sock, c.parser, c.srv, c.o
-  local handler, log = c.handler, o.log
-  local head = c.tls and tls_head or http_head
+  local sock, parser, srv = c.sock, c.parser, c.srv
+  local o = srv.o
+  local handler, log = srv.handler, o.log
+  local tls = c.tls
+  local head = tls and tls_head or http_head
   -- on a plain socket http_response parses the next buffered head too,
   -- and http_run runs the loop of the bodyless requests
-  local rsock = not c.tls and sock or nil
+  local rsock = not tls and sock or nil
   local run = rsock and http_run
   local req, kind, keep, ctl = head(sock, parser, false)
   while true do
@@ -300,7 +305,7 @@ local function requests(c)
           -- HEAD's as far as it was read
           local _, _, _, was_head = http_state(parser)
           queue(c, simple(status, false, was_head))
-          if log then log({ remote_addr = c.addr }, status) end
+          if log then log({ remote_addr = srv.conns[c] or nil }, status) end
         end
         return
       end
@@ -362,14 +367,17 @@ local function requests(c)
   end
 end
 
--- One connection: its requests (see requests), then the end.
+-- One connection: its requests (see requests), then the end. Its state
+-- `c` is made with 8 fields: those every request reads or writes (a
+-- hash of 8 nodes: an idle connection's memory, bench/idle.lua; a key
+-- read absent costs more than one present); bodykind, expect, failed,
+-- bodytext, sent and upgraded are nil until a request sets them (a
+-- body, an error, a WebSocket). The peer's address is srv.conns[c].
 local function connection(srv, sock, addr)
   local o = srv.o
   local c = {
-    sock = sock, parser = false, o = o, srv = srv, handler = srv.handler,
-    addr = addr, bodykind = 0, expect = false, req = false, failed = false,
-    broken = false, bodytext = false, idle = false, sent = false,
-    thread = getcurrent(), tls = is_tls(sock),
+    sock = sock, parser = false, srv = srv, req = false, idle = false,
+    broken = false, tls = is_tls(sock), thread = getcurrent(),
   }
   -- The parser's buffers (malloc'd) go at the connection's end however
   -- it ends, not at its __gc: Lua skips a finalizer that a collection
@@ -378,7 +386,7 @@ local function connection(srv, sock, addr)
   local parser <close> = http_parser("request", o.max_header_size,
     o.max_headers, o.max_body_size, Request, Headers, c, addr)
   c.parser = parser
-  srv.conns[c] = true
+  srv.conns[c] = addr or false
   sock:settimeout(o.send_timeout)
   local ok, e = xpcall(requests, catch, c)
   if not ok then
