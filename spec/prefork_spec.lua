@@ -12,7 +12,7 @@ local process = green.process
 -- commands, one per line:
 --   who    -> "<worker id> <pid>"
 --   hold   -> "held"; then "term" once this worker got SIGTERM; then,
---             after the client's "go", "done"
+--             after the client's "go", "done", and the handler returns
 --   block  -> "blocking", and the worker's hub never turns again
 local MASTER = [[
 local green = require "green"
@@ -40,6 +40,7 @@ green.serve(server, function(c)
       handle:cancel()
       c:send("term\n")
       if c:receive("*l") == "go" then c:send("done\n") end
+      return -- the request in flight is over: the connection closes now
     elseif l == "block" then
       c:send("blocking\n")
       while true do end
