@@ -1531,6 +1531,8 @@ static int l_http_head_tls(lua_State *L) {
     return 3;
   }
   drop_arena(L, hp);
+  if (len == 0) /* the caller waits for a first byte: as http_head */
+    parser_idle(hp);
   lua_pushboolean(L, 0);
   lua_pushboolean(L, len > 0); /* a head has begun */
   return 2;

@@ -52,6 +52,30 @@ local function echo(req)
 end
 
 describe("green.http over TLS", function()
+  it("holds no parser buffers on an idle keep-alive TLS connection, and "
+     .. "retakes them for its next request", function()
+    green_run(function()
+      local conn
+      local port, stop = start(function(req)
+        conn = req.conn
+        return 200, { ["Content-Type"] = "text/plain" }, "hi " .. req.path
+      end, { keepalive_timeout = 600 })
+      local c = green.http.Client { tls = { cafile = p("ca.pem") } }
+      for round = 1, 2 do
+        local r = assert(c:get("https://localhost:" .. port .. "/" .. round))
+        assert.are.equal("hi /" .. round, r.body)
+        -- the server's connection waits for its next head: nothing held
+        h.eventually(function()
+          return conn.idle and h.suspended(conn.thread)
+        end, "the connection parked idle")
+        local _, _, _, _, held = green.core.http_state(conn.parser)
+        assert.are.equal(0, held)
+      end
+      c:close()
+      stop()
+    end)
+  end)
+
   it("green client and server: keep-alive on one TLS connection, bodies"
      .. " both ways (length and chunked), HEAD", function()
     green_run(function()
