@@ -611,7 +611,7 @@ static void body_kind(hparser *hp) {
 
 /* The message tables' keys, interned once (upvalue 4 of the functions:
    a list of them, in this order); set with 'set_key'. */
-static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", "query", "status", "reason", "version", "headers", "req", "upgraded", "stopping", NULL};
+static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", "query", "status", "reason", "version", "headers", "req", "upgraded", "stopping", "idle", NULL};
 #define K_CONN 1
 #define K_REMOTE_ADDR 2
 #define K_METHOD 3
@@ -625,11 +625,12 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define K_REQ 10
 #define K_UPGRADED 11
 #define K_STOPPING 12
+#define K_IDLE 13
 /* Also in that list: the version strings (K_VERSIONS + 0, 2, 3: "1.0",
    "0.9", "2") and the method names (K_METHODS + the method's number),
    each made at its first use. */
-#define K_VERSIONS 14
-#define K_METHODS 19
+#define K_VERSIONS 15
+#define K_METHODS 20
 
 /* More upvalues of the functions: the request tables' keys, the most
    common method and version strings, the raw heads' metatable. */
@@ -1268,9 +1269,10 @@ static int take_head(lua_State *L, lstream *x, hparser *hp, size_t n) {
 ** Stack: [sock, parser, wait, idle_timeout, head_timeout, skipbody]. One
 ** step of http_head: complete the head from the buffer, or fail, or
 ** (when 'wait') wait for more bytes; 'queued' says the caller already
-** waits at the head of the socket's readers.
+** waits at the head of the socket's readers; 'k' continues a wait.
 */
-static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
+static int head_step(lua_State *L, lstream *x, hparser *hp, int queued,
+                     lua_KFunction k) {
   size_t n = 0;
   int r;
   if (x->base.flags & LSOCK_CLOSED)
@@ -1311,16 +1313,16 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
                    : lua_isnil(L, 4)
                        ? 0
                        : lgreen_sock_deadline(lua_tonumber(L, 4)),
-                   "http: reading a head", head_k);
+                   "http: reading a head", k);
 }
 
 
-static int head_k(lua_State *L, int status, lua_KContext ctx) {
+/* A wait of head_step ended: its outcome, or the next step ('k' continues
+   a wait again). */
+static int head_resumed(lua_State *L, lua_KFunction k) {
   lsock *s;
   int outcome = lgreen_sock_resumed(L, lgreen_http_leave, &s);
   hparser *hp = *(hparser **)lua_touserdata(L, 2);
-  (void)status;
-  (void)ctx;
   if (outcome == LSOCK_W_CLOSED)
     return fail(L, "closed");
   if (outcome == GL_W_TIMEOUT) {
@@ -1330,7 +1332,38 @@ static int head_k(lua_State *L, int status, lua_KContext ctx) {
     lua_pushboolean(L, LSTREAM(s)->len > 0);
     return 3;
   }
-  return head_step(L, LSTREAM(s), hp, 1);
+  return head_step(L, LSTREAM(s), hp, 1, k);
+}
+
+
+static int head_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return head_resumed(L, head_k);
+}
+
+
+/* http_head once its arguments are checked (the stack as head_step's):
+   the message's state, then the step; 'again' runs it again after the
+   fairness yield, 'k' continues a wait. */
+static int head_go(lua_State *L, lstream *x, hparser *hp,
+                   lua_CFunction again, lua_KFunction k) {
+  if (x == NULL)
+    return fail(L, "closed");
+  if (hp->phase == PH_ERROR)
+    return fail_status(L, hp->status);
+  if (hp->phase == PH_BODY)
+    return luaL_error(L, "http: the previous message's body is unread");
+  if (hp->phase == PH_DONE)
+    next_message(hp);
+  hp->skipbody = lua_toboolean(L, 6);
+  if (lua_toboolean(L, 3)) {
+    lgreen_sock_first(L, &x->base, &x->base.readers, "read");
+    if (lgreen_sock_unfair(L, &x->base))
+      return lgreen_sock_yield(L, again);
+    x->base.streak++;
+  }
+  return head_step(L, x, hp, 0, k);
 }
 
 
@@ -1355,22 +1388,94 @@ static int l_http_head(lua_State *L) {
   if (!lua_isnoneornil(L, 5))
     lgreen_notnan(L, luaL_checknumber(L, 5), "timeout");
   lua_settop(L, 6);
-  if (x == NULL)
-    return fail(L, "closed");
-  if (hp->phase == PH_ERROR)
-    return fail_status(L, hp->status);
-  if (hp->phase == PH_BODY)
-    return luaL_error(L, "http: the previous message's body is unread");
-  if (hp->phase == PH_DONE)
-    next_message(hp);
-  hp->skipbody = lua_toboolean(L, 6);
-  if (lua_toboolean(L, 3)) {
-    lgreen_sock_first(L, &x->base, &x->base.readers, "read");
-    if (lgreen_sock_unfair(L, &x->base))
-      return lgreen_sock_yield(L, l_http_head);
-    x->base.streak++;
+  return head_go(L, x, hp, l_http_head, head_k);
+}
+
+
+/*
+** http_next's stack once it waits: http_head's (wait true, skipbody
+** false), then the connection's state table. While it waits conn.idle
+** is true (a stop closes an idle connection's socket); false again with
+** the head's results, as the server's loop did around http_head.
+*/
+#define N_CONN 7
+
+static void set_idle(lua_State *L, int idle) {
+  lua_rawgeti(L, lua_upvalueindex(4), K_IDLE);
+  lua_pushboolean(L, idle);
+  lua_rawset(L, N_CONN);
+}
+
+
+static int next_k(lua_State *L, int status, lua_KContext ctx) {
+  int n;
+  (void)status;
+  (void)ctx;
+  n = head_resumed(L, next_k);
+  set_idle(L, 0);
+  return n;
+}
+
+
+/* After the fairness yield: the wait's start, again. */
+static int next_again(lua_State *L) {
+  lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
+  int n = head_go(L, s == NULL ? NULL : LSTREAM(s),
+                  *(hparser **)lua_touserdata(L, 2), next_again, next_k);
+  set_idle(L, 0);
+  return n;
+}
+
+
+static int flush_out(lua_State *L, lstream *x, hparser *hp);
+static int raw_field(lua_State *L, int idx, int k);
+
+/*
+** http_next(sock, parser, conn, srv, [idle_timeout], [head_timeout]):
+** the server's step between requests on a plain socket, in one call
+** (lua/green/http/server.lua): http_head(sock, parser, false); if that
+** would wait, http_flush(sock, parser); if all of the output went and
+** srv.stopping is not true, conn.idle = true, http_head(sock, parser,
+** true, idle_timeout, head_timeout), conn.idle = false. Returns
+** http_head's results; or false followed by http_flush's (true, the rest
+** for sendall, or nil, err) when it did not wait: the output did not all
+** go at once, or srv.stopping.
+*/
+static int l_http_next(lua_State *L) {
+  hparser *hp;
+  lstream *x = check_args(L, &hp);
+  int n;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 5))
+    lgreen_notnan(L, luaL_checknumber(L, 5), "timeout");
+  if (!lua_isnoneornil(L, 6))
+    lgreen_notnan(L, luaL_checknumber(L, 6), "timeout");
+  lua_settop(L, 6);
+  lua_rotate(L, 3, 2); /* [sock, parser, idle, head, conn, srv] */
+  lua_pushboolean(L, 0);
+  lua_insert(L, 3);    /* wait */
+  lua_pushnil(L);
+  lua_insert(L, 6);    /* skipbody: [..., skipbody, conn, srv] */
+  n = head_go(L, x, hp, NULL, NULL); /* (no wait: neither is used) */
+  if (n != 1 || lua_type(L, -1) != LUA_TBOOLEAN)
+    return n; /* a head, or its failure */
+  lua_pop(L, 1);
+  n = flush_out(L, x, hp);
+  if (lua_type(L, -n) != LUA_TBOOLEAN /* (not all of it went) */ ||
+      raw_field(L, 8, K_STOPPING)) {
+    lua_settop(L, 8 + n);
+    lua_pushboolean(L, 0);
+    lua_insert(L, -n - 1);
+    return n + 1;
   }
-  return head_step(L, x, hp, 0);
+  lua_settop(L, N_CONN);
+  lua_pushboolean(L, 1);
+  lua_replace(L, 3);
+  set_idle(L, 1);
+  n = head_go(L, x, hp, next_again, next_k);
+  set_idle(L, 0);
+  return n;
 }
 
 /* }====================================================== */
@@ -2340,6 +2445,12 @@ static int l_http_output(lua_State *L) {
 static int l_http_flush(lua_State *L) {
   hparser *hp;
   lstream *x = check_args(L, &hp);
+  return flush_out(L, x, hp);
+}
+
+
+/* http_flush's work: 'x' is NULL for a closed socket. */
+static int flush_out(lua_State *L, lstream *x, hparser *hp) {
   size_t pos = 0;
   if (hp->olen == 0) {
     lua_pushboolean(L, 1);
@@ -2416,6 +2527,7 @@ static const luaL_Reg funcs[] = {
     {"http_run", l_http_run},
     {"http_output", l_http_output},
     {"http_flush", l_http_flush},
+    {"http_next", l_http_next},
     {"http_parse_url", l_http_parse_url},
     {"http_request_index", l_http_request_index},
     {NULL, NULL},
