@@ -298,7 +298,7 @@ local function requests(c)
   local ka, ht = o.keepalive_timeout, o.header_timeout
   local req, kind, keep, ctl
   if run then
-    req, kind, keep, ctl = http_next(sock, parser, c, srv, ka, ht)
+    req, kind, keep, ctl = http_next(sock, parser, c, ka, ht, srv)
   else
     req, kind, keep, ctl = head(sock, parser, false)
   end
@@ -377,7 +377,7 @@ local function requests(c)
     if nreq then
       req, kind, keep, ctl = nreq, nkind, nkeep, nctl
     elseif run then
-      req, kind, keep, ctl = http_next(sock, parser, c, srv, ka, ht)
+      req, kind, keep, ctl = http_next(sock, parser, c, ka, ht, srv)
     else
       req, kind, keep, ctl = head(sock, parser, false)
     end
