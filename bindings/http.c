@@ -335,14 +335,15 @@ static const lgreen_boxkind parser_box = {offsetof(hparser, own),
                                           parser_orphan};
 
 
-/* The parser at 'idx', checked against the metatable in upvalue 3 (by
-   address: no lookup by name per call). */
-static hparser *check_parser(lua_State *L, int idx) {
+/* The parser at 'idx', checked by its metatable's address, which the
+   socket state 'st' of this Lua state keeps (no lookup by name per call,
+   and lua_topointer is cheaper than lua_rawequal with an upvalue). */
+static hparser *check_parser_st(lua_State *L, int idx, lsock_state *st) {
   void *u = lua_touserdata(L, idx);
   hparser *hp;
   int ours = 0;
   if (u != NULL && lua_getmetatable(L, idx)) {
-    ours = lua_rawequal(L, -1, lua_upvalueindex(3));
+    ours = lua_topointer(L, -1) == st->mt_parser;
     lua_pop(L, 1);
   }
   if (!ours)
@@ -352,6 +353,8 @@ static hparser *check_parser(lua_State *L, int idx) {
     luaL_error(L, "http: the parser was collected");
   return hp;
 }
+
+#define check_parser(L, idx) check_parser_st((L), (idx), lgreen_sock_state(L))
 
 
 /*
@@ -501,8 +504,9 @@ int lgreen_http_wait(lua_State *L, lstream *x, size_t have, uint64_t due,
 
 /* The socket at index 1 (a stream socket) and the parser at index 2. */
 static lstream *check_args(lua_State *L, hparser **php) {
-  lsock **pp = lgreen_sock_checkstream(L);
-  *php = check_parser(L, 2);
+  lsock_state *st = lgreen_sock_state(L);
+  lsock **pp = lgreen_sock_checkmt(L, 1, st->mt_stream, LGREEN_SOCKET);
+  *php = check_parser_st(L, 2, st);
   if (*pp != NULL && ((*pp)->flags & LSOCK_LISTENING))
     luaL_error(L, "cannot read HTTP from a listening socket");
   return *pp == NULL ? NULL : LSTREAM(*pp);
@@ -611,7 +615,7 @@ static void body_kind(hparser *hp) {
 
 /* The message tables' keys, interned once (upvalue 4 of the functions:
    a list of them, in this order); set with 'set_key'. */
-static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", "query", "status", "reason", "version", "headers", "req", "upgraded", "stopping", NULL};
+static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", "query", "status", "reason", "version", "headers", "req", "upgraded", "stopping", "idle", NULL};
 #define K_CONN 1
 #define K_REMOTE_ADDR 2
 #define K_METHOD 3
@@ -625,11 +629,12 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define K_REQ 10
 #define K_UPGRADED 11
 #define K_STOPPING 12
+#define K_IDLE 13
 /* Also in that list: the version strings (K_VERSIONS + 0, 2, 3: "1.0",
    "0.9", "2") and the method names (K_METHODS + the method's number),
    each made at its first use. */
-#define K_VERSIONS 14
-#define K_METHODS 19
+#define K_VERSIONS 15
+#define K_METHODS 20
 
 /* More upvalues of the functions: the request tables' keys, the most
    common method and version strings, the raw heads' metatable. */
@@ -1265,18 +1270,19 @@ static int take_head(lua_State *L, lstream *x, hparser *hp, size_t n) {
 
 
 /*
-** Stack: [sock, parser, wait, idle_timeout, head_timeout, skipbody]. One
-** step of http_head: complete the head from the buffer, or fail, or
-** (when 'wait') wait for more bytes; 'queued' says the caller already
-** waits at the head of the socket's readers.
+** Stack: [sock, parser, _, idle_timeout, head_timeout, ...]. One step of
+** http_head: complete the head from the buffer, or fail, or (with 'k',
+** which continues the wait) wait for more bytes; 'queued' says the
+** caller already waits at the head of the socket's readers.
 */
-static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
+static int head_step(lua_State *L, lstream *x, hparser *hp, int queued,
+                     lua_KFunction k) {
   size_t n = 0;
   int r;
   if (x->base.flags & LSOCK_CLOSED)
     return fail(L, "closed");
   r = feed_head(hp, x->buf + x->off, x->len, &n);
-  if (r != 0 || x->rerr != 0 || !lua_toboolean(L, 3)) {
+  if (r != 0 || x->rerr != 0 || k == NULL) {
     if (queued)
       lgreen_http_leave(lgreen_sock_self(L)); /* before pushing (may raise) */
     if (r < 0)
@@ -1311,16 +1317,16 @@ static int head_step(lua_State *L, lstream *x, hparser *hp, int queued) {
                    : lua_isnil(L, 4)
                        ? 0
                        : lgreen_sock_deadline(lua_tonumber(L, 4)),
-                   "http: reading a head", head_k);
+                   "http: reading a head", k);
 }
 
 
-static int head_k(lua_State *L, int status, lua_KContext ctx) {
+/* A wait of head_step ended: its outcome, or the next step ('k' continues
+   a wait again). */
+static int head_resumed(lua_State *L, lua_KFunction k) {
   lsock *s;
   int outcome = lgreen_sock_resumed(L, lgreen_http_leave, &s);
   hparser *hp = *(hparser **)lua_touserdata(L, 2);
-  (void)status;
-  (void)ctx;
   if (outcome == LSOCK_W_CLOSED)
     return fail(L, "closed");
   if (outcome == GL_W_TIMEOUT) {
@@ -1330,7 +1336,49 @@ static int head_k(lua_State *L, int status, lua_KContext ctx) {
     lua_pushboolean(L, LSTREAM(s)->len > 0);
     return 3;
   }
-  return head_step(L, LSTREAM(s), hp, 1);
+  return head_step(L, LSTREAM(s), hp, 1, k);
+}
+
+
+static int head_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return head_resumed(L, head_k);
+}
+
+
+/* Before reading a head: the parser's state allows it (else its failure
+   pushed: the number of results), the next message begun if the last one
+   is done. */
+static int head_begin(lua_State *L, hparser *hp, int skipbody) {
+  if (hp->phase == PH_ERROR)
+    return fail_status(L, hp->status);
+  if (hp->phase == PH_BODY)
+    return luaL_error(L, "http: the previous message's body is unread");
+  if (hp->phase == PH_DONE)
+    next_message(hp);
+  hp->skipbody = skipbody;
+  return 0;
+}
+
+
+/* http_head once its arguments are checked (the stack as head_step's):
+   the message's state, then the step; 'again' runs it again after the
+   fairness yield, 'k' continues a wait (NULL: no wait). */
+static int head_go(lua_State *L, lstream *x, hparser *hp, int skipbody,
+                   lua_CFunction again, lua_KFunction k) {
+  int n;
+  if (x == NULL)
+    return fail(L, "closed");
+  if ((n = head_begin(L, hp, skipbody)) != 0)
+    return n;
+  if (k != NULL) {
+    lgreen_sock_first(L, &x->base, &x->base.readers, "read");
+    if (lgreen_sock_unfair(L, &x->base))
+      return lgreen_sock_yield(L, again);
+    x->base.streak++;
+  }
+  return head_step(L, x, hp, 0, k);
 }
 
 
@@ -1355,22 +1403,88 @@ static int l_http_head(lua_State *L) {
   if (!lua_isnoneornil(L, 5))
     lgreen_notnan(L, luaL_checknumber(L, 5), "timeout");
   lua_settop(L, 6);
-  if (x == NULL)
-    return fail(L, "closed");
-  if (hp->phase == PH_ERROR)
-    return fail_status(L, hp->status);
-  if (hp->phase == PH_BODY)
-    return luaL_error(L, "http: the previous message's body is unread");
-  if (hp->phase == PH_DONE)
-    next_message(hp);
-  hp->skipbody = lua_toboolean(L, 6);
-  if (lua_toboolean(L, 3)) {
-    lgreen_sock_first(L, &x->base, &x->base.readers, "read");
-    if (lgreen_sock_unfair(L, &x->base))
-      return lgreen_sock_yield(L, l_http_head);
-    x->base.streak++;
+  return head_go(L, x, hp, lua_toboolean(L, 6), l_http_head,
+                 lua_toboolean(L, 3) ? head_k : NULL);
+}
+
+
+/*
+** http_next's stack: its arguments, as http_head's but for conn at 3 and
+** srv at 6 (head_step reads only the timeouts). While it waits conn.idle
+** is true (a stop closes an idle connection's socket); false again with
+** the head's results, as the server's loop did around http_head.
+*/
+#define N_CONN 3
+#define N_SRV 6
+
+static void set_idle(lua_State *L, int idle) {
+  lua_rawgeti(L, lua_upvalueindex(4), K_IDLE);
+  lua_pushboolean(L, idle);
+  lua_rawset(L, N_CONN);
+}
+
+
+static int next_k(lua_State *L, int status, lua_KContext ctx) {
+  int n;
+  (void)status;
+  (void)ctx;
+  n = head_resumed(L, next_k);
+  set_idle(L, 0);
+  return n;
+}
+
+
+/* After the fairness yield: the wait's start, again. */
+static int next_again(lua_State *L) {
+  lsock *s = lgreen_sock_get((lsock **)lua_touserdata(L, 1));
+  int n = head_go(L, s == NULL ? NULL : LSTREAM(s),
+                  *(hparser **)lua_touserdata(L, 2), 0, next_again, next_k);
+  set_idle(L, 0);
+  return n;
+}
+
+
+static int flush_out(lua_State *L, lstream *x, hparser *hp);
+static int raw_field(lua_State *L, int idx, int k);
+
+/*
+** http_next(sock, parser, conn, [idle_timeout], [head_timeout], srv):
+** the server's step between requests on a plain socket, in one call
+** (lua/green/http/server.lua): http_head(sock, parser, false); if that
+** would wait, http_flush(sock, parser); if all of the output went and
+** srv.stopping is not true, conn.idle = true, http_head(sock, parser,
+** true, idle_timeout, head_timeout), conn.idle = false. Returns
+** http_head's results; or false followed by http_flush's (true, the rest
+** for sendall, or nil, err) when it did not wait: the output did not all
+** go at once, or srv.stopping.
+*/
+static int l_http_next(lua_State *L) {
+  hparser *hp;
+  lstream *x = check_args(L, &hp);
+  int n;
+  luaL_checktype(L, N_CONN, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 4))
+    lgreen_notnan(L, luaL_checknumber(L, 4), "timeout");
+  if (!lua_isnoneornil(L, 5))
+    lgreen_notnan(L, luaL_checknumber(L, 5), "timeout");
+  luaL_checktype(L, N_SRV, LUA_TTABLE);
+  lua_settop(L, N_SRV);
+  n = head_go(L, x, hp, 0, NULL, NULL); /* (no wait) */
+  if (n != 1 || lua_type(L, -1) != LUA_TBOOLEAN)
+    return n; /* a head, or its failure */
+  lua_pop(L, 1);
+  n = flush_out(L, x, hp);
+  if (lua_type(L, -n) != LUA_TBOOLEAN /* (not all of it went) */ ||
+      raw_field(L, N_SRV, K_STOPPING)) {
+    lua_settop(L, N_SRV + n);
+    lua_pushboolean(L, 0);
+    lua_insert(L, -n - 1);
+    return n + 1;
   }
-  return head_step(L, x, hp, 0);
+  set_idle(L, 1);
+  n = head_go(L, x, hp, 0, next_again, next_k);
+  set_idle(L, 0);
+  return n;
 }
 
 /* }====================================================== */
@@ -1502,13 +1616,8 @@ static int l_http_head_tls(lua_State *L) {
   int eof, r;
   char *b;
   lua_settop(L, 3);
-  if (hp->phase == PH_ERROR)
-    return fail_status(L, hp->status);
-  if (hp->phase == PH_BODY)
-    return luaL_error(L, "http: the previous message's body is unread");
-  if (hp->phase == PH_DONE)
-    next_message(hp);
-  hp->skipbody = lua_toboolean(L, 3);
+  if ((r = head_begin(L, hp, lua_toboolean(L, 3))) != 0)
+    return r;
   b = lgreen_tls_plain(t, &len, &eof);
   r = feed_head(hp, b, len, &n);
   if (r < 0)
@@ -2274,9 +2383,9 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
 ** the request it belongs to (false for the log hook's).
 */
 static int l_http_run(lua_State *L) {
-  lgreen_sock_checkmt(L, R_SOCK, lgreen_sock_state(L)->mt_stream,
-                      LGREEN_SOCKET);
-  check_parser(L, R_PARSER);
+  lsock_state *st = lgreen_sock_state(L);
+  lgreen_sock_checkmt(L, R_SOCK, st->mt_stream, LGREEN_SOCKET);
+  check_parser_st(L, R_PARSER, st);
   luaL_checktype(L, R_HANDLER, LUA_TFUNCTION);
   luaL_checktype(L, R_CONN, LUA_TTABLE);
   luaL_checktype(L, R_SRV, LUA_TTABLE);
@@ -2342,6 +2451,12 @@ static int l_http_output(lua_State *L) {
 static int l_http_flush(lua_State *L) {
   hparser *hp;
   lstream *x = check_args(L, &hp);
+  return flush_out(L, x, hp);
+}
+
+
+/* http_flush's work: 'x' is NULL for a closed socket. */
+static int flush_out(lua_State *L, lstream *x, hparser *hp) {
   size_t pos = 0;
   if (hp->olen == 0) {
     lua_pushboolean(L, 1);
@@ -2418,6 +2533,7 @@ static const luaL_Reg funcs[] = {
     {"http_run", l_http_run},
     {"http_output", l_http_output},
     {"http_flush", l_http_flush},
+    {"http_next", l_http_next},
     {"http_parse_url", l_http_parse_url},
     {"http_request_index", l_http_request_index},
     {NULL, NULL},
@@ -2433,6 +2549,7 @@ void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   lgreen_sock_pushstate(L);
   luaL_newmetatable(L, LGREEN_HTTP_PARSER);
   luaL_setfuncs(L, parser_meta, 0);
+  ((lsock_state *)lua_touserdata(L, -2))->mt_parser = lua_topointer(L, -1);
   {
     int i;
     lua_createtable(L, (int)(sizeof(msg_keys) / sizeof(msg_keys[0])), 0);

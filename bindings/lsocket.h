@@ -77,6 +77,7 @@ struct lsock_state {
   gl_hub_t *hub;
   const void *mt_stream; /* the metatables, to check 'self' by address */
   const void *mt_udp;
+  const void *mt_parser; /* green.http's parsers' (http.c checks by it) */
   int prevent;          /* hub_prevent_multiple_readers (default on) */
   gl_link_t lingering;  /* closed sockets whose handle stays open while
                            they flush their writes */

@@ -985,7 +985,7 @@ void lgreen_open_socket(lua_State *L, gl_hub_t *hub) {
     signal(SIGPIPE, SIG_IGN);
   st = (lsock_state *)lua_newuserdatauv(L, sizeof(*st), 0);
   st->hub = hub;
-  st->mt_stream = st->mt_udp = NULL;
+  st->mt_stream = st->mt_udp = st->mt_parser = NULL;
   st->prevent = 1;
   gl_link_init(&st->lingering);
   st->ltimer.idx = 0;

@@ -11,9 +11,11 @@ local common = require "green.http.common"
 local serve_mod = require "green.serve"
 
 local http_parser, http_head, http_body, http_state, http_setmaxbody,
-      http_response, http_run, http_output, http_flush = core.http_parser,
+      http_response, http_run, http_output, http_flush, http_next =
+  core.http_parser,
   core.http_head, core.http_body, core.http_state, core.http_setmaxbody,
-  core.http_response, core.http_run, core.http_output, core.http_flush
+  core.http_response, core.http_run, core.http_output, core.http_flush,
+  core.http_next
 local getcurrent = core.getcurrent
 local status_line, date_line = common.status_line, common.date_line
 local Headers = common.Headers
@@ -71,21 +73,24 @@ end
 -- Send the responses that wait in the parser's output (laid out there by
 -- http_response, for pipelined requests): on a plain socket straight
 -- from the output (http_flush), sendall only for what cannot go at once.
-local function flush(c)
-  local data, err
-  if c.tls then
-    data = http_output(c.parser)
-    if not data then return true end
-  else
-    data, err = http_flush(c.sock, c.parser)
-    if data == true then return true end
-  end
+-- What http_flush returned (true, the rest, or nil, err) finished.
+local function flushed(c, data, err)
+  if data == true then return true end
   if data then
     data, err = c.sock:sendall(data)
     if data then return true end
   end
   c.broken = err
   return false
+end
+
+local function flush(c)
+  if c.tls then
+    local data = http_output(c.parser)
+    if not data then return true end
+    return flushed(c, data)
+  end
+  return flushed(c, http_flush(c.sock, c.parser))
 end
 
 local function queue(c, data)
@@ -287,14 +292,24 @@ local function requests(c)
   -- and http_run runs the loop of the bodyless requests
   local rsock = not tls and sock or nil
   local run = rsock and http_run
-  local req, kind, keep, ctl = head(sock, parser, false)
+  -- the step between requests: http_next on a plain socket (the steps
+  -- below in one call: the head if buffered, else the flush, then the
+  -- wait; false and http_flush's results if it did not wait)
+  local ka, ht = o.keepalive_timeout, o.header_timeout
+  local req, kind, keep, ctl
+  if run then
+    req, kind, keep, ctl = http_next(sock, parser, c, ka, ht, srv)
+  else
+    req, kind, keep, ctl = head(sock, parser, false)
+  end
   while true do
     if not req then -- (a table on the way that does not wait)
       if req == false then
-        if not flush(c) or srv.stopping then return end
+        local ok
+        if run then ok = flushed(c, kind, keep) else ok = flush(c) end
+        if not ok or srv.stopping then return end
         c.idle = true
-        req, kind, keep, ctl = head(sock, parser, true, o.keepalive_timeout,
-                                    o.header_timeout)
+        req, kind, keep, ctl = head(sock, parser, true, ka, ht)
         c.idle = false
       end
       if not req then
@@ -361,6 +376,8 @@ local function requests(c)
     if not kept or c.broken then return end
     if nreq then
       req, kind, keep, ctl = nreq, nkind, nkeep, nctl
+    elseif run then
+      req, kind, keep, ctl = http_next(sock, parser, c, ka, ht, srv)
     else
       req, kind, keep, ctl = head(sock, parser, false)
     end
