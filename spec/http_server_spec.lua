@@ -261,6 +261,68 @@ describe("green.http.serve", function()
       stop()
     end)
   end)
+  it("takes requests sent a byte at a time on a connection that goes "
+     .. "idle between them (HEAD, a body by length, chunked, 100-continue, "
+     .. "a fold), and the requests kept read their headers after", function()
+    green_run(function()
+      local kept, conn = {}, nil
+      local port, stop = start(function(req)
+        conn = req.conn
+        kept[#kept + 1] = req
+        local body = req.method == "POST" and assert(req:body()) or ""
+        return 200, { ["X-A"] = req.headers["x-a"] },
+          req.method .. " " .. req.path .. " " .. body
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(20)
+      local function response(head_only)
+        assert.are.equal("HTTP/1.1 200 OK", c:receive())
+        local xa, len
+        repeat
+          local l = assert(c:receive())
+          xa = l:match("^X%-A: (.*)") or xa
+          len = tonumber(l:match("^Content%-Length: (%d+)")) or len
+        until l == ""
+        return xa, not head_only and len > 0 and assert(c:receive(len)) or ""
+      end
+      assert(c:send("GET /0 HTTP/1.1\r\nHost: h\r\nX-A: zero\r\n\r\n"))
+      assert.are.same({ "zero", "GET /0 " }, { response() })
+      local cases = {
+        { "HEAD /1 HTTP/1.1\r\nHost: h\r\nX-A: one\r\n\r\n", "one", "" },
+        { "POST /2 HTTP/1.1\r\nHost: h\r\nX-A: two\r\n"
+          .. "Content-Length: 5\r\n\r\nhello", "two", "POST /2 hello" },
+        { "POST /3 HTTP/1.1\r\nHost: h\r\nX-A: three\r\nTransfer-Encoding: "
+          .. "chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", "three",
+          "POST /3 abcde" },
+        { "POST /4 HTTP/1.1\r\nHost: h\r\nX-A: four\r\nExpect: "
+          .. "100-continue\r\nContent-Length: 3\r\n\r\n", "four",
+          "POST /4 xyz", "xyz" },
+        { "GET /5 HTTP/1.1\r\nHost: h\r\nX-A: fi\r\n ve\r\n\r\n", "fi   ve",
+          "GET /5 " },
+      }
+      for i, case in ipairs(cases) do
+        local head = case[1]
+        for j = 1, #head do
+          assert(c:send(head:sub(j, j)))
+          h.eventually(function() return h.suspended(conn.thread) end)
+        end
+        if case[4] then -- the body after the 100
+          assert.are.equal("HTTP/1.1 100 Continue", c:receive())
+          assert.are.equal("", c:receive())
+          assert(c:send(case[4]))
+        end
+        assert.are.same({ case[2], case[3] }, { response(i == 1) })
+        collectgarbage()
+      end
+      local xas = {}
+      for i, req in ipairs(kept) do xas[i] = req.headers["x-a"] end
+      assert.are.same({ "zero", "one", "two", "three", "four", "fi   ve" },
+                      xas)
+      c:close()
+      stop()
+    end)
+  end)
+
   -- (the bodyless requests buffered together run in C's loop, http_run:
   -- handlers that wait, fail, upgrade or stop the server amid them)
   it("answers pipelined requests whose handlers wait, in order", function()

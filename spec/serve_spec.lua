@@ -271,6 +271,43 @@ describe("green.serve", function()
     assert.matches("after recovery: hi", out, 1, true)
   end)
 
+  it("keeps its count of handlers when they are killed, kill themselves "
+     .. "or fail: a full server keeps accepting", function()
+    local reported = 0
+    green_run(function()
+      local old = green.on_error(function() reported = reported + 1 end)
+      local srv, port = server()
+      local started = {}
+      local loop = green.spawn(green.serve, srv, function(c)
+        started[#started + 1] = green.getcurrent()
+        local l = c:receive()
+        if l == "err" then error("boom", 0) end
+        if l == "self" then green.getcurrent():kill() end
+        c:send("ok:" .. tostring(l) .. "\n")
+      end, 2)
+      -- each round fills the server (2 of 2), then ends its handlers: one
+      -- killed from outside, the other by itself or by an error
+      for round = 1, 4 do
+        local a = assert(green.connect("127.0.0.1", port))
+        local b = assert(green.connect("127.0.0.1", port))
+        eventually(function() return #started == 2 * round end,
+                   nil, "both handlers started")
+        started[#started]:kill()
+        assert(a:send(round % 2 == 0 and "self\n" or "err\n"))
+        a:close()
+        b:close()
+      end
+      eventually(function() return waits_in("socket:accept") end, nil,
+                 "the accept loop waits for a connection, not for room")
+      assert.are.equal("ok:hi", talk(port, "hi"))
+      assert.are.equal("ok:again", talk(port, "again"))
+      srv:close()
+      loop:wait()
+      green.on_error(old)
+    end)
+    assert.is_true(reported <= 2) -- the "err" rounds' own
+  end)
+
   it("checks its arguments", function()
     green_run(function()
       local srv = server()

@@ -673,6 +673,55 @@ describe("green.core.spawn_closing (green.serve's per-connection slot)",
     end)
   end)
 
+  it("holds when the closer blocks and is killed, kills its own thread, "
+     .. "spawns, or follows many results or a kill twice over", function()
+    green_run(function()
+      -- the function returned; the closer, blocked, is killed: the kill
+      -- is the outcome
+      local ev = green.Event()
+      local t = core.spawn_closing(function() ev:wait() end, 1,
+                                   function() return 1 end)
+      helper.until_suspended(t)
+      t:kill()
+      assert.are.equal(green.GreenletExit, t:wait())
+      -- the closer kills its own thread: it ends there
+      local after = false
+      t = core.spawn_closing(function()
+        green.getcurrent():kill()
+        after = true
+      end, 1, function() return 1 end)
+      assert.are.equal(green.GreenletExit, t:wait())
+      assert.is_false(after)
+      -- the closer spawns a thread, which gets the function's error
+      local seen
+      t = core.spawn_closing(function(_, err)
+        green.spawn(function() seen = err end)
+      end, 1, function() error("x", 0) end)
+      assert.is_false((pcall(t.wait, t)))
+      helper.eventually(function() return seen == "x" end)
+      -- many results: the closer's call needs stack above them
+      local n = 0
+      t = core.spawn_closing(function() n = n + 1 end, 1, function()
+        return table.unpack({}, 1, 100000)
+      end)
+      assert.are.equal(100000, select("#", t:wait()))
+      assert.are.equal(1, n)
+      -- killed twice before it started: its closer runs once
+      t = core.spawn_closing(function() n = n + 1 end, 1, function() end)
+      t:kill()
+      t:kill()
+      assert.are.equal(green.GreenletExit, t:wait())
+      assert.are.equal(2, n)
+      -- a closer's error that is not a string
+      local obj = {}
+      t = core.spawn_closing(function() error(obj) end, 1, function() end)
+      t:kill()
+      local ok, e = pcall(t.wait, t)
+      assert.is_false(ok)
+      assert.are.equal(obj, e)
+    end)
+  end)
+
   it("refuses a closer that is not a function", function()
     green_run(function()
       assert.has_error(function()
