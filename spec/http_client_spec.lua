@@ -96,6 +96,34 @@ describe("green.http client", function()
     end)
   end)
 
+  it("gives a streamed response's connection back when a <close> "
+     .. "variable holding it goes out of scope", function()
+    green_run(function()
+      local base, stop = start(function()
+        local i = 0
+        return 200, nil, function() -- endless: only a close ends it
+          i = i + 1
+          return ("piece%d|"):format(i)
+        end
+      end)
+      local client = green.http.Client { max_per_host = 1 }
+      for round = 1, 3 do
+        do
+          local r <close> = assert(client:request {
+            url = base .. "/" .. round, stream = true, timeout = 10 })
+          assert.matches("^piece1|", r:body_reader()(r))
+        end
+        -- the slot is free again at once (the one connection): without
+        -- the close, this request would wait for a collection
+        local r <close> = assert(client:request {
+          url = base .. "/again", stream = true, timeout = 0.5 })
+        assert.are.equal(200, r.status)
+      end
+      client:close()
+      stop()
+    end)
+  end)
+
   it("follows redirects up to the limit", function()
     green_run(function()
       local base_url

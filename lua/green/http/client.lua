@@ -414,6 +414,9 @@ function Response:close()
   local lease = self._lease
   if lease then end_lease(lease) end
 end
+-- `local resp <close> = client:request{ stream = true, ... }` gives the
+-- connection back when the variable goes out of scope, however
+Response.__close = Response.close
 
 local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true,
                    [308] = true }
