@@ -246,6 +246,17 @@ end
 -- a test server): all it answers until it closes the connection, and
 -- the error that ended the read ("closed", "timeout" after `timeout`
 -- seconds, default 10). From a green thread.
+--- The bytes of buffers a green.http server connection holds once it has
+-- parked idle, waiting for its next request: `conn` is a handler's
+-- req.conn (http_state's fifth result, after a bounded wait for the park).
+function helper.idle_parser_bytes(conn)
+  helper.eventually(function()
+    return conn.idle and helper.suspended(conn.thread)
+  end, "the connection parked idle")
+  local _, _, _, _, held = green.core.http_state(conn.parser)
+  return held
+end
+
 function helper.raw_exchange(port, data, timeout)
   local c = assert(green.connect("127.0.0.1", port))
   c:settimeout(timeout or 10)

@@ -65,11 +65,7 @@ describe("green.http over TLS", function()
         local r = assert(c:get("https://localhost:" .. port .. "/" .. round))
         assert.are.equal("hi /" .. round, r.body)
         -- the server's connection waits for its next head: nothing held
-        h.eventually(function()
-          return conn.idle and h.suspended(conn.thread)
-        end, "the connection parked idle")
-        local _, _, _, _, held = green.core.http_state(conn.parser)
-        assert.are.equal(0, held)
+        assert.are.equal(0, h.idle_parser_bytes(conn))
       end
       c:close()
       stop()
