@@ -244,11 +244,20 @@ static int l_isyieldable(lua_State *L) {
 /* }====================================================== */
 
 
+/* The process's hub: one per process, for what is the process's own (the
+   watchdog's signal and thread, signal dispositions, fork handlers). A
+   second Lua state (a green.tpool worker's) loading green.core is
+   refused before it makes anything; the state that owns the hub gives it
+   up when it closes. */
+static gl_hub_t *process_hub;
+
+
 static int hub_gc(lua_State *L) {
   gl_hub_t *hub = (gl_hub_t *)luaL_checkudata(L, 1, LGREEN_HUB_MT);
   if (hub->loop.data != NULL) { /* once */
     hub->loop.data = NULL;
     gl_hub_close(hub);
+    __atomic_store_n(&process_hub, NULL, __ATOMIC_RELEASE);
   }
   return 0;
 }
@@ -277,10 +286,20 @@ int luaopen_green_core(lua_State *L) {
   g = (lgreen_state_t *)lua_newuserdatauv(L, sizeof(*g), 0);
   memset(g, 0, sizeof(*g)); /* every field starts empty, the new ones too */
   hub = &g->hub;
+  {
+    gl_hub_t *none = NULL;
+    if (!__atomic_compare_exchange_n(&process_hub, &none, hub, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      return luaL_error(L, "green.core: green runs in another Lua state of "
+                           "this process (one hub per process: a "
+                           "green.tpool task cannot use green)");
+  }
   /* The hooks are installed by the files that define them
      (lgreen_open_thread, lgreen_open_interrupt). */
-  if (gl_hub_init(hub, NULL) < 0)
+  if (gl_hub_init(hub, NULL) < 0) {
+    __atomic_store_n(&process_hub, NULL, __ATOMIC_RELEASE);
     return luaL_error(L, "green.core: cannot initialize the event loop");
+  }
   hub->loop.data = hub; /* marks it open, for __gc */
   g->boundary_depth = 0;
   g->boundary_L = NULL;

@@ -404,6 +404,29 @@ describe("green.tpool", function()
     end)
   end)
 
+
+  it("refuses green in a task (one hub per process) before it makes "
+     .. "anything; the host goes on", function()
+    green_run(function()
+      for _ = 1, 2 do -- and again: the refusal left nothing behind
+        local ok, err = tpool.execute(function()
+          local ok, err = pcall(require, "green")
+          collectgarbage() -- what a half-made hub would leave is closed
+          return ok, err
+        end)
+        assert.is_false(ok)
+        assert.matches("green.core: green runs in another Lua state of "
+                       .. "this process (one hub per process: a "
+                       .. "green.tpool task cannot use green)", err, 1, true)
+      end
+      -- The host's hub is whole: threads, timers, processes.
+      local ran, out = green.process.run { "echo", "yes" }
+      assert.is_true(ran)
+      assert.are.equal("yes\n", out)
+      local t = green.spawn(function() green.sleep(0.001) return "ran" end)
+      assert.are.equal("ran", t:wait())
+    end)
+  end)
   it("setup while tasks run: running tasks finish, the size follows",
      function()
     tpool.setup { threads = 2 }
