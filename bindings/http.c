@@ -1184,7 +1184,12 @@ bad:
 ** without its strict mode, takes without a look: the version's "HTTP/"
 ** ("GET / HXXP/1.1" was HTTP/1.1) and the head's last byte, taken for
 ** its LF whatever it is (a bare CR ended the head there, and the byte
-** after it was eaten). A few bytes per request. Returns 1, or -1 (400).
+** after it was eaten). And obs-fold, a line that begins with SP or HTAB
+** to go on with the value above: refused, as nginx refuses it (RFC 9112
+** 5.2 lets a server refuse or unfold; a front end that did neither saw
+** other fields, "Transfer-Encoding: gzip," for one, and a fold of only
+** blanks reached no callback). A few bytes per request, a memchr per
+** line. Returns 1, or -1 (400).
 */
 static int check_request(hparser *hp, const char *b, size_t len) {
   /* the last byte: where the parser paused (at the end of a head with a
@@ -1193,8 +1198,17 @@ static int check_request(hparser *hp, const char *b, size_t len) {
   size_t v = (size_t)hp->url.off + hp->url.len; /* after the target */
   if (last < len && b[last] == '\n' &&
       (v >= len || b[v] != ' ' || /* (none: HTTP/0.9, a 505) */
-       (len - v > 5 && memcmp(b + v + 1, "HTTP/", 5) == 0)))
+       (len - v > 5 && memcmp(b + v + 1, "HTTP/", 5) == 0))) {
+    const char *e = b + last, *l = v < last ? memchr(b + v, '\n', last - v)
+                                             : NULL;
+    while (l != NULL && l < e) {
+      if (l[1] == ' ' || l[1] == '\t')
+        goto bad;
+      l = memchr(l + 1, '\n', (size_t)(e - l) - 1);
+    }
     return 1;
+  }
+bad:
   hp->phase = PH_ERROR;
   hp->status = 400;
   return -1;
