@@ -624,6 +624,57 @@ gt:wait()
 print("ok")
 ]]
 
+-- A request that began to wait for the slot before the streamed response
+-- holding it had come (no lease was out then), whose lease then loses its
+-- __gc. A second waiter behind it keeps its place.
+local HTTP_WAITING_FIRST = [[
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local slow, go = false, green.Event()
+local gt = green.spawn(green.http.serve, srv, function(req)
+  if req.path == "/slow" then
+    slow = true
+    go:wait()
+  end
+  return 200, {}, req.path .. (":"):rep(9000)
+end)
+local url = "http://127.0.0.1:" .. port
+local client = green.http.Client { max_per_host = 1 }
+local function waiting(t)
+  return select(2, t:status()) == "Semaphore:acquire"
+end
+local order, first, second = {}
+local function take(path)
+  local r, err = client:request { url = url .. path, timeout = 30 }
+  order[#order + 1] = path
+  return r, err
+end
+skip_gc(function()
+  first = green.spawn(function()
+    repeat green.sleep(0) until slow -- the slot taken, no response yet
+    return take("/b")
+  end)
+  green.spawn(function()
+    repeat green.sleep(0) until waiting(first)
+    second = green.spawn(take, "/c")
+    repeat green.sleep(0) until waiting(second)
+    go:send()
+  end)
+  local r = assert(client:request { url = url .. "/slow", stream = true })
+  assert(r.status == 200 and r:body_reader()(r))
+end)
+-- Both get the slot in turn (the first timed out before).
+local r, err = first:wait()
+assert(r and r.body == "/b" .. (":"):rep(9000), err)
+r, err = second:wait()
+assert(r and r.body == "/c" .. (":"):rep(9000), err)
+assert(order[1] == "/b" and order[2] == "/c", table.concat(order, " "))
+client:close()
+srv:close()
+gt:wait()
+print("ok")
+]]
+
 describe("to-be-closed variables at the stack's limit", function()
   it("are all closed (the client's unit and lease rely on it)", function()
     check(CLOSES, "end", 0)
@@ -647,6 +698,11 @@ describe("green.http streamed responses whose lease's __gc Lua skipped",
 
   it("give it to a request already waiting for it", function()
     check(HTTP_WAITING, "end", 1)
+  end)
+
+  it("give it to requests that began to wait before the lease was made, "
+     .. "in their order (the first timed out before)", function()
+    check(HTTP_WAITING_FIRST, "end", 1)
   end)
 end)
 

@@ -956,6 +956,44 @@ describe("green.http client against hostile servers", function()
     end)
   end)
 
+  it("keeps the place of takes waiting while a streamed response is out; "
+     .. "the pool's watcher for lost ones ends with the last wait",
+     function()
+    green_run(function()
+      local port, stop = h.http_serve(function(req)
+        return 200, {}, "done " .. req.path
+      end)
+      local base = "http://127.0.0.1:" .. port
+      local client = green.http.Client { max_per_host = 1 }
+      local order = {}
+      local function req(path)
+        local r = assert(client:request { url = base .. path, timeout = 20 })
+        order[#order + 1] = r.body
+      end
+      for _ = 1, 2 do -- (and again: the watcher is made anew)
+        local r = assert(client:request { url = base .. "/s", stream = true })
+        local w1 = green.spawn(req, "/1")
+        h.until_suspended(w1)
+        local w2 = green.spawn(req, "/2")
+        h.until_suspended(w2)
+        local p = the_pool(client)
+        assert.is_truthy(p.watcher) -- (reconciles every second)
+        assert.are.equal(2, p.waiting)
+        r:close() -- the slot to the first waiter, then the second
+        w1:wait()
+        w2:wait()
+        assert.are.same({ "done /1", "done /2" }, order)
+        -- gone at once: it kept a finished program alive a second
+        assert.is_nil(p.watcher)
+        assert.are.equal(0, p.waiting)
+        assert.are.equal(1, p.sem:balance())
+        order = {}
+      end
+      client:close()
+      stop()
+    end)
+  end)
+
   it("loses no max_per_host slot to a request killed while it connects",
      function()
     green_run(function()

@@ -44,7 +44,8 @@ local function pool_of(client, key)
   local p = client.pools[key]
   if not p then
     p = { sem = semaphore.Semaphore(client.max_per_host), idle = {},
-          streams = setmetatable({}, STREAMS_MT), nstreams = 0 }
+          streams = setmetatable({}, STREAMS_MT), nstreams = 0,
+          waiting = 0 }
     client.pools[key] = p
   end
   return p
@@ -58,7 +59,8 @@ end
 -- resurrected one keeps its entry). So a lease counted but no longer a
 -- key is gone without its end: its slot is released here, its socket and
 -- parser (boxes) given back by the box sweep. Runs where a take would
--- wait: O(streamed leases), never on the path of a free slot.
+-- wait, and from the pool's watcher while takes wait: O(streamed
+-- leases), never on the path of a free slot.
 local function reconcile(p)
   local live = 0
   for _ in pairs(p.streams) do live = live + 1 end
@@ -67,28 +69,52 @@ local function reconcile(p)
   for _ = 1, lost do p.sem:release() end
 end
 
--- A take waits for a unit in slices of this many seconds while streamed
--- leases are out, reconciling between them: Lua frees a lease whose __gc
--- it skipped only at the next collection, maybe while takes wait.
+-- While takes wait and streamed leases are out, a thread of the pool's
+-- (its watcher) reconciles every this many seconds: Lua frees a lease
+-- whose __gc it skipped only at a later collection, maybe while takes
+-- wait (a lease made after they began to wait included). The slot it
+-- gives back goes to the first take waiting: every take keeps its place
+-- in the queue. The last take to stop waiting ends the watcher at once
+-- (it would keep a finished program alive until its tick).
 local RECONCILE_EVERY = 1
+local TICK = setmetatable({}, { __name = "green.http client tick" })
+
+local Unwatch = { __close = function(w) w.p.watcher = nil end }
+local function watch(p)
+  local w = p.watcher
+  if w and not w:dead() or p.waiting == 0 or p.nstreams == 0 then return end
+  p.watcher = core.spawn(function()
+    local _ <close> = setmetatable({ p = p }, Unwatch)
+    while p.waiting > 0 and p.nstreams > 0 do
+      do
+        local _ <close> = core.Timeout(RECONCILE_EVERY, TICK)
+        local ok, err = core.suspend("green.http client watch")
+        if not ok and err ~= TICK then error(err, 0) end
+      end
+      reconcile(p)
+    end
+  end)
+  p.watcher.name = "green.http client: lost streamed responses"
+end
+
+local Waiting = { __close = function(w)
+  local p = w.p
+  p.waiting = p.waiting - 1
+  if p.waiting == 0 and p.watcher then core.wake(p.watcher) end
+end }
 
 -- A unit of pool `p` (true), or false once `timeout` seconds passed.
 local function acquire(p, timeout)
   local sem = p.sem
   if sem:acquire(false) then return true end
-  local deadline = timeout and now() + timeout
-  while true do
+  if p.nstreams > 0 then
     reconcile(p)
-    local left = deadline and deadline - now()
-    if left and left <= 0 then return sem:acquire(false) end
-    if p.nstreams == 0 then -- none to lose: one wait, its place kept
-      return sem:acquire(true, left)
-    end
-    if sem:acquire(true, left and left < RECONCILE_EVERY and left
-                         or RECONCILE_EVERY) then
-      return true
-    end
+    if sem:acquire(false) then return true end
   end
+  p.waiting = p.waiting + 1
+  local _ <close> = setmetatable({ p = p }, Waiting)
+  watch(p)
+  return sem:acquire(true, timeout)
 end
 
 -- A connection fit to reuse: open, idle for less than idle_timeout, and
@@ -235,6 +261,7 @@ local function stream_lease(conn)
   local p = conn.pool
   p.streams[l] = true
   p.nstreams = p.nstreams + 1
+  if p.waiting > 0 then watch(p) end
   return l
 end
 
