@@ -246,10 +246,16 @@ static int l_isyieldable(lua_State *L) {
 
 /* The process's hub: one per process, for what is the process's own (the
    watchdog's signal and thread, signal dispositions, fork handlers). A
-   second Lua state (a green.tpool worker's) loading green.core is
-   refused before it makes anything; the state that owns the hub gives it
-   up when it closes. */
+   second Lua state loading green.core is refused before it makes
+   anything; the state that owns the hub gives it up when it closes. A
+   green.tpool worker's state is refused by its mark, not by this: a task
+   abandoned at the host's close runs on after the hub was given up (it
+   took the process's hub while the process exited, and kept a new state
+   of a C host from having one). */
 static gl_hub_t *process_hub;
+#define REFUSED                                                               \
+  "green.core: green runs in another Lua state of this process (one hub "    \
+  "per process: a green.tpool task cannot use green)"
 
 
 static int hub_gc(lua_State *L) {
@@ -283,6 +289,9 @@ int luaopen_green_core(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, "green.core");
     return 1;
   }
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LGREEN_TPOOL_WORKER) != LUA_TNIL)
+    return luaL_error(L, REFUSED);
+  lua_pop(L, 1);
   g = (lgreen_state_t *)lua_newuserdatauv(L, sizeof(*g), 0);
   memset(g, 0, sizeof(*g)); /* every field starts empty, the new ones too */
   hub = &g->hub;
@@ -290,9 +299,7 @@ int luaopen_green_core(lua_State *L) {
     gl_hub_t *none = NULL;
     if (!__atomic_compare_exchange_n(&process_hub, &none, hub, 0,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-      return luaL_error(L, "green.core: green runs in another Lua state of "
-                           "this process (one hub per process: a "
-                           "green.tpool task cannot use green)");
+      return luaL_error(L, REFUSED);
   }
   /* The hooks are installed by the files that define them
      (lgreen_open_thread, lgreen_open_interrupt). */
