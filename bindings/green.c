@@ -258,13 +258,17 @@ static gl_hub_t *process_hub;
   "per process: a green.tpool task cannot use green)"
 
 
+/* Also the __gc of a hub whose making failed (a memory error): its loop
+   closed if it was opened, the process's hub given up if it was this. */
 static int hub_gc(lua_State *L) {
   gl_hub_t *hub = (gl_hub_t *)luaL_checkudata(L, 1, LGREEN_HUB_MT);
+  gl_hub_t *self = hub;
   if (hub->loop.data != NULL) { /* once */
     hub->loop.data = NULL;
     gl_hub_close(hub);
-    __atomic_store_n(&process_hub, NULL, __ATOMIC_RELEASE);
   }
+  __atomic_compare_exchange_n(&process_hub, &self, NULL, 0, __ATOMIC_ACQ_REL,
+                              __ATOMIC_ACQUIRE);
   return 0;
 }
 
@@ -295,6 +299,12 @@ int luaopen_green_core(lua_State *L) {
   g = (lgreen_state_t *)lua_newuserdatauv(L, sizeof(*g), 0);
   memset(g, 0, sizeof(*g)); /* every field starts empty, the new ones too */
   hub = &g->hub;
+  /* Its __gc first: a memory error from here on leaves no process's hub
+     taken (every later state was refused) and no loop open. */
+  luaL_newmetatable(L, LGREEN_HUB_MT);
+  lua_pushcfunction(L, hub_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
   {
     gl_hub_t *none = NULL;
     if (!__atomic_compare_exchange_n(&process_hub, &none, hub, 0,
@@ -321,10 +331,6 @@ int luaopen_green_core(lua_State *L) {
   gl_mark_set(lua_tothread(L, -1), 0); /* copied into new coroutines */
   hub->probe.running = lua_tothread(L, -1); /* the host runs it (watchdog) */
   lua_pop(L, 1);
-  luaL_newmetatable(L, LGREEN_HUB_MT);
-  lua_pushcfunction(L, hub_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
   /* Live threads by slot: anchoring with rawseti at a slot the hub already
      allocated is several times cheaper than luaL_ref. */
