@@ -97,6 +97,16 @@ local function idle(client)
 end
 
 -- The one pool of a client (one host:port used).
+-- A server answering "done <path>", and a client with a pool of one
+-- connection to it: the base URL, the client, stop.
+local function pool_of_one()
+  local port, stop = h.http_serve(function(req)
+    return 200, {}, "done " .. req.path
+  end)
+  return "http://127.0.0.1:" .. port, green.http.Client { max_per_host = 1 },
+         stop
+end
+
 local function the_pool(client)
   local k = next(client.pools)
   assert(k and next(client.pools, k) == nil, "one pool expected")
@@ -960,11 +970,7 @@ describe("green.http client against hostile servers", function()
      .. "the pool's watcher for lost ones ends with the last wait",
      function()
     green_run(function()
-      local port, stop = h.http_serve(function(req)
-        return 200, {}, "done " .. req.path
-      end)
-      local base = "http://127.0.0.1:" .. port
-      local client = green.http.Client { max_per_host = 1 }
+      local base, client, stop = pool_of_one()
       local order = {}
       local function req(path)
         local r = assert(client:request { url = base .. path, timeout = 20 })
@@ -997,11 +1003,7 @@ describe("green.http client against hostile servers", function()
   it("makes the pool's watcher anew when it is killed while takes wait, "
      .. "and a lease lost after still gives its slot to them", function()
     green_run(function()
-      local port, stop = h.http_serve(function(req)
-        return 200, {}, "done " .. req.path
-      end)
-      local base = "http://127.0.0.1:" .. port
-      local client = green.http.Client { max_per_host = 1 }
+      local base, client, stop = pool_of_one()
       local r = assert(client:request { url = base .. "/s", stream = true })
       local w = green.spawn(function()
         return assert(client:request { url = base .. "/w", timeout = 20 })
