@@ -246,19 +246,29 @@ static int l_isyieldable(lua_State *L) {
 
 /* The process's hub: one per process, for what is the process's own (the
    watchdog's signal and thread, signal dispositions, fork handlers). A
-   second Lua state (a green.tpool worker's) loading green.core is
-   refused before it makes anything; the state that owns the hub gives it
-   up when it closes. */
+   second Lua state loading green.core is refused before it makes
+   anything; the state that owns the hub gives it up when it closes. A
+   green.tpool worker's state is refused by its mark, not by this: a task
+   abandoned at the host's close runs on after the hub was given up (it
+   took the process's hub while the process exited, and kept a new state
+   of a C host from having one). */
 static gl_hub_t *process_hub;
+#define REFUSED                                                               \
+  "green.core: green runs in another Lua state of this process (one hub "    \
+  "per process: a green.tpool task cannot use green)"
 
 
+/* Also the __gc of a hub whose making failed (a memory error): its loop
+   closed if it was opened, the process's hub given up if it was this. */
 static int hub_gc(lua_State *L) {
   gl_hub_t *hub = (gl_hub_t *)luaL_checkudata(L, 1, LGREEN_HUB_MT);
+  gl_hub_t *self = hub;
   if (hub->loop.data != NULL) { /* once */
     hub->loop.data = NULL;
     gl_hub_close(hub);
-    __atomic_store_n(&process_hub, NULL, __ATOMIC_RELEASE);
   }
+  __atomic_compare_exchange_n(&process_hub, &self, NULL, 0, __ATOMIC_ACQ_REL,
+                              __ATOMIC_ACQUIRE);
   return 0;
 }
 
@@ -283,16 +293,23 @@ int luaopen_green_core(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, "green.core");
     return 1;
   }
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LGREEN_TPOOL_WORKER) != LUA_TNIL)
+    return luaL_error(L, REFUSED);
+  lua_pop(L, 1);
   g = (lgreen_state_t *)lua_newuserdatauv(L, sizeof(*g), 0);
   memset(g, 0, sizeof(*g)); /* every field starts empty, the new ones too */
   hub = &g->hub;
+  /* Its __gc first: a memory error from here on leaves no process's hub
+     taken (every later state was refused) and no loop open. */
+  luaL_newmetatable(L, LGREEN_HUB_MT);
+  lua_pushcfunction(L, hub_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
   {
     gl_hub_t *none = NULL;
     if (!__atomic_compare_exchange_n(&process_hub, &none, hub, 0,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-      return luaL_error(L, "green.core: green runs in another Lua state of "
-                           "this process (one hub per process: a "
-                           "green.tpool task cannot use green)");
+      return luaL_error(L, REFUSED);
   }
   /* The hooks are installed by the files that define them
      (lgreen_open_thread, lgreen_open_interrupt). */
@@ -314,10 +331,6 @@ int luaopen_green_core(lua_State *L) {
   gl_mark_set(lua_tothread(L, -1), 0); /* copied into new coroutines */
   hub->probe.running = lua_tothread(L, -1); /* the host runs it (watchdog) */
   lua_pop(L, 1);
-  luaL_newmetatable(L, LGREEN_HUB_MT);
-  lua_pushcfunction(L, hub_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
   /* Live threads by slot: anchoring with rawseti at a slot the hub already
      allocated is several times cheaper than luaL_ref. */

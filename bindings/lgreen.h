@@ -20,6 +20,10 @@
 
 #define LGREEN_HUB "green.hub"       /* registry: the hub userdata */
 #define LGREEN_HUB_MT "green.Hub"   /* its metatable */
+/* registry: true in a green.tpool worker's state, which green.core refuses
+   whether or not the host's hub is still open (a task abandoned at the
+   host's close runs on after it) */
+#define LGREEN_TPOOL_WORKER "green.tpool.worker"
 #define LGREEN_THREAD "green.GreenThread"
 #define LGREEN_TIMEOUT "green.Timeout"
 

@@ -1780,20 +1780,29 @@ static const luaL_Reg funcs[] = {
    methods table, for lua/green/process.lua to add to). */
 void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
   pstate *st;
-  uv_signal_t *reaper = (uv_signal_t *)malloc(sizeof(*reaper));
-  if (reaper == NULL || uv_signal_init(&hub->loop, reaper) < 0) {
-    free(reaper);
-    luaL_error(L, "green.core: cannot set up child processes");
-  }
+  uv_signal_t *reaper;
   st = (pstate *)lua_newuserdatauv(L, sizeof(*st), 0);
   st->hub = hub;
   gl_link_init(&st->procs);
   gl_link_init(&st->done);
   gl_waitq_init(&st->foreign);
-  st->reaper = reaper;
+  st->reaper = NULL;
   st->running = st->nwaits = 0;
   st->reaping = 0;
   st->plan = 0;
+  st->cstack = NULL;
+  /* its __gc before the reaper: a memory error in what follows (green.core
+     not loaded) leaked it */
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  reaper = (uv_signal_t *)malloc(sizeof(*reaper));
+  if (reaper == NULL || uv_signal_init(&hub->loop, reaper) < 0) {
+    free(reaper);
+    luaL_error(L, "green.core: cannot set up child processes");
+  }
+  st->reaper = reaper;
   { /* SIGCHLD ignored by whoever started us (env --ignore-signal=CHLD):
        the kernel would reap our children itself, and every wait would
        say "no child processes". Children are ours to reap. */
@@ -1809,7 +1818,6 @@ void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
     const char *e = getenv("GREENLUA_SPAWN");
     st->noclone3 = e != NULL && strcmp(e, "posix_spawn") == 0;
   }
-  st->cstack = NULL;
   reaper->data = st;
   lgreen_on_fork(hub, proc_forked, st);
   lua_newtable(L); /* PIPED_KEY: weak keys */
@@ -1818,10 +1826,6 @@ void lgreen_open_process(lua_State *L, gl_hub_t *hub) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, PIPED_KEY);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, state_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
   lgreen_sock_pushstate(L);
   lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);

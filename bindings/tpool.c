@@ -290,6 +290,8 @@ static int no_exit(lua_State *L) {
 
 static int open_state(lua_State *L) {
   luaL_openlibs(L);
+  lua_pushboolean(L, 1); /* green.core refuses this state */
+  lua_setfield(L, LUA_REGISTRYINDEX, LGREEN_TPOOL_WORKER);
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, FNS_KEY);
   lua_getglobal(L, "os");

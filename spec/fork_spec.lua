@@ -412,3 +412,48 @@ os.exit(0)
 ]], "true\n")
   end)
 end)
+
+
+describe("green.fork and the green.http client", function()
+  -- A take waiting, the pool's watcher alive: in the child they are gone
+  -- without their <close> (the pool counted the take as waiting for good,
+  -- and made a watcher of the child's first streamed response, which
+  -- ticked while it was out: the child never ended).
+  it("the child has no take of the parent's waiting, and ends while it "
+     .. "keeps a streamed response", function()
+    check([[
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local gt = green.spawn(green.http.serve, srv, function(req)
+  return 200, {}, req.path .. (":"):rep(100000)
+end)
+local url = "http://127.0.0.1:" .. port
+local client = green.http.Client { max_per_host = 1 }
+local r = assert(client:request { url = url .. "/a", stream = true,
+                                  timeout = 20 })
+local p = client.pools[next(client.pools)]
+local w = green.spawn(client.request, client, { url = url .. "/w",
+                                                timeout = 20 })
+for _ = 1, 1000 do
+  if p.sem:waiting() == 1 and p.watcher then break end
+  green.sleep(0.001)
+end
+expect(p.sem:waiting() == 1 and p.watcher, "a take waits, watched")
+local pid = green.fork()
+if pid == 0 then
+  r:close() -- (the child's copy)
+  expect(p.sem:waiting() == 0, "no take waits in the child")
+  KEPT = assert(client:request { url = url .. "/c", stream = true,
+                                 timeout = 20 })
+  expect(not p.watcher or p.watcher:dead(), "no watcher in the child")
+  return -- ends with the response kept
+end
+r:close()
+local got = assert(w:wait())
+expect(got.body:sub(1, 2) == "/w", "the parent's take")
+print(green.process.wait(pid, 30))
+srv:close()
+gt:wait()
+]], "exit\t0\n")
+  end)
+end)

@@ -97,6 +97,16 @@ local function idle(client)
 end
 
 -- The one pool of a client (one host:port used).
+-- A server answering "done <path>", and a client with a pool of one
+-- connection to it: the base URL, the client, stop.
+local function pool_of_one()
+  local port, stop = h.http_serve(function(req)
+    return 200, {}, "done " .. req.path
+  end)
+  return "http://127.0.0.1:" .. port, green.http.Client { max_per_host = 1 },
+         stop
+end
+
 local function the_pool(client)
   local k = next(client.pools)
   assert(k and next(client.pools, k) == nil, "one pool expected")
@@ -960,11 +970,7 @@ describe("green.http client against hostile servers", function()
      .. "the pool's watcher for lost ones ends with the last wait",
      function()
     green_run(function()
-      local port, stop = h.http_serve(function(req)
-        return 200, {}, "done " .. req.path
-      end)
-      local base = "http://127.0.0.1:" .. port
-      local client = green.http.Client { max_per_host = 1 }
+      local base, client, stop = pool_of_one()
       local order = {}
       local function req(path)
         local r = assert(client:request { url = base .. path, timeout = 20 })
@@ -978,17 +984,63 @@ describe("green.http client against hostile servers", function()
         h.until_suspended(w2)
         local p = the_pool(client)
         assert.is_truthy(p.watcher) -- (reconciles every second)
-        assert.are.equal(2, p.waiting)
+        assert.are.equal(2, p.sem:waiting())
         r:close() -- the slot to the first waiter, then the second
         w1:wait()
         w2:wait()
         assert.are.same({ "done /1", "done /2" }, order)
         -- gone at once: it kept a finished program alive a second
         assert.is_nil(p.watcher)
-        assert.are.equal(0, p.waiting)
+        assert.are.equal(0, p.sem:waiting())
         assert.are.equal(1, p.sem:balance())
         order = {}
       end
+      client:close()
+      stop()
+    end)
+  end)
+
+  it("makes the pool's watcher anew when it is killed while takes wait, "
+     .. "and a lease lost after still gives its slot to them", function()
+    green_run(function()
+      local base, client, stop = pool_of_one()
+      local r = assert(client:request { url = base .. "/s", stream = true })
+      local w = green.spawn(function()
+        return assert(client:request { url = base .. "/w", timeout = 20 })
+      end)
+      h.until_suspended(w)
+      local p = the_pool(client)
+      local killed = p.watcher
+      assert.is_truthy(killed)
+      killed:kill()
+      -- another in its place (the take would wait until its timeout)
+      assert.is_truthy(p.watcher)
+      assert.are_not.equal(killed, p.watcher)
+      assert.is_false(p.watcher:dead())
+      -- The lease lost as Lua loses one whose __gc it skipped: its weak
+      -- key gone, its count and slot left.
+      local l = r._lease
+      r._lease = nil
+      p.streams[l] = nil
+      l.conn.sock:close()
+      l.conn = nil
+      assert.are.equal("done /w", w:wait().body) -- (at the watcher's tick)
+      assert.are.equal(0, p.nstreams)
+      assert.are.equal(0, p.sem:waiting())
+      assert.are.equal(1, p.sem:balance())
+      h.eventually(function() return p.watcher == nil end, "watcher gone")
+      -- With no take waiting, a watcher killed is not made anew.
+      r = assert(client:request { url = base .. "/s", stream = true })
+      w = green.spawn(function()
+        return client:request { url = base .. "/w", timeout = 20 }
+      end)
+      h.until_suspended(w)
+      killed = p.watcher
+      w:kill()
+      killed:kill()
+      assert.is_nil(p.watcher)
+      r:close()
+      assert.are.equal(1, p.sem:balance())
       client:close()
       stop()
     end)

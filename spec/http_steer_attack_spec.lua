@@ -590,6 +590,32 @@ describe("green.http.serve against a sweep of steering heads", function()
     end)
   end)
 
+  it("refuses a fold in a pipelined request after the ones served, not a"
+     .. " body or trailer line that begins with SP or HTAB", function()
+    serve_paths(function(send, paths)
+      -- the 2nd request folded: the 1st served, the 3rd never read
+      local r = send("GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\nX-A: a\r\n"
+                     .. " b\r\n\r\nGET /3 HTTP/1.1\r\n\r\n")
+      assert.matches("^HTTP/1%.1 200 .-served /1HTTP/1%.1 400 ", r)
+      assert.are.same({ "/1" }, paths)
+      -- bodies whose first byte is SP or HTAB, a folded trailer (not a
+      -- head: no field of it is taken), then the next request
+      r = send("POST /sp HTTP/1.1\r\nContent-Length: 3\r\n\r\n ab"
+               .. "POST /tab HTTP/1.1\nContent-Length: 3\n\n\tab"
+               .. "POST /tr HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+               .. "2\r\nab\r\n0\r\nT: a\r\n b\r\n \r\n\r\n"
+               .. "GET /end HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local _, n = r:gsub("HTTP/1%.1 200 ", "")
+      assert.are.equal(4, n, r)
+      assert.are.same({ "/1", "/sp", "/tab", "/tr", "/end" }, paths)
+    end, function(req)
+      if req.path ~= "/1" and req.path ~= "/end" then
+        assert.are.equal(req.path == "/tab" and "\tab" or req.path == "/tr"
+                         and "ab" or " ab", req:body())
+      end
+    end)
+  end)
+
   it("refuses a CONNECT that announces a body (its body was served as the"
      .. " next request, and a Content-Length beyond the limit passed)",
      function()

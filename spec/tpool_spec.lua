@@ -427,6 +427,39 @@ describe("green.tpool", function()
       assert.are.equal("ran", t:wait())
     end)
   end)
+  it("refuses green in tasks of greenlua that find green/core.so on "
+     .. "LUA_CPATH (another copy of the code: its own process's hub), "
+     .. "all at once, again and again", function()
+    local build = h.greenlua:match("^(.*)/greenlua$")
+    local p = os.tmpname()
+    local f = assert(io.open(p, "w"))
+    f:write([[
+local green = require "green"
+green.tpool.setup { threads = 4 }
+local ts = {}
+for i = 1, 8 do
+  ts[i] = green.spawn(green.tpool.execute, function(i)
+    local last
+    for _ = 1, 20 do
+      local ok, err = pcall(require, i % 2 == 0 and "green" or "green.core")
+      if ok then return "loaded" end
+      last = err
+    end
+    return last
+  end, i)
+end
+for i = 1, 8 do print((ts[i]:wait():gsub("\n.*", ""))) end
+]])
+    f:close()
+    local out, err, code = h.sh("LUA_CPATH='" .. build .. "/?.so;;' "
+                                .. h.greenlua .. " " .. p)
+    os.remove(p)
+    assert.are.equal(0, code, err)
+    assert.are.equal(("green.core: green runs in another Lua state of this "
+      .. "process (one hub per process: a green.tpool task cannot use "
+      .. "green)\n"):rep(8), out)
+  end)
+
   it("setup while tasks run: running tasks finish, the size follows",
      function()
     tpool.setup { threads = 2 }

@@ -44,8 +44,7 @@ local function pool_of(client, key)
   local p = client.pools[key]
   if not p then
     p = { sem = semaphore.Semaphore(client.max_per_host), idle = {},
-          streams = setmetatable({}, STREAMS_MT), nstreams = 0,
-          waiting = 0 }
+          streams = setmetatable({}, STREAMS_MT), nstreams = 0 }
     client.pools[key] = p
   end
   return p
@@ -75,17 +74,29 @@ end
 -- wait (a lease made after they began to wait included). The slot it
 -- gives back goes to the first take waiting: every take keeps its place
 -- in the queue. The last take to stop waiting ends the watcher at once
--- (it would keep a finished program alive until its tick).
+-- (it would keep a finished program alive until its tick). The takes
+-- waiting are the semaphore's waiters, not a count of the pool's own: a
+-- child of green.fork has none of its parent's, whose <close> never ran
+-- there (a count kept at 1 made a watcher of the child's first streamed
+-- response, which ticked as long as it was out, a finished child alive).
 local RECONCILE_EVERY = 1
 local TICK = setmetatable({}, { __name = "green.http client tick" })
 
-local Unwatch = { __close = function(w) w.p.watcher = nil end }
-local function watch(p)
+local watch
+-- The watcher ends; killed while takes still wait, another takes its
+-- place (they would wait for a lost lease's slot until their timeouts).
+local Unwatch = { __close = function(w)
+  local p = w.p
+  p.watcher = nil
+  if p.sem:waiting() > 0 then watch(p) end
+end }
+-- (From a take about to wait, or for a lease made while takes wait.)
+function watch(p)
   local w = p.watcher
-  if w and not w:dead() or p.waiting == 0 or p.nstreams == 0 then return end
+  if w and not w:dead() or p.nstreams == 0 then return end
   p.watcher = core.spawn(function()
     local _ <close> = setmetatable({ p = p }, Unwatch)
-    while p.waiting > 0 and p.nstreams > 0 do
+    while p.sem:waiting() > 0 and p.nstreams > 0 do
       do
         local _ <close> = core.Timeout(RECONCILE_EVERY, TICK)
         local ok, err = core.suspend("green.http client watch")
@@ -97,10 +108,9 @@ local function watch(p)
   p.watcher.name = "green.http client: lost streamed responses"
 end
 
-local Waiting = { __close = function(w)
+local Waited = { __close = function(w)
   local p = w.p
-  p.waiting = p.waiting - 1
-  if p.waiting == 0 and p.watcher then core.wake(p.watcher) end
+  if p.sem:waiting() == 0 and p.watcher then core.wake(p.watcher) end
 end }
 
 -- A unit of pool `p` (true), or false once `timeout` seconds passed.
@@ -111,9 +121,8 @@ local function acquire(p, timeout)
     reconcile(p)
     if sem:acquire(false) then return true end
   end
-  p.waiting = p.waiting + 1
-  local _ <close> = setmetatable({ p = p }, Waiting)
-  watch(p)
+  watch(p) -- (it runs once this take waits)
+  local _ <close> = setmetatable({ p = p }, Waited)
   return sem:acquire(true, timeout)
 end
 
@@ -261,7 +270,7 @@ local function stream_lease(conn)
   local p = conn.pool
   p.streams[l] = true
   p.nstreams = p.nstreams + 1
-  if p.waiting > 0 then watch(p) end
+  if p.sem:waiting() > 0 then watch(p) end
   return l
 end
 
