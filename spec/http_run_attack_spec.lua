@@ -9,9 +9,9 @@ local h = require "helper"
 
 local start = h.http_serve
 
-local function raw(port, data, timeout)
+local function raw(port, data)
   local c = assert(green.connect("127.0.0.1", port))
-  c:settimeout(timeout or 30) -- (for the whole answer)
+  c:settimeout(30)
   assert(c:send(data))
   local got, _, partial = c:receive("*a")
   c:close()
@@ -50,6 +50,47 @@ end
 local function raising_tostring(f)
   return setmetatable({}, { __tostring = f })
 end
+
+-- 10,000 pipelined requests and a closing one in one write, the
+-- collector always running, each handler reading a request kept from
+-- before (its buffers must outlive the batch that parsed it). Prints the
+-- 200s counted, the last path and the error of a handler (nil).
+local PIPELINED_GC = [[
+local green = require "green"
+local function batch(n)
+  local t = {}
+  for i = 1, n do
+    t[i] = "GET /" .. i .. " HTTP/1.1\r\nX-N: " .. i .. "\r\n\r\n"
+  end
+  t[n + 1] = "GET /last HTTP/1.1\r\nConnection: close\r\n\r\n"
+  return table.concat(t)
+end
+local failed
+green.on_error(function(_, e) failed = failed or tostring(e) end)
+collectgarbage("setpause", 0)
+local kept, n = {}, 0
+local srv = assert(green.listen("127.0.0.1", 0))
+local _, port = srv:getsockname()
+local gt = green.spawn(green.http.serve, srv, function(req)
+  collectgarbage("step")
+  n = n + 1
+  kept[(n - 1) % 500 + 1] = req
+  local old = kept[math.random(#kept)]
+  assert(old.path == "/" .. old.headers["x-n"] or old.path == "/last")
+  if n % 97 == 0 then green.sleep(0) end
+  return 200, nil, req.path
+end, { log = function() collectgarbage("step") end })
+local c = assert(green.connect("127.0.0.1", port))
+c:settimeout(200)
+assert(c:send(batch(10000)))
+local got, _, partial = c:receive("*a")
+c:close()
+local r = got or partial
+local _, ok200 = r:gsub("HTTP/1%.1 200 ", "")
+print(ok200, r:match("(/%w+)$"), failed)
+srv:close()
+gt:wait()
+]]
 
 -- Handlers that end well (each request gets its 200) after waiting
 -- in one way or another.
@@ -285,32 +326,17 @@ describe("green.http.serve's loop of pipelined requests (http_run)",
     end)
   end)
 
+  -- In a process of its own: with the collector always running, the
+  -- time this takes depends on what the spec files before it left in
+  -- busted's one process (0.1 s alone, 8 s behind 47 other files in a
+  -- shuffled order; once, in such a run on a loaded machine, 9,853 of
+  -- the 10,001 responses within the client's 30 s). A handler's error
+  -- is printed too (the count hid it).
   it("answers 10,000 pipelined requests with the collector always running "
      .. "and old requests read", function()
-    green_run({ deadline = 240 }, function()
-      local pause = collectgarbage("setpause", 0)
-      local kept, n = {}, 0
-      local ok, e = pcall(function()
-        local port, stop = start(function(req)
-          collectgarbage("step")
-          n = n + 1
-          kept[(n - 1) % 500 + 1] = req
-          local old = kept[math.random(#kept)]
-          assert(old.path == "/" .. old.headers["x-n"] or old.path == "/last")
-          if n % 97 == 0 then green.sleep(0) end
-          return 200, nil, req.path
-        end, { log = function() collectgarbage("step") end })
-        -- (a collection step per request and per log line: under ASan
-        -- on a loaded machine, this took over 30 s)
-        local r = raw(port, batch(10000), 200)
-        local _, ok200 = r:gsub("HTTP/1%.1 200 ", "")
-        assert.are.equal(10001, ok200)
-        assert.are.equal("/last", r:match("(/%w+)$"))
-        stop()
-      end)
-      collectgarbage("setpause", pause)
-      assert(ok, e)
-    end)
+    local out, err, code = h.greenlua_run(PIPELINED_GC, nil, 240)
+    assert.are.equal(0, code, err)
+    assert.are.equal("10001\t/last\tnil\n", out, err)
   end)
 
   it("frees its parsers' buffers when Lua skips their finalizers",
