@@ -242,10 +242,6 @@ function helper.http_serve(handler, opts)
   end, gt
 end
 
---- `data` sent on a new connection to 127.0.0.1:`port` (a raw client of
--- a test server): all it answers until it closes the connection, and
--- the error that ended the read ("closed", "timeout" after `timeout`
--- seconds, default 10). From a green thread.
 --- The bytes of buffers a green.http server connection holds once it has
 -- parked idle, waiting for its next request: `conn` is a handler's
 -- req.conn (http_state's fifth result, after a bounded wait for the park).
@@ -257,6 +253,10 @@ function helper.idle_parser_bytes(conn)
   return held
 end
 
+--- `data` sent on a new connection to 127.0.0.1:`port` (a raw client of
+-- a test server): all it answers until it closes the connection, and
+-- the error that ended the read ("closed", "timeout" after `timeout`
+-- seconds, default 10). From a green thread.
 function helper.raw_exchange(port, data, timeout)
   local c = assert(green.connect("127.0.0.1", port))
   c:settimeout(timeout or 10)
