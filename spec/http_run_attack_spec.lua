@@ -18,7 +18,9 @@ local function raw(port, data)
   return got or partial
 end
 
--- /1 .. /n pipelined, then /last closing the connection.
+-- /1 .. /n pipelined, then /last closing the connection (its source is
+-- also the start of a script below, run in a process of its own).
+local BATCH = [[
 local function batch(n)
   local t = {}
   for i = 1, n do
@@ -27,6 +29,8 @@ local function batch(n)
   t[n + 1] = "GET /last HTTP/1.1\r\nConnection: close\r\n\r\n"
   return table.concat(t)
 end
+]]
+local batch = assert(load(BATCH .. "return batch", "=batch"))()
 
 local function statuses(r)
   local t = {}
@@ -55,16 +59,8 @@ end
 -- collector always running, each handler reading a request kept from
 -- before (its buffers must outlive the batch that parsed it). Prints the
 -- 200s counted, the last path and the error of a handler (nil).
-local PIPELINED_GC = [[
+local PIPELINED_GC = BATCH .. [[
 local green = require "green"
-local function batch(n)
-  local t = {}
-  for i = 1, n do
-    t[i] = "GET /" .. i .. " HTTP/1.1\r\nX-N: " .. i .. "\r\n\r\n"
-  end
-  t[n + 1] = "GET /last HTTP/1.1\r\nConnection: close\r\n\r\n"
-  return table.concat(t)
-end
 local failed
 green.on_error(function(_, e) failed = failed or tostring(e) end)
 collectgarbage("setpause", 0)
