@@ -73,45 +73,39 @@ end
 -- whose __gc it skipped only at a later collection, maybe while takes
 -- wait (a lease made after they began to wait included). The slot it
 -- gives back goes to the first take waiting: every take keeps its place
--- in the queue. The last take to stop waiting ends the watcher at once
--- (it would keep a finished program alive until its tick). The takes
+-- in the queue. Its tick does not keep the hub running (sleep_unref): a
+-- program whose threads are all blocked for good ends (a main thread
+-- blocked in a take gets its deadlock error) instead of ticking forever;
+-- once no take waits, the watcher ends at its next tick. The takes
 -- waiting are the semaphore's waiters, not a count of the pool's own: a
 -- child of green.fork has none of its parent's, whose <close> never ran
 -- there (a count kept at 1 made a watcher of the child's first streamed
 -- response, which ticked as long as it was out, a finished child alive).
 local RECONCILE_EVERY = 1
-local TICK = setmetatable({}, { __name = "green.http client tick" })
 
 local watch
--- The watcher ends; killed while takes still wait, another takes its
--- place (they would wait for a lost lease's slot until their timeouts).
-local Unwatch = { __close = function(w)
-  local p = w.p
-  p.watcher = nil
+-- The watcher ended; killed while takes still wait (before it ran too: a
+-- link runs then, a <close> in its function would not), another takes
+-- its place (they would wait for a lost lease's slot until their
+-- timeouts).
+local function unwatch(w, p)
+  if p.watcher == w then p.watcher = nil end
   if p.sem:waiting() > 0 then watch(p) end
-end }
+end
 -- (From a take about to wait, or for a lease made while takes wait.)
 function watch(p)
   local w = p.watcher
   if w and not w:dead() or p.nstreams == 0 then return end
-  p.watcher = core.spawn(function()
-    local _ <close> = setmetatable({ p = p }, Unwatch)
+  w = core.spawn(function()
     while p.sem:waiting() > 0 and p.nstreams > 0 do
-      do
-        local _ <close> = core.Timeout(RECONCILE_EVERY, TICK)
-        local ok, err = core.suspend("green.http client watch")
-        if not ok and err ~= TICK then error(err, 0) end
-      end
+      core.sleep_unref(RECONCILE_EVERY)
       reconcile(p)
     end
   end)
-  p.watcher.name = "green.http client: lost streamed responses"
+  w.name = "green.http client: lost streamed responses"
+  p.watcher = w
+  w:link(unwatch, p)
 end
-
-local Waited = { __close = function(w)
-  local p = w.p
-  if p.sem:waiting() == 0 and p.watcher then core.wake(p.watcher) end
-end }
 
 -- A unit of pool `p` (true), or false once `timeout` seconds passed.
 local function acquire(p, timeout)
@@ -122,7 +116,6 @@ local function acquire(p, timeout)
     if sem:acquire(false) then return true end
   end
   watch(p) -- (it runs once this take waits)
-  local _ <close> = setmetatable({ p = p }, Waited)
   return sem:acquire(true, timeout)
 end
 
