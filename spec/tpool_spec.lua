@@ -133,6 +133,24 @@ describe("green.tpool", function()
     end)
   end)
 
+  it("copies tables whose length counts holes, both ways", function()
+    green_run(function()
+      -- the length of such a table is a border past a nil: more than the
+      -- pairs the copy holds
+      local sparse = {}
+      sparse[1], sparse[2], sparse[4] = "a", "b", "d"
+      local r, back = tpool.execute(function(holes, s)
+        return { holes[1], holes[3], s[4], n = select("#", table.unpack(s)) },
+               { 1, nil, nil, 4 }
+      end, { 1, nil, 3 }, sparse)
+      assert.are.same({ 1, 3, "d", n = #sparse }, r)
+      assert.are.equal(1, back[1])
+      assert.is_nil(back[2])
+      assert.is_nil(back[3])
+      assert.are.equal(4, back[4])
+    end)
+  end)
+
   it("refuses functions, userdata and threads, naming where they are",
      function()
     green_run(function()
