@@ -6,10 +6,10 @@
 ** The format: a count, then each value as a tag and its payload. A table
 ** is TABLE, its length (a border: holes below it count) and its number
 ** of pairs (so the reader makes it at its final size), its pairs, and
-** END; a table met again (a shared
-** reference or a cycle) is REF and the number of its first appearance.
-** Integers and floats have their own tags, so math.type survives. Both
-** sides run on their own thread in their own state; only bytes cross.
+** END; a table met again (a shared reference or a cycle) is REF and the
+** number of its first appearance. Integers and floats have their own
+** tags, so math.type survives. Both sides run on their own thread in
+** their own state; only bytes cross.
 */
 #include <stdint.h>
 #include <stdlib.h>
