@@ -93,6 +93,14 @@ int lgfs_fail(lua_State *L, int err, const char *path) {
 }
 
 
+const char *lgfs_checkpath(lua_State *L, int arg) {
+  size_t len;
+  const char *s = luaL_checklstring(L, arg, &len);
+  luaL_argcheck(L, strlen(s) == len, arg, "path contains a zero byte");
+  return s;
+}
+
+
 int lgfs_canwait(lua_State *L, gl_hub_t *hub) {
   gl_thread_t *t = hub->current;
   return t != NULL && !(t->flags & GL_F_KILLED) && lgreen_canblock(L, hub);
@@ -1388,7 +1396,7 @@ static int l_open(lua_State *L) {
   const char *md;
   if (n >= 0)
     return n;
-  luaL_checkstring(L, 1);
+  lgfs_checkpath(L, 1);
   md = luaL_optstring(L, 2, "r");
   luaL_argcheck(L, checkmode(md, &flags, &mode), 2, "invalid mode");
   lua_settop(L, 2);
@@ -1408,7 +1416,7 @@ static int l_lines(lua_State *L) {
   n = fallback(L);
   if (n >= 0)
     return n;
-  luaL_checkstring(L, 1);
+  lgfs_checkpath(L, 1);
   luaL_argcheck(L, lua_gettop(L) - 1 <= FS_MAXARGLINE, FS_MAXARGLINE + 2,
                 "too many arguments");
   return open_start(L, UV_FS_O_RDONLY, M_READ, OK_LINES);
