@@ -34,6 +34,8 @@
 #define FS_MINREAD 4096              /* smallest read request */
 #define FS_RAMAX (1024 * 1024)       /* largest read-ahead of a sequential reader */
 #define FS_REQMAX (16 * 1024 * 1024) /* largest single read request */
+#define FS_WRITEMAX (1u << 30) /* largest write request (a uv_buf_t's
+                                  length is 32 bits; the rest follows) */
 #define FS_MAXARGLINE 250            /* formats of lines(), as liolib */
 #define FS_MAXLENNUM 200             /* longest numeral read("n") takes */
 #define FS_SPANS 16                  /* formats matched without a userdata */
@@ -184,7 +186,9 @@ static int submit_read(gfile *f, size_t n) {
 
 
 static int submit_write(gfile *f) {
-  uv_buf_t b = uv_buf_init(f->wbuf + f->wdone, (unsigned)(f->wlen - f->wdone));
+  size_t n = f->wlen - f->wdone;
+  uv_buf_t b = uv_buf_init(f->wbuf + f->wdone,
+                           (unsigned)(n > FS_WRITEMAX ? FS_WRITEMAX : n));
   int r = uv_fs_write(&f->hub->loop, &f->req, f->fd, &b, 1, -1, file_cb);
   if (r == 0)
     submitted(f, OP_WRITE);
