@@ -674,12 +674,31 @@ static const char *dump_fn(lua_State *L, tpool *p, size_t *len) {
     luaL_error(L, WHAT ": fn is a C function: only a Lua function can be "
                   "copied to a worker's Lua state");
   for (i = 1; (name = lua_getupvalue(L, 1, i)) != NULL; i++) {
-    lua_pop(L, 1);
-    if (strcmp(name, "_ENV") != 0)
+    if (strcmp(name, "(no name)") == 0) {
+      /* stripped (luac -s, string.dump(f, true)): _ENV is known by its
+         value, the globals, and only as the one upvalue (the worker sets
+         upvalue 1) */
+      int env = i == 1;
+      if (env && lua_getupvalue(L, 1, 2) != NULL) {
+        lua_pop(L, 1);
+        env = 0;
+      }
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      if (!env || !lua_rawequal(L, -1, -2))
+        luaL_error(L, WHAT ": fn has upvalue #%d, not known to be _ENV "
+                      "(a stripped function: only a sole upvalue holding "
+                      "the global table is taken for _ENV): a function run "
+                      "in the pool may have no upvalues but _ENV (it runs "
+                      "in another Lua state)",
+                   i);
+      lua_pop(L, 1);
+    } else if (strcmp(name, "_ENV") != 0) {
       luaL_error(L, WHAT ": fn has upvalue '%s': a function run in the pool "
                     "may have no upvalues but _ENV (it runs in another Lua "
                     "state); pass '%s' as an argument",
                  name, name);
+    }
+    lua_pop(L, 1);
   }
   p->scratch.n = 0;
   lua_pushvalue(L, 1);

@@ -224,6 +224,38 @@ describe("green.tpool", function()
     end)
   end)
 
+  it("runs a stripped function (luac -s) whose one upvalue is the globals",
+     function()
+    green_run(function()
+      -- a stripped function's upvalues have no names: its _ENV is known
+      -- by its value, the global table
+      local uses_globals = load(string.dump(function(a)
+        return type(print), a + 1
+      end, true))
+      assert.same({ "function", 2 },
+                  { tpool.execute(uses_globals, 1) })
+      local uses_local = load(string.dump(function()
+        return id
+      end, true))
+      debug.setupvalue(uses_local, 1, {}) -- (load made it the globals)
+      local ok, err = pcall(tpool.execute, uses_local)
+      assert.is_false(ok)
+      assert.are.equal("green.tpool.execute: fn has upvalue #1, not "
+                       .. "known to be _ENV (a stripped function: only a "
+                       .. "sole upvalue holding the global table is taken "
+                       .. "for _ENV): a function run in the pool may have "
+                       .. "no upvalues but _ENV (it runs in another Lua "
+                       .. "state)", err)
+      local two = load(string.dump(function()
+        return id, print
+      end, true))
+      ok, err = pcall(tpool.execute, two)
+      assert.is_false(ok)
+      assert.matches("fn has upvalue #1, not known to be _ENV", err, 1,
+                     true)
+    end)
+  end)
+
   it("re-raises the worker's error in the caller with the worker's "
      .. "traceback", function()
     green_run(function()
