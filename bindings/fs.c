@@ -1074,14 +1074,16 @@ static int seek_run(lua_State *L, lua_KContext ctx) {
   gl_thread_t *t;
   off_t cur, target;
   int r;
+  /* The size asked for (SK_SIZED) holds only if nothing is written in
+     between: another thread's write may have come while it was asked. */
   if (f->busy != OP_NONE)
-    return wait_turn(L, f, "file:seek", seek_k, ctx);
+    return wait_turn(L, f, "file:seek", seek_k, ctx & ~SK_SIZED);
   if (f->wlen > 0 && !(tell && !(f->mode & M_APPEND))) {
     t = lgreen_begin(L, hub, "file:seek"); /* written data goes first */
     r = submit_write(f);
     if (r < 0)
       return lgfs_fail(L, r, NULL);
-    return wait_request(L, t, f, "file:seek", seek_k, ctx);
+    return wait_request(L, t, f, "file:seek", seek_k, ctx & ~SK_SIZED);
   }
   if (f->werr != 0) {
     r = f->werr;

@@ -760,6 +760,32 @@ describe("green.fs files", function()
     end)
   end)
 
+  it("seek('end') counts what another thread wrote while it asked the size",
+     function()
+    green_run(function()
+      -- a's seek asks the pool for the size; b writes meanwhile (b waits
+      -- for a's request, then runs first): a's seek must land after b's
+      -- bytes, or a's next write overwrites them
+      for _, data in ipairs({ "xyz", ("y"):rep(100000) }) do
+        local p = tmp()
+        put(p, "abc")
+        local f = assert(fs.open(p, "r+"))
+        f:setvbuf("full", 1024) -- "xyz" stays in the buffer, 100000 not
+        assert.equal(3, f:seek("set", 3))
+        local a = green.spawn(function()
+          local pos = f:seek("end")
+          f:write("Q")
+          return pos
+        end)
+        local b = green.spawn(function() return f:write(data) end)
+        assert.equal(3 + #data, a:wait())
+        assert.equal(f, b:wait())
+        assert.is_true(f:close())
+        assert.equal("abc" .. data .. "Q", get(p))
+      end
+    end)
+  end)
+
   it("threads sharing a file take turns, each read whole", function()
     green_run(function()
       local p = tmp()
