@@ -330,7 +330,13 @@ static int set_paths(lua_State *L) {
 
 /* [-0, +1, e] The task's function, loaded once per worker. */
 static void push_fn(lua_State *L, worker *wk, task *tk) {
-  lua_getfield(L, LUA_REGISTRYINDEX, FNS_KEY);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, FNS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1); /* a task changed it (debug.getregistry): a new one */
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, FNS_KEY);
+    wk->nfns = 0;
+  }
   lua_pushlstring(L, tk->data, tk->fnlen);
   lua_pushvalue(L, -1);
   if (lua_rawget(L, -3) != LUA_TFUNCTION) {

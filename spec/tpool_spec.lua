@@ -307,6 +307,18 @@ describe("green.tpool", function()
     end)
   end)
 
+  it("a task that replaces its worker's cache of functions does not crash "
+     .. "the worker", function()
+    green_run(function()
+      tpool.setup { threads = 1 } -- the next tasks run on that worker
+      tpool.execute(function()
+        debug.getregistry()["green.tpool.fns"] = 1
+      end)
+      assert.are.equal(2, tpool.execute(function(x) return x + 1 end, 1))
+      assert.are.equal(3, tpool.execute(function(x) return x + 1 end, 2))
+    end)
+  end)
+
   it("a killed caller gets its kill at once; the worker finishes and its "
      .. "result is dropped", function()
     green_run(function()
