@@ -21,10 +21,13 @@
 ** line, or no buffering: setvbuf).
 */
 #include <ctype.h>
+#include <fcntl.h>
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lgfs.h"
@@ -1618,14 +1621,104 @@ static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
 /* }====================================================== */
 
 
+/*
+** {======================================================
+** exit(): reads that may never end
+** =======================================================
+*/
+
+/* The process's green.fs state while its Lua state is open (one hub per
+   process), for the exit handler. */
+static lgfs_state *exit_state;
+
+
+/* Can request 'req' stay in the pool for good: a read of a FIFO, a
+   terminal or a socket (until the other end writes), an open of a FIFO
+   or a device (until the other end opens)? Writes are not counted: their
+   bytes are written before the process ends, as they are when the writer
+   is killed. */
+static int may_hang(const uv_fs_t *req) {
+  struct stat sb;
+  if (req->fs_type == UV_FS_READ) {
+    if (fstat(req->file, &sb) != 0)
+      return 0;
+  } else if (req->fs_type == UV_FS_OPEN) {
+    if (stat(req->path, &sb) != 0) /* a FIFO removed since (a missing */
+      return !(req->flags & O_CREAT); /* path fails at once), or new */
+  } else {
+    return 0;
+  }
+  return !S_ISREG(sb.st_mode) && !S_ISBLK(sb.st_mode) && !S_ISDIR(sb.st_mode);
+}
+
+
+/*
+** exit() with requests in libuv's pool: libuv's destructor (1.44,
+** uv_library_shutdown) joins its workers, so a read that waits for a FIFO
+** nobody writes would hold the process forever, whether its thread still
+** waits or was killed. Once every other request has ended (a write is
+** written), a process with such a read left ends at once, stdio flushed,
+** as a child of green.fork ends (fork.c, child_exit): the read's bytes
+** have nobody to go to.
+*/
+static void fs_exit(int status, void *ud) {
+  lgfs_state *st = exit_state;
+  (void)ud;
+  if (st == NULL)
+    return;
+  for (;;) {
+    struct timespec ms = {0, 1000000};
+    int stuck = 0, busy = 0;
+    gl_link_t *l;
+    for (l = st->pending.next; l != &st->pending; l = l->next) {
+      uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
+      int running;
+      uv_mutex_lock(&req->loop->wq_mutex); /* set by the worker under it */
+      running = req->work_req.work != NULL;
+      uv_mutex_unlock(&req->loop->wq_mutex);
+      if (running && may_hang(req))
+        stuck = 1;
+      else if (running)
+        busy = 1;
+    }
+    if (!stuck)
+      return; /* libuv's join waits for the rest */
+    if (!busy) {
+      fflush(NULL);
+      _exit(status);
+    }
+    nanosleep(&ms, NULL);
+  }
+}
+
+
+static int state_gc(lua_State *L) {
+  if (exit_state == (lgfs_state *)lua_touserdata(L, 1))
+    exit_state = NULL;
+  return 0;
+}
+
+/* }====================================================== */
+
+
 /* core.fs: the functions green.fs is made of (lua/green/fs.lua). */
 void lgreen_open_fs(lua_State *L, gl_hub_t *hub) {
+  static int exit_registered;
   lgfs_state *state;
   int st;
   lua_createtable(L, 0, 16);
   state = (lgfs_state *)lua_newuserdatauv(L, sizeof(lgfs_state), 0);
   memset(state, 0, sizeof(lgfs_state));
   gl_link_init(&state->pending);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  if (!exit_registered && on_exit(fs_exit, NULL) == 0) {
+    exit_registered = 1;
+    lgreen_pin_code(); /* fs_exit runs after a close dlcloses us */
+  }
+  exit_state = state;
   lgreen_on_fork(hub, fs_forked, state);
   st = lua_gettop(L);
   luaL_newmetatable(L, FS_FILE);

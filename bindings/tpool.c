@@ -909,9 +909,9 @@ static int tp_stats(lua_State *L) {
 /*
 ** Keep the code of this module mapped: a worker abandoned at close runs
 ** it after the host's state has closed, which dlcloses green/core.so when
-** stock lua5.4 loaded it.
+** stock lua5.4 loaded it (and green.fs's exit handler runs at exit).
 */
-static void pin_code(void) {
+void lgreen_pin_code(void) {
   Dl_info info;
   if (dladdr((void *)worker_main, &info) && info.dli_fname != NULL)
     dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
@@ -940,7 +940,7 @@ static void pool_close(tpool *p) {
     worker *wk = GL_CONTAINER(l, worker, link);
     if (wk->cur != NULL) { /* abandoned: it ends on its own */
       if (!pinned++)
-        pin_code();
+        lgreen_pin_code();
       wk->detached = 1;
       p->nalive--;
       __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);

@@ -1200,6 +1200,53 @@ describe("green.fs kills and Timeouts", function()
   end)
 end)
 
+describe("green.fs at exit", function()
+  -- A read of a FIFO nobody writes, or an open of a FIFO nobody opens,
+  -- stays in libuv's pool: os.exit ends the process all the same (libuv
+  -- joined its workers at exit, forever), its status and stdout kept, and
+  -- a write under way is written first.
+  local script = [[
+    local green = require "green"
+    local fs = green.fs
+    local fifo, out, case = %q, %q, %q
+    if case == "reading" then
+      local f = assert(fs.open(fifo, "r+"))
+      green.spawn(function() f:read("l") end)
+    elseif case == "read killed" then
+      local f = assert(fs.open(fifo, "r+"))
+      assert(not pcall(green.with_timeout, 0.01, f.read, f, "l"))
+    else -- "opening", with a write under way
+      green.spawn(function() fs.open(fifo, "r") end)
+      local w = assert(fs.open(out, "w"))
+      green.spawn(function() w:write(("w"):rep(8 << 20)):flush() end)
+    end
+    green.sleep(0)
+    io.write("bye")
+    os.exit(3)
+  ]]
+
+  for _, case in ipairs({ "reading", "read killed", "opening" }) do
+    for _, host in ipairs({ "greenlua", "lua54" }) do
+      it(("os.exit ends the process with a FIFO %s in the pool (%s)")
+         :format(case, host), function()
+        local fifo, out = mkfifo(), tmp("out")
+        local src = script:format(fifo, out, case)
+        local o, err, code
+        if host == "lua54" then
+          o, err, code = h.lua54_run(src, 30)
+        else
+          o, err, code = h.greenlua_run(src, nil, 30)
+        end
+        assert.equal(3, code, err)
+        assert.equal("bye", o)
+        if case == "opening" then
+          assert.equal(8 << 20, #get(out))
+        end
+      end)
+    end
+  end
+end)
+
 describe("green.fs large writes", function()
   -- Needs 9 GB of memory and 4 GB in the temporary directory, and a
   -- minute: run with GREENLUA_SPEC_BIG=1.
