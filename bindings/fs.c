@@ -21,10 +21,13 @@
 ** line, or no buffering: setvbuf).
 */
 #include <ctype.h>
+#include <fcntl.h>
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lgfs.h"
@@ -34,6 +37,8 @@
 #define FS_MINREAD 4096              /* smallest read request */
 #define FS_RAMAX (1024 * 1024)       /* largest read-ahead of a sequential reader */
 #define FS_REQMAX (16 * 1024 * 1024) /* largest single read request */
+#define FS_WRITEMAX (1u << 30) /* largest write request (a uv_buf_t's
+                                  length is 32 bits; the rest follows) */
 #define FS_MAXARGLINE 250            /* formats of lines(), as liolib */
 #define FS_MAXLENNUM 200             /* longest numeral read("n") takes */
 #define FS_SPANS 16                  /* formats matched without a userdata */
@@ -90,6 +95,14 @@ int lgfs_fail(lua_State *L, int err, const char *path) {
     lua_pushstring(L, strerror(-err));
   lua_pushinteger(L, -err);
   return 3;
+}
+
+
+const char *lgfs_checkpath(lua_State *L, int arg) {
+  size_t len;
+  const char *s = luaL_checklstring(L, arg, &len);
+  luaL_argcheck(L, strlen(s) == len, arg, "path contains a zero byte");
+  return s;
 }
 
 
@@ -176,7 +189,9 @@ static int submit_read(gfile *f, size_t n) {
 
 
 static int submit_write(gfile *f) {
-  uv_buf_t b = uv_buf_init(f->wbuf + f->wdone, (unsigned)(f->wlen - f->wdone));
+  size_t n = f->wlen - f->wdone;
+  uv_buf_t b = uv_buf_init(f->wbuf + f->wdone,
+                           (unsigned)(n > FS_WRITEMAX ? FS_WRITEMAX : n));
   int r = uv_fs_write(&f->hub->loop, &f->req, f->fd, &b, 1, -1, file_cb);
   if (r == 0)
     submitted(f, OP_WRITE);
@@ -1062,14 +1077,16 @@ static int seek_run(lua_State *L, lua_KContext ctx) {
   gl_thread_t *t;
   off_t cur, target;
   int r;
+  /* The size asked for (SK_SIZED) holds only if nothing is written in
+     between: another thread's write may have come while it was asked. */
   if (f->busy != OP_NONE)
-    return wait_turn(L, f, "file:seek", seek_k, ctx);
+    return wait_turn(L, f, "file:seek", seek_k, ctx & ~SK_SIZED);
   if (f->wlen > 0 && !(tell && !(f->mode & M_APPEND))) {
     t = lgreen_begin(L, hub, "file:seek"); /* written data goes first */
     r = submit_write(f);
     if (r < 0)
       return lgfs_fail(L, r, NULL);
-    return wait_request(L, t, f, "file:seek", seek_k, ctx);
+    return wait_request(L, t, f, "file:seek", seek_k, ctx & ~SK_SIZED);
   }
   if (f->werr != 0) {
     r = f->werr;
@@ -1388,7 +1405,7 @@ static int l_open(lua_State *L) {
   const char *md;
   if (n >= 0)
     return n;
-  luaL_checkstring(L, 1);
+  lgfs_checkpath(L, 1);
   md = luaL_optstring(L, 2, "r");
   luaL_argcheck(L, checkmode(md, &flags, &mode), 2, "invalid mode");
   lua_settop(L, 2);
@@ -1408,7 +1425,7 @@ static int l_lines(lua_State *L) {
   n = fallback(L);
   if (n >= 0)
     return n;
-  luaL_checkstring(L, 1);
+  lgfs_checkpath(L, 1);
   luaL_argcheck(L, lua_gettop(L) - 1 <= FS_MAXARGLINE, FS_MAXARGLINE + 2,
                 "too many arguments");
   return open_start(L, UV_FS_O_RDONLY, M_READ, OK_LINES);
@@ -1604,14 +1621,104 @@ static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
 /* }====================================================== */
 
 
+/*
+** {======================================================
+** exit(): reads that may never end
+** =======================================================
+*/
+
+/* The process's green.fs state while its Lua state is open (one hub per
+   process), for the exit handler. */
+static lgfs_state *exit_state;
+
+
+/* Can request 'req' stay in the pool for good: a read of a FIFO, a
+   terminal or a socket (until the other end writes), an open of a FIFO
+   or a device (until the other end opens)? Writes are not counted: their
+   bytes are written before the process ends, as they are when the writer
+   is killed. */
+static int may_hang(const uv_fs_t *req) {
+  struct stat sb;
+  if (req->fs_type == UV_FS_READ) {
+    if (fstat(req->file, &sb) != 0)
+      return 0;
+  } else if (req->fs_type == UV_FS_OPEN) {
+    if (stat(req->path, &sb) != 0) /* a FIFO removed since (a missing */
+      return !(req->flags & O_CREAT); /* path fails at once), or new */
+  } else {
+    return 0;
+  }
+  return !S_ISREG(sb.st_mode) && !S_ISBLK(sb.st_mode) && !S_ISDIR(sb.st_mode);
+}
+
+
+/*
+** exit() with requests in libuv's pool: libuv's destructor (1.44,
+** uv_library_shutdown) joins its workers, so a read that waits for a FIFO
+** nobody writes would hold the process forever, whether its thread still
+** waits or was killed. Once every other request has ended (a write is
+** written), a process with such a read left ends at once, stdio flushed,
+** as a child of green.fork ends (fork.c, child_exit): the read's bytes
+** have nobody to go to.
+*/
+static void fs_exit(int status, void *ud) {
+  lgfs_state *st = exit_state;
+  (void)ud;
+  if (st == NULL)
+    return;
+  for (;;) {
+    struct timespec ms = {0, 1000000};
+    int stuck = 0, busy = 0;
+    gl_link_t *l;
+    for (l = st->pending.next; l != &st->pending; l = l->next) {
+      uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
+      int running;
+      uv_mutex_lock(&req->loop->wq_mutex); /* set by the worker under it */
+      running = req->work_req.work != NULL;
+      uv_mutex_unlock(&req->loop->wq_mutex);
+      if (running && may_hang(req))
+        stuck = 1;
+      else if (running)
+        busy = 1;
+    }
+    if (!stuck)
+      return; /* libuv's join waits for the rest */
+    if (!busy) {
+      fflush(NULL);
+      _exit(status);
+    }
+    nanosleep(&ms, NULL);
+  }
+}
+
+
+static int state_gc(lua_State *L) {
+  if (exit_state == (lgfs_state *)lua_touserdata(L, 1))
+    exit_state = NULL;
+  return 0;
+}
+
+/* }====================================================== */
+
+
 /* core.fs: the functions green.fs is made of (lua/green/fs.lua). */
 void lgreen_open_fs(lua_State *L, gl_hub_t *hub) {
+  static int exit_registered;
   lgfs_state *state;
   int st;
   lua_createtable(L, 0, 16);
   state = (lgfs_state *)lua_newuserdatauv(L, sizeof(lgfs_state), 0);
   memset(state, 0, sizeof(lgfs_state));
   gl_link_init(&state->pending);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  if (!exit_registered && on_exit(fs_exit, NULL) == 0) {
+    exit_registered = 1;
+    lgreen_pin_code(); /* fs_exit runs after a close dlcloses us */
+  }
+  exit_state = state;
   lgreen_on_fork(hub, fs_forked, state);
   st = lua_gettop(L);
   luaL_newmetatable(L, FS_FILE);

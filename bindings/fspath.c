@@ -192,14 +192,14 @@ static int path_k(lua_State *L, int status, lua_KContext ctx) {
 static int path_call(lua_State *L, int kind, const char *what) {
   gl_hub_t *hub = lgreen_hub(L);
   lgfs_state *st = lgfs_state_of(L);
-  const char *path = luaL_checkstring(L, 1), *to = NULL;
+  const char *path = lgfs_checkpath(L, 1), *to = NULL;
   lua_Integer mode = 0777;
   gl_thread_t *t;
   uv_loop_t *loop = &hub->loop;
   fsreq *q;
   int r = 0;
   if (kind == PK_RENAME)
-    to = luaL_checkstring(L, 2);
+    to = lgfs_checkpath(L, 2);
   if (kind == PK_MKDIR) {
     mode = luaL_optinteger(L, 2, 0777);
     luaL_argcheck(L, mode >= 0 && mode <= 07777, 2,

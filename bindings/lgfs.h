@@ -39,6 +39,11 @@ void lgfs_done(lgfs_state *st, lgfs_track *t);
    errno, as io.open's failures; 'err' is a negative errno. Returns 3. */
 int lgfs_fail(lua_State *L, int err, const char *path);
 
+/* [-0, +0, v] The path at argument 'arg': a string (or a number), raising
+   for one that holds a zero byte (the system would take the bytes before
+   it for the whole path: "keep\0.tmp" would name "keep"). */
+const char *lgfs_checkpath(lua_State *L, int arg);
+
 /* Can the calling thread wait now: a green thread (or the host's main
    thread) that is not killed, outside C-call boundaries and finalizers? */
 int lgfs_canwait(lua_State *L, gl_hub_t *hub);

@@ -226,6 +226,11 @@ void lgreen_open_ws(lua_State *L, gl_hub_t *hub);        /* ws.c */
 void lgreen_open_box(lua_State *L, gl_hub_t *hub);       /* box.c, last */
 void lgreen_timeouts_drop(lua_State *L, gl_thread_t *t); /* at death */
 
+/* Keep green.core's code mapped for good (tpool.c): code of it that runs
+   after the host's state has closed (an abandoned worker, an exit
+   handler) would be gone when stock lua5.4 dlcloses green/core.so. */
+void lgreen_pin_code(void);
+
 /* The hub of a state where green.core is open, or NULL. */
 gl_hub_t *lgreen_gethub(lua_State *L);
 

@@ -4,11 +4,12 @@
 ** results (or error) back.
 **
 ** The format: a count, then each value as a tag and its payload. A table
-** is TABLE, its array length and its number of pairs (so the reader makes
-** it at its final size), its pairs, and END; a table met again (a shared
-** reference or a cycle) is REF and the number of its first appearance.
-** Integers and floats have their own tags, so math.type survives. Both
-** sides run on their own thread in their own state; only bytes cross.
+** is TABLE, its length (a border: holes below it count) and its number
+** of pairs (so the reader makes it at its final size), its pairs, and
+** END; a table met again (a shared reference or a cycle) is REF and the
+** number of its first appearance. Integers and floats have their own
+** tags, so math.type survives. Both sides run on their own thread in
+** their own state; only bytes cross.
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -375,8 +376,8 @@ static void read_table(rctx *c) {
   uint32_t npairs;
   int t;
   get(c, &npairs, sizeof(npairs));
-  if (narr > npairs)
-    corrupt(c);
+  if (narr > npairs) /* the length is a border: it counts the holes below */
+    narr = npairs;   /* it (only a size hint here) */
   luaL_checkstack(L, 4, "tables nested too deeply");
   lua_createtable(L, (int)narr, (int)(npairs - narr));
   t = lua_gettop(L);

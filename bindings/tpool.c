@@ -330,7 +330,13 @@ static int set_paths(lua_State *L) {
 
 /* [-0, +1, e] The task's function, loaded once per worker. */
 static void push_fn(lua_State *L, worker *wk, task *tk) {
-  lua_getfield(L, LUA_REGISTRYINDEX, FNS_KEY);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, FNS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1); /* a task changed it (debug.getregistry): a new one */
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, FNS_KEY);
+    wk->nfns = 0;
+  }
   lua_pushlstring(L, tk->data, tk->fnlen);
   lua_pushvalue(L, -1);
   if (lua_rawget(L, -3) != LUA_TFUNCTION) {
@@ -674,12 +680,31 @@ static const char *dump_fn(lua_State *L, tpool *p, size_t *len) {
     luaL_error(L, WHAT ": fn is a C function: only a Lua function can be "
                   "copied to a worker's Lua state");
   for (i = 1; (name = lua_getupvalue(L, 1, i)) != NULL; i++) {
-    lua_pop(L, 1);
-    if (strcmp(name, "_ENV") != 0)
+    if (strcmp(name, "(no name)") == 0) {
+      /* stripped (luac -s, string.dump(f, true)): _ENV is known by its
+         value, the globals, and only as the one upvalue (the worker sets
+         upvalue 1) */
+      int env = i == 1;
+      if (env && lua_getupvalue(L, 1, 2) != NULL) {
+        lua_pop(L, 1);
+        env = 0;
+      }
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      if (!env || !lua_rawequal(L, -1, -2))
+        luaL_error(L, WHAT ": fn has upvalue #%d, not known to be _ENV "
+                      "(a stripped function: only a sole upvalue holding "
+                      "the global table is taken for _ENV): a function run "
+                      "in the pool may have no upvalues but _ENV (it runs "
+                      "in another Lua state)",
+                   i);
+      lua_pop(L, 1);
+    } else if (strcmp(name, "_ENV") != 0) {
       luaL_error(L, WHAT ": fn has upvalue '%s': a function run in the pool "
                     "may have no upvalues but _ENV (it runs in another Lua "
                     "state); pass '%s' as an argument",
                  name, name);
+    }
+    lua_pop(L, 1);
   }
   p->scratch.n = 0;
   lua_pushvalue(L, 1);
@@ -884,9 +909,9 @@ static int tp_stats(lua_State *L) {
 /*
 ** Keep the code of this module mapped: a worker abandoned at close runs
 ** it after the host's state has closed, which dlcloses green/core.so when
-** stock lua5.4 loaded it.
+** stock lua5.4 loaded it (and green.fs's exit handler runs at exit).
 */
-static void pin_code(void) {
+void lgreen_pin_code(void) {
   Dl_info info;
   if (dladdr((void *)worker_main, &info) && info.dli_fname != NULL)
     dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
@@ -915,7 +940,7 @@ static void pool_close(tpool *p) {
     worker *wk = GL_CONTAINER(l, worker, link);
     if (wk->cur != NULL) { /* abandoned: it ends on its own */
       if (!pinned++)
-        pin_code();
+        lgreen_pin_code();
       wk->detached = 1;
       p->nalive--;
       __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);

@@ -562,6 +562,38 @@ describe("green.fs calls on paths", function()
     end)
   end)
 
+  it("refuse a path with a zero byte, touching nothing", function()
+    green_run(function()
+      -- the system would take "keep\0.tmp" for "keep": a write or an
+      -- unlink meant for a temporary file would hit the one kept
+      local keep = tmp("keep")
+      put(keep, "precious")
+      local bad = keep .. "\0.tmp"
+      local function refused(fname, arg, f, ...)
+        local ok, err = pcall(f, ...)
+        assert.is_false(ok, fname)
+        assert.equal(("bad argument #%d to '%s' (path contains a zero byte)")
+                     :format(arg, fname), (err:gsub("^[^:]*:%d+: ", "")))
+      end
+      refused("green.fs.open", 1, fs.open, bad, "w")
+      refused("green.fs.open", 1, fs.open, bad, "a")
+      refused("green.fs.lines", 1, fs.lines, bad)
+      refused("green.fs.stat", 1, fs.stat, bad)
+      refused("green.fs.lstat", 1, fs.lstat, bad)
+      refused("green.fs.unlink", 1, fs.unlink, bad)
+      refused("green.fs.rename", 1, fs.rename, bad, keep .. ".2")
+      refused("green.fs.rename", 2, fs.rename, dir .. "/none", bad)
+      refused("green.fs.mkdir", 1, fs.mkdir, keep .. "\0/d")
+      refused("green.fs.rmdir", 1, fs.rmdir, bad)
+      refused("green.fs.scandir", 1, fs.scandir, dir .. "\0/x")
+      refused("green.fs.realpath", 1, fs.realpath, bad)
+      refused("writefile", 1, fs.writefile, bad, "junk")
+      refused("readfile", 1, fs.readfile, bad)
+      assert.equal("precious", get(keep))
+      assert.is_nil(get(keep .. ".2"))
+    end)
+  end)
+
   it("type and stats", function()
     green_run(function()
       local p = tmp()
@@ -725,6 +757,32 @@ describe("green.fs files", function()
       assert.equal(20000, n)
       assert.is_true(used <= 8, used .. " requests for 20000 lines ("
                      .. #table.concat(lines) .. " bytes)")
+    end)
+  end)
+
+  it("seek('end') counts what another thread wrote while it asked the size",
+     function()
+    green_run(function()
+      -- a's seek asks the pool for the size; b writes meanwhile (b waits
+      -- for a's request, then runs first): a's seek must land after b's
+      -- bytes, or a's next write overwrites them
+      for _, data in ipairs({ "xyz", ("y"):rep(100000) }) do
+        local p = tmp()
+        put(p, "abc")
+        local f = assert(fs.open(p, "r+"))
+        f:setvbuf("full", 1024) -- "xyz" stays in the buffer, 100000 not
+        assert.equal(3, f:seek("set", 3))
+        local a = green.spawn(function()
+          local pos = f:seek("end")
+          f:write("Q")
+          return pos
+        end)
+        local b = green.spawn(function() return f:write(data) end)
+        assert.equal(3 + #data, a:wait())
+        assert.equal(f, b:wait())
+        assert.is_true(f:close())
+        assert.equal("abc" .. data .. "Q", get(p))
+      end
     end)
   end)
 
@@ -1138,6 +1196,79 @@ describe("green.fs kills and Timeouts", function()
       assert.equal(("\0"):rep(3), z:read(3))
       assert.is_true(z:close())
       settled()
+    end)
+  end)
+end)
+
+describe("green.fs at exit", function()
+  -- A read of a FIFO nobody writes, or an open of a FIFO nobody opens,
+  -- stays in libuv's pool: os.exit ends the process all the same (libuv
+  -- joined its workers at exit, forever), its status and stdout kept, and
+  -- a write under way is written first.
+  local script = [[
+    local green = require "green"
+    local fs = green.fs
+    local fifo, out, case = %q, %q, %q
+    if case == "reading" then
+      local f = assert(fs.open(fifo, "r+"))
+      green.spawn(function() f:read("l") end)
+    elseif case == "read killed" then
+      local f = assert(fs.open(fifo, "r+"))
+      assert(not pcall(green.with_timeout, 0.01, f.read, f, "l"))
+    else -- "opening", with a write under way
+      green.spawn(function() fs.open(fifo, "r") end)
+      local w = assert(fs.open(out, "w"))
+      green.spawn(function() w:write(("w"):rep(8 << 20)):flush() end)
+    end
+    green.sleep(0)
+    io.write("bye")
+    os.exit(3)
+  ]]
+
+  for _, case in ipairs({ "reading", "read killed", "opening" }) do
+    for _, host in ipairs({ "greenlua", "lua54" }) do
+      it(("os.exit ends the process with a FIFO %s in the pool (%s)")
+         :format(case, host), function()
+        local fifo, out = mkfifo(), tmp("out")
+        local src = script:format(fifo, out, case)
+        local o, err, code
+        if host == "lua54" then
+          o, err, code = h.lua54_run(src, 30)
+        else
+          o, err, code = h.greenlua_run(src, nil, 30)
+        end
+        assert.equal(3, code, err)
+        assert.equal("bye", o)
+        if case == "opening" then
+          assert.equal(8 << 20, #get(out))
+        end
+      end)
+    end
+  end
+end)
+
+describe("green.fs large writes", function()
+  -- Needs 9 GB of memory and 4 GB in the temporary directory, and a
+  -- minute: run with GREENLUA_SPEC_BIG=1.
+  it("a write of more than 4 GiB at once is written whole", function()
+    if os.getenv("GREENLUA_SPEC_BIG") ~= "1" then
+      return pending("set GREENLUA_SPEC_BIG=1 (needs 9 GB of memory)")
+    end
+    green_run({ deadline = 600 }, function()
+      local p = tmp("big")
+      local s = ("x"):rep((1 << 31) - 1)
+      local f = assert(fs.open(p, "w"))
+      -- one buffer of 2^32 + 1 bytes: its length does not fit 32 bits
+      assert.equal(f, f:write(s, s, "abc"))
+      s = nil -- luacheck: ignore 311
+      collectgarbage()
+      assert.is_true(f:close())
+      assert.equal(2 * ((1 << 31) - 1) + 3, fs.stat(p).size)
+      f = assert(fs.open(p))
+      f:seek("end", -5)
+      assert.equal("xxabc", f:read("a"))
+      f:close()
+      assert.is_true(fs.unlink(p))
     end)
   end)
 end)

@@ -133,6 +133,24 @@ describe("green.tpool", function()
     end)
   end)
 
+  it("copies tables whose length counts holes, both ways", function()
+    green_run(function()
+      -- the length of such a table is a border past a nil: more than the
+      -- pairs the copy holds
+      local sparse = {}
+      sparse[1], sparse[2], sparse[4] = "a", "b", "d"
+      local r, back = tpool.execute(function(holes, s)
+        return { holes[1], holes[3], s[4], n = select("#", table.unpack(s)) },
+               { 1, nil, nil, 4 }
+      end, { 1, nil, 3 }, sparse)
+      assert.are.same({ 1, 3, "d", n = #sparse }, r)
+      assert.are.equal(1, back[1])
+      assert.is_nil(back[2])
+      assert.is_nil(back[3])
+      assert.are.equal(4, back[4])
+    end)
+  end)
+
   it("refuses functions, userdata and threads, naming where they are",
      function()
     green_run(function()
@@ -206,6 +224,38 @@ describe("green.tpool", function()
     end)
   end)
 
+  it("runs a stripped function (luac -s) whose one upvalue is the globals",
+     function()
+    green_run(function()
+      -- a stripped function's upvalues have no names: its _ENV is known
+      -- by its value, the global table
+      local uses_globals = load(string.dump(function(a)
+        return type(print), a + 1
+      end, true))
+      assert.same({ "function", 2 },
+                  { tpool.execute(uses_globals, 1) })
+      local uses_local = load(string.dump(function()
+        return id
+      end, true))
+      debug.setupvalue(uses_local, 1, {}) -- (load made it the globals)
+      local ok, err = pcall(tpool.execute, uses_local)
+      assert.is_false(ok)
+      assert.are.equal("green.tpool.execute: fn has upvalue #1, not "
+                       .. "known to be _ENV (a stripped function: only a "
+                       .. "sole upvalue holding the global table is taken "
+                       .. "for _ENV): a function run in the pool may have "
+                       .. "no upvalues but _ENV (it runs in another Lua "
+                       .. "state)", err)
+      local two = load(string.dump(function()
+        return id, print
+      end, true))
+      ok, err = pcall(tpool.execute, two)
+      assert.is_false(ok)
+      assert.matches("fn has upvalue #1, not known to be _ENV", err, 1,
+                     true)
+    end)
+  end)
+
   it("re-raises the worker's error in the caller with the worker's "
      .. "traceback", function()
     green_run(function()
@@ -254,6 +304,18 @@ describe("green.tpool", function()
       assert.is_false(pcall(tpool.execute, function() error("boom") end))
       assert.are.equal(2, tpool.execute(bump, key))
       assert.are.equal(1, counts().workers)
+    end)
+  end)
+
+  it("a task that replaces its worker's cache of functions does not crash "
+     .. "the worker", function()
+    green_run(function()
+      tpool.setup { threads = 1 } -- the next tasks run on that worker
+      tpool.execute(function()
+        debug.getregistry()["green.tpool.fns"] = 1
+      end)
+      assert.are.equal(2, tpool.execute(function(x) return x + 1 end, 1))
+      assert.are.equal(3, tpool.execute(function(x) return x + 1 end, 2))
     end)
   end)
 

@@ -35,9 +35,19 @@ local function checkstring(v, n, fname)
   return v
 end
 
+-- A path as the C functions check it (bindings/fs.c, lgfs_checkpath).
+local function checkpath(v, n, fname)
+  v = checkstring(v, n, fname)
+  if v:find("\0", 1, true) then
+    error(("bad argument #%d to '%s' (path contains a zero byte)")
+          :format(n, fname), 3)
+  end
+  return v
+end
+
 --- The contents of the file at `path`, or nil, message, errno.
 function fs.readfile(path)
-  path = checkstring(path, 1, "readfile")
+  path = checkpath(path, 1, "readfile")
   local f, err, code = cfs.open(path, "rb")
   if not f then return nil, err, code end
   local _ <close> = f
@@ -50,7 +60,7 @@ end
 --- Replace the contents of the file at `path` (created if need be) with
 -- `data`; true, or nil, message, errno.
 function fs.writefile(path, data)
-  path = checkstring(path, 1, "writefile")
+  path = checkpath(path, 1, "writefile")
   data = checkstring(data, 2, "writefile")
   local f, err, code = cfs.open(path, "wb")
   if not f then return nil, err, code end
