@@ -138,4 +138,32 @@ describe("green.backdoor", function()
       server:close()
     end)
   end)
+
+  it("shows the default prompt for a _PROMPT or _PROMPT2 that is not "
+     .. "a string and cannot become one, and goes on", function()
+    green_run(function()
+      local server = assert(green.backdoor{ port = 0 })
+      local _, port = server:getsockname()
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(10)
+      assert.matches("backdoor", c:receive("*l"))
+      assert.are.equal("> ", c:receive(2))
+      -- a __tostring that returns no string, one that raises: the
+      -- session used to end with an error at either
+      c:sendall("_PROMPT2 = setmetatable({}, { __tostring = "
+                .. "function() return {} end })\n")
+      assert.are.equal("> ", c:receive(2))
+      c:sendall("do\n")
+      assert.are.equal(">> ", c:receive(3))
+      c:sendall("end\n")
+      assert.are.equal("> ", c:receive(2))
+      c:sendall("_PROMPT = setmetatable({}, { __tostring = "
+                .. "function() error('no prompt') end })\n")
+      assert.are.equal("> ", c:receive(2))
+      c:sendall("6 * 7\n")
+      assert.are.equal("42", c:receive("*l"))
+      c:close()
+      server:close()
+    end)
+  end)
 end)
