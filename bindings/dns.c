@@ -594,6 +594,20 @@ void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
 }
 
 
+/*
+** A host argument: the resolver and the address parsers read a C string,
+** which ends at the first zero byte, so "a.example\0.b.example" would
+** resolve "a.example" (a caller checking the name's suffix in Lua would
+** connect elsewhere than it checked): such a string is refused.
+*/
+const char *lgreen_dns_checkhost(lua_State *L, int idx) {
+  size_t len;
+  const char *host = luaL_checklstring(L, idx, &len);
+  luaL_argcheck(L, strlen(host) == len, idx, "host contains a zero byte");
+  return host;
+}
+
+
 /* A literal address needs no resolver: 1 (in d->addrs[0]), 0 for a
    name, or UV_EAI_ADDRFAMILY for a literal of the family not asked for.
    "*" is every interface. */
@@ -687,7 +701,7 @@ static int pushaddrs(lua_State *L, lsock_lookup *lk) {
 ** returned as it is, without the resolver.
 */
 static int l_getaddrinfo(lua_State *L) {
-  const char *host = luaL_checkstring(L, 1);
+  const char *host = lgreen_dns_checkhost(L, 1);
   lsock_dns *d;
   int family;
   if (!lua_isnoneornil(L, 2))
@@ -720,7 +734,7 @@ static int pushnames(lua_State *L, lsock_lookup *lk) {
 */
 static int l_getnameinfo(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
-  const char *ip = luaL_checkstring(L, 1);
+  const char *ip = lgreen_dns_checkhost(L, 1);
   lua_Integer port = luaL_optinteger(L, 2, 0);
   lsock_addr a;
   lsock_resolver *q;

@@ -298,6 +298,9 @@ void lgreen_sock_addmeth(lua_State *L, const char *name,
    name through the resolver, blocking) and goes on with the call's next
    step. */
 void lgreen_dns_init(lsock_dns *d, int socktype, int port);
+/* [-0, +0, v] The host name (or address) argument at 'idx': a string
+   without zero bytes, else raises. */
+const char *lgreen_dns_checkhost(lua_State *L, int idx);
 int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
                        const char *what, lsock_then then);
 

@@ -897,8 +897,11 @@ int lgreen_sock_optfamily(lua_State *L, int opts, int def,
   if (!lua_istable(L, opts))
     return def;
   if (lua_getfield(L, opts, "family") != LUA_TNIL) {
-    const char *f = luaL_checkstring(L, -1);
-    if (strcmp(f, "inet") == 0)
+    size_t len;
+    const char *f = luaL_checklstring(L, -1, &len);
+    if (strlen(f) != len) /* "inet\0..." */
+      luaL_error(L, "%s: bad family (inet or inet6)", what);
+    else if (strcmp(f, "inet") == 0)
       family = AF_INET;
     else if (strcmp(f, "inet6") == 0)
       family = AF_INET6;

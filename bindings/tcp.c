@@ -187,7 +187,7 @@ static int resolved(lua_State *L, lsock_lookup *lk) {
 /* Stack: [host, port, opts]. Resolve, then step. */
 static int start(lua_State *L, int listen) {
   gl_hub_t *hub = lgreen_hub(L);
-  const char *host = luaL_checkstring(L, 1);
+  const char *host = lgreen_dns_checkhost(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
   const char *what = listen ? "green.listen" : "green.connect";
   double timeout = -1;

@@ -440,7 +440,7 @@ static int act(lua_State *L, lsock_lookup *lk) {
 /* Stack: [sock, ..., host, port] with host at 'hi'. */
 static int with_address(lua_State *L, int op, int hi, const char *what) {
   ludp *u = LUDP(*checkudp(L));
-  const char *host = luaL_checkstring(L, hi);
+  const char *host = lgreen_dns_checkhost(L, hi);
   lua_Integer port = luaL_checkinteger(L, hi + 1);
   udpctx *c;
   luaL_argcheck(L, port >= 0 && port <= 65535, hi + 1, "port out of range");
@@ -498,7 +498,8 @@ static int udp_setsockname(lua_State *L) {
 */
 static int udp_setpeername(lua_State *L) {
   ludp *u = LUDP(*checkudp(L));
-  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "*") == 0 &&
+  if (lua_type(L, 2) == LUA_TSTRING && lua_rawlen(L, 2) == 1 &&
+      *lua_tostring(L, 2) == '*' &&
       lua_isnoneornil(L, 3)) {
     if (u == NULL)
       return lgreen_sock_fail(L, UV_EOF);

@@ -79,4 +79,37 @@ describe("the green resolver", function()
     assert.is_string(name)
     assert.is_true(#name > 0)
   end)
+
+  it("refuses a host with a zero byte in every call that takes one",
+     function()
+    -- C reads the name up to its first zero byte: "localhost\0.example"
+    -- resolved localhost, and "127.0.0.1\0..." was 127.0.0.1
+    green_run(function()
+      local u = assert(green.udp())
+      local calls = {
+        function(h) return green.getaddrinfo(h) end,
+        function(h) return green.getnameinfo(h, 80) end,
+        function(h) return green.connect(h, 1, { timeout = 5 }) end,
+        function(h) return green.listen(h, 0) end,
+        function(h) return u:sendto("x", h, 9) end,
+        function(h) return u:setsockname(h, 0) end,
+        function(h) return u:setpeername(h, 9) end,
+      }
+      for i, call in ipairs(calls) do
+        for _, host in ipairs({ "localhost\0.example", "127.0.0.1\0x" }) do
+          local ok, err = pcall(call, host)
+          assert.is_false(ok, "call " .. i .. " took " .. host)
+          assert.matches("host contains a zero byte", err)
+        end
+      end
+      local ok, err = pcall(u.setpeername, u, "*\0x")
+      assert.is_false(ok)
+      assert.matches("host contains a zero byte", err)
+      u:close()
+      ok, err = pcall(green.getaddrinfo, "localhost", { family = "inet\0x" })
+      assert.is_false(ok)
+      assert.matches("bad family", err)
+    end)
+  end)
 end)
+
