@@ -847,7 +847,7 @@ static int l_setup(lua_State *L) {
       lua_pop(L, 1);
     }
     if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
-      lua_Number t = luaL_checknumber(L, -1);
+      lua_Number t = lgreen_sock_optnumber(L, 1, "timeout");
       luaL_argcheck(L, t > 0 && t <= MAX_TIMEOUT, 1,
                     "timeout must be > 0 and at most 3600 seconds");
       cfg.timeout_ms = (int)(t * 1000);
@@ -855,14 +855,17 @@ static int l_setup(lua_State *L) {
         cfg.timeout_ms = 1;
     }
     if (lua_getfield(L, 1, "tries") != LUA_TNIL) {
-      lua_Integer n = luaL_checkinteger(L, -1);
+      lua_Integer n = lgreen_sock_optinteger(L, 1, "tries");
       luaL_argcheck(L, n >= 1 && n <= MAX_TRIES, 1,
                     "tries must be from 1 to 8");
       cfg.tries = (int)n;
     }
     if (lua_getfield(L, 1, "servers") != LUA_TNIL) {
       int n;
-      luaL_checktype(L, -1, LUA_TTABLE);
+      if (!lua_istable(L, -1))
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "servers: table expected, got %s",
+                                      luaL_typename(L, -1)));
       n = (int)luaL_len(L, -1);
       luaL_argcheck(L, n >= 1 && n <= MAX_SERVERS, 1,
                     "servers must list 1 to 8 addresses");

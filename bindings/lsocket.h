@@ -271,6 +271,11 @@ int lgreen_sock_fail(lua_State *L, int err); /* nil, message; returns 2 */
 int lgreen_sock_pushaddr(lua_State *L, const struct sockaddr *sa, int how);
 int lgreen_sock_optfamily(lua_State *L, int opts, int def,
                           const char *what);
+/* [-0, +0, v] The value on the top, field 'field' of the options table
+   that is argument 'arg': a number, an integer; else raise naming both. */
+lua_Number lgreen_sock_optnumber(lua_State *L, int arg, const char *field);
+lua_Integer lgreen_sock_optinteger(lua_State *L, int arg,
+                                   const char *field);
 void lgreen_sock_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 
 /*
@@ -361,6 +366,9 @@ int lgreen_stream_connecting(lua_State *L, lsock *s, const char *what,
                              lua_KContext ctx);
 int lgreen_stream_connected(lua_State *L, int *err);
 int lgreen_stream_listen(lsock *s, int backlog); /* 0 or a UV error */
+/* [-0, +0, v] The 'backlog' option (on the top) of the options table
+   that is argument 'arg', clamped to an int (the kernel caps it). */
+int lgreen_stream_backlog(lua_State *L, int arg);
 
 /* The members of a stream kind's ops table that stream.c provides. */
 #define LSOCK_STREAM_OPS                                                  \

@@ -140,7 +140,8 @@ static int l_connect_unix(lua_State *L) {
   if (path == NULL)
     return 2;
   if (!lua_isnil(L, 3))
-    timeout = lgreen_notnan(L, luaL_checknumber(L, 3), "timeout");
+    timeout = lgreen_notnan(L, lgreen_sock_optnumber(L, 2, "timeout"),
+                            "timeout");
   lua_settop(L, 2);
   lgreen_begin(L, lgreen_hub(L), "green.connect_unix");
   if ((s = lgreen_pipe_new(L)) == NULL)
@@ -171,9 +172,9 @@ static int l_listen_unix(lua_State *L) {
   if (path == NULL)
     return 2;
   if (!lua_isnil(L, 3))
-    backlog = (int)luaL_checkinteger(L, 3);
+    backlog = lgreen_stream_backlog(L, 2);
   if (lua_istable(L, 2) && lua_getfield(L, 2, "mode") != LUA_TNIL) {
-    lua_Integer m = luaL_checkinteger(L, -1);
+    lua_Integer m = lgreen_sock_optinteger(L, 2, "mode");
     luaL_argcheck(L, m >= 0 && m <= 0777, 2, "mode: 0 to 0777 expected");
     mode = (int)m;
   }

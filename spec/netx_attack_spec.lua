@@ -1,0 +1,88 @@
+-- Hostile arguments to the socket calls other than HTTP, WebSocket and
+-- TLS: options tables, socket options, listen backlogs.
+local green = require "green"
+local helper = require "helper"
+
+describe("green sockets under hostile arguments", function()
+  it("names the option a bad value was given for", function()
+    -- luaL_check*(L, -1) said "bad argument #-1 (number expected, got
+    -- string)": neither the argument nor the field
+    green_run(function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -m 700 " .. dir))
+      local u = assert(green.udp())
+      local cases = {
+        { "#3 .*%(timeout: number expected, got string%)",
+          green.connect, "127.0.0.1", 1, { timeout = "soon" } },
+        { "#3 .*%(backlog: integer expected, got a number with a fraction%)",
+          green.listen, "127.0.0.1", 0, { backlog = 1.5 } },
+        { "#3 .*%(family: string expected, got table%)",
+          green.listen, "127.0.0.1", 0, { family = {} } },
+        { "#2 .*%(family: string expected, got boolean%)",
+          green.getaddrinfo, "localhost", { family = true } },
+        { "#1 .*%(family: string expected, got number%)",
+          green.udp, { family = 4 } },
+        { "#2 .*%(timeout: number expected, got table%)",
+          green.connect_unix, dir .. "/s", { timeout = {} } },
+        { "#2 .*%(mode: integer expected, got string%)",
+          green.listen_unix, dir .. "/s", { mode = "0600" .. "x" } },
+        { "#2 .*%(backlog: integer expected, got boolean%)",
+          green.listen_unix, dir .. "/s", { backlog = true } },
+        { "#1 .*%(timeout: number expected, got string%)",
+          green.resolver.setup, { timeout = "x" } },
+        { "#1 .*%(tries: integer expected, got a number with a fraction%)",
+          green.resolver.setup, { tries = 1.5 } },
+        { "#1 .*%(servers: table expected, got string%)",
+          green.resolver.setup, { servers = "127.0.0.1" } },
+        { "#3 .*%(timeout: integer expected, got a number with a fraction%)",
+          u.setoption, u, "linger", { on = true, timeout = 1.5 } },
+      }
+      for i, case in ipairs(cases) do
+        local ok, err = pcall(table.unpack(case, 2))
+        assert.is_false(ok, "case " .. i)
+        assert.matches("bad argument " .. case[1], err)
+      end
+      u:close()
+      green.resolver.setup() -- the system's again, whatever happened
+      os.execute("rm -rf " .. dir)
+    end)
+  end)
+
+  it("refuses an integer socket option beyond an int, rather than "
+     .. "setting what is left of it", function()
+    green_run(function()
+      local u = assert(green.udp())
+      -- (int)(2^32 + 4096) is 4096: the buffer was set to that
+      local before = assert(u:getoption("send-buffer-size"))
+      local ok, err = pcall(u.setoption, u, "send-buffer-size",
+                            (1 << 32) + 4096)
+      assert.is_false(ok)
+      assert.matches("bad argument #3 to '.*' %(value out of range%)", err)
+      assert.are.equal(before, u:getoption("send-buffer-size"))
+      assert.are.equal(1, u:setoption("send-buffer-size", 65536))
+      u:close()
+    end)
+  end)
+
+  it("listens with the kernel's largest backlog for a backlog beyond an "
+     .. "int, not with what is left of it", function()
+    if not helper.has_tool("ss") then
+      pending("no ss here")
+      return
+    end
+    green_run(function()
+      -- (int)2^32 is 0: listen(fd, 0)
+      local srv = assert(green.listen("127.0.0.1", 0, { backlog = 1 << 32 }))
+      local _, port = srv:getsockname()
+      local line, err = helper.sh("env -u LD_PRELOAD ss -ltnH 'sport = :"
+                                  .. port .. "'", 30)
+      assert.are.equal("", err)
+      -- LISTEN Recv-Q Send-Q ...: Send-Q is the backlog
+      local backlog = tonumber(line:match("^%S+%s+%d+%s+(%d+)"))
+      assert.is_truthy(backlog, line)
+      assert.is_true(backlog > 0, line)
+      srv:close()
+    end)
+  end)
+end)
