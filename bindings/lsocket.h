@@ -109,6 +109,9 @@ struct lsock_ops {
   int (*init)(uv_loop_t *loop, lsock *s);
   /* Open the handle 'init' made on descriptor 'fd' (green.fork's child). */
   int (*open)(lsock *s, uv_os_fd_t fd);
+  /* Or NULL. In green.fork's child, before the old handle of 's' closes:
+     let go of what stays the parent's (a Unix server's socket file). */
+  void (*forked)(lsock *s);
   /* [-0, +n, m] getsockname()/getpeername() results, or nil, err. */
   int (*address)(lua_State *L, lsock *s, int peer);
   /* [-0, +1, m] The peer as accept's second result. */

@@ -65,8 +65,25 @@ static int pipe_open(lsock *s, uv_os_fd_t fd) {
 }
 
 
+/*
+** The child's old handle of a listening socket still names the socket file
+** the parent bound (uv_pipe_bind keeps a copy, and libuv unlinks it when
+** the handle closes): closing it there removed the parent's socket file at
+** every green.fork, and no client could reach the parent's server any
+** more. The file is the parent's: its handle removes it. (The child's new
+** handle, opened on a descriptor, names no file.)
+*/
+static void pipe_forked(lsock *s) {
+  uv_pipe_t *p = (uv_pipe_t *)s->h;
+  free((char *)p->pipe_fname); /* uv__malloc'd: libuv's allocator is
+                                  malloc, greenlua replaces none */
+  p->pipe_fname = NULL;
+}
+
+
 static const lsock_ops pipe_ops = {LSOCK_STREAM_OPS, .tag = "unix, ",
                                    .init = pipe_init, .open = pipe_open,
+                                   .forked = pipe_forked,
                                    .address = pipe_address,
                                    .pushpeer = pipe_pushpeer};
 

@@ -743,6 +743,8 @@ static void refork(uv_handle_t *h, void *arg) {
   n->fwd = NULL;
   s->fwd = n; /* its userdata moves to 'n' at its next use */
   s->flags |= LSOCK_CLOSED;
+  if (s->ops->forked != NULL)
+    s->ops->forked(s);
   uv_close(h, on_close); /* what it holds is 'n''s now */
   lgreen_sock_reref(n);
 }
