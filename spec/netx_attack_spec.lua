@@ -85,4 +85,26 @@ describe("green sockets under hostile arguments", function()
       srv:close()
     end)
   end)
+
+  it("refuses to shut a listening socket down, which goes on listening",
+     function()
+    -- Linux takes shutdown(SHUT_RD) on a listening socket as a
+    -- disconnect: "receive" and "both" returned 1 and the server, still
+    -- "listening", refused every connection from then on
+    green_run(function()
+      local srv = assert(green.listen("127.0.0.1", 0))
+      local _, port = srv:getsockname()
+      for _, how in ipairs({ "receive", "both", "send" }) do
+        assert.same({ nil, "closed" }, { srv:shutdown(how) })
+      end
+      assert.matches("listening", tostring(srv))
+      local c = assert(green.connect("127.0.0.1", port, { timeout = 10 }))
+      srv:settimeout(10)
+      local a = assert(srv:accept())
+      a:close()
+      c:close()
+      srv:close()
+    end)
+  end)
 end)
+
