@@ -502,10 +502,12 @@ static void on_nameinfo(void *arg, int status, int timeouts, char *node,
 }
 
 
-/* The caller gave its query up (the wait's cancel): idempotent. */
+/* The caller gave its query up (the wait's cancel; its socket closed):
+   idempotent. */
 static void lookup_cancel(gl_wait_t *w) {
   lsock_lookup *lk = (lsock_lookup *)w;
   lsock_resolver *q = lk->res;
+  gl_link_remove(&w->link); /* out of its socket's queue, if in one */
   if (q == NULL)
     return;
   lk->res = NULL;
@@ -558,9 +560,14 @@ static int query_new(lua_State *L, lsock_lookup *lk, lsock_resolver **pq) {
 /* After the resolver answered: nil, err, or the call's next step. */
 static int lookup_k(lua_State *L, int status, lua_KContext ctx) {
   lsock_lookup *lk = (lsock_lookup *)ctx;
+  int outcome = lgreen_waited(L, &lk->base, lookup_cancel);
   (void)status;
-  if (lgreen_waited(L, &lk->base, lookup_cancel) == GL_W_TIMEOUT)
+  lookup_cancel(&lk->base); /* out of the queue; the query of a call whose
+                               socket closed given up */
+  if (outcome == GL_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  if (outcome != GL_W_OK) /* LSOCK_W_CLOSED */
+    return lgreen_sock_fail(L, outcome);
   if (lk->err != 0)
     return lgreen_sock_fail(L, lk->err);
   return lk->then(L, lk);
@@ -580,6 +587,8 @@ static int wait_query(lua_State *L, gl_thread_t *t, lsock_lookup *lk,
     lgreen_deadline(L, &lk->base, due); /* raises (having left) if no memory */
   if (lk->res == NULL)
     gl_wait_end(&lk->base, GL_W_OK);
+  else if (lk->queue != NULL)
+    gl_link_push(lk->queue, &lk->base.link);
   settle(c);
   return lgreen_block(L, t, lookup_k, (lua_KContext)lk);
 }
