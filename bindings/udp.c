@@ -494,14 +494,16 @@ static int udp_setsockname(lua_State *L) {
 
 /***
 ** udp:setpeername(host, port): connect, so that send and receive talk to
-** host:port only; udp:setpeername("*") disconnects. Returns 1, or nil,
-** err.
+** host:port only; udp:setpeername("*") disconnects (any port given is
+** ignored). Returns 1, or nil, err.
 */
 static int udp_setpeername(lua_State *L) {
   ludp *u = LUDP(*checkudp(L));
+  /* "*" disconnects whatever the port, as in LuaSocket (whose setpeername
+     the green.socket layer maps here, then marks the object unconnected):
+     setpeername("*", 5) connected to 0.0.0.0:5. */
   if (lua_type(L, 2) == LUA_TSTRING && lua_rawlen(L, 2) == 1 &&
-      *lua_tostring(L, 2) == '*' &&
-      lua_isnoneornil(L, 3)) {
+      *lua_tostring(L, 2) == '*') {
     if (u == NULL)
       return lgreen_sock_fail(L, UV_EOF);
     if (u->base.flags & LSOCK_CONNECTED)
