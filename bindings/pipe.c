@@ -11,10 +11,13 @@
 ** socket file it created (libuv unlinks it); a file already at the path
 ** makes listen_unix fail with "address already in use".
 */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "lsocket.h"
 
@@ -175,6 +178,50 @@ static int l_connect_unix(lua_State *L) {
 }
 
 
+/*
+** Bind 'h' to 'path' (it fits: checkargs) with permissions 'mode', given
+** to the file as bind(2) creates it: the descriptor has them first (a
+** Unix socket's file takes its descriptor's, less the umask), so no other
+** user can ever reach a socket meant to be private. Bits the umask takes
+** away are added after (the file only widens). This used to set the
+** process's umask around uv_pipe_bind, for every thread: a file that
+** green.fs (libuv's pool) or a green.thread created meanwhile got ~mode
+** as its umask (mode 0666: a world-writable file).
+*/
+static int bind_mode(uv_pipe_t *h, const char *path, mode_t mode) {
+  struct sockaddr_un sa;
+  struct stat st;
+  char *name = strdup(path);
+  int fd, r;
+  if (name == NULL)
+    return UV_ENOMEM;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || fchmod(fd, mode) < 0 ||
+      bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    r = uv_translate_sys_error(errno);
+    if (fd >= 0)
+      close(fd);
+    free(name);
+    return r == UV_ENOENT ? UV_EACCES : r; /* as uv_pipe_bind says it */
+  }
+  if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      (st.st_mode & 0777) != mode)
+    chmod(path, mode);
+  if ((r = uv_pipe_open(h, fd)) < 0) {
+    unlink(path);
+    close(fd);
+    free(name);
+    return r;
+  }
+  h->pipe_fname = name; /* libuv removes the file as the handle closes, as
+                           after uv_pipe_bind */
+  return 0;
+}
+
+
 /***
 ** green.listen_unix(path, [opts]): a listening socket, or nil, err
 ** ("address already in use" if 'path' exists, even as a stale socket
@@ -200,13 +247,7 @@ static int l_listen_unix(lua_State *L) {
     return 2;
   lgreen_sock_reref(s);
   if (mode >= 0) {
-    /* The file gets its permissions as bind(2) creates it: with the umask
-       set around the call, no other user can ever reach a socket meant to
-       be private. The hub is the process's only thread that makes files,
-       so changing the process's umask for one call is safe. */
-    mode_t old = umask((mode_t)(~mode & 0777));
-    r = uv_pipe_bind((uv_pipe_t *)s->h, path);
-    umask(old);
+    r = bind_mode((uv_pipe_t *)s->h, path, (mode_t)mode);
   } else {
     r = uv_pipe_bind((uv_pipe_t *)s->h, path);
   }

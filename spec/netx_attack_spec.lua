@@ -106,5 +106,46 @@ describe("green sockets under hostile arguments", function()
       srv:close()
     end)
   end)
+
+  -- listen_unix's mode was given by setting the process's umask around
+  -- bind(2), for every OS thread: a file green.fs (libuv's pool) or a
+  -- green.thread created meanwhile got ~mode as its umask (mode 0666: a
+  -- world-writable file). The mode is the descriptor's now, before bind.
+  it("gives a Unix socket file its mode without touching the umask",
+     function()
+    if not helper.has_tool("strace") then
+      pending("no strace here")
+      return
+    end
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -m 700 " .. dir))
+    local script = dir .. "/s.lua"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local green = require "green"
+      local dir = ...
+      for _, mode in ipairs({ 6 * 64, 6 * 64 + 6 * 8 + 6, 4 * 64 }) do
+        local srv = assert(green.listen_unix(dir .. "/x.sock",
+                                             { mode = mode }))
+        local p = io.popen("stat -c %a " .. dir .. "/x.sock")
+        io.write(p:read("l"), " ")
+        p:close()
+        srv:close()
+      end
+    ]])
+    f:close()
+    -- (LeakSanitizer cannot run under ptrace: no leak check here)
+    local out, err, code = helper.sh("cd " .. dir .. " && umask 022 && "
+      .. "env -u LD_PRELOAD ASAN_OPTIONS=detect_leaks=0 strace -f -o trace "
+      .. "-e trace=umask " .. helper.quote(
+           (helper.greenlua:sub(1, 1) == "/" and "" or os.getenv("PWD")
+            .. "/") .. helper.greenlua) .. " s.lua " .. dir, 60)
+    local trace = helper.slurp(dir .. "/trace") or ""
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(0, code, err)
+    assert.are.equal("600 666 400 ", out)
+    assert.is_nil(trace:match("umask%(.-\n"), trace)
+  end)
 end)
 
