@@ -605,15 +605,15 @@ void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
 
 /*
 ** A host argument: the resolver and the address parsers read a C string,
-** which ends at the first zero byte, so "a.example\0.b.example" would
-** resolve "a.example" (a caller checking the name's suffix in Lua would
-** connect elsewhere than it checked): such a string is refused.
+** which ends at the first zero byte, so "a.example\0.b.example" resolved
+** "a.example" (a caller checking the name's suffix in Lua connected
+** elsewhere than it checked). Such a string names no host: NULL, which
+** lgreen_dns_resolve answers with "host not found".
 */
 const char *lgreen_dns_checkhost(lua_State *L, int idx) {
   size_t len;
   const char *host = luaL_checklstring(L, idx, &len);
-  luaL_argcheck(L, strlen(host) == len, idx, "host contains a zero byte");
-  return host;
+  return strlen(host) == len ? host : NULL;
 }
 
 
@@ -649,8 +649,10 @@ int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
   struct ares_addrinfo_hints hints;
   lsock_resolver *q;
   rchan *c;
-  int r = numeric(d, host);
-  if (r != 0)
+  int r;
+  if (host == NULL) /* lgreen_dns_checkhost's */
+    return lgreen_sock_fail(L, UV_EAI_NONAME);
+  if ((r = numeric(d, host)) != 0)
     return r < 0 ? lgreen_sock_fail(L, r) : then(L, &d->lk);
   t = lgreen_begin(L, lgreen_hub(L), what);
   if (host[0] == '\0')
@@ -721,7 +723,7 @@ static int l_getaddrinfo(lua_State *L) {
   memset(d, 0, sizeof(*d));
   lgreen_dns_init(d, SOCK_STREAM, 0);
   d->family = family;
-  if (strcmp(host, "*") == 0) /* a wildcard for bind, not a host */
+  if (host != NULL && strcmp(host, "*") == 0) /* a wildcard for bind */
     return lgreen_sock_fail(L, UV_EAI_NONAME);
   return lgreen_dns_resolve(L, d, host, "green.getaddrinfo", pushaddrs);
 }
@@ -744,6 +746,7 @@ static int pushnames(lua_State *L, lsock_lookup *lk) {
 static int l_getnameinfo(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
   const char *ip = lgreen_dns_checkhost(L, 1);
+  luaL_argcheck(L, ip != NULL, 1, "not an IP address");
   lua_Integer port = luaL_optinteger(L, 2, 0);
   lsock_addr a;
   lsock_resolver *q;

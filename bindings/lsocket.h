@@ -309,8 +309,9 @@ void lgreen_sock_addmeth(lua_State *L, const char *name,
    name through the resolver, blocking) and goes on with the call's next
    step. */
 void lgreen_dns_init(lsock_dns *d, int socktype, int port);
-/* [-0, +0, v] The host name (or address) argument at 'idx': a string
-   without zero bytes, else raises. */
+/* [-0, +0, v] The host name (or address) argument at 'idx' (raises if
+   not a string), or NULL if it has a zero byte: lgreen_dns_resolve then
+   says "host not found". */
 const char *lgreen_dns_checkhost(lua_State *L, int idx);
 int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
                        const char *what, lsock_then then);
