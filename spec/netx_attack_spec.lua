@@ -147,5 +147,28 @@ describe("green sockets under hostile arguments", function()
     assert.are.equal("600 666 400 ", out)
     assert.is_nil(trace:match("umask%(.-\n"), trace)
   end)
+
+  -- green.socket's connect runs green.connect in a helper thread: a port
+  -- green.connect refuses raised there, the helper died, and the caller
+  -- waited for its timeout (without one, for ever)
+  it("refuses a bad port to green.socket's connect at once", function()
+    green_run(function()
+      local socket = require "green.socket"
+      for _, port in ipairs({ 70000, -1, 1.5, 0 / 0, math.huge }) do
+        local t = socket.tcp()
+        t:settimeout(10)
+        local ok, err = pcall(green.with_timeout, 5, t.connect, t,
+                              "127.0.0.1", port)
+        assert.is_false(ok, tostring(port))
+        assert.matches("bad argument #2 to 'connect' %(port out of range%)",
+                       tostring(err))
+        t:close()
+      end
+      local ok, err = pcall(green.with_timeout, 5, socket.connect,
+                            "127.0.0.1", 70000)
+      assert.is_false(ok)
+      assert.matches("port out of range", tostring(err))
+    end)
+  end)
 end)
 

@@ -258,6 +258,11 @@ function tcp_methods.connect(self, host, port)
   if not port then
     error("bad argument #2 to 'connect' (number expected)", 2)
   end
+  -- here, not in the helper thread: green.connect raised there, the
+  -- helper died, and the caller waited for its timeout (for ever without)
+  if not (port >= 0 and port <= 65535 and port % 1 == 0) then
+    error("bad argument #2 to 'connect' (port out of range)", 2)
+  end
   start_connect(self, host, port)
   if limit(self) == 0 then return nil, "timeout" end
   -- A blocking connect waits for the same helper, so that close() from
