@@ -507,7 +507,11 @@ static void on_nameinfo(void *arg, int status, int timeouts, char *node,
 static void lookup_cancel(gl_wait_t *w) {
   lsock_lookup *lk = (lsock_lookup *)w;
   lsock_resolver *q = lk->res;
-  gl_link_remove(&w->link); /* out of its socket's queue, if in one */
+  if (w->link.next != &w->link) { /* in its socket's queue: the socket is
+                                     open (close takes it out) */
+    gl_link_remove(&w->link);
+    lgreen_sock_reref(lk->sock);
+  }
   if (q == NULL)
     return;
   lk->res = NULL;
@@ -587,8 +591,10 @@ static int wait_query(lua_State *L, gl_thread_t *t, lsock_lookup *lk,
     lgreen_deadline(L, &lk->base, due); /* raises (having left) if no memory */
   if (lk->res == NULL)
     gl_wait_end(&lk->base, GL_W_OK);
-  else if (lk->queue != NULL)
-    gl_link_push(lk->queue, &lk->base.link);
+  else if (lk->sock != NULL) {
+    gl_link_push(&lk->sock->writers, &lk->base.link);
+    lgreen_sock_reref(lk->sock);
+  }
   settle(c);
   return lgreen_block(L, t, lookup_k, (lua_KContext)lk);
 }

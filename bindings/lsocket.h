@@ -178,9 +178,9 @@ struct lsock_lookup {
   gl_wait_t base;      /* first member; its cancel abandons the query */
   lsock_resolver *res; /* the pending query; NULL once answered or left */
   lsock_then then;     /* the call's next step, once answered */
-  gl_link_t *queue;    /* NULL, or the queue of the socket the call is
-                          on ('writers'): the wait joins it, so closing the
-                          socket ends the lookup with "closed" */
+  lsock *sock;         /* NULL, or the socket the call is on: the wait
+                          joins its 'writers', so closing the socket ends
+                          the lookup with "closed" */
   int err;             /* its failure, 0 if none */
 };
 

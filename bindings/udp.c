@@ -453,7 +453,7 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
   c->d.family = u->family;
   c->d.passive = op == OP_BIND;
   c->d.due = lgreen_sock_deadline(u->base.timeout);
-  c->d.lk.queue = &u->base.writers; /* close() ends a lookup with "closed" */
+  c->d.lk.sock = &u->base; /* close() ends a lookup with "closed" */
   c->op = op;
   return lgreen_dns_resolve(L, &c->d, host, what, act);
 }
