@@ -170,5 +170,23 @@ describe("green sockets under hostile arguments", function()
       assert.matches("port out of range", tostring(err))
     end)
   end)
+
+  -- tonumber("soon") is nil, which was "no limit": the call waited for
+  -- ever where LuaSocket (luaL_optnumber) raises
+  it("refuses a timeout that is not a number in green.socket's select",
+     function()
+    green_run(function()
+      local socket = require "green.socket"
+      for _, t in ipairs({ "soon", {}, false }) do
+        local ok, err = pcall(green.with_timeout, 5, socket.select, {}, {},
+                              t)
+        assert.is_false(ok, tostring(t))
+        assert.matches("bad argument #3 to 'select' %(number expected, got "
+                       .. type(t) .. "%)", tostring(err))
+      end
+      assert.same({ {}, {}, "timeout" }, { socket.select({}, {}, "0.001") })
+      assert.same({ {}, {}, "timeout" }, { socket.select({}, {}, 0) })
+    end)
+  end)
 end)
 

@@ -795,7 +795,14 @@ end
 -- raises, as in LuaSocket. Buffered data counts as readable; a
 -- background connect (timeout 0) that is over counts as writable.
 function M.select(recvt, sendt, timeout)
-  timeout = tonumber(timeout)
+  if timeout ~= nil then -- as luaL_optnumber: "1.5" is a number, "x" not
+    local t = tonumber(timeout)
+    if t == nil then -- (it was no limit: select("x") waited for ever)
+      error(format("bad argument #3 to 'select' (number expected, got %s)",
+                   type(timeout)), 2)
+    end
+    timeout = t
+  end
   if timeout and timeout < 0 then timeout = nil end
   local due = timeout and core.now() + timeout
   while true do
