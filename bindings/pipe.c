@@ -7,9 +7,11 @@
 **
 ** Paths longer than sockaddr_un can hold fail with "name too long" rather
 ** than being cut short (libuv would truncate them silently and bind or
-** connect to another path). Closing a listening socket removes the
-** socket file it created (libuv unlinks it); a file already at the path
-** makes listen_unix fail with "address already in use".
+** connect to another path). listen_unix binds the descriptor itself
+** (bind_path) and hands it to libuv with the path, so that closing the
+** listening socket removes the socket file it created (libuv unlinks
+** it); a file already at the path makes listen_unix fail with "address
+** already in use".
 */
 #include <errno.h>
 #include <stdlib.h>
@@ -179,16 +181,18 @@ static int l_connect_unix(lua_State *L) {
 
 
 /*
-** Bind 'h' to 'path' (it fits: checkargs) with permissions 'mode', given
-** to the file as bind(2) creates it: the descriptor has them first (a
-** Unix socket's file takes its descriptor's, less the umask), so no other
-** user can ever reach a socket meant to be private. Bits the umask takes
-** away are added after (the file only widens). This used to set the
-** process's umask around uv_pipe_bind, for every thread: a file that
-** green.fs (libuv's pool) or a green.thread created meanwhile got ~mode
-** as its umask (mode 0666: a world-writable file).
+** Bind 'h' to 'path' (it fits: checkargs), as uv_pipe_bind would, with
+** permissions 'mode' (-1: the umask's) given to the file as bind(2)
+** creates it: the descriptor has them first (a Unix socket's file takes
+** its descriptor's, less the umask), so no other user can ever reach a
+** socket meant to be private. Bits the umask takes away are added after
+** (the file only widens). This used to set the process's umask around
+** uv_pipe_bind, for every thread: a file that green.fs (libuv's pool) or
+** a green.thread created meanwhile got ~mode as its umask (mode 0666: a
+** world-writable file). And uv_pipe_bind says "permission denied" for a
+** missing directory (ENOENT, as on Windows): the error is the kernel's.
 */
-static int bind_mode(uv_pipe_t *h, const char *path, mode_t mode) {
+static int bind_path(uv_pipe_t *h, const char *path, int mode) {
   struct sockaddr_un sa;
   struct stat st;
   char *name = strdup(path);
@@ -199,17 +203,17 @@ static int bind_mode(uv_pipe_t *h, const char *path, mode_t mode) {
   sa.sun_family = AF_UNIX;
   memcpy(sa.sun_path, path, strlen(path) + 1);
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || fchmod(fd, mode) < 0 ||
+  if (fd < 0 || (mode >= 0 && fchmod(fd, (mode_t)mode) < 0) ||
       bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
     r = uv_translate_sys_error(errno);
     if (fd >= 0)
       close(fd);
     free(name);
-    return r == UV_ENOENT ? UV_EACCES : r; /* as uv_pipe_bind says it */
+    return r;
   }
-  if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-      (st.st_mode & 0777) != mode)
-    chmod(path, mode);
+  if (mode >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      (st.st_mode & 0777) != (mode_t)mode)
+    chmod(path, (mode_t)mode);
   if ((r = uv_pipe_open(h, fd)) < 0) {
     unlink(path);
     close(fd);
@@ -246,11 +250,7 @@ static int l_listen_unix(lua_State *L) {
   if ((s = lgreen_pipe_new(L)) == NULL)
     return 2;
   lgreen_sock_reref(s);
-  if (mode >= 0) {
-    r = bind_mode((uv_pipe_t *)s->h, path, (mode_t)mode);
-  } else {
-    r = uv_pipe_bind((uv_pipe_t *)s->h, path);
-  }
+  r = bind_path((uv_pipe_t *)s->h, path, mode);
   if (r == 0)
     r = lgreen_stream_listen(s, backlog);
   if (r < 0) {
