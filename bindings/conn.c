@@ -5,6 +5,7 @@
 ** stream socket is stream.c.
 */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -107,6 +108,13 @@ int lgreen_stream_listen(lsock *s, int backlog) {
     lgreen_sock_reref(s);
   }
   return r;
+}
+
+
+int lgreen_stream_backlog(lua_State *L, int arg) {
+  lua_Integer n = lgreen_sock_optinteger(L, arg, "backlog");
+  /* (int) would wrap: 2^32 listened with a backlog of 0 */
+  return n > INT_MAX ? INT_MAX : n < INT_MIN ? INT_MIN : (int)n;
 }
 
 

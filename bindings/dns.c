@@ -502,10 +502,16 @@ static void on_nameinfo(void *arg, int status, int timeouts, char *node,
 }
 
 
-/* The caller gave its query up (the wait's cancel): idempotent. */
+/* The caller gave its query up (the wait's cancel; its socket closed):
+   idempotent. */
 static void lookup_cancel(gl_wait_t *w) {
   lsock_lookup *lk = (lsock_lookup *)w;
   lsock_resolver *q = lk->res;
+  if (w->link.next != &w->link) { /* in its socket's queue: the socket is
+                                     open (close takes it out) */
+    gl_link_remove(&w->link);
+    lgreen_sock_reref(lk->sock);
+  }
   if (q == NULL)
     return;
   lk->res = NULL;
@@ -558,9 +564,14 @@ static int query_new(lua_State *L, lsock_lookup *lk, lsock_resolver **pq) {
 /* After the resolver answered: nil, err, or the call's next step. */
 static int lookup_k(lua_State *L, int status, lua_KContext ctx) {
   lsock_lookup *lk = (lsock_lookup *)ctx;
+  int outcome = lgreen_waited(L, &lk->base, lookup_cancel);
   (void)status;
-  if (lgreen_waited(L, &lk->base, lookup_cancel) == GL_W_TIMEOUT)
+  lookup_cancel(&lk->base); /* out of the queue; the query of a call whose
+                               socket closed given up */
+  if (outcome == GL_W_TIMEOUT)
     return lgreen_sock_fail(L, UV_ETIMEDOUT);
+  if (outcome != GL_W_OK) /* LSOCK_W_CLOSED */
+    return lgreen_sock_fail(L, outcome);
   if (lk->err != 0)
     return lgreen_sock_fail(L, lk->err);
   return lk->then(L, lk);
@@ -580,6 +591,10 @@ static int wait_query(lua_State *L, gl_thread_t *t, lsock_lookup *lk,
     lgreen_deadline(L, &lk->base, due); /* raises (having left) if no memory */
   if (lk->res == NULL)
     gl_wait_end(&lk->base, GL_W_OK);
+  else if (lk->sock != NULL) {
+    gl_link_push(&lk->sock->writers, &lk->base.link);
+    lgreen_sock_reref(lk->sock);
+  }
   settle(c);
   return lgreen_block(L, t, lookup_k, (lua_KContext)lk);
 }
@@ -591,6 +606,20 @@ void lgreen_dns_init(lsock_dns *d, int socktype, int port) {
   d->family = AF_UNSPEC;
   d->socktype = socktype;
   d->port = port;
+}
+
+
+/*
+** A host argument: the resolver and the address parsers read a C string,
+** which ends at the first zero byte, so "a.example\0.b.example" resolved
+** "a.example" (a caller checking the name's suffix in Lua connected
+** elsewhere than it checked). Such a string names no host: NULL, which
+** lgreen_dns_resolve answers with "host not found".
+*/
+const char *lgreen_dns_checkhost(lua_State *L, int idx) {
+  size_t len;
+  const char *host = luaL_checklstring(L, idx, &len);
+  return strlen(host) == len ? host : NULL;
 }
 
 
@@ -626,8 +655,10 @@ int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
   struct ares_addrinfo_hints hints;
   lsock_resolver *q;
   rchan *c;
-  int r = numeric(d, host);
-  if (r != 0)
+  int r;
+  if (host == NULL) /* lgreen_dns_checkhost's */
+    return lgreen_sock_fail(L, UV_EAI_NONAME);
+  if ((r = numeric(d, host)) != 0)
     return r < 0 ? lgreen_sock_fail(L, r) : then(L, &d->lk);
   t = lgreen_begin(L, lgreen_hub(L), what);
   if (host[0] == '\0')
@@ -687,7 +718,7 @@ static int pushaddrs(lua_State *L, lsock_lookup *lk) {
 ** returned as it is, without the resolver.
 */
 static int l_getaddrinfo(lua_State *L) {
-  const char *host = luaL_checkstring(L, 1);
+  const char *host = lgreen_dns_checkhost(L, 1);
   lsock_dns *d;
   int family;
   if (!lua_isnoneornil(L, 2))
@@ -698,7 +729,7 @@ static int l_getaddrinfo(lua_State *L) {
   memset(d, 0, sizeof(*d));
   lgreen_dns_init(d, SOCK_STREAM, 0);
   d->family = family;
-  if (strcmp(host, "*") == 0) /* a wildcard for bind, not a host */
+  if (host != NULL && strcmp(host, "*") == 0) /* a wildcard for bind */
     return lgreen_sock_fail(L, UV_EAI_NONAME);
   return lgreen_dns_resolve(L, d, host, "green.getaddrinfo", pushaddrs);
 }
@@ -720,7 +751,8 @@ static int pushnames(lua_State *L, lsock_lookup *lk) {
 */
 static int l_getnameinfo(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
-  const char *ip = luaL_checkstring(L, 1);
+  const char *ip = lgreen_dns_checkhost(L, 1);
+  luaL_argcheck(L, ip != NULL, 1, "not an IP address");
   lua_Integer port = luaL_optinteger(L, 2, 0);
   lsock_addr a;
   lsock_resolver *q;
@@ -833,7 +865,7 @@ static int l_setup(lua_State *L) {
       lua_pop(L, 1);
     }
     if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
-      lua_Number t = luaL_checknumber(L, -1);
+      lua_Number t = lgreen_sock_optnumber(L, 1, "timeout");
       luaL_argcheck(L, t > 0 && t <= MAX_TIMEOUT, 1,
                     "timeout must be > 0 and at most 3600 seconds");
       cfg.timeout_ms = (int)(t * 1000);
@@ -841,14 +873,17 @@ static int l_setup(lua_State *L) {
         cfg.timeout_ms = 1;
     }
     if (lua_getfield(L, 1, "tries") != LUA_TNIL) {
-      lua_Integer n = luaL_checkinteger(L, -1);
+      lua_Integer n = lgreen_sock_optinteger(L, 1, "tries");
       luaL_argcheck(L, n >= 1 && n <= MAX_TRIES, 1,
                     "tries must be from 1 to 8");
       cfg.tries = (int)n;
     }
     if (lua_getfield(L, 1, "servers") != LUA_TNIL) {
       int n;
-      luaL_checktype(L, -1, LUA_TTABLE);
+      if (!lua_istable(L, -1))
+        luaL_argerror(L, 1,
+                      lua_pushfstring(L, "servers: table expected, got %s",
+                                      luaL_typename(L, -1)));
       n = (int)luaL_len(L, -1);
       luaL_argcheck(L, n >= 1 && n <= MAX_SERVERS, 1,
                     "servers must list 1 to 8 addresses");

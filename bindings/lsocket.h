@@ -109,6 +109,9 @@ struct lsock_ops {
   int (*init)(uv_loop_t *loop, lsock *s);
   /* Open the handle 'init' made on descriptor 'fd' (green.fork's child). */
   int (*open)(lsock *s, uv_os_fd_t fd);
+  /* Or NULL. In green.fork's child, before the old handle of 's' closes:
+     let go of what stays the parent's (a Unix server's socket file). */
+  void (*forked)(lsock *s);
   /* [-0, +n, m] getsockname()/getpeername() results, or nil, err. */
   int (*address)(lua_State *L, lsock *s, int peer);
   /* [-0, +1, m] The peer as accept's second result. */
@@ -175,6 +178,9 @@ struct lsock_lookup {
   gl_wait_t base;      /* first member; its cancel abandons the query */
   lsock_resolver *res; /* the pending query; NULL once answered or left */
   lsock_then then;     /* the call's next step, once answered */
+  lsock *sock;         /* NULL, or the socket the call is on: the wait
+                          joins its 'writers', so closing the socket ends
+                          the lookup with "closed" */
   int err;             /* its failure, 0 if none */
 };
 
@@ -271,6 +277,11 @@ int lgreen_sock_fail(lua_State *L, int err); /* nil, message; returns 2 */
 int lgreen_sock_pushaddr(lua_State *L, const struct sockaddr *sa, int how);
 int lgreen_sock_optfamily(lua_State *L, int opts, int def,
                           const char *what);
+/* [-0, +0, v] The value on the top, field 'field' of the options table
+   that is argument 'arg': a number, an integer; else raise naming both. */
+lua_Number lgreen_sock_optnumber(lua_State *L, int arg, const char *field);
+lua_Integer lgreen_sock_optinteger(lua_State *L, int arg,
+                                   const char *field);
 void lgreen_sock_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 
 /*
@@ -298,6 +309,10 @@ void lgreen_sock_addmeth(lua_State *L, const char *name,
    name through the resolver, blocking) and goes on with the call's next
    step. */
 void lgreen_dns_init(lsock_dns *d, int socktype, int port);
+/* [-0, +0, v] The host name (or address) argument at 'idx' (raises if
+   not a string), or NULL if it has a zero byte: lgreen_dns_resolve then
+   says "host not found". */
+const char *lgreen_dns_checkhost(lua_State *L, int idx);
 int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
                        const char *what, lsock_then then);
 
@@ -358,6 +373,9 @@ int lgreen_stream_connecting(lua_State *L, lsock *s, const char *what,
                              lua_KContext ctx);
 int lgreen_stream_connected(lua_State *L, int *err);
 int lgreen_stream_listen(lsock *s, int backlog); /* 0 or a UV error */
+/* [-0, +0, v] The 'backlog' option (on the top) of the options table
+   that is argument 'arg', clamped to an int (the kernel caps it). */
+int lgreen_stream_backlog(lua_State *L, int arg);
 
 /* The members of a stream kind's ops table that stream.c provides. */
 #define LSOCK_STREAM_OPS                                                  \

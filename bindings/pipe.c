@@ -7,14 +7,19 @@
 **
 ** Paths longer than sockaddr_un can hold fail with "name too long" rather
 ** than being cut short (libuv would truncate them silently and bind or
-** connect to another path). Closing a listening socket removes the
-** socket file it created (libuv unlinks it); a file already at the path
-** makes listen_unix fail with "address already in use".
+** connect to another path). listen_unix binds the descriptor itself
+** (bind_path) and hands it to libuv with the path, so that closing the
+** listening socket removes the socket file it created (libuv unlinks
+** it); a file already at the path makes listen_unix fail with "address
+** already in use".
 */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "lsocket.h"
 
@@ -65,8 +70,25 @@ static int pipe_open(lsock *s, uv_os_fd_t fd) {
 }
 
 
+/*
+** The child's old handle of a listening socket still names the socket file
+** the parent bound (uv_pipe_bind keeps a copy, and libuv unlinks it when
+** the handle closes): closing it there removed the parent's socket file at
+** every green.fork, and no client could reach the parent's server any
+** more. The file is the parent's: its handle removes it. (The child's new
+** handle, opened on a descriptor, names no file.)
+*/
+static void pipe_forked(lsock *s) {
+  uv_pipe_t *p = (uv_pipe_t *)s->h;
+  free((char *)p->pipe_fname); /* uv__malloc'd: libuv's allocator is
+                                  malloc, greenlua replaces none */
+  p->pipe_fname = NULL;
+}
+
+
 static const lsock_ops pipe_ops = {LSOCK_STREAM_OPS, .tag = "unix, ",
                                    .init = pipe_init, .open = pipe_open,
+                                   .forked = pipe_forked,
                                    .address = pipe_address,
                                    .pushpeer = pipe_pushpeer};
 
@@ -140,7 +162,8 @@ static int l_connect_unix(lua_State *L) {
   if (path == NULL)
     return 2;
   if (!lua_isnil(L, 3))
-    timeout = lgreen_notnan(L, luaL_checknumber(L, 3), "timeout");
+    timeout = lgreen_notnan(L, lgreen_sock_optnumber(L, 2, "timeout"),
+                            "timeout");
   lua_settop(L, 2);
   lgreen_begin(L, lgreen_hub(L), "green.connect_unix");
   if ((s = lgreen_pipe_new(L)) == NULL)
@@ -154,6 +177,52 @@ static int l_connect_unix(lua_State *L) {
   return lgreen_stream_connecting(L, s, "green.connect_unix",
                                   lgreen_sock_deadline(timeout), connect_k,
                                   0);
+}
+
+
+/*
+** Bind 'h' to 'path' (it fits: checkargs), as uv_pipe_bind would, with
+** permissions 'mode' (-1: the umask's) given to the file as bind(2)
+** creates it: the descriptor has them first (a Unix socket's file takes
+** its descriptor's, less the umask), so no other user can ever reach a
+** socket meant to be private. Bits the umask takes away are added after
+** (the file only widens). This used to set the process's umask around
+** uv_pipe_bind, for every thread: a file that green.fs (libuv's pool) or
+** a green.thread created meanwhile got ~mode as its umask (mode 0666: a
+** world-writable file). And uv_pipe_bind says "permission denied" for a
+** missing directory (ENOENT, as on Windows): the error is the kernel's.
+*/
+static int bind_path(uv_pipe_t *h, const char *path, int mode) {
+  struct sockaddr_un sa;
+  struct stat st;
+  char *name = strdup(path);
+  int fd, r;
+  if (name == NULL)
+    return UV_ENOMEM;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || (mode >= 0 && fchmod(fd, (mode_t)mode) < 0) ||
+      bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    r = uv_translate_sys_error(errno);
+    if (fd >= 0)
+      close(fd);
+    free(name);
+    return r;
+  }
+  if (mode >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      (st.st_mode & 0777) != (mode_t)mode)
+    chmod(path, (mode_t)mode);
+  if ((r = uv_pipe_open(h, fd)) < 0) {
+    unlink(path);
+    close(fd);
+    free(name);
+    return r;
+  }
+  h->pipe_fname = name; /* libuv removes the file as the handle closes, as
+                           after uv_pipe_bind */
+  return 0;
 }
 
 
@@ -171,9 +240,9 @@ static int l_listen_unix(lua_State *L) {
   if (path == NULL)
     return 2;
   if (!lua_isnil(L, 3))
-    backlog = (int)luaL_checkinteger(L, 3);
+    backlog = lgreen_stream_backlog(L, 2);
   if (lua_istable(L, 2) && lua_getfield(L, 2, "mode") != LUA_TNIL) {
-    lua_Integer m = luaL_checkinteger(L, -1);
+    lua_Integer m = lgreen_sock_optinteger(L, 2, "mode");
     luaL_argcheck(L, m >= 0 && m <= 0777, 2, "mode: 0 to 0777 expected");
     mode = (int)m;
   }
@@ -181,17 +250,7 @@ static int l_listen_unix(lua_State *L) {
   if ((s = lgreen_pipe_new(L)) == NULL)
     return 2;
   lgreen_sock_reref(s);
-  if (mode >= 0) {
-    /* The file gets its permissions as bind(2) creates it: with the umask
-       set around the call, no other user can ever reach a socket meant to
-       be private. The hub is the process's only thread that makes files,
-       so changing the process's umask for one call is safe. */
-    mode_t old = umask((mode_t)(~mode & 0777));
-    r = uv_pipe_bind((uv_pipe_t *)s->h, path);
-    umask(old);
-  } else {
-    r = uv_pipe_bind((uv_pipe_t *)s->h, path);
-  }
+  r = bind_path((uv_pipe_t *)s->h, path, mode);
   if (r == 0)
     r = lgreen_stream_listen(s, backlog);
   if (r < 0) {

@@ -17,6 +17,7 @@
 ** end of stream or an error, a connection waiting on a server). Writable:
 ** a send would not wait (room in the write queue; always for UDP).
 ** A closed socket is both: its calls return nil, "closed" at once.
+** The lists are copied (and checked) on entry; see own_list.
 ** Bytes the kernel holds but libuv has not read yet count as readable
 ** too (one poll(2) with timeout 0 over the other sockets of recvt), so
 ** select sees what LuaSocket's select would: data a peer just sent on
@@ -155,6 +156,28 @@ static int kernel_ready(lua_State *L, int tab, int out, int total) {
 }
 
 
+/*
+** [-0, +0, m] Replace the list at 'tab' (if any) by a copy of it, checking
+** every item. The scans read the list again after allocating, and an
+** allocation can run a finalizer: one that changed the caller's list in
+** between (a socket more than was counted, a socket replaced by another
+** value) made watch_list write past the entries it had room for, or read
+** a string as a socket. Nothing but this call sees the copy.
+*/
+static void own_list(lua_State *L, int tab) {
+  lua_Integer i;
+  if (lua_isnil(L, tab))
+    return;
+  lua_newtable(L);
+  for (i = 1; lua_rawgeti(L, tab, i) != LUA_TNIL; i++) {
+    checkent(L, tab, i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pop(L, 1);
+  lua_replace(L, tab);
+}
+
+
 /* Watch each open socket of the list at 'tab'. Returns how many sockets
    of the list are closed. */
 static int watch_list(lua_State *L, selwait *sel, int tab, int write) {
@@ -246,6 +269,8 @@ static int l_select(lua_State *L) {
   if (!lua_isnoneornil(L, 2))
     luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 3);
+  own_list(L, 1);
+  own_list(L, 2);
   if (timeout < 0)
     return select_scan(L, 0, 0);
   return select_scan(L, lgreen_sock_deadline(timeout), timeout == 0);

@@ -743,6 +743,8 @@ static void refork(uv_handle_t *h, void *arg) {
   n->fwd = NULL;
   s->fwd = n; /* its userdata moves to 'n' at its next use */
   s->flags |= LSOCK_CLOSED;
+  if (s->ops->forked != NULL)
+    s->ops->forked(s);
   uv_close(h, on_close); /* what it holds is 'n''s now */
   lgreen_sock_reref(n);
 }
@@ -888,6 +890,39 @@ int lgreen_sock_pushaddr(lua_State *L, const struct sockaddr *sa, int how) {
 }
 
 
+/* [-0, +0, v] Field 'field' (on the top) of the options table that is
+   argument 'arg' is not a 'what': "bad argument #3 to 'connect'
+   (timeout: number expected, got string)", not luaL_check*'s "#-1". */
+static void optbad(lua_State *L, int arg, const char *field,
+                   const char *what) {
+  const char *got = lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)
+                        ? "a number with a fraction"
+                        : luaL_typename(L, -1);
+  luaL_argerror(L, arg,
+                lua_pushfstring(L, "%s: %s expected, got %s", field, what,
+                                got));
+}
+
+
+lua_Number lgreen_sock_optnumber(lua_State *L, int arg, const char *field) {
+  int isnum;
+  lua_Number n = lua_tonumberx(L, -1, &isnum);
+  if (!isnum)
+    optbad(L, arg, field, "number");
+  return n;
+}
+
+
+lua_Integer lgreen_sock_optinteger(lua_State *L, int arg,
+                                   const char *field) {
+  int isnum;
+  lua_Integer n = lua_tointegerx(L, -1, &isnum);
+  if (!isnum)
+    optbad(L, arg, field, "integer");
+  return n;
+}
+
+
 /* [-0, +0, v] The address family in field 'family' ("inet" or "inet6")
    of the options at 'opts' (if a table), else 'def'; 'what' names the
    function in the error for another value. */
@@ -897,8 +932,14 @@ int lgreen_sock_optfamily(lua_State *L, int opts, int def,
   if (!lua_istable(L, opts))
     return def;
   if (lua_getfield(L, opts, "family") != LUA_TNIL) {
-    const char *f = luaL_checkstring(L, -1);
-    if (strcmp(f, "inet") == 0)
+    size_t len;
+    const char *f;
+    if (lua_type(L, -1) != LUA_TSTRING)
+      optbad(L, opts, "family", "string");
+    f = lua_tolstring(L, -1, &len);
+    if (strlen(f) != len) /* "inet\0..." */
+      luaL_error(L, "%s: bad family (inet or inet6)", what);
+    else if (strcmp(f, "inet") == 0)
       family = AF_INET;
     else if (strcmp(f, "inet6") == 0)
       family = AF_INET6;

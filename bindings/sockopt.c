@@ -5,6 +5,7 @@
 ** the metatables, which the kinds make with 'lgreen_sock_newmeta'. What
 ** differs by kind is asked of the socket's ops table. See lsocket.h.
 */
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -113,7 +114,7 @@ static int sock_setoption(lua_State *L) {
     lua_getfield(L, 3, "timeout");
     li.l_onoff = lua_toboolean(L, -2);
     if (!lua_isnil(L, -1)) {
-      lua_Integer t = luaL_checkinteger(L, -1);
+      lua_Integer t = lgreen_sock_optinteger(L, 3, "timeout");
       luaL_argcheck(L, t >= 0 && t <= 86400, 3,
                     "linger timeout out of range (0 to 86400 seconds)");
       li.l_linger = (int)t;
@@ -123,7 +124,10 @@ static int sock_setoption(lua_State *L) {
     val = &li;
     len = sizeof(li);
   } else if (opts[o].type == OPT_INT) {
-    on = (int)luaL_checkinteger(L, 3);
+    lua_Integer v = luaL_checkinteger(L, 3);
+    /* (int) would wrap: 2^32 + 4096 set 4096 */
+    luaL_argcheck(L, v >= INT_MIN && v <= INT_MAX, 3, "value out of range");
+    on = (int)v;
   } else {
     on = lua_toboolean(L, 3);
   }

@@ -879,6 +879,11 @@ static int sock_shutdown(lua_State *L) {
   int how = luaL_checkoption(L, 2, "both", hows);
   if (x == NULL)
     return lgreen_sock_fail(L, UV_EOF);
+  /* Not on a server: Linux takes shutdown(SHUT_RD) on a listening socket
+     as a disconnect, and it stopped listening (connections refused) while
+     still reading "listening". */
+  if (x->base.flags & LSOCK_LISTENING)
+    return lgreen_sock_fail(L, UV_ENOTCONN);
   if (how != 2 && !(x->base.flags & LSOCK_SHUT_WR)) {
     uv_shutdown_t *req = (uv_shutdown_t *)malloc(sizeof(*req));
     int r;

@@ -187,7 +187,7 @@ static int resolved(lua_State *L, lsock_lookup *lk) {
 /* Stack: [host, port, opts]. Resolve, then step. */
 static int start(lua_State *L, int listen) {
   gl_hub_t *hub = lgreen_hub(L);
-  const char *host = luaL_checkstring(L, 1);
+  const char *host = lgreen_dns_checkhost(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
   const char *what = listen ? "green.listen" : "green.connect";
   double timeout = -1;
@@ -206,10 +206,11 @@ static int start(lua_State *L, int listen) {
   c->backlog = DEFAULT_BACKLOG;
   if (lua_istable(L, 3)) {
     if (lua_getfield(L, 3, "timeout") != LUA_TNIL)
-      timeout = lgreen_notnan(L, luaL_checknumber(L, -1), "timeout");
+      timeout = lgreen_notnan(L, lgreen_sock_optnumber(L, 3, "timeout"),
+                              "timeout");
     c->d.family = lgreen_sock_optfamily(L, 3, AF_UNSPEC, what);
     if (lua_getfield(L, 3, "backlog") != LUA_TNIL)
-      c->backlog = (int)luaL_checkinteger(L, -1);
+      c->backlog = lgreen_stream_backlog(L, 3);
     lua_getfield(L, 3, "reuseport");
     c->reuseport = lua_toboolean(L, -1);
     lua_getfield(L, 3, "ipv6only");

@@ -440,7 +440,7 @@ static int act(lua_State *L, lsock_lookup *lk) {
 /* Stack: [sock, ..., host, port] with host at 'hi'. */
 static int with_address(lua_State *L, int op, int hi, const char *what) {
   ludp *u = LUDP(*checkudp(L));
-  const char *host = luaL_checkstring(L, hi);
+  const char *host = lgreen_dns_checkhost(L, hi);
   lua_Integer port = luaL_checkinteger(L, hi + 1);
   udpctx *c;
   luaL_argcheck(L, port >= 0 && port <= 65535, hi + 1, "port out of range");
@@ -453,6 +453,7 @@ static int with_address(lua_State *L, int op, int hi, const char *what) {
   c->d.family = u->family;
   c->d.passive = op == OP_BIND;
   c->d.due = lgreen_sock_deadline(u->base.timeout);
+  c->d.lk.sock = &u->base; /* close() ends a lookup with "closed" */
   c->op = op;
   return lgreen_dns_resolve(L, &c->d, host, what, act);
 }
@@ -493,13 +494,16 @@ static int udp_setsockname(lua_State *L) {
 
 /***
 ** udp:setpeername(host, port): connect, so that send and receive talk to
-** host:port only; udp:setpeername("*") disconnects. Returns 1, or nil,
-** err.
+** host:port only; udp:setpeername("*") disconnects (any port given is
+** ignored). Returns 1, or nil, err.
 */
 static int udp_setpeername(lua_State *L) {
   ludp *u = LUDP(*checkudp(L));
-  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "*") == 0 &&
-      lua_isnoneornil(L, 3)) {
+  /* "*" disconnects whatever the port, as in LuaSocket (whose setpeername
+     the green.socket layer maps here, then marks the object unconnected):
+     setpeername("*", 5) connected to 0.0.0.0:5. */
+  if (lua_type(L, 2) == LUA_TSTRING && lua_rawlen(L, 2) == 1 &&
+      *lua_tostring(L, 2) == '*') {
     if (u == NULL)
       return lgreen_sock_fail(L, UV_EOF);
     if (u->base.flags & LSOCK_CONNECTED)

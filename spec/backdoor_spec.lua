@@ -138,4 +138,77 @@ describe("green.backdoor", function()
       server:close()
     end)
   end)
+
+  it("shows the default prompt for a _PROMPT or _PROMPT2 that is not "
+     .. "a string and cannot become one, and goes on", function()
+    green_run(function()
+      local server = assert(green.backdoor{ port = 0 })
+      local _, port = server:getsockname()
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(10)
+      assert.matches("backdoor", c:receive("*l"))
+      assert.are.equal("> ", c:receive(2))
+      -- a __tostring that returns no string, one that raises: the
+      -- session used to end with an error at either
+      c:sendall("_PROMPT2 = setmetatable({}, { __tostring = "
+                .. "function() return {} end })\n")
+      assert.are.equal("> ", c:receive(2))
+      c:sendall("do\n")
+      assert.are.equal(">> ", c:receive(3))
+      c:sendall("end\n")
+      assert.are.equal("> ", c:receive(2))
+      c:sendall("_PROMPT = setmetatable({}, { __tostring = "
+                .. "function() error('no prompt') end })\n")
+      assert.are.equal("> ", c:receive(2))
+      c:sendall("6 * 7\n")
+      assert.are.equal("42", c:receive("*l"))
+      c:close()
+      server:close()
+    end)
+  end)
+
+  -- The check resolved the name, then green.listen resolved it again: a
+  -- name server answering 127.0.0.1, then 0.0.0.0, had the backdoor serve
+  -- every interface without allow_remote
+  it("listens on the loopback address it checked, not on the name again",
+     function()
+    finally(function() green.resolver.setup() end)
+    green_run(function()
+      local u = assert(green.udp())
+      assert(u:setsockname("127.0.0.1", 0))
+      local _, dport = u:getsockname()
+      local answers = { "127.0.0.1", "0.0.0.0" }
+      local served = 0
+      local dns = green.spawn(function()
+        while true do
+          local q, ip, port = u:receivefrom()
+          if not q then return end
+          local pos = 13 -- the question: labels, then type and class
+          while q:byte(pos) ~= 0 do pos = pos + q:byte(pos) + 1 end
+          local qtype = string.unpack(">I2", q, pos + 1)
+          local question = q:sub(13, pos + 4)
+          local answer = ""
+          if qtype == 1 then -- A: the next address of the list
+            served = served + 1
+            local addr = answers[math.min(served, #answers)]
+            local a, b, c, d = addr:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+            answer = string.pack(">I2I2I2I4I2BBBB", 0xC00C, 1, 1, 0, 4,
+                                 tonumber(a), tonumber(b), tonumber(c),
+                                 tonumber(d))
+          end
+          u:sendto(q:sub(1, 2) .. string.pack(">I2I2I2I2I2", 0x8180, 1,
+                                               answer ~= "" and 1 or 0, 0, 0)
+                   .. question .. answer, ip, port)
+        end
+      end)
+      green.resolver.setup{ servers = { "127.0.0.1:" .. dport },
+                            timeout = 10 }
+      local server = assert(green.backdoor{ host = "flip.test" })
+      assert.are.equal("127.0.0.1", (server:getsockname()))
+      server:close()
+      u:close()
+      dns:wait()
+    end)
+  end)
 end)
+

@@ -79,4 +79,43 @@ describe("the green resolver", function()
     assert.is_string(name)
     assert.is_true(#name > 0)
   end)
+
+  it("finds no host for a name with a zero byte, in every call that "
+     .. "takes one", function()
+    -- C reads the name up to its first zero byte: "localhost\0.example"
+    -- resolved localhost, and "127.0.0.1\0..." was 127.0.0.1
+    green_run(function()
+      local u = assert(green.udp())
+      local calls = {
+        function(h) return green.getaddrinfo(h) end,
+        function(h) return green.connect(h, 1, { timeout = 5 }) end,
+        function(h) return green.listen(h, 0) end,
+        function(h) return u:sendto("x", h, 9) end,
+        function(h) return u:setsockname(h, 0) end,
+        function(h) return u:setpeername(h, 9) end,
+      }
+      for i, call in ipairs(calls) do
+        for _, host in ipairs({ "localhost\0.example", "127.0.0.1\0x",
+                                "*\0x" }) do
+          assert.same({ nil, "host not found" }, { call(host) },
+                      "call " .. i .. " took " .. host)
+        end
+      end
+      u:close()
+      -- green.socket (its connect runs green.connect in a thread of its
+      -- own: an error there left the caller waiting for ever)
+      local socket = require "green.socket"
+      assert.same({ nil, "host or service not provided, or not known" },
+                  { socket.connect("localhost\0.example", 1) })
+      assert.same({ nil, "host or service not provided, or not known" },
+                  { socket.bind("127.0.0.1\0x", 0) })
+      local ok, err = pcall(green.getnameinfo, "127.0.0.1\0x", 80)
+      assert.is_false(ok)
+      assert.matches("not an IP address", err)
+      ok, err = pcall(green.getaddrinfo, "localhost", { family = "inet\0x" })
+      assert.is_false(ok)
+      assert.matches("bad family", err)
+    end)
+  end)
 end)
+

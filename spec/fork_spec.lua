@@ -456,4 +456,32 @@ srv:close()
 gt:wait()
 ]], "exit\t0\n")
   end)
+
+  -- libuv unlinks the path a pipe handle was bound to when the handle
+  -- closes: the child's copy of the parent's handle, closed at the fork,
+  -- removed the parent's socket file, and nobody could connect to it
+  it("leaves the parent's Unix socket file to the parent", function()
+    check([[
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -m 700 " .. dir))
+local path = dir .. "/s.sock"
+local srv = assert(green.listen_unix(path))
+srv:settimeout(20)
+local pid = green.fork()
+if pid == 0 then srv:close(); report("child"); os.exit(0) end
+print(collect())
+print(green.process.wait(pid, 30))
+local c, err = green.connect_unix(path, { timeout = 20 })
+print(c and "reached" or err)
+if c then
+  assert(srv:accept()):close()
+  c:close()
+end
+srv:close()
+print(os.execute("test -e " .. path) and "left" or "removed")
+os.execute("rm -rf " .. dir)
+os.exit(0)
+]], "child\nexit\t0\nreached\nremoved\n")
+  end)
 end)

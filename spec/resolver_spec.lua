@@ -245,6 +245,30 @@ describe("green.resolver", function()
     end)
   end
 
+  -- close() wakes every thread waiting on the socket; a UDP call
+  -- resolving its name waited for the resolver instead (up to its timeout,
+  -- 60 s here), then said "host not found"
+  it("ends a UDP call's lookup with 'closed' when its socket closes",
+     function()
+    finally(function() green.resolver.setup() end)
+    green_run(function()
+      local dns <close> = fake_server{}
+      green.resolver.setup{ servers = { dns.addr }, timeout = 60 }
+      for _, op in ipairs({ "sendto", "setsockname", "setpeername" }) do
+        local u = assert(green.udp())
+        local t = green.spawn(function()
+          if op == "sendto" then return u:sendto("x", "stall.test", 9) end
+          return u[op](u, "stall.test", 9)
+        end)
+        wait_for(waiting(1), "the lookup of " .. op)
+        u:close()
+        assert.are.same({ nil, "closed" },
+                        { green.with_timeout(10, t.wait, t) }, op)
+        assert.are.same(IDLE, green.resolver.stats())
+      end
+    end)
+  end)
+
   it("counts the socket timeout from the start of the lookup", function()
     finally(function() green.resolver.setup() end)
     green_run(function()

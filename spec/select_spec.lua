@@ -2,7 +2,8 @@
 local green = require "green"
 
 -- A connected TCP pair over 127.0.0.1: client, server side.
-local pair = require("helper").pair
+local helper = require "helper"
+local pair = helper.pair
 
 local function bound()
   local u = assert(green.udp())
@@ -226,4 +227,58 @@ describe("green.select", function()
     u:close()
     v:close()
   end)
+
+  -- select reads its lists again after allocating, and an allocation can
+  -- run a finalizer: one that put a string in the list, or appended
+  -- sockets, made it read the string as a socket (a crash) or watch more
+  -- sockets than it had counted (a heap overflow). In a process of its
+  -- own (it crashed) with a collector that finalizes at almost every
+  -- allocation: a chain of finalizers, each making the next, changes the
+  -- list whenever one runs during a select; the padding moves the
+  -- collections over each allocation select makes.
+  it("does not trust a list a finalizer changed during the call",
+     function()
+    local src = [[
+      local green = require "green"
+      local how = ...
+      green.run(function()
+        local u = assert(green.udp())
+        assert(u:setsockname("127.0.0.1", 0))
+        local list, armed, hits = { u }, false, 0
+        local function chain()
+          setmetatable({}, { __gc = function()
+            -- called from inside select (the C function allocating)
+            local caller = debug.getinfo(2, "f")
+            if armed and caller and caller.func == green.select then
+              hits = hits + 1
+              if how == "string" then list[1] = "not a socket"
+              else for i = #list + 1, #list + 50 do list[i] = u end end
+            end
+            chain()
+          end })
+        end
+        chain()
+        collectgarbage("generational", 1, 100)
+        local tries = 0
+        while hits < 100 and tries < 5000 do
+          tries = tries + 1
+          for _ = 1, tries % 500 do local _ = {} end
+          list = { u }
+          armed = true
+          local ok, r, w, e = pcall(green.select, list, nil, 0.0001)
+          armed = false
+          assert(ok and #r == 0 and #w == 0 and e == "timeout"
+                 or not ok and r:find("item 1 is a string", 1, true), r)
+        end
+        collectgarbage("incremental")
+        print(hits >= 100 and "ok" or "only " .. hits .. " hits")
+      end)
+    ]]
+    for _, how in ipairs({ "string", "grow" }) do
+      local out, err, code = helper.greenlua_run(src, how, 120)
+      assert.are.equal("ok\n", out, how .. ": " .. err)
+      assert.are.equal(0, code, err)
+    end
+  end)
 end)
+

@@ -75,6 +75,11 @@ describe("Unix-domain sockets", function()
       assert.same({ nil, "name too long" },
                   { green.listen_unix(dir .. "/" .. ("x"):rep(200)) })
       assert.has_error(function() green.listen_unix("a\0b") end)
+      -- libuv's bind says "permission denied" for a missing directory
+      for _, opts in ipairs({ {}, { mode = 6 * 64 } }) do
+        assert.same({ nil, "no such file or directory" },
+                    { green.listen_unix(dir .. "/none/x.sock", opts) })
+      end
     end)
   end)
 

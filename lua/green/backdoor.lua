@@ -100,8 +100,17 @@ function M.backdoor(opts)
                        .. "this process)", host, a.addr), 2)
         end
       end
+      -- Listen on an address checked, not on the name: resolved again,
+      -- a name may give other addresses (a name server that changed its
+      -- answer, DNS rebinding), and the backdoor would serve them.
+      err = "host not found" -- (no address)
+      for _, a in ipairs(addrs) do
+        server, err = green.listen(a.addr, opts.port or 0)
+        if server then break end
+      end
+    else
+      server, err = green.listen(host, opts.port or 0)
     end
-    server, err = green.listen(host, opts.port or 0)
   end
   if not server then return nil, err end
   local banner = format("greenlua %s backdoor (green.debug.dump() lists "

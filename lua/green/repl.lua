@@ -76,12 +76,21 @@ end
 -- chunks' environment (nil: the globals); `name` the chunk name.
 -- Returns when `read` returns nil.
 function M.loop(io, env, name)
+  -- The prompt `_PROMPT` or `_PROMPT2` names, as a string: a value that
+  -- tostring cannot turn into one (its __tostring raises or returns no
+  -- string) gives the default rather than ending the loop.
+  local function prompt(key, default)
+    local p = env and env[key] or _G[key]
+    if p == nil then return default end
+    local ok, s = pcall(tostring, p)
+    if ok and type(s) == "string" then return s end
+    return default
+  end
   local function more()
-    return io.read(env and env._PROMPT2 or _G._PROMPT2 or ">> ")
+    return io.read(prompt("_PROMPT2", ">> "))
   end
   while true do
-    local prompt = env and env._PROMPT or _G._PROMPT or "> "
-    local line = io.read(tostring(prompt))
+    local line = io.read(prompt("_PROMPT", "> "))
     if line == nil then return end
     local chunk, err = M.compile(line, function()
       local m = more()

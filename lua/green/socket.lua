@@ -258,6 +258,11 @@ function tcp_methods.connect(self, host, port)
   if not port then
     error("bad argument #2 to 'connect' (number expected)", 2)
   end
+  -- here, not in the helper thread: green.connect raised there, the
+  -- helper died, and the caller waited for its timeout (for ever without)
+  if not (port >= 0 and port <= 65535 and port % 1 == 0) then
+    error("bad argument #2 to 'connect' (port out of range)", 2)
+  end
   start_connect(self, host, port)
   if limit(self) == 0 then return nil, "timeout" end
   -- A blocking connect waits for the same helper, so that close() from
@@ -790,7 +795,14 @@ end
 -- raises, as in LuaSocket. Buffered data counts as readable; a
 -- background connect (timeout 0) that is over counts as writable.
 function M.select(recvt, sendt, timeout)
-  timeout = tonumber(timeout)
+  if timeout ~= nil then -- as luaL_optnumber: "1.5" is a number, "x" not
+    local t = tonumber(timeout)
+    if t == nil then -- (it was no limit: select("x") waited for ever)
+      error(format("bad argument #3 to 'select' (number expected, got %s)",
+                   type(timeout)), 2)
+    end
+    timeout = t
+  end
   if timeout and timeout < 0 then timeout = nil end
   local due = timeout and core.now() + timeout
   while true do
