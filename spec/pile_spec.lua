@@ -104,6 +104,31 @@ describe("green.GreenPile", function()
     end)
   end)
 
+  it("a reader killed just as its thread ended leaves the result for "
+     .. "the next", function()
+    green_run(function()
+      local pile = green.GreenPile(2)
+      local ev = green.Event()
+      local first = pile:spawn(function()
+        ev:wait()
+        return "first"
+      end)
+      pile:spawn(function() return "second" end)
+      local reader = spawn(function() return pile:next() end)
+      sleep(0) -- the reader waits for the first thread
+      ev:send() -- the first thread runs next and wakes the reader ...
+      local killer = spawn(function()
+        assert.is_true(first:dead()) -- ... which has not run yet
+        reader:kill()
+      end)
+      assert.are.equal(green.GreenletExit, reader:wait())
+      killer:wait()
+      assert.are.equal(2, pile:count())
+      assert.are.same({ "first", "second" }, { pile:next(), pile:next() })
+      assert.are.equal(0, pile:count())
+    end)
+  end)
+
   it("rejects a bad size", function()
     assert.has_error(function() green.GreenPile("x") end)
   end)

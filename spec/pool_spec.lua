@@ -405,6 +405,33 @@ describe("GreenPool:imap", function()
     end)
   end)
 
+  it("a consumer killed just as its call ended keeps its place",
+     function()
+    green_run(function()
+      local p = green.GreenPool(2)
+      local ev = green.Event()
+      local call1
+      local it = p:imap(function(x)
+        if x == 1 then
+          call1 = green.getcurrent()
+          ev:wait()
+        end
+        return x
+      end, { 1, 2 })
+      local consumer = spawn(function() return it() end)
+      sleep(0) -- the consumer waits for the call of 1
+      ev:send() -- the call ends and wakes the consumer ...
+      local killer = spawn(function()
+        assert.is_true(call1:dead()) -- ... which has not run yet
+        consumer:kill()
+      end)
+      assert.are.equal(green.GreenletExit, consumer:wait())
+      killer:wait()
+      assert.are.same({ 1, 2 }, { it(), it() })
+      assert.is_nil(it())
+    end)
+  end)
+
   it("starmap unpacks argument tables (test_starmap)", function()
     green_run(function()
       local res = {}

@@ -18,6 +18,7 @@ local queue = require "green.queue"
 local setmetatable, error, getmetatable, mtype, pcall =
   setmetatable, error, getmetatable, math.type, pcall
 local observe = core.observe
+local read = require("green.waiters").read
 
 local M = {}
 
@@ -59,17 +60,15 @@ function GreenPile:spawn(fn, ...)
 end
 
 -- Only a thread read to its end (result or error) leaves the pile: a
--- kill or Timeout interrupting the wait keeps it for the next call.
+-- kill or Timeout interrupting the wait keeps it for the next call, also
+-- when it came just as the thread ended.
 local function finish(self, gt, ok, ...)
-  if not ok then
-    if not gt:dead() then
-      self.waiters:_unpop(gt)
-      error((...), 0)
-    end
-    self.counter = self.counter - 1
+  if ok == nil then
+    self.waiters:_unpop(gt)
     error((...), 0)
   end
   self.counter = self.counter - 1
+  if not ok then error((...), 0) end
   return ...
 end
 
@@ -79,7 +78,7 @@ end
 function GreenPile:next()
   if self.counter == 0 then return end
   local gt = self.waiters:get() -- a spawn may still be in progress
-  return finish(self, gt, pcall(gt.wait, gt))
+  return finish(self, gt, read(gt))
 end
 
 --- `for result in pile do`: the generic-for call.

@@ -18,9 +18,9 @@ local unpack = table.unpack
 local getmetatable = getmetatable
 local mtype = math.type
 local spawn, getcurrent, observe = core.spawn, core.getcurrent, core.observe
-local newq, count, block, wake_first, wake_all =
+local newq, count, block, wake_first, wake_all, read =
   waiters.new, waiters.count, waiters.block, waiters.wake_first,
-  waiters.wake_all
+  waiters.wake_all, waiters.read
 
 local M = {}
 
@@ -219,24 +219,19 @@ local function mapper(self, fn, nextargs)
       push(nextargs())
     end
   end
-  local function finish(gt, ok, ...)
-    if not ok then
-      if not gt:dead() then
-        error((...), 0) -- we were interrupted: the item stays at the head
-      end
-      ring[head] = nil
-      head = head + 1
-      error((...), 0)
+  local function finish(ok, ...)
+    if ok == nil then
+      error((...), 0) -- we were interrupted: the item stays at the head
     end
     ring[head] = nil
     head = head + 1
+    if not ok then error((...), 0) end
     return ...
   end
   local function step()
     fill()
     if head > tail then return nil end
-    local gt = ring[head]
-    return finish(gt, pcall(gt.wait, gt))
+    return finish(read(ring[head]))
   end
   core.internal(push)
   core.internal(fill)
