@@ -117,6 +117,31 @@ describe("green.GreenPool", function()
     end)
   end)
 
+  it("a kill or Timeout of the caller in an inline spawn raises in the "
+     .. "caller", function()
+    green_run(function()
+      local pool = green.GreenPool(1)
+      local timed = pool:spawn(function()
+        local ok, err = pcall(function()
+          local _ <close> = green.Timeout(0.001, "caller's timeout")
+          pool:spawn(sleep, 10) -- inline: the pool is full, we are in it
+          return "went on past its Timeout"
+        end)
+        return ok, err
+      end)
+      assert.are.same({ false, "caller's timeout" }, { timed:wait() })
+      local ev, reached = green.Event(), false
+      local killed = pool:spawn(function()
+        pool:spawn_n(ev.wait, ev) -- inline
+        reached = true
+      end)
+      sleep(0)
+      killed:kill()
+      assert.are.equal(green.GreenletExit, killed:wait())
+      assert.is_false(reached)
+    end)
+  end)
+
   it("resize: shrink lets running threads finish; grow frees slots "
      .. "(test_resize)", function()
     green_run(function()

@@ -17,7 +17,9 @@ local setmetatable, error, type, select, pcall, tostring =
 local unpack = table.unpack
 local getmetatable = getmetatable
 local mtype = math.type
-local spawn, getcurrent, observe = core.spawn, core.getcurrent, core.observe
+local spawn, getcurrent, observe, outcome =
+  core.spawn, core.getcurrent, core.observe, core.outcome
+local rawequal = rawequal
 local newq, count, block, wake_first, wake_all, read =
   waiters.new, waiters.count, waiters.block, waiters.wake_first,
   waiters.wake_all, waiters.read
@@ -92,7 +94,18 @@ end
 
 -- The inline case: a pool thread spawning into its own full pool. The
 -- results (or error) are delivered through a thread of their own, so the
--- caller still gets a GreenThread to wait on.
+-- caller still gets a GreenThread to wait on. An interrupt of the caller
+-- itself (its kill, its Timeout: the last error it was sent) raised in
+-- `fn` is not `fn`'s outcome: it goes on in the caller, as it would have
+-- out of a spawn that blocked.
+local function inline(ok, ...)
+  if not ok then
+    local e = ...
+    if e ~= nil and rawequal(e, outcome(getcurrent())) then error(e, 0) end
+  end
+  return ok, ...
+end
+
 local function done_thread(ok, ...)
   if ok then
     return spawn(function(...) return ... end, ...)
@@ -110,7 +123,7 @@ function GreenPool:spawn(fn, ...)
     error("bad argument #1 to 'spawn' (function expected)", 2)
   end
   if self.nrunning >= self.size and self.threads[getcurrent()] then
-    return done_thread(pcall(fn, ...))
+    return done_thread(inline(pcall(fn, ...)))
   end
   acquire_slot(self)
   return start(self, fn, ...)
@@ -122,7 +135,7 @@ function GreenPool:spawn_n(fn, ...)
     error("bad argument #1 to 'spawn_n' (function expected)", 2)
   end
   if self.nrunning >= self.size and self.threads[getcurrent()] then
-    local ok, err = pcall(fn, ...)
+    local ok, err = inline(pcall(fn, ...))
     if not ok then spawn(function() error(err, 0) end) end
     return
   end
