@@ -29,6 +29,18 @@ describe("green.Semaphore", function()
     end)
   end)
 
+  it("refuses a release past math.maxinteger (no overflow)", function()
+    local sem = green.Semaphore(math.maxinteger)
+    local ok, err = pcall(sem.release, sem)
+    assert.is_false(ok)
+    assert.matches("released too many times %(its count is "
+                   .. "math.maxinteger%)", err)
+    assert.are.equal(math.maxinteger, sem:balance())
+    assert.is_false(sem:locked())
+    assert.is_true(sem:acquire(false))
+    assert.is_true(sem:release())
+  end)
+
   it("hands released units to waiters in FIFO order", function()
     local order = {}
     green_run(function()
