@@ -376,6 +376,24 @@ describe("green.socket where LuaSocket's test suite looks", function()
       end)
     end)
 
+    it("a port out of range raises in the caller, blocking or not "
+       .. "(it did in the helper thread: the connect hung)", function()
+      green_run(function()
+        for _, timeout in ipairs { 0, 10 } do
+          for _, port in ipairs { 70000, -1, 1.5, 0 / 0 } do
+            local c = socket.tcp()
+            c:settimeout(timeout)
+            local ok, err = pcall(c.connect, c, "127.0.0.1", port)
+            assert.is_false(ok)
+            assert.matches("bad argument #2 to 'connect' %(port out of "
+                           .. "range%)", err)
+            assert.are.equal("tcp{master}", c.class) -- nothing under way
+            c:close()
+          end
+        end
+      end)
+    end)
+
     it("to a closed port: 'timeout', then 'connection refused'", function()
       green_run(function()
         local c = socket.tcp()

@@ -258,6 +258,11 @@ function tcp_methods.connect(self, host, port)
   if not port then
     error("bad argument #2 to 'connect' (number expected)", 2)
   end
+  -- Checked here, in the caller: the helper thread's green.connect
+  -- would raise it there, and strand this wait (for ever if untimed).
+  if port ~= port // 1 or port < 0 or port > 65535 then -- NaN too
+    error("bad argument #2 to 'connect' (port out of range)", 2)
+  end
   start_connect(self, host, port)
   if limit(self) == 0 then return nil, "timeout" end
   -- A blocking connect waits for the same helper, so that close() from
