@@ -46,10 +46,22 @@ static void disarm(lua_State *L, timeout *to) {
 }
 
 
-/* Runs in the hub (no Lua code runs: only stack operations on hub->L). */
+/*
+** Runs in the hub (no Lua code runs: only stack operations on hub->L).
+** A thread raises one error at a time: if another (an outer Timeout due
+** at the same moment) waits to be raised, this one would overwrite it and
+** that Timeout would be lost, its deadline never enforced. It fires after
+** that one instead: at the thread's next blocking call (the next poll
+** once the thread has run). A kill needs no such care: it is sticky.
+*/
 static void on_fire(gl_timer_t *tm) {
   timeout *to = GL_CONTAINER(tm, timeout, timer);
   lua_State *L = to->hub->L;
+  gl_thread_t *t = to->thread;
+  if ((t->flags & (GL_F_PENDING | GL_F_KILLED)) == GL_F_PENDING &&
+      t->state != GL_DEAD &&
+      gl_timer_start(to->hub, &to->timer, gl_now() + 1, on_fire) == 0)
+    return; /* (on ENOMEM it fires now: the older error is replaced) */
   to->fired = 1;
   lua_checkstack(L, 4);
   lua_rawgeti(L, LUA_REGISTRYINDEX, to->anchor);

@@ -66,6 +66,25 @@ describe("green.Timeout", function()
     end)
   end)
 
+  it("two Timeouts due at the same poll both raise, one blocking call "
+     .. "after the other (neither is lost)", function()
+    green_run(function()
+      local outer = Timeout(0.001, "outer")
+      local inner = Timeout(0.001, "inner")
+      local deadline = green.now() + 0.003
+      while green.now() < deadline do end -- both overdue, not fired yet
+      local ok1, e1 = pcall(sleep, 0)
+      local ok2, e2 = pcall(sleep, 0)
+      assert.is_false(ok1)
+      assert.is_false(ok2)
+      local got = { [e1] = true, [e2] = true }
+      assert.are.same({ outer = true, inner = true }, got)
+      assert.is_false(outer:pending())
+      assert.is_false(inner:pending())
+      assert.is_true(pcall(sleep, 0))
+    end)
+  end)
+
   it("nested: the inner firing does not cancel the outer", function()
     green_run(function()
       -- The outer deadline is a second after the inner one, a margin no
