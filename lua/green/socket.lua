@@ -821,9 +821,13 @@ end
 
 --- socket.sleep(seconds): green.
 function M.sleep(t)
-  t = tonumber(t) or 0
-  if t < 0 then t = 0 end
-  core.sleep(t)
+  local n = tonumber(t) -- as luaL_checknumber: "0.5" is a number
+  if n == nil then
+    error(format("bad argument #1 to 'sleep' (number expected, got %s)",
+                 t == nil and "no value" or type(t)), 2)
+  end
+  if n < 0 then n = 0 end
+  core.sleep(n)
 end
 
 --- socket.gettime(): wall-clock seconds since the epoch, to the
