@@ -201,6 +201,15 @@ describe("green.socket where LuaSocket's test suite looks", function()
                      .. "got table%)", err)
       assert.has_error(function() socket.bind("127.0.0.1", {}) end)
       assert.has_error(function() socket.bind("127.0.0.1", 1.5) end)
+      ok, err = pcall(t.bind, t, "127.0.0.1", 0 / 0)
+      assert.is_false(ok)
+      assert.matches("%(port number expected, got [-]?nan%)", err)
+      for _, port in ipairs { 70000, -1 } do
+        ok, err = pcall(socket.bind, "127.0.0.1", port)
+        assert.is_false(ok)
+        assert.matches("bad argument #2 to 'bind' %(port out of range%)",
+                       err)
+      end
       t:close()
     end)
   end)

@@ -285,7 +285,10 @@ local function do_listen(self, host, port, backlog, class)
   local p = tonumber(port)
   if p == nil or p ~= p // 1 then -- nil, NaN, a fraction
     error(format("bad argument #2 to 'bind' (port number expected, got "
-                 .. "%s)", type(port)), 3)
+                 .. "%s)", p == nil and type(port) or tostring(p)), 3)
+  end
+  if p < 0 or p > 65535 then -- (green.listen would name itself)
+    error("bad argument #2 to 'bind' (port out of range)", 3)
   end
   local s, err = core.listen(host, p, {
     backlog = backlog or 32, family = self.family,
