@@ -203,6 +203,27 @@ describe("green.BoundedSemaphore", function()
 end)
 
 describe("green.CappedSemaphore", function()
+  it("names the method called in its argument errors", function()
+    local c = green.CappedSemaphore(1, 1)
+    local cases = {
+      { c.release, "release", false, 1, "timeout given for a non-blocking "
+                                        .. "release" },
+      { c.release, "release", true, "x", "number or nil expected, got "
+                                         .. "string" },
+      { c.acquire, "acquire", false, 1, "timeout given for a non-blocking "
+                                        .. "acquire" },
+      { c.acquire, "acquire", true, 0 / 0, "number or nil expected, got "
+                                           .. "NaN" },
+    }
+    for _, case in ipairs(cases) do
+      local ok, err = pcall(case[1], c, case[3], case[4])
+      assert.is_false(ok)
+      assert.are.equal("bad argument #2 to '" .. case[2] .. "' ("
+                       .. case[5] .. ")", err)
+    end
+    assert.are.same({ 1, false, 0 }, { c:balance(), c:locked(), c:waiting() })
+  end)
+
   it("blocks release at the limit until an acquire", function()
     local order = {}
     green_run(function()
