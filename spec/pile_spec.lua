@@ -158,6 +158,30 @@ describe("green.GreenPile", function()
     end)
   end)
 
+  it("a reader killed as it was told nothing is coming does not end "
+     .. "the next reader early", function()
+    green_run(function()
+      local pool = green.GreenPool(1)
+      local ev = green.Event()
+      pool:spawn(ev.wait, ev) -- the pool is full
+      local pile = green.GreenPile(pool)
+      local reader = spawn(function() return pile:next() end)
+      local ok, err = pcall(function()
+        local _ <close> = green.Timeout(0.001, "spawn timed out")
+        pile:spawn(function() end) -- blocks; the reader waits for it
+      end)
+      assert.are.same({ false, "spawn timed out" }, { ok, err })
+      -- The reader was told nothing is coming, and has not run yet.
+      reader:kill()
+      ev:send()
+      sleep(0) -- the pool's thread ends
+      pile:spawn(function() return "after" end)
+      assert.are.equal(1, pile:count())
+      assert.are.equal("after", pile:next())
+      assert.are.equal(0, pile:count())
+    end)
+  end)
+
   it("two readers and one thread: the other reader returns nothing once "
      .. "it is read", function()
     green_run(function()

@@ -49,11 +49,12 @@ end
 local NONE = setmetatable({}, { __name = "green.GreenPile.none" })
 
 -- The count went down (a spawn failed, a thread was read): readers
--- blocked beyond the threads still on their way (the counter, minus
--- those already queued) would wait for ever. Hand them NONE.
+-- blocked beyond the threads still to be read would wait for ever. Hand
+-- them NONE. (Readers block only while nothing is queued: every thread
+-- the counter counts is still on its way.)
 local function release_readers(self)
   local w = self.waiters
-  for _ = 1, w:getting() - (self.counter - w:qsize()) do w:put(NONE) end
+  for _ = 1, w:getting() - self.counter do w:put(NONE) end
 end
 
 --- Run `fn(...)` in the pile's pool (blocks while the pool is full).
@@ -94,10 +95,10 @@ function GreenPile:next()
   while self.counter > 0 do
     local gt = w:get() -- a spawn may still be in progress
     if gt ~= NONE then return finish(self, gt, read(gt)) end
-    -- Nothing on its way for us, unless more threads are on their way
-    -- than other readers wait (a NONE a killed reader gave back, taken
-    -- by a reader that was not one too many): then wait on.
-    if self.counter - w:qsize() <= w:getting() then return end
+    -- Nothing for us, unless more threads are still to be read than
+    -- other readers wait (a NONE a killed reader gave back, taken by a
+    -- reader that was not one too many): then read on.
+    if self.counter <= w:getting() then return end
   end
 end
 
