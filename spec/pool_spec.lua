@@ -457,6 +457,25 @@ describe("GreenPool:imap", function()
     end)
   end)
 
+  it("a consumer interrupted while a spawn waits for the shared pool "
+     .. "loses no input", function()
+    green_run(function()
+      local pool = green.GreenPool(1)
+      local ev = green.Event()
+      pool:spawn(ev.wait, ev) -- another user holds the pool
+      local it = pool:starmap(function(a, b) return a .. b end,
+                              { { "a", 1 }, { "b", 2 } })
+      local ok, err = pcall(function()
+        local _ <close> = green.Timeout(0.001, "t")
+        return it()
+      end)
+      assert.are.same({ false, "t" }, { ok, err })
+      ev:send()
+      assert.are.same({ "a1", "b2" }, { it(), it() })
+      assert.is_nil(it())
+    end)
+  end)
+
   it("starmap unpacks argument tables (test_starmap)", function()
     green_run(function()
       local res = {}

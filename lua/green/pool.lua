@@ -14,7 +14,7 @@ local waiters = require "green.waiters"
 
 local setmetatable, error, type, select, pcall, tostring =
   setmetatable, error, type, select, pcall, tostring
-local unpack = table.unpack
+local unpack, pack = table.unpack, table.pack
 local getmetatable = getmetatable
 local mtype = math.type
 local spawn, getcurrent, observe, outcome =
@@ -216,12 +216,17 @@ end
 local function mapper(self, fn, nextargs)
   local ring, head, tail = {}, 1, 0
   local exhausted = false
+  local held -- the arguments of a spawn that a kill or Timeout interrupted
   local function push(more, ...)
     if not more then
       exhausted = true
       return
     end
-    local gt = self:spawn(fn, ...)
+    local ok, gt = pcall(self.spawn, self, fn, ...) -- blocks if full
+    if not ok then
+      held = pack(...) -- taken from the input: spawned next time
+      error(gt, 0)
+    end
     observe(gt) -- its error is raised by the consumer, not reported
     tail = tail + 1
     ring[tail] = gt
@@ -229,7 +234,13 @@ local function mapper(self, fn, nextargs)
   local function fill()
     local size = self.size > 0 and self.size or 1
     while not exhausted and tail - head + 1 < size do
-      push(nextargs())
+      if held then
+        local args = held
+        held = nil
+        push(true, unpack(args, 1, args.n))
+      else
+        push(nextargs())
+      end
     end
   end
   local function finish(ok, ...)
