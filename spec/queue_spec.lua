@@ -556,10 +556,16 @@ describe("queue storage and hand-offs (bindings/queue.c)", function()
       ok, err = pcall(q.put, setmetatable({}, getmetatable(q)), 1)
       assert.is_false(ok)
       assert.matches("green.Queue expected", err)
-      -- LightQueue has its own methods: they refuse a Queue
-      ok = pcall(green.LightQueue().qsize, q)
+      -- LightQueue has its own methods: they refuse a Queue, and say
+      -- which class they wanted
+      ok, err = pcall(green.LightQueue().qsize, q)
       assert.is_false(ok)
+      assert.matches("green.LightQueue expected, got green.Queue", err)
       assert.are.equal(0, q:qsize())
+      ok, err = pcall(green.PriorityQueue().get, green.LifoQueue())
+      assert.is_false(ok)
+      assert.matches("green.PriorityQueue expected, got green.LifoQueue",
+                     err)
     end)
   end)
 

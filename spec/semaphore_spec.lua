@@ -29,6 +29,14 @@ describe("green.Semaphore", function()
     end)
   end)
 
+  it("a method given the other class names its own", function()
+    local ok, err = pcall(green.BoundedSemaphore().release,
+                          green.Semaphore())
+    assert.is_false(ok)
+    assert.matches("green.BoundedSemaphore expected, got green.Semaphore",
+                   err)
+  end)
+
   it("refuses a release past math.maxinteger (no overflow)", function()
     local sem = green.Semaphore(math.maxinteger)
     local ok, err = pcall(sem.release, sem)
