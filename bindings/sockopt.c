@@ -113,7 +113,11 @@ static int sock_setoption(lua_State *L) {
     lua_getfield(L, 3, "timeout");
     li.l_onoff = lua_toboolean(L, -2);
     if (!lua_isnil(L, -1)) {
-      lua_Integer t = luaL_checkinteger(L, -1);
+      int isint;
+      lua_Integer t = lua_tointegerx(L, -1, &isint);
+      /* (not luaL_checkinteger at -1: its message would name argument
+         "#-2", a stack index, for NaN, a fraction or a string) */
+      luaL_argcheck(L, isint, 3, "linger timeout: integer seconds expected");
       luaL_argcheck(L, t >= 0 && t <= 86400, 3,
                     "linger timeout out of range (0 to 86400 seconds)");
       li.l_linger = (int)t;
