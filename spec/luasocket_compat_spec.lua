@@ -261,6 +261,32 @@ describe("green.socket where LuaSocket's test suite looks", function()
       end)
     end)
 
+    it("reads a numeric string or a fraction as a count, and a number "
+       .. "prefix as its string, as LuaSocket does", function()
+      green_run(function()
+        local c, peer, srv = green_server_real_client()
+        local rs = assert(real.tcp())
+        assert(rs:bind("127.0.0.1", 0))
+        assert(rs:listen(8))
+        local rc = assert(real.tcp())
+        assert(rc:connect(rs:getsockname())) -- the kernel completes it
+        local rp = assert(rs:accept())
+        c:settimeout(5)
+        rc:settimeout(5)
+        assert(peer:send("abcdefghij\n"))
+        assert(rp:send("abcdefghij\n"))
+        local wants = {}
+        for _, args in ipairs { { "3" }, { 2.7 }, { "0x2" }, { "*l", 12 } } do
+          local want = { rc:receive(table.unpack(args)) }
+          assert.are.same(want, { c:receive(table.unpack(args)) })
+          wants[#wants + 1] = want[1]
+        end
+        assert.are.same({ "abc", "de", "fg", "12hij" }, wants)
+        c:close(); peer:close(); srv:close()
+        rc:close(); rp:close(); rs:close()
+      end)
+    end)
+
     it("'*a' on a stream that has ended is nil, 'closed'", function()
       green_run(function()
         local c, peer, srv = green_server_real_client()

@@ -53,7 +53,7 @@ local error, type, tostring, setmetatable, getmetatable, select, pcall,
   error, type, tostring, setmetatable, getmetatable, select, pcall,
   rawequal, ipairs, pairs, tonumber
 local format = string.format
-local min, max = math.min, math.max
+local min, max, floor, mtype = math.min, math.max, math.floor, math.type
 local pack, unpack = table.pack, table.unpack
 
 local M = {}
@@ -327,6 +327,14 @@ end
 
 function tcp_methods.receive(self, pattern, prefix)
   check(self, "receive", "tcp{client}")
+  -- LuaSocket's readings: a numeric string is a count (lua_isnumber), a
+  -- fraction counts its whole part ((size_t) n), a number prefix is its
+  -- string (luaL_optlstring).
+  if type(pattern) == "string" then pattern = tonumber(pattern) or pattern end
+  if mtype(pattern) == "float" and pattern >= 0 and pattern < 2^53 then
+    pattern = floor(pattern)
+  end
+  if type(prefix) == "number" then prefix = tostring(prefix) end
   local s, serr = self.s
   if not s then
     s, serr = settle(self)
