@@ -164,7 +164,7 @@ static void unref_cancel(gl_wait_t *w) {
 */
 static int l_sleep_unref(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
-  lua_Number sec = luaL_checknumber(L, 1);
+  lua_Number sec = lgreen_checkseconds(L, 1); /* NaN: no cast of it */
   uint64_t ms = sec <= 0 ? 0 : sec >= 1e12 ? (uint64_t)1e15
                                            : (uint64_t)(sec * 1e3 + 0.999);
   gl_thread_t *t = lgreen_begin(L, hub, "green.sleep_unref");

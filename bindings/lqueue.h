@@ -24,6 +24,7 @@ typedef struct queue {
   int head;               /* ring: slot - 1 of the first item */
   int n;                  /* items stored */
   int cap;                /* items (heap entries) the table holds */
+  unsigned gen;           /* bumped by every change of the storage */
 } queue;
 
 /* 'qi' is the queue's stack index. 'store' and 'take' may run Lua code

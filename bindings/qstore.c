@@ -10,6 +10,13 @@
 ** can run in the middle of an operation. The heap's comparisons (a user
 ** 'lt' or '<') may raise: they all come before the moves, so a failed
 ** put or get leaves the heap as it was.
+**
+** A comparison is user code: it can call the queue's own methods, or
+** block (a C-call boundary parks) and let other threads use the queue.
+** The heap is whole at every comparison (nothing has moved yet), so such
+** a call works on it, but what the comparisons so far decided is stale:
+** the operation raises instead of writing from them (it would lose or
+** duplicate items), and changes nothing. 'gen' tells.
 */
 #include "lqueue.h"
 
@@ -58,12 +65,14 @@ void lgreen_q_reserve(lua_State *L, queue *q, int qi) {
   lua_setiuservalue(L, qi, UV_ITEMS);
   q->head = 0;
   q->cap = cap;
+  q->gen++;
 }
 
 
 /* [-0, +0, -] After the last item left: drop a big table. */
 static void drained(lua_State *L, queue *q, int qi) {
   q->head = 0;
+  q->gen++;
   if (q->cap > 1024) {
     lua_pushnil(L);
     lua_setiuservalue(L, qi, UV_ITEMS);
@@ -95,14 +104,18 @@ static int less(lua_State *L, int lti, int a, int b) {
 }
 
 
-/* [-0, +0, e] Does item 'a' (sequence 'sa') come out before 'b'? */
-static int before(lua_State *L, int lti, int a, lua_Integer sa, int b,
-                  lua_Integer sb) {
-  if (less(L, lti, a, b))
-    return 1;
-  if (less(L, lti, b, a))
-    return 0;
-  return sa < sb;
+/*
+** [-0, +0, e] Does item 'a' (sequence 'sa') come out before 'b'? Raises
+** if the comparisons changed queue 'q' (its 'gen' is no longer 'gen').
+*/
+static int before(lua_State *L, const queue *q, unsigned gen, int lti, int a,
+                  lua_Integer sa, int b, lua_Integer sb) {
+  int r = less(L, lti, a, b) ? 1 : less(L, lti, b, a) ? 0 : sa < sb;
+  if (q->gen != gen)
+    luaL_error(L, "green.PriorityQueue: the queue changed during a "
+                  "comparison of its items (by the comparison, or by "
+                  "another thread while it blocked)");
+  return r;
 }
 
 
@@ -131,6 +144,7 @@ static void moveentry(lua_State *L, int ti, int from, int to) {
 static void heap_push(lua_State *L, queue *q, int qi, int vi,
                       lua_Integer seq) {
   int ti, lti, n = q->n, i = n + 1, k;
+  unsigned gen = q->gen;
   lua_getiuservalue(L, qi, UV_ITEMS);
   ti = lua_gettop(L);
   lti = lua_getiuservalue(L, qi, UV_LT) == LUA_TNIL ? 0 : ti + 1;
@@ -138,7 +152,7 @@ static void heap_push(lua_State *L, queue *q, int qi, int vi,
   while (i > 1) {
     int up;
     entry(L, ti, i / 2);
-    up = before(L, lti, vi, seq, ti + 2, lua_tointeger(L, -1));
+    up = before(L, q, gen, lti, vi, seq, ti + 2, lua_tointeger(L, -1));
     lua_pop(L, 2);
     if (!up)
       break;
@@ -158,6 +172,7 @@ static void heap_push(lua_State *L, queue *q, int qi, int vi,
 static void heap_pop(lua_State *L, queue *q, int qi) {
   int ti, lti, li, n = q->n, m = n - 1, i = 1, j, d, depth;
   lua_Integer lseq;
+  unsigned gen = q->gen;
   lua_getiuservalue(L, qi, UV_ITEMS);
   ti = lua_gettop(L);
   lti = lua_getiuservalue(L, qi, UV_LT) == LUA_TNIL ? 0 : ti + 1;
@@ -173,14 +188,15 @@ static void heap_pop(lua_State *L, queue *q, int qi) {
         int left, b = lua_gettop(L);
         entry(L, ti, l + 1);
         entry(L, ti, l);
-        left = before(L, lti, b + 1, lua_tointeger(L, b + 2), b + 3,
-                      lua_tointeger(L, b + 4));
+        left = before(L, q, gen, lti, b + 1, lua_tointeger(L, b + 2),
+                      b + 3, lua_tointeger(L, b + 4));
         lua_pop(L, 4);
         if (left)
           c = l + 1;
       }
       entry(L, ti, c);
-      if (!before(L, lti, lua_gettop(L) - 1, lua_tointeger(L, -1), li, lseq))
+      if (!before(L, q, gen, lti, lua_gettop(L) - 1, lua_tointeger(L, -1),
+                  li, lseq))
         c = i;
       lua_pop(L, 2);
     }
@@ -219,6 +235,7 @@ static void heap_pop(lua_State *L, queue *q, int qi) {
 void lgreen_q_store(lua_State *L, queue *q, int qi, int vi, int front) {
   if (q->storage == S_HEAP) {
     heap_push(L, q, qi, vi, front ? --q->backseq : q->seq++);
+    q->gen++;
     return;
   }
   lua_getiuservalue(L, qi, UV_ITEMS);
@@ -230,6 +247,7 @@ void lgreen_q_store(lua_State *L, queue *q, int qi, int vi, int front) {
     lua_rawseti(L, -2, slot(q, q->n));
   }
   q->n++;
+  q->gen++;
   lua_pop(L, 1);
 }
 
@@ -237,8 +255,9 @@ void lgreen_q_store(lua_State *L, queue *q, int qi, int vi, int front) {
 /* [-0, +1, e] Remove the next item and push it. */
 void lgreen_q_take(lua_State *L, queue *q, int qi) {
   int s;
+  q->gen++;
   if (q->storage == S_HEAP) {
-    heap_pop(L, q, qi);
+    heap_pop(L, q, qi); /* (compares against the 'gen' just set) */
     return;
   }
   lua_getiuservalue(L, qi, UV_ITEMS);

@@ -375,6 +375,7 @@ static int q_new(lua_State *L) {
   q->unfinished = q->seq = q->backseq = 0;
   q->storage = cls == Q_PRIORITY ? S_HEAP : cls == Q_LIFO ? S_LIFO : S_FIFO;
   q->head = q->n = q->cap = 0;
+  q->gen = 0;
   if (cls == Q_PRIORITY && !lua_isnil(L, 3)) {
     lua_pushvalue(L, 3);
     lua_setiuservalue(L, -2, UV_LT);

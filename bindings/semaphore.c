@@ -90,6 +90,9 @@ static int sem_release(lua_State *L) {
   sem *s = tosem(L);
   if (s->bound >= 0 && s->counter >= s->bound)
     return luaL_error(L, "Semaphore released too many times");
+  if (s->counter == LUA_MAXINTEGER) /* (a free unit: nobody waits) */
+    return luaL_error(L, "Semaphore released too many times (its count "
+                         "is math.maxinteger)");
   release(s);
   lua_pushboolean(L, 1);
   return 1;

@@ -17,7 +17,8 @@ typedef struct timeout {
   struct timeout *next; /* in the owner's list ('timeouts') while armed */
   gl_thread_t *thread;  /* owner */
   gl_hub_t *hub;
-  lua_Number seconds;
+  lua_Number seconds;    /* as given (never: nil was) */
+  int never;
   int anchor;           /* registry reference while armed */
   int fired;
 } timeout;
@@ -45,10 +46,22 @@ static void disarm(lua_State *L, timeout *to) {
 }
 
 
-/* Runs in the hub (no Lua code runs: only stack operations on hub->L). */
+/*
+** Runs in the hub (no Lua code runs: only stack operations on hub->L).
+** A thread raises one error at a time: if another (an outer Timeout due
+** at the same moment) waits to be raised, this one would overwrite it and
+** that Timeout would be lost, its deadline never enforced. It fires after
+** that one instead: at the thread's next blocking call (the next poll
+** once the thread has run). A kill needs no such care: it is sticky.
+*/
 static void on_fire(gl_timer_t *tm) {
   timeout *to = GL_CONTAINER(tm, timeout, timer);
   lua_State *L = to->hub->L;
+  gl_thread_t *t = to->thread;
+  if ((t->flags & (GL_F_PENDING | GL_F_KILLED)) == GL_F_PENDING &&
+      t->state != GL_DEAD &&
+      gl_timer_start(to->hub, &to->timer, gl_now() + 1, on_fire) == 0)
+    return; /* (on ENOMEM it fires now: the older error is replaced) */
   to->fired = 1;
   lua_checkstack(L, 4);
   lua_rawgeti(L, LUA_REGISTRYINDEX, to->anchor);
@@ -66,7 +79,8 @@ static void on_fire(gl_timer_t *tm) {
 static int l_timeout(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
   timeout *to;
-  lua_Number s = lgreen_optseconds(L, 1, -1);
+  lua_Number s = lgreen_optseconds(L, 1, 0);
+  int never = lua_isnoneornil(L, 1);
   lua_settop(L, 2);
   if (hub->current == NULL)
     return luaL_error(L, "green.Timeout: no green thread is running");
@@ -76,12 +90,13 @@ static int l_timeout(lua_State *L) {
   to->thread = hub->current;
   to->hub = hub;
   to->seconds = s;
+  to->never = never;
   to->anchor = LUA_NOREF;
   to->fired = 0;
   luaL_setmetatable(L, LGREEN_TIMEOUT);
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, -2, 1);
-  if (!lua_isnil(L, 1)) {
+  if (!never) {
     if (gl_timer_start(hub, &to->timer, gl_now() + lgreen_ns(s), on_fire) < 0)
       return luaL_error(L, "not enough memory");
     lua_pushvalue(L, -1);
@@ -112,7 +127,7 @@ static int to_index(lua_State *L) {
   timeout *to = totimeout(L);
   const char *k = luaL_checkstring(L, 2);
   if (k[0] == 's' && k[1] == 'e' && k[2] == 'c' && lua_rawlen(L, 2) == 7) {
-    if (to->seconds < 0)
+    if (to->never)
       lua_pushnil(L);
     else
       lua_pushnumber(L, to->seconds);
@@ -126,7 +141,7 @@ static int to_index(lua_State *L) {
 
 static int to_tostring(lua_State *L) {
   timeout *to = totimeout(L);
-  if (to->seconds < 0)
+  if (to->never)
     lua_pushliteral(L, "Timeout (never)");
   else
     lua_pushfstring(L, "Timeout: %f seconds", (double)to->seconds);

@@ -98,10 +98,13 @@ void lgreen_wq_take(lua_State *L, gl_wait_t *w, int slot) {
 
 /*
 ** [-0, +0, v] The object at 'idx' if it is of the running method's class
-** (its metatable is upvalue 2), else raise a type error naming 'tname'.
-** luaL_checkudata's test without the registry lookup by name, which made
-** the check the largest cost of a Queue hand-off (callgrind: ~190 of
-** ~1,900 instructions per call).
+** (its metatable is upvalue 2), else raise a type error naming that
+** class (its __name; 'tname' if it has none): a LightQueue method given
+** a Queue says "green.LightQueue expected, got green.Queue", where
+** naming the family ('tname') said "green.Queue expected, got
+** green.Queue". luaL_checkudata's test without the registry lookup by
+** name, which made the check the largest cost of a Queue hand-off
+** (callgrind: ~190 of ~1,900 instructions per call).
 */
 void *lgreen_wq_check(lua_State *L, int idx, const char *tname) {
   void *p = lua_touserdata(L, idx);
@@ -111,6 +114,8 @@ void *lgreen_wq_check(lua_State *L, int idx, const char *tname) {
     if (mt == lua_topointer(L, lua_upvalueindex(2)))
       return p;
   }
+  if (lua_getfield(L, lua_upvalueindex(2), "__name") == LUA_TSTRING)
+    tname = lua_tostring(L, -1); /* (stays on the stack: anchored) */
   luaL_typeerror(L, idx, tname);
   return NULL;
 }

@@ -278,6 +278,13 @@ static int preemptible(lua_State *L, gl_hub_t *hub, gl_thread_t *t) {
 }
 
 
+/* [-1, +1, e] tostring of the error value given (luaL_tolstring). */
+static int tostring_error(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+
 /* Report the episode through green.debug.on_blocking's function:
    fn(gt, seconds, where), where being a traceback. */
 static void report(lua_State *L, watchdog *wd, gl_thread_t *t,
@@ -305,6 +312,14 @@ static void report(lua_State *L, watchdog *wd, gl_thread_t *t,
     luaL_traceback(L, L, "running Lua code", 0);
   }
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+    /* Any error value (a kill's GreenletExit, a table): tostring'd,
+       itself protected (a __tostring may raise too). */
+    lua_pushcfunction(L, tostring_error);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "(an error value that tostring cannot show)");
+    }
     fprintf(stderr, "green: the blocking reporter failed: %s\n",
             lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -418,9 +433,11 @@ static void stop(watchdog *wd) {
 /* Seconds (NaN and negatives refused; 0: off) to nanoseconds. */
 static uint64_t seconds_opt(lua_State *L, int idx, const char *what) {
   lua_Number s = lgreen_notnan(L, luaL_checknumber(L, idx), what);
+  uint64_t ns;
   if (s < 0)
     luaL_error(L, "%s must not be negative", what);
-  return lgreen_ns(s);
+  ns = lgreen_ns(s);
+  return ns == 0 && s > 0 ? 1 : ns; /* below 1 ns is not "off" */
 }
 
 

@@ -272,7 +272,7 @@ int gl_hub_signal(gl_hub_t *hub);
 ** ready, no timer, no active handle).
 */
 int gl_hub_run(gl_hub_t *hub, struct lua_State *L, gl_thread_t *until);
-int gl_hub_pass(gl_hub_t *hub, struct lua_State *L); /* one pass, then poll */
+int gl_hub_pass(gl_hub_t *hub, struct lua_State *L); /* poll, one pass */
 
 /* Resume 't' once (the loop's step; 'hooks.death' when it ends). */
 void gl_hub_resume(gl_hub_t *hub, struct lua_State *L, gl_thread_t *t);

@@ -282,7 +282,12 @@ static int __attribute__((noinline)) run_loop(gl_hub_t *hub, lua_State *L,
 int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
   gl_thread_t *saved = hub->current;
   lua_State *savedL = hub->L;
-  size_t budget = hub->nready; /* threads left in this pass */
+  /* Threads left in this pass. The host's main thread that queued itself
+     (its sleep(0)) starts a pass of its own, which ends when its turn
+     comes: I/O and timers come first, or a main thread looping on
+     sleep(0) would never let them in (no Timeout, no sleeper's wake). */
+  size_t budget =
+      until != NULL && until->state == GL_READY ? 0 : hub->nready;
   jmp_buf land, *outer = hub->cs.land;
   int r;
   if (hub->depth++ == 0) { /* the host's thread stops running Lua */
@@ -314,7 +319,7 @@ int gl_hub_run(gl_hub_t *hub, lua_State *L, gl_thread_t *until) {
 }
 
 
-/* Run one pass (the main thread's sleep(0)). */
+/* Poll, then run one pass (as the main thread's sleep(0) does). */
 int gl_hub_pass(gl_hub_t *hub, lua_State *L) {
   gl_thread_t *self = hub->current;
   self->state = GL_READY;

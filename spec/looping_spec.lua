@@ -108,6 +108,62 @@ describe("green.LoopingCall", function()
     end)
   end)
 
+  it("starts again once its loop has ended, however it ended, and not "
+     .. "while a stopped loop is still in its call", function()
+    green_run(function()
+      local ev, n = green.Event(), 0
+      local lc = green.LoopingCall(function()
+        n = n + 1
+        if n == 1 then ev:wait() end
+      end):start(10)
+      sleep(0) -- blocked in its first call
+      lc:stop()
+      local ok, err = pcall(lc.start, lc, 10)
+      assert.is_false(ok)
+      assert.matches("stopped but has not ended yet", err)
+      ev:send()
+      assert.is_true(lc:wait())
+      assert.are.equal(1, n) -- one loop: the call was not made twice
+      lc:start(10)
+      sleep(0)
+      assert.are.equal(2, n)
+      lc:stop()
+      assert.is_true(lc:wait())
+
+      local fail = true
+      local broken = green.LoopingCall(function()
+        if fail then
+          fail = false
+          error("broken", 0)
+        end
+      end):start(10)
+      local ok2, err2 = pcall(broken.wait, broken)
+      assert.is_false(ok2)
+      assert.matches("^broken", err2)
+      broken:start(10) -- not "already running"
+      broken:stop()
+      assert.is_true(broken:wait())
+
+      local slow = green.LoopingCall(sleep, 0.002) -- always overruns 1 ms
+      slow.on_overrun = function() error("report failed", 0) end
+      slow:start(0.001)
+      ok2, err2 = pcall(slow.wait, slow)
+      assert.is_false(ok2)
+      assert.matches("^report failed", err2)
+      slow:start(10)
+      slow:stop()
+      assert.is_true(slow:wait())
+
+      local killed = green.LoopingCall(function() end):start(10)
+      sleep(0)
+      killed.thread:kill()
+      assert.is_false(killed.sleeping)
+      killed:start(10)
+      killed:stop()
+      assert.is_true(killed:wait())
+    end)
+  end)
+
   it("wait can be killed and timed out; the loop goes on", function()
     green_run(function()
       local lc = green.LoopingCall(function() end):start(0.001)

@@ -201,6 +201,15 @@ describe("green.socket where LuaSocket's test suite looks", function()
                      .. "got table%)", err)
       assert.has_error(function() socket.bind("127.0.0.1", {}) end)
       assert.has_error(function() socket.bind("127.0.0.1", 1.5) end)
+      ok, err = pcall(t.bind, t, "127.0.0.1", 0 / 0)
+      assert.is_false(ok)
+      assert.matches("%(port number expected, got [-]?nan%)", err)
+      for _, port in ipairs { 70000, -1 } do
+        ok, err = pcall(socket.bind, "127.0.0.1", port)
+        assert.is_false(ok)
+        assert.matches("bad argument #2 to 'bind' %(port out of range%)",
+                       err)
+      end
       t:close()
     end)
   end)
@@ -249,6 +258,32 @@ describe("green.socket where LuaSocket's test suite looks", function()
         assert.are.equal("xyzab", c:receive(5, "xyz"))
         assert.are.equal("c", c:receive(1))
         c:close(); peer:close(); srv:close()
+      end)
+    end)
+
+    it("reads a numeric string or a fraction as a count, and a number "
+       .. "prefix as its string, as LuaSocket does", function()
+      green_run(function()
+        local c, peer, srv = green_server_real_client()
+        local rs = assert(real.tcp())
+        assert(rs:bind("127.0.0.1", 0))
+        assert(rs:listen(8))
+        local rc = assert(real.tcp())
+        assert(rc:connect(rs:getsockname())) -- the kernel completes it
+        local rp = assert(rs:accept())
+        c:settimeout(5)
+        rc:settimeout(5)
+        assert(peer:send("abcdefghij\n"))
+        assert(rp:send("abcdefghij\n"))
+        local wants = {}
+        for _, args in ipairs { { "3" }, { 2.7 }, { "0x2" }, { "*l", 12 } } do
+          local want = { rc:receive(table.unpack(args)) }
+          assert.are.same(want, { c:receive(table.unpack(args)) })
+          wants[#wants + 1] = want[1]
+        end
+        assert.are.same({ "abc", "de", "fg", "12hij" }, wants)
+        c:close(); peer:close(); srv:close()
+        rc:close(); rp:close(); rs:close()
       end)
     end)
 
@@ -373,6 +408,24 @@ describe("green.socket where LuaSocket's test suite looks", function()
         assert(c:send("ping\n"))
         assert.are.equal("ping", s:receive())
         s:close(); c:close(); srv:close()
+      end)
+    end)
+
+    it("a port out of range raises in the caller, blocking or not "
+       .. "(it did in the helper thread: the connect hung)", function()
+      green_run(function()
+        for _, timeout in ipairs { 0, 10 } do
+          for _, port in ipairs { 70000, -1, 1.5, 0 / 0 } do
+            local c = socket.tcp()
+            c:settimeout(timeout)
+            local ok, err = pcall(c.connect, c, "127.0.0.1", port)
+            assert.is_false(ok)
+            assert.matches("bad argument #2 to 'connect' %(port out of "
+                           .. "range%)", err)
+            assert.are.equal("tcp{master}", c.class) -- nothing under way
+            c:close()
+          end
+        end
       end)
     end)
 

@@ -405,6 +405,24 @@ describe("green.socket (LuaSocket compatible)", function()
       end)
     end)
 
+    it("sleep refuses what is not a number, as LuaSocket's does",
+       function()
+      green_run(function()
+        for _, bad in ipairs { "x", {}, false } do
+          local rok = pcall(real.sleep, bad)
+          local ok, err = pcall(socket.sleep, bad)
+          assert.are.equal(rok, ok)
+          assert.are.equal("bad argument #1 to 'sleep' (number expected, "
+                           .. "got " .. type(bad) .. ")", err)
+        end
+        local ok, err = pcall(socket.sleep)
+        assert.is_false(ok)
+        assert.matches("number expected, got no value", err)
+        socket.sleep("0.001") -- a numeric string is a number
+        socket.sleep(-1) -- a negative value is 0
+      end)
+    end)
+
     it("gettime is wall-clock seconds and never goes backwards", function()
       local a = socket.gettime()
       assert.is_true(math.abs(a - real.gettime()) < 1.5)

@@ -104,6 +104,102 @@ describe("green.GreenPile", function()
     end)
   end)
 
+  it("a reader killed just as its thread ended leaves the result for "
+     .. "the next", function()
+    green_run(function()
+      local pile = green.GreenPile(2)
+      local ev = green.Event()
+      local first = pile:spawn(function()
+        ev:wait()
+        return "first"
+      end)
+      pile:spawn(function() return "second" end)
+      local reader = spawn(function() return pile:next() end)
+      sleep(0) -- the reader waits for the first thread
+      ev:send() -- the first thread runs next and wakes the reader ...
+      local killer = spawn(function()
+        assert.is_true(first:dead()) -- ... which has not run yet
+        reader:kill()
+      end)
+      assert.are.equal(green.GreenletExit, reader:wait())
+      killer:wait()
+      assert.are.equal(2, pile:count())
+      assert.are.same({ "first", "second" }, { pile:next(), pile:next() })
+      assert.are.equal(0, pile:count())
+    end)
+  end)
+
+  -- Wait for gt, failing the spec (instead of hanging) after 10 s.
+  local function finish_within(gt)
+    local ok, err = pcall(function()
+      local _ <close> = green.Timeout(10, "still blocked")
+      return gt:wait()
+    end)
+    assert(ok or err ~= "still blocked", "next() never returned")
+    return ok, err
+  end
+
+  it("a reader waiting for a spawn that is killed returns nothing",
+     function()
+    green_run(function()
+      local pool = green.GreenPool(1)
+      local ev = green.Event()
+      pool:spawn(ev.wait, ev) -- the pool is full
+      local pile = green.GreenPile(pool)
+      local spawner = spawn(function() pile:spawn(function() end) end)
+      sleep(0)
+      local reader = spawn(function() return select("#", pile:next()) end)
+      sleep(0)
+      assert.are.same({ "suspended", "Queue:get" }, { reader:status() })
+      spawner:kill()
+      assert.are.equal(0, pile:count())
+      assert.are.same({ true, 0 }, { finish_within(reader) })
+      ev:send()
+    end)
+  end)
+
+  it("a reader killed as it was told nothing is coming does not end "
+     .. "the next reader early", function()
+    green_run(function()
+      local pool = green.GreenPool(1)
+      local ev = green.Event()
+      pool:spawn(ev.wait, ev) -- the pool is full
+      local pile = green.GreenPile(pool)
+      local reader = spawn(function() return pile:next() end)
+      local ok, err = pcall(function()
+        local _ <close> = green.Timeout(0.001, "spawn timed out")
+        pile:spawn(function() end) -- blocks; the reader waits for it
+      end)
+      assert.are.same({ false, "spawn timed out" }, { ok, err })
+      -- The reader was told nothing is coming, and has not run yet.
+      reader:kill()
+      ev:send()
+      sleep(0) -- the pool's thread ends
+      pile:spawn(function() return "after" end)
+      assert.are.equal(1, pile:count())
+      assert.are.equal("after", pile:next())
+      assert.are.equal(0, pile:count())
+    end)
+  end)
+
+  it("two readers and one thread: the other reader returns nothing once "
+     .. "it is read", function()
+    green_run(function()
+      local pile = green.GreenPile(2)
+      local ev = green.Event()
+      pile:spawn(function() return ev:wait() end)
+      local r1 = spawn(function() return pile:next() end)
+      local r2 = spawn(function() return select("#", pile:next()) end)
+      sleep(0)
+      ev:send("only")
+      assert.are.same({ true, "only" }, { finish_within(r1) })
+      assert.are.same({ true, 0 }, { finish_within(r2) })
+      assert.are.equal(0, pile:count())
+      pile:spawn(function() return "later" end) -- still usable
+      assert.are.equal("later", pile:next())
+    end)
+  end)
+
   it("rejects a bad size", function()
     assert.has_error(function() green.GreenPile("x") end)
   end)

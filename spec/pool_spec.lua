@@ -117,6 +117,31 @@ describe("green.GreenPool", function()
     end)
   end)
 
+  it("a kill or Timeout of the caller in an inline spawn raises in the "
+     .. "caller", function()
+    green_run(function()
+      local pool = green.GreenPool(1)
+      local timed = pool:spawn(function()
+        local ok, err = pcall(function()
+          local _ <close> = green.Timeout(0.001, "caller's timeout")
+          pool:spawn(sleep, 10) -- inline: the pool is full, we are in it
+          return "went on past its Timeout"
+        end)
+        return ok, err
+      end)
+      assert.are.same({ false, "caller's timeout" }, { timed:wait() })
+      local ev, reached = green.Event(), false
+      local killed = pool:spawn(function()
+        pool:spawn_n(ev.wait, ev) -- inline
+        reached = true
+      end)
+      sleep(0)
+      killed:kill()
+      assert.are.equal(green.GreenletExit, killed:wait())
+      assert.is_false(reached)
+    end)
+  end)
+
   it("resize: shrink lets running threads finish; grow frees slots "
      .. "(test_resize)", function()
     green_run(function()
@@ -401,6 +426,52 @@ describe("GreenPool:imap", function()
       assert.are.same({ false, "t" }, { ok, err })
       ev:send()
       assert.are.same({ 1, 2 }, { it(), it() })
+      assert.is_nil(it())
+    end)
+  end)
+
+  it("a consumer killed just as its call ended keeps its place",
+     function()
+    green_run(function()
+      local p = green.GreenPool(2)
+      local ev = green.Event()
+      local call1
+      local it = p:imap(function(x)
+        if x == 1 then
+          call1 = green.getcurrent()
+          ev:wait()
+        end
+        return x
+      end, { 1, 2 })
+      local consumer = spawn(function() return it() end)
+      sleep(0) -- the consumer waits for the call of 1
+      ev:send() -- the call ends and wakes the consumer ...
+      local killer = spawn(function()
+        assert.is_true(call1:dead()) -- ... which has not run yet
+        consumer:kill()
+      end)
+      assert.are.equal(green.GreenletExit, consumer:wait())
+      killer:wait()
+      assert.are.same({ 1, 2 }, { it(), it() })
+      assert.is_nil(it())
+    end)
+  end)
+
+  it("a consumer interrupted while a spawn waits for the shared pool "
+     .. "loses no input", function()
+    green_run(function()
+      local pool = green.GreenPool(1)
+      local ev = green.Event()
+      pool:spawn(ev.wait, ev) -- another user holds the pool
+      local it = pool:starmap(function(a, b) return a .. b end,
+                              { { "a", 1 }, { "b", 2 } })
+      local ok, err = pcall(function()
+        local _ <close> = green.Timeout(0.001, "t")
+        return it()
+      end)
+      assert.are.same({ false, "t" }, { ok, err })
+      ev:send()
+      assert.are.same({ "a1", "b2" }, { it(), it() })
       assert.is_nil(it())
     end)
   end)

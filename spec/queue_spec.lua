@@ -361,6 +361,76 @@ describe("green.PriorityQueue", function()
       assert.are.same({ 9, 5 }, { q:get(), q:get() })
     end)
   end)
+
+  -- Drain q with get_nowait, checking qsize agrees with what comes out.
+  local function drain(q)
+    local n, got = q:qsize(), {}
+    while true do
+      local v = q:get_nowait()
+      if v == nil then break end
+      got[#got + 1] = v
+    end
+    assert.are.equal(n, #got)
+    return got
+  end
+
+  it("a comparison that uses the queue makes the outer call raise, and "
+     .. "loses nothing", function()
+    green_run(function()
+      local q, reenter
+      q = green.PriorityQueue(nil, function(a, b)
+        if reenter then
+          local f = reenter
+          reenter = nil
+          f()
+        end
+        return a < b
+      end)
+      q:put(5)
+      q:put(4)
+      reenter = function() assert.is_true(q:put_nowait(1)) end
+      local ok, err = pcall(q.put, q, 3)
+      assert.is_false(ok)
+      assert.matches("queue changed during a comparison", err)
+      assert.are.same({ 1, 4, 5 }, drain(q)) -- 3 was not put: it raised
+      for _, v in ipairs({ 5, 4, 6 }) do q:put(v) end
+      local inner
+      reenter = function() inner = q:get_nowait() end
+      ok, err = pcall(q.get, q)
+      assert.is_false(ok)
+      assert.matches("queue changed during a comparison", err)
+      assert.are.equal(4, inner)
+      assert.are.same({ 5, 6 }, drain(q)) -- not 5 twice, none lost
+    end)
+  end)
+
+  it("a comparison that blocks while another thread uses the queue "
+     .. "loses nothing", function()
+    green_run(function()
+      local q, gate
+      q = green.PriorityQueue(nil, function(a, b)
+        if gate then
+          local ev = gate
+          gate = nil
+          ev:wait(10) -- a C-call boundary: the thread parks
+        end
+        return a < b
+      end)
+      q:put(1)
+      q:put(2)
+      local ev = green.Event()
+      gate = ev
+      local putter = spawn(function() return pcall(q.put, q, 0) end)
+      sleep(0)
+      assert.is_nil(gate) -- it is blocked in its comparison
+      assert.are.equal(1, q:get_nowait()) -- the heap is whole meanwhile
+      ev:send()
+      local ok, err = putter:wait()
+      assert.is_false(ok)
+      assert.matches("queue changed during a comparison", err)
+      assert.are.same({ 2 }, drain(q))
+    end)
+  end)
 end)
 
 describe("queue storage and hand-offs (bindings/queue.c)", function()
@@ -486,10 +556,16 @@ describe("queue storage and hand-offs (bindings/queue.c)", function()
       ok, err = pcall(q.put, setmetatable({}, getmetatable(q)), 1)
       assert.is_false(ok)
       assert.matches("green.Queue expected", err)
-      -- LightQueue has its own methods: they refuse a Queue
-      ok = pcall(green.LightQueue().qsize, q)
+      -- LightQueue has its own methods: they refuse a Queue, and say
+      -- which class they wanted
+      ok, err = pcall(green.LightQueue().qsize, q)
       assert.is_false(ok)
+      assert.matches("green.LightQueue expected, got green.Queue", err)
       assert.are.equal(0, q:qsize())
+      ok, err = pcall(green.PriorityQueue().get, green.LifoQueue())
+      assert.is_false(ok)
+      assert.matches("green.PriorityQueue expected, got green.LifoQueue",
+                     err)
     end)
   end)
 

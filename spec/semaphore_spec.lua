@@ -29,6 +29,26 @@ describe("green.Semaphore", function()
     end)
   end)
 
+  it("a method given the other class names its own", function()
+    local ok, err = pcall(green.BoundedSemaphore().release,
+                          green.Semaphore())
+    assert.is_false(ok)
+    assert.matches("green.BoundedSemaphore expected, got green.Semaphore",
+                   err)
+  end)
+
+  it("refuses a release past math.maxinteger (no overflow)", function()
+    local sem = green.Semaphore(math.maxinteger)
+    local ok, err = pcall(sem.release, sem)
+    assert.is_false(ok)
+    assert.matches("released too many times %(its count is "
+                   .. "math.maxinteger%)", err)
+    assert.are.equal(math.maxinteger, sem:balance())
+    assert.is_false(sem:locked())
+    assert.is_true(sem:acquire(false))
+    assert.is_true(sem:release())
+  end)
+
   it("hands released units to waiters in FIFO order", function()
     local order = {}
     green_run(function()
@@ -191,6 +211,27 @@ describe("green.BoundedSemaphore", function()
 end)
 
 describe("green.CappedSemaphore", function()
+  it("names the method called in its argument errors", function()
+    local c = green.CappedSemaphore(1, 1)
+    local cases = {
+      { c.release, "release", false, 1, "timeout given for a non-blocking "
+                                        .. "release" },
+      { c.release, "release", true, "x", "number or nil expected, got "
+                                         .. "string" },
+      { c.acquire, "acquire", false, 1, "timeout given for a non-blocking "
+                                        .. "acquire" },
+      { c.acquire, "acquire", true, 0 / 0, "number or nil expected, got "
+                                           .. "NaN" },
+    }
+    for _, case in ipairs(cases) do
+      local ok, err = pcall(case[1], c, case[3], case[4])
+      assert.is_false(ok)
+      assert.are.equal("bad argument #2 to '" .. case[2] .. "' ("
+                       .. case[5] .. ")", err)
+    end
+    assert.are.same({ 1, false, 0 }, { c:balance(), c:locked(), c:waiting() })
+  end)
+
   it("blocks release at the limit until an acquire", function()
     local order = {}
     green_run(function()

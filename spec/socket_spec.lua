@@ -555,6 +555,28 @@ describe("green sockets", function()
         c:close(); s:close()
       end)
     end)
+
+    it("names the linger timeout it refuses", function()
+      green_run(function()
+        local c, s = pair()
+        for _, t in ipairs { 0 / 0, 1.5, "x", -1, 86401 } do
+          local ok, err = pcall(c.setoption, c, "linger",
+                                { on = true, timeout = t })
+          assert.is_false(ok)
+          -- (#3 through pcall: Lua counts the method's self then)
+          -- (a type: "(timeout: integer expected, ...)"; a range:
+          -- "(linger timeout out of range ...)")
+          assert.is_truthy(err:match("^bad argument #%d to '[^']+' %(timeout:")
+                           or err:match("^bad argument #%d to '[^']+' "
+                                        .. "%(linger timeout"), err)
+          assert.is_nil(err:find("#-", 1, true))
+        end
+        assert.are.same({ on = true, timeout = 3 },
+                        (c:setoption("linger", { on = true, timeout = 3 })
+                         and c:getoption("linger")))
+        c:close(); s:close()
+      end)
+    end)
   end)
 
   describe("one reader, one writer", function()

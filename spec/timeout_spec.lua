@@ -66,6 +66,25 @@ describe("green.Timeout", function()
     end)
   end)
 
+  it("two Timeouts due at the same poll both raise, one blocking call "
+     .. "after the other (neither is lost)", function()
+    green_run(function()
+      local outer = Timeout(0.001, "outer")
+      local inner = Timeout(0.001, "inner")
+      local deadline = green.now() + 0.003
+      while green.now() < deadline do end -- both overdue, not fired yet
+      local ok1, e1 = pcall(sleep, 0)
+      local ok2, e2 = pcall(sleep, 0)
+      assert.is_false(ok1)
+      assert.is_false(ok2)
+      local got = { [e1] = true, [e2] = true }
+      assert.are.same({ outer = true, inner = true }, got)
+      assert.is_false(outer:pending())
+      assert.is_false(inner:pending())
+      assert.is_true(pcall(sleep, 0))
+    end)
+  end)
+
   it("nested: the inner firing does not cancel the outer", function()
     green_run(function()
       -- The outer deadline is a second after the inner one, a margin no
@@ -148,6 +167,38 @@ describe("green.Timeout", function()
       sleep(1)
     end)
     assert.are.same({ false, "main timeout" }, { ok, err })
+  end)
+
+  it("fires on the main thread looping on sleep(0), as other threads' "
+     .. "sleeps end", function()
+    -- Each sleep(0) of the main thread is a pass of the hub: timers and
+    -- I/O come in at every pass, not only when the main thread blocks.
+    local limit = green.now() + 10
+    local ok, err = pcall(function()
+      local _ <close> = Timeout(0.001, "main timeout")
+      while green.now() < limit do sleep(0) end
+    end)
+    assert.are.same({ false, "main timeout" }, { ok, err })
+    local woke = false
+    local t = green.spawn(function() sleep(0.001); woke = true end)
+    while not woke and green.now() < limit do sleep(0) end
+    assert.is_true(woke)
+    t:wait()
+    local now = Timeout(0)
+    ok, err = pcall(sleep, 0) -- "seconds <= 0 fires at the next blocking call"
+    assert.are.same({ false, now }, { ok, err })
+  end)
+
+  it("a negative seconds fires at once, and says so", function()
+    green_run(function()
+      local t = Timeout(-1)
+      assert.are.equal(-1, t.seconds)
+      assert.are.equal("Timeout: -1.0 seconds", tostring(t))
+      local ok, err = pcall(sleep, 0)
+      assert.are.same({ false, t }, { ok, err })
+      assert.is_nil(Timeout(nil).seconds)
+      assert.are.equal("Timeout (never)", tostring(Timeout()))
+    end)
   end)
 
   it("with_timeout raises in fn's blocking call, or returns its results",

@@ -240,6 +240,46 @@ describe("the time slice", function()
   end)
 end)
 
+describe("blocking detection's edges", function()
+  it("a positive threshold or slice below a nanosecond is not 'off'",
+     function()
+    green.debug.hub_blocking_detection(true, 1e-10)
+    local threshold = green.core.watchdog().threshold
+    green.debug.hub_blocking_detection(true, 1)
+    local old = green.debug.time_slice(1e-10)
+    local slice = green.core.watchdog().slice
+    green.debug.time_slice(old)
+    assert.is_true(threshold > 0)
+    assert.is_true(slice > 0)
+  end)
+
+  it("shows a reporter's error that is not a string", function()
+    local _, err, code = helper.lua54_run([[
+      local green = require "green"
+      local reported = false
+      green.debug.on_blocking(function()
+        reported = true
+        error(setmetatable({}, { __tostring = function()
+          return "a table of an error"
+        end }))
+      end)
+      green.debug.hub_blocking_detection(true, 0.05)
+      local ticker = green.spawn(function()
+        while not reported do green.sleep(0.01) end
+      end)
+      green.spawn(function()
+        local t0 = os.clock()
+        while not reported and os.clock() - t0 < 10 do end
+      end):wait()
+      ticker:wait()
+      print(reported)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("green: the blocking reporter failed: a table of an "
+                   .. "error\n", err)
+  end)
+end)
+
 describe("green.debug.stats", function()
   it("counts switches and turns and measures the loop lag", function()
     green_run(function()

@@ -103,9 +103,17 @@ local function call(self)
   error(e, 0)
 end
 
+-- Closed when the loop thread ends, however it ends (LoopingCallDone,
+-- stop, an error of fn or of on_overrun, a kill): the loop is not running.
+local Ended = { __close = function(e)
+  local self = e[1]
+  self.running, self.sleeping = false, false
+end }
+
 -- The loop thread. `next_idle(self, res, started)` returns the time the
 -- next call is due.
 local function run(self, initial_delay, next_idle)
+  local _ <close> = setmetatable({ self }, Ended)
   if initial_delay and initial_delay > 0 then
     idle(self, now() + initial_delay)
   end
@@ -138,6 +146,11 @@ end
 local function launch(self, next_idle, initial_delay)
   if self.running then
     error("this looping call is already running", 3)
+  end
+  local gt = self.thread
+  if gt and not gt:dead() then -- stopped, but in (or woken from) a call
+    error("this looping call was stopped but has not ended yet: wait() "
+          .. "for it before starting it again", 3)
   end
   self.running = true
   self.thread = spawn(run, self, initial_delay, next_idle)

@@ -18,6 +18,7 @@ local queue = require "green.queue"
 local setmetatable, error, getmetatable, mtype, pcall =
   setmetatable, error, getmetatable, math.type, pcall
 local observe = core.observe
+local read = require("green.waiters").read
 
 local M = {}
 
@@ -43,14 +44,28 @@ function M.GreenPile(size_or_pool)
                         used = false }, GreenPile)
 end
 
+-- Handed to a reader blocked in `next` for a thread that will never
+-- come: it returns nothing, as `next` does once every thread was read.
+local NONE = setmetatable({}, { __name = "green.GreenPile.none" })
+
+-- The count went down (a spawn failed, a thread was read): readers
+-- blocked beyond the threads still to be read would wait for ever. Hand
+-- them NONE. (Readers block only while nothing is queued: every thread
+-- the counter counts is still on its way.)
+local function release_readers(self)
+  local w = self.waiters
+  for _ = 1, w:getting() - self.counter do w:put(NONE) end
+end
+
 --- Run `fn(...)` in the pile's pool (blocks while the pool is full).
 -- @treturn GreenThread
 function GreenPile:spawn(fn, ...)
   self.used = true
   self.counter = self.counter + 1
   local ok, gt = pcall(self.pool.spawn, self.pool, fn, ...)
-  if not ok then
+  if not ok then -- a kill or Timeout while the pool was full
     self.counter = self.counter - 1
+    release_readers(self)
     error(gt, 0)
   end
   observe(gt) -- its error is raised by next(), not reported
@@ -59,17 +74,16 @@ function GreenPile:spawn(fn, ...)
 end
 
 -- Only a thread read to its end (result or error) leaves the pile: a
--- kill or Timeout interrupting the wait keeps it for the next call.
+-- kill or Timeout interrupting the wait keeps it for the next call, also
+-- when it came just as the thread ended.
 local function finish(self, gt, ok, ...)
-  if not ok then
-    if not gt:dead() then
-      self.waiters:_unpop(gt)
-      error((...), 0)
-    end
-    self.counter = self.counter - 1
+  if ok == nil then
+    self.waiters:_unpop(gt)
     error((...), 0)
   end
   self.counter = self.counter - 1
+  release_readers(self)
+  if not ok then error((...), 0) end
   return ...
 end
 
@@ -77,9 +91,15 @@ end
 -- nothing once every spawned thread has been read.
 -- @raise the thread's error
 function GreenPile:next()
-  if self.counter == 0 then return end
-  local gt = self.waiters:get() -- a spawn may still be in progress
-  return finish(self, gt, pcall(gt.wait, gt))
+  local w = self.waiters
+  while self.counter > 0 do
+    local gt = w:get() -- a spawn may still be in progress
+    if gt ~= NONE then return finish(self, gt, read(gt)) end
+    -- Nothing for us, unless more threads are still to be read than
+    -- other readers wait (a NONE a killed reader gave back, taken by a
+    -- reader that was not one too many): then read on.
+    if self.counter <= w:getting() then return end
+  end
 end
 
 --- `for result in pile do`: the generic-for call.

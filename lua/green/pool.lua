@@ -14,13 +14,15 @@ local waiters = require "green.waiters"
 
 local setmetatable, error, type, select, pcall, tostring =
   setmetatable, error, type, select, pcall, tostring
-local unpack = table.unpack
+local unpack, pack = table.unpack, table.pack
 local getmetatable = getmetatable
 local mtype = math.type
-local spawn, getcurrent, observe = core.spawn, core.getcurrent, core.observe
-local newq, count, block, wake_first, wake_all =
+local spawn, getcurrent, observe, outcome =
+  core.spawn, core.getcurrent, core.observe, core.outcome
+local rawequal = rawequal
+local newq, count, block, wake_first, wake_all, read =
   waiters.new, waiters.count, waiters.block, waiters.wake_first,
-  waiters.wake_all
+  waiters.wake_all, waiters.read
 
 local M = {}
 
@@ -92,7 +94,18 @@ end
 
 -- The inline case: a pool thread spawning into its own full pool. The
 -- results (or error) are delivered through a thread of their own, so the
--- caller still gets a GreenThread to wait on.
+-- caller still gets a GreenThread to wait on. An interrupt of the caller
+-- itself (its kill, its Timeout: the last error it was sent) raised in
+-- `fn` is not `fn`'s outcome: it goes on in the caller, as it would have
+-- out of a spawn that blocked.
+local function inline(ok, ...)
+  if not ok then
+    local e = ...
+    if e ~= nil and rawequal(e, outcome(getcurrent())) then error(e, 0) end
+  end
+  return ok, ...
+end
+
 local function done_thread(ok, ...)
   if ok then
     return spawn(function(...) return ... end, ...)
@@ -110,7 +123,7 @@ function GreenPool:spawn(fn, ...)
     error("bad argument #1 to 'spawn' (function expected)", 2)
   end
   if self.nrunning >= self.size and self.threads[getcurrent()] then
-    return done_thread(pcall(fn, ...))
+    return done_thread(inline(pcall(fn, ...)))
   end
   acquire_slot(self)
   return start(self, fn, ...)
@@ -122,7 +135,7 @@ function GreenPool:spawn_n(fn, ...)
     error("bad argument #1 to 'spawn_n' (function expected)", 2)
   end
   if self.nrunning >= self.size and self.threads[getcurrent()] then
-    local ok, err = pcall(fn, ...)
+    local ok, err = inline(pcall(fn, ...))
     if not ok then spawn(function() error(err, 0) end) end
     return
   end
@@ -203,12 +216,17 @@ end
 local function mapper(self, fn, nextargs)
   local ring, head, tail = {}, 1, 0
   local exhausted = false
+  local held -- the arguments of a spawn that a kill or Timeout interrupted
   local function push(more, ...)
     if not more then
       exhausted = true
       return
     end
-    local gt = self:spawn(fn, ...)
+    local ok, gt = pcall(self.spawn, self, fn, ...) -- blocks if full
+    if not ok then
+      held = pack(...) -- taken from the input: spawned next time
+      error(gt, 0)
+    end
     observe(gt) -- its error is raised by the consumer, not reported
     tail = tail + 1
     ring[tail] = gt
@@ -216,27 +234,28 @@ local function mapper(self, fn, nextargs)
   local function fill()
     local size = self.size > 0 and self.size or 1
     while not exhausted and tail - head + 1 < size do
-      push(nextargs())
+      if held then
+        local args = held
+        held = nil
+        push(true, unpack(args, 1, args.n))
+      else
+        push(nextargs())
+      end
     end
   end
-  local function finish(gt, ok, ...)
-    if not ok then
-      if not gt:dead() then
-        error((...), 0) -- we were interrupted: the item stays at the head
-      end
-      ring[head] = nil
-      head = head + 1
-      error((...), 0)
+  local function finish(ok, ...)
+    if ok == nil then
+      error((...), 0) -- we were interrupted: the item stays at the head
     end
     ring[head] = nil
     head = head + 1
+    if not ok then error((...), 0) end
     return ...
   end
   local function step()
     fill()
     if head > tail then return nil end
-    local gt = ring[head]
-    return finish(gt, pcall(gt.wait, gt))
+    return finish(read(ring[head]))
   end
   core.internal(push)
   core.internal(fill)

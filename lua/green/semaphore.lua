@@ -15,7 +15,7 @@
 
 local core = require "green.core"
 
-local setmetatable, error, mtype = setmetatable, error, math.type
+local setmetatable, error, mtype, type = setmetatable, error, math.type, type
 local new = core.semaphore.new
 
 local M = {}
@@ -94,9 +94,25 @@ function M.CappedSemaphore(count_, limit)
                       CappedSemaphore)
 end
 
+-- The checks Semaphore:acquire makes, named after the CappedSemaphore
+-- method called (its release acquires from the other semaphore) and
+-- raised at its caller.
+local function checkwait(blocking, timeout, fname)
+  if timeout == nil then return end
+  if type(timeout) ~= "number" or timeout ~= timeout then
+    error(("bad argument #2 to '%s' (number or nil expected, got %s)")
+          :format(fname, timeout ~= timeout and "NaN" or type(timeout)), 3)
+  end
+  if blocking == false then
+    error(("bad argument #2 to '%s' (timeout given for a non-blocking "
+           .. "%s)"):format(fname, fname), 3)
+  end
+end
+
 --- Take one unit; blocks while the count is 0.
 -- @see Semaphore:acquire
 function CappedSemaphore:acquire(blocking, timeout)
+  checkwait(blocking, timeout, "acquire")
   if not self.lower:acquire(blocking, timeout) then return false end
   self.upper:release()
   return true
@@ -106,6 +122,7 @@ end
 -- `blocking` is false (then returns false).
 -- @treturn boolean true if released, false if not
 function CappedSemaphore:release(blocking, timeout)
+  checkwait(blocking, timeout, "release")
   if not self.upper:acquire(blocking, timeout) then return false end
   self.lower:release()
   return true

@@ -53,7 +53,7 @@ local error, type, tostring, setmetatable, getmetatable, select, pcall,
   error, type, tostring, setmetatable, getmetatable, select, pcall,
   rawequal, ipairs, pairs, tonumber
 local format = string.format
-local min, max = math.min, math.max
+local min, max, floor, mtype = math.min, math.max, math.floor, math.type
 local pack, unpack = table.pack, table.unpack
 
 local M = {}
@@ -285,7 +285,10 @@ local function do_listen(self, host, port, backlog, class)
   local p = tonumber(port)
   if p == nil or p ~= p // 1 then -- nil, NaN, a fraction
     error(format("bad argument #2 to 'bind' (port number expected, got "
-                 .. "%s)", type(port)), 3)
+                 .. "%s)", p == nil and type(port) or tostring(p)), 3)
+  end
+  if p < 0 or p > 65535 then -- (green.listen would name itself)
+    error("bad argument #2 to 'bind' (port out of range)", 3)
   end
   local s, err = core.listen(host, p, {
     backlog = backlog or 32, family = self.family,
@@ -324,6 +327,14 @@ end
 
 function tcp_methods.receive(self, pattern, prefix)
   check(self, "receive", "tcp{client}")
+  -- LuaSocket's readings: a numeric string is a count (lua_isnumber), a
+  -- fraction counts its whole part ((size_t) n), a number prefix is its
+  -- string (luaL_optlstring).
+  if type(pattern) == "string" then pattern = tonumber(pattern) or pattern end
+  if mtype(pattern) == "float" and pattern >= 0 and pattern < 2^53 then
+    pattern = floor(pattern)
+  end
+  if type(prefix) == "number" then prefix = tostring(prefix) end
   local s, serr = self.s
   if not s then
     s, serr = settle(self)
@@ -828,9 +839,13 @@ end
 
 --- socket.sleep(seconds): green.
 function M.sleep(t)
-  t = tonumber(t) or 0
-  if t < 0 then t = 0 end
-  core.sleep(t)
+  local n = tonumber(t) -- as luaL_checknumber: "0.5" is a number
+  if n == nil then
+    error(format("bad argument #1 to 'sleep' (number expected, got %s)",
+                 t == nil and "no value" or type(t)), 2)
+  end
+  if n < 0 then n = 0 end
+  core.sleep(n)
 end
 
 --- socket.gettime(): wall-clock seconds since the epoch, to the

@@ -29,7 +29,8 @@ local core = require "green.core"
 
 local getcurrent, cansuspend, suspend, wake, Timeout =
   core.getcurrent, core.cansuspend, core.suspend, core.wake, core.Timeout
-local error, type, setmetatable = error, type, setmetatable
+local error, type, setmetatable, pcall, rawequal =
+  error, type, setmetatable, pcall, rawequal
 
 local M = {}
 
@@ -210,6 +211,28 @@ function M.block(q, timeout, what, giveback, obj, item)
     return true, item
   end
   return canceled(q, w, err, giveback, obj)
+end
+
+-- What a failed `gt:wait()` was: gt's own error, or an interrupt of the
+-- waiting thread (a kill or Timeout, which can come just as gt ended and
+-- woke it: gt's outcome is then untouched). A dead gt's `wait` returns
+-- at once, so reading its outcome again cannot block or be interrupted.
+local function settle(gt, ok, ...)
+  if ok then return true, ... end
+  local err = ...
+  if not gt:dead() then return nil, err end
+  local own, e = pcall(gt.wait, gt)
+  if own or not rawequal(e, err) then return nil, err end
+  return false, err
+end
+
+--- Wait for `gt`, for a reader that keeps it until it has read its end
+-- (GreenPile, GreenPool:imap): true and its results, or false and its
+-- error; nil and the error if the wait itself was interrupted (`gt` is
+-- not read then, even if it had just ended). An interrupt equal to
+-- `gt`'s own error (both the default GreenletExit) counts as its error.
+function M.read(gt)
+  return settle(gt, pcall(gt.wait, gt))
 end
 
 --- Check an optional timeout argument.
