@@ -232,6 +232,56 @@ describe("green.serve with workers", function()
     end)
   end)
 
+  -- Each roll starts new workers while the old ones may still drain: the
+  -- master once kept 2N heartbeat slots, and a third generation alive at
+  -- once (a second SIGHUP before the first's workers had finished their
+  -- requests) found none left: the roll raised, no new worker started,
+  -- and every later SIGHUP was ignored.
+  it("a SIGHUP while the workers of the last one still drain rolls again",
+     function()
+    green_run({ deadline = 120 }, function()
+      local p, port, errs = master("{ workers = 1, graceful_timeout = 60 }")
+      local held, pids = {}, {}
+      local function hold_next()
+        -- the current worker holds a request: it drains while it lives
+        local c = assert(green.connect("127.0.0.1", port))
+        c:settimeout(30)
+        assert(c:send("who\n"))
+        local _, pid = assert(c:receive("*l")):match("^(%d+) (%d+)$")
+        assert(c:send("hold\n"))
+        assert.are.equal("held", c:receive("*l"))
+        held[#held + 1] = c
+        pids[#pids + 1] = tonumber(pid)
+      end
+      local function is_new(_, pid)
+        for _, old in ipairs(pids) do
+          if pid == old then return false end
+        end
+        return true
+      end
+      hold_next()
+      for round = 1, 3 do
+        assert(p:kill("HUP"))
+        assert.are.equal("term", held[round]:receive("*l"),
+                         "round " .. round .. ": " .. table.concat(errs, "\n"))
+        until_who(port, is_new, 5000,
+                  "a new worker after SIGHUP " .. round .. ": "
+                  .. table.concat(errs, "\n"))
+        hold_next()
+      end
+      assert.are.equal(4, #pids)
+      for _, c in ipairs(held) do
+        if c ~= held[#held] then
+          assert(c:send("go\n"))
+          assert.are.equal("done", c:receive("*l"))
+        end
+        c:close()
+      end
+      assert.are.same({ "exit", 0 }, { stop(p) })
+      assert.is_nil(grep(errs, "error"), table.concat(errs, "\n"))
+    end)
+  end)
+
   it("leaves no worker serving on when the master is killed", function()
     green_run({ deadline = 120 }, function()
       local p, port = master("{ workers = 2, graceful_timeout = 5 }")

@@ -81,7 +81,7 @@ end
 
 -- Runs in the child; never returns. `serve_one(control)` serves until
 -- control.stop is called (then it returns once drained).
-local function worker_main(id, slot, stamps, o, serve_one, master_pid)
+local function worker_main(id, stamp, o, serve_one, master_pid)
   worker_id = id
   local signal = require "green.signal"
   local control = { stopping = false, grace = o.graceful_timeout,
@@ -108,7 +108,7 @@ local function worker_main(id, slot, stamps, o, serve_one, master_pid)
   local interval = min(1, o.worker_timeout / 4)
   local beat = spawn(function()
     while true do
-      stamps:set(slot)
+      stamp:set(1)
       sleep(interval)
     end
   end)
@@ -143,10 +143,7 @@ function M.master(o, serve_one)
   local process = require "green.process"
   local n = o.workers
   local me = core.getpid()
-  local stamps = assert(core.stamps(2 * n)) -- a slot per live worker
-  local free = {}
-  for i = 2 * n, 1, -1 do free[#free + 1] = i end
-  local current = {}  -- id -> worker { pid, slot, born, id }
+  local current = {}  -- id -> worker { pid, stamp, born, id }
   local live = {}     -- pid -> worker (current and retiring)
   local nlive = 0
   local backoff = {}  -- id -> seconds before its next restart
@@ -168,12 +165,11 @@ function M.master(o, serve_one)
 
   local start -- forward
 
-  -- A worker ended (reaped): free its slot, and restart it unless it was
+  -- A worker ended (reaped): restart it unless it was
   -- replaced or the master is stopping.
   local function ended(w, how, code)
     live[w.pid] = nil
     nlive = nlive - 1
-    free[#free + 1] = w.slot
     local replaced = current[w.id] ~= w
     if not replaced then current[w.id] = nil end
     if stopping then
@@ -202,15 +198,21 @@ function M.master(o, serve_one)
   end
 
   -- Fork worker `id`; its record, or nil if fork failed (retried later).
+  -- Each worker has a clock of its own (a page shared with the master,
+  -- unmapped once its record is collected): workers that drain after a
+  -- roll are alive with their replacements, as many generations of them
+  -- as SIGHUPs came while they drained, so no fixed number of clocks
+  -- would do.
   function start(id)
-    local slot = table.remove(free)
-    stamps:clear(slot)
-    local pid, err = fork()
-    if pid == 0 then
-      worker_main(id, slot, stamps, o, serve_one, me) -- never returns
+    local stamp, err = core.stamps(1)
+    local pid
+    if stamp then
+      pid, err = fork()
+      if pid == 0 then
+        worker_main(id, stamp, o, serve_one, me) -- never returns
+      end
     end
     if not pid then
-      free[#free + 1] = slot
       log("cannot fork worker %d: %s", id, tostring(err))
       local b = min(max((backoff[id] or 0) * 2, BACKOFF_MIN), BACKOFF_MAX)
       backoff[id] = b
@@ -219,7 +221,7 @@ function M.master(o, serve_one)
       end)
       return nil
     end
-    local w = { id = id, pid = pid, slot = slot, born = now() }
+    local w = { id = id, pid = pid, stamp = stamp, born = now() }
     current[id] = w
     live[pid] = w
     nlive = nlive + 1
@@ -233,7 +235,7 @@ function M.master(o, serve_one)
 
   -- Is worker w serving (it has stamped since it started)?
   local function ready(w)
-    return stamps:age(w.slot) ~= nil
+    return w.stamp:age(1) ~= nil
   end
 
   -- The watchdog: a worker whose stamp is older than worker_timeout (or
@@ -243,7 +245,7 @@ function M.master(o, serve_one)
     while true do
       sleep(every)
       for pid, w in pairs(live) do
-        local age = stamps:age(w.slot) or now() - w.born
+        local age = w.stamp:age(1) or now() - w.born
         if age > o.worker_timeout and not w.killed then
           log("worker %d (pid %d) did not turn its hub for %.1f s: killing it",
               w.id, pid, age)
