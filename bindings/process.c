@@ -1516,9 +1516,13 @@ static int spawn(lua_State *L, int watched) {
     mode[i] = stdio_mode(L, i);
   if (lua_getfield(L, 1, "cwd") != LUA_TNIL) { /* [opts, cwd] */
     struct stat sb;
+    size_t len;
     if (lua_type(L, 2) != LUA_TSTRING)
       return luaL_error(L, "green.process.spawn: cwd must be a string");
-    cwd = lua_tostring(L, 2);
+    cwd = lua_tolstring(L, 2, &len);
+    if (strlen(cwd) != len) /* the child would run in a directory cut
+                               short at the zero byte */
+      return luaL_error(L, "green.process.spawn: cwd contains a zero byte");
     if (stat(cwd, &sb) < 0)
       return fail_errno(L, cwd, uv_translate_sys_error(errno));
     if (!S_ISDIR(sb.st_mode))

@@ -185,6 +185,8 @@ describe("green.process.spawn", function()
       assert.matches("env.X must be a string or false",
                      err({ "ls", env = { X = true } }))
       assert.matches("cwd must be a string", err({ "ls", cwd = 1 }))
+      assert.matches("cwd contains a zero byte",
+                     err({ "ls", cwd = "/tmp\0/nowhere" }))
       assert.matches("env.A contains a zero byte",
                      err({ "ls", env = { A = "x\0y" } }))
       assert.matches("env keys must be names",
