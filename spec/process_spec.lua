@@ -1020,6 +1020,58 @@ print(got[1], got[2], doomed:wait() == green.GreenletExit)
 ]], "nil timeout\nnil timeout\nnil timeout\nexit 0\texit 0\ttrue\n")
   end)
 
+  -- A Process keeps its record (and outcome) after its child is reaped,
+  -- while its pid is free for the kernel to give to the next child. The
+  -- pid is made to come back at once by setting the kernel's last pid
+  -- (root only: /proc/sys/kernel/ns_last_pid; another process of the
+  -- machine may take it first, so each case tries a few times).
+  it("a reaped Process's pid given to a later child is that child's: "
+     .. "wait(pid) reaps the child, not the old outcome", function()
+    local probe = io.open("/proc/sys/kernel/ns_last_pid", "w")
+    if not probe then
+      pending("needs a writable /proc/sys/kernel/ns_last_pid (root)")
+      return
+    end
+    probe:close()
+    forked([[
+-- The next child gets pid 'want' (make() starts it): its pid, or nil.
+local function next_pid_is(want, make, undo)
+  for _ = 1, 100 do
+    local f = assert(io.open("/proc/sys/kernel/ns_last_pid", "w"))
+    f:write(want - 1)
+    f:close()
+    local pid, x = make()
+    if pid == want then return pid, x end
+    undo(pid, x)
+  end
+end
+local old = assert(process.spawn { "true" })
+print(show(old:wait()))
+-- a forked child that gets the old pid
+local pid = next_pid_is(old.pid, function()
+  local pid = green.fork()
+  if pid == 0 then os.exit(7) end
+  return pid
+end, function(pid) process.wait(pid, 30) end)
+expect(pid, "no forked child got pid " .. old.pid)
+print(show(process.wait(pid, 30)))
+print(show(process.wait(pid, 0)))
+print(show(old:wait()), old.pid == pid)
+-- a spawned child that gets the old pid: the newest record answers
+local old2 = assert(process.spawn { "true" })
+print(show(old2:wait()))
+local _, new = next_pid_is(old2.pid, function()
+  local p = assert(process.spawn { "sh", "-c", "exit 5" })
+  return p.pid, p
+end, function(_, p) p:wait() end)
+expect(new, "no spawned child got pid " .. old2.pid)
+print(show(new:wait()))
+print(show(process.wait(old2.pid, 0)))
+print(show(old2:wait()))
+]], "exit 0\nexit 7\nnil no child processes\nexit 0\ttrue\n"
+    .. "exit 0\nexit 5\nexit 5\nexit 0\n")
+  end)
+
   it("in the child: process.run, spawn and wait work; the parent's "
      .. "children are not the child's", function()
     forked([[
