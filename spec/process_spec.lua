@@ -1354,6 +1354,16 @@ describe("green.process.popen", function()
       assert.are.same({ nil, "Bad file descriptor", 9 }, { f:write("x") })
       assert.has_error(function() f:read("x") end,
                        "bad argument #1 to 'read' (invalid format)")
+      -- a negative count (Lua's own files fail: "not enough memory")
+      -- read nothing and stepped back: the next read gave a byte twice
+      assert.are.equal("h", f:read(1))
+      assert.has_error(function() f:read(-1) end,
+                       "bad argument #1 to 'read' (count is negative)")
+      assert.has_error(function() f:read(0, -5) end,
+                       "bad argument #2 to 'read' (count is negative)")
+      assert.has_error(function() f:read(math.huge) end, "bad argument #1 "
+                       .. "to 'read' (number has no integer representation)")
+      assert.are.equal("i", f:read(1))
       f:close()
       assert.are.equal("file (closed)", tostring(f))
       assert.has_error(function() f:read() end,

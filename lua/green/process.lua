@@ -16,7 +16,7 @@ local type, error, select, setmetatable, getmetatable, tostring, tonumber =
   type, error, select, setmetatable, getmetatable, tostring, tonumber
 local pairs, ipairs, pcall = pairs, ipairs, pcall
 local concat, unpack, pack = table.concat, table.unpack, table.pack
-local format, mtype = string.format, math.type
+local format, mtype, tointeger = string.format, math.type, math.tointeger
 local spawn_thread, Timeout = core.spawn, core.Timeout
 local settle, spawn_run = core.process_settle, core.process_spawn_run
 local flush_queue = core.process_drain
@@ -340,11 +340,15 @@ end
 
 local function read1(f, fmt, i)
   if type(fmt) == "number" then
-    if mtype(fmt) ~= "integer" and fmt ~= fmt // 1 then
+    local n = tointeger(fmt) -- math.huge has none either
+    if not n then
       error("bad argument #" .. i .. " to 'read' (number has no integer "
             .. "representation)", 3)
     end
-    return read_count(f, fmt // 1)
+    if n < 0 then -- read_count would step back over what it took
+      error("bad argument #" .. i .. " to 'read' (count is negative)", 3)
+    end
+    return read_count(f, n)
   end
   if type(fmt) ~= "string" then
     error("bad argument #" .. i .. " to 'read' (invalid format)", 3)
