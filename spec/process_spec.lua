@@ -637,6 +637,37 @@ describe("Process:communicate", function()
     end)
   end)
 
+  -- A pipe's own limit (settimeout 0: never wait) once ended its read or
+  -- write there: the output after it was lost, the input cut short.
+  it("goes to the end whatever limit the pipes have (settimeout)",
+     function()
+    green_run(function()
+      local p = assert(process.spawn { "sh", "-c",
+        "wc -c; echo warn >&2", stdin = "pipe", stdout = "pipe",
+        stderr = "pipe" })
+      for _, s in ipairs { p.stdin, p.stdout, p.stderr } do
+        s:settimeout(0)
+      end
+      local out, err, how, code = p:communicate(string.rep("x", 2000000))
+      assert.are.same({ "2000000", "warn\n", "exit", 0 },
+                      { out:match("%d+"), err, how, code })
+      local q = assert(process.spawn { "sh", "-c", "read l; echo got $l",
+                                       stdin = "pipe", stdout = "pipe" })
+      q.stdout:settimeout(0)
+      assert.are.same({ "got x\n", nil, "exit", 0 },
+                      { q:communicate("x\n") })
+      -- a killed caller finds its pipes' limits as they were
+      local r = assert(process.spawn { "sleep", "1000", stdout = "pipe" })
+      r.stdout:settimeout(7)
+      local gt = green.spawn(r.communicate, r)
+      h.until_suspended(gt)
+      gt:kill()
+      assert.are.equal(7, r.stdout:gettimeout())
+      r:kill("KILL")
+      assert.are.same({ "signal", 9 }, { r:wait() })
+    end)
+  end)
+
   it("returns nil for outputs that are not pipes", function()
     green_run(function()
       local p = assert(process.spawn { "true" })

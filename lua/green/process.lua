@@ -86,6 +86,30 @@ local function feed(sock, input)
   sock:close()
 end
 
+-- The pipes' own limits (settimeout) are the caller's, for its own reads
+-- and writes: communicate goes to the end (its `timeout` is the limit),
+-- and a recv that timed out ended the output there (what came after was
+-- lost) and a sendall that did ended the input. Off while it runs;
+-- `restore` puts them back.
+local function untimed(p)
+  local saved = {}
+  for i, s in ipairs { p.stdin or false, p.stdout or false,
+                       p.stderr or false } do
+    if s then
+      saved[i] = s:gettimeout()
+      s:settimeout(nil)
+    end
+  end
+  return saved
+end
+
+local function restore(p, saved)
+  local socks = { p.stdin, p.stdout, p.stderr }
+  for i = 1, 3 do
+    if saved[i] then socks[i]:settimeout(saved[i]) end
+  end
+end
+
 local function close_pipes(p)
   local a, b, c = p.stdin, p.stdout, p.stderr
   if a then a:close() end
@@ -121,6 +145,7 @@ function Process.communicate(self, input, timeout)
   end
   local out, err = stdout and {} or nil, stderr and {} or nil
   local helpers = {}
+  local saved = untimed(self)
   local t = timeout and Timeout(timeout)
   local ok, how, code = pcall(function()
     if stdin then
@@ -143,6 +168,7 @@ function Process.communicate(self, input, timeout)
   for _, gt in ipairs(helpers) do
     if not gt:dead() then pcall(gt.kill, gt) end
   end
+  restore(self, saved)
   if not ok then
     if how ~= t or t == nil then error(how, 0) end -- a kill, an error
     self:kill("KILL")
