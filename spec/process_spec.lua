@@ -1283,6 +1283,18 @@ describe("green.process.run", function()
         "bad argument #1 to 'run' (string or table expected, got number)")
       assert.has_error(function() process.run("true", { timout = 1 }) end,
                        "green.process.run: unknown option 'timout'")
+      -- in run's terms, before anything starts (they were communicate's
+      -- "bad argument #1 to 'communicate'", raised once the command ran)
+      assert.has_error(function() process.run("cat", { input = 5 }) end,
+                       "green.process.run: input must be a string (got "
+                       .. "number)")
+      assert.has_error(function() process.run("true", { timeout = "1" }) end,
+                       "green.process.run: timeout must be a number of "
+                       .. "seconds")
+      assert.has_error(function()
+        process.run("cat", { input = "x", stdin = "null" })
+      end, "green.process.run: input given, but stdin is 'null' (input "
+           .. "needs a pipe: leave stdin out or make it \"pipe\")")
     end)
   end)
 

@@ -219,14 +219,32 @@ function M.run(cmd, opts)
       error("green.process.run: unknown option '" .. tostring(k) .. "'", 2)
     end
   end
+  -- input and timeout are communicate's, checked here: raised there, the
+  -- error named communicate's arguments, at a line of this file, once
+  -- the command had been started (and killed)
+  local input, timeout = opts.input, opts.timeout
+  if input ~= nil and type(input) ~= "string" then
+    error("green.process.run: input must be a string (got " .. type(input)
+          .. ")", 2)
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout)
+  then
+    error("green.process.run: timeout must be a number of seconds", 2)
+  end
+  if input and #input > 0 and opts.stdin ~= nil and opts.stdin ~= "pipe"
+  then
+    error("green.process.run: input given, but stdin is '"
+          .. tostring(opts.stdin) .. "' (input needs a pipe: leave stdin "
+          .. "out or make it \"pipe\")", 2)
+  end
   argv.cwd, argv.env = opts.cwd, opts.env
-  argv.stdin = opts.stdin or (opts.input and "pipe" or "inherit")
+  argv.stdin = opts.stdin or (input and "pipe" or "inherit")
   argv.stdout = opts.stdout or "pipe"
   argv.stderr = opts.stderr or "pipe"
   local p, msg, errno = spawn_run(argv) -- spawn, reaped when waited for
   if not p then return nil, msg, errno end
   local proc <close> = p -- a kill or error: the child is killed
-  local out, err, how, code = proc:communicate(opts.input, opts.timeout)
+  local out, err, how, code = proc:communicate(input, timeout)
   return how == "exit" and code == 0, out, err, how, code
 end
 
