@@ -240,7 +240,10 @@ describe("green.serve with workers", function()
   it("a SIGHUP while the workers of the last one still drain rolls again",
      function()
     green_run({ deadline = 120 }, function()
-      local p, port, errs = master("{ workers = 1, graceful_timeout = 60 }")
+      -- <close>: a failure here leaves no master serving on (its workers
+      -- are told to drain when it dies)
+      local p <close>, port, errs =
+        master("{ workers = 1, graceful_timeout = 60 }")
       local held, pids = {}, {}
       local function hold_next()
         -- the current worker holds a request: it drains while it lives
