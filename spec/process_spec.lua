@@ -128,6 +128,8 @@ describe("green.process.spawn", function()
       assert.is_nil(p)
       assert.are.equal(d .. "/nope: No such file or directory", msg)
       assert.are.equal(2, errno)
+      assert.are.same({ nil, d .. "/hello-green: Not a directory", 20 },
+                      { process.spawn { "pwd", cwd = d .. "/hello-green" } })
       assert(process.run { "rm", "-r", d })
     end)
   end)
