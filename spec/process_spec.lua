@@ -88,6 +88,24 @@ describe("green.process.spawn", function()
     end)
   end)
 
+  -- shutdown("send") is how a socket's peer is told the end: on a pipe
+  -- it returned 1 and did nothing (shutdown(2) is ENOTSOCK there), and
+  -- the child waited for more input for ever.
+  it("stdin:shutdown(\"send\") ends the child's input once what was sent "
+     .. "is out", function()
+    green_run(function()
+      local p = assert(process.spawn { "wc", "-c", stdin = "pipe",
+                                       stdout = "pipe" })
+      assert(p.stdin:send(string.rep("x", 1000000))) -- more than a pipe
+      assert.are.equal(1, p.stdin:shutdown("send"))   -- holds: queued
+      p.stdout:settimeout(30)
+      assert.are.equal("1000000", (assert(p.stdout:receive("a"))):match("%d+"))
+      assert.are.same({ "exit", 0 }, { p:wait(30) })
+      local ok, err = p.stdin:send("late")
+      assert.are.same({ nil, "closed" }, { ok, err })
+    end)
+  end)
+
   it("stderr = \"stdout\" sends both to one pipe; \"null\" is /dev/null",
      function()
     green_run(function()
