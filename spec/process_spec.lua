@@ -1435,6 +1435,14 @@ describe("green.process.popen", function()
                        "attempt to use a closed file")
       assert.has_error(function() process.popen("true", "rw") end,
                        "bad argument #2 to 'popen' (invalid mode)")
+      -- spawn's "argument 3 contains a zero byte" named no argument of
+      -- theirs, at a line of green/process.lua
+      for _, fn in ipairs { "popen", "execute", "run" } do
+        local ok, e = pcall(function() process[fn]("echo a\0b") end)
+        assert.is_false(ok)
+        assert.matches("^.-process_spec.lua:%d+: bad argument #1 to '" .. fn
+                       .. "' %(command contains a zero byte%)$", e)
+      end
       assert.has_error(function() process.popen({}) end)
     end)
   end)

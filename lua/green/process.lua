@@ -186,10 +186,22 @@ end
 local RUN_OPTIONS = { cwd = true, env = true, stdin = true, stdout = true,
                       stderr = true, input = true, timeout = true }
 
+-- The argv of shell string `cmd` (`/bin/sh -c cmd`); a zero byte in it
+-- raises in the terms of `fname`'s caller (spawn's error named its
+-- "argument 3", at a line of this file).
+local function shell(cmd, fname, level)
+  cmd = tostring(cmd)
+  if cmd:find("\0", 1, true) then
+    error(format("bad argument #1 to '%s' (command contains a zero byte)",
+                 fname), level + 1)
+  end
+  return { "/bin/sh", "-c", cmd }
+end
+
 -- The argv of `cmd`: a shell string, or a table whose array part is the
 -- program and its arguments (a copy: spawn converts numbers in place).
 local function argv_of(cmd, fname)
-  if type(cmd) == "string" then return { "/bin/sh", "-c", cmd } end
+  if type(cmd) == "string" then return (shell(cmd, fname, 3)) end
   if type(cmd) ~= "table" then
     error(format("bad argument #1 to '%s' (string or table expected, got %s)",
                  fname, type(cmd)), 3)
@@ -533,9 +545,10 @@ function M.popen(cmd, mode)
   if mode ~= "r" and mode ~= "w" then
     error("bad argument #2 to 'popen' (invalid mode)", 2)
   end
-  local p, msg, errno = M.spawn { "/bin/sh", "-c", tostring(cmd),
-    stdin = mode == "w" and "pipe" or "inherit",
-    stdout = mode == "r" and "pipe" or "inherit" }
+  local argv = shell(cmd, "popen", 2)
+  argv.stdin = mode == "w" and "pipe" or "inherit"
+  argv.stdout = mode == "r" and "pipe" or "inherit"
+  local p, msg, errno = M.spawn(argv)
   if not p then return nil, msg, errno end
   return setmetatable({ proc = p, sock = mode == "r" and p.stdout or p.stdin,
                         mode = mode, buf = "", pos = 1, eof = false,
@@ -554,7 +567,7 @@ function M.execute(cmd)
     error("bad argument #1 to 'execute' (string expected, got "
           .. type(cmd) .. ")", 2)
   end
-  local p = spawn_run { "/bin/sh", "-c", tostring(cmd) }
+  local p = spawn_run(shell(cmd, "execute", 2))
   if not p then return nil, "exit", 127 end -- as system() when sh fails
   local proc <close> = p
   local how, code = proc:wait()
