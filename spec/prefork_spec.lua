@@ -22,6 +22,11 @@ local mypid = green.process.getpid
 local opts = OPTS
 if os.getenv("CRASH_AT_START") then
   opts.on_worker_start = function(id) error("worker " .. id .. " crashes") end
+elseif os.getenv("CRASH_FLAG") then -- workers crash while the file exists
+  opts.on_worker_start = function(id)
+    local f = io.open(os.getenv("CRASH_FLAG"))
+    if f then f:close(); error("worker " .. id .. " crashes") end
+  end
 end
 io.stdout:write("port ", port, " ", mypid(), "\n")
 io.stdout:flush()
@@ -282,6 +287,45 @@ describe("green.serve with workers", function()
       end
       assert.are.same({ "exit", 0 }, { stop(p) })
       assert.is_nil(grep(errs, "error"), table.concat(errs, "\n"))
+    end)
+  end)
+
+  -- A roll's new worker that cannot start (a bad deploy): the old one was
+  -- told to drain all the same, and the SIGHUP left nobody serving (the
+  -- replacement kept crashing, with its backoff).
+  it("a SIGHUP whose new worker dies at start leaves the old one serving",
+     function()
+    green_run({ deadline = 120 }, function()
+      local flag = os.tmpname()
+      os.remove(flag)
+      local p <close>, port, errs =
+        master("{ workers = 1, graceful_timeout = 60 }", { CRASH_FLAG = flag })
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(30)
+      assert(c:send("who\n"))
+      local old = tonumber(assert(c:receive("*l")):match("^%d+ (%d+)$"))
+      assert(c:send("hold\n"))
+      assert.are.equal("held", c:receive("*l"))
+      local f = assert(io.open(flag, "w"))
+      f:close()
+      assert(p:kill("HUP"))
+      h.eventually(function() return grep(errs, "was not replaced") end, 60,
+                   "the master's report: " .. table.concat(errs, "\n"))
+      assert.matches("worker 1 was not replaced: pid " .. old .. " serves on",
+                     grep(errs, "was not replaced"))
+      assert(grep(errs, "on_worker_start failed: .*worker 1 crashes"))
+      -- the old worker got no SIGTERM: it serves new connections
+      assert.are.same({ 1, old }, { who(port) })
+      os.remove(flag)
+      -- it is still the current one: a SIGHUP replaces it
+      assert(p:kill("HUP"))
+      assert.are.equal("term", c:receive("*l"))
+      local _, new = until_who(port, function(_, pid) return pid ~= old end)
+      assert.are_not.equal(old, new)
+      assert(c:send("go\n"))
+      assert.are.equal("done", c:receive("*l"))
+      c:close()
+      assert.are.same({ "exit", 0 }, { stop(p) })
     end)
   end)
 

@@ -289,7 +289,16 @@ function M.master(o, serve_one)
           sleep(0.01)
         end
       end
-      if old and live[old.pid] then kill_pid(old.pid, SIGTERM) end
+      if w and live[w.pid] then
+        if old and live[old.pid] then kill_pid(old.pid, SIGTERM) end
+      elseif old and live[old.pid] and not stopping then
+        -- No replacement (fork failed, or it died before serving: a bad
+        -- deploy): the old worker was told to drain all the same, and a
+        -- SIGHUP left nobody serving. It goes on, as the current one (the
+        -- restart that its replacement's death scheduled is then void).
+        if current[id] == nil then current[id] = old end
+        log("worker %d was not replaced: pid %d serves on", id, old.pid)
+      end
       if stopping then break end
     end
     rolling = false
