@@ -600,6 +600,7 @@ static int l_waitpid(lua_State *L) {
   proc *p;
   luaL_argcheck(L, pid > 0 && pid <= 0x7fffffff, 1,
                 "a positive process id expected");
+  lgreen_checkopen(L, lgreen_hub(L)); /* uv_walk of a closed loop */
   lua_settop(L, 2);
   pw = newpidwait(L, st, (int)pid); /* allocation first */
   if ((p = findproc(st, (int)pid)) != NULL && p->exited && stale(p))

@@ -359,6 +359,7 @@ static int l_signal_watch(lua_State *L) {
   int signum = lgreen_signum(L, 1, 0), daemon = lua_toboolean(L, 2), r;
   const char *name = lgreen_signame(signum);
   watch **ud, *w;
+  lgreen_checkopen(L, hub); /* before the check handle below */
   if (signum == SIGKILL || signum == SIGSTOP)
     return luaL_error(L, "green.signal: SIG%s cannot be caught", name);
   if (signum == SIGSEGV || signum == SIGBUS || signum == SIGFPE ||

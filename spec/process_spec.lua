@@ -1568,6 +1568,33 @@ describe("green.patch() and subprocesses", function()
 end)
 
 describe("green.process under attack", function()
+  -- A finalizer Lua runs after green's own at lua_close (its object was
+  -- given its __gc before green loaded): spawn's pipe and signal's watch
+  -- were libuv handles made on the closed loop (a SEGV in uv_pipe_init).
+  it("a finalizer that runs after lua_close closed the hub: spawn, wait "
+     .. "and signal raise, nothing crashes", function()
+    local out, err, code = h.lua54_run([[
+local process, signal
+G = setmetatable({}, { __gc = function()
+  print(pcall(process.spawn, { "true", stdout = "pipe" }))
+  print(pcall(process.spawn, { "true" }))
+  print(pcall(signal, "USR1", function() end))
+  print(pcall(signal.wait, "USR1", 0))
+  print(pcall(process.wait, 1, 0))
+end })
+local green = require "green"
+process, signal = green.process, green.signal
+]], 60)
+    assert.are.equal(0, code, "exit code " .. code .. ": " .. err)
+    local n = 0
+    for line in out:gmatch("[^\n]+") do
+      n = n + 1
+      assert.matches("^false\t.-green: the hub is closed %(lua_close%): a "
+                     .. "finalizer that runs after it cannot use green$", line)
+    end
+    assert.are.equal(5, n, out)
+  end)
+
   it("a program started with stdin, stdout or stderr closed: its children "
      .. "inherit /dev/null there, and it ends cleanly", function()
     -- libuv's epoll descriptor used to take the free number: a child
