@@ -27,6 +27,23 @@ elseif os.getenv("CRASH_FLAG") then -- workers crash while the file exists
     local f = io.open(os.getenv("CRASH_FLAG"))
     if f then f:close(); error("worker " .. id .. " crashes") end
   end
+elseif os.getenv("SLOW_FLAG") then -- workers start once the file is gone
+  opts.on_worker_start = function()
+    local flag = os.getenv("SLOW_FLAG")
+    local f = io.open(flag)
+    if not f then return end
+    f:close()
+    f = assert(io.open(flag .. ".pid", "w")) -- "I am starting"
+    f:write(mypid())
+    f:close()
+    for _ = 1, 6000 do
+      f = io.open(flag)
+      if not f then return end
+      f:close()
+      green.sleep(0.01)
+    end
+    error("the flag file stayed")
+  end
 end
 io.stdout:write("port ", port, " ", mypid(), "\n")
 io.stdout:flush()
@@ -325,6 +342,41 @@ describe("green.serve with workers", function()
       assert(c:send("go\n"))
       assert.are.equal("done", c:receive("*l"))
       c:close()
+      assert.are.same({ "exit", 0 }, { stop(p) })
+    end)
+  end)
+
+  -- SIGHUP while a roll waited for its new worker was dropped: what it
+  -- was sent for never reached the workers.
+  it("a SIGHUP during a roll rolls the workers again after it", function()
+    green_run({ deadline = 120 }, function()
+      local flag = os.tmpname()
+      os.remove(flag) -- the first worker starts at once
+      local p <close>, port, errs =
+        master("{ workers = 1, graceful_timeout = 60 }", { SLOW_FLAG = flag })
+      local _, a = who(port)
+      local f = assert(io.open(flag, "w"))
+      f:close()
+      assert(p:kill("HUP")) -- its worker b waits for the flag to go
+      local b
+      h.eventually(function()
+        local pf = io.open(flag .. ".pid")
+        b = pf and tonumber(pf:read("a"))
+        if pf then pf:close() end
+        return b
+      end, 60, "the new worker to start")
+      assert(p:kill("HUP")) -- during the roll
+      h.eventually(function() return grep(errs, "SIGHUP during a roll") end,
+                   60, "the master's report: " .. table.concat(errs, "\n"))
+      os.remove(flag)
+      os.remove(flag .. ".pid")
+      -- b replaced a, then a third worker replaces b
+      local _, c = until_who(port, function(_, pid)
+        return pid ~= a and pid ~= b
+      end, 5000, "a third worker: " .. table.concat(errs, "\n"))
+      assert.are_not.equal(b, c)
+      h.eventually(function() return not alive(a) and not alive(b) end, 60,
+                   "the first two workers to exit")
       assert.are.same({ "exit", 0 }, { stop(p) })
     end)
   end)

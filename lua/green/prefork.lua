@@ -275,10 +275,11 @@ function M.master(o, serve_one)
 
   -- Roll: replace the workers one at a time, the new one serving before
   -- the old one is told to drain, so no connection waits on nobody.
-  local rolling = false
-  local function roll()
-    if rolling or stopping then return end
-    rolling = true
+  -- A SIGHUP that comes during a roll is not dropped: the workers roll
+  -- once more after it (the workers that roll started were forked before
+  -- it, and what it was sent for -- a deploy -- would not reach them).
+  local rolling, again = false, false
+  local function roll_once()
     for id = 1, n do
       local old = current[id]
       local w = start(id)
@@ -301,6 +302,23 @@ function M.master(o, serve_one)
       end
       if stopping then break end
     end
+  end
+  local function roll()
+    if stopping then return end
+    if rolling then
+      if not again then log("SIGHUP during a roll: rolling again after it") end
+      again = true
+      return
+    end
+    rolling = true
+    repeat
+      again = false
+      local ok, err = pcall(roll_once)
+      if not ok then
+        rolling = false
+        error(err, 0)
+      end
+    until not again or stopping
     rolling = false
   end
 
