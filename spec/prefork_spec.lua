@@ -149,6 +149,18 @@ local function until_who(port, want, n, what)
   error("never answered as wanted: " .. (what or "?"))
 end
 
+-- A connection on which a worker holds a request ("hold"), and that
+-- worker's pid: the worker lives, draining, until the client says "go".
+local function hold(port)
+  local c = assert(green.connect("127.0.0.1", port))
+  c:settimeout(30)
+  assert(c:send("who\n"))
+  local pid = tonumber(assert(c:receive("*l")):match("^%d+ (%d+)$"))
+  assert(c:send("hold\n"))
+  assert.are.equal("held", c:receive("*l"))
+  return c, pid
+end
+
 local function stop(p)
   assert(p:kill("TERM"))
   local how, code = p:wait(60)
@@ -269,14 +281,7 @@ describe("green.serve with workers", function()
       local held, pids = {}, {}
       local function hold_next()
         -- the current worker holds a request: it drains while it lives
-        local c = assert(green.connect("127.0.0.1", port))
-        c:settimeout(30)
-        assert(c:send("who\n"))
-        local _, pid = assert(c:receive("*l")):match("^(%d+) (%d+)$")
-        assert(c:send("hold\n"))
-        assert.are.equal("held", c:receive("*l"))
-        held[#held + 1] = c
-        pids[#pids + 1] = tonumber(pid)
+        held[#held + 1], pids[#pids + 1] = hold(port)
       end
       local function is_new(_, pid)
         for _, old in ipairs(pids) do
@@ -317,12 +322,7 @@ describe("green.serve with workers", function()
       os.remove(flag)
       local p <close>, port, errs =
         master("{ workers = 1, graceful_timeout = 60 }", { CRASH_FLAG = flag })
-      local c = assert(green.connect("127.0.0.1", port))
-      c:settimeout(30)
-      assert(c:send("who\n"))
-      local old = tonumber(assert(c:receive("*l")):match("^%d+ (%d+)$"))
-      assert(c:send("hold\n"))
-      assert.are.equal("held", c:receive("*l"))
+      local c, old = hold(port)
       local f = assert(io.open(flag, "w"))
       f:close()
       assert(p:kill("HUP"))
