@@ -1470,6 +1470,39 @@ describe("green.process.execute", function()
       assert.are.same({ os.execute("exit 5") }, { process.execute("exit 5") })
     end)
   end)
+
+  -- system(3) ignores SIGINT and SIGQUIT in its caller while the command
+  -- runs: a Ctrl-C (sent to the terminal's process group) is the
+  -- command's to handle, and os.execute returns its outcome. The green
+  -- one let greenlua's Ctrl-C interrupt the script, which killed the
+  -- command (an editor, a pager) under it.
+  it("leaves a Ctrl-C to the command, as os.execute does", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local process = require "green".process
+local cmd = "trap 'exit 7' INT; echo ready; while :; do sleep 0.01; done"
+print(process.execute(cmd))
+print("after", process.execute("kill -INT $$"))
+print("and", process.execute("kill -QUIT $$"))
+]])
+    f:close()
+    local out, err, code = h.sh(string.format([[
+out=$(mktemp)
+setsid %s %s >"$out" & pid=$!
+n=0
+until grep -q '^ready$' "$out"; do
+  n=$((n+1)); [ $n -gt 3000 ] && break
+  sleep 0.01
+done
+kill -INT -$pid; wait $pid; code=$?
+cat "$out"; rm -f "$out"; exit $code]], h.greenlua, script), 60)
+    os.remove(script)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("ready\nnil\texit\t7\nafter\tnil\tsignal\t2\n"
+                     .. "and\tnil\tsignal\t3\n", out)
+  end)
 end)
 
 describe("green.patch() and subprocesses", function()

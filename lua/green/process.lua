@@ -557,10 +557,44 @@ end
 
 -- }===
 
+-- While a command of execute runs, SIGINT and SIGQUIT do nothing here, as
+-- system(3) ignores them in its caller: a Ctrl-C at the terminal reaches
+-- the whole process group, and it is the command's to handle (an editor,
+-- a pager); execute returns its outcome. Handles that do nothing, taken
+-- by the first execute running and cancelled by the last (the signals are
+-- caught, not ignored: the command gets them at their defaults).
+local quiet, nquiet = nil, 0
+
+local function nothing() end
+
+local function hush()
+  if nquiet == 0 then
+    local signal = require "green.signal"
+    local int = signal("INT", nothing)
+    local ok, quit = pcall(signal, "QUIT", nothing)
+    if not ok then
+      int:cancel()
+      error(quit, 0)
+    end
+    quiet = { int, quit }
+  end
+  nquiet = nquiet + 1
+end
+
+local function unhush()
+  nquiet = nquiet - 1
+  if nquiet == 0 then
+    quiet[1]:cancel()
+    quiet[2]:cancel()
+    quiet = nil
+  end
+end
+
 --- os.execute, green: run `cmd` with `/bin/sh -c`, sharing this process's
 -- stdin, stdout and stderr, and wait for it. true, "exit", 0, or nil,
 -- "exit"|"signal", code; without `cmd`, true (a shell is available). A
--- kill of the caller kills the command.
+-- kill of the caller kills the command. SIGINT and SIGQUIT do nothing here
+-- while it runs (system(3)'s rule).
 function M.execute(cmd)
   if cmd == nil then return true end
   if type(cmd) ~= "string" and type(cmd) ~= "number" then
@@ -570,7 +604,10 @@ function M.execute(cmd)
   local p = spawn_run(shell(cmd, "execute", 2))
   if not p then return nil, "exit", 127 end -- as system() when sh fails
   local proc <close> = p
-  local how, code = proc:wait()
+  hush()
+  local ok, how, code = pcall(proc.wait, proc)
+  unhush()
+  if not ok then error(how, 0) end -- a kill: <close> kills the command
   if how == "exit" and code == 0 then return true, "exit", 0 end
   return nil, how, code
 end
