@@ -512,6 +512,18 @@ static int l_signum(lua_State *L) {
 }
 
 
+/* core.signal_ignored(signum): is the signal ignored (SIG_IGN) now? An
+   ignored signal is inherited as such by children (process.lua's execute
+   leaves it alone). */
+static int l_signal_ignored(lua_State *L) {
+  int signum = lgreen_signum(L, 1, 0);
+  struct sigaction sa;
+  lua_pushboolean(L, sigaction(signum, NULL, &sa) == 0 &&
+                         sa.sa_handler == SIG_IGN);
+  return 1;
+}
+
+
 /*** handle:cancel(): stop handling the signal (idempotent); the signal's
 ** previous disposition comes back once no handle watches it. Never
 ** blocks. Also its __close and __gc. */
@@ -587,6 +599,7 @@ static const luaL_Reg funcs[] = {
     {"signal_watch", l_signal_watch},
     {"signal_next", l_signal_next},
     {"signum", l_signum},
+    {"signal_ignored", l_signal_ignored},
     {NULL, NULL},
 };
 

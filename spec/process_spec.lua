@@ -1503,6 +1503,40 @@ cat "$out"; rm -f "$out"; exit $code]], h.greenlua, script), 60)
     assert.are.equal("ready\nnil\texit\t7\nafter\tnil\tsignal\t2\n"
                      .. "and\tnil\tsignal\t3\n", out)
   end)
+
+  it("a SIGQUIT this process ignores stays ignored in execute's command, "
+     .. "while another execute runs", function()
+    -- as from system(3): inherited ignored, not at its default as a
+    -- signal execute catches is (while a first command runs). Under stock
+    -- lua5.4: greenlua catches SIGINT and SIGQUIT for Ctrl-C and Ctrl-\,
+    -- lua.c SIGINT, so those are not ignored there.
+    local src = [[
+local green = require "green"
+local process = green.process
+green.run(function()
+  local started = false
+  local first = green.spawn(function()
+    started = true
+    process.execute("exec sleep 60") -- runs until killed below
+  end)
+  repeat green.sleep(0) until started -- it waits for its command now
+  print(%s("kill -QUIT $$; echo survived"))
+  first:kill()
+end)
+]]
+    local build = h.greenlua:match("^(.*)/greenlua$")
+    local function lua54(code)
+      return h.sh("trap '' QUIT; LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' "
+                  .. "LUA_CPATH='" .. build .. "/?.so;;' exec lua5.4 -e "
+                  .. h.quote(code), 30)
+    end
+    local out, err, code = lua54(src:format("process.execute"))
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    local stock = lua54(src:format("os.execute"))
+    assert.are.equal("survived\ntrue\texit\t0\n", stock)
+    assert.are.equal(stock, out)
+  end)
 end)
 
 describe("green.patch() and subprocesses", function()

@@ -561,22 +561,28 @@ end
 -- system(3) ignores them in its caller: a Ctrl-C at the terminal reaches
 -- the whole process group, and it is the command's to handle (an editor,
 -- a pager); execute returns its outcome. Handles that do nothing, taken
--- by the first execute running and cancelled by the last (the signals are
--- caught, not ignored: the command gets them at their defaults).
-local quiet, nquiet = nil, 0
+-- by the first execute running and cancelled by the last: the signals
+-- are caught, not ignored, so the command gets them at their defaults;
+-- one this process ignores already (a background job of sh) is left
+-- alone, and the command inherits it ignored, as from system(3).
+local quiet, nquiet = {}, 0
 
 local function nothing() end
 
 local function hush()
   if nquiet == 0 then
     local signal = require "green.signal"
-    local int = signal("INT", nothing)
-    local ok, quit = pcall(signal, "QUIT", nothing)
-    if not ok then
-      int:cancel()
-      error(quit, 0)
+    for _, sig in ipairs { "INT", "QUIT" } do
+      if not core.signal_ignored(sig) then
+        local ok, h = pcall(signal, sig, nothing)
+        if not ok then
+          for i = 1, #quiet do quiet[i]:cancel() end
+          quiet = {}
+          error(h, 0)
+        end
+        quiet[#quiet + 1] = h
+      end
     end
-    quiet = { int, quit }
   end
   nquiet = nquiet + 1
 end
@@ -584,9 +590,8 @@ end
 local function unhush()
   nquiet = nquiet - 1
   if nquiet == 0 then
-    quiet[1]:cancel()
-    quiet[2]:cancel()
-    quiet = nil
+    for i = 1, #quiet do quiet[i]:cancel() end
+    quiet = {}
   end
 end
 
