@@ -1504,6 +1504,36 @@ cat "$out"; rm -f "$out"; exit $code]], h.greenlua, script), 60)
                      .. "and\tnil\tsignal\t3\n", out)
   end)
 
+  -- The count of executes running is Lua's, and a child of green.fork
+  -- inherits it while the parent's handles are cancelled there and its
+  -- executes gone: the child's own execute took it as running already
+  -- and caught nothing (a SIGQUIT killed the child under stock lua5.4).
+  it("in a child of green.fork forked while an execute runs", function()
+    local out, err, code = h.lua54_run([[
+local green = require "green"
+local process = green.process
+green.run(function()
+  local started = false
+  local first = green.spawn(function()
+    started = true
+    process.execute("exec sleep 60") -- runs until killed below
+  end)
+  repeat green.sleep(0) until started -- it waits for its command now
+  local pid = green.fork()
+  if pid == 0 then
+    print(process.execute("kill -QUIT $PPID; echo survived"))
+    io.stdout:flush()
+    os.exit(0)
+  end
+  print(process.wait(pid, 30))
+  first:kill()
+end)
+]], 60)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("survived\ntrue\texit\t0\nexit\t0\n", out)
+  end)
+
   it("a SIGQUIT this process ignores stays ignored in execute's command, "
      .. "while another execute runs", function()
     -- as from system(3): inherited ignored, not at its default as a

@@ -565,12 +565,18 @@ end
 -- are caught, not ignored, so the command gets them at their defaults;
 -- one this process ignores already (a background job of sh) is left
 -- alone, and the command inherits it ignored, as from system(3).
-local quiet, nquiet = {}, 0
+-- A child of green.fork inherits the count while the parent's handles are
+-- cancelled there (signal.c) and its executes gone: the count is this
+-- process's ('quietpid').
+local quiet, nquiet, quietpid = {}, 0, nil
 
 local function nothing() end
 
 local function hush()
+  local pid = core.getpid()
+  if nquiet > 0 and quietpid ~= pid then quiet, nquiet = {}, 0 end
   if nquiet == 0 then
+    quietpid = pid
     local signal = require "green.signal"
     for _, sig in ipairs { "INT", "QUIT" } do
       if not core.signal_ignored(sig) then
