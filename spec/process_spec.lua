@@ -1459,6 +1459,20 @@ describe("green.process.popen", function()
   end)
 end)
 
+-- The start of a stock lua5.4 script in which a first execute runs (until
+-- `first:kill()`) while the rest of it does.
+local WHILE_EXECUTING = [[
+local green = require "green"
+local process = green.process
+green.run(function()
+  local started = false
+  local first = green.spawn(function()
+    started = true
+    process.execute("exec sleep 60") -- runs until killed below
+  end)
+  repeat green.sleep(0) until started -- it waits for its command now
+]]
+
 describe("green.process.execute", function()
   it("returns os.execute's results", function()
     green_run(function()
@@ -1509,16 +1523,7 @@ cat "$out"; rm -f "$out"; exit $code]], h.greenlua, script), 60)
   -- executes gone: the child's own execute took it as running already
   -- and caught nothing (a SIGQUIT killed the child under stock lua5.4).
   it("in a child of green.fork forked while an execute runs", function()
-    local out, err, code = h.lua54_run([[
-local green = require "green"
-local process = green.process
-green.run(function()
-  local started = false
-  local first = green.spawn(function()
-    started = true
-    process.execute("exec sleep 60") -- runs until killed below
-  end)
-  repeat green.sleep(0) until started -- it waits for its command now
+    local out, err, code = h.lua54_run(WHILE_EXECUTING .. [[
   local pid = green.fork()
   if pid == 0 then
     print(process.execute("kill -QUIT $PPID; echo survived"))
@@ -1540,16 +1545,7 @@ end)
     -- signal execute catches is (while a first command runs). Under stock
     -- lua5.4: greenlua catches SIGINT and SIGQUIT for Ctrl-C and Ctrl-\,
     -- lua.c SIGINT, so those are not ignored there.
-    local src = [[
-local green = require "green"
-local process = green.process
-green.run(function()
-  local started = false
-  local first = green.spawn(function()
-    started = true
-    process.execute("exec sleep 60") -- runs until killed below
-  end)
-  repeat green.sleep(0) until started -- it waits for its command now
+    local src = WHILE_EXECUTING .. [[
   print(%s("kill -QUIT $$; echo survived"))
   first:kill()
 end)
