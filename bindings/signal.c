@@ -24,6 +24,7 @@
 ** caller waits, like a socket's reader.
 */
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,6 +348,17 @@ static watch *towatch(lua_State *L) {
 ** =======================================================
 */
 
+/* Raise 'fmt' without a position: lua/green/signal.lua raises it again
+   at its caller's line (luaL_error's was a line of signal.lua). */
+static int refuse(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
+
 /*
 ** core.signal_watch(sig, daemon): a new watch of 'sig', started. Refuses
 ** (raising) what a green thread cannot handle: KILL and STOP cannot be
@@ -361,15 +373,15 @@ static int l_signal_watch(lua_State *L) {
   watch **ud, *w;
   lgreen_checkopen(L, hub); /* before the check handle below */
   if (signum == SIGKILL || signum == SIGSTOP)
-    return luaL_error(L, "green.signal: SIG%s cannot be caught", name);
+    return refuse(L, "green.signal: SIG%s cannot be caught", name);
   if (signum == SIGSEGV || signum == SIGBUS || signum == SIGFPE ||
       signum == SIGILL)
-    return luaL_error(L,
+    return refuse(L,
                       "green.signal: SIG%s is a fault of the running code: "
                       "its handler cannot wait for a green thread",
                       name);
   if (signum == SIGURG)
-    return luaL_error(L, "green.signal: SIGURG is used by greenlua's "
+    return refuse(L, "green.signal: SIGURG is used by greenlua's "
                          "watchdog (green.debug.hub_blocking_detection)");
   if (daemon && st->check == NULL) {
     uv_check_t *c = (uv_check_t *)malloc(sizeof(*c));
@@ -399,7 +411,7 @@ static int l_signal_watch(lua_State *L) {
   gl_waitq_init(&w->waiters);
   if ((r = lgreen_signal_start(&w->h, on_signal, signum)) < 0) {
     uv_close((uv_handle_t *)&w->h, on_close);
-    return luaL_error(L, "green.signal: cannot catch signal %d: %s", signum,
+    return refuse(L, "green.signal: cannot catch signal %d: %s", signum,
                       uv_strerror(r));
   }
   w->boxed = 1;
