@@ -106,10 +106,18 @@ static void sweep(lua_State *L, lgreen_state_t *g) {
 }
 
 
+void lgreen_checkopen(lua_State *L, gl_hub_t *hub) {
+  if (hub->loop.data == NULL) /* hub_gc closed it (green.c) */
+    luaL_error(L, "green: the hub is closed (lua_close): a finalizer that "
+                  "runs after it cannot use green");
+}
+
+
 void **lgreen_newbox(lua_State *L, gl_hub_t *hub, int nuv,
                      const lgreen_boxkind *k) {
   lgreen_state_t *g = lgreen_state(hub);
   void **box;
+  lgreen_checkopen(L, hub);
   if (++g->nboxes >= g->sweepat)
     sweep(L, g);
   box = (void **)lua_newuserdatauv(L, sizeof(void *), nuv);

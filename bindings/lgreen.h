@@ -177,8 +177,13 @@ struct lgreen_owned {
   const lgreen_boxkind *kind;
   unsigned mark;
 };
+/* [-0, +0, v] Raise if lua_close has closed the hub: a finalizer that
+   runs after green's own (its object had its __gc before green loaded)
+   would make libuv handles on a closed loop. */
+void lgreen_checkopen(lua_State *L, gl_hub_t *hub);
 /* [-0, +1, m] A new box of kind 'k' (first word NULL) with 'nuv' user
-   values; may first give back orphans of any kind (no Lua runs). */
+   values; may first give back orphans of any kind (no Lua runs). Raises
+   once the hub is closed (lgreen_checkopen). */
 void **lgreen_newbox(lua_State *L, gl_hub_t *hub, int nuv,
                      const lgreen_boxkind *k);
 /* The box now points to the record holding 'o' (no allocation). */

@@ -86,6 +86,7 @@ typedef struct proc {
                    ends, closed once it is reaped (else -1) */
   int exited;   /* reaped */
   int disowned; /* in a child of green.fork: the parent's child */
+  int reused;   /* reaped, and its pid is another child's now */
   int signaled; /* killed by signal 'code' (else exited with 'code') */
   int code;
 } proc;
@@ -534,17 +535,45 @@ static int l_settle(lua_State *L) {
 }
 
 
-/* The record of child 'pid', or NULL. */
+/*
+** The record of child 'pid', or NULL: the unreaped child that has it, or
+** the last one reaped. A reaped child's pid is free for the kernel to
+** give to the next child, which is that pid's from then on: a later
+** spawn's (reaped later: nearer the tail of 'done', searched from the
+** tail), or one spawn did not start (a fork's), which 'stale' finds.
+*/
 static proc *findproc(pstate *st, int pid) {
-  gl_link_t *head, *l;
-  for (head = &st->procs; head != NULL;
-       head = head == &st->procs ? &st->done : NULL)
-    for (l = head->next; l != head; l = l->next) {
-      proc *p = GL_CONTAINER(l, proc, link);
-      if (p->pid == pid)
-        return p;
-    }
+  gl_link_t *l;
+  for (l = st->procs.next; l != &st->procs; l = l->next) {
+    proc *p = GL_CONTAINER(l, proc, link);
+    if (p->pid == pid)
+      return p;
+  }
+  for (l = st->done.prev; l != &st->done; l = l->prev) {
+    proc *p = GL_CONTAINER(l, proc, link);
+    if (p->pid == pid && !p->reused)
+      return p;
+  }
   return NULL;
+}
+
+
+/*
+** Reaped record 'p': is its pid another child's now (one spawn did not
+** start: a fork's)? Then the record is marked reused, never to be found
+** by pid again. Asked without reaping (WNOWAIT): the child may be a
+** libuv process handle's.
+*/
+static int stale(proc *p) {
+  siginfo_t si;
+  int r;
+  do
+    r = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT);
+  while (r < 0 && errno == EINTR);
+  if (r < 0 && errno == ECHILD)
+    return 0;
+  p->reused = 1;
+  return 1;
 }
 
 
@@ -571,9 +600,12 @@ static int l_waitpid(lua_State *L) {
   proc *p;
   luaL_argcheck(L, pid > 0 && pid <= 0x7fffffff, 1,
                 "a positive process id expected");
+  lgreen_checkopen(L, lgreen_hub(L)); /* uv_walk of a closed loop */
   lua_settop(L, 2);
   pw = newpidwait(L, st, (int)pid); /* allocation first */
-  if ((p = findproc(st, (int)pid)) != NULL) {
+  if ((p = findproc(st, (int)pid)) != NULL && p->exited && stale(p))
+    p = NULL; /* its pid is another child's: waited for below */
+  if (p != NULL) {
     if (p->exited)
       return push_proc(L, p);
     if (timeout == 0)
@@ -1516,9 +1548,13 @@ static int spawn(lua_State *L, int watched) {
     mode[i] = stdio_mode(L, i);
   if (lua_getfield(L, 1, "cwd") != LUA_TNIL) { /* [opts, cwd] */
     struct stat sb;
+    size_t len;
     if (lua_type(L, 2) != LUA_TSTRING)
       return luaL_error(L, "green.process.spawn: cwd must be a string");
-    cwd = lua_tostring(L, 2);
+    cwd = lua_tolstring(L, 2, &len);
+    if (strlen(cwd) != len) /* the child would run in a directory cut
+                               short at the zero byte */
+      return luaL_error(L, "green.process.spawn: cwd contains a zero byte");
     if (stat(cwd, &sb) < 0)
       return fail_errno(L, cwd, uv_translate_sys_error(errno));
     if (!S_ISDIR(sb.st_mode))

@@ -24,6 +24,7 @@
 ** caller waits, like a socket's reader.
 */
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,6 +348,17 @@ static watch *towatch(lua_State *L) {
 ** =======================================================
 */
 
+/* Raise 'fmt' without a position: lua/green/signal.lua raises it again
+   at its caller's line (luaL_error's was a line of signal.lua). */
+static int refuse(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
+
 /*
 ** core.signal_watch(sig, daemon): a new watch of 'sig', started. Refuses
 ** (raising) what a green thread cannot handle: KILL and STOP cannot be
@@ -359,16 +371,17 @@ static int l_signal_watch(lua_State *L) {
   int signum = lgreen_signum(L, 1, 0), daemon = lua_toboolean(L, 2), r;
   const char *name = lgreen_signame(signum);
   watch **ud, *w;
+  lgreen_checkopen(L, hub); /* before the check handle below */
   if (signum == SIGKILL || signum == SIGSTOP)
-    return luaL_error(L, "green.signal: SIG%s cannot be caught", name);
+    return refuse(L, "green.signal: SIG%s cannot be caught", name);
   if (signum == SIGSEGV || signum == SIGBUS || signum == SIGFPE ||
       signum == SIGILL)
-    return luaL_error(L,
+    return refuse(L,
                       "green.signal: SIG%s is a fault of the running code: "
                       "its handler cannot wait for a green thread",
                       name);
   if (signum == SIGURG)
-    return luaL_error(L, "green.signal: SIGURG is used by greenlua's "
+    return refuse(L, "green.signal: SIGURG is used by greenlua's "
                          "watchdog (green.debug.hub_blocking_detection)");
   if (daemon && st->check == NULL) {
     uv_check_t *c = (uv_check_t *)malloc(sizeof(*c));
@@ -398,7 +411,7 @@ static int l_signal_watch(lua_State *L) {
   gl_waitq_init(&w->waiters);
   if ((r = lgreen_signal_start(&w->h, on_signal, signum)) < 0) {
     uv_close((uv_handle_t *)&w->h, on_close);
-    return luaL_error(L, "green.signal: cannot catch signal %d: %s", signum,
+    return refuse(L, "green.signal: cannot catch signal %d: %s", signum,
                       uv_strerror(r));
   }
   w->boxed = 1;
@@ -511,6 +524,18 @@ static int l_signum(lua_State *L) {
 }
 
 
+/* core.signal_ignored(signum): is the signal ignored (SIG_IGN) now? An
+   ignored signal is inherited as such by children (process.lua's execute
+   leaves it alone). */
+static int l_signal_ignored(lua_State *L) {
+  int signum = lgreen_signum(L, 1, 0);
+  struct sigaction sa;
+  lua_pushboolean(L, sigaction(signum, NULL, &sa) == 0 &&
+                         sa.sa_handler == SIG_IGN);
+  return 1;
+}
+
+
 /*** handle:cancel(): stop handling the signal (idempotent); the signal's
 ** previous disposition comes back once no handle watches it. Never
 ** blocks. Also its __close and __gc. */
@@ -586,6 +611,7 @@ static const luaL_Reg funcs[] = {
     {"signal_watch", l_signal_watch},
     {"signal_next", l_signal_next},
     {"signum", l_signum},
+    {"signal_ignored", l_signal_ignored},
     {NULL, NULL},
 };
 

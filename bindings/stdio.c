@@ -26,9 +26,11 @@ typedef struct reader {
   gl_wait_t *waiter; /* the reading thread's wait, or NULL */
   int usable; /* 1 pollable, 0 not yet tried, -1 not pollable (a file) */
   int eof;
-  size_t len;
-  char buf[4096];
+  size_t len, cap;
+  char *buf;  /* malloc'd; grows to hold the longest line read */
 } reader;
+
+#define BUF_INIT 4096
 
 
 static void on_readable(uv_poll_t *h, int status, int events) {
@@ -50,16 +52,32 @@ static void read_cancel(gl_wait_t *w) {
 }
 
 
-static void on_close(uv_handle_t *h) {
-  free(h->data);
+static void reader_free(reader *r) {
+  free(r->buf);
+  free(r);
 }
 
 
-/* Read once into the buffer (it has room). */
-static void fill(reader *r) {
+static void on_close(uv_handle_t *h) {
+  reader_free((reader *)h->data);
+}
+
+
+/* Read once into the buffer, grown first if it is full: a line longer
+   than the buffer was given as several lines (a long line pasted at the
+   prompt ran as broken pieces). [-0, +0, m] */
+static void fill(lua_State *L, reader *r) {
   ssize_t n;
+  if (r->len == r->cap) {
+    size_t cap = r->cap == 0 ? BUF_INIT : r->cap * 2;
+    char *b = cap > r->cap ? (char *)realloc(r->buf, cap) : NULL;
+    if (b == NULL)
+      luaL_error(L, "not enough memory");
+    r->buf = b;
+    r->cap = cap;
+  }
   do
-    n = read(0, r->buf + r->len, sizeof(r->buf) - r->len);
+    n = read(0, r->buf + r->len, r->cap - r->len);
   while (n < 0 && errno == EINTR);
   if (n <= 0)
     r->eof = 1;
@@ -70,9 +88,9 @@ static void fill(reader *r) {
 
 /* [-0, +1, m] a complete line (without '\n'), the rest at EOF, or nil. */
 static int take_line(lua_State *L, reader *r) {
-  char *nl = memchr(r->buf, '\n', r->len);
+  char *nl = r->len > 0 ? (char *)memchr(r->buf, '\n', r->len) : NULL;
   size_t n;
-  if (nl == NULL && !r->eof && r->len < sizeof(r->buf))
+  if (nl == NULL && !r->eof)
     return 0;
   if (nl == NULL && r->len == 0) {
     lua_pushnil(L);
@@ -98,13 +116,13 @@ static int readline_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (ctx != 0) {
     lgreen_waited(L, (gl_wait_t *)ctx, NULL);
-    fill(r);
+    fill(L, r);
   }
   for (;;) {
     if (take_line(L, r))
       return 1;
     if (r->usable < 0) {
-      fill(r);
+      fill(L, r);
       continue;
     }
     if (r->waiter != NULL)
@@ -112,7 +130,8 @@ static int readline_k(lua_State *L, int status, lua_KContext ctx) {
                            "already reading stdin");
     t = lgreen_begin(L, hub, "green.readline");
     if (uv_poll_start(&r->poll, UV_READABLE, on_readable) < 0) {
-      fill(r); /* cannot poll: read (a blocking read of a file is brief) */
+      fill(L, r); /* cannot poll: read (a blocking read of a file is
+                     brief) */
       continue;
     }
     r->waiter = &t->w;
@@ -168,7 +187,7 @@ static int reader_gc(lua_State *L) {
     if (r->usable > 0)
       uv_close((uv_handle_t *)&r->poll, on_close);
     else
-      free(r);
+      reader_free(r);
   }
   return 0;
 }

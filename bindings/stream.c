@@ -437,13 +437,20 @@ void lgreen_stream_started(lstream *x) {
 /* }====================================================== */
 
 
-/* Done flushing (or failed) after close: no more lingering. */
+/*
+** Done flushing (or failed) after close: no more lingering. A pipe (a
+** child's stdin, process.c) has no shutdown(2): ENOTSOCK once what was
+** queued is written. Closing it is the only way its reader sees the end,
+** and shutdown("send") promised that: it is closed now (it reads closed
+** from then on).
+*/
 static void on_shutdown(uv_shutdown_t *req, int status) {
   lsock *s = (lsock *)req->handle->data;
-  (void)status;
   free(req);
   if ((s->flags & LSOCK_CLOSED) && !uv_is_closing(s->h))
     lgreen_sock_close_handle(s);
+  else if (status == UV_ENOTSOCK && !(s->flags & LSOCK_CLOSED))
+    lgreen_sock_shut(s);
 }
 
 

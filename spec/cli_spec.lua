@@ -154,6 +154,18 @@ describe("greenlua options", function()
     assert.matches("after\n", out)
   end)
 
+  -- The prompt's reader had a buffer of 4096 bytes and gave a longer line
+  -- as several lines: the first ran cut short ("unfinished string").
+  it("-i reads a line longer than its buffer as one line", function()
+    local long = string.rep("a", 100000)
+    local out, err, code = run("-i", 'x = "' .. long .. '"\nprint(#x)\n'
+                                     .. "print('x' .. x:sub(-3))\n")
+    assert.is_true(err == "", "stderr: " .. err:sub(1, 200))
+    assert.are.equal(0, code)
+    assert.matches("\n?>? ?100000\n", out)
+    assert.matches("xaaa\n", out)
+  end)
+
   it("Ctrl-C interrupts a main chunk blocked in the hub", function()
     -- the spawned thread runs once the main chunk blocks in sleep
     local _, err, code = interrupt([[-e "local g = require('green') ]]

@@ -22,6 +22,28 @@ local mypid = green.process.getpid
 local opts = OPTS
 if os.getenv("CRASH_AT_START") then
   opts.on_worker_start = function(id) error("worker " .. id .. " crashes") end
+elseif os.getenv("CRASH_FLAG") then -- workers crash while the file exists
+  opts.on_worker_start = function(id)
+    local f = io.open(os.getenv("CRASH_FLAG"))
+    if f then f:close(); error("worker " .. id .. " crashes") end
+  end
+elseif os.getenv("SLOW_FLAG") then -- workers start once the file is gone
+  opts.on_worker_start = function()
+    local flag = os.getenv("SLOW_FLAG")
+    local f = io.open(flag)
+    if not f then return end
+    f:close()
+    f = assert(io.open(flag .. ".pid", "w")) -- "I am starting"
+    f:write(mypid())
+    f:close()
+    for _ = 1, 6000 do
+      f = io.open(flag)
+      if not f then return end
+      f:close()
+      green.sleep(0.01)
+    end
+    error("the flag file stayed")
+  end
 end
 io.stdout:write("port ", port, " ", mypid(), "\n")
 io.stdout:flush()
@@ -127,6 +149,18 @@ local function until_who(port, want, n, what)
   error("never answered as wanted: " .. (what or "?"))
 end
 
+-- A connection on which a worker holds a request ("hold"), and that
+-- worker's pid: the worker lives, draining, until the client says "go".
+local function hold(port)
+  local c = assert(green.connect("127.0.0.1", port))
+  c:settimeout(30)
+  assert(c:send("who\n"))
+  local pid = tonumber(assert(c:receive("*l")):match("^%d+ (%d+)$"))
+  assert(c:send("hold\n"))
+  assert.are.equal("held", c:receive("*l"))
+  return c, pid
+end
+
 local function stop(p)
   assert(p:kill("TERM"))
   local how, code = p:wait(60)
@@ -228,6 +262,121 @@ describe("green.serve with workers", function()
       h.eventually(function()
         return not alive(old[1]) and not alive(old[2])
       end, 30, "the old workers to exit")
+      assert.are.same({ "exit", 0 }, { stop(p) })
+    end)
+  end)
+
+  -- Each roll starts new workers while the old ones may still drain: the
+  -- master once kept 2N heartbeat slots, and a third generation alive at
+  -- once (a second SIGHUP before the first's workers had finished their
+  -- requests) found none left: the roll raised, no new worker started,
+  -- and every later SIGHUP was ignored.
+  it("a SIGHUP while the workers of the last one still drain rolls again",
+     function()
+    green_run({ deadline = 120 }, function()
+      -- <close>: a failure here leaves no master serving on (its workers
+      -- are told to drain when it dies)
+      local p <close>, port, errs =
+        master("{ workers = 1, graceful_timeout = 60 }")
+      local held, pids = {}, {}
+      local function hold_next()
+        -- the current worker holds a request: it drains while it lives
+        held[#held + 1], pids[#pids + 1] = hold(port)
+      end
+      local function is_new(_, pid)
+        for _, old in ipairs(pids) do
+          if pid == old then return false end
+        end
+        return true
+      end
+      hold_next()
+      for round = 1, 3 do
+        assert(p:kill("HUP"))
+        assert.are.equal("term", held[round]:receive("*l"),
+                         "round " .. round .. ": " .. table.concat(errs, "\n"))
+        until_who(port, is_new, 5000,
+                  "a new worker after SIGHUP " .. round .. ": "
+                  .. table.concat(errs, "\n"))
+        hold_next()
+      end
+      assert.are.equal(4, #pids)
+      for _, c in ipairs(held) do
+        if c ~= held[#held] then
+          assert(c:send("go\n"))
+          assert.are.equal("done", c:receive("*l"))
+        end
+        c:close()
+      end
+      assert.are.same({ "exit", 0 }, { stop(p) })
+      assert.is_nil(grep(errs, "error"), table.concat(errs, "\n"))
+    end)
+  end)
+
+  -- A roll's new worker that cannot start (a bad deploy): the old one was
+  -- told to drain all the same, and the SIGHUP left nobody serving (the
+  -- replacement kept crashing, with its backoff).
+  it("a SIGHUP whose new worker dies at start leaves the old one serving",
+     function()
+    green_run({ deadline = 120 }, function()
+      local flag = os.tmpname()
+      os.remove(flag)
+      local p <close>, port, errs =
+        master("{ workers = 1, graceful_timeout = 60 }", { CRASH_FLAG = flag })
+      local c, old = hold(port)
+      local f = assert(io.open(flag, "w"))
+      f:close()
+      assert(p:kill("HUP"))
+      h.eventually(function() return grep(errs, "was not replaced") end, 60,
+                   "the master's report: " .. table.concat(errs, "\n"))
+      assert.matches("worker 1 was not replaced: pid " .. old .. " serves on",
+                     grep(errs, "was not replaced"))
+      assert(grep(errs, "on_worker_start failed: .*worker 1 crashes"))
+      -- the old worker got no SIGTERM: it serves new connections
+      assert.are.same({ 1, old }, { who(port) })
+      os.remove(flag)
+      -- it is still the current one: a SIGHUP replaces it
+      assert(p:kill("HUP"))
+      assert.are.equal("term", c:receive("*l"))
+      local _, new = until_who(port, function(_, pid) return pid ~= old end)
+      assert.are_not.equal(old, new)
+      assert(c:send("go\n"))
+      assert.are.equal("done", c:receive("*l"))
+      c:close()
+      assert.are.same({ "exit", 0 }, { stop(p) })
+    end)
+  end)
+
+  -- SIGHUP while a roll waited for its new worker was dropped: what it
+  -- was sent for never reached the workers.
+  it("a SIGHUP during a roll rolls the workers again after it", function()
+    green_run({ deadline = 120 }, function()
+      local flag = os.tmpname()
+      os.remove(flag) -- the first worker starts at once
+      local p <close>, port, errs =
+        master("{ workers = 1, graceful_timeout = 60 }", { SLOW_FLAG = flag })
+      local _, a = who(port)
+      local f = assert(io.open(flag, "w"))
+      f:close()
+      assert(p:kill("HUP")) -- its worker b waits for the flag to go
+      local b
+      h.eventually(function()
+        local pf = io.open(flag .. ".pid")
+        b = pf and tonumber(pf:read("a"))
+        if pf then pf:close() end
+        return b
+      end, 60, "the new worker to start")
+      assert(p:kill("HUP")) -- during the roll
+      h.eventually(function() return grep(errs, "SIGHUP during a roll") end,
+                   60, "the master's report: " .. table.concat(errs, "\n"))
+      os.remove(flag)
+      os.remove(flag .. ".pid")
+      -- b replaced a, then a third worker replaces b
+      local _, c = until_who(port, function(_, pid)
+        return pid ~= a and pid ~= b
+      end, 5000, "a third worker: " .. table.concat(errs, "\n"))
+      assert.are_not.equal(b, c)
+      h.eventually(function() return not alive(a) and not alive(b) end, 60,
+                   "the first two workers to exit")
       assert.are.same({ "exit", 0 }, { stop(p) })
     end)
   end)

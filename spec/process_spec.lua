@@ -88,6 +88,24 @@ describe("green.process.spawn", function()
     end)
   end)
 
+  -- shutdown("send") is how a socket's peer is told the end: on a pipe
+  -- it returned 1 and did nothing (shutdown(2) is ENOTSOCK there), and
+  -- the child waited for more input for ever.
+  it("stdin:shutdown(\"send\") ends the child's input once what was sent "
+     .. "is out", function()
+    green_run(function()
+      local p = assert(process.spawn { "wc", "-c", stdin = "pipe",
+                                       stdout = "pipe" })
+      assert(p.stdin:send(string.rep("x", 1000000))) -- more than a pipe
+      assert.are.equal(1, p.stdin:shutdown("send"))   -- holds: queued
+      p.stdout:settimeout(30)
+      assert.are.equal("1000000", (assert(p.stdout:receive("a"))):match("%d+"))
+      assert.are.same({ "exit", 0 }, { p:wait(30) })
+      local ok, err = p.stdin:send("late")
+      assert.are.same({ nil, "closed" }, { ok, err })
+    end)
+  end)
+
   it("stderr = \"stdout\" sends both to one pipe; \"null\" is /dev/null",
      function()
     green_run(function()
@@ -128,6 +146,8 @@ describe("green.process.spawn", function()
       assert.is_nil(p)
       assert.are.equal(d .. "/nope: No such file or directory", msg)
       assert.are.equal(2, errno)
+      assert.are.same({ nil, d .. "/hello-green: Not a directory", 20 },
+                      { process.spawn { "pwd", cwd = d .. "/hello-green" } })
       assert(process.run { "rm", "-r", d })
     end)
   end)
@@ -185,6 +205,8 @@ describe("green.process.spawn", function()
       assert.matches("env.X must be a string or false",
                      err({ "ls", env = { X = true } }))
       assert.matches("cwd must be a string", err({ "ls", cwd = 1 }))
+      assert.matches("cwd contains a zero byte",
+                     err({ "ls", cwd = "/tmp\0/nowhere" }))
       assert.matches("env.A contains a zero byte",
                      err({ "ls", env = { A = "x\0y" } }))
       assert.matches("env keys must be names",
@@ -635,6 +657,37 @@ describe("Process:communicate", function()
     end)
   end)
 
+  -- A pipe's own limit (settimeout 0: never wait) once ended its read or
+  -- write there: the output after it was lost, the input cut short.
+  it("goes to the end whatever limit the pipes have (settimeout)",
+     function()
+    green_run(function()
+      local p = assert(process.spawn { "sh", "-c",
+        "wc -c; echo warn >&2", stdin = "pipe", stdout = "pipe",
+        stderr = "pipe" })
+      for _, s in ipairs { p.stdin, p.stdout, p.stderr } do
+        s:settimeout(0)
+      end
+      local out, err, how, code = p:communicate(string.rep("x", 2000000))
+      assert.are.same({ "2000000", "warn\n", "exit", 0 },
+                      { out:match("%d+"), err, how, code })
+      local q = assert(process.spawn { "sh", "-c", "read l; echo got $l",
+                                       stdin = "pipe", stdout = "pipe" })
+      q.stdout:settimeout(0)
+      assert.are.same({ "got x\n", nil, "exit", 0 },
+                      { q:communicate("x\n") })
+      -- a killed caller finds its pipes' limits as they were
+      local r = assert(process.spawn { "sleep", "1000", stdout = "pipe" })
+      r.stdout:settimeout(7)
+      local gt = green.spawn(r.communicate, r)
+      h.until_suspended(gt)
+      gt:kill()
+      assert.are.equal(7, r.stdout:gettimeout())
+      r:kill("KILL")
+      assert.are.same({ "signal", 9 }, { r:wait() })
+    end)
+  end)
+
   it("returns nil for outputs that are not pipes", function()
     green_run(function()
       local p = assert(process.spawn { "true" })
@@ -1018,6 +1071,58 @@ print(got[1], got[2], doomed:wait() == green.GreenletExit)
 ]], "nil timeout\nnil timeout\nnil timeout\nexit 0\texit 0\ttrue\n")
   end)
 
+  -- A Process keeps its record (and outcome) after its child is reaped,
+  -- while its pid is free for the kernel to give to the next child. The
+  -- pid is made to come back at once by setting the kernel's last pid
+  -- (root only: /proc/sys/kernel/ns_last_pid; another process of the
+  -- machine may take it first, so each case tries a few times).
+  it("a reaped Process's pid given to a later child is that child's: "
+     .. "wait(pid) reaps the child, not the old outcome", function()
+    local probe = io.open("/proc/sys/kernel/ns_last_pid", "w")
+    if not probe then
+      pending("needs a writable /proc/sys/kernel/ns_last_pid (root)")
+      return
+    end
+    probe:close()
+    forked([[
+-- The next child gets pid 'want' (make() starts it): its pid, or nil.
+local function next_pid_is(want, make, undo)
+  for _ = 1, 100 do
+    local f = assert(io.open("/proc/sys/kernel/ns_last_pid", "w"))
+    f:write(want - 1)
+    f:close()
+    local pid, x = make()
+    if pid == want then return pid, x end
+    undo(pid, x)
+  end
+end
+local old = assert(process.spawn { "true" })
+print(show(old:wait()))
+-- a forked child that gets the old pid
+local pid = next_pid_is(old.pid, function()
+  local pid = green.fork()
+  if pid == 0 then os.exit(7) end
+  return pid
+end, function(pid) process.wait(pid, 30) end)
+expect(pid, "no forked child got pid " .. old.pid)
+print(show(process.wait(pid, 30)))
+print(show(process.wait(pid, 0)))
+print(show(old:wait()), old.pid == pid)
+-- a spawned child that gets the old pid: the newest record answers
+local old2 = assert(process.spawn { "true" })
+print(show(old2:wait()))
+local _, new = next_pid_is(old2.pid, function()
+  local p = assert(process.spawn { "sh", "-c", "exit 5" })
+  return p.pid, p
+end, function(_, p) p:wait() end)
+expect(new, "no spawned child got pid " .. old2.pid)
+print(show(new:wait()))
+print(show(process.wait(old2.pid, 0)))
+print(show(old2:wait()))
+]], "exit 0\nexit 7\nnil no child processes\nexit 0\ttrue\n"
+    .. "exit 0\nexit 5\nexit 5\nexit 0\n")
+  end)
+
   it("in the child: process.run, spawn and wait work; the parent's "
      .. "children are not the child's", function()
     forked([[
@@ -1198,6 +1303,18 @@ describe("green.process.run", function()
         "bad argument #1 to 'run' (string or table expected, got number)")
       assert.has_error(function() process.run("true", { timout = 1 }) end,
                        "green.process.run: unknown option 'timout'")
+      -- in run's terms, before anything starts (they were communicate's
+      -- "bad argument #1 to 'communicate'", raised once the command ran)
+      assert.has_error(function() process.run("cat", { input = 5 }) end,
+                       "green.process.run: input must be a string (got "
+                       .. "number)")
+      assert.has_error(function() process.run("true", { timeout = "1" }) end,
+                       "green.process.run: timeout must be a number of "
+                       .. "seconds")
+      assert.has_error(function()
+        process.run("cat", { input = "x", stdin = "null" })
+      end, "green.process.run: input given, but stdin is 'null' (input "
+           .. "needs a pipe: leave stdin out or make it \"pipe\")")
     end)
   end)
 
@@ -1300,6 +1417,16 @@ describe("green.process.popen", function()
       assert.are.same({ nil, "Bad file descriptor", 9 }, { f:write("x") })
       assert.has_error(function() f:read("x") end,
                        "bad argument #1 to 'read' (invalid format)")
+      -- a negative count (Lua's own files fail: "not enough memory")
+      -- read nothing and stepped back: the next read gave a byte twice
+      assert.are.equal("h", f:read(1))
+      assert.has_error(function() f:read(-1) end,
+                       "bad argument #1 to 'read' (count is negative)")
+      assert.has_error(function() f:read(0, -5) end,
+                       "bad argument #2 to 'read' (count is negative)")
+      assert.has_error(function() f:read(math.huge) end, "bad argument #1 "
+                       .. "to 'read' (number has no integer representation)")
+      assert.are.equal("i", f:read(1))
       f:close()
       assert.are.equal("file (closed)", tostring(f))
       assert.has_error(function() f:read() end,
@@ -1308,6 +1435,14 @@ describe("green.process.popen", function()
                        "attempt to use a closed file")
       assert.has_error(function() process.popen("true", "rw") end,
                        "bad argument #2 to 'popen' (invalid mode)")
+      -- spawn's "argument 3 contains a zero byte" named no argument of
+      -- theirs, at a line of green/process.lua
+      for _, fn in ipairs { "popen", "execute", "run" } do
+        local ok, e = pcall(function() process[fn]("echo a\0b") end)
+        assert.is_false(ok)
+        assert.matches("^.-process_spec.lua:%d+: bad argument #1 to '" .. fn
+                       .. "' %(command contains a zero byte%)$", e)
+      end
       assert.has_error(function() process.popen({}) end)
     end)
   end)
@@ -1324,6 +1459,20 @@ describe("green.process.popen", function()
   end)
 end)
 
+-- The start of a stock lua5.4 script in which a first execute runs (until
+-- `first:kill()`) while the rest of it does.
+local WHILE_EXECUTING = [[
+local green = require "green"
+local process = green.process
+green.run(function()
+  local started = false
+  local first = green.spawn(function()
+    started = true
+    process.execute("exec sleep 60") -- runs until killed below
+  end)
+  repeat green.sleep(0) until started -- it waits for its command now
+]]
+
 describe("green.process.execute", function()
   it("returns os.execute's results", function()
     green_run(function()
@@ -1334,6 +1483,85 @@ describe("green.process.execute", function()
                       { process.execute("kill -TERM $$") })
       assert.are.same({ os.execute("exit 5") }, { process.execute("exit 5") })
     end)
+  end)
+
+  -- system(3) ignores SIGINT and SIGQUIT in its caller while the command
+  -- runs: a Ctrl-C (sent to the terminal's process group) is the
+  -- command's to handle, and os.execute returns its outcome. The green
+  -- one let greenlua's Ctrl-C interrupt the script, which killed the
+  -- command (an editor, a pager) under it.
+  it("leaves a Ctrl-C to the command, as os.execute does", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local process = require "green".process
+local cmd = "trap 'exit 7' INT; echo ready; while :; do sleep 0.01; done"
+print(process.execute(cmd))
+print("after", process.execute("kill -INT $$"))
+print("and", process.execute("kill -QUIT $$"))
+]])
+    f:close()
+    local out, err, code = h.sh(string.format([[
+out=$(mktemp)
+setsid %s %s >"$out" & pid=$!
+n=0
+until grep -q '^ready$' "$out"; do
+  n=$((n+1)); [ $n -gt 3000 ] && break
+  sleep 0.01
+done
+kill -INT -$pid; wait $pid; code=$?
+cat "$out"; rm -f "$out"; exit $code]], h.greenlua, script), 60)
+    os.remove(script)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("ready\nnil\texit\t7\nafter\tnil\tsignal\t2\n"
+                     .. "and\tnil\tsignal\t3\n", out)
+  end)
+
+  -- The count of executes running is Lua's, and a child of green.fork
+  -- inherits it while the parent's handles are cancelled there and its
+  -- executes gone: the child's own execute took it as running already
+  -- and caught nothing (a SIGQUIT killed the child under stock lua5.4).
+  it("in a child of green.fork forked while an execute runs", function()
+    local out, err, code = h.lua54_run(WHILE_EXECUTING .. [[
+  local pid = green.fork()
+  if pid == 0 then
+    print(process.execute("kill -QUIT $PPID; echo survived"))
+    io.stdout:flush()
+    os.exit(0)
+  end
+  print(process.wait(pid, 30))
+  first:kill()
+end)
+]], 60)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("survived\ntrue\texit\t0\nexit\t0\n", out)
+  end)
+
+  it("a SIGQUIT this process ignores stays ignored in execute's command, "
+     .. "while another execute runs", function()
+    -- as from system(3): inherited ignored, not at its default as a
+    -- signal execute catches is (while a first command runs). Under stock
+    -- lua5.4: greenlua catches SIGINT and SIGQUIT for Ctrl-C and Ctrl-\,
+    -- lua.c SIGINT, so those are not ignored there.
+    local src = WHILE_EXECUTING .. [[
+  print(%s("kill -QUIT $$; echo survived"))
+  first:kill()
+end)
+]]
+    local build = h.greenlua:match("^(.*)/greenlua$")
+    local function lua54(code)
+      return h.sh("trap '' QUIT; LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' "
+                  .. "LUA_CPATH='" .. build .. "/?.so;;' exec lua5.4 -e "
+                  .. h.quote(code), 30)
+    end
+    local out, err, code = lua54(src:format("process.execute"))
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    local stock = lua54(src:format("os.execute"))
+    assert.are.equal("survived\ntrue\texit\t0\n", stock)
+    assert.are.equal(stock, out)
   end)
 end)
 
@@ -1433,6 +1661,33 @@ describe("green.patch() and subprocesses", function()
 end)
 
 describe("green.process under attack", function()
+  -- A finalizer Lua runs after green's own at lua_close (its object was
+  -- given its __gc before green loaded): spawn's pipe and signal's watch
+  -- were libuv handles made on the closed loop (a SEGV in uv_pipe_init).
+  it("a finalizer that runs after lua_close closed the hub: spawn, wait "
+     .. "and signal raise, nothing crashes", function()
+    local out, err, code = h.lua54_run([[
+local process, signal
+G = setmetatable({}, { __gc = function()
+  print(pcall(process.spawn, { "true", stdout = "pipe" }))
+  print(pcall(process.spawn, { "true" }))
+  print(pcall(signal, "USR1", function() end))
+  print(pcall(signal.wait, "USR1", 0))
+  print(pcall(process.wait, 1, 0))
+end })
+local green = require "green"
+process, signal = green.process, green.signal
+]], 60)
+    assert.are.equal(0, code, "exit code " .. code .. ": " .. err)
+    local n = 0
+    for line in out:gmatch("[^\n]+") do
+      n = n + 1
+      assert.matches("^false\t.-green: the hub is closed %(lua_close%): a "
+                     .. "finalizer that runs after it cannot use green$", line)
+    end
+    assert.are.equal(5, n, out)
+  end)
+
   it("a program started with stdin, stdout or stderr closed: its children "
      .. "inherit /dev/null there, and it ends cleanly", function()
     -- libuv's epoll descriptor used to take the free number: a child

@@ -182,6 +182,18 @@ describe("green.signal", function()
       assert.matches("SIGURG is used by greenlua's watchdog",
                      err("URG", noop))
       assert.is_false(disposition(10))
+      -- at the caller's line, as the argument errors are (they named a
+      -- line of green/signal.lua)
+      for _, case in ipairs {
+        { function() green.signal("KILL", noop) end, "SIGKILL cannot" },
+        { function() green.signal(32, noop) end, "cannot catch signal 32" },
+        { function() green.signal.wait("SEGV", 0) end, "SIGSEGV is a fault" },
+      } do
+        local ok, e = pcall(case[1])
+        assert.is_false(ok)
+        assert.matches("^[^:]*signal_spec%.lua:%d+: green%.signal: "
+                       .. case[2], e)
+      end
     end)
   end)
 end)

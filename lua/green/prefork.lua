@@ -81,7 +81,7 @@ end
 
 -- Runs in the child; never returns. `serve_one(control)` serves until
 -- control.stop is called (then it returns once drained).
-local function worker_main(id, slot, stamps, o, serve_one, master_pid)
+local function worker_main(id, stamp, o, serve_one, master_pid)
   worker_id = id
   local signal = require "green.signal"
   local control = { stopping = false, grace = o.graceful_timeout,
@@ -108,7 +108,7 @@ local function worker_main(id, slot, stamps, o, serve_one, master_pid)
   local interval = min(1, o.worker_timeout / 4)
   local beat = spawn(function()
     while true do
-      stamps:set(slot)
+      stamp:set(1)
       sleep(interval)
     end
   end)
@@ -143,10 +143,7 @@ function M.master(o, serve_one)
   local process = require "green.process"
   local n = o.workers
   local me = core.getpid()
-  local stamps = assert(core.stamps(2 * n)) -- a slot per live worker
-  local free = {}
-  for i = 2 * n, 1, -1 do free[#free + 1] = i end
-  local current = {}  -- id -> worker { pid, slot, born, id }
+  local current = {}  -- id -> worker { pid, stamp, born, id }
   local live = {}     -- pid -> worker (current and retiring)
   local nlive = 0
   local backoff = {}  -- id -> seconds before its next restart
@@ -168,12 +165,11 @@ function M.master(o, serve_one)
 
   local start -- forward
 
-  -- A worker ended (reaped): free its slot, and restart it unless it was
+  -- A worker ended (reaped): restart it unless it was
   -- replaced or the master is stopping.
   local function ended(w, how, code)
     live[w.pid] = nil
     nlive = nlive - 1
-    free[#free + 1] = w.slot
     local replaced = current[w.id] ~= w
     if not replaced then current[w.id] = nil end
     if stopping then
@@ -202,15 +198,21 @@ function M.master(o, serve_one)
   end
 
   -- Fork worker `id`; its record, or nil if fork failed (retried later).
+  -- Each worker has a clock of its own (a page shared with the master,
+  -- unmapped once its record is collected): workers that drain after a
+  -- roll are alive with their replacements, as many generations of them
+  -- as SIGHUPs came while they drained, so no fixed number of clocks
+  -- would do.
   function start(id)
-    local slot = table.remove(free)
-    stamps:clear(slot)
-    local pid, err = fork()
-    if pid == 0 then
-      worker_main(id, slot, stamps, o, serve_one, me) -- never returns
+    local stamp, err = core.stamps(1)
+    local pid
+    if stamp then
+      pid, err = fork()
+      if pid == 0 then
+        worker_main(id, stamp, o, serve_one, me) -- never returns
+      end
     end
     if not pid then
-      free[#free + 1] = slot
       log("cannot fork worker %d: %s", id, tostring(err))
       local b = min(max((backoff[id] or 0) * 2, BACKOFF_MIN), BACKOFF_MAX)
       backoff[id] = b
@@ -219,7 +221,7 @@ function M.master(o, serve_one)
       end)
       return nil
     end
-    local w = { id = id, pid = pid, slot = slot, born = now() }
+    local w = { id = id, pid = pid, stamp = stamp, born = now() }
     current[id] = w
     live[pid] = w
     nlive = nlive + 1
@@ -233,7 +235,7 @@ function M.master(o, serve_one)
 
   -- Is worker w serving (it has stamped since it started)?
   local function ready(w)
-    return stamps:age(w.slot) ~= nil
+    return w.stamp:age(1) ~= nil
   end
 
   -- The watchdog: a worker whose stamp is older than worker_timeout (or
@@ -243,7 +245,7 @@ function M.master(o, serve_one)
     while true do
       sleep(every)
       for pid, w in pairs(live) do
-        local age = stamps:age(w.slot) or now() - w.born
+        local age = w.stamp:age(1) or now() - w.born
         if age > o.worker_timeout and not w.killed then
           log("worker %d (pid %d) did not turn its hub for %.1f s: killing it",
               w.id, pid, age)
@@ -273,10 +275,11 @@ function M.master(o, serve_one)
 
   -- Roll: replace the workers one at a time, the new one serving before
   -- the old one is told to drain, so no connection waits on nobody.
-  local rolling = false
-  local function roll()
-    if rolling or stopping then return end
-    rolling = true
+  -- A SIGHUP that comes during a roll is not dropped: the workers roll
+  -- once more after it (the workers that roll started were forked before
+  -- it, and what it was sent for -- a deploy -- would not reach them).
+  local rolling, again = false, false
+  local function roll_once()
     for id = 1, n do
       local old = current[id]
       local w = start(id)
@@ -287,9 +290,35 @@ function M.master(o, serve_one)
           sleep(0.01)
         end
       end
-      if old and live[old.pid] then kill_pid(old.pid, SIGTERM) end
+      if w and live[w.pid] then
+        if old and live[old.pid] then kill_pid(old.pid, SIGTERM) end
+      elseif old and live[old.pid] and not stopping then
+        -- No replacement (fork failed, or it died before serving: a bad
+        -- deploy): the old worker was told to drain all the same, and a
+        -- SIGHUP left nobody serving. It goes on, as the current one (the
+        -- restart that its replacement's death scheduled is then void).
+        if current[id] == nil then current[id] = old end
+        log("worker %d was not replaced: pid %d serves on", id, old.pid)
+      end
       if stopping then break end
     end
+  end
+  local function roll()
+    if stopping then return end
+    if rolling then
+      if not again then log("SIGHUP during a roll: rolling again after it") end
+      again = true
+      return
+    end
+    rolling = true
+    repeat
+      again = false
+      local ok, err = pcall(roll_once)
+      if not ok then
+        rolling = false
+        error(err, 0)
+      end
+    until not again or stopping
     rolling = false
   end
 

@@ -16,7 +16,7 @@ local type, error, select, setmetatable, getmetatable, tostring, tonumber =
   type, error, select, setmetatable, getmetatable, tostring, tonumber
 local pairs, ipairs, pcall = pairs, ipairs, pcall
 local concat, unpack, pack = table.concat, table.unpack, table.pack
-local format, mtype = string.format, math.type
+local format, mtype, tointeger = string.format, math.type, math.tointeger
 local spawn_thread, Timeout = core.spawn, core.Timeout
 local settle, spawn_run = core.process_settle, core.process_spawn_run
 local flush_queue = core.process_drain
@@ -86,6 +86,30 @@ local function feed(sock, input)
   sock:close()
 end
 
+-- The pipes' own limits (settimeout) are the caller's, for its own reads
+-- and writes: communicate goes to the end (its `timeout` is the limit),
+-- and a recv that timed out ended the output there (what came after was
+-- lost) and a sendall that did ended the input. Off while it runs;
+-- `restore` puts them back.
+local function untimed(p)
+  local saved = {}
+  for i, s in ipairs { p.stdin or false, p.stdout or false,
+                       p.stderr or false } do
+    if s then
+      saved[i] = s:gettimeout()
+      s:settimeout(nil)
+    end
+  end
+  return saved
+end
+
+local function restore(p, saved)
+  local socks = { p.stdin, p.stdout, p.stderr }
+  for i = 1, 3 do
+    if saved[i] then socks[i]:settimeout(saved[i]) end
+  end
+end
+
 local function close_pipes(p)
   local a, b, c = p.stdin, p.stdout, p.stderr
   if a then a:close() end
@@ -121,6 +145,7 @@ function Process.communicate(self, input, timeout)
   end
   local out, err = stdout and {} or nil, stderr and {} or nil
   local helpers = {}
+  local saved = untimed(self)
   local t = timeout and Timeout(timeout)
   local ok, how, code = pcall(function()
     if stdin then
@@ -143,6 +168,7 @@ function Process.communicate(self, input, timeout)
   for _, gt in ipairs(helpers) do
     if not gt:dead() then pcall(gt.kill, gt) end
   end
+  restore(self, saved)
   if not ok then
     if how ~= t or t == nil then error(how, 0) end -- a kill, an error
     self:kill("KILL")
@@ -160,10 +186,22 @@ end
 local RUN_OPTIONS = { cwd = true, env = true, stdin = true, stdout = true,
                       stderr = true, input = true, timeout = true }
 
+-- The argv of shell string `cmd` (`/bin/sh -c cmd`); a zero byte in it
+-- raises in the terms of `fname`'s caller (spawn's error named its
+-- "argument 3", at a line of this file).
+local function shell(cmd, fname, level)
+  cmd = tostring(cmd)
+  if cmd:find("\0", 1, true) then
+    error(format("bad argument #1 to '%s' (command contains a zero byte)",
+                 fname), level + 1)
+  end
+  return { "/bin/sh", "-c", cmd }
+end
+
 -- The argv of `cmd`: a shell string, or a table whose array part is the
 -- program and its arguments (a copy: spawn converts numbers in place).
 local function argv_of(cmd, fname)
-  if type(cmd) == "string" then return { "/bin/sh", "-c", cmd } end
+  if type(cmd) == "string" then return (shell(cmd, fname, 3)) end
   if type(cmd) ~= "table" then
     error(format("bad argument #1 to '%s' (string or table expected, got %s)",
                  fname, type(cmd)), 3)
@@ -193,14 +231,32 @@ function M.run(cmd, opts)
       error("green.process.run: unknown option '" .. tostring(k) .. "'", 2)
     end
   end
+  -- input and timeout are communicate's, checked here: raised there, the
+  -- error named communicate's arguments, at a line of this file, once
+  -- the command had been started (and killed)
+  local input, timeout = opts.input, opts.timeout
+  if input ~= nil and type(input) ~= "string" then
+    error("green.process.run: input must be a string (got " .. type(input)
+          .. ")", 2)
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout)
+  then
+    error("green.process.run: timeout must be a number of seconds", 2)
+  end
+  if input and #input > 0 and opts.stdin ~= nil and opts.stdin ~= "pipe"
+  then
+    error("green.process.run: input given, but stdin is '"
+          .. tostring(opts.stdin) .. "' (input needs a pipe: leave stdin "
+          .. "out or make it \"pipe\")", 2)
+  end
   argv.cwd, argv.env = opts.cwd, opts.env
-  argv.stdin = opts.stdin or (opts.input and "pipe" or "inherit")
+  argv.stdin = opts.stdin or (input and "pipe" or "inherit")
   argv.stdout = opts.stdout or "pipe"
   argv.stderr = opts.stderr or "pipe"
   local p, msg, errno = spawn_run(argv) -- spawn, reaped when waited for
   if not p then return nil, msg, errno end
   local proc <close> = p -- a kill or error: the child is killed
-  local out, err, how, code = proc:communicate(opts.input, opts.timeout)
+  local out, err, how, code = proc:communicate(input, timeout)
   return how == "exit" and code == 0, out, err, how, code
 end
 
@@ -340,11 +396,15 @@ end
 
 local function read1(f, fmt, i)
   if type(fmt) == "number" then
-    if mtype(fmt) ~= "integer" and fmt ~= fmt // 1 then
+    local n = tointeger(fmt) -- math.huge has none either
+    if not n then
       error("bad argument #" .. i .. " to 'read' (number has no integer "
             .. "representation)", 3)
     end
-    return read_count(f, fmt // 1)
+    if n < 0 then -- read_count would step back over what it took
+      error("bad argument #" .. i .. " to 'read' (count is negative)", 3)
+    end
+    return read_count(f, n)
   end
   if type(fmt) ~= "string" then
     error("bad argument #" .. i .. " to 'read' (invalid format)", 3)
@@ -485,9 +545,10 @@ function M.popen(cmd, mode)
   if mode ~= "r" and mode ~= "w" then
     error("bad argument #2 to 'popen' (invalid mode)", 2)
   end
-  local p, msg, errno = M.spawn { "/bin/sh", "-c", tostring(cmd),
-    stdin = mode == "w" and "pipe" or "inherit",
-    stdout = mode == "r" and "pipe" or "inherit" }
+  local argv = shell(cmd, "popen", 2)
+  argv.stdin = mode == "w" and "pipe" or "inherit"
+  argv.stdout = mode == "r" and "pipe" or "inherit"
+  local p, msg, errno = M.spawn(argv)
   if not p then return nil, msg, errno end
   return setmetatable({ proc = p, sock = mode == "r" and p.stdout or p.stdin,
                         mode = mode, buf = "", pos = 1, eof = false,
@@ -496,20 +557,68 @@ end
 
 -- }===
 
+-- While a command of execute runs, SIGINT and SIGQUIT do nothing here, as
+-- system(3) ignores them in its caller: a Ctrl-C at the terminal reaches
+-- the whole process group, and it is the command's to handle (an editor,
+-- a pager); execute returns its outcome. Handles that do nothing, taken
+-- by the first execute running and cancelled by the last: the signals
+-- are caught, not ignored, so the command gets them at their defaults;
+-- one this process ignores already (a background job of sh) is left
+-- alone, and the command inherits it ignored, as from system(3).
+-- A child of green.fork inherits the count while the parent's handles are
+-- cancelled there (signal.c) and its executes gone: the count is this
+-- process's ('quietpid').
+local quiet, nquiet, quietpid = {}, 0, nil
+
+local function nothing() end
+
+local function hush()
+  local pid = core.getpid()
+  if nquiet > 0 and quietpid ~= pid then quiet, nquiet = {}, 0 end
+  if nquiet == 0 then
+    quietpid = pid
+    local signal = require "green.signal"
+    for _, sig in ipairs { "INT", "QUIT" } do
+      if not core.signal_ignored(sig) then
+        local ok, h = pcall(signal, sig, nothing)
+        if not ok then
+          for i = 1, #quiet do quiet[i]:cancel() end
+          quiet = {}
+          error(h, 0)
+        end
+        quiet[#quiet + 1] = h
+      end
+    end
+  end
+  nquiet = nquiet + 1
+end
+
+local function unhush()
+  nquiet = nquiet - 1
+  if nquiet == 0 then
+    for i = 1, #quiet do quiet[i]:cancel() end
+    quiet = {}
+  end
+end
+
 --- os.execute, green: run `cmd` with `/bin/sh -c`, sharing this process's
 -- stdin, stdout and stderr, and wait for it. true, "exit", 0, or nil,
 -- "exit"|"signal", code; without `cmd`, true (a shell is available). A
--- kill of the caller kills the command.
+-- kill of the caller kills the command. SIGINT and SIGQUIT do nothing here
+-- while it runs (system(3)'s rule).
 function M.execute(cmd)
   if cmd == nil then return true end
   if type(cmd) ~= "string" and type(cmd) ~= "number" then
     error("bad argument #1 to 'execute' (string expected, got "
           .. type(cmd) .. ")", 2)
   end
-  local p = spawn_run { "/bin/sh", "-c", tostring(cmd) }
+  local p = spawn_run(shell(cmd, "execute", 2))
   if not p then return nil, "exit", 127 end -- as system() when sh fails
   local proc <close> = p
-  local how, code = proc:wait()
+  hush()
+  local ok, how, code = pcall(proc.wait, proc)
+  unhush()
+  if not ok then error(how, 0) end -- a kill: <close> kills the command
   if how == "exit" and code == 0 then return true, "exit", 0 end
   return nil, how, code
 end

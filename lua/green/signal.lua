@@ -33,6 +33,15 @@ local function checksig(sig, fname)
   return signum
 end
 
+-- A watch of `signum` (bindings/signal.c); its refusal (SIGKILL, a fault,
+-- a signal the C library keeps) raised at the line that called `level`
+-- levels above (its message has no position of its own).
+local function watch_at(signum, daemon, level)
+  local ok, h = pcall(watch, signum, daemon)
+  if not ok then error(h, level + 1) end
+  return h
+end
+
 local function dispatch(h, signum, handler)
   while true do
     local n = next_delivery(h)
@@ -47,7 +56,7 @@ local function register(sig, handler)
     error("bad argument #2 to 'signal' (function expected, got "
           .. type(handler) .. ")", 2)
   end
-  local h = watch(signum, true)
+  local h = watch_at(signum, true, 2)
   local d = spawn(dispatch, h, signum, handler)
   d.name = "green.signal(" .. tostring(sig) .. ")"
   -- However the dispatcher ends (cancelled, or killed, even before it
@@ -70,7 +79,7 @@ function signal.wait(sig, timeout)
   then
     error("bad argument #2 to 'wait' (number of seconds expected)", 2)
   end
-  local h <close> = watch(signum, false)
+  local h <close> = watch_at(signum, false, 2)
   local n, err = next_delivery(h, timeout)
   if n then return signum end
   return nil, err
