@@ -86,6 +86,8 @@ struct lgreen_state {
   uint64_t sweptat;    /* the loop's time (ms) at the last sweep */
   size_t swept;        /* boxes the last sweep walked */
   int notick;          /* core.box_timer(false): no timer sweeps */
+  uv_timer_t unref_timer;   /* sleep_unref's one timer (debug.c), unref'd */
+  gl_link_t unref_sleepers; /* their waits, by 'link' */
 };
 typedef struct lgreen_state lgreen_state_t;
 
