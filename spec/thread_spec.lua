@@ -433,6 +433,48 @@ describe("GreenThread:link", function()
       assert.is_false(called)
     end)
   end)
+
+  it("a link that unlinks itself or an earlier link skips no other link",
+     function()
+    green_run(function()
+      local log = {}
+      local t = spawn(function() end)
+      local first, self_unlinking
+      function first() log[#log + 1] = "first" end
+      function self_unlinking(gt)
+        log[#log + 1] = "unlinker"
+        assert.is_true(gt:unlink(self_unlinking))
+        assert.is_true(gt:unlink(first)) -- has run: nothing else moves
+        gt:link(function() log[#log + 1] = "added" end)
+      end
+      t:link(first)
+      t:link(self_unlinking)
+      t:link(function() log[#log + 1] = "third" end)
+      t:link(function(gt) -- unlinks one that has not run: it never runs
+        log[#log + 1] = "fourth"
+        gt:unlink(first)
+      end)
+      t:wait()
+      assert.are.same({ "first", "unlinker", "third", "fourth", "added" },
+                      log)
+    end)
+  end)
+
+  it("unlink inside a link removes a later link before it runs", function()
+    green_run(function()
+      local log = {}
+      local t = spawn(function() end)
+      local function later() log[#log + 1] = "later" end
+      t:link(function(gt)
+        log[#log + 1] = "first"
+        assert.is_true(gt:unlink(later))
+      end)
+      t:link(later)
+      t:link(function() log[#log + 1] = "last" end)
+      t:wait()
+      assert.are.same({ "first", "last" }, log)
+    end)
+  end)
 end)
 
 describe("error reporting", function()

@@ -124,13 +124,17 @@ core.set_thread_end(function(gt, unobserved)
   for k = 1, 2 do
     local links = ex[END_LISTS[k]]
     if links then
-      local i = 1
-      while links[i] do
-        local l = links[i]
-        i = i + 1
+      -- A callback may add links (they run too) or unlink: ex.next is
+      -- the position of the next one to run, which GreenThread.unlink
+      -- moves back when it removes one before it.
+      ex.running, ex.next = links, 1
+      while links[ex.next] do
+        local l = links[ex.next]
+        ex.next = ex.next + 1
         local ok, err = xpcall(l[1], traceback, gt, unpack(l, 2, l.n))
         if not ok then report(gt, err, nil, "link") end
       end
+      ex.running, ex.next = nil, nil
     end
   end
 end)
@@ -167,13 +171,17 @@ end
 
 --- Remove the links to `fn`; true if there was one.
 function GreenThread.unlink(gt, fn)
-  local links = extras(gt).links
+  local ex = extras(gt)
+  local links = ex.links
   local found = false
   if links then
     for i = #links, 1, -1 do
       if links[i][1] == fn then
         remove(links, i)
         found = true
+        if ex.running == links and i < ex.next then -- see set_thread_end
+          ex.next = ex.next - 1
+        end
       end
     end
   end
