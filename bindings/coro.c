@@ -56,6 +56,14 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
   guard = cur != NULL && !(cur->flags & GL_F_MAIN) && !lua_isyieldable(L);
   if (guard && lgreen_state(hub)->boundary_depth++ == 0)
     lgreen_state(hub)->boundary_L = L;
+  /* A hub yield from 'co' reaches the hub if one from L does (see
+     lgreen_yieldable): L is the thread's coroutine or chained itself. */
+  if (co != L) /* (else lua_resume refuses: L may be a thread's base) */
+    gl_mark_set(co, cur != NULL && !(cur->flags & GL_F_MAIN) &&
+                            (L == cur->L ||
+                             gl_mark_get(L) == GL_MARK_CHAINED)
+                        ? GL_MARK_CHAINED
+                        : 0);
   /* The watchdog hooks the innermost coroutine running (a hook is per
      coroutine). */
   __atomic_store_n(&hub->probe.running, co, __ATOMIC_RELAXED);
@@ -63,6 +71,8 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
   __atomic_store_n(&hub->probe.running, L, __ATOMIC_RELAXED);
   if (guard)
     lgreen_state(hub)->boundary_depth--;
+  if (co != L)
+    gl_mark_set(co, 0);
   if (status == LUA_YIELD && hub->hubyield) {
     /* 'co' blocked in the hub: pass the hub yield on (the flag stays set
        until the hub sees it). */
