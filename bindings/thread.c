@@ -481,7 +481,9 @@ static int gt_wait(lua_State *L) {
 /*
 ** gt:kill([err]): raise err (default GreenletExit) in gt at its blocking
 ** point and return once it is dead. Killing yourself raises. A caller that
-** cannot block (a finalizer, a C-call boundary) delivers and returns.
+** cannot block (a finalizer, a C-call boundary) delivers and returns. The
+** host's main thread cannot die: its kill is not sticky (it raises at its
+** next blocking call, once, as a Ctrl-C does).
 */
 static int gt_kill(lua_State *L) {
   gl_thread_t *t = lgreen_checkthread(L, 1), *self;
@@ -498,13 +500,15 @@ static int gt_kill(lua_State *L) {
     if (t == self)            /* stands, and we only wait for the end */
       return 0;
   } else if (t == self) {
-    t->flags |= GL_F_KILLED;
-    lua_pushvalue(L, 2);
-    lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
+    if (!(t->flags & GL_F_MAIN)) { /* the main thread never dies: its */
+      t->flags |= GL_F_KILLED;     /* kill raises once, not for good */
+      lua_pushvalue(L, 2);
+      lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
+    }
     lua_pushvalue(L, 2);
     return lua_error(L);
   } else {
-    lgreen_throw(L, t, 2, 1);
+    lgreen_throw(L, t, 2, !(t->flags & GL_F_MAIN));
   }
   if ((t->flags & GL_F_MAIN) || !lgreen_canblock(L, hub))
     return 0; /* delivered; a finalizer or a C boundary cannot wait */

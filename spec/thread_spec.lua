@@ -328,6 +328,28 @@ describe("GreenThread:kill", function()
       assert.are.equal("t", target:wait())
     end)
   end)
+
+  it("a kill of the main thread raises once: main never dies, and " ..
+     "blocks again afterwards", function()
+    -- (in a subprocess: a main thread killed for good would fail every
+    -- spec after this one)
+    local out, err, code = helper.lua54_run([[
+      local green = require "green"
+      local main = green.getcurrent()
+      green.spawn(function() main:kill("stop main") end)
+      print(pcall(green.sleep, 10))
+      local t = green.spawn(function() return "ran" end)
+      print(pcall(t.wait, t))
+      print(pcall(main.kill, main, "self")) -- itself: raises at once
+      print(pcall(green.sleep, 0))
+      green.spawn(function() main:kill() end)
+      print(pcall(green.run))
+      print(pcall(green.run, function() return "run" end))
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("false\tstop main\ntrue\tran\nfalse\tself\n" ..
+                     "true\nfalse\tGreenletExit\ntrue\trun\n", out)
+  end)
 end)
 
 describe("GreenThread:link", function()
