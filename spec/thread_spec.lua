@@ -611,6 +611,26 @@ describe("green.run", function()
       assert.is_true(done)
     end)
   end)
+
+  it("from the main thread, does not return while a thread whose own " ..
+     "run() has just returned is still to run on", function()
+    -- (a subprocess: it lost the thread's rest under stock lua5.4, the
+    -- script ending with the thread ready)
+    local out, err, code = helper.lua54_run([[
+      local green = require "green"
+      local ev = green.Event()
+      green.spawn(function()
+        green.run()
+        print("after its run")
+        green.spawn(function() ev:send("sent") end)
+        print(ev:wait())
+      end)
+      green.run()
+      print("main", green.core.stats().threads)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("after its run\nsent\nmain\t0\n", out)
+  end)
 end)
 
 describe("green.Local", function()
