@@ -152,6 +152,24 @@ describe("user coroutines inside green threads", function()
     assert.are.equal("true\t2\ttrue\t20\tdead\tw\tother ran\n", out)
   end)
 
+  it("a refused resume of a coroutine in the chain leaves it able to " ..
+     "block by yielding (no C stack parked)", function()
+    green_run(function()
+      local co1
+      co1 = coroutine.create(function()
+        local co2 = coroutine.create(function()
+          return coroutine.resume(co1) -- co1 is normal: refused
+        end)
+        local _, ok, err = coroutine.resume(co2)
+        local parks = green.core.cstack().parks
+        sleep(0.001)
+        return ok, err, green.core.cstack().parks - parks
+      end)
+      assert.are.same({ true, false, "cannot resume non-suspended coroutine",
+                        0 }, { coroutine.resume(co1) })
+    end)
+  end)
+
   it("works on the main thread too (nested hub runs)", function()
     local other = false
     spawn(function() other = true end)
