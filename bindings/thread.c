@@ -437,6 +437,8 @@ static int push_outcome(lua_State *L, gl_thread_t *t, int idx) {
         lua_pushliteral(L, "] ");
         lua_pushvalue(L, -4);
         lua_concat(L, 4);
+      } else { /* no traceback (killed before it started): as it is */
+        lua_pop(L, 2);
       }
     }
     return lua_error(L);
