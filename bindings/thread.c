@@ -43,10 +43,16 @@ static int msgh(lua_State *L) {
 }
 
 
+/* After the end hook: an error of its own (out of memory) is printed; the
+   thread's outcome, stored already, stands. */
 static int end_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
-  (void)status;
-  (void)ctx;
+  gl_thread_t *t = (gl_thread_t *)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "green: the end of green thread %lld failed: %s\n",
+            (long long)t->id, msg != NULL ? msg : luaL_typename(L, -1));
+    fflush(stderr);
+  }
   return 0;
 }
 
@@ -118,8 +124,7 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_pushvalue(L, 1);
   lua_pushboolean(L, report);
-  lua_callk(L, 2, 0, ctx, end_k);
-  return 0;
+  return end_k(L, lua_pcallk(L, 2, 0, 0, ctx, end_k), ctx);
 }
 
 

@@ -99,12 +99,17 @@ function green.on_error(handler)
   return old
 end
 
+-- Never raises: it runs where the thread's outcome is already stored and
+-- its links are still to run. If even the default report fails (stderr
+-- closed or replaced), the error goes unprinted.
 local function report(gt, err, tb, what)
   local ok, herr = pcall(reporter, gt, err, tb, what)
   if not ok then
-    default_reporter(gt, err, tb, what)
-    io.stderr:write("green: and the error handler failed: ",
-                    safe_tostring(herr), "\n")
+    pcall(function()
+      default_reporter(gt, err, tb, what)
+      io.stderr:write("green: and the error handler failed: ",
+                      safe_tostring(herr), "\n")
+    end)
   end
 end
 
