@@ -61,6 +61,7 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
     lua_pushliteral(L, "too many arguments to resume");
     return -1;
   }
+  chain = resumable(co); /* (else lua_resume refuses: leave its mark) */
   lua_xmove(L, co, narg);
   /* From code that cannot yield, a blocking call below must fail cleanly
      instead of making a hub yield into this frame. */
@@ -69,7 +70,6 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
     lgreen_state(hub)->boundary_L = L;
   /* A hub yield from 'co' reaches the hub if one from L does (see
      lgreen_yieldable): L is the thread's coroutine or chained itself. */
-  chain = resumable(co); /* (else lua_resume refuses: leave its mark) */
   if (chain)
     gl_mark_set(co, cur != NULL && !(cur->flags & GL_F_MAIN) &&
                             (L == cur->L ||
