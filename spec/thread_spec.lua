@@ -459,6 +459,18 @@ describe("GreenThread:link", function()
     end)
   end)
 
+  it("link and unlink on a non-thread say so", function()
+    for _, name in ipairs({ "link", "unlink" }) do
+      for _, bad in ipairs({ 5, {}, "x", io.stdout }) do
+        local ok, err = pcall(green.GreenThread[name], bad, print)
+        assert.is_false(ok)
+        assert.matches("calling '" .. name .. "' on bad self %(green%."
+                       .. "GreenThread expected, got " .. type(bad) .. "%)",
+                       err)
+      end
+    end
+  end)
+
   it("unlink removes a link", function()
     green_run(function()
       local called = false

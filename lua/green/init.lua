@@ -7,8 +7,8 @@
 
 local core = require "green.core"
 
-local error, pcall, xpcall, type, tostring, setmetatable =
-  error, pcall, xpcall, type, tostring, setmetatable
+local error, pcall, xpcall, type, tostring, setmetatable, getmetatable =
+  error, pcall, xpcall, type, tostring, setmetatable, getmetatable
 local pack, unpack, remove = table.pack, table.unpack, table.remove
 local format = string.format
 local traceback = debug.traceback
@@ -166,8 +166,19 @@ function core.on_end(gt, fn, ...)
   add_end(gt, "hooks", fn, ...)
 end
 
+-- Every GreenThread has the main thread's metatable.
+local THREAD_MT = getmetatable(getcurrent())
+
+local function checkthread(gt, fname)
+  if getmetatable(gt) ~= THREAD_MT then
+    error(format("calling '%s' on bad self (green.GreenThread expected, "
+                 .. "got %s)", fname, type(gt)), 3)
+  end
+end
+
 --- Call `fn(gt, ...)` when `gt` ends (at once if it has ended).
 function GreenThread.link(gt, fn, ...)
+  checkthread(gt, "link")
   if type(fn) ~= "function" then
     error("bad argument #1 to 'link' (function expected)", 2)
   end
@@ -176,6 +187,7 @@ end
 
 --- Remove the links to `fn`; true if there was one.
 function GreenThread.unlink(gt, fn)
+  checkthread(gt, "unlink")
   local ex = extras(gt)
   local links = ex.links
   local found = false
