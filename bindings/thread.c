@@ -322,6 +322,7 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
   gl_thread_t *t;
   lua_State *co;
   int n;
+  lgreen_checkopen(L, hub); /* a finalizer run after lua_close closed it */
   if (lua_type(L, first) != LUA_TFUNCTION) {
     if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
       luaL_typeerror(L, first, "function");

@@ -59,3 +59,32 @@ describe("blocking at a C-call boundary", function()
     assert.are.same({ 1, 2, 3 }, t)
   end)
 end)
+
+describe("a finalizer that runs after lua_close closed the hub", function()
+  -- Its object had its __gc before green loaded, so Lua runs it after
+  -- green's own: spawn and Timeout allocated the closed hub's thread
+  -- table and timer heap anew, which nothing freed (a leak under ASan).
+  it("spawn, spawn_n, spawn_after and Timeout raise", function()
+    local h = require "helper"
+    local out, err, code = h.lua54_run([[
+local green
+G = setmetatable({}, { __gc = function()
+  print(pcall(green.spawn, print, "late"))
+  print(pcall(green.spawn_n, print, "late"))
+  print(pcall(green.spawn_after, 1, print, "late"))
+  print(pcall(green.Timeout, 1))
+end })
+green = require "green"
+green.spawn(function() green.sleep(10) end) -- parked at the close
+green.sleep(0)
+]], 60)
+    assert.are.equal(0, code, "exit code " .. code .. ": " .. err)
+    local n = 0
+    for line in out:gmatch("[^\n]+") do
+      n = n + 1
+      assert.matches("^false\tgreen: the hub is closed %(lua_close%): a "
+                     .. "finalizer that runs after it cannot use green$", line)
+    end
+    assert.are.equal(4, n, out)
+  end)
+end)
