@@ -87,4 +87,32 @@ green.sleep(0)
     end
     assert.are.equal(4, n, out)
   end)
+
+  it("kill, cancel and Timeout:cancel of what was armed at the close " ..
+     "do nothing, and nothing crashes", function()
+    -- They stopped timers in the closed hub's freed heap (a SEGV).
+    local h = require "helper"
+    local out, err, code = h.lua54_run([[
+local green, victims, timeout = nil, {}, nil
+G = setmetatable({}, { __gc = function()
+  for _, t in ipairs(victims) do
+    print(pcall(t.kill, t), pcall(t.cancel, t))
+  end
+  print(pcall(timeout.cancel, timeout))
+end })
+green = require "green"
+victims[1] = green.spawn(function() green.sleep(10) end)
+victims[2] = green.spawn_after(10, print)
+victims[3] = green.spawn(function()
+  timeout = green.Timeout(10)
+  green.Event():wait()
+end)
+victims[4] = green.spawn(function()
+  table.sort({ 2, 1 }, function(a, b) green.sleep(10); return a < b end)
+end)
+green.sleep(0)
+]], 60)
+    assert.are.equal(0, code, "exit code " .. code .. ": " .. err)
+    assert.are.equal(string.rep("true\ttrue\n", 4) .. "true\n", out)
+  end)
 end)
