@@ -623,6 +623,20 @@ describe("green.run", function()
     assert.has_error(function() green.run(function() error("bad") end) end)
   end)
 
+  it("names itself and the caller's line for a non-callable fn", function()
+    for _, bad in ipairs({ 5, {}, "f", true }) do
+      local ok, err = pcall(function() green.run(bad) end)
+      assert.is_false(ok)
+      assert.matches("^spec/thread_spec%.lua:%d+: bad argument #1 to 'run' "
+                     .. "%(function expected, got " .. type(bad) .. "%)$",
+                     err)
+    end
+    local callable = setmetatable({}, { __call = function(_, x)
+      return x
+    end })
+    assert.are.equal(7, green.run(callable, 7))
+  end)
+
   it("without fn, runs until every thread is done", function()
     local done = 0
     for _ = 1, 3 do spawn(function() sleep(0.001); done = done + 1 end) end

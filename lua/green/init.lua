@@ -212,6 +212,13 @@ function green.run(fn, ...)
   if fn == nil then
     return core.run()
   end
+  if type(fn) ~= "function" then -- callable as spawn sees it: a raw __call
+    local mt = debug.getmetatable(fn)
+    if type(mt) ~= "table" or rawget(mt, "__call") == nil then
+      error(format("bad argument #1 to 'run' (function expected, got %s)",
+                   type(fn)), 2)
+    end
+  end
   local gt = spawn(fn, ...)
   core.observe(gt)
   return gt:wait()
