@@ -21,6 +21,17 @@ static int is_blocked(lua_State *co) {
 }
 
 
+/* Would lua_resume run 'co' (suspended, or not started), not refuse it
+   (running, normal or dead)? */
+static int resumable(lua_State *co) {
+  lua_Debug ar;
+  int status = lua_status(co);
+  return status == LUA_YIELD ||
+         (status == LUA_OK && !lua_getstack(co, 0, &ar) &&
+          lua_gettop(co) > 0);
+}
+
+
 static lua_State *getco(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   luaL_argexpected(L, co, 1, "coroutine");
@@ -38,7 +49,7 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
                      lua_KFunction k) {
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *cur = hub->current;
-  int status, nres, guard;
+  int status, nres, guard, chain;
   int blocked = is_blocked(co);
   if (blocked || (co != L && lgreen_base(hub, co) != NULL)) {
     lua_pushstring(L, blocked
@@ -50,12 +61,21 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
     lua_pushliteral(L, "too many arguments to resume");
     return -1;
   }
+  chain = resumable(co); /* (else lua_resume refuses: leave its mark) */
   lua_xmove(L, co, narg);
   /* From code that cannot yield, a blocking call below must fail cleanly
      instead of making a hub yield into this frame. */
   guard = cur != NULL && !(cur->flags & GL_F_MAIN) && !lua_isyieldable(L);
   if (guard && lgreen_state(hub)->boundary_depth++ == 0)
     lgreen_state(hub)->boundary_L = L;
+  /* A hub yield from 'co' reaches the hub if one from L does (see
+     lgreen_yieldable): L is the thread's coroutine or chained itself. */
+  if (chain)
+    gl_mark_set(co, cur != NULL && !(cur->flags & GL_F_MAIN) &&
+                            (L == cur->L ||
+                             gl_mark_get(L) == GL_MARK_CHAINED)
+                        ? GL_MARK_CHAINED
+                        : 0);
   /* The watchdog hooks the innermost coroutine running (a hook is per
      coroutine). */
   __atomic_store_n(&hub->probe.running, co, __ATOMIC_RELAXED);
@@ -63,6 +83,8 @@ static int auxresume(lua_State *L, lua_State *co, int narg, int base,
   __atomic_store_n(&hub->probe.running, L, __ATOMIC_RELAXED);
   if (guard)
     lgreen_state(hub)->boundary_depth--;
+  if (chain)
+    gl_mark_set(co, 0);
   if (status == LUA_YIELD && hub->hubyield) {
     /* 'co' blocked in the hub: pass the hub yield on (the flag stays set
        until the hub sees it). */

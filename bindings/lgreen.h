@@ -108,12 +108,18 @@ gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                                const char *what);
 
 /*
-** Can green thread 't' (not the host's main thread) suspend from 'L' now:
-** not inside a C-call boundary, directly or through a user coroutine
-** resumed from one?
+** Can the running green thread (not the host's main thread) suspend from
+** 'L' now: not inside a C-call boundary, directly or through a user
+** coroutine resumed from one, and a hub yield from 'L' reaches the hub:
+** 'L' is the thread's own coroutine, or a user coroutine that the green
+** coroutine.resume runs (GL_MARK_CHAINED; not the stock lua_resume of a
+** library that kept it, which would take the hub yield for the
+** coroutine's own: that is a C-call boundary too).
 */
 static inline int lgreen_yieldable(lua_State *L, gl_hub_t *hub) {
-  return lgreen_state(hub)->boundary_depth == 0 && lua_isyieldable(L);
+  return lgreen_state(hub)->boundary_depth == 0 && lua_isyieldable(L) &&
+         hub->current != NULL &&
+         (hub->current->L == L || gl_mark_get(L) == GL_MARK_CHAINED);
 }
 
 /*

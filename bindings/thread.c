@@ -43,10 +43,16 @@ static int msgh(lua_State *L) {
 }
 
 
+/* After the end hook: an error of its own (out of memory) is printed; the
+   thread's outcome, stored already, stands. */
 static int end_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
-  (void)status;
-  (void)ctx;
+  gl_thread_t *t = (gl_thread_t *)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "green: the end of green thread %lld failed: %s\n",
+            (long long)t->id, msg != NULL ? msg : luaL_typename(L, -1));
+    fflush(stderr);
+  }
   return 0;
 }
 
@@ -118,8 +124,7 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_pushvalue(L, 1);
   lua_pushboolean(L, report);
-  lua_callk(L, 2, 0, ctx, end_k);
-  return 0;
+  return end_k(L, lua_pcallk(L, 2, 0, 0, ctx, end_k), ctx);
 }
 
 
@@ -317,6 +322,7 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
   gl_thread_t *t;
   lua_State *co;
   int n;
+  lgreen_checkopen(L, hub); /* a finalizer run after lua_close closed it */
   if (lua_type(L, first) != LUA_TFUNCTION) {
     if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
       luaL_typeerror(L, first, "function");
@@ -437,6 +443,8 @@ static int push_outcome(lua_State *L, gl_thread_t *t, int idx) {
         lua_pushliteral(L, "] ");
         lua_pushvalue(L, -4);
         lua_concat(L, 4);
+      } else { /* no traceback (killed before it started): as it is */
+        lua_pop(L, 2);
       }
     }
     return lua_error(L);
@@ -481,7 +489,9 @@ static int gt_wait(lua_State *L) {
 /*
 ** gt:kill([err]): raise err (default GreenletExit) in gt at its blocking
 ** point and return once it is dead. Killing yourself raises. A caller that
-** cannot block (a finalizer, a C-call boundary) delivers and returns.
+** cannot block (a finalizer, a C-call boundary) delivers and returns. The
+** host's main thread cannot die: its kill is not sticky (it raises at its
+** next blocking call, once, as a Ctrl-C does).
 */
 static int gt_kill(lua_State *L) {
   gl_thread_t *t = lgreen_checkthread(L, 1), *self;
@@ -498,13 +508,15 @@ static int gt_kill(lua_State *L) {
     if (t == self)            /* stands, and we only wait for the end */
       return 0;
   } else if (t == self) {
-    t->flags |= GL_F_KILLED;
-    lua_pushvalue(L, 2);
-    lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
+    if (!(t->flags & GL_F_MAIN)) { /* the main thread never dies: its */
+      t->flags |= GL_F_KILLED;     /* kill raises once, not for good */
+      lua_pushvalue(L, 2);
+      lua_setiuservalue(L, 1, LGREEN_UV_VALUE);
+    }
     lua_pushvalue(L, 2);
     return lua_error(L);
   } else {
-    lgreen_throw(L, t, 2, 1);
+    lgreen_throw(L, t, 2, !(t->flags & GL_F_MAIN));
   }
   if ((t->flags & GL_F_MAIN) || !lgreen_canblock(L, hub))
     return 0; /* delivered; a finalizer or a C boundary cannot wait */

@@ -317,11 +317,14 @@ int gl_waitq_wake_all(gl_waitq_t *q, int status);
 /*
 ** Marks in a coroutine's extra space (resume.c; LUA_EXTRASPACE bytes). A
 ** green thread's coroutine holds its slot + 1; a user coroutine passing a hub
-** yield on holds GL_MARK_BLOCKED; others hold 0. Lua 5.4.4 copies the main
-** thread's extra space, which it never initialises, into each new
-** coroutine, so a mark is trusted only once 'gl_base_of' validated it.
+** yield on holds GL_MARK_BLOCKED; one running under the green
+** coroutine.resume, which passes a hub yield on, holds GL_MARK_CHAINED;
+** others hold 0. Lua 5.4.4 copies the main thread's extra space, which it
+** never initialises, into each new coroutine, so a mark is trusted only
+** once 'gl_base_of' validated it.
 */
 #define GL_MARK_BLOCKED UINTPTR_MAX
+#define GL_MARK_CHAINED (UINTPTR_MAX - 1)
 void gl_mark_set(struct lua_State *co, uintptr_t mark);
 uintptr_t gl_mark_get(struct lua_State *co);
 int gl_base_attach(gl_hub_t *hub, gl_thread_t *t); /* 0 or UV_ENOMEM */

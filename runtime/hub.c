@@ -294,6 +294,11 @@ void gl_hub_close(gl_hub_t *hub) {
   uv_walk(&hub->loop, close_any, NULL);
   uv_run(&hub->loop, UV_RUN_DEFAULT);
   uv_loop_close(&hub->loop);
+  /* Disarm what is still armed: a finalizer Lua runs after this one may
+     stop a timer (cancel a Timeout, kill a sleeper), and must find it
+     stopped, not index the freed heap. */
+  for (i = 0; i < hub->nheap; i++)
+    hub->heap[i]->idx = 0;
   free(hub->heap);
   hub->heap = NULL;
   hub->nheap = hub->capheap = 0;

@@ -228,9 +228,26 @@ static int poll_io(gl_hub_t *hub, int block) {
 }
 
 
-/* Wake every thread blocked in run() until the hub idles. */
+/*
+** The hub idles: wake the threads blocked in run(), the green threads
+** first. The host's main thread only when no green thread was: a green
+** thread's run() returning gives it more to do, and the main thread's
+** run() (a script's last call) must not return while that is ready to
+** run, or it never would. Returns how many were woken.
+*/
 static int wake_idlers(gl_hub_t *hub) {
-  return gl_waitq_wake_all(&hub->idlers, GL_W_OK);
+  gl_link_t *l, *next;
+  int n = 0;
+  for (l = hub->idlers.head.next; l != &hub->idlers.head; l = next) {
+    gl_wait_t *w = GL_CONTAINER(l, gl_wait_t, link);
+    next = l->next;
+    if (!(w->thread->flags & GL_F_MAIN) && w->status == GL_W_PENDING) {
+      gl_link_remove(l);
+      gl_wait_end(w, GL_W_OK);
+      n++;
+    }
+  }
+  return n > 0 ? n : gl_waitq_wake_all(&hub->idlers, GL_W_OK);
 }
 
 

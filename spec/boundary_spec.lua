@@ -59,3 +59,56 @@ describe("blocking at a C-call boundary", function()
     assert.are.same({ 1, 2, 3 }, t)
   end)
 end)
+
+describe("a finalizer that runs after lua_close closed the hub", function()
+  -- Its object had its __gc before green loaded, so Lua runs it after
+  -- green's own: spawn and Timeout allocated the closed hub's thread
+  -- table and timer heap anew, which nothing freed (a leak under ASan).
+  it("spawn, spawn_n, spawn_after and Timeout raise", function()
+    local h = require "helper"
+    local out, err, code = h.lua54_run([[
+local green
+G = setmetatable({}, { __gc = function()
+  print(pcall(green.spawn, print, "late"))
+  print(pcall(green.spawn_n, print, "late"))
+  print(pcall(green.spawn_after, 1, print, "late"))
+  print(pcall(green.Timeout, 1))
+end })
+green = require "green"
+green.spawn(function() green.sleep(10) end) -- parked at the close
+green.sleep(0)
+]], 60)
+    assert.are.equal(0, code, "exit code " .. code .. ": " .. err)
+    assert.are.equal(string.rep("false\tgreen: the hub is closed "
+                                .. "(lua_close): a finalizer that runs "
+                                .. "after it cannot use green\n", 4), out)
+  end)
+
+  it("kill, cancel and Timeout:cancel of what was armed at the close " ..
+     "do nothing, and nothing crashes", function()
+    -- They stopped timers in the closed hub's freed heap (a SEGV).
+    local h = require "helper"
+    local out, err, code = h.lua54_run([[
+local green, victims, timeout = nil, {}, nil
+G = setmetatable({}, { __gc = function()
+  for _, t in ipairs(victims) do
+    print(pcall(t.kill, t), pcall(t.cancel, t))
+  end
+  print(pcall(timeout.cancel, timeout))
+end })
+green = require "green"
+victims[1] = green.spawn(function() green.sleep(10) end)
+victims[2] = green.spawn_after(10, print)
+victims[3] = green.spawn(function()
+  timeout = green.Timeout(10)
+  green.Event():wait()
+end)
+victims[4] = green.spawn(function()
+  table.sort({ 2, 1 }, function(a, b) green.sleep(10); return a < b end)
+end)
+green.sleep(0)
+]], 60)
+    assert.are.equal(0, code, "exit code " .. code .. ": " .. err)
+    assert.are.equal(string.rep("true\ttrue\n", 4) .. "true\n", out)
+  end)
+end)

@@ -1,4 +1,5 @@
 local green = require "green"
+local helper = require "helper"
 
 local spawn, sleep = green.spawn, green.sleep
 
@@ -118,6 +119,54 @@ describe("user coroutines inside green threads", function()
       local ok, err = pcall(coroutine.yield, 1)
       assert.is_false(ok)
       assert.matches("outside a coroutine", err)
+    end)
+  end)
+
+  it("blocks inside a coroutine driven by the stock coroutine.resume " ..
+     "(saved before require 'green'): a wait, not a swallowed yield",
+     function()
+    -- A library that kept the stock functions (local resume =
+    -- coroutine.resume at load time) drives a coroutine that blocks. The
+    -- hub yield must not reach that resume as the coroutine's own yield
+    -- (it returned true and nothing, the sleep never ended, and the
+    -- thread ran on while the hub thought it waited).
+    local out, err, code = helper.lua54_run([[
+      local resume, wrap, create = coroutine.resume, coroutine.wrap,
+                                   coroutine.create
+      local green = require "green"
+      print(green.run(function()
+        local co = create(function(x)
+          green.sleep(0.01)
+          local y = coroutine.yield(x + 1)
+          green.sleep(0)
+          return y * 2
+        end)
+        local other = green.spawn(function() return "other ran" end)
+        local ok1, v1 = resume(co, 1)
+        local ok2, v2 = resume(co, 10)
+        local gen = wrap(function() green.sleep(0.001) return "w" end)
+        return ok1, v1, ok2, v2, coroutine.status(co), gen(), other:wait()
+      end))
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("true\t2\ttrue\t20\tdead\tw\tother ran\n", out)
+  end)
+
+  it("a refused resume of a coroutine in the chain leaves it able to " ..
+     "block by yielding (no C stack parked)", function()
+    green_run(function()
+      local co1
+      co1 = coroutine.create(function()
+        local co2 = coroutine.create(function()
+          return coroutine.resume(co1) -- co1 is normal: refused
+        end)
+        local _, ok, err = coroutine.resume(co2)
+        local parks = green.core.cstack().parks
+        sleep(0.001)
+        return ok, err, green.core.cstack().parks - parks
+      end)
+      assert.are.same({ true, false, "cannot resume non-suspended coroutine",
+                        0 }, { coroutine.resume(co1) })
     end)
   end)
 

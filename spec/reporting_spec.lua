@@ -104,3 +104,43 @@ describe("the default error report (issue 7)", function()
     assert.matches("link broke", seen[1].err)
   end)
 end)
+
+describe("a report that cannot be printed", function()
+  it("loses no outcome and skips no link when the handler and the " ..
+     "default report both fail", function()
+    -- (a subprocess: io.stderr is replaced by one whose use raises)
+    local h = require "helper"
+    local out, err, code = h.lua54_run([[
+      local green = require "green"
+      io.stderr = setmetatable({}, { __index = function()
+        error("stderr is gone")
+      end })
+      green.on_error(function() error("handler fails too") end)
+      local t = green.spawn(function() return "result" end)
+      t:link(function() error("link fails") end)
+      t:link(function() print("second link ran") end)
+      print(t:wait())
+      local t2 = green.spawn(function() error("own error", 0) end)
+      green.run()
+      print(t2:status(), select(2, pcall(t2.wait, t2)):match("^[^\n]*"))
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("second link ran\nresult\ndead\town error\n", out)
+  end)
+
+  it("an error escaping the end of a thread (its links, its report) " ..
+     "is printed and leaves the outcome stored", function()
+    local h = require "helper"
+    local out, err, code = h.lua54_run([[
+      local green = require "green"
+      green.core.set_thread_end(function() error("the end failed") end)
+      local t = green.spawn(function() return "result" end)
+      t:link(function() end)
+      print(t:wait())
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("result\n", out)
+    assert.matches("green: the end of green thread 1 failed: [^\n]*" ..
+                   "the end failed", err)
+  end)
+end)

@@ -163,6 +163,22 @@ describe("green.spawn_after", function()
       assert.are.equal("done", t:wait())
     end)
   end)
+
+  it("wait raises the string error of a cancel or kill before the start",
+     function()
+    green_run(function()
+      local t = spawn(function() return "ran" end)
+      t:cancel("canceled early")
+      local ok, err = pcall(t.wait, t)
+      assert.is_false(ok)
+      assert.are.equal("canceled early", err) -- (it raised nil)
+      local t2 = green.spawn_after(10, function() return "ran" end)
+      t2:kill("killed early")
+      ok, err = pcall(t2.wait, t2)
+      assert.is_false(ok)
+      assert.are.equal("killed early", err)
+    end)
+  end)
 end)
 
 describe("green.getcurrent", function()
@@ -328,6 +344,28 @@ describe("GreenThread:kill", function()
       assert.are.equal("t", target:wait())
     end)
   end)
+
+  it("a kill of the main thread raises once: main never dies, and " ..
+     "blocks again afterwards", function()
+    -- (in a subprocess: a main thread killed for good would fail every
+    -- spec after this one)
+    local out, err, code = helper.lua54_run([[
+      local green = require "green"
+      local main = green.getcurrent()
+      green.spawn(function() main:kill("stop main") end)
+      print(pcall(green.sleep, 10))
+      local t = green.spawn(function() return "ran" end)
+      print(pcall(t.wait, t))
+      print(pcall(main.kill, main, "self")) -- itself: raises at once
+      print(pcall(green.sleep, 0))
+      green.spawn(function() main:kill() end)
+      print(pcall(green.run))
+      print(pcall(green.run, function() return "run" end))
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("false\tstop main\ntrue\tran\nfalse\tself\n" ..
+                     "true\nfalse\tGreenletExit\ntrue\trun\n", out)
+  end)
 end)
 
 describe("GreenThread:link", function()
@@ -421,6 +459,18 @@ describe("GreenThread:link", function()
     end)
   end)
 
+  it("link and unlink on a non-thread say so", function()
+    for _, name in ipairs({ "link", "unlink" }) do
+      for _, bad in ipairs({ 5, {}, "x", io.stdout }) do
+        local ok, err = pcall(green.GreenThread[name], bad, print)
+        assert.is_false(ok)
+        assert.matches("calling '" .. name .. "' on bad self %(green%."
+                       .. "GreenThread expected, got " .. type(bad) .. "%)",
+                       err)
+      end
+    end
+  end)
+
   it("unlink removes a link", function()
     green_run(function()
       local called = false
@@ -431,6 +481,48 @@ describe("GreenThread:link", function()
       assert.is_false(t:unlink(f))
       t:wait()
       assert.is_false(called)
+    end)
+  end)
+
+  it("a link that unlinks itself or an earlier link skips no other link",
+     function()
+    green_run(function()
+      local log = {}
+      local t = spawn(function() end)
+      local first, self_unlinking
+      function first() log[#log + 1] = "first" end
+      function self_unlinking(gt)
+        log[#log + 1] = "unlinker"
+        assert.is_true(gt:unlink(self_unlinking))
+        assert.is_true(gt:unlink(first)) -- has run: nothing else moves
+        gt:link(function() log[#log + 1] = "added" end)
+      end
+      t:link(first)
+      t:link(self_unlinking)
+      t:link(function() log[#log + 1] = "third" end)
+      t:link(function(gt) -- unlinks one that has not run: it never runs
+        log[#log + 1] = "fourth"
+        gt:unlink(first)
+      end)
+      t:wait()
+      assert.are.same({ "first", "unlinker", "third", "fourth", "added" },
+                      log)
+    end)
+  end)
+
+  it("unlink inside a link removes a later link before it runs", function()
+    green_run(function()
+      local log = {}
+      local t = spawn(function() end)
+      local function later() log[#log + 1] = "later" end
+      t:link(function(gt)
+        log[#log + 1] = "first"
+        assert.is_true(gt:unlink(later))
+      end)
+      t:link(later)
+      t:link(function() log[#log + 1] = "last" end)
+      t:wait()
+      assert.are.same({ "first", "last" }, log)
     end)
   end)
 end)
@@ -531,6 +623,20 @@ describe("green.run", function()
     assert.has_error(function() green.run(function() error("bad") end) end)
   end)
 
+  it("names itself and the caller's line for a non-callable fn", function()
+    for _, bad in ipairs({ 5, {}, "f", true }) do
+      local ok, err = pcall(function() green.run(bad) end)
+      assert.is_false(ok)
+      assert.matches("^spec/thread_spec%.lua:%d+: bad argument #1 to 'run' "
+                     .. "%(function expected, got " .. type(bad) .. "%)$",
+                     err)
+    end
+    local callable = setmetatable({}, { __call = function(_, x)
+      return x
+    end })
+    assert.are.equal(7, green.run(callable, 7))
+  end)
+
   it("without fn, runs until every thread is done", function()
     local done = 0
     for _ = 1, 3 do spawn(function() sleep(0.001); done = done + 1 end) end
@@ -546,6 +652,26 @@ describe("green.run", function()
       green.run()
       assert.is_true(done)
     end)
+  end)
+
+  it("from the main thread, does not return while a thread whose own " ..
+     "run() has just returned is still to run on", function()
+    -- (a subprocess: it lost the thread's rest under stock lua5.4, the
+    -- script ending with the thread ready)
+    local out, err, code = helper.lua54_run([[
+      local green = require "green"
+      local ev = green.Event()
+      green.spawn(function()
+        green.run()
+        print("after its run")
+        green.spawn(function() ev:send("sent") end)
+        print(ev:wait())
+      end)
+      green.run()
+      print("main", green.core.stats().threads)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("after its run\nsent\nmain\t0\n", out)
   end)
 end)
 

@@ -7,8 +7,8 @@
 
 local core = require "green.core"
 
-local error, pcall, xpcall, type, tostring, setmetatable =
-  error, pcall, xpcall, type, tostring, setmetatable
+local error, pcall, xpcall, type, tostring, setmetatable, getmetatable =
+  error, pcall, xpcall, type, tostring, setmetatable, getmetatable
 local pack, unpack, remove = table.pack, table.unpack, table.remove
 local format = string.format
 local traceback = debug.traceback
@@ -99,12 +99,17 @@ function green.on_error(handler)
   return old
 end
 
+-- Never raises: it runs where the thread's outcome is already stored and
+-- its links are still to run. If even the default report fails (stderr
+-- closed or replaced), the error goes unprinted.
 local function report(gt, err, tb, what)
   local ok, herr = pcall(reporter, gt, err, tb, what)
   if not ok then
-    default_reporter(gt, err, tb, what)
-    io.stderr:write("green: and the error handler failed: ",
-                    safe_tostring(herr), "\n")
+    pcall(function()
+      default_reporter(gt, err, tb, what)
+      io.stderr:write("green: and the error handler failed: ",
+                      safe_tostring(herr), "\n")
+    end)
   end
 end
 
@@ -124,13 +129,17 @@ core.set_thread_end(function(gt, unobserved)
   for k = 1, 2 do
     local links = ex[END_LISTS[k]]
     if links then
-      local i = 1
-      while links[i] do
-        local l = links[i]
-        i = i + 1
+      -- A callback may add links (they run too) or unlink: ex.next is
+      -- the position of the next one to run, which GreenThread.unlink
+      -- moves back when it removes one before it.
+      ex.running, ex.next = links, 1
+      while links[ex.next] do
+        local l = links[ex.next]
+        ex.next = ex.next + 1
         local ok, err = xpcall(l[1], traceback, gt, unpack(l, 2, l.n))
         if not ok then report(gt, err, nil, "link") end
       end
+      ex.running, ex.next = nil, nil
     end
   end
 end)
@@ -157,8 +166,19 @@ function core.on_end(gt, fn, ...)
   add_end(gt, "hooks", fn, ...)
 end
 
+-- Every GreenThread has the main thread's metatable.
+local THREAD_MT = getmetatable(getcurrent())
+
+local function checkthread(gt, fname)
+  if getmetatable(gt) ~= THREAD_MT then
+    error(format("calling '%s' on bad self (green.GreenThread expected, "
+                 .. "got %s)", fname, type(gt)), 3)
+  end
+end
+
 --- Call `fn(gt, ...)` when `gt` ends (at once if it has ended).
 function GreenThread.link(gt, fn, ...)
+  checkthread(gt, "link")
   if type(fn) ~= "function" then
     error("bad argument #1 to 'link' (function expected)", 2)
   end
@@ -167,13 +187,18 @@ end
 
 --- Remove the links to `fn`; true if there was one.
 function GreenThread.unlink(gt, fn)
-  local links = extras(gt).links
+  checkthread(gt, "unlink")
+  local ex = extras(gt)
+  local links = ex.links
   local found = false
   if links then
     for i = #links, 1, -1 do
       if links[i][1] == fn then
         remove(links, i)
         found = true
+        if ex.running == links and i < ex.next then -- see set_thread_end
+          ex.next = ex.next - 1
+        end
       end
     end
   end
@@ -186,6 +211,13 @@ end
 function green.run(fn, ...)
   if fn == nil then
     return core.run()
+  end
+  if type(fn) ~= "function" then -- callable as spawn sees it: a raw __call
+    local mt = debug.getmetatable(fn)
+    if type(mt) ~= "table" or rawget(mt, "__call") == nil then
+      error(format("bad argument #1 to 'run' (function expected, got %s)",
+                   type(fn)), 2)
+    end
   end
   local gt = spawn(fn, ...)
   core.observe(gt)
