@@ -612,10 +612,18 @@ function M.execute(cmd)
     error("bad argument #1 to 'execute' (string expected, got "
           .. type(cmd) .. ")", 2)
   end
-  local p = spawn_run(shell(cmd, "execute", 2))
-  if not p then return nil, "exit", 127 end -- as system() when sh fails
-  local proc <close> = p
+  local argv = shell(cmd, "execute", 2)
+  -- before the command starts, as system(3) does: it may signal this
+  -- process at once (a SIGQUIT at its default killed the caller when the
+  -- command ran before the handles were taken)
   hush()
+  local started, p = pcall(spawn_run, argv)
+  if not (started and p) then
+    unhush()
+    if not started then error(p, 0) end
+    return nil, "exit", 127 -- as system() when sh fails
+  end
+  local proc <close> = p
   local ok, how, code = pcall(proc.wait, proc)
   unhush()
   if not ok then error(how, 0) end -- a kill: <close> kills the command
