@@ -128,6 +128,7 @@ int lgreen_canblock(lua_State *L, gl_hub_t *hub) {
 gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                                const char *what) {
   gl_thread_t *t = hub->current;
+  lgreen_checkopen(L, hub); /* a finalizer after lua_close: say so */
   if (t == NULL)
     luaL_error(L,
                "%s: cannot block here: no green thread is running (a "

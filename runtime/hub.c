@@ -294,6 +294,8 @@ void gl_hub_close(gl_hub_t *hub) {
   uv_walk(&hub->loop, close_any, NULL);
   uv_run(&hub->loop, UV_RUN_DEFAULT);
   uv_loop_close(&hub->loop);
+  for (i = 0; i < hub->nheap; i++) /* disarmed: a later stop (a Timeout's */
+    hub->heap[i]->idx = 0; /* cancel, a kill) must not read the heap */
   free(hub->heap);
   hub->heap = NULL;
   hub->nheap = hub->capheap = 0;
