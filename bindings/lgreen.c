@@ -522,7 +522,8 @@ void lgreen_register(lua_State *L, const luaL_Reg *funcs, int nup) {
 gl_hub_t *lgreen_gethub(lua_State *L) {
   gl_hub_t *hub;
   lua_getfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
-  hub = (gl_hub_t *)lua_touserdata(L, -1);
+  hub = (gl_hub_t *)lua_touserdata(L, -1); /* green.c: the record's box */
+  hub = hub != NULL ? *(gl_hub_t **)(void *)hub : NULL;
   lua_pop(L, 1);
   return hub;
 }

@@ -86,6 +86,9 @@ struct lgreen_state {
   uint64_t sweptat;    /* the loop's time (ms) at the last sweep */
   size_t swept;        /* boxes the last sweep walked */
   int notick;          /* core.box_timer(false): no timer sweeps */
+  void *fs;            /* fs.c's per-hub state (hooks.stuck), or NULL */
+  struct lgreen_state *closed; /* on green.c's list of closed hubs */
+  int held;            /* its loop is left open (gl_hub_close): kept */
 };
 typedef struct lgreen_state lgreen_state_t;
 
@@ -238,5 +241,9 @@ void lgreen_pin_code(void);
 
 /* The hub of a state where green.core is open, or NULL. */
 gl_hub_t *lgreen_gethub(lua_State *L);
+
+/* The hub closed and left its loop open for requests of green.fs that
+   may never end (fs.c): they are the process's now, kept for its exit. */
+void lgreen_fs_abandon(gl_hub_t *hub);
 
 #endif
