@@ -18,7 +18,8 @@
 #include "../runtime/gl.h"
 #include "green.h"
 
-#define LGREEN_HUB "green.hub"       /* registry: the hub userdata */
+#define LGREEN_HUB "green.hub" /* registry: the hub userdata (a box
+                                  holding the record's address: green.c) */
 #define LGREEN_HUB_MT "green.Hub"   /* its metatable */
 /* registry: true in a green.tpool worker's state, which green.core refuses
    whether or not the host's hub is still open (a task abandoned at the
@@ -48,7 +49,9 @@ typedef void (*lgreen_forkfn)(lua_State *L, gl_hub_t *hub, void *ud);
 
 /*
 ** The bindings' per-hub state: what the runtime does not need. The hub
-** userdata is this record; the runtime's hub is its first member, so the
+** userdata holds this record's address (it is malloc'd: green.c keeps a
+** closed hub for what may still use it); the runtime's hub is its first
+** member, so the
 ** gl_hub_t every function of green.core has as upvalue 1 is its address
 ** too, and 'lgreen_state' costs nothing.
 */
