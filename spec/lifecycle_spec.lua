@@ -144,3 +144,28 @@ describe("a finalizer that runs after lua_close closed the hub", function()
     assert.are.equal(17, harmless, out)
   end)
 end)
+
+describe("the end of a program with a thread asleep in sleep_unref", function()
+  -- Its timer keeps nothing running, so the program ends with the thread
+  -- asleep (green.http's pool watcher ticks so): the hub's close closed
+  -- the timer without a callback and its record leaked (LeakSanitizer).
+  local src = [[
+    local green = require "green"
+    green.spawn(function() green.core.sleep_unref(100) end)
+    green.sleep(0)
+    io.write("bye")
+  ]]
+  for _, host in ipairs({ "greenlua", "lua54" }) do
+    it("leaks nothing (" .. host .. ")", function()
+      local out, err, code
+      if host == "lua54" then
+        out, err, code = h.lua54_run(src, 60)
+      else
+        out, err, code = h.greenlua_run(src, nil, 60)
+      end
+      assert.are.equal(0, code, err)
+      assert.are.equal("bye", out)
+      assert.not_matches("Sanitizer", err)
+    end)
+  end
+end)
