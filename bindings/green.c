@@ -294,9 +294,9 @@ static int hub_gc(lua_State *L) {
                                                              LGREEN_HUB_MT);
   lgreen_state_t *g = *box;
   gl_hub_t *self;
-  if (g == NULL) /* once */
-    return 0;
-  *box = NULL;
+  if (g == NULL || g->gone) /* once; the box keeps the record's address */
+    return 0;                /* (a later require finds the closed hub) */
+  g->gone = 1;
   self = &g->hub;
   if (self->loop.data != NULL) {
     self->loop.data = NULL;

@@ -92,6 +92,7 @@ struct lgreen_state {
   void *fs;            /* fs.c's per-hub state (hooks.stuck), or NULL */
   struct lgreen_state *closed; /* on green.c's list of closed hubs */
   int held;            /* its loop is left open (gl_hub_close): kept */
+  int gone;            /* hub_gc has run */
 };
 typedef struct lgreen_state lgreen_state_t;
 
