@@ -1200,6 +1200,15 @@ describe("green.fs kills and Timeouts", function()
   end)
 end)
 
+-- Run script 'src' under greenlua or stock lua5.4 (30 s at most): its
+-- stdout, stderr and exit code.
+local function run_on(host, src)
+  if host == "lua54" then
+    return h.lua54_run(src, 30)
+  end
+  return h.greenlua_run(src, nil, 30)
+end
+
 describe("green.fs at exit", function()
   -- A read of a FIFO nobody writes, or an open of a FIFO nobody opens,
   -- stays in libuv's pool: os.exit ends the process all the same (libuv
@@ -1230,13 +1239,7 @@ describe("green.fs at exit", function()
       it(("os.exit ends the process with a FIFO %s in the pool (%s)")
          :format(case, host), function()
         local fifo, out = mkfifo(), tmp("out")
-        local src = script:format(fifo, out, case)
-        local o, err, code
-        if host == "lua54" then
-          o, err, code = h.lua54_run(src, 30)
-        else
-          o, err, code = h.greenlua_run(src, nil, 30)
-        end
+        local o, err, code = run_on(host, script:format(fifo, out, case))
         assert.equal(3, code, err)
         assert.equal("bye", o)
         if case == "opening" then
@@ -1291,13 +1294,8 @@ describe("green.fs at the end of the program and of the state", function()
       for _, host in ipairs({ "greenlua", "lua54" }) do
         it(("ends with a FIFO %s abandoned in the pool: %s (%s)")
            :format(case, how, host), function()
-          local src = script:format(mkfifo(), case, tail)
-          local o, err, code
-          if host == "lua54" then
-            o, err, code = h.lua54_run(src, 30)
-          else
-            o, err, code = h.greenlua_run(src, nil, 30)
-          end
+          local o, err, code = run_on(host,
+                                      script:format(mkfifo(), case, tail))
           assert.equal(tail == "" and 0 or 3, code, err)
           assert.equal("bye", o)
         end)
