@@ -125,34 +125,11 @@ static int l_threads(lua_State *L) {
 typedef struct unref_sleep {
   uv_timer_t timer; /* first: the close callback frees the record */
   gl_wait_t *w;     /* the sleeper's wait; NULL once woken or canceled */
-  gl_link_t link;   /* on the list of the hub's sleeps (upvalue 2) */
 } unref_sleep;
 
 
 static void on_close(uv_handle_t *h) {
-  gl_link_remove(&((unref_sleep *)h)->link);
   free(h);
-}
-
-
-/*
-** At lua_close, before the hub's close: a thread still asleep (its timer
-** keeps nothing running: the program ended with it asleep) has its
-** record closed with its callback, which frees it when the hub's close
-** runs the loop (the hub closes what is left without a callback: the
-** record leaked).
-*/
-static int unref_list_gc(lua_State *L) {
-  gl_link_t *head = (gl_link_t *)lua_touserdata(L, 1);
-  gl_link_t *l;
-  for (l = head->next; l != head; l = l->next) {
-    unref_sleep *s = GL_CONTAINER(l, unref_sleep, link);
-    if (!uv_is_closing((uv_handle_t *)&s->timer)) {
-      s->w = NULL;
-      uv_close((uv_handle_t *)&s->timer, on_close);
-    }
-  }
-  return 0;
 }
 
 
@@ -194,8 +171,6 @@ static int l_sleep_unref(lua_State *L) {
   unref_sleep *s = (unref_sleep *)malloc(sizeof(*s));
   if (s == NULL)
     return luaL_error(L, "not enough memory");
-  gl_link_push((gl_link_t *)lua_touserdata(L, lua_upvalueindex(2)),
-               &s->link);
   uv_timer_init(&hub->loop, &s->timer); /* cannot fail */
   uv_unref((uv_handle_t *)&s->timer);
   uv_update_time(&hub->loop);
@@ -256,22 +231,13 @@ static int l_inherited_hook(lua_State *L) {
 
 
 static const luaL_Reg debug_funcs[] = {{"threads", l_threads},
+                                       {"sleep_unref", l_sleep_unref},
                                        {"inherited_hook", l_inherited_hook},
                                        {NULL, NULL}};
 
 
 /* [-0, +0, m] Adds to the module table on the top of the stack. */
 void lgreen_open_debug(lua_State *L, gl_hub_t *hub) {
-  gl_link_t *head;
   lua_pushlightuserdata(L, hub);
   luaL_setfuncs(L, debug_funcs, 1);
-  lua_pushlightuserdata(L, hub);
-  head = (gl_link_t *)lua_newuserdatauv(L, sizeof(gl_link_t), 0);
-  gl_link_init(head);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, unref_list_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_pushcclosure(L, l_sleep_unref, 2); /* upvalues: hub, the list */
-  lua_setfield(L, -2, "sleep_unref");
 }
