@@ -121,35 +121,47 @@ static int l_threads(lua_State *L) {
 ** =======================================================
 */
 
-/* Malloc'ed: libuv owns the timer until its close callback. */
-typedef struct unref_sleep {
-  uv_timer_t timer; /* first: the close callback frees the record */
-  gl_wait_t *w;     /* the sleeper's wait; NULL once woken or canceled */
-} unref_sleep;
+/*
+** The sleepers' waits are on the hub's list 'unref_sleepers' (by the
+** wait's 'link', so a kill or an abandon takes one off), each with its due
+** time (the loop's ms) as its 'data'; one unref'd timer of the hub's,
+** closed with its other handles, fires at the earliest. No memory per
+** sleep: a sleeper parked at lua_close leaves nothing behind (a timer
+** malloc'd per sleep was lost then).
+*/
+#define DUE(w) ((uint64_t)(uintptr_t)(w)->data)
 
+static void on_due(uv_timer_t *h);
 
-static void on_close(uv_handle_t *h) {
-  free(h);
+static void arm(lgreen_state_t *g, uint64_t now, uint64_t due) {
+  uint64_t in = due > now ? due - now : 0;
+  if (!uv_is_active((uv_handle_t *)&g->unref_timer) ||
+      uv_timer_get_due_in(&g->unref_timer) > in)
+    uv_timer_start(&g->unref_timer, on_due, in, 0);
 }
 
 
 static void on_due(uv_timer_t *h) {
-  unref_sleep *s = (unref_sleep *)h;
-  gl_wait_t *w = s->w;
-  uv_close((uv_handle_t *)h, on_close);
-  if (w != NULL) {
-    gl_wait_end(w, GL_W_OK);
-    /* A timer can fire before the poll of the same uv_run: stop it, or
-       the poll would block with the sleeper ready. */
-    uv_stop(h->loop);
+  lgreen_state_t *g = GL_CONTAINER(h, lgreen_state_t, unref_timer);
+  uint64_t now = uv_now(h->loop), next = UINT64_MAX;
+  gl_link_t *l = g->unref_sleepers.next;
+  int woke = 0;
+  while (l != &g->unref_sleepers) {
+    gl_wait_t *w = GL_CONTAINER(l, gl_wait_t, link);
+    l = l->next;
+    if (DUE(w) <= now) {
+      gl_link_remove(&w->link);
+      woke |= gl_wait_end(w, GL_W_OK);
+    } else if (DUE(w) < next) {
+      next = DUE(w);
+    }
   }
-}
-
-
-static void unref_cancel(gl_wait_t *w) {
-  unref_sleep *s = (unref_sleep *)w->data;
-  s->w = NULL;
-  uv_close((uv_handle_t *)&s->timer, on_close);
+  if (next != UINT64_MAX)
+    arm(g, now, next);
+  /* A timer can fire before the poll of the same uv_run: stop it, or the
+     poll would block with the sleeper ready. */
+  if (woke)
+    uv_stop(h->loop);
 }
 
 
@@ -168,15 +180,14 @@ static int l_sleep_unref(lua_State *L) {
   uint64_t ms = sec <= 0 ? 0 : sec >= 1e12 ? (uint64_t)1e15
                                            : (uint64_t)(sec * 1e3 + 0.999);
   gl_thread_t *t = lgreen_begin(L, hub, "green.sleep_unref");
-  unref_sleep *s = (unref_sleep *)malloc(sizeof(*s));
-  if (s == NULL)
-    return luaL_error(L, "not enough memory");
-  uv_timer_init(&hub->loop, &s->timer); /* cannot fail */
-  uv_unref((uv_handle_t *)&s->timer);
+  lgreen_state_t *g = lgreen_state(hub);
+  uint64_t now;
   uv_update_time(&hub->loop);
-  uv_timer_start(&s->timer, on_due, ms, 0);
-  s->w = &t->w;
-  gl_wait_start(t, &t->w, "green.sleep_unref", unref_cancel, s);
+  now = uv_now(&hub->loop);
+  gl_wait_start(t, &t->w, "green.sleep_unref", NULL,
+                (void *)(uintptr_t)(now + ms));
+  gl_link_push(&g->unref_sleepers, &t->w.link);
+  arm(g, now, now + ms);
   return lgreen_block(L, t, lgreen_done_k, (lua_KContext)&t->w);
 }
 
@@ -238,6 +249,11 @@ static const luaL_Reg debug_funcs[] = {{"threads", l_threads},
 
 /* [-0, +0, m] Adds to the module table on the top of the stack. */
 void lgreen_open_debug(lua_State *L, gl_hub_t *hub) {
+  lgreen_state_t *g = lgreen_state(hub);
+  gl_link_init(&g->unref_sleepers);
+  if (uv_timer_init(&hub->loop, &g->unref_timer) < 0)
+    luaL_error(L, "green.core: cannot initialize the event loop");
+  uv_unref((uv_handle_t *)&g->unref_timer);
   lua_pushlightuserdata(L, hub);
   luaL_setfuncs(L, debug_funcs, 1);
 }

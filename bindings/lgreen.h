@@ -93,6 +93,8 @@ struct lgreen_state {
   struct lgreen_state *closed; /* on green.c's list of closed hubs */
   int held;            /* its loop is left open (gl_hub_close): kept */
   int gone;            /* hub_gc has run */
+  uv_timer_t unref_timer;   /* sleep_unref's one timer (debug.c), unref'd */
+  gl_link_t unref_sleepers; /* their waits, by 'link' */
 };
 typedef struct lgreen_state lgreen_state_t;
 

@@ -242,6 +242,45 @@ describe("core.sleep_unref (the spec helper's deadline)", function()
       s:close()
     end)
   end)
+
+  it("wakes its sleepers in the order of their deadlines, one killed "
+     .. "among them", function()
+    green_run(function()
+      local c, s = pair() -- a read pending keeps the hub running
+      local reader = green.spawn(function() return s:receive() end)
+      local order = {}
+      local ts = {}
+      for _, d in ipairs { 0.03, 0.01, 0.05, 0.02 } do
+        ts[#ts + 1] = green.spawn(function()
+          core.sleep_unref(d)
+          order[#order + 1] = d
+        end)
+      end
+      green.sleep(0) -- all four asleep
+      ts[3]:kill() -- (0.05)
+      for _, t in ipairs(ts) do t:wait() end
+      assert.are.same({ 0.01, 0.02, 0.03 }, order)
+      c:close()
+      reader:wait()
+      s:close()
+    end)
+  end)
+
+  it("leaves nothing behind for sleepers parked when the state closes",
+     function()
+    -- (under the sanitizers, LeakSanitizer reports what is left)
+    local out, err, code = helper.lua54_run([[
+local green = require "green"
+for i = 1, 3 do
+  green.spawn(function() green.core.sleep_unref(3600 * i) end)
+end
+green.sleep(0)
+print(#green.debug.threads())
+]])
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("4\n", out)
+  end)
 end)
 
 describe("core.inherited_hook", function()
