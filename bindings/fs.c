@@ -371,6 +371,13 @@ static void file_cb(uv_fs_t *req) {
 }
 
 
+/* A thread waits for the file's request: its owner or one in its queue. */
+static int file_wanted(const lgfs_track *t) {
+  const gfile *f = GL_CONTAINER(t, gfile, track);
+  return f->owner != NULL || !gl_waitq_empty(&f->queue);
+}
+
+
 /* Cancel of the wait for a request: forget the thread. The request goes
    on; its callback keeps what it did. */
 static void owner_cancel(gl_wait_t *w) {
@@ -1353,6 +1360,7 @@ static gfile *file_new(gl_hub_t *hub, lgfs_state *st, int mode) {
   gl_link_init(&f->track.link);
   gl_link_init(&f->own.link);
   f->track.req = &f->req;
+  f->track.wanted = file_wanted;
   f->req.data = f;
   st->files++;
   return f;
@@ -1631,6 +1639,16 @@ static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
    process), for the exit handler. */
 static lgfs_state *exit_state;
 
+/*
+** Requests of closed hubs that may never end (lgreen_fs_abandon): a read
+** of a FIFO nobody writes, left in a worker of libuv's pool when the
+** state closed. Their records stay for good, on this process-lifetime
+** list (so they are not leaks), with the hub's loop (green.c): the worker
+** writes into both when the request ends, if ever. fs_exit ends the
+** process without waiting for them.
+*/
+static gl_link_t lost = {&lost, &lost};
+
 
 /* Can request 'req' stay in the pool for good: a read of a FIFO, a
    terminal or a socket (until the other end writes), an open of a FIFO
@@ -1652,35 +1670,87 @@ static int may_hang(const uv_fs_t *req) {
 }
 
 
+/* Is 'req' in the pool still (queued or in a worker)? The worker clears
+   'work' under the loop's 'wq_mutex' when it is done. */
+static int running(uv_fs_t *req) {
+  int r;
+  uv_mutex_lock(&req->loop->wq_mutex);
+  r = req->work_req.work != NULL;
+  uv_mutex_unlock(&req->loop->wq_mutex);
+  return r;
+}
+
+
+/*
+** hooks.stuck (runtime/gl.h): the requests in flight that may never end
+** and that nobody waits for (a killed reader's), or with 'closing' (no
+** thread will run again), all that may never end. They keep neither
+** greenlua's end of the program nor the hub's close waiting.
+*/
+static unsigned fs_stuck(gl_hub_t *hub, int closing) {
+  lgfs_state *st = (lgfs_state *)lgreen_state(hub)->fs;
+  unsigned n = 0;
+  gl_link_t *l;
+  if (st == NULL)
+    return 0;
+  for (l = st->pending.next; l != &st->pending; l = l->next) {
+    lgfs_track *t = GL_CONTAINER(l, lgfs_track, link);
+    if (!closing && (t->wanted == NULL || t->wanted(t)))
+      continue;
+    if (running(t->req) && may_hang(t->req))
+      n++;
+  }
+  return n;
+}
+
+
+/* The hub closed with such requests (gl_hub_close left its loop open):
+   they are the process's now. */
+void lgreen_fs_abandon(gl_hub_t *hub) {
+  lgfs_state *st = (lgfs_state *)lgreen_state(hub)->fs;
+  if (st == NULL)
+    return;
+  while (!gl_link_empty(&st->pending)) {
+    gl_link_t *l = st->pending.next;
+    gl_link_remove(l);
+    gl_link_push(&lost, l);
+  }
+  lgreen_state(hub)->fs = NULL;
+}
+
+
+/* Scan list 'head' for fs_exit: sets *stuck if a request that may never
+   end is in the pool, *busy if another one is. */
+static void exit_scan(gl_link_t *head, int *stuck, int *busy) {
+  gl_link_t *l;
+  for (l = head->next; l != head; l = l->next) {
+    uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
+    if (running(req) && may_hang(req))
+      *stuck = 1;
+    else if (running(req))
+      *busy = 1;
+  }
+}
+
+
 /*
 ** exit() with requests in libuv's pool: libuv's destructor (1.44,
 ** uv_library_shutdown) joins its workers, so a read that waits for a FIFO
 ** nobody writes would hold the process forever, whether its thread still
-** waits or was killed. Once every other request has ended (a write is
-** written), a process with such a read left ends at once, stdio flushed,
-** as a child of green.fork ends (fork.c, child_exit): the read's bytes
-** have nobody to go to.
+** waits or was killed, or its state was closed (the 'lost' requests).
+** Once every other request has ended (a write is written), a process
+** with such a read left ends at once, stdio flushed, as a child of
+** green.fork ends (fork.c, child_exit): the read's bytes have nobody to
+** go to.
 */
 static void fs_exit(int status, void *ud) {
-  lgfs_state *st = exit_state;
   (void)ud;
-  if (st == NULL)
-    return;
   for (;;) {
     struct timespec ms = {0, 1000000};
     int stuck = 0, busy = 0;
-    gl_link_t *l;
-    for (l = st->pending.next; l != &st->pending; l = l->next) {
-      uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
-      int running;
-      uv_mutex_lock(&req->loop->wq_mutex); /* set by the worker under it */
-      running = req->work_req.work != NULL;
-      uv_mutex_unlock(&req->loop->wq_mutex);
-      if (running && may_hang(req))
-        stuck = 1;
-      else if (running)
-        busy = 1;
-    }
+    if (exit_state != NULL)
+      exit_scan(&exit_state->pending, &stuck, &busy);
+    exit_scan(&lost, &stuck, &busy);
     if (!stuck)
       return; /* libuv's join waits for the rest */
     if (!busy) {
@@ -1719,6 +1789,8 @@ void lgreen_open_fs(lua_State *L, gl_hub_t *hub) {
     lgreen_pin_code(); /* fs_exit runs after a close dlcloses us */
   }
   exit_state = state;
+  lgreen_state(hub)->fs = state;
+  hub->hooks.stuck = fs_stuck;
   lgreen_on_fork(hub, fs_forked, state);
   st = lua_gettop(L);
   luaL_newmetatable(L, FS_FILE);

@@ -4,6 +4,7 @@
 ** wake, run, ...). Nothing calls into this file: the helpers every part
 ** shares are in lgreen.c.
 */
+#include <stdlib.h>
 #include <string.h>
 
 #include "lgreen.h"
@@ -258,17 +259,60 @@ static gl_hub_t *process_hub;
   "per process: a green.tpool task cannot use green)"
 
 
+/*
+** The hub's record is malloc'd, its userdata (the registry's LGREEN_HUB)
+** a box holding its address: a closed hub outlives its state's objects.
+** A finalizer Lua runs after the hub's (lgreen_checkopen) still reads it,
+** and a loop gl_hub_close left open for requests that may never end (a
+** read of a FIFO nobody writes, in a worker of libuv's pool) is written
+** into by that worker when it ends, whenever that is. Closed records wait
+** on this list, which the process's hub owns, and are freed when the next
+** hub is made, but for those whose loop is held: they stay for good (the
+** process ends without waiting for those workers: fs.c, fs_exit).
+*/
+static lgreen_state_t *closed_hubs;
+
+
+static void free_closed(void) {
+  lgreen_state_t **p = &closed_hubs;
+  while (*p != NULL) {
+    lgreen_state_t *g = *p;
+    if (g->held) {
+      p = &g->closed;
+    } else {
+      *p = g->closed;
+      free(g);
+    }
+  }
+}
+
+
 /* Also the __gc of a hub whose making failed (a memory error): its loop
    closed if it was opened, the process's hub given up if it was this. */
 static int hub_gc(lua_State *L) {
-  gl_hub_t *hub = (gl_hub_t *)luaL_checkudata(L, 1, LGREEN_HUB_MT);
-  gl_hub_t *self = hub;
-  if (hub->loop.data != NULL) { /* once */
-    hub->loop.data = NULL;
-    gl_hub_close(hub);
+  lgreen_state_t **box = (lgreen_state_t **)luaL_checkudata(L, 1,
+                                                             LGREEN_HUB_MT);
+  lgreen_state_t *g = *box;
+  gl_hub_t *self;
+  if (g == NULL || g->gone) /* once; the box keeps the record's address */
+    return 0;                /* (a later require finds the closed hub) */
+  g->gone = 1;
+  self = &g->hub;
+  if (self->loop.data != NULL) {
+    self->loop.data = NULL;
+    if (gl_hub_close(self)) {
+      g->held = 1;
+      lgreen_fs_abandon(self);
+    }
   }
-  __atomic_compare_exchange_n(&process_hub, &self, NULL, 0, __ATOMIC_ACQ_REL,
-                              __ATOMIC_ACQUIRE);
+  if (__atomic_load_n(&process_hub, __ATOMIC_ACQUIRE) == self) {
+    g->closed = closed_hubs; /* before the hub is given up: the list is */
+    closed_hubs = g;         /* the process's hub's */
+    __atomic_compare_exchange_n(&process_hub, &self, NULL, 0,
+                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  } else {
+    free(g); /* refused: nothing of it was used */
+  }
   return 0;
 }
 
@@ -288,7 +332,7 @@ static const luaL_Reg core_funcs[] = {
 
 int luaopen_green_core(lua_State *L) {
   gl_hub_t *hub = lgreen_gethub(L);
-  lgreen_state_t *g;
+  lgreen_state_t *g, **box;
   if (hub != NULL) { /* loaded twice into one state: share the hub */
     lua_getfield(L, LUA_REGISTRYINDEX, "green.core");
     return 1;
@@ -296,21 +340,26 @@ int luaopen_green_core(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, LGREEN_TPOOL_WORKER) != LUA_TNIL)
     return luaL_error(L, REFUSED);
   lua_pop(L, 1);
-  g = (lgreen_state_t *)lua_newuserdatauv(L, sizeof(*g), 0);
-  memset(g, 0, sizeof(*g)); /* every field starts empty, the new ones too */
-  hub = &g->hub;
+  box = (lgreen_state_t **)lua_newuserdatauv(L, sizeof(*box), 0);
+  *box = NULL;
   /* Its __gc first: a memory error from here on leaves no process's hub
      taken (every later state was refused) and no loop open. */
   luaL_newmetatable(L, LGREEN_HUB_MT);
   lua_pushcfunction(L, hub_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  g = (lgreen_state_t *)calloc(1, sizeof(*g)); /* every field empty */
+  if (g == NULL)
+    return luaL_error(L, "not enough memory");
+  *box = g;
+  hub = &g->hub;
   {
     gl_hub_t *none = NULL;
     if (!__atomic_compare_exchange_n(&process_hub, &none, hub, 0,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
       return luaL_error(L, REFUSED);
   }
+  free_closed(); /* the hubs of states closed before: nothing uses them */
   /* The hooks are installed by the files that define them
      (lgreen_open_thread, lgreen_open_interrupt). */
   if (gl_hub_init(hub, NULL) < 0) {

@@ -27,6 +27,9 @@ typedef struct lgfs_state {
 typedef struct lgfs_track {
   gl_link_t link;
   uv_fs_t *req;
+  /* Does a thread still wait for the request's end? NULL: always while
+     it is in flight (a path call's thread). */
+  int (*wanted)(const struct lgfs_track *t);
 } lgfs_track;
 
 /* [-0, +0, -] A request was submitted / called back. */

@@ -128,6 +128,7 @@ int lgreen_canblock(lua_State *L, gl_hub_t *hub) {
 gl_thread_t *lgreen_begin_slow(lua_State *L, gl_hub_t *hub,
                                const char *what) {
   gl_thread_t *t = hub->current;
+  lgreen_checkopen(L, hub); /* a finalizer after lua_close: say so */
   if (t == NULL)
     luaL_error(L,
                "%s: cannot block here: no green thread is running (a "
@@ -521,7 +522,8 @@ void lgreen_register(lua_State *L, const luaL_Reg *funcs, int nup) {
 gl_hub_t *lgreen_gethub(lua_State *L) {
   gl_hub_t *hub;
   lua_getfield(L, LUA_REGISTRYINDEX, LGREEN_HUB);
-  hub = (gl_hub_t *)lua_touserdata(L, -1);
+  hub = (gl_hub_t *)lua_touserdata(L, -1); /* green.c: the record's box */
+  hub = hub != NULL ? *(gl_hub_t **)(void *)hub : NULL;
   lua_pop(L, 1);
   return hub;
 }

@@ -18,7 +18,8 @@
 #include "../runtime/gl.h"
 #include "green.h"
 
-#define LGREEN_HUB "green.hub"       /* registry: the hub userdata */
+#define LGREEN_HUB "green.hub" /* registry: the hub userdata (a box
+                                  holding the record's address: green.c) */
 #define LGREEN_HUB_MT "green.Hub"   /* its metatable */
 /* registry: true in a green.tpool worker's state, which green.core refuses
    whether or not the host's hub is still open (a task abandoned at the
@@ -48,7 +49,9 @@ typedef void (*lgreen_forkfn)(lua_State *L, gl_hub_t *hub, void *ud);
 
 /*
 ** The bindings' per-hub state: what the runtime does not need. The hub
-** userdata is this record; the runtime's hub is its first member, so the
+** userdata holds this record's address (it is malloc'd: green.c keeps a
+** closed hub for what may still use it); the runtime's hub is its first
+** member, so the
 ** gl_hub_t every function of green.core has as upvalue 1 is its address
 ** too, and 'lgreen_state' costs nothing.
 */
@@ -86,6 +89,10 @@ struct lgreen_state {
   uint64_t sweptat;    /* the loop's time (ms) at the last sweep */
   size_t swept;        /* boxes the last sweep walked */
   int notick;          /* core.box_timer(false): no timer sweeps */
+  void *fs;            /* fs.c's per-hub state (hooks.stuck), or NULL */
+  struct lgreen_state *closed; /* on green.c's list of closed hubs */
+  int held;            /* its loop is left open (gl_hub_close): kept */
+  int gone;            /* hub_gc has run */
   uv_timer_t unref_timer;   /* sleep_unref's one timer (debug.c), unref'd */
   gl_link_t unref_sleepers; /* their waits, by 'link' */
 };
@@ -246,5 +253,9 @@ void lgreen_pin_code(void);
 
 /* The hub of a state where green.core is open, or NULL. */
 gl_hub_t *lgreen_gethub(lua_State *L);
+
+/* The hub closed and left its loop open for requests of green.fs that
+   may never end (fs.c): they are the process's now, kept for its exit. */
+void lgreen_fs_abandon(gl_hub_t *hub);
 
 #endif

@@ -147,6 +147,7 @@ static int l_readline(lua_State *L) {
   reader **rp = (reader **)lua_touserdata(L, lua_upvalueindex(2));
   size_t plen;
   const char *prompt = luaL_optlstring(L, 1, NULL, &plen);
+  lgreen_checkopen(L, hub); /* its poll handle would be on a closed loop */
   if (*rp == NULL) {
     *rp = (reader *)calloc(1, sizeof(reader));
     if (*rp == NULL)

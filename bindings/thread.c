@@ -322,7 +322,7 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
   gl_thread_t *t;
   lua_State *co;
   int n;
-  lgreen_checkopen(L, hub); /* a finalizer run after lua_close closed it */
+  lgreen_checkopen(L, hub); /* its slot and queue are the closed hub's */
   if (lua_type(L, first) != LUA_TFUNCTION) {
     if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
       luaL_typeerror(L, first, "function");
@@ -401,8 +401,11 @@ static void delayed_start(gl_timer_t *tm) {
 
 static int l_spawn_after(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
-  uint64_t ns = lgreen_ns(lgreen_checkseconds(L, 1));
-  gl_thread_t *t = newthread(L, hub, 2, trampoline, 0);
+  uint64_t ns;
+  gl_thread_t *t;
+  lgreen_checkopen(L, hub); /* the timer heap is the closed hub's */
+  ns = lgreen_ns(lgreen_checkseconds(L, 1));
+  t = newthread(L, hub, 2, trampoline, 0);
   t->state = GL_DELAYED;
   if (gl_timer_start(hub, &t->w.timer, gl_now() + ns, delayed_start) < 0)
     return luaL_error(L, "not enough memory");
@@ -496,6 +499,7 @@ static int gt_wait(lua_State *L) {
 static int gt_kill(lua_State *L) {
   gl_thread_t *t = lgreen_checkthread(L, 1), *self;
   gl_hub_t *hub = t->hub;
+  lgreen_checkopen(L, hub); /* a delayed thread's timer: a freed heap */
   lua_settop(L, 2);
   if (lua_isnil(L, 2)) {
     lgreen_pushexit(L);
@@ -530,6 +534,7 @@ static int gt_kill(lua_State *L) {
 /* gt:cancel([err]): kill, but only if it has not started. Never blocks. */
 static int gt_cancel(lua_State *L) {
   gl_thread_t *t = lgreen_checkthread(L, 1);
+  lgreen_checkopen(L, t->hub); /* as kill */
   lua_settop(L, 2);
   if (lua_isnil(L, 2)) {
     lgreen_pushexit(L);

@@ -82,7 +82,7 @@ static int l_timeout(lua_State *L) {
   lua_Number s = lgreen_optseconds(L, 1, 0);
   int never = lua_isnoneornil(L, 1);
   lua_settop(L, 2);
-  lgreen_checkopen(L, hub); /* a finalizer run after lua_close closed it */
+  lgreen_checkopen(L, hub); /* its timer would be the closed hub's */
   if (hub->current == NULL)
     return luaL_error(L, "green.Timeout: no green thread is running");
   to = (timeout *)lua_newuserdatauv(L, sizeof(*to), 1);

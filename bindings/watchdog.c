@@ -450,6 +450,7 @@ static int l_watchdog(lua_State *L) {
   const char *err = NULL;
   uint64_t threshold = wd->threshold, slice = wd->slice;
   int raise = wd->raise, custom = wd->custom;
+  lgreen_checkopen(L, wd->hub); /* its OS thread would read a freed hub */
   if (!lua_isnoneornil(L, 1)) {
     luaL_checktype(L, 1, LUA_TTABLE);
     if (lua_getfield(L, 1, "threshold") != LUA_TNIL)

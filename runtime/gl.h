@@ -167,6 +167,14 @@ struct gl_hub_hooks {
      may change which of its handles keep the loop alive (uv_ref,
      uv_unref) before the hub decides whether it is idle. Optional. */
   void (*blocking)(gl_hub_t *hub);
+  /* How many of the loop's active requests may never end and matter to
+     nobody: with 'closing' 0, those no thread waits for any more (a read
+     of a FIFO whose reader was killed); with 'closing' 1 (the hub is
+     closing: no thread will ever run), every one that may never end.
+     They keep neither the hub from idling nor its close from ending.
+     Optional; the host reads the loop's thread-pool state under its
+     'wq_mutex'. */
+  unsigned (*stuck)(gl_hub_t *hub, int closing);
 };
 
 
@@ -247,9 +255,15 @@ int gl_link_empty(const gl_link_t *head);
 
 /* Hub (hub.c). 'hooks' is copied; NULL is no hooks (tests). */
 int gl_hub_init(gl_hub_t *hub, const gl_hub_hooks *hooks);
-void gl_hub_close(gl_hub_t *hub); /* closes every handle, then the loop */
+/* Close every handle and run the loop until only requests 'hooks.stuck'
+   counts are left; then close the loop and return 0, or return 1 if such
+   requests hold it: the loop is left open, its memory must outlive them
+   (their workers post to it when they end). */
+int gl_hub_close(gl_hub_t *hub);
 uint64_t gl_now(void);            /* monotonic nanoseconds */
 int gl_hub_idle(gl_hub_t *hub);   /* nothing can run or wake any more */
+/* Is the loop alive for more than its stuck requests ('hooks.stuck')? */
+int gl_hub_busy(gl_hub_t *hub, int closing);
 
 /*
 ** Signals: 'gl_hub_signal' is async-signal-safe. It asks the loop to

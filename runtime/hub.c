@@ -287,18 +287,25 @@ static void close_any(uv_handle_t *h, void *arg) {
 }
 
 
-/* Close every handle still open, run their callbacks, close the loop. */
-void gl_hub_close(gl_hub_t *hub) {
+/*
+** Close every handle still open, run their callbacks and the requests'
+** (a write is written), close the loop. A request that may never end (a
+** read of a FIFO nobody writes, in a worker of libuv's pool) would make
+** this wait forever: once only such requests are left, the loop is left
+** open for them (1).
+*/
+int gl_hub_close(gl_hub_t *hub) {
   unsigned i;
+  int left;
   hub->signalable = 0;
   uv_walk(&hub->loop, close_any, NULL);
-  uv_run(&hub->loop, UV_RUN_DEFAULT);
-  uv_loop_close(&hub->loop);
-  /* Disarm what is still armed: a finalizer Lua runs after this one may
-     stop a timer (cancel a Timeout, kill a sleeper), and must find it
-     stopped, not index the freed heap. */
-  for (i = 0; i < hub->nheap; i++)
-    hub->heap[i]->idx = 0;
+  while (gl_hub_busy(hub, 1))
+    uv_run(&hub->loop, UV_RUN_ONCE);
+  left = uv_loop_alive(&hub->loop);
+  if (!left)
+    uv_loop_close(&hub->loop);
+  for (i = 0; i < hub->nheap; i++) /* disarmed: a later stop (a Timeout's */
+    hub->heap[i]->idx = 0; /* cancel, a kill) must not read the heap */
   free(hub->heap);
   hub->heap = NULL;
   hub->nheap = hub->capheap = 0;
@@ -312,6 +319,7 @@ void gl_hub_close(gl_hub_t *hub) {
   hub->capsegs = 0;
   gl_cs_close(&hub->cs);
   hub->nbases = hub->capbases = hub->freehead = 0;
+  return left;
 }
 
 
@@ -320,8 +328,21 @@ uint64_t gl_now(void) {
 }
 
 
+int gl_hub_busy(gl_hub_t *hub, int closing) {
+  uv_loop_t *loop = &hub->loop;
+  unsigned n;
+  if (!uv_loop_alive(loop))
+    return 0;
+  if (hub->hooks.stuck == NULL || loop->active_handles > 0 ||
+      loop->closing_handles != NULL || loop->active_reqs.count == 0)
+    return 1;
+  n = hub->hooks.stuck(hub, closing); /* rare: requests alone keep it */
+  return n == 0 || loop->active_reqs.count > n;
+}
+
+
 int gl_hub_idle(gl_hub_t *hub) {
-  return hub->nready == 0 && hub->nheap == 0 && !uv_loop_alive(&hub->loop);
+  return hub->nready == 0 && hub->nheap == 0 && !gl_hub_busy(hub, 0);
 }
 
 

@@ -216,7 +216,7 @@ static int poll_io(gl_hub_t *hub, int block) {
         uv_unref((uv_handle_t *)&hub->timer);
         uv_timer_stop(&hub->timer);
       }
-    } else if (uv_loop_alive(&hub->loop)) {
+    } else if (gl_hub_busy(hub, 0)) {
       uv_run(&hub->loop, UV_RUN_ONCE);
     } else if (!hub->signaled) {
       return 0;

@@ -1200,6 +1200,15 @@ describe("green.fs kills and Timeouts", function()
   end)
 end)
 
+-- Run script 'src' under greenlua or stock lua5.4 (30 s at most): its
+-- stdout, stderr and exit code.
+local function run_on(host, src)
+  if host == "lua54" then
+    return h.lua54_run(src, 30)
+  end
+  return h.greenlua_run(src, nil, 30)
+end
+
 describe("green.fs at exit", function()
   -- A read of a FIFO nobody writes, or an open of a FIFO nobody opens,
   -- stays in libuv's pool: os.exit ends the process all the same (libuv
@@ -1230,13 +1239,7 @@ describe("green.fs at exit", function()
       it(("os.exit ends the process with a FIFO %s in the pool (%s)")
          :format(case, host), function()
         local fifo, out = mkfifo(), tmp("out")
-        local src = script:format(fifo, out, case)
-        local o, err, code
-        if host == "lua54" then
-          o, err, code = h.lua54_run(src, 30)
-        else
-          o, err, code = h.greenlua_run(src, nil, 30)
-        end
+        local o, err, code = run_on(host, script:format(fifo, out, case))
         assert.equal(3, code, err)
         assert.equal("bye", o)
         if case == "opening" then
@@ -1245,6 +1248,95 @@ describe("green.fs at exit", function()
       end)
     end
   end
+end)
+
+describe("green.fs at the end of the program and of the state", function()
+  -- A read of a FIFO (or an open of one) whose thread was killed or timed
+  -- out stays in libuv's pool: greenlua's end of the program waited for
+  -- it (the hub was never idle), and so did the close of the state
+  -- (lua_close, os.exit(c, true), the end of a lua5.4 script: the hub's
+  -- last uv_run). The program ends now; the read's bytes have nobody to
+  -- go to. Under the sanitizers: nothing leaks, nothing freed is touched.
+  local script = [[
+    local green = require "green"
+    local fs = green.fs
+    local fifo, case = %q, %q
+    if case == "read" then
+      local f = assert(fs.open(fifo, "r+"))
+      assert(not pcall(green.with_timeout, 0.01, f.read, f, "l"))
+    elseif case == "read collected" then
+      local f = assert(fs.open(fifo, "r+"))
+      assert(not pcall(green.with_timeout, 0.01, f.read, f, "l"))
+      f = nil -- luacheck: ignore
+      collectgarbage()
+    elseif case == "read killed" then
+      local f = assert(fs.open(fifo, "r+"))
+      local gt = green.spawn(function() f:read("l") end)
+      green.sleep(0)
+      gt:kill()
+    else -- "open": an open of a FIFO nobody opens
+      assert(not pcall(green.with_timeout, 0.01, fs.open, fifo, "r"))
+    end
+    -- what the hub still does is done first
+    local done = false
+    green.spawn(function() green.sleep(0.01); done = true end)
+    io.write("bye")
+    %s
+  ]]
+  local ends = {
+    ["the script's end"] = "",
+    ["os.exit(3, true)"] = "os.exit(3, true)",
+  }
+
+  for _, case in ipairs({ "read", "read collected", "read killed",
+                          "open" }) do
+    for how, tail in pairs(ends) do
+      for _, host in ipairs({ "greenlua", "lua54" }) do
+        it(("ends with a FIFO %s abandoned in the pool: %s (%s)")
+           :format(case, how, host), function()
+          local o, err, code = run_on(host,
+                                      script:format(mkfifo(), case, tail))
+          assert.equal(tail == "" and 0 or 3, code, err)
+          assert.equal("bye", o)
+        end)
+      end
+    end
+  end
+
+  it("a thread still reading a FIFO holds greenlua's end, as a socket "
+     .. "read does", function()
+    local fifo = mkfifo()
+    local _, _, code = h.greenlua_run(([[
+      local green = require "green"
+      local f = assert(green.fs.open(%q, "r+"))
+      green.spawn(function() f:read("l") end)
+    ]]):format(fifo), nil, 2)
+    assert.equal(124, code)
+  end)
+
+  -- The loop and the file's record are kept for the request (green.c,
+  -- fs.c): a read that ends after the state closed (a finalizer that runs
+  -- after the hub's writes the line it waits for) writes into its buffer
+  -- and posts to the loop, memory that is still there (the sanitizers
+  -- would see it freed), and the process then exits as usual.
+  it("a read that ends after lua_close closed the hub writes into memory "
+     .. "that is still there", function()
+    local o, err, code = h.lua54_run(([[
+      local fifo = %q
+      G = setmetatable({}, { __gc = function()
+        local w = assert(io.open(fifo, "w"))
+        w:write("late\n")
+        w:close()
+        os.execute("sleep 0.2") -- the worker's turn, if it comes
+        io.write("closed")
+      end })
+      local green = require "green"
+      local f = assert(green.fs.open(fifo, "r+"))
+      assert(not pcall(green.with_timeout, 0.01, f.read, f, "l"))
+    ]]):format(mkfifo()), 30)
+    assert.equal(0, code, err)
+    assert.equal("closed", o)
+  end)
 end)
 
 describe("green.fs large writes", function()
