@@ -591,6 +591,11 @@ static int wait_query(lua_State *L, gl_thread_t *t, lsock_lookup *lk,
     lgreen_deadline(L, &lk->base, due); /* raises (having left) if no memory */
   if (lk->res == NULL)
     gl_wait_end(&lk->base, GL_W_OK);
+  else if (lk->sock != NULL && (lk->sock->flags & LSOCK_CLOSED))
+    /* closed since the caller looked (a finalizer run by an allocation
+       on the way): its waiters were ended already, and a wait put there
+       now would outlive the socket's record */
+    gl_wait_cancel(&lk->base, LSOCK_W_CLOSED);
   else if (lk->sock != NULL) {
     gl_link_push(&lk->sock->writers, &lk->base.link);
     lgreen_sock_reref(lk->sock);

@@ -259,3 +259,46 @@ describe("green UDP sockets", function()
     v:close()
   end)
 end)
+
+describe("green UDP sockets closed by a finalizer", function()
+  -- A finalizer run by an allocation of sendto's lookup closed the
+  -- socket after sendto looked: the lookup's wait was queued on the
+  -- closed socket, which nothing would take it off, and the socket's
+  -- record was freed under it (a use-after-free when the resolver
+  -- answered). In a process of its own: it sets the collector and the
+  -- resolver. (Under the sanitizers the old failure is their report.)
+  it("ends a lookup begun on a socket a finalizer closed with 'closed'",
+     function()
+    local h = require "helper"
+    local out, err, code = h.greenlua_run([[
+local green = require "green"
+local srv = green.udp() -- a name server that never answers
+assert(srv:setsockname("127.0.0.1", 0))
+local _, port = srv:getsockname()
+green.resolver.setup { servers = { "127.0.0.1:" .. port }, timeout = 0.05,
+                       tries = 1 }
+collectgarbage("incremental", 1, 1000) -- a step at almost every allocation
+local armed, target, hits = false, nil, 0
+local mt = { __gc = function()
+  if armed and target then target:close(); hits = hits + 1; armed = false end
+end }
+local results = {}
+for _ = 1, 200 do
+  local u = green.udp()
+  target = u
+  for _ = 1, 3000 do setmetatable({}, mt) end
+  armed = true
+  local ok, e = u:sendto("x", "some.name.example", 9)
+  armed = false
+  if hits > 0 then
+    results[tostring(ok) .. " " .. tostring(e)] = true
+    hits = 0
+  end
+end
+for k in pairs(results) do print(k) end
+]], nil, 120)
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.are.equal("nil closed\n", out)
+  end)
+end)
