@@ -1409,11 +1409,12 @@ static int fallback(lua_State *L) {
 
 /* open(path, [mode="r"]) -> file | nil, message, errno */
 static int l_open(lua_State *L) {
-  int flags = 0, mode = 0, n = fallback(L);
+  int flags = 0, mode = 0, n;
   const char *md;
+  lgfs_checkpath(L, 1); /* the stock function's too: it would cut it */
+  n = fallback(L);
   if (n >= 0)
     return n;
-  lgfs_checkpath(L, 1);
   md = luaL_optstring(L, 2, "r");
   luaL_argcheck(L, checkmode(md, &flags, &mode), 2, "invalid mode");
   lua_settop(L, 2);
@@ -1430,10 +1431,10 @@ static int l_lines(lua_State *L) {
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
     return lua_gettop(L);
   }
+  lgfs_checkpath(L, 1); /* (as open) */
   n = fallback(L);
   if (n >= 0)
     return n;
-  lgfs_checkpath(L, 1);
   luaL_argcheck(L, lua_gettop(L) - 1 <= FS_MAXARGLINE, FS_MAXARGLINE + 2,
                 "too many arguments");
   return open_start(L, UV_FS_O_RDONLY, M_READ, OK_LINES);

@@ -594,6 +594,31 @@ describe("green.fs calls on paths", function()
     end)
   end)
 
+  it("refuse a path with a zero byte where io.open's stock function "
+     .. "stands in (a finalizer, under patch{fs = true})", function()
+    -- the stock io.open took "keep\0.tmp" for "keep" there
+    local h = require "helper"
+    local keep = os.tmpname()
+    os.remove(keep)
+    local out, err, code = h.greenlua_run(([[
+local green = require "green"
+green.patch { fs = true }
+local r
+setmetatable({}, { __gc = function()
+  r = table.pack(pcall(io.open, %q .. "\0.tmp", "w"))
+  r[3] = pcall(io.lines, %q .. "\0.tmp")
+end })
+collectgarbage()
+collectgarbage()
+print(r[1], r[2], r[3])
+]]):format(keep, keep))
+    assert.are.equal("", err)
+    assert.are.equal(0, code)
+    assert.matches("^false\t.-bad argument #1 to '[^']+' %(path contains a "
+                   .. "zero byte%)\tfalse\n$", out)
+    assert.is_nil(io.open(keep)) -- (nothing made)
+  end)
+
   it("type and stats", function()
     green_run(function()
       local p = tmp()
