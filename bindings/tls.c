@@ -568,12 +568,19 @@ static const lgreen_boxkind conn_box = {offsetof(tls_conn, own),
 */
 static int conn_new(lua_State *L) {
   tls_ctx *c = checkctx(L, 1);
-  const char *name = luaL_optstring(L, 2, NULL);
+  size_t namelen = 0;
+  const char *name = luaL_optlstring(L, 2, NULL, &namelen);
   int check = lua_toboolean(L, 3);
-  void **box = lgreen_newbox(L, lgreen_hub(L), 2, &conn_box);
+  void **box;
   tls_conn *t;
   unsigned char ip[16];
   int isip;
+  /* OpenSSL reads the name up to its first zero byte: a name a caller
+     checked whole ("evil.example\0.corp.example") would be sent and
+     verified as another ("evil.example"). No host has such a name. */
+  if (name != NULL && strlen(name) != namelen)
+    return ssl_fail(L, "bad server name (it contains a zero byte)");
+  box = lgreen_newbox(L, lgreen_hub(L), 2, &conn_box);
   luaL_setmetatable(L, TLS_CONN);
   if ((t = (tls_conn *)calloc(1, sizeof(*t))) == NULL)
     return luaL_error(L, "not enough memory");

@@ -597,7 +597,6 @@ describe("green.fs calls on paths", function()
   it("refuse a path with a zero byte where io.open's stock function "
      .. "stands in (a finalizer, under patch{fs = true})", function()
     -- the stock io.open took "keep\0.tmp" for "keep" there
-    local h = require "helper"
     local keep = os.tmpname()
     os.remove(keep)
     local out, err, code = h.greenlua_run(([[

@@ -193,6 +193,33 @@ describe("green.tls under attack", function()
     end)
   end)
 
+  it("refuses a server name with a zero byte: OpenSSL would send and "
+     .. "check the name cut there", function()
+    green_run(function()
+      local srv = assert(green.listen("127.0.0.1", 0))
+      local _, port = srv:getsockname()
+      local peer = green.spawn(function() -- a server for "localhost"
+        local a = srv:accept()
+        if a then
+          local t = green.tls.wrap(a, { certificate = dir .. "/leaf.pem",
+                                        key = dir .. "/leaf.key",
+                                        mode = "server" })
+          if t then t:settimeout(10); t:handshake(); t:close() end
+          a:close()
+        end
+      end)
+      -- (a caller that checked the name's suffix, ".corp.example")
+      local c, err = green.connect("127.0.0.1", port, {
+        tls = { cafile = dir .. "/ca.pem",
+                server_name = "localhost\0.corp.example" } })
+      if c then c:settimeout(10); assert(c:handshake()) end
+      assert.is_nil(c)
+      assert.are.equal("bad server name (it contains a zero byte)", err)
+      peer:kill()
+      srv:close()
+    end)
+  end)
+
   it("the peer resets mid-record: readers and writers get an error",
      function()
     green_run(function()
