@@ -1720,17 +1720,45 @@ void lgreen_fs_abandon(gl_hub_t *hub) {
 }
 
 
-/* Scan list 'head' for fs_exit: sets *stuck if a request that may never
-   end is in the pool, *busy if another one is. */
-static void exit_scan(gl_link_t *head, int *stuck, int *busy) {
+/* What fs_exit finds in the pool. */
+typedef struct exit_count {
+  unsigned stuck;  /* requests in a worker that may never end */
+  unsigned busy;   /* other requests in a worker */
+  unsigned queued; /* requests no worker has taken yet */
+} exit_count;
+
+
+/* Has a worker taken 'req' (in the pool still)? libuv (1.44,
+   threadpool.c) unlinks a request from its queue and links it to itself
+   when a worker takes it; it is queued until then. */
+static int started(uv_fs_t *req) {
+  void *const *wq = (void *const *)req->work_req.wq;
+  return __atomic_load_n(&wq[0], __ATOMIC_ACQUIRE) == (const void *)wq;
+}
+
+
+/* Count list 'head''s requests in the pool into 'n'. */
+static void exit_scan(gl_link_t *head, exit_count *n) {
   gl_link_t *l;
   for (l = head->next; l != head; l = l->next) {
     uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
-    if (running(req) && may_hang(req))
-      *stuck = 1;
-    else if (running(req))
-      *busy = 1;
+    if (!running(req))
+      continue;
+    if (!started(req))
+      n->queued++;
+    else if (may_hang(req))
+      n->stuck++;
+    else
+      n->busy++;
   }
+}
+
+
+/* The number of libuv's workers (threadpool.c's rule, 1.44). */
+static unsigned pool_size(void) {
+  const char *v = getenv("UV_THREADPOOL_SIZE");
+  long n = v != NULL ? atol(v) : 4;
+  return n <= 0 ? 1 : n > 1024 ? 1024 : (unsigned)n;
 }
 
 
@@ -1742,19 +1770,21 @@ static void exit_scan(gl_link_t *head, int *stuck, int *busy) {
 ** Once every other request has ended (a write is written), a process
 ** with such a read left ends at once, stdio flushed, as a child of
 ** green.fork ends (fork.c, child_exit): the read's bytes have nobody to
-** go to.
+** go to. Requests queued behind such reads that hold every worker would
+** never start: they do not hold it either.
 */
 static void fs_exit(int status, void *ud) {
   (void)ud;
   for (;;) {
     struct timespec ms = {0, 1000000};
-    int stuck = 0, busy = 0;
+    exit_count n = {0, 0, 0};
     if (exit_state != NULL)
-      exit_scan(&exit_state->pending, &stuck, &busy);
-    exit_scan(&lost, &stuck, &busy);
-    if (!stuck)
+      exit_scan(&exit_state->pending, &n);
+    exit_scan(&lost, &n);
+    if (n.stuck == 0 && n.queued == 0)
       return; /* libuv's join waits for the rest */
-    if (!busy) {
+    if (n.stuck > 0 && n.busy == 0 &&
+        (n.queued == 0 || n.stuck >= pool_size())) {
       fflush(NULL);
       _exit(status);
     }

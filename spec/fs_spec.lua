@@ -1274,6 +1274,34 @@ describe("green.fs at exit", function()
   end
 end)
 
+describe("green.fs at exit, every worker held", function()
+  -- Reads of FIFOs nobody writes in every worker of libuv's pool, and a
+  -- stat queued behind them: it never starts, and os.exit waited for it
+  -- for ever (it took a queued request for one under way).
+  for _, host in ipairs({ "greenlua", "lua54" }) do
+    it(("os.exit ends the process with a request queued behind them (%s)")
+       :format(host), function()
+      local fifos = {}
+      for i = 1, 4 do fifos[i] = mkfifo() end
+      local o, err, code = run_on(host, ([[
+        local green = require "green"
+        local fs = green.fs
+        for _, p in ipairs { %q, %q, %q, %q } do
+          local f = assert(fs.open(p, "r+"))
+          green.spawn(function() f:read(1) end)
+        end
+        green.sleep(0) -- the reads in the pool (libuv's 4 workers)
+        green.spawn(function() fs.stat(".") end)
+        green.sleep(0) -- the stat queued behind them
+        io.write("bye")
+        os.exit(3)
+      ]]):format(table.unpack(fifos)))
+      assert.equal(3, code, err)
+      assert.equal("bye", o)
+    end)
+  end
+end)
+
 describe("green.fs at the end of the program and of the state", function()
   -- A read of a FIFO (or an open of one) whose thread was killed or timed
   -- out stays in libuv's pool: greenlua's end of the program waited for
