@@ -72,6 +72,12 @@ local function spawn_jobs()
   spawner = nil -- (no yield since the check: no job can be left behind)
 end
 
+-- A child of green.fork: the parent's deliveries are not its own, nor is
+-- its spawner thread (it does not run the parent's threads).
+core.on_fork(function()
+  jobs, head, tail, spawner = {}, 1, 0, nil
+end)
+
 local function queue_job(handler, signum, n)
   tail = tail + 1
   jobs[tail] = { handler, signum, n }
