@@ -22,6 +22,7 @@ local core = require "green.core"
 
 local type, error, tostring = type, error, tostring
 local spawn, signum_of, sleep = core.spawn, core.signum, core.sleep
+local getpid = core.getpid
 local watch, next_delivery = core.signal_watch, core.signal_next
 
 -- The signal's number, or an error at the caller's caller.
@@ -72,13 +73,15 @@ local function spawn_jobs()
   spawner = nil -- (no yield since the check: no job can be left behind)
 end
 
--- A child of green.fork: the parent's deliveries are not its own, nor is
--- its spawner thread (it does not run the parent's threads).
-core.on_fork(function()
-  jobs, head, tail, spawner = {}, 1, 0, nil
-end)
+local spawner_pid -- the process the spawner and the jobs belong to
 
 local function queue_job(handler, signum, n)
+  local pid = getpid()
+  if spawner_pid ~= pid then
+    -- a child of green.fork: the parent's deliveries are not its own,
+    -- nor is its spawner thread (it does not run the parent's threads)
+    jobs, head, tail, spawner, spawner_pid = {}, 1, 0, nil, pid
+  end
   tail = tail + 1
   jobs[tail] = { handler, signum, n }
   if spawner == nil then
