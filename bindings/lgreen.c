@@ -197,6 +197,20 @@ lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def) {
   return lua_isnoneornil(L, arg) ? def : lgreen_checkseconds(L, arg);
 }
 
+
+/*
+** [-0, +0, v] The timeout of one call at argument 'arg', the toolkit's
+** rule (eventlet's): nil or absent is no limit (-1 here), a negative
+** number is 0 (do not wait: expire at once), NaN raises.
+*/
+lua_Number lgreen_optwait(lua_State *L, int arg) {
+  lua_Number s;
+  if (lua_isnoneornil(L, arg))
+    return -1;
+  s = lgreen_checkseconds(L, arg);
+  return s < 0 ? 0 : s;
+}
+
 /* }====================================================== */
 
 

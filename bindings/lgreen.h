@@ -148,6 +148,7 @@ uint64_t lgreen_ns(lua_Number s);
 lua_Number lgreen_notnan(lua_State *L, lua_Number s, const char *what);
 lua_Number lgreen_checkseconds(lua_State *L, int arg);
 lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def);
+lua_Number lgreen_optwait(lua_State *L, int arg);
 
 int lgreen_in_finalizer(lua_State *L);
 int lgreen_canblock(lua_State *L, gl_hub_t *hub); /* without raising */

@@ -33,5 +33,6 @@ void lgreen_q_reserve(lua_State *L, queue *q, int qi); /* [-0, +0, m] */
 void lgreen_q_store(lua_State *L, queue *q, int qi, int vi,
                     int front);                       /* [-0, +0, e] */
 void lgreen_q_take(lua_State *L, queue *q, int qi);   /* [-0, +1, e] */
+void lgreen_q_store_root(lua_State *L, queue *q, int qi, int vi); /* -0+0 */
 
 #endif

@@ -440,7 +440,7 @@ static pidwait *newpidwait(lua_State *L, pstate *st, int pid) {
 }
 
 
-/* The deadline of a wait of 'timeout' seconds (negative: none). */
+/* The deadline of a wait of 'timeout' seconds (-1: none). */
 static uint64_t deadline(double timeout) {
   return timeout < 0 ? 0 : gl_now() + lgreen_ns(timeout) + 1;
 }
@@ -477,7 +477,7 @@ static proc *checkproc(lua_State *L) {
 */
 static int proc_wait(lua_State *L) {
   proc *p = checkproc(L);
-  double timeout = lgreen_optseconds(L, 2, -1);
+  double timeout = lgreen_optwait(L, 2); /* negative: 0 */
   pidwait *pw;
   int status = 0, r;
   lua_settop(L, 2);
@@ -594,7 +594,7 @@ static void find_uv_child(uv_handle_t *h, void *arg) {
 static int l_waitpid(lua_State *L) {
   pstate *st = (pstate *)lua_touserdata(L, lua_upvalueindex(3));
   lua_Integer pid = luaL_checkinteger(L, 1);
-  double timeout = lgreen_optseconds(L, 2, -1);
+  double timeout = lgreen_optwait(L, 2); /* negative: 0 */
   int upid, status = 0, r;
   pidwait *pw;
   proc *p;

@@ -252,6 +252,29 @@ void lgreen_q_store(lua_State *L, queue *q, int qi, int vi, int front) {
 }
 
 
+/*
+** [-0, +0, -] Store the item at 'vi' at the heap's root without comparing
+** it: an item given back whose comparisons raised ('lt' cannot order it).
+** The root moves to a new last leaf: it is no greater than any other
+** item, so the pop that takes this item refills the root with it and the
+** heap is whole again; until then only the order is off, nothing is lost.
+** 'lgreen_q_reserve' has made room.
+*/
+void lgreen_q_store_root(lua_State *L, queue *q, int qi, int vi) {
+  int ti;
+  lua_getiuservalue(L, qi, UV_ITEMS);
+  ti = lua_gettop(L);
+  if (q->n > 0)
+    moveentry(L, ti, 1, q->n + 1);
+  lua_pushvalue(L, vi);
+  lua_pushinteger(L, --q->backseq);
+  setentry(L, ti, 1);
+  q->n++;
+  q->gen++;
+  lua_settop(L, ti - 1);
+}
+
+
 /* [-0, +1, e] Remove the next item and push it. */
 void lgreen_q_take(lua_State *L, queue *q, int qi) {
   int s;

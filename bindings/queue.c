@@ -72,16 +72,41 @@ static int hand(lua_State *L, queue *q, int vi) {
 }
 
 
+/* lua_pcall'd by 'unget': store item 2 at the front of queue 1. */
+static int store_front(lua_State *L) {
+  lgreen_q_store(L, (queue *)lua_touserdata(L, 1), 1, 2, 1);
+  return 0;
+}
+
+
 /*
-** [-0, +0, e] Give back the item at 'vi', handed to a getter that cannot
-** take it: to the next getter, else to the front of the queue.
+** [-0, +0, m] Give back the item at 'vi', handed to a getter that cannot
+** take it: to the next getter, else to the front of the queue. A heap's
+** comparisons may raise (an 'lt' that cannot order the item, a kill of
+** this getter at a comparison that blocks, the queue changed meanwhile):
+** the item must not be lost, nor the error replace the one the getter
+** is about to see (its kill), so then it goes in without comparisons.
 */
 static void unget(lua_State *L, queue *q, int qi, int vi) {
   if (hand(L, q, vi))
     return;
   lgreen_q_reserve(L, q, qi);
-  if (!hand(L, q, vi)) /* (a finalizer in 'reserve' may have made one) */
-    lgreen_q_store(L, q, qi, vi, 1);
+  if (hand(L, q, vi)) /* (a finalizer in 'reserve' may have made one) */
+    return;
+  if (q->storage != S_HEAP) {
+    lgreen_q_store(L, q, qi, vi, 1); /* raises not */
+    return;
+  }
+  lua_pushcfunction(L, store_front);
+  lua_pushvalue(L, qi);
+  lua_pushvalue(L, vi);
+  if (lua_pcall(L, 2, 0, 0) == LUA_OK)
+    return;
+  lua_pop(L, 1); /* the comparison's error */
+  if (hand(L, q, vi)) /* (a comparison that blocked may have made one) */
+    return;
+  lgreen_q_reserve(L, q, qi); /* (or filled the room made above) */
+  lgreen_q_store_root(L, q, qi, vi);
 }
 
 

@@ -481,7 +481,7 @@ static int next_wait(lua_State *L, watch *w, uint64_t due) {
 ** or nil, "cancelled" (the handle was cancelled, before or meanwhile).
 */
 static int l_signal_next(lua_State *L) {
-  double timeout = lgreen_optseconds(L, 2, -1);
+  double timeout = lgreen_optwait(L, 2); /* negative: 0 */
   watch *w = towatch(L);
   uint64_t due = timeout < 0 ? 0 : gl_now() + lgreen_ns(timeout) + 1;
   lua_settop(L, 2);

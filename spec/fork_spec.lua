@@ -484,4 +484,37 @@ os.execute("rm -rf " .. dir)
 os.exit(0)
 ]], "child\nexit\t0\nreached\nremoved\n")
   end)
+
+  it("a child forked while green.signal's spawner is between batches runs "
+     .. "its own handlers (the parent's spawner was taken for its own)",
+     function()
+    check([[
+local kill = function(pid, sig)
+  assert(green.process.run { "kill", "-" .. sig, tostring(pid) })
+end
+local handles, forked, done = {}, false, green.Event()
+for i = 1, 100 do -- more than one batch of handler threads
+  handles[i] = green.signal("USR2", function()
+    if forked then return end
+    forked = true -- the first batch runs: the spawner waits for its turn
+    local pid = green.fork()
+    if pid ~= 0 then
+      print(select(2, green.process.wait(pid, 20)))
+      done:send(true)
+      return
+    end
+    for j = 1, #handles do handles[j]:cancel() end
+    local got = green.Event()
+    local h = green.signal("USR1", function() got:send(true) end)
+    kill(green.process.getpid(), "USR1")
+    expect(got:wait(10), "the child's handler did not run")
+    h:cancel()
+    os.exit(0)
+  end)
+end
+kill(green.process.getpid(), "USR2")
+expect(done:wait(30), "the parent's handlers did not run")
+for i = 1, #handles do handles[i]:cancel() end
+]], "0\n")
+  end)
 end)

@@ -429,6 +429,39 @@ describe("green.socket where LuaSocket's test suite looks", function()
       end)
     end)
 
+    it("an error raised by green.connect in the helper thread reaches "
+       .. "the caller (it waited for its timeout, for ever without)",
+       function()
+      green_run(function()
+        local core = green.core
+        local real_connect = core.connect
+        local _ <close> = setmetatable({}, { __close = function()
+          core.connect = real_connect
+        end })
+        core.connect = function() error("injected: not enough memory", 0) end
+        -- blocking, no timeout: raised in connect (bounded by a Timeout
+        -- that fails the spec with a message)
+        local c = socket.tcp()
+        local t = green.Timeout(10, "connect waited for the dead helper")
+        local ok, err = pcall(c.connect, c, "127.0.0.1", 1)
+        t:cancel()
+        assert.is_false(ok)
+        assert.are.equal("injected: not enough memory", err)
+        assert.are.equal("tcp{master}", c.class) -- nothing under way
+        c:close()
+        -- timeout 0: "timeout", then the next connect raises it
+        c = socket.tcp()
+        c:settimeout(0)
+        assert.are.same({ nil, "timeout" }, { c:connect("127.0.0.1", 1) })
+        c:settimeout(10)
+        ok, err = pcall(c.connect, c, "127.0.0.1", 1)
+        assert.is_false(ok)
+        assert.are.equal("injected: not enough memory", err)
+        assert.are.equal("tcp{master}", c.class)
+        c:close()
+      end)
+    end)
+
     it("to a closed port: 'timeout', then 'connection refused'", function()
       green_run(function()
         local c = socket.tcp()

@@ -97,6 +97,12 @@ local function master(opts, env)
   f:close()
   local p = assert(process.spawn { h.greenlua, path, stdout = "pipe",
                                    stderr = "pipe", env = env })
+  -- until it is handed to the caller (a <close> variable there), a
+  -- failure here kills the master (its workers go with it)
+  local handed
+  local _ <close> = setmetatable({}, { __close = function()
+    if not handed then getmetatable(p).__close(p) end
+  end })
   p.stdout:settimeout(30)
   local line = p.stdout:receive("*l")
   os.remove(path)
@@ -111,6 +117,7 @@ local function master(opts, env)
   end)
   assert(line, "the master did not start: " .. table.concat(errs, "\n"))
   local port = assert(math.tointeger(tonumber(line:match("^port (%d+)"))))
+  handed = true
   return p, port, errs
 end
 
@@ -170,7 +177,7 @@ end
 describe("green.serve with workers", function()
   it("forks N workers that all serve the one listening socket", function()
     green_run({ deadline = 120 }, function()
-      local p, port, errs = master("{ workers = 2 }")
+      local p <close>, port, errs = master("{ workers = 2 }")
       local pids = {}
       until_who(port, function(id, pid)
         pids[id] = pid
@@ -191,7 +198,7 @@ describe("green.serve with workers", function()
   it("replaces a killed worker, and no connection goes unanswered",
      function()
     green_run({ deadline = 120 }, function()
-      local p, port, errs = master("{ workers = 2 }")
+      local p <close>, port, errs = master("{ workers = 2 }")
       local _, old = until_who(port, function(id) return id == 1 end)
       assert(process.run { "kill", "-KILL", tostring(old) })
       local _, new = until_who(port, function(id, pid)
@@ -209,7 +216,8 @@ describe("green.serve with workers", function()
   it("on SIGTERM lets a request in flight finish, then exits 0",
      function()
     green_run({ deadline = 120 }, function()
-      local p, port, errs = master("{ workers = 1, graceful_timeout = 30 }")
+      local p <close>, port, errs =
+        master("{ workers = 1, graceful_timeout = 30 }")
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(30)
       assert(c:send("hold\n"))
@@ -229,7 +237,7 @@ describe("green.serve with workers", function()
   it("on SIGTERM kills what is still running after graceful_timeout",
      function()
     green_run({ deadline = 120 }, function()
-      local p, port = master("{ workers = 1, graceful_timeout = 0.2 }")
+      local p <close>, port = master("{ workers = 1, graceful_timeout = 0.2 }")
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(30)
       assert(c:send("hold\n"))
@@ -247,7 +255,7 @@ describe("green.serve with workers", function()
   it("on SIGHUP replaces every worker without missing a connection",
      function()
     green_run({ deadline = 120 }, function()
-      local p, port = master("{ workers = 2, graceful_timeout = 5 }")
+      local p <close>, port = master("{ workers = 2, graceful_timeout = 5 }")
       local old = {}
       until_who(port, function(id, pid)
         old[id] = pid
@@ -383,7 +391,7 @@ describe("green.serve with workers", function()
 
   it("leaves no worker serving on when the master is killed", function()
     green_run({ deadline = 120 }, function()
-      local p, port = master("{ workers = 2, graceful_timeout = 5 }")
+      local p <close>, port = master("{ workers = 2, graceful_timeout = 5 }")
       local pids = {}
       until_who(port, function(id, pid)
         pids[id] = pid
@@ -399,7 +407,8 @@ describe("green.serve with workers", function()
 
   it("kills and replaces a worker whose hub stops turning", function()
     green_run({ deadline = 120 }, function()
-      local p, port, errs = master("{ workers = 1, worker_timeout = 2 }")
+      local p <close>, port, errs =
+        master("{ workers = 1, worker_timeout = 2 }")
       local _, old = who(port)
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(60)
@@ -419,7 +428,7 @@ describe("green.serve with workers", function()
 
   it("backs off restarting a worker that dies at start", function()
     green_run({ deadline = 120 }, function()
-      local p, _, errs = master("{ workers = 1 }",
+      local p <close>, _, errs = master("{ workers = 1 }",
                                 { CRASH_AT_START = "1" })
       local function delays()
         local list = {}
@@ -457,8 +466,9 @@ green.http.serve(server, function()
 end, { workers = 1, graceful_timeout = 600 })
 ]=])
       f:close()
-      local p = assert(process.spawn { h.greenlua, path, stdout = "pipe",
-                                       stderr = "pipe" })
+      local p <close> = assert(process.spawn { h.greenlua, path,
+                                               stdout = "pipe",
+                                               stderr = "pipe" })
       p.stdout:settimeout(30)
       local port = tonumber(assert(p.stdout:receive("*l")):match("%d+"))
       os.remove(path)

@@ -193,6 +193,40 @@ describe("green.Queue", function()
     assert.are.same({}, got)
   end)
 
+  it("a PriorityQueue getter killed after it took an item puts it back "
+     .. "even when 'lt' cannot compare it (the item was lost, and the "
+     .. "comparison error replaced the kill)", function()
+    green_run(function()
+      local q = green.PriorityQueue(nil, function(a, b)
+        if a.bad or b.bad then error("cannot compare", 0) end
+        return a.p < b.p
+      end)
+      local bad, one, two = { bad = true }, { p = 1 }, { p = 2 }
+      local seen
+      local a = spawn(function()
+        local ok, err = pcall(q.get, q)
+        seen = err
+        if not ok then error(err, 0) end
+      end)
+      h.until_suspended(a)
+      q:put(bad)  -- handed to a, which has not run yet
+      q:put(two)  -- stored: no getter left (one item: no comparison)
+      q:put(one)  -- compares only numbers
+      a:kill()    -- a gives `bad` back: the comparison with `one` raises
+      assert.are.equal(green.GreenletExit, seen)
+      assert.are.equal(3, q:qsize())
+      assert.are.equal(bad, q:get()) -- given back: it comes out first
+      assert.are.equal(one, q:get())
+      assert.are.equal(two, q:get())
+      assert.are.equal(0, q:qsize())
+      -- the heap is whole again: ordered puts and gets work
+      for _, p in ipairs { 5, 3, 4 } do q:put({ p = p }) end
+      assert.are.equal(3, q:get().p)
+      assert.are.equal(4, q:get().p)
+      assert.are.equal(5, q:get().p)
+    end)
+  end)
+
   it("an item put back by a killed getter goes to the next getter",
      function()
     local got = {}

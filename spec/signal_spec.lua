@@ -198,6 +198,45 @@ describe("green.signal", function()
   end)
 end)
 
+describe("green.signal under a flood", function()
+  it("starts at most 64 handler threads per hub turn: another thread runs "
+     .. "between batches, and no delivery is lost (200 handlers once: all "
+     .. "200 threads were started in one burst)", function()
+    green_run(function()
+      local N = 200
+      local ticks, ran, per_tick = 0, 0, {}
+      local handles = {}
+      local all = green.Event()
+      for i = 1, N do
+        handles[i] = green.signal("USR2", function()
+          ran = ran + 1
+          per_tick[ticks] = (per_tick[ticks] or 0) + 1
+          if ran == N then all:send(true) end
+        end)
+      end
+      local ticker = green.spawn(function()
+        while true do
+          ticks = ticks + 1
+          green.sleep(0)
+        end
+      end)
+      send("USR2")
+      assert(all:wait(30), "the handlers did not all run")
+      ticker:kill()
+      for i = 1, N do handles[i]:cancel() end
+      assert.are.equal(N, ran)
+      local turns, most = 0, 0
+      for _, c in pairs(per_tick) do
+        turns = turns + 1
+        if c > most then most = c end
+      end
+      assert.is_true(most <= 64, "one turn started " .. most .. " handlers")
+      assert.is_true(turns >= 4, "the handlers ran in " .. turns .. " turns")
+      assert.is_false(disposition(12))
+    end)
+  end)
+end)
+
 describe("green.signal.wait", function()
   it("blocks the caller until the signal comes", function()
     green_run(function()

@@ -21,7 +21,8 @@
 local core = require "green.core"
 
 local type, error, tostring = type, error, tostring
-local spawn, signum_of = core.spawn, core.signum
+local spawn, signum_of, sleep = core.spawn, core.signum, core.sleep
+local getpid = core.getpid
 local watch, next_delivery = core.signal_watch, core.signal_next
 
 -- The signal's number, or an error at the caller's caller.
@@ -42,11 +43,62 @@ local function watch_at(signum, daemon, level)
   return h
 end
 
+-- The handler threads are started by one spawner thread, at most BATCH
+-- per hub turn: under a flood of signals with many handlers registered,
+-- the dispatchers only queue their deliveries (`jobs`, FIFO: handler,
+-- signum, count left), and the spawner yields (sleep(0): every other
+-- ready thread runs, I/O is polled) after each BATCH threads it started.
+-- A delivery is never dropped: a spawner killed midway leaves its jobs
+-- queued for the next one, started by the next delivery.
+local BATCH = 64
+local jobs, head, tail = {}, 1, 0
+local spawner -- the spawner thread, while one runs
+
+local function spawn_jobs()
+  local budget = BATCH
+  while head <= tail do
+    local job = jobs[head]
+    while job[3] > 0 do
+      if budget == 0 then
+        sleep(0)
+        budget = BATCH
+      end
+      job[3] = job[3] - 1
+      spawn(job[1], job[2])
+      budget = budget - 1
+    end
+    jobs[head] = nil
+    head = head + 1
+  end
+  spawner = nil -- (no yield since the check: no job can be left behind)
+end
+
+local spawner_pid -- the process the spawner and the jobs belong to
+
+local function queue_job(handler, signum, n)
+  local pid = getpid()
+  if spawner_pid ~= pid then
+    -- a child of green.fork: the parent's deliveries are not its own,
+    -- nor is its spawner thread (it does not run the parent's threads)
+    jobs, head, tail, spawner, spawner_pid = {}, 1, 0, nil, pid
+  end
+  tail = tail + 1
+  jobs[tail] = { handler, signum, n }
+  if spawner == nil then
+    local gt = spawn(spawn_jobs)
+    gt.name = "green.signal spawner"
+    spawner = gt
+    core.on_end(gt, function()
+      if spawner == gt then spawner = nil end
+    end)
+  end
+end
+
 local function dispatch(h, signum, handler)
   while true do
     local n = next_delivery(h)
     if not n then return end -- cancelled
-    for _ = 1, n do spawn(handler, signum) end
+    queue_job(handler, signum, n)
   end
 end
 

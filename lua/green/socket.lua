@@ -184,7 +184,8 @@ function M.tcp6() return new_tcp("inet6") end
 -- tcp{client} from then on (as in LuaSocket), holds the attempt in
 -- `self.pend` = { gt = helper, done, s = socket, err, q = waiters of its
 -- end, watch = { [q] = q } of selects }, and its other methods wait for
--- the attempt (or answer "timeout" with timeout 0).
+-- the attempt (or answer "timeout" with timeout 0). An error raised in
+-- the helper (`pend.raised`) is raised by the call that settles it.
 -- --------------------------------------------------------------------
 
 local function start_connect(self, host, port)
@@ -192,13 +193,21 @@ local function start_connect(self, host, port)
   self.pend = pend
   setmetatable(self, CLIENT)
   pend.gt = core.spawn(function()
-    local s, err = core.connect(host, port, { family = self.family })
+    -- protected: an error here (out of memory, an argument green.connect
+    -- refuses) must reach the caller, who would otherwise wait for its
+    -- timeout (for ever without one) on a helper that died
+    local ok, s, err = pcall(core.connect, host, port,
+                             { family = self.family })
     pend.gt, pend.done = nil, true
-    if self.pend ~= pend then -- closed meanwhile
-      if s then s:close() end
+    if self.pend ~= pend then -- closed or abandoned (killed) meanwhile
+      if ok and s then s:close() end
       return
     end
-    pend.s, pend.err = s, err and lserr(err)
+    if ok then
+      pend.s, pend.err = s, err and lserr(err)
+    else
+      pend.raised = s == nil and "green.socket: connect failed" or s
+    end
     waiters.wake_all(pend.q)
     for q in pairs(pend.watch) do waiters.wake_all(q) end
   end)
@@ -231,6 +240,10 @@ local function settle(self)
   if not await(self, pend) then return nil, "timeout" end
   if self.closed then return nil, "closed" end
   self.pend = nil
+  if pend.raised ~= nil then -- the helper's error, raised here (a master
+    setmetatable(self, MASTER) -- again, as after an abandoned attempt)
+    error(pend.raised, 0)
+  end
   if not pend.s then return nil, pend.err end
   adopt(self, pend.s, CLIENT)
   return pend.s

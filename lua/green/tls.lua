@@ -69,6 +69,11 @@ local function checkopts(opts, fname)
             :format(fname, k, want, type(v)), 3)
     end
   end
+  local ht = opts.handshake_timeout
+  if ht ~= nil and ht ~= ht then
+    error(("%s: bad TLS option 'handshake_timeout' (number of seconds "
+           .. "expected, got NaN)"):format(fname), 3)
+  end
   if opts.mode ~= nil and opts.mode ~= "client" and opts.mode ~= "server" then
     error(("%s: bad TLS option 'mode' ('client' or 'server' expected, got "
            .. "'%s')"):format(fname, opts.mode), 3)
@@ -502,9 +507,10 @@ end
 -- plaintext buffer (what green.http's parser reads in place), waiting
 -- for ciphertext if none is buffered. true, or nil, err.
 function TLS:fill(timeout)
-  if timeout ~= nil and type(timeout) ~= "number" then
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout)
+  then
     error("bad argument #1 to 'fill' (number expected, got "
-          .. type(timeout) .. ")", 2)
+          .. (timeout ~= timeout and "NaN" or type(timeout)) .. ")", 2)
   end
   if timeout == nil then timeout = self.timeout end
   return fill(self, deadline(timeout))
@@ -512,18 +518,19 @@ end
 
 --- tls:handshake([timeout]): run the handshake now.
 function TLS:handshake(timeout)
-  if timeout ~= nil and type(timeout) ~= "number" then
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout)
+  then
     error("bad argument #1 to 'handshake' (number expected, got "
-          .. type(timeout) .. ")", 2)
+          .. (timeout ~= timeout and "NaN" or type(timeout)) .. ")", 2)
   end
   if timeout == nil then timeout = self.timeout end
   return handshake(self, deadline(timeout))
 end
 
 function TLS:settimeout(t)
-  if t ~= nil and type(t) ~= "number" then
+  if t ~= nil and (type(t) ~= "number" or t ~= t) then
     error("bad argument #1 to 'settimeout' (number expected, got "
-          .. type(t) .. ")", 2)
+          .. (t ~= t and "NaN" or type(t)) .. ")", 2)
   end
   if t ~= nil and t < 0 then t = nil end
   self.timeout = t

@@ -608,7 +608,8 @@ function Client:request(o)
                    tostring(k)), 2)
     end
   end
-  if o.timeout ~= nil and (type(o.timeout) ~= "number" or o.timeout < 0) then
+  if o.timeout ~= nil and (type(o.timeout) ~= "number" or o.timeout < 0
+                           or o.timeout ~= o.timeout) then
     error("bad argument #2 to 'request' (timeout: non-negative number "
           .. "expected)", 2)
   end
@@ -697,7 +698,7 @@ function M.Client(opts)
     error("bad argument #1 to 'Client' (max_per_host: positive integer "
           .. "expected)", 2)
   end
-  if type(idle) ~= "number" or idle < 0 then
+  if type(idle) ~= "number" or idle < 0 or idle ~= idle then
     error("bad argument #1 to 'Client' (idle_timeout: non-negative "
           .. "number expected)", 2)
   end

@@ -197,8 +197,14 @@ function WebSocket:close(code, reason)
   return true
 end
 
---- ws:settimeout(t): seconds for receive (and sends), nil for none.
+--- ws:settimeout(t): seconds for receive (and sends), nil for none; a
+-- negative value is 0 (the toolkit's rule), NaN raises.
 function WebSocket:settimeout(t)
+  if t ~= nil and (type(t) ~= "number" or t ~= t) then
+    error("bad argument #1 to 'settimeout' (number of seconds expected, got "
+          .. (t ~= t and "NaN" or type(t)) .. ")", 2)
+  end
+  if t and t < 0 then t = 0 end
   self.timeout = t
   self.sock:settimeout(t)
   return 1
@@ -322,6 +328,18 @@ function M.connect(url, opts)
   if opts.tls ~= nil and type(opts.tls) ~= "table" then
     error("bad argument #2 to 'websocket' (tls: table expected, got "
           .. type(opts.tls) .. ")", 2)
+  end
+  local timeout = opts.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
+    error("bad argument #2 to 'websocket' (timeout: number of seconds "
+          .. "expected, got " .. (timeout ~= timeout and "NaN"
+          or type(timeout)) .. ")", 2)
+  end
+  if timeout and timeout < 0 then -- the toolkit's rule: expire at once
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.timeout = 0
+    opts = o
   end
   local offered = opts.protocols and protocol_list(opts.protocols,
     "bad argument #2 to 'websocket'")
