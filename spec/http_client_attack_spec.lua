@@ -113,6 +113,23 @@ local function the_pool(client)
   return client.pools[k]
 end
 
+-- Kill pool `p`'s watcher while a take waits: another takes its place
+-- (the take would wait until its timeout). Then lose streamed response
+-- `r`'s lease as Lua loses one whose __gc it skipped (its weak key gone,
+-- its count and slot left).
+local function kill_watcher_lose_lease(p, r)
+  local killed = p.watcher
+  killed:kill()
+  assert.is_truthy(p.watcher)
+  assert.are_not.equal(killed, p.watcher)
+  assert.is_false(p.watcher:dead())
+  local l = r._lease
+  r._lease = nil
+  p.streams[l] = nil
+  l.conn.sock:close()
+  l.conn = nil
+end
+
 describe("green.http client against hostile servers", function()
   it("refuses malformed status lines and headers, pools none of them",
      function()
@@ -1010,20 +1027,8 @@ describe("green.http client against hostile servers", function()
       end)
       h.until_suspended(w)
       local p = the_pool(client)
-      local killed = p.watcher
-      assert.is_truthy(killed)
-      killed:kill()
-      -- another in its place (the take would wait until its timeout)
       assert.is_truthy(p.watcher)
-      assert.are_not.equal(killed, p.watcher)
-      assert.is_false(p.watcher:dead())
-      -- The lease lost as Lua loses one whose __gc it skipped: its weak
-      -- key gone, its count and slot left.
-      local l = r._lease
-      r._lease = nil
-      p.streams[l] = nil
-      l.conn.sock:close()
-      l.conn = nil
+      kill_watcher_lose_lease(p, r)
       assert.are.equal("done /w", w:wait().body) -- (at the watcher's tick)
       assert.are.equal(0, p.nstreams)
       assert.are.equal(0, p.sem:waiting())
@@ -1035,7 +1040,7 @@ describe("green.http client against hostile servers", function()
         return client:request { url = base .. "/w", timeout = 20 }
       end)
       h.until_suspended(w)
-      killed = p.watcher
+      local killed = p.watcher
       w:kill()
       killed:kill()
       assert.is_nil(p.watcher)
@@ -1104,19 +1109,10 @@ end
       -- thread) and waits; this thread runs before the watcher does
       green.sleep(0)
       local p = the_pool(client)
-      local killed = p.watcher
-      assert.are.equal("new", killed:status())
+      assert.are.equal("new", p.watcher:status())
       assert.are.equal(1, p.sem:waiting())
-      killed:kill()
-      assert.is_truthy(p.watcher)
-      assert.are_not.equal(killed, p.watcher)
-      assert.is_false(p.watcher:dead())
-      -- a lease lost (as in the spec above) still gives the take its slot
-      local l = r._lease
-      r._lease = nil
-      p.streams[l] = nil
-      l.conn.sock:close()
-      l.conn = nil
+      -- replaced at once; a lease lost still gives the take its slot
+      kill_watcher_lose_lease(p, r)
       assert.are.equal("done /w", w:wait().body)
       assert.are.equal(1, p.sem:balance())
       client:close()
