@@ -195,6 +195,24 @@ function helper.until_suspended(gt, what)
                     tostring(gt) .. " suspended in " .. (what or "a wait"))
 end
 
+--- A listener whose accept queue is full: the kernel drops further SYNs,
+-- so a connect to it hangs (on loopback, with no network needed).
+-- Returns its port and a function that closes what it holds.
+function helper.unresponsive_listener()
+  local srv = assert(green.listen("127.0.0.1", 0, { backlog = 1 }))
+  local _, port = srv:getsockname()
+  local held = {}
+  for _ = 1, 8 do
+    local c = green.connect("127.0.0.1", port, { timeout = 0.2 })
+    if not c then break end
+    held[#held + 1] = c
+  end
+  return port, function()
+    for _, c in ipairs(held) do c:close() end
+    srv:close()
+  end
+end
+
 --- Run `fn(...)` with `io.stderr` replaced by a buffer, so that reports
 -- a spec causes on purpose (green's default error reporter writes to
 -- io.stderr) are asserted instead of printed. Returns the text written,

@@ -113,6 +113,16 @@ local function the_pool(client)
   return client.pools[k]
 end
 
+-- A streamed response `r` holding the one slot of `client`'s pool, and
+-- a thread `w` whose request (timeout 20 s) will wait for it.
+local function held_and_waiting(client, base)
+  local r = assert(client:request { url = base .. "/s", stream = true })
+  local w = green.spawn(function()
+    return assert(client:request { url = base .. "/w", timeout = 20 })
+  end)
+  return r, w
+end
+
 -- Kill pool `p`'s watcher while a take waits: another takes its place
 -- (the take would wait until its timeout). Then lose streamed response
 -- `r`'s lease as Lua loses one whose __gc it skipped (its weak key gone,
@@ -1021,10 +1031,7 @@ describe("green.http client against hostile servers", function()
      .. "and a lease lost after still gives its slot to them", function()
     green_run(function()
       local base, client, stop = pool_of_one()
-      local r = assert(client:request { url = base .. "/s", stream = true })
-      local w = green.spawn(function()
-        return assert(client:request { url = base .. "/w", timeout = 20 })
-      end)
+      local r, w = held_and_waiting(client, base)
       h.until_suspended(w)
       local p = the_pool(client)
       assert.is_truthy(p.watcher)
@@ -1101,10 +1108,7 @@ end
      function()
     green_run(function()
       local base, client, stop = pool_of_one()
-      local r = assert(client:request { url = base .. "/s", stream = true })
-      local w = green.spawn(function()
-        return assert(client:request { url = base .. "/w", timeout = 20 })
-      end)
+      local r, w = held_and_waiting(client, base)
       -- w runs at this yield, makes the watcher (queued behind this
       -- thread) and waits; this thread runs before the watcher does
       green.sleep(0)

@@ -111,14 +111,7 @@ describe("a negative timeout", function()
   it("leaves an options table without a timeout unlimited", function()
     green_run(function()
       -- a listener whose accept queue is full: a connect to it hangs
-      local srv = assert(green.listen("127.0.0.1", 0, { backlog = 1 }))
-      local _, port = srv:getsockname()
-      local held = {}
-      for _ = 1, 8 do
-        local c = green.connect("127.0.0.1", port, { timeout = 0.2 })
-        if not c then break end
-        held[#held + 1] = c
-      end
+      local port, cleanup = require("helper").unresponsive_listener()
       local got
       local connector = green.spawn(function()
         got = table.pack(green.connect("127.0.0.1", port,
@@ -127,8 +120,7 @@ describe("a negative timeout", function()
       require("helper").until_suspended(connector, "green.connect")
       assert.is_nil(got)
       connector:kill()
-      for _, c in ipairs(held) do c:close() end
-      srv:close()
+      cleanup()
     end)
   end)
 

@@ -6,22 +6,7 @@ local green = require "green"
 local socket = require "green.socket"
 local helper = require "helper"
 
--- A listener whose accept queue is full: the kernel drops further SYNs,
--- so a connect to it hangs (on loopback, with no network needed).
-local function unresponsive()
-  local srv = assert(green.listen("127.0.0.1", 0, { backlog = 1 }))
-  local _, port = srv:getsockname()
-  local held = {}
-  for _ = 1, 8 do
-    local c = green.connect("127.0.0.1", port, { timeout = 0.2 })
-    if not c then break end
-    held[#held + 1] = c
-  end
-  return port, function()
-    for _, c in ipairs(held) do c:close() end
-    srv:close()
-  end
-end
+local unresponsive = helper.unresponsive_listener
 
 describe("closing a green.socket tcp object during connect", function()
   it("makes the connect return nil, 'closed' at once", function()
