@@ -282,6 +282,10 @@ int lgreen_sock_optfamily(lua_State *L, int opts, int def,
 lua_Number lgreen_sock_optnumber(lua_State *L, int arg, const char *field);
 lua_Integer lgreen_sock_optinteger(lua_State *L, int arg,
                                    const char *field);
+/* [-0, +0, v] The 'timeout' field on the top, of the options table that
+   is argument 'arg': the toolkit's rule (a negative number is 0; NaN or
+   not a number raises). */
+lua_Number lgreen_sock_opttimeout(lua_State *L, int arg);
 void lgreen_sock_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 
 /*

@@ -161,12 +161,8 @@ static int l_connect_unix(lua_State *L) {
   lsock *s;
   if (path == NULL)
     return 2;
-  if (!lua_isnil(L, 3)) {
-    timeout = lgreen_notnan(L, lgreen_sock_optnumber(L, 2, "timeout"),
-                            "timeout");
-    if (timeout < 0) /* the toolkit's rule: negative is 0, nil none */
-      timeout = 0;
-  }
+  if (!lua_isnil(L, 3))
+    timeout = lgreen_sock_opttimeout(L, 2);
   lua_settop(L, 2);
   lgreen_begin(L, lgreen_hub(L), "green.connect_unix");
   if ((s = lgreen_pipe_new(L)) == NULL)

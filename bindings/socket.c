@@ -913,6 +913,13 @@ lua_Number lgreen_sock_optnumber(lua_State *L, int arg, const char *field) {
 }
 
 
+lua_Number lgreen_sock_opttimeout(lua_State *L, int arg) {
+  lua_Number t = lgreen_notnan(L, lgreen_sock_optnumber(L, arg, "timeout"),
+                               "timeout");
+  return t < 0 ? 0 : t; /* the toolkit's rule: negative is 0, nil none */
+}
+
+
 lua_Integer lgreen_sock_optinteger(lua_State *L, int arg,
                                    const char *field) {
   int isnum;

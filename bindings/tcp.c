@@ -205,12 +205,8 @@ static int start(lua_State *L, int listen) {
   c->listen = listen;
   c->backlog = DEFAULT_BACKLOG;
   if (lua_istable(L, 3)) {
-    if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
-      timeout = lgreen_notnan(L, lgreen_sock_optnumber(L, 3, "timeout"),
-                              "timeout");
-      if (timeout < 0) /* the toolkit's rule: negative is 0, nil none */
-        timeout = 0;
-    }
+    if (lua_getfield(L, 3, "timeout") != LUA_TNIL)
+      timeout = lgreen_sock_opttimeout(L, 3);
     c->d.family = lgreen_sock_optfamily(L, 3, AF_UNSPEC, what);
     if (lua_getfield(L, 3, "backlog") != LUA_TNIL)
       c->backlog = lgreen_stream_backlog(L, 3);
