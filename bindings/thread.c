@@ -401,11 +401,9 @@ static void delayed_start(gl_timer_t *tm) {
 
 static int l_spawn_after(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
-  uint64_t ns;
-  gl_thread_t *t;
-  lgreen_checkopen(L, hub); /* the timer heap is the closed hub's */
-  ns = lgreen_ns(lgreen_checkseconds(L, 1));
-  t = newthread(L, hub, 2, trampoline, 0);
+  uint64_t ns = lgreen_ns(lgreen_checkseconds(L, 1));
+  /* (newthread raises once the hub is closed: no timer in its heap) */
+  gl_thread_t *t = newthread(L, hub, 2, trampoline, 0);
   t->state = GL_DELAYED;
   if (gl_timer_start(hub, &t->w.timer, gl_now() + ns, delayed_start) < 0)
     return luaL_error(L, "not enough memory");
