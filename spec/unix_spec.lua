@@ -83,6 +83,55 @@ describe("Unix-domain sockets", function()
     end)
   end)
 
+  -- A mode with bits the umask takes away is given in a private
+  -- directory next to the path (mkdtemp's), then the file is linked into
+  -- place: with a name too long for that directory's path to fit a
+  -- sockaddr_un it is bound through /proc/self/fd. Nothing is left
+  -- behind, and a file in the way is still "address already in use".
+  local function mode_of(path)
+    local p = assert(io.popen("stat -c %a " .. path))
+    local m = p:read("l")
+    p:close()
+    return m
+  end
+
+  local function listing(d)
+    local p = assert(io.popen("ls -A " .. d))
+    local l = p:read("a")
+    p:close()
+    return l
+  end
+
+  it("gives a wide mode on a path near the size limit, leaving nothing",
+     function()
+    green_run(function()
+      local sub = dir .. "/" .. ("d"):rep(97 - #dir)
+      assert(os.execute("mkdir " .. sub))
+      for _, name in ipairs({ "s", "x.sock" }) do
+        local path = sub .. "/" .. name
+        local srv = assert(green.listen_unix(path, { mode = 7 * 64 + 7 * 8
+                                                          + 7 }))
+        assert.are.equal("777", mode_of(path))
+        assert.are.equal(name .. "\n", listing(sub))
+        local c = assert(green.connect_unix(path, { timeout = 10 }))
+        srv:settimeout(10)
+        local a = assert(srv:accept())
+        assert(c:send("hi\n"))
+        assert.are.equal("hi", a:receive())
+        a:close()
+        c:close()
+        srv:close()
+        assert.are.equal("", listing(sub))
+        assert(io.open(path, "w")):close()
+        assert.same({ nil, "address already in use" },
+                    { green.listen_unix(path, { mode = 7 * 64 + 7 * 8
+                                                     + 7 }) })
+        assert.are.equal(name .. "\n", listing(sub))
+        os.remove(path)
+      end
+    end)
+  end)
+
   it("returns the partial data when the peer closes mid-read", function()
     green_run(function()
       local path = dir .. "/partial.sock"
