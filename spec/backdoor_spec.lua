@@ -167,6 +167,36 @@ describe("green.backdoor", function()
     end)
   end)
 
+  -- A write to a connection whose client left was ignored: a session
+  -- running a loop of prints went on for ever, with nobody to read them.
+  -- The first print the connection refuses raises now, and so does every
+  -- one after it (a pcall around print does not keep the loop going).
+  it("ends a session's printing once its client is gone", function()
+    finally(function() _G.backdoor_gone = nil end)
+    green_run(function()
+      local server = assert(green.backdoor{ port = 0 })
+      local _, port = server:getsockname()
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(10)
+      assert.matches("backdoor", c:receive("*l"))
+      assert.are.equal("> ", c:receive(2))
+      c:sendall("local n = 0 "
+                .. "local ok, e = pcall(function() while true do "
+                .. "n = n + 1 print(n) end end) "
+                .. "pcall(print, 'again') "
+                .. "_G.backdoor_gone = { n = n, err = e, "
+                .. "again = select(2, pcall(print, 'again')) }\n")
+      assert.are.equal("1", c:receive("*l"))
+      c:close()
+      local gone = helper.eventually(function() return _G.backdoor_gone end,
+                                     30, "the session's loop to end")
+      assert.matches("green%.backdoor: the client is gone %(", gone.err)
+      assert.matches("green%.backdoor: the client is gone %(", gone.again)
+      assert.is_true(gone.n > 1)
+      server:close()
+    end)
+  end)
+
   -- The check resolved the name, then green.listen resolved it again: a
   -- name server answering 127.0.0.1, then 0.0.0.0, had the backdoor serve
   -- every interface without allow_remote
