@@ -226,8 +226,27 @@ end
 core.internal(green.run)
 
 --- Raise `err` in `seconds` at the current blocking call of `fn(...)`.
+-- A bad `seconds` (or no green thread) raised where this file calls
+-- Timeout, not at the caller: Timeout's error is raised again at the
+-- caller's line (called by pcall, a C function, it has no position of its
+-- own), under this function's name.
 function green.with_timeout(seconds, fn, ...)
-  local _ <close> = core.Timeout(seconds)
+  if type(fn) ~= "function" then -- callable as a call sees it: __call
+    local mt = debug.getmetatable(fn)
+    if type(mt) ~= "table" or mt.__call == nil then
+      error(format("bad argument #2 to 'with_timeout' (function expected, "
+                   .. "got %s)", type(fn)), 2)
+    end
+  end
+  local ok, t = pcall(core.Timeout, seconds)
+  if not ok then
+    if type(t) == "string" then
+      t = t:gsub("^bad argument #1 to '[^']*'",
+                 "bad argument #1 to 'with_timeout'", 1)
+    end
+    error(t, 2)
+  end
+  local _ <close> = t
   return fn(...)
 end
 
