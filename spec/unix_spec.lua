@@ -88,19 +88,14 @@ describe("Unix-domain sockets", function()
   -- place: with a name too long for that directory's path to fit a
   -- sockaddr_un it is bound through /proc/self/fd. Nothing is left
   -- behind, and a file in the way is still "address already in use".
-  local function mode_of(path)
-    local p = assert(io.popen("stat -c %a " .. path))
-    local m = p:read("l")
+  local function output(cmd, fmt)
+    local p = assert(io.popen(cmd))
+    local r = p:read(fmt)
     p:close()
-    return m
+    return r
   end
-
-  local function listing(d)
-    local p = assert(io.popen("ls -A " .. d))
-    local l = p:read("a")
-    p:close()
-    return l
-  end
+  local function mode_of(path) return output("stat -c %a " .. path, "l") end
+  local function listing(d) return output("ls -A " .. d, "a") end
 
   it("gives a wide mode on a path near the size limit, leaving nothing",
      function()
