@@ -205,6 +205,14 @@ function GreenThread.unlink(gt, fn)
   return found
 end
 
+-- Is 'fn' callable as a call (and spawn) sees it: a function, or a value
+-- whose metatable has a raw __call?
+local function callable(fn)
+  if type(fn) == "function" then return true end
+  local mt = debug.getmetatable(fn)
+  return type(mt) == "table" and rawget(mt, "__call") ~= nil
+end
+
 --- Run the hub. Without `fn`, until no thread, timer or server is left (from
 -- a green thread: until every other thread is done or blocked for good).
 -- With `fn`, spawn it and wait: its results, or its error raised.
@@ -212,12 +220,9 @@ function green.run(fn, ...)
   if fn == nil then
     return core.run()
   end
-  if type(fn) ~= "function" then -- callable as spawn sees it: a raw __call
-    local mt = debug.getmetatable(fn)
-    if type(mt) ~= "table" or rawget(mt, "__call") == nil then
-      error(format("bad argument #1 to 'run' (function expected, got %s)",
-                   type(fn)), 2)
-    end
+  if not callable(fn) then
+    error(format("bad argument #1 to 'run' (function expected, got %s)",
+                 type(fn)), 2)
   end
   local gt = spawn(fn, ...)
   core.observe(gt)
@@ -231,12 +236,9 @@ core.internal(green.run)
 -- caller's line (called by pcall, a C function, it has no position of its
 -- own), under this function's name.
 function green.with_timeout(seconds, fn, ...)
-  if type(fn) ~= "function" then -- callable as a call sees it: __call
-    local mt = debug.getmetatable(fn)
-    if type(mt) ~= "table" or mt.__call == nil then
-      error(format("bad argument #2 to 'with_timeout' (function expected, "
-                   .. "got %s)", type(fn)), 2)
-    end
+  if not callable(fn) then
+    error(format("bad argument #2 to 'with_timeout' (function expected, "
+                 .. "got %s)", type(fn)), 2)
   end
   local ok, t = pcall(core.Timeout, seconds)
   if not ok then
