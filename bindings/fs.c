@@ -21,6 +21,7 @@
 ** line, or no buffering: setvbuf).
 */
 #include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
 #include <stdio.h>
@@ -1763,15 +1764,49 @@ static unsigned pool_size(void) {
 
 
 /*
+** A write of more than FS_WRITEMAX bytes goes as several requests, the
+** next submitted by the callback of the one before (file_cb), and so
+** does the rest of a short write; exit() runs no callback: only the
+** request in the pool was written, the rest of the buffer lost. Once the
+** pool has no write left in it, the rest of each file's buffer whose
+** write request has ended is written here (write(2), on this thread).
+*/
+static void exit_writes(gl_link_t *head) {
+  gl_link_t *l;
+  for (l = head->next; l != head; l = l->next) {
+    lgfs_track *t = GL_CONTAINER(l, lgfs_track, link);
+    gfile *f;
+    if (t->wanted != file_wanted || t->req->fs_type != UV_FS_WRITE ||
+        running(t->req))
+      continue;
+    f = GL_CONTAINER(t, gfile, track);
+    if (t->req->result <= 0)
+      continue; /* failed: the rest is dropped, as file_cb drops it */
+    f->wdone += (size_t)t->req->result;
+    while (f->fd >= 0 && f->wdone < f->wlen) {
+      ssize_t n = write(f->fd, f->wbuf + f->wdone, f->wlen - f->wdone);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      f->wdone += (size_t)n;
+    }
+    f->wlen = f->wdone = 0;
+    t->req->result = 0; /* counted: never twice */
+  }
+}
+
+
+/*
 ** exit() with requests in libuv's pool: libuv's destructor (1.44,
 ** uv_library_shutdown) joins its workers, so a read that waits for a FIFO
 ** nobody writes would hold the process forever, whether its thread still
 ** waits or was killed, or its state was closed (the 'lost' requests).
-** Once every other request has ended (a write is written), a process
-** with such a read left ends at once, stdio flushed, as a child of
-** green.fork ends (fork.c, child_exit): the read's bytes have nobody to
-** go to. Requests queued behind such reads that hold every worker would
-** never start: they do not hold it either.
+** Once every other request has ended (a write is written, all of it:
+** exit_writes), a process with such a read left ends at once, stdio
+** flushed, as a child of green.fork ends (fork.c, child_exit): the read's
+** bytes have nobody to go to. Requests queued behind such reads that
+** hold every worker would never start: they do not hold it either.
 */
 static void fs_exit(int status, void *ud) {
   (void)ud;
@@ -1781,10 +1816,11 @@ static void fs_exit(int status, void *ud) {
     if (exit_state != NULL)
       exit_scan(&exit_state->pending, &n);
     exit_scan(&lost, &n);
-    if (n.stuck == 0 && n.queued == 0)
-      return; /* libuv's join waits for the rest */
-    if (n.stuck > 0 && n.busy == 0 &&
-        (n.queued == 0 || n.stuck >= pool_size())) {
+    if (n.busy == 0 && (n.queued == 0 || n.stuck >= pool_size())) {
+      if (exit_state != NULL)
+        exit_writes(&exit_state->pending);
+      if (n.stuck == 0)
+        return; /* nothing left in a worker */
       fflush(NULL);
       _exit(status);
     }

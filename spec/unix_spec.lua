@@ -83,6 +83,50 @@ describe("Unix-domain sockets", function()
     end)
   end)
 
+  -- A mode with bits the umask takes away is given in a private
+  -- directory next to the path (mkdtemp's), then the file is linked into
+  -- place: with a name too long for that directory's path to fit a
+  -- sockaddr_un it is bound through /proc/self/fd. Nothing is left
+  -- behind, and a file in the way is still "address already in use".
+  local function output(cmd, fmt)
+    local p = assert(io.popen(cmd))
+    local r = p:read(fmt)
+    p:close()
+    return r
+  end
+  local function mode_of(path) return output("stat -c %a " .. path, "l") end
+  local function listing(d) return output("ls -A " .. d, "a") end
+
+  it("gives a wide mode on a path near the size limit, leaving nothing",
+     function()
+    green_run(function()
+      local sub = dir .. "/" .. ("d"):rep(97 - #dir)
+      assert(os.execute("mkdir " .. sub))
+      for _, name in ipairs({ "s", "x.sock" }) do
+        local path = sub .. "/" .. name
+        local srv = assert(green.listen_unix(path, { mode = 7 * 64 + 7 * 8
+                                                          + 7 }))
+        assert.are.equal("777", mode_of(path))
+        assert.are.equal(name .. "\n", listing(sub))
+        local c = assert(green.connect_unix(path, { timeout = 10 }))
+        srv:settimeout(10)
+        local a = assert(srv:accept())
+        assert(c:send("hi\n"))
+        assert.are.equal("hi", a:receive())
+        a:close()
+        c:close()
+        srv:close()
+        assert.are.equal("", listing(sub))
+        assert(io.open(path, "w")):close()
+        assert.same({ nil, "address already in use" },
+                    { green.listen_unix(path, { mode = 7 * 64 + 7 * 8
+                                                     + 7 }) })
+        assert.are.equal(name .. "\n", listing(sub))
+        os.remove(path)
+      end
+    end)
+  end)
+
   it("returns the partial data when the peer closes mid-read", function()
     green_run(function()
       local path = dir .. "/partial.sock"
