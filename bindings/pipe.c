@@ -13,6 +13,7 @@
 ** it); a file already at the path makes listen_unix fail with "address
 ** already in use".
 */
+#define _GNU_SOURCE /* O_PATH */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -207,64 +208,32 @@ static int bind_fd(const char *path, int mode, int *fdp) {
 
 
 /*
-** A socket bound to 'path' with the bits 'mode' has and the umask takes
-** away (bind_path): bound in a directory of its own (mkdtemp's, 0700, next
-** to 'path': the same file system), chmod-ed there, where no other user
-** can swap the file for a symlink, then linked to 'path'. chmod(path)
-** after bind followed a symlink put there meanwhile (a world-writable
-** directory without the sticky bit): the target got 'mode'. link(2) does
-** not follow a symlink at 'path' and fails if anything is there ("address
-** already in use", as bind). The socket's own address (getsockname, its
-** clients' getpeername) stays the name it was bound to: the private
-** directory's (or, if that does not fit a sockaddr_un,
-** /proc/self/fd/N/s, N the directory's descriptor).
+** Give the socket file just bound at 'path' the bits of 'mode' that the
+** umask took away, without following a symlink: chmod(path) after bind
+** followed one swapped in meanwhile (a world-writable directory without
+** the sticky bit) and gave its target the mode. The file is opened as
+** itself (O_PATH | O_NOFOLLOW: a symlink is opened, not followed, and
+** refused), checked to be a socket of ours, and chmod-ed through its
+** descriptor's /proc/self/fd entry, which names that inode (glibc's
+** fchmodat(AT_SYMLINK_NOFOLLOW) does the same). 0, UV_EPERM if the file
+** at 'path' is not ours any more, or another UV_E* code.
 */
-static int bind_private(const char *path, int mode, int *fdp) {
-  const char *slash = strrchr(path, '/');
-  size_t dirlen = slash == NULL ? 0 : (size_t)(slash - path) + 1;
-  char *dir = (char *)malloc(dirlen + sizeof(".greenlua-XXXXXX"));
-  char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static int widen(const char *path, int mode) {
+  char proc[40];
   struct stat st;
-  int dfd = -1, fd = -1, bound = 0, r = 0;
-  if (dir == NULL)
-    return UV_ENOMEM;
-  memcpy(dir, path, dirlen);
-  memcpy(dir + dirlen, ".greenlua-XXXXXX", sizeof(".greenlua-XXXXXX"));
-  if (mkdtemp(dir) == NULL) {
-    free(dir);
-    return uv_translate_sys_error(errno);
-  }
-  /* The directory by its descriptor from here: one swapped in for it by
-     name (rename in the shared directory) is not ours, and is refused. */
-  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (dfd < 0)
+  int r = 0, pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (pfd < 0)
+    return errno == ENOENT ? UV_EPERM : uv_translate_sys_error(errno);
+  if (fstat(pfd, &st) < 0)
     r = uv_translate_sys_error(errno);
-  else if (fstat(dfd, &st) < 0)
-    r = uv_translate_sys_error(errno);
-  else if (st.st_uid != geteuid() || (st.st_mode & 077) != 0)
+  else if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid())
     r = UV_EPERM;
-  if (r == 0) {
-    if (strlen(dir) + sizeof("/s") <= sizeof(sock))
-      snprintf(sock, sizeof(sock), "%s/s", dir);
-    else
-      snprintf(sock, sizeof(sock), "/proc/self/fd/%d/s", dfd);
-    r = bind_fd(sock, mode, &fd);
-    bound = r == 0;
+  else if ((st.st_mode & 0777) != (mode_t)mode) {
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+    if (chmod(proc, (mode_t)mode) < 0)
+      r = uv_translate_sys_error(errno);
   }
-  if (r == 0 && fchmodat(dfd, "s", (mode_t)mode, 0) < 0)
-    r = uv_translate_sys_error(errno);
-  if (r == 0 && linkat(dfd, "s", AT_FDCWD, path, 0) < 0)
-    r = errno == EEXIST ? UV_EADDRINUSE : uv_translate_sys_error(errno);
-  if (bound)
-    unlinkat(dfd, "s", 0);
-  if (dfd >= 0)
-    close(dfd);
-  rmdir(dir);
-  free(dir);
-  if (r < 0 && fd >= 0)
-    close(fd);
-  else if (r == 0)
-    *fdp = fd;
+  close(pfd);
   return r;
 }
 
@@ -273,26 +242,23 @@ static int bind_private(const char *path, int mode, int *fdp) {
 ** Bind 'h' to 'path' (it fits: checkargs), as uv_pipe_bind would, with
 ** permissions 'mode' (-1: the umask's) given to the file as bind(2)
 ** creates it (bind_fd), so no other user can ever reach a socket meant
-** to be private. A mode with bits the umask takes away (the file came out
-** narrower) is bound again, privately (bind_private): the file only
-** widens. This used to set the process's umask around uv_pipe_bind, for
-** every thread: a file that green.fs (libuv's pool) or a green.thread
+** to be private. Bits of 'mode' the umask takes away are added after
+** (widen): the file only widens. This used to set the process's umask
+** around uv_pipe_bind, for every thread: a file that green.fs (libuv's pool) or a green.thread
 ** created meanwhile got ~mode as its umask (mode 0666: a world-writable
 ** file). And uv_pipe_bind says "permission denied" for a missing
 ** directory (ENOENT, as on Windows): the error is the kernel's.
 */
 static int bind_path(uv_pipe_t *h, const char *path, int mode) {
-  struct stat st;
   char *name = strdup(path);
-  int fd, r;
+  int fd = -1, r;
   if (name == NULL)
     return UV_ENOMEM;
   r = bind_fd(path, mode, &fd);
-  if (r == 0 && mode >= 0 && lstat(path, &st) == 0 &&
-      S_ISSOCK(st.st_mode) && (st.st_mode & 0777) != (mode_t)mode) {
+  if (r == 0 && mode >= 0 && (r = widen(path, mode)) < 0) {
+    if (r != UV_EPERM) /* (else the file there is not ours to remove) */
+      unlink(path);
     close(fd);
-    unlink(path); /* the file just made (unlink follows no symlink) */
-    r = bind_private(path, mode, &fd);
   }
   if (r == 0 && (r = uv_pipe_open(h, fd)) < 0) {
     unlink(path);

@@ -114,8 +114,8 @@ describe("green sockets under hostile arguments", function()
   -- Bits the umask takes away (0666 under umask 022) were added by
   -- chmod(path) after bind: a symlink swapped in for the socket file
   -- meanwhile (a world-writable directory without the sticky bit) gave
-  -- its target the mode. No chmod names the path now: the file is made
-  -- and chmod-ed in a private directory, then linked into place.
+  -- its target the mode. No chmod names the path now: the file is opened
+  -- as itself (O_PATH | O_NOFOLLOW) and chmod-ed through its descriptor.
   it("gives a Unix socket file its mode without touching the umask "
      .. "or chmod-ing the path", function()
     if not helper.has_tool("strace") then
@@ -152,7 +152,7 @@ describe("green sockets under hostile arguments", function()
     local trace = helper.slurp(dir .. "/trace") or ""
     os.execute("rm -rf " .. dir)
     assert.are.equal(0, code, err)
-    -- (no private directory left behind)
+    -- (nothing left behind)
     assert.are.equal("600 666 400 s.lua\ntrace\n", out)
     assert.is_nil(trace:match("umask%(.-\n"), trace)
     assert.is_nil(trace:match("chmod[^\n]*x%.sock"), trace)

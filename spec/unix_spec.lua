@@ -83,11 +83,11 @@ describe("Unix-domain sockets", function()
     end)
   end)
 
-  -- A mode with bits the umask takes away is given in a private
-  -- directory next to the path (mkdtemp's), then the file is linked into
-  -- place: with a name too long for that directory's path to fit a
-  -- sockaddr_un it is bound through /proc/self/fd. Nothing is left
-  -- behind, and a file in the way is still "address already in use".
+  -- A mode with bits the umask takes away is added after bind, through
+  -- the file opened as itself (never a symlink swapped in): on a path
+  -- near sockaddr_un's size limit too. The socket's address is the path
+  -- (getsockname, a client's getpeername), nothing is left behind, and
+  -- a file in the way is still "address already in use".
   local function output(cmd, fmt)
     local p = assert(io.popen(cmd))
     local r = p:read(fmt)
@@ -108,7 +108,9 @@ describe("Unix-domain sockets", function()
                                                           + 7 }))
         assert.are.equal("777", mode_of(path))
         assert.are.equal(name .. "\n", listing(sub))
+        assert.are.equal(path, srv:getsockname())
         local c = assert(green.connect_unix(path, { timeout = 10 }))
+        assert.are.equal(path, c:getpeername())
         srv:settimeout(10)
         local a = assert(srv:accept())
         assert(c:send("hi\n"))
