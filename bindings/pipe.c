@@ -49,7 +49,10 @@ static int pipe_address(lua_State *L, lsock *s, int peer) {
   char buf[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
   size_t len = sizeof(buf);
   uv_pipe_t *h = (uv_pipe_t *)s->h;
-  int r = peer ? uv_pipe_getpeername(h, buf, &len)
+  int r;
+  buf[0] = '\0'; /* libuv 1.44 reads it for an unnamed peer (0 bytes
+                    copied): valgrind's "uninitialised value" */
+  r = peer ? uv_pipe_getpeername(h, buf, &len)
                : uv_pipe_getsockname(h, buf, &len);
   if (r < 0)
     return lgreen_sock_fail(L, r);
