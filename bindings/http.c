@@ -2499,16 +2499,21 @@ static int flush_out(lua_State *L, lstream *x, hparser *hp) {
 
 /* http_parse_url(url): libhttp-parser's split of an absolute URL into a
    table (scheme, host, port (a number, if given), path, query, fragment,
-   userinfo), or nil, "invalid URL". */
+   userinfo), or nil, "invalid URL". A space or a control byte is
+   refused: libhttp-parser's lax mode takes HTAB and FF, and the path
+   goes as is into a request line, which they would split. */
 static int l_http_parse_url(lua_State *L) {
   static const char *const names[UF_MAX] = {
       "scheme", "host", "port", "path", "query", "fragment", "userinfo"};
-  size_t n;
+  size_t n, j;
   const char *url = luaL_checklstring(L, 1, &n);
   struct http_parser_url u;
   int i;
+  for (j = 0; j < n; j++)
+    if ((unsigned char)url[j] <= ' ' || url[j] == 127)
+      break;
   http_parser_url_init(&u);
-  if (n > 65535 || http_parser_parse_url(url, n, 0, &u) != 0) {
+  if (n > 65535 || j < n || http_parser_parse_url(url, n, 0, &u) != 0) {
     luaL_pushfail(L);
     lua_pushliteral(L, "invalid URL");
     return 2;

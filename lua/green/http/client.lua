@@ -14,6 +14,7 @@ local http_parser, http_head, http_body, http_parse_url, http_free =
 local Headers = common.Headers
 local tls_head, tls_body = common.tls_head, common.tls_body
 local check_header, lower_name = common.check_header, common.lower
+local is_token = common.is_token
 local now = core.now
 
 local type, pairs, tostring, error, format, concat, setmetatable,
@@ -614,6 +615,11 @@ function Client:request(o)
           .. "expected)", 2)
   end
   if o.tls ~= nil then check_tls(o.tls, "bad argument #2 to 'request'") end
+  if o.method ~= nil and not is_token(o.method) then
+    -- (it begins the request line: a space or CRLF would split it)
+    error(format("bad argument #2 to 'request' (method: token expected, "
+                 .. "got %q)", tostring(o.method)), 2)
+  end
   local method = upper(o.method or (o.body ~= nil and "POST" or "GET"))
   local url = o.url
   local redirects = o.redirects or 5

@@ -215,8 +215,7 @@ end
 local function protocol_list(protocols, what)
   local list = type(protocols) == "table" and protocols or { protocols }
   for _, p in ipairs(list) do
-    if type(p) ~= "string" or p == ""
-       or p:find("[^%w!#$%%&'*+%-.^_`|~]") then
+    if not common.is_token(p) then
       error(format("%s (protocols: bad subprotocol %q)", what,
                    tostring(p)), 3)
     end
