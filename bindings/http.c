@@ -80,6 +80,8 @@ typedef struct hparser {
                         HEAD's, for the server's own answer (http_state) */
   int bodykind;      /* see 'push_bodykind' */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
+  int cstate;        /* chunked bodies: see 'chunk_scan' */
+  uint64_t crem;     /* chunked bodies: the chunk's size, its data left */
   const char *base;  /* the buffer's start during an execute */
   size_t fed;        /* head: buffered bytes already given to the parser */
   uint64_t due;      /* head: its deadline, from its first byte (ns) */
@@ -280,6 +282,121 @@ static const http_parser_settings settings = {
 };
 
 
+/* States of 'chunk_scan'. */
+enum {
+  CS_HEADEND, /* the head's last LF (the parser paused before it) */
+  CS_SIZE,    /* the chunk size's hex digits */
+  CS_EXT,     /* after them: BWS, chunk extensions */
+  CS_SIZE_LF, /* after the size line's CR */
+  CS_DATA,    /* 'crem' bytes of data */
+  CS_DATA_CR, /* the CRLF after the data */
+  CS_DATA_LF,
+  CS_TRAILER_START, /* a trailer line, or the final empty one */
+  CS_TRAILER,
+  CS_TRAILER_LF,
+  CS_END_LF,
+  CS_DONE
+};
+
+/*
+** The framing of a chunked body in [data, data + n), checked before
+** libhttp-parser takes it: built without its strict mode, it takes any
+** byte after a CR for the LF (in a chunk's size line, after the data, in
+** the trailers and at the end: "0\r\n\r\r" ended the message), any two
+** bytes after a chunk's data for its CRLF, and an LF in a chunk extension
+** as part of it. A front end that frames the body as RFC 9112 7.1 says
+** then sees other chunks, or the message still going on where a request
+** was smuggled after it. Every line of the framing must end in CRLF (or a
+** bare LF where the parser ends it there: a trailer line, the last one),
+** and a chunk's data in CRLF. Returns the bytes that are good: n, or
+** where the message ends (CS_DONE), or the first bad byte ('*bad' set).
+** Other errors (a size that is not hex, one that overflows) are the
+** parser's.
+*/
+static size_t chunk_scan(hparser *hp, const char *data, size_t n, int *bad) {
+  size_t i = 0;
+  int st = hp->cstate;
+  *bad = 0;
+  while (i < n && st != CS_DONE) {
+    unsigned char c = (unsigned char)data[i];
+    switch (st) {
+    case CS_HEADEND:
+      st = CS_SIZE;
+      if (c != '\n')
+        continue; /* (not there: the size line begins) */
+      break;
+    case CS_SIZE:
+    case CS_EXT: {
+      int d = c >= '0' && c <= '9'   ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                     : -1;
+      if (c == '\r')
+        st = CS_SIZE_LF;
+      else if (c == '\n')
+        goto bad;
+      else if (st == CS_SIZE && d >= 0) {
+        if (hp->crem >> 56)
+          goto bad; /* (the parser refuses it too, a digit or two on) */
+        hp->crem = hp->crem * 16 + (uint64_t)d;
+      } else
+        st = CS_EXT;
+      break;
+    }
+    case CS_SIZE_LF:
+      if (c != '\n')
+        goto bad;
+      st = hp->crem > 0 ? CS_DATA : CS_TRAILER_START;
+      break;
+    case CS_DATA: {
+      size_t k = n - i;
+      if ((uint64_t)k > hp->crem)
+        k = (size_t)hp->crem;
+      hp->crem -= k;
+      i += k;
+      if (hp->crem == 0)
+        st = CS_DATA_CR;
+      continue;
+    }
+    case CS_DATA_CR:
+      if (c != '\r')
+        goto bad;
+      st = CS_DATA_LF;
+      break;
+    case CS_DATA_LF:
+      if (c != '\n')
+        goto bad;
+      st = CS_SIZE;
+      break;
+    case CS_TRAILER_START:
+    case CS_TRAILER:
+      if (c == '\r')
+        st = st == CS_TRAILER ? CS_TRAILER_LF : CS_END_LF;
+      else if (c == '\n')
+        st = st == CS_TRAILER ? CS_TRAILER_START : CS_DONE;
+      else
+        st = CS_TRAILER;
+      break;
+    case CS_TRAILER_LF:
+    case CS_END_LF:
+      if (c != '\n')
+        goto bad;
+      st = st == CS_TRAILER_LF ? CS_TRAILER_START : CS_DONE;
+      break;
+    default:
+      break;
+    }
+    i++;
+  }
+  hp->cstate = st;
+  return i;
+bad:
+  hp->cstate = st;
+  *bad = 1;
+  return i;
+}
+
+
 /*
 ** Run the parser over [data, data + n), the buffer starting at 'base';
 ** returns the bytes it took. A pause is not an error; a parse error
@@ -288,8 +405,16 @@ static const http_parser_settings settings = {
 static size_t run(hparser *hp, const char *base, const char *data, size_t n) {
   size_t took;
   enum http_errno e;
+  int bad = 0;
   hp->base = base;
+  if (hp->phase == PH_BODY && (hp->p.flags & F_CHUNKED) && n > 0)
+    n = chunk_scan(hp, data, n, &bad);
   took = http_parser_execute(&hp->p, &settings, data, n);
+  if (bad && HTTP_PARSER_ERRNO(&hp->p) == HPE_OK && hp->phase == PH_BODY) {
+    hp->phase = PH_ERROR;
+    hp->status = 400;
+    return took;
+  }
   e = HTTP_PARSER_ERRNO(&hp->p);
   if (e == HPE_PAUSED) {
     http_parser_pause(&hp->p, 0);
@@ -312,6 +437,8 @@ static void next_message(hparser *hp) {
   hp->upgrade = hp->keepalive = 0;
   hp->bodykind = BK_NONE;
   hp->length = hp->nbody = 0;
+  hp->cstate = CS_HEADEND;
+  hp->crem = 0;
   hp->max_body = hp->max_body0; /* a req:body(max) was for its message */
   hp->expect = hp->ctl = hp->head_only = hp->http10 = hp->folded = 0;
   hp->began_head = 0;

@@ -81,3 +81,83 @@ describe("green.http client against splitting its own request", function()
     end)
   end)
 end)
+
+-- Bad chunk framing libhttp-parser (built without its strict mode)
+-- took: the byte after a CR for the LF, any two bytes after a chunk's
+-- data for its CRLF, an LF in a chunk extension as part of it.
+local BAD_CHUNKS = {
+  "3\rXabc\r\n0\r\n\r\n",        -- the size line's CR, then not LF
+  "3;a\rX\r\nabc\r\n0\r\n\r\n",  -- a CR in an extension
+  "3;a\nX\r\nabc\r\n0\r\n\r\n",  -- an LF in an extension
+  "3;e=\"a\r\nb\"\r\nabc\r\n0\r\n\r\n", -- a quoted CRLF in one
+  "3\r\nabcXY0\r\n\r\n",         -- no CRLF after the data
+  "3\r\nabc\rX0\r\n\r\n",        -- a CR after the data, then not LF
+  "3\r\nabc\n\r0\r\n\r\n",
+  "3\r\nabc\r\n0\r\nX-T: 1\rX\r\n\r\n", -- a trailer line's bare CR
+  "3\r\nabc\r\n0\r\n\rX",        -- the last line's
+  "3\r\nabc\r\n0\r\n\r\r",
+}
+
+describe("green.http's chunked framing", function()
+  it("is refused on the server where it is not CRLF, nothing after it "
+     .. "served", function()
+    green_run(function()
+      local served = {}
+      local port, stop = h.http_serve(function(req)
+        local body, err = req:body()
+        served[#served + 1] = req.path
+        return 200, {}, ("%s %s %s"):format(req.path, tostring(body),
+                                            tostring(err))
+      end)
+      for _, chunks in ipairs(BAD_CHUNKS) do
+        served = {}
+        local r = h.raw_exchange(port, "POST /p HTTP/1.1\r\nHost: a\r\n"
+          .. "Transfer-Encoding: chunked\r\n\r\n" .. chunks
+          .. "GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert.is_nil(r:find("/after", 1, true), chunks)
+        assert.matches("400", r, nil, true, chunks)
+        assert.is_nil(served[2], chunks)
+      end
+      -- what stays taken, also a byte at a time: extensions, BWS before
+      -- them, trailers, bare LF ending a trailer line and the last one
+      local good = "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "
+        .. "chunked\r\n\r\n3 ;e=\"x\"\r\nabc\r\n2\r\n\r\n\r\n0\r\n"
+        .. "X-T: 1\nX-U: 2\r\n\nGET /after HTTP/1.1\r\nHost: a\r\n"
+        .. "Connection: close\r\n\r\n"
+      local want = "/p abc\r\n nil.*/after  nil"
+      assert.matches(want, h.raw_exchange(port, good))
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(10)
+      for i = 1, #good do assert(c:send(good:sub(i, i))) end
+      local got, err, partial = c:receive("*a")
+      c:close()
+      assert.matches(want, got or partial, nil, false, err)
+      stop()
+    end)
+  end)
+
+  it("is refused in a response where it is not CRLF; not pooled",
+     function()
+    green_run(function()
+      local port, st = h.raw_server(function(c, n)
+        repeat local l = c:receive("*l") until l == "" or not l
+        c:send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               .. BAD_CHUNKS[n] .. "HTTP/1.1 200 OK\r\n"
+               .. "Content-Length: 5\r\n\r\nsmugl")
+        c:receive("*a")
+      end)
+      local client = green.http.Client()
+      for i = 1, #BAD_CHUNKS do
+        local r, err = client:get("http://127.0.0.1:" .. port .. "/")
+        assert.is_nil(r, BAD_CHUNKS[i])
+        assert.are.equal("bad response", err, BAD_CHUNKS[i])
+        for _, p in pairs(client.pools) do
+          assert.are.equal(0, #p.idle, BAD_CHUNKS[i])
+        end
+      end
+      assert.are.equal(#BAD_CHUNKS, st.n)
+      client:close()
+      st.stop()
+    end)
+  end)
+end)
