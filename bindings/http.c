@@ -1323,6 +1323,16 @@ static int check_request(hparser *hp, const char *b, size_t len) {
      body to come), or the one before (at the end of the message) */
   size_t last = hp->phase == PH_DONE ? hp->fed - 1 : hp->fed;
   size_t v = (size_t)hp->url.off + hp->url.len; /* after the target */
+  size_t i;
+  /* one SP before the target, and in it no HTAB, VT nor FF (the parser
+     takes them there): a front end may split the line at them (RFC
+     9112 3 lets it), and see another target */
+  if (hp->url.off < 2 || b[hp->url.off - 1] != ' ' ||
+      b[hp->url.off - 2] == ' ')
+    goto bad;
+  for (i = hp->url.off; i < v; i++)
+    if ((unsigned char)b[i] <= ' ' || b[i] == 127)
+      goto bad;
   if (last < len && b[last] == '\n' &&
       (v >= len || b[v] != ' ' || /* (none: HTTP/0.9, a 505) */
        (len - v > 5 && memcmp(b + v + 1, "HTTP/", 5) == 0))) {

@@ -161,3 +161,32 @@ describe("green.http's chunked framing", function()
     end)
   end)
 end)
+
+describe("green.http.serve's request line", function()
+  it("is refused with HTAB, VT or FF in the target, or two SP before it",
+     function()
+    green_run(function()
+      local served = {}
+      local port, stop = h.http_serve(function(req)
+        served[#served + 1] = req.path
+        return 200, {}, "served " .. req.path
+      end)
+      for _, line in ipairs { "GET /a\tb HTTP/1.1", "GET /a\fb HTTP/1.1",
+                              "GET /a\vb HTTP/1.1", "GET /a?q=\t HTTP/1.1",
+                              "GET  /a HTTP/1.1", "GET /a\t HTTP/1.1" } do
+        served = {}
+        local r = h.raw_exchange(port, line .. "\r\nHost: a\r\n\r\n"
+          .. "GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert.matches("^HTTP/1%.1 400 ", r, nil, false, line)
+        assert.are.same({}, served, line)
+      end
+      -- what stays taken: an empty line before the request, the absolute
+      -- form, "*"
+      local r = h.raw_exchange(port, "\r\nGET /e HTTP/1.1\r\nHost: a\r\n\r\n"
+        .. "GET http://a/abs?q HTTP/1.1\r\nHost: a\r\n\r\n"
+        .. "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+      assert.matches("served /e.*served /abs.*served %*$", r)
+      stop()
+    end)
+  end)
+end)
