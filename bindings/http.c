@@ -1216,6 +1216,7 @@ static int ieq(const char *a, size_t n, const char *lit);
    (400). */
 static int check_names(hparser *hp, char *b) {
   uint32_t i, j;
+  int hosts = 0;
   for (i = 0; i < hp->nh; i++) {
     hspan f = hp->h[2 * i];
     for (j = 0; j < f.len; j++) {
@@ -1227,6 +1228,14 @@ static int check_names(hparser *hp, char *b) {
       }
       if (c >= 'A' && c <= 'Z')
         b[f.off + j] = (char)(c + ('a' - 'A'));
+    }
+    /* two Hosts: which one names the target? A front end may route by
+       one, the handler read the other (RFC 9112 3.2: a 400) */
+    if (f.len == 4 && memcmp(b + f.off, "host", 4) == 0 &&
+        hp->p.type == HTTP_REQUEST && ++hosts > 1) {
+      hp->phase = PH_ERROR;
+      hp->status = 400;
+      return -1;
     }
     if (f.len == 6 && memcmp(b + f.off, "expect", 6) == 0 &&
         hp->p.type == HTTP_REQUEST) {

@@ -189,4 +189,26 @@ describe("green.http.serve's request line", function()
       stop()
     end)
   end)
+
+  it("is refused with two Host headers, the same or not", function()
+    green_run(function()
+      local served = {}
+      local port, stop = h.http_serve(function(req)
+        served[#served + 1] = req.path
+        return 200, {}, "served " .. req.path
+      end)
+      for _, hosts in ipairs { "Host: a\r\nHost: b", "Host: a\r\nHOST: a",
+                               "Host: a\r\nX: 1\r\nhost: b" } do
+        local r = h.raw_exchange(port, "GET /p HTTP/1.1\r\n" .. hosts
+          .. "\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert.matches("^HTTP/1%.1 400 ", r, nil, false, hosts)
+        assert.are.same({}, served, hosts)
+      end
+      -- one, or none (HTTP/1.0), stays taken
+      local r = h.raw_exchange(port, "GET /one HTTP/1.1\r\nHost: a\r\n"
+        .. "\r\nGET /none HTTP/1.0\r\n\r\n")
+      assert.matches("served /one.*served /none$", r)
+      stop()
+    end)
+  end)
 end)
