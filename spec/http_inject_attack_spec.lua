@@ -212,3 +212,72 @@ describe("green.http.serve's request line", function()
     end)
   end)
 end)
+
+describe("green.http client's framing of its request body", function()
+  it("keeps the caller's Content-Length and Transfer-Encoding from "
+     .. "smuggling a request after it", function()
+    green_run(function()
+      local served, cut = {}, 0
+      local port, stop = h.http_serve(function(req)
+        local body = req:body()
+        if not body then -- (the client gave up a body function's)
+          cut = cut + 1
+          return 400, {}, ""
+        end
+        served[#served + 1] = req.method .. " " .. req.path .. " " .. body
+        return 200, {}, "ok"
+      end)
+      local base = "http://127.0.0.1:" .. port
+      local client = green.http.Client { max_per_host = 1 }
+      local smuggled = "GET /admin HTTP/1.1\r\nHost: a\r\n\r\n"
+      -- a Content-Length that is not the body's: refused, nothing sent
+      for _, case in ipairs {
+        { { ["Content-Length"] = "0" }, smuggled },
+        { { ["content-length"] = 2 }, "abc" },
+        { { ["Content-Length"] = "5" }, nil },
+        { { ["Content-Length"] = "x" }, "" },
+        { { ["Content-Length"] = "-1" }, "" },
+        { { ["Content-Length"] = "1.5" }, "" },
+        { { ["Content-Length"] = { "3", "3" } }, "abc" },
+      } do
+        local ok, err = pcall(client.request, client, {
+          method = "POST", url = base .. "/p", headers = case[1],
+          body = case[2] })
+        assert.is_false(ok)
+        assert.matches("^green%.http: .*Content%-Length", err)
+      end
+      assert.are.same({}, served)
+      -- one that is: sent as it is
+      local r = assert(client:request { method = "POST", url = base .. "/p",
+        headers = { ["Content-Length"] = "3" }, body = "abc" })
+      assert.are.equal(200, r.status)
+      -- the caller's Transfer-Encoding is dropped: the body is framed by
+      -- its length (it was sent raw beside a Content-Length, read as
+      -- chunks by the server, and the request after them served)
+      r = assert(client:request { method = "POST", url = base .. "/te",
+        headers = { ["Transfer-Encoding"] = "chunked" },
+        body = "0\r\n\r\n" .. smuggled })
+      assert.are.equal(200, r.status)
+      -- a body function whose pieces do not add up to the Content-Length
+      for _, pieces in ipairs { { "ab", "c" .. smuggled }, { "ab" } } do
+        local ok, err = pcall(client.request, client, {
+          method = "POST", url = base .. "/f", headers = {
+            ["Content-Length"] = "3" },
+          body = function() return table.remove(pieces, 1) end })
+        assert.is_false(ok)
+        assert.matches("^green%.http: the body function gave %a+ than its "
+                       .. "Content%-Length", err)
+      end
+      local pieces = { "a", "", "bc" }
+      r = assert(client:request { method = "PUT", url = base .. "/f",
+        headers = { ["Content-Length"] = 3 },
+        body = function() return table.remove(pieces, 1) end })
+      assert.are.equal(200, r.status)
+      assert.are.same({ "POST /p abc", "POST /te 0\r\n\r\n" .. smuggled,
+                        "PUT /f abc" }, served)
+      h.eventually(function() return cut == 2 end, 10, "two bodies cut")
+      client:close()
+      stop()
+    end)
+  end)
+end)

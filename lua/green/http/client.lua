@@ -314,17 +314,29 @@ local function parse_url(url)
 end
 
 -- The request head, how the body goes: "length" (a string), "chunked"
--- (a function yielding pieces) or nil, and whether it asks for an Upgrade
--- (an Upgrade header: a 101 answers only that).
+-- (a function yielding pieces), the caller's Content-Length (a number: a
+-- function's pieces sent as they are, adding up to it) or nil, and
+-- whether it asks for an Upgrade (an Upgrade header: a 101 answers only
+-- that).
 local function request_head(method, u, headers, body)
   local t = { method, " ", u.target, " HTTP/1.1\r\n" }
   local n = #t
   local has = {}
+  local length -- the caller's Content-Length (a number)
   if headers then
     for k, v in pairs(headers) do
       local lk = lower_name(k)
       has[lk] = true
       local vs = type(v) == "table" and v or { v }
+      if lk == "transfer-encoding" then
+        vs = {} -- the client chooses the framing, as the server does
+      elseif lk == "content-length" then
+        length = #vs == 1 and math.tointeger(tonumber(vs[1]))
+        if not length or length < 0 then
+          error("green.http: bad Content-Length (one non-negative "
+                .. "integer expected)", 0)
+        end
+      end
       for i = 1, #vs do
         local vi = tostring(vs[i])
         check_header(k, vi)
@@ -332,6 +344,12 @@ local function request_head(method, u, headers, body)
         n = n + 4
       end
     end
+  end
+  -- a Content-Length that is not the body's would send the rest of the
+  -- body as the next request, or take the next request for the body
+  if length and type(body) ~= "function" and length ~= #(body or "") then
+    error(format("green.http: Content-Length %d but the body is %d "
+                 .. "bytes", length, #(body or "")), 0)
   end
   if not has.host then
     t[n + 1] = "Host: " .. u.hostheader .. "\r\n"
@@ -354,7 +372,7 @@ local function request_head(method, u, headers, body)
       n = n + 1
       how = "chunked"
     else
-      how = "raw"
+      how = length -- its pieces must add up to it
     end
   elseif body ~= nil then
     error("green.http: body must be a string, a function or nil", 0)
@@ -375,11 +393,19 @@ local function send_request(conn, head, how, body)
   ok, err = sock:sendall(head)
   if not ok then return nil, err end
   if how then
+    local left = how ~= "chunked" and how -- the caller's Content-Length
     while true do
       local piece = body()
       if piece == nil then break end
       if type(piece) ~= "string" then
         error("green.http: the body function must yield strings", 0)
+      end
+      if left then
+        left = left - #piece
+        if left < 0 then
+          error("green.http: the body function gave more than its "
+                .. "Content-Length", 0)
+        end
       end
       if #piece > 0 then
         if how == "chunked" then
@@ -392,6 +418,9 @@ local function send_request(conn, head, how, body)
     if how == "chunked" then
       ok, err = sock:sendall("0\r\n\r\n")
       if not ok then return nil, err end
+    elseif left > 0 then
+      error("green.http: the body function gave less than its "
+            .. "Content-Length", 0)
     end
   end
   return true
@@ -639,7 +668,7 @@ function Client:request(o)
     local head, how, upgrade = request_head(method, u, o.headers, o.body)
     local resp, retry
     resp, err, retry = exchange(self, o, u, method, head, how, upgrade)
-    if not resp and retry and how ~= "chunked" and how ~= "raw"
+    if not resp and retry and (how == nil or how == "length")
        and IDEMPOTENT[method] then
       -- a fresh one
       resp, err = exchange(self, o, u, method, head, how, upgrade)
