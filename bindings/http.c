@@ -2119,7 +2119,7 @@ static void update_date(hparser *hp) {
 }
 
 
-/* The status line for 'status' (100-999), kept for the next response. */
+/* The status line for 'status' (200-999), kept for the next response. */
 static void status_line(hparser *hp, int status) {
   const char *reason = http_status_str((enum http_status)status);
   char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
@@ -2227,7 +2227,7 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri, int a,
     if (big && !nobody && !head_only)
       ri->mode = 4;
   } else if (bt == LUA_TFUNCTION) {
-    if (ri->clen >= 0) {
+    if (ri->clen >= 0 && status != 204) { /* (none on a 204: RFC 9110 8.6) */
       at = put_length(p, at, (unsigned long long)ri->clen);
       ri->mode = 2;
     } else if (!nobody) { /* HEAD: the GET's framing headers too */
@@ -2305,9 +2305,11 @@ static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   size_t n;
   if (hp->p.type != HTTP_REQUEST || hp->phase == PH_HEAD)
     luaL_error(L, "http: no request head to answer");
-  if (!lua_isinteger(L, a + A_STATUS) || status < 100 || status > 999)
+  /* a 1xx is interim: the client waits on for the final response, and
+     takes the next request's for it */
+  if (!lua_isinteger(L, a + A_STATUS) || status < 200 || status > 999)
     luaL_error(L, "green.http: the handler returned status %s (an "
-               "integer 100-999 expected)",
+               "integer 200-999 expected)",
                luaL_tolstring(L, a + A_STATUS, NULL));
   if (!lua_isnoneornil(L, a + A_HEADERS) && !lua_istable(L, a + A_HEADERS))
     luaL_error(L, "green.http: the handler's headers must be a table, not "

@@ -281,3 +281,45 @@ describe("green.http client's framing of its request body", function()
     end)
   end)
 end)
+
+describe("green.http.serve's response status", function()
+  it("is never a 1xx, whose final response the next request's would be",
+     function()
+    green_run(function()
+      local reported = {}
+      local old = green.on_error(function(_, err)
+        reported[#reported + 1] = tostring(err)
+      end)
+      local port, stop = h.http_serve(function(req)
+        local st = tonumber(req.path:match("^/(%d+)"))
+        if req.path:match("fn$") then
+          local done = false
+          return st, { ["Content-Length"] = 2 }, function()
+            if not done then done = true return "hi" end
+          end
+        end
+        return st, {}, "body " .. req.path
+      end)
+      for _, st in ipairs { 100, 101, 103, 199 } do
+        local r = h.raw_exchange(port, "GET /" .. st .. " HTTP/1.1\r\n"
+          .. "Host: a\r\n\r\nGET /200 HTTP/1.1\r\nHost: a\r\n"
+          .. "Connection: close\r\n\r\n")
+        -- a 500 (and the connection closed), never a 1xx then the 200
+        assert.matches("^HTTP/1%.1 500 ", r, nil, false, st)
+        assert.is_nil(r:find("HTTP/1.1 200", 1, true), st)
+      end
+      h.eventually(function() return #reported == 4 end, 10, "reports")
+      for _, err in ipairs(reported) do
+        assert.matches("status 1%d%d %(an integer 200%-999 expected%)", err)
+      end
+      -- a 204 gets no Content-Length, even the handler's
+      local r = h.raw_exchange(port, "GET /204fn HTTP/1.1\r\nHost: a\r\n"
+        .. "Connection: close\r\n\r\n")
+      assert.matches("^HTTP/1%.1 204 ", r)
+      assert.is_nil(r:lower():find("content-length", 1, true))
+      assert.matches("\r\n\r\n$", r)
+      green.on_error(old)
+      stop()
+    end)
+  end)
+end)
