@@ -323,3 +323,33 @@ describe("green.http.serve's response status", function()
     end)
   end)
 end)
+
+describe("green.http WebSocket's close", function()
+  it("refuses to send a code a peer fails the connection on", function()
+    green_run(function()
+      local got = green.Queue()
+      local port, stop = h.http_serve(function(req)
+        local ws = assert(req:upgrade_websocket())
+        got:put({ ws:receive() })
+        ws:close()
+      end)
+      local url = "ws://127.0.0.1:" .. port .. "/"
+      for _, code in ipairs { 999, 1004, 1005, 1006, 1015, 1016, 2000,
+                              2999, 5000 } do
+        local ws = assert(green.http.websocket(url, { timeout = 10 }))
+        local ok, err = pcall(ws.close, ws, code)
+        assert.is_false(ok, code)
+        assert.matches("invalid close code", err)
+        ws:close(3000 + code % 1000)
+        assert.are.same({ nil, "closed", 3000 + code % 1000, "" },
+                        got:get(true, 10))
+      end
+      for _, code in ipairs { 1000, 1003, 1007, 1011, 3000, 4999 } do
+        local ws = assert(green.http.websocket(url, { timeout = 10 }))
+        ws:close(code, "r")
+        assert.are.same({ nil, "closed", code, "r" }, got:get(true, 10))
+      end
+      stop()
+    end)
+  end)
+end)
