@@ -353,3 +353,40 @@ describe("green.http WebSocket's close", function()
     end)
   end)
 end)
+
+describe("green.http WebSocket's text", function()
+  it("must be UTF-8 to be sent, as a close reason must", function()
+    green_run(function()
+      local got = green.Queue()
+      local port, stop = h.http_serve(function(req)
+        local ws = assert(req:upgrade_websocket())
+        while true do
+          local m, err, code, reason = ws:receive()
+          got:put({ m, err, code, reason })
+          if not m then break end
+        end
+        ws:close()
+      end)
+      local ws = assert(green.http.websocket("ws://127.0.0.1:" .. port
+                                             .. "/", { timeout = 10 }))
+      for _, bad in ipairs { "ok \xff", "\xc0\xaf", "\xed\xa0\x80",
+                             "abc\xe2\x82", "\xf4\x90\x80\x80" } do
+        local ok, err = pcall(ws.send, ws, bad)
+        assert.is_false(ok)
+        assert.matches("a text message must be UTF%-8", err)
+        ok, err = pcall(ws.close, ws, 1000, bad)
+        assert.is_false(ok)
+        assert.matches("a close reason must be UTF%-8", err)
+      end
+      -- nothing went: the connection goes on
+      assert(ws:send("caf\xc3\xa9 \xf0\x9f\x98\x80"))
+      assert(ws:send("\xff", "binary"))
+      assert.are.same({ "caf\xc3\xa9 \xf0\x9f\x98\x80", "text" },
+                      got:get(true, 10))
+      assert.are.same({ "\xff", "binary" }, got:get(true, 10))
+      ws:close(1000, "\xc3\xa9")
+      assert.are.same({ nil, "closed", 1000, "\xc3\xa9" }, got:get(true, 10))
+      stop()
+    end)
+  end)
+end)

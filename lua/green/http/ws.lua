@@ -13,6 +13,7 @@ local ws_new, ws_receive, ws_send, ws_close, ws_state, ws_accept_key,
       ws_key = core.ws_new, core.ws_receive, core.ws_send, core.ws_close,
   core.ws_state, core.ws_accept_key, core.ws_key
 local has_token = common.has_token
+local utf8_len = utf8.len
 local ws_receive_tls, is_tls = core.ws_receive_tls, common.is_tls
 local now = core.now
 
@@ -160,6 +161,11 @@ function WebSocket:send(data, kind)
   if kind ~= "text" and kind ~= "binary" then
     error("bad argument #2 to 'send' ('text' or 'binary' expected)", 2)
   end
+  -- (a peer fails the connection, 1007, on a text that is not UTF-8)
+  if kind == "text" and not utf8_len(data) then
+    error("bad argument #1 to 'send' (a text message must be UTF-8: send "
+          .. "it as binary)", 2)
+  end
   if self.closed then return nil, "closed" end
   return write(self, ws_send(self.ctx, kind, data))
 end
@@ -175,6 +181,9 @@ end
 -- Returns true.
 function WebSocket:close(code, reason)
   if self.closed then return true end
+  if type(reason) == "string" and not utf8_len(reason) then
+    error("bad argument #2 to 'close' (a close reason must be UTF-8)", 2)
+  end
   local data = ws_close(self.ctx, code, reason)
   if #data > 0 then write(self, data) end
   if self.closed then return true end
