@@ -390,3 +390,50 @@ describe("green.http WebSocket's text", function()
     end)
   end)
 end)
+
+describe("green.http.websocket's handshake headers", function()
+  it("sends one Host, the caller's if given, and refuses to send the "
+     .. "handshake's own twice", function()
+    green_run(function()
+      local heads = green.Queue()
+      local port, st = h.raw_server(function(c)
+        local hs = {}
+        while true do
+          local l = c:receive("*l")
+          if not l or l == "" then break end
+          local k = l:match("^([^:]+):")
+          if k then hs[#hs + 1] = k:lower() .. "=" .. l:match(":%s*(.*)$") end
+        end
+        heads:put(hs)
+        c:send("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+      end)
+      local url = "ws://127.0.0.1:" .. port .. "/"
+      local function hosts(headers)
+        local ws, err = green.http.websocket(url, { headers = headers,
+                                                    timeout = 10 })
+        assert.is_nil(ws)
+        assert.matches("refused %(400", err)
+        local t = {}
+        for _, l in ipairs(heads:get(true, 10)) do
+          if l:match("^host=") then t[#t + 1] = l end
+        end
+        return t
+      end
+      assert.are.same({ "host=127.0.0.1:" .. port }, hosts(nil))
+      assert.are.same({ "host=example.test" },
+                      hosts { Host = "example.test" })
+      assert.are.same({ "host=v.test:8080" }, hosts { HOST = "v.test:8080" })
+      for _, k in ipairs { "Upgrade", "connection", "Sec-WebSocket-Key",
+                           "SEC-WEBSOCKET-VERSION",
+                           "Sec-WebSocket-Protocol" } do
+        local ok, err = pcall(green.http.websocket, url,
+                              { headers = { [k] = "x" } })
+        assert.is_false(ok, k)
+        assert.matches("headers: " .. k:gsub("%-", "%%-")
+                       .. " is the handshake's", err)
+      end
+      assert.are.equal(3, st.n)
+      st.stop()
+    end)
+  end)
+end)

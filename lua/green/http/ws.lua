@@ -316,6 +316,12 @@ local function bad_101(hs, key, offered)
   return nil
 end
 
+-- The headers the client's handshake sets itself.
+local HANDSHAKE = { upgrade = true, connection = true,
+                    ["sec-websocket-key"] = true,
+                    ["sec-websocket-version"] = true,
+                    ["sec-websocket-protocol"] = true }
+
 --- green.http.websocket(url, [opts]) → ws, or nil, err. opts: headers,
 -- protocols, timeout, max_message_size.
 function M.connect(url, opts)
@@ -351,6 +357,19 @@ function M.connect(url, opts)
   end
   local offered = opts.protocols and protocol_list(opts.protocols,
     "bad argument #2 to 'websocket'")
+  local extra, has_host = {}, false -- the caller's headers
+  for k, v in pairs(opts.headers or {}) do
+    common.check_header(k, tostring(v))
+    local lk = common.lower(k)
+    if HANDSHAKE[lk] then
+      -- a second one would make the handshake another (or a 400)
+      error(format("bad argument #2 to 'websocket' (headers: %s is the "
+                   .. "handshake's)", k), 2)
+    end
+    has_host = has_host or lk == "host"
+    extra[#extra + 1] = k .. ": " .. tostring(v) .. "\r\n"
+  end
+  extra = concat(extra)
   local defport = tls and 443 or 80
   local port = u.port or defport
   local sock, err
@@ -374,16 +393,16 @@ function M.connect(url, opts)
     or u.host
   local t = {
     "GET ", (u.path or "/"), u.query and ("?" .. u.query) or "",
-    " HTTP/1.1\r\nHost: ", host, port ~= defport and (":" .. port) or "",
-    "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    " HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     "Sec-WebSocket-Key: ", key, "\r\nSec-WebSocket-Version: 13\r\n" }
   if offered then
     t[#t + 1] = "Sec-WebSocket-Protocol: " .. concat(offered, ", ")
       .. "\r\n"
   end
-  for k, v in pairs(opts.headers or {}) do
-    common.check_header(k, tostring(v))
-    t[#t + 1] = k .. ": " .. tostring(v) .. "\r\n"
+  t[#t + 1] = extra
+  if not has_host then -- (two would be a 400: RFC 9112 3.2)
+    t[#t + 1] = "Host: " .. host .. (port ~= defport and (":" .. port)
+                                      or "") .. "\r\n"
   end
   t[#t + 1] = "\r\n"
   local ok
