@@ -162,23 +162,36 @@ describe("green.http's chunked framing", function()
   end)
 end)
 
+-- A server answering "served <path>": its port, the paths served, stop.
+local function path_server()
+  local served = {}
+  local port, stop = h.http_serve(function(req)
+    served[#served + 1] = req.path
+    return 200, {}, "served " .. req.path
+  end)
+  return port, served, stop
+end
+
+-- `head`, then a request after it on the same connection: a 400 alone
+-- answers them, no handler runs.
+local function assert_refused(port, served, head)
+  local before = #served
+  local r = h.raw_exchange(port, head
+    .. "GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+  assert.matches("^HTTP/1%.1 400 ", r, nil, false, head)
+  assert.is_nil(r:find("served", 1, true), head)
+  assert.are.equal(before, #served, head)
+end
+
 describe("green.http.serve's request line", function()
   it("is refused with HTAB, VT or FF in the target, or two SP before it",
      function()
     green_run(function()
-      local served = {}
-      local port, stop = h.http_serve(function(req)
-        served[#served + 1] = req.path
-        return 200, {}, "served " .. req.path
-      end)
+      local port, served, stop = path_server()
       for _, line in ipairs { "GET /a\tb HTTP/1.1", "GET /a\fb HTTP/1.1",
                               "GET /a\vb HTTP/1.1", "GET /a?q=\t HTTP/1.1",
                               "GET  /a HTTP/1.1", "GET /a\t HTTP/1.1" } do
-        served = {}
-        local r = h.raw_exchange(port, line .. "\r\nHost: a\r\n\r\n"
-          .. "GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert.matches("^HTTP/1%.1 400 ", r, nil, false, line)
-        assert.are.same({}, served, line)
+        assert_refused(port, served, line .. "\r\nHost: a\r\n\r\n")
       end
       -- what stays taken: an empty line before the request, the absolute
       -- form, "*"
@@ -192,17 +205,11 @@ describe("green.http.serve's request line", function()
 
   it("is refused with two Host headers, the same or not", function()
     green_run(function()
-      local served = {}
-      local port, stop = h.http_serve(function(req)
-        served[#served + 1] = req.path
-        return 200, {}, "served " .. req.path
-      end)
+      local port, served, stop = path_server()
       for _, hosts in ipairs { "Host: a\r\nHost: b", "Host: a\r\nHOST: a",
                                "Host: a\r\nX: 1\r\nhost: b" } do
-        local r = h.raw_exchange(port, "GET /p HTTP/1.1\r\n" .. hosts
-          .. "\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert.matches("^HTTP/1%.1 400 ", r, nil, false, hosts)
-        assert.are.same({}, served, hosts)
+        assert_refused(port, served, "GET /p HTTP/1.1\r\n" .. hosts
+          .. "\r\n\r\n")
       end
       -- one, or none (HTTP/1.0), stays taken
       local r = h.raw_exchange(port, "GET /one HTTP/1.1\r\nHost: a\r\n"
@@ -324,16 +331,26 @@ describe("green.http.serve's response status", function()
   end)
 end)
 
+-- A WebSocket server that puts what each receive returns, up to the
+-- end, in queue `got`: its URL, `got`, stop.
+local function ws_receiver()
+  local got = green.Queue()
+  local port, stop = h.http_serve(function(req)
+    local ws = assert(req:upgrade_websocket())
+    while true do
+      local m, err, code, reason = ws:receive()
+      got:put({ m, err, code, reason })
+      if not m then break end
+    end
+    ws:close()
+  end)
+  return "ws://127.0.0.1:" .. port .. "/", got, stop
+end
+
 describe("green.http WebSocket's close", function()
   it("refuses to send a code a peer fails the connection on", function()
     green_run(function()
-      local got = green.Queue()
-      local port, stop = h.http_serve(function(req)
-        local ws = assert(req:upgrade_websocket())
-        got:put({ ws:receive() })
-        ws:close()
-      end)
-      local url = "ws://127.0.0.1:" .. port .. "/"
+      local url, got, stop = ws_receiver()
       for _, code in ipairs { 999, 1004, 1005, 1006, 1015, 1016, 2000,
                               2999, 5000 } do
         local ws = assert(green.http.websocket(url, { timeout = 10 }))
@@ -357,18 +374,8 @@ end)
 describe("green.http WebSocket's text", function()
   it("must be UTF-8 to be sent, as a close reason must", function()
     green_run(function()
-      local got = green.Queue()
-      local port, stop = h.http_serve(function(req)
-        local ws = assert(req:upgrade_websocket())
-        while true do
-          local m, err, code, reason = ws:receive()
-          got:put({ m, err, code, reason })
-          if not m then break end
-        end
-        ws:close()
-      end)
-      local ws = assert(green.http.websocket("ws://127.0.0.1:" .. port
-                                             .. "/", { timeout = 10 }))
+      local url, got, stop = ws_receiver()
+      local ws = assert(green.http.websocket(url, { timeout = 10 }))
       for _, bad in ipairs { "ok \xff", "\xc0\xaf", "\xed\xa0\x80",
                              "abc\xe2\x82", "\xf4\x90\x80\x80" } do
         local ok, err = pcall(ws.send, ws, bad)
