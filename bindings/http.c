@@ -409,7 +409,9 @@ static size_t run(hparser *hp, const char *base, const char *data, size_t n) {
   hp->base = base;
   if (hp->phase == PH_BODY && (hp->p.flags & F_CHUNKED) && n > 0)
     n = chunk_scan(hp, data, n, &bad);
-  took = http_parser_execute(&hp->p, &settings, data, n);
+  /* (0 bytes would tell the parser the stream ended) */
+  took = bad && n == 0 ? 0
+                       : http_parser_execute(&hp->p, &settings, data, n);
   if (bad && HTTP_PARSER_ERRNO(&hp->p) == HPE_OK && hp->phase == PH_BODY) {
     hp->phase = PH_ERROR;
     hp->status = 400;

@@ -118,6 +118,24 @@ describe("green.http's chunked framing", function()
         assert.matches("400", r, nil, true, chunks)
         assert.is_nil(served[2], chunks)
       end
+      -- a byte at a time (the bad byte read alone)
+      for _, chunks in ipairs { BAD_CHUNKS[1], BAD_CHUNKS[#BAD_CHUNKS] } do
+        served = {}
+        local c = assert(green.connect("127.0.0.1", port))
+        c:settimeout(10)
+        local req = "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "
+          .. "chunked\r\n\r\n" .. chunks
+          .. "GET /after HTTP/1.1\r\nHost: a\r\n\r\n"
+        for i = 1, #req do
+          if not c:send(req:sub(i, i)) then break end -- (a 400 came)
+        end
+        local got, _, partial = c:receive("*a")
+        c:close()
+        got = got or partial
+        assert.matches("^HTTP/1%.1 400 ", got, nil, false, chunks)
+        assert.is_nil(got:find("/after", 1, true), chunks)
+        assert.is_nil(served[2], chunks)
+      end
       -- what stays taken, also a byte at a time: extensions, BWS before
       -- them, trailers, bare LF ending a trailer line and the last one
       local good = "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "
