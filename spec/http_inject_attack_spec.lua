@@ -263,6 +263,10 @@ describe("green.http client's framing of its request body", function()
         { { ["Content-Length"] = "x" }, "" },
         { { ["Content-Length"] = "-1" }, "" },
         { { ["Content-Length"] = "1.5" }, "" },
+        { { ["Content-Length"] = "0x3" }, "abc" },
+        { { ["Content-Length"] = "3e0" }, "abc" },
+        { { ["Content-Length"] = 3.0 }, "abc" },
+        { { ["Content-Length"] = "+3" }, "abc" },
         { { ["Content-Length"] = { "3", "3" } }, "abc" },
       } do
         local ok, err = pcall(client.request, client, {

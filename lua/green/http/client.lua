@@ -331,8 +331,11 @@ local function request_head(method, u, headers, body)
       if lk == "transfer-encoding" then
         vs = {} -- the client chooses the framing, as the server does
       elseif lk == "content-length" then
-        length = #vs == 1 and math.tointeger(tonumber(vs[1]))
-        if not length or length < 0 then
+        -- (digits: tonumber takes "0x10" and "1e1", a server does not)
+        local digits = #vs == 1
+          and tostring(vs[1]):match("^[ \t]*(%d+)[ \t]*$")
+        length = digits and #digits < 16 and tonumber(digits)
+        if not length then
           error("green.http: bad Content-Length (one non-negative "
                 .. "integer expected)", 0)
         end
