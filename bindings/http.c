@@ -844,10 +844,13 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
     if (hp->url.len > 0 &&
         http_parser_parse_url(h + hp->url.off, hp->url.len, connect, &u) ==
             0 &&
-        !connect && (u.field_set & (1 << UF_PATH))) {
+        !connect && (u.field_set & ((1 << UF_PATH) | (1 << UF_HOST)))) {
       const char *ub = h + hp->url.off;
-      lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
-                      u.field_data[UF_PATH].len);
+      if (u.field_set & (1 << UF_PATH))
+        lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
+                        u.field_data[UF_PATH].len);
+      else /* "http://a.example?q": the path is "/" */
+        lua_pushliteral(L, "/");
       set_key(L, K_PATH);
       if (u.field_set & (1 << UF_QUERY)) {
         lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
@@ -1000,7 +1003,7 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   url_ok = hp->url.len > 0 &&
            http_parser_parse_url(h + hp->url.off, hp->url.len, connect,
                                  &u) == 0 &&
-           !connect && (u.field_set & (1 << UF_PATH));
+           !connect && (u.field_set & ((1 << UF_PATH) | (1 << UF_HOST)));
   query = url_ok && (u.field_set & (1 << UF_QUERY));
   lua_createtable(L, 0, 4 + query);
   owner = lua_topointer(L, -1);
@@ -1016,8 +1019,11 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   lua_pushvalue(L, UV_PATH);
   if (url_ok) {
     const char *ub = h + hp->url.off;
-    lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
-                    u.field_data[UF_PATH].len);
+    if (u.field_set & (1 << UF_PATH))
+      lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
+                      u.field_data[UF_PATH].len);
+    else /* "http://a.example?q": the path is "/" */
+      lua_pushliteral(L, "/");
     lua_rawset(L, -3);
     if (query) {
       lua_pushvalue(L, UV_QUERY);
@@ -1216,9 +1222,57 @@ static int ieq(const char *a, size_t n, const char *lit);
    the head's, about to be taken), and notes a request's Expect ('expect':
    1 for one "100-continue", 2 for anything else). Returns 1, or -1
    (400). */
+/* Case-insensitive equality of 'n' bytes at 'a' and 'b' (ASCII). */
+static int ieqn(const char *a, const char *b, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x >= 'A' && x <= 'Z')
+      x = (unsigned char)(x + ('a' - 'A'));
+    if (y >= 'A' && y <= 'Z')
+      y = (unsigned char)(y + ('a' - 'A'));
+    if (x != y)
+      return 0;
+  }
+  return 1;
+}
+
+
+/*
+** An absolute-form target ("GET http://a.example/x HTTP/1.1"): the
+** server must take its authority for the host, not Host (RFC 9112
+** 3.2.2), but the handler reads Host (and the path alone): a front end
+** that routed by the target and a handler that reads Host would disagree
+** on which site was asked for. So Host must be there (HTTP/1.1) and be
+** the authority, as a client must send it, byte for byte but the case;
+** an authority with userinfo is refused too. 'host' is Host's value
+** (trimmed), 'hosts' how many there were. 1 if the request may go on.
+*/
+static int target_host_ok(hparser *hp, const char *b, hspan host,
+                          int hosts) {
+  const char *u = b + hp->url.off, *a, *e;
+  size_t n = hp->url.len, alen;
+  if (hp->p.method == HTTP_CONNECT || n == 0 || u[0] == '/' ||
+      (n == 1 && u[0] == '*'))
+    return 1; /* origin-form, asterisk-form, authority-form */
+  a = (const char *)memchr(u, ':', n);
+  if (a == NULL || (size_t)(u + n - a) < 3 || a[1] != '/' || a[2] != '/')
+    return 0;
+  a += 3;
+  for (e = a; e < u + n && *e != '/' && *e != '?' && *e != '#'; e++)
+    if (*e == '@')
+      return 0;
+  alen = (size_t)(e - a);
+  if (hosts == 0) /* no Host: HTTP/1.0 may (the handler sees none) */
+    return !(hp->p.http_major == 1 && hp->p.http_minor >= 1);
+  return alen > 0 && host.len == alen && ieqn(b + host.off, a, alen);
+}
+
+
 static int check_names(hparser *hp, char *b) {
   uint32_t i, j;
   int hosts = 0;
+  hspan host = {0, 0};
   for (i = 0; i < hp->nh; i++) {
     hspan f = hp->h[2 * i];
     for (j = 0; j < f.len; j++) {
@@ -1239,6 +1293,8 @@ static int check_names(hparser *hp, char *b) {
       hp->status = 400;
       return -1;
     }
+    if (f.len == 4 && hosts == 1 && memcmp(b + f.off, "host", 4) == 0)
+      host = trim(b, hp->h[2 * i + 1]);
     if (f.len == 6 && memcmp(b + f.off, "expect", 6) == 0 &&
         hp->p.type == HTTP_REQUEST) {
       hspan v = trim(b, hp->h[2 * i + 1]);
@@ -1246,6 +1302,11 @@ static int check_names(hparser *hp, char *b) {
                        ? 1
                        : 2;
     }
+  }
+  if (hp->p.type == HTTP_REQUEST && !target_host_ok(hp, b, host, hosts)) {
+    hp->phase = PH_ERROR;
+    hp->status = 400;
+    return -1;
   }
   return 1;
 }

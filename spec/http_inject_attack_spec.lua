@@ -236,6 +236,39 @@ describe("green.http.serve's request line", function()
       stop()
     end)
   end)
+
+  -- An absolute-form target names the site (RFC 9112 3.2.2: the server
+  -- uses it, not Host); the handler reads Host and the path. A front end
+  -- routing by the target and a handler reading Host must not disagree:
+  -- Host must be the target's authority (as a client must send it).
+  it("is refused in the absolute form unless Host is its authority",
+     function()
+    green_run(function()
+      local port, served, stop = path_server()
+      for _, head in ipairs {
+        "GET http://evil.example/x HTTP/1.1\r\nHost: good.example",
+        "GET http://a.example:8080/x HTTP/1.1\r\nHost: a.example",
+        "GET http://a.example/x HTTP/1.1\r\nHost: a.example:80",
+        "GET http://u@a.example/x HTTP/1.1\r\nHost: u@a.example",
+        "GET http://a.example/x HTTP/1.1\r\nX: no host",
+        "GET http:/a.example/x HTTP/1.1\r\nHost: a.example",
+      } do
+        assert_refused(port, served, head .. "\r\n\r\n")
+      end
+      -- the authority as Host (any case), with a port, a query, no path;
+      -- HTTP/1.0 without Host
+      local r = h.raw_exchange(port,
+        "GET http://A.Example/abs HTTP/1.1\r\nHost: a.example\r\n\r\n"
+        .. "GET http://a.example:8080/p?q HTTP/1.1\r\n"
+        .. "Host: a.example:8080\r\n\r\n"
+        .. "GET https://a.example?q HTTP/1.1\r\nHost: a.example\r\n\r\n"
+        .. "GET http://a.example/ten HTTP/1.0\r\n\r\n")
+      assert.matches("served /abs.*served /p.*served /.*served /ten$", r)
+      assert.are.same({ "/abs", "/p", "/", "/ten" },
+                      { table.unpack(served, #served - 3) })
+      stop()
+    end)
+  end)
 end)
 
 describe("green.http client's framing of its request body", function()
