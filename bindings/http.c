@@ -1269,9 +1269,28 @@ static int target_host_ok(hparser *hp, const char *b, hspan host,
 }
 
 
+/* How many of the comma-separated codings of 'v' are "chunked". */
+static int count_chunked(const char *b, hspan v) {
+  uint32_t i = 0, n = 0;
+  while (i <= v.len) {
+    uint32_t j = i;
+    hspan t;
+    while (j < v.len && b[v.off + j] != ',')
+      j++;
+    t.off = v.off + i;
+    t.len = j - i;
+    t = trim(b, t);
+    if (ieq(b + t.off, t.len, "chunked"))
+      n++;
+    i = j + 1;
+  }
+  return (int)n;
+}
+
+
 static int check_names(hparser *hp, char *b) {
   uint32_t i, j;
-  int hosts = 0;
+  int hosts = 0, chunked = 0;
   hspan host = {0, 0};
   for (i = 0; i < hp->nh; i++) {
     hspan f = hp->h[2 * i];
@@ -1295,6 +1314,16 @@ static int check_names(hparser *hp, char *b) {
     }
     if (f.len == 4 && hosts == 1 && memcmp(b + f.off, "host", 4) == 0)
       host = trim(b, hp->h[2 * i + 1]);
+    /* chunked twice, over two Transfer-Encoding lines (the parser refuses
+       it in one): one framing for a front end that decodes it twice or
+       takes the first line, another here (RFC 9112 6.1: never applied
+       more than once) */
+    if (f.len == 17 && memcmp(b + f.off, "transfer-encoding", 17) == 0 &&
+        (chunked += count_chunked(b, hp->h[2 * i + 1])) > 1) {
+      hp->phase = PH_ERROR;
+      hp->status = 400;
+      return -1;
+    }
     if (f.len == 6 && memcmp(b + f.off, "expect", 6) == 0 &&
         hp->p.type == HTTP_REQUEST) {
       hspan v = trim(b, hp->h[2 * i + 1]);

@@ -201,6 +201,51 @@ local function assert_refused(port, served, head)
   assert.are.equal(before, #served, head)
 end
 
+describe("chunked given twice, over two Transfer-Encoding lines", function()
+  -- libhttp-parser refuses "chunked, chunked" in one line, but took it
+  -- from two and decoded once: a front end that decodes it twice, or
+  -- reads the first line alone, frames the message otherwise (RFC 9112
+  -- 6.1: chunked is never applied more than once).
+  local TWICE = "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"
+
+  it("is refused by the server, the request after it unread", function()
+    green_run(function()
+      local port, served, stop = path_server()
+      assert_refused(port, served, "POST /twice HTTP/1.1\r\nHost: a\r\n"
+        .. TWICE .. "\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+      assert_refused(port, served, "POST /twice HTTP/1.1\r\nHost: a\r\n"
+        .. "Transfer-Encoding: gzip, chunked\r\nTransfer-Encoding: "
+        .. "chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+      -- once, in either spelling, stays taken
+      local r = h.raw_exchange(port, "POST /once HTTP/1.1\r\nHost: a\r\n"
+        .. "Transfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n\r\n"
+        .. "3\r\nabc\r\n0\r\n\r\n"
+        .. "GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+      assert.matches("served /once.*served /after$", r)
+      stop()
+    end)
+  end)
+
+  it("is a bad response to the client, its connection not pooled",
+     function()
+    green_run(function()
+      local port, st = h.raw_server(function(c)
+        repeat local l = c:receive("*l") until l == "" or not l
+        c:send("HTTP/1.1 200 OK\r\n" .. TWICE .. "\r\n\r\n"
+               .. "3\r\nabc\r\n0\r\n\r\n")
+        c:receive("*a")
+      end)
+      local client = green.http.Client()
+      local r, err = client:get("http://127.0.0.1:" .. port .. "/")
+      assert.is_nil(r)
+      assert.are.equal("bad response", err)
+      for _, p in pairs(client.pools) do assert.are.equal(0, #p.idle) end
+      client:close()
+      st.stop()
+    end)
+  end)
+end)
+
 describe("green.http.serve's request line", function()
   it("is refused with HTAB, VT or FF in the target, or two SP before it",
      function()
