@@ -1061,8 +1061,9 @@ describe("green.http.serve", function()
       local stopper = green.spawn(stop)
       -- the idle keep-alive connection is closed at once
       local got = { idle:receive("*a") }
-      assert.are.same({ nil, "closed", "" }, got,
-                      got[2] ~= "closed" and threads_now() or nil)
+      assert.are.same({ nil, "closed", "" }, got, got[2] ~= "closed"
+        and ("client %s, serve %s\n%s"):format(tostring(idle),
+          gt:status(), threads_now()) or nil)
       assert.is_false(gt:dead())
       release:send()
       local r = busy:receive("*a")
