@@ -1659,7 +1659,11 @@ describe("green.fs across green.fork: a completed read", function()
         holds[i] = fifo()
         held[i] = green.spawn(function() return fs.open(holds[i], "r") end)
       end
-      while fs.stats().inflight < n - 1 do green.sleep(0.001) end
+      local until_t = green.now() + 20 -- a bounded wait
+      while fs.stats().inflight < n - 1 do
+        assert(green.now() < until_t, "the FIFO opens never all started")
+        green.sleep(0.001)
+      end
       local reader = green.spawn(function() return r1:read("l") end)
       local p2 = fifo()
       local opener = green.spawn(function() return fs.open(p2, "r") end)

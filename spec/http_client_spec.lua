@@ -49,11 +49,17 @@ describe("green.http client", function()
   it("bounds the connections per host with max_per_host", function()
     green_run(function()
       local conns, inside, most = {}, 0, 0
+      local both = green.Event() -- two handlers at once, however slow
       local base, stop = start(function(req)
         conns[req.remote_addr] = true
         inside = inside + 1
         most = math.max(most, inside)
-        green.sleep(0.02)
+        if inside == 2 and not both:ready() then both:send() end
+        -- the first requests wait for each other: a bounded wait, which
+        -- fails if the client never has two going (not a sleep whose
+        -- overlap a slow machine could miss)
+        both:wait(20)
+        assert(both:ready(), "never two requests at once")
         inside = inside - 1
         return 200, nil, "ok"
       end)
@@ -106,7 +112,7 @@ describe("green.http client", function()
           return ("piece%d|"):format(i)
         end
       end)
-      local client = green.http.Client { max_per_host = 1 }
+      local client = green.http.Client { max_per_host = 2 }
       for round = 1, 3 do
         do
           local r <close> = assert(client:request {

@@ -37,6 +37,14 @@ end
 -- closes the listener and waits for serve to return) and the thread.
 local start = h.http_serve
 
+-- green.debug.dump's text: the live threads, what each waits in, where
+-- (for a failure's message: where a stop that did not happen stands).
+local function threads_now()
+  local parts = {}
+  green.debug.dump({ write = function(_, text) parts[#parts + 1] = text end })
+  return table.concat(parts)
+end
+
 local function hello(req)
   return 200, { ["Content-Type"] = "text/plain" },
     "hello " .. req.method .. " " .. req.path
@@ -1039,9 +1047,11 @@ describe("green.http.serve", function()
           release:wait()
         end
         return 200, nil, "done " .. req.path
-      end)
+      end, { keepalive_timeout = 3600 })
+      -- No socket timeout of its own: green_run's deadline bounds the
+      -- waits (failing with a dump of the threads), and the keep-alive
+      -- timeout is past it, so only the stop can close the idle one.
       local idle = assert(green.connect("127.0.0.1", port))
-      idle:settimeout(20)
       idle:send("GET /1 HTTP/1.1\r\n\r\n")
       assert.are.equal("HTTP/1.1 200 OK", idle:receive())
       repeat local l = idle:receive() until l == ""
@@ -1052,7 +1062,10 @@ describe("green.http.serve", function()
       entered:wait()
       local stopper = green.spawn(stop)
       -- the idle keep-alive connection is closed at once
-      assert.are.same({ nil, "closed", "" }, { idle:receive("*a") })
+      local got = { idle:receive("*a") }
+      assert.are.same({ nil, "closed", "" }, got, got[2] ~= "closed"
+        and ("client %s, serve %s\n%s"):format(tostring(idle),
+          gt:status(), threads_now()) or nil)
       assert.is_false(gt:dead())
       release:send()
       local r = busy:receive("*a")

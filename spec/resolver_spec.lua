@@ -343,7 +343,7 @@ describe("green.resolver", function()
       assert(u:setsockname("127.0.0.1", 0))
       local _, port = u:getsockname()
       green.resolver.setup{ servers = { "127.0.0.1:" .. port },
-                            timeout = 60, tries = 1 }
+                            timeout = 3600, tries = 1 }
       local main, threads = green.getcurrent(), {}
       for i = 1, 200 do
         threads[i] = green.spawn(green.getaddrinfo, "s" .. i .. ".test")
@@ -357,15 +357,14 @@ describe("green.resolver", function()
         for i = 2, 200, 2 do threads[i]:kill() end
       end)
     ]]
-    local t0 = green.now()
+    -- The resolver's timeout (an hour) is far past the subprocess's bound
+    -- (helper.subprocess_timeout): a process that waited for its lookups
+    -- would be killed (code 124), so no clock is read here.
     local out, err, code = helper.greenlua_run(script)
-    local elapsed = green.now() - t0
     assert.are.equal(0, code, err)
     assert.matches("waiting%s+200", out)
     -- the 100 killed ones were still in flight when the chunk ended
     assert.matches("abandoned%s+100", out)
-    -- far sooner than the resolver's 60 s timeout
-    assert.is_true(elapsed < 30, "exited after " .. elapsed .. " s")
   end)
 
   it("says 'too many open files' when it cannot open a socket", function()

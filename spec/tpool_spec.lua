@@ -621,7 +621,11 @@ for i = 1, 8 do print((ts[i]:wait():gsub("\n.*", ""))) end
       local caller = green.spawn(green.tpool.execute, function()
         while true do end -- never ends
       end)
-      while green.tpool.stats().busy == 0 do green.sleep(0.001) end
+      local limit = green.now() + 20 -- a bounded wait
+      while green.tpool.stats().busy == 0 do
+        assert(green.now() < limit, "the task never started")
+        green.sleep(0.001)
+      end
       caller:kill()
       print("abandoned", green.tpool.stats().abandoned)
     ]])
@@ -658,7 +662,11 @@ for i = 1, 8 do print((ts[i]:wait():gsub("\n.*", ""))) end
       local b = green.spawn(green.tpool.execute, function()
         while true do end
       end)
-      while green.tpool.stats().busy < 2 do green.sleep(0.001) end
+      local limit = green.now() + 20 -- a bounded wait
+      while green.tpool.stats().busy < 2 do
+        assert(green.now() < limit, "the two tasks never both started")
+        green.sleep(0.001)
+      end
       a:kill()
       b:kill()
       print("both abandoned")

@@ -324,15 +324,25 @@ describe("greenlua", function()
       "local t = green.spawn(function() green.sleep(30) end)",
       "t.name = 'sleeper'",
       "io.stdout:write('ready\\n'); io.stdout:flush()",
-      "green.sleep(0.3)",
+      -- until the shell has seen the dump (a bounded wait: 30 s)
+      "local go = arg[1] .. '.go'",
+      "for _ = 1, 3000 do",
+      "  local f = io.open(go)",
+      "  if f then f:close(); break end",
+      "  green.sleep(0.01)",
+      "end",
       "t:kill()",
       "print('still running')",
       "EOF",
-      "$bin $f > $f.out &",
+      "$bin $f $f > $f.out 2> $f.err &",
       "pid=$!",
-      "for i in $(seq 1 500); do [ -s $f.out ] && break; sleep 0.01; done",
+      "for i in $(seq 1 3000); do [ -s $f.out ] && break; sleep 0.01; done",
       "kill -QUIT $pid",
-      "wait $pid; echo \"rc=$?\"; cat $f.out; rm -f $f $f.out",
+      "for i in $(seq 1 3000); do grep -q \"'sleeper' suspended\" $f.err "
+        .. "&& break; sleep 0.01; done",
+      "touch $f.go",
+      "wait $pid; echo \"rc=$?\"; cat $f.out; cat $f.err >&2",
+      "rm -f $f $f.out $f.err $f.go",
     }, "\n"))
     assert.are.equal(0, code, err)
     assert.matches("rc=0\nready\nstill running\n", out)
