@@ -239,6 +239,22 @@ static int close_step(gfile *f) {
 }
 
 
+/* Write the rest of the buffer, [wdone, wlen), on this thread (write(2):
+   no hub to run it), as far as it goes; the buffer is empty after. For
+   the ends that run no callback: a closed hub's, exit()'s. */
+static void write_rest(gfile *f) {
+  while (f->fd >= 0 && f->wdone < f->wlen) {
+    ssize_t n = write(f->fd, f->wbuf + f->wdone, f->wlen - f->wdone);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    f->wdone += (size_t)n;
+  }
+  f->wlen = f->wdone = 0;
+}
+
+
 /* The closing sequence is over: the closer frees the record, or it is
    freed here if nobody waits for it. */
 static void close_end(gfile *f) {
@@ -261,12 +277,7 @@ static void start_closing(gfile *f) {
   if (f->busy != OP_NONE)
     return; /* file_cb goes on */
   if (f->hub->loop.data == NULL) { /* the hub is closed: finish here */
-    while (f->fd >= 0 && f->wlen > f->wdone) {
-      ssize_t n = write(f->fd, f->wbuf + f->wdone, f->wlen - f->wdone);
-      if (n <= 0)
-        break;
-      f->wdone += (size_t)n;
-    }
+    write_rest(f);
     if (f->fd >= 0)
       close(f->fd);
     file_free(f);
@@ -1794,15 +1805,7 @@ static void exit_writes(gl_link_t *head) {
     if (t->req->result <= 0)
       continue; /* failed: the rest is dropped, as file_cb drops it */
     f->wdone += (size_t)t->req->result;
-    while (f->fd >= 0 && f->wdone < f->wlen) {
-      ssize_t n = write(f->fd, f->wbuf + f->wdone, f->wlen - f->wdone);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        break;
-      f->wdone += (size_t)n;
-    }
-    f->wlen = f->wdone = 0;
+    write_rest(f);
     t->req->result = 0; /* counted: never twice */
   }
 }
@@ -1821,17 +1824,8 @@ static void exit_flush(gl_link_t *head) {
   gl_link_t *l;
   for (l = head->next; l != head; l = l->next) {
     gfile *f = GL_CONTAINER(l, gfile, alive);
-    if (f->busy != OP_NONE || f->fd < 0 || f->werr != 0)
-      continue;
-    while (f->wdone < f->wlen) {
-      ssize_t n = write(f->fd, f->wbuf + f->wdone, f->wlen - f->wdone);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        break;
-      f->wdone += (size_t)n;
-    }
-    f->wlen = f->wdone = 0;
+    if (f->busy == OP_NONE && f->werr == 0)
+      write_rest(f);
   }
 }
 

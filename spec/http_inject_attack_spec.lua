@@ -21,6 +21,17 @@ local function recorder()
   return "http://127.0.0.1:" .. port, st
 end
 
+-- A peer that answers each connection's request head with `answer` (a
+-- string, or a function of the connection's number giving one), then
+-- reads until the client closes: its port and state (st.n; st.stop()).
+local function answering(answer)
+  return h.raw_server(function(c, n)
+    repeat local l = c:receive("*l") until l == "" or not l
+    c:send(type(answer) == "function" and answer(n) or answer)
+    c:receive("*a")
+  end)
+end
+
 describe("green.http client against splitting its own request", function()
   it("refuses a method that is not a token, sends nothing", function()
     green_run(function()
@@ -65,12 +76,8 @@ describe("green.http client against splitting its own request", function()
       assert.are.equal(0, st.n)
       st.stop()
       -- a Location with an HTAB (a header value may hold one)
-      local port, rst = h.raw_server(function(c)
-        repeat local l = c:receive("*l") until l == "" or not l
-        c:send("HTTP/1.1 302 Found\r\nLocation: /a\tHTTP/1.1\r\n"
-               .. "Content-Length: 0\r\n\r\n")
-        c:receive("*a")
-      end)
+      local port, rst = answering("HTTP/1.1 302 Found\r\n"
+        .. "Location: /a\tHTTP/1.1\r\nContent-Length: 0\r\n\r\n")
       local client = green.http.Client()
       local r, err = client:get("http://127.0.0.1:" .. port .. "/")
       assert.is_nil(r)
@@ -157,12 +164,10 @@ describe("green.http's chunked framing", function()
   it("is refused in a response where it is not CRLF; not pooled",
      function()
     green_run(function()
-      local port, st = h.raw_server(function(c, n)
-        repeat local l = c:receive("*l") until l == "" or not l
-        c:send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-               .. BAD_CHUNKS[n] .. "HTTP/1.1 200 OK\r\n"
-               .. "Content-Length: 5\r\n\r\nsmugl")
-        c:receive("*a")
+      local port, st = answering(function(n)
+        return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          .. BAD_CHUNKS[n] .. "HTTP/1.1 200 OK\r\n"
+          .. "Content-Length: 5\r\n\r\nsmugl"
       end)
       local client = green.http.Client()
       for i = 1, #BAD_CHUNKS do
@@ -229,12 +234,8 @@ describe("chunked given twice, over two Transfer-Encoding lines", function()
   it("is a bad response to the client, its connection not pooled",
      function()
     green_run(function()
-      local port, st = h.raw_server(function(c)
-        repeat local l = c:receive("*l") until l == "" or not l
-        c:send("HTTP/1.1 200 OK\r\n" .. TWICE .. "\r\n\r\n"
-               .. "3\r\nabc\r\n0\r\n\r\n")
-        c:receive("*a")
-      end)
+      local port, st = answering("HTTP/1.1 200 OK\r\n" .. TWICE
+        .. "\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
       local client = green.http.Client()
       local r, err = client:get("http://127.0.0.1:" .. port .. "/")
       assert.is_nil(r)

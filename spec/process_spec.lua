@@ -968,6 +968,16 @@ local function answer()
   c:settimeout(20)
   return c
 end
+-- a forked child that exits with `code` once the parent writes "go\n"
+-- (4 on anything else): its pid, and the parent's end of its connection
+local function go_child(code)
+  local pid = green.fork()
+  if pid == 0 then
+    local c = dial()
+    os.exit(c:receive("*l") == "go" and code or 4)
+  end
+  return pid, answer()
+end
 ]]
 
 -- LeakSanitizer's note in a forked child of a sanitized run (it knows the
@@ -1003,13 +1013,7 @@ print(show(process.wait(child, 30)))
   it("reaps a forked child that calls os.exit(3), green: the parent's "
      .. "hub runs meanwhile", function()
     forked([[
-local pid = green.fork()
-if pid == 0 then
-  local c = dial()
-  local go = c:receive("*l") -- the parent writes it while it waits
-  os.exit(go == "go" and 3 or 4)
-end
-local c = answer()
+local pid, c = go_child(3) -- "go" comes while the parent waits
 local ticks = 0
 -- if wait blocked the hub, this thread would never run and the child
 -- would never get its "go"
@@ -1041,13 +1045,7 @@ c:close()
   it("wait(pid, timeout) times out with nil, \"timeout\" and can be "
      .. "retried; several threads wait at once", function()
     forked([[
-local pid = green.fork()
-if pid == 0 then
-  local c = dial()
-  local line = c:receive("*l")
-  os.exit(line == "go" and 0 or 4)
-end
-local c = answer()
+local pid, c = go_child(0)
 print(show(process.wait(pid, 0)))
 print(show(process.wait(pid, 0.05)))
 print(show(process.wait(pid, 0.05)))
@@ -1075,12 +1073,7 @@ print(got[1], got[2], doomed:wait() == green.GreenletExit)
      .. "reused pid", function()
     forked([[
 local core = require "green.core"
-local pid = green.fork()
-if pid == 0 then
-  local c = dial()
-  os.exit(c:receive("*l") == "go" and 5 or 4)
-end
-local c = answer()
+local pid, c = go_child(5)
 local returned = false
 local w = green.spawn(function()
   local how, code = process.wait(pid, 30)
@@ -1110,12 +1103,7 @@ print("gone before its waiter ran:", gone)
   it("a waiter killed after its child ended, before it ran, leaves the "
      .. "status to the next wait", function()
     forked([[
-local pid = green.fork()
-if pid == 0 then
-  local c = dial()
-  os.exit(c:receive("*l") == "go" and 5 or 4)
-end
-local c = answer()
+local pid, c = go_child(5)
 local w = green.spawn(function() return process.wait(pid, 30) end)
 local steps = 0
 while w:status() ~= "suspended" and steps < 1e7 do
