@@ -203,12 +203,53 @@ static int trampoline_closing(lua_State *L) {
 }
 
 
+/*
+** A coroutine's first resume makes its first call's CallInfo and stack
+** room. Out of memory there, the thread died before its trampoline ran:
+** its closer (spawn_closing: green.serve's connection slot), its links
+** and its end hooks would never run. Such a coroutine still holds the
+** trampoline and its arguments, below the error: move them to a new
+** coroutine, to be resumed again. Called protected, with the thread.
+*/
+static int restart(lua_State *L) {
+  gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 1);
+  lua_State *co = t->L, *fresh;
+  int n = lua_gettop(co) - 1; /* [tramp, ud, pre..., fn, args..., error] */
+  fresh = lua_newthread(L);
+  if (!lua_checkstack(fresh, n))
+    return luaL_error(L, "not enough memory");
+  lgreen_pushthread(L, t);
+  lua_pushvalue(L, -2);
+  lua_setiuservalue(L, -2, LGREEN_UV_CO);
+  lua_pop(co, 1);
+  lua_xmove(co, fresh, n);
+  gl_mark_set(co, 0);
+  t->L = fresh;
+  gl_mark_set(fresh, t->slot);
+  t->nargs = n - 1;
+  return 0;
+}
+
+
 /* Called by the hub when a thread's coroutine has returned (or failed). */
 static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
                      int status) {
   lua_State *co = t->L;
+  lua_Debug ar;
   int ud;
   lua_checkstack(L, 8);
+  if (status != LUA_OK && !t->restarted && !lua_getstack(co, 0, &ar)) {
+    /* it never started: once more (see restart) */
+    t->restarted = 1;
+    lua_pushcfunction(L, restart);
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+      t->state = GL_NEW;
+      gl_ready(t);
+      return;
+    }
+    lua_pop(L, 1);
+  }
   lgreen_pushthread(L, t);
   ud = lua_gettop(L);
   if (status != LUA_OK) { /* escaped the trampoline: out of memory, ... */

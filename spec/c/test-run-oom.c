@@ -1,0 +1,429 @@
+/*
+** Allocation failures while green runs (test-hub-oom fails green.core's
+** loading). Each workload is a Lua chunk run on the main thread of a
+** state whose allocator counts the growing allocations the chunk makes
+** (its setup, the modules' loading, is not counted). A first run counts
+** them; then, for each N in turn, the chunk runs again with allocation N
+** failing, in two ways:
+**
+** - "one": allocation N fails for real, once (Lua retries a failed
+**   allocation after an emergency collection: the retry fails too), and
+**   memory is back after it;
+** - "all": every allocation from N on fails, through lua_close
+**   (memory exhausted: error paths and finalizers find none either).
+**
+** After each run the state is closed. What must hold: no crash and no
+** sanitizer report (the ASan build's LeakSanitizer checks after each
+** workload), the chunk succeeds or raises "not enough memory" (or, once
+** a green thread died of it, the main thread's "deadlock": what it
+** waited for will not come), lua_close returns (an alarm fails the test
+** with the workload and N instead of a hang) and frees every block of
+** the Lua heap.
+*/
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "../../bindings/green.h"
+
+#include "check.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define LEAK_CHECK() __lsan_do_recoverable_leak_check()
+#else
+#define LEAK_CHECK() 0
+#endif
+
+enum { M_COUNT, M_ONE, M_ALL };
+
+static int mode;          /* M_* */
+static int armed;         /* counting (the workload's body runs) */
+static long budget;       /* growing allocations before the one that fails */
+static long counted;      /* growing allocations while armed */
+static int failed;        /* the failure was injected */
+static void *retry_ptr;   /* M_ONE: the failed call, for its retry */
+static size_t retry_size;
+static int retry_pending;
+static long live;         /* bytes of the Lua heap */
+
+/* Called at each injected failure: a place for a debugger's breakpoint
+   (gdb -ex 'break injected', with GREENLUA_OOM_ONLY and GREENLUA_OOM_AT). */
+__attribute__((noinline)) static void injected(void) {
+  __asm__ volatile("");
+}
+
+
+static void *limited(void *ud, void *ptr, size_t osize, size_t nsize) {
+  size_t old = ptr != NULL ? osize : 0;
+  void *p;
+  (void)ud;
+  if (nsize == 0) {
+    free(ptr);
+    live -= (long)old;
+    return NULL;
+  }
+  if (armed && nsize > old) {
+    counted++;
+    if (retry_pending) { /* Lua's retry after its emergency collection */
+      retry_pending = 0;
+      if (ptr == retry_ptr && nsize == retry_size) {
+        injected();
+        return NULL;
+      }
+    }
+    if (mode == M_ALL && failed)
+      return NULL;
+    if (mode != M_COUNT && budget-- == 0) {
+      failed = 1;
+      retry_pending = mode == M_ONE;
+      retry_ptr = ptr;
+      retry_size = nsize;
+      injected();
+      return NULL;
+    }
+  }
+  p = realloc(ptr, nsize);
+  if (p != NULL)
+    live += (long)nsize - (long)old;
+  return p;
+}
+
+
+static const char setup[] =
+    "package.path = '" GREENLUA_SOURCE_DIR "/lua/?.lua;" GREENLUA_SOURCE_DIR
+    "/lua/?/init.lua;' .. package.path\n"
+    "green = require 'green'\n"
+    "green.on_error(function() end)\n"
+    /* a Timeout's or a kill's error, else raised again */
+    "function expect_timeout(ok, err, ...)\n"
+    "  if ok or green.is_timeout(err) or err == green.GreenletExit then\n"
+    "    return ok, err, ...\n"
+    "  end\n"
+    "  error(err, 0)\n"
+    "end\n"
+    /* gt's error raised in the main thread, wherever it waits (a peer
+       that died leaves it waiting for what the peer would have done) */
+    "local main = green.getcurrent()\n"
+    "function guard(gt)\n"
+    "  gt:link(function(t)\n"
+    "    local ok, err = pcall(t.wait, t)\n"
+    "    if not ok then main:kill(err) end\n"
+    "  end)\n"
+    "  return gt\n"
+    "end\n";
+
+typedef struct {
+  const char *name;
+  const char *setup; /* not counted: loads what the body uses */
+  const char *body;
+} workload;
+
+static const workload workloads[] = {
+    {"threads", "",
+     "local t = green.spawn(function(a) green.sleep(0) return a end, 1)\n"
+     "local t2 = green.spawn_after(0, function() green.sleep(0.001) end)\n"
+     "local t3 = green.spawn(function() green.sleep(10) end)\n"
+     "local t4 = green.spawn_after(10, function() end)\n"
+     "t3:link(function(gt, x) return x end, 'x')\n"
+     "t3.name = 'sleeper'\n"
+     "green.spawn_n(function() green.sleep(0) end)\n"
+     "green.sleep(0)\n"
+     "t3:kill()\n"
+     "t4:cancel()\n"
+     "do\n"
+     "  local to <close> = green.Timeout(0.001)\n"
+     "  expect_timeout(pcall(green.sleep, 1))\n"
+     "end\n"
+     "expect_timeout(pcall(green.with_timeout, 0.001, green.sleep, 1))\n"
+     "local co = coroutine.wrap(function(a)\n"
+     "  green.sleep(0) local b = coroutine.yield(a) return b end)\n"
+     "co(1) co(2)\n"
+     "assert(t:wait() == 1)\n"
+     "t2:wait()\n"
+     "green.run()\n"},
+    {"sync", "",
+     "local ev, sem = green.Event(), green.Semaphore(0)\n"
+     "local q, pq = green.Queue(1), green.PriorityQueue(2, function(a, b)\n"
+     "  return a < b end)\n"
+     "local getter = green.spawn(function() return q:get() + q:get() end)\n"
+     "local waiter = green.spawn(function() return ev:wait() end)\n"
+     "local holder = green.spawn(function() sem:acquire() sem:release() end)\n"
+     "local blocked = green.spawn(function() return ev:wait() end)\n"
+     "green.sleep(0)\n"
+     "q:put(1) q:put(2)\n"
+     "blocked:kill()\n"
+     "ev:send('v')\n"
+     "sem:release()\n"
+     "pq:put(3) pq:put(1)\n"
+     "assert(pq:get() == 1 and pq:get() == 3)\n"
+     "assert(not sem:acquire(true, 0.001) or true)\n"
+     "assert(select(2, expect_timeout(pcall(q.get, q, true, 0.001))) ~= nil\n"
+     "       or true)\n"
+     "assert(getter:wait() == 3 and waiter:wait() == 'v')\n"
+     "holder:wait()\n"},
+    {"tcp", "",
+     "local server = assert(green.listen('127.0.0.1', 0))\n"
+     "local _, port = server:getsockname()\n"
+     "local peer = guard(green.spawn(function()\n"
+     "  local c = assert(server:accept())\n"
+     "  local line = assert(c:receive())\n"
+     "  assert(c:send(line:upper() .. '\\n'))\n"
+     "  local n = assert(c:receive(5))\n"
+     "  c:close()\n"
+     "  return n\n"
+     "end))\n"
+     "local c = assert(green.connect('127.0.0.1', port))\n"
+     "assert(c:send('hello\\n'))\n"
+     "assert(c:receive() == 'HELLO')\n"
+     "c:settimeout(0.001)\n"
+     "assert(select(2, c:receive(1)) == 'timeout')\n"
+     "c:settimeout(nil)\n"
+     "assert(c:send('12345'))\n"
+     "assert(peer:wait() == '12345')\n"
+     "c:receive('*a')\n"
+     "c:close() server:close()\n"},
+    {"udp", "",
+     "local a, b = green.udp(), green.udp()\n"
+     "assert(a:setsockname('127.0.0.1', 0))\n"
+     "local _, port = a:getsockname()\n"
+     "local r = green.spawn(function() return a:receivefrom() end)\n"
+     "assert(b:sendto('ping', '127.0.0.1', port))\n"
+     "assert(r:wait() == 'ping')\n"
+     "a:settimeout(0.001)\n"
+     "assert(select(2, a:receive()) == 'timeout')\n"
+     "a:close() b:close()\n"},
+    {"http", "http = require 'green.http'",
+     "local server = assert(green.listen('127.0.0.1', 0))\n"
+     "local _, port = server:getsockname()\n"
+     "local st = green.spawn(http.serve, server, function(req)\n"
+     "  return 200, {['x-a'] = 'b', ['set-cookie'] = {'1', '2'}},\n"
+     "    req.method .. ' ' .. req.path .. ' ' .. (req.headers.host or '')\n"
+     "end)\n"
+     "local c = assert(green.connect('127.0.0.1', port))\n"
+     "assert(c:send('GET /p?q=1 HTTP/1.1\\r\\nHost: h\\r\\n'\n"
+     "  .. 'Connection: close\\r\\n\\r\\n'))\n"
+     "local resp = assert(c:receive('*a'))\n"
+     "assert(resp:find('GET /p h', 1, true), resp)\n"
+     "c:close() server:close()\n"
+     "st:wait()\n"},
+    {"ws", "http = require 'green.http'",
+     "local server = assert(green.listen('127.0.0.1', 0))\n"
+     "local _, port = server:getsockname()\n"
+     "local st = green.spawn(http.serve, server, function(req)\n"
+     "  local ws = assert(req:upgrade_websocket())\n"
+     "  local m = assert(ws:receive())\n"
+     "  assert(ws:send(m:rep(2), 'binary'))\n"
+     "  assert(ws:receive() == nil)\n"
+     "end)\n"
+     "local ws = assert(http.websocket('ws://127.0.0.1:' .. port .. '/'))\n"
+     "assert(ws:send('abc'))\n"
+     "assert(ws:receive() == 'abcabc')\n"
+     "ws:close()\n"
+     "server:close()\n"
+     "st:wait()\n"},
+    {"fs", "",
+     "local dir = os.getenv('TMPDIR') or '/tmp'\n"
+     "local path = dir .. '/greenlua-run-oom-' .. green.process.getpid()\n"
+     "local ok, err = pcall(function()\n"
+     "  assert(green.fs.writefile(path, 'abc\\ndef\\n'))\n"
+     "  assert(green.fs.readfile(path) == 'abc\\ndef\\n')\n"
+     "  local f = assert(green.fs.open(path, 'a+'))\n"
+     "  assert(f:write('x', 1))\n"
+     "  assert(f:seek('set', 0) == 0)\n"
+     "  assert(f:read('l') == 'abc')\n"
+     "  f:close()\n"
+     "  assert(green.fs.stat(path).size == 10)\n"
+     "  assert(green.tpool.execute(function(a) return a + 1 end, 1) == 2)\n"
+     "end)\n"
+     "os.remove(path)\n"
+     "assert(ok, err)\n"},
+    {"process", "",
+     "local ok, out = green.process.run({'/bin/echo', 'hi'})\n"
+     "assert(ok and out == 'hi\\n')\n"
+     "local p = green.process.spawn({'/bin/cat', stdin = 'pipe',\n"
+     "  stdout = 'pipe'})\n"
+     "assert(p.stdin:send('x'))\n"
+     "p.stdin:close()\n"
+     "assert(p.stdout:receive('*a') == 'x')\n"
+     "assert(p:wait() == 'exit')\n"},
+    {"gc",
+     /* finalizers that use green from the middle of the operations */
+     "ev = green.Event()\n"
+     "sem = green.Semaphore(0)\n"
+     "q = green.Queue()\n"
+     "mt = {__gc = function(o)\n"
+     "  pcall(green.spawn, function() end)\n"
+     "  pcall(green.sleep, 0)\n"
+     "  pcall(ev.send, ev, o.n)\n"
+     "  pcall(sem.release, sem)\n"
+     "  pcall(q.put, q, o.n)\n"
+     "  pcall(green.Timeout, 1)\n"
+     "  pcall(green.kill, o.t)\n"
+     "end}\n",
+     "local ts = {}\n"
+     "for i = 1, 20 do\n"
+     "  ts[i] = green.spawn(function() ev:wait() green.sleep(0) end)\n"
+     "  setmetatable({n = i, t = ts[i]}, mt)\n"
+     "  collectgarbage('step', 1)\n"
+     "  green.sleep(0)\n"
+     "end\n"
+     "collectgarbage()\n"
+     "if not ev:ready() then ev:send('v') end\n"
+     "for _, t in ipairs(ts) do t:wait() end\n"},
+};
+
+#define NWORKLOADS ((int)(sizeof(workloads) / sizeof(workloads[0])))
+
+static const char *current;
+static long current_n;
+static int current_mode;
+static green_hub *hub;   /* the running state's, in M_ALL */
+static int interrupted;  /* M_ALL: the first alarm interrupted the chunk */
+
+static void arm_alarm(long ms) {
+  struct itimerval it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000}};
+  setitimer(ITIMER_REAL, &it, NULL);
+}
+
+
+/* In M_ALL a chunk may wait for good for a green thread that died of it
+   (with no memory even to run its links): the first alarm interrupts it
+   as Ctrl-C does; any other alarm fails the test. */
+static void on_alarm(int sig) {
+  char msg[160];
+  int len;
+  (void)sig;
+  if (current_mode == M_ALL && hub != NULL && !interrupted) {
+    interrupted = 1;
+    green_interrupt(hub);
+    arm_alarm(10000);
+    return;
+  }
+  len = snprintf(msg, sizeof(msg), "test-run-oom: %s, %s, allocation %ld: "
+                 "hangs\n", current, current_mode == M_ALL ? "all" : "one",
+                 current_n);
+  if (len > 0)
+    (void)!write(2, msg, (size_t)len);
+  _exit(3);
+}
+
+
+static int open_core(lua_State *L) {
+  luaL_requiref(L, "green.core", luaopen_green_core, 0);
+  return 0;
+}
+
+
+/* Runs workload w in mode m with allocation n failing; the count of
+   growing allocations its body made, or -1 when it failed the test. */
+static long run(const workload *w, int m, long n) {
+  lua_State *L;
+  long made;
+  int r, bad = 0;
+  current = w->name;
+  current_n = n;
+  current_mode = m;
+  hub = NULL;
+  interrupted = 0;
+  mode = M_COUNT;
+  armed = 0;
+  failed = 0;
+  retry_pending = 0;
+  L = lua_newstate(limited, NULL);
+  luaL_openlibs(L);
+  lua_pushcfunction(L, open_core);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK || luaL_dostring(L, setup) != LUA_OK ||
+      luaL_dostring(L, w->setup) != LUA_OK) {
+    fprintf(stderr, "%s: setup: %s\n", w->name, lua_tostring(L, -1));
+    lua_close(L);
+    CHECK(0);
+    return -1;
+  }
+  if (luaL_loadbuffer(L, w->body, strlen(w->body), w->name) != LUA_OK) {
+    fprintf(stderr, "%s: %s\n", w->name, lua_tostring(L, -1));
+    lua_close(L);
+    CHECK(0);
+    return -1;
+  }
+  if (m == M_ALL)
+    hub = green_interruptible(L);
+  arm_alarm(m == M_ALL ? 250 : 10000);
+  mode = m;
+  budget = n;
+  counted = 0;
+  armed = 1;
+  r = lua_pcall(L, 0, 0, 0);
+  made = counted;
+  if (m != M_ALL)
+    armed = 0;
+  if (r != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    int ok = failed && msg != NULL &&
+             (strstr(msg, "not enough memory") != NULL ||
+              strstr(msg, "deadlock") != NULL ||
+              (interrupted && strstr(msg, "interrupted!") != NULL));
+    if (!ok) {
+      fprintf(stderr, "%s, %s, allocation %ld: %s\n", w->name,
+              m == M_ALL ? "all" : m == M_ONE ? "one" : "count", n,
+              msg != NULL ? msg : "(not a string)");
+      bad = 1;
+    }
+  }
+  lua_close(L);
+  armed = 0;
+  hub = NULL;
+  arm_alarm(0);
+  if (live != 0) {
+    fprintf(stderr, "%s, allocation %ld: %ld bytes of the Lua heap left\n",
+            w->name, n, live);
+    bad = 1;
+    live = 0;
+  }
+  CHECK(!bad);
+  return bad ? -1 : made;
+}
+
+
+/* GREENLUA_OOM_ONLY=name runs that workload alone; GREENLUA_OOM_AT=n
+   (with it) only allocation n, in both modes. */
+static void test_workloads(void) {
+  const char *only = getenv("GREENLUA_OOM_ONLY");
+  const char *at = getenv("GREENLUA_OOM_AT");
+  int i;
+  for (i = 0; i < NWORKLOADS; i++) {
+    const workload *w = &workloads[i];
+    long count, n, from = 0, to;
+    int m;
+    if (only != NULL && strcmp(only, w->name) != 0)
+      continue;
+    count = run(w, M_COUNT, 0);
+    if (count < 0)
+      continue;
+    to = count;
+    if (at != NULL) {
+      from = atol(at);
+      to = from + 1;
+    }
+    fprintf(stderr, "%s: %ld allocations\n", w->name, count);
+    for (m = M_ONE; m <= M_ALL; m++)
+      for (n = from; n < to; n++)
+        run(w, m, n);
+    if (LEAK_CHECK()) {
+      fprintf(stderr, "%s: leaks (above)\n", w->name);
+      CHECK(0);
+    }
+  }
+}
+
+
+int main(void) {
+  signal(SIGALRM, on_alarm);
+  RUN(test_workloads);
+  return check_done();
+}
