@@ -287,6 +287,7 @@ static long current_n;
 static int current_mode;
 static green_hub *hub;   /* the running state's, in M_ALL */
 static int interrupted;  /* M_ALL: the first alarm interrupted the chunk */
+static long ninterrupted; /* runs interrupted so, of the workload */
 
 static void arm_alarm(long ms) {
   struct itimerval it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000}};
@@ -303,6 +304,7 @@ static void on_alarm(int sig) {
   (void)sig;
   if (current_mode == M_ALL && hub != NULL && !interrupted) {
     interrupted = 1;
+    ninterrupted++;
     green_interrupt(hub);
     arm_alarm(10000);
     return;
@@ -414,10 +416,12 @@ static void test_workloads(void) {
       from = atol(at);
       to = from + 1;
     }
-    fprintf(stderr, "%s: %ld allocations\n", w->name, count);
+    ninterrupted = 0;
     for (m = M_ONE; m <= M_ALL; m++)
       for (n = from; n < to; n++)
         run(w, m, n);
+    fprintf(stderr, "%s: %ld allocations, %ld runs interrupted\n", w->name,
+            count, ninterrupted);
     if (LEAK_CHECK()) {
       fprintf(stderr, "%s: leaks (above)\n", w->name);
       CHECK(0);
