@@ -241,9 +241,15 @@ static const workload workloads[] = {
      "  assert(f:read('l') == 'abc')\n"
      "  f:close()\n"
      "  assert(green.fs.stat(path).size == 10)\n"
+     "  assert(green.fs.realpath(path))\n"
+     "  assert(green.fs.mkdir(path .. '.d'))\n"
+     "  assert(green.fs.writefile(path .. '.d/f', ''))\n"
+     "  assert(green.fs.scandir(path .. '.d')[1] == 'f')\n"
+     "  assert(green.fs.unlink(path .. '.d/f'))\n"
+     "  assert(green.fs.rmdir(path .. '.d'))\n"
      "  assert(green.tpool.execute(function(a) return a + 1 end, 1) == 2)\n"
      "end)\n"
-     "os.remove(path)\n"
+     "os.remove(path) os.remove(path .. '.d/f') os.remove(path .. '.d')\n"
      "assert(ok, err)\n"},
     {"process", "",
      "local ok, out = green.process.run({'/bin/echo', 'hi'})\n"
