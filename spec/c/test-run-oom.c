@@ -20,6 +20,7 @@
 ** with the workload and N instead of a hang) and frees every block of
 ** the Lua heap.
 */
+#include <execinfo.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,48 @@ static size_t retry_size;
 static int retry_pending;
 static long live;         /* bytes of the Lua heap */
 
+/*
+** The allocation sites of green's C code, found in the counting run: the
+** nearest caller of the allocator in this executable (green's code is
+** linked in; Lua is a shared library), as a return address. The first
+** SITE_RUNS allocations of each site are always failed; the others (most
+** of them made by Lua code) are sampled. A caller that runs Lua code
+** (lua_callk, lua_pcallk, lua_resume: a green thread's first resume
+** allocates there) is a site of its own, less often first.
+*/
+#define MAXSITES 4096
+#define SITE_RUNS 2
+extern char __executable_start, etext;
+static void *sites[MAXSITES];
+static long site_first[MAXSITES][SITE_RUNS];
+static int site_seen[MAXSITES];
+static int nsites;
+
+static int in_exe(void *pc) {
+  return (char *)pc >= &__executable_start && (char *)pc < &etext;
+}
+
+/* (pcs[0] is this function, pcs[1] the allocator) */
+__attribute__((noinline)) static void note_site(long n) {
+  void *pcs[48];
+  int depth = backtrace(pcs, 48), i, k;
+  for (i = 2; i < depth && !in_exe(pcs[i]); i++)
+    ;
+  if (i >= depth)
+    return;
+  for (k = 0; k < nsites && sites[k] != pcs[i]; k++)
+    ;
+  if (k == MAXSITES)
+    return;
+  if (k == nsites) {
+    sites[nsites++] = pcs[i];
+    site_seen[k] = 0;
+  }
+  if (site_seen[k] < SITE_RUNS)
+    site_first[k][site_seen[k]++] = n;
+}
+
+
 /* Called at each injected failure: a place for a debugger's breakpoint
    (gdb -ex 'break injected', with GREENLUA_OOM_ONLY and GREENLUA_OOM_AT). */
 __attribute__((noinline)) static void injected(void) {
@@ -69,6 +112,8 @@ static void *limited(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (armed && nsize > old) {
+    if (mode == M_COUNT)
+      note_site(counted);
     counted++;
     if (retry_pending) { /* Lua's retry after its emergency collection */
       retry_pending = 0;
@@ -410,18 +455,37 @@ static long run(const workload *w, int m, long n) {
 }
 
 
-/* GREENLUA_OOM_ONLY=name runs that workload alone; GREENLUA_OOM_AT=n
-   (with it) only allocation n, in both modes. */
+/* Whether allocation n is failed: every site's first, and every
+   'stride'-th. */
+static int chosen(long n, long stride) {
+  int k;
+  if (n % stride == 0)
+    return 1;
+  for (k = 0; k < nsites; k++)
+    if (site_first[k][0] == n || (site_seen[k] > 1 && site_first[k][1] == n))
+      return 1;
+  return 0;
+}
+
+
+/* The ASan build runs about a hundred of these a second: at most
+   SAMPLES sampled allocations per workload and mode, besides the sites.
+   GREENLUA_OOM_FULL=1 fails every allocation; GREENLUA_OOM_ONLY=name
+   runs that workload alone, GREENLUA_OOM_AT=n only allocation n. */
+#define SAMPLES 120
+
 static void test_workloads(void) {
   const char *only = getenv("GREENLUA_OOM_ONLY");
   const char *at = getenv("GREENLUA_OOM_AT");
+  int full = getenv("GREENLUA_OOM_FULL") != NULL;
   int i;
   for (i = 0; i < NWORKLOADS; i++) {
     const workload *w = &workloads[i];
-    long count, n, from = 0, to;
+    long count, n, from = 0, to, stride, runs = 0;
     int m;
     if (only != NULL && strcmp(only, w->name) != 0)
       continue;
+    nsites = 0;
     count = run(w, M_COUNT, 0);
     if (count < 0)
       continue;
@@ -430,12 +494,20 @@ static void test_workloads(void) {
       from = atol(at);
       to = from + 1;
     }
+    stride = full || at != NULL ? 1 : (count + SAMPLES - 1) / SAMPLES;
+    if (stride < 1)
+      stride = 1;
     ninterrupted = 0;
     for (m = M_ONE; m <= M_ALL; m++)
       for (n = from; n < to; n++)
-        run(w, m, n);
-    fprintf(stderr, "%s: %ld allocations, %ld runs interrupted\n", w->name,
-            count, ninterrupted);
+        if (chosen(n, stride)) {
+          run(w, m, n);
+          runs++;
+        }
+    fprintf(stderr, "%s: %ld allocations (%d sites in green's C code), "
+            "%ld runs, %ld interrupted\n", w->name, count, nsites, runs,
+            ninterrupted);
+    CHECK(nsites > 0); /* (the sites are found) */
     if (LEAK_CHECK()) {
       fprintf(stderr, "%s: leaks (above)\n", w->name);
       CHECK(0);
