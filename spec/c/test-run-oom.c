@@ -74,12 +74,17 @@ static int in_exe(void *pc) {
   return (char *)pc >= &__executable_start && (char *)pc < &etext;
 }
 
-/* (pcs[0] is this function, pcs[1] the allocator) */
+/* The frames: backtrace (ASan's), this function and the allocator, Lua's
+   (green calls the allocator through Lua only), the caller in green. */
 __attribute__((noinline)) static void note_site(long n) {
   void *pcs[48];
-  int depth = backtrace(pcs, 48), i, k;
-  for (i = 2; i < depth && !in_exe(pcs[i]); i++)
-    ;
+  int depth = backtrace(pcs, 48), i = 0, k;
+  while (i < depth && !in_exe(pcs[i]))
+    i++;
+  while (i < depth && in_exe(pcs[i]))
+    i++;
+  while (i < depth && !in_exe(pcs[i]))
+    i++;
   if (i >= depth)
     return;
   for (k = 0; k < nsites && sites[k] != pcs[i]; k++)
