@@ -57,16 +57,37 @@ static int end_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 
-/* Print an error nobody observes when the Lua layer is not loaded. */
-static void report_raw(lua_State *L, gl_thread_t *t, int ud) {
-  const char *msg = luaL_tolstring(L, -1, NULL);
+/* report_raw's work, called protected: [error, the thread's userdata]. */
+static int report_f(lua_State *L) {
+  gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 2);
+  const char *msg = luaL_tolstring(L, 1, NULL);
   fprintf(stderr, "green thread %lld died: %s\n", (long long)t->id, msg);
   lua_pop(L, 1);
-  lgreen_pushextras(L, ud);
+  lgreen_pushextras(L, 2);
   if (lua_getfield(L, -1, "traceback") == LUA_TSTRING)
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
-  lua_pop(L, 2);
   fflush(stderr);
+  return 0;
+}
+
+
+/* [-1, +0, -] Print the error on the top, which nobody observes, when the
+   Lua layer is not loaded ('ud': the thread). Never raises: it also runs
+   in the hub (a coroutine that failed outside its trampoline), where an
+   error would leave the hub's frames with nothing to catch it. */
+static void report_raw(lua_State *L, gl_thread_t *t, int ud) {
+  ud = lua_absindex(L, ud);
+  lua_pushcfunction(L, report_f);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, ud);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) { /* out of memory: the bare error */
+    const char *msg = lua_tostring(L, -2);
+    fprintf(stderr, "green thread %lld died: %s\n", (long long)t->id,
+            msg != NULL ? msg : lua_tostring(L, -1));
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 

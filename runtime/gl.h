@@ -156,7 +156,10 @@ struct gl_thread {
 /*
 ** What the runtime calls in its host, per hub (set by 'gl_hub_init'). The
 ** hooks run in the hub context: no green thread is running and 'L' is
-** the state running the loop ('hub->L').
+** the state running the loop ('hub->L'). They must not raise (not even
+** "not enough memory": what may allocate runs under lua_pcall): no
+** handler is between them and the loop's frames, which an error would
+** skip, leaving the hub half in its loop.
 */
 struct gl_hub_hooks {
   /* Thread 't''s coroutine has ended, with lua_resume's 'status': store
