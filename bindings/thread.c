@@ -43,17 +43,44 @@ static int msgh(lua_State *L) {
 }
 
 
-/* After the end hook: an error of its own (out of memory) is printed; the
-   thread's outcome, stored already, stands. */
+/*
+** After the end hook: an error of its own (out of memory: it reports and
+** runs the links, Lua code) and the hook runs again after a sleep(0),
+** from where it stopped, a few times (memory may be back: the links
+** would be lost, and whoever waits on one for ever); then it is
+** printed. The thread's outcome, stored already, stands. Stack: [ud]
+** and, after a failure, the error; 'ctx': the tries made, times 2, plus
+** the hook's 'unobserved' argument.
+*/
+#define END_TRIES 8
+
+static int end_again_k(lua_State *L, int status, lua_KContext ctx);
+
 static int end_k(lua_State *L, int status, lua_KContext ctx) {
-  gl_thread_t *t = (gl_thread_t *)ctx;
+  gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 1);
   if (status != LUA_OK && status != LUA_YIELD) {
-    const char *msg = lua_tostring(L, -1);
+    const char *msg;
+    if (ctx / 2 < END_TRIES) {
+      gl_thread_t *self = lgreen_begin(L, t->hub, "green.thread_end");
+      lua_settop(L, 1);
+      self->state = GL_READY;
+      gl_ready(self);
+      return lgreen_block(L, self, end_again_k, ctx + 2);
+    }
+    msg = lua_tostring(L, -1);
     fprintf(stderr, "green: the end of green thread %lld failed: %s\n",
             (long long)t->id, msg != NULL ? msg : luaL_typename(L, -1));
     fflush(stderr);
   }
   return 0;
+}
+
+static int end_again_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lua_getfield(L, LUA_REGISTRYINDEX, END_HOOK);
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, (int)(ctx & 1));
+  return end_k(L, lua_pcallk(L, 2, 0, 0, ctx, end_k), ctx);
 }
 
 
@@ -145,7 +172,7 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_pushvalue(L, 1);
   lua_pushboolean(L, report);
-  return end_k(L, lua_pcallk(L, 2, 0, 0, ctx, end_k), ctx);
+  return end_k(L, lua_pcallk(L, 2, 0, 0, report, end_k), report);
 }
 
 

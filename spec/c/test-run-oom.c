@@ -391,6 +391,7 @@ static void on_alarm(int sig) {
   if (hub != NULL && !interrupted) {
     interrupted = 1;
     ninterrupted++;
+    if (getenv("GREENLUA_OOM_SHOWINT")) { green_dump(hub); char b[64]; int l = snprintf(b, sizeof b, "INT %s %ld\n", mode_names[current_mode], current_n); (void)!write(2, b, (size_t)l); }
     green_interrupt(hub);
     arm_alarm(10000);
     return;
