@@ -411,6 +411,7 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
   gl_thread_t *t;
   lua_State *co;
   int n;
+  unsigned slot;
   lgreen_checkopen(L, hub); /* its slot and queue are the closed hub's */
   if (lua_type(L, first) != LUA_TFUNCTION) {
     if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
@@ -437,13 +438,21 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
   lua_xmove(L, co, n + 2);
   t->L = co;
   t->nargs = n + 2;
-  if (gl_base_attach(hub, t) < 0)
-    luaL_error(L, "not enough memory");
-  t->id = ++lgreen_state(hub)->lastid;
+  /* Anchored at its slot before it takes the slot: the anchor may raise
+     (out of memory: the table grows), and a slot holding a thread Lua
+     then frees is a use-after-free for whoever walks the slots. Nothing
+     in between runs the collector, so the slot is the one peeked at. */
+  slot = gl_base_next(hub);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lgreen_state(hub)->anchors);
   lua_pushvalue(L, -2);
-  lua_rawseti(L, -2, t->slot);
+  lua_rawseti(L, -2, slot);
+  if (gl_base_attach(hub, t) < 0) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, slot);
+    luaL_error(L, "not enough memory");
+  }
   lua_pop(L, 1);
+  t->id = ++lgreen_state(hub)->lastid;
   lgreen_state(hub)->nalive++;
   return t;
 }

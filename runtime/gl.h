@@ -347,6 +347,7 @@ int gl_waitq_wake_all(gl_waitq_t *q, int status);
 void gl_mark_set(struct lua_State *co, uintptr_t mark);
 uintptr_t gl_mark_get(struct lua_State *co);
 int gl_base_attach(gl_hub_t *hub, gl_thread_t *t); /* 0 or UV_ENOMEM */
+unsigned gl_base_next(const gl_hub_t *hub); /* the slot + 1 attach gives */
 void gl_base_detach(gl_hub_t *hub, gl_thread_t *t);
 gl_thread_t *gl_base_at(gl_hub_t *hub, unsigned i); /* or NULL if free */
 gl_thread_t *gl_base_of(gl_hub_t *hub, struct lua_State *co); /* or NULL */

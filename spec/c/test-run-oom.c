@@ -197,7 +197,7 @@ typedef struct {
 } workload;
 
 static const workload workloads[] = {
-    {"threads", "",
+    {"threads", "require 'green.debug'",
      "local t = green.spawn(function(a) green.sleep(0) return a end, 1)\n"
      "local t2 = green.spawn_after(0, function() green.sleep(0.001) end)\n"
      "local t3 = green.spawn(function() green.sleep(10) end)\n"
@@ -221,6 +221,15 @@ static const workload workloads[] = {
      "end\n"
      "collectgarbage()\n"
      "for i = 1, 300 do if tos[i] then tos[i]:cancel() end end\n"
+     /* many spawned at once: the table of live threads grows under one */
+     "local many = {}\n"
+     "for i = 1, 300 do\n"
+     "  local ok, gt = pcall(green.spawn, function() end)\n"
+     "  many[i] = ok and gt or nil\n"
+     "end\n"
+     "collectgarbage()\n"
+     "assert(#green.debug.threads() >= 1)\n"
+     "green.sleep(0)\n"
      "local co = coroutine.wrap(function(a)\n"
      "  green.sleep(0) local b = coroutine.yield(a) return b end)\n"
      "co(1) co(2)\n"
