@@ -257,7 +257,8 @@ static int trampoline_closing(lua_State *L) {
 ** its closer (spawn_closing: green.serve's connection slot), its links
 ** and its end hooks would never run. Such a coroutine still holds the
 ** trampoline and its arguments, below the error: move them to a new
-** coroutine, to be resumed again. Called protected, with the thread.
+** coroutine, to be resumed again (at most END_TRIES times, as the end
+** hook is tried). Called protected, with the thread.
 */
 static int restart(lua_State *L) {
   gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 1);
@@ -286,9 +287,10 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
   lua_Debug ar;
   int ud;
   lua_checkstack(L, 8);
-  if (status != LUA_OK && !t->restarted && !lua_getstack(co, 0, &ar)) {
-    /* it never started: once more (see restart) */
-    t->restarted = 1;
+  if (status != LUA_OK && t->restarts < END_TRIES &&
+      !lua_getstack(co, 0, &ar)) {
+    /* it never started: again, a few times (see restart) */
+    t->restarts++;
     lua_pushcfunction(L, restart);
     lua_pushlightuserdata(L, t);
     if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
@@ -302,7 +304,7 @@ static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
   ud = lua_gettop(L);
   if (status != LUA_OK) { /* escaped the trampoline: out of memory, ... */
     lua_xmove(co, L, 1);
-    t->flags |= GL_F_ERROR;
+    t->flags |= GL_F_ERROR | GL_F_DONE; /* (wait() returns at once) */
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, ud, LGREEN_UV_VALUE);
     report_raw(L, t, ud);

@@ -148,8 +148,8 @@ struct gl_thread {
   uint8_t parking;     /* its blocking call must park its C stack (it is
                           inside a C-call boundary): set by the bindings'
                           lgreen_begin, cleared by lgreen_block */
-  uint8_t restarted;   /* the bindings gave it a new coroutine once: its
-                          first resume failed (out of memory) */
+  uint8_t restarts;    /* new coroutines the bindings gave it: its first
+                          resume failed (out of memory) */
 };
 
 
