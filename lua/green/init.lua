@@ -119,6 +119,16 @@ core.report = report
 
 local END_LISTS = { "hooks", "links" } -- toolkit hooks run first
 
+-- Run the link at ex.next, which moves past it first. Under the xpcall
+-- that catches the link's error: a memory error in the call (its
+-- arguments unpacked, its frame made) is the link's, reported, and the
+-- next run of the end hook does not skip the link unrun.
+local function next_link(ex, gt)
+  local l = ex.running[ex.next]
+  ex.next = ex.next + 1
+  return l[1](gt, unpack(l, 2, l.n))
+end
+
 -- Runs inside a thread that has finished: report an error nobody
 -- observes, then run the links (they may block).
 -- Called again when it failed (for want of memory: bindings/thread.c), it
@@ -140,9 +150,7 @@ core.set_thread_end(function(gt, unobserved)
         ex.running, ex.next = links, 1
       end
       while links[ex.next] do
-        local l = links[ex.next]
-        ex.next = ex.next + 1
-        local ok, err = xpcall(l[1], traceback, gt, unpack(l, 2, l.n))
+        local ok, err = xpcall(next_link, traceback, ex, gt)
         if not ok then report(gt, err, nil, "link") end
       end
       ex.running, ex.next = nil, nil
