@@ -255,6 +255,14 @@ static const workload workloads[] = {
      /* (in "few" and "all", the first link's memory error may go
         unreported: its report found no memory either) */
      "if n ~= 1 and oom_mode == 'one' then error('n = ' .. n, 0) end\n"},
+    {"interrupt", "",
+     /* Ctrl-C, delivered by the hub while memory fails (its message is
+        spelt here only by part: it must not be a string already) */
+     "oom_interrupt()\n"
+     "local ok, e = pcall(green.sleep, 0.01)\n"
+     "if ok then error('no interrupt') end\n"
+     "if not tostring(e):find('interrupted') then error(e, 0) end\n"
+     "green.sleep(0)\n"},
     {"sync", "",
      "local ev, sem = green.Event(), green.Semaphore(0)\n"
      "local q, pq = green.Queue(1), green.PriorityQueue(2, function(a, b)\n"
@@ -432,6 +440,13 @@ static void on_alarm(int sig) {
 }
 
 
+/* oom_interrupt(): what the executable's SIGINT handler does. */
+static int l_interrupt(lua_State *L) {
+  green_interrupt(green_interruptible(L));
+  return 0;
+}
+
+
 static int open_core(lua_State *L) {
   luaL_requiref(L, "green.core", luaopen_green_core, 0);
   return 0;
@@ -472,6 +487,8 @@ static long run(const workload *w, int m, long n) {
   }
   lua_pushstring(L, mode_names[m]);
   lua_setglobal(L, "oom_mode");
+  lua_register(L, "oom_interrupt", l_interrupt);
+  green_interruptible(L); /* (its signal handle: made before the body) */
   if (m == M_FEW || m == M_ALL)
     hub = green_interruptible(L);
   arm_alarm(hub != NULL ? 250 : 10000);
