@@ -410,6 +410,7 @@ static int current_mode;
 static green_hub *hub;   /* the running state's, in M_FEW and M_ALL */
 static int interrupted;  /* the first alarm interrupted the chunk */
 static long ninterrupted; /* runs interrupted so, of the workload */
+static int dump_at_interrupt; /* GREENLUA_OOM_DUMP=1 */
 
 static void arm_alarm(long ms) {
   struct itimerval it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000}};
@@ -427,7 +428,8 @@ static void on_alarm(int sig) {
   if (hub != NULL && !interrupted) {
     interrupted = 1;
     ninterrupted++;
-    if (getenv("GREENLUA_OOM_SHOWINT")) { green_dump(hub); char b[64]; int l = snprintf(b, sizeof b, "INT %s %ld\n", mode_names[current_mode], current_n); (void)!write(2, b, (size_t)l); }
+    if (dump_at_interrupt) /* what waits: printed before the interrupt */
+      green_dump(hub);
     green_interrupt(hub);
     arm_alarm(10000);
     return;
@@ -552,13 +554,15 @@ static int chosen(long n, long stride) {
 /* The ASan build runs about a hundred of these a second: at most
    SAMPLES sampled allocations per workload and mode, besides the sites.
    GREENLUA_OOM_FULL=1 fails every allocation; GREENLUA_OOM_ONLY=name
-   runs that workload alone, GREENLUA_OOM_AT=n only allocation n. */
+   runs that workload alone, GREENLUA_OOM_AT=n only allocation n;
+   GREENLUA_OOM_DUMP=1 prints the green threads at each interrupt. */
 #define SAMPLES 120
 
 static void test_workloads(void) {
   const char *only = getenv("GREENLUA_OOM_ONLY");
   const char *at = getenv("GREENLUA_OOM_AT");
   int full = getenv("GREENLUA_OOM_FULL") != NULL;
+  dump_at_interrupt = getenv("GREENLUA_OOM_DUMP") != NULL;
   int i;
   for (i = 0; i < NWORKLOADS; i++) {
     const workload *w = &workloads[i];
