@@ -268,8 +268,8 @@ static int restart(lua_State *L) {
   if (!lua_checkstack(fresh, n))
     return luaL_error(L, "not enough memory");
   lgreen_pushthread(L, t);
-  lua_pushvalue(L, -2);
-  lua_setiuservalue(L, -2, LGREEN_UV_CO);
+  lua_insert(L, -2);
+  lua_setiuservalue(L, -2, LGREEN_UV_CO); /* the thread's coroutine */
   lua_pop(co, 1);
   lua_xmove(co, fresh, n);
   gl_mark_set(co, 0);
