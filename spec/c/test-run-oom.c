@@ -314,6 +314,30 @@ static const workload workloads[] = {
      "a:settimeout(0.001)\n"
      "assert(select(2, a:receive()) == 'timeout')\n"
      "a:close() b:close()\n"},
+    {"net", "",
+     /* select, a lookup, a unix socket, a pool, a reader killed */
+     "local a, b = green.udp(), green.udp()\n"
+     "assert(a:setsockname('127.0.0.1', 0))\n"
+     "local _, port = a:getsockname()\n"
+     "assert(b:sendto('x', '127.0.0.1', port))\n"
+     "local r = green.select({a}, nil, 5)\n"
+     "assert(r[1] == a)\n"
+     "assert(#select(1, green.select({b}, nil, 0.001)) == 0)\n"
+     "assert(green.getaddrinfo('127.0.0.1')[1].addr == '127.0.0.1')\n"
+     "local server = assert(green.listen('127.0.0.1', 0))\n"
+     "local _, sport = server:getsockname()\n"
+     "local c = assert(green.connect('127.0.0.1', sport))\n"
+     "local peer = assert(server:accept())\n"
+     "local reader = green.spawn(function() return c:receive() end)\n"
+     "green.sleep(0)\n"
+     "reader:kill()\n"
+     "local pool = green.GreenPool(2)\n"
+     "for i = 1, 4 do pool:spawn(function(x) green.sleep(0) return x end, i) end\n"
+     "pool:waitall()\n"
+     "local lq = green.LifoQueue()\n"
+     "lq:put(1) lq:put(2)\n"
+     "assert(lq:get() == 2)\n"
+     "a:close() b:close() c:close() peer:close() server:close()\n"},
     {"http", "http = require 'green.http'",
      "local server = assert(green.listen('127.0.0.1', 0))\n"
      "local _, port = server:getsockname()\n"
@@ -556,7 +580,7 @@ static int chosen(long n, long stride) {
    GREENLUA_OOM_FULL=1 fails every allocation; GREENLUA_OOM_ONLY=name
    runs that workload alone, GREENLUA_OOM_AT=n only allocation n;
    GREENLUA_OOM_DUMP=1 prints the green threads at each interrupt. */
-#define SAMPLES 120
+#define SAMPLES 160
 
 static void test_workloads(void) {
   const char *only = getenv("GREENLUA_OOM_ONLY");
