@@ -62,6 +62,7 @@ static void *retry_ptr;   /* M_ONE: the failed call, for its retry */
 static size_t retry_size;
 static int retry_pending;
 static long live;         /* bytes of the Lua heap */
+static char certificate[64]; /* the tls workload's (and key), made once */
 
 /*
 ** The allocation sites of green's C code, found in the counting run: the
@@ -356,6 +357,25 @@ static const workload workloads[] = {
      "       resp)\n"
      "c:close() server:close()\n"
      "st:wait()\n"},
+    {"tls",
+     "sctx = assert(green.tls.context{mode = 'server',\n"
+     "  certificate = oom_certificate})\n"
+     "cctx = assert(green.tls.context{verify = false})\n",
+     "local server = assert(green.listen('127.0.0.1', 0,\n"
+     "  {tls = {mode = 'server', context = sctx}}))\n"
+     "local _, port = server:getsockname()\n"
+     "local peer = guard(green.spawn(function()\n"
+     "  local c = assert(server:accept())\n"
+     "  local line = assert(c:receive())\n"
+     "  assert(c:send(line:upper() .. '\\n'))\n"
+     "  c:close()\n"
+     "end))\n"
+     "local c = assert(green.connect('127.0.0.1', port,\n"
+     "  {tls = {context = cctx}}))\n"
+     "assert(c:send('hello\\n'))\n"
+     "assert(c:receive() == 'HELLO')\n"
+     "c:close() server:close()\n"
+     "peer:wait()\n"},
     {"ws", "http = require 'green.http'",
      "local server = assert(green.listen('127.0.0.1', 0))\n"
      "local _, port = server:getsockname()\n"
@@ -499,6 +519,8 @@ static long run(const workload *w, int m, long n) {
   retry_pending = 0;
   L = lua_newstate(limited, NULL);
   luaL_openlibs(L);
+  lua_pushstring(L, certificate);
+  lua_setglobal(L, "oom_certificate");
   lua_pushcfunction(L, open_core);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK || luaL_dostring(L, setup) != LUA_OK ||
       luaL_dostring(L, w->setup) != LUA_OK) {
@@ -633,8 +655,35 @@ static void test_workloads(void) {
 }
 
 
+/* Makes the tls workload's certificate and key (one PEM file). */
+static void make_certificate(void) {
+  char cmd[1024];
+  int fd;
+  strcpy(certificate, "/tmp/greenlua-run-oom-XXXXXX");
+  fd = mkstemp(certificate);
+  if (fd < 0) {
+    certificate[0] = '\0';
+    return;
+  }
+  close(fd);
+  snprintf(cmd, sizeof(cmd),
+           "env -u LD_PRELOAD openssl req -x509 -newkey ec -pkeyopt "
+           "ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost "
+           "-keyout %s.key -out %s.crt >/dev/null 2>&1 && cat %s.crt %s.key "
+           "> %s; rm -f %s.key %s.crt", certificate, certificate,
+           certificate, certificate, certificate, certificate, certificate);
+  if (system(cmd) != 0) {
+    fprintf(stderr, "test-run-oom: no certificate (openssl)\n");
+    CHECK(0);
+  }
+}
+
+
 int main(void) {
   signal(SIGALRM, on_alarm);
+  make_certificate();
   RUN(test_workloads);
+  if (certificate[0] != '\0')
+    remove(certificate);
   return check_done();
 }
