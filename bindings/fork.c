@@ -76,6 +76,7 @@ void lgreen_on_fork_early(gl_hub_t *hub, lgreen_forkfn fn, void *ud) {
    used the pool). stdio is flushed, as exit() would. */
 static void child_exit(int status, void *ud) {
   (void)ud;
+  lgreen_fs_exit_flush();
   fflush(NULL);
   _exit(status);
 }

@@ -21,6 +21,7 @@
 ** line, or no buffering: setvbuf).
 */
 #include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
 #include <stdio.h>
@@ -60,6 +61,7 @@ typedef struct gfile {
   int fd;           /* -1 before open and once closed */
   int mode;         /* M_* */
   lgfs_track track; /* on the state's 'pending' while 'busy' */
+  gl_link_t alive;  /* on the state's 'alive' till freed (fs_exit) */
   lgreen_owned own; /* while its userdata points to it (box.c) */
   int busy;         /* the OP_* in flight, or OP_NONE */
   int closing;      /* the Lua side is gone: flush, close, free */
@@ -125,6 +127,7 @@ static void file_cb(uv_fs_t *req);
 
 static void file_free(gfile *f) {
   lgreen_disown(&f->own);
+  gl_link_remove(&f->alive);
   f->st->files--;
   free(f->rbuf);
   free(f->wbuf);
@@ -1362,6 +1365,7 @@ static gfile *file_new(gl_hub_t *hub, lgfs_state *st, int mode) {
   f->track.req = &f->req;
   f->track.wanted = file_wanted;
   f->req.data = f;
+  gl_link_push(&st->alive, &f->alive);
   st->files++;
   return f;
 }
@@ -1601,6 +1605,14 @@ static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
   void **head = loop->wq;
   gl_link_t *l;
   (void)L;
+  /* Bytes buffered and not yet written are the parent's to write too
+     (it has the same buffers): the child's flush or exit would write
+     them twice (C's stdio does). */
+  for (l = st->alive.next; l != &st->alive; l = l->next) {
+    gfile *f = GL_CONTAINER(l, gfile, alive);
+    if (f->busy == OP_NONE)
+      f->wlen = f->wdone = 0;
+  }
   if (gl_link_empty(&st->pending))
     return;
   if (uv_mutex_trylock(&loop->wq_mutex) == 0)
@@ -1763,15 +1775,77 @@ static unsigned pool_size(void) {
 
 
 /*
+** A write of more than FS_WRITEMAX bytes goes as several requests, the
+** next submitted by the callback of the one before (file_cb), and so
+** does the rest of a short write; exit() runs no callback: only the
+** request in the pool was written, the rest of the buffer lost. Once the
+** pool has no write left in it, the rest of each file's buffer whose
+** write request has ended is written here (write(2), on this thread).
+*/
+static void exit_writes(gl_link_t *head) {
+  gl_link_t *l;
+  for (l = head->next; l != head; l = l->next) {
+    lgfs_track *t = GL_CONTAINER(l, lgfs_track, link);
+    gfile *f;
+    if (t->wanted != file_wanted || t->req->fs_type != UV_FS_WRITE ||
+        running(t->req))
+      continue;
+    f = GL_CONTAINER(t, gfile, track);
+    if (t->req->result <= 0)
+      continue; /* failed: the rest is dropped, as file_cb drops it */
+    f->wdone += (size_t)t->req->result;
+    while (f->fd >= 0 && f->wdone < f->wlen) {
+      ssize_t n = write(f->fd, f->wbuf + f->wdone, f->wlen - f->wdone);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      f->wdone += (size_t)n;
+    }
+    f->wlen = f->wdone = 0;
+    t->req->result = 0; /* counted: never twice */
+  }
+}
+
+
+/*
+** Bytes still in a file's buffer, no request begun for them (a write
+** under the buffer's size, not flushed, not closed): exit() flushes C's
+** stdio streams (a stock io file's "x" written before os.exit is in the
+** file) and green files alike, here, on this thread. A file with a
+** request of any kind under way is left to it (a close's: its descriptor
+** may be another file's already); a failed flush's rest is dropped, as
+** close drops it.
+*/
+static void exit_flush(gl_link_t *head) {
+  gl_link_t *l;
+  for (l = head->next; l != head; l = l->next) {
+    gfile *f = GL_CONTAINER(l, gfile, alive);
+    if (f->busy != OP_NONE || f->fd < 0 || f->werr != 0)
+      continue;
+    while (f->wdone < f->wlen) {
+      ssize_t n = write(f->fd, f->wbuf + f->wdone, f->wlen - f->wdone);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      f->wdone += (size_t)n;
+    }
+    f->wlen = f->wdone = 0;
+  }
+}
+
+
+/*
 ** exit() with requests in libuv's pool: libuv's destructor (1.44,
 ** uv_library_shutdown) joins its workers, so a read that waits for a FIFO
 ** nobody writes would hold the process forever, whether its thread still
 ** waits or was killed, or its state was closed (the 'lost' requests).
-** Once every other request has ended (a write is written), a process
-** with such a read left ends at once, stdio flushed, as a child of
-** green.fork ends (fork.c, child_exit): the read's bytes have nobody to
-** go to. Requests queued behind such reads that hold every worker would
-** never start: they do not hold it either.
+** Once every other request has ended (a write is written, all of it:
+** exit_writes), a process with such a read left ends at once, stdio
+** flushed, as a child of green.fork ends (fork.c, child_exit): the read's
+** bytes have nobody to go to. Requests queued behind such reads that
+** hold every worker would never start: they do not hold it either.
 */
 static void fs_exit(int status, void *ud) {
   (void)ud;
@@ -1781,15 +1855,26 @@ static void fs_exit(int status, void *ud) {
     if (exit_state != NULL)
       exit_scan(&exit_state->pending, &n);
     exit_scan(&lost, &n);
-    if (n.stuck == 0 && n.queued == 0)
-      return; /* libuv's join waits for the rest */
-    if (n.stuck > 0 && n.busy == 0 &&
-        (n.queued == 0 || n.stuck >= pool_size())) {
+    if (n.busy == 0 && (n.queued == 0 || n.stuck >= pool_size())) {
+      if (exit_state != NULL) {
+        exit_writes(&exit_state->pending);
+        exit_flush(&exit_state->alive);
+      }
+      if (n.stuck == 0)
+        return; /* nothing left in a worker */
       fflush(NULL);
       _exit(status);
     }
     nanosleep(&ms, NULL);
   }
+}
+
+
+/* The exit of a child of green.fork (fork.c, child_exit: no pool to wait
+   for there): its green files' buffered bytes, written. */
+void lgreen_fs_exit_flush(void) {
+  if (exit_state != NULL)
+    exit_flush(&exit_state->alive);
 }
 
 
@@ -1811,6 +1896,7 @@ void lgreen_open_fs(lua_State *L, gl_hub_t *hub) {
   state = (lgfs_state *)lua_newuserdatauv(L, sizeof(lgfs_state), 0);
   memset(state, 0, sizeof(lgfs_state));
   gl_link_init(&state->pending);
+  gl_link_init(&state->alive);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");

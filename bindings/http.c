@@ -80,6 +80,8 @@ typedef struct hparser {
                         HEAD's, for the server's own answer (http_state) */
   int bodykind;      /* see 'push_bodykind' */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
+  int cstate;        /* chunked bodies: see 'chunk_scan' */
+  uint64_t crem;     /* chunked bodies: the chunk's size, its data left */
   const char *base;  /* the buffer's start during an execute */
   size_t fed;        /* head: buffered bytes already given to the parser */
   uint64_t due;      /* head: its deadline, from its first byte (ns) */
@@ -280,6 +282,121 @@ static const http_parser_settings settings = {
 };
 
 
+/* States of 'chunk_scan'. */
+enum {
+  CS_HEADEND, /* the head's last LF (the parser paused before it) */
+  CS_SIZE,    /* the chunk size's hex digits */
+  CS_EXT,     /* after them: BWS, chunk extensions */
+  CS_SIZE_LF, /* after the size line's CR */
+  CS_DATA,    /* 'crem' bytes of data */
+  CS_DATA_CR, /* the CRLF after the data */
+  CS_DATA_LF,
+  CS_TRAILER_START, /* a trailer line, or the final empty one */
+  CS_TRAILER,
+  CS_TRAILER_LF,
+  CS_END_LF,
+  CS_DONE
+};
+
+/*
+** The framing of a chunked body in [data, data + n), checked before
+** libhttp-parser takes it: built without its strict mode, it takes any
+** byte after a CR for the LF (in a chunk's size line, after the data, in
+** the trailers and at the end: "0\r\n\r\r" ended the message), any two
+** bytes after a chunk's data for its CRLF, and an LF in a chunk extension
+** as part of it. A front end that frames the body as RFC 9112 7.1 says
+** then sees other chunks, or the message still going on where a request
+** was smuggled after it. Every line of the framing must end in CRLF (or a
+** bare LF where the parser ends it there: a trailer line, the last one),
+** and a chunk's data in CRLF. Returns the bytes that are good: n, or
+** where the message ends (CS_DONE), or the first bad byte ('*bad' set).
+** Other errors (a size that is not hex, one that overflows) are the
+** parser's.
+*/
+static size_t chunk_scan(hparser *hp, const char *data, size_t n, int *bad) {
+  size_t i = 0;
+  int st = hp->cstate;
+  *bad = 0;
+  while (i < n && st != CS_DONE) {
+    unsigned char c = (unsigned char)data[i];
+    switch (st) {
+    case CS_HEADEND:
+      st = CS_SIZE;
+      if (c != '\n')
+        continue; /* (not there: the size line begins) */
+      break;
+    case CS_SIZE:
+    case CS_EXT: {
+      int d = c >= '0' && c <= '9'   ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                     : -1;
+      if (c == '\r')
+        st = CS_SIZE_LF;
+      else if (c == '\n')
+        goto bad;
+      else if (st == CS_SIZE && d >= 0) {
+        if (hp->crem >> 56)
+          goto bad; /* (the parser refuses it too, a digit or two on) */
+        hp->crem = hp->crem * 16 + (uint64_t)d;
+      } else
+        st = CS_EXT;
+      break;
+    }
+    case CS_SIZE_LF:
+      if (c != '\n')
+        goto bad;
+      st = hp->crem > 0 ? CS_DATA : CS_TRAILER_START;
+      break;
+    case CS_DATA: {
+      size_t k = n - i;
+      if ((uint64_t)k > hp->crem)
+        k = (size_t)hp->crem;
+      hp->crem -= k;
+      i += k;
+      if (hp->crem == 0)
+        st = CS_DATA_CR;
+      continue;
+    }
+    case CS_DATA_CR:
+      if (c != '\r')
+        goto bad;
+      st = CS_DATA_LF;
+      break;
+    case CS_DATA_LF:
+      if (c != '\n')
+        goto bad;
+      st = CS_SIZE;
+      break;
+    case CS_TRAILER_START:
+    case CS_TRAILER:
+      if (c == '\r')
+        st = st == CS_TRAILER ? CS_TRAILER_LF : CS_END_LF;
+      else if (c == '\n')
+        st = st == CS_TRAILER ? CS_TRAILER_START : CS_DONE;
+      else
+        st = CS_TRAILER;
+      break;
+    case CS_TRAILER_LF:
+    case CS_END_LF:
+      if (c != '\n')
+        goto bad;
+      st = st == CS_TRAILER_LF ? CS_TRAILER_START : CS_DONE;
+      break;
+    default:
+      break;
+    }
+    i++;
+  }
+  hp->cstate = st;
+  return i;
+bad:
+  hp->cstate = st;
+  *bad = 1;
+  return i;
+}
+
+
 /*
 ** Run the parser over [data, data + n), the buffer starting at 'base';
 ** returns the bytes it took. A pause is not an error; a parse error
@@ -288,8 +405,18 @@ static const http_parser_settings settings = {
 static size_t run(hparser *hp, const char *base, const char *data, size_t n) {
   size_t took;
   enum http_errno e;
+  int bad = 0;
   hp->base = base;
-  took = http_parser_execute(&hp->p, &settings, data, n);
+  if (hp->phase == PH_BODY && (hp->p.flags & F_CHUNKED) && n > 0)
+    n = chunk_scan(hp, data, n, &bad);
+  /* (0 bytes would tell the parser the stream ended) */
+  took = bad && n == 0 ? 0
+                       : http_parser_execute(&hp->p, &settings, data, n);
+  if (bad && HTTP_PARSER_ERRNO(&hp->p) == HPE_OK && hp->phase == PH_BODY) {
+    hp->phase = PH_ERROR;
+    hp->status = 400;
+    return took;
+  }
   e = HTTP_PARSER_ERRNO(&hp->p);
   if (e == HPE_PAUSED) {
     http_parser_pause(&hp->p, 0);
@@ -312,6 +439,8 @@ static void next_message(hparser *hp) {
   hp->upgrade = hp->keepalive = 0;
   hp->bodykind = BK_NONE;
   hp->length = hp->nbody = 0;
+  hp->cstate = CS_HEADEND;
+  hp->crem = 0;
   hp->max_body = hp->max_body0; /* a req:body(max) was for its message */
   hp->expect = hp->ctl = hp->head_only = hp->http10 = hp->folded = 0;
   hp->began_head = 0;
@@ -715,10 +844,13 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
     if (hp->url.len > 0 &&
         http_parser_parse_url(h + hp->url.off, hp->url.len, connect, &u) ==
             0 &&
-        !connect && (u.field_set & (1 << UF_PATH))) {
+        !connect && (u.field_set & ((1 << UF_PATH) | (1 << UF_HOST)))) {
       const char *ub = h + hp->url.off;
-      lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
-                      u.field_data[UF_PATH].len);
+      if (u.field_set & (1 << UF_PATH))
+        lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
+                        u.field_data[UF_PATH].len);
+      else /* "http://a.example?q": the path is "/" */
+        lua_pushliteral(L, "/");
       set_key(L, K_PATH);
       if (u.field_set & (1 << UF_QUERY)) {
         lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
@@ -871,7 +1003,7 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   url_ok = hp->url.len > 0 &&
            http_parser_parse_url(h + hp->url.off, hp->url.len, connect,
                                  &u) == 0 &&
-           !connect && (u.field_set & (1 << UF_PATH));
+           !connect && (u.field_set & ((1 << UF_PATH) | (1 << UF_HOST)));
   query = url_ok && (u.field_set & (1 << UF_QUERY));
   lua_createtable(L, 0, 4 + query);
   owner = lua_topointer(L, -1);
@@ -887,8 +1019,11 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   lua_pushvalue(L, UV_PATH);
   if (url_ok) {
     const char *ub = h + hp->url.off;
-    lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
-                    u.field_data[UF_PATH].len);
+    if (u.field_set & (1 << UF_PATH))
+      lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
+                      u.field_data[UF_PATH].len);
+    else /* "http://a.example?q": the path is "/" */
+      lua_pushliteral(L, "/");
     lua_rawset(L, -3);
     if (query) {
       lua_pushvalue(L, UV_QUERY);
@@ -1087,8 +1222,76 @@ static int ieq(const char *a, size_t n, const char *lit);
    the head's, about to be taken), and notes a request's Expect ('expect':
    1 for one "100-continue", 2 for anything else). Returns 1, or -1
    (400). */
+/* Case-insensitive equality of 'n' bytes at 'a' and 'b' (ASCII). */
+static int ieqn(const char *a, const char *b, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x >= 'A' && x <= 'Z')
+      x = (unsigned char)(x + ('a' - 'A'));
+    if (y >= 'A' && y <= 'Z')
+      y = (unsigned char)(y + ('a' - 'A'));
+    if (x != y)
+      return 0;
+  }
+  return 1;
+}
+
+
+/*
+** An absolute-form target ("GET http://a.example/x HTTP/1.1"): the
+** server must take its authority for the host, not Host (RFC 9112
+** 3.2.2), but the handler reads Host (and the path alone): a front end
+** that routed by the target and a handler that reads Host would disagree
+** on which site was asked for. So Host must be there (HTTP/1.1) and be
+** the authority, as a client must send it, byte for byte but the case;
+** an authority with userinfo is refused too. 'host' is Host's value
+** (trimmed), 'hosts' how many there were. 1 if the request may go on.
+*/
+static int target_host_ok(hparser *hp, const char *b, hspan host,
+                          int hosts) {
+  const char *u = b + hp->url.off, *a, *e;
+  size_t n = hp->url.len, alen;
+  if (hp->p.method == HTTP_CONNECT || n == 0 || u[0] == '/' ||
+      (n == 1 && u[0] == '*'))
+    return 1; /* origin-form, asterisk-form, authority-form */
+  a = (const char *)memchr(u, ':', n);
+  if (a == NULL || (size_t)(u + n - a) < 3 || a[1] != '/' || a[2] != '/')
+    return 0;
+  a += 3;
+  for (e = a; e < u + n && *e != '/' && *e != '?' && *e != '#'; e++)
+    if (*e == '@')
+      return 0;
+  alen = (size_t)(e - a);
+  if (hosts == 0) /* no Host: HTTP/1.0 may (the handler sees none) */
+    return !(hp->p.http_major == 1 && hp->p.http_minor >= 1);
+  return alen > 0 && host.len == alen && ieqn(b + host.off, a, alen);
+}
+
+
+/* How many of the comma-separated codings of 'v' are "chunked". */
+static int count_chunked(const char *b, hspan v) {
+  uint32_t i = 0, n = 0;
+  while (i <= v.len) {
+    uint32_t j = i;
+    hspan t;
+    while (j < v.len && b[v.off + j] != ',')
+      j++;
+    t.off = v.off + i;
+    t.len = j - i;
+    t = trim(b, t);
+    if (ieq(b + t.off, t.len, "chunked"))
+      n++;
+    i = j + 1;
+  }
+  return (int)n;
+}
+
+
 static int check_names(hparser *hp, char *b) {
   uint32_t i, j;
+  int hosts = 0, chunked = 0;
+  hspan host = {0, 0};
   for (i = 0; i < hp->nh; i++) {
     hspan f = hp->h[2 * i];
     for (j = 0; j < f.len; j++) {
@@ -1101,6 +1304,26 @@ static int check_names(hparser *hp, char *b) {
       if (c >= 'A' && c <= 'Z')
         b[f.off + j] = (char)(c + ('a' - 'A'));
     }
+    /* two Hosts: which one names the target? A front end may route by
+       one, the handler read the other (RFC 9112 3.2: a 400) */
+    if (f.len == 4 && memcmp(b + f.off, "host", 4) == 0 &&
+        hp->p.type == HTTP_REQUEST && ++hosts > 1) {
+      hp->phase = PH_ERROR;
+      hp->status = 400;
+      return -1;
+    }
+    if (f.len == 4 && hosts == 1 && memcmp(b + f.off, "host", 4) == 0)
+      host = trim(b, hp->h[2 * i + 1]);
+    /* chunked twice, over two Transfer-Encoding lines (the parser refuses
+       it in one): one framing for a front end that decodes it twice or
+       takes the first line, another here (RFC 9112 6.1: never applied
+       more than once) */
+    if (f.len == 17 && memcmp(b + f.off, "transfer-encoding", 17) == 0 &&
+        (chunked += count_chunked(b, hp->h[2 * i + 1])) > 1) {
+      hp->phase = PH_ERROR;
+      hp->status = 400;
+      return -1;
+    }
     if (f.len == 6 && memcmp(b + f.off, "expect", 6) == 0 &&
         hp->p.type == HTTP_REQUEST) {
       hspan v = trim(b, hp->h[2 * i + 1]);
@@ -1108,6 +1331,11 @@ static int check_names(hparser *hp, char *b) {
                        ? 1
                        : 2;
     }
+  }
+  if (hp->p.type == HTTP_REQUEST && !target_host_ok(hp, b, host, hosts)) {
+    hp->phase = PH_ERROR;
+    hp->status = 400;
+    return -1;
   }
   return 1;
 }
@@ -1196,6 +1424,16 @@ static int check_request(hparser *hp, const char *b, size_t len) {
      body to come), or the one before (at the end of the message) */
   size_t last = hp->phase == PH_DONE ? hp->fed - 1 : hp->fed;
   size_t v = (size_t)hp->url.off + hp->url.len; /* after the target */
+  size_t i;
+  /* one SP before the target, and in it no HTAB, VT nor FF (the parser
+     takes them there): a front end may split the line at them (RFC
+     9112 3 lets it), and see another target */
+  if (hp->url.off < 2 || b[hp->url.off - 1] != ' ' ||
+      b[hp->url.off - 2] == ' ')
+    goto bad;
+  for (i = hp->url.off; i < v; i++)
+    if ((unsigned char)b[i] <= ' ' || b[i] == 127)
+      goto bad;
   if (last < len && b[last] == '\n' &&
       (v >= len || b[v] != ' ' || /* (none: HTTP/0.9, a 505) */
        (len - v > 5 && memcmp(b + v + 1, "HTTP/", 5) == 0))) {
@@ -1973,7 +2211,7 @@ static void update_date(hparser *hp) {
 }
 
 
-/* The status line for 'status' (100-999), kept for the next response. */
+/* The status line for 'status' (200-999), kept for the next response. */
 static void status_line(hparser *hp, int status) {
   const char *reason = http_status_str((enum http_status)status);
   char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
@@ -2081,7 +2319,7 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri, int a,
     if (big && !nobody && !head_only)
       ri->mode = 4;
   } else if (bt == LUA_TFUNCTION) {
-    if (ri->clen >= 0) {
+    if (ri->clen >= 0 && status != 204) { /* (none on a 204: RFC 9110 8.6) */
       at = put_length(p, at, (unsigned long long)ri->clen);
       ri->mode = 2;
     } else if (!nobody) { /* HEAD: the GET's framing headers too */
@@ -2159,9 +2397,11 @@ static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   size_t n;
   if (hp->p.type != HTTP_REQUEST || hp->phase == PH_HEAD)
     luaL_error(L, "http: no request head to answer");
-  if (!lua_isinteger(L, a + A_STATUS) || status < 100 || status > 999)
+  /* a 1xx is interim: the client waits on for the final response, and
+     takes the next request's for it */
+  if (!lua_isinteger(L, a + A_STATUS) || status < 200 || status > 999)
     luaL_error(L, "green.http: the handler returned status %s (an "
-               "integer 100-999 expected)",
+               "integer 200-999 expected)",
                luaL_tolstring(L, a + A_STATUS, NULL));
   if (!lua_isnoneornil(L, a + A_HEADERS) && !lua_istable(L, a + A_HEADERS))
     luaL_error(L, "green.http: the handler's headers must be a table, not "
@@ -2499,16 +2739,21 @@ static int flush_out(lua_State *L, lstream *x, hparser *hp) {
 
 /* http_parse_url(url): libhttp-parser's split of an absolute URL into a
    table (scheme, host, port (a number, if given), path, query, fragment,
-   userinfo), or nil, "invalid URL". */
+   userinfo), or nil, "invalid URL". A space or a control byte is
+   refused: libhttp-parser's lax mode takes HTAB and FF, and the path
+   goes as is into a request line, which they would split. */
 static int l_http_parse_url(lua_State *L) {
   static const char *const names[UF_MAX] = {
       "scheme", "host", "port", "path", "query", "fragment", "userinfo"};
-  size_t n;
+  size_t n, j;
   const char *url = luaL_checklstring(L, 1, &n);
   struct http_parser_url u;
   int i;
+  for (j = 0; j < n; j++)
+    if ((unsigned char)url[j] <= ' ' || url[j] == 127)
+      break;
   http_parser_url_init(&u);
-  if (n > 65535 || http_parser_parse_url(url, n, 0, &u) != 0) {
+  if (n > 65535 || j < n || http_parser_parse_url(url, n, 0, &u) != 0) {
     luaL_pushfail(L);
     lua_pushliteral(L, "invalid URL");
     return 2;

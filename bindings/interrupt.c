@@ -7,8 +7,10 @@
 ** wakes the poller) and sets a hook on the running coroutine, as lua.c
 ** does. If the interrupt target is running Lua code, the hook raises
 ** "interrupted!" in it at once. Otherwise the hub, between two resumes,
-** makes the target's blocking call raise it ('on_signal'); once the target
-** has ended, the host's main thread's (green.run() in the executable).
+** makes the target's blocking call raise it ('on_signal'), or, if the
+** target has not started yet, ends it with it before it runs; once the
+** target has ended, the host's main thread's (green.run() in the
+** executable).
 */
 #include "lgreen.h"
 
@@ -68,7 +70,14 @@ static void on_signal(gl_hub_t *hub, lua_State *L) {
   if (t == NULL || t->state == GL_DEAD)
     t = hub->main; /* the main chunk has ended: stop waiting for the rest */
   lua_rawgetp(L, LUA_REGISTRYINDEX, &interrupted_key);
-  lgreen_throw(L, t, -1, 0);
+  /* A target that has not started yet (the executable's main chunk just
+     spawned, a spawn_after's): a pending error only reaches a blocking
+     call, and a thread never resumed has none yet, so its first run
+     started the function as if no Ctrl-C had come (the hub handles the
+     signal before it runs its queue). The interrupt is its outcome
+     instead, as a kill before the start is: it ends with "interrupted!"
+     without running. */
+  lgreen_throw(L, t, -1, t->state == GL_NEW || t->state == GL_DELAYED);
   lua_pop(L, 1);
 }
 

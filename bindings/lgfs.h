@@ -20,6 +20,7 @@ typedef struct lgfs_state {
   lua_Integer inflight; /* of those, not yet called back */
   lua_Integer files;    /* file records alive (open or closing) */
   gl_link_t pending;    /* the requests in flight ('lgfs_track'), for fork */
+  gl_link_t alive;      /* the file records (fs.c's 'gfile'), for exit */
 } lgfs_state;
 
 /* A request in flight, on 'pending' from its submission to its callback:

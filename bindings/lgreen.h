@@ -258,5 +258,6 @@ gl_hub_t *lgreen_gethub(lua_State *L);
 /* The hub closed and left its loop open for requests of green.fs that
    may never end (fs.c): they are the process's now, kept for its exit. */
 void lgreen_fs_abandon(gl_hub_t *hub);
+void lgreen_fs_exit_flush(void); /* fs.c: for fork.c's child_exit */
 
 #endif

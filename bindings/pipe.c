@@ -13,7 +13,10 @@
 ** it); a file already at the path makes listen_unix fail with "address
 ** already in use".
 */
+#define _GNU_SOURCE /* O_PATH */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -46,7 +49,10 @@ static int pipe_address(lua_State *L, lsock *s, int peer) {
   char buf[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
   size_t len = sizeof(buf);
   uv_pipe_t *h = (uv_pipe_t *)s->h;
-  int r = peer ? uv_pipe_getpeername(h, buf, &len)
+  int r;
+  buf[0] = '\0'; /* libuv 1.44 reads it for an unnamed peer (0 bytes
+                    copied): valgrind's "uninitialised value" */
+  r = peer ? uv_pipe_getpeername(h, buf, &len)
                : uv_pipe_getsockname(h, buf, &len);
   if (r < 0)
     return lgreen_sock_fail(L, r);
@@ -180,42 +186,88 @@ static int l_connect_unix(lua_State *L) {
 
 
 /*
-** Bind 'h' to 'path' (it fits: checkargs), as uv_pipe_bind would, with
-** permissions 'mode' (-1: the umask's) given to the file as bind(2)
-** creates it: the descriptor has them first (a Unix socket's file takes
-** its descriptor's, less the umask), so no other user can ever reach a
-** socket meant to be private. Bits the umask takes away are added after
-** (the file only widens). This used to set the process's umask around
-** uv_pipe_bind, for every thread: a file that green.fs (libuv's pool) or
-** a green.thread created meanwhile got ~mode as its umask (mode 0666: a
-** world-writable file). And uv_pipe_bind says "permission denied" for a
-** missing directory (ENOENT, as on Windows): the error is the kernel's.
+** [-0, +0, -] A new Unix stream socket in '*fdp', with permissions 'mode'
+** (-1: the umask's) given to the file as bind(2) creates it at 'path':
+** the descriptor has them first (a Unix socket's file takes its
+** descriptor's, less the umask). Returns 0 or a libuv error.
 */
-static int bind_path(uv_pipe_t *h, const char *path, int mode) {
+static int bind_fd(const char *path, int mode, int *fdp) {
   struct sockaddr_un sa;
-  struct stat st;
-  char *name = strdup(path);
-  int fd, r;
-  if (name == NULL)
-    return UV_ENOMEM;
+  int fd;
   memset(&sa, 0, sizeof(sa));
   sa.sun_family = AF_UNIX;
   memcpy(sa.sun_path, path, strlen(path) + 1);
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 || (mode >= 0 && fchmod(fd, (mode_t)mode) < 0) ||
       bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-    r = uv_translate_sys_error(errno);
+    int r = uv_translate_sys_error(errno);
     if (fd >= 0)
       close(fd);
-    free(name);
     return r;
   }
-  if (mode >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-      (st.st_mode & 0777) != (mode_t)mode)
-    chmod(path, (mode_t)mode);
-  if ((r = uv_pipe_open(h, fd)) < 0) {
+  *fdp = fd;
+  return 0;
+}
+
+
+/*
+** Give the socket file just bound at 'path' the bits of 'mode' that the
+** umask took away, without following a symlink: chmod(path) after bind
+** followed one swapped in meanwhile (a world-writable directory without
+** the sticky bit) and gave its target the mode. The file is opened as
+** itself (O_PATH | O_NOFOLLOW: a symlink is opened, not followed, and
+** refused), checked to be a socket of ours, and chmod-ed through its
+** descriptor's /proc/self/fd entry, which names that inode (glibc's
+** fchmodat(AT_SYMLINK_NOFOLLOW) does the same). 0, UV_EPERM if the file
+** at 'path' is not ours any more, or another UV_E* code.
+*/
+static int widen(const char *path, int mode) {
+  char proc[40];
+  struct stat st;
+  int r = 0, pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (pfd < 0)
+    return errno == ENOENT ? UV_EPERM : uv_translate_sys_error(errno);
+  if (fstat(pfd, &st) < 0)
+    r = uv_translate_sys_error(errno);
+  else if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid())
+    r = UV_EPERM;
+  else if ((st.st_mode & 0777) != (mode_t)mode) {
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+    if (chmod(proc, (mode_t)mode) < 0)
+      r = uv_translate_sys_error(errno);
+  }
+  close(pfd);
+  return r;
+}
+
+
+/*
+** Bind 'h' to 'path' (it fits: checkargs), as uv_pipe_bind would, with
+** permissions 'mode' (-1: the umask's) given to the file as bind(2)
+** creates it (bind_fd), so no other user can ever reach a socket meant
+** to be private. Bits of 'mode' the umask takes away are added after
+** (widen): the file only widens. This used to set the process's umask
+** around uv_pipe_bind, for every thread: a file that green.fs (libuv's pool) or a green.thread
+** created meanwhile got ~mode as its umask (mode 0666: a world-writable
+** file). And uv_pipe_bind says "permission denied" for a missing
+** directory (ENOENT, as on Windows): the error is the kernel's.
+*/
+static int bind_path(uv_pipe_t *h, const char *path, int mode) {
+  char *name = strdup(path);
+  int fd = -1, r;
+  if (name == NULL)
+    return UV_ENOMEM;
+  r = bind_fd(path, mode, &fd);
+  if (r == 0 && mode >= 0 && (r = widen(path, mode)) < 0) {
+    if (r != UV_EPERM) /* (else the file there is not ours to remove) */
+      unlink(path);
+    close(fd);
+  }
+  if (r == 0 && (r = uv_pipe_open(h, fd)) < 0) {
     unlink(path);
     close(fd);
+  }
+  if (r < 0) {
     free(name);
     return r;
   }

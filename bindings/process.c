@@ -33,7 +33,9 @@
 ** green.process.wait(pid) refuses a pid that belongs to a uv_process_t of
 ** the loop. A child is reaped as soon as it exits even if nobody waits
 ** (a Process collected unwaited leaves no zombie: its record outlives the
-** userdata until then). The watcher keeps the hub alive only while a
+** userdata until then). A child spawn did not start (a fork's) is only
+** looked at (waitid WNOWAIT) and reaped by the waiting thread it wakes,
+** when that thread runs (peek_pid): its pid is its own till then. The watcher keeps the hub alive only while a
 ** thread waits; a hub that never polls reaps at its next poll. (Leaving
 ** it started between children would save a dozen system calls per child,
 ** ~2% of a process.run("true"), but then a stock os.execute's child, its
@@ -191,6 +193,33 @@ static int reap_pid(int pid, int *status) {
 }
 
 
+/*
+** Has child 'pid' ended? Like reap_pid, but the child is left a zombie
+** (waitid WNOWAIT): 0 (running), 1 ('*signaled', '*code' set), or a
+** negative UV_E* code. A foreign child (forked, not spawned) is reaped
+** only by the thread its end wakes, when that thread runs (wait_k): until
+** then its pid is still its own, so no other thread of this hub can
+** signal a process that took the pid meanwhile (prefork's workers, killed
+** by pid), and a waiter killed before it ran leaves the status to the
+** next wait.
+*/
+static int peek_pid(int pid, int *signaled, int *code) {
+  siginfo_t si;
+  int r;
+  si.si_pid = 0;
+  do
+    r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return uv_translate_sys_error(errno);
+  if (si.si_pid == 0)
+    return 0;
+  *signaled = si.si_code != CLD_EXITED;
+  *code = si.si_status;
+  return 1;
+}
+
+
 static void pidfd_closed(uv_handle_t *h) {
   close(((uv_poll_t *)h)->io_watcher.fd);
   free(h);
@@ -248,7 +277,8 @@ static void reap(pstate *st) {
   l = st->foreign.head.next;
   while (l != &st->foreign.head) {
     pidwait *pw = (pidwait *)GL_CONTAINER(l, gl_wait_t, link);
-    int status = 0, r = reap_pid(pw->pid, &status), pid = pw->pid;
+    int signaled = 0, code = 0, pid = pw->pid;
+    int r = peek_pid(pid, &signaled, &code);
     gl_link_t *m;
     if (r == 0) {
       l = l->next;
@@ -259,12 +289,7 @@ static void reap(pstate *st) {
       m = m->next;
       if (w->pid != pid)
         continue;
-      if (r < 0)
-        deliver(w, 0, 0, r);
-      else
-        deliver(w, WIFSIGNALED(status),
-                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
-                0);
+      deliver(w, signaled, code, r < 0 ? r : 0);
     }
     l = st->foreign.head.next; /* the list changed: from the start */
   }
@@ -420,10 +445,14 @@ static int push_proc(lua_State *L, proc *p) {
 
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   pidwait *pw = (pidwait *)ctx;
-  int st = lgreen_waited(L, &pw->base, NULL);
+  int st = lgreen_waited(L, &pw->base, NULL); /* killed: still a zombie */
   (void)status;
   if (st != GL_W_OK)
     return push_fail(L, st);
+  if (pw->p == NULL) { /* a foreign child: reap it now (peek_pid) */
+    int ignored;
+    reap_pid(pw->pid, &ignored); /* another waiter of it may have */
+  }
   return push_outcome(L, pw->signaled, pw->code);
 }
 

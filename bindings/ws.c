@@ -511,8 +511,11 @@ static int l_ws_close(lua_State *L) {
   lua_Integer code = luaL_optinteger(L, 2, 1000);
   size_t n;
   const char *reason = luaL_optlstring(L, 3, "", &n);
-  luaL_argcheck(L, code >= 1000 && code < 5000 && code != 1004 &&
-                       code != 1005 && code != 1006 && code != 1015,
+  /* 1000-1014 as IANA registers them (1004-1006 and 1015 are never
+     sent), 3000-4999: 1016-2999 are reserved, a peer fails on them */
+  luaL_argcheck(L, (code >= 1000 && code <= 1014 && code != 1004 &&
+                    code != 1005 && code != 1006) ||
+                       (code >= 3000 && code <= 4999),
                 2, "invalid close code");
   luaL_argcheck(L, n <= 123, 3, "a close reason is 123 bytes at most");
   if (!wslay_event_get_close_sent(w->ctx)) {

@@ -42,11 +42,13 @@ green.http.serve(server, function(req)
   local me = req.remote_addr
   broadcast(me .. " joined")
   while true do
-    local text = ws:receive()
+    local text, kind = ws:receive()
     if not text then break end
     if text == "/quit" then ws:close(1000, "bye") break end
     if text == "/stop" then server:close() ws:close(1000, "stopping") break end
-    broadcast(me .. ": " .. text)
+    -- (binary messages are not chat: sent on as text, they need not be
+    -- UTF-8, and ws:send refuses them)
+    if kind == "text" then broadcast(me .. ": " .. text) end
   end
   members[ws] = nil
   q:put(false)

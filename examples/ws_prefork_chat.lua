@@ -71,9 +71,9 @@ local function chat(req)
     end
   end)
   while true do
-    local text = ws:receive()
+    local text, kind = ws:receive()
     if not text then break end
-    publish(text)
+    if kind == "text" then publish(text) end -- (binary is not chat)
   end
   members[ws] = nil
   q:put(false)

@@ -59,6 +59,18 @@ local function session(where, input)
   return out, err, code
 end
 
+-- A backdoor on a free port and a client at its first prompt (in a green
+-- thread): the server and the client.
+local function connected()
+  local server = assert(green.backdoor{ port = 0 })
+  local _, port = server:getsockname()
+  local c = assert(green.connect("127.0.0.1", port))
+  c:settimeout(10)
+  assert.matches("backdoor", c:receive("*l"))
+  assert.are.equal("> ", c:receive(2))
+  return server, c
+end
+
 describe("green.backdoor", function()
   it("runs lines as greenlua -i does, over TCP, with socat", function()
     local out, err, code = session("tcp", table.concat({
@@ -142,12 +154,7 @@ describe("green.backdoor", function()
   it("shows the default prompt for a _PROMPT or _PROMPT2 that is not "
      .. "a string and cannot become one, and goes on", function()
     green_run(function()
-      local server = assert(green.backdoor{ port = 0 })
-      local _, port = server:getsockname()
-      local c = assert(green.connect("127.0.0.1", port))
-      c:settimeout(10)
-      assert.matches("backdoor", c:receive("*l"))
-      assert.are.equal("> ", c:receive(2))
+      local server, c = connected()
       -- a __tostring that returns no string, one that raises: the
       -- session used to end with an error at either
       c:sendall("_PROMPT2 = setmetatable({}, { __tostring = "
@@ -163,6 +170,31 @@ describe("green.backdoor", function()
       c:sendall("6 * 7\n")
       assert.are.equal("42", c:receive("*l"))
       c:close()
+      server:close()
+    end)
+  end)
+
+  -- A write to a connection whose client left was ignored: a session
+  -- running a loop of prints went on for ever, with nobody to read them.
+  -- The first print the connection refuses raises now, and so does every
+  -- one after it (a pcall around print does not keep the loop going).
+  it("ends a session's printing once its client is gone", function()
+    finally(function() _G.backdoor_gone = nil end)
+    green_run(function()
+      local server, c = connected()
+      c:sendall("local n = 0 "
+                .. "local ok, e = pcall(function() while true do "
+                .. "n = n + 1 print(n) end end) "
+                .. "pcall(print, 'again') "
+                .. "_G.backdoor_gone = { n = n, err = e, "
+                .. "again = select(2, pcall(print, 'again')) }\n")
+      assert.are.equal("1", c:receive("*l"))
+      c:close()
+      local gone = helper.eventually(function() return _G.backdoor_gone end,
+                                     30, "the session's loop to end")
+      assert.matches("green%.backdoor: the client is gone %(", gone.err)
+      assert.matches("green%.backdoor: the client is gone %(", gone.again)
+      assert.is_true(gone.n > 1)
       server:close()
     end)
   end)

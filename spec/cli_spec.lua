@@ -184,6 +184,37 @@ describe("greenlua options", function()
   end)
 end)
 
+describe("greenlua, Ctrl-C before the target runs", function()
+  -- A Ctrl-C whose target had not started yet (the main chunk, between
+  -- its spawn and its first run; here a thread made the target by hand,
+  -- spawned or spawn_after's) was lost: the hub handled the signal before
+  -- it ran its queue, and an interrupt only reaches a blocking call. The
+  -- target ends with "interrupted!" now, without running.
+  for _, how in ipairs({ "spawn", "spawn_after" }) do
+    it("ends a target that has not started (" .. how .. ")", function()
+      local out, err, code = h.greenlua_run(([[
+        local green = require "green"
+        local core = require "green.core"
+        local ran = false
+        local gt = %s(function()
+          ran = true
+          green.sleep(0.05)
+          return "ran"
+        end)
+        core.interrupt_target(gt)
+        assert(io.popen("kill -INT $PPID")):close() -- this process
+        local status = gt:status()
+        local ok, e = pcall(gt.wait, gt)
+        print(status, ok, e, ran)
+      ]]):format(how == "spawn" and "green.spawn"
+                 or "(function(f) return green.spawn_after(30, f) end)"))
+      assert.are.equal(0, code, err)
+      assert.are.equal((how == "spawn" and "new" or "delayed")
+                       .. "\tfalse\tinterrupted!\tfalse\n", out)
+    end)
+  end
+end)
+
 describe("greenlua -h", function()
   it("prints the usage on stdout and exits 0, running nothing", function()
     for _, opt in ipairs({ "-h", "--help" }) do

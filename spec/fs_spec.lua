@@ -1274,6 +1274,82 @@ describe("green.fs at exit", function()
   end
 end)
 
+describe("green.fs at exit, a write over 1 GiB", function()
+  -- A write of more than 1 GiB goes as 1 GiB requests, the next from the
+  -- previous one's callback: exit() runs no callback, and only the
+  -- request in the pool was written. The rest is written now, all of it.
+  -- (into a pipe, counted by wc: no GiB on the disk nor in this process)
+  it("os.exit writes every byte of a write under way", function()
+    local o, err = h.greenlua_run([[
+      local green = require "green"
+      -- (copying 1 GiB keeps the hub over a second under ASan: no report)
+      green.debug.hub_blocking_detection(false)
+      local w = assert(green.fs.open("/dev/fd/3", "w"))
+      local big = ("w"):rep(1 << 30)
+      green.spawn(function() w:write(big, "tail") end)
+      green.sleep(0) -- its first 1 GiB in the pool
+      io.stderr:write("bye")
+      os.exit(3)
+    ]], "3>&1 >/dev/null | wc -c", 120)
+    assert.equal("bye", err)
+    assert.equal(tostring((1 << 30) + 4), o:match("%d+"))
+  end)
+end)
+
+describe("green.fs at exit, bytes still buffered", function()
+  -- A write under the buffer's size stays in the file's buffer until a
+  -- flush or a close: exit() writes it, as it flushes C's stdio (a stock
+  -- io file's bytes written before os.exit are in the file). In a child
+  -- of green.fork, the bytes the parent had buffered are the parent's to
+  -- write: the child writes only its own (C's stdio would write them
+  -- twice).
+  for _, host in ipairs({ "greenlua", "lua54" }) do
+    it(("os.exit writes what green files and a patched io.open buffered "
+        .. "(%s)"):format(host), function()
+      local a, b, c = tmp("buf-a"), tmp("buf-b"), tmp("buf-c")
+      local o, err, code = run_on(host, ([[
+        local green = require "green"
+        local f = assert(green.fs.open(%q, "w"))
+        f:write("green ", 42, "\n")
+        local g = assert(green.fs.open(%q, "w"))
+        g:setvbuf("line")
+        g:write("whole line\n", "no newline yet") -- the rest buffered
+        green.patch { fs = true }
+        local p = assert(io.open(%q, "w"))
+        p:write("patched")
+        io.write("bye")
+        os.exit(3)
+      ]]):format(a, b, c))
+      assert.equal(3, code, err)
+      assert.equal("bye", o)
+      assert.equal("green 42\n", get(a))
+      assert.equal("whole line\nno newline yet", get(b))
+      assert.equal("patched", get(c))
+    end)
+  end
+
+  it("a child of green.fork writes its own buffered bytes at exit, not "
+     .. "the parent's", function()
+    local path = tmp("buf-fork")
+    local o, err, code = h.greenlua_run(([[
+      local green = require "green"
+      local f = assert(green.fs.open(%q, "w"))
+      f:write("parent ")
+      local pid = green.fork()
+      if pid == 0 then
+        f:write("child ")
+        os.exit(0)
+      end
+      print(green.process.wait(pid, 30))
+      f:write("end")
+      f:close()
+    ]]):format(path), nil, 30)
+    assert.equal(0, code, err)
+    assert.equal("exit\t0\n", o)
+    assert.equal("child parent end", get(path))
+  end)
+end)
+
 describe("green.fs at exit, every worker held", function()
   -- Reads of FIFOs nobody writes in every worker of libuv's pool, and a
   -- stat queued behind them: it never starts, and os.exit waited for it

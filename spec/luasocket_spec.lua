@@ -511,6 +511,47 @@ describe("green.socket (LuaSocket compatible)", function()
       end)
     end)
 
+    -- green.udp's own argument errors named the function '?' (called
+    -- through u[name]), counted the object and pointed into
+    -- green/socket.lua: they are LuaSocket's, at the caller's line.
+    it("names the method in its argument errors, at the caller", function()
+      green_run(function()
+        local u = assert(socket.udp())
+        local here = debug.getinfo(1, "S").short_src .. ":"
+        local cases = {
+          { "setsockname", 2, function()
+              local r = u:setsockname("127.0.0.1", {}) return r end },
+          { "sendto", 1, function()
+              local r = u:sendto({}, "127.0.0.1", 1) return r end },
+          { "sendto", 3, function()
+              local r = u:sendto("x", "127.0.0.1", {}) return r end },
+          { "receivefrom", 1, function()
+              local r = u:receivefrom({}) return r end },
+          { "receive", 1, function() local r = u:receive({}) return r end },
+          { "setoption", 1, function()
+              local r = u:setoption({}) return r end },
+          { "getoption", 1, function()
+              local r = u:getoption({}) return r end },
+          { "setpeername", 2, function()
+              local r = u:setpeername("127.0.0.1", {}) return r end },
+        }
+        for _, c in ipairs(cases) do
+          local ok, err = pcall(c[3])
+          assert.is_false(ok)
+          local msg = ("bad argument #%d to '%s' ("):format(c[2], c[1])
+          assert.are.equal(msg, err:match("bad argument .-%("), err)
+          assert.are.equal(here, err:sub(1, #here), err)
+        end
+        assert(u:setpeername("127.0.0.1", 9))
+        local ok, err = pcall(function() local r = u:send({}) return r end)
+        assert.is_false(ok)
+        assert.matches("^" .. here:gsub("%p", "%%%0")
+                       .. "%d+: bad argument #1 to 'send' %(string expected",
+                       err)
+        u:close()
+      end)
+    end)
+
     it("has every method of LuaSocket's udp objects", function()
       local ru = real.udp()
       local u = assert(socket.udp())

@@ -1071,6 +1071,79 @@ print(got[1], got[2], doomed:wait() == green.GreenletExit)
 ]], "nil timeout\nnil timeout\nnil timeout\nexit 0\texit 0\ttrue\n")
   end)
 
+  -- A forked child that ended is reaped by the thread its end wakes, when
+  -- that thread runs: until then its pid is its own (a zombie), so no
+  -- other thread can signal a process that took the pid meanwhile (what
+  -- prefork's master does to its workers: kill by pid, forget the pid
+  -- once wait returns). The watcher thread runs in the turn the end is
+  -- seen, before the waiter it woke (it was ready first).
+  it("the pid stays the child's until its waiter runs: no window for a "
+     .. "reused pid", function()
+    forked([[
+local core = require "green.core"
+local pid = green.fork()
+if pid == 0 then
+  local c = dial()
+  os.exit(c:receive("*l") == "go" and 5 or 4)
+end
+local c = answer()
+local returned = false
+local w = green.spawn(function()
+  local how, code = process.wait(pid, 30)
+  returned = true
+  return how, code
+end)
+local gone, steps, ready = 0, 0, 0
+local watcher = green.spawn(function()
+  while not returned and steps < 1e7 do
+    steps = steps + 1
+    if w:status() == "ready" then
+      ready = ready + 1
+      if not core.kill_pid(pid, 0) then gone = gone + 1 end
+    end
+    green.sleep(0)
+  end
+end)
+while w:status() ~= "suspended" and steps < 1e7 do green.sleep(0) end
+assert(c:sendall("go\n"))
+print(show(w:wait()))
+watcher:wait()
+expect(ready > 0, "the watcher never saw the waiter ready")
+print("gone before its waiter ran:", gone)
+]], "exit 5\ngone before its waiter ran:\t0\n")
+  end)
+
+  it("a waiter killed after its child ended, before it ran, leaves the "
+     .. "status to the next wait", function()
+    forked([[
+local pid = green.fork()
+if pid == 0 then
+  local c = dial()
+  os.exit(c:receive("*l") == "go" and 5 or 4)
+end
+local c = answer()
+local w = green.spawn(function() return process.wait(pid, 30) end)
+local steps = 0
+while w:status() ~= "suspended" and steps < 1e7 do
+  steps = steps + 1
+  green.sleep(0)
+end
+assert(c:sendall("go\n"))
+local killed = false
+while not w:dead() and steps < 1e7 do
+  steps = steps + 1
+  if w:status() == "ready" then -- its wait ended: the child ended
+    w:kill()
+    killed = true
+  end
+  green.sleep(0)
+end
+print(killed, w:wait() == green.GreenletExit)
+print(show(process.wait(pid, 30)))
+print(show(process.wait(pid, 0)))
+]], "true\ttrue\nexit 5\nnil no child processes\n")
+  end)
+
   -- A Process keeps its record (and outcome) after its child is reaped,
   -- while its pid is free for the kernel to give to the next child. The
   -- pid is made to come back at once by setting the kernel's last pid

@@ -220,4 +220,34 @@ describe("green.Timeout", function()
       assert.is_false(green.is_timeout("Timeout"))
     end)
   end)
+
+  -- with_timeout("x") raised at the line of green/init.lua that calls
+  -- Timeout, under Timeout's name: the error is the caller's now
+  it("raises its argument errors at the caller's line", function()
+    green_run(function()
+      local here = debug.getinfo(1, "S").short_src
+      local function line(f)
+        local ok, err = pcall(f)
+        assert.is_false(ok)
+        return err
+      end
+      local nan = 0 / 0
+      local l0 = debug.getinfo(1, "l").currentline
+      local errs = {
+        line(function() local r = green.with_timeout("x", sleep) return r end),
+        line(function() local r = green.with_timeout(nan, sleep) return r end),
+        line(function() local r = green.with_timeout(1, "fn") return r end),
+      }
+      local want = {
+        "bad argument #1 to 'with_timeout' (number expected, got string)",
+        "bad argument #1 to 'with_timeout' (number of seconds expected, "
+          .. "got NaN)",
+        "bad argument #2 to 'with_timeout' (function expected, got string)",
+      }
+      for i, err in ipairs(errs) do
+        assert.are.equal(("%s:%d: %s"):format(here, l0 + i + 1, want[i]),
+                         err)
+      end
+    end)
+  end)
 end)

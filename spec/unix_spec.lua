@@ -83,6 +83,52 @@ describe("Unix-domain sockets", function()
     end)
   end)
 
+  -- A mode with bits the umask takes away is added after bind, through
+  -- the file opened as itself (never a symlink swapped in): on a path
+  -- near sockaddr_un's size limit too. The socket's address is the path
+  -- (getsockname, a client's getpeername), nothing is left behind, and
+  -- a file in the way is still "address already in use".
+  local function output(cmd, fmt)
+    local p = assert(io.popen(cmd))
+    local r = p:read(fmt)
+    p:close()
+    return r
+  end
+  local function mode_of(path) return output("stat -c %a " .. path, "l") end
+  local function listing(d) return output("ls -A " .. d, "a") end
+
+  it("gives a wide mode on a path near the size limit, leaving nothing",
+     function()
+    green_run(function()
+      local sub = dir .. "/" .. ("d"):rep(97 - #dir)
+      assert(os.execute("mkdir " .. sub))
+      for _, name in ipairs({ "s", "x.sock" }) do
+        local path = sub .. "/" .. name
+        local srv = assert(green.listen_unix(path, { mode = 7 * 64 + 7 * 8
+                                                          + 7 }))
+        assert.are.equal("777", mode_of(path))
+        assert.are.equal(name .. "\n", listing(sub))
+        assert.are.equal(path, srv:getsockname())
+        local c = assert(green.connect_unix(path, { timeout = 10 }))
+        assert.are.equal(path, c:getpeername())
+        srv:settimeout(10)
+        local a = assert(srv:accept())
+        assert(c:send("hi\n"))
+        assert.are.equal("hi", a:receive())
+        a:close()
+        c:close()
+        srv:close()
+        assert.are.equal("", listing(sub))
+        assert(io.open(path, "w")):close()
+        assert.same({ nil, "address already in use" },
+                    { green.listen_unix(path, { mode = 7 * 64 + 7 * 8
+                                                     + 7 }) })
+        assert.are.equal(name .. "\n", listing(sub))
+        os.remove(path)
+      end
+    end)
+  end)
+
   it("returns the partial data when the peer closes mid-read", function()
     green_run(function()
       local path = dir .. "/partial.sock"

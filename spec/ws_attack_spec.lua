@@ -426,7 +426,8 @@ describe("WebSocket server against hostile clients", function()
   it("refuses bad handshakes: the handler answers them", function()
     green_run(function()
       local port, ended, stop = ws_server()
-      local base = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
+      -- (raw_upgrade sends the Host: a second one is the server's 400)
+      local base = "Upgrade: websocket\r\nConnection: Upgrade"
         .. "\r\nSec-WebSocket-Version: 13\r\n"
       local cases = {
         { "no key", base },

@@ -23,13 +23,21 @@ end
 
 -- The session environment: reads fall through to the globals, writes stay
 -- in the session (`_G.x = v` sets a real global), `print` writes to the
--- connection, and `green` is at hand.
+-- connection, and `green` is at hand. A `print` the connection refuses
+-- (the client left) raises, and so does every one after it: a loop of
+-- prints ran on with nobody to read it (a failed write was ignored).
 local function session_env(conn)
   local env = { green = green }
+  local gone
   env.print = function(...)
     local s, err = repl.format_values(...)
     if not s then error(err, 2) end
-    conn:sendall(s .. "\n")
+    if not gone then
+      local ok, serr = conn:sendall(s .. "\n")
+      if not ok then gone = "green.backdoor: the client is gone (" .. serr
+                            .. ")" end
+    end
+    if gone then error(gone, 2) end
   end
   return setmetatable(env, { __index = _G })
 end

@@ -219,6 +219,14 @@ function GreenThread.unlink(gt, fn)
   return found
 end
 
+-- Is 'fn' callable as a call (and spawn) sees it: a function, or a value
+-- whose metatable has a raw __call?
+local function callable(fn)
+  if type(fn) == "function" then return true end
+  local mt = debug.getmetatable(fn)
+  return type(mt) == "table" and rawget(mt, "__call") ~= nil
+end
+
 --- Run the hub. Without `fn`, until no thread, timer or server is left (from
 -- a green thread: until every other thread is done or blocked for good).
 -- With `fn`, spawn it and wait: its results, or its error raised.
@@ -226,12 +234,9 @@ function green.run(fn, ...)
   if fn == nil then
     return core.run()
   end
-  if type(fn) ~= "function" then -- callable as spawn sees it: a raw __call
-    local mt = debug.getmetatable(fn)
-    if type(mt) ~= "table" or rawget(mt, "__call") == nil then
-      error(format("bad argument #1 to 'run' (function expected, got %s)",
-                   type(fn)), 2)
-    end
+  if not callable(fn) then
+    error(format("bad argument #1 to 'run' (function expected, got %s)",
+                 type(fn)), 2)
   end
   local gt = spawn(fn, ...)
   core.observe(gt)
@@ -240,8 +245,24 @@ end
 core.internal(green.run)
 
 --- Raise `err` in `seconds` at the current blocking call of `fn(...)`.
+-- A bad `seconds` (or no green thread) raised where this file calls
+-- Timeout, not at the caller: Timeout's error is raised again at the
+-- caller's line (called by pcall, a C function, it has no position of its
+-- own), under this function's name.
 function green.with_timeout(seconds, fn, ...)
-  local _ <close> = core.Timeout(seconds)
+  if not callable(fn) then
+    error(format("bad argument #2 to 'with_timeout' (function expected, "
+                 .. "got %s)", type(fn)), 2)
+  end
+  local ok, t = pcall(core.Timeout, seconds)
+  if not ok then
+    if type(t) == "string" then
+      t = t:gsub("^bad argument #1 to '[^']*'",
+                 "bad argument #1 to 'with_timeout'", 1)
+    end
+    error(t, 2)
+  end
+  local _ <close> = t
   return fn(...)
 end
 

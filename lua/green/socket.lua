@@ -626,17 +626,34 @@ function M.udp() return new_udp(nil) end
 function M.udp4() return new_udp("inet") end
 function M.udp6() return new_udp("inet6") end
 
+-- Call green.udp's method 'name' for the method of the same name (its
+-- caller, no tail call: the error level). Its argument errors named the
+-- function '?' (called through u[name]) and counted 'u': they are
+-- LuaSocket's now (as a C method's: the arguments after self), raised at
+-- the caller of the method. Other errors (a kill, a Timeout) go as they
+-- came.
 local function udpcall(self, name, ...)
   local u = self.u
   if not u then return nil, "closed" end
-  local a, b, c = u[name](u, ...)
+  local ok, a, b, c = pcall(u[name], u, ...)
+  if not ok then
+    local n, why
+    if type(a) == "string" then
+      n, why = a:match("bad argument #(%d+) to '%?' (.*)$")
+    end
+    if n and tonumber(n) > 1 then
+      error(format("bad argument #%d to '%s' %s", n - 1, name, why), 3)
+    end
+    error(a, 0)
+  end
   if a == nil then return nil, lserr(b), c end
   return a, b, c
 end
 
 function udp_methods.setsockname(self, host, port)
   check(self, "setsockname", "udp{unconnected}")
-  return udpcall(self, "setsockname", host, port)
+  local ok, err = udpcall(self, "setsockname", host, port)
+  return ok, err
 end
 
 function udp_methods.setpeername(self, host, port)
@@ -670,13 +687,15 @@ end
 
 function udp_methods.receivefrom(self, size)
   check(self, "receivefrom", "udp{unconnected}")
-  return udpcall(self, "receivefrom", size)
+  local data, ip, port = udpcall(self, "receivefrom", size)
+  return data, ip, port
 end
 
 for _, name in ipairs { "getsockname", "getpeername", "setoption",
                         "getoption", "dirty" } do
   udp_methods[name] = function(self, ...)
-    return udpcall(self, name, ...)
+    local a, b, c = udpcall(self, name, ...)
+    return a, b, c
   end
 end
 

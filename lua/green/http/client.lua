@@ -14,6 +14,7 @@ local http_parser, http_head, http_body, http_parse_url, http_free =
 local Headers = common.Headers
 local tls_head, tls_body = common.tls_head, common.tls_body
 local check_header, lower_name = common.check_header, common.lower
+local is_token = common.is_token
 local now = core.now
 
 local type, pairs, tostring, error, format, concat, setmetatable,
@@ -313,17 +314,32 @@ local function parse_url(url)
 end
 
 -- The request head, how the body goes: "length" (a string), "chunked"
--- (a function yielding pieces) or nil, and whether it asks for an Upgrade
--- (an Upgrade header: a 101 answers only that).
+-- (a function yielding pieces), the caller's Content-Length (a number: a
+-- function's pieces sent as they are, adding up to it) or nil, and
+-- whether it asks for an Upgrade (an Upgrade header: a 101 answers only
+-- that).
 local function request_head(method, u, headers, body)
   local t = { method, " ", u.target, " HTTP/1.1\r\n" }
   local n = #t
   local has = {}
+  local length -- the caller's Content-Length (a number)
   if headers then
     for k, v in pairs(headers) do
       local lk = lower_name(k)
       has[lk] = true
       local vs = type(v) == "table" and v or { v }
+      if lk == "transfer-encoding" then
+        vs = {} -- the client chooses the framing, as the server does
+      elseif lk == "content-length" then
+        -- (digits: tonumber takes "0x10" and "1e1", a server does not)
+        local digits = #vs == 1
+          and tostring(vs[1]):match("^[ \t]*(%d+)[ \t]*$")
+        length = digits and #digits < 16 and tonumber(digits)
+        if not length then
+          error("green.http: bad Content-Length (one non-negative "
+                .. "integer expected)", 0)
+        end
+      end
       for i = 1, #vs do
         local vi = tostring(vs[i])
         check_header(k, vi)
@@ -331,6 +347,12 @@ local function request_head(method, u, headers, body)
         n = n + 4
       end
     end
+  end
+  -- a Content-Length that is not the body's would send the rest of the
+  -- body as the next request, or take the next request for the body
+  if length and type(body) ~= "function" and length ~= #(body or "") then
+    error(format("green.http: Content-Length %d but the body is %d "
+                 .. "bytes", length, #(body or "")), 0)
   end
   if not has.host then
     t[n + 1] = "Host: " .. u.hostheader .. "\r\n"
@@ -353,7 +375,7 @@ local function request_head(method, u, headers, body)
       n = n + 1
       how = "chunked"
     else
-      how = "raw"
+      how = length -- its pieces must add up to it
     end
   elseif body ~= nil then
     error("green.http: body must be a string, a function or nil", 0)
@@ -374,11 +396,19 @@ local function send_request(conn, head, how, body)
   ok, err = sock:sendall(head)
   if not ok then return nil, err end
   if how then
+    local left = how ~= "chunked" and how -- the caller's Content-Length
     while true do
       local piece = body()
       if piece == nil then break end
       if type(piece) ~= "string" then
         error("green.http: the body function must yield strings", 0)
+      end
+      if left then
+        left = left - #piece
+        if left < 0 then
+          error("green.http: the body function gave more than its "
+                .. "Content-Length", 0)
+        end
       end
       if #piece > 0 then
         if how == "chunked" then
@@ -391,6 +421,9 @@ local function send_request(conn, head, how, body)
     if how == "chunked" then
       ok, err = sock:sendall("0\r\n\r\n")
       if not ok then return nil, err end
+    elseif left > 0 then
+      error("green.http: the body function gave less than its "
+            .. "Content-Length", 0)
     end
   end
   return true
@@ -614,6 +647,11 @@ function Client:request(o)
           .. "expected)", 2)
   end
   if o.tls ~= nil then check_tls(o.tls, "bad argument #2 to 'request'") end
+  if o.method ~= nil and not is_token(o.method) then
+    -- (it begins the request line: a space or CRLF would split it)
+    error(format("bad argument #2 to 'request' (method: token expected, "
+                 .. "got %q)", tostring(o.method)), 2)
+  end
   local method = upper(o.method or (o.body ~= nil and "POST" or "GET"))
   local url = o.url
   local redirects = o.redirects or 5
@@ -633,7 +671,7 @@ function Client:request(o)
     local head, how, upgrade = request_head(method, u, o.headers, o.body)
     local resp, retry
     resp, err, retry = exchange(self, o, u, method, head, how, upgrade)
-    if not resp and retry and how ~= "chunked" and how ~= "raw"
+    if not resp and retry and (how == nil or how == "length")
        and IDEMPOTENT[method] then
       -- a fresh one
       resp, err = exchange(self, o, u, method, head, how, upgrade)

@@ -77,10 +77,16 @@ function M.date_line()
   return date_line
 end
 
+--- Is `s` a token (RFC 9110 5.6.2: a method, a header name, ...)?
+function M.is_token(s)
+  return type(s) == "string" and s ~= ""
+    and not find(s, "[^%w!#$%%&'*+%-.^_`|~]")
+end
+
 --- Raise (misuse) if a header name or value could split the message:
 -- names must be tokens, values must hold no CR, LF or NUL.
 function M.check_header(k, v)
-  if type(k) ~= "string" or find(k, "[^%w!#$%%&'*+%-.^_`|~]") or k == "" then
+  if not M.is_token(k) then
     error(format("green.http: bad header name %q", tostring(k)), 0)
   end
   if find(v, "[\r\n%z]") then

@@ -13,6 +13,7 @@ local ws_new, ws_receive, ws_send, ws_close, ws_state, ws_accept_key,
       ws_key = core.ws_new, core.ws_receive, core.ws_send, core.ws_close,
   core.ws_state, core.ws_accept_key, core.ws_key
 local has_token = common.has_token
+local utf8_len = utf8.len
 local ws_receive_tls, is_tls = core.ws_receive_tls, common.is_tls
 local now = core.now
 
@@ -160,6 +161,11 @@ function WebSocket:send(data, kind)
   if kind ~= "text" and kind ~= "binary" then
     error("bad argument #2 to 'send' ('text' or 'binary' expected)", 2)
   end
+  -- (a peer fails the connection, 1007, on a text that is not UTF-8)
+  if kind == "text" and not utf8_len(data) then
+    error("bad argument #1 to 'send' (a text message must be UTF-8: send "
+          .. "it as binary)", 2)
+  end
   if self.closed then return nil, "closed" end
   return write(self, ws_send(self.ctx, kind, data))
 end
@@ -175,6 +181,9 @@ end
 -- Returns true.
 function WebSocket:close(code, reason)
   if self.closed then return true end
+  if type(reason) == "string" and not utf8_len(reason) then
+    error("bad argument #2 to 'close' (a close reason must be UTF-8)", 2)
+  end
   local data = ws_close(self.ctx, code, reason)
   if #data > 0 then write(self, data) end
   if self.closed then return true end
@@ -215,8 +224,7 @@ end
 local function protocol_list(protocols, what)
   local list = type(protocols) == "table" and protocols or { protocols }
   for _, p in ipairs(list) do
-    if type(p) ~= "string" or p == ""
-       or p:find("[^%w!#$%%&'*+%-.^_`|~]") then
+    if not common.is_token(p) then
       error(format("%s (protocols: bad subprotocol %q)", what,
                    tostring(p)), 3)
     end
@@ -308,6 +316,12 @@ local function bad_101(hs, key, offered)
   return nil
 end
 
+-- The headers the client's handshake sets itself.
+local HANDSHAKE = { upgrade = true, connection = true,
+                    ["sec-websocket-key"] = true,
+                    ["sec-websocket-version"] = true,
+                    ["sec-websocket-protocol"] = true }
+
 --- green.http.websocket(url, [opts]) → ws, or nil, err. opts: headers,
 -- protocols, timeout, max_message_size.
 function M.connect(url, opts)
@@ -343,6 +357,19 @@ function M.connect(url, opts)
   end
   local offered = opts.protocols and protocol_list(opts.protocols,
     "bad argument #2 to 'websocket'")
+  local extra, has_host = {}, false -- the caller's headers
+  for k, v in pairs(opts.headers or {}) do
+    common.check_header(k, tostring(v))
+    local lk = common.lower(k)
+    if HANDSHAKE[lk] then
+      -- a second one would make the handshake another (or a 400)
+      error(format("bad argument #2 to 'websocket' (headers: %s is the "
+                   .. "handshake's)", k), 2)
+    end
+    has_host = has_host or lk == "host"
+    extra[#extra + 1] = k .. ": " .. tostring(v) .. "\r\n"
+  end
+  extra = concat(extra)
   local defport = tls and 443 or 80
   local port = u.port or defport
   local sock, err
@@ -366,16 +393,16 @@ function M.connect(url, opts)
     or u.host
   local t = {
     "GET ", (u.path or "/"), u.query and ("?" .. u.query) or "",
-    " HTTP/1.1\r\nHost: ", host, port ~= defport and (":" .. port) or "",
-    "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    " HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     "Sec-WebSocket-Key: ", key, "\r\nSec-WebSocket-Version: 13\r\n" }
   if offered then
     t[#t + 1] = "Sec-WebSocket-Protocol: " .. concat(offered, ", ")
       .. "\r\n"
   end
-  for k, v in pairs(opts.headers or {}) do
-    common.check_header(k, tostring(v))
-    t[#t + 1] = k .. ": " .. tostring(v) .. "\r\n"
+  t[#t + 1] = extra
+  if not has_host then -- (two would be a 400: RFC 9112 3.2)
+    t[#t + 1] = "Host: " .. host .. (port ~= defport and (":" .. port)
+                                      or "") .. "\r\n"
   end
   t[#t + 1] = "\r\n"
   local ok
