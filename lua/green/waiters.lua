@@ -87,10 +87,9 @@ local function remove(q, w)
 end
 M.remove = remove
 
---- Pop and return the first record, or nil; does not wake it.
-function M.shift(q)
+-- Take the first record (there is one) off the queue; returns it.
+local function drop_first(q)
   local head = q.head
-  if head > q.tail then return nil end
   local w = q[head]
   q[head] = nil
   if head == q.tail then
@@ -98,6 +97,13 @@ function M.shift(q)
   else
     q.head = head + 1
   end
+  return w
+end
+
+--- Pop and return the first record, or nil; does not wake it.
+function M.shift(q)
+  if q.head > q.tail then return nil end
+  local w = drop_first(q)
   w.state = IDLE
   return w
 end
@@ -110,15 +116,8 @@ end
 -- @return the record woken, or nil if no live waiter was left
 function M.wake_first(q)
   while q.head <= q.tail do
-    local head = q.head
-    local w = q[head]
-    local woken = wake(w.thread)
-    q[head] = nil
-    if head == q.tail then
-      q.head, q.tail = 1, 0
-    else
-      q.head = head + 1
-    end
+    local woken = wake(q[q.head].thread)
+    local w = drop_first(q)
     if woken then
       w.state = DONE
       return w
@@ -133,16 +132,10 @@ end
 -- `wake`: one that raises leaves the waiters after it queued.
 function M.wake_all(q, item)
   while q.head <= q.tail do
-    local head = q.head
-    local w = q[head]
+    local w = q[q.head]
     w.item = item
     local woken = wake(w.thread)
-    q[head] = nil
-    if head == q.tail then
-      q.head, q.tail = 1, 0
-    else
-      q.head = head + 1
-    end
+    drop_first(q)
     if woken then
       w.state = DONE
     else
