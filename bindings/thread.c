@@ -505,8 +505,10 @@ static int l_spawn_after(lua_State *L) {
   /* (newthread raises once the hub is closed: no timer in its heap) */
   gl_thread_t *t = newthread(L, hub, 2, trampoline, 0);
   t->state = GL_DELAYED;
-  if (gl_timer_start(hub, &t->w.timer, gl_now() + ns, delayed_start) < 0)
+  if (gl_timer_start(hub, &t->w.timer, gl_now() + ns, delayed_start) < 0) {
+    lgreen_thread_bury(L, hub, t); /* (not left delayed for ever) */
     return luaL_error(L, "not enough memory");
+  }
   return 1;
 }
 

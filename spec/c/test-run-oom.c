@@ -48,8 +48,9 @@
 #define LEAK_CHECK() 0
 #endif
 
-enum { M_COUNT, M_ONE, M_FEW, M_ALL };
-static const char *const mode_names[] = {"count", "one", "few", "all"};
+enum { M_COUNT, M_ONE, M_FEW, M_ALL, M_CCOUNT, M_C };
+static const char *const mode_names[] = {"count", "one",     "few",
+                                         "all",   "c-count", "c"};
 #define FEW 6 /* M_FEW: allocations that fail in a row */
 
 static int mode;          /* M_* */
@@ -118,6 +119,42 @@ __attribute__((noinline)) static void injected(void) {
 }
 
 
+/*
+** The C heap of green's own code (its objects are linked in: their
+** malloc, calloc and realloc are wrapped, -Wl,--wrap): in M_CCOUNT and
+** M_C ('cheap' set) these count, and fail once, instead of the Lua
+** allocator.
+*/
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t k, size_t n);
+void *__real_realloc(void *p, size_t n);
+static int cheap;
+
+static int c_fails(void) {
+  if (!cheap || !armed)
+    return 0;
+  counted++;
+  if (mode == M_C && budget-- == 0) {
+    failed = 1;
+    injected();
+    return 1;
+  }
+  return 0;
+}
+
+void *__wrap_malloc(size_t n) {
+  return c_fails() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t k, size_t n) {
+  return c_fails() ? NULL : __real_calloc(k, n);
+}
+
+void *__wrap_realloc(void *p, size_t n) {
+  return c_fails() ? NULL : __real_realloc(p, n);
+}
+
+
 static void *limited(void *ud, void *ptr, size_t osize, size_t nsize) {
   size_t old = ptr != NULL ? osize : 0;
   void *p;
@@ -127,7 +164,7 @@ static void *limited(void *ud, void *ptr, size_t osize, size_t nsize) {
     live -= (long)old;
     return NULL;
   }
-  if (armed && nsize > old) {
+  if (armed && !cheap && nsize > old) {
     if (mode == M_COUNT)
       note_site(counted);
     counted++;
@@ -155,7 +192,7 @@ static void *limited(void *ud, void *ptr, size_t osize, size_t nsize) {
       return NULL;
     }
   }
-  p = realloc(ptr, nsize);
+  p = __real_realloc(ptr, nsize);
   if (p != NULL)
     live += (long)nsize - (long)old;
   return p;
@@ -223,6 +260,20 @@ static const workload workloads[] = {
      "  expect_timeout(pcall(green.sleep, 1))\n"
      "end\n"
      "expect_timeout(pcall(green.with_timeout, 0.001, green.sleep, 1))\n"
+     /* many delayed: the timer heap grows under one (C heap); one that
+        could not be armed must not stay, delayed for ever */
+     "local ds = {}\n"
+     "for i = 1, 100 do\n"
+     "  local ok, d = pcall(green.spawn_after, 10, function() end)\n"
+     "  ds[i] = ok and d or nil\n"
+     "end\n"
+     "for i = 1, 100 do if ds[i] then ds[i]:cancel() end end\n"
+     "green.sleep(0)\n"
+     "for _, e in ipairs(green.debug.threads()) do\n"
+     "  if e.state == 'delayed' and e.thread ~= t4 then\n"
+     "    error('BUG: a delayed thread left behind')\n"
+     "  end\n"
+     "end\n"
      /* many armed at once: the registry grows under one */
      "local tos = {}\n"
      "for i = 1, 300 do\n"
@@ -545,6 +596,7 @@ static long run(const workload *w, int m, long n) {
   mode = m;
   budget = n;
   counted = 0;
+  cheap = m == M_CCOUNT || m == M_C;
   armed = 1;
   r = lua_pcall(L, 0, 0, 0);
   made = counted;
@@ -556,11 +608,13 @@ static long run(const workload *w, int m, long n) {
        report it either: what the chunk then sees of it ("closed", a
        500, "deadlock", an assertion of the chunk's) is its outcome; an
        error of green's own code (indexing nil, a call that cannot block)
-       never is. */
+       never is, nor a workload's "BUG:" (what must hold however memory
+       failed). */
     int ok = failed && msg != NULL &&
              (strstr(msg, "not enough memory") != NULL ||
               (m != M_ONE && strstr(msg, "attempt to ") == NULL &&
-               strstr(msg, "cannot block here") == NULL) ||
+               strstr(msg, "cannot block here") == NULL &&
+               strstr(msg, "BUG:") == NULL) ||
               (interrupted && strstr(msg, "interrupted!") != NULL));
     if (!ok) {
       armed = 0;
@@ -579,6 +633,7 @@ static long run(const workload *w, int m, long n) {
   }
   lua_close(L);
   armed = 0;
+  cheap = 0;
   hub = NULL;
   arm_alarm(0);
   if (live != 0) {
@@ -620,7 +675,7 @@ static void test_workloads(void) {
   int i;
   for (i = 0; i < NWORKLOADS; i++) {
     const workload *w = &workloads[i];
-    long count, n, from = 0, to, stride, runs = 0;
+    long count, ccount, n, from = 0, to, stride, runs = 0;
     int m;
     if (only != NULL && strcmp(only, w->name) != 0)
       continue;
@@ -643,9 +698,13 @@ static void test_workloads(void) {
           run(w, m, n);
           runs++;
         }
+    /* green's C heap: each of its allocations, failed once */
+    ccount = at == NULL ? run(w, M_CCOUNT, 0) : 0;
+    for (n = 0; n < ccount; n++)
+      run(w, M_C, n);
     fprintf(stderr, "%s: %ld allocations (%d sites in green's C code), "
-            "%ld runs, %ld interrupted\n", w->name, count, nsites, runs,
-            ninterrupted);
+            "%ld runs, %ld interrupted; %ld of green's C heap\n", w->name,
+            count, nsites, runs, ninterrupted, ccount);
     CHECK(nsites > 0); /* (the sites are found) */
     if (LEAK_CHECK()) {
       fprintf(stderr, "%s: leaks (above)\n", w->name);
