@@ -475,7 +475,21 @@ static const workload workloads[] = {
      "assert(p.stdin:send('x'))\n"
      "p.stdin:close()\n"
      "assert(p.stdout:receive('*a') == 'x')\n"
-     "assert(p:wait() == 'exit')\n"},
+     "assert(p:wait() == 'exit')\n"
+     "local ok2, out2 = green.process.run({'/bin/cat'}, {input = 'abc'})\n"
+     "assert(ok2 and out2 == 'abc')\n"
+     "local f = assert(green.process.popen('echo yo'))\n"
+     "assert(f:read('a') == 'yo\\n')\n"
+     "f:close()\n"
+     /* a caller killed while its child runs: the child is killed too */
+     "local runner = green.spawn(green.process.run, {'/bin/sleep', '10'})\n"
+     "green.sleep(0.01)\n"
+     "runner:kill()\n"
+     /* and one killed while its task runs in the thread pool */
+     "local caller = green.spawn(green.tpool.execute, function(a)\n"
+     "  return a end, 1)\n"
+     "green.sleep(0)\n"
+     "caller:kill()\n"},
     {"gc",
      /* finalizers that use green from the middle of the operations */
      "ev = green.Event()\n"
