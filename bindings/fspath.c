@@ -144,6 +144,29 @@ static const char *dirent_type(uv_dirent_type_t t) {
 }
 
 
+/* Push what a realpath or scandir request got (its kind, 2). Called
+   protected: the request is freed however this ends. */
+static int push_got(lua_State *L) {
+  fsreq *q = (fsreq *)lua_touserdata(L, 1);
+  uv_dirent_t ent;
+  lua_Integer i = 0;
+  if (lua_tointeger(L, 2) == PK_REALPATH) {
+    lua_pushstring(L, (const char *)q->req.ptr);
+    return 1;
+  }
+  lua_createtable(L, (int)q->req.result, 0);
+  lua_createtable(L, 0, (int)q->req.result);
+  while (uv_fs_scandir_next(&q->req, &ent) == 0) {
+    lua_pushstring(L, ent.name);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -4, ++i);
+    lua_pushstring(L, dirent_type(ent.type));
+    lua_rawset(L, -3);
+  }
+  return 2;
+}
+
+
 static int path_k(lua_State *L, int status, lua_KContext ctx) {
   gl_wait_t *w = &lgreen_hub(L)->current->w;
   fsreq *q;
@@ -156,30 +179,25 @@ static int path_k(lua_State *L, int status, lua_KContext ctx) {
     req_free(q);
     return lgfs_fail(L, r, lua_tostring(L, 1));
   }
+  /* The request is freed before anything that can raise (a memory
+     error), or it leaks with its copy of the path. */
   switch (ctx) {
   case PK_STAT:
-  case PK_LSTAT:
-    push_stat(L, &q->req.statbuf);
+  case PK_LSTAT: {
+    uv_stat_t sb = q->req.statbuf;
     req_free(q);
+    push_stat(L, &sb);
     return 1;
+  }
   case PK_REALPATH:
-    lua_pushstring(L, (const char *)q->req.ptr);
-    req_free(q);
-    return 1;
   case PK_SCANDIR: {
-    uv_dirent_t ent;
-    lua_Integer i = 0;
-    lua_createtable(L, r, 0);
-    lua_createtable(L, 0, r);
-    while (uv_fs_scandir_next(&q->req, &ent) == 0) {
-      lua_pushstring(L, ent.name);
-      lua_pushvalue(L, -1);
-      lua_rawseti(L, -4, ++i);
-      lua_pushstring(L, dirent_type(ent.type));
-      lua_rawset(L, -3);
-    }
+    int n = ctx == PK_SCANDIR ? 2 : 1;
+    lua_pushcfunction(L, push_got);
+    lua_pushlightuserdata(L, q);
+    lua_pushinteger(L, (lua_Integer)ctx);
+    r = lua_pcall(L, 2, n, 0);
     req_free(q);
-    return 2;
+    return r == LUA_OK ? n : lua_error(L);
   }
   default:
     req_free(q);

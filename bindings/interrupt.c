@@ -36,37 +36,40 @@ static void lstop(lua_State *L, lua_Debug *ar) {
 }
 
 
-/* Print green.debug.dump() on stderr (lua/green/debug.lua). */
-static void dump(lua_State *L) {
-  lua_checkstack(L, 4);
+/* Print green.debug.dump() on stderr (lua/green/debug.lua); called
+   protected. */
+static int dump(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   if (lua_getfield(L, -1, "green.debug") == LUA_TTABLE &&
-      lua_getfield(L, -1, "dump") == LUA_TFUNCTION) {
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK)
-      lua_pop(L, 1); /* (stderr itself failed: nothing to tell) */
-  } else {
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 2);
+      lua_getfield(L, -1, "dump") == LUA_TFUNCTION)
+    lua_call(L, 0, 0);
+  return 0;
 }
 
 
+/* The error an interrupt raises, made when green loads: the hub cannot
+   raise one of its own (out of memory) while it delivers it. */
+static const char interrupted_key = 0;
+
+
 /* hooks.signal: runs in the hub (no thread running) after a Ctrl-C or a
-   dump request. */
+   dump request. It must not raise: nothing in the hub would catch it. */
 static void on_signal(gl_hub_t *hub, lua_State *L) {
   lgreen_state_t *g = lgreen_state(hub);
   gl_thread_t *t = g->interrupt_target;
+  lua_checkstack(L, 4);
   if (g->dump) {
     g->dump = 0;
-    dump(L);
+    lua_pushcfunction(L, dump);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+      lua_pop(L, 1); /* (stderr itself failed, or memory: nothing to tell) */
   }
   if (!g->interrupted)
     return;
   g->interrupted = 0;
   if (t == NULL || t->state == GL_DEAD)
     t = hub->main; /* the main chunk has ended: stop waiting for the rest */
-  lua_checkstack(L, 4);
-  lua_pushliteral(L, "interrupted!");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &interrupted_key);
   /* A target that has not started yet (the executable's main chunk just
      spawned, a spawn_after's): a pending error only reaches a blocking
      call, and a thread never resumed has none yet, so its first run
@@ -121,6 +124,8 @@ static int l_interrupt_target(lua_State *L) {
 
 /* [-0, +0, m] Adds to the module table on the top of the stack. */
 void lgreen_open_interrupt(lua_State *L, gl_hub_t *hub) {
+  lua_pushliteral(L, "interrupted!");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &interrupted_key);
   hub->hooks.signal = on_signal;
   lua_pushlightuserdata(L, hub);
   lua_pushcclosure(L, l_interrupt_target, 1);

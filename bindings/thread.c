@@ -43,12 +43,31 @@ static int msgh(lua_State *L) {
 }
 
 
-/* After the end hook: an error of its own (out of memory) is printed; the
-   thread's outcome, stored already, stands. */
+/*
+** After the end hook: an error of its own (out of memory: it reports and
+** runs the links, Lua code) and the hook runs again after a sleep(0),
+** from where it stopped, a few times (memory may be back: the links
+** would be lost, and whoever waits on one for ever); then it is
+** printed. The thread's outcome, stored already, stands. Stack: [ud]
+** and, after a failure, the error; 'ctx': the tries made, times 2, plus
+** the hook's 'unobserved' argument.
+*/
+#define END_TRIES 8
+
+static int end_again_k(lua_State *L, int status, lua_KContext ctx);
+
 static int end_k(lua_State *L, int status, lua_KContext ctx) {
-  gl_thread_t *t = (gl_thread_t *)ctx;
+  gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 1);
   if (status != LUA_OK && status != LUA_YIELD) {
-    const char *msg = lua_tostring(L, -1);
+    const char *msg;
+    if (ctx / 2 < END_TRIES) {
+      gl_thread_t *self = lgreen_begin(L, t->hub, "green.thread_end");
+      lua_settop(L, 1);
+      self->state = GL_READY;
+      gl_ready(self);
+      return lgreen_block(L, self, end_again_k, ctx + 2);
+    }
+    msg = lua_tostring(L, -1);
     fprintf(stderr, "green: the end of green thread %lld failed: %s\n",
             (long long)t->id, msg != NULL ? msg : luaL_typename(L, -1));
     fflush(stderr);
@@ -56,17 +75,46 @@ static int end_k(lua_State *L, int status, lua_KContext ctx) {
   return 0;
 }
 
+static int end_again_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lua_getfield(L, LUA_REGISTRYINDEX, END_HOOK);
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, (int)(ctx & 1));
+  return end_k(L, lua_pcallk(L, 2, 0, 0, ctx, end_k), ctx);
+}
 
-/* Print an error nobody observes when the Lua layer is not loaded. */
-static void report_raw(lua_State *L, gl_thread_t *t, int ud) {
-  const char *msg = luaL_tolstring(L, -1, NULL);
+
+/* report_raw's work, called protected: [error, the thread's userdata]. */
+static int report_f(lua_State *L) {
+  gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 2);
+  const char *msg = luaL_tolstring(L, 1, NULL);
   fprintf(stderr, "green thread %lld died: %s\n", (long long)t->id, msg);
   lua_pop(L, 1);
-  lgreen_pushextras(L, ud);
+  lgreen_pushextras(L, 2);
   if (lua_getfield(L, -1, "traceback") == LUA_TSTRING)
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
-  lua_pop(L, 2);
   fflush(stderr);
+  return 0;
+}
+
+
+/* [-1, +0, -] Print the error on the top, which nobody observes, when the
+   Lua layer is not loaded ('ud': the thread). Never raises: it also runs
+   in the hub (a coroutine that failed outside its trampoline), where an
+   error would leave the hub's frames with nothing to catch it. */
+static void report_raw(lua_State *L, gl_thread_t *t, int ud) {
+  ud = lua_absindex(L, ud);
+  lua_pushcfunction(L, report_f);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, ud);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) { /* out of memory: the bare error */
+    const char *msg = lua_tostring(L, -2);
+    fprintf(stderr, "green thread %lld died: %s\n", (long long)t->id,
+            msg != NULL ? msg : lua_tostring(L, -1));
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 
@@ -124,7 +172,7 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_pushvalue(L, 1);
   lua_pushboolean(L, report);
-  return end_k(L, lua_pcallk(L, 2, 0, 0, ctx, end_k), ctx);
+  return end_k(L, lua_pcallk(L, 2, 0, 0, report, end_k), report);
 }
 
 
@@ -203,17 +251,60 @@ static int trampoline_closing(lua_State *L) {
 }
 
 
+/*
+** A coroutine's first resume makes its first call's CallInfo and stack
+** room. Out of memory there, the thread died before its trampoline ran:
+** its closer (spawn_closing: green.serve's connection slot), its links
+** and its end hooks would never run. Such a coroutine still holds the
+** trampoline and its arguments, below the error: move them to a new
+** coroutine, to be resumed again (at most END_TRIES times, as the end
+** hook is tried). Called protected, with the thread.
+*/
+static int restart(lua_State *L) {
+  gl_thread_t *t = (gl_thread_t *)lua_touserdata(L, 1);
+  lua_State *co = t->L, *fresh;
+  int n = lua_gettop(co) - 1; /* [tramp, ud, pre..., fn, args..., error] */
+  fresh = lua_newthread(L);
+  if (!lua_checkstack(fresh, n))
+    return luaL_error(L, "not enough memory");
+  lgreen_pushthread(L, t);
+  lua_insert(L, -2);
+  lua_setiuservalue(L, -2, LGREEN_UV_CO); /* the thread's coroutine */
+  lua_pop(co, 1);
+  lua_xmove(co, fresh, n);
+  gl_mark_set(co, 0);
+  t->L = fresh;
+  gl_mark_set(fresh, t->slot);
+  t->nargs = n - 1;
+  return 0;
+}
+
+
 /* Called by the hub when a thread's coroutine has returned (or failed). */
 static void on_death(gl_hub_t *hub, lua_State *L, gl_thread_t *t,
                      int status) {
   lua_State *co = t->L;
+  lua_Debug ar;
   int ud;
   lua_checkstack(L, 8);
+  if (status != LUA_OK && t->restarts < END_TRIES &&
+      !lua_getstack(co, 0, &ar)) {
+    /* it never started: again, a few times (see restart) */
+    t->restarts++;
+    lua_pushcfunction(L, restart);
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+      t->state = GL_NEW;
+      gl_ready(t);
+      return;
+    }
+    lua_pop(L, 1);
+  }
   lgreen_pushthread(L, t);
   ud = lua_gettop(L);
   if (status != LUA_OK) { /* escaped the trampoline: out of memory, ... */
     lua_xmove(co, L, 1);
-    t->flags |= GL_F_ERROR;
+    t->flags |= GL_F_ERROR | GL_F_DONE; /* (wait() returns at once) */
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, ud, LGREEN_UV_VALUE);
     report_raw(L, t, ud);
@@ -322,6 +413,7 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
   gl_thread_t *t;
   lua_State *co;
   int n;
+  unsigned slot;
   lgreen_checkopen(L, hub); /* its slot and queue are the closed hub's */
   if (lua_type(L, first) != LUA_TFUNCTION) {
     if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
@@ -348,13 +440,21 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
   lua_xmove(L, co, n + 2);
   t->L = co;
   t->nargs = n + 2;
-  if (gl_base_attach(hub, t) < 0)
-    luaL_error(L, "not enough memory");
-  t->id = ++lgreen_state(hub)->lastid;
+  /* Anchored at its slot before it takes the slot: the anchor may raise
+     (out of memory: the table grows), and a slot holding a thread Lua
+     then frees is a use-after-free for whoever walks the slots. Nothing
+     in between runs the collector, so the slot is the one peeked at. */
+  slot = gl_base_next(hub);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lgreen_state(hub)->anchors);
   lua_pushvalue(L, -2);
-  lua_rawseti(L, -2, t->slot);
+  lua_rawseti(L, -2, slot);
+  if (gl_base_attach(hub, t) < 0) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, slot);
+    luaL_error(L, "not enough memory");
+  }
   lua_pop(L, 1);
+  t->id = ++lgreen_state(hub)->lastid;
   lgreen_state(hub)->nalive++;
   return t;
 }
@@ -405,8 +505,10 @@ static int l_spawn_after(lua_State *L) {
   /* (newthread raises once the hub is closed: no timer in its heap) */
   gl_thread_t *t = newthread(L, hub, 2, trampoline, 0);
   t->state = GL_DELAYED;
-  if (gl_timer_start(hub, &t->w.timer, gl_now() + ns, delayed_start) < 0)
+  if (gl_timer_start(hub, &t->w.timer, gl_now() + ns, delayed_start) < 0) {
+    lgreen_thread_bury(L, hub, t); /* (not left delayed for ever) */
     return luaL_error(L, "not enough memory");
+  }
   return 1;
 }
 

@@ -98,10 +98,16 @@ static int l_timeout(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, -2, 1);
   if (!never) {
-    if (gl_timer_start(hub, &to->timer, gl_now() + lgreen_ns(s), on_fire) < 0)
-      return luaL_error(L, "not enough memory");
+    /* Anchored before it is armed: luaL_ref may raise (out of memory),
+       and a timer armed for a Timeout Lua then frees would fire in it */
     lua_pushvalue(L, -1);
     to->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (gl_timer_start(hub, &to->timer, gl_now() + lgreen_ns(s), on_fire) <
+        0) {
+      luaL_unref(L, LUA_REGISTRYINDEX, to->anchor);
+      to->anchor = LUA_NOREF;
+      return luaL_error(L, "not enough memory");
+    }
     to->next = (timeout *)to->thread->timeouts;
     to->thread->timeouts = to;
   }

@@ -148,13 +148,18 @@ struct gl_thread {
   uint8_t parking;     /* its blocking call must park its C stack (it is
                           inside a C-call boundary): set by the bindings'
                           lgreen_begin, cleared by lgreen_block */
+  uint8_t restarts;    /* new coroutines the bindings gave it: its first
+                          resume failed (out of memory) */
 };
 
 
 /*
 ** What the runtime calls in its host, per hub (set by 'gl_hub_init'). The
 ** hooks run in the hub context: no green thread is running and 'L' is
-** the state running the loop ('hub->L').
+** the state running the loop ('hub->L'). They must not raise (not even
+** "not enough memory": what may allocate runs under lua_pcall): no
+** handler is between them and the loop's frames, which an error would
+** skip, leaving the hub half in its loop.
 */
 struct gl_hub_hooks {
   /* Thread 't''s coroutine has ended, with lua_resume's 'status': store
@@ -342,6 +347,7 @@ int gl_waitq_wake_all(gl_waitq_t *q, int status);
 void gl_mark_set(struct lua_State *co, uintptr_t mark);
 uintptr_t gl_mark_get(struct lua_State *co);
 int gl_base_attach(gl_hub_t *hub, gl_thread_t *t); /* 0 or UV_ENOMEM */
+unsigned gl_base_next(const gl_hub_t *hub); /* the slot + 1 attach gives */
 void gl_base_detach(gl_hub_t *hub, gl_thread_t *t);
 gl_thread_t *gl_base_at(gl_hub_t *hub, unsigned i); /* or NULL if free */
 gl_thread_t *gl_base_of(gl_hub_t *hub, struct lua_State *co); /* or NULL */

@@ -67,6 +67,7 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
   t->nres = 0;
   t->line = -1;
   t->slot = 0;
+  t->restarts = 0;
   t->parking = 0;
 }
 

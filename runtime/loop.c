@@ -70,6 +70,12 @@ int gl_base_attach(gl_hub_t *hub, gl_thread_t *t) {
 }
 
 
+/* The slot + 1 the next 'gl_base_attach' gives. */
+unsigned gl_base_next(const gl_hub_t *hub) {
+  return hub->freehead != 0 ? hub->freehead : hub->nbases + 1;
+}
+
+
 void gl_base_detach(gl_hub_t *hub, gl_thread_t *t) {
   if (t->slot == 0)
     return;

@@ -119,24 +119,38 @@ core.report = report
 
 local END_LISTS = { "hooks", "links" } -- toolkit hooks run first
 
+-- Run the link at ex.next, which moves past it first. Under the xpcall
+-- that catches the link's error: a memory error in the call (its
+-- arguments unpacked, its frame made) is the link's, reported, and the
+-- next run of the end hook does not skip the link unrun.
+local function next_link(ex, gt)
+  local l = ex.running[ex.next]
+  ex.next = ex.next + 1
+  return l[1](gt, unpack(l, 2, l.n))
+end
+
 -- Runs inside a thread that has finished: report an error nobody
 -- observes, then run the links (they may block).
+-- Called again when it failed (for want of memory: bindings/thread.c), it
+-- goes on from where it stopped: ex.ending is the list it is in.
 core.set_thread_end(function(gt, unobserved)
   local ex = extras(gt)
-  if unobserved then
+  if unobserved and not ex.reported then
     report(gt, core.outcome(gt), ex.traceback)
+    ex.reported = true
   end
-  for k = 1, 2 do
+  for k = ex.ending or 1, 2 do
+    ex.ending = k
     local links = ex[END_LISTS[k]]
     if links then
       -- A callback may add links (they run too) or unlink: ex.next is
       -- the position of the next one to run, which GreenThread.unlink
       -- moves back when it removes one before it.
-      ex.running, ex.next = links, 1
+      if ex.running ~= links or not ex.next then
+        ex.running, ex.next = links, 1
+      end
       while links[ex.next] do
-        local l = links[ex.next]
-        ex.next = ex.next + 1
-        local ok, err = xpcall(l[1], traceback, gt, unpack(l, 2, l.n))
+        local ok, err = xpcall(next_link, traceback, ex, gt)
         if not ok then report(gt, err, nil, "link") end
       end
       ex.running, ex.next = nil, nil

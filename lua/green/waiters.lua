@@ -59,12 +59,14 @@ function M.count(q)
   return q.tail - q.head + 1
 end
 
---- Append record `w`.
+--- Append record `w`. Each assignment may raise (out of memory: a table
+-- grows): the slot is filled before the tail counts it, or a later
+-- wake_first would find the slot empty.
 local function add(q, w)
   local t = q.tail + 1
-  q.tail = t
-  q[t] = w
   w.state = QUEUED
+  q[t] = w
+  q.tail = t
 end
 M.add = add
 
@@ -85,10 +87,9 @@ local function remove(q, w)
 end
 M.remove = remove
 
---- Pop and return the first record, or nil; does not wake it.
-function M.shift(q)
+-- Take the first record (there is one) off the queue; returns it.
+local function drop_first(q)
   local head = q.head
-  if head > q.tail then return nil end
   local w = q[head]
   q[head] = nil
   if head == q.tail then
@@ -96,6 +97,13 @@ function M.shift(q)
   else
     q.head = head + 1
   end
+  return w
+end
+
+--- Pop and return the first record, or nil; does not wake it.
+function M.shift(q)
+  if q.head > q.tail then return nil end
+  local w = drop_first(q)
   w.state = IDLE
   return w
 end
@@ -103,43 +111,35 @@ end
 --- Wake the longest waiter that can still be woken, marking its record
 -- done. Records of threads being canceled (wake refuses them) are dropped.
 -- Never switches threads. Callers on a hot path test `q.head <= q.tail`
--- first: an empty queue is the common case.
+-- first: an empty queue is the common case. `wake` may raise (out of
+-- memory): the queue is whole at each call, the record not taken yet.
 -- @return the record woken, or nil if no live waiter was left
 function M.wake_first(q)
-  local head, tail = q.head, q.tail
-  while head <= tail do
-    local w = q[head]
-    q[head] = nil
-    head = head + 1
-    if wake(w.thread) then
+  while q.head <= q.tail do
+    local woken = wake(q[q.head].thread)
+    local w = drop_first(q)
+    if woken then
       w.state = DONE
-      if head > tail then
-        q.head, q.tail = 1, 0
-      else
-        q.head = head
-      end
       return w
     end
     w.state = IDLE
   end
-  q.head, q.tail = 1, 0
   return nil
 end
 
 --- Wake every live waiter (FIFO order), handing each `item` (may be
--- nil). Never switches threads.
+-- nil). Never switches threads. As wake_first, the queue is whole at each
+-- `wake`: one that raises leaves the waiters after it queued.
 function M.wake_all(q, item)
-  local head, tail = q.head, q.tail
-  if head > tail then return end
-  q.head, q.tail = 1, 0
-  for i = head, tail do
-    local w = q[i]
-    q[i] = nil
-    if wake(w.thread) then
+  while q.head <= q.tail do
+    local w = q[q.head]
+    w.item = item
+    local woken = wake(w.thread)
+    drop_first(q)
+    if woken then
       w.state = DONE
-      w.item = item
     else
-      w.state = IDLE
+      w.state, w.item = IDLE, nil
     end
   end
 end
@@ -200,10 +200,10 @@ function M.block(q, timeout, what, giveback, obj, item)
   if timeout ~= nil then
     return timed(q, w, timeout, what, giveback, obj)
   end
-  local t = q.tail + 1
-  q.tail = t
-  q[t] = w
+  local t = q.tail + 1 -- (add, inline)
   w.state = QUEUED
+  q[t] = w
+  q.tail = t
   local ok, err = suspend(what)
   if ok then
     item = w.item

@@ -412,7 +412,14 @@ local function connection(srv, sock, addr)
       srv.conns[c] = nil
       error(e, 0)
     end
-    core.report(getcurrent(), e.err, e.traceback, "http")
+    -- (a memory error skips catch: Lua calls no message handler for it,
+    -- and one that fails for want of memory gives "error in error
+    -- handling"; indexing that string would report nil)
+    if type(e) == "table" then
+      core.report(getcurrent(), e.err, e.traceback, "http")
+    else
+      core.report(getcurrent(), e, nil, "http")
+    end
     local req = c.req
     if req and not c.upgraded then -- its handler or response failed: a
       -- 500, unless its response had gone out (then the connection's end
