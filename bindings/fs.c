@@ -1841,34 +1841,40 @@ static void exit_flush(gl_link_t *head) {
 ** bytes have nobody to go to. Requests queued behind such reads that
 ** hold every worker would never start: they do not hold it either.
 */
-static void fs_exit(int status, void *ud) {
-  (void)ud;
+static unsigned exit_settle(int child) {
   for (;;) {
     struct timespec ms = {0, 1000000};
     exit_count n = {0, 0, 0};
     if (exit_state != NULL)
       exit_scan(&exit_state->pending, &n);
-    exit_scan(&lost, &n);
+    if (!child) /* in a child, the parent's: never ending there */
+      exit_scan(&lost, &n);
     if (n.busy == 0 && (n.queued == 0 || n.stuck >= pool_size())) {
       if (exit_state != NULL) {
         exit_writes(&exit_state->pending);
         exit_flush(&exit_state->alive);
       }
-      if (n.stuck == 0)
-        return; /* nothing left in a worker */
-      fflush(NULL);
-      _exit(status);
+      return n.stuck;
     }
     nanosleep(&ms, NULL);
   }
 }
 
 
-/* The exit of a child of green.fork (fork.c, child_exit: no pool to wait
-   for there): its green files' buffered bytes, written. */
+static void fs_exit(int status, void *ud) {
+  (void)ud;
+  if (exit_settle(0) == 0)
+    return; /* nothing left in a worker */
+  fflush(NULL);
+  _exit(status);
+}
+
+
+/* The exit of a child of green.fork (fork.c, child_exit: the parent's
+   exit handlers, fs_exit among them, do not run): the child's own writes
+   under way, and its green files' buffered bytes, written. */
 void lgreen_fs_exit_flush(void) {
-  if (exit_state != NULL)
-    exit_flush(&exit_state->alive);
+  exit_settle(1);
 }
 
 

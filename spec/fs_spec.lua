@@ -1348,6 +1348,38 @@ describe("green.fs at exit, bytes still buffered", function()
     assert.equal("exit\t0\n", o)
     assert.equal("child parent end", get(path))
   end)
+
+  -- A child's exit skips the parent's exit handlers (fork.c, child_exit),
+  -- fs_exit's wait for the writes in the pool among them: a write of the
+  -- child's own under way when it called os.exit must be written all the
+  -- same. The write goes to a FIFO the parent reads, so it cannot have
+  -- ended before os.exit.
+  it("a child of green.fork writes its own write under way at exit",
+     function()
+    local fifo = mkfifo()
+    local n = 1024 * 1024
+    local o, err, code = h.greenlua_run(([[
+      local green = require "green"
+      local pid = green.fork()
+      if pid == 0 then
+        local f = assert(green.fs.open(%q, "w"))
+        local w = green.spawn(function() f:write(("x"):rep(%d)) end)
+        local steps = 0
+        while w:status() ~= "suspended" and steps < 1e6 do
+          steps = steps + 1
+          green.sleep(0)
+        end
+        assert(w:status() == "suspended", "the write never started")
+        os.exit(0)
+      end
+      local r = assert(green.fs.open(%q, "r"))
+      local got = assert(r:read("a"))
+      r:close()
+      print(#got, green.process.wait(pid, 30))
+    ]]):format(fifo, n, fifo), nil, 30)
+    assert.equal(0, code, err)
+    assert.equal(n .. "\texit\t0\n", o)
+  end)
 end)
 
 describe("green.fs at exit, every worker held", function()
