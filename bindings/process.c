@@ -124,6 +124,7 @@ typedef struct pidwait {
   pstate *st;
   int pid;
   int signaled, code;
+  int reaps;      /* a foreign child's: this waiter reaps it (wait_k) */
 } pidwait;
 
 
@@ -280,6 +281,7 @@ static void reap(pstate *st) {
     int signaled = 0, code = 0, pid = pw->pid;
     int r = peek_pid(pid, &signaled, &code);
     gl_link_t *m;
+    int first = 1;
     if (r == 0) {
       l = l->next;
       continue;
@@ -289,6 +291,10 @@ static void reap(pstate *st) {
       m = m->next;
       if (w->pid != pid)
         continue;
+      /* One reaps: once it has, the pid may be the next child's, whom
+         another waiter's reap would take (its outcome lost). */
+      w->reaps = first;
+      first = 0;
       deliver(w, signaled, code, r < 0 ? r : 0);
     }
     l = st->foreign.head.next; /* the list changed: from the start */
@@ -449,9 +455,9 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (st != GL_W_OK)
     return push_fail(L, st);
-  if (pw->p == NULL) { /* a foreign child: reap it now (peek_pid) */
+  if (pw->p == NULL && pw->reaps) { /* a foreign child: reap it now */
     int ignored;
-    reap_pid(pw->pid, &ignored); /* another waiter of it may have */
+    reap_pid(pw->pid, &ignored); /* (a wait(pid) may have, meanwhile) */
   }
   return push_outcome(L, pw->signaled, pw->code);
 }
@@ -464,7 +470,7 @@ static pidwait *newpidwait(lua_State *L, pstate *st, int pid) {
   pw->p = NULL;
   pw->st = st;
   pw->pid = pid;
-  pw->signaled = pw->code = 0;
+  pw->signaled = pw->code = pw->reaps = 0;
   return pw;
 }
 

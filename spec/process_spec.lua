@@ -1126,6 +1126,66 @@ print(show(process.wait(pid, 0)))
 ]], "true\ttrue\nexit 5\nnil no child processes\n")
   end)
 
+  -- Two threads wait for one forked child: its end wakes both, and only
+  -- one may reap it. Once one has, the pid is free: the kernel may give
+  -- it to the next child (made to here, root only: ns_last_pid), and the
+  -- other waiter, running later, reaped that child instead (its outcome
+  -- lost: wait said "no child processes" for a child of ours).
+  it("of two waiters of a forked child, only one reaps it: the other does "
+     .. "not reap the child that got its pid next", function()
+    local probe = io.open("/proc/sys/kernel/ns_last_pid", "w")
+    if not probe then
+      pending("needs a writable /proc/sys/kernel/ns_last_pid (root)")
+      return
+    end
+    probe:close()
+    forked([[
+local pid, c = go_child(5)
+local qpid, others = nil, {}
+local a = green.spawn(function()
+  local r = show(process.wait(pid, 30))
+  -- 'pid' is reaped, free: the next child takes it and ends before the
+  -- other waiter runs (nothing here yields)
+  for _ = 1, 100 do
+    local f = assert(io.open("/proc/sys/kernel/ns_last_pid", "w"))
+    f:write(pid - 1)
+    f:close()
+    local q = green.fork()
+    if q == 0 then os.exit(7) end
+    if q == pid then qpid = q break end
+    others[#others + 1] = q
+  end
+  expect(qpid, "no child got pid " .. pid)
+  local ended = false -- a zombie with no thread left: reapable
+  for _ = 1, 1e7 do
+    local f = io.open("/proc/" .. qpid .. "/stat")
+    local s = f and f:read("a") or ""
+    if f then f:close() end
+    local g = io.open("/proc/" .. qpid .. "/status")
+    local st = g and g:read("a") or ""
+    if g then g:close() end
+    if s:match("^%d+ %b() Z") and st:match("\nThreads:%s+1\n") then
+      ended = true
+      break
+    end
+  end
+  expect(ended, "the child with the reused pid never ended")
+  return r
+end)
+local b = green.spawn(function() return show(process.wait(pid, 30)) end)
+local steps = 0
+while (a:status() ~= "suspended" or b:status() ~= "suspended")
+      and steps < 1e6 do
+  steps = steps + 1
+  green.sleep(0)
+end
+assert(c:sendall("go\n"))
+print(a:wait(), b:wait())
+print(show(process.wait(qpid, 30)))
+for _, o in ipairs(others) do process.wait(o, 30) end
+]], "exit 5\texit 5\nexit 7\n")
+  end)
+
   -- A Process keeps its record (and outcome) after its child is reaped,
   -- while its pid is free for the kernel to give to the next child. The
   -- pid is made to come back at once by setting the kernel's last pid
