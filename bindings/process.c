@@ -124,7 +124,8 @@ typedef struct pidwait {
   pstate *st;
   int pid;
   int signaled, code;
-  int reaps;      /* a foreign child's: this waiter reaps it (wait_k) */
+  int reaps;      /* a foreign child's: this waiter reaps it (wait_k);
+                     2: other waiters got the outcome too */
 } pidwait;
 
 
@@ -281,7 +282,7 @@ static void reap(pstate *st) {
     int signaled = 0, code = 0, pid = pw->pid;
     int r = peek_pid(pid, &signaled, &code);
     gl_link_t *m;
-    int first = 1;
+    pidwait *first = NULL;
     if (r == 0) {
       l = l->next;
       continue;
@@ -293,8 +294,12 @@ static void reap(pstate *st) {
         continue;
       /* One reaps: once it has, the pid may be the next child's, whom
          another waiter's reap would take (its outcome lost). */
-      w->reaps = first;
-      first = 0;
+      if (first == NULL) {
+        first = w;
+        w->reaps = 1;
+      } else {
+        first->reaps = 2;
+      }
       deliver(w, signaled, code, r < 0 ? r : 0);
     }
     l = st->foreign.head.next; /* the list changed: from the start */
@@ -449,9 +454,21 @@ static int push_proc(lua_State *L, proc *p) {
 }
 
 
+/* The reaper of a foreign child, killed before it ran: the other waiters
+   returned its outcome, nobody else reaps it; alone, it leaves the
+   outcome to the next wait. */
+static void reaper_undo(gl_wait_t *w) {
+  pidwait *pw = (pidwait *)w;
+  int ignored;
+  if (pw->p == NULL && pw->reaps == 2 && w->status == GL_W_OK)
+    reap_pid(pw->pid, &ignored);
+}
+
+
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   pidwait *pw = (pidwait *)ctx;
-  int st = lgreen_waited(L, &pw->base, NULL); /* killed: still a zombie */
+  int st = lgreen_waited(L, &pw->base, reaper_undo); /* killed alone: a
+                                                        zombie still */
   (void)status;
   if (st != GL_W_OK)
     return push_fail(L, st);

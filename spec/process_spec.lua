@@ -1186,6 +1186,33 @@ for _, o in ipairs(others) do process.wait(o, 30) end
 ]], "exit 5\texit 5\nexit 7\n")
   end)
 
+  it("of two waiters of a forked child, the reaper killed before it ran "
+     .. "still reaps it: the other returned its outcome", function()
+    forked([[
+local pid, c = go_child(5)
+local a = green.spawn(function() return process.wait(pid, 30) end)
+local b = green.spawn(function() return show(process.wait(pid, 30)) end)
+local steps = 0
+while (a:status() ~= "suspended" or b:status() ~= "suspended")
+      and steps < 1e6 do
+  steps = steps + 1
+  green.sleep(0)
+end
+assert(c:sendall("go\n"))
+local killed = false
+while not a:dead() and steps < 1e7 do
+  steps = steps + 1
+  if a:status() == "ready" then -- its wait ended: the child ended
+    a:kill()
+    killed = true
+  end
+  green.sleep(0)
+end
+print(killed, a:wait() == green.GreenletExit, b:wait())
+print(show(process.wait(pid, 0))) -- no zombie left for nobody
+]], "true\ttrue\texit 5\nnil no child processes\n")
+  end)
+
   -- A Process keeps its record (and outcome) after its child is reaped,
   -- while its pid is free for the kernel to give to the next child. The
   -- pid is made to come back at once by setting the kernel's last pid
