@@ -978,6 +978,30 @@ local function go_child(code)
   end
   return pid, answer()
 end
+-- let the threads run until each waits (bounded)
+local function until_suspended(...)
+  local steps = 0
+  for _, t in ipairs({ ... }) do
+    while t:status() ~= "suspended" and steps < 1e6 do
+      steps = steps + 1
+      green.sleep(0)
+    end
+  end
+end
+-- kill `w` once its wait has ended (it is ready), before it runs: true
+-- if it was killed so
+local function kill_when_ready(w)
+  local killed, steps = false, 0
+  while not w:dead() and steps < 1e7 do
+    steps = steps + 1
+    if w:status() == "ready" then
+      w:kill()
+      killed = true
+    end
+    green.sleep(0)
+  end
+  return killed
+end
 ]]
 
 -- LeakSanitizer's note in a forked child of a sanitized run (it knows the
@@ -994,6 +1018,18 @@ local function forked(src, want)
   assert.are.equal("", err, "stderr: " .. err)
   assert.are.equal(0, code, "exit code " .. code)
   assert.are.equal(want, out)
+end
+
+-- Can a spec set the pid the next child gets (root only:
+-- /proc/sys/kernel/ns_last_pid)? Else the spec is pending.
+local function can_set_last_pid()
+  local probe = io.open("/proc/sys/kernel/ns_last_pid", "w")
+  if not probe then
+    pending("needs a writable /proc/sys/kernel/ns_last_pid (root)")
+    return false
+  end
+  probe:close()
+  return true
 end
 
 describe("green.process.wait(pid) with green.fork", function()
@@ -1105,21 +1141,9 @@ print("gone before its waiter ran:", gone)
     forked([[
 local pid, c = go_child(5)
 local w = green.spawn(function() return process.wait(pid, 30) end)
-local steps = 0
-while w:status() ~= "suspended" and steps < 1e7 do
-  steps = steps + 1
-  green.sleep(0)
-end
+until_suspended(w)
 assert(c:sendall("go\n"))
-local killed = false
-while not w:dead() and steps < 1e7 do
-  steps = steps + 1
-  if w:status() == "ready" then -- its wait ended: the child ended
-    w:kill()
-    killed = true
-  end
-  green.sleep(0)
-end
+local killed = kill_when_ready(w) -- its wait ended: the child ended
 print(killed, w:wait() == green.GreenletExit)
 print(show(process.wait(pid, 30)))
 print(show(process.wait(pid, 0)))
@@ -1133,12 +1157,7 @@ print(show(process.wait(pid, 0)))
   -- lost: wait said "no child processes" for a child of ours).
   it("of two waiters of a forked child, only one reaps it: the other does "
      .. "not reap the child that got its pid next", function()
-    local probe = io.open("/proc/sys/kernel/ns_last_pid", "w")
-    if not probe then
-      pending("needs a writable /proc/sys/kernel/ns_last_pid (root)")
-      return
-    end
-    probe:close()
+    if not can_set_last_pid() then return end
     forked([[
 local pid, c = go_child(5)
 local qpid, others = nil, {}
@@ -1173,12 +1192,7 @@ local a = green.spawn(function()
   return r
 end)
 local b = green.spawn(function() return show(process.wait(pid, 30)) end)
-local steps = 0
-while (a:status() ~= "suspended" or b:status() ~= "suspended")
-      and steps < 1e6 do
-  steps = steps + 1
-  green.sleep(0)
-end
+until_suspended(a, b)
 assert(c:sendall("go\n"))
 print(a:wait(), b:wait())
 print(show(process.wait(qpid, 30)))
@@ -1192,22 +1206,9 @@ for _, o in ipairs(others) do process.wait(o, 30) end
 local pid, c = go_child(5)
 local a = green.spawn(function() return process.wait(pid, 30) end)
 local b = green.spawn(function() return show(process.wait(pid, 30)) end)
-local steps = 0
-while (a:status() ~= "suspended" or b:status() ~= "suspended")
-      and steps < 1e6 do
-  steps = steps + 1
-  green.sleep(0)
-end
+until_suspended(a, b)
 assert(c:sendall("go\n"))
-local killed = false
-while not a:dead() and steps < 1e7 do
-  steps = steps + 1
-  if a:status() == "ready" then -- its wait ended: the child ended
-    a:kill()
-    killed = true
-  end
-  green.sleep(0)
-end
+local killed = kill_when_ready(a) -- its wait ended: the child ended
 print(killed, a:wait() == green.GreenletExit, b:wait())
 print(show(process.wait(pid, 0))) -- no zombie left for nobody
 ]], "true\ttrue\texit 5\nnil no child processes\n")
@@ -1220,12 +1221,7 @@ print(show(process.wait(pid, 0))) -- no zombie left for nobody
   -- machine may take it first, so each case tries a few times).
   it("a reaped Process's pid given to a later child is that child's: "
      .. "wait(pid) reaps the child, not the old outcome", function()
-    local probe = io.open("/proc/sys/kernel/ns_last_pid", "w")
-    if not probe then
-      pending("needs a writable /proc/sys/kernel/ns_last_pid (root)")
-      return
-    end
-    probe:close()
+    if not can_set_last_pid() then return end
     forked([[
 -- The next child gets pid 'want' (make() starts it): its pid, or nil.
 local function next_pid_is(want, make, undo)
