@@ -132,15 +132,17 @@ end
 -- Runs inside a thread that has finished: report an error nobody
 -- observes, then run the links (they may block).
 -- Called again when it failed (for want of memory: bindings/thread.c), it
--- goes on from where it stopped: ex.ending is the list it is in.
+-- goes on from where it stopped: ex.running is the list it is in, kept
+-- till the end (a key of its own for that grew the table: a rehash at
+-- every pool thread's end).
 core.set_thread_end(function(gt, unobserved)
   local ex = extras(gt)
   if unobserved and not ex.reported then
     report(gt, core.outcome(gt), ex.traceback)
     ex.reported = true
   end
-  for k = ex.ending or 1, 2 do
-    ex.ending = k
+  local running = ex.running
+  for k = running ~= nil and running == ex[END_LISTS[2]] and 2 or 1, 2 do
     local links = ex[END_LISTS[k]]
     if links then
       -- A callback may add links (they run too) or unlink: ex.next is
@@ -153,9 +155,9 @@ core.set_thread_end(function(gt, unobserved)
         local ok, err = xpcall(next_link, traceback, ex, gt)
         if not ok then report(gt, err, nil, "link") end
       end
-      ex.running, ex.next = nil, nil
     end
   end
+  ex.running, ex.next = nil, nil
 end)
 
 -- Append `fn(gt, ...)` to the list `field` ("links" or "hooks") of `gt`,
