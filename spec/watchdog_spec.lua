@@ -278,6 +278,28 @@ describe("blocking detection's edges", function()
     assert.matches("green: the blocking reporter failed: a table of an "
                    .. "error\n", err)
   end)
+
+  it("ends the starving thread when its reporter kills it", function()
+    green_run(function()
+      local ticks = ticker()
+      local old = green.debug.on_blocking(function(gt) gt:kill() end)
+      green.debug.hub_blocking_detection(true, 0.1)
+      local finished = false
+      local burner = green.spawn(function()
+        spin(function() return false end) -- 10 s of CPU unless killed
+        finished = true
+      end)
+      local ok, res = pcall(burner.wait, burner)
+      green.debug.hub_blocking_detection(true, 1)
+      green.debug.on_blocking(old)
+      ticks.stop = true
+      ticks.thread:wait()
+      assert.is_true(ok, res)
+      assert.is_false(finished, "the kill was swallowed as the reporter's "
+                      .. "error")
+      assert.are.equal(green.GreenletExit, res)
+    end)
+  end)
 end)
 
 describe("green.debug.stats", function()
