@@ -35,7 +35,8 @@ int green_interrupt(green_hub *hub);
 /*
 ** Async-signal-safe (call it from a SIGQUIT handler): print a dump of
 ** every green thread (green.debug.dump) on stderr as soon as the hub is
-** between two resumes; nothing else changes.
+** between two resumes, or the thread running reaches its next Lua
+** instruction (or returns from its C function); nothing else changes.
 */
 void green_dump(green_hub *hub);
 

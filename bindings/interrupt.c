@@ -17,6 +17,31 @@
 #define TARGET_KEY "green.interrupt_target" /* registry: anchors it */
 
 
+static void dump(lua_State *L);
+
+/*
+** The hook 'green_dump' sets on the coroutine that is running: the dump
+** is written from there, at its next Lua instruction (or when the C
+** function it is in returns), so a thread that keeps the hub -- the
+** stuck program a dump is wanted for -- does not keep it from being
+** printed. The hook that was there before is put back.
+*/
+static lua_Hook dump_prev;
+static int dump_prev_mask, dump_prev_count;
+
+static void ldump(lua_State *L, lua_Debug *ar) {
+  gl_hub_t *hub = lgreen_gethub(L);
+  (void)ar;
+  lua_sethook(L, dump_prev, dump_prev_mask, dump_prev_count);
+  dump_prev = NULL;
+  dump_prev_mask = dump_prev_count = 0;
+  if (hub != NULL && lgreen_state(hub)->dump) {
+    lgreen_state(hub)->dump = 0;
+    dump(L);
+  }
+}
+
+
 /* The hook 'green_interrupt' sets on the coroutine that was running. */
 static void lstop(lua_State *L, lua_Debug *ar) {
   gl_hub_t *hub = lgreen_gethub(L);
@@ -103,8 +128,19 @@ int green_interrupt(green_hub *g) {
 
 
 void green_dump(green_hub *g) {
+  lua_State *co = g->hub.probe.running;
+  lua_Hook h;
   g->dump = 1;
   gl_hub_signal(&g->hub);
+  if (co == NULL)
+    return; /* in the hub: it dumps before it resumes anything */
+  h = lua_gethook(co);
+  if (h == ldump || h == lstop)
+    return; /* set already; an interrupt's is left alone */
+  dump_prev = h;
+  dump_prev_mask = lua_gethookmask(co);
+  dump_prev_count = lua_gethookcount(co);
+  lua_sethook(co, ldump, LUA_MASKCOUNT | LUA_MASKRET, 1); /* as lua.c */
 }
 
 

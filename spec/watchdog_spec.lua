@@ -371,4 +371,44 @@ describe("greenlua", function()
     assert.matches("green threads: %d+ live", err)
     assert.matches("'sleeper' suspended in green.sleep", err)
   end)
+
+  it("prints the SIGQUIT dump while a thread keeps the hub", function()
+    -- The main chunk never yields until the shell has seen the dump (or
+    -- 20 s of CPU): the dump must come from the running thread itself.
+    local out, err, code = helper.sh(table.concat({
+      "bin=$(realpath " .. helper.greenlua .. ")",
+      "f=$(mktemp)",
+      "cat > $f <<'EOF'",
+      "local green = require 'green'",
+      "green.debug.hub_blocking_detection(false)",
+      "local t = green.spawn(function() green.sleep(30) end)",
+      "t.name = 'sleeper'",
+      "io.stdout:write('ready\\n'); io.stdout:flush()",
+      "local go, t0 = arg[1] .. '.go', os.clock()",
+      "local function stuck()",
+      "  while os.clock() - t0 < 20 do",
+      "    local f = io.open(go)",
+      "    if f then f:close(); return end",
+      "  end",
+      "end",
+      "stuck()",
+      "t:kill()",
+      "print('still running')",
+      "EOF",
+      "$bin $f $f > $f.out 2> $f.err &",
+      "pid=$!",
+      "for i in $(seq 1 3000); do [ -s $f.out ] && break; sleep 0.01; done",
+      "kill -QUIT $pid",
+      "seen=no",
+      "for i in $(seq 1 1500); do grep -q \"'sleeper' new\" $f.err "
+        .. "&& seen=yes && break; sleep 0.01; done",
+      "touch $f.go",
+      "wait $pid; echo \"rc=$? seen=$seen\"; cat $f.out; cat $f.err >&2",
+      "rm -f $f $f.out $f.err $f.go",
+    }, "\n"))
+    assert.are.equal(0, code, err)
+    assert.matches("rc=0 seen=yes\nready\nstill running\n", out)
+    assert.matches("'main' running, spawned at", err)
+    assert.matches("in local 'stuck'", err)
+  end)
 end)
