@@ -50,6 +50,10 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   lua_sethook(L, NULL, 0, 0);
   if (hub == NULL)
     return;
+  if (lgreen_state(hub)->dump) { /* a dump asked for too (it left the */
+    lgreen_state(hub)->dump = 0; /* hook alone: see 'green_dump') */
+    dump(L);
+  }
   t = lgreen_base(hub, L);
   /* Raise here only in the target's own code; elsewhere the hub delivers
      it at the target's blocking call. */

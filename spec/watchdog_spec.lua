@@ -411,4 +411,46 @@ describe("greenlua", function()
     assert.matches("'main' running, spawned at", err)
     assert.matches("in local 'stuck'", err)
   end)
+
+  it("prints the SIGQUIT dump that comes while a Ctrl-C is pending",
+     function()
+    -- Both signals come while the spinner is inside a C function (so
+    -- neither hook has run yet); it then keeps the hub until the shell has
+    -- seen the dump (or 20 s of CPU).
+    local out, err, code = helper.sh(table.concat({
+      "bin=$(realpath " .. helper.greenlua .. ")",
+      "f=$(mktemp)",
+      "cat > $f <<'EOF'",
+      "local green = require 'green'",
+      "green.debug.hub_blocking_detection(false)",
+      "local go, t0 = arg[1] .. '.go'",
+      "local spinner = green.spawn(function()",
+      "  io.stdout:write('ready\\n'); io.stdout:flush()",
+      "  io.popen('read x < ' .. arg[1] .. '.fifo'):read('a')",
+      "  t0 = os.clock()",
+      "  while os.clock() - t0 < 20 do",
+      "    local f = io.open(go)",
+      "    if f then f:close(); return end",
+      "  end",
+      "end)",
+      "spinner.name = 'spinner'",
+      "print(pcall(spinner.wait, spinner))",
+      "os.exit(0)",
+      "EOF",
+      "mkfifo $f.fifo",
+      "$bin $f $f > $f.out 2> $f.err &",
+      "pid=$!",
+      "for i in $(seq 1 3000); do [ -s $f.out ] && break; sleep 0.01; done",
+      "kill -INT $pid; kill -QUIT $pid",
+      "echo > $f.fifo",
+      "seen=no",
+      "for i in $(seq 1 1500); do grep -q \"'spinner' running\" $f.err "
+        .. "&& seen=yes && break; sleep 0.01; done",
+      "touch $f.go",
+      "wait $pid; echo \"rc=$? seen=$seen\"; cat $f.out; cat $f.err >&2",
+      "rm -f $f $f.out $f.err $f.go $f.fifo",
+    }, "\n"))
+    assert.are.equal(0, code, err)
+    assert.matches("rc=0 seen=yes\nready\nfalse\tinterrupted!\n", out)
+  end)
 end)
