@@ -27,7 +27,21 @@ end
 -- (the client left) raises, and so does every one after it: a loop of
 -- prints ran on with nobody to read it (a failed write was ignored).
 local function session_env(conn)
-  local env = { green = green }
+  -- The session's `green`: the module, but `green.debug.dump()` writes to
+  -- the connection (the banner offers it; it went to the process's
+  -- stderr, and the session saw only the returned file).
+  local out = setmetatable({
+    write = function(self, s)
+      local ok, err = conn:sendall(s)
+      if not ok then return nil, err end
+      return self
+    end,
+  }, { __tostring = function() return "the backdoor connection" end })
+  local gdebug = setmetatable({
+    dump = function(file) return green.debug.dump(file or out) end,
+  }, { __index = green.debug })
+  local env = { green = setmetatable({ debug = gdebug },
+                                     { __index = green }) }
   local gone
   env.print = function(...)
     local s, err = repl.format_values(...)
