@@ -166,6 +166,33 @@ describe("greenlua options", function()
     assert.matches("xaaa\n", out)
   end)
 
+  -- A kill is for good: each read of the prompt raised it again, and the
+  -- prompt printed it in a loop at full speed, forever.
+  it("-i ends when the main thread is killed, as a script would", function()
+    for _, input in ipairs {
+      "green = require 'green'\ngreen.getcurrent():kill()\nprint('alive')\n",
+      "green = require 'green'\nlocal m = green.getcurrent() "
+        .. "green.spawn(function() m:kill() end) green.sleep(0)\n"
+        .. "print('alive')\n",
+    } do
+      local p = os.tmpname()
+      local f = assert(io.open(p, "w"))
+      f:write(input)
+      f:close()
+      -- (the output is cut short: without the fix it has no end)
+      local out, err, code = h.sh(string.format(
+        "(timeout 10 %s -i < %s 2>&1; echo \"rc=$?\" > %s.rc) | "
+        .. "head -c 4000; cat %s.rc; rm -f %s.rc", h.greenlua, p, p, p, p),
+        30)
+      os.remove(p)
+      assert.are.equal(0, code, err)
+      local _, n = out:gsub("GreenletExit", "")
+      assert.are.equal(1, n, out)
+      assert.is_nil(out:find("alive", 1, true), out)
+      assert.matches("rc=1\n$", out)
+    end
+  end)
+
   it("Ctrl-C interrupts a main chunk blocked in the hub", function()
     -- the spawned thread runs once the main chunk blocks in sleep
     local _, err, code = interrupt([[-e "local g = require('green') ]]

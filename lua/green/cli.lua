@@ -67,6 +67,13 @@ local function dolibrary(spec)
   return ok
 end
 
+-- The main thread was killed (by a line, or by another thread): a kill is
+-- for good, every read would raise it again (the prompt printed it in a
+-- loop at full speed), so the prompt ends, as a script's main chunk does.
+local function killed()
+  return core.killed(green.getcurrent()) ~= nil
+end
+
 -- One line of the prompt; an interrupted read just shows a new prompt.
 local function readline(prompt)
   local ok, line = pcall(core.readline, prompt)
@@ -78,8 +85,10 @@ local function readline(prompt)
   return line
 end
 
+-- Returns 1 when the main thread was killed, else nothing (end of input).
 local function repl()
   while true do
+    if killed() then return 1 end
     local line = readline(_G._PROMPT and tostring(_G._PROMPT) or "> ")
     if line == nil then
       io.stdout:write("\n")
@@ -157,11 +166,11 @@ local function run(argv, opts)
     end
   end
   if opts.interactive then
-    repl()
+    return repl() or 0
   elseif script == argc and not opts.execute and not opts.version then
     if core.isatty(0) then
       version()
-      repl()
+      return repl() or 0
     else
       if not dochunk(loadfile(nil)) then return 1 end
     end
