@@ -31,10 +31,15 @@ static int dump_prev_mask, dump_prev_count;
 
 static void ldump(lua_State *L, lua_Debug *ar) {
   gl_hub_t *hub = lgreen_gethub(L);
+  lua_Hook prev = dump_prev;
+  int mask = dump_prev_mask, count = dump_prev_count;
   (void)ar;
-  lua_sethook(L, dump_prev, dump_prev_mask, dump_prev_count);
+  /* Taken before the hook goes: a SIGQUIT from here on either finds
+     ldump still set (and leaves the saved hook alone) or saves the one
+     put back. */
   dump_prev = NULL;
   dump_prev_mask = dump_prev_count = 0;
+  lua_sethook(L, prev, mask, count);
   if (hub != NULL && lgreen_state(hub)->dump) {
     lgreen_state(hub)->dump = 0;
     dump(L);
