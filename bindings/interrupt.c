@@ -70,18 +70,26 @@ static void lstop(lua_State *L, lua_Debug *ar) {
 }
 
 
-/* Print green.debug.dump() on stderr (lua/green/debug.lua). */
-static void dump(lua_State *L) {
-  lua_checkstack(L, 4);
+/* [-0, +0, e] green.debug.dump() (lua/green/debug.lua), looked up in
+   package.loaded. */
+static int call_dump(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   if (lua_getfield(L, -1, "green.debug") == LUA_TTABLE &&
-      lua_getfield(L, -1, "dump") == LUA_TFUNCTION) {
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK)
-      lua_pop(L, 1); /* (stderr itself failed: nothing to tell) */
-  } else {
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 2);
+      lua_getfield(L, -1, "dump") == LUA_TFUNCTION)
+    lua_call(L, 0, 0);
+  return 0;
+}
+
+
+/* Print green.debug.dump() on stderr. Protected as a whole: the look-up
+   too may raise (a package.loaded or green.debug with an __index), and
+   an error must reach neither the hub nor the thread the dump interrupts
+   (the process ended with it). */
+static void dump(lua_State *L) {
+  lua_checkstack(L, 2);
+  lua_pushcfunction(L, call_dump);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+    lua_pop(L, 1); /* (stderr itself failed: nothing to tell) */
 }
 
 

@@ -412,6 +412,24 @@ describe("greenlua", function()
     assert.matches("in local 'stuck'", err)
   end)
 
+  it("a SIGQUIT dump whose look-up raises changes nothing in the program",
+     function()
+    -- The signal comes while the main chunk is inside a C function (the
+    -- read of popen's pipe), so the dump runs in the main chunk's thread:
+    -- the error of green.debug's __index ended the process.
+    local out, err, code = helper.greenlua_run([[
+      local green = require "green"
+      package.loaded["green.debug"] = setmetatable({}, {
+        __index = function() error("hostile index") end })
+      local pid = io.open("/proc/self/stat"):read("*n")
+      io.popen("kill -QUIT " .. pid):read("a")
+      green.sleep(0)
+      print("after")
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("after\n", out)
+  end)
+
   it("prints the SIGQUIT dump that comes while a Ctrl-C is pending",
      function()
     -- Both signals come while the spinner is inside a C function (so
