@@ -17,7 +17,7 @@
 #define TARGET_KEY "green.interrupt_target" /* registry: anchors it */
 
 
-static void dump(lua_State *L);
+static void dump(lua_State *L, lgreen_state_t *g);
 
 /*
 ** The hook 'green_dump' sets on the coroutine that is running: the dump
@@ -40,10 +40,8 @@ static void ldump(lua_State *L, lua_Debug *ar) {
   dump_prev = NULL;
   dump_prev_mask = dump_prev_count = 0;
   lua_sethook(L, prev, mask, count);
-  if (hub != NULL && lgreen_state(hub)->dump) {
-    lgreen_state(hub)->dump = 0;
-    dump(L);
-  }
+  if (hub != NULL)
+    dump(L, lgreen_state(hub));
 }
 
 
@@ -55,10 +53,8 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   lua_sethook(L, NULL, 0, 0);
   if (hub == NULL)
     return;
-  if (lgreen_state(hub)->dump) { /* a dump asked for too (it left the */
-    lgreen_state(hub)->dump = 0; /* hook alone: see 'green_dump') */
-    dump(L);
-  }
+  dump(L, lgreen_state(hub)); /* if asked for too (its signal left this
+                                 hook alone: see 'green_dump') */
   t = lgreen_base(hub, L);
   /* Raise here only in the target's own code; elsewhere the hub delivers
      it at the target's blocking call. */
@@ -70,26 +66,34 @@ static void lstop(lua_State *L, lua_Debug *ar) {
 }
 
 
-/* [-0, +0, e] green.debug.dump() (lua/green/debug.lua), looked up in
-   package.loaded. */
+/* [-0, +1, e] green.debug.dump() (lua/green/debug.lua), looked up in
+   package.loaded; pushes whether it was there. */
 static int call_dump(lua_State *L) {
+  int found;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  if (lua_getfield(L, -1, "green.debug") == LUA_TTABLE &&
-      lua_getfield(L, -1, "dump") == LUA_TFUNCTION)
+  found = lua_getfield(L, -1, "green.debug") == LUA_TTABLE &&
+          lua_getfield(L, -1, "dump") == LUA_TFUNCTION;
+  if (found)
     lua_call(L, 0, 0);
-  return 0;
+  lua_pushboolean(L, found);
+  return 1;
 }
 
 
-/* Print green.debug.dump() on stderr. Protected as a whole: the look-up
-   too may raise (a package.loaded or green.debug with an __index), and
-   an error must reach neither the hub nor the thread the dump interrupts
-   (the process ended with it). */
-static void dump(lua_State *L) {
+/* Print green.debug.dump() on stderr if one was asked for. Protected as
+   a whole: the look-up too may raise (a package.loaded or green.debug
+   with an __index), and an error must reach neither the hub nor the
+   thread the dump interrupts. Before green.debug is loaded (a SIGQUIT
+   at startup) the request stays, for the hub or a later hook. */
+static void dump(lua_State *L, lgreen_state_t *g) {
+  if (!g->dump)
+    return;
+  g->dump = 0;
   lua_checkstack(L, 2);
   lua_pushcfunction(L, call_dump);
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK)
-    lua_pop(L, 1); /* (stderr itself failed: nothing to tell) */
+  if (lua_pcall(L, 0, 1, 0) == LUA_OK && !lua_toboolean(L, -1))
+    g->dump = 1; /* not loaded yet */
+  lua_pop(L, 1); /* (an error: stderr itself failed, nothing to tell) */
 }
 
 
@@ -98,10 +102,7 @@ static void dump(lua_State *L) {
 static void on_signal(gl_hub_t *hub, lua_State *L) {
   lgreen_state_t *g = lgreen_state(hub);
   gl_thread_t *t = g->interrupt_target;
-  if (g->dump) {
-    g->dump = 0;
-    dump(L);
-  }
+  dump(L, g);
   if (!g->interrupted)
     return;
   g->interrupted = 0;

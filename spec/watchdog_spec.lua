@@ -415,6 +415,25 @@ describe("greenlua", function()
     assert.are.equal("after\n", out)
   end)
 
+  -- As at startup, before green.debug is loaded: the thread's hook finds
+  -- no dump to call, and the request must wait for the hub (it was lost).
+  it("keeps a SIGQUIT that comes before green.debug is loaded", function()
+    local _, err, code = helper.greenlua_run([[
+      local green = require "green"
+      local gdebug = package.loaded["green.debug"]
+      package.loaded["green.debug"] = nil
+      local pid = io.open("/proc/self/stat"):read("*n")
+      io.popen("kill -QUIT " .. pid):read("a")
+      local x = 0
+      for i = 1, 1000 do x = x + i end
+      package.loaded["green.debug"] = gdebug
+      green.sleep(0)
+      io.stderr:write("after\n")
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("green threads: %d+ live.*after\n$", err)
+  end)
+
   -- Both signals come while a thread is inside a C function, so neither
   -- hook has run yet; the Ctrl-C's hook, set first, must dump too.
   it("prints the SIGQUIT dump that comes while a Ctrl-C is pending",
