@@ -28,7 +28,10 @@ green_hub *green_interruptible(lua_State *L);
 ** running, else at its blocking call; once it has ended, the host's main
 ** thread's blocking call (it stops waiting for the other threads).
 ** Returns 1, doing nothing, while an earlier interrupt is not delivered
-** yet (the hub is stuck: the host may end the process), else 0.
+** yet (the hub is stuck), or once one was delivered, until
+** green.core.interrupt_target names the target again (greenlua's prompt
+** does at each line): the host should end the process then, as lua5.4
+** does on a second Ctrl-C. Else 0.
 */
 int green_interrupt(green_hub *hub);
 

@@ -61,6 +61,7 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   if (lgreen_state(hub)->interrupted && t != NULL &&
       t == lgreen_state(hub)->interrupt_target) {
     lgreen_state(hub)->interrupted = 0;
+    lgreen_state(hub)->delivered = 1;
     luaL_error(L, "interrupted!");
   }
 }
@@ -106,6 +107,7 @@ static void on_signal(gl_hub_t *hub, lua_State *L) {
   if (!g->interrupted)
     return;
   g->interrupted = 0;
+  g->delivered = 1;
   if (t == NULL || t->state == GL_DEAD)
     t = hub->main; /* the main chunk has ended: stop waiting for the rest */
   lua_checkstack(L, 4);
@@ -134,8 +136,8 @@ int green_interrupt(green_hub *g) {
   int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
   gl_hub_t *hub = &g->hub;
   gl_thread_t *t;
-  if (g->interrupted)
-    return 1;
+  if (g->interrupted || g->delivered)
+    return 1; /* the second Ctrl-C: as lua.c, the process ends */
   g->interrupted = 1;
   gl_hub_signal(hub);
   t = hub->current;
@@ -169,6 +171,7 @@ static int l_interrupt_target(lua_State *L) {
   lua_settop(L, 1);
   lua_setfield(L, LUA_REGISTRYINDEX, TARGET_KEY);
   lgreen_state(hub)->interrupt_target = t;
+  lgreen_state(hub)->delivered = 0; /* armed again: a prompt's new line */
   return 0;
 }
 

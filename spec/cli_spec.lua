@@ -449,6 +449,29 @@ cat "$out"; rm -f "$out"; exit $code]], h.greenlua))
   end)
 end)
 
+describe("Ctrl-C after one was delivered", function()
+  -- lua5.4 ends the process on a second Ctrl-C during a chunk; greenlua
+  -- delivered each one, so a chunk that caught "interrupted!" in a loop
+  -- could not be stopped by Ctrl-C at all
+  it("ends the process, as lua5.4's second Ctrl-C", function()
+    local out, err, code = h.greenlua_run([[
+      local pid = io.open("/proc/self/stat"):read("*n")
+      for i = 1, 2 do
+        print(i, pcall(function()
+          io.popen("kill -INT " .. pid):read("a") -- the signal comes here
+          local x = 0
+          for j = 1, 1000 do x = x + j end
+          return x
+        end))
+        io.stdout:flush()
+      end
+      print("survived")
+    ]])
+    assert.are.equal(130, code, err) -- killed by SIGINT (128 + 2)
+    assert.matches("^1\tfalse\t[^\n]*interrupted!\n$", out)
+  end)
+end)
+
 describe("Ctrl-C after the main chunk has ended", function()
   it("stops waiting for the remaining green threads", function()
     -- threads spawned by the main chunk start once it has ended

@@ -31,7 +31,16 @@ local function msghandler(msg)
   return (tb:gsub("\n%s*%[C%]: in function 'xpcall'.*$", ""))
 end
 
+-- Ctrl-C armed for the next chunk: once one has been delivered to the
+-- main chunk, another ends the process until then (lua.c arms it for each
+-- chunk it runs): a chunk that catches "interrupted!" in a loop is still
+-- stopped by a second Ctrl-C.
+local function arm()
+  core.interrupt_target(green.getcurrent())
+end
+
 local function docall(fn, ...)
+  arm()
   local r = table.pack(xpcall(fn, msghandler, ...))
   if not r[1] then
     message(r[2])
@@ -89,6 +98,7 @@ end
 local function repl()
   while true do
     if killed() then return 1 end
+    arm() -- a Ctrl-C at the prompt shows a new one
     local line = readline(_G._PROMPT and tostring(_G._PROMPT) or "> ")
     if line == nil then
       io.stdout:write("\n")
