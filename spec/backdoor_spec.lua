@@ -136,6 +136,16 @@ describe("green.backdoor", function()
     end)
   end)
 
+  -- green.listen's error named its internal 'clisten' and a line of
+  -- green/init.lua
+  it("refuses a bad port as its own argument error", function()
+    for _, port in ipairs { -1, 65536, 1.5, 0 / 0, math.huge, "80", {} } do
+      assert.has_error(function() green.backdoor { port = port } end,
+        "bad argument #1 to 'backdoor' (port: integer from 0 to 65535 "
+        .. "expected)")
+    end
+  end)
+
   it("serves localhost and ::1 without allow_remote", function()
     green_run(function()
       local server = assert(green.backdoor{ host = "localhost" })

@@ -111,6 +111,12 @@ function M.backdoor(opts)
     if type(host) ~= "string" then
       error("bad argument #1 to 'backdoor' (host: string expected)", 2)
     end
+    local port = opts.port or 0
+    port = type(port) == "number" and math.tointeger(port)
+    if not port or port < 0 or port > 65535 then
+      error("bad argument #1 to 'backdoor' (port: integer from 0 to "
+            .. "65535 expected)", 2)
+    end
     if not opts.allow_remote then -- refuse before anything is bound
       local addrs, rerr = green.getaddrinfo(host)
       if not addrs then return nil, rerr end
@@ -127,11 +133,11 @@ function M.backdoor(opts)
       -- answer, DNS rebinding), and the backdoor would serve them.
       err = "host not found" -- (no address)
       for _, a in ipairs(addrs) do
-        server, err = green.listen(a.addr, opts.port or 0)
+        server, err = green.listen(a.addr, port)
         if server then break end
       end
     else
-      server, err = green.listen(host, opts.port or 0)
+      server, err = green.listen(host, port)
     end
   end
   if not server then return nil, err end
