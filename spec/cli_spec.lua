@@ -470,6 +470,28 @@ describe("Ctrl-C after one was delivered", function()
     assert.are.equal(130, code, err) -- killed by SIGINT (128 + 2)
     assert.matches("^1\tfalse\t[^\n]*interrupted!\n$", out)
   end)
+
+  it("stops the wait for the other threads after the main chunk caught "
+     .. "one", function()
+    local out, err, code = h.greenlua_run([[
+      local green = require "green"
+      local pid = io.open("/proc/self/stat"):read("*n")
+      print(pcall(function()
+        io.popen("kill -INT " .. pid):read("a") -- the signal comes here
+        local x = 0
+        for j = 1, 1000 do x = x + j end
+        return x
+      end))
+      green.spawn(function() -- runs once the main chunk has ended
+        io.popen("kill -INT " .. pid):read("a")
+        green.sleep(30)
+        print("not reached")
+      end)
+    ]])
+    assert.are.equal(1, code, err) -- not killed by SIGINT (130)
+    assert.matches("^false\t[^\n]*interrupted!\n$", out)
+    assert.matches("interrupted!", err)
+  end)
 end)
 
 describe("Ctrl-C after the main chunk has ended", function()

@@ -199,7 +199,11 @@ end
 function cli.main(argv, opts)
   progname = argv[0] or progname
   if opts.time_slice then green.debug.time_slice(opts.time_slice) end
-  local main = green.spawn(run, argv, opts)
+  local main = green.spawn(function()
+    local status = run(argv, opts)
+    arm() -- a Ctrl-C now stops the wait for the other threads (exit 1)
+    return status
+  end)
   main.name = "main"
   core.observe(main)
   core.interrupt_target(main)
