@@ -375,6 +375,7 @@ int luaopen_green_core(lua_State *L) {
   g->whathits = 0;
   g->interrupt_target = NULL;
   g->interrupted = 0;
+  g->delivered = 0;
   g->dump = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   gl_mark_set(lua_tothread(L, -1), 0); /* copied into new coroutines */

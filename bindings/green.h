@@ -28,14 +28,18 @@ green_hub *green_interruptible(lua_State *L);
 ** running, else at its blocking call; once it has ended, the host's main
 ** thread's blocking call (it stops waiting for the other threads).
 ** Returns 1, doing nothing, while an earlier interrupt is not delivered
-** yet (the hub is stuck: the host may end the process), else 0.
+** yet (the hub is stuck), or once one was delivered, until
+** green.core.interrupt_target names the target again (greenlua's prompt
+** does at each line): the host should end the process then, as lua5.4
+** does on a second Ctrl-C. Else 0.
 */
 int green_interrupt(green_hub *hub);
 
 /*
 ** Async-signal-safe (call it from a SIGQUIT handler): print a dump of
 ** every green thread (green.debug.dump) on stderr as soon as the hub is
-** between two resumes; nothing else changes.
+** between two resumes, or the thread running reaches its next Lua
+** instruction (or returns from its C function); nothing else changes.
 */
 void green_dump(green_hub *hub);
 

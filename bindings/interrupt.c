@@ -17,6 +17,34 @@
 #define TARGET_KEY "green.interrupt_target" /* registry: anchors it */
 
 
+static void dump(lua_State *L, lgreen_state_t *g);
+
+/*
+** The hook 'green_dump' sets on the coroutine that is running: the dump
+** is written from there, at its next Lua instruction (or when the C
+** function it is in returns), so a thread that keeps the hub -- the
+** stuck program a dump is wanted for -- does not keep it from being
+** printed. The hook that was there before is put back.
+*/
+static lua_Hook dump_prev;
+static int dump_prev_mask, dump_prev_count;
+
+static void ldump(lua_State *L, lua_Debug *ar) {
+  gl_hub_t *hub = lgreen_gethub(L);
+  lua_Hook prev = dump_prev;
+  int mask = dump_prev_mask, count = dump_prev_count;
+  (void)ar;
+  /* Taken before the hook goes: a SIGQUIT from here on either finds
+     ldump still set (and leaves the saved hook alone) or saves the one
+     put back. */
+  dump_prev = NULL;
+  dump_prev_mask = dump_prev_count = 0;
+  lua_sethook(L, prev, mask, count);
+  if (hub != NULL)
+    dump(L, lgreen_state(hub));
+}
+
+
 /* The hook 'green_interrupt' sets on the coroutine that was running. */
 static void lstop(lua_State *L, lua_Debug *ar) {
   gl_hub_t *hub = lgreen_gethub(L);
@@ -25,25 +53,48 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   lua_sethook(L, NULL, 0, 0);
   if (hub == NULL)
     return;
+  dump(L, lgreen_state(hub)); /* if asked for too (its signal left this
+                                 hook alone: see 'green_dump') */
   t = lgreen_base(hub, L);
   /* Raise here only in the target's own code; elsewhere the hub delivers
      it at the target's blocking call. */
   if (lgreen_state(hub)->interrupted && t != NULL &&
       t == lgreen_state(hub)->interrupt_target) {
     lgreen_state(hub)->interrupted = 0;
+    lgreen_state(hub)->delivered = 1;
     luaL_error(L, "interrupted!");
   }
 }
 
 
-/* Print green.debug.dump() on stderr (lua/green/debug.lua); called
-   protected. */
-static int dump(lua_State *L) {
+/* [-0, +1, e] green.debug.dump() (lua/green/debug.lua), looked up in
+   package.loaded; pushes whether it was there. */
+static int call_dump(lua_State *L) {
+  int found;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  if (lua_getfield(L, -1, "green.debug") == LUA_TTABLE &&
-      lua_getfield(L, -1, "dump") == LUA_TFUNCTION)
+  found = lua_getfield(L, -1, "green.debug") == LUA_TTABLE &&
+          lua_getfield(L, -1, "dump") == LUA_TFUNCTION;
+  if (found)
     lua_call(L, 0, 0);
-  return 0;
+  lua_pushboolean(L, found);
+  return 1;
+}
+
+
+/* Print green.debug.dump() on stderr if one was asked for. Protected as
+   a whole: the look-up too may raise (a package.loaded or green.debug
+   with an __index), and an error must reach neither the hub nor the
+   thread the dump interrupts. Before green.debug is loaded (a SIGQUIT
+   at startup) the request stays, for the hub or a later hook. */
+static void dump(lua_State *L, lgreen_state_t *g) {
+  if (!g->dump)
+    return;
+  g->dump = 0;
+  lua_checkstack(L, 2);
+  lua_pushcfunction(L, call_dump);
+  if (lua_pcall(L, 0, 1, 0) == LUA_OK && !lua_toboolean(L, -1))
+    g->dump = 1; /* not loaded yet */
+  lua_pop(L, 1); /* (an error: stderr itself failed, nothing to tell) */
 }
 
 
@@ -57,16 +108,12 @@ static const char interrupted_key = 0;
 static void on_signal(gl_hub_t *hub, lua_State *L) {
   lgreen_state_t *g = lgreen_state(hub);
   gl_thread_t *t = g->interrupt_target;
+  dump(L, g); /* protected */
   lua_checkstack(L, 4);
-  if (g->dump) {
-    g->dump = 0;
-    lua_pushcfunction(L, dump);
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK)
-      lua_pop(L, 1); /* (stderr itself failed, or memory: nothing to tell) */
-  }
   if (!g->interrupted)
     return;
   g->interrupted = 0;
+  g->delivered = 1;
   if (t == NULL || t->state == GL_DEAD)
     t = hub->main; /* the main chunk has ended: stop waiting for the rest */
   lua_rawgetp(L, LUA_REGISTRYINDEX, &interrupted_key);
@@ -94,8 +141,8 @@ int green_interrupt(green_hub *g) {
   int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
   gl_hub_t *hub = &g->hub;
   gl_thread_t *t;
-  if (g->interrupted)
-    return 1;
+  if (g->interrupted || g->delivered)
+    return 1; /* the second Ctrl-C: as lua.c, the process ends */
   g->interrupted = 1;
   gl_hub_signal(hub);
   t = hub->current;
@@ -106,8 +153,19 @@ int green_interrupt(green_hub *g) {
 
 
 void green_dump(green_hub *g) {
+  lua_State *co = g->hub.probe.running;
+  lua_Hook h;
   g->dump = 1;
   gl_hub_signal(&g->hub);
+  if (co == NULL)
+    return; /* in the hub: it dumps before it resumes anything */
+  h = lua_gethook(co);
+  if (h == ldump || h == lstop)
+    return; /* set already; an interrupt's is left alone */
+  dump_prev = h;
+  dump_prev_mask = lua_gethookmask(co);
+  dump_prev_count = lua_gethookcount(co);
+  lua_sethook(co, ldump, LUA_MASKCOUNT | LUA_MASKRET, 1); /* as lua.c */
 }
 
 
@@ -118,6 +176,7 @@ static int l_interrupt_target(lua_State *L) {
   lua_settop(L, 1);
   lua_setfield(L, LUA_REGISTRYINDEX, TARGET_KEY);
   lgreen_state(hub)->interrupt_target = t;
+  lgreen_state(hub)->delivered = 0; /* armed again: a prompt's new line */
   return 0;
 }
 

@@ -68,6 +68,8 @@ struct lgreen_state {
   gl_thread_t *interrupt_target; /* who Ctrl-C interrupts (interrupt.c) */
   int main_anchor; /* registry reference of the main thread's GreenThread */
   volatile sig_atomic_t interrupted; /* a Ctrl-C waits to be delivered */
+  volatile sig_atomic_t delivered; /* one was: the next ends the process
+                                      until the target is named again */
   volatile sig_atomic_t dump;        /* a thread dump was asked for */
   void *signals; /* signal.c's per-hub state (hooks.blocking), or NULL */
   struct {                      /* what each part resets in the child */

@@ -992,11 +992,12 @@ static int l_sockstate(lua_State *L) {
 /* }====================================================== */
 
 
-/* green.debug.hub_prevent_multiple_readers([on]): returns the old value. */
+/* green.debug.hub_prevent_multiple_readers([on]): returns the old value;
+   nil, as no argument, only asks (it turned the check off). */
 static int l_prevent(lua_State *L) {
   lsock_state *st = lgreen_sock_state(L);
   int old = st->prevent;
-  if (!lua_isnone(L, 1))
+  if (!lua_isnoneornil(L, 1))
     st->prevent = lua_toboolean(L, 1);
   lua_pushboolean(L, old);
   return 1;

@@ -779,6 +779,18 @@ static int l_site(lua_State *L) {
 }
 
 
+/* The kill error of 'gt' if it was killed (a kill is for good: every
+   blocking call of its raises it again), else nothing. For greenlua's
+   prompt, which must end rather than read on. */
+static int l_killed(lua_State *L) {
+  gl_thread_t *t = lgreen_checkthread(L, 1);
+  if (!(t->flags & GL_F_KILLED))
+    return 0;
+  lgreen_pushpending(L, t);
+  return 1;
+}
+
+
 /* Mark a thread's death as observed by its creator (the executable's
    main chunk, green.run(fn)): its error is not reported on stderr. */
 static int l_observe(lua_State *L) {
@@ -805,6 +817,7 @@ static const luaL_Reg thread_funcs[] = {{"kill", gt_kill},
                                         {"internal", l_internal},
                                         {"outcome", l_outcome},
                                         {"site", l_site},
+                                        {"killed", l_killed},
                                         {NULL, NULL}};
 
 

@@ -289,6 +289,7 @@ static int tostring_error(lua_State *L) {
    fn(gt, seconds, where), where being a traceback. */
 static void report(lua_State *L, watchdog *wd, gl_thread_t *t,
                    lua_Debug *ar) {
+  int killed, status;
   double secs = (double)(gl_now() - load64(&wd->start)) / 1e9;
   lua_checkstack(L, 8);
   if (lua_getfield(L, LUA_REGISTRYINDEX, ON_BLOCKING_KEY) != LUA_TFUNCTION) {
@@ -311,7 +312,19 @@ static void report(lua_State *L, watchdog *wd, gl_thread_t *t,
   } else {
     luaL_traceback(L, L, "running Lua code", 0);
   }
-  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+  killed = t->flags & GL_F_KILLED;
+  status = lua_pcall(L, 3, 0, 0);
+  if (!killed && (t->flags & GL_F_KILLED)) {
+    /* The reporter killed its thread (gt:kill(), its error caught or
+       not): not a failure of the reporter but the thread's end, which
+       goes on from here (a kill is delivered at a blocking call, and a
+       thread starving the hub makes none). */
+    if (status != LUA_OK)
+      lua_pop(L, 1);
+    lgreen_pushpending(L, t);
+    lua_error(L);
+  }
+  if (status != LUA_OK) {
     /* Any error value (a kill's GreenletExit, a table): tostring'd,
        itself protected (a __tostring may raise too). */
     lua_pushcfunction(L, tostring_error);

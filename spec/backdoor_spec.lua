@@ -136,6 +136,16 @@ describe("green.backdoor", function()
     end)
   end)
 
+  -- green.listen's error named its internal 'clisten' and a line of
+  -- green/init.lua
+  it("refuses a bad port as its own argument error", function()
+    for _, port in ipairs { -1, 65536, 1.5, 0 / 0, math.huge, "80", {} } do
+      assert.has_error(function() green.backdoor { port = port } end,
+        "bad argument #1 to 'backdoor' (port: integer from 0 to 65535 "
+        .. "expected)")
+    end
+  end)
+
   it("serves localhost and ::1 without allow_remote", function()
     green_run(function()
       local server = assert(green.backdoor{ host = "localhost" })
@@ -178,6 +188,32 @@ describe("green.backdoor", function()
   -- running a loop of prints went on for ever, with nobody to read them.
   -- The first print the connection refuses raises now, and so does every
   -- one after it (a pcall around print does not keep the loop going).
+  it("writes green.debug.dump() to the session, as its banner says",
+     function()
+    green_run(function()
+      local server, c = connected()
+      local sleeper = green.spawn(green.sleep, 30)
+      sleeper.name = "dumped"
+      c:sendall("green.debug.dump()\n")
+      local lines = {}
+      repeat
+        local line, err = c:receive("*l")
+        assert(line, err)
+        lines[#lines + 1] = line
+      until line:match("the backdoor connection$")
+      local text = table.concat(lines, "\n")
+      assert.matches("^green threads: %d+ live\n", text)
+      assert.matches("'dumped' suspended in green.sleep", text)
+      -- another file is still the caller's to choose
+      c:sendall("local t = {} green.debug.dump({ write = function(_, s) "
+                .. "t[#t + 1] = s end }) return #t\n")
+      assert.are.equal("> 1", c:receive("*l"))
+      sleeper:kill()
+      c:close()
+      server:close()
+    end)
+  end)
+
   it("ends a session's printing once its client is gone", function()
     finally(function() _G.backdoor_gone = nil end)
     green_run(function()

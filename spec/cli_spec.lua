@@ -166,6 +166,33 @@ describe("greenlua options", function()
     assert.matches("xaaa\n", out)
   end)
 
+  -- A kill is for good: each read of the prompt raised it again, and the
+  -- prompt printed it in a loop at full speed, forever.
+  it("-i ends when the main thread is killed, as a script would", function()
+    for _, input in ipairs {
+      "green = require 'green'\ngreen.getcurrent():kill()\nprint('alive')\n",
+      "green = require 'green'\nlocal m = green.getcurrent() "
+        .. "green.spawn(function() m:kill() end) green.sleep(0)\n"
+        .. "print('alive')\n",
+    } do
+      local p = os.tmpname()
+      local f = assert(io.open(p, "w"))
+      f:write(input)
+      f:close()
+      -- (the output is cut short: without the fix it has no end)
+      local out, err, code = h.sh(string.format(
+        "(timeout 10 %s -i < %s 2>&1; echo \"rc=$?\" > %s.rc) | "
+        .. "head -c 4000; cat %s.rc; rm -f %s.rc", h.greenlua, p, p, p, p),
+        30)
+      os.remove(p)
+      assert.are.equal(0, code, err)
+      local _, n = out:gsub("GreenletExit", "")
+      assert.are.equal(1, n, out)
+      assert.is_nil(out:find("alive", 1, true), out)
+      assert.matches("rc=1\n$", out)
+    end
+  end)
+
   it("Ctrl-C interrupts a main chunk blocked in the hub", function()
     -- the spawned thread runs once the main chunk blocks in sleep
     local _, err, code = interrupt([[-e "local g = require('green') ]]
@@ -419,6 +446,51 @@ cat "$out"; rm -f "$out"; exit $code]], h.greenlua))
     assert.are.equal(130, code, err) -- killed by SIGINT (128 + 2)
     assert.are.equal("ready\n", out)
     assert.not_matches("interrupted", err)
+  end)
+end)
+
+describe("Ctrl-C after one was delivered", function()
+  -- lua5.4 ends the process on a second Ctrl-C during a chunk; greenlua
+  -- delivered each one, so a chunk that caught "interrupted!" in a loop
+  -- could not be stopped by Ctrl-C at all
+  it("ends the process, as lua5.4's second Ctrl-C", function()
+    local out, err, code = h.greenlua_run([[
+      local pid = io.open("/proc/self/stat"):read("*n")
+      for i = 1, 2 do
+        print(i, pcall(function()
+          io.popen("kill -INT " .. pid):read("a") -- the signal comes here
+          local x = 0
+          for j = 1, 1000 do x = x + j end
+          return x
+        end))
+        io.stdout:flush()
+      end
+      print("survived")
+    ]])
+    assert.are.equal(130, code, err) -- killed by SIGINT (128 + 2)
+    assert.matches("^1\tfalse\t[^\n]*interrupted!\n$", out)
+  end)
+
+  it("stops the wait for the other threads after the main chunk caught "
+     .. "one", function()
+    local out, err, code = h.greenlua_run([[
+      local green = require "green"
+      local pid = io.open("/proc/self/stat"):read("*n")
+      print(pcall(function()
+        io.popen("kill -INT " .. pid):read("a") -- the signal comes here
+        local x = 0
+        for j = 1, 1000 do x = x + j end
+        return x
+      end))
+      green.spawn(function() -- runs once the main chunk has ended
+        io.popen("kill -INT " .. pid):read("a")
+        green.sleep(30)
+        print("not reached")
+      end)
+    ]])
+    assert.are.equal(1, code, err) -- not killed by SIGINT (130)
+    assert.matches("^false\t[^\n]*interrupted!\n$", out)
+    assert.matches("interrupted!", err)
   end)
 end)
 

@@ -206,6 +206,25 @@ describe("green.debug.dump", function()
     assert.has_error(function() green.debug.dump(42) end,
       "bad argument #1 to 'dump' (file or object with :write expected)")
   end)
+
+  it("raises when the write or the flush fails", function()
+    local path = os.tmpname()
+    local ro = assert(io.open(path, "r")) -- opened for reading only
+    local ok, err = pcall(green.debug.dump, ro)
+    ro:close()
+    os.remove(path)
+    assert.is_false(ok)
+    assert.matches("^green.debug.dump: cannot write the dump %(.+%)$", err)
+    local writer = { write = function(self) return self end,
+                     flush = function() return nil, "disk on fire" end }
+    assert.has_error(function() green.debug.dump(writer) end,
+      "green.debug.dump: cannot write the dump (disk on fire)")
+    -- a writer that returns nothing is not failing
+    local parts = {}
+    local quiet = { write = function(_, s) parts[#parts + 1] = s end }
+    assert.are.equal(quiet, green.debug.dump(quiet))
+    assert.matches("^green threads: %d+ live", parts[1])
+  end)
 end)
 
 describe("core.sleep_unref (the spec helper's deadline)", function()

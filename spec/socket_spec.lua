@@ -656,6 +656,15 @@ describe("green sockets", function()
     end)
   end)
 
+  describe("green.debug.hub_prevent_multiple_readers", function()
+    it("takes a nil argument as none: it only asks", function()
+      local old = green.debug.hub_prevent_multiple_readers()
+      finally(function() green.debug.hub_prevent_multiple_readers(old) end)
+      assert.are.equal(old, green.debug.hub_prevent_multiple_readers(nil))
+      assert.are.equal(old, green.debug.hub_prevent_multiple_readers())
+    end)
+  end)
+
   describe("fairness and load", function()
     it("an operation that yields for fairness runs again as itself",
        function()

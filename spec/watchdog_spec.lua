@@ -278,6 +278,34 @@ describe("blocking detection's edges", function()
     assert.matches("green: the blocking reporter failed: a table of an "
                    .. "error\n", err)
   end)
+
+  it("ends the starving thread when its reporter kills it", function()
+    local reporters = {
+      function(gt) gt:kill() end,
+      function(gt) pcall(gt.kill, gt) end, -- its own raise caught
+    }
+    for i, reporter in ipairs(reporters) do
+      green_run(function()
+        local ticks = ticker()
+        local old = green.debug.on_blocking(reporter)
+        green.debug.hub_blocking_detection(true, 0.1)
+        local finished = false
+        local burner = green.spawn(function()
+          spin(function() return false end) -- 10 s of CPU unless killed
+          finished = true
+        end)
+        local ok, res = pcall(burner.wait, burner)
+        green.debug.hub_blocking_detection(true, 1)
+        green.debug.on_blocking(old)
+        ticks.stop = true
+        ticks.thread:wait()
+        assert.is_true(ok, res)
+        assert.is_false(finished, "reporter " .. i .. ": the kill was "
+                        .. "swallowed")
+        assert.are.equal(green.GreenletExit, res)
+      end)
+    end
+  end)
 end)
 
 describe("green.debug.stats", function()
@@ -348,5 +376,88 @@ describe("greenlua", function()
     assert.matches("rc=0\nready\nstill running\n", out)
     assert.matches("green threads: %d+ live", err)
     assert.matches("'sleeper' suspended in green.sleep", err)
+  end)
+
+  -- The signal comes while the main chunk is inside a C function (the
+  -- read of popen's pipe) and the program never yields after it: the dump
+  -- must come from the running thread itself, as the hub never runs again.
+  it("prints the SIGQUIT dump while a thread keeps the hub", function()
+    local _, err, code = helper.greenlua_run([[
+      local green = require "green"
+      green.debug.hub_blocking_detection(false)
+      local t = green.spawn(function() green.sleep(30) end)
+      t.name = "sleeper"
+      local pid = io.open("/proc/self/stat"):read("*n")
+      local function stuck()
+        io.popen("kill -QUIT " .. pid):read("a")
+        local x = 0
+        for i = 1, 1000 do x = x + i end
+        return x
+      end
+      stuck()
+      os.exit(0)
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("'main' running, spawned at", err)
+    assert.matches("'sleeper' new", err)
+    assert.matches("in local 'stuck'", err)
+  end)
+
+  it("a SIGQUIT dump whose look-up raises changes nothing in the program",
+     function()
+    -- The signal comes while the main chunk is inside a C function (the
+    -- read of popen's pipe), so the dump runs in the main chunk's thread:
+    -- the error of green.debug's __index ended the process.
+    local out, err, code = helper.greenlua_run([[
+      local green = require "green"
+      package.loaded["green.debug"] = setmetatable({}, {
+        __index = function() error("hostile index") end })
+      local pid = io.open("/proc/self/stat"):read("*n")
+      io.popen("kill -QUIT " .. pid):read("a")
+      green.sleep(0)
+      print("after")
+    ]])
+    assert.are.equal(0, code, err)
+    assert.are.equal("after\n", out)
+  end)
+
+  -- As at startup, before green.debug is loaded: the thread's hook finds
+  -- no dump to call, and the request must wait for the hub (it was lost).
+  it("keeps a SIGQUIT that comes before green.debug is loaded", function()
+    local _, err, code = helper.greenlua_run([[
+      local green = require "green"
+      local gdebug = package.loaded["green.debug"]
+      package.loaded["green.debug"] = nil
+      local pid = io.open("/proc/self/stat"):read("*n")
+      io.popen("kill -QUIT " .. pid):read("a")
+      local x = 0
+      for i = 1, 1000 do x = x + i end
+      package.loaded["green.debug"] = gdebug
+      green.sleep(0)
+      io.stderr:write("after\n")
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("green threads: %d+ live.*after\n$", err)
+  end)
+
+  -- Both signals come while a thread is inside a C function, so neither
+  -- hook has run yet; the Ctrl-C's hook, set first, must dump too.
+  it("prints the SIGQUIT dump that comes while a Ctrl-C is pending",
+     function()
+    local _, err, code = helper.greenlua_run([[
+      local green = require "green"
+      green.debug.hub_blocking_detection(false)
+      local pid = io.open("/proc/self/stat"):read("*n")
+      local spinner = green.spawn(function()
+        io.popen("kill -INT " .. pid .. "; kill -QUIT " .. pid):read("a")
+        local x = 0
+        for i = 1, 1000 do x = x + i end
+        os.exit(0)
+      end)
+      spinner.name = "spinner"
+      spinner:wait()
+    ]])
+    assert.are.equal(0, code, err)
+    assert.matches("'spinner' running", err)
   end)
 end)

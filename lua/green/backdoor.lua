@@ -27,7 +27,21 @@ end
 -- (the client left) raises, and so does every one after it: a loop of
 -- prints ran on with nobody to read it (a failed write was ignored).
 local function session_env(conn)
-  local env = { green = green }
+  -- The session's `green`: the module, but `green.debug.dump()` writes to
+  -- the connection (the banner offers it; it went to the process's
+  -- stderr, and the session saw only the returned file).
+  local out = setmetatable({
+    write = function(self, s)
+      local ok, err = conn:sendall(s)
+      if not ok then return nil, err end
+      return self
+    end,
+  }, { __tostring = function() return "the backdoor connection" end })
+  local gdebug = setmetatable({
+    dump = function(file) return green.debug.dump(file or out) end,
+  }, { __index = green.debug })
+  local env = { green = setmetatable({ debug = gdebug },
+                                     { __index = green }) }
   local gone
   env.print = function(...)
     local s, err = repl.format_values(...)
@@ -97,6 +111,12 @@ function M.backdoor(opts)
     if type(host) ~= "string" then
       error("bad argument #1 to 'backdoor' (host: string expected)", 2)
     end
+    local port = opts.port or 0
+    port = type(port) == "number" and math.tointeger(port)
+    if not port or port < 0 or port > 65535 then
+      error("bad argument #1 to 'backdoor' (port: integer from 0 to "
+            .. "65535 expected)", 2)
+    end
     if not opts.allow_remote then -- refuse before anything is bound
       local addrs, rerr = green.getaddrinfo(host)
       if not addrs then return nil, rerr end
@@ -113,11 +133,11 @@ function M.backdoor(opts)
       -- answer, DNS rebinding), and the backdoor would serve them.
       err = "host not found" -- (no address)
       for _, a in ipairs(addrs) do
-        server, err = green.listen(a.addr, opts.port or 0)
+        server, err = green.listen(a.addr, port)
         if server then break end
       end
     else
-      server, err = green.listen(host, opts.port or 0)
+      server, err = green.listen(host, port)
     end
   end
   if not server then return nil, err end

@@ -31,7 +31,16 @@ local function msghandler(msg)
   return (tb:gsub("\n%s*%[C%]: in function 'xpcall'.*$", ""))
 end
 
+-- Ctrl-C armed for the next chunk: once one has been delivered to the
+-- main chunk, another ends the process until then (lua.c arms it for each
+-- chunk it runs): a chunk that catches "interrupted!" in a loop is still
+-- stopped by a second Ctrl-C.
+local function arm()
+  core.interrupt_target(green.getcurrent())
+end
+
 local function docall(fn, ...)
+  arm()
   local r = table.pack(xpcall(fn, msghandler, ...))
   if not r[1] then
     message(r[2])
@@ -67,6 +76,13 @@ local function dolibrary(spec)
   return ok
 end
 
+-- The main thread was killed (by a line, or by another thread): a kill is
+-- for good, every read would raise it again (the prompt printed it in a
+-- loop at full speed), so the prompt ends, as a script's main chunk does.
+local function killed()
+  return core.killed(green.getcurrent()) ~= nil
+end
+
 -- One line of the prompt; an interrupted read just shows a new prompt.
 local function readline(prompt)
   local ok, line = pcall(core.readline, prompt)
@@ -78,8 +94,11 @@ local function readline(prompt)
   return line
 end
 
+-- Returns 1 when the main thread was killed, else nothing (end of input).
 local function repl()
   while true do
+    if killed() then return 1 end
+    arm() -- a Ctrl-C at the prompt shows a new one
     local line = readline(_G._PROMPT and tostring(_G._PROMPT) or "> ")
     if line == nil then
       io.stdout:write("\n")
@@ -157,11 +176,11 @@ local function run(argv, opts)
     end
   end
   if opts.interactive then
-    repl()
+    return repl() or 0
   elseif script == argc and not opts.execute and not opts.version then
     if core.isatty(0) then
       version()
-      repl()
+      return repl() or 0
     else
       if not dochunk(loadfile(nil)) then return 1 end
     end
@@ -180,7 +199,11 @@ end
 function cli.main(argv, opts)
   progname = argv[0] or progname
   if opts.time_slice then green.debug.time_slice(opts.time_slice) end
-  local main = green.spawn(run, argv, opts)
+  local main = green.spawn(function()
+    local status = run(argv, opts)
+    arm() -- a Ctrl-C now stops the wait for the other threads (exit 1)
+    return status
+  end)
   main.name = "main"
   core.observe(main)
   core.interrupt_target(main)

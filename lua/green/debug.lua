@@ -46,6 +46,14 @@ function M.format(list)
   return concat(parts, "\n  ") .. "\n"
 end
 
+-- Raise, for dump's caller, the error of a write or flush that failed.
+local function written(ok, err)
+  if ok == nil and err ~= nil then
+    error(format("green.debug.dump: cannot write the dump (%s)",
+                 tostring(err)), 3)
+  end
+end
+
 --- Write a readable dump of every live green thread (what `threads()`
 -- returns) to `file`: io.stderr by default, or any object with a
 -- `:write(string)` method. Returns `file`.
@@ -58,8 +66,10 @@ function M.dump(file)
     error("bad argument #1 to 'dump' (file or object with :write expected)",
           2)
   end
-  file:write(M.format(core.threads()))
-  if file.flush then file:flush() end
+  -- A write that fails says so (nil, err: a full disk, a file opened for
+  -- reading): the dump is not lost in silence.
+  written(file:write(M.format(core.threads())))
+  if file.flush then written(file:flush()) end
   return file
 end
 
