@@ -135,6 +135,28 @@ static void file_free(gfile *f) {
 }
 
 
+/* Has a request gone to libuv's pool since the process (or this forked
+   child) started? See lgfs_mask. */
+static int pool_started;
+
+int lgfs_mask(sigset_t *old) {
+  sigset_t all;
+  if (pool_started)
+    return 0;
+  sigfillset(&all);
+  return pthread_sigmask(SIG_SETMASK, &all, old) == 0;
+}
+
+
+void lgfs_unmask(int masked, const sigset_t *old, int r) {
+  if (!masked)
+    return;
+  pthread_sigmask(SIG_SETMASK, old, NULL);
+  if (r == 0)
+    pool_started = 1;
+}
+
+
 void lgfs_submitted(lgfs_state *st, lgfs_track *t) {
   st->requests++;
   st->inflight++;
@@ -180,11 +202,14 @@ static int rbuf_room(gfile *f, size_t n) {
 
 static int submit_read(gfile *f, size_t n) {
   uv_buf_t b;
-  int r = rbuf_room(f, n);
+  sigset_t old;
+  int masked, r = rbuf_room(f, n);
   if (r < 0)
     return r;
   b = uv_buf_init(f->rbuf + f->rend, (unsigned)n);
+  masked = lgfs_mask(&old);
   r = uv_fs_read(&f->hub->loop, &f->req, f->fd, &b, 1, -1, file_cb);
+  lgfs_unmask(masked, &old, r);
   if (r == 0)
     submitted(f, OP_READ);
   return r;
@@ -195,7 +220,10 @@ static int submit_write(gfile *f) {
   size_t n = f->wlen - f->wdone;
   uv_buf_t b = uv_buf_init(f->wbuf + f->wdone,
                            (unsigned)(n > FS_WRITEMAX ? FS_WRITEMAX : n));
+  sigset_t old;
+  int masked = lgfs_mask(&old);
   int r = uv_fs_write(&f->hub->loop, &f->req, f->fd, &b, 1, -1, file_cb);
+  lgfs_unmask(masked, &old, r);
   if (r == 0)
     submitted(f, OP_WRITE);
   return r;
@@ -203,7 +231,10 @@ static int submit_write(gfile *f) {
 
 
 static int submit_fstat(gfile *f, int op) {
+  sigset_t old;
+  int masked = lgfs_mask(&old);
   int r = uv_fs_fstat(&f->hub->loop, &f->req, f->fd, file_cb);
+  lgfs_unmask(masked, &old, r);
   if (r == 0)
     submitted(f, op);
   return r;
@@ -228,7 +259,11 @@ static int close_step(gfile *f) {
     f->wlen = f->wdone = 0;
   }
   if (f->fd >= 0) {
-    if (uv_fs_close(&f->hub->loop, &f->req, f->fd, file_cb) == 0) {
+    sigset_t old;
+    int masked = lgfs_mask(&old), r;
+    r = uv_fs_close(&f->hub->loop, &f->req, f->fd, file_cb);
+    lgfs_unmask(masked, &old, r);
+    if (r == 0) {
       submitted(f, OP_CLOSE);
       return 1;
     }
@@ -1388,13 +1423,16 @@ static int open_start(lua_State *L, int flags, int mode, lua_KContext ctx) {
   const char *path = lua_tostring(L, 1);
   gl_thread_t *t = lgreen_begin(L, hub, "green.fs.open");
   gfile *f;
-  int r;
+  sigset_t old;
+  int r, masked;
   lgreen_newbox(L, hub, 0, &file_box);
   luaL_setmetatable(L, FS_FILE);
   f = file_new(hub, lgfs_state_of(L), mode);
   if (f == NULL)
     return luaL_error(L, "not enough memory");
+  masked = lgfs_mask(&old);
   r = uv_fs_open(&hub->loop, &f->req, path, flags, 0666, file_cb);
+  lgfs_unmask(masked, &old, r);
   if (r < 0) {
     uv_fs_req_cleanup(&f->req);
     file_free(f);
@@ -1616,6 +1654,7 @@ static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
   void **head = loop->wq;
   gl_link_t *l;
   (void)L;
+  pool_started = 0; /* libuv starts the child's pool at its first request */
   /* Bytes buffered and not yet written are the parent's to write too
      (it has the same buffers): the child's flush or exit would write
      them twice (C's stdio does). */

@@ -215,7 +215,8 @@ static int path_call(lua_State *L, int kind, const char *what) {
   gl_thread_t *t;
   uv_loop_t *loop = &hub->loop;
   fsreq *q;
-  int r = 0;
+  sigset_t old;
+  int r = 0, masked;
   if (kind == PK_RENAME)
     to = lgfs_checkpath(L, 2);
   if (kind == PK_MKDIR) {
@@ -230,6 +231,7 @@ static int path_call(lua_State *L, int kind, const char *what) {
     return luaL_error(L, "not enough memory");
   q->st = st;
   q->track.req = &q->req;
+  masked = lgfs_mask(&old);
   switch (kind) {
   case PK_STAT:
     r = uv_fs_stat(loop, &q->req, path, req_cb);
@@ -256,6 +258,7 @@ static int path_call(lua_State *L, int kind, const char *what) {
     r = uv_fs_realpath(loop, &q->req, path, req_cb);
     break;
   }
+  lgfs_unmask(masked, &old, r);
   if (r < 0) {
     req_free(q);
     return lgfs_fail(L, r, path);

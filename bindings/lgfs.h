@@ -7,6 +7,8 @@
 #ifndef LGFS_H
 #define LGFS_H
 
+#include <signal.h>
+
 #include "lgreen.h"
 
 /*
@@ -32,6 +34,18 @@ typedef struct lgfs_track {
      it is in flight (a path call's thread). */
   int (*wanted)(const struct lgfs_track *t);
 } lgfs_track;
+
+/*
+** [-0, +0, -] Around a uv_fs_* call: libuv starts its pool's threads at
+** the process's first request (and again at a forked child's first), and
+** they take the signal mask of the thread that submits it. Until one has
+** been submitted, every signal is blocked around the call, so a Ctrl-C or
+** a SIGQUIT is never handled on a pool thread (the handlers set a hook on
+** the hub's coroutine: the hub's thread's business). lgfs_mask returns
+** whether it blocked them; lgfs_unmask takes the call's result.
+*/
+int lgfs_mask(sigset_t *old);
+void lgfs_unmask(int masked, const sigset_t *old, int r);
 
 /* [-0, +0, -] A request was submitted / called back. */
 void lgfs_submitted(lgfs_state *st, lgfs_track *t);

@@ -1296,6 +1296,47 @@ describe("green.fs at exit, a write over 1 GiB", function()
   end)
 end)
 
+describe("green.fs and signals", function()
+  -- libuv starts its pool's threads at the first request, with the mask
+  -- of the thread that submits it: they took none blocked, and a Ctrl-C
+  -- or a SIGQUIT could run its handler there (it sets a hook on the
+  -- hub's coroutine from another OS thread). Every thread but the hub's
+  -- blocks them, in a forked child too (its pool starts anew).
+  local script = [[
+    local green = require "green"
+    local function blocked_elsewhere()
+      local me = green.process.getpid()
+      local bad = {}
+      for _, tid in ipairs(assert(green.fs.scandir("/proc/self/task"))) do
+        local st = assert(green.fs.readfile("/proc/self/task/" .. tid
+                                            .. "/status"))
+        local blk = tonumber(st:match("SigBlk:%s*(%x+)"), 16)
+        -- SIGINT is bit 1, SIGQUIT bit 2
+        if tonumber(tid) ~= me and blk & 6 ~= 6 then bad[#bad + 1] = tid end
+      end
+      return #bad == 0, #assert(green.fs.scandir("/proc/self/task"))
+    end
+    assert(green.fs.stat("/")) -- the pool's first request
+    local ok, n = blocked_elsewhere()
+    print(ok, n > 1)
+    local pid = green.fork()
+    if pid == 0 then
+      assert(green.fs.stat("/")) -- the child's pool's first request
+      local cok, cn = blocked_elsewhere()
+      os.exit(cok and cn > 1 and 0 or 5)
+    end
+    print(green.process.wait(pid, 30))
+  ]]
+  for _, host in ipairs({ "greenlua", "lua54" }) do
+    it(("libuv's pool threads block Ctrl-C and SIGQUIT (%s)"):format(host),
+       function()
+      local o, err, code = run_on(host, script)
+      assert.equal(0, code, err)
+      assert.equal("true\ttrue\nexit\t0\n", o)
+    end)
+  end
+end)
+
 describe("green.fs at exit, bytes still buffered", function()
   -- A write under the buffer's size stays in the file's buffer until a
   -- flush or a close: exit() writes it, as it flushes C's stdio (a stock
