@@ -181,6 +181,38 @@ describe("green sockets under hostile arguments", function()
     end)
   end)
 
+  -- green.connect and green.listen call the C functions from init.lua:
+  -- their argument errors named the locals there ('cconnect',
+  -- 'clisten') and pointed at init.lua's line
+  it("names connect and listen in their argument errors, at the caller's "
+     .. "line", function()
+    green_run(function()
+      local cases = {
+        { green.listen, "listen", "127.0.0.1", -1 },
+        { green.listen, "listen", "127.0.0.1", 70000 },
+        { green.connect, "connect", "127.0.0.1", 70000 },
+        { green.connect, "connect", "127.0.0.1", -1 },
+      }
+      for _, c in ipairs(cases) do
+        local line
+        local ok, err = pcall(function()
+          line = debug.getinfo(1, "l").currentline + 1
+          local s = c[1](c[3], c[4]) -- (not a tail call: the line stays)
+          return s
+        end)
+        assert.is_false(ok)
+        assert.are.equal(("%s:%d: bad argument #2 to '%s' (port out of "
+                          .. "range)"):format(debug.getinfo(1, "S")
+                                                .short_src, line, c[2]),
+                         err)
+      end
+      -- an error that is not an argument's, and a kill, pass as they are
+      local t = green.spawn(green.connect, "127.0.0.1", 1)
+      assert.are.same({ true, nil, "connection refused" },
+                      { pcall(t.wait, t) })
+    end)
+  end)
+
   -- tonumber("soon") is nil, which was "no limit": the call waited for
   -- ever where LuaSocket (luaL_optnumber) raises
   it("refuses a timeout that is not a number in green.socket's select",

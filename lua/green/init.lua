@@ -338,19 +338,33 @@ do
   local serve = require "green.serve"
   local tls = require "green.tls"
   local cconnect, clisten = core.connect, core.listen
+  -- The C function `f` for `name`: called by pcall (a C function, so its
+  -- errors carry no position), its errors are raised again at the
+  -- caller's line, an argument error under `name` (called from here, they
+  -- named the local and this file's line); a kill or a Timeout as it is.
+  -- Tail-called by the public function: level 2 is its caller.
+  local function ccall(name, f, host, port, opts)
+    local ok, a, b = pcall(f, host, port, opts)
+    if ok then return a, b end
+    if type(a) == "string" then
+      error((a:gsub("^bad argument (#%d+) to '[^']*'",
+                    "bad argument %1 to '" .. name .. "'", 1)), 2)
+    end
+    error(a, 0)
+  end
   -- opts.tls makes a TLS socket (lua/green/tls.lua); without it these
   -- are the C functions' calls.
   function green.connect(host, port, opts)
     if type(opts) == "table" and opts.tls then
       return tls.connect(host, port, opts)
     end
-    return cconnect(host, port, opts)
+    return ccall("connect", cconnect, host, port, opts)
   end
   function green.listen(host, port, opts)
     if type(opts) == "table" and opts.tls then
       return tls.listen(host, port, opts)
     end
-    return clisten(host, port, opts)
+    return ccall("listen", clisten, host, port, opts)
   end
   green.tls = tls
   green.connect_unix = core.connect_unix
