@@ -237,7 +237,7 @@ static void restore_hook(lua_State *L) {
 
 
 /* Does the function at 'level' of L come from greenlua's own modules? */
-static int in_library(lua_State *L, int level) {
+int lgreen_in_library(lua_State *L, int level) {
   lua_Debug ar;
   const char *dir;
   size_t n;
@@ -274,7 +274,7 @@ static int atomic(lua_State *L, gl_thread_t *t) {
 */
 static int preemptible(lua_State *L, gl_hub_t *hub, gl_thread_t *t) {
   return !(t->flags & GL_F_MAIN) && lgreen_yieldable(L, hub) &&
-         !in_library(L, 0) && !atomic(L, t);
+         !lgreen_in_library(L, 0) && !atomic(L, t);
 }
 
 

@@ -242,6 +242,33 @@ describe("greenlua, Ctrl-C before the target runs", function()
   end
 end)
 
+describe("greenlua, Ctrl-C inside greenlua's own modules", function()
+  -- The hook raised "interrupted!" at the next instruction wherever it
+  -- was, inside green's Lua modules too (a pool's count or a queue's
+  -- list half updated, for a program that goes on after catching it).
+  -- It waits for the first instruction outside them, as the time slice
+  -- does: here the C function with_timeout calls signals this process,
+  -- and the next code is with_timeout's own.
+  it("is raised at the first instruction outside them", function()
+    local out, err, code = h.greenlua_run([[
+      local green = require "green"
+      local core = require "green.core"
+      local reached = false
+      local ok, e = xpcall(function()
+        green.with_timeout(5, core.kill_pid, green.process.getpid(), 2)
+        reached = true
+        return reached
+      end, debug.traceback)
+      local top = e:match("stack traceback:\n%s*([^\n]*)")
+      print(ok, reached, e:match("interrupted!") ~= nil,
+            top:find("init.lua", 1, true) == nil, top:match(":(%d+):"))
+    ]])
+    assert.are.equal(0, code, err)
+    -- the top of the stack: the line after with_timeout's call
+    assert.are.equal("false\tfalse\ttrue\ttrue\t6\n", out)
+  end)
+end)
+
 describe("greenlua -h", function()
   it("prints the usage on stdout and exits 0, running nothing", function()
     for _, opt in ipairs({ "-h", "--help" }) do
