@@ -1245,13 +1245,18 @@ static int ieqn(const char *a, const char *b, size_t n) {
 ** that routed by the target and a handler that reads Host would disagree
 ** on which site was asked for. So Host must be there (HTTP/1.1) and be
 ** the authority, as a client must send it, byte for byte but the case;
-** an authority with userinfo is refused too. 'host' is Host's value
-** (trimmed), 'hosts' how many there were. 1 if the request may go on.
+** an authority with userinfo is refused too. And any HTTP/1.1 request
+** (CONNECT and OPTIONS * too) without Host is a 400 (RFC 9112 3.2: a
+** server MUST); HTTP/1.0 may go without (the handler sees none). 'host'
+** is Host's value (trimmed), 'hosts' how many there were. 1 if the
+** request may go on.
 */
 static int target_host_ok(hparser *hp, const char *b, hspan host,
                           int hosts) {
   const char *u = b + hp->url.off, *a, *e;
   size_t n = hp->url.len, alen;
+  if (hosts == 0 && hp->p.http_major == 1 && hp->p.http_minor >= 1)
+    return 0;
   if (hp->p.method == HTTP_CONNECT || n == 0 || u[0] == '/' ||
       (n == 1 && u[0] == '*'))
     return 1; /* origin-form, asterisk-form, authority-form */
@@ -1263,8 +1268,8 @@ static int target_host_ok(hparser *hp, const char *b, hspan host,
     if (*e == '@')
       return 0;
   alen = (size_t)(e - a);
-  if (hosts == 0) /* no Host: HTTP/1.0 may (the handler sees none) */
-    return !(hp->p.http_major == 1 && hp->p.http_minor >= 1);
+  if (hosts == 0) /* HTTP/1.0 (1.1 without Host is refused above) */
+    return 1;
   return alen > 0 && host.len == alen && ieqn(b + host.off, a, alen);
 }
 

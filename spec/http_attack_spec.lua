@@ -19,7 +19,8 @@ end
 
 -- The server still answers a plain request.
 local function alive(port)
-  local r = raw(port, "GET /alive HTTP/1.1\r\nConnection: close\r\n\r\n")
+  local r = raw(port, "GET /alive HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+    .. "\r\n")
   assert.matches("^HTTP/1%.1 200 ", r)
   assert.matches("alive$", r)
 end
@@ -34,7 +35,7 @@ end
 local function pipelined(n, extra)
   local t = {}
   for i = 1, n do
-    t[i] = "GET /" .. i .. " HTTP/1.1\r\nX-N: " .. i .. "\r\n"
+    t[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\nX-N: " .. i .. "\r\n"
       .. (extra or "") .. "\r\n"
   end
   return table.concat(t)
@@ -65,7 +66,7 @@ describe("green.http.serve under attack", function()
       end)
       for round = 1, 5 do
         raw(port, pipelined(50, "X-Round: " .. round .. "\r\n")
-          .. "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n")
+          .. "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         collectgarbage()
       end
       for _, gt in ipairs(readers) do
@@ -152,11 +153,11 @@ describe("green.http.serve under attack", function()
         for idx = 0, #tamper - 1 do
           local t = {}
           for i = 1, 3 do
-            t[i] = "POST /" .. idx .. " HTTP/1.1\r\nX-Fake: " .. fake
+            t[i] = "POST /" .. idx .. " HTTP/1.1\r\nHost: a\r\nX-Fake: " .. fake
               .. "\r\nContent-Length: 3\r\n\r\nabc"
           end
           local r = raw(port, table.concat(t)
-            .. "GET /0 HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .. "GET /0 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
           assert.matches("^HTTP/1%.1 [25]00 ", r)
           collectgarbage()
         end
@@ -192,7 +193,8 @@ describe("green.http.serve under attack", function()
         for _, size in ipairs { 1, 100000, 3000000 } do
           local c = assert(green.connect("127.0.0.1", port))
           c:settimeout(10)
-          c:send("POST /a HTTP/1.1\r\nX-Spins: " .. spins .. "\r\nX-Size: "
+          c:send("POST /a HTTP/1.1\r\nHost: a\r\nX-Spins: " .. spins .. "\r\n"
+            .. "X-Size: "
             .. size .. "\r\nContent-Length: 5\r\n\r\n")
           c:send("ab")
           green.sleep(0)
@@ -201,7 +203,7 @@ describe("green.http.serve under attack", function()
           c:close()
         end
       end
-      raw(port, "GET /kill-now HTTP/1.1\r\n\r\n")
+      raw(port, "GET /kill-now HTTP/1.1\r\nHost: a\r\n\r\n")
       for _, gt in ipairs(conns) do gt:wait() end
       alive(port)
       stop()
@@ -238,13 +240,13 @@ describe("green.http.serve under attack", function()
         local body = req.method == "POST" and req:body() or ""
         return 200, nil, req.method .. req.path .. "[" .. body .. "]"
       end)
-      local data = "HEAD /1 HTTP/1.1\r\n\r\n"
-        .. "POST /2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      local data = "HEAD /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        .. "POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         .. "3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: x\r\n\r\n"
-        .. "HEAD /3 HTTP/1.1\r\n\r\n"
-        .. "POST /4 HTTP/1.1\r\nExpect: 100-continue\r\n"
+        .. "HEAD /3 HTTP/1.1\r\nHost: a\r\n\r\n"
+        .. "POST /4 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
         .. "Content-Length: 2\r\n\r\nxy"
-        .. "GET /5 HTTP/1.1\r\nConnection: close\r\n\r\n"
+        .. "GET /5 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
       local r = raw(port, data)
       local statuses = {}
       for s in r:gmatch("HTTP/1%.1 (%d+)") do statuses[#statuses + 1] = s end
@@ -268,19 +270,20 @@ describe("green.http.serve under attack", function()
         for _ in pairs(req.headers) do n = n + 1 end
         return 200, nil, tostring(n)
       end, { max_headers = 100, max_header_size = 65536 })
+      -- 'count' header lines after Host (count + 1 in all)
       local function head(i, count)
-        local t = { "GET /" .. i .. " HTTP/1.1\r\n" }
+        local t = { "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\n" }
         for j = 1, count do t[#t + 1] = "H" .. j .. ": " .. j .. "\r\n" end
         return table.concat(t) .. "\r\n"
       end
       local batch = {}
       for i = 1, 40 do batch[i] = head(i, (i * 7) % 101) end
-      local r = raw(port, table.concat(batch) .. head(41, 101))
+      local r = raw(port, table.concat(batch) .. head(41, 100))
       local i = 0
       for body in r:gmatch("\r\n\r\n(%d+)") do
         i = i + 1
         if i <= 40 then
-          assert.are.equal(tostring((i * 7) % 101), body)
+          assert.are.equal(tostring((i * 7) % 101 + 1), body)
         end
       end
       assert.are.equal(41, i)
@@ -308,9 +311,10 @@ describe("green.http.serve under attack", function()
           return 200, nil, ("z"):rep(3000)
         end)
         for _ = 1, 30 do
-          raw(port, pipelined(30) .. "POST /p HTTP/1.1\r\nContent-Length: 4"
+          raw(port, pipelined(30) .. "POST /p HTTP/1.1\r\nHost: a\r\n"
+            .. "Content-Length: 4"
             .. "\r\n\r\nabcd" .. pipelined(30)
-            .. "GET /last HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .. "GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         end
       end)
       collectgarbage("incremental", 200, 100) -- Lua's defaults
@@ -340,7 +344,7 @@ describe("green.http.serve's drain", function()
       end, { log = function(_, status) logged = status end })
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(10)
-      assert(c:send("POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n"))
+      assert(c:send("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"))
       local r = c:receive("*a")
       c:close()
       srv:close()

@@ -283,6 +283,39 @@ describe("green.http.serve's request line", function()
     end)
   end)
 
+  -- RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request
+  -- without Host (which site it asked for is unknown; a front end may
+  -- have routed it to a default the handler does not expect).
+  it("is refused without Host in HTTP/1.1, of any form; 1.0 is served",
+     function()
+    green_run(function()
+      local port, served, stop = path_server()
+      for _, head in ipairs {
+        "GET /p HTTP/1.1\r\n\r\n",
+        "GET /p HTTP/1.1\nX-Host: a\n\n",
+        "POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        "GET http://a/p HTTP/1.1\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\n\r\n",
+        "CONNECT a.example:443 HTTP/1.1\r\n\r\n",
+      } do
+        assert_refused(port, served, head)
+      end
+      assert.are.same({}, served)
+      -- HTTP/1.0 may go without: served, the handler sees no Host
+      local hosts = {}
+      stop()
+      port, stop = h.http_serve(function(req)
+        hosts[#hosts + 1] = req.headers.host or "none"
+        return 200, {}, "served " .. req.path
+      end)
+      local r = h.raw_exchange(port, "GET /ten HTTP/1.0\r\n"
+        .. "Connection: keep-alive\r\n\r\nOPTIONS * HTTP/1.0\r\n\r\n")
+      assert.matches("served /ten.*served %*$", r)
+      assert.are.same({ "none", "none" }, hosts)
+      stop()
+    end)
+  end)
+
   -- An absolute-form target names the site (RFC 9112 3.2.2: the server
   -- uses it, not Host); the handler reads Host and the path. A front end
   -- routing by the target and a handler reading Host must not disagree:

@@ -19,8 +19,8 @@ describe("core.http_next", function()
       local conn, srv = { idle = false }, { stopping = false }
       local p = parser(conn)
       -- two heads in one write (on loopback, one read: both buffered)
-      assert(c:send("GET /a?q=1 HTTP/1.1\r\nX-A: b\r\n\r\n"
-                    .. "GET /b HTTP/1.1\r\n\r\n"))
+      assert(c:send("GET /a?q=1 HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\n"
+                    .. "GET /b HTTP/1.1\r\nHost: a\r\n\r\n"))
       assert.are.equal("/a", core.http_head(s, p, true, 30, 30).path)
       core.http_output(p, "pending")
       local req, kind, keep, ctl = core.http_next(s, p, conn, 30, 30, srv)
@@ -48,7 +48,7 @@ describe("core.http_next", function()
       assert.are.equal("hello", c:receive(5))
       h.until_suspended(t)
       assert.is_true(conn.idle)
-      assert(c:send("GET /x?q=1 HTTP/1.1\r\n\r\n"))
+      assert(c:send("GET /x?q=1 HTTP/1.1\r\nHost: a\r\n\r\n"))
       local req, kind, keep = t:wait()
       assert.are.same({ "GET", "/x", "q=1", 0, true },
                       { req.method, req.path, req.query, kind, keep })

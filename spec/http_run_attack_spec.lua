@@ -24,9 +24,9 @@ local BATCH = [[
 local function batch(n)
   local t = {}
   for i = 1, n do
-    t[i] = "GET /" .. i .. " HTTP/1.1\r\nX-N: " .. i .. "\r\n\r\n"
+    t[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\nX-N: " .. i .. "\r\n\r\n"
   end
-  t[n + 1] = "GET /last HTTP/1.1\r\nConnection: close\r\n\r\n"
+  t[n + 1] = "GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
   return table.concat(t)
 end
 ]]
@@ -186,8 +186,8 @@ green.run(function()
     end)
     for _ = 1, 2 do
       local c = assert(green.connect("127.0.0.1", port))
-      assert(c:send(("GET / HTTP/1.1\r\n\r\n"):rep(6)
-        .. "GET / HTTP/1.1\r\nConnection: close\r\n\r\n"))
+      assert(c:send(("GET / HTTP/1.1\r\nHost: a\r\n\r\n"):rep(6)
+        .. "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
       c:settimeout(120)
       local r = assert(c:receive("*a"))
       local _, n = r:gsub("HTTP/1%.1 200 ", "")

@@ -100,8 +100,9 @@ describe("green.http.serve", function()
         kept[#kept + 1] = req -- nothing read yet
         return 200, nil, "ok"
       end)
-      local r = raw(port, "GET /1?q=1 HTTP/1.1\r\nX-N: one\r\nX-Rep: a\r\n"
-        .. "x-rep: b\r\n\r\nPOST /2 HTTP/1.1\r\nX-N:  two \r\n"
+      local r = raw(port, "GET /1?q=1 HTTP/1.1\r\nHost: a\r\nX-N: one\r\n"
+        .. "X-Rep: a\r\n"
+        .. "x-rep: b\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nX-N:  two \r\n"
         .. "Content-Length: 2\r\n\r\nhiGET /3 HTTP/1.0\r\n\r\n")
       assert.matches("ok$", r)
       assert.are.equal(3, #kept)
@@ -127,7 +128,7 @@ describe("green.http.serve", function()
         assert.is_not_nil(v)
         n = n + 1
       end
-      assert.are.equal(2, n)
+      assert.are.equal(3, n) -- x-n, x-rep, host
       -- a private field (the raw head's place: a light userdata key, its
       -- arena) overwritten by the handler breaks nothing
       local key
@@ -171,7 +172,8 @@ describe("green.http.serve", function()
         times[2] = lookups(req)
         return 200, nil, "ok"
       end)
-      local r = raw(port, "GET / HTTP/1.1\r\nX-A: b\r\nConnection: close"
+      local r = raw(port, "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n"
+                    .. "Connection: close"
                     .. "\r\n\r\n")
       assert.matches("ok$", r)
       assert.are.equal("table", type(got.conn))
@@ -201,8 +203,8 @@ describe("green.http.serve", function()
         err = not ok and e
         return 200, nil, req:body()
       end)
-      local r = raw(port, "GET /1 HTTP/1.1\r\n\r\n"
-                    .. "POST /2 HTTP/1.1\r\nContent-Length: 10\r\n"
+      local r = raw(port, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                    .. "POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n"
                     .. "Connection: close\r\n\r\n0123456789")
       assert.matches("moved on", tostring(err))
       assert.matches("^HTTP/1%.1 200 OK\r\n.-one" .. "HTTP/1%.1 200 OK\r\n"
@@ -341,9 +343,10 @@ describe("green.http.serve", function()
         return 200, { ["X-I"] = tostring(i) }, req.path
       end)
       local t = {}
-      for i = 1, 60 do t[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      for i = 1, 60 do t[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\n\r\n" end
       local r = raw(port, table.concat(t)
-                    .. "GET /61 HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    .. "GET /61 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                    .. "\r\n")
       local got = {}
       for i, body in r:gmatch("X%-I: (%d+)\r\n.-\r\n\r\n/(%d+)") do
         assert.are.equal(i, body)
@@ -369,9 +372,10 @@ describe("green.http.serve", function()
         log[#log + 1] = req.path .. " " .. status
       end })
       local t = {}
-      for i = 1, 6 do t[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      for i = 1, 6 do t[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\n\r\n" end
       local r = raw(port, table.concat(t)
-                    .. "GET /7 HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    .. "GET /7 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                    .. "\r\n")
       local _, n = r:gsub("HTTP/1%.1 %d+ ", "")
       assert.are.equal(7, n)
       assert.are.same({ "/1 200", "/2 200", "/3 404", "/4 200", "/5 200",
@@ -391,7 +395,9 @@ describe("green.http.serve", function()
           return 200, nil, req.path
         end)
         local t = {}
-        for i = 1, 5 do t[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+        for i = 1, 5 do
+          t[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\n\r\n"
+        end
         local r = raw(port, table.concat(t))
         local statuses, bodies = {}, {}
         for st in r:gmatch("HTTP/1%.1 (%d+) ") do
@@ -424,7 +430,7 @@ describe("green.http.serve", function()
         return 200, nil, req.path
       end)
       local t = {}
-      for i = 1, 6 do t[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      for i = 1, 6 do t[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\n\r\n" end
       local r = raw(port, table.concat(t))
       assert.are.same({ "/1", "/2", "/3" }, called)
       local _, n = r:gsub("HTTP/1%.1 200 OK", "")
@@ -447,10 +453,13 @@ describe("green.http.serve", function()
         end
         return 200, nil, req.path
       end)
-      local r = raw(port, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"
-        .. "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade"
+      local r = raw(port, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+        .. "GET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+        .. "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+        .. "Connection: Upgrade"
         .. "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        .. "Sec-WebSocket-Version: 13\r\n\r\nGET /never HTTP/1.1\r\n\r\n")
+        .. "Sec-WebSocket-Version: 13\r\n\r\nGET /never HTTP/1.1\r\nHost: a\r\n"
+        .. "\r\n")
       assert.matches("^HTTP/1%.1 200 OK\r\n.-\r\n\r\n/aHTTP/1%.1 200 OK\r\n"
         .. ".-\r\n\r\n/bHTTP/1%.1 101 Switching Protocols\r\n.-\r\n\r\n"
         .. "\129\2hi\136", r)
@@ -467,18 +476,18 @@ describe("green.http.serve", function()
           return 200, nil, req.path .. "=" .. req:body()
         end)
         local up = "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        local r = raw(port, "POST /a HTTP/1.1\r\n" .. up
+        local r = raw(port, "POST /a HTTP/1.1\r\nHost: a\r\n" .. up
           .. "Content-Length: 8\r\n\r\n12345678"
-          .. "POST /b HTTP/1.1\r\n" .. up
+          .. "POST /b HTTP/1.1\r\nHost: a\r\n" .. up
           .. "Transfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
-          .. "GET /c HTTP/1.1\r\nConnection: close\r\n\r\n")
+          .. "GET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert.matches("^HTTP/1%.1 200 OK\r\n.-\r\n\r\n/a=12345678"
           .. "HTTP/1%.1 200 OK\r\n.-\r\n\r\n/b=xyz"
           .. "HTTP/1%.1 200 OK\r\n.-\r\n\r\n/c=$", r)
         -- and one the handler does not read: drained, the next answered
-        r = raw(port, "GET /d HTTP/1.1\r\n" .. up
+        r = raw(port, "GET /d HTTP/1.1\r\nHost: a\r\n" .. up
           .. "Content-Length: 4\r\n\r\nabcd"
-          .. "GET /e HTTP/1.1\r\nConnection: close\r\n\r\n")
+          .. "GET /e HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert.matches("/d=abcdHTTP/1%.1 200 OK\r\n.-\r\n\r\n/e=$", r)
         stop()
       end)
@@ -495,7 +504,8 @@ describe("green.http.serve", function()
           assert(ws:send("hi"))
           error("after the upgrade")
         end)
-        local r = raw(port, "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n"
+        local r = raw(port, "GET /ws HTTP/1.1\r\nHost: a\r\n"
+          .. "Upgrade: websocket\r\n"
           .. "Connection: Upgrade\r\n"
           .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
           .. "Sec-WebSocket-Version: 13\r\n\r\n")
@@ -521,7 +531,8 @@ describe("green.http.serve", function()
       local reqs = {}
       -- (their raw heads share arenas: each still has its own)
       for i = 1, n do
-        reqs[i] = "GET /" .. i .. " HTTP/1.1\r\nX-I: " .. i .. "\r\n\r\n"
+        reqs[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\nX-I: " .. i .. "\r\n"
+          .. "\r\n"
       end
       local writer = green.spawn(c.send, c, table.concat(reqs))
       local seen = 0
@@ -555,7 +566,9 @@ describe("green.http.serve", function()
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(30)
       local reqs = {}
-      for i = 1, n do reqs[i] = "GET /" .. i .. " HTTP/1.1\r\n\r\n" end
+      for i = 1, n do
+        reqs[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\n\r\n"
+      end
       assert(c:send(table.concat(reqs)))
       -- the kernel and the socket's queue are full: the server's flush
       -- gave the rest to sendall, which waits for this reader
@@ -585,9 +598,9 @@ describe("green.http.serve", function()
       local paths = { "/a", "/long1", "/b", "/c", "/long2", "/long3", "/d" }
       local reqs = {}
       for i, p in ipairs(paths) do
-        reqs[i] = "GET " .. p .. " HTTP/1.1\r\n\r\n"
+        reqs[i] = "GET " .. p .. " HTTP/1.1\r\nHost: a\r\n\r\n"
       end
-      reqs[#reqs + 1] = "HEAD /long4 HTTP/1.1\r\n\r\n"
+      reqs[#reqs + 1] = "HEAD /long4 HTTP/1.1\r\nHost: a\r\n\r\n"
       assert(c:send(table.concat(reqs)))
       local function response()
         assert.are.equal("HTTP/1.1 200 OK", c:receive())
@@ -606,7 +619,7 @@ describe("green.http.serve", function()
       end
       -- HEAD: the length of the body it would have, and no body
       assert.are.equal(#long + #"/long4", response())
-      assert(c:send("GET /e HTTP/1.1\r\nConnection: close\r\n\r\n"))
+      assert(c:send("GET /e HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
       response()
       assert.are.equal("/e", c:receive("*a"))
       c:close()
@@ -618,7 +631,8 @@ describe("green.http.serve", function()
     green_run(function()
       local port, stop = start(hello)
       local before = os.time()
-      local r = raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local r = raw(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        .. "\r\n")
       local after = os.time()
       local date = r:match("\r\nDate: ([^\r]+)\r\n")
       local ok = false
@@ -636,10 +650,12 @@ describe("green.http.serve", function()
         if req.path == "/none" then return 204, nil, nil end
         return 200, nil, "twelve bytes"
       end)
-      local r = raw(port, "HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local r = raw(port, "HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        .. "\r\n")
       assert.matches("Content%-Length: 12\r\n", r)
       assert.matches("\r\n\r\n$", r)
-      r = raw(port, "GET /none HTTP/1.1\r\nConnection: close\r\n\r\n")
+      r = raw(port, "GET /none HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        .. "\r\n")
       assert.are.equal(204, status_of(r))
       assert.is_nil(r:match("Content%-Length"))
       stop()
@@ -660,8 +676,8 @@ describe("green.http.serve", function()
       end)
       -- HTTP/1.1: chunked, as the GET says, and no chunk at all; the
       -- connection stays usable (a GET after it on the same write)
-      local r = raw(port, "HEAD / HTTP/1.1\r\n\r\n"
-                    .. "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local r = raw(port, "HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"
+                    .. "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
       local head, get = r:match("^(.-\r\n\r\n)(HTTP/1%.1 .*)$")
       assert.is_not_nil(head)
       assert.are.equal(200, status_of(head))
@@ -693,7 +709,8 @@ describe("green.http.serve", function()
           if i <= 3 then return ("part%d;"):format(i) end
         end
       end)
-      local r = raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local r = raw(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        .. "\r\n")
       assert.matches("Transfer%-Encoding: chunked\r\n", r)
       assert.matches("\r\n\r\n6\r\npart1;\r\n6\r\npart2;\r\n6\r\npart3;\r\n"
                      .. "0\r\n\r\n$", r)
@@ -744,10 +761,11 @@ describe("green.http.serve", function()
         end
         return 200, nil, "[" .. req:body() .. "]"
       end)
-      local r = raw(port, "POST / HTTP/1.1\r\nContent-Length: 5\r\n"
+      local r = raw(port, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
         .. "Connection: close\r\n\r\nhello")
       assert.matches("\r\n\r\n%[hello%]$", r)
-      r = raw(port, "POST /stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+      r = raw(port, "POST /stream HTTP/1.1\r\nHost: a\r\n"
+        .. "Transfer-Encoding: chunked\r\n"
         .. "Connection: close\r\n\r\n3\r\nabc\r\n10\r\n0123456789abcdef\r\n"
         .. "0\r\n\r\n")
       assert.matches("\r\n\r\nabc0123456789abcdef$", r)
@@ -759,8 +777,9 @@ describe("green.http.serve", function()
      function()
     green_run(function()
       local port, stop = start(hello)
-      local r = raw(port, "POST /1 HTTP/1.1\r\nContent-Length: 4\r\n\r\nxxxx"
-        .. "GET /2 HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local r = raw(port, "POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+        .. "\r\nxxxx"
+        .. "GET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
       assert.matches("hello POST /1.*hello GET /2$", r)
       stop()
     end)
@@ -781,13 +800,16 @@ describe("green.http.serve", function()
       -- server's max_body_size, beyond the 5 bytes and the 64 KB drain
       -- limit the request before it had
       local function chunked(n)
-        return "POST /big HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        return "POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+          .. "\r\n"
           .. ("%x\r\n"):format(n) .. ("z"):rep(n) .. "\r\n0\r\n\r\n"
       end
-      local r = raw(port, "POST /small HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
-        .. "abc" .. chunked(100) .. "POST /unread HTTP/1.1\r\nContent-Length: "
+      local r = raw(port, "POST /small HTTP/1.1\r\nHost: a\r\n"
+        .. "Content-Length: 3\r\n\r\n"
+        .. "abc" .. chunked(100) .. "POST /unread HTTP/1.1\r\nHost: a\r\n"
+        .. "Content-Length: "
         .. "10\r\n\r\n0123456789" .. chunked(100000)
-        .. "GET /end HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .. "GET /end HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
       local bodies = {}
       for b in r:gmatch("\r\n\r\n([^H]*)") do
         bodies[#bodies + 1] = b
@@ -804,11 +826,12 @@ describe("green.http.serve", function()
         local port, stop = start(hello, { log = function(req)
           if req.path == "/bad" then error("log failed") end
         end })
-        local r = raw(port, "GET /bad HTTP/1.1\r\n\r\n"
-                            .. "GET /next HTTP/1.1\r\n\r\n")
+        local r = raw(port, "GET /bad HTTP/1.1\r\nHost: a\r\n\r\n"
+                            .. "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
         -- answered (the log runs after the response), then closed
         assert.matches("^HTTP/1%.1 200 OK.*hello GET /bad$", r)
-        r = raw(port, "GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n")
+        r = raw(port, "GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+          .. "\r\n")
         assert.matches("hello GET /ok$", r)
         assert.are.same({ nil, "closed" }, { stop() })
       end)
@@ -825,7 +848,7 @@ describe("green.http.serve", function()
         if req.path == "/stop" then error(green.StopServe) end
         return 200, nil, "ok"
       end, { graceful_timeout = 60 })
-      raw(port, "GET /stop HTTP/1.1\r\n\r\n")
+      raw(port, "GET /stop HTTP/1.1\r\nHost: a\r\n\r\n")
       -- no graceful wait (60 s) for the connection that raised it
       h.eventually(function() return gt:dead() end, 20, "serve returned")
       gt:wait()
@@ -851,40 +874,45 @@ describe("green.http.serve", function()
     end
 
     it("431 for a head larger than max_header_size", function()
-      check({ max_header_size = 1024 }, "GET / HTTP/1.1\r\nX: "
+      check({ max_header_size = 1024 }, "GET / HTTP/1.1\r\nHost: a\r\nX: "
             .. ("a"):rep(2000) .. "\r\n\r\n", 431)
     end)
     it("414 for a request line larger than max_header_size", function()
       check({ max_header_size = 1024 }, "GET /" .. ("a"):rep(3000)
-            .. " HTTP/1.1\r\n\r\n", 414)
+            .. " HTTP/1.1\r\nHost: a\r\n\r\n", 414)
     end)
     it("431 for too many header lines", function()
       check({ max_headers = 10 },
-            "GET / HTTP/1.1\r\n" .. ("X: y\r\n"):rep(11) .. "\r\n", 431)
+            "GET / HTTP/1.1\r\n"
+              .. "Host: a\r\n" .. ("X: y\r\n"):rep(10) .. "\r\n", 431)
     end)
     it("413 for a Content-Length beyond max_body_size, unread", function()
-      check({ max_body_size = 100 }, "POST / HTTP/1.1\r\nContent-Length: "
+      check({ max_body_size = 100 }, "POST / HTTP/1.1\r\nHost: a\r\n"
+            .. "Content-Length: "
             .. "101\r\n\r\n", 413)
     end)
     it("413 for a chunked body that grows beyond max_body_size", function()
-      check({ max_body_size = 100 }, "POST / HTTP/1.1\r\nTransfer-Encoding: "
+      check({ max_body_size = 100 }, "POST / HTTP/1.1\r\nHost: a\r\n"
+            .. "Transfer-Encoding: "
             .. "chunked\r\n\r\n" .. ("32\r\n" .. ("z"):rep(50) .. "\r\n"):rep(3)
             .. "0\r\n\r\n", 413)
     end)
     it("400 for malformed requests and smuggling attempts", function()
       for _, bad in ipairs {
         "GARBAGE\r\n\r\n",
-        "GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked"
+        "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+          .. "Transfer-Encoding: chunked"
           .. "\r\n\r\n0\r\n\r\n",
-        "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+          .. "Content-Length: 4\r\n\r\n"
           .. "abcd",
-        "POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc",
-        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
           .. "fffffffffffffffffffff\r\nx\r\n",
-        "GET / HTTP/1.1\r\nX-A: a\0b\r\n\r\n",
-        "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-        "GET /\0 HTTP/1.1\r\n\r\n",
-        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+        "GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
       } do
         green_run(function()
           local port, stop = start(function(req)
@@ -904,7 +932,7 @@ describe("green.http.serve", function()
         local port, stop = start(hello, { header_timeout = 0.2 })
         local c = assert(green.connect("127.0.0.1", port))
         c:settimeout(20)
-        assert(c:send("GET / HTTP/1.1\r\n"))
+        assert(c:send("GET / HTTP/1.1\r\nHost: a\r\n"))
         for _ = 1, 3 do -- a header line now and then: still 408 in time
           green.sleep(0.1)
           c:send("X: y\r\n")
@@ -933,7 +961,8 @@ describe("green.http.serve", function()
           local b, err = req:body()
           return 200, nil, b or err
         end, { body_timeout = 0.1 })
-        local r = raw(port, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n"
+        local r = raw(port, "POST / HTTP/1.1\r\nHost: a\r\n"
+                      .. "Content-Length: 10\r\n\r\n"
                       .. "abc")
         assert.are.equal(408, status_of(r))
         stop()
@@ -945,7 +974,7 @@ describe("green.http.serve", function()
           { send_timeout = 0.2, log = function(_, status)
               ended:send(status) end })
         local c = assert(green.connect("127.0.0.1", port))
-        c:send("GET / HTTP/1.1\r\n\r\n") -- and never read
+        c:send("GET / HTTP/1.1\r\nHost: a\r\n\r\n") -- and never read
         assert.are.equal(200, ended:wait(20))
         c:close()
         stop()
@@ -960,7 +989,8 @@ describe("green.http.serve", function()
       end)
       local c = assert(green.connect("127.0.0.1", port))
       c:settimeout(20)
-      c:send("POST / HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue"
+      c:send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+             .. "Expect: 100-continue"
              .. "\r\nConnection: close\r\n\r\n")
       assert.are.equal("HTTP/1.1 100 Continue", c:receive())
       assert.are.equal("", c:receive())
@@ -969,7 +999,8 @@ describe("green.http.serve", function()
       assert.matches("^HTTP/1%.1 200 OK.*got data$", r)
       c:close()
       -- an expectation we do not know: 417
-      r = raw(port, "POST / HTTP/1.1\r\nExpect: teapot\r\nContent-Length: 1"
+      r = raw(port, "POST / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n"
+              .. "Content-Length: 1"
               .. "\r\n\r\nx")
       assert.are.equal(417, status_of(r))
       stop()
@@ -992,13 +1023,13 @@ describe("green.http.serve", function()
           end
           return 200, nil, "fine"
         end)
-        local r = raw(port, "GET /boom HTTP/1.1\r\n\r\n")
+        local r = raw(port, "GET /boom HTTP/1.1\r\nHost: a\r\n\r\n")
         assert.are.equal(500, status_of(r))
         assert.is_nil(r:find("kaboom")) -- no traceback to the client
-        r = raw(port, "GET /mid HTTP/1.1\r\n\r\n")
+        r = raw(port, "GET /mid HTTP/1.1\r\nHost: a\r\n\r\n")
         assert.are.equal(200, status_of(r))
         assert.matches("first;\r\n$", r) -- truncated: no last chunk
-        r = raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        r = raw(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert.matches("fine$", r)
         stop()
       end)
@@ -1027,11 +1058,12 @@ describe("green.http.serve", function()
         if req.path == "/big" and not done:ready() then done:send(status) end
       end })
       local c = assert(green.connect("127.0.0.1", port))
-      c:send("GET /big HTTP/1.1\r\n\r\n")
+      c:send("GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
       assert(c:receive(100000))
       c:close()
       done:wait(30)
-      local r = raw(port, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+      local r = raw(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        .. "\r\n")
       assert.matches("still here$", r)
       stop()
     end)
@@ -1052,13 +1084,13 @@ describe("green.http.serve", function()
       -- waits (failing with a dump of the threads), and the keep-alive
       -- timeout is past it, so only the stop can close the idle one.
       local idle = assert(green.connect("127.0.0.1", port))
-      idle:send("GET /1 HTTP/1.1\r\n\r\n")
+      idle:send("GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
       assert.are.equal("HTTP/1.1 200 OK", idle:receive())
       repeat local l = idle:receive() until l == ""
       idle:receive(#"done /1")
       local busy = assert(green.connect("127.0.0.1", port))
       busy:settimeout(20)
-      busy:send("GET /slow HTTP/1.1\r\n\r\n")
+      busy:send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
       entered:wait()
       local stopper = green.spawn(stop)
       -- the idle keep-alive connection is closed at once
@@ -1082,7 +1114,8 @@ describe("green.http.serve", function()
       local port, stop = start(hello, { log = function(req, status)
         log[#log + 1] = req.method .. " " .. req.path .. " " .. status
       end })
-      raw(port, "GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 0"
+      raw(port, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\n"
+          .. "Host: a\r\nContent-Length: 0"
           .. "\r\nConnection: close\r\n\r\n")
       assert.are.same({ "GET /a 200", "POST /b 200" }, log)
       stop()
@@ -1105,10 +1138,10 @@ describe("green.http.serve", function()
         end, { log = function(req, status)
           log[#log + 1] = req.path .. " " .. status
         end })
-        local r = raw(port, "GET /mid HTTP/1.1\r\n\r\n")
+        local r = raw(port, "GET /mid HTTP/1.1\r\nHost: a\r\n\r\n")
         assert.are.equal(201, status_of(r)) -- what the client got
         assert.matches("first;\r\n$", r)
-        r = raw(port, "GET /boom HTTP/1.1\r\n\r\n")
+        r = raw(port, "GET /boom HTTP/1.1\r\nHost: a\r\n\r\n")
         assert.are.equal(500, status_of(r))
         stop()
       end)
@@ -1147,7 +1180,7 @@ describe("green.http.serve", function()
           return 200, nil, {}
         end)
         for _, path in ipairs { "/split", "/status", "/body" } do
-          local r = raw(port, "GET " .. path .. " HTTP/1.1\r\n\r\n")
+          local r = raw(port, "GET " .. path .. " HTTP/1.1\r\nHost: a\r\n\r\n")
           assert.are.equal(500, status_of(r))
           assert.is_nil(r:find("pwned"))
         end
@@ -1171,21 +1204,26 @@ describe("green.http.serve", function()
              keepalive_timeout = 0.1 }) -- (most requests end idle)
       local seeds = {
         "GET /a?b=c HTTP/1.1\r\nHost: x\r\nX: y\r\n\r\n",
-        "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n"
+          .. "hello\r\n"
           .. "0\r\n\r\n",
         -- the heads whose headers steer the parser: Upgrade (with and
         -- without a body), CONNECT, HEAD, Expect, pipelined bodies
-        "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-          .. "Content-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\n\r\n",
-        "POST / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+          .. "Connection: Upgrade\r\n"
+          .. "Content-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
           .. "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+          .. "Connection: Upgrade\r\n\r\n"
           .. "\129\2hi",
-        "CONNECT a:1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
-        "HEAD / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+        "CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\nContent-Length: 2\r\n\r\nab",
+        "HEAD / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+          .. "Content-Length: 2\r\n"
           .. "\r\nab",
-        "GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 1\r\n"
+        "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\n"
+          .. "Content-Length: 1\r\n"
           .. "\r\nxGET /3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
       }
       local alphabet = "\0\r\n :;/?#%-0123456789abcdefABCDEF\t\255GETPOST"
@@ -1228,7 +1266,8 @@ describe("green.http.serve", function()
         end
       end
       -- still serving
-      assert.matches("hello$", raw(port, "POST / HTTP/1.1\r\nContent-Length:"
+      assert.matches("hello$", raw(port, "POST / HTTP/1.1\r\nHost: a\r\n"
+                                    .. "Content-Length:"
                                     .. " 5\r\nConnection: close\r\n\r\nhello"))
       stop()
     end)

@@ -19,7 +19,7 @@ teardown(function() S.cleanup(dir) end)
 
 -- the body of the requests that have one: a request in itself, which
 -- the handler must never see as one (it is smuggled if it does)
-local HIDDEN = "GET /hidden HTTP/1.1\r\nX-Case: hidden\r\n\r\n"
+local HIDDEN = "GET /hidden HTTP/1.1\r\nHost: a\r\nX-Case: hidden\r\n\r\n"
 local NB = #HIDDEN
 -- chunked bodies: HIDDEN as a chunk, or HIDDEN after the last chunk
 -- (where a back end that takes the chunked framing and a front end that
@@ -79,9 +79,9 @@ local CONNECTIONS = { false, "close", "keep-alive", "upgrade",
 local EXPECTS = { false, "100-continue", "x-other" }
 local AFTERS = {
   { "nothing", "" },
-  { "pipelined", "GET /after HTTP/1.1\r\nX-Case: %s-after\r\n\r\n" },
+  { "pipelined", "GET /after HTTP/1.1\r\nHost: a\r\nX-Case: %s-after\r\n\r\n" },
   { "garbage", "\1\2 garbage \255\r\n\r\n" },
-  { "half", "GET /half HTTP/1.1\r\nX-Ca" },
+  { "half", "GET /half HTTP/1.1\r\nHost: a\r\nX-Ca" },
 }
 local HANDLERS = { "ignore", "whole", "half", "websocket", "error" }
 
@@ -394,7 +394,8 @@ local function sweep(list, tls_listen, tls_connect, width, expected)
     end
     assert.is_nil(seen.smuggled, "a request smuggled out of a body")
     -- still serving: a clean request
-    local r = exchange(port, { data = "POST /clean HTTP/1.1\r\nX-Case: "
+    local r = exchange(port, { data = "POST /clean HTTP/1.1\r\nHost: a\r\n"
+      .. "X-Case: "
       .. "clean\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok" },
       tls_connect)
     assert.matches("^HTTP/1%.1 200 .*\r\n\r\nclean$", r)
@@ -442,7 +443,8 @@ describe("green.http.serve against a sweep of steering heads", function()
      .. " chunked (its body was served as the next request)", function()
     serve_paths(function(send, paths)
       for _, conn in ipairs { "Upgrade", "keep-alive, Upgrade" } do
-        local r = send("POST /p HTTP/1.1\r\nTransfer-Encoding: gzip\r\n"
+        local r = send("POST /p HTTP/1.1\r\nHost: a\r\n"
+          .. "Transfer-Encoding: gzip\r\n"
           .. "Connection: " .. conn .. "\r\nUpgrade: websocket\r\n\r\n"
           .. HIDDEN)
         assert.matches("^HTTP/1%.1 400 ", r)
@@ -450,10 +452,11 @@ describe("green.http.serve against a sweep of steering heads", function()
       end
       assert.are.same({}, paths)
       -- the body of an Upgrade request that has one is read as a body
-      local r = send("POST /p HTTP/1.1\r\nTransfer-Encoding: gzip, chunked"
+      local r = send("POST /p HTTP/1.1\r\nHost: a\r\n"
+        .. "Transfer-Encoding: gzip, chunked"
         .. "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
         .. ("%x\r\n"):format(NB) .. HIDDEN .. "\r\n0\r\n\r\n"
-        .. "GET /after HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .. "GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
       assert.matches("served /p.*served /after$", r)
       assert.are.same({ "/p", "/after" }, paths)
     end)
@@ -472,13 +475,13 @@ describe("green.http.serve against a sweep of steering heads", function()
         "Content-Length: 100000000\r\n", -- 413
         "X-Fail: 1\r\n", -- the handler fails: 500
       } do
-        local r = send("HEAD /p HTTP/1.1\r\n" .. head .. "\r\n")
+        local r = send("HEAD /p HTTP/1.1\r\nHost: a\r\n" .. head .. "\r\n")
         assert.matches("^HTTP/1%.1 [45]%d%d ", r)
         assert.matches("\r\nContent%-Length: %d+\r\n", r)
         assert.matches("^[^\n]*\r\n.-\r\n\r\n$", r) -- nothing after
       end
       -- (and a GET's refusal has its body)
-      local r = send("GET /p HTTP/1.1\r\nExpect: x-other\r\n\r\n")
+      local r = send("GET /p HTTP/1.1\r\nHost: a\r\nExpect: x-other\r\n\r\n")
       assert.matches("^HTTP/1%.1 417 .*\r\n\r\n417 Expectation Failed\n$",
                      r)
       green.on_error(old)
@@ -495,19 +498,19 @@ describe("green.http.serve against a sweep of steering heads", function()
       local function send(data) return send_to(port, data) end
       local long = ("x"):rep(2000)
       for _, case in ipairs {
-        { "400", " /p HTTP/1.1\r\nBad Header\r\n\r\n" },
-        { "400", " /p HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n" },
-        { "400", " /p HTTP/1.1\nTransfer-Encoding : chunked\n\n" },
-        { "414", " /" .. long .. " HTTP/1.1\r\n\r\n" },
-        { "431", " /p HTTP/1.1\r\nX: " .. long .. "\r\n\r\n" },
-        { "408", " /p HTTP/1.1\r\nX: 1\r\n" }, -- and nothing more
+        { "400", " /p HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n" },
+        { "400", " /p HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n" },
+        { "400", " /p HTTP/1.1\nHost: a\nTransfer-Encoding : chunked\n\n" },
+        { "414", " /" .. long .. " HTTP/1.1\r\nHost: a\r\n\r\n" },
+        { "431", " /p HTTP/1.1\r\nHost: a\r\nX: " .. long .. "\r\n\r\n" },
+        { "408", " /p HTTP/1.1\r\nHost: a\r\nX: 1\r\n" }, -- and nothing more
       } do
         local st, rest = case[1], case[2]
         -- a HEAD's (after the empty lines a server skips before one;
         -- behind a pipelined request, whose response took the next head)
         local served = "HTTP/1%.1 200 OK\r\n.-\r\n\r\nserved /a"
         for _, lead in ipairs { "HEAD", "\r\nHEAD",
-                                "GET /a HTTP/1.1\r\n\r\nHEAD" } do
+                                "GET /a HTTP/1.1\r\nHost: a\r\n\r\nHEAD" } do
           local r = send(lead .. rest)
           local first = lead:find("GET", 1, true) and served or ""
           assert.matches("^" .. first .. "HTTP/1%.1 " .. st .. " ", r, nil,
@@ -536,24 +539,25 @@ describe("green.http.serve against a sweep of steering heads", function()
      .. " not HTTP/", function()
     serve_paths(function(send, paths)
       for _, head in ipairs {
-        "GET /p HTTP/1.1\r\nX-A: \0\r\n\r\n", -- (a NUL to the handler)
-        "GET /p HTTP/1.1\r\nX-A:\27[2J\r\n\r\n",
-        "GET /p HTTP/1.1\r\nX-A: a\r\n \1\r\n\r\n", -- (folded)
+        "GET /p HTTP/1.1\r\nHost: a\r\nX-A: \0\r\n"
+          .. "\r\n", -- (a NUL to the handler)
+        "GET /p HTTP/1.1\r\nHost: a\r\nX-A:\27[2J\r\n\r\n",
+        "GET /p HTTP/1.1\r\nHost: a\r\nX-A: a\r\n \1\r\n\r\n", -- (folded)
         -- the byte after the CR was taken for the LF: "X" eaten
-        "GET /p HTTP/1.1\r\nX-A: 1\r\n\rX",
-        "POST /p HTTP/1.1\r\nContent-Length: 2\r\n\rXok",
-        "GET /p HXXP/1.1\r\n\r\n", -- (served as HTTP/1.1)
-        "GET /p  HTTP/1.1\r\n\r\n",
+        "GET /p HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\rX",
+        "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\rXok",
+        "GET /p HXXP/1.1\r\nHost: a\r\n\r\n", -- (served as HTTP/1.1)
+        "GET /p  HTTP/1.1\r\nHost: a\r\n\r\n",
       } do
-        local r = send(head .. "GET /after HTTP/1.1\r\n\r\n")
+        local r = send(head .. "GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
         assert.matches("^HTTP/1%.1 400 [^\n]*\r\n.-\r\n\r\n400 Bad "
                        .. "Request\n$", r, nil, false, head)
       end
       assert.are.same({}, paths)
       -- what stays taken: an empty value, bare LF line ends, HTTP/0.9
       -- (a 505)
-      local r = send("GET /e HTTP/1.1\r\nX-A:\r\nX-B: 1\r\n\r\n"
-        .. "GET /lf HTTP/1.1\nX-A: 1\n\nGET /09\r\n\r\n")
+      local r = send("GET /e HTTP/1.1\r\nHost: a\r\nX-A:\r\nX-B: 1\r\n\r\n"
+        .. "GET /lf HTTP/1.1\nHost: a\nX-A: 1\n\nGET /09\r\n\r\n")
       assert.matches("served /e.*served /lf.*505 HTTP Version Not "
                      .. "Supported\n$", r)
       assert.are.same({ "/e", "/lf" }, paths)
@@ -574,14 +578,14 @@ describe("green.http.serve against a sweep of steering heads", function()
         "Content-Length: 0\r\n\t\r\n",
         "X-A: a\n b\n", -- bare LF line ends
       } do
-        local r = send("POST /fold HTTP/1.1\r\n" .. fold .. "\r\n"
-                       .. "0\r\n\r\nGET /after HTTP/1.1\r\n\r\n")
+        local r = send("POST /fold HTTP/1.1\r\nHost: a\r\n" .. fold .. "\r\n"
+                       .. "0\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
         assert.matches("^HTTP/1%.1 400 [^\n]*\r\n.-\r\n\r\n400 Bad "
                        .. "Request\n$", r, nil, false, fold)
       end
       assert.are.same({}, paths)
       -- blanks that are a value's own (OWS) are not a fold
-      local r = send("GET /ows HTTP/1.1\r\nX-A: \t a b \t\r\n"
+      local r = send("GET /ows HTTP/1.1\r\nHost: a\r\nX-A: \t a b \t\r\n"
                      .. "Connection: close\r\n\r\n")
       assert.matches("^HTTP/1%.1 200 .*served /ows$", r)
       assert.are.same({ "/ows" }, paths)
@@ -594,17 +598,19 @@ describe("green.http.serve against a sweep of steering heads", function()
      .. " body or trailer line that begins with SP or HTAB", function()
     serve_paths(function(send, paths)
       -- the 2nd request folded: the 1st served, the 3rd never read
-      local r = send("GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\nX-A: a\r\n"
-                     .. " b\r\n\r\nGET /3 HTTP/1.1\r\n\r\n")
+      local r = send("GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n"
+                     .. "Host: a\r\nX-A: a\r\n"
+                     .. " b\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
       assert.matches("^HTTP/1%.1 200 .-served /1HTTP/1%.1 400 ", r)
       assert.are.same({ "/1" }, paths)
       -- bodies whose first byte is SP or HTAB, a folded trailer (not a
       -- head: no field of it is taken), then the next request
-      r = send("POST /sp HTTP/1.1\r\nContent-Length: 3\r\n\r\n ab"
-               .. "POST /tab HTTP/1.1\nContent-Length: 3\n\n\tab"
-               .. "POST /tr HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      r = send("POST /sp HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n ab"
+               .. "POST /tab HTTP/1.1\nHost: a\nContent-Length: 3\n\n\tab"
+               .. "POST /tr HTTP/1.1\r\nHost: a\r\n"
+               .. "Transfer-Encoding: chunked\r\n\r\n"
                .. "2\r\nab\r\n0\r\nT: a\r\n b\r\n \r\n\r\n"
-               .. "GET /end HTTP/1.1\r\nConnection: close\r\n\r\n")
+               .. "GET /end HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
       local _, n = r:gsub("HTTP/1%.1 200 ", "")
       assert.are.equal(4, n, r)
       assert.are.same({ "/1", "/sp", "/tab", "/tr", "/end" }, paths)
@@ -626,14 +632,16 @@ describe("green.http.serve against a sweep of steering heads", function()
         "Transfer-Encoding: gzip\r\n",
         "Transfer-Encoding: chunked\r\n",
       } do
-        local r = send("CONNECT h.example:443 HTTP/1.1\r\n" .. framing
+        local r = send("CONNECT h.example:443 HTTP/1.1\r\n"
+                       .. "Host: h.example:443\r\n" .. framing
                        .. "\r\n" .. HIDDEN)
         assert.matches("^HTTP/1%.1 400 ", r)
         assert.is_nil(r:find("hidden", 1, true))
       end
       assert.are.same({}, paths)
       -- a CONNECT without a body reaches its handler
-      local r = send("CONNECT h.example:443 HTTP/1.1\r\nContent-Length: 0"
+      local r = send("CONNECT h.example:443 HTTP/1.1\r\nHost: h.example:443\r\n"
+                     .. "Content-Length: 0"
                      .. "\r\nConnection: close\r\n\r\n")
       assert.matches("^HTTP/1%.1 200 ", r)
       assert.are.equal(1, #paths)

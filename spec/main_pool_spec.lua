@@ -88,10 +88,10 @@ green.run(function()
     local t = {}
     for k = 1, 100 do
       local i = round * 100 + k
-      t[k] = "GET /" .. i .. " HTTP/1.1\r\nX-I: " .. i .. "\r\nX-V: "
+      t[k] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\nX-I: " .. i .. "\r\nX-V: "
         .. val(i) .. "\r\n\r\n"
     end
-    t[101] = "GET / HTTP/1.1\r\nX-I: 1\r\nX-V: " .. val(1)
+    t[101] = "GET / HTTP/1.1\r\nHost: a\r\nX-I: 1\r\nX-V: " .. val(1)
       .. "\r\nConnection: close\r\n\r\n"
     assert(c:send(table.concat(t)))
     c:settimeout(30)

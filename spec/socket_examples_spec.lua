@@ -78,7 +78,8 @@ describe("socket examples", function()
       -- HTTP/1.1 with Connection: close, the 4th and last request.
       c = assert(green.connect("127.0.0.1", port))
       c:settimeout(10)
-      assert(c:send("GET /last HTTP/1.1\r\nConnection: close\r\n\r\n"))
+      assert(c:send("GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        .. "\r\n"))
       status, headers = response(c)
       assert.are.equal("HTTP/1.1 200 OK", status)
       assert.are.equal("close", headers.connection)

@@ -476,7 +476,7 @@ describe("green.http.serve over TLS under attack", function()
         c:settimeout(20)
         local t = {}
         for i = 1, 200 do
-          t[i] = "GET /" .. i .. " HTTP/1.1\r\nX-N: " .. i .. "\r\n"
+          t[i] = "GET /" .. i .. " HTTP/1.1\r\nHost: a\r\nX-N: " .. i .. "\r\n"
             .. (i % 7 == 0 and "X-Tamper: 1\r\n" or "") .. "\r\n"
         end
         assert(c:sendall(table.concat(t)))
@@ -486,7 +486,8 @@ describe("green.http.serve over TLS under attack", function()
           c.sock:close()
           c:close()
         else
-          assert(c:sendall("GET /end HTTP/1.1\r\nConnection: close\r\n\r\n"))
+          assert(c:sendall("GET /end HTTP/1.1\r\nHost: a\r\n"
+            .. "Connection: close\r\n\r\n"))
           local r = c:receive("*a")
           assert.matches("/end$", r)
           c:close()
