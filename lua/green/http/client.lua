@@ -296,7 +296,7 @@ end
 local function parse_url(url)
   if type(url) ~= "string" then return nil, "bad URL" end
   local u = http_parse_url(url)
-  if not u or not u.host then return nil, "invalid URL: " .. url end
+  if not u or not u.host then return nil, common.invalid_url(url) end
   local scheme = (u.scheme or "http"):lower()
   if scheme ~= "http" and scheme ~= "https" then
     return nil, "unsupported URL scheme: " .. scheme

@@ -133,6 +133,15 @@ end
 local http_head_tls, http_body_tls = core.http_head_tls, core.http_body_tls
 
 --- Is `sock` a green.tls socket (a table with its conn)?
+--- The error for a URL that does not parse: the URL with its control
+-- bytes written as \ddd (a CR or an LF in it would start a new line in
+-- whatever logs the error).
+function M.invalid_url(url)
+  return "invalid URL: " .. url:gsub("[%c\127]", function(c)
+    return "\\" .. c:byte()
+  end)
+end
+
 function M.is_tls(sock)
   return type(sock) == "table" and sock.fill ~= nil
 end

@@ -333,7 +333,7 @@ function M.connect(url, opts)
   end
   opts = opts or {}
   local u = core.http_parse_url(url)
-  if not u or not u.host then return nil, "invalid URL: " .. url end
+  if not u or not u.host then return nil, common.invalid_url(url) end
   local scheme = (u.scheme or ""):lower()
   local tls = scheme == "wss" or scheme == "https"
   if not tls and scheme ~= "ws" and scheme ~= "http" then
