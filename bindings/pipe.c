@@ -247,10 +247,11 @@ static int widen(const char *path, int mode) {
 ** creates it (bind_fd), so no other user can ever reach a socket meant
 ** to be private. Bits of 'mode' the umask takes away are added after
 ** (widen): the file only widens. This used to set the process's umask
-** around uv_pipe_bind, for every thread: a file that green.fs (libuv's pool) or a green.thread
-** created meanwhile got ~mode as its umask (mode 0666: a world-writable
-** file). And uv_pipe_bind says "permission denied" for a missing
-** directory (ENOENT, as on Windows): the error is the kernel's.
+** around uv_pipe_bind, for every thread: a file that green.fs (libuv's
+** pool) or a green.thread created meanwhile got ~mode as its umask (mode
+** 0666: a world-writable file). And uv_pipe_bind says "permission denied"
+** for a missing directory (ENOENT, as on Windows): the error is the
+** kernel's.
 */
 static int bind_path(uv_pipe_t *h, const char *path, int mode) {
   char *name = strdup(path);

@@ -35,8 +35,9 @@
 ** (a Process collected unwaited leaves no zombie: its record outlives the
 ** userdata until then). A child spawn did not start (a fork's) is only
 ** looked at (waitid WNOWAIT) and reaped by the waiting thread it wakes,
-** when that thread runs (peek_pid): its pid is its own till then. The watcher keeps the hub alive only while a
-** thread waits; a hub that never polls reaps at its next poll. (Leaving
+** when that thread runs (peek_pid): its pid is its own till then. The
+** watcher keeps the hub alive only while a thread waits; a hub that
+** never polls reaps at its next poll. (Leaving
 ** it started between children would save a dozen system calls per child,
 ** ~2% of a process.run("true"), but then a stock os.execute's child, its
 ** SIGCHLD taken by the watchdog's thread while system() blocks it in the
