@@ -45,20 +45,6 @@ static void ldump(lua_State *L, lua_Debug *ar) {
 }
 
 
-/* Is the code that runs on from this hook greenlua's own (a Lua module
-   of green's)? The hook's function, or, if that is a C function (the hook
-   came as it was called or as it returned), the Lua function that called
-   it. */
-static int in_library(lua_State *L) {
-  lua_Debug ar;
-  int level = 0;
-  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "S", &ar) &&
-      ar.what[0] == 'C')
-    level = 1;
-  return lgreen_in_library(L, level);
-}
-
-
 /* The hook 'green_interrupt' sets on the coroutine that was running. */
 static void lstop(lua_State *L, lua_Debug *ar) {
   gl_hub_t *hub = lgreen_gethub(L);
@@ -74,7 +60,7 @@ static void lstop(lua_State *L, lua_Debug *ar) {
      it at the target's blocking call. */
   if (lgreen_state(hub)->interrupted && t != NULL &&
       t == lgreen_state(hub)->interrupt_target) {
-    if (in_library(L)) {
+    if (lgreen_in_library(L)) {
       /* Not inside greenlua's own modules (a pool's count, a queue's
          list half updated, as the time slice spares them): at the first
          instruction outside, or at a blocking call there (the hub's). */

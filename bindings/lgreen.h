@@ -262,8 +262,8 @@ gl_hub_t *lgreen_gethub(lua_State *L);
 void lgreen_fs_abandon(gl_hub_t *hub);
 void lgreen_fs_exit_flush(void); /* fs.c: for fork.c's child_exit */
 
-/* [-0, +0, -] Does the function at 'level' of L come from greenlua's own
-   Lua modules (watchdog.c: their state updates are not to be cut)? */
-int lgreen_in_library(lua_State *L, int level);
+/* [-0, +0, -] In a hook: does the code that runs on come from greenlua's
+   own Lua modules (watchdog.c: their state updates are not to be cut)? */
+int lgreen_in_library(lua_State *L);
 
 #endif

@@ -236,13 +236,21 @@ static void restore_hook(lua_State *L) {
 }
 
 
-/* Does the function at 'level' of L come from greenlua's own modules? */
-int lgreen_in_library(lua_State *L, int level) {
+/*
+** Is the code that runs on from a hook in L greenlua's own (a Lua module
+** of green's)? The running function, or, if that is a C function (the
+** hook came as it was called or as it returned), the Lua function that
+** called it.
+*/
+int lgreen_in_library(lua_State *L) {
   lua_Debug ar;
   const char *dir;
   size_t n;
   int lib;
-  if (!lua_getstack(L, level, &ar) || !lua_getinfo(L, "S", &ar))
+  if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "S", &ar))
+    return 0;
+  if (ar.what[0] == 'C' &&
+      (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "S", &ar)))
     return 0;
   if (ar.source[0] != '@')
     return 0;
@@ -274,7 +282,7 @@ static int atomic(lua_State *L, gl_thread_t *t) {
 */
 static int preemptible(lua_State *L, gl_hub_t *hub, gl_thread_t *t) {
   return !(t->flags & GL_F_MAIN) && lgreen_yieldable(L, hub) &&
-         !lgreen_in_library(L, 0) && !atomic(L, t);
+         !lgreen_in_library(L) && !atomic(L, t);
 }
 
 
