@@ -202,14 +202,12 @@ static int rbuf_room(gfile *f, size_t n) {
 
 static int submit_read(gfile *f, size_t n) {
   uv_buf_t b;
-  sigset_t old;
-  int masked, r = rbuf_room(f, n);
+  int r = rbuf_room(f, n);
   if (r < 0)
     return r;
   b = uv_buf_init(f->rbuf + f->rend, (unsigned)n);
-  masked = lgfs_mask(&old);
-  r = uv_fs_read(&f->hub->loop, &f->req, f->fd, &b, 1, -1, file_cb);
-  lgfs_unmask(masked, &old, r);
+  lgfs_call(r, uv_fs_read(&f->hub->loop, &f->req, f->fd, &b, 1, -1,
+                          file_cb));
   if (r == 0)
     submitted(f, OP_READ);
   return r;
@@ -220,10 +218,9 @@ static int submit_write(gfile *f) {
   size_t n = f->wlen - f->wdone;
   uv_buf_t b = uv_buf_init(f->wbuf + f->wdone,
                            (unsigned)(n > FS_WRITEMAX ? FS_WRITEMAX : n));
-  sigset_t old;
-  int masked = lgfs_mask(&old);
-  int r = uv_fs_write(&f->hub->loop, &f->req, f->fd, &b, 1, -1, file_cb);
-  lgfs_unmask(masked, &old, r);
+  int r;
+  lgfs_call(r, uv_fs_write(&f->hub->loop, &f->req, f->fd, &b, 1, -1,
+                           file_cb));
   if (r == 0)
     submitted(f, OP_WRITE);
   return r;
@@ -231,10 +228,8 @@ static int submit_write(gfile *f) {
 
 
 static int submit_fstat(gfile *f, int op) {
-  sigset_t old;
-  int masked = lgfs_mask(&old);
-  int r = uv_fs_fstat(&f->hub->loop, &f->req, f->fd, file_cb);
-  lgfs_unmask(masked, &old, r);
+  int r;
+  lgfs_call(r, uv_fs_fstat(&f->hub->loop, &f->req, f->fd, file_cb));
   if (r == 0)
     submitted(f, op);
   return r;
@@ -259,10 +254,8 @@ static int close_step(gfile *f) {
     f->wlen = f->wdone = 0;
   }
   if (f->fd >= 0) {
-    sigset_t old;
-    int masked = lgfs_mask(&old), r;
-    r = uv_fs_close(&f->hub->loop, &f->req, f->fd, file_cb);
-    lgfs_unmask(masked, &old, r);
+    int r;
+    lgfs_call(r, uv_fs_close(&f->hub->loop, &f->req, f->fd, file_cb));
     if (r == 0) {
       submitted(f, OP_CLOSE);
       return 1;
@@ -1423,16 +1416,13 @@ static int open_start(lua_State *L, int flags, int mode, lua_KContext ctx) {
   const char *path = lua_tostring(L, 1);
   gl_thread_t *t = lgreen_begin(L, hub, "green.fs.open");
   gfile *f;
-  sigset_t old;
-  int r, masked;
+  int r;
   lgreen_newbox(L, hub, 0, &file_box);
   luaL_setmetatable(L, FS_FILE);
   f = file_new(hub, lgfs_state_of(L), mode);
   if (f == NULL)
     return luaL_error(L, "not enough memory");
-  masked = lgfs_mask(&old);
-  r = uv_fs_open(&hub->loop, &f->req, path, flags, 0666, file_cb);
-  lgfs_unmask(masked, &old, r);
+  lgfs_call(r, uv_fs_open(&hub->loop, &f->req, path, flags, 0666, file_cb));
   if (r < 0) {
     uv_fs_req_cleanup(&f->req);
     file_free(f);

@@ -47,6 +47,15 @@ typedef struct lgfs_track {
 int lgfs_mask(sigset_t *old);
 void lgfs_unmask(int masked, const sigset_t *old, int r);
 
+/* r = call, a uv_fs_* call, between lgfs_mask and lgfs_unmask. */
+#define lgfs_call(r, call)                                                    \
+  do {                                                                        \
+    sigset_t lgfs_old_;                                                       \
+    int lgfs_masked_ = lgfs_mask(&lgfs_old_);                                 \
+    (r) = (call);                                                             \
+    lgfs_unmask(lgfs_masked_, &lgfs_old_, (r));                               \
+  } while (0)
+
 /* [-0, +0, -] A request was submitted / called back. */
 void lgfs_submitted(lgfs_state *st, lgfs_track *t);
 void lgfs_done(lgfs_state *st, lgfs_track *t);
