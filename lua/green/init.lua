@@ -229,6 +229,22 @@ local function callable(fn)
   return type(mt) == "table" and rawget(mt, "__call") ~= nil
 end
 
+-- Call the C function `f` for the public function `name`: called from
+-- here its errors named this file's local and pointed at this file's
+-- line. Called by pcall (a C function, so they carry no position), a
+-- string error is raised again at `level`, counted as error counts from
+-- here (the public function's caller: 2 if it tail-called call_as, else
+-- 3), an argument error under `name`; a kill or a Timeout as it came.
+local function call_as(name, level, f, ...)
+  local ok, a, b = pcall(f, ...)
+  if ok then return a, b end
+  if type(a) == "string" then
+    error((a:gsub("^bad argument (#%d+) to '[^']*'",
+                  "bad argument %1 to '" .. name .. "'", 1)), level)
+  end
+  error(a, 0)
+end
+
 --- Run the hub. Without `fn`, until no thread, timer or server is left (from
 -- a green thread: until every other thread is done or blocked for good).
 -- With `fn`, spawn it and wait: its results, or its error raised.
@@ -248,23 +264,13 @@ core.internal(green.run)
 
 --- Raise `err` in `seconds` at the current blocking call of `fn(...)`.
 -- A bad `seconds` (or no green thread) raised where this file calls
--- Timeout, not at the caller: Timeout's error is raised again at the
--- caller's line (called by pcall, a C function, it has no position of its
--- own), under this function's name.
+-- Timeout, not at the caller: see call_as.
 function green.with_timeout(seconds, fn, ...)
   if not callable(fn) then
     error(format("bad argument #2 to 'with_timeout' (function expected, "
                  .. "got %s)", type(fn)), 2)
   end
-  local ok, t = pcall(core.Timeout, seconds)
-  if not ok then
-    if type(t) == "string" then
-      t = t:gsub("^bad argument #1 to '[^']*'",
-                 "bad argument #1 to 'with_timeout'", 1)
-    end
-    error(t, 2)
-  end
-  local _ <close> = t
+  local _ <close> = call_as("with_timeout", 3, core.Timeout, seconds)
   return fn(...)
 end
 
@@ -338,33 +344,19 @@ do
   local serve = require "green.serve"
   local tls = require "green.tls"
   local cconnect, clisten = core.connect, core.listen
-  -- The C function `f` for `name`: called by pcall (a C function, so its
-  -- errors carry no position), its errors are raised again at the
-  -- caller's line, an argument error under `name` (called from here, they
-  -- named the local and this file's line); a kill or a Timeout as it is.
-  -- Tail-called by the public function: level 2 is its caller.
-  local function ccall(name, f, host, port, opts)
-    local ok, a, b = pcall(f, host, port, opts)
-    if ok then return a, b end
-    if type(a) == "string" then
-      error((a:gsub("^bad argument (#%d+) to '[^']*'",
-                    "bad argument %1 to '" .. name .. "'", 1)), 2)
-    end
-    error(a, 0)
-  end
   -- opts.tls makes a TLS socket (lua/green/tls.lua); without it these
   -- are the C functions' calls.
   function green.connect(host, port, opts)
     if type(opts) == "table" and opts.tls then
       return tls.connect(host, port, opts)
     end
-    return ccall("connect", cconnect, host, port, opts)
+    return call_as("connect", 2, cconnect, host, port, opts)
   end
   function green.listen(host, port, opts)
     if type(opts) == "table" and opts.tls then
       return tls.listen(host, port, opts)
     end
-    return ccall("listen", clisten, host, port, opts)
+    return call_as("listen", 2, clisten, host, port, opts)
   end
   green.tls = tls
   green.connect_unix = core.connect_unix
