@@ -670,6 +670,18 @@ static void push_span(lua_State *L, const char *h, hspan sp) {
 }
 
 
+/* Push the path of request target 'ub' as 'u' split it: an absolute-form
+   target without one ("http://a.example?q") has "/". [-0, +1, m] */
+static void push_path(lua_State *L, const char *ub,
+                      const struct http_parser_url *u) {
+  if (u->field_set & (1 << UF_PATH))
+    lua_pushlstring(L, ub + u->field_data[UF_PATH].off,
+                    u->field_data[UF_PATH].len);
+  else
+    lua_pushliteral(L, "/");
+}
+
+
 /* Set t[name] = value, or make repeated headers a list. Stack: the
    headers table at -3, name at -2, value at -1. [-2, +0, m] */
 static void add_header(lua_State *L) {
@@ -846,11 +858,7 @@ static void push_message(lua_State *L, hparser *hp, char *b, size_t n,
             0 &&
         !connect && (u.field_set & ((1 << UF_PATH) | (1 << UF_HOST)))) {
       const char *ub = h + hp->url.off;
-      if (u.field_set & (1 << UF_PATH))
-        lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
-                        u.field_data[UF_PATH].len);
-      else /* "http://a.example?q": the path is "/" */
-        lua_pushliteral(L, "/");
+      push_path(L, ub, &u);
       set_key(L, K_PATH);
       if (u.field_set & (1 << UF_QUERY)) {
         lua_pushlstring(L, ub + u.field_data[UF_QUERY].off,
@@ -1019,11 +1027,7 @@ static void push_request(lua_State *L, hparser *hp, const char *h,
   lua_pushvalue(L, UV_PATH);
   if (url_ok) {
     const char *ub = h + hp->url.off;
-    if (u.field_set & (1 << UF_PATH))
-      lua_pushlstring(L, ub + u.field_data[UF_PATH].off,
-                      u.field_data[UF_PATH].len);
-    else /* "http://a.example?q": the path is "/" */
-      lua_pushliteral(L, "/");
+    push_path(L, ub, &u);
     lua_rawset(L, -3);
     if (query) {
       lua_pushvalue(L, UV_QUERY);
@@ -2042,17 +2046,7 @@ static int has_ctl(const char *v, size_t n) {
 
 
 static int ieq(const char *a, size_t n, const char *lit) {
-  size_t i;
-  if (strlen(lit) != n)
-    return 0;
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)a[i];
-    if (c >= 'A' && c <= 'Z')
-      c = (unsigned char)(c + ('a' - 'A'));
-    if (c != (unsigned char)lit[i])
-      return 0;
-  }
-  return 1;
+  return strlen(lit) == n && ieqn(a, lit, n);
 }
 
 
