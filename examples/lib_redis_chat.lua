@@ -111,14 +111,23 @@ function M.worker(rport, id, deliver)
 end
 
 -- Clients until two sit on each worker (each says "welcome to worker
--- N" first); each sends a line; each must get all four.
+-- N" first); each sends a line; each must get all four. A worker serves
+-- once it has subscribed: until the later one does, the other takes
+-- every client, so extra ones are closed and tried again a little later
+-- (for up to 30 s).
 local function run_demo(connect, eol)
   local on = { {}, {} } -- worker id -> its demo clients
-  for _ = 1, 200 do
-    if #on[1] >= 2 and #on[2] >= 2 then break end
+  local deadline = green.now() + 30
+  for _ = 1, 3000 do
+    if #on[1] >= 2 and #on[2] >= 2 or green.now() > deadline then break end
     local c = connect()
     local w = tonumber(assert(c:receive()):match("worker (%d)"))
-    if #on[w] < 2 then table.insert(on[w], c) else c:close() end
+    if #on[w] < 2 then
+      table.insert(on[w], c)
+    else
+      c:close()
+      green.sleep(0.01)
+    end
   end
   assert(#on[1] >= 2 and #on[2] >= 2, "clients did not reach both workers")
   local all = { on[1][1], on[1][2], on[2][1], on[2][2] }
