@@ -723,11 +723,13 @@ static int pushaddrs(lua_State *L, lsock_lookup *lk) {
 ** returned as it is, without the resolver.
 */
 static int l_getaddrinfo(lua_State *L) {
+  static const char *const known[] = {"family", NULL};
   const char *host = lgreen_dns_checkhost(L, 1);
   lsock_dns *d;
   int family;
   if (!lua_isnoneornil(L, 2))
     luaL_checktype(L, 2, LUA_TTABLE);
+  lgreen_checkopts(L, 2, known, 0);
   family = lgreen_sock_optfamily(L, 2, AF_UNSPEC, "getaddrinfo");
   lua_settop(L, 2);
   d = (lsock_dns *)lua_newuserdatauv(L, sizeof(*d), 0);
@@ -858,17 +860,10 @@ static int l_setup(lua_State *L) {
   int i;
   memset(&cfg, 0, sizeof(cfg));
   if (!lua_isnoneornil(L, 1)) {
+    static const char *const known[] = {"servers", "timeout", "tries",
+                                        NULL};
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, 1) != 0) { /* refuse unknown options (typos) */
-      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
-                                                    : NULL;
-      if (k == NULL || (strcmp(k, "servers") != 0 &&
-                        strcmp(k, "timeout") != 0 && strcmp(k, "tries") != 0))
-        return luaL_error(L, "resolver.setup: unknown option '%s'",
-                          luaL_tolstring(L, -2, NULL));
-      lua_pop(L, 1);
-    }
+    lgreen_checkopts(L, 1, known, 0); /* refuse typos */
     if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
       lua_Number t = lgreen_sock_optnumber(L, 1, "timeout");
       luaL_argcheck(L, t > 0 && t <= MAX_TIMEOUT, 1,

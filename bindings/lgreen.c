@@ -192,6 +192,44 @@ lua_Number lgreen_checkseconds(lua_State *L, int arg) {
 }
 
 
+/*
+** [-0, +0, v] The options table at argument 'arg' (if it is a table)
+** names no option outside 'known' (NULL-terminated): "bad argument #2 to
+** 'udp' (unknown option 'famly')", or "(option name expected, got
+** number)" for a key that is not a string, as the Lua functions' check
+** (lua/green/opts.lua). With 'array', the keys 1..#t are allowed too (a
+** program and its arguments). One pass over the table; a lookup is a
+** few strcmp.
+*/
+void lgreen_checkopts(lua_State *L, int arg, const char *const known[],
+                      int array) {
+  lua_Integer n;
+  arg = lua_absindex(L, arg);
+  if (!lua_istable(L, arg))
+    return;
+  n = array ? (lua_Integer)lua_rawlen(L, arg) : 0;
+  lua_pushnil(L);
+  while (lua_next(L, arg)) {
+    int i = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      size_t len;
+      const char *k = lua_tolstring(L, -1, &len);
+      while (known[i] != NULL &&
+             !(strlen(known[i]) == len && memcmp(known[i], k, len) == 0))
+        i++;
+      if (known[i] == NULL)
+        luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", k));
+    } else if (!(lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 &&
+                 lua_tointeger(L, -1) <= n)) {
+      luaL_argerror(L, arg,
+                    lua_pushfstring(L, "option name expected, got %s",
+                                    luaL_typename(L, -1)));
+    }
+  }
+}
+
+
 /* [-0, +0, v] As 'lgreen_checkseconds', 'def' when absent or nil. */
 lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def) {
   return lua_isnoneornil(L, arg) ? def : lgreen_checkseconds(L, arg);

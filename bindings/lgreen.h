@@ -151,6 +151,10 @@ lua_Number lgreen_notnan(lua_State *L, lua_Number s, const char *what);
 lua_Number lgreen_checkseconds(lua_State *L, int arg);
 lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def);
 lua_Number lgreen_optwait(lua_State *L, int arg);
+/* An options table's keys all among 'known' (NULL-terminated), else an
+   argument error (lgreen.c). */
+void lgreen_checkopts(lua_State *L, int arg, const char *const known[],
+                      int array);
 
 int lgreen_in_finalizer(lua_State *L);
 int lgreen_canblock(lua_State *L, gl_hub_t *hub); /* without raising */

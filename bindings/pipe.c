@@ -102,17 +102,19 @@ static const lsock_ops pipe_ops = {LSOCK_STREAM_OPS, .tag = "unix, ",
 
 
 /*
-** The arguments (path, [opts]): returns the path, a string without NULs
+** The arguments (path, [opts]), opts naming only 'known': returns the path, a string without NULs
 ** that fits in a sockaddr_un, with the stack [path, opts, opts[field]];
 ** or NULL, having pushed nil, err, if the path is too long.
 */
-static const char *checkargs(lua_State *L, const char *field) {
+static const char *checkargs(lua_State *L, const char *field,
+                             const char *const known[]) {
   size_t len;
   const char *path = luaL_checklstring(L, 1, &len);
   luaL_argcheck(L, strlen(path) == len, 1, "path contains a zero byte");
   luaL_argcheck(L, len > 0, 1, "empty path");
   if (!lua_isnoneornil(L, 2))
     luaL_checktype(L, 2, LUA_TTABLE);
+  lgreen_checkopts(L, 2, known, 0);
   lua_settop(L, 2);
   if (lua_istable(L, 2))
     lua_getfield(L, 2, field);
@@ -161,7 +163,8 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
 ** opts: timeout (seconds).
 */
 static int l_connect_unix(lua_State *L) {
-  const char *path = checkargs(L, "timeout");
+  static const char *const known[] = {"timeout", NULL};
+  const char *path = checkargs(L, "timeout", known);
   double timeout = -1;
   uv_connect_t *req;
   lsock *s;
@@ -286,7 +289,8 @@ static int bind_path(uv_pipe_t *h, const char *path, int mode) {
 ** the file is created; default from the process's umask).
 */
 static int l_listen_unix(lua_State *L) {
-  const char *path = checkargs(L, "backlog");
+  static const char *const known[] = {"backlog", "mode", NULL};
+  const char *path = checkargs(L, "backlog", known);
   int backlog = DEFAULT_BACKLOG, mode = -1, r;
   lsock *s;
   if (path == NULL)

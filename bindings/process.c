@@ -1052,29 +1052,9 @@ static char **build_env(lua_State *L) {
 }
 
 
-/* Check the options table's keys: a misspelt option must not pass. */
-static void check_keys(lua_State *L) {
-  static const char *const known[] = {"cwd", "env", "stdin", "stdout",
-                                      "stderr", NULL};
-  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    int ok = 0, i;
-    lua_pop(L, 1);
-    if (lua_isinteger(L, -1)) {
-      lua_Integer k = lua_tointeger(L, -1);
-      ok = k >= 1 && k <= n;
-    } else if (lua_type(L, -1) == LUA_TSTRING) {
-      for (i = 0; known[i] != NULL; i++)
-        ok |= strcmp(lua_tostring(L, -1), known[i]) == 0;
-    }
-    if (!ok) {
-      lua_pushvalue(L, -1);
-      luaL_error(L, "green.process.spawn: unknown option '%s'",
-                 luaL_tolstring(L, -1, NULL));
-    }
-  }
-}
+/* The options' names besides the program and its arguments (1..n). */
+static const char *const spawn_opts[] = {"cwd",    "env",    "stdin",
+                                         "stdout", "stderr", NULL};
 
 
 /* nil, "<what>: <message>", errno: as io.open fails. */
@@ -1596,7 +1576,7 @@ static int spawn(lua_State *L, int watched) {
   pid_t pid;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  check_keys(L);
+  lgreen_checkopts(L, 1, spawn_opts, 1); /* a misspelt option must not pass */
   for (i = 0; i < 3; i++)
     mode[i] = stdio_mode(L, i);
   if (lua_getfield(L, 1, "cwd") != LUA_TNIL) { /* [opts, cwd] */

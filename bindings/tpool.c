@@ -847,18 +847,9 @@ static int tp_execute(lua_State *L) {
 static int tp_setup(lua_State *L) {
   tpool *p = checkpool(L);
   lua_Integer n = 0;
+  static const char *const known[] = {"threads", NULL};
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TSTRING ||
-        strcmp(lua_tostring(L, -1), "threads") != 0)
-      return luaL_error(L, "green.tpool.setup: unknown option %s (the "
-                           "option is threads)",
-                        lua_type(L, -1) == LUA_TSTRING
-                            ? lua_pushfstring(L, "'%s'", lua_tostring(L, -1))
-                            : luaL_typename(L, -1));
-  }
+  lgreen_checkopts(L, 1, known, 0);
   if (lua_getfield(L, 1, "threads") != LUA_TNIL) {
     int ok = 0;
     if (lua_type(L, -1) == LUA_TNUMBER)

@@ -523,10 +523,12 @@ static int udp_setpeername(lua_State *L) {
 ** is "inet" (the default) or "inet6".
 */
 static int l_udp(lua_State *L) {
+  static const char *const known[] = {"family", NULL};
   int family, r;
   lsock *s;
   if (!lua_isnoneornil(L, 1))
     luaL_checktype(L, 1, LUA_TTABLE);
+  lgreen_checkopts(L, 1, known, 0);
   family = lgreen_sock_optfamily(L, 1, AF_INET, "green.udp");
   lua_settop(L, 1);
   s = lgreen_sock_new(L, lgreen_sock_state(L), &udp_ops, LGREEN_UDP);

@@ -7,9 +7,10 @@
 
 local green = require "green"
 local repl = require "green.repl"
+local check = require("green.opts").check
 
-local format, type, tostring, setmetatable, error, pairs, ipairs =
-  string.format, type, tostring, setmetatable, error, pairs, ipairs
+local format, type, setmetatable, error, ipairs =
+  string.format, type, setmetatable, error, ipairs
 
 local M = {}
 
@@ -85,18 +86,14 @@ end
 -- under way go on until their peer leaves), or nil, err.
 -- @tparam table opts
 -- @return the listening socket
+local OPTIONS = { host = true, port = true, path = true,
+                  allow_remote = true }
+
 function M.backdoor(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'backdoor' (table of options expected)", 2)
   end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "host" and k ~= "port" and k ~= "path" and k ~= "allow_remote"
-    then
-      error(format("bad argument #1 to 'backdoor' (unknown option '%s')",
-                   tostring(k)), 2)
-    end
-  end
+  opts = check(opts or {}, OPTIONS, 1, "backdoor", 2)
   local server, err
   if opts.path ~= nil then
     if opts.host ~= nil or opts.port ~= nil then

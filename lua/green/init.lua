@@ -343,18 +343,23 @@ end
 do
   local serve = require "green.serve"
   local tls = require "green.tls"
+  local gopts = require "green.opts"
+  local check, connect_opts, listen_opts = gopts.check, gopts.connect,
+    gopts.listen
   local cconnect, clisten = core.connect, core.listen
-  -- opts.tls makes a TLS socket (lua/green/tls.lua); without it these
-  -- are the C functions' calls.
+  -- opts.tls makes a TLS socket (lua/green/tls.lua, which checks the
+  -- names); without it these are the C functions' calls.
   function green.connect(host, port, opts)
-    if type(opts) == "table" and opts.tls then
-      return tls.connect(host, port, opts)
+    if type(opts) == "table" then
+      if opts.tls then return tls.connect(host, port, opts) end
+      check(opts, connect_opts, 3, "connect", 2)
     end
     return call_as("connect", 2, cconnect, host, port, opts)
   end
   function green.listen(host, port, opts)
-    if type(opts) == "table" and opts.tls then
-      return tls.listen(host, port, opts)
+    if type(opts) == "table" then
+      if opts.tls then return tls.listen(host, port, opts) end
+      check(opts, listen_opts, 3, "listen", 2)
     end
     return call_as("listen", 2, clisten, host, port, opts)
   end

@@ -30,6 +30,8 @@
 -- * The objects are tables, not userdata (see green.socket).
 -- @module green.patch
 
+local check = require("green.opts").check
+
 local M = {}
 
 -- Protocol modules that capture `socket` when loaded.
@@ -123,11 +125,14 @@ end
 -- `opts.fs = true` also routes io's files through green.fs (above).
 -- Also installs green `io.popen` and `os.execute` (green.process) unless
 -- `opts.process` is false.
+local OPTIONS = { fs = true, process = true, ssl = true }
+
 function M.patch(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'patch' (table expected, got " .. type(opts)
           .. ")", 2)
   end
+  if opts then check(opts, OPTIONS, 1, "patch", 2) end
   if not (opts and opts.process == false) then patch_process() end
   local gsocket = require "green.socket"
   local loaded = package.loaded

@@ -23,6 +23,7 @@
 -- @module green.pools
 
 local core = require "green.core"
+local check = require("green.opts").check
 
 local setmetatable, error, type, pcall, rawget, rawset, mtype =
   setmetatable, error, type, pcall, rawget, rawset, math.type
@@ -70,12 +71,7 @@ function M.Pool(opts)
   if type(opts) ~= "table" then
     error("bad argument #1 to 'Pool' (table of options expected)", 2)
   end
-  for k in pairs(opts) do
-    if not OPTIONS[k] then
-      error(("bad argument #1 to 'Pool' (unknown option '%s')")
-            :format(tostring(k)), 2)
-    end
-  end
+  check(opts, OPTIONS, 1, "Pool", 2)
   local create = opts.create or no_create
   if type(create) ~= "function" then
     error("bad argument #1 to 'Pool' (create: function expected)", 2)

@@ -11,10 +11,11 @@
 -- @module green.process
 
 local core = require "green.core"
+local check = require("green.opts").check
 
 local type, error, select, setmetatable, getmetatable, tostring, tonumber =
   type, error, select, setmetatable, getmetatable, tostring, tonumber
-local pairs, ipairs, pcall = pairs, ipairs, pcall
+local ipairs, pcall = ipairs, pcall
 local concat, unpack, pack = table.concat, table.unpack, table.pack
 local format, mtype, tointeger = string.format, math.type, math.tointeger
 local spawn_thread, Timeout = core.spawn, core.Timeout
@@ -226,11 +227,7 @@ function M.run(cmd, opts)
     error("bad argument #2 to 'run' (table expected, got " .. type(opts)
           .. ")", 2)
   end
-  for k in pairs(opts) do
-    if not RUN_OPTIONS[k] then
-      error("green.process.run: unknown option '" .. tostring(k) .. "'", 2)
-    end
-  end
+  check(opts, RUN_OPTIONS, 2, "run", 2)
   -- input and timeout are communicate's, checked here: raised there, the
   -- error named communicate's arguments, at a line of this file, once
   -- the command had been started (and killed)

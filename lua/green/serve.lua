@@ -6,6 +6,7 @@
 
 local core = require "green.core"
 local prefork = require "green.prefork"
+local check = require("green.opts").check
 
 local spawn, spawn_closing, getcurrent, suspend, wake, sleep =
   core.spawn, core.spawn_closing, core.getcurrent, core.suspend, core.wake,
@@ -163,6 +164,10 @@ end
 -- @param server a listening socket (`green.listen`)
 -- @tparam function handler called as `handler(client, addr)`
 -- @param[opt=1000] opts most handlers running at once, or options
+local OPTIONS = { concurrency = true, workers = true, graceful_timeout = true,
+                  worker_timeout = true, on_worker_start = true,
+                  on_worker_exit = true, on_stop = true }
+
 function M.serve(server, handler, opts)
   local state = core.sockstate(server)
   if state ~= "listening" and state ~= "closed"
@@ -175,7 +180,9 @@ function M.serve(server, handler, opts)
     error("bad argument #2 to 'serve' (function expected)", 2)
   end
   local concurrency = opts
-  if type(opts) == "table" then concurrency = opts.concurrency end
+  if type(opts) == "table" then
+    concurrency = check(opts, OPTIONS, 3, "serve", 2).concurrency
+  end
   concurrency = concurrency or 1000
   if math.type(concurrency) ~= "integer" or concurrency < 1 then
     error("bad argument #3 to 'serve' (positive integer expected)", 2)

@@ -16,6 +16,7 @@
 -- See docs/api.md "TLS" and docs/internals.md "TLS".
 local core = require "green.core"
 local semaphore = require "green.semaphore"
+local gopts = require "green.opts"
 
 local ctls = core.tls
 local csend, cflush, cfill, cinput, creading = ctls.send, ctls.flush,
@@ -48,17 +49,17 @@ local OPTS = {
   context = "table", handshake_timeout = "number",
 }
 
-local function checkopts(opts, fname)
+-- The TLS options `opts` (argument `arg` of `fname`, or its field `tls`
+-- with `arg` and `prefix` "tls.") checked, raising at the caller's caller.
+local function checkopts(opts, fname, arg, prefix)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
     error(("bad argument to '%s' (options table expected, got %s)")
           :format(fname, type(opts)), 3)
   end
+  gopts.check(opts, OPTS, arg, fname, 3, prefix)
   for k, v in pairs(opts) do
     local want = OPTS[k]
-    if want == nil then
-      error(("%s: unknown TLS option '%s'"):format(fname, tostring(k)), 3)
-    end
     if type(want) == "table" then
       if not want[type(v)] or v == true then
         error(("%s: bad TLS option '%s' (string or false expected, got %s)")
@@ -142,7 +143,7 @@ end
 
 --- green.tls.context(opts): a context to share between connections.
 function M.context(opts)
-  return make_context(checkopts(opts, "green.tls.context"),
+  return make_context(checkopts(opts, "green.tls.context", 1),
                       "green.tls.context")
 end
 
@@ -650,7 +651,7 @@ function M.wrap(sock, opts)
     error(("bad argument #1 to '%s' (green socket expected, got %s)")
           :format(fname, st), 2)
   end
-  opts = checkopts(opts, fname)
+  opts = checkopts(opts, fname, 2)
   local ctx, err = context_for(opts, fname)
   if not ctx then return nil, err end
   local server = ctx.server
@@ -692,9 +693,12 @@ end
 --- green.tls.connect(host, port, [opts]): green.connect, then the
 -- handshake (opts.tls: the TLS options, or true for the defaults).
 function M.connect(host, port, opts)
+  if type(opts) == "table" then
+    gopts.check(opts, gopts.connect, 3, "connect", 2)
+  end
   local topts = opts and opts.tls
   if topts == true then topts = {} end
-  topts = checkopts(topts, "green.connect")
+  topts = checkopts(topts, "green.connect", 3, "tls.")
   local copts = {}
   for k, v in pairs(opts or {}) do
     if k ~= "tls" then copts[k] = v end
@@ -753,14 +757,18 @@ local HANDSHAKE_TIMEOUT = 10 -- seconds, an accepted connection's default
 
 --- green.tls.listen(host, port, opts): green.listen with opts.tls.
 function M.listen(host, port, opts)
-  local topts = checkopts(opts and opts.tls, "green.listen")
+  if type(opts) == "table" then
+    gopts.check(opts, gopts.listen, 3, "listen", 2)
+  end
+  local topts = checkopts(opts and opts.tls, "green.listen", 3, "tls.")
   local o = { mode = "server" }
   for k, v in pairs(topts) do o[k] = v end
   o.mode = "server"
   local ctx = topts.context
   if not ctx then
     local err
-    ctx, err = make_context(checkopts(o, "green.listen"), "green.listen")
+    ctx, err = make_context(checkopts(o, "green.listen", 3, "tls."),
+                            "green.listen")
     if not ctx then return nil, err end
   end
   local lopts = {}

@@ -7,6 +7,7 @@
 local core = require "green.core"
 local common = require "green.http.common"
 local semaphore = require "green.semaphore"
+local check = require("green.opts").check
 
 local http_parser, http_head, http_body, http_parse_url, http_free =
   core.http_parser, core.http_head, core.http_body, core.http_parse_url,
@@ -635,12 +636,7 @@ function Client:request(o)
   if type(o) ~= "table" then
     error("bad argument #2 to 'request' (table expected)", 2)
   end
-  for k in pairs(o) do
-    if not REQUEST_OPTS[k] then
-      error(format("bad argument #2 to 'request' (unknown option '%s')",
-                   tostring(k)), 2)
-    end
-  end
+  check(o, REQUEST_OPTS, 2, "request", 2)
   if o.timeout ~= nil and (type(o.timeout) ~= "number" or o.timeout < 0
                            or o.timeout ~= o.timeout) then
     error("bad argument #2 to 'request' (timeout: non-negative number "
@@ -724,12 +720,14 @@ function Client:close()
   end
 end
 
---- green.http.Client{max_per_host = 10, idle_timeout = 60}.
+local CLIENT_OPTS = { max_per_host = true, idle_timeout = true, tls = true }
+
+--- green.http.Client{max_per_host = 10, idle_timeout = 60, tls = {...}}.
 function M.Client(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'Client' (table expected)", 2)
   end
-  opts = opts or {}
+  opts = check(opts or {}, CLIENT_OPTS, 1, "Client", 2)
   local mph = opts.max_per_host or 10
   local idle = opts.idle_timeout or 60
   if math.type(mph) ~= "integer" or mph < 1 then

@@ -9,6 +9,7 @@
 local core = require "green.core"
 local common = require "green.http.common"
 local serve_mod = require "green.serve"
+local check = require("green.opts").check
 
 local http_parser, http_head, http_body, http_state, http_setmaxbody,
       http_response, http_run, http_output, http_flush, http_next =
@@ -23,8 +24,8 @@ local is_tls, tls_head, tls_body = common.is_tls, common.tls_head,
   common.tls_body
 local StopServe = serve_mod.StopServe
 
-local concat, type, pairs, tostring, error, xpcall =
-  table.concat, type, pairs, tostring, error, xpcall
+local concat, type, pairs, error, xpcall =
+  table.concat, type, pairs, error, xpcall
 local traceback, format = debug.traceback, string.format
 local math_type = math.type
 
@@ -45,6 +46,11 @@ local DEFAULTS = {
 -- Options passed through to green.serve's prefork master.
 local PREFORK = { workers = true, worker_timeout = true,
                   on_worker_start = true, on_worker_exit = true }
+
+-- Every option serve takes.
+local KNOWN = { log = true }
+for k in pairs(DEFAULTS) do KNOWN[k] = true end
+for k in pairs(PREFORK) do KNOWN[k] = true end
 
 -- Responses batched for pipelined requests are sent once they reach this
 -- many bytes, or when no further request is buffered.
@@ -450,13 +456,7 @@ function M.serve(server, handler, opts)
   end
   local o = {}
   for k, v in pairs(DEFAULTS) do o[k] = v end
-  for k, v in pairs(opts or {}) do
-    if DEFAULTS[k] == nil and k ~= "log" and not PREFORK[k] then
-      error(format("bad argument #3 to 'serve' (unknown option '%s')",
-                   tostring(k)), 2)
-    end
-    o[k] = v
-  end
+  for k, v in pairs(check(opts or o, KNOWN, 3, "serve", 2)) do o[k] = v end
   if o.log ~= nil and type(o.log) ~= "function" then
     error("bad argument #3 to 'serve' (opts.log: function expected)", 2)
   end

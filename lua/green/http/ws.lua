@@ -8,6 +8,7 @@ local core = require "green.core"
 local common = require "green.http.common"
 local Semaphore = require("green.semaphore").Semaphore
 local Event = require("green.event").Event
+local check = require("green.opts").check
 
 local ws_new, ws_receive, ws_send, ws_close, ws_state, ws_accept_key,
       ws_key = core.ws_new, core.ws_receive, core.ws_send, core.ws_close,
@@ -245,9 +246,20 @@ local function choose(protocols, offered)
   return nil
 end
 
+local ACCEPT_OPTS = { max_message_size = true, timeout = true }
+local CONNECT_OPTS = { protocols = true, headers = true, timeout = true,
+                       max_message_size = true, tls = true }
+
 --- req:upgrade_websocket([protocols], [opts]) → ws, or nil, err for a
 -- request that is not a valid upgrade (the handler answers it then).
 function M.accept(req, protocols, opts)
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error("bad argument #2 to 'upgrade_websocket' (table expected, got "
+            .. type(opts) .. ")", 2)
+    end
+    check(opts, ACCEPT_OPTS, 2, "upgrade_websocket", 2)
+  end
   local c = req.conn
   local hs = req.headers
   if req.method ~= "GET" or req.version ~= "1.1"
@@ -331,7 +343,7 @@ function M.connect(url, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #2 to 'websocket' (table expected)", 2)
   end
-  opts = opts or {}
+  opts = check(opts or {}, CONNECT_OPTS, 2, "websocket", 2)
   local u = core.http_parse_url(url)
   if not u or not u.host then return nil, common.invalid_url(url) end
   local scheme = (u.scheme or ""):lower()

@@ -1,0 +1,39 @@
+--- The check of an options table's names, shared by every public function
+-- written in Lua that takes one (bindings/lgreen.c's lgreen_checkopts is
+-- the C functions'): a misspelt option raises instead of leaving its
+-- default in place without a word, as a Python keyword argument would.
+-- Internal module; its API may change.
+-- @module green.opts
+
+local type, next, error = type, next, error
+local format = string.format
+
+local M = {}
+
+--- Raise `bad argument #arg to 'fname' (unknown option 'k')` for a key of
+-- `opts` (a table) that is not a key of the set `known` (`{name = true}`),
+-- `(option name expected, got number)` for one that is not a string;
+-- `level` as error's, counted from the function that calls check (2: its
+-- caller); `prefix` names a table nested in the argument (`"tls."`:
+-- `unknown option 'tls.cafil'`). One table lookup per key. Returns opts.
+function M.check(opts, known, arg, fname, level, prefix)
+  for k in next, opts do
+    if known[k] == nil then
+      error(format("bad argument #%d to '%s' (%s)", arg, fname,
+                   type(k) == "string"
+                   and format("unknown option '%s%s'", prefix or "", k)
+                   or "option name expected, got " .. type(k)), level + 1)
+    end
+  end
+  return opts
+end
+
+--- The options of green.connect and green.listen (bindings/tcp.c reads
+-- all but `tls`, lua/green/tls.lua that one): checked in Lua, by both
+-- ways in (init.lua's plain one, tls.lua's), so the error is at the
+-- caller's line either way.
+M.connect = { timeout = true, family = true, tls = true }
+M.listen = { timeout = true, family = true, backlog = true,
+             reuseport = true, ipv6only = true, tls = true }
+
+return M
