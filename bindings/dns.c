@@ -904,7 +904,8 @@ static int l_setup(lua_State *L) {
   r->cfg = cfg;
   for (i = 0; i + 1 < cfg.nservers; i++) /* the list c-ares takes */
     r->cfg.servers[i].next = &r->cfg.servers[i + 1];
-  return 0;
+  lua_pushboolean(L, 1); /* docs/api.md: → true */
+  return 1;
 }
 
 
