@@ -1440,7 +1440,7 @@ describe("green.process.run", function()
       assert.has_error(function() process.run(42) end,
         "bad argument #1 to 'run' (string or table expected, got number)")
       assert.has_error(function() process.run("true", { timout = 1 }) end,
-                       "green.process.run: unknown option 'timout'")
+                       "bad argument #2 to 'run' (unknown option 'timout')")
       -- in run's terms, before anything starts (they were communicate's
       -- "bad argument #1 to 'communicate'", raised once the command ran)
       assert.has_error(function() process.run("cat", { input = 5 }) end,
