@@ -69,21 +69,26 @@ describe("options tables", function()
            "listen", 3, { backlog = 8, reuseport = true, ipv6only = false,
                           family = "inet", timeout = 5, tls = false },
            "reuse_port", closer)
-      case(function(o) local s = green.connect("127.0.0.1", port, o); return s end,
+      case(function(o) local s = green.connect(
+          "127.0.0.1", port, o); return s end,
            "connect", 3, { timeout = 5, family = "inet", tls = false },
            "timout", closer)
       -- with tls: the TLS path checks the same names, and the tls table's
-      raises_at(function(o) local s = green.connect("127.0.0.1", port, o); return s end,
+      raises_at(function(o) local s = green.connect(
+          "127.0.0.1", port, o); return s end,
                 { tls = true, timout = 5 },
                 "bad argument #3 to 'connect' (unknown option 'timout')")
-      raises_at(function(o) local s = green.connect("127.0.0.1", port, o); return s end,
+      raises_at(function(o) local s = green.connect(
+          "127.0.0.1", port, o); return s end,
                 { tls = { verfy = false } },
                 "bad argument #3 to 'green.connect' (unknown option "
                 .. "'tls.verfy')")
-      raises_at(function(o) local s = green.listen("127.0.0.1", 0, o); return s end,
+      raises_at(function(o) local s = green.listen(
+          "127.0.0.1", 0, o); return s end,
                 { tls = { certificate = "x", key = "y" }, backlg = 8 },
                 "bad argument #3 to 'listen' (unknown option 'backlg')")
-      raises_at(function(o) local s = green.tls.listen("127.0.0.1", 0, o); return s end,
+      raises_at(function(o) local s = green.tls.listen(
+          "127.0.0.1", 0, o); return s end,
                 { tls = { certificat = "x" } },
                 "bad argument #3 to 'green.listen' (unknown option "
                 .. "'tls.certificat')")
@@ -107,7 +112,8 @@ describe("options tables", function()
 
   it("green.getaddrinfo and green.resolver.setup", function()
     green_run(function()
-      case(function(o) local a = green.getaddrinfo("127.0.0.1", o); return a end,
+      case(function(o) local a = green.getaddrinfo(
+          "127.0.0.1", o); return a end,
            "getaddrinfo", 2, { family = "inet" }, "famly")
       -- (restored below: no options is the system's configuration)
       case(function(o) local r = green.resolver.setup(o); return r end,
@@ -157,8 +163,10 @@ describe("options tables", function()
       local upgrade = {}
       local port, stop = h.http_serve(function(req)
         if upgrade.line then return 200, {}, "ok" end -- the first request's
-        upgrade.line = debug.getinfo(1, "l").currentline + 1
-        upgrade.ok, upgrade.err = pcall(function() local ws = req:upgrade_websocket(nil, { timout = 1 }); return ws end)
+        local function bad(o) local ws = req:upgrade_websocket(
+            nil, o); return ws end
+        upgrade.line = debug.getinfo(bad, "S").linedefined
+        upgrade.ok, upgrade.err = pcall(bad, { timout = 1 })
         local ws, err = req:upgrade_websocket(nil, { max_message_size = 100,
                                                      timeout = 1 })
         upgrade.ws, upgrade.ws_err = ws, err
