@@ -60,6 +60,17 @@ end
 
 local nop = function() end
 
+-- Every TLS option (docs/api.md "TLS"), with values of the right types.
+local function all_tls()
+  return { mode = "client", server_name = "x", verify = false,
+           cafile = "/nonexistent", capath = "/nonexistent", ca = "x",
+           certificate = "/nonexistent", key = "/nonexistent",
+           alpn = { "h2" }, min_protocol = "TLSv1.2",
+           max_protocol = "TLSv1.3", ciphers = "HIGH",
+           context = assert(green.tls.context { verify = false }),
+           handshake_timeout = 1 }
+end
+
 describe("options tables", function()
   it("green.connect and green.listen (the TCP options and tls)", function()
     green_run(function()
@@ -175,7 +186,7 @@ describe("options tables", function()
       local url = "http://127.0.0.1:" .. port .. "/"
       local good = { url = url, method = "GET", headers = { x = "y" },
                      timeout = 10, max_body_size = 100, redirects = 0,
-                     stream = false, tls = {} }
+                     stream = false, tls = all_tls() }
       local function body(resp)
         assert.equal("ok", resp.body)
         resp:close()
@@ -189,13 +200,27 @@ describe("options tables", function()
            "request", 2, good, "methd", body)
       client:close()
       case(function(o) local c = green.http.Client(o); return c end,
-           "Client", 1, { max_per_host = 2, idle_timeout = 1, tls = {} },
-           "idle")
+           "Client", 1, { max_per_host = 2, idle_timeout = 1,
+                          tls = all_tls() }, "idle")
       -- a plain HTTP answer: the handshake is refused, the names taken
       case(function(o) local ws = green.http.websocket(url, o); return ws end,
            "websocket", 2, { protocols = "chat", headers = { x = "y" },
-                             timeout = 10, max_message_size = 100, tls = {} },
-           "protocol")
+                             timeout = 10, max_message_size = 100,
+                             tls = all_tls() }, "protocol")
+      -- the names of their tls table are checked as they are called, not
+      -- at the first https:// connection (in tls.lua's terms)
+      local badtls = { tls = { verfy = false } }
+      raises_at(function(o) local r = green.http.request(
+          copy(o, { url = url })); return r end, badtls,
+        "bad argument #2 to 'request' (unknown option 'tls.verfy')")
+      raises_at(function(o) local r = client:request(
+          copy(o, { url = url })); return r end, badtls,
+        "bad argument #2 to 'request' (unknown option 'tls.verfy')")
+      raises_at(function(o) local c = green.http.Client(o); return c end,
+        badtls, "bad argument #1 to 'Client' (unknown option 'tls.verfy')")
+      raises_at(function(o) local ws = green.http.websocket(url, o)
+          return ws end, badtls,
+        "bad argument #2 to 'websocket' (unknown option 'tls.verfy')")
       stop()
       -- the handler's upgrade_websocket: a plain GET is no upgrade
       assert.is_false(upgrade.ok)
@@ -209,13 +234,8 @@ describe("options tables", function()
 
   it("green.tls.context and green.tls.wrap (every TLS option)", function()
     green_run(function()
-      local ctx = assert(green.tls.context { verify = false })
-      local all = { mode = "client", server_name = "x", verify = false,
-                    cafile = "/nonexistent", capath = "/nonexistent",
-                    ca = "x", certificate = "/nonexistent",
-                    key = "/nonexistent", alpn = { "h2" },
-                    min_protocol = "TLSv1.2", max_protocol = "TLSv1.3",
-                    ciphers = "HIGH", context = ctx, handshake_timeout = 1 }
+      local all = all_tls()
+      local ctx = all.context
       case(function(o) local c = green.tls.context(o); return c end,
            "green.tls.context", 1, all, "verfy")
       local l <close> = assert(green.listen("127.0.0.1", 0))

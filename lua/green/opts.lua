@@ -32,6 +32,19 @@ end
 -- all but `tls`, lua/green/tls.lua that one): checked in Lua, by both
 -- ways in (init.lua's plain one, tls.lua's), so the error is at the
 -- caller's line either way.
+--- The TLS options (docs/api.md "TLS") and the type each takes (a set of
+-- types for server_name): lua/green/tls.lua checks them; the HTTP client
+-- and green.http.websocket check the names of their `tls` table as they
+-- are called, not at the first https:// connection.
+M.tls = {
+  mode = "string", server_name = { string = true, boolean = true },
+  verify = "boolean",
+  cafile = "string", capath = "string", ca = "string",
+  certificate = "string", key = "string", alpn = "table",
+  min_protocol = "string", max_protocol = "string", ciphers = "string",
+  context = "table", handshake_timeout = "number",
+}
+
 M.connect = { timeout = true, family = true, tls = true }
 M.listen = { timeout = true, family = true, backlog = true,
              reuseport = true, ipv6only = true, tls = true }

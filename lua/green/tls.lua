@@ -40,14 +40,7 @@ function Context.__tostring(c)
   return ("green.tls.Context (%s)"):format(c.server and "server" or "client")
 end
 
-local OPTS = {
-  mode = "string", server_name = { string = true, boolean = true },
-  verify = "boolean",
-  cafile = "string", capath = "string", ca = "string",
-  certificate = "string", key = "string", alpn = "table",
-  min_protocol = "string", max_protocol = "string", ciphers = "string",
-  context = "table", handshake_timeout = "number",
-}
+local OPTS = gopts.tls
 
 -- The TLS options `opts` (argument `arg` of `fname`, or its field `tls`
 -- with `arg` and `prefix` "tls.") checked, raising at the caller's caller.

@@ -7,7 +7,8 @@
 local core = require "green.core"
 local common = require "green.http.common"
 local semaphore = require "green.semaphore"
-local check = require("green.opts").check
+local gopts = require "green.opts"
+local check = gopts.check
 
 local http_parser, http_head, http_body, http_parse_url, http_free =
   core.http_parser, core.http_head, core.http_body, core.http_parse_url,
@@ -275,10 +276,12 @@ end
 
 -- The `tls` option: green.tls options (cafile, capath, ca, verify,
 -- certificate, key, ...); checked when a connection is made.
-local function check_tls(t, what)
+local function check_tls(t, arg, fname)
   if type(t) ~= "table" then
-    error(what .. " (tls: table expected, got " .. type(t) .. ")", 3)
+    error(format("bad argument #%d to '%s' (tls: table expected, got %s)",
+                 arg, fname, type(t)), 3)
   end
+  check(t, gopts.tls, arg, fname, 3, "tls.")
 end
 
 -- Connections made with different TLS options are pooled apart.
@@ -642,7 +645,7 @@ function Client:request(o)
     error("bad argument #2 to 'request' (timeout: non-negative number "
           .. "expected)", 2)
   end
-  if o.tls ~= nil then check_tls(o.tls, "bad argument #2 to 'request'") end
+  if o.tls ~= nil then check_tls(o.tls, 2, "request") end
   if o.method ~= nil and not is_token(o.method) then
     -- (it begins the request line: a space or CRLF would split it)
     error(format("bad argument #2 to 'request' (method: token expected, "
@@ -739,7 +742,7 @@ function M.Client(opts)
           .. "number expected)", 2)
   end
   if opts.tls ~= nil then
-    check_tls(opts.tls, "bad argument #1 to 'Client'")
+    check_tls(opts.tls, 1, "Client")
   end
   return setmetatable({ max_per_host = mph, idle_timeout = idle,
                         tls = opts.tls, pools = {} }, Client)

@@ -8,7 +8,8 @@ local core = require "green.core"
 local common = require "green.http.common"
 local Semaphore = require("green.semaphore").Semaphore
 local Event = require("green.event").Event
-local check = require("green.opts").check
+local gopts = require "green.opts"
+local check = gopts.check
 
 local ws_new, ws_receive, ws_send, ws_close, ws_state, ws_accept_key,
       ws_key = core.ws_new, core.ws_receive, core.ws_send, core.ws_close,
@@ -351,9 +352,12 @@ function M.connect(url, opts)
   if not tls and scheme ~= "ws" and scheme ~= "http" then
     return nil, "unsupported URL scheme: " .. scheme
   end
-  if opts.tls ~= nil and type(opts.tls) ~= "table" then
-    error("bad argument #2 to 'websocket' (tls: table expected, got "
-          .. type(opts.tls) .. ")", 2)
+  if opts.tls ~= nil then
+    if type(opts.tls) ~= "table" then
+      error("bad argument #2 to 'websocket' (tls: table expected, got "
+            .. type(opts.tls) .. ")", 2)
+    end
+    check(opts.tls, gopts.tls, 2, "websocket", 2, "tls.")
   end
   local timeout = opts.timeout
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
