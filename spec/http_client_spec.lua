@@ -178,7 +178,7 @@ describe("green.http client", function()
       assert.are.same({ nil, "connection refused" },
         { green.http.get("http://127.0.0.1:1/") })
       assert.has_error(function() green.http.request { bogus = 1 } end,
-        "bad argument #2 to 'request' (unknown option 'bogus')")
+        "bad argument #1 to 'request' (unknown option 'bogus')")
       assert.has_error(function() green.http.Client { max_per_host = 0 } end)
       stop()
     end)

@@ -206,7 +206,7 @@ except requests.exceptions.SSLError:
       -- misuse raises
       assert.has_error(function()
         green.http.request { url = url, tls = "yes" }
-      end, "bad argument #2 to 'request' (tls: table expected, got string)")
+      end, "bad argument #1 to 'request' (tls: table expected, got string)")
       assert.has_error(function() green.http.Client { tls = 1 } end,
         "bad argument #1 to 'Client' (tls: table expected, got number)")
       -- a bad TLS option raises too, and leaves the pool usable

@@ -192,7 +192,7 @@ describe("options tables", function()
         resp:close()
       end
       case(function(o) local r = green.http.request(o); return r end,
-           "request", 2, good, "urll", body)
+           "request", 1, good, "urll", body)
       accepts(function(o) local r = green.http.request(o); return r end,
               { url = url, body = "x" }, body)
       local client = green.http.Client()
@@ -212,7 +212,7 @@ describe("options tables", function()
       local badtls = { tls = { verfy = false } }
       raises_at(function(o) local r = green.http.request(
           copy(o, { url = url })); return r end, badtls,
-        "bad argument #2 to 'request' (unknown option 'tls.verfy')")
+        "bad argument #1 to 'request' (unknown option 'tls.verfy')")
       raises_at(function(o) local r = client:request(
           copy(o, { url = url })); return r end, badtls,
         "bad argument #2 to 'request' (unknown option 'tls.verfy')")

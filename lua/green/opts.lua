@@ -28,10 +28,6 @@ function M.check(opts, known, arg, fname, level, prefix)
   return opts
 end
 
---- The options of green.connect and green.listen (bindings/tcp.c reads
--- all but `tls`, lua/green/tls.lua that one): checked in Lua, by both
--- ways in (init.lua's plain one, tls.lua's), so the error is at the
--- caller's line either way.
 --- The TLS options (docs/api.md "TLS") and the type each takes (a set of
 -- types for server_name): lua/green/tls.lua checks them; the HTTP client
 -- and green.http.websocket check the names of their `tls` table as they
@@ -45,6 +41,10 @@ M.tls = {
   context = "table", handshake_timeout = "number",
 }
 
+--- The options of green.connect and green.listen (bindings/tcp.c reads
+-- all but `tls`, lua/green/tls.lua that one): checked in Lua, by both
+-- ways in (init.lua's plain one, tls.lua's), so the error is at the
+-- caller's line either way.
 M.connect = { timeout = true, family = true, tls = true }
 M.listen = { timeout = true, family = true, backlog = true,
              reuseport = true, ipv6only = true, tls = true }

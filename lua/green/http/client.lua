@@ -630,26 +630,24 @@ local REQUEST_OPTS = { method = true, url = true, headers = true,
                        body = true, timeout = true, max_body_size = true,
                        redirects = true, stream = true, tls = true }
 
---- client:request{method, url, headers, body, timeout, max_body_size,
--- redirects = 5, stream = false} → resp, or nil, err.
-function Client:request(o)
-  if getmetatable(self) ~= Client then
-    error("bad argument #1 to 'request' (green.http.Client expected)", 2)
-  end
+-- client:request's work. The options are argument `argn`: #2 of
+-- client:request (self is #1), #1 of green.http.request. Called in tail
+-- position, so an error's level 2 is their caller's line.
+local function request(self, o, argn)
   if type(o) ~= "table" then
-    error("bad argument #2 to 'request' (table expected)", 2)
+    error(format("bad argument #%d to 'request' (table expected)", argn), 2)
   end
-  check(o, REQUEST_OPTS, 2, "request", 2)
+  check(o, REQUEST_OPTS, argn, "request", 2)
   if o.timeout ~= nil and (type(o.timeout) ~= "number" or o.timeout < 0
                            or o.timeout ~= o.timeout) then
-    error("bad argument #2 to 'request' (timeout: non-negative number "
-          .. "expected)", 2)
+    error(format("bad argument #%d to 'request' (timeout: non-negative "
+                 .. "number expected)", argn), 2)
   end
-  if o.tls ~= nil then check_tls(o.tls, 2, "request") end
+  if o.tls ~= nil then check_tls(o.tls, argn, "request") end
   if o.method ~= nil and not is_token(o.method) then
     -- (it begins the request line: a space or CRLF would split it)
-    error(format("bad argument #2 to 'request' (method: token expected, "
-                 .. "got %q)", tostring(o.method)), 2)
+    error(format("bad argument #%d to 'request' (method: token expected, "
+                 .. "got %q)", argn, tostring(o.method)), 2)
   end
   local method = upper(o.method or (o.body ~= nil and "POST" or "GET"))
   local url = o.url
@@ -700,6 +698,15 @@ function Client:request(o)
       set("headers", without(o.headers, BODY_HEADERS))
     end
   end
+end
+
+--- client:request{method, url, headers, body, timeout, max_body_size,
+-- redirects = 5, stream = false} → resp, or nil, err.
+function Client:request(o)
+  if getmetatable(self) ~= Client then
+    error("bad argument #1 to 'request' (green.http.Client expected)", 2)
+  end
+  return request(self, o, 2)
 end
 
 --- client:get(url, [headers]) → resp, or nil, err.
@@ -755,7 +762,7 @@ local function default_client()
 end
 
 function M.request(o)
-  return default_client():request(o)
+  return request(default_client(), o, 1)
 end
 
 function M.get(url, headers)
