@@ -267,6 +267,52 @@ describe("green.http.serve", function()
       stop()
     end)
   end)
+  it("lets go of the last request and its response body while a keep-alive "
+     .. "connection waits idle for its next head", function()
+    green_run(function()
+      local conn
+      local seen = setmetatable({}, { __mode = "k" })
+      local port, stop = start(function(req)
+        conn = req.conn
+        seen[req] = "request " .. req.path
+        if req.path == "/stream" then -- a body the response holds
+          local sent = false
+          local body = function()
+            if sent then return nil end
+            sent = true
+            return "streamed"
+          end
+          seen[body] = "body"
+          return 200, { ["Content-Length"] = "8" }, body
+        end
+        return 200, {}, "plain"
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(20)
+      for _, path in ipairs { "/stream", "/plain" } do
+        assert(c:send("GET " .. path .. " HTTP/1.1\r\nHost: h\r\n\r\n"))
+        assert.are.equal("HTTP/1.1 200 OK", c:receive())
+        local len
+        repeat
+          local l = assert(c:receive())
+          len = tonumber(l:match("^Content%-Length: (%d+)")) or len
+        until l == ""
+        assert(c:receive(len))
+        h.idle_parser_bytes(conn) -- (waits until it parks idle)
+        collectgarbage()
+        collectgarbage()
+        local left = {}
+        for _, what in pairs(seen) do left[#left + 1] = what end
+        table.sort(left)
+        assert.are.same({}, left)
+      end
+      -- and the connection goes on
+      assert(c:send("GET /again HTTP/1.1\r\nHost: h\r\n\r\n"))
+      assert.are.equal("HTTP/1.1 200 OK", c:receive())
+      c:close()
+      stop()
+    end)
+  end)
   it("takes requests sent a byte at a time on a connection that goes "
      .. "idle between them (HEAD, a body by length, chunked, 100-continue, "
      .. "bare LF line ends), and the requests kept read their headers "
