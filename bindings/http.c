@@ -99,14 +99,20 @@ typedef struct hparser {
                         room past them holds a head's copy while the
                         head's message is made ('push_message') */
   size_t olen, ocap; /* bytes in 'ob'; room */
+  lgreen_owned own;  /* a box's record (box.c) */
+} hparser;
+
+/* The lines every response starts with, kept from one response to the
+   next: one record per hub (upvalue UV_LINES), not per parser (an idle
+   connection's memory: bench/idle.lua). */
+typedef struct hlines {
   int stcode;        /* the status 'stline' was made for (0: none) */
   size_t stlen;
   char stline[48];   /* "HTTP/1.1 200 OK\r\n" */
   time_t datesec;    /* the second 'date' was made for */
   size_t datelen;
   char date[48];     /* "Date: ...\r\n" */
-  lgreen_owned own;  /* a box's record (box.c) */
-} hparser;
+} hlines;
 
 /* Body kinds. */
 #define BK_NONE 0   /* no body */
@@ -786,7 +792,8 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define UV_GET lua_upvalueindex(9)
 #define UV_V11 lua_upvalueindex(10)
 #define UV_RAWMT lua_upvalueindex(11)
-#define NUPVALUES 11
+#define UV_LINES lua_upvalueindex(12) /* the hub's 'hlines' */
+#define NUPVALUES 12
 
 
 /* t[key] = v: the table at -2, the value at -1 (popped); a raw set with the
@@ -2162,7 +2169,7 @@ static size_t put_length(rout *p, size_t at, unsigned long long v) {
 
 /* The Date line, remade when the wall clock's second changes (a coarse
    clock read per response; gmtime and the formatting once a second). */
-static void update_date(hparser *hp) {
+static void update_date(hlines *hp) {
   static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
                                   "Thu", "Fri", "Sat"};
   static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr",
@@ -2211,7 +2218,7 @@ static void update_date(hparser *hp) {
 
 
 /* The status line for 'status' (200-999), kept for the next response. */
-static void status_line(hparser *hp, int status) {
+static void status_line(hlines *hp, int status) {
   const char *reason = http_status_str((enum http_status)status);
   char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
   size_t dn = (size_t)(num + sizeof(num) - d), rn;
@@ -2256,8 +2263,8 @@ static int special_name(const char *k, size_t kn) {
 ** a + 1, a + 2 ('A_*' offsets). The request is the parser's last head
 ** (HEAD? HTTP/1.0?).
 */
-static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri, int a,
-                    int keep) {
+static size_t build(lua_State *L, hparser *hp, hlines *hl, rout *p,
+                    rinfo *ri, int a, int keep) {
   lua_Integer status = lua_tointeger(L, a + A_STATUS);
   int bt = lua_type(L, a + A_BODY);
   int head_only = hp->head_only;
@@ -2272,10 +2279,10 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri, int a,
   ri->keep = keep;
   ri->mode = 0;
   ri->clen = -1;
-  if (status != hp->stcode)
-    status_line(hp, (int)status);
-  at = put(p, at, hp->stline, hp->stlen);
-  at = put(p, at, hp->date, hp->datelen);
+  if (status != hl->stcode)
+    status_line(hl, (int)status);
+  at = put(p, at, hl->stline, hl->stlen);
+  at = put(p, at, hl->date, hl->datelen);
   if (lua_istable(L, a + A_HEADERS)) {
     lua_pushnil(L);
     while (lua_next(L, a + A_HEADERS)) {
@@ -2392,6 +2399,7 @@ static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
 static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   lua_Integer status = lua_tointeger(L, a + A_STATUS);
   int bt = lua_type(L, a + A_BODY);
+  hlines *hl = (hlines *)lua_touserdata(L, UV_LINES);
   rout o;
   size_t n;
   if (hp->p.type != HTTP_REQUEST || hp->phase == PH_HEAD)
@@ -2408,7 +2416,7 @@ static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   if (bt != LUA_TSTRING && bt != LUA_TFUNCTION && bt > LUA_TNIL)
     luaL_error(L, "green.http: the handler's body must be a string, a "
                "function or nil, not a %s", luaL_typename(L, a + A_BODY));
-  update_date(hp);
+  update_date(hl);
   /* an idle connection gave its output back (parser_idle): retake it
      first, rather than count the response and build it again */
   if (hp->ob == NULL && !out_reserve(hp, 1))
@@ -2416,14 +2424,14 @@ static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   o.p = hp->ob + hp->olen;
   o.cap = hp->ocap - hp->olen;
   o.check = 1;
-  n = build(L, hp, &o, ri, a, keep);
+  n = build(L, hp, hl, &o, ri, a, keep);
   if (n > o.cap) { /* counted only: grow the output, then copy */
     if (!out_reserve(hp, n))
       luaL_error(L, "not enough memory");
     o.p = hp->ob + hp->olen;
     o.cap = n;
     o.check = 0;
-    if (build(L, hp, &o, ri, a, keep) != n)
+    if (build(L, hp, hl, &o, ri, a, keep) != n)
       luaL_error(L, "green.http: the headers changed while written");
   }
   hp->olen += n;
@@ -2825,5 +2833,6 @@ void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   lua_newtable(L); /* the raw heads' metatable */
   lua_pushliteral(L, "green.http.rawhead");
   lua_setfield(L, -2, "__name");
+  memset(lua_newuserdatauv(L, sizeof(hlines), 0), 0, sizeof(hlines));
   lgreen_register(L, funcs, NUPVALUES - 1);
 }
