@@ -64,23 +64,29 @@ typedef struct hspan {
 
 typedef struct hparser {
   http_parser p;
-  int phase;
-  int status;        /* PH_ERROR: the HTTP status to answer (400, ...) */
-  int last;          /* the last head callback: 0, 'f' field, 'v' value */
-  int skipbody;      /* a response to HEAD (or 204/304): no body */
-  int upgrade;       /* the message switches protocols after its head */
-  int keepalive;     /* http_should_keep_alive at the end of the head */
-  int expect;        /* requests: Expect: 0 none, 1 100-continue, 2 other */
-  int ctl;           /* requests: see 'push_results' */
-  int head_only;     /* the request is a HEAD (its response has no body) */
-  int answered;      /* requests: the status laid out for it, or 0 */
-  int http10;        /* the message is HTTP/1.0 */
-  int folded;        /* a header value came in pieces apart (obs-fold) */
-  int began_head;    /* requests: the head read so far (or refused) is a
-                        HEAD's, for the server's own answer (http_state) */
-  int bodykind;      /* see 'push_bodykind' */
+  /* (small fields: a parser is an idle connection's memory) */
+  short status;      /* PH_ERROR: the HTTP status to answer (400, ...) */
+  short ctl;         /* requests: see 'push_results' */
+  short answered;    /* requests: the status laid out for it, or 0 */
+  unsigned char phase;
+  char last;         /* the last head callback: 0, 'f' field, 'v' value */
+  unsigned char skipbody;  /* a response to HEAD (or 204/304): no body */
+  unsigned char upgrade;   /* the message switches protocols after its
+                              head */
+  unsigned char keepalive; /* http_should_keep_alive at the head's end */
+  unsigned char expect;    /* requests: Expect: 0 none, 1 100-continue,
+                              2 other */
+  unsigned char head_only; /* the request is a HEAD (its response has no
+                              body) */
+  unsigned char http10;    /* the message is HTTP/1.0 */
+  unsigned char folded;    /* a header value came in pieces apart
+                              (obs-fold) */
+  unsigned char began_head; /* requests: the head read so far (or
+                               refused) is a HEAD's, for the server's own
+                               answer (http_state) */
+  unsigned char bodykind;  /* see 'push_bodykind' */
+  unsigned char cstate;    /* chunked bodies: see 'chunk_scan' */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
-  int cstate;        /* chunked bodies: see 'chunk_scan' */
   uint64_t crem;     /* chunked bodies: the chunk's size, its data left */
   const char *base;  /* the buffer's start during an execute */
   size_t fed;        /* head: buffered bytes already given to the parser */
