@@ -47,9 +47,15 @@
 
 static int is_tchar(unsigned char c);
 
-/* Header lines recorded without an allocation; more grow a malloc'd
-   array (up to 'max_headers'). */
+/* Header lines recorded in the room at the front of the output's
+   allocation (SPAN_ROOM: no allocation of their own, and none while the
+   connection is idle); more grow a malloc'd array (up to
+   'max_headers'). */
 #define NINLINE 12
+#define SPAN_ROOM (2 * NINLINE * sizeof(hspan))
+
+/* The allocation whose output part starts at 'ob' (not NULL). */
+#define OB_BLOCK(hp) ((hp)->ob - SPAN_ROOM)
 
 /* Phases. */
 #define PH_HEAD 0  /* reading a head */
@@ -86,6 +92,7 @@ typedef struct hparser {
                                answer (http_state) */
   unsigned char bodykind;  /* see 'push_bodykind' */
   unsigned char cstate;    /* chunked bodies: see 'chunk_scan' */
+  unsigned char hbig;      /* 'h' is a malloc'd array of its own */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
   uint64_t crem;     /* chunked bodies: the chunk's size, its data left */
   const char *base;  /* the buffer's start during an execute */
@@ -98,11 +105,13 @@ typedef struct hparser {
   size_t nout;       /* body: bytes of decoded body at 'out' so far */
   hspan url, reason;
   uint32_t nh, caph; /* header lines; room in 'h' */
-  hspan *h;          /* 2 spans per line: name, value */
-  hspan inl[2 * NINLINE];
+  hspan *h;          /* 2 spans per line: name, value; NULL (caph 0)
+                        while there is no output allocation, else its
+                        span room (NINLINE lines) unless 'hbig' */
   struct arena *arena; /* where raw heads go (uservalue 5), or NULL */
-  char *ob;          /* responses laid out, not sent yet (malloc'd); its
-                        room past them holds a head's copy while the
+  char *ob;          /* responses laid out, not sent yet (malloc'd, after
+                        the SPAN_ROOM bytes of the allocation, OB_BLOCK);
+                        its room past them holds a head's copy while the
                         head's message is made ('push_message') */
   size_t olen, ocap; /* bytes in 'ob'; room */
   lgreen_owned own;  /* a box's record (box.c) */
@@ -187,10 +196,11 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
         return -1;
       }
       memcpy(nh, hp->h, 2 * hp->nh * sizeof(hspan));
-      if (hp->h != hp->inl)
+      if (hp->hbig)
         free(hp->h);
       hp->h = nh;
       hp->caph = cap;
+      hp->hbig = 1;
     }
     memset(&hp->h[2 * hp->nh], 0, 2 * sizeof(hspan));
     hp->nh++;
@@ -414,11 +424,20 @@ bad:
 ** returns the bytes it took. A pause is not an error; a parse error
 ** moves to PH_ERROR with the status to answer.
 */
+static int out_reserve(hparser *hp, size_t n);
+
 static size_t run(hparser *hp, const char *base, const char *data, size_t n) {
   size_t took;
   enum http_errno e;
   int bad = 0;
   hp->base = base;
+  /* a head's spans go in the output's allocation: made now if the
+     parser gave it back (idle) */
+  if (hp->phase == PH_HEAD && hp->h == NULL && !out_reserve(hp, 1)) {
+    hp->phase = PH_ERROR;
+    hp->status = 503;
+    return 0;
+  }
   if (hp->phase == PH_BODY && (hp->p.flags & F_CHUNKED) && n > 0)
     n = chunk_scan(hp, data, n, &bad);
   /* (0 bytes would tell the parser the stream ended) */
@@ -536,9 +555,7 @@ static int l_http_parser(lua_State *L) {
   hp->max_head = (uint32_t)max_head;
   hp->max_headers = (uint32_t)max_headers;
   hp->max_body0 = max_body >= 1.8e19 ? UINT64_MAX : (uint64_t)max_body;
-  hp->h = hp->inl;
-  hp->caph = NINLINE;
-  next_message(hp);
+  next_message(hp); /* (no buffers until a message's first bytes) */
   lua_pushvalue(L, 5);
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, 6);
@@ -553,12 +570,14 @@ static int l_http_parser(lua_State *L) {
 
 /* Give back the buffers of 'hp' (it stays usable: they are remade). */
 static void parser_release(hparser *hp) {
-  if (hp->h != hp->inl)
+  if (hp->hbig)
     free(hp->h);
-  hp->h = hp->inl;
-  hp->caph = NINLINE;
+  hp->hbig = 0;
+  hp->h = NULL;
+  hp->caph = 0;
   hp->nh = 0;
-  free(hp->ob);
+  if (hp->ob != NULL)
+    free(OB_BLOCK(hp));
   hp->ob = NULL;
   hp->olen = hp->ocap = 0;
 }
@@ -1994,10 +2013,10 @@ static int l_http_state(lua_State *L) {
   else
     lua_pushboolean(L, 0);
   lua_pushboolean(L, hp->began_head);
-  lua_pushinteger(L, (lua_Integer)(hp->ocap +
-                                   (hp->h != hp->inl
-                                        ? 2 * hp->caph * sizeof(hspan)
-                                        : 0)));
+  lua_pushinteger(L, (lua_Integer)((hp->ob != NULL ? SPAN_ROOM + hp->ocap
+                                                   : 0) +
+                                   (hp->hbig ? 2 * hp->caph * sizeof(hspan)
+                                             : 0)));
   return 5;
 }
 
@@ -2361,11 +2380,23 @@ static size_t build(lua_State *L, hparser *hp, hlines *hl, rout *p,
 }
 
 
+/* The output's allocation is now 'nb' (NULL: none) with 'cap' bytes of
+   output: the head's spans follow it if they are in its room. */
+static void out_moved(hparser *hp, char *nb, size_t cap) {
+  hp->ob = nb != NULL ? nb + SPAN_ROOM : NULL;
+  hp->ocap = cap;
+  if (!hp->hbig) {
+    hp->h = (hspan *)(void *)nb;
+    hp->caph = nb != NULL ? NINLINE : 0;
+  }
+}
+
+
 /* Room for 'n' more bytes in the output; 0 if none can be had. */
 static int out_reserve(hparser *hp, size_t n) {
   size_t cap;
   char *nb;
-  if (hp->ocap - hp->olen >= n)
+  if (hp->ob != NULL && hp->ocap - hp->olen >= n)
     return 1;
   cap = hp->ocap < 1024 ? 1024 : hp->ocap;
   while (cap - hp->olen < n) {
@@ -2373,11 +2404,11 @@ static int out_reserve(hparser *hp, size_t n) {
       return 0;
     cap *= 2;
   }
-  nb = (char *)realloc(hp->ob, cap);
+  nb = (char *)realloc(hp->ob != NULL ? OB_BLOCK(hp) : NULL,
+                       SPAN_ROOM + cap);
   if (nb == NULL)
     return 0;
-  hp->ob = nb;
-  hp->ocap = cap;
+  out_moved(hp, nb, cap);
   return 1;
 }
 
@@ -2672,10 +2703,11 @@ static int l_http_run(lua_State *L) {
    KEEP_OUTPUT (a long response) rather than keep it per connection. */
 static void output_done(hparser *hp) {
   hp->olen = 0;
-  if (hp->ocap > KEEP_OUTPUT) {
-    free(hp->ob);
-    hp->ob = NULL;
-    hp->ocap = 0;
+  if (hp->ocap > KEEP_OUTPUT) { /* (down to 1 KB: the room for spans may
+                                   hold a head's that has begun) */
+    char *nb = (char *)realloc(OB_BLOCK(hp), SPAN_ROOM + 1024);
+    if (nb != NULL)
+      out_moved(hp, nb, 1024);
   }
 }
 
