@@ -79,27 +79,12 @@ describe("green.http over TLS", function()
       local conn
       local port, stop = start(function(req)
         conn = req.conn
-        local names = {}
-        for k, v in pairs(req.headers) do
-          if k:match("^x%-") and k ~= "x-big" then
-            names[#names + 1] = k .. "=" .. v
-          end
-        end
-        table.sort(names)
-        return 200, {}, req.path .. " " .. table.concat(names, ",")
+        return h.x_headers_answer(req, "x-big")
       end, { keepalive_timeout = 600, max_header_size = 128 * 1024 })
       local c = assert(green.connect("127.0.0.1", port, { tls = {
         cafile = p("ca.pem"), server_name = "localhost" } }))
       c:settimeout(20)
-      local function response()
-        assert.are.equal("HTTP/1.1 200 OK", c:receive())
-        local len
-        repeat
-          local l = assert(c:receive())
-          len = tonumber(l:match("^Content%-Length: (%d+)")) or len
-        until l == ""
-        return assert(c:receive(len))
-      end
+      local function response() return h.http_ok_body(c) end
       -- a 70 KB head: its copy grows the output past 64 KB (given back
       -- when the response goes); the next head begun behind it, 3 lines
       -- parsed before that (over TLS the server feeds what is buffered,
