@@ -47,9 +47,15 @@
 
 static int is_tchar(unsigned char c);
 
-/* Header lines recorded without an allocation; more grow a malloc'd
-   array (up to 'max_headers'). */
+/* Header lines recorded in the room at the front of the output's
+   allocation (SPAN_ROOM: no allocation of their own, and none while the
+   connection is idle); more grow a malloc'd array (up to
+   'max_headers'). */
 #define NINLINE 12
+#define SPAN_ROOM (2 * NINLINE * sizeof(hspan))
+
+/* The allocation whose output part starts at 'ob' (not NULL). */
+#define OB_BLOCK(hp) ((hp)->ob - SPAN_ROOM)
 
 /* Phases. */
 #define PH_HEAD 0  /* reading a head */
@@ -64,23 +70,30 @@ typedef struct hspan {
 
 typedef struct hparser {
   http_parser p;
-  int phase;
-  int status;        /* PH_ERROR: the HTTP status to answer (400, ...) */
-  int last;          /* the last head callback: 0, 'f' field, 'v' value */
-  int skipbody;      /* a response to HEAD (or 204/304): no body */
-  int upgrade;       /* the message switches protocols after its head */
-  int keepalive;     /* http_should_keep_alive at the end of the head */
-  int expect;        /* requests: Expect: 0 none, 1 100-continue, 2 other */
-  int ctl;           /* requests: see 'push_results' */
-  int head_only;     /* the request is a HEAD (its response has no body) */
-  int answered;      /* requests: the status laid out for it, or 0 */
-  int http10;        /* the message is HTTP/1.0 */
-  int folded;        /* a header value came in pieces apart (obs-fold) */
-  int began_head;    /* requests: the head read so far (or refused) is a
-                        HEAD's, for the server's own answer (http_state) */
-  int bodykind;      /* see 'push_bodykind' */
+  /* (small fields: a parser is an idle connection's memory) */
+  short status;      /* PH_ERROR: the HTTP status to answer (400, ...) */
+  short ctl;         /* requests: see 'push_results' */
+  short answered;    /* requests: the status laid out for it, or 0 */
+  unsigned char phase;
+  char last;         /* the last head callback: 0, 'f' field, 'v' value */
+  unsigned char skipbody;  /* a response to HEAD (or 204/304): no body */
+  unsigned char upgrade;   /* the message switches protocols after its
+                              head */
+  unsigned char keepalive; /* http_should_keep_alive at the head's end */
+  unsigned char expect;    /* requests: Expect: 0 none, 1 100-continue,
+                              2 other */
+  unsigned char head_only; /* the request is a HEAD (its response has no
+                              body) */
+  unsigned char http10;    /* the message is HTTP/1.0 */
+  unsigned char folded;    /* a header value came in pieces apart
+                              (obs-fold) */
+  unsigned char began_head; /* requests: the head read so far (or
+                               refused) is a HEAD's, for the server's own
+                               answer (http_state) */
+  unsigned char bodykind;  /* see 'push_bodykind' */
+  unsigned char cstate;    /* chunked bodies: see 'chunk_scan' */
+  unsigned char hbig;      /* 'h' is a malloc'd array of its own */
   uint64_t length;   /* Content-Length if bodykind is BK_LENGTH */
-  int cstate;        /* chunked bodies: see 'chunk_scan' */
   uint64_t crem;     /* chunked bodies: the chunk's size, its data left */
   const char *base;  /* the buffer's start during an execute */
   size_t fed;        /* head: buffered bytes already given to the parser */
@@ -92,21 +105,29 @@ typedef struct hparser {
   size_t nout;       /* body: bytes of decoded body at 'out' so far */
   hspan url, reason;
   uint32_t nh, caph; /* header lines; room in 'h' */
-  hspan *h;          /* 2 spans per line: name, value */
-  hspan inl[2 * NINLINE];
+  hspan *h;          /* 2 spans per line: name, value; NULL (caph 0)
+                        while there is no output allocation, else its
+                        span room (NINLINE lines) unless 'hbig' */
   struct arena *arena; /* where raw heads go (uservalue 5), or NULL */
-  char *ob;          /* responses laid out, not sent yet (malloc'd); its
-                        room past them holds a head's copy while the
+  char *ob;          /* responses laid out, not sent yet (malloc'd, after
+                        the SPAN_ROOM bytes of the allocation, OB_BLOCK);
+                        its room past them holds a head's copy while the
                         head's message is made ('push_message') */
   size_t olen, ocap; /* bytes in 'ob'; room */
+  lgreen_owned own;  /* a box's record (box.c) */
+} hparser;
+
+/* The lines every response starts with, kept from one response to the
+   next: one record per hub (upvalue UV_LINES), not per parser (an idle
+   connection's memory: bench/idle.lua). */
+typedef struct hlines {
   int stcode;        /* the status 'stline' was made for (0: none) */
   size_t stlen;
   char stline[48];   /* "HTTP/1.1 200 OK\r\n" */
   time_t datesec;    /* the second 'date' was made for */
   size_t datelen;
   char date[48];     /* "Date: ...\r\n" */
-  lgreen_owned own;  /* a box's record (box.c) */
-} hparser;
+} hlines;
 
 /* Body kinds. */
 #define BK_NONE 0   /* no body */
@@ -175,10 +196,11 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
         return -1;
       }
       memcpy(nh, hp->h, 2 * hp->nh * sizeof(hspan));
-      if (hp->h != hp->inl)
+      if (hp->hbig)
         free(hp->h);
       hp->h = nh;
       hp->caph = cap;
+      hp->hbig = 1;
     }
     memset(&hp->h[2 * hp->nh], 0, 2 * sizeof(hspan));
     hp->nh++;
@@ -402,11 +424,20 @@ bad:
 ** returns the bytes it took. A pause is not an error; a parse error
 ** moves to PH_ERROR with the status to answer.
 */
+static int out_reserve(hparser *hp, size_t n);
+
 static size_t run(hparser *hp, const char *base, const char *data, size_t n) {
   size_t took;
   enum http_errno e;
   int bad = 0;
   hp->base = base;
+  /* a head's spans go in the output's allocation: made now if the
+     parser gave it back (idle) */
+  if (hp->phase == PH_HEAD && hp->h == NULL && !out_reserve(hp, 1)) {
+    hp->phase = PH_ERROR;
+    hp->status = 503;
+    return 0;
+  }
   if (hp->phase == PH_BODY && (hp->p.flags & F_CHUNKED) && n > 0)
     n = chunk_scan(hp, data, n, &bad);
   /* (0 bytes would tell the parser the stream ended) */
@@ -524,9 +555,7 @@ static int l_http_parser(lua_State *L) {
   hp->max_head = (uint32_t)max_head;
   hp->max_headers = (uint32_t)max_headers;
   hp->max_body0 = max_body >= 1.8e19 ? UINT64_MAX : (uint64_t)max_body;
-  hp->h = hp->inl;
-  hp->caph = NINLINE;
-  next_message(hp);
+  next_message(hp); /* (no buffers until a message's first bytes) */
   lua_pushvalue(L, 5);
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, 6);
@@ -541,12 +570,14 @@ static int l_http_parser(lua_State *L) {
 
 /* Give back the buffers of 'hp' (it stays usable: they are remade). */
 static void parser_release(hparser *hp) {
-  if (hp->h != hp->inl)
+  if (hp->hbig)
     free(hp->h);
-  hp->h = hp->inl;
-  hp->caph = NINLINE;
+  hp->hbig = 0;
+  hp->h = NULL;
+  hp->caph = 0;
   hp->nh = 0;
-  free(hp->ob);
+  if (hp->ob != NULL)
+    free(OB_BLOCK(hp));
   hp->ob = NULL;
   hp->olen = hp->ocap = 0;
 }
@@ -786,7 +817,8 @@ static const char *const msg_keys[] = {"conn", "remote_addr", "method", "path", 
 #define UV_GET lua_upvalueindex(9)
 #define UV_V11 lua_upvalueindex(10)
 #define UV_RAWMT lua_upvalueindex(11)
-#define NUPVALUES 11
+#define UV_LINES lua_upvalueindex(12) /* the hub's 'hlines' */
+#define NUPVALUES 12
 
 
 /* t[key] = v: the table at -2, the value at -1 (popped); a raw set with the
@@ -1981,10 +2013,10 @@ static int l_http_state(lua_State *L) {
   else
     lua_pushboolean(L, 0);
   lua_pushboolean(L, hp->began_head);
-  lua_pushinteger(L, (lua_Integer)(hp->ocap +
-                                   (hp->h != hp->inl
-                                        ? 2 * hp->caph * sizeof(hspan)
-                                        : 0)));
+  lua_pushinteger(L, (lua_Integer)((hp->ob != NULL ? SPAN_ROOM + hp->ocap
+                                                   : 0) +
+                                   (hp->hbig ? 2 * hp->caph * sizeof(hspan)
+                                             : 0)));
   return 5;
 }
 
@@ -2162,7 +2194,7 @@ static size_t put_length(rout *p, size_t at, unsigned long long v) {
 
 /* The Date line, remade when the wall clock's second changes (a coarse
    clock read per response; gmtime and the formatting once a second). */
-static void update_date(hparser *hp) {
+static void update_date(hlines *hp) {
   static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
                                   "Thu", "Fri", "Sat"};
   static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr",
@@ -2211,7 +2243,7 @@ static void update_date(hparser *hp) {
 
 
 /* The status line for 'status' (200-999), kept for the next response. */
-static void status_line(hparser *hp, int status) {
+static void status_line(hlines *hp, int status) {
   const char *reason = http_status_str((enum http_status)status);
   char num[24], *d = digits(num + sizeof(num), (unsigned long long)status);
   size_t dn = (size_t)(num + sizeof(num) - d), rn;
@@ -2256,8 +2288,8 @@ static int special_name(const char *k, size_t kn) {
 ** a + 1, a + 2 ('A_*' offsets). The request is the parser's last head
 ** (HEAD? HTTP/1.0?).
 */
-static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri, int a,
-                    int keep) {
+static size_t build(lua_State *L, hparser *hp, hlines *hl, rout *p,
+                    rinfo *ri, int a, int keep) {
   lua_Integer status = lua_tointeger(L, a + A_STATUS);
   int bt = lua_type(L, a + A_BODY);
   int head_only = hp->head_only;
@@ -2272,10 +2304,10 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri, int a,
   ri->keep = keep;
   ri->mode = 0;
   ri->clen = -1;
-  if (status != hp->stcode)
-    status_line(hp, (int)status);
-  at = put(p, at, hp->stline, hp->stlen);
-  at = put(p, at, hp->date, hp->datelen);
+  if (status != hl->stcode)
+    status_line(hl, (int)status);
+  at = put(p, at, hl->stline, hl->stlen);
+  at = put(p, at, hl->date, hl->datelen);
   if (lua_istable(L, a + A_HEADERS)) {
     lua_pushnil(L);
     while (lua_next(L, a + A_HEADERS)) {
@@ -2348,11 +2380,23 @@ static size_t build(lua_State *L, hparser *hp, rout *p, rinfo *ri, int a,
 }
 
 
+/* The output's allocation is now 'nb' (NULL: none) with 'cap' bytes of
+   output: the head's spans follow it if they are in its room. */
+static void out_moved(hparser *hp, char *nb, size_t cap) {
+  hp->ob = nb != NULL ? nb + SPAN_ROOM : NULL;
+  hp->ocap = cap;
+  if (!hp->hbig) {
+    hp->h = (hspan *)(void *)nb;
+    hp->caph = nb != NULL ? NINLINE : 0;
+  }
+}
+
+
 /* Room for 'n' more bytes in the output; 0 if none can be had. */
 static int out_reserve(hparser *hp, size_t n) {
   size_t cap;
   char *nb;
-  if (hp->ocap - hp->olen >= n)
+  if (hp->ob != NULL && hp->ocap - hp->olen >= n)
     return 1;
   cap = hp->ocap < 1024 ? 1024 : hp->ocap;
   while (cap - hp->olen < n) {
@@ -2360,11 +2404,11 @@ static int out_reserve(hparser *hp, size_t n) {
       return 0;
     cap *= 2;
   }
-  nb = (char *)realloc(hp->ob, cap);
+  nb = (char *)realloc(hp->ob != NULL ? OB_BLOCK(hp) : NULL,
+                       SPAN_ROOM + cap);
   if (nb == NULL)
     return 0;
-  hp->ob = nb;
-  hp->ocap = cap;
+  out_moved(hp, nb, cap);
   return 1;
 }
 
@@ -2392,6 +2436,7 @@ static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
 static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   lua_Integer status = lua_tointeger(L, a + A_STATUS);
   int bt = lua_type(L, a + A_BODY);
+  hlines *hl = (hlines *)lua_touserdata(L, UV_LINES);
   rout o;
   size_t n;
   if (hp->p.type != HTTP_REQUEST || hp->phase == PH_HEAD)
@@ -2408,7 +2453,7 @@ static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   if (bt != LUA_TSTRING && bt != LUA_TFUNCTION && bt > LUA_TNIL)
     luaL_error(L, "green.http: the handler's body must be a string, a "
                "function or nil, not a %s", luaL_typename(L, a + A_BODY));
-  update_date(hp);
+  update_date(hl);
   /* an idle connection gave its output back (parser_idle): retake it
      first, rather than count the response and build it again */
   if (hp->ob == NULL && !out_reserve(hp, 1))
@@ -2416,14 +2461,14 @@ static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   o.p = hp->ob + hp->olen;
   o.cap = hp->ocap - hp->olen;
   o.check = 1;
-  n = build(L, hp, &o, ri, a, keep);
+  n = build(L, hp, hl, &o, ri, a, keep);
   if (n > o.cap) { /* counted only: grow the output, then copy */
     if (!out_reserve(hp, n))
       luaL_error(L, "not enough memory");
     o.p = hp->ob + hp->olen;
     o.cap = n;
     o.check = 0;
-    if (build(L, hp, &o, ri, a, keep) != n)
+    if (build(L, hp, hl, &o, ri, a, keep) != n)
       luaL_error(L, "green.http: the headers changed while written");
   }
   hp->olen += n;
@@ -2658,10 +2703,11 @@ static int l_http_run(lua_State *L) {
    KEEP_OUTPUT (a long response) rather than keep it per connection. */
 static void output_done(hparser *hp) {
   hp->olen = 0;
-  if (hp->ocap > KEEP_OUTPUT) {
-    free(hp->ob);
-    hp->ob = NULL;
-    hp->ocap = 0;
+  if (hp->ocap > KEEP_OUTPUT) { /* (down to 1 KB: the room for spans may
+                                   hold a head's that has begun) */
+    char *nb = (char *)realloc(OB_BLOCK(hp), SPAN_ROOM + 1024);
+    if (nb != NULL)
+      out_moved(hp, nb, 1024);
   }
 }
 
@@ -2825,5 +2871,6 @@ void lgreen_open_http(lua_State *L, gl_hub_t *hub) {
   lua_newtable(L); /* the raw heads' metatable */
   lua_pushliteral(L, "green.http.rawhead");
   lua_setfield(L, -2, "__name");
+  memset(lua_newuserdatauv(L, sizeof(hlines), 0), 0, sizeof(hlines));
   lgreen_register(L, funcs, NUPVALUES - 1);
 }

@@ -323,23 +323,31 @@ int lgreen_dns_resolve(lua_State *L, lsock_dns *d, const char *host,
 /* stream.c and conn.c: the record of a stream socket (TCP, Unix). */
 typedef struct lstream {
   lsock base; /* first member */
+  char *buf;      /* read buffer: bytes [off, off + len) are data */
+  size_t off, len, cap;
+  size_t limit;   /* receive limit in bytes (SIZE_MAX: none) */
+  size_t scanned; /* bytes at the front known to hold no '\n' */
+  size_t count;   /* the head reader's count (receive(n), recv(max)) */
+  int rerr;       /* 0, UV_EOF or a read error; seen after 'buf' */
+  int werr;       /* 0, or the first write (or connect) error */
+  int backlog;    /* listening: listen()'s */
+  short mode;     /* the head reader's mode; 0 until it says */
+  short pending;  /* listening: 1 a connection waits, < 0 an error (a
+                     libuv error code: > -4096) */
+  /* last: a kind's record ends with its own handle (LSTREAM_SIZE): a
+     TCP socket's record is 488 bytes, 2 malloc size classes below the
+     512 of the whole union (uv_pipe_t's size) (bench/idle.lua) */
   union {
     uv_handle_t handle;
     uv_stream_t stream;
     uv_tcp_t tcp;
     uv_pipe_t pipe;
   } h;
-  char *buf;      /* read buffer: bytes [off, off + len) are data */
-  size_t off, len, cap;
-  size_t limit;   /* receive limit in bytes (SIZE_MAX: none) */
-  size_t scanned; /* bytes at the front known to hold no '\n' */
-  size_t count;   /* the head reader's count (receive(n), recv(max)) */
-  int mode;       /* the head reader's mode; 0 until it says */
-  int rerr;       /* 0, UV_EOF or a read error; seen after 'buf' */
-  int werr;       /* 0, or the first write (or connect) error */
-  int pending;    /* listening: 1 a connection waits, < 0 an error */
-  int backlog;    /* listening: listen()'s */
 } lstream;
+
+/* The record of a stream kind whose handle is member 'm' of 'h'. */
+#define LSTREAM_SIZE(m) \
+  (offsetof(lstream, h) + sizeof(((lstream *)0)->h.m))
 
 #define LSTREAM(s) ((lstream *)(s))
 
@@ -383,7 +391,7 @@ int lgreen_stream_backlog(lua_State *L, int arg);
 
 /* The members of a stream kind's ops table that stream.c provides. */
 #define LSOCK_STREAM_OPS                                                  \
-  .size = sizeof(lstream), .hoff = offsetof(lstream, h),                  \
+  .hoff = offsetof(lstream, h),                                           \
   .readable = lgreen_stream_readable, .can_read = lgreen_stream_can_read, \
   .can_write = lgreen_stream_can_write, .watched = lgreen_stream_watched, \
   .close = lgreen_stream_close, .queued = lgreen_stream_queued,           \

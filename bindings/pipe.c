@@ -93,6 +93,7 @@ static void pipe_forked(lsock *s) {
 
 
 static const lsock_ops pipe_ops = {LSOCK_STREAM_OPS, .tag = "unix, ",
+                                   .size = LSTREAM_SIZE(pipe),
                                    .init = pipe_init, .open = pipe_open,
                                    .forked = pipe_forked,
                                    .address = pipe_address,

@@ -127,7 +127,7 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b);
    socket until it is accepted), or accept() failed (EMFILE, ...). */
 static void on_connection(uv_stream_t *server, int status) {
   lstream *x = (lstream *)server->data;
-  x->pending = status < 0 ? status : 1;
+  x->pending = (short)(status < 0 ? status : 1);
   lgreen_sock_kick_readers(&x->base);
 }
 
@@ -595,7 +595,7 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx) {
   }
   /* Woken (at the head), but the data is not all there yet: say what it
      takes to wake us, and wait again, first in line. */
-  x->mode = mode;
+  x->mode = (short)mode;
   x->count = count;
   return recv_wait(L, x, ctx);
 }

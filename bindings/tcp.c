@@ -76,6 +76,7 @@ static int tcp_open(lsock *s, uv_os_fd_t fd) {
 
 
 static const lsock_ops tcp_ops = {LSOCK_STREAM_OPS, .tag = "",
+                                  .size = LSTREAM_SIZE(tcp),
                                   .init = tcp_init, .open = tcp_open,
                                   .address = tcp_address,
                                   .pushpeer = tcp_pushpeer};

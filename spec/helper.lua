@@ -271,6 +271,32 @@ function helper.idle_parser_bytes(conn)
   return held
 end
 
+--- A response of 200 read from client socket `c` (its head, then the body
+-- by its Content-Length): the body.
+function helper.http_ok_body(c)
+  local line, err = c:receive()
+  if line ~= "HTTP/1.1 200 OK" then
+    error(("a 200 expected, got %s"):format(tostring(line or err)), 2)
+  end
+  local len
+  repeat
+    local l = assert(c:receive())
+    len = tonumber(l:match("^Content%-Length: (%d+)")) or len
+  until l == ""
+  return assert(c:receive(len))
+end
+
+--- A green.http handler's answer naming the request's X- headers:
+-- "path x-a=1,x-b=2" (sorted), all but `skip`'s.
+function helper.x_headers_answer(req, skip)
+  local names = {}
+  for k, v in pairs(req.headers) do
+    if k:match("^x%-") and k ~= skip then names[#names + 1] = k .. "=" .. v end
+  end
+  table.sort(names)
+  return 200, {}, req.path .. " " .. table.concat(names, ",")
+end
+
 --- `data` sent on a new connection to 127.0.0.1:`port` (a raw client of
 -- a test server): all it answers until it closes the connection, and
 -- the error that ended the read ("closed", "timeout" after `timeout`

@@ -267,6 +267,101 @@ describe("green.http.serve", function()
       stop()
     end)
   end)
+  it("reads every header of requests pipelined after an idle wait (the "
+     .. "spans' room given back and retaken), and of a head begun behind a "
+     .. "response whose grown output is given back", function()
+    green_run(function()
+      local conn
+      local port, stop = start(function(req)
+        conn = req.conn
+        return h.x_headers_answer(req)
+      end, { max_header_size = 128 * 1024 })
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(20)
+      local function request(path, nh, big)
+        local t = { "GET ", path, " HTTP/1.1\r\nHost: h\r\n" }
+        for i = 1, nh do t[#t + 1] = ("X-%02d: v%d\r\n"):format(i, i) end
+        if big then t[#t + 1] = "X-Big: " .. big .. "\r\n" end
+        return table.concat(t)
+      end
+      local function want(path, nh, big)
+        local t = {}
+        if big then t[1] = "x-big=" .. big end
+        for i = 1, nh do t[#t + 1] = ("x-%02d=v%d"):format(i, i) end
+        table.sort(t)
+        return path .. " " .. table.concat(t, ",")
+      end
+      local function response() return h.http_ok_body(c) end
+      -- the first request, then idle (its buffers given back)
+      assert(c:send(request("/0", 2) .. "\r\n"))
+      assert.are.equal(want("/0", 2), response())
+      assert.are.equal(0, h.idle_parser_bytes(conn))
+      -- pipelined after the idle wait: 5 lines (in the room), 40 (an
+      -- array of their own), 12 (the room's size), 13, one line
+      local counts = { 5, 40, 12, 13, 1 }
+      local all = {}
+      for i, n in ipairs(counts) do all[i] = request("/p" .. i, n) .. "\r\n" end
+      assert(c:send(table.concat(all)))
+      for i, n in ipairs(counts) do
+        assert.are.equal(want("/p" .. i, n), response())
+      end
+      assert.are.equal(0, h.idle_parser_bytes(conn))
+      -- a 70 KB head (the output grows past 64 KB for its copy;
+      -- libhttp-parser takes up to 80 KB) with the next head begun behind
+      -- it: 3 lines in the spans' room when the response goes and the
+      -- output is given back down to 1 KB
+      local big = ("b"):rep(70 * 1024)
+      local second = request("/after", 3)
+      assert(c:send(request("/big", 3, big) .. "\r\n" .. second))
+      assert.are.equal(want("/big", 3, big), response())
+      assert(c:send("X-Last: z\r\n\r\n"))
+      local got = response()
+      assert.are.equal("/after x-01=v1,x-02=v2,x-03=v3,x-last=z", got)
+      assert.are.equal(0, h.idle_parser_bytes(conn))
+      c:close()
+      stop()
+    end)
+  end)
+  it("lets go of the last request and its response body while a keep-alive "
+     .. "connection waits idle for its next head", function()
+    green_run(function()
+      local conn
+      local seen = setmetatable({}, { __mode = "k" })
+      local port, stop = start(function(req)
+        conn = req.conn
+        seen[req] = "request " .. req.path
+        if req.path == "/stream" then -- a body the response holds
+          local sent = false
+          local body = function()
+            if sent then return nil end
+            sent = true
+            return "streamed"
+          end
+          seen[body] = "body"
+          return 200, { ["Content-Length"] = "8" }, body
+        end
+        return 200, {}, "plain"
+      end)
+      local c = assert(green.connect("127.0.0.1", port))
+      c:settimeout(20)
+      for _, path in ipairs { "/stream", "/plain" } do
+        assert(c:send("GET " .. path .. " HTTP/1.1\r\nHost: h\r\n\r\n"))
+        h.http_ok_body(c)
+        h.idle_parser_bytes(conn) -- (waits until it parks idle)
+        collectgarbage()
+        collectgarbage()
+        local left = {}
+        for _, what in pairs(seen) do left[#left + 1] = what end
+        table.sort(left)
+        assert.are.same({}, left)
+      end
+      -- and the connection goes on
+      assert(c:send("GET /again HTTP/1.1\r\nHost: h\r\n\r\n"))
+      assert.are.equal("HTTP/1.1 200 OK", c:receive())
+      c:close()
+      stop()
+    end)
+  end)
   it("takes requests sent a byte at a time on a connection that goes "
      .. "idle between them (HEAD, a body by length, chunked, 100-continue, "
      .. "bare LF line ends), and the requests kept read their headers "

@@ -382,10 +382,16 @@ local function requests(c)
     if not kept or c.broken then return end
     if nreq then
       req, kind, keep, ctl = nreq, nkind, nkeep, nctl
-    elseif run then
-      req, kind, keep, ctl = http_next(sock, parser, c, ka, ht, srv)
     else
-      req, kind, keep, ctl = head(sock, parser, false)
+      -- the next head may be a keep-alive timeout away: an idle
+      -- connection keeps neither the last request (its table, its head's
+      -- arena) nor its response body (stack slots the collector marks)
+      req, body = nil, nil -- luacheck: ignore 311 (dropped, not read)
+      if run then
+        req, kind, keep, ctl = http_next(sock, parser, c, ka, ht, srv)
+      else
+        req, kind, keep, ctl = head(sock, parser, false)
+      end
     end
   end
 end
