@@ -123,11 +123,11 @@ static int l_threads(lua_State *L) {
 
 /*
 ** The sleepers' waits are on the hub's list 'unref_sleepers' (by the
-** wait's 'link', so a kill or an abandon takes one off), each with its due
-** time (the loop's ms) as its 'data'; one unref'd timer of the hub's,
-** closed with its other handles, fires at the earliest. No memory per
-** sleep: a sleeper parked at lua_close leaves nothing behind (a timer
-** malloc'd per sleep was lost then).
+** wait's 'link', so a kill or an abandon takes one off), in due order,
+** each with its due time (the loop's ms) as its 'data'; one unref'd
+** timer of the hub's, closed with its other handles, fires at the
+** earliest. No memory per sleep: a sleeper parked at lua_close leaves
+** nothing behind (a timer malloc'd per sleep was lost then).
 */
 #define DUE(w) ((uint64_t)(uintptr_t)(w)->data)
 
@@ -146,15 +146,15 @@ static void on_due(uv_timer_t *h) {
   uint64_t now = uv_now(h->loop), next = UINT64_MAX;
   gl_link_t *l = g->unref_sleepers.next;
   int woke = 0;
-  while (l != &g->unref_sleepers) {
+  while (l != &g->unref_sleepers) { /* in due order: the due ones first */
     gl_wait_t *w = GL_CONTAINER(l, gl_wait_t, link);
     l = l->next;
-    if (DUE(w) <= now) {
-      gl_link_remove(&w->link);
-      woke |= gl_wait_end(w, GL_W_OK);
-    } else if (DUE(w) < next) {
+    if (DUE(w) > now) {
       next = DUE(w);
+      break;
     }
+    gl_link_remove(&w->link);
+    woke |= gl_wait_end(w, GL_W_OK);
   }
   if (next != UINT64_MAX)
     arm(g, now, next);
@@ -182,11 +182,17 @@ static int l_sleep_unref(lua_State *L) {
   gl_thread_t *t = lgreen_begin(L, hub, "green.sleep_unref");
   lgreen_state_t *g = lgreen_state(hub);
   uint64_t now;
-  uv_update_time(&hub->loop);
+  gl_link_t *at = &g->unref_sleepers;
+  uv_update_time(&hub->loop); /* from now, as green.sleep (gl_now) */
   now = uv_now(&hub->loop);
   gl_wait_start(t, &t->w, "green.sleep_unref", NULL,
                 (void *)(uintptr_t)(now + ms));
-  gl_link_push(&g->unref_sleepers, &t->w.link);
+  /* kept in due order, equal ones in the order they slept: sleepers due
+     together (a late turn) wake in their deadlines' order */
+  while (at->prev != &g->unref_sleepers &&
+         DUE(GL_CONTAINER(at->prev, gl_wait_t, link)) > now + ms)
+    at = at->prev;
+  gl_link_push(at, &t->w.link); /* before 'at' */
   arm(g, now, now + ms);
   return lgreen_block(L, t, lgreen_done_k, (lua_KContext)&t->w);
 }

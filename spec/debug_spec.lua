@@ -269,16 +269,22 @@ describe("core.sleep_unref (the spec helper's deadline)", function()
       local reader = green.spawn(function() return s:receive() end)
       local order = {}
       local ts = {}
-      for _, d in ipairs { 0.03, 0.01, 0.05, 0.02 } do
+      -- slept in another order than their deadlines' (100 ms apart: a
+      -- later sleeper's clock starts later, by less than that)
+      for _, d in ipairs { 0.3, 0.1, 0.5, 0.2 } do
         ts[#ts + 1] = green.spawn(function()
           core.sleep_unref(d)
           order[#order + 1] = d
         end)
       end
       green.sleep(0) -- all four asleep
-      ts[3]:kill() -- (0.05)
+      ts[3]:kill() -- (0.5)
+      -- the hub late, blocked past every deadline: the three wake in one
+      -- turn, and still in their deadlines' order
+      local t0 = green.now()
+      repeat helper.sh("sleep 0.1") until green.now() - t0 > 0.35
       for _, t in ipairs(ts) do t:wait() end
-      assert.are.same({ 0.01, 0.02, 0.03 }, order)
+      assert.are.same({ 0.1, 0.2, 0.3 }, order)
       c:close()
       reader:wait()
       s:close()
