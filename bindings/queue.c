@@ -193,7 +193,7 @@ static int get(lua_State *L, queue *q, const char *what) {
   if (top != 1)
     lua_settop(L, 1); /* the item handed over goes at 2 */
   return lgreen_wq_wait(L, t, &q->getters, what, get_cancel,
-                        timed ? &s : NULL, get_k);
+                        timed ? &s : NULL, get_k, 0);
 }
 
 
@@ -219,10 +219,17 @@ static int q_get_nowait(lua_State *L) {
 }
 
 
-/* A putter whose item was taken, or timed out. */
+/*
+** A putter whose item was taken, or timed out. Once taken the put stands:
+** a Timeout due before the putter ran again waits for its next blocking
+** call (the wait is 'final'); a kill still raises here, the item
+** delivered all the same.
+*/
 static int put_k(lua_State *L, int status, lua_KContext ctx) {
+  gl_wait_t *w = (gl_wait_t *)ctx;
   (void)status;
-  if (lgreen_waited(L, (gl_wait_t *)ctx, NULL) == GL_W_TIMEOUT)
+  w->final = 0;
+  if (lgreen_waited(L, w, NULL) == GL_W_TIMEOUT)
     return fail(L, "timeout"); /* (once taken, the put stands) */
   lua_pushboolean(L, 1);
   return 1;
@@ -254,7 +261,7 @@ static int put(lua_State *L, queue *q) {
   if (top != 2)
     lua_settop(L, 2); /* the item stays at slot 2 for the getter */
   return lgreen_wq_wait(L, t, &q->putters, "Queue:put", put_cancel,
-                        timed ? &s : NULL, put_k);
+                        timed ? &s : NULL, put_k, 1);
 }
 
 
@@ -302,7 +309,7 @@ static int q_join(lua_State *L) {
   t = lgreen_begin(L, lgreen_hub(L), "Queue:join");
   lua_settop(L, 1);
   return lgreen_wq_wait(L, t, &q->joiners, "Queue:join", join_cancel,
-                        timed ? &s : NULL, join_k);
+                        timed ? &s : NULL, join_k, 0);
 }
 
 

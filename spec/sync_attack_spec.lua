@@ -1,0 +1,326 @@
+-- Attacks on the synchronisation toolkit and the pools: every blocking
+-- call ("wait point") is interrupted in every way a thread can be, and
+-- the primitive's counts are checked afterwards (nothing lost, nothing
+-- delivered twice, no dead waiter left queued, no wake lost).
+local green = require "green"
+local h = require "helper"
+
+local spawn = green.spawn
+
+-- A wait point: `setup()` makes a primitive on which `wait(ctx)` blocks;
+-- `wait` returns true once it has completed its operation (took a unit,
+-- an item, a slot...); `wake(ctx)` completes exactly one waiting call
+-- (never switches); `stock(ctx)` is the units the wakes made that no
+-- waiter took (left in the primitive); `waiting(ctx)` the calls queued.
+-- The invariant: successful waits + stock == wakes, waiting == 0.
+local points = {}
+
+local function point(name, what, t)
+  t.name, t.what = name, what
+  points[#points + 1] = t
+end
+
+point("Semaphore:acquire", "Semaphore:acquire", {
+  setup = function() return { s = green.Semaphore(0) } end,
+  wait = function(c) return c.s:acquire() end,
+  wake = function(c) c.s:release() end,
+  stock = function(c) return c.s:balance() + c.s:waiting() end,
+  waiting = function(c) return c.s:waiting() end,
+})
+
+point("BoundedSemaphore:acquire", "Semaphore:acquire", {
+  setup = function()
+    local s = green.BoundedSemaphore(2)
+    assert(s:acquire() and s:acquire())
+    return { s = s }
+  end,
+  wait = function(c) return c.s:acquire() end,
+  wake = function(c) c.s:release() end,
+  stock = function(c) return c.s:balance() + c.s:waiting() end,
+  waiting = function(c) return c.s:waiting() end,
+})
+
+point("CappedSemaphore:acquire", "Semaphore:acquire", {
+  setup = function() return { s = green.CappedSemaphore(0, 2) } end,
+  wait = function(c) return c.s:acquire() end,
+  wake = function(c) assert(c.s:release(false)) end,
+  stock = function(c) return c.s:balance() + c.s:waiting() end,
+  waiting = function(c) return c.s:waiting() end,
+})
+
+point("CappedSemaphore:release", "Semaphore:acquire", {
+  setup = function() return { s = green.CappedSemaphore(2, 2) } end,
+  wait = function(c) return c.s:release() end,
+  wake = function(c) assert(c.s:acquire(false)) end,
+  -- room made by the wakes and not used by a release
+  stock = function(c) return 2 - c.s:balance() end,
+  waiting = function(c) return c.s.upper:waiting() end,
+})
+
+for _, cls in ipairs { "LightQueue", "Queue", "LifoQueue",
+                       "PriorityQueue" } do
+  point(cls .. ":get", "Queue:get", {
+    setup = function() return { q = green[cls](), n = 0 } end,
+    wait = function(c)
+      local v = c.q:get()
+      c.got = c.got or {}
+      assert(not c.got[v], "item " .. tostring(v) .. " delivered twice")
+      c.got[v] = true
+      return v ~= nil
+    end,
+    wake = function(c)
+      c.n = c.n + 1
+      c.q:put(c.n)
+    end,
+    stock = function(c) return c.q:qsize() end,
+    waiting = function(c) return c.q:getting() end,
+    check = function(c)
+      if c.q.unfinished_tasks then
+        assert.are.equal(c.n, c.q:unfinished_tasks())
+      end
+    end,
+  })
+
+  point(cls .. ":put (full)", "Queue:put", {
+    irrevocable = true,
+    setup = function()
+      local q = green[cls](1)
+      q:put(0)
+      return { q = q, n = 0, put = {}, got = {} }
+    end,
+    wait = function(c)
+      c.n = c.n + 1
+      local item = c.n
+      local ok = c.q:put(item)
+      if ok then c.put[item] = true end
+      return ok
+    end,
+    wake = function(c)
+      local v = assert(c.q:get(false))
+      assert(not c.got[v], "item " .. tostring(v) .. " got twice")
+      c.got[v] = true
+    end,
+    stock = function(c) return 1 - c.q:qsize() end,
+    waiting = function(c) return c.q:putting() end,
+    check = function(c)
+      -- every item that came out, or is in, was put (by a put that said
+      -- so), and the reverse
+      local v = c.q:get(false)
+      if v ~= nil then c.got[v] = true end
+      for item in pairs(c.got) do
+        assert(item == 0 or c.put[item] or c.stands == item,
+               "item " .. item .. " delivered but its put failed")
+      end
+      for item in pairs(c.put) do
+        assert(c.got[item], "item " .. item .. " put but lost")
+      end
+    end,
+  })
+
+  point(cls .. ":put (channel)", "Queue:put", {
+    irrevocable = true,
+    setup = function()
+      return { q = green[cls](0), n = 0, put = {}, got = {} }
+    end,
+    wait = function(c)
+      c.n = c.n + 1
+      local item = c.n
+      local ok = c.q:put(item)
+      if ok then c.put[item] = true end
+      return ok
+    end,
+    wake = function(c)
+      local v = assert(c.q:get(false))
+      c.got[v] = true
+    end,
+    stock = function() return 0 end,
+    waiting = function(c) return c.q:putting() end,
+    check = function(c)
+      for item in pairs(c.got) do
+        assert(c.put[item] or c.stands == item,
+               "item " .. item .. " delivered but its put failed")
+      end
+    end,
+  })
+end
+
+point("pools.Pool:get", "Pool:get", {
+  setup = function()
+    local n = 0
+    local p = green.pools.Pool { max_size = 1,
+                                 create = function()
+                                   n = n + 1
+                                   return { n }
+                                 end }
+    return { p = p, held = { p:get() }, got = {} }
+  end,
+  wait = function(c)
+    local item = c.p:get()
+    assert(not c.got[item], "item handed out twice")
+    c.got[item] = true
+    c.held[#c.held + 1] = item
+    return true
+  end,
+  wake = function(c) c.p:put(table.remove(c.held, 1)) end,
+  stock = function(c) return c.p:free() end,
+  waiting = function(c) return c.p:waiting() end,
+})
+
+point("GreenPool:spawn", "GreenPool:spawn", {
+  setup = function()
+    local c = { pool = green.GreenPool(1), gates = {} }
+    local gate = green.Event()
+    c.gates[1] = gate
+    c.pool:spawn(gate.wait, gate)
+    return c
+  end,
+  wait = function(c)
+    local gate = green.Event()
+    c.pool:spawn(gate.wait, gate)
+    c.gates[#c.gates + 1] = gate
+    return true
+  end,
+  wake = function(c)
+    -- end the oldest pool thread: its slot goes to the next spawn
+    table.remove(c.gates, 1):send()
+  end,
+  -- a slot is freed only when the ended thread runs its end: count the
+  -- gates not sent as the threads holding slots
+  stock = function(c) return c.pool:free() end,
+  waiting = function(c) return c.pool:waiting() end,
+  settle = function(c)
+    h.eventually(function() return c.pool:running() == #c.gates end,
+                 "GreenPool:running() == threads not ended")
+  end,
+  cleanup = function(c)
+    for _, g in ipairs(c.gates) do g:send() end
+    c.pool:waitall()
+  end,
+})
+
+-- The ways to interrupt waiter A (B waits behind it, on the same
+-- primitive). After each, one wake; then B (and whoever else) must get it.
+local function killer(err)
+  return function(a) a:kill(err) end
+end
+
+local interrupts = {
+  { "GreenletExit", killer() },
+  { "a custom error", killer("custom") },
+  { "a table error", killer({}) },
+}
+
+-- Run waiter A under `how`: "kill" A is killed; "timeout" A waits under a
+-- foreign Timeout that fires.
+local function waiter(p, c, timeout)
+  return spawn(function()
+    local ok, v = pcall(function()
+      local _ <close> = timeout and green.Timeout(timeout, "foreign")
+      return p.wait(c)
+    end)
+    return ok and v == true
+  end)
+end
+
+local function result(gt)
+  return gt:wait() == true
+end
+
+local function settle_and_check(p, c, a, b, wakes)
+  if p.settle then p.settle(c) end
+  local done = 0
+  h.eventually(function() return a:dead() end, 5, p.name .. ": A ended")
+  if result(a) or c.stands then done = 1 end
+  -- B still blocked: wake it (at most twice: a waiter must not starve)
+  for _ = 1, 2 do
+    h.eventually(function() return b:dead() or p.waiting(c) > 0 end, 5,
+                 p.name .. ": B neither done nor waiting")
+    if b:dead() then break end
+    p.wake(c)
+    wakes = wakes + 1
+    if p.settle then p.settle(c) end
+  end
+  h.eventually(function() return b:dead() end, 5,
+               p.name .. ": B was never woken (a wake went to a dead "
+               .. "waiter or was lost)")
+  if result(b) then done = done + 1 end
+  if p.settle then p.settle(c) end
+  assert.are.equal(0, p.waiting(c), p.name .. ": a waiter left queued")
+  assert.are.equal(wakes, done + p.stock(c),
+                   p.name .. ": waits done + stock ~= wakes")
+  if p.check then p.check(c) end
+  if p.cleanup then p.cleanup(c) end
+end
+
+-- Both blocked: A first, then B.
+local function two_waiters(p, c, timeout)
+  local a = waiter(p, c, timeout)
+  h.until_suspended(a, p.what)
+  local b = waiter(p, c)
+  h.until_suspended(b, p.what)
+  assert.are.equal(2, p.waiting(c))
+  return a, b
+end
+
+-- A busy wait (no switch) at least `s` seconds long: CPU time never runs
+-- ahead of wall time, so a timer due in less than `s` is due after it.
+local function spin(s)
+  local t0 = os.clock()
+  while os.clock() - t0 < s do end
+end
+
+describe("sync attack: every wait point", function()
+  for _, p in ipairs(points) do
+    for _, how in ipairs(interrupts) do
+      it(p.name .. ": waiter killed with " .. how[1] .. ", then a wake",
+         function()
+        green_run(function()
+          local c = p.setup()
+          local a, b = two_waiters(p, c)
+          how[2](a)
+          assert.is_true(a:dead())
+          p.wake(c)
+          settle_and_check(p, c, a, b, 1)
+        end)
+      end)
+
+      it(p.name .. ": a wake, then the woken waiter killed with "
+         .. how[1] .. " before it runs", function()
+        green_run(function()
+          local c = p.setup()
+          local a, b = two_waiters(p, c)
+          p.wake(c)
+          -- A put whose item was taken stands; its killed putter still
+          -- raises the kill (A put item 1)
+          if p.irrevocable then c.stands = 1 end
+          how[2](a)
+          settle_and_check(p, c, a, b, 1)
+        end)
+      end)
+    end
+
+    it(p.name .. ": a foreign Timeout fires in the wait, then a wake",
+       function()
+      green_run(function()
+        local c = p.setup()
+        local a, b = two_waiters(p, c, 0.01)
+        h.eventually(function() return a:dead() end, "A timed out")
+        assert.is_false(result(a))
+        p.wake(c)
+        settle_and_check(p, c, a, b, 1)
+      end)
+    end)
+
+    it(p.name .. ": a foreign Timeout due in the hub turn of the wake",
+       function()
+      green_run(function()
+        local c = p.setup()
+        local a, b = two_waiters(p, c, 0.02)
+        spin(0.05) -- A's Timeout is due when this thread next yields
+        p.wake(c)
+        h.eventually(function() return a:dead() end, "A ended")
+        settle_and_check(p, c, a, b, 1)
+      end)
+    end)
+  end
+end)
