@@ -324,3 +324,45 @@ describe("sync attack: every wait point", function()
     end)
   end
 end)
+
+describe("sync attack: a Timeout due after a put completed", function()
+  local function blocked_putter(q, timeout, after)
+    local a = spawn(function()
+      local _ <close> = green.Timeout(timeout, "late")
+      local ok = q:put("A")
+      return ok, pcall(after)
+    end)
+    h.until_suspended(a, "Queue:put")
+    return a
+  end
+
+  it("fires at the putter's next blocking call", function()
+    green_run(function()
+      local q = green.Queue(1)
+      q:put(0)
+      local a = blocked_putter(q, 0.02, function() green.sleep(5) end)
+      spin(0.05)
+      assert.are.equal(0, q:get()) -- A's item goes in: the put stands
+      local ok, slept, err = a:wait()
+      assert.is_true(ok)
+      assert.is_false(slept)
+      assert.are.equal("late", err)
+      assert.are.equal("A", q:get(false))
+    end)
+  end)
+
+  it("is dropped when its block is left first", function()
+    green_run(function()
+      local q = green.Queue(0)
+      local a = spawn(function()
+        local ok = green.with_timeout(0.02, q.put, q, "A")
+        green.sleep(0.03) -- past the deadline: nothing fires
+        return ok
+      end)
+      h.until_suspended(a, "Queue:put")
+      spin(0.05)
+      assert.are.equal("A", q:get(false))
+      assert.is_true(a:wait())
+    end)
+  end)
+end)
