@@ -421,3 +421,19 @@ describe("sync attack: a Timeout due after a put completed", function()
     end)
   end)
 end)
+
+describe("sync attack: hostile arguments", function()
+  it("GreenPile(-1) names GreenPile and the call site, not GreenPool",
+     function()
+    for _, bad in ipairs { -1, math.mininteger, 1.5, 0 / 0, "4" } do
+      local ok, err = pcall(function()
+        local pile = green.GreenPile(bad)
+        return pile
+      end)
+      assert.is_false(ok)
+      assert.matches("^spec/sync_attack_spec%.lua:%d+: bad argument #1 to "
+                     .. "'GreenPile' %(non%-negative integer or GreenPool "
+                     .. "expected%)$", err)
+    end
+  end)
+end)
