@@ -262,6 +262,11 @@ local interrupts = {
   { "GreenletExit", killer() },
   { "a custom error", killer("custom") },
   { "a table error", killer({}) },
+  { "false as the error", killer(false) },
+  { "a Timeout object as the error", function(a)
+      local t = green.Timeout() -- never fires: only its identity is used
+      a:kill(t)
+    end },
 }
 
 -- Run waiter A under `how`: "kill" A is killed; "timeout" A waits under a
