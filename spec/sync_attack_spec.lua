@@ -585,3 +585,22 @@ describe("sync attack: a storm of kills, Timeouts and finalizers", function()
     if not ok then error(err, 0) end
   end)
 end)
+
+describe("sync attack: hold's bad timeout", function()
+  it("names hold and its argument, at the caller's line", function()
+    local function capped() return green.CappedSemaphore(0, 1) end
+    for _, make in ipairs { green.Semaphore, capped } do
+      for _, bad in ipairs { "1", 0 / 0, {} } do
+        local sem = make()
+        local ok, err = pcall(function()
+          local holder = sem:hold(bad)
+          return holder
+        end)
+        assert.is_false(ok)
+        assert.matches("^spec/sync_attack_spec%.lua:%d+: bad argument #1 "
+                       .. "to 'hold' %(number or nil expected, got %a+%)$",
+                       err)
+      end
+    end
+  end)
+end)
