@@ -661,3 +661,39 @@ describe("sync attack: hold's bad timeout", function()
     end
   end)
 end)
+
+describe("sync attack: pools.Pool's create returns NaN", function()
+  it("get raises and frees the slot; a waiter creates in it", function()
+    green_run(function()
+      local nan = true
+      local pool = green.pools.Pool { max_size = 1, create = function()
+        if nan then return 0 / 0 end
+        return "item"
+      end }
+      local ok, err = pcall(pool.get, pool)
+      assert.is_false(ok)
+      assert.matches("create returned NaN", err)
+      assert.are.equal(1, pool:free()) -- the slot is not leaked
+      nan = false
+      local item = pool:get()
+      assert.are.equal("item", item)
+      -- a waiter handed a slot whose create returns NaN: the same
+      local w = spawn(function() return pool:get() end)
+      h.until_suspended(w, "Pool:get")
+      nan = true
+      pool:resize(2)
+      assert.is_false(pcall(w.wait, w))
+      assert.are.equal(1, pool:free())
+      assert.are.equal(0, pool:waiting())
+      pool:put(item)
+      assert.are.equal(2, pool:free())
+    end)
+  end)
+
+  it("min_size items: Pool raises", function()
+    local ok, err = pcall(green.pools.Pool, { min_size = 1,
+      create = function() return 0 / 0 end })
+    assert.is_false(ok)
+    assert.matches("create returned NaN", err)
+  end)
+end)
