@@ -81,67 +81,46 @@ for _, cls in ipairs { "LightQueue", "Queue", "LifoQueue",
     end,
   })
 
-  point(cls .. ":put (full)", "Queue:put", {
-    irrevocable = true,
-    setup = function()
-      local q = green[cls](1)
-      q:put(0)
-      return { q = q, n = 0, put = {}, got = {} }
-    end,
-    wait = function(c)
-      c.n = c.n + 1
-      local item = c.n
-      local ok = c.q:put(item)
-      if ok then c.put[item] = true end
-      return ok
-    end,
-    wake = function(c)
-      local v = assert(c.q:get(false))
-      assert(not c.got[v], "item " .. tostring(v) .. " got twice")
-      c.got[v] = true
-    end,
-    stock = function(c) return 1 - c.q:qsize() end,
-    waiting = function(c) return c.q:putting() end,
-    check = function(c)
-      -- every item that came out, or is in, was put (by a put that said
-      -- so), and the reverse
-      local v = c.q:get(false)
-      if v ~= nil then c.got[v] = true end
-      for item in pairs(c.got) do
-        assert(item == 0 or c.put[item] or c.stands == item,
-               "item " .. item .. " delivered but its put failed")
-      end
-      for item in pairs(c.put) do
-        assert(c.got[item], "item " .. item .. " put but lost")
-      end
-    end,
-  })
-
-  point(cls .. ":put (channel)", "Queue:put", {
-    irrevocable = true,
-    setup = function()
-      return { q = green[cls](0), n = 0, put = {}, got = {} }
-    end,
-    wait = function(c)
-      c.n = c.n + 1
-      local item = c.n
-      local ok = c.q:put(item)
-      if ok then c.put[item] = true end
-      return ok
-    end,
-    wake = function(c)
-      local v = assert(c.q:get(false))
-      c.got[v] = true
-    end,
-    stock = function() return 0 end,
-    waiting = function(c) return c.q:putting() end,
-    check = function(c)
-      for item in pairs(c.got) do
-        assert(c.put[item] or c.stands == item,
-               "item " .. item .. " delivered but its put failed")
-      end
-    end,
-  })
+  -- A put blocked on a full queue (maxsize 1, holding item 0), or on a
+  -- channel (maxsize 0); a wake is a get.
+  for _, size in ipairs { 1, 0 } do
+    point(cls .. (size == 1 and ":put (full)" or ":put (channel)"),
+          "Queue:put", {
+      irrevocable = true,
+      setup = function()
+        local q = green[cls](size)
+        if size == 1 then q:put(0) end
+        return { q = q, n = 0, put = {}, got = {} }
+      end,
+      wait = function(c)
+        c.n = c.n + 1
+        local item = c.n
+        local ok = c.q:put(item)
+        if ok then c.put[item] = true end
+        return ok
+      end,
+      wake = function(c)
+        local v = assert(c.q:get(false))
+        assert(not c.got[v], "item " .. tostring(v) .. " got twice")
+        c.got[v] = true
+      end,
+      stock = function(c) return size - c.q:qsize() end,
+      waiting = function(c) return c.q:putting() end,
+      check = function(c)
+        -- every item that came out, or is in, was put (by a put that
+        -- said so), and the reverse
+        local v = c.q:get(false)
+        if v ~= nil then c.got[v] = true end
+        for item in pairs(c.got) do
+          assert(item == 0 or c.put[item] or c.stands == item,
+                 "item " .. item .. " delivered but its put failed")
+        end
+        for item in pairs(c.put) do
+          assert(c.got[item], "item " .. item .. " put but lost")
+        end
+      end,
+    })
+  end
 end
 
 point("pools.Pool:get", "Pool:get", {
