@@ -175,13 +175,16 @@ static int get(lua_State *L, queue *q, const char *what) {
   int timed = top >= 3 && lgreen_wq_opttimeout(L, 3, &s);
   gl_thread_t *t;
   if (q->n > 0) {
-    /* Room for the longest putter. A heap lets it in first, so the
+    /* Room for the longest putter, if taking one item makes room (a
+       queue shrunk by resize may hold more than maxsize: it lets no
+       putter in until it is below). A heap lets it in first, so the
        lowest of all comes out and a comparison that raises loses
        nothing; the others take their item first (no allocation). */
-    if (q->putters.n > 0 && q->storage == S_HEAP)
+    int room = q->maxsize < 0 || q->n <= q->maxsize;
+    if (room && q->putters.n > 0 && q->storage == S_HEAP)
       admit(L, q, 1);
     lgreen_q_take(L, q, 1);
-    if (q->putters.n > 0 && q->storage != S_HEAP)
+    if (room && q->putters.n > 0 && q->storage != S_HEAP)
       admit(L, q, 1);
     return 1;
   }

@@ -676,3 +676,34 @@ describe("sync attack: pools.Pool's create returns NaN", function()
     assert.matches("create returned NaN", err)
   end)
 end)
+
+describe("sync attack: a queue shrunk below its size by resize", function()
+  for _, cls in ipairs { "LightQueue", "Queue", "LifoQueue",
+                         "PriorityQueue" } do
+    it(cls .. ": lets no putter in until a get makes room under the new "
+       .. "maxsize", function()
+      green_run(function()
+        local q = green[cls](3)
+        for i = 1, 3 do q:put(i) end
+        local p = spawn(function() return q:put(9) end)
+        h.until_suspended(p, "Queue:put")
+        q:resize(1)
+        local out = {}
+        for round = 1, 2 do -- 3 items, then 2: the queue stays too full
+          out[#out + 1] = q:get(false)
+          assert.are.equal(3 - round, q:qsize())
+          assert.are.equal(1, q:putting(), "a putter was let into a "
+                           .. "queue above its maxsize")
+          assert.is_true(q:full())
+        end
+        out[#out + 1] = q:get(false) -- 1 left, under maxsize 1: room
+        assert.are.equal(0, q:putting())
+        assert.are.equal(1, q:qsize())
+        assert.is_true(p:wait())
+        out[#out + 1] = q:get(false)
+        table.sort(out)
+        assert.are.same({ 1, 2, 3, 9 }, out)
+      end)
+    end)
+  end
+end)
