@@ -242,6 +242,17 @@ local interrupts = {
   { "a custom error", killer("custom") },
   { "a table error", killer({}) },
   { "false as the error", killer(false) },
+  { "GreenletExit from a finalizer", function(a)
+      -- a finalizer cannot block: the kill is delivered, not waited for
+      local fired = false
+      setmetatable({}, { __gc = function()
+        fired = true
+        a:kill()
+      end })
+      collectgarbage()
+      collectgarbage()
+      assert(fired, "the finalizer did not run")
+    end },
   { "a Timeout object as the error", function(a)
       local t = green.Timeout() -- never fires: only its identity is used
       a:kill(t)
@@ -344,7 +355,7 @@ describe("sync attack: every wait point", function()
           local c = p.setup()
           local a, b = two_waiters(p, c)
           how[2](a)
-          assert.is_true(a:dead())
+          h.eventually(function() return a:dead() end, "A died")
           p.wake(c)
           settle_and_check(p, c, a, b, 1)
         end)
