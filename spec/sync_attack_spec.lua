@@ -718,3 +718,59 @@ describe("sync attack: a queue shrunk below its size by resize", function()
     end)
   end
 end)
+
+describe("sync attack: GreenPile:next, two readers, one thread", function()
+  -- The pile's one thread is still being spawned (its pool is full), so
+  -- both readers block; reader A is interrupted before or after the
+  -- thread reaches it. The result goes to exactly one reader, once.
+  local function setup()
+    local pool = green.GreenPool(1)
+    local gate = green.Event()
+    pool:spawn(gate.wait, gate)
+    local pile = green.GreenPile(pool)
+    local spawner = spawn(function()
+      pile:spawn(function() return "result" end)
+    end)
+    h.until_suspended(spawner, "GreenPool:spawn")
+    local function reader()
+      return spawn(function()
+        local ok, v = pcall(pile.next, pile)
+        return ok and v
+      end)
+    end
+    local a = reader()
+    h.until_suspended(a)
+    local b = reader()
+    h.until_suspended(b)
+    return pile, gate, a, b, spawner
+  end
+
+  for _, how in ipairs(interrupts) do
+    for _, order in ipairs { "before", "after" } do
+      it("reader A killed with " .. how[1] .. " " .. order
+         .. " the thread reached it", function()
+        green_run(function()
+          local pile, gate, a, b, spawner = setup()
+          if order == "before" then how[2](a) end
+          gate:send() -- the spawn goes through: its thread is queued
+          if order == "after" then
+            -- A (the longest reader) was handed the thread
+            h.eventually(function() return spawner:dead() end,
+                         "the spawn went through")
+            how[2](a)
+          end
+          h.eventually(function() return a:dead() and b:dead() end,
+                       "both readers ended")
+          local got = { a:wait(), b:wait() }
+          local n = 0
+          for _, v in pairs(got) do
+            if v == "result" then n = n + 1 end
+          end
+          assert.are.equal(1, n, "the result went to " .. n .. " readers")
+          assert.are.equal(0, pile:count())
+          assert.is_nil(pile:next())
+        end)
+      end)
+    end
+  end
+end)
