@@ -313,7 +313,11 @@ end
 -- Both blocked: A first, then B.
 local function two_waiters(p, c, timeout, boundary)
   local a = waiter(p, c, timeout, boundary)
-  h.until_suspended(a, p.what)
+  -- (under its own Timeout, A may have timed out and ended before a poll
+  -- sees it suspended, on a loaded machine)
+  h.eventually(function()
+    return h.suspended(a, p.what) or timeout and a:dead()
+  end, tostring(a) .. " suspended in " .. p.what)
   local b = waiter(p, c)
   h.until_suspended(b, p.what)
   -- (A's own Timeout may have fired already on a loaded machine: then
@@ -434,8 +438,10 @@ describe("sync attack: a Timeout due after a put completed", function()
         r2 = table.pack(pcall(after))
         return ok, r1, r2
       end)
-      h.until_suspended(a, "Queue:put")
-      if box.t:pending() then
+      h.eventually(function()
+        return h.suspended(a, "Queue:put") or a:dead()
+      end, "the putter suspended or timed out")
+      if not a:dead() and box.t:pending() then
         spin(0.05) -- the Timeout is due when this thread next yields
         return a
       end
