@@ -95,7 +95,7 @@ static int ev_wait(lua_State *L) {
   if (top != 1)
     lua_settop(L, 1); /* send pushes its kind and value at 2 and 3 */
   return lgreen_wq_wait(L, t, &ev->waiters, "Event:wait", wait_cancel,
-                        timed ? &s : NULL, wait_k);
+                        timed ? &s : NULL, wait_k, 0);
 }
 
 

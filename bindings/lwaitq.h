@@ -39,7 +39,7 @@ void lgreen_wq_init(lgreen_wq *wq);
 int lgreen_wq_opttimeout(lua_State *L, int arg, lua_Number *s);
 int lgreen_wq_wait(lua_State *L, gl_thread_t *t, lgreen_wq *wq,
                    const char *what, gl_wait_cb cancel, const lua_Number *s,
-                   lua_KFunction k);
+                   lua_KFunction k, int final);
 gl_wait_t *lgreen_wq_wake(lgreen_wq *wq); /* the longest wait, ended */
 void lgreen_wq_give(lua_State *L, gl_wait_t *w, int idx); /* [-0, +0, -] */
 void lgreen_wq_take(lua_State *L, gl_wait_t *w, int slot); /* [-0, +1, -] */

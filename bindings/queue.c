@@ -175,13 +175,16 @@ static int get(lua_State *L, queue *q, const char *what) {
   int timed = top >= 3 && lgreen_wq_opttimeout(L, 3, &s);
   gl_thread_t *t;
   if (q->n > 0) {
-    /* Room for the longest putter. A heap lets it in first, so the
+    /* Room for the longest putter, if taking one item makes room (a
+       queue shrunk by resize may hold more than maxsize: it lets no
+       putter in until it is below). A heap lets it in first, so the
        lowest of all comes out and a comparison that raises loses
        nothing; the others take their item first (no allocation). */
-    if (q->putters.n > 0 && q->storage == S_HEAP)
+    int room = q->maxsize < 0 || q->n <= q->maxsize;
+    if (room && q->putters.n > 0 && q->storage == S_HEAP)
       admit(L, q, 1);
     lgreen_q_take(L, q, 1);
-    if (q->putters.n > 0 && q->storage != S_HEAP)
+    if (room && q->putters.n > 0 && q->storage != S_HEAP)
       admit(L, q, 1);
     return 1;
   }
@@ -193,7 +196,7 @@ static int get(lua_State *L, queue *q, const char *what) {
   if (top != 1)
     lua_settop(L, 1); /* the item handed over goes at 2 */
   return lgreen_wq_wait(L, t, &q->getters, what, get_cancel,
-                        timed ? &s : NULL, get_k);
+                        timed ? &s : NULL, get_k, 0);
 }
 
 
@@ -219,10 +222,17 @@ static int q_get_nowait(lua_State *L) {
 }
 
 
-/* A putter whose item was taken, or timed out. */
+/*
+** A putter whose item was taken, or timed out. Once taken the put stands:
+** a Timeout due before the putter ran again waits for its next blocking
+** call (the wait is 'final'); a kill still raises here, the item
+** delivered all the same.
+*/
 static int put_k(lua_State *L, int status, lua_KContext ctx) {
+  gl_wait_t *w = (gl_wait_t *)ctx;
   (void)status;
-  if (lgreen_waited(L, (gl_wait_t *)ctx, NULL) == GL_W_TIMEOUT)
+  w->final = 0;
+  if (lgreen_waited(L, w, NULL) == GL_W_TIMEOUT)
     return fail(L, "timeout"); /* (once taken, the put stands) */
   lua_pushboolean(L, 1);
   return 1;
@@ -254,7 +264,7 @@ static int put(lua_State *L, queue *q) {
   if (top != 2)
     lua_settop(L, 2); /* the item stays at slot 2 for the getter */
   return lgreen_wq_wait(L, t, &q->putters, "Queue:put", put_cancel,
-                        timed ? &s : NULL, put_k);
+                        timed ? &s : NULL, put_k, 1);
 }
 
 
@@ -302,7 +312,7 @@ static int q_join(lua_State *L) {
   t = lgreen_begin(L, lgreen_hub(L), "Queue:join");
   lua_settop(L, 1);
   return lgreen_wq_wait(L, t, &q->joiners, "Queue:join", join_cancel,
-                        timed ? &s : NULL, join_k);
+                        timed ? &s : NULL, join_k, 0);
 }
 
 

@@ -81,7 +81,7 @@ static int sem_acquire(lua_State *L) {
   if (top != 1)
     lua_settop(L, 1);
   return lgreen_wq_wait(L, t, &s->waiters, "Semaphore:acquire",
-                        acquire_cancel, timed ? &secs : NULL, acquire_k);
+                        acquire_cancel, timed ? &secs : NULL, acquire_k, 0);
 }
 
 

@@ -46,6 +46,14 @@ static void disarm(lua_State *L, timeout *to) {
 }
 
 
+/* Has 't''s blocking call ended in an outcome that cannot be undone, and
+   't' not run since? (See gl_wait.final.) */
+static int final_ended(const gl_thread_t *t) {
+  return t->state == GL_READY && t->w.final && t->w.status == GL_W_OK &&
+         !(t->flags & GL_F_KILLED);
+}
+
+
 /*
 ** Runs in the hub (no Lua code runs: only stack operations on hub->L).
 ** A thread raises one error at a time: if another (an outer Timeout due
@@ -53,12 +61,16 @@ static void disarm(lua_State *L, timeout *to) {
 ** that Timeout would be lost, its deadline never enforced. It fires after
 ** that one instead: at the thread's next blocking call (the next poll
 ** once the thread has run). A kill needs no such care: it is sticky.
+** So does a Timeout due when the thread's blocking call has already
+** completed for good (a put whose item was taken: 'final_ended') and the
+** thread has not run since: raised there it would say the put failed.
 */
 static void on_fire(gl_timer_t *tm) {
   timeout *to = GL_CONTAINER(tm, timeout, timer);
   lua_State *L = to->hub->L;
   gl_thread_t *t = to->thread;
-  if ((t->flags & (GL_F_PENDING | GL_F_KILLED)) == GL_F_PENDING &&
+  if (((t->flags & (GL_F_PENDING | GL_F_KILLED)) == GL_F_PENDING ||
+       final_ended(t)) &&
       t->state != GL_DEAD &&
       gl_timer_start(to->hub, &to->timer, gl_now() + 1, on_fire) == 0)
     return; /* (on ENOMEM it fires now: the older error is replaced) */

@@ -45,16 +45,19 @@ int lgreen_wq_opttimeout(lua_State *L, int arg, lua_Number *s) {
 ** a waker ends its wait, for at most '*s' seconds if 's' is not NULL,
 ** then continue in 'k' (its context is the wait). 'what' names the wait
 ** and must outlive it (a literal); 'cancel' takes a timed-out or
-** interrupted wait's count back ('wq->n'). The caller has checked
+** interrupted wait's count back ('wq->n'). 'final' marks a wait whose
+** waker's hand-off cannot be undone (a put: the item is taken): 'k' must
+** clear 'w->final' first thing (see gl_wait.final). The caller has checked
 ** everything that can raise: from here to the yield nothing allocates, so
 ** no finalizer can run between the caller's decision to block and the
 ** wait being queued.
 */
 int lgreen_wq_wait(lua_State *L, gl_thread_t *t, lgreen_wq *wq,
                    const char *what, gl_wait_cb cancel, const lua_Number *s,
-                   lua_KFunction k) {
+                   lua_KFunction k, int final) {
   gl_wait_t *w = &t->w;
   gl_wait_start(t, w, what, cancel, L);
+  w->final = final;
   gl_waitq_push(&wq->q, w);
   wq->n++;
   if (s != NULL)

@@ -87,6 +87,11 @@ struct gl_wait {
   gl_link_t link;      /* its place in a wait queue; self-linked in none */
   gl_timer_t timer;    /* its deadline, when armed ('gl_wait_deadline') */
   int status;          /* GL_W_PENDING, then the outcome */
+  int final;           /* once ended (GL_W_OK) its outcome cannot be undone
+                          (a put whose item was taken): a Timeout due
+                          before the thread runs again waits for its next
+                          blocking call instead of overriding it. 0 from
+                          gl_wait_start; set and cleared by the bindings */
 };
 
 

@@ -30,6 +30,7 @@ void gl_wait_init(gl_wait_t *w) {
   gl_link_init(&w->link);
   w->timer.idx = 0;
   w->status = GL_W_OK;
+  w->final = 0;
 }
 
 
@@ -46,6 +47,7 @@ void gl_wait_start(gl_thread_t *t, gl_wait_t *w, const char *what,
   w->data = data;
   w->what = what;
   w->status = GL_W_PENDING;
+  w->final = 0;
   t->wait = w;
   t->state = GL_SUSPENDED;
   t->since = (uint32_t)t->hub->loop.time; /* uv_now() without the call */

@@ -34,11 +34,12 @@ function M.GreenPile(size_or_pool)
   local p
   if getmetatable(size_or_pool) == pool.GreenPool_mt then
     p = size_or_pool
-  elseif size_or_pool == nil or mtype(size_or_pool) == "integer" then
+  elseif size_or_pool == nil
+         or mtype(size_or_pool) == "integer" and size_or_pool >= 0 then
     p = pool.GreenPool(size_or_pool or 1000)
   else
-    error("bad argument #1 to 'GreenPile' (integer or GreenPool expected)",
-          2)
+    error("bad argument #1 to 'GreenPile' (non-negative integer or "
+          .. "GreenPool expected)", 2)
   end
   return setmetatable({ pool = p, waiters = queue.LightQueue(), counter = 0,
                         used = false }, GreenPile)

@@ -58,6 +58,14 @@ local function mark_out(self, item)
   return item
 end
 
+-- Why a value `create` returned cannot be an item, or nil: the pool
+-- keeps its items as table keys (which items are out), and a queue item
+-- cannot be nil.
+local function not_an_item(item)
+  if item == nil then return "nil" end
+  if item ~= item then return "NaN (an item must be usable as a table key)" end
+end
+
 local OPTIONS = { create = true, min_size = true, max_size = true,
                   order_as_stack = true }
 
@@ -90,7 +98,8 @@ function M.Pool(opts)
                               out = {} }, Pool)
   for _ = 1, min_size do
     local item = create()
-    if item == nil then error("green.pools.Pool: create returned nil", 2) end
+    local bad = not_an_item(item)
+    if bad then error("green.pools.Pool: create returned " .. bad, 2) end
     self.current_size = self.current_size + 1
     self.freeq:put(item)
   end
@@ -109,8 +118,9 @@ end
 -- Create an item in a slot the caller holds (current_size counts it).
 local function create_item(self)
   local ok, item = pcall(self.create)
-  if ok and item == nil then
-    ok, item = false, "green.pools.Pool: create returned nil"
+  local bad = ok and not_an_item(item)
+  if bad then
+    ok, item = false, "green.pools.Pool: create returned " .. bad
   end
   if not ok then
     self.current_size = self.current_size - 1

@@ -56,6 +56,11 @@ Hold.__index = { release = Hold.__close }
 -- @tparam[opt] number timeout raise-free limit: nil, "timeout" if it expires
 -- @return the holder, or nil, "timeout"
 function Semaphore:hold(timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout)
+  then -- acquire's error would name acquire's argument, inside this file
+    error(("bad argument #1 to 'hold' (number or nil expected, got %s)")
+          :format(timeout ~= timeout and "NaN" or type(timeout)), 2)
+  end
   if not self:acquire(true, timeout) then return nil, "timeout" end
   return setmetatable({ sem = self }, Hold)
 end
