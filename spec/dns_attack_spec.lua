@@ -1,0 +1,448 @@
+-- The resolver (bindings/dns.c) against a hostile name server on
+-- 127.0.0.1: truncated and malformed packets, wrong ids, answers for
+-- another name, hundreds of addresses, extreme TTLs, CNAME chains and
+-- loops, compression loops, odd names, replies after the caller gave up,
+-- floods. greenlua must answer each lookup with addresses or a clear
+-- error, within the configured timeout, and leave nothing behind.
+local green = require "green"
+local helper = require "helper"
+
+local pack, unpack = string.pack, string.unpack
+
+-- {======================================================================
+-- A scriptable name server
+-- =======================================================================
+
+-- id, lower-case name, qtype, and the question section as sent.
+local function parse(q)
+  if #q < 12 then return nil end
+  local id = unpack(">I2", q)
+  local pos, labels = 13, {}
+  while true do
+    local n = q:byte(pos)
+    if n == nil then return nil end
+    if n == 0 then break end
+    labels[#labels + 1] = q:sub(pos + 1, pos + n)
+    pos = pos + n + 1
+  end
+  if #q < pos + 4 then return nil end
+  local qtype = unpack(">I2", q, pos + 1)
+  return id, table.concat(labels, "."):lower(), qtype, q:sub(13, pos + 4)
+end
+
+-- A name in wire form ("a.b" -> 1 a 1 b 0); labels taken as given.
+local function wire(name)
+  local out = {}
+  for label in (name .. "."):gmatch("(.-)%.") do
+    out[#out + 1] = string.char(#label) .. label
+  end
+  return table.concat(out) .. "\0"
+end
+
+local function ip4(ip)
+  local a, b, c, d = ip:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  return string.char(tonumber(a), tonumber(b), tonumber(c), tonumber(d))
+end
+
+-- A resource record: owner (wire form; "\xC0\x0C" is the question's
+-- name), type, TTL, rdata.
+local function rr(owner, rtype, ttl, rdata)
+  return owner .. pack(">I2I2I4I2", rtype, 1, ttl, #rdata) .. rdata
+end
+
+local A, CNAME, PTR = 1, 5, 12
+local QNAME = "\xC0\x0C"
+
+-- A response: header (id, flags, counts) + question + records.
+local function reply(id, question, records, opts)
+  opts = opts or {}
+  local flags = opts.flags or (0x8180 | (opts.rcode or 0))
+  return pack(">I2I2I2I2I2I2", id, flags, opts.qdcount or 1,
+              opts.ancount or #records, 0, 0)
+      .. question .. table.concat(records)
+end
+
+local Server = { __name = "hostile name server" }
+Server.__index = Server
+
+-- Serve DNS over TCP on `listener` with `script` (as for UDP), one
+-- thread per connection; the threads go in `threads`.
+local function serve_tcp(self, listener, script)
+  return green.spawn(function()
+    while true do
+      local c = listener:accept()
+      if not c then return end
+      self.conns[#self.conns + 1] = c
+      self.threads[#self.threads + 1] = green.spawn(function()
+        while true do
+          local len = c:receive(2)
+          local raw = len and c:receive((unpack(">I2", len)))
+          if not raw then return c:close() end
+          local id, name, qtype, question = parse(raw)
+          if id then
+            self.tcp_queries = self.tcp_queries + 1
+            local q = { id = id, name = name, qtype = qtype,
+                        question = question, raw = raw }
+            for _, p in ipairs(script(q) or {}) do
+              c:send(pack(">s2", p))
+            end
+          end
+        end
+      end)
+    end
+  end)
+end
+
+--- A name server on 127.0.0.1 (in a green thread). For each query,
+-- `script(q, ip, port)` (q: {id, name, qtype, question, raw}) returns the
+-- packets to send back (a list of strings; nil: say nothing). With
+-- `tcp_script`, it also listens for TCP on the same port (c-ares asks
+-- there after a truncated answer). `.queries` counts the UDP queries,
+-- `.tcp_queries` the TCP ones; `.addr` is "127.0.0.1:port".
+local function hostile_server(script, tcp_script)
+  local u = assert(green.udp())
+  assert(u:setsockname("127.0.0.1", 0))
+  local _, port = u:getsockname()
+  local self = setmetatable({ u = u, queries = 0, tcp_queries = 0,
+                              conns = {}, threads = {},
+                              addr = "127.0.0.1:" .. port }, Server)
+  if tcp_script then
+    self.listener = assert(green.listen("127.0.0.1", port))
+    self.threads[1] = serve_tcp(self, self.listener, tcp_script)
+  end
+  self.thread = green.spawn(function()
+    while true do
+      local raw, ip, from = u:receivefrom()
+      if not raw then return end -- closed
+      local id, name, qtype, question = parse(raw)
+      if id then
+        self.queries = self.queries + 1
+        local q = { id = id, name = name, qtype = qtype,
+                    question = question, raw = raw }
+        for _, p in ipairs(script(q, ip, from, self) or {}) do
+          u:sendto(p, ip, from)
+        end
+      end
+    end
+  end)
+  return self
+end
+
+function Server:close()
+  self.u:close()
+  self.thread:wait()
+  if self.listener then self.listener:close() end
+  for _, c in ipairs(self.conns) do c:close() end
+  for _, t in ipairs(self.threads) do t:wait() end
+end
+Server.__close = Server.close
+
+-- }======================================================================
+
+local IDLE = { waiting = 0, abandoned = 0, sockets = 0 }
+local NOTFOUND = { nil, "host not found" }
+
+-- Resolve `name` (IPv4 only: one A query per try) under a 30 s bound.
+local function lookup(name)
+  return { green.with_timeout(30, green.getaddrinfo, name,
+                              { family = "inet" }) }
+end
+
+-- Run `fn(dns)` against a server playing `script`, with a short resolver
+-- timeout (a hostile answer that c-ares ignores costs one timeout), and
+-- check the resolver is idle after it.
+local function against(script, fn, timeout, tcp_script)
+  finally(function() green.resolver.setup() end)
+  green_run(function()
+    local dns <close> = hostile_server(script, tcp_script)
+    green.resolver.setup{ servers = { dns.addr }, timeout = timeout or 0.2,
+                          tries = 1 }
+    fn(dns)
+    assert.are.same(IDLE, green.resolver.stats())
+  end)
+end
+
+local function addrs(n, base)
+  local out = {}
+  for i = 1, n do
+    out[i] = { family = "inet",
+               addr = ("10.%d.%d.%d"):format(base or 0, (i - 1) // 256,
+                                             (i - 1) % 256) }
+  end
+  return out
+end
+
+describe("the resolver against a hostile name server", function()
+  it("ignores truncated and malformed packets: host not found", function()
+    local bad = {
+      function() return "\0\1\2" end, -- shorter than a header
+      function(q) return pack(">I2", q.id) end, -- two bytes: just the id
+      function(q) -- the header alone: the question is missing
+        return reply(q.id, "", {})
+      end,
+      function(q) -- says 3 answers, holds none
+        return reply(q.id, q.question, {}, { ancount = 3 })
+      end,
+      function(q) -- an answer cut inside its rdata
+        return reply(q.id, q.question,
+                     { rr(QNAME, A, 60, ip4("192.0.2.1")) }):sub(1, -3)
+      end,
+      function(q) -- rdlength past the end of the packet
+        return reply(q.id, q.question, {})
+            .. QNAME .. pack(">I2I2I4I2", A, 1, 60, 60000) .. "\1\2\3\4"
+      end,
+      function(q) -- an A record of 3 bytes
+        return reply(q.id, q.question, { rr(QNAME, A, 60, "\1\2\3") })
+      end,
+      function(q) -- a compression pointer to itself as the owner
+        local at = 12 + #q.question
+        return reply(q.id, q.question, {})
+            .. pack(">I2", 0xC000 | at) .. pack(">I2I2I4I2", A, 1, 60, 4)
+            .. ip4("192.0.2.1")
+      end,
+      function(q) -- a compression pointer past the packet
+        return reply(q.id, q.question,
+                     { rr("\xFF\xFF", A, 60, ip4("192.0.2.1")) })
+      end,
+      function(q) -- two questions announced, one sent
+        return reply(q.id, q.question,
+                     { rr(QNAME, A, 60, ip4("192.0.2.1")) },
+                     { qdcount = 2 })
+      end,
+    }
+    against(function(q, _, _, dns)
+      dns.last = dns.last + 1
+      return { bad[dns.last](q) }
+    end, function(dns)
+      dns.last = 0
+      for i = 1, #bad do
+        local got = lookup("bad" .. i .. ".test")
+        -- A packet c-ares cannot parse is dropped (then: no answer) or
+        -- ends the query (bad response): "host not found" either way.
+        assert.are.same(NOTFOUND, got, "packet " .. i)
+      end
+    end)
+  end)
+
+  it("drops answers with a wrong id or for another name", function()
+    against(function(q)
+      local good = reply(q.id, q.question,
+                         { rr(QNAME, A, 60, ip4("192.0.2.7")) })
+      if q.name == "wrongid.test" then
+        return { reply(q.id ~ 0x5555, q.question,
+                       { rr(QNAME, A, 60, ip4("192.0.2.66")) }) }
+      elseif q.name == "other.test" then
+        local other = wire("evil.test") .. pack(">I2I2", A, 1)
+        return { reply(q.id, other, { rr(QNAME, A, 60, ip4("192.0.2.66")) }) }
+      elseif q.name == "mixed.test" then -- forgeries first, then the answer
+        local other = wire("evil.test") .. pack(">I2I2", A, 1)
+        return { reply(q.id ~ 1, q.question,
+                       { rr(QNAME, A, 60, ip4("192.0.2.66")) }),
+                 reply(q.id, other, { rr(QNAME, A, 60, ip4("192.0.2.66")) }),
+                 good }
+      end
+      return { good }
+    end, function()
+      assert.are.same(NOTFOUND, lookup("wrongid.test"))
+      assert.are.same(NOTFOUND, lookup("other.test"))
+      assert.are.same({ { { family = "inet", addr = "192.0.2.7" } } },
+                      lookup("mixed.test"))
+    end)
+  end)
+
+  it("keeps the first 32 of hundreds of addresses (over TCP)", function()
+    local function many(q, n)
+      local records = {}
+      for i, a in ipairs(addrs(n)) do
+        records[i] = rr(QNAME, A, 60, ip4(a.addr))
+      end
+      return { reply(q.id, q.question, records) }
+    end
+    against(function(q) -- truncated (TC): ask again over TCP
+      return { reply(q.id, q.question, {}, { flags = 0x8380 }) }
+    end, function(dns)
+      assert.are.same({ addrs(32) }, lookup("many.test"))
+      assert.are.same({ addrs(32) }, lookup("most.test"))
+      assert.are.equal(2, dns.tcp_queries)
+    end, nil, function(q)
+      return many(q, q.name == "many.test" and 4000 or 300)
+    end)
+  end)
+
+  it("takes answers with a TTL of 0 or 2^32 - 1", function()
+    against(function(q)
+      local ttl = q.name == "zero.test" and 0 or 0xFFFFFFFF
+      return { reply(q.id, q.question, { rr(QNAME, A, ttl, ip4("192.0.2.9")),
+                                         rr(QNAME, A, 0x7FFFFFFF,
+                                            ip4("192.0.2.10")) }) }
+    end, function()
+      local want = { { { family = "inet", addr = "192.0.2.9" },
+                       { family = "inet", addr = "192.0.2.10" } } }
+      assert.are.same(want, lookup("zero.test"))
+      assert.are.same(want, lookup("huge.test"))
+      -- no cache: each lookup asks again
+      assert.are.same(want, lookup("zero.test"))
+    end)
+  end)
+
+  it("follows a CNAME chain; a loop or a dangling chain is not found",
+     function()
+    against(function(q)
+      local records = {}
+      if q.name == "chain.test" then
+        local prev = QNAME
+        for i = 1, 10 do
+          records[#records + 1] = rr(prev, CNAME, 60, wire("c" .. i .. ".test"))
+          prev = wire("c" .. i .. ".test")
+        end
+        records[#records + 1] = rr(prev, A, 60, ip4("192.0.2.20"))
+      elseif q.name == "loop.test" then
+        records[1] = rr(QNAME, CNAME, 60, wire("l2.test"))
+        records[2] = rr(wire("l2.test"), CNAME, 60, wire("loop.test"))
+      elseif q.name == "self.test" then
+        records[1] = rr(QNAME, CNAME, 60, QNAME)
+      elseif q.name == "dangling.test" then
+        records[1] = rr(QNAME, CNAME, 60, wire("nowhere.test"))
+        records[2] = rr(wire("unrelated.test"), A, 60, ip4("192.0.2.66"))
+      end
+      return { reply(q.id, q.question, records) }
+    end, function()
+      assert.are.same({ { { family = "inet", addr = "192.0.2.20" } } },
+                      lookup("chain.test"))
+      for _, name in ipairs{ "loop.test", "self.test", "dangling.test" } do
+        local got = lookup(name)
+        assert.is_nil(got[1], name)
+        assert.are.equal("host not found", got[2], name)
+      end
+    end)
+  end)
+
+  it("refuses odd names without asking, and survives odd names in answers",
+     function()
+    against(function(q)
+      -- every answer's CNAME target is hostile: NULs, dots inside a label,
+      -- a 63-byte label, a 255-byte name
+      local target = ({
+        ["nul.test"] = "\1\0" .. "\3a\0b\0",
+        ["dots.test"] = "\5a.b.c\4test\0",
+        ["long.test"] = string.char(63) .. ("x"):rep(63) .. "\0",
+        ["full.test"] = (string.char(63) .. ("y"):rep(63)):rep(3)
+            .. string.char(61) .. ("z"):rep(61) .. "\0",
+      })[q.name]
+      if not target then return nil end
+      return { reply(q.id, q.question, { rr(QNAME, CNAME, 60, target),
+                                         rr(target, A, 60,
+                                            ip4("192.0.2.30")) }) }
+    end, function(dns)
+      for _, name in ipairs{ "a\0.test", "\0", ("x"):rep(64) .. ".test",
+                             ("a."):rep(200) .. "test", "a..test", "..",
+                             ("y"):rep(100000) } do
+        assert.are.same(NOTFOUND, lookup(name), ("%q"):format(name))
+      end
+      assert.are.equal(0, dns.queries) -- none of them reached the server
+      for _, name in ipairs{ "nul.test", "dots.test", "long.test",
+                             "full.test" } do
+        local got = lookup(name)
+        assert.is_true(got[1] == nil and got[2] == "host not found"
+                       or got[1][1].addr == "192.0.2.30", name)
+      end
+    end)
+  end)
+
+  it("survives a hostile PTR answer to getnameinfo", function()
+    local names = {
+      ["1.2.0.192.in-addr.arpa"] = "\3a\0b\4test\0",
+      ["2.2.0.192.in-addr.arpa"] = (string.char(63) .. ("p"):rep(63)):rep(3)
+          .. string.char(61) .. ("q"):rep(61) .. "\0",
+      ["3.2.0.192.in-addr.arpa"] = "\xC0\x0C", -- the question itself
+    }
+    against(function(q)
+      if q.qtype ~= PTR or not names[q.name] then return nil end
+      return { reply(q.id, q.question, { rr(QNAME, PTR, 60, names[q.name]),
+                                         rr(QNAME, PTR, 60,
+                                            "\1b\0") }) }
+    end, function()
+      for i = 1, 3 do
+        local host, serv = green.with_timeout(30, green.getnameinfo,
+                                              "192.0.2." .. i, 80)
+        if host ~= nil then
+          assert.are.equal("string", type(host))
+          assert.is_true(#host <= 1025)
+          assert.is_true(serv == "80" or serv == "http", tostring(serv))
+        else
+          assert.are.equal("string", type(serv))
+        end
+      end
+    end)
+  end)
+
+  it("takes late answers (and duplicates) to killed and timed-out callers",
+     function()
+    local kept = {}
+    against(function(q, ip, port)
+      if q.name == "keeper.test" then return nil end -- a caller stays
+      kept[#kept + 1] = { reply(q.id, q.question,
+                                { rr(QNAME, A, 60, ip4("192.0.2.40")) }),
+                          ip, port }
+      return nil
+    end, function(dns)
+      local keeper = green.spawn(green.getaddrinfo, "keeper.test",
+                                 { family = "inet" })
+      local killed = green.spawn(green.getaddrinfo, "killed.test",
+                                 { family = "inet" })
+      local ok, err = pcall(green.with_timeout, 0.05, green.getaddrinfo,
+                            "timed.test", { family = "inet" })
+      assert.is_false(ok)
+      assert.is_true(green.is_timeout(err))
+      helper.eventually(function() return #kept == 2 end, "both queries")
+      killed:kill()
+      assert.are.equal(green.GreenletExit, killed:wait())
+      local st = green.resolver.stats()
+      assert.are.same({ 1, 2 }, { st.waiting, st.abandoned })
+      for _ = 1, 3 do -- each answer, then duplicates of it
+        for _, k in ipairs(kept) do dns.u:sendto(k[1], k[2], k[3]) end
+      end
+      helper.eventually(function()
+        return green.resolver.stats().abandoned == 0
+      end, "the abandoned queries answered")
+      assert.are.equal(1, green.resolver.stats().waiting)
+      keeper:kill()
+      keeper:wait()
+    end, 60)
+  end)
+
+  it("survives a flood of forged replies, then takes the real one",
+     function()
+    local N = 2000
+    against(function(q)
+      local out = {}
+      for i = 1, N do
+        if i % 2 == 0 then
+          out[i] = reply((q.id + i) & 0xFFFF, q.question,
+                         { rr(QNAME, A, 60, ip4("192.0.2.66")) })
+        else
+          out[i] = ("\0"):rep(i % 600)
+        end
+      end
+      out[N + 1] = reply(q.id, q.question,
+                         { rr(QNAME, A, 60, ip4("192.0.2.50")) })
+      for i = 1, 50 do -- and duplicates after it
+        out[N + 1 + i] = out[N + 1]
+      end
+      return out
+    end, function()
+      -- the kernel may drop some of the flood: the real answer may be
+      -- lost with it, then the lookup says "host not found" after the
+      -- timeout; never anything else
+      for _ = 1, 3 do
+        local got = lookup("flood.test")
+        if got[1] ~= nil then
+          assert.are.same({ { family = "inet", addr = "192.0.2.50" } },
+                          got[1])
+        else
+          assert.are.same(NOTFOUND, got)
+        end
+      end
+    end, 1)
+  end)
+end)
