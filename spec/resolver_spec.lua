@@ -318,6 +318,15 @@ describe("green.resolver", function()
         { { servers = { "[::1" } }, "bad server" },
         { { servers = { 53 } }, "bad server" },
         { { servers = {} }, "servers must list" },
+        -- a length past 2^32 wrapped to 1 (or 3) in an int: accepted
+        { { servers = setmetatable({ "127.0.0.1" },
+                                   { __len = function() return 2^32 + 1 end }) },
+          "servers must list" },
+        { { servers = setmetatable({ "127.0.0.1", "127.0.0.2", "127.0.0.3" },
+                                   { __len = function()
+                                       return math.mininteger + 3
+                                     end }) },
+          "servers must list" },
         { { timeout = 0 }, "timeout must be" },
         { { tries = 0 }, "tries must be" },
         { { retries = 2 }, "unknown option 'retries'" },
