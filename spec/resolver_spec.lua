@@ -319,8 +319,8 @@ describe("green.resolver", function()
         { { servers = { 53 } }, "bad server" },
         { { servers = {} }, "servers must list" },
         -- a length past 2^32 wrapped to 1 (or 3) in an int: accepted
-        { { servers = setmetatable({ "127.0.0.1" },
-                                   { __len = function() return 2^32 + 1 end }) },
+        { { servers = setmetatable({ "127.0.0.1" }, {
+              __len = function() return 2^32 + 1 end }) },
           "servers must list" },
         { { servers = setmetatable({ "127.0.0.1", "127.0.0.2", "127.0.0.3" },
                                    { __len = function()
