@@ -65,8 +65,10 @@ end
 local Server = { __name = "hostile name server" }
 Server.__index = Server
 
--- Serve DNS over TCP on `listener` with `script` (as for UDP), one
--- thread per connection; the threads go in `threads`.
+-- Serve DNS over TCP on `listener` with `script` (as for UDP; a list
+-- with `raw = true` is sent as it is, not length-prefixed, and with
+-- `close = true` the connection closes after it), one thread per
+-- connection; the threads go in `threads`.
 local function serve_tcp(self, listener, script)
   return green.spawn(function()
     while true do
@@ -83,9 +85,11 @@ local function serve_tcp(self, listener, script)
             self.tcp_queries = self.tcp_queries + 1
             local q = { id = id, name = name, qtype = qtype,
                         question = question, raw = raw }
-            for _, p in ipairs(script(q) or {}) do
-              c:send(pack(">s2", p))
+            local out = script(q) or {}
+            for _, p in ipairs(out) do
+              c:send(out.raw and p or pack(">s2", p))
             end
+            if out.close then return c:close() end
           end
         end
       end)
@@ -266,6 +270,37 @@ describe("the resolver against a hostile name server", function()
       assert.are.equal(2, dns.tcp_queries)
     end, nil, function(q)
       return many(q, q.name == "many.test" and 4000 or 300)
+    end)
+  end)
+
+  it("survives a hostile TCP answer after a truncated UDP one", function()
+    local tcp = {
+      -- a length of 65535, then 10 bytes, then the end
+      ["short.test"] = function() return { "\255\255" .. ("\1"):rep(10),
+                                           raw = true, close = true } end,
+      -- the end at once
+      ["closed.test"] = function() return { close = true } end,
+      -- a length of 0, then garbage
+      ["zero.test"] = function() return { "\0\0" .. ("\255"):rep(100),
+                                          raw = true, close = true } end,
+      -- a header alone, then silence (the timeout ends it)
+      ["header.test"] = function(q) return { pack(">I2I2I2I2I2I2", q.id,
+                                                  0x8180, 1, 1, 0, 0) } end,
+      -- another id over TCP
+      ["wrongid.test"] = function(q)
+        return { reply(q.id ~ 0xFFFF, q.question,
+                       { rr(QNAME, A, 60, ip4("192.0.2.66")) }) }
+      end,
+    }
+    against(function(q) -- truncated (TC): ask again over TCP
+      return { reply(q.id, q.question, {}, { flags = 0x8380 }) }
+    end, function(dns)
+      for name in pairs(tcp) do
+        assert.are.same(NOTFOUND, lookup(name), name)
+      end
+      assert.is_true(dns.tcp_queries >= 5)
+    end, nil, function(q)
+      return tcp[q.name] and tcp[q.name](q)
     end)
   end)
 
