@@ -209,6 +209,29 @@ describe("the resolver against a hostile name server", function()
     end)
   end)
 
+  it("takes no address from a record of the wrong type or size", function()
+    local AAAA = 28
+    local v6 = ("\32\1\13\184"):rep(4) -- 2001:db8:2001:db8:...
+    against(function(q)
+      local records = ({
+        ["a-for-aaaa.test"] = { rr(QNAME, A, 60, ip4("192.0.2.1")) },
+        ["aaaa-for-a.test"] = { rr(QNAME, AAAA, 60, v6) },
+        ["short-aaaa.test"] = { rr(QNAME, AAAA, 60, ip4("192.0.2.1")) },
+        ["long-a.test"] = { rr(QNAME, A, 60, v6) },
+      })[q.name]
+      return records and { reply(q.id, q.question, records) }
+    end, function()
+      local function six(name)
+        return { green.with_timeout(30, green.getaddrinfo, name,
+                                    { family = "inet6" }) }
+      end
+      assert.are.same(NOTFOUND, six("a-for-aaaa.test"))
+      assert.are.same(NOTFOUND, lookup("aaaa-for-a.test"))
+      assert.are.same(NOTFOUND, six("short-aaaa.test"))
+      assert.are.same(NOTFOUND, lookup("long-a.test"))
+    end)
+  end)
+
   it("takes answers with a TTL of 0 or 2^32 - 1", function()
     against(function(q)
       local ttl = q.name == "zero.test" and 0 or 0xFFFFFFFF
