@@ -374,6 +374,29 @@ describe("the resolver against a hostile name server", function()
     end, 60)
   end)
 
+  it("ignores an answer that comes after the resolver gave up", function()
+    local kept = {}
+    against(function(q, ip, port)
+      if q.name == "slow.test" then -- answered too late, by hand
+        kept[#kept + 1] = { reply(q.id, q.question,
+                                  { rr(QNAME, A, 60, ip4("192.0.2.66")) }),
+                            ip, port }
+        return nil
+      end
+      return { reply(q.id, q.question, { rr(QNAME, A, 60, ip4("192.0.2.8")) }) }
+    end, function(dns)
+      assert.are.same(NOTFOUND, lookup("slow.test")) -- the timeout
+      assert.are.equal(1, #kept)
+      -- the late answer reaches the port the query went from, before and
+      -- as the next lookup starts
+      dns.u:sendto(kept[1][1], kept[1][2], kept[1][3])
+      local fresh = green.spawn(lookup, "fresh.test")
+      dns.u:sendto(kept[1][1], kept[1][2], kept[1][3])
+      assert.are.same({ { { family = "inet", addr = "192.0.2.8" } } },
+                      fresh:wait())
+    end)
+  end)
+
   it("survives a flood of forged replies, then takes the real one",
      function()
     local N = 2000
