@@ -879,12 +879,12 @@ static int l_setup(lua_State *L) {
       cfg.tries = (int)n;
     }
     if (lua_getfield(L, 1, "servers") != LUA_TNIL) {
-      int n;
+      lua_Integer n;
       if (!lua_istable(L, -1))
         luaL_argerror(L, 1,
                       lua_pushfstring(L, "servers: table expected, got %s",
                                       luaL_typename(L, -1)));
-      n = (int)luaL_len(L, -1);
+      n = luaL_len(L, -1); /* checked whole: an __len of 2^32 + 1 is no 1 */
       luaL_argcheck(L, n >= 1 && n <= MAX_SERVERS, 1,
                     "servers must list 1 to 8 addresses");
       for (i = 0; i < n; i++) {
@@ -897,7 +897,7 @@ static int l_setup(lua_State *L) {
                             luaL_tolstring(L, -1, NULL));
         lua_pop(L, 1);
       }
-      cfg.nservers = n;
+      cfg.nservers = (int)n;
     }
   }
   chan_retire(r);

@@ -21,6 +21,7 @@
 ** socket; beyond that send returns nil, "no buffer space available".
 */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -380,9 +381,16 @@ static int udp_receivefrom(lua_State *L) {
 /* [-0, +1 or +2, m] Send one datagram: its size, or nil, err. */
 static int do_send(lua_State *L, ludp *u, const char *p, size_t len,
                    const struct sockaddr *addr) {
-  uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+  uv_buf_t b;
   uv_udp_send_t *req;
-  int r = uv_udp_try_send(&u->h, &b, 1, addr);
+  int r;
+  /* uv_buf_t's length is an unsigned int: 2^32 + 3 bytes would go as a
+     datagram of 3 (reported sent whole). The kernel refuses anything
+     near that size anyway, with this error. */
+  if (len > UINT_MAX)
+    return lgreen_sock_fail(L, UV_EMSGSIZE);
+  b = uv_buf_init((char *)p, (unsigned)len);
+  r = uv_udp_try_send(&u->h, &b, 1, addr);
   if (r == UV_EAGAIN) { /* the kernel buffer is full, or sends queued */
     if (uv_udp_get_send_queue_size(&u->h) + len > SEND_HIGH)
       return lgreen_sock_fail(L, UV_ENOBUFS);

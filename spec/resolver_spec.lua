@@ -4,27 +4,13 @@
 local green = require "green"
 local helper = require "helper"
 local socket = require "green.socket"
+local D = require "dns_support"
 
-local pack, unpack = string.pack, string.unpack
+local pack = string.pack
 
 -- {======================================================================
 -- A name server for the specs
 -- =======================================================================
-
--- id, lower-case name, qtype, and the question section as sent.
-local function parse(q)
-  local id = unpack(">I2", q)
-  local pos, labels = 13, {}
-  while true do
-    local n = q:byte(pos)
-    if n == nil then return nil end
-    if n == 0 then break end
-    labels[#labels + 1] = q:sub(pos + 1, pos + n)
-    pos = pos + n + 1
-  end
-  local qtype = unpack(">I2", q, pos + 1)
-  return id, table.concat(labels, "."):lower(), qtype, q:sub(13, pos + 4)
-end
 
 -- A response to a query: an A record holding `ip` for an A query, no
 -- record (NODATA) for another type; `ip` false: NXDOMAIN.
@@ -40,51 +26,31 @@ local function response(id, question, qtype, ip)
       .. question .. answer
 end
 
-local Server = { __name = "fake name server" }
-Server.__index = Server
-
 --- A name server on 127.0.0.1 (in a green thread): it answers at once for
 -- the names in `answers` (name -> IPv4 address, or false for NXDOMAIN),
--- keeps the queries for the names in `held` until `:release()`, and never
+-- keeps the queries for the names in `held` until `release()`, and never
 -- answers any other name (a server that has stalled). `.queries` counts
 -- the queries received; `.addr` is "127.0.0.1:port".
 local function fake_server(answers, held)
-  local u = assert(green.udp())
-  assert(u:setsockname("127.0.0.1", 0))
-  local _, port = u:getsockname()
-  local self = setmetatable({ u = u, queries = 0, kept = {},
-                              addr = "127.0.0.1:" .. port }, Server)
   held = held or {}
-  self.thread = green.spawn(function()
-    while true do
-      local q, ip, from = u:receivefrom()
-      if not q then return end -- closed
-      local id, name, qtype, question = parse(q)
-      if id then
-        self.queries = self.queries + 1
-        if answers[name] ~= nil then
-          u:sendto(response(id, question, qtype, answers[name]), ip, from)
-        elseif held[name] ~= nil then
-          self.kept[#self.kept + 1] = { response(id, question, qtype,
-                                                 held[name]), ip, from }
-        end
-      end
+  local kept = {}
+  local self = D.server(function(q, ip, from)
+    if answers[q.name] ~= nil then
+      return { response(q.id, q.question, q.qtype, answers[q.name]) }
+    elseif held[q.name] ~= nil then
+      kept[#kept + 1] = { response(q.id, q.question, q.qtype, held[q.name]),
+                          ip, from }
     end
   end)
+  self.kept = kept
   return self
 end
 
---- Answer the queries kept for the `held` names.
-function Server:release()
-  for _, r in ipairs(self.kept) do self.u:sendto(r[1], r[2], r[3]) end
-  self.kept = {}
+--- Answer the queries kept for the `held` names (of `server`).
+local function release(server)
+  for _, r in ipairs(server.kept) do server.u:sendto(r[1], r[2], r[3]) end
+  for i = #server.kept, 1, -1 do server.kept[i] = nil end
 end
-
-function Server:close()
-  self.u:close()
-  self.thread:wait()
-end
-Server.__close = Server.close
 
 -- }======================================================================
 
@@ -300,7 +266,7 @@ describe("green.resolver", function()
                        green.getaddrinfo("held.test",
                                          { family = "inet" })[1].addr)
       assert.are.equal(1, green.resolver.stats().waiting)
-      old:release()
+      release(old)
       assert.are.equal("192.0.2.1", t:wait()[1].addr)
       assert.are.same(IDLE, green.resolver.stats())
     end)
@@ -318,6 +284,15 @@ describe("green.resolver", function()
         { { servers = { "[::1" } }, "bad server" },
         { { servers = { 53 } }, "bad server" },
         { { servers = {} }, "servers must list" },
+        -- a length past 2^32 wrapped to 1 (or 3) in an int: accepted
+        { { servers = setmetatable({ "127.0.0.1" }, {
+              __len = function() return 2^32 + 1 end }) },
+          "servers must list" },
+        { { servers = setmetatable({ "127.0.0.1", "127.0.0.2", "127.0.0.3" },
+                                   { __len = function()
+                                       return math.mininteger + 3
+                                     end }) },
+          "servers must list" },
         { { timeout = 0 }, "timeout must be" },
         { { tries = 0 }, "tries must be" },
         { { retries = 2 }, "unknown option 'retries'" },

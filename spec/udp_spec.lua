@@ -302,3 +302,31 @@ for k in pairs(results) do print(k) end
     assert.are.equal("nil closed\n", out)
   end)
 end)
+
+describe("green UDP sockets and a datagram past 4 GiB", function()
+  -- Needs 7 GB of memory: run with GREENLUA_SPEC_BIG=1.
+  -- uv_buf_t's length is an unsigned int: 2^32 + 3 bytes became a
+  -- datagram of 3, sent, and the call said 4294967299 bytes went.
+  it("refuses it with 'message too long' and sends nothing", function()
+    if os.getenv("GREENLUA_SPEC_BIG") ~= "1" then
+      return pending("set GREENLUA_SPEC_BIG=1 (needs 7 GB of memory)")
+    end
+    green_run({ deadline = 300 }, function()
+      local a = bound()
+      local b, pb = bound()
+      local half = ("x"):rep((1 << 31) - 1) -- string.rep's largest
+      local big = half .. half .. "xxxxx" -- 2^32 + 3 bytes
+      half = nil -- luacheck: ignore 311
+      assert.same({ nil, "message too long" },
+                  { a:sendto(big, "127.0.0.1", pb) })
+      assert(a:setpeername("127.0.0.1", pb))
+      assert.same({ nil, "message too long" }, { a:send(big) })
+      big = nil -- luacheck: ignore 311
+      collectgarbage()
+      b:settimeout(0)
+      assert.same({ nil, "timeout" }, { b:receive() })
+      a:close()
+      b:close()
+    end)
+  end)
+end)
