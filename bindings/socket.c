@@ -717,8 +717,10 @@ static void refork(uv_handle_t *h, void *arg) {
     n->h = (uv_handle_t *)((char *)n + s->ops->hoff);
     if ((r = s->ops->init(h->loop, n)) == 0) {
       n->h->data = n;
-      if ((r = s->ops->open(n, fd)) < 0)
-        uv_close(n->h, on_close); /* ('fd' is not its yet) */
+      if ((r = s->ops->open(n, fd)) < 0) {
+        n->flags &= ~LSOCK_BOXED; /* (s's copied flag: no userdata has n) */
+        uv_close(n->h, on_close); /* ('fd' is not its yet); frees 'n' */
+      }
       else
         fd = -1;
     } else {

@@ -630,8 +630,13 @@ static int conn_feed(lua_State *L) {
   tls_conn *t = checkconn(L);
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
-  if (len > 0 && BIO_write(t->rbio, s, (int)len) != (int)len)
-    return luaL_error(L, "not enough memory");
+  while (len > 0) { /* BIO_write takes an int: 1 GiB at a time */
+    int n = len > (1u << 30) ? (1 << 30) : (int)len;
+    if (BIO_write(t->rbio, s, n) != n)
+      return luaL_error(L, "not enough memory");
+    s += n;
+    len -= (size_t)n;
+  }
   t->starved = 0;
   return 0;
 }
@@ -824,8 +829,10 @@ static void take(lua_State *L, tls_conn *t, size_t n, size_t skip,
           p[m++] = p[i];
       n = m;
     }
-    lua_pushlstring(L, p, n);
+    lua_pushlstring(L, p, n); /* a finalizer it runs may free 't' */
   }
+  if (t->ssl == NULL)
+    return; /* freed meanwhile: its buffer is gone */
   t->off += skip;
   t->len -= skip;
   if (t->len == 0)
