@@ -65,6 +65,7 @@ typedef struct gfile {
   lgreen_owned own; /* while its userdata points to it (box.c) */
   int busy;         /* the OP_* in flight, or OP_NONE */
   int closing;      /* the Lua side is gone: flush, close, free */
+  int closer;       /* 'owner' is a thread waiting in close() */
   int result;       /* outcome of open or fstat, for its owner */
   int rerr;         /* error of the last read request, for a reader */
   int werr;         /* error of a flush, for the next write/flush/close */
@@ -284,16 +285,19 @@ static void write_rest(gfile *f) {
 
 
 /* The closing sequence is over: the closer frees the record, or it is
-   freed here if nobody waits for it. */
+   freed here if no close() waits for it. The owner may be another thread
+   whose request was in flight when the file was closed in the background
+   (a killed thread's <close>, a finalizer's close): it is woken, finds
+   the file closed and touches the record no more. */
 static void close_end(gfile *f) {
+  gl_wait_t *w = f->owner;
+  int closer = f->closer;
   gl_waitq_wake_all(&f->queue, GL_W_OK);
-  if (f->owner != NULL) {
-    gl_wait_t *w = f->owner;
-    f->owner = NULL;
+  f->owner = NULL;
+  if (w != NULL)
     gl_wait_end(w, GL_W_OK);
-  } else {
+  if (w == NULL || !closer)
     file_free(f);
-  }
 }
 
 
@@ -1276,6 +1280,7 @@ static int close_run(lua_State *L, lua_KContext ctx) {
     return 1;
   }
   f->owner = &t->w;
+  f->closer = 1;
   gl_wait_start(t, &t->w, "file:close", owner_cancel, f);
   return lgreen_block(L, t, close_k, ctx);
 }
