@@ -1667,6 +1667,11 @@ static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
   for (l = st->pending.next; l != &st->pending; l = l->next) {
     uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
     void **q = req->work_req.wq;
+    /* A scandir's entries (done, or being listed) are freed here, while
+       the result still counts them: libuv's cleanup frees as many as the
+       result says, and FS_LOST read as unsigned is billions. */
+    if (req->fs_type == UV_FS_SCANDIR && req->result >= 0)
+      uv_fs_req_cleanup(req);
     if (on_queue(head, q)) { /* completed for the parent */
       if (req->fs_type == UV_FS_OPEN && req->result >= 0)
         close((int)req->result); /* the child's copy */
