@@ -76,6 +76,8 @@ typedef struct gfile {
   size_t vsize;     /* buffer size */
   size_t ra;        /* size of the next refill of a sequential reader */
   unsigned gen;     /* changes whenever the buffered bytes move */
+  unsigned wgen;    /* counts the write requests that ended */
+  unsigned sgen;    /* 'wgen' when 'size' was taken */
   int64_t size;     /* from the last fstat */
   char *rbuf;       /* read buffer: [rpos, rend) not yet consumed */
   size_t rcap, rpos, rend;
@@ -337,6 +339,10 @@ static void file_cb(uv_fs_t *req) {
   lgfs_done(f->st, &f->track);
   if ((op == OP_FSTAT || op == OP_OPENSTAT) && r >= 0)
     f->size = (int64_t)req->statbuf.st_size;
+  if (op == OP_FSTAT || op == OP_OPENSTAT)
+    f->sgen = f->wgen;
+  else if (op == OP_WRITE)
+    f->wgen++;
   uv_fs_req_cleanup(req);
   switch (op) {
   case OP_OPEN:
@@ -1130,10 +1136,13 @@ static int seek_run(lua_State *L, lua_KContext ctx) {
   gl_thread_t *t;
   off_t cur, target;
   int r;
-  /* The size asked for (SK_SIZED) holds only if nothing is written in
-     between: another thread's write may have come while it was asked. */
+  /* The size asked for (SK_SIZED) holds only while no write has ended
+     since it was taken (wgen): another thread's write may have come while
+     it was asked. Another thread's fstat meanwhile is as good (threads
+     seeking to the end together would otherwise take turns forever, each
+     one's fstat making the other's stale). */
   if (f->busy != OP_NONE)
-    return wait_turn(L, f, "file:seek", seek_k, ctx & ~SK_SIZED);
+    return wait_turn(L, f, "file:seek", seek_k, ctx);
   if (f->wlen > 0 && !(tell && !(f->mode & M_APPEND))) {
     t = lgreen_begin(L, hub, "file:seek"); /* written data goes first */
     r = submit_write(f);
@@ -1146,7 +1155,8 @@ static int seek_run(lua_State *L, lua_KContext ctx) {
     f->werr = 0;
     return lgfs_fail(L, r, NULL);
   }
-  if (op == 2 && !(ctx & SK_SIZED)) { /* the size, off the hub */
+  if (op == 2 && (!(ctx & SK_SIZED) || f->sgen != f->wgen)) {
+    /* the size, off the hub */
     t = lgreen_begin(L, hub, "file:seek");
     r = submit_fstat(f, OP_FSTAT);
     if (r < 0)

@@ -151,3 +151,24 @@ describe("green.fs across green.fork: a completed scandir", function()
                 lines)
   end)
 end)
+
+describe("green.fs: threads seeking to the end together", function()
+  it("all get the size; none waits forever for a size nobody overwrites",
+     function()
+    green_run(function()
+      local p = tmp()
+      assert(fs.writefile(p, "abcdef"))
+      local f = assert(fs.open(p, "r"))
+      local threads = {}
+      for i = 1, 3 do
+        threads[i] = green.spawn(function()
+          -- each asks the pool for the size; the others' fstats came in
+          -- between, and no write: the size holds
+          return green.with_timeout(20, f.seek, f, "end")
+        end)
+      end
+      for i = 1, 3 do assert.equal(6, threads[i]:wait()) end
+      assert.is_true(f:close())
+    end)
+  end)
+end)
