@@ -337,6 +337,11 @@ static void file_cb(uv_fs_t *req) {
   int op = f->busy;
   f->busy = OP_NONE;
   lgfs_done(f->st, &f->track);
+  if (f->owner != NULL && f->hub->loop.data == NULL)
+    /* the state is closing (gl_hub_close runs the loop until the pool's
+       requests end): the owner never runs again, as if it was killed (an
+       open's file is closed, a close's record freed) */
+    gl_wait_abandon(f->owner, GL_W_CANCELED);
   if ((op == OP_FSTAT || op == OP_OPENSTAT) && r >= 0)
     f->size = (int64_t)req->statbuf.st_size;
   if (op == OP_FSTAT || op == OP_OPENSTAT)

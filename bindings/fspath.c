@@ -36,6 +36,8 @@ static void req_free(fsreq *q) {
 static void req_cb(uv_fs_t *req) {
   fsreq *q = (fsreq *)req;
   lgfs_done(q->st, &q->track);
+  if (q->w != NULL && req->loop->data == NULL) /* the state is closing: */
+    gl_wait_abandon(q->w, GL_W_CANCELED); /* its thread never runs again */
   if (q->w != NULL) { /* the continuation reads and frees it */
     gl_wait_t *w = q->w;
     q->w = NULL;
