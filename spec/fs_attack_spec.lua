@@ -6,51 +6,15 @@ local green = require "green"
 local h = require "helper"
 local fs = green.fs
 
-local dir
+local S = require "fs_support"
 
-local function sh(cmd)
-  assert(os.execute(cmd), "failed: " .. cmd)
-end
+local dir -- a fresh temporary directory per spec file (S.setup)
+local sh, tmp, nfds = S.sh, S.tmp, S.nfds
+local fifo_pair, settled = S.fifo_pair, S.settled
 
-local seq = 0
-local function tmp(name)
-  seq = seq + 1
-  return ("%s/%d-%s"):format(dir, seq, name or "f")
-end
+setup(function() dir = S.setup() end)
 
-local function mkfifo()
-  local p = tmp("fifo")
-  sh("mkfifo " .. p)
-  return p
-end
-
-local function nfds()
-  return #assert(fs.scandir("/proc/self/fd"))
-end
-
-local function fifo_pair()
-  local p = mkfifo()
-  local w
-  local t = green.spawn(function() w = assert(fs.open(p, "w")) end)
-  local r = assert(fs.open(p, "r"))
-  t:wait()
-  return r, w
-end
-
-local function settled()
-  h.eventually(function() return fs.stats().inflight == 0 end,
-               "no request in flight")
-end
-
-setup(function()
-  dir = os.tmpname()
-  os.remove(dir)
-  sh("mkdir -m 700 " .. dir)
-end)
-
-teardown(function()
-  sh("rm -rf " .. dir)
-end)
+teardown(S.teardown)
 
 describe("green.fs: a file closed in the background under a reader", function()
   it("a killed thread's <close> while another thread's read is in the "
@@ -300,7 +264,9 @@ describe("green.fs at the close of the state", function()
   -- descriptor closed, a scandir's entries and a stat's request freed
   -- (ASan's leak detector checks those). Every worker is held by a FIFO
   -- open that a finalizer run as the state closes lets go, so the
-  -- requests queued behind them all run during the hub's close.
+  -- requests queued behind them all run during the hub's close. (The
+  -- FIFO opens themselves may look stuck to the close, which then does
+  -- not wait for them: docs/api.md. Only the regular file's count.)
   it("closes what the opens opened and frees the path calls' requests",
      function()
     local d = tmp("close")
@@ -317,7 +283,7 @@ local function fds_on(pathpart)
 end
 -- made before green: finalized after green's hub has closed
 local after = setmetatable({}, {__gc = function()
-  io.stdout:write("fifo descriptors left: ", fds_on(dir .. "/hold"), "\n")
+  io.stdout:write("descriptors left: ", fds_on(dir .. "/regular"), "\n")
 end})
 local green = require "green"
 local fs = green.fs
@@ -328,7 +294,9 @@ for i = 1, n do
   assert(os.execute("mkfifo " .. holds[i]))
   green.spawn(function() return fs.open(holds[i], "r") end)
 end
+assert(io.open(dir .. "/regular", "w")):close()
 for _ = 1, 4 do
+  green.spawn(function() return fs.open(dir .. "/regular") end)
   green.spawn(function() return fs.scandir("/usr/bin") end)
   green.spawn(function() return fs.stat("/") end)
   green.spawn(function() return fs.realpath("/usr/bin/..") end)
@@ -337,7 +305,7 @@ local deadline = os.time() + 20
 repeat
   green.sleep(0.001)
   assert(os.time() < deadline, "the requests never all went in")
-until fs.stats().inflight == n + 12
+until fs.stats().inflight == n + 16
 -- made after green: finalized as the state closes, before green's hub
 -- closes: the FIFO opens end then, and the requests queued behind them
 -- run while the hub closes, their threads never to run again
@@ -351,6 +319,6 @@ _ = after, before
 ]])
     assert.equal(0, code, err)
     assert.equal("", (err:gsub("==%d+==Running thread.-\n", "")))
-    assert.equal("fifo descriptors left: 0\n", out)
+    assert.equal("descriptors left: 0\n", out)
   end)
 end)

@@ -6,12 +6,10 @@ local green = require "green"
 local h = require "helper"
 local fs = green.fs
 
-local dir -- a fresh temporary directory per spec file
+local S = require "fs_support"
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  assert(ok, "failed: " .. cmd)
-end
+local dir -- a fresh temporary directory per spec file (S.setup)
+local sh, tmp, mkfifo, nfds = S.sh, S.tmp, S.mkfifo, S.nfds
 
 local function put(path, data)
   local f = assert(io.open(path, "wb"))
@@ -27,23 +25,6 @@ local function get(path)
   return s
 end
 
-local seq = 0
-local function tmp(name)
-  seq = seq + 1
-  return ("%s/%d-%s"):format(dir, seq, name or "f")
-end
-
-local function mkfifo(name)
-  local p = tmp(name or "fifo")
-  sh("mkfifo " .. p)
-  return p
-end
-
--- The number of descriptors this process has open.
-local function nfds()
-  local names = assert(fs.scandir("/proc/self/fd"))
-  return #names
-end
 
 -- pcall's results with file objects and error positions normalized, for
 -- comparing a call on an io file with the same call on a green.fs file.
@@ -71,15 +52,9 @@ local function show(v)
   return tostring(v)
 end
 
-setup(function()
-  dir = os.tmpname()
-  os.remove(dir)
-  sh("mkdir -m 700 " .. dir)
-end)
+setup(function() dir = S.setup() end)
 
-teardown(function()
-  if dir then sh("rm -rf " .. dir) end
-end)
+teardown(S.teardown)
 
 describe("green.fs files read as io's do", function()
   local CONTENTS = {
@@ -878,19 +853,7 @@ end)
 
 describe("green.fs kills and Timeouts", function()
   -- Both ends of a new FIFO: each open waits (in the pool) for the other.
-  local function fifo_pair()
-    local p = mkfifo()
-    local w
-    local t = green.spawn(function() w = assert(fs.open(p, "w")) end)
-    local r = assert(fs.open(p, "r"))
-    t:wait()
-    return r, w
-  end
-
-  local function settled()
-    h.eventually(function() return fs.stats().inflight == 0 end,
-                 "no request in flight")
-  end
+  local fifo_pair, settled = S.fifo_pair, S.settled
 
   -- Occupy every worker of libuv's pool with an open of a FIFO (which
   -- waits for a writer), so that the next request waits in the pool's
