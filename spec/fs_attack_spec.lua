@@ -8,11 +8,10 @@ local fs = green.fs
 
 local S = require "fs_support"
 
-local dir -- a fresh temporary directory per spec file (S.setup)
 local sh, tmp, nfds = S.sh, S.tmp, S.nfds
 local fifo_pair, settled = S.fifo_pair, S.settled
 
-setup(function() dir = S.setup() end)
+setup(S.setup) -- a fresh temporary directory per spec file
 
 teardown(S.teardown)
 
@@ -44,75 +43,6 @@ describe("green.fs: a file closed in the background under a reader", function()
       w:close()
       settled()
     end)
-  end)
-end)
-
-describe("green.fs across green.fork: a completed scandir", function()
-  -- The fork comes after a worker completed a scandir (libuv holds its
-  -- entries in the request) but before the hub called it back: the parent
-  -- delivers it; the child ends it as lost, and must free its entries as
-  -- what they are (libuv's cleanup counts them with the request's result,
-  -- which the child must not have made an error code first). Deterministic
-  -- as fs_spec's completed read: every worker but one held by a FIFO open,
-  -- the free one does the scandir, then a queued FIFO open that the
-  -- forking thread completes with a blocking io.open.
-  it("is freed in the child as it is, and the child exits cleanly",
-     function()
-    local list = tmp("many")
-    sh("mkdir " .. list)
-    for i = 1, 64 do
-      local f = assert(io.open(("%s/entry-%03d"):format(list, i), "w"))
-      f:close()
-    end
-    local out, err, code = h.greenlua_run([[
-      local green = require "green"
-      local fs = green.fs
-      local dir, list = ...
-      local n = tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4
-      local seq = 0
-      local function fifo()
-        seq = seq + 1
-        local p = dir .. "/sfork-" .. seq
-        assert(os.execute("mkfifo " .. p))
-        return p
-      end
-      local holds, held = {}, {}
-      for i = 1, n - 1 do
-        holds[i] = fifo()
-        held[i] = green.spawn(function() return fs.open(holds[i], "r") end)
-      end
-      local until_t = green.now() + 20 -- a bounded wait
-      while fs.stats().inflight < n - 1 do
-        assert(green.now() < until_t, "the FIFO opens never all started")
-        green.sleep(0.001)
-      end
-      local lister = green.spawn(function() return fs.scandir(list) end)
-      local p2 = fifo()
-      local opener = green.spawn(function() return fs.open(p2, "r") end)
-      green.sleep(0) -- both submitted: the scandir runs, the open waits
-      assert(fs.stats().inflight == n + 1)
-      local w2 = assert(io.open(p2, "w")) -- the worker is past the scandir
-      local pid = green.fork()
-      if pid == 0 then
-        local names = assert(fs.scandir(list))
-        io.stdout:write("child listed ", #names, "\n")
-        io.stdout:flush()
-        return
-      end
-      print("parent listed " .. #lister:wait())
-      local ws = {}
-      for i = 1, n - 1 do ws[i] = assert(io.open(holds[i], "w")) end
-      for i = 1, n - 1 do assert(held[i]:wait()):close(); ws[i]:close() end
-      assert(opener:wait()):close()
-      w2:close()
-      print("child", green.process.wait(pid, 30))
-    ]], dir .. " " .. list, 60)
-    assert.equal(0, code, err)
-    local lines = {}
-    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
-    table.sort(lines)
-    assert.same({ "child\texit\t0", "child listed 64", "parent listed 64" },
-                lines)
   end)
 end)
 

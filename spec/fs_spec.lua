@@ -1671,12 +1671,18 @@ describe("green.fs across green.fork: a completed read", function()
   -- not see them too. Made deterministic by holding all workers but one:
   -- the free one does the read, then takes a queued FIFO open, which the
   -- forking thread completes with a blocking io.open -- by then the read
-  -- is posted, and the hub has not turned.
+  -- is posted, and the hub has not turned. A scandir completed so too is
+  -- the parent's: the child frees its entries as what they are (libuv's
+  -- cleanup counts them with the request's result, which the child must
+  -- not have made an error code first: it crashed).
   it("is the parent's: the child does not see its bytes", function()
+    local list = tmp("many")
+    sh("mkdir " .. list)
+    for i = 1, 64 do put(("%s/entry-%03d"):format(list, i), "") end
     local out, err, code = h.greenlua_run([[
       local green = require "green"
       local fs = green.fs
-      local dir = ...
+      local dir, list = ...
       local n = tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4
       local seq = 0
       local function fifo()
@@ -1701,10 +1707,11 @@ describe("green.fs across green.fork: a completed read", function()
         green.sleep(0.001)
       end
       local reader = green.spawn(function() return r1:read("l") end)
+      local lister = green.spawn(function() return fs.scandir(list) end)
       local p2 = fifo()
       local opener = green.spawn(function() return fs.open(p2, "r") end)
-      green.sleep(0) -- both submitted: the read runs, the open waits
-      assert(fs.stats().inflight == n + 1)
+      green.sleep(0) -- all submitted: the read and scandir run, the open waits
+      assert(fs.stats().inflight == n + 2)
       local feed = assert(io.open(p1, "w"))
       feed:write("parent's\n")
       feed:flush()
@@ -1713,10 +1720,12 @@ describe("green.fs across green.fork: a completed read", function()
       if pid == 0 then
         w1:write("child's\n"):flush()
         io.stdout:write("child read ", tostring(r1:read("l")), "\n")
+        io.stdout:write("child listed ", #assert(fs.scandir(list)), "\n")
         io.stdout:flush()
         return
       end
       print("parent read " .. reader:wait())
+      print("parent listed " .. #lister:wait())
       local ws = {}
       for i = 1, n - 1 do ws[i] = assert(io.open(holds[i], "w")) end
       for i = 1, n - 1 do assert(held[i]:wait()):close(); ws[i]:close() end
@@ -1729,12 +1738,13 @@ describe("green.fs across green.fork: a completed read", function()
         assert(green.now() < deadline, "the child did not exit")
         green.sleep(0.005)
       end
-    ]], dir, 60)
+    ]], dir .. " " .. list, 60)
     assert.equal(0, code, err)
     local lines = {}
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     table.sort(lines)
-    assert.same({ "child read child's", "parent read parent's" }, lines)
+    assert.same({ "child listed 64", "child read child's", "parent listed 64",
+                  "parent read parent's" }, lines)
   end)
 end)
 
