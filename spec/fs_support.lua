@@ -65,4 +65,12 @@ function S.settled()
                "no request in flight")
 end
 
+--- Wait (bounded) until one file record of the `base` alive is freed,
+-- then check one descriptor of the `fds` open was closed with it.
+function S.one_freed(base, fds)
+  h.eventually(function() return fs.stats().files == base - 1 end,
+               "the record freed")
+  assert(S.nfds() == fds - 1, "its descriptor closed")
+end
+
 return S
