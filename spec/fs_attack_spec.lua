@@ -249,4 +249,83 @@ _ = after, before
     assert.equal("", (err:gsub("==%d+==Running thread.-\n", "")))
     assert.equal("descriptors left: 0\n", out)
   end)
+  it("frees what threads woken by their request, never run since, hold",
+     function()
+    -- Their requests ended in a turn of the hub, and the state closes
+    -- before they run again (the thread that woke with them ends the
+    -- script): an open's file is closed, a scandir's request freed.
+    -- Deterministic: both workers of the pool (UV_THREADPOOL_SIZE=2) held
+    -- by FIFO opens; one let go, the requests run on it, then a queued
+    -- FIFO open the main thread completes with a blocking io.open: by
+    -- then all are posted, and the hub has not turned.
+    local d = tmp("ready")
+    sh("mkdir " .. d)
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(("local dir = %q\n"):format(d), [[
+local function fds_on(pathpart)
+  local st = io.open("/proc/self/stat"):read("a")
+  local p = io.popen("ls -l /proc/" .. st:match("^(%d+)") .. "/fd")
+  local n = 0
+  for l in p:lines() do if l:find(pathpart, 1, true) then n = n + 1 end end
+  p:close()
+  return n
+end
+-- made before green: finalized after green's hub has closed
+local after = setmetatable({}, {__gc = function()
+  io.stdout:write("descriptors left: ", fds_on(dir .. "/regular"), "\n")
+end})
+local green = require "green"
+local fs = green.fs
+local function fifo(name)
+  local p = dir .. "/" .. name
+  assert(os.execute("mkfifo " .. p))
+  return p
+end
+local function until_inflight(n)
+  local deadline = os.time() + 20
+  repeat
+    green.sleep(0)
+    assert(os.time() < deadline, "never " .. n .. " in flight")
+  until fs.stats().inflight == n
+end
+local a, b, c = fifo("a"), fifo("b"), fifo("c")
+assert(io.open(dir .. "/regular", "w")):close()
+-- both workers (UV_THREADPOOL_SIZE=2) held by FIFO opens
+green.spawn(function() return fs.open(a, "r") end)
+green.spawn(function() return fs.open(b, "r") end)
+until_inflight(2)
+local ran = 0
+for _ = 1, 8 do
+  green.spawn(function() fs.open(dir .. "/regular") ran = ran + 1 end)
+end
+for _ = 1, 2 do
+  green.spawn(function() fs.scandir("/usr/bin") ran = ran + 1 end)
+end
+green.spawn(function() return fs.open(c, "r") end)
+until_inflight(13)
+-- the hub does not turn from here to the end of the wait below
+local wa = assert(io.open(a, "w")) -- one worker free: the requests run
+local wc = assert(io.open(c, "w")) -- returns once they all have
+-- their callbacks come in one turn, which wakes this thread first
+local deadline = os.time() + 20
+repeat
+  green.sleep(0)
+  assert(os.time() < deadline, "the opens never called back")
+until fs.stats().inflight <= 2
+io.stdout:write("threads that ran after their request: ", ran, "\n")
+wa:close(); wc:close()
+_ = after
+]])
+    f:close()
+    local build = os.getenv("GREENLUA_BUILD") or "./build"
+    local out, err, code = h.sh(
+      ("UV_THREADPOOL_SIZE=2 LUA_PATH=%s LUA_CPATH=%s lua5.4 %s"):format(
+        h.quote("./lua/?.lua;./lua/?/init.lua;;"),
+        h.quote(build .. "/?.so;;"), script), 60)
+    os.remove(script)
+    assert.equal(0, code, err)
+    assert.equal("threads that ran after their request: 0\n"
+                 .. "descriptors left: 0\n", out)
+  end)
 end)
