@@ -185,6 +185,27 @@ describe("green.fs out of descriptors", function()
 end)
 
 describe("green.fs at the close of the state", function()
+  -- The start of a script for stock lua5.4 run in directory 'd': green
+  -- loaded, and a finalizer that runs after green's hub has closed (made
+  -- before green) prints how many descriptors on d/regular are open then.
+  local function prelude(d)
+    return ("local dir = %q\n"):format(d) .. [[
+local function fds_on(pathpart)
+  local st = io.open("/proc/self/stat"):read("a")
+  local p = io.popen("ls -l /proc/" .. st:match("^(%d+)") .. "/fd")
+  local n = 0
+  for l in p:lines() do if l:find(pathpart, 1, true) then n = n + 1 end end
+  p:close()
+  return n
+end
+local after = setmetatable({}, {__gc = function()
+  io.stdout:write("descriptors left: ", fds_on(dir .. "/regular"), "\n")
+end})
+local green = require "green"
+local fs = green.fs
+]]
+  end
+
   -- The state closes (the end of a stock lua5.4 script) with green
   -- threads waiting for requests still in the pool: the hub's close runs
   -- the loop until they end, and their threads never run again. What
@@ -199,22 +220,7 @@ describe("green.fs at the close of the state", function()
      function()
     local d = tmp("close")
     sh("mkdir " .. d)
-    local out, err, code = h.lua54_run(("local dir = %q\n"):format(d) .. [[
-local function fds_on(pathpart)
-  local st = io.open("/proc/self/stat"):read("a")
-  local pid = st:match("^(%d+)")
-  local p = io.popen("ls -l /proc/" .. pid .. "/fd")
-  local n = 0
-  for l in p:lines() do if l:find(pathpart, 1, true) then n = n + 1 end end
-  p:close()
-  return n
-end
--- made before green: finalized after green's hub has closed
-local after = setmetatable({}, {__gc = function()
-  io.stdout:write("descriptors left: ", fds_on(dir .. "/regular"), "\n")
-end})
-local green = require "green"
-local fs = green.fs
+    local out, err, code = h.lua54_run(prelude(d) .. [[
 local n = tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4
 local holds = {}
 for i = 1, n do
@@ -262,21 +268,7 @@ _ = after, before
     sh("mkdir " .. d)
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))
-    f:write(("local dir = %q\n"):format(d), [[
-local function fds_on(pathpart)
-  local st = io.open("/proc/self/stat"):read("a")
-  local p = io.popen("ls -l /proc/" .. st:match("^(%d+)") .. "/fd")
-  local n = 0
-  for l in p:lines() do if l:find(pathpart, 1, true) then n = n + 1 end end
-  p:close()
-  return n
-end
--- made before green: finalized after green's hub has closed
-local after = setmetatable({}, {__gc = function()
-  io.stdout:write("descriptors left: ", fds_on(dir .. "/regular"), "\n")
-end})
-local green = require "green"
-local fs = green.fs
+    f:write(prelude(d), [[
 local function fifo(name)
   local p = dir .. "/" .. name
   assert(os.execute("mkfifo " .. p))
