@@ -65,6 +65,7 @@ typedef struct gfile {
   lgreen_owned own; /* while its userdata points to it (box.c) */
   int busy;         /* the OP_* in flight, or OP_NONE */
   int closing;      /* the Lua side is gone: flush, close, free */
+  int closer;       /* 'owner' is a thread waiting in close() */
   int result;       /* outcome of open or fstat, for its owner */
   int rerr;         /* error of the last read request, for a reader */
   int werr;         /* error of a flush, for the next write/flush/close */
@@ -75,6 +76,8 @@ typedef struct gfile {
   size_t vsize;     /* buffer size */
   size_t ra;        /* size of the next refill of a sequential reader */
   unsigned gen;     /* changes whenever the buffered bytes move */
+  unsigned wgen;    /* counts the write requests that ended */
+  unsigned sgen;    /* 'wgen' when 'size' was taken */
   int64_t size;     /* from the last fstat */
   char *rbuf;       /* read buffer: [rpos, rend) not yet consumed */
   size_t rcap, rpos, rend;
@@ -284,16 +287,19 @@ static void write_rest(gfile *f) {
 
 
 /* The closing sequence is over: the closer frees the record, or it is
-   freed here if nobody waits for it. */
+   freed here if no close() waits for it. The owner may be another thread
+   whose request was in flight when the file was closed in the background
+   (a killed thread's <close>, a finalizer's close): it is woken, finds
+   the file closed and touches the record no more. */
 static void close_end(gfile *f) {
+  gl_wait_t *w = f->owner;
+  int closer = f->closer;
   gl_waitq_wake_all(&f->queue, GL_W_OK);
-  if (f->owner != NULL) {
-    gl_wait_t *w = f->owner;
-    f->owner = NULL;
+  f->owner = NULL;
+  if (w != NULL)
     gl_wait_end(w, GL_W_OK);
-  } else {
+  if (w == NULL || !closer)
     file_free(f);
-  }
 }
 
 
@@ -331,8 +337,17 @@ static void file_cb(uv_fs_t *req) {
   int op = f->busy;
   f->busy = OP_NONE;
   lgfs_done(f->st, &f->track);
+  if (f->owner != NULL && f->hub->loop.data == NULL)
+    /* the state is closing (gl_hub_close runs the loop until the pool's
+       requests end): the owner never runs again, as if it was killed (an
+       open's file is closed, a close's record freed) */
+    gl_wait_abandon(f->owner, GL_W_CANCELED);
   if ((op == OP_FSTAT || op == OP_OPENSTAT) && r >= 0)
     f->size = (int64_t)req->statbuf.st_size;
+  if (op == OP_FSTAT || op == OP_OPENSTAT)
+    f->sgen = f->wgen;
+  else if (op == OP_WRITE)
+    f->wgen++;
   uv_fs_req_cleanup(req);
   switch (op) {
   case OP_OPEN:
@@ -1126,10 +1141,13 @@ static int seek_run(lua_State *L, lua_KContext ctx) {
   gl_thread_t *t;
   off_t cur, target;
   int r;
-  /* The size asked for (SK_SIZED) holds only if nothing is written in
-     between: another thread's write may have come while it was asked. */
+  /* The size asked for (SK_SIZED) holds only while no write has ended
+     since it was taken (wgen): another thread's write may have come while
+     it was asked. Another thread's fstat meanwhile is as good (threads
+     seeking to the end together would otherwise take turns forever, each
+     one's fstat making the other's stale). */
   if (f->busy != OP_NONE)
-    return wait_turn(L, f, "file:seek", seek_k, ctx & ~SK_SIZED);
+    return wait_turn(L, f, "file:seek", seek_k, ctx);
   if (f->wlen > 0 && !(tell && !(f->mode & M_APPEND))) {
     t = lgreen_begin(L, hub, "file:seek"); /* written data goes first */
     r = submit_write(f);
@@ -1142,7 +1160,8 @@ static int seek_run(lua_State *L, lua_KContext ctx) {
     f->werr = 0;
     return lgfs_fail(L, r, NULL);
   }
-  if (op == 2 && !(ctx & SK_SIZED)) { /* the size, off the hub */
+  if (op == 2 && (!(ctx & SK_SIZED) || f->sgen != f->wgen)) {
+    /* the size, off the hub */
     t = lgreen_begin(L, hub, "file:seek");
     r = submit_fstat(f, OP_FSTAT);
     if (r < 0)
@@ -1276,6 +1295,7 @@ static int close_run(lua_State *L, lua_KContext ctx) {
     return 1;
   }
   f->owner = &t->w;
+  f->closer = 1;
   gl_wait_start(t, &t->w, "file:close", owner_cancel, f);
   return lgreen_block(L, t, close_k, ctx);
 }
@@ -1662,6 +1682,11 @@ static void fs_forked(lua_State *L, gl_hub_t *hub, void *ud) {
   for (l = st->pending.next; l != &st->pending; l = l->next) {
     uv_fs_t *req = GL_CONTAINER(l, lgfs_track, link)->req;
     void **q = req->work_req.wq;
+    /* A scandir's entries (done, or being listed) are freed here, while
+       the result still counts them: libuv's cleanup frees as many as the
+       result says, and FS_LOST read as unsigned is billions. */
+    if (req->fs_type == UV_FS_SCANDIR && req->result >= 0)
+      uv_fs_req_cleanup(req);
     if (on_queue(head, q)) { /* completed for the parent */
       if (req->fs_type == UV_FS_OPEN && req->result >= 0)
         close((int)req->result); /* the child's copy */
@@ -1754,6 +1779,33 @@ static unsigned fs_stuck(gl_hub_t *hub, int closing) {
       n++;
   }
   return n;
+}
+
+
+/*
+** The state closes (green.c, hub_gc, after gl_hub_close): threads whose
+** request has ended but who have not run since never will. What their
+** continuation would have freed is freed here: a path call's request
+** ('delivered'), and a file record no userdata holds with no request
+** under way (an open's, its file closed; a close's).
+*/
+void lgreen_fs_closed(gl_hub_t *hub) {
+  lgfs_state *st = (lgfs_state *)lgreen_state(hub)->fs;
+  gl_link_t *l, *next;
+  if (st == NULL)
+    return;
+  while (!gl_link_empty(&st->delivered))
+    lgfs_free_delivered(GL_CONTAINER(st->delivered.next, lgfs_track, link));
+  for (l = st->alive.next; l != &st->alive; l = next) {
+    gfile *f = GL_CONTAINER(l, gfile, alive);
+    next = l->next;
+    if (f->busy != OP_NONE || f->own.link.next != &f->own.link)
+      continue; /* in the pool still, or its userdata's __gc closes it */
+    write_rest(f);
+    if (f->fd >= 0)
+      close(f->fd);
+    file_free(f);
+  }
 }
 
 
@@ -1926,6 +1978,7 @@ void lgreen_open_fs(lua_State *L, gl_hub_t *hub) {
   memset(state, 0, sizeof(lgfs_state));
   gl_link_init(&state->pending);
   gl_link_init(&state->alive);
+  gl_link_init(&state->delivered);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");

@@ -28,6 +28,7 @@ typedef struct fsreq {
 
 
 static void req_free(fsreq *q) {
+  gl_link_remove(&q->track.link); /* off 'delivered' */
   uv_fs_req_cleanup(&q->req);
   free(q);
 }
@@ -36,13 +37,21 @@ static void req_free(fsreq *q) {
 static void req_cb(uv_fs_t *req) {
   fsreq *q = (fsreq *)req;
   lgfs_done(q->st, &q->track);
+  if (q->w != NULL && req->loop->data == NULL) /* the state is closing: */
+    gl_wait_abandon(q->w, GL_W_CANCELED); /* its thread never runs again */
   if (q->w != NULL) { /* the continuation reads and frees it */
     gl_wait_t *w = q->w;
     q->w = NULL;
+    gl_link_push(&q->st->delivered, &q->track.link);
     gl_wait_end(w, GL_W_OK);
   } else {
     req_free(q);
   }
+}
+
+
+void lgfs_free_delivered(lgfs_track *t) {
+  req_free(GL_CONTAINER(t, fsreq, track));
 }
 
 
@@ -230,6 +239,7 @@ static int path_call(lua_State *L, int kind, const char *what) {
   if (q == NULL)
     return luaL_error(L, "not enough memory");
   q->st = st;
+  gl_link_init(&q->track.link);
   q->track.req = &q->req;
   masked = lgfs_mask(&old);
   switch (kind) {

@@ -299,8 +299,11 @@ static int hub_gc(lua_State *L) {
   g->gone = 1;
   self = &g->hub;
   if (self->loop.data != NULL) {
+    int left;
     self->loop.data = NULL;
-    if (gl_hub_close(self)) {
+    left = gl_hub_close(self);
+    lgreen_fs_closed(self);
+    if (left) {
       g->held = 1;
       lgreen_fs_abandon(self);
     }

@@ -264,6 +264,9 @@ gl_hub_t *lgreen_gethub(lua_State *L);
 /* The hub closed and left its loop open for requests of green.fs that
    may never end (fs.c): they are the process's now, kept for its exit. */
 void lgreen_fs_abandon(gl_hub_t *hub);
+/* The hub closed (before lgreen_fs_abandon): what green.fs handed to
+   threads that never ran again is freed (fs.c). */
+void lgreen_fs_closed(gl_hub_t *hub);
 void lgreen_fs_exit_flush(void); /* fs.c: for fork.c's child_exit */
 
 /* [-0, +0, -] In a hook: does the code that runs on come from greenlua's

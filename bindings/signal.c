@@ -87,9 +87,12 @@ static int signum_at(lua_State *L, int idx, int allow0) {
     n = lua_tointeger(L, idx);
     return n >= (allow0 ? 0 : 1) && n < NSIG ? (int)n : -1;
   } else if (lua_type(L, idx) == LUA_TSTRING) {
-    const char *s = lua_tostring(L, idx);
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
     const char *name = strncasecmp(s, "SIG", 3) == 0 ? s + 3 : s;
     int i;
+    if (strlen(s) != len) /* "TERM\0junk" is no name */
+      return -1;
     for (i = 0; names[i].name != NULL; i++)
       if (strcasecmp(names[i].name, name) == 0)
         return names[i].signum;
@@ -98,12 +101,21 @@ static int signum_at(lua_State *L, int idx, int allow0) {
 }
 
 
+/* [-0, +1, m] The message for the unknown signal name at 'idx'. */
+static const char *push_unknown(lua_State *L, int idx) {
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  if (strlen(s) != len)
+    return lua_pushliteral(L, "unknown signal (the name holds a zero byte)");
+  return lua_pushfstring(L, "unknown signal '%s'", s);
+}
+
+
 int lgreen_signum(lua_State *L, int idx, int allow0) {
   int signum = signum_at(L, idx, allow0);
   if (signum < 0) {
     if (lua_type(L, idx) == LUA_TSTRING)
-      luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'",
-                                            lua_tostring(L, idx)));
+      luaL_argerror(L, idx, push_unknown(L, idx));
     else if (lua_type(L, idx) == LUA_TNUMBER)
       luaL_argerror(L, idx, "not a signal number");
     else
@@ -514,7 +526,7 @@ static int l_signum(lua_State *L) {
   }
   lua_pushnil(L);
   if (lua_type(L, 1) == LUA_TSTRING)
-    lua_pushfstring(L, "unknown signal '%s'", lua_tostring(L, 1));
+    push_unknown(L, 1);
   else if (lua_type(L, 1) == LUA_TNUMBER)
     lua_pushliteral(L, "not a signal number");
   else

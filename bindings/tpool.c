@@ -100,6 +100,7 @@ struct tpool {
   pthread_cond_t gone;  /* a worker has exited (close waits for them) */
   gl_link_t queue;      /* tasks for the workers, FIFO */
   gl_link_t done;       /* finished tasks, for the hub */
+  gl_link_t delivered;  /* handed over, their callers yet to run (hub) */
   gl_link_t workers;    /* live workers */
   gl_link_t idlers;     /* idle workers, the most recent last */
   gl_link_t exited;     /* workers whose thread has ended, to join */
@@ -546,6 +547,7 @@ static void hand_over(tpool *p, task *tk, int status) {
     gl_wait_t *w = tk->waiter;
     tk->waiter = NULL;
     waiting_dec(p);
+    gl_link_push(&p->delivered, &tk->link); /* till its caller runs */
     gl_wait_end(w, status); /* its continuation takes 'tk' */
   } else {
     task_free(tk);
@@ -637,6 +639,7 @@ static void task_undo(gl_wait_t *w) {
   task *tk = (task *)w->data;
   if (tk != NULL) {
     w->data = NULL;
+    gl_link_remove(&tk->link); /* off 'delivered' */
     pthread_mutex_lock(&tk->p->mu);
     tk->p->abandoned++;
     pthread_mutex_unlock(&tk->p->mu);
@@ -769,6 +772,7 @@ static int execute_k(lua_State *L, int status, lua_KContext ctx) {
   st = lgreen_waited(L, w, task_undo); /* raises a kill or Timeout */
   tk = (task *)w->data;
   w->data = NULL;
+  gl_link_remove(&tk->link); /* off 'delivered' */
   lua_settop(L, 0);
   if (st == TP_LOST) {
     task_free(tk);
@@ -927,6 +931,11 @@ static void pool_close(tpool *p) {
     gl_link_remove(&tk->link);
     task_free(tk);
   }
+  while (!gl_link_empty(&p->delivered)) { /* their callers never run */
+    task *tk = GL_CONTAINER(p->delivered.next, task, link);
+    gl_link_remove(&tk->link);
+    task_free(tk);
+  }
   for (l = p->workers.next; l != &p->workers; l = l->next) {
     worker *wk = GL_CONTAINER(l, worker, link);
     if (wk->cur != NULL) { /* abandoned: it ends on its own */
@@ -1059,6 +1068,7 @@ void lgreen_open_tpool(lua_State *L, gl_hub_t *hub) {
   pthread_cond_init(&p->gone, NULL);
   gl_link_init(&p->queue);
   gl_link_init(&p->done);
+  gl_link_init(&p->delivered);
   gl_link_init(&p->workers);
   gl_link_init(&p->idlers);
   gl_link_init(&p->exited);

@@ -169,6 +169,10 @@ describe("green.signal", function()
       local noop = function() end
       assert.matches("bad argument #1 to 'signal' %(unknown signal 'NOPE'%)",
                      err("NOPE", noop))
+      -- a name with a zero byte is no name (it was read as "TERM")
+      assert.matches("bad argument #1 to 'signal' %(unknown signal %(the "
+                     .. "name holds a zero byte%)%)", err("TERM\0X", noop))
+      assert.matches("zero byte", err("SIGUSR1\0", noop))
       assert.matches("bad argument #1 to 'signal' %(not a signal number%)",
                      err(0, noop))
       assert.matches("not a signal number", err(65, noop))
