@@ -26,11 +26,19 @@
 ** waits for a thread that died with no memory left to run its links is
 ** interrupted as by Ctrl-C after 250 ms; lua_close returns and frees
 ** every block of the Lua heap.
+**
+** Each run's stderr (the error reporter's lines for the memory errors
+** of handlers and threads, thousands of them in all, as designed) goes
+** to a file, printed only when that run fails the test: hangs, crashes
+** and sanitizer deaths included (sanitizer reports go to the test's own
+** stderr). GREENLUA_OOM_VERBOSE=1 (or GREENLUA_OOM_DUMP=1) prints it all.
 */
 #include <execinfo.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -43,11 +51,133 @@
 #include "check.h"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
 #include <sanitizer/lsan_interface.h>
 #define LEAK_CHECK() __lsan_do_recoverable_leak_check()
 #else
 #define LEAK_CHECK() 0
 #endif
+
+
+/*
+** A run's stderr, captured: fd 2 is a (deleted) file while the run goes,
+** the test's own stderr (a copy, 'real_stderr') is given back after it,
+** and the file is printed there only if the run failed the test, or from
+** the handlers of a death (an alarm's, a deadly signal's, a sanitizer's).
+** Only write(2), pread(2) and dup2(2): the handlers call these too.
+*/
+static int real_stderr = 2;  /* the test's stderr */
+static int capture_fd = -1;  /* the file; -1: no capture */
+static volatile sig_atomic_t capturing; /* fd 2 is the file */
+static volatile sig_atomic_t capture_shown; /* (printed once at a death) */
+
+static void say(const char *s) {
+  (void)!write(real_stderr, s, strlen(s));
+}
+
+/* The captured stderr, on the test's own. */
+static void show_capture(void) {
+  char buf[4096];
+  off_t off = 0;
+  ssize_t k;
+  if (capture_fd < 0 || capture_shown)
+    return;
+  capture_shown = 1;
+  say("--- the run's stderr:\n");
+  while ((k = pread(capture_fd, buf, sizeof(buf), off)) > 0) {
+    (void)!write(real_stderr, buf, (size_t)k);
+    off += k;
+  }
+  say("--- (end of the run's stderr)\n");
+}
+
+static void capture_begin(void) {
+  if (capture_fd < 0)
+    return;
+  fflush(stderr);
+  if (ftruncate(capture_fd, 0) != 0 || dup2(capture_fd, 2) < 0)
+    return;
+  capture_shown = 0;
+  capturing = 1;
+}
+
+/* Gives the test its stderr back; what the run wrote is printed if
+   'failed'. */
+static void capture_end(int failed) {
+  if (!capturing)
+    return;
+  fflush(stderr);
+  capturing = 0;
+  (void)dup2(real_stderr, 2);
+  if (failed)
+    show_capture();
+}
+
+/* Deadly signals: the capture is printed, then the signal goes on to
+   what handled it before (the sanitizer's report, or the default): a
+   fault comes again as the handler returns; a sent signal (abort's) is
+   sent again, delivered as the handler returns. */
+static const int deadly[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+#define NDEADLY ((int)(sizeof(deadly) / sizeof(deadly[0])))
+static struct sigaction deadly_old[NDEADLY];
+
+static void on_deadly(int sig, siginfo_t *si, void *uc) {
+  int i;
+  (void)uc;
+  if (capturing)
+    show_capture();
+  for (i = 0; i < NDEADLY; i++)
+    if (deadly[i] == sig)
+      sigaction(sig, &deadly_old[i], NULL);
+  if (si == NULL || si->si_code <= 0 || sig == SIGABRT)
+    raise(sig);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+static void on_sanitizer_death(void) {
+  if (capturing)
+    show_capture();
+}
+#endif
+
+/* The file (made and deleted at once), unless GREENLUA_OOM_VERBOSE or
+   GREENLUA_OOM_DUMP asks for everything on stderr as it comes. */
+static void capture_setup(void) {
+  const char *dir = getenv("TMPDIR");
+  char path[512];
+  struct sigaction sa;
+  int fd, i;
+  if (getenv("GREENLUA_OOM_VERBOSE") != NULL ||
+      getenv("GREENLUA_OOM_DUMP") != NULL)
+    return;
+  snprintf(path, sizeof(path), "%s/greenlua-run-oom-err-XXXXXX",
+           dir != NULL && dir[0] != '\0' ? dir : "/tmp");
+  fd = mkstemp(path);
+  if (fd < 0) {
+    perror("test-run-oom: no file for the runs' stderr (all shown)");
+    return;
+  }
+  unlink(path);
+  real_stderr = dup(2);
+  if (real_stderr < 0) {
+    real_stderr = 2;
+    close(fd);
+    return;
+  }
+  (void)fcntl(real_stderr, F_SETFD, FD_CLOEXEC);
+  (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+  capture_fd = fd;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = on_deadly;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK; /* (the sanitizer's stack) */
+  sigemptyset(&sa.sa_mask);
+  for (i = 0; i < NDEADLY; i++)
+    sigaction(deadly[i], &sa, &deadly_old[i]);
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_set_report_fd((void *)(intptr_t)real_stderr);
+  __sanitizer_set_death_callback(on_sanitizer_death);
+#endif
+}
 
 enum { M_COUNT, M_ONE, M_FEW, M_ALL, M_CCOUNT, M_C };
 static const char *const mode_names[] = {"count", "one",     "few",
@@ -550,8 +680,10 @@ static void on_alarm(int sig) {
   }
   len = snprintf(msg, sizeof(msg), "test-run-oom: %s, %s, allocation %ld: "
                  "hangs\n", current, mode_names[current_mode], current_n);
+  if (capturing)
+    show_capture();
   if (len > 0)
-    (void)!write(2, msg, (size_t)len);
+    (void)!write(real_stderr, msg, (size_t)len);
   _exit(3);
 }
 
@@ -585,6 +717,7 @@ static long run(const workload *w, int m, long n) {
   failed = 0;
   fewleft = 0;
   retry_pending = 0;
+  capture_begin();
   L = lua_newstate(limited, NULL);
   luaL_openlibs(L);
   lua_pushstring(L, certificate);
@@ -594,12 +727,14 @@ static long run(const workload *w, int m, long n) {
       luaL_dostring(L, w->setup) != LUA_OK) {
     fprintf(stderr, "%s: setup: %s\n", w->name, lua_tostring(L, -1));
     lua_close(L);
+    capture_end(1);
     CHECK(0);
     return -1;
   }
   if (luaL_loadbuffer(L, w->body, strlen(w->body), w->name) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", w->name, lua_tostring(L, -1));
     lua_close(L);
+    capture_end(1);
     CHECK(0);
     return -1;
   }
@@ -659,6 +794,7 @@ static long run(const workload *w, int m, long n) {
     bad = 1;
     live = 0;
   }
+  capture_end(bad);
   CHECK(!bad);
   return bad ? -1 : made;
 }
@@ -757,6 +893,7 @@ static void make_certificate(void) {
 
 int main(void) {
   main_thread = pthread_self();
+  capture_setup();
   signal(SIGALRM, on_alarm);
   make_certificate();
   RUN(test_workloads);
