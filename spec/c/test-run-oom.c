@@ -28,19 +28,20 @@
 ** every block of the Lua heap.
 **
 ** Each run's stderr (the error reporter's lines for the memory errors
-** of handlers and threads, thousands of them in all, as designed) goes
-** to a file, printed only when that run fails the test: hangs, crashes
-** and sanitizer deaths included (sanitizer reports go to the test's own
-** stderr). GREENLUA_OOM_VERBOSE=1 (or GREENLUA_OOM_DUMP=1) prints it all.
+** of handlers and threads, thousands of them in all, as designed) is
+** printed only when that run fails the test: a crash, a sanitizer's
+** report and a hang included ('filter'). GREENLUA_OOM_VERBOSE=1 (or
+** GREENLUA_OOM_DUMP=1) prints all of it as it comes.
 */
+#include <errno.h>
 #include <execinfo.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <stdint.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -51,7 +52,6 @@
 #include "check.h"
 
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/common_interface_defs.h>
 #include <sanitizer/lsan_interface.h>
 #define LEAK_CHECK() __lsan_do_recoverable_leak_check()
 #else
@@ -60,124 +60,145 @@
 
 
 /*
-** A run's stderr, captured: fd 2 is a (deleted) file while the run goes,
-** the test's own stderr (a copy, 'real_stderr') is given back after it,
-** and the file is printed there only if the run failed the test, or from
-** the handlers of a death (an alarm's, a deadly signal's, a sanitizer's).
-** Only write(2), pread(2) and dup2(2): the handlers call these too.
+** A run's stderr is shown only if the run fails the test: the test runs
+** in a child whose stderr is a pipe to this process, which holds what a
+** run writes (between the child's marks, 'mark') and prints it if the
+** run ends with a fail mark, or with none (a crash, a sanitizer's report,
+** a hang: what killed the child is in it too), else drops it. What the
+** child writes between runs (the workloads' summaries, LeakSanitizer's
+** reports) is passed on as it comes. The child's exit status is the
+** test's.
 */
-static int real_stderr = 2;  /* the test's stderr */
-static int capture_fd = -1;  /* the file; -1: no capture */
-static volatile sig_atomic_t capturing; /* fd 2 is the file */
-static volatile sig_atomic_t capture_shown; /* (printed once at a death) */
+#define MARK_BEGIN "\036run-oom:B\036" /* (all three of one length) */
+#define MARK_PASS "\036run-oom:P\036"
+#define MARK_FAIL "\036run-oom:F\036"
+#define MARK_LEN (sizeof(MARK_BEGIN) - 1)
 
-static void say(const char *s) {
-  (void)!write(real_stderr, s, strlen(s));
-}
+static int filtered; /* the child of 'filter' (its stderr is the pipe) */
 
-/* The captured stderr, on the test's own. */
-static void show_capture(void) {
-  char buf[4096];
-  off_t off = 0;
-  ssize_t k;
-  if (capture_fd < 0 || capture_shown)
-    return;
-  capture_shown = 1;
-  say("--- the run's stderr:\n");
-  while ((k = pread(capture_fd, buf, sizeof(buf), off)) > 0) {
-    (void)!write(real_stderr, buf, (size_t)k);
-    off += k;
+static void mark(const char *m) {
+  if (filtered) {
+    fflush(stderr);
+    (void)!write(2, m, MARK_LEN);
   }
-  say("--- (end of the run's stderr)\n");
 }
 
-static void capture_begin(void) {
-  if (capture_fd < 0)
-    return;
-  fflush(stderr);
-  if (ftruncate(capture_fd, 0) != 0 || dup2(capture_fd, 2) < 0)
-    return;
-  capture_shown = 0;
-  capturing = 1;
+static void put(const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t k = write(2, p, n);
+    if (k <= 0)
+      return;
+    p += k;
+    n -= (size_t)k;
+  }
 }
 
-/* Gives the test its stderr back; what the run wrote is printed if
-   'failed'. */
-static void capture_end(int failed) {
-  if (!capturing)
-    return;
-  fflush(stderr);
-  capturing = 0;
-  (void)dup2(real_stderr, 2);
-  if (failed)
-    show_capture();
+/* Reads the child's stderr from 'fd' until its end; its exit status. */
+static int filter(int fd, pid_t child) {
+  char *buf = NULL;     /* the pending run's stderr, or what is unread */
+  size_t len = 0, cap = 0, held = 0; /* held: buf[0..held) is a run's */
+  int in_run = 0, status;
+  for (;;) {
+    size_t i;
+    ssize_t k;
+    if (cap - len < 65536) {
+      char *nbuf = realloc(buf, cap * 2 + 65536);
+      if (nbuf == NULL) { /* (then it is all passed on) */
+        put(buf, len);
+        in_run = 0;
+        held = len = 0;
+        continue;
+      }
+      buf = nbuf;
+      cap = cap * 2 + 65536;
+    }
+    k = read(fd, buf + len, cap - len);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      break;
+    len += (size_t)k;
+    /* buf[held..len): marks and text; a mark split by a read stays */
+    for (i = held; i + MARK_LEN <= len;) {
+      const char *m = buf + i;
+      if (memcmp(m, MARK_BEGIN, MARK_LEN) == 0) {
+        put(buf, i); /* (between runs) */
+        memmove(buf, m + MARK_LEN, len - i - MARK_LEN);
+        len -= i + MARK_LEN;
+        i = held = 0;
+        in_run = 1;
+      } else if (memcmp(m, MARK_PASS, MARK_LEN) == 0 ||
+                 memcmp(m, MARK_FAIL, MARK_LEN) == 0) {
+        if (memcmp(m, MARK_FAIL, MARK_LEN) == 0) {
+          put("--- the run's stderr:\n", 22);
+          put(buf, i);
+          put("--- (its end)\n", 14);
+        }
+        memmove(buf, m + MARK_LEN, len - i - MARK_LEN);
+        len -= i + MARK_LEN;
+        i = held = 0;
+        in_run = 0;
+      } else
+        i++;
+    }
+    if (!in_run) { /* passed on, but for a mark's start */
+      size_t keep = len < MARK_LEN - 1 ? len : MARK_LEN - 1;
+      while (keep > 0 && memcmp(buf + len - keep, MARK_BEGIN, 1) != 0)
+        keep--;
+      put(buf, len - keep);
+      memmove(buf, buf + len - keep, keep);
+      len = keep;
+      held = 0;
+    } else
+      held = len >= MARK_LEN ? len - MARK_LEN + 1 : 0;
+  }
+  if (in_run) { /* the child died in a run: all of it */
+    put("--- the run's stderr (it did not end):\n", 39);
+    put(buf, len);
+    put("--- (its end)\n", 14);
+  } else
+    put(buf, len);
+  free(buf);
+  close(fd);
+  while (waitpid(child, &status, 0) < 0)
+    if (errno != EINTR)
+      return EXIT_FAILURE;
+  if (WIFSIGNALED(status)) {
+    fprintf(stderr, "test-run-oom: killed by signal %d\n", WTERMSIG(status));
+    return 128 + WTERMSIG(status);
+  }
+  return WEXITSTATUS(status);
 }
 
-/* Deadly signals: the capture is printed, then the signal goes on to
-   what handled it before (the sanitizer's report, or the default): a
-   fault comes again as the handler returns; a sent signal (abort's) is
-   sent again, delivered as the handler returns. */
-static const int deadly[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
-#define NDEADLY ((int)(sizeof(deadly) / sizeof(deadly[0])))
-static struct sigaction deadly_old[NDEADLY];
-
-static void on_deadly(int sig, siginfo_t *si, void *uc) {
-  int i;
-  (void)uc;
-  if (capturing)
-    show_capture();
-  for (i = 0; i < NDEADLY; i++)
-    if (deadly[i] == sig)
-      sigaction(sig, &deadly_old[i], NULL);
-  if (si == NULL || si->si_code <= 0 || sig == SIGABRT)
-    raise(sig);
-}
-
-#if defined(__SANITIZE_ADDRESS__)
-static void on_sanitizer_death(void) {
-  if (capturing)
-    show_capture();
-}
-#endif
-
-/* The file (made and deleted at once), unless GREENLUA_OOM_VERBOSE or
-   GREENLUA_OOM_DUMP asks for everything on stderr as it comes. */
-static void capture_setup(void) {
-  const char *dir = getenv("TMPDIR");
-  char path[512];
-  struct sigaction sa;
-  int fd, i;
+/* Unless GREENLUA_OOM_VERBOSE (or GREENLUA_OOM_DUMP) asks for all of it
+   as it comes, the test goes on in a child, filtered: this returns in the
+   child only (or when no child could be made). */
+static void filter_stderr(void) {
+  int fds[2];
+  pid_t pid;
   if (getenv("GREENLUA_OOM_VERBOSE") != NULL ||
-      getenv("GREENLUA_OOM_DUMP") != NULL)
+      getenv("GREENLUA_OOM_DUMP") != NULL || pipe(fds) != 0)
     return;
-  snprintf(path, sizeof(path), "%s/greenlua-run-oom-err-XXXXXX",
-           dir != NULL && dir[0] != '\0' ? dir : "/tmp");
-  fd = mkstemp(path);
-  if (fd < 0) {
-    perror("test-run-oom: no file for the runs' stderr (all shown)");
-    return;
-  }
-  unlink(path);
-  real_stderr = dup(2);
-  if (real_stderr < 0) {
-    real_stderr = 2;
-    close(fd);
+  fflush(NULL);
+  pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
     return;
   }
-  (void)fcntl(real_stderr, F_SETFD, FD_CLOEXEC);
-  (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-  capture_fd = fd;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_sigaction = on_deadly;
-  sa.sa_flags = SA_SIGINFO | SA_ONSTACK; /* (the sanitizer's stack) */
-  sigemptyset(&sa.sa_mask);
-  for (i = 0; i < NDEADLY; i++)
-    sigaction(deadly[i], &sa, &deadly_old[i]);
-#if defined(__SANITIZE_ADDRESS__)
-  __sanitizer_set_report_fd((void *)(intptr_t)real_stderr);
-  __sanitizer_set_death_callback(on_sanitizer_death);
-#endif
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* (ctest's timeout kills us) */
+    close(fds[0]);
+    dup2(fds[1], 2);
+    close(fds[1]);
+    filtered = 1;
+    return;
+  }
+  close(fds[1]);
+  signal(SIGPIPE, SIG_IGN);
+  exit(filter(fds[0], pid));
 }
+
 
 enum { M_COUNT, M_ONE, M_FEW, M_ALL, M_CCOUNT, M_C };
 static const char *const mode_names[] = {"count", "one",     "few",
@@ -680,10 +701,8 @@ static void on_alarm(int sig) {
   }
   len = snprintf(msg, sizeof(msg), "test-run-oom: %s, %s, allocation %ld: "
                  "hangs\n", current, mode_names[current_mode], current_n);
-  if (capturing)
-    show_capture();
   if (len > 0)
-    (void)!write(real_stderr, msg, (size_t)len);
+    (void)!write(2, msg, (size_t)len);
   _exit(3);
 }
 
@@ -717,7 +736,7 @@ static long run(const workload *w, int m, long n) {
   failed = 0;
   fewleft = 0;
   retry_pending = 0;
-  capture_begin();
+  mark(MARK_BEGIN);
   L = lua_newstate(limited, NULL);
   luaL_openlibs(L);
   lua_pushstring(L, certificate);
@@ -727,14 +746,14 @@ static long run(const workload *w, int m, long n) {
       luaL_dostring(L, w->setup) != LUA_OK) {
     fprintf(stderr, "%s: setup: %s\n", w->name, lua_tostring(L, -1));
     lua_close(L);
-    capture_end(1);
+    mark(MARK_FAIL);
     CHECK(0);
     return -1;
   }
   if (luaL_loadbuffer(L, w->body, strlen(w->body), w->name) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", w->name, lua_tostring(L, -1));
     lua_close(L);
-    capture_end(1);
+    mark(MARK_FAIL);
     CHECK(0);
     return -1;
   }
@@ -794,7 +813,7 @@ static long run(const workload *w, int m, long n) {
     bad = 1;
     live = 0;
   }
-  capture_end(bad);
+  mark(bad ? MARK_FAIL : MARK_PASS);
   CHECK(!bad);
   return bad ? -1 : made;
 }
@@ -893,7 +912,7 @@ static void make_certificate(void) {
 
 int main(void) {
   main_thread = pthread_self();
-  capture_setup();
+  filter_stderr();
   signal(SIGALRM, on_alarm);
   make_certificate();
   RUN(test_workloads);
