@@ -103,6 +103,10 @@ static int filter(int fd, pid_t child) {
     ssize_t k;
     if (cap - len < 65536) {
       char *nbuf = realloc(buf, cap * 2 + 65536);
+      if (nbuf == NULL && buf == NULL) { /* (the child then fails) */
+        fprintf(stderr, "test-run-oom: no memory to hold a run's stderr\n");
+        break;
+      }
       if (nbuf == NULL) { /* (then it is all passed on) */
         put(buf, len);
         in_run = 0;
