@@ -102,19 +102,22 @@ static int filter(int fd, pid_t child) {
     size_t i;
     ssize_t k;
     if (cap - len < 65536) {
-      char *nbuf = realloc(buf, cap * 2 + 65536);
-      if (nbuf == NULL && buf == NULL) { /* (the child then fails) */
-        fprintf(stderr, "test-run-oom: no memory to hold a run's stderr\n");
-        break;
-      }
-      if (nbuf == NULL) { /* (then it is all passed on) */
+      size_t ncap = cap * 2 + 65536;
+      char *nbuf = malloc(ncap);
+      if (nbuf != NULL) {
+        if (len > 0)
+          memcpy(nbuf, buf, len);
+        free(buf);
+        buf = nbuf;
+        cap = ncap;
+      } else if (len > 0) { /* (then it is all passed on) */
         put(buf, len);
         in_run = 0;
         held = len = 0;
-        continue;
+      } else if (cap == 0) { /* (the child then fails) */
+        fprintf(stderr, "test-run-oom: no memory to hold a run's stderr\n");
+        break;
       }
-      buf = nbuf;
-      cap = cap * 2 + 65536;
     }
     k = read(fd, buf + len, cap - len);
     if (k < 0 && errno == EINTR)
