@@ -54,4 +54,71 @@ _ = after
     assert.equal(0, code, err)
     assert.equal("ran: 0, child: Z\nchild after the close: gone\n", out)
   end)
+
+  it("frees the requests of green.fs path calls whose threads never ran",
+     function()
+    -- Memory only: ASan's leak detector (the sanitized build, LD_PRELOAD
+    -- inherited by lua5.4) reports the requests and scandir entries, and
+    -- fails the exit code; without ASan the spec cannot fail. One worker
+    -- (UV_THREADPOOL_SIZE=1; a worker's stack may still point to the
+    -- last request it ran, which then does not count as leaked): a FIFO
+    -- open holds it while 24 path calls queue behind it, then another
+    -- FIFO open; the main thread lets the first go and completes the last
+    -- with blocking io.opens, so every path call has ended before the
+    -- hub turns again, and that one turn wakes their threads after the
+    -- main thread, which ends the script.
+    local d = os.tmpname()
+    os.remove(d)
+    assert(os.execute("mkdir -m 700 " .. d))
+    finally(function() os.execute("rm -rf " .. d) end)
+    local script = d .. "/script.lua"
+    local f = assert(io.open(script, "w"))
+    f:write(("local dir = %q\n"):format(d), [[
+local green = require "green"
+local fs = green.fs
+local function fifo(name)
+  local p = dir .. "/" .. name
+  assert(os.execute("mkfifo " .. p))
+  return p
+end
+local function until_inflight(n)
+  local deadline = os.time() + 20
+  repeat
+    green.sleep(0)
+    assert(os.time() < deadline, "never " .. n .. " in flight")
+  until fs.stats().inflight == n
+end
+local a, b = fifo("a"), fifo("b")
+green.spawn(function() return fs.open(a, "r") end)
+until_inflight(1)
+local ran = 0
+for _ = 1, 8 do
+  green.spawn(function() fs.scandir("/usr/bin") ran = ran + 1 end)
+  green.spawn(function() fs.stat("/") ran = ran + 1 end)
+  green.spawn(function() fs.realpath("/usr/bin/..") ran = ran + 1 end)
+end
+green.spawn(function() return fs.open(b, "r") end)
+until_inflight(26)
+-- the hub does not turn from here to the wait below
+local wa = assert(io.open(a, "w")) -- the worker is free: the calls run
+local wb = assert(io.open(b, "w")) -- returns once they all have
+local deadline = os.time() + 20
+repeat -- one turn: their callbacks wake them after this thread
+  green.sleep(0)
+  assert(os.time() < deadline, "the path calls never called back")
+until fs.stats().inflight <= 1 -- b's open may not have called back
+io.stdout:write("threads that ran after their call: ", ran, "\n")
+wa:close()
+wb:close()
+]])
+    f:close()
+    local build = os.getenv("GREENLUA_BUILD") or "./build"
+    local out, err, code = h.sh(
+      ("UV_THREADPOOL_SIZE=1 LUA_PATH=%s LUA_CPATH=%s lua5.4 %s"):format(
+        h.quote("./lua/?.lua;./lua/?/init.lua;;"),
+        h.quote(build .. "/?.so;;"), script), 60)
+    assert.equal(0, code, err)
+    assert.equal("", err)
+    assert.equal("threads that ran after their call: 0\n", out)
+  end)
 end)
