@@ -4,6 +4,7 @@
 -- wait's 'drop' in gl_hub_close (docs/internals.md). green.fs and
 -- green.tpool: fs_attack_spec.lua, tpool_attack_spec.lua.
 local h = require "helper"
+local S = require "fs_support"
 
 describe("the close of the state", function()
   it("reaps a forked child whose waiter was woken but never ran", function()
@@ -76,18 +77,7 @@ _ = after
     f:write(("local dir = %q\n"):format(d), [[
 local green = require "green"
 local fs = green.fs
-local function fifo(name)
-  local p = dir .. "/" .. name
-  assert(os.execute("mkfifo " .. p))
-  return p
-end
-local function until_inflight(n)
-  local deadline = os.time() + 20
-  repeat
-    green.sleep(0)
-    assert(os.time() < deadline, "never " .. n .. " in flight")
-  until fs.stats().inflight == n
-end
+]] .. S.script_fifos .. [[
 local a, b = fifo("a"), fifo("b")
 green.spawn(function() return fs.open(a, "r") end)
 until_inflight(1)
@@ -112,11 +102,7 @@ wa:close()
 wb:close()
 ]])
     f:close()
-    local build = os.getenv("GREENLUA_BUILD") or "./build"
-    local out, err, code = h.sh(
-      ("UV_THREADPOOL_SIZE=1 LUA_PATH=%s LUA_CPATH=%s lua5.4 %s"):format(
-        h.quote("./lua/?.lua;./lua/?/init.lua;;"),
-        h.quote(build .. "/?.so;;"), script), 60)
+    local out, err, code = S.run_pool_script(script, 1)
     assert.equal(0, code, err)
     assert.equal("", err)
     assert.equal("threads that ran after their call: 0\n", out)
