@@ -1785,17 +1785,16 @@ static unsigned fs_stuck(gl_hub_t *hub, int closing) {
 /*
 ** The state closes (green.c, hub_gc, after gl_hub_close): threads whose
 ** request has ended but who have not run since never will. What their
-** continuation would have freed is freed here: a path call's request
-** ('delivered'), and a file record no userdata holds with no request
-** under way (an open's, its file closed; a close's).
+** continuation would have freed is freed here: a file record no
+** userdata holds with no request under way (an open's, its file closed;
+** a close's). A path call's request is freed by its wait's drop
+** (fspath.c, req_undo), which gl_hub_close calls.
 */
 void lgreen_fs_closed(gl_hub_t *hub) {
   lgfs_state *st = (lgfs_state *)lgreen_state(hub)->fs;
   gl_link_t *l, *next;
   if (st == NULL)
     return;
-  while (!gl_link_empty(&st->delivered))
-    lgfs_free_delivered(GL_CONTAINER(st->delivered.next, lgfs_track, link));
   for (l = st->alive.next; l != &st->alive; l = next) {
     gfile *f = GL_CONTAINER(l, gfile, alive);
     next = l->next;
@@ -1978,7 +1977,6 @@ void lgreen_open_fs(lua_State *L, gl_hub_t *hub) {
   memset(state, 0, sizeof(lgfs_state));
   gl_link_init(&state->pending);
   gl_link_init(&state->alive);
-  gl_link_init(&state->delivered);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");

@@ -28,7 +28,6 @@ typedef struct fsreq {
 
 
 static void req_free(fsreq *q) {
-  gl_link_remove(&q->track.link); /* off 'delivered' */
   uv_fs_req_cleanup(&q->req);
   free(q);
 }
@@ -42,16 +41,10 @@ static void req_cb(uv_fs_t *req) {
   if (q->w != NULL) { /* the continuation reads and frees it */
     gl_wait_t *w = q->w;
     q->w = NULL;
-    gl_link_push(&q->st->delivered, &q->track.link);
     gl_wait_end(w, GL_W_OK);
   } else {
     req_free(q);
   }
-}
-
-
-void lgfs_free_delivered(lgfs_track *t) {
-  req_free(GL_CONTAINER(t, fsreq, track));
 }
 
 
@@ -62,10 +55,13 @@ static void req_cancel(gl_wait_t *w) {
 }
 
 
-/* Woken, then interrupted before it ran: nobody reads the result. */
+/* Woken, then interrupted before it ran, or never to run (the state
+   closed first: the wait's drop): nobody reads the result. */
 static void req_undo(gl_wait_t *w) {
-  if (w->data != NULL)
+  if (w->data != NULL) {
     req_free((fsreq *)w->data);
+    w->data = NULL;
+  }
 }
 
 
@@ -239,7 +235,6 @@ static int path_call(lua_State *L, int kind, const char *what) {
   if (q == NULL)
     return luaL_error(L, "not enough memory");
   q->st = st;
-  gl_link_init(&q->track.link);
   q->track.req = &q->req;
   masked = lgfs_mask(&old);
   switch (kind) {
@@ -276,6 +271,7 @@ static int path_call(lua_State *L, int kind, const char *what) {
   lgfs_submitted(st, &q->track);
   q->w = &t->w;
   gl_wait_start(t, &t->w, what, req_cancel, q);
+  t->w.drop = req_undo;
   return lgreen_block(L, t, path_k, kind);
 }
 

@@ -23,9 +23,6 @@ typedef struct lgfs_state {
   lua_Integer files;    /* file records alive (open or closing) */
   gl_link_t pending;    /* the requests in flight ('lgfs_track'), for fork */
   gl_link_t alive;      /* the file records (fs.c's 'gfile'), for exit */
-  gl_link_t delivered;  /* path calls called back, their threads yet to
-                           run ('lgfs_track'): freed if the state closes
-                           first (lgreen_fs_closed) */
 } lgfs_state;
 
 /* A request in flight, on 'pending' from its submission to its callback:
@@ -58,9 +55,6 @@ void lgfs_unmask(int masked, const sigset_t *old, int r);
     (r) = (call);                                                             \
     lgfs_unmask(lgfs_masked_, &lgfs_old_, (r));                               \
   } while (0)
-
-/* [-0, +0, -] Free the path call 't' on 'delivered' (fspath.c). */
-void lgfs_free_delivered(lgfs_track *t);
 
 /* [-0, +0, -] A request was submitted / called back. */
 void lgfs_submitted(lgfs_state *st, lgfs_track *t);

@@ -466,6 +466,18 @@ static void reaper_undo(gl_wait_t *w) {
 }
 
 
+/* The state closes with the reaper of a foreign child woken but never run
+   (gl_hub_close): reap it as its continuation would have, or the child
+   stays a zombie for as long as the process runs (a host that goes on
+   after lua_close). */
+static void reaper_dropped(gl_wait_t *w) {
+  pidwait *pw = (pidwait *)w;
+  int ignored;
+  if (pw->p == NULL && pw->reaps && w->status == GL_W_OK)
+    reap_pid(pw->pid, &ignored);
+}
+
+
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   pidwait *pw = (pidwait *)ctx;
   int st = lgreen_waited(L, &pw->base, reaper_undo); /* killed alone: a
@@ -504,6 +516,7 @@ static int wait_in(lua_State *L, pidwait *pw, gl_waitq_t *q, uint64_t due,
                    const char *what) {
   gl_thread_t *t = lgreen_begin(L, lgreen_hub(L), what);
   gl_wait_start(t, &pw->base, what, pidwait_cancel, NULL);
+  pw->base.drop = reaper_dropped;
   gl_waitq_push(q, &pw->base);
   pw->st->nwaits++;
   reaper_update(pw->st); /* refs the watcher: running already */

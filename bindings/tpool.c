@@ -23,7 +23,9 @@
 **
 ** Who owns what: a task is malloc'd by the caller and owned by the pool's
 ** lists (under 'mu') until the hub takes it off 'done'; then by the
-** caller's continuation, or freed at once if its caller has gone. The
+** caller's continuation (by the wait's 'drop', task_dropped, if the state
+** closes before that caller runs again), or freed at once if its caller
+** has gone. The
 ** pool record lives until the hub has closed its async handle and every
 ** worker left running at close has ended ('refs').
 **
@@ -100,7 +102,6 @@ struct tpool {
   pthread_cond_t gone;  /* a worker has exited (close waits for them) */
   gl_link_t queue;      /* tasks for the workers, FIFO */
   gl_link_t done;       /* finished tasks, for the hub */
-  gl_link_t delivered;  /* handed over, their callers yet to run (hub) */
   gl_link_t workers;    /* live workers */
   gl_link_t idlers;     /* idle workers, the most recent last */
   gl_link_t exited;     /* workers whose thread has ended, to join */
@@ -547,7 +548,6 @@ static void hand_over(tpool *p, task *tk, int status) {
     gl_wait_t *w = tk->waiter;
     tk->waiter = NULL;
     waiting_dec(p);
-    gl_link_push(&p->delivered, &tk->link); /* till its caller runs */
     gl_wait_end(w, status); /* its continuation takes 'tk' */
   } else {
     task_free(tk);
@@ -639,7 +639,6 @@ static void task_undo(gl_wait_t *w) {
   task *tk = (task *)w->data;
   if (tk != NULL) {
     w->data = NULL;
-    gl_link_remove(&tk->link); /* off 'delivered' */
     pthread_mutex_lock(&tk->p->mu);
     tk->p->abandoned++;
     pthread_mutex_unlock(&tk->p->mu);
@@ -764,6 +763,17 @@ static int tp_unpack(lua_State *L) {
 }
 
 
+/* The state closed after the task was handed over and before its caller
+   ran again (gl_hub_close): its result goes (a cancel left nothing). */
+static void task_dropped(gl_wait_t *w) {
+  task *tk = (task *)w->data;
+  if (tk != NULL) {
+    w->data = NULL;
+    task_free(tk);
+  }
+}
+
+
 static int execute_k(lua_State *L, int status, lua_KContext ctx) {
   gl_wait_t *w = (gl_wait_t *)ctx;
   task *tk;
@@ -772,7 +782,6 @@ static int execute_k(lua_State *L, int status, lua_KContext ctx) {
   st = lgreen_waited(L, w, task_undo); /* raises a kill or Timeout */
   tk = (task *)w->data;
   w->data = NULL;
-  gl_link_remove(&tk->link); /* off 'delivered' */
   lua_settop(L, 0);
   if (st == TP_LOST) {
     task_free(tk);
@@ -843,6 +852,7 @@ static int tp_execute(lua_State *L) {
   tk->waiter = &t->w;
   waiting_inc(p);
   gl_wait_start(t, &t->w, WHAT, task_cancel, tk);
+  t->w.drop = task_dropped;
   return lgreen_block(L, t, execute_k, (lua_KContext)&t->w);
 }
 
@@ -928,11 +938,6 @@ static void pool_close(tpool *p) {
   p->nqueued = 0;
   while (!gl_link_empty(&p->done)) {
     task *tk = GL_CONTAINER(p->done.next, task, link);
-    gl_link_remove(&tk->link);
-    task_free(tk);
-  }
-  while (!gl_link_empty(&p->delivered)) { /* their callers never run */
-    task *tk = GL_CONTAINER(p->delivered.next, task, link);
     gl_link_remove(&tk->link);
     task_free(tk);
   }
@@ -1068,7 +1073,6 @@ void lgreen_open_tpool(lua_State *L, gl_hub_t *hub) {
   pthread_cond_init(&p->gone, NULL);
   gl_link_init(&p->queue);
   gl_link_init(&p->done);
-  gl_link_init(&p->delivered);
   gl_link_init(&p->workers);
   gl_link_init(&p->idlers);
   gl_link_init(&p->exited);

@@ -92,6 +92,11 @@ struct gl_wait {
                           before the thread runs again waits for its next
                           blocking call instead of overriding it. 0 from
                           gl_wait_start; set and cleared by the bindings */
+  gl_wait_cb drop;     /* frees what the wait handed over, if its thread
+                          never runs again: called by gl_hub_close for a
+                          thread still queued after its wait ended (the
+                          state closes before the continuation runs).
+                          NULL from gl_wait_start; set by the primitive */
 };
 
 
@@ -140,6 +145,8 @@ struct gl_thread {
   gl_wait_t w;         /* its own wait record (its timer: spawn_after) */
   gl_waitq_t waiters;  /* threads blocked in wait()/kill() on this one */
   void *timeouts;      /* the bindings' Timeouts armed by this thread */
+  gl_wait_t *ended;    /* its ended wait with a 'drop', its continuation
+                          yet to run; NULL once the thread runs */
   long long id;        /* 1, 2, ... in spawn order (main is 0); a
                           lua_Integer in Lua's default build */
   uint32_t since;      /* the loop's clock (ms, wrapping) when it was last

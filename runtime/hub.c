@@ -60,6 +60,7 @@ void gl_thread_init(gl_thread_t *t, gl_hub_t *hub) {
   t->w.thread = t;
   gl_waitq_init(&t->waiters);
   t->timeouts = NULL;
+  t->ended = NULL;
   t->id = 0;
   t->state = GL_NEW;
   t->flags = 0;
@@ -290,18 +291,27 @@ static void close_any(uv_handle_t *h, void *arg) {
 
 /*
 ** Close every handle still open, run their callbacks and the requests'
-** (a write is written), close the loop. A request that may never end (a
+** (a write is written); then the threads still queued after their wait
+** ended never run: each such wait's 'drop' frees what it handed over.
+** Close the loop. A request that may never end (a
 ** read of a FIFO nobody writes, in a worker of libuv's pool) would make
 ** this wait forever: once only such requests are left, the loop is left
 ** open for them (1).
 */
 int gl_hub_close(gl_hub_t *hub) {
+  gl_thread_t *t;
   unsigned i;
   int left;
   hub->signalable = 0;
   uv_walk(&hub->loop, close_any, NULL);
   while (gl_hub_busy(hub, 1))
     uv_run(&hub->loop, UV_RUN_ONCE);
+  for (t = hub->head; t != NULL; t = t->next) /* never to run again */
+    if (t->ended != NULL) {
+      gl_wait_t *w = t->ended;
+      t->ended = NULL;
+      w->drop(w);
+    }
   left = uv_loop_alive(&hub->loop);
   if (!left)
     uv_loop_close(&hub->loop);

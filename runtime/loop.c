@@ -128,6 +128,8 @@ void __attribute__((noinline)) gl_hub_resume(gl_hub_t *hub, lua_State *L,
   gl_probe *p = &hub->probe;
   uint32_t lag = (uint32_t)hub->loop.time - t->since; /* mod 2^32 ms */
   gl_cseg_t *seg = hub->cs.nparked != 0 ? gl_parked(t) : NULL;
+  gl_wait_t *ended = t->ended;
+  t->ended = NULL; /* its continuation takes what the wait handed over */
   t->nargs = 0;
   t->state = GL_RUNNING;
   hub->current = t;
@@ -153,6 +155,7 @@ void __attribute__((noinline)) gl_hub_resume(gl_hub_t *hub, lua_State *L,
     if (status == UV_ENOMEM) { /* no memory to save the hub's stack */
       hub->segs[t->slot - 1] = seg;
       t->nargs = nargs;
+      t->ended = ended;
       status = GL_CS_PARKED;
       t->state = GL_READY;
       gl_ready(t); /* try again on the next pass */
@@ -287,6 +290,7 @@ static int __attribute__((noinline)) run_loop(gl_hub_t *hub, lua_State *L,
       (*budget)--;
       if (t == until) {
         t->state = GL_RUNNING;
+        t->ended = NULL;
         return 0;
       }
       gl_hub_resume(hub, L, t);

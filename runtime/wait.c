@@ -31,6 +31,7 @@ void gl_wait_init(gl_wait_t *w) {
   w->timer.idx = 0;
   w->status = GL_W_OK;
   w->final = 0;
+  w->drop = NULL;
 }
 
 
@@ -48,6 +49,7 @@ void gl_wait_start(gl_thread_t *t, gl_wait_t *w, const char *what,
   w->what = what;
   w->status = GL_W_PENDING;
   w->final = 0;
+  w->drop = NULL;
   t->wait = w;
   t->state = GL_SUSPENDED;
   t->since = (uint32_t)t->hub->loop.time; /* uv_now() without the call */
@@ -60,6 +62,7 @@ static void finish(gl_wait_t *w, int status) {
   if (w->timer.idx != 0)
     gl_timer_stop(t->hub, &w->timer);
   w->status = status;
+  t->ended = w->drop != NULL ? w : NULL;
   t->flags &= ~GL_F_LUAWAIT;
   t->state = GL_READY;
   gl_ready(t);

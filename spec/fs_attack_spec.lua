@@ -269,18 +269,7 @@ _ = after, before
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))
     f:write(prelude(d), [[
-local function fifo(name)
-  local p = dir .. "/" .. name
-  assert(os.execute("mkfifo " .. p))
-  return p
-end
-local function until_inflight(n)
-  local deadline = os.time() + 20
-  repeat
-    green.sleep(0)
-    assert(os.time() < deadline, "never " .. n .. " in flight")
-  until fs.stats().inflight == n
-end
+]] .. S.script_fifos .. [[
 local a, b, c = fifo("a"), fifo("b"), fifo("c")
 assert(io.open(dir .. "/regular", "w")):close()
 -- both workers (UV_THREADPOOL_SIZE=2) held by FIFO opens
@@ -310,11 +299,7 @@ wa:close(); wc:close()
 _ = after
 ]])
     f:close()
-    local build = os.getenv("GREENLUA_BUILD") or "./build"
-    local out, err, code = h.sh(
-      ("UV_THREADPOOL_SIZE=2 LUA_PATH=%s LUA_CPATH=%s lua5.4 %s"):format(
-        h.quote("./lua/?.lua;./lua/?/init.lua;;"),
-        h.quote(build .. "/?.so;;"), script), 60)
+    local out, err, code = S.run_pool_script(script, 2)
     os.remove(script)
     assert.equal(0, code, err)
     assert.equal("threads that ran after their request: 0\n"

@@ -73,4 +73,34 @@ function S.one_freed(base, fds)
   assert(S.nfds() == fds - 1, "its descriptor closed")
 end
 
+--- Lua source for the scripts that hold the pool's workers with FIFO
+-- opens (run by lua5.4; `dir`, `green` and `fs` are locals before it):
+-- `fifo(name)` makes a FIFO in `dir`, `until_inflight(n)` turns the hub
+-- until `n` requests are in the pool (bounded).
+S.script_fifos = [[
+local function fifo(name)
+  local p = dir .. "/" .. name
+  assert(os.execute("mkfifo " .. p))
+  return p
+end
+local function until_inflight(n)
+  local deadline = os.time() + 20
+  repeat
+    green.sleep(0)
+    assert(os.time() < deadline, "never " .. n .. " in flight")
+  until fs.stats().inflight == n
+end
+]]
+
+--- Run the file `script` with stock lua5.4 (green from the build under
+-- test) and a pool of `workers` threads (UV_THREADPOOL_SIZE): its
+-- stdout, stderr and exit code.
+function S.run_pool_script(script, workers)
+  local build = os.getenv("GREENLUA_BUILD") or "./build"
+  return h.sh(
+    ("UV_THREADPOOL_SIZE=%d LUA_PATH=%s LUA_CPATH=%s lua5.4 %s"):format(
+      workers, h.quote("./lua/?.lua;./lua/?/init.lua;;"),
+      h.quote(build .. "/?.so;;"), script), 60)
+end
+
 return S

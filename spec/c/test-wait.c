@@ -287,6 +287,51 @@ static void test_wake_skips_ended(void) {
 }
 
 
+/* What gl_hub_close's drops saw: the waits, in call order. */
+static gl_wait_t *dropped[4];
+static int ndropped;
+
+static void on_drop(gl_wait_t *w) {
+  if (ndropped < 4)
+    dropped[ndropped] = w;
+  ndropped++;
+}
+
+
+/* The hub's close calls the drop of every queued thread whose wait ended
+   (handed over, or canceled), once; not of a wait still pending, nor of
+   one without a drop; gl_wait_start clears a drop set before. */
+static void test_drop(void) {
+  gl_thread_t t[5];
+  setup(t, 5);
+  ndropped = 0;
+  gl_wait_start(&t[0], &t[0].w, "test", NULL, NULL);
+  t[0].w.drop = on_drop;
+  gl_wait_start(&t[1], &t[1].w, "test", NULL, NULL); /* no drop */
+  gl_wait_start(&t[2], &t[2].w, "test", on_cancel, NULL);
+  t[2].w.drop = on_drop;
+  gl_wait_start(&t[3], &t[3].w, "test", NULL, NULL); /* stays pending */
+  t[3].w.drop = on_drop;
+  t[4].w.drop = on_drop; /* cleared by the start */
+  gl_wait_start(&t[4], &t[4].w, "test", NULL, NULL);
+  CHECK(t[4].w.drop == NULL);
+  CHECK_EQ(gl_wait_end(&t[0].w, GL_W_OK), 1);
+  CHECK(t[0].ended == &t[0].w);
+  CHECK_EQ(gl_wait_end(&t[1].w, GL_W_OK), 1);
+  CHECK(t[1].ended == NULL);
+  CHECK_EQ(gl_wait_cancel(&t[2].w, GL_W_TIMEOUT), 1);
+  CHECK(t[2].ended == &t[2].w);
+  CHECK_EQ(gl_wait_end(&t[4].w, GL_W_OK), 1);
+  CHECK(t[4].ended == NULL);
+  CHECK_EQ(ndropped, 0); /* only the close drops */
+  teardown();
+  CHECK_EQ(ndropped, 2);
+  CHECK(dropped[0] == &t[0].w);
+  CHECK(dropped[1] == &t[2].w);
+  CHECK(t[0].ended == NULL && t[2].ended == NULL);
+}
+
+
 int main(void) {
   RUN(test_start_end);
   RUN(test_end_with_code);
@@ -296,5 +341,6 @@ int main(void) {
   RUN(test_queue);
   RUN(test_end_keeps_place);
   RUN(test_wake_skips_ended);
+  RUN(test_drop);
   return check_done();
 }
