@@ -50,8 +50,8 @@ static green_hub *hub; /* for the SIGINT handler */
 /*
 ** {======================================================
 ** The main state's allocator: Lua's small objects (tables, their node
-** arrays, short strings, closures, upvalues, small userdata: up to
-** POOL_MAX bytes) come from 64 KB chunks, each serving one 16-byte size
+** arrays, short strings, closures, upvalues, small userdata and the
+** GreenThreads, 272 bytes: up to POOL_MAX bytes) come from 64 KB chunks, each serving one 16-byte size
 ** class; larger blocks are malloc's. Lua gives every block's size back
 ** when it frees or resizes it, so a block needs no header, and taking or
 ** giving one is a list operation (glibc's malloc spends some hundreds of
@@ -85,7 +85,7 @@ static green_hub *hub; /* for the SIGINT handler */
 #endif
 
 #define POOL_STEP 16
-#define POOL_MAX 256
+#define POOL_MAX 512
 #define POOL_CLASSES (POOL_MAX / POOL_STEP)
 #define POOL_CHUNK ((size_t)64 * 1024)
 #define POOL_REGION 16 /* chunks mapped at once (1 MB) */
