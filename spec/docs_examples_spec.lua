@@ -10,6 +10,8 @@
 --   * when it has `--> text` comments, its stdout is exactly those texts,
 --     one line each in order, compared with each run of blanks (print's
 --     tabs, the comment's spaces) taken as one space.
+-- And every `green.x.y` name in README.md (prose too) and in api.md's
+-- blocks exists (api.md's entries are api_reference_spec's business).
 local h = require "helper"
 
 local DOCS = { "README.md", "docs/api.md" }
@@ -63,6 +65,27 @@ for _, path in ipairs(DOCS) do
   for _, b in ipairs(lua_blocks(path)) do all[#all + 1] = b end
 end
 
+--- The `green.x.y` names of `text`, into the set `names`.
+local function green_names(text, names)
+  for name in text:gmatch("%f[%w_.]green%.[%a_][%w_.]*") do
+    names[(name:gsub("%.+$", ""))] = true
+  end
+  return names
+end
+
+-- Run under greenlua: print each name of NAMES that is neither a field
+-- path of `green` nor a module `require` finds.
+local RESOLVE = [[
+local green = require "green"
+for _, name in ipairs(NAMES) do
+  local v = green
+  for part in name:gmatch("[^.]+", #"green." + 1) do
+    v = type(v) == "table" and v[part] or nil
+  end
+  if v == nil and not pcall(require, name) then print(name) end
+end
+]]
+
 describe("documentation examples", function()
   it("are found: the extractor sees README's blocks and a runnable one",
      function()
@@ -84,6 +107,21 @@ describe("documentation examples", function()
     assert.is_false(runnable('local green = require "green"\n'
                              .. '-- (fragment)\nprint(conn)\n'))
     assert.is_false(runnable('green.sleep(1)\n'))
+  end)
+
+  it("name only what exists: README's green.* names, and those of "
+     .. "api.md's blocks", function()
+    local names = green_names(assert(h.slurp("README.md")), {})
+    for _, b in ipairs(all) do green_names(b.src, names) end
+    local list = {}
+    for name in pairs(names) do list[#list + 1] = ("%q"):format(name) end
+    table.sort(list)
+    assert.is_true(#list >= 40, "names found: " .. #list)
+    local out, err, code = h.greenlua_run(
+      "local NAMES = { " .. table.concat(list, ", ") .. " }\n" .. RESOLVE,
+      nil, LIMIT)
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out, "names the docs use that do not exist")
   end)
 
   for _, b in ipairs(all) do
