@@ -87,7 +87,7 @@ end
 ]]
 
 describe("documentation examples", function()
-  it("are found: the extractor sees README's blocks and a runnable one",
+  it("are found: the extractor sees README's blocks and runnable ones",
      function()
     local readme, run = 0, 0
     for _, b in ipairs(all) do
