@@ -2684,11 +2684,11 @@ static int l_http_run(lua_State *L) {
   lsock_state *st = lgreen_sock_state(L);
   lgreen_sock_checkmt(L, R_SOCK, st->mt_stream, LGREEN_SOCKET);
   check_parser_st(L, R_PARSER, st);
-  luaL_checktype(L, R_HANDLER, LUA_TFUNCTION);
+  lgreen_checkcallable(L, R_HANDLER);
   luaL_checktype(L, R_CONN, LUA_TTABLE);
   luaL_checktype(L, R_SRV, LUA_TTABLE);
   if (!lua_isnoneornil(L, R_LOG))
-    luaL_checktype(L, R_LOG, LUA_TFUNCTION);
+    lgreen_checkcallable(L, R_LOG);
   lua_settop(L, R_RES - 1);
   lua_pushvalue(L, R_HANDLER);
   lua_pushvalue(L, R_REQ);

@@ -400,7 +400,7 @@ static int q_new(lua_State *L) {
   queue *q;
   luaL_argcheck(L, cls >= Q_LIGHT && cls <= Q_PRIORITY, 1, "no such class");
   if (cls == Q_PRIORITY && !lua_isnoneornil(L, 3))
-    luaL_checktype(L, 3, LUA_TFUNCTION);
+    lgreen_checkcallable(L, 3);
   lua_settop(L, 3);
   q = (queue *)lua_newuserdatauv(L, sizeof(*q), 2);
   lgreen_wq_init(&q->getters);

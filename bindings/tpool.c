@@ -816,6 +816,11 @@ static int tp_execute(lua_State *L) {
   const char *fn;
   gl_thread_t *t;
   task *tk;
+  /* A callable table or userdata cannot go: its metatable is not copied
+     (and its __call is a function with upvalues, the table). */
+  luaL_argcheck(L, lua_isfunction(L, 1) || !lgreen_iscallable(L, 1), 1,
+                "Lua function expected, got a callable value: it cannot "
+                "be copied to a worker's Lua state");
   luaL_checktype(L, 1, LUA_TFUNCTION);
   t = lgreen_begin(L, hub, WHAT);
   fn = dump_fn(L, p, &fnlen); /* at n + 1 */

@@ -29,6 +29,7 @@ local spawn, suspend, wake, now, Timeout, getcurrent =
   core.spawn, core.suspend, core.wake, core.now, core.Timeout,
   core.getcurrent
 local TIMEOUT = require("green.waiters").TIMEOUT
+local callable_arg = require("green.opts").callable_arg
 
 local M = {}
 
@@ -62,10 +63,7 @@ local LoopingCall = { __name = "green.LoopingCall" }
 LoopingCall.__index = LoopingCall
 
 local function new(cls, fn, ...)
-  if type(fn) ~= "function"
-    and not (getmetatable(fn) and getmetatable(fn).__call) then
-    error("bad argument #1 to 'LoopingCall' (function expected)", 3)
-  end
+  callable_arg(fn, 1, cls.__name:match("[^.]*$"), 3)
   return setmetatable({ fn = fn, args = pack(...), overruns = 0,
                         on_overrun = default_overrun }, cls)
 end
