@@ -63,7 +63,6 @@ local LoopingCall = { __name = "green.LoopingCall" }
 LoopingCall.__index = LoopingCall
 
 local function new(cls, fn, ...)
-  callable_arg(fn, 1, cls.__name:match("[^.]*$"), 3)
   return setmetatable({ fn = fn, args = pack(...), overruns = 0,
                         on_overrun = default_overrun }, cls)
 end
@@ -71,6 +70,7 @@ end
 --- A call of `fn(...)` every interval (see `start`).
 -- @treturn LoopingCall
 function M.LoopingCall(fn, ...)
+  callable_arg(fn, 1, "LoopingCall", 2)
   return new(LoopingCall, fn, ...)
 end
 
@@ -200,6 +200,7 @@ Dynamic.__index = Dynamic
 -- next call (capped by `periodic_interval_max`).
 -- @treturn DynamicLoopingCall
 function M.DynamicLoopingCall(fn, ...)
+  callable_arg(fn, 1, "DynamicLoopingCall", 2)
   return new(Dynamic, fn, ...)
 end
 
