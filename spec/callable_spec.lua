@@ -279,6 +279,31 @@ describe("callables", function()
     end)
   end)
 
+  it("green.http streams callable bodies, both ways", function()
+    green_run(function()
+      -- each call gives the next piece, then nil
+      local function pieces(...)
+        local list, i = { ... }, 0
+        return callable(function()
+          i = i + 1
+          return list[i]
+        end)
+      end
+      local port, stop = h.http_serve(function(req)
+        return 200, {}, pieces("got ", req:body())
+      end)
+      local body, calls = pieces("a", "bc")
+      local resp = assert(green.http.request {
+        url = "http://127.0.0.1:" .. port .. "/", method = "POST",
+        body = body, timeout = 10 })
+      assert.are.equal(200, resp.status)
+      assert.are.equal("got abc", resp.body)
+      assert.are.equal(3, #calls) -- "a", "bc", nil
+      assert.are.equal(0, calls[1].n)
+      stop()
+    end)
+  end)
+
   it("green.debug.on_blocking takes a callable table", function()
     local c, calls = callable()
     local old = green.debug.on_blocking(c)
