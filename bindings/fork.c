@@ -211,7 +211,7 @@ static int l_fork(lua_State *L) {
 
 /* green.on_fork(fn): run fn() in the child of every later green.fork. */
 static int l_on_fork(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lgreen_checkcallable(L, 1);
   lua_settop(L, 1);
   if (lua_getfield(L, LUA_REGISTRYINDEX, HOOKS_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);

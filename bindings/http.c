@@ -2282,6 +2282,16 @@ static int special_name(const char *k, size_t kn) {
 }
 
 
+/* The body's kind: a callable table or userdata streams as a function
+   does (lgreen_iscallable). */
+static int body_type(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TTABLE || t == LUA_TUSERDATA)
+    return lgreen_iscallable(L, idx) ? LUA_TFUNCTION : t;
+  return t;
+}
+
+
 /*
 ** Lay out the response (see l_http_response) at 'p', or, with 'p->p' NULL,
 ** check it and count its bytes. Stack: status, headers, body at 'a',
@@ -2291,7 +2301,7 @@ static int special_name(const char *k, size_t kn) {
 static size_t build(lua_State *L, hparser *hp, hlines *hl, rout *p,
                     rinfo *ri, int a, int keep) {
   lua_Integer status = lua_tointeger(L, a + A_STATUS);
-  int bt = lua_type(L, a + A_BODY);
+  int bt = body_type(L, a + A_BODY);
   int head_only = hp->head_only;
   size_t at = 0;
   int http10 = hp->http10;
@@ -2435,7 +2445,7 @@ static int response_results(lua_State *L, hparser *hp, rinfo *ri) {
 */
 static void lay_out(lua_State *L, hparser *hp, int a, int keep, rinfo *ri) {
   lua_Integer status = lua_tointeger(L, a + A_STATUS);
-  int bt = lua_type(L, a + A_BODY);
+  int bt = body_type(L, a + A_BODY);
   hlines *hl = (hlines *)lua_touserdata(L, UV_LINES);
   rout o;
   size_t n;
@@ -2684,11 +2694,11 @@ static int l_http_run(lua_State *L) {
   lsock_state *st = lgreen_sock_state(L);
   lgreen_sock_checkmt(L, R_SOCK, st->mt_stream, LGREEN_SOCKET);
   check_parser_st(L, R_PARSER, st);
-  luaL_checktype(L, R_HANDLER, LUA_TFUNCTION);
+  lgreen_checkcallable(L, R_HANDLER);
   luaL_checktype(L, R_CONN, LUA_TTABLE);
   luaL_checktype(L, R_SRV, LUA_TTABLE);
   if (!lua_isnoneornil(L, R_LOG))
-    luaL_checktype(L, R_LOG, LUA_TFUNCTION);
+    lgreen_checkcallable(L, R_LOG);
   lua_settop(L, R_RES - 1);
   lua_pushvalue(L, R_HANDLER);
   lua_pushvalue(L, R_REQ);

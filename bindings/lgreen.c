@@ -230,6 +230,30 @@ void lgreen_checkopts(lua_State *L, int arg, const char *const known[],
 }
 
 
+/*
+** [-0, +0, -] Whether the value at 'idx' can be called as Lua calls it: a
+** function, or a value whose metatable has a raw __call (a callable table
+** or userdata). The one check of every public function that takes a
+** function (green.opts.callable is the Lua modules' own).
+*/
+int lgreen_iscallable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION)
+    return 1;
+  if (luaL_getmetafield(L, idx, "__call") == LUA_TNIL)
+    return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
+
+/* [-0, +0, v] 'bad argument #arg to 'f' (function expected, got T)' unless
+   the value at 'arg' is callable (lgreen_iscallable). */
+void lgreen_checkcallable(lua_State *L, int arg) {
+  if (!lgreen_iscallable(L, arg))
+    luaL_typeerror(L, arg, "function");
+}
+
+
 /* [-0, +0, v] As 'lgreen_checkseconds', 'def' when absent or nil. */
 lua_Number lgreen_optseconds(lua_State *L, int arg, lua_Number def) {
   return lua_isnoneornil(L, arg) ? def : lgreen_checkseconds(L, arg);

@@ -156,6 +156,11 @@ lua_Number lgreen_optwait(lua_State *L, int arg);
 void lgreen_checkopts(lua_State *L, int arg, const char *const known[],
                       int array);
 
+/* A function, or a value with a __call metamethod (lgreen.c); the check
+   raises Lua's 'function expected, got T' argument error. */
+int lgreen_iscallable(lua_State *L, int idx);
+void lgreen_checkcallable(lua_State *L, int arg);
+
 int lgreen_in_finalizer(lua_State *L);
 int lgreen_canblock(lua_State *L, gl_hub_t *hub); /* without raising */
 int lgreen_block(lua_State *L, gl_thread_t *t, lua_KFunction k,

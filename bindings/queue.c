@@ -239,12 +239,41 @@ static int put_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 
+/*
+** [-0, +0, e] A PriorityQueue without 'lt' refuses a NaN priority (the
+** item, or a table's first element, as 'less' reads it): NaN < x and
+** x < NaN are both false, so its place, and the heap's order around it,
+** would be undefined (Python's heapq takes it so; refusing is kinder).
+*/
+static void check_priority(lua_State *L, queue *q) {
+  int nan;
+  if (q->storage != S_HEAP)
+    return;
+  if (lua_getiuservalue(L, 1, UV_LT) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return; /* the order is lt's */
+  }
+  lua_pop(L, 1);
+  if (lua_type(L, 2) == LUA_TTABLE)
+    lua_geti(L, 2, 1);
+  else
+    lua_pushvalue(L, 2);
+  nan = lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1) &&
+        lua_tonumber(L, -1) != lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (nan)
+    luaL_argerror(L, 2, "the priority is NaN, which has no order (it "
+                        "compares false with everything)");
+}
+
+
 static int put(lua_State *L, queue *q) {
   lua_Number s;
   int top = lua_gettop(L), timed;
   gl_thread_t *t;
   if (top < 2 || lua_isnil(L, 2))
     return luaL_argerror(L, 2, "a queue item cannot be nil");
+  check_priority(L, q);
   timed = top >= 4 && lgreen_wq_opttimeout(L, 4, &s);
   if (q->getters.n > 0 && hand(L, q, 2)) { /* only when it is empty */
     q->unfinished++;
@@ -400,7 +429,7 @@ static int q_new(lua_State *L) {
   queue *q;
   luaL_argcheck(L, cls >= Q_LIGHT && cls <= Q_PRIORITY, 1, "no such class");
   if (cls == Q_PRIORITY && !lua_isnoneornil(L, 3))
-    luaL_checktype(L, 3, LUA_TFUNCTION);
+    lgreen_checkcallable(L, 3);
   lua_settop(L, 3);
   q = (queue *)lua_newuserdatauv(L, sizeof(*q), 2);
   lgreen_wq_init(&q->getters);

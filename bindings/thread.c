@@ -415,11 +415,7 @@ static gl_thread_t *newthread(lua_State *L, gl_hub_t *hub, int first,
   int n;
   unsigned slot;
   lgreen_checkopen(L, hub); /* its slot and queue are the closed hub's */
-  if (lua_type(L, first) != LUA_TFUNCTION) {
-    if (luaL_getmetafield(L, first, "__call") == LUA_TNIL)
-      luaL_typeerror(L, first, "function");
-    lua_pop(L, 1);
-  }
+  lgreen_checkcallable(L, first);
   n = lua_gettop(L) - first + pre; /* arguments, and the 'pre' values */
   t = (gl_thread_t *)lua_newuserdatauv(L, sizeof(*t), LGREEN_NUV);
   lua_pushvalue(L, lua_upvalueindex(2));

@@ -816,6 +816,12 @@ static int tp_execute(lua_State *L) {
   const char *fn;
   gl_thread_t *t;
   task *tk;
+  /* A callable table or userdata cannot go: nothing copies its metatable,
+     and so its __call, into the worker's state (a real limit, unlike
+     everywhere else a function is taken). */
+  luaL_argcheck(L, lua_isfunction(L, 1) || !lgreen_iscallable(L, 1), 1,
+                "Lua function expected, got a callable value: it cannot "
+                "be copied to a worker's Lua state");
   luaL_checktype(L, 1, LUA_TFUNCTION);
   t = lgreen_begin(L, hub, WHAT);
   fn = dump_fn(L, p, &fnlen); /* at n + 1 */

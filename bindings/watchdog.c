@@ -300,7 +300,7 @@ static void report(lua_State *L, watchdog *wd, gl_thread_t *t,
   int killed, status;
   double secs = (double)(gl_now() - load64(&wd->start)) / 1e9;
   lua_checkstack(L, 8);
-  if (lua_getfield(L, LUA_REGISTRYINDEX, ON_BLOCKING_KEY) != LUA_TFUNCTION) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, ON_BLOCKING_KEY) == LUA_TNIL) {
     lua_pop(L, 1);
     return;
   }

@@ -1249,7 +1249,7 @@ describe("green.http.serve", function()
     green_run(function()
       local srv = listen()
       assert.has_error(function() green.http.serve(srv, 1) end,
-        "bad argument #2 to 'serve' (function expected)")
+        "bad argument #2 to 'serve' (function expected, got number)")
       assert.has_error(function()
         green.http.serve(srv, hello, { bogus = 1 })
       end,

@@ -505,7 +505,8 @@ end, { workers = 1, graceful_timeout = 600 })
         { { workers = 2, worker_timeout = -1 },
           "bad option 'worker_timeout'" },
         { { workers = 2, on_worker_start = 3 },
-          "bad option 'on_worker_start'" },
+          "bad argument #3 to 'serve' (on_worker_start: function "
+          .. "expected, got number)" },
         { { workers = 2, concurrency = 0 }, "bad argument #3" },
       } do
         local ok, err = pcall(green.serve, server, f, case[1])

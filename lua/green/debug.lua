@@ -4,6 +4,7 @@
 -- @module green.debug
 
 local core = require "green.core"
+local callable_arg = require("green.opts").callable_arg
 
 local format, concat, gsub = string.format, table.concat, string.gsub
 local tostring, type, error, setmetatable =
@@ -106,9 +107,7 @@ install(default_on_blocking)
 -- must not block. nil restores the default, which writes to stderr.
 -- Returns the previous reporter.
 function M.on_blocking(fn)
-  if fn ~= nil and type(fn) ~= "function" then
-    error("bad argument #1 to 'on_blocking' (function or nil expected)", 2)
-  end
+  callable_arg(fn, 1, "on_blocking", 2, true)
   local old = reporter
   install(fn or default_on_blocking)
   core.watchdog{ custom = fn ~= nil and fn ~= default_on_blocking }
@@ -156,6 +155,7 @@ end
 --- Run `fn(...)` with no preemption by the time slice (it may still
 -- block, letting other threads run). Returns fn's results.
 function M.atomic(fn, ...)
+  callable_arg(fn, 1, "atomic", 2)
   local ex = core.extras(core.getcurrent())
   local prev = ex.atomic
   ex.atomic = true

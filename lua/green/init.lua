@@ -6,6 +6,7 @@
 -- @module green
 
 local core = require "green.core"
+local gopts = require "green.opts"
 
 local error, pcall, xpcall, type, tostring, setmetatable, getmetatable =
   error, pcall, xpcall, type, tostring, setmetatable, getmetatable
@@ -14,6 +15,7 @@ local format = string.format
 local traceback = debug.traceback
 
 local spawn, getcurrent, extras = core.spawn, core.getcurrent, core.extras
+local callable_arg = gopts.callable_arg
 
 -- User coroutines inside green threads: replace the stock functions in
 -- place, so code that looks them up through `coroutine` gets the green
@@ -91,9 +93,7 @@ local reporter = default_reporter
 -- @tparam[opt] function handler
 -- @treturn function the previous handler
 function green.on_error(handler)
-  if handler ~= nil and type(handler) ~= "function" then
-    error("bad argument #1 to 'on_error' (function or nil expected)", 2)
-  end
+  callable_arg(handler, 1, "on_error", 2, true)
   local old = reporter
   reporter = handler or default_reporter
   return old
@@ -195,9 +195,7 @@ end
 --- Call `fn(gt, ...)` when `gt` ends (at once if it has ended).
 function GreenThread.link(gt, fn, ...)
   checkthread(gt, "link")
-  if type(fn) ~= "function" then
-    error("bad argument #1 to 'link' (function expected)", 2)
-  end
+  callable_arg(fn, 1, "link", 2)
   add_end(gt, "links", fn, ...)
 end
 
@@ -219,14 +217,6 @@ function GreenThread.unlink(gt, fn)
     end
   end
   return found
-end
-
--- Is 'fn' callable as a call (and spawn) sees it: a function, or a value
--- whose metatable has a raw __call?
-local function callable(fn)
-  if type(fn) == "function" then return true end
-  local mt = debug.getmetatable(fn)
-  return type(mt) == "table" and rawget(mt, "__call") ~= nil
 end
 
 -- Call the C function `f` for the public function `name`: called from
@@ -252,10 +242,7 @@ function green.run(fn, ...)
   if fn == nil then
     return core.run()
   end
-  if not callable(fn) then
-    error(format("bad argument #1 to 'run' (function expected, got %s)",
-                 type(fn)), 2)
-  end
+  callable_arg(fn, 1, "run", 2)
   local gt = spawn(fn, ...)
   core.observe(gt)
   return gt:wait()
@@ -266,10 +253,7 @@ core.internal(green.run)
 -- A bad `seconds` (or no green thread) raised where this file calls
 -- Timeout, not at the caller: see call_as.
 function green.with_timeout(seconds, fn, ...)
-  if not callable(fn) then
-    error(format("bad argument #2 to 'with_timeout' (function expected, "
-                 .. "got %s)", type(fn)), 2)
-  end
+  callable_arg(fn, 2, "with_timeout", 2)
   local _ <close> = call_as("with_timeout", 3, core.Timeout, seconds)
   return fn(...)
 end
@@ -343,7 +327,6 @@ end
 do
   local serve = require "green.serve"
   local tls = require "green.tls"
-  local gopts = require "green.opts"
   local check, connect_opts, listen_opts = gopts.check, gopts.connect,
     gopts.listen
   local cconnect, clisten = core.connect, core.listen

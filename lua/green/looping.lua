@@ -29,6 +29,7 @@ local spawn, suspend, wake, now, Timeout, getcurrent =
   core.spawn, core.suspend, core.wake, core.now, core.Timeout,
   core.getcurrent
 local TIMEOUT = require("green.waiters").TIMEOUT
+local callable_arg = require("green.opts").callable_arg
 
 local M = {}
 
@@ -62,10 +63,6 @@ local LoopingCall = { __name = "green.LoopingCall" }
 LoopingCall.__index = LoopingCall
 
 local function new(cls, fn, ...)
-  if type(fn) ~= "function"
-    and not (getmetatable(fn) and getmetatable(fn).__call) then
-    error("bad argument #1 to 'LoopingCall' (function expected)", 3)
-  end
   return setmetatable({ fn = fn, args = pack(...), overruns = 0,
                         on_overrun = default_overrun }, cls)
 end
@@ -73,6 +70,7 @@ end
 --- A call of `fn(...)` every interval (see `start`).
 -- @treturn LoopingCall
 function M.LoopingCall(fn, ...)
+  callable_arg(fn, 1, "LoopingCall", 2)
   return new(LoopingCall, fn, ...)
 end
 
@@ -202,6 +200,7 @@ Dynamic.__index = Dynamic
 -- next call (capped by `periodic_interval_max`).
 -- @treturn DynamicLoopingCall
 function M.DynamicLoopingCall(fn, ...)
+  callable_arg(fn, 1, "DynamicLoopingCall", 2)
   return new(Dynamic, fn, ...)
 end
 

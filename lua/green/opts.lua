@@ -5,8 +5,9 @@
 -- Internal module; its API may change.
 -- @module green.opts
 
-local type, next, error = type, next, error
+local type, next, error, rawget = type, next, error, rawget
 local format = string.format
+local getmetatable = debug.getmetatable
 
 local M = {}
 
@@ -26,6 +27,32 @@ function M.check(opts, known, arg, fname, level, prefix)
     end
   end
   return opts
+end
+
+--- Whether `fn` can be called as Lua calls it: a function, or a value
+-- whose metatable has a raw `__call` (a callable table or userdata, as
+-- eventlet takes any callable). The Lua modules' one check of a function
+-- argument; bindings/lgreen.c's lgreen_iscallable is the C functions'.
+local function callable(fn)
+  if type(fn) == "function" then return true end
+  local mt = getmetatable(fn)
+  return type(mt) == "table" and rawget(mt, "__call") ~= nil
+end
+M.callable = callable
+
+--- Raise `bad argument #arg to 'fname' (function expected, got T)` (Lua's
+-- own wording: T is the value's `__name` if it has one) unless `fn` is
+-- callable; nil passes too with `optional`. `field` names an option of
+-- the table argument (`create: function expected, got T`); `level` as in
+-- check. Returns fn.
+function M.callable_arg(fn, arg, fname, level, optional, field)
+  if callable(fn) or (optional and fn == nil) then return fn end
+  local mt = getmetatable(fn)
+  local tname = type(mt) == "table" and rawget(mt, "__name")
+  if type(tname) ~= "string" then tname = type(fn) end
+  error(format("bad argument #%d to '%s' (%sfunction expected, got %s)",
+               arg, fname, field and field .. ": " or "", tname),
+        level + 1)
 end
 
 --- The TLS options (docs/api.md "TLS") and the type each takes (a set of

@@ -19,6 +19,7 @@ local setmetatable, error, getmetatable, mtype, pcall =
   setmetatable, error, getmetatable, math.type, pcall
 local observe = core.observe
 local read = require("green.waiters").read
+local callable_arg = require("green.opts").callable_arg
 
 local M = {}
 
@@ -61,6 +62,7 @@ end
 --- Run `fn(...)` in the pile's pool (blocks while the pool is full).
 -- @treturn GreenThread
 function GreenPile:spawn(fn, ...)
+  callable_arg(fn, 1, "spawn", 2)
   self.used = true
   self.counter = self.counter + 1
   local ok, gt = pcall(self.pool.spawn, self.pool, fn, ...)

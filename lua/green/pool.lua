@@ -11,11 +11,11 @@
 
 local core = require "green.core"
 local waiters = require "green.waiters"
+local callable_arg = require("green.opts").callable_arg
 
 local setmetatable, error, type, select, pcall, tostring =
   setmetatable, error, type, select, pcall, tostring
 local unpack, pack = table.unpack, table.pack
-local getmetatable = getmetatable
 local mtype = math.type
 local spawn, getcurrent, observe, outcome =
   core.spawn, core.getcurrent, core.observe, core.outcome
@@ -45,12 +45,6 @@ function M.GreenPool(size)
   size = checksize(size == nil and 1000 or size, "GreenPool")
   return setmetatable({ size = size, nrunning = 0, threads = {},
                         slotq = newq(), idleq = newq() }, GreenPool)
-end
-
-local function callable(fn)
-  if type(fn) == "function" then return true end
-  local mt = getmetatable(fn)
-  return mt ~= nil and mt.__call ~= nil
 end
 
 -- A slot is free: hand it to the longest waiter, or keep it.
@@ -119,9 +113,7 @@ end
 -- inline instead (no deadlock).
 -- @treturn GreenThread
 function GreenPool:spawn(fn, ...)
-  if not callable(fn) then
-    error("bad argument #1 to 'spawn' (function expected)", 2)
-  end
+  callable_arg(fn, 1, "spawn", 2)
   if self.nrunning >= self.size and self.threads[getcurrent()] then
     return done_thread(inline(pcall(fn, ...)))
   end
@@ -131,9 +123,7 @@ end
 
 --- Like `spawn`, but returns nothing.
 function GreenPool:spawn_n(fn, ...)
-  if not callable(fn) then
-    error("bad argument #1 to 'spawn_n' (function expected)", 2)
-  end
+  callable_arg(fn, 1, "spawn_n", 2)
   if self.nrunning >= self.size and self.threads[getcurrent()] then
     local ok, err = inline(pcall(fn, ...))
     if not ok then spawn(function() error(err, 0) end) end
@@ -274,9 +264,7 @@ end
 -- @treturn function iterator
 function GreenPool:imap(fn, ...)
   if fn == nil then fn = identity end
-  if not callable(fn) then
-    error("bad argument #1 to 'imap' (function expected)", 2)
-  end
+  callable_arg(fn, 1, "imap", 2)
   local n = select("#", ...)
   if n == 0 then
     error("bad argument #2 to 'imap' (table or iterator expected)", 2)
@@ -311,9 +299,7 @@ end
 -- @param iterable a table of argument tables, or an iterator of them
 -- @treturn function iterator
 function GreenPool:starmap(fn, iterable)
-  if not callable(fn) then
-    error("bad argument #1 to 'starmap' (function expected)", 2)
-  end
+  callable_arg(fn, 1, "starmap", 2)
   local it = iterator(iterable, 2, "starmap")
   local nextargs = function()
     local args = it()

@@ -24,6 +24,7 @@
 
 local core = require "green.core"
 local check = require("green.opts").check
+local callable_arg = require("green.opts").callable_arg
 
 local setmetatable, error, type, pcall, rawget, rawset, mtype =
   setmetatable, error, type, pcall, rawget, rawset, math.type
@@ -81,9 +82,7 @@ function M.Pool(opts)
   end
   check(opts, OPTIONS, 1, "Pool", 2)
   local create = opts.create or no_create
-  if type(create) ~= "function" then
-    error("bad argument #1 to 'Pool' (create: function expected)", 2)
-  end
+  callable_arg(create, 1, "Pool", 2, false, "create")
   local min_size = checksize(opts.min_size or 0, "min_size", "Pool")
   local max_size = checksize(opts.max_size or 4, "max_size", "Pool")
   if min_size > max_size then -- it would create min_size items anyway
@@ -258,6 +257,7 @@ end
 -- @tparam[opt] function fn
 -- @return the handle and the item, or fn's results
 function Pool:item(fn)
+  callable_arg(fn, 1, "item", 2, true)
   local item = self:get()
   if fn == nil then
     return setmetatable({ [ITEM] = item, [POOL] = self }, Handle), item

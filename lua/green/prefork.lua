@@ -19,6 +19,7 @@
 -- @module green.prefork
 
 local core = require "green.core"
+local callable_arg = require("green.opts").callable_arg
 
 local spawn, sleep, now, getcurrent = core.spawn, core.sleep, core.now,
   core.getcurrent
@@ -68,10 +69,7 @@ function M.options(opts, level)
   positive("graceful_timeout", 30)
   positive("worker_timeout", 30)
   for _, name in pairs({ "on_worker_start", "on_worker_exit", "on_stop" }) do
-    if o[name] ~= nil and type(o[name]) ~= "function" then
-      error(format("bad option '%s' to 'serve' (function expected, got %s)",
-                   name, type(o[name])), level + 1)
-    end
+    callable_arg(o[name], 3, "serve", level + 1, true, name)
   end
   return o
 end

@@ -22,7 +22,7 @@
 
 local core = require "green.core"
 
-local error, type, mtype = error, type, math.type
+local error, mtype = error, math.type
 local new = core.queue.new
 
 local M = {}
@@ -65,9 +65,7 @@ end
 -- @tparam[opt] function lt `lt(a, b)`: a comes out before b
 function M.PriorityQueue(maxsize, lt)
   checksize(maxsize, "PriorityQueue")
-  if lt ~= nil and type(lt) ~= "function" then
-    error("bad argument #2 to 'PriorityQueue' (function expected)", 2)
-  end
+  require("green.opts").callable_arg(lt, 2, "PriorityQueue", 2, true)
   return new(PRIORITY, maxsize, lt)
 end
 

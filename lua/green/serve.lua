@@ -7,6 +7,7 @@
 local core = require "green.core"
 local prefork = require "green.prefork"
 local check = require("green.opts").check
+local callable_arg = require("green.opts").callable_arg
 
 local spawn, spawn_closing, getcurrent, suspend, wake, sleep =
   core.spawn, core.spawn_closing, core.getcurrent, core.suspend, core.wake,
@@ -176,9 +177,7 @@ function M.serve(server, handler, opts)
     error(("bad argument #1 to 'serve' (listening socket expected, got %s)")
           :format(state and state .. " socket" or type(server)), 2)
   end
-  if type(handler) ~= "function" then
-    error("bad argument #2 to 'serve' (function expected)", 2)
-  end
+  callable_arg(handler, 2, "serve", 2)
   local concurrency = opts
   if type(opts) == "table" then
     concurrency = check(opts, OPTIONS, 3, "serve", 2).concurrency

@@ -104,10 +104,7 @@ end
 
 local function register(sig, handler)
   local signum = checksig(sig, "signal")
-  if type(handler) ~= "function" then
-    error("bad argument #2 to 'signal' (function expected, got "
-          .. type(handler) .. ")", 2)
-  end
+  require("green.opts").callable_arg(handler, 2, "signal", 2)
   local h = watch_at(signum, true, 2)
   local d = spawn(dispatch, h, signum, handler)
   d.name = "green.signal(" .. tostring(sig) .. ")"

@@ -9,6 +9,7 @@ local common = require "green.http.common"
 local semaphore = require "green.semaphore"
 local gopts = require "green.opts"
 local check = gopts.check
+local callable = gopts.callable
 
 local http_parser, http_head, http_body, http_parse_url, http_free =
   core.http_parser, core.http_head, core.http_body, core.http_parse_url,
@@ -354,7 +355,7 @@ local function request_head(method, u, headers, body)
   end
   -- a Content-Length that is not the body's would send the rest of the
   -- body as the next request, or take the next request for the body
-  if length and type(body) ~= "function" and length ~= #(body or "") then
+  if length and not callable(body) and length ~= #(body or "") then
     error(format("green.http: Content-Length %d but the body is %d "
                  .. "bytes", length, #(body or "")), 0)
   end
@@ -373,7 +374,7 @@ local function request_head(method, u, headers, body)
       n = n + 1
     end
     how = "length"
-  elseif type(body) == "function" then
+  elseif callable(body) then
     if not has["content-length"] then
       t[n + 1] = "Transfer-Encoding: chunked\r\n"
       n = n + 1
@@ -683,7 +684,7 @@ local function request(self, o, argn)
       or ((resp.status == 301 or resp.status == 302) and method == "POST")
     -- a body read from a function cannot be sent again: the redirect
     -- is the answer
-    if not to_get and type(o.body) == "function" then return resp end
+    if not to_get and callable(o.body) then return resp end
     resp:close()
     redirects = redirects - 1
     url = resolve(u, loc)

@@ -10,6 +10,7 @@ local core = require "green.core"
 local common = require "green.http.common"
 local serve_mod = require "green.serve"
 local check = require("green.opts").check
+local callable_arg = require("green.opts").callable_arg
 
 local http_parser, http_head, http_body, http_state, http_setmaxbody,
       http_response, http_run, http_output, http_flush, http_next =
@@ -454,18 +455,14 @@ end
 
 --- green.http.serve(server, handler, [opts]): see docs/api.md.
 function M.serve(server, handler, opts)
-  if type(handler) ~= "function" then
-    error("bad argument #2 to 'serve' (function expected)", 2)
-  end
+  callable_arg(handler, 2, "serve", 2)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #3 to 'serve' (table expected)", 2)
   end
   local o = {}
   for k, v in pairs(DEFAULTS) do o[k] = v end
   for k, v in pairs(check(opts or o, KNOWN, 3, "serve", 2)) do o[k] = v end
-  if o.log ~= nil and type(o.log) ~= "function" then
-    error("bad argument #3 to 'serve' (opts.log: function expected)", 2)
-  end
+  callable_arg(o.log, 3, "serve", 2, true, "log")
   for k in pairs(DEFAULTS) do
     if type(o[k]) ~= "number" or o[k] ~= o[k] or o[k] <= 0 then
       error(format("bad argument #3 to 'serve' (opts.%s: positive number "
