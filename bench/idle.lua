@@ -34,9 +34,9 @@ local green = require "green"
 local LIMIT = 60 -- seconds, for each process
 -- bytes per idle connection: DESIGN.md's budget. Missed (2026-12-01,
 -- against the 0-connection floor of the same process, 10,000 held):
--- `serve` 2,077 B (Lua heap 1,514, C 563; a parked Lua 5.4 coroutine
--- alone is 1,120 B), `accept` 2,039, `sockets` 860, `http` 3,809 (Lua
--- 2,851, C 959; its thread's stack grew to 80 slots and the collector
+-- `serve` 2,093 B (Lua heap 1,530, C 563; a parked Lua 5.4 coroutine
+-- alone is 1,120 B), `accept` 2,055, `sockets` 860, `http` 3,822 (Lua
+-- 2,867, C 955; its thread's stack grew to 80 slots and the collector
 -- never shrinks it while parked: bench/README.md "Where an idle
 -- connection's bytes go" and "Idle connections, third pass").
 local TARGET = 1536
