@@ -26,6 +26,7 @@
 ** to the parent (its reset, registered with 'lgreen_on_fork': the
 ** resolver's channels, the watchdog's thread, the sockets' watchers, the
 ** thread pool's and libuv's pool's requests, signal watches, children);
+** then the signals blocked around fork() are unblocked (l_fork says why),
 ** and the green.on_fork hooks run, in the caller's thread, before fork()
 ** returns 0.
 */
