@@ -177,3 +177,48 @@ print("out")
     assert.are.equal("out\n", out)
   end)
 end)
+
+describe("prefork options under attack", function()
+  -- Without `workers` they were not checked at all: a NaN, a negative or
+  -- a string, or a hook that is no function, was silently ignored.
+  it("are checked without workers too, in serve and http.serve", function()
+    green_run(function()
+      local server = assert(green.listen("127.0.0.1", 0))
+      server:close() -- a serve that took the options returns at once
+      local function f() end
+      for _, case in ipairs {
+        { { graceful_timeout = 0 / 0 }, "bad option 'graceful_timeout'" },
+        { { graceful_timeout = -1 }, "bad option 'graceful_timeout'" },
+        { { worker_timeout = "30" }, "bad option 'worker_timeout'" },
+        { { worker_timeout = 0 / 0 }, "bad option 'worker_timeout'" },
+        { { on_worker_start = 3 }, "bad option 'on_worker_start'" },
+        { { on_worker_exit = {} }, "bad option 'on_worker_exit'" },
+        { { on_stop = "x" }, "bad option 'on_stop'" },
+      } do
+        local ok, err = pcall(green.serve, server, f, case[1])
+        assert.is_false(ok, case[2])
+        assert.matches(case[2], err, 1, true)
+        if case[1].on_stop == nil and case[1].graceful_timeout == nil then
+          ok, err = pcall(green.http.serve, server, f, case[1])
+          assert.is_false(ok, case[2])
+          assert.matches(case[2], err, 1, true)
+        end
+      end
+    end)
+  end)
+
+  -- A bad number was blamed on serve.lua, not on the caller's line.
+  it("a bad number names the caller's line", function()
+    green_run(function()
+      local server = assert(green.listen("127.0.0.1", 0))
+      server:close()
+      local ok, err = pcall(function()
+        green.serve(server, function() end, { workers = 2,
+                                              worker_timeout = -1 })
+      end)
+      assert.is_false(ok)
+      assert.matches("^spec/prefork_attack_spec%.lua:%d+: bad option "
+                     .. "'worker_timeout'", err)
+    end)
+  end)
+end)

@@ -60,7 +60,7 @@ function M.options(opts, level)
        or (integer and math.type(v) ~= "integer") then
       error(format("bad option '%s' to 'serve' (positive %s expected, "
                    .. "got %s)", name, integer and "integer" or "number",
-                   tostring(o[name])), level + 1)
+                   tostring(o[name])), level + 2) -- above options
     end
     o[name] = v
   end
