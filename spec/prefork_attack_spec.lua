@@ -7,7 +7,7 @@
 -- here, and a bound on what a failing case leaves behind.
 local green = require "green"
 local h = require "helper"
-local process = green.process
+local S = require "prefork_support"
 
 -- A master on a free 127.0.0.1 port with the options OPTS (Lua source of
 -- a table); it prints "port <port>" before it serves and "master
@@ -29,35 +29,9 @@ io.stdout:write("master returned\n")
 io.stdout:flush()
 ]]
 
--- Start a master; returns the Process, its port and its stderr lines (a
--- table a green thread fills as they come).
+-- Start a master; returns the Process, its port and its stderr lines.
 local function master(opts)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write((MASTER:gsub("OPTS", opts)))
-  f:close()
-  local p = assert(process.spawn { h.greenlua, path, stdout = "pipe",
-                                   stderr = "pipe" })
-  local handed
-  local _ <close> = setmetatable({}, { __close = function()
-    if not handed then getmetatable(p).__close(p) end
-  end })
-  p.stdout:settimeout(30)
-  local line = p.stdout:receive("*l")
-  os.remove(path)
-  local errs = {}
-  green.spawn(function()
-    p.stderr:settimeout(120)
-    while true do
-      local l = p.stderr:receive("*l")
-      if not l then return end
-      errs[#errs + 1] = l
-    end
-  end)
-  assert(line, "the master did not start")
-  local port = assert(math.tointeger(tonumber(line:match("^port (%d+)"))))
-  handed = true
-  return p, port, errs
+  return S.start_master((MASTER:gsub("OPTS", opts)))
 end
 
 local function who(port)
@@ -70,13 +44,7 @@ local function who(port)
   return tonumber(id), tonumber(pid)
 end
 
-local function running(pid) -- alive and not a zombie
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local st = f:read("a"):match("^%d+ %b() (%u)")
-  f:close()
-  return st ~= "Z"
-end
+local running = S.running -- alive and not a zombie
 
 describe("prefork under attack", function()
   -- A signal sent to a child right after green.fork, before the child had
