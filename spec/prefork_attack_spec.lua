@@ -83,10 +83,23 @@ print("parent got " .. got)
 
   it("a SIGTERM while the workers start stops them all at once", function()
     green_run({ deadline = 120 }, function()
-      -- graceful_timeout: a worker that missed its SIGTERM would hold
-      -- the master for 601 s
-      local p <close> = master("{ workers = 16, graceful_timeout = 600 }")
-      assert(p:kill("TERM"))
+      -- The master sends itself SIGTERM from a thread that runs once
+      -- serve's master waits: right after it forked the workers, while
+      -- they start. graceful_timeout: a worker that missed its SIGTERM
+      -- would hold the master for 601 s.
+      local p <close> = S.start_master([[
+local green = require "green"
+local server = assert(green.listen("127.0.0.1", 0))
+local _, port = server:getsockname()
+io.stdout:write("port ", port, "\n")
+io.stdout:flush()
+green.spawn(function()
+  require("green.core").kill_pid(green.process.getpid(), 15)
+end)
+green.serve(server, function() end, { workers = 16, graceful_timeout = 600 })
+io.stdout:write("master returned\n")
+io.stdout:flush()
+]])
       assert.are.same({ "exit", 0 }, { p:wait(60) })
       assert.are.equal("master returned", p.stdout:receive("*l"))
     end)
