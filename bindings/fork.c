@@ -26,9 +26,11 @@
 ** to the parent (its reset, registered with 'lgreen_on_fork': the
 ** resolver's channels, the watchdog's thread, the sockets' watchers, the
 ** thread pool's and libuv's pool's requests, signal watches, children);
+** then the signals blocked around fork() are unblocked (l_fork says why),
 ** and the green.on_fork hooks run, in the caller's thread, before fork()
 ** returns 0.
 */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -174,13 +176,28 @@ static int l_fork(lua_State *L) {
   gl_hub_t *hub = lgreen_hub(L);
   gl_thread_t *self = hub->current;
   lgreen_state_t *g = lgreen_state(hub);
+  sigset_t all, old;
   pid_t pid;
   int i, r;
   if (self == NULL || lgreen_in_finalizer(L))
     return luaL_error(L, "green.fork: call it from a green thread or the "
                          "main thread (not a finalizer or a hub callback)");
   fflush(NULL); /* or both processes would write what stdio buffered */
+  /* Signals wait until the child has its own loop and has dropped the
+     parent's watches: one caught in between ran libuv's handler on the
+     parent's copies, whose message went down the parent's signal pipe
+     (before uv_loop_fork: the parent ran its handler for the child's
+     signal) or to a watch about to close (the signal was lost, and a
+     closing watch whose signal was never dispatched made the child's
+     loop spin). Blocked, it comes once the child is ready for it. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   pid = fork();
+  if (pid != 0) {
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+  }
   if (pid < 0)
     return luaL_fileresult(L, 0, NULL);
   if (pid > 0) {
@@ -203,6 +220,7 @@ static int l_fork(lua_State *L) {
   for (i = 0; i < g->nforks; i++)
     if (!g->forks[i].early)
       g->forks[i].fn(L, hub, g->forks[i].ud);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   run_hooks(L);
   lua_pushinteger(L, 0);
   return 1;

@@ -7,6 +7,7 @@
 local green = require "green"
 local h = require "helper"
 local process = green.process
+local S = require "prefork_support"
 
 -- The master. OPTS is replaced by the case's options. A connection sends
 -- commands, one per line:
@@ -79,46 +80,12 @@ local function alive(pid) -- running or a zombie
   return f ~= nil
 end
 
-local function running(pid) -- alive and not a zombie
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local st = f:read("a"):match("^%d+ %b() (%u)")
-  f:close()
-  return st ~= "Z"
-end
+local running = S.running -- alive and not a zombie
 
 -- Start a master with `opts` (Lua source of a table); returns the
--- Process, the port, and a table of the master's stderr lines (filled in
--- by a green thread as they come).
+-- Process, the port, and a table of the master's stderr lines.
 local function master(opts, env)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write((MASTER:gsub("OPTS", opts)))
-  f:close()
-  local p = assert(process.spawn { h.greenlua, path, stdout = "pipe",
-                                   stderr = "pipe", env = env })
-  -- until it is handed to the caller (a <close> variable there), a
-  -- failure here kills the master (its workers go with it)
-  local handed
-  local _ <close> = setmetatable({}, { __close = function()
-    if not handed then getmetatable(p).__close(p) end
-  end })
-  p.stdout:settimeout(30)
-  local line = p.stdout:receive("*l")
-  os.remove(path)
-  local errs = {}
-  green.spawn(function()
-    p.stderr:settimeout(60)
-    while true do
-      local l = p.stderr:receive("*l")
-      if not l then return end
-      errs[#errs + 1] = l
-    end
-  end)
-  assert(line, "the master did not start: " .. table.concat(errs, "\n"))
-  local port = assert(math.tointeger(tonumber(line:match("^port (%d+)"))))
-  handed = true
-  return p, port, errs
+  return S.start_master((MASTER:gsub("OPTS", opts)), env)
 end
 
 local function grep(lines, pattern)

@@ -61,7 +61,7 @@ function M.options(opts, level)
        or (integer and math.type(v) ~= "integer") then
       error(format("bad option '%s' to 'serve' (positive %s expected, "
                    .. "got %s)", name, integer and "integer" or "number",
-                   tostring(o[name])), level + 1)
+                   tostring(o[name])), level + 2) -- above options
     end
     o[name] = v
   end
@@ -87,6 +87,17 @@ local function worker_main(id, stamp, o, serve_one, master_pid)
   local function stop()
     if control.stopping then return end
     control.stopping = true
+    -- The drain's bound, kept by the worker itself: an on_stop or an
+    -- on_worker_exit that never returns held a worker a roll had told to
+    -- drain (the master kills only at its own stop), and one whose
+    -- master was gone, forever.
+    local deadline = spawn(function()
+      sleep(o.graceful_timeout + 1)
+      log("worker %d (pid %d) still there %g s after it was told to "
+          .. "stop: exiting", id, core.getpid(), o.graceful_timeout + 1)
+      os.exit(1)
+    end)
+    deadline.name = "green.serve drain deadline"
     if control.stop then control.stop(o.graceful_timeout) end
   end
   local term = signal("TERM", stop)
@@ -331,7 +342,11 @@ function M.master(o, serve_one)
   for _, h in pairs(handles) do h:cancel() end
   for t in pairs(aux) do t:kill() end
   if not (ok and done) then -- the master's thread was killed: no orphans
-    stop()
+    -- Killed at once, with no timer left behind (stop's last resort kept
+    -- the caller's process alive for graceful_timeout + 1 s). The reapers
+    -- reap them; `done` keeps the last from waking this thread, which is
+    -- the caller's again.
+    stopping, done = true, true
     for pid in pairs(live) do kill_pid(pid, SIGKILL) end
     if not ok then error(err, 0) end
   end

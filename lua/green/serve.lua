@@ -186,8 +186,10 @@ function M.serve(server, handler, opts)
   if math.type(concurrency) ~= "integer" or concurrency < 1 then
     error("bad argument #3 to 'serve' (positive integer expected)", 2)
   end
-  if type(opts) == "table" and opts.workers ~= nil then
-    local o = prefork.options(opts, 2)
+  -- The prefork options are checked without `workers` too: a bad one
+  -- raises rather than being ignored.
+  local o = type(opts) == "table" and prefork.options(opts, 2)
+  if o and opts.workers ~= nil then
     return prefork.master(o, function(control)
       return serve_loop(server, handler, concurrency, control)
     end)

@@ -481,11 +481,11 @@ function M.serve(server, handler, opts)
   end
   -- green.serve's accept loop; with opts.workers, its prefork machinery
   -- takes the same options table.
-  local accept_opts = o.concurrency
+  -- Passed without workers too: green.serve checks them then as well.
+  local accept_opts = { concurrency = o.concurrency,
+                        graceful_timeout = o.graceful_timeout }
+  for k in pairs(PREFORK) do accept_opts[k] = o[k] end
   if o.workers ~= nil then
-    accept_opts = { concurrency = o.concurrency,
-                    graceful_timeout = o.graceful_timeout }
-    for k in pairs(PREFORK) do accept_opts[k] = o[k] end
     -- a worker told to stop closes its idle keep-alive connections at
     -- once rather than after graceful_timeout
     accept_opts.on_stop = function()
