@@ -172,9 +172,10 @@ describe("prefork options under attack", function()
         { { graceful_timeout = -1 }, "bad option 'graceful_timeout'" },
         { { worker_timeout = "30" }, "bad option 'worker_timeout'" },
         { { worker_timeout = 0 / 0 }, "bad option 'worker_timeout'" },
-        { { on_worker_start = 3 }, "bad option 'on_worker_start'" },
-        { { on_worker_exit = {} }, "bad option 'on_worker_exit'" },
-        { { on_stop = "x" }, "bad option 'on_stop'" },
+        { { on_worker_start = 3 }, "(on_worker_start: function expected, got " },
+        { { on_worker_exit = {} },
+          "(on_worker_exit: function expected, got " },
+        { { on_stop = "x" }, "(on_stop: function expected, got " },
       } do
         local ok, err = pcall(green.serve, server, f, case[1])
         assert.is_false(ok, case[2])
