@@ -469,6 +469,48 @@ describe("WebSocket server against hostile clients", function()
     end)
   end)
 
+  -- The options were checked after the handshake: a bad one raised once
+  -- the 101 had gone out (the client upgraded, the handler's 400 then
+  -- read as frames), and a NaN max_message_size was taken as no limit.
+  it("refuses a bad max_message_size or timeout before the handshake",
+     function()
+    green_run(function()
+      local errs, current = green.Queue(), nil
+      local port, stop = h.http_serve(function(req)
+        local ok, err = pcall(req.upgrade_websocket, req, nil, current)
+        errs:put(ok and "upgraded" or err)
+        return 400, nil, "no"
+      end)
+      local function expected(what)
+        return what == "timeout" and "number of seconds expected"
+               or "positive number expected"
+      end
+      for _, case in ipairs {
+        { "max_message_size", 0 / 0, "NaN" }, { "max_message_size", -1 },
+        { "max_message_size", 0 }, { "max_message_size", "1e6", "string" },
+        { "timeout", "5", "string" }, { "timeout", 0 / 0, "NaN" },
+      } do
+        local name, value = case[1], case[2]
+        local why = ("%s: %s, got %s"):format(name, expected(name),
+                                              case[3] or tostring(value))
+        current = { [name] = value }
+        -- the server: it raises, no 101 went out, the handler's 400 did
+        local c, status = raw_upgrade(port)
+        assert.matches("^HTTP/1%.[01] 400 ", status, nil, false, why)
+        c:close()
+        assert.are.equal("bad argument #2 to 'upgrade_websocket' (" .. why
+                         .. ")", (errs:get():gsub("^[^:]+:%d+: ", "")))
+        -- the client: it raises before connecting anywhere
+        local ok, err = pcall(green.http.websocket, "ws://127.0.0.1:1/",
+                              current)
+        assert.is_false(ok, why)
+        assert.are.equal("bad argument #2 to 'websocket' (" .. why .. ")",
+                         (err:gsub("^[^:]+:%d+: ", "")))
+      end
+      stop()
+    end)
+  end)
+
   it("sends nothing after a close; closes twice; receives the end again",
      function()
     green_run(function()

@@ -63,10 +63,7 @@ local ReadGuard = { __close = function(g)
 end }
 
 local function new(sock, server, opts)
-  local max = opts and opts.max_message_size or DEFAULT_MAX
-  if type(max) ~= "number" or max <= 0 then
-    error("bad option max_message_size (positive number expected)", 3)
-  end
+  local max = opts and opts.max_message_size or DEFAULT_MAX -- (checked)
   local self = setmetatable({ sock = sock, ctx = ws_new(server, max),
                               timeout = opts and opts.timeout,
                               tls = is_tls(sock), wlock = Semaphore(1),
@@ -248,6 +245,24 @@ local function choose(protocols, offered)
 end
 
 local ACCEPT_OPTS = { max_message_size = true, timeout = true }
+
+-- The options' values, before any byte of the handshake goes out (a
+-- bad one raised after it, the peer upgraded; and a NaN limit was none):
+-- max_message_size a positive number, timeout a number (NaN refused).
+local function check_values(opts, fname)
+  local max, t = opts.max_message_size, opts.timeout
+  if max ~= nil and (type(max) ~= "number" or max ~= max or max <= 0) then
+    error(format("bad argument #2 to '%s' (max_message_size: positive "
+                 .. "number expected, got %s)", fname,
+                 max ~= max and "NaN" or type(max) == "number"
+                 and tostring(max) or type(max)), 3)
+  end
+  if t ~= nil and (type(t) ~= "number" or t ~= t) then
+    error(format("bad argument #2 to '%s' (timeout: number of seconds "
+                 .. "expected, got %s)", fname,
+                 t ~= t and "NaN" or type(t)), 3)
+  end
+end
 local CONNECT_OPTS = { protocols = true, headers = true, timeout = true,
                        max_message_size = true, tls = true }
 
@@ -260,6 +275,7 @@ function M.accept(req, protocols, opts)
             .. type(opts) .. ")", 2)
     end
     check(opts, ACCEPT_OPTS, 2, "upgrade_websocket", 2)
+    check_values(opts, "upgrade_websocket")
   end
   local c = req.conn
   local hs = req.headers
@@ -345,6 +361,7 @@ function M.connect(url, opts)
     error("bad argument #2 to 'websocket' (table expected)", 2)
   end
   opts = check(opts or {}, CONNECT_OPTS, 2, "websocket", 2)
+  check_values(opts, "websocket")
   local u = core.http_parse_url(url)
   if not u or not u.host then return nil, common.invalid_url(url) end
   local scheme = (u.scheme or ""):lower()
@@ -360,11 +377,6 @@ function M.connect(url, opts)
     check(opts.tls, gopts.tls, 2, "websocket", 2, "tls.")
   end
   local timeout = opts.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
-    error("bad argument #2 to 'websocket' (timeout: number of seconds "
-          .. "expected, got " .. (timeout ~= timeout and "NaN"
-          or type(timeout)) .. ")", 2)
-  end
   if timeout and timeout < 0 then -- the toolkit's rule: expire at once
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
