@@ -168,10 +168,14 @@ describe("prefork options under attack", function()
       server:close() -- a serve that took the options returns at once
       local function f() end
       for _, case in ipairs {
-        { { graceful_timeout = 0 / 0 }, "bad option 'graceful_timeout'" },
-        { { graceful_timeout = -1 }, "bad option 'graceful_timeout'" },
-        { { worker_timeout = "30" }, "bad option 'worker_timeout'" },
-        { { worker_timeout = 0 / 0 }, "bad option 'worker_timeout'" },
+        { { graceful_timeout = 0 / 0 },
+          "(graceful_timeout: positive number expected, got NaN)" },
+        { { graceful_timeout = -1 },
+          "(graceful_timeout: positive number expected, got -1)" },
+        { { worker_timeout = "30" },
+          "(worker_timeout: positive number expected, got string)" },
+        { { worker_timeout = 0 / 0 },
+          "(worker_timeout: positive number expected, got NaN)" },
         { { on_worker_start = 3 },
           "(on_worker_start: function expected, got " },
         { { on_worker_exit = {} },
@@ -200,8 +204,8 @@ describe("prefork options under attack", function()
                                               worker_timeout = -1 })
       end)
       assert.is_false(ok)
-      assert.matches("^spec/prefork_attack_spec%.lua:%d+: bad option "
-                     .. "'worker_timeout'", err)
+      assert.matches("^spec/prefork_attack_spec%.lua:%d+: bad argument "
+                     .. "#3 to 'serve' %(worker_timeout:", err)
     end)
   end)
 end)

@@ -465,12 +465,13 @@ end, { workers = 1, graceful_timeout = 600 })
       local server = assert(green.listen("127.0.0.1", 0))
       local function f() end
       for _, case in ipairs {
-        { { workers = 0 }, "bad option 'workers'" },
-        { { workers = 1.5 }, "bad option 'workers'" },
+        { { workers = 0 }, "bad argument #3 to 'serve' (workers: positive "
+          .. "integer expected, got 0)" },
+        { { workers = 1.5 }, "(workers: positive integer expected, got 1.5)" },
         { { workers = 2, graceful_timeout = "x" },
-          "bad option 'graceful_timeout'" },
+          "(graceful_timeout: positive number expected, got string)" },
         { { workers = 2, worker_timeout = -1 },
-          "bad option 'worker_timeout'" },
+          "(worker_timeout: positive number expected, got -1)" },
         { { workers = 2, on_worker_start = 3 },
           "bad argument #3 to 'serve' (on_worker_start: function "
           .. "expected, got number)" },

@@ -59,9 +59,11 @@ function M.options(opts, level)
     if v == nil then v = def end
     if type(v) ~= "number" or v ~= v or v <= 0
        or (integer and math.type(v) ~= "integer") then
-      error(format("bad option '%s' to 'serve' (positive %s expected, "
+      error(format("bad argument #3 to 'serve' (%s: positive %s expected, "
                    .. "got %s)", name, integer and "integer" or "number",
-                   tostring(o[name])), level + 2) -- above options
+                   o[name] ~= o[name] and "NaN" or type(o[name]) == "number"
+                   and tostring(o[name]) or type(o[name])),
+            level + 2) -- above options
     end
     o[name] = v
   end
