@@ -66,16 +66,32 @@ end
 -- `tcp_script`, it also listens for TCP on the same port (c-ares asks
 -- there after a truncated answer). `.queries` counts the UDP queries,
 -- `.tcp_queries` the TCP ones; `.addr` is "127.0.0.1:port".
+-- A UDP socket on a free port of 127.0.0.1, and with `tcp` a listener on
+-- the same port number: the port the kernel picked for UDP may be taken
+-- for TCP (another test's connection), so a few are tried.
+local function bind(tcp)
+  local err
+  for _ = 1, 50 do
+    local u = assert(green.udp())
+    assert(u:setsockname("127.0.0.1", 0))
+    local _, port = u:getsockname()
+    if not tcp then return u, port end
+    local listener
+    listener, err = green.listen("127.0.0.1", port)
+    if listener then return u, port, listener end
+    u:close()
+  end
+  error("no port free for both UDP and TCP: " .. tostring(err), 3)
+end
+
 function D.server(script, tcp_script)
-  local u = assert(green.udp())
-  assert(u:setsockname("127.0.0.1", 0))
-  local _, port = u:getsockname()
+  local u, port, listener = bind(tcp_script ~= nil)
   local self = setmetatable({ u = u, queries = 0, tcp_queries = 0,
                               conns = {}, threads = {},
                               addr = "127.0.0.1:" .. port }, Server)
   if tcp_script then
-    self.listener = assert(green.listen("127.0.0.1", port))
-    self.threads[1] = serve_tcp(self, self.listener, tcp_script)
+    self.listener = listener
+    self.threads[1] = serve_tcp(self, listener, tcp_script)
   end
   self.thread = green.spawn(function()
     while true do
