@@ -29,6 +29,17 @@ function M.check(opts, known, arg, fname, level, prefix)
   return opts
 end
 
+--- The `tls` option of the HTTP client and green.http.websocket: a table
+-- of TLS options (M.tls), its names checked as the function is called,
+-- not at the first https:// connection; `level` as check's.
+function M.check_tls(t, arg, fname, level)
+  if type(t) ~= "table" then
+    error(format("bad argument #%d to '%s' (tls: table expected, got %s)",
+                 arg, fname, type(t)), level + 1)
+  end
+  M.check(t, M.tls, arg, fname, level + 1, "tls.")
+end
+
 --- Whether `fn` can be called as Lua calls it: a function, or a value
 -- whose metatable has a raw `__call` (a callable table or userdata, as
 -- eventlet takes any callable). The Lua modules' one check of a function

@@ -275,16 +275,6 @@ end
 
 -- {=== requests
 
--- The `tls` option: green.tls options (cafile, capath, ca, verify,
--- certificate, key, ...); checked when a connection is made.
-local function check_tls(t, arg, fname)
-  if type(t) ~= "table" then
-    error(format("bad argument #%d to '%s' (tls: table expected, got %s)",
-                 arg, fname, type(t)), 3)
-  end
-  check(t, gopts.tls, arg, fname, 3, "tls.")
-end
-
 -- Connections made with different TLS options are pooled apart.
 local function tls_key(t)
   if not t then return "" end
@@ -644,7 +634,7 @@ local function request(self, o, argn)
     error(format("bad argument #%d to 'request' (timeout: non-negative "
                  .. "number expected)", argn), 2)
   end
-  if o.tls ~= nil then check_tls(o.tls, argn, "request") end
+  if o.tls ~= nil then gopts.check_tls(o.tls, argn, "request", 2) end
   if o.method ~= nil and not is_token(o.method) then
     -- (it begins the request line: a space or CRLF would split it)
     error(format("bad argument #%d to 'request' (method: token expected, "
@@ -750,7 +740,7 @@ function M.Client(opts)
           .. "number expected)", 2)
   end
   if opts.tls ~= nil then
-    check_tls(opts.tls, 1, "Client")
+    gopts.check_tls(opts.tls, 1, "Client", 2)
   end
   return setmetatable({ max_per_host = mph, idle_timeout = idle,
                         tls = opts.tls, pools = {} }, Client)

@@ -369,13 +369,7 @@ function M.connect(url, opts)
   if not tls and scheme ~= "ws" and scheme ~= "http" then
     return nil, "unsupported URL scheme: " .. scheme
   end
-  if opts.tls ~= nil then
-    if type(opts.tls) ~= "table" then
-      error("bad argument #2 to 'websocket' (tls: table expected, got "
-            .. type(opts.tls) .. ")", 2)
-    end
-    check(opts.tls, gopts.tls, 2, "websocket", 2, "tls.")
-  end
+  if opts.tls ~= nil then gopts.check_tls(opts.tls, 2, "websocket", 2) end
   local timeout = opts.timeout
   if timeout and timeout < 0 then -- the toolkit's rule: expire at once
     local o = {}
